@@ -1,0 +1,12 @@
+//! pinwheel: a thread-per-core root daemon for hosts that run a mesh of AI
+//! agents (speech-to-text, LLMs, TTS, vision, memory, monitoring).
+//!
+//! The crate is a library with a thin binary. Modules depend downward only:
+//! `config`, `topology` <- `plan` <- `cli`. See README.md for the
+//! architecture and each module's `//!` doc for its design.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod plan;
+pub mod topology;

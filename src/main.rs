@@ -1,0 +1,2 @@
+//! The `pinwheel` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! The P/E classification ladder (placeholder until detection lands).

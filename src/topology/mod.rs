@@ -1,0 +1,566 @@
+//! Host CPUs and the validated topology file.
+//!
+//! Two things live here. [`HostCpus`] is what [`detect`] finds under a sysfs
+//! root: every online CPU with its class (P, E or uniform), core, package,
+//! NUMA node, SMT siblings and the CPUs sharing its L2 and L3. [`Topology`]
+//! is a topology file after validation: the host it describes, which CPU
+//! plays which role, per-class executor settings, GPUs, and the admin,
+//! tuning and cluster sections.
+//!
+//! A topology file describes one host. Planning is pure and works on any
+//! machine; only `pinwheel run` compares the file with the live host
+//! ([`Topology::check_live`]). Detection takes a root path so tests run
+//! against fixture trees; it never writes anything.
+
+mod classify;
+mod cpuset;
+mod detect;
+mod live;
+mod render;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::Location;
+
+pub use cpuset::{CpuId, CpuSet, CpuSetError, MAX_CPU_ID};
+pub use detect::detect;
+pub use live::{LiveLimits, live_limits};
+pub use render::{render_detect_json, render_detect_toml};
+pub use validate::{load, validate};
+
+/// The class of a CPU: a performance core, an efficiency core, or a core of
+/// a host whose CPUs are all alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum CpuClass {
+    /// Performance core (Intel P-core, ARM big core).
+    P,
+    /// Efficiency core (Intel E-core, ARM LITTLE core).
+    E,
+    /// No detectable difference between this host's CPUs.
+    #[serde(rename = "uniform")]
+    Uniform,
+}
+
+impl CpuClass {
+    /// The name used in files and output: `P`, `E` or `uniform`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CpuClass::P => "P",
+            CpuClass::E => "E",
+            CpuClass::Uniform => "uniform",
+        }
+    }
+}
+
+impl fmt::Display for CpuClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A NUMA node as the kernel numbers it (`/sys/devices/system/node/nodeN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct NumaNode(pub u32);
+
+/// The detection rung that decided the CPU classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassSource {
+    /// Intel hybrid PMU lists `devices/cpu_core/cpus` and `devices/cpu_atom/cpus`.
+    HybridPmu,
+    /// `cpuN/cpu_capacity` (ARM big.LITTLE).
+    CpuCapacity,
+    /// `cpufreq/base_frequency`.
+    BaseFrequency,
+    /// `cpufreq/cpuinfo_max_freq`.
+    CpuinfoMaxFreq,
+    /// Nothing separated the CPUs: all are uniform.
+    Uniform,
+}
+
+impl ClassSource {
+    /// The name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClassSource::HybridPmu => "hybrid_pmu",
+            ClassSource::CpuCapacity => "cpu_capacity",
+            ClassSource::BaseFrequency => "base_frequency",
+            ClassSource::CpuinfoMaxFreq => "cpuinfo_max_freq",
+            ClassSource::Uniform => "uniform",
+        }
+    }
+}
+
+/// One online CPU as detection found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CpuInfo {
+    /// Kernel CPU number.
+    pub cpu: CpuId,
+    /// P, E or uniform.
+    pub class: CpuClass,
+    /// `topology/core_id` (unique within a package).
+    pub core: u32,
+    /// `topology/physical_package_id`.
+    pub package: u32,
+    /// The NUMA node whose `cpulist` holds this CPU; `None` when the tree
+    /// has NUMA nodes but none lists it.
+    pub numa: Option<NumaNode>,
+    /// SMT siblings, this CPU included (online CPUs only).
+    pub siblings: CpuSet,
+    /// CPUs sharing this CPU's L2 cache (online only; empty if unknown).
+    pub l2: CpuSet,
+    /// CPUs sharing this CPU's L3 cache (online only; empty if none).
+    pub l3: CpuSet,
+}
+
+/// The CPUs of a host, as detected under a sysfs root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCpus {
+    /// The rung that decided the classes.
+    pub source: ClassSource,
+    /// Online (and, on the live host, usable) CPUs, ascending.
+    pub cpus: Vec<CpuInfo>,
+    /// Online CPUs left out because this process may not run on them
+    /// (affinity mask or cgroup cpuset); empty for fixture trees.
+    pub excluded: CpuSet,
+}
+
+impl HostCpus {
+    /// All detected CPUs.
+    pub fn cpu_set(&self) -> CpuSet {
+        self.cpus.iter().map(|c| c.cpu).collect()
+    }
+
+    /// The detected CPUs of one class.
+    pub fn class_set(&self, class: CpuClass) -> CpuSet {
+        self.cpus.iter().filter(|c| c.class == class).map(|c| c.cpu).collect()
+    }
+
+    /// Looks up one CPU.
+    pub fn get(&self, cpu: CpuId) -> Option<&CpuInfo> {
+        self.cpus.iter().find(|c| c.cpu == cpu)
+    }
+}
+
+/// What a CPU is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Runs agent executors.
+    DataPlane,
+    /// Runs the core loop (VRAM optimizer, GPU scheduler, supervisor).
+    Control,
+    /// Runs the control thread (admin HTTP, cluster link, NVML polling).
+    Housekeeping,
+}
+
+impl Role {
+    /// The key used in topology files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::DataPlane => "data_plane",
+            Role::Control => "control",
+            Role::Housekeeping => "housekeeping",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a consumer waits for the next message on its rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitStrategy {
+    /// Busy-poll; lowest latency, burns the CPU.
+    Spin,
+    /// Sleep on an eventfd doorbell; no CPU when idle.
+    Park,
+    /// Spin for a budget that follows recent traffic, then park.
+    Adaptive,
+}
+
+/// Which kind of glommio task queue an executor's agents run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskQueue {
+    /// `Latency::Matters`: preempts other queues within the preempt timer.
+    Latency,
+    /// `Shares::Static(shares)`: a proportional share of the CPU.
+    Shares(u16),
+}
+
+/// Executor settings for the data-plane CPUs of one class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ClassSettings {
+    /// How consumers on this class wait.
+    pub wait: WaitStrategy,
+    /// Longest spin before parking (adaptive budget ceiling, glommio
+    /// `spin_before_park`), microseconds.
+    pub spin_before_park_us: u32,
+    /// glommio `preempt_timer`, microseconds.
+    pub preempt_timer_us: u32,
+    /// Task queue for agents on this class.
+    pub task_queue: TaskQueue,
+    /// SCHED_FIFO priority (1-99) for data-plane executors; 0 keeps
+    /// SCHED_OTHER.
+    pub rt_priority: u8,
+}
+
+/// Where a GPU comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuSource {
+    /// An NVML device by index.
+    NvmlIndex(u32),
+    /// An NVML device by UUID.
+    NvmlUuid(String),
+    /// A simulated GPU (no driver needed).
+    Simulated,
+}
+
+/// One GPU the topology declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GpuSpec {
+    /// Where it comes from.
+    pub source: GpuSource,
+    /// Display name (expected NVML name, or the simulated GPU's).
+    pub name: String,
+    /// Expected total VRAM, MiB. Required for simulated GPUs; for NVML
+    /// GPUs it is what a simulated stand-in gets when there is no driver.
+    pub vram_mib: Option<u64>,
+}
+
+/// Which GPUs the host has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuPlan {
+    /// Exactly the GPUs the file lists.
+    Declared(Vec<GpuSpec>),
+    /// Every GPU NVML reports; none without a driver.
+    Nvml,
+}
+
+/// The optional cluster section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterSpec {
+    /// Cluster name, the `<cluster>` in NATS subjects.
+    pub name: String,
+    /// NATS server URL.
+    pub nats_url: String,
+}
+
+/// A validated topology file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Topology {
+    path: PathBuf,
+    host: String,
+    classes: Vec<(CpuClass, CpuSet)>,
+    isolated: bool,
+    data_plane: CpuSet,
+    control: Option<CpuId>,
+    housekeeping: CpuSet,
+    settings: Vec<(CpuClass, ClassSettings)>,
+    gpus: GpuPlan,
+    admin_addr: SocketAddr,
+    tuning_profile: Option<PathBuf>,
+    cluster: Option<ClusterSpec>,
+    #[serde(skip)]
+    cpu_locations: Vec<(CpuId, Location)>,
+}
+
+impl Topology {
+    /// The file this topology was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The host the file describes.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// All CPUs of the host.
+    pub fn cpus(&self) -> CpuSet {
+        self.classes
+            .iter()
+            .fold(CpuSet::new(), |all, (_, set)| all.union(set))
+    }
+
+    /// The class of a CPU, if the host has it.
+    pub fn class_of(&self, cpu: CpuId) -> Option<CpuClass> {
+        self.classes
+            .iter()
+            .find(|(_, set)| set.contains(cpu))
+            .map(|(class, _)| *class)
+    }
+
+    /// The CPUs of one class (empty if the host has none).
+    pub fn class_cpus(&self, class: CpuClass) -> CpuSet {
+        self.classes
+            .iter()
+            .find(|(c, _)| *c == class)
+            .map(|(_, set)| set.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether data-plane CPUs are isolated from the kernel scheduler.
+    pub fn isolated(&self) -> bool {
+        self.isolated
+    }
+
+    /// CPUs that run agent executors.
+    pub fn data_plane(&self) -> &CpuSet {
+        &self.data_plane
+    }
+
+    /// The CPU of the core loop; `None` runs it as a background task queue
+    /// on the first data-plane executor (hosts too small to spare a CPU).
+    pub fn control(&self) -> Option<CpuId> {
+        self.control
+    }
+
+    /// CPUs of the control thread; empty lets it float over every CPU that
+    /// is not data plane.
+    pub fn housekeeping(&self) -> &CpuSet {
+        &self.housekeeping
+    }
+
+    /// The role of a CPU, if it has one.
+    pub fn role_of(&self, cpu: CpuId) -> Option<Role> {
+        if self.data_plane.contains(cpu) {
+            Some(Role::DataPlane)
+        } else if self.control == Some(cpu) {
+            Some(Role::Control)
+        } else if self.housekeeping.contains(cpu) {
+            Some(Role::Housekeeping)
+        } else {
+            None
+        }
+    }
+
+    /// Executor settings for a class.
+    pub fn settings(&self, class: CpuClass) -> ClassSettings {
+        self.settings
+            .iter()
+            .find(|(c, _)| *c == class)
+            .map(|(_, s)| *s)
+            .unwrap_or_else(|| validate::default_settings(class))
+    }
+
+    /// The GPUs.
+    pub fn gpus(&self) -> &GpuPlan {
+        &self.gpus
+    }
+
+    /// Where the admin API listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The tuning profile to apply at start, if any.
+    pub fn tuning_profile(&self) -> Option<&Path> {
+        self.tuning_profile.as_deref()
+    }
+
+    /// The cluster section, if any.
+    pub fn cluster(&self) -> Option<&ClusterSpec> {
+        self.cluster.as_ref()
+    }
+
+    /// Where in the file a CPU was assigned its class or role, for errors
+    /// that point back at it.
+    pub fn cpu_location(&self, cpu: CpuId) -> Option<&Location> {
+        self.cpu_locations
+            .iter()
+            .find(|(c, _)| *c == cpu)
+            .map(|(_, at)| at)
+    }
+
+    /// Checks that the live host has what this file describes: every CPU of
+    /// the file online and usable here, with the class the file gives it.
+    pub fn check_live(&self, live: &HostCpus) -> Result<(), TopologyError> {
+        let here = live.cpu_set();
+        let missing = self.cpus().difference(&here);
+        let mismatched: CpuSet = self
+            .cpus()
+            .intersection(&here)
+            .iter()
+            .filter(|cpu| live.get(*cpu).map(|c| c.class) != self.class_of(*cpu))
+            .collect();
+        if missing.is_empty() && mismatched.is_empty() {
+            return Ok(());
+        }
+        Err(TopologyError::HostMismatch {
+            path: self.path.clone(),
+            host: self.host.clone(),
+            file_cpus: describe_classes(&self.classes),
+            live_cpus: describe_classes(&[
+                (CpuClass::P, live.class_set(CpuClass::P)),
+                (CpuClass::E, live.class_set(CpuClass::E)),
+                (CpuClass::Uniform, live.class_set(CpuClass::Uniform)),
+            ]),
+            missing,
+            mismatched,
+        })
+    }
+}
+
+fn describe_classes(classes: &[(CpuClass, CpuSet)]) -> String {
+    let parts: Vec<String> = classes
+        .iter()
+        .filter(|(_, set)| !set.is_empty())
+        .map(|(class, set)| format!("{class} {set}"))
+        .collect();
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Errors from detecting CPUs and validating topology files.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// A sysfs or procfs file that must exist could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A sysfs or procfs file held something unexpected.
+    #[error("{path}: unexpected contents {contents:?}: {reason}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What it held (trimmed).
+        contents: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Detection found no online CPU this process may use.
+    #[error("no usable online CPU under {root} (online: {online}; excluded by affinity or cgroup: {excluded})")]
+    NoCpus {
+        /// The sysfs root.
+        root: PathBuf,
+        /// Online CPUs found.
+        online: CpuSet,
+        /// Online CPUs excluded by affinity or cgroup.
+        excluded: CpuSet,
+    },
+    /// The file's schema version is not one this pinwheel reads.
+    #[error("{at}: topology schema {found} is not supported; this pinwheel reads schema 1 (set `schema = 1`)")]
+    Schema {
+        /// The `schema` value.
+        at: Location,
+        /// What the file says.
+        found: i64,
+    },
+    /// A value in the file is out of range or inconsistent.
+    #[error("{at}: {message}")]
+    Invalid {
+        /// The value.
+        at: Location,
+        /// What is wrong and what to write instead.
+        message: String,
+    },
+    /// A CPU the file uses that its host does not have.
+    #[error("{at}: CPU {cpu} is not a CPU of host {host} (its CPUs: {host_cpus}); use one of those or add it under [host.cpus]")]
+    CpuNotOnHost {
+        /// Where the CPU is named.
+        at: Location,
+        /// The CPU.
+        cpu: CpuId,
+        /// The file's host.
+        host: String,
+        /// The host's CPUs by class.
+        host_cpus: String,
+    },
+    /// One CPU claimed by two roles, or listed under two classes.
+    #[error("{at}: CPU {cpu} is claimed by both {first} and {second}; a CPU has one role, so remove it from one of them")]
+    RoleOverlap {
+        /// Where the second claim is.
+        at: Location,
+        /// The CPU.
+        cpu: CpuId,
+        /// The first claimant.
+        first: String,
+        /// The second claimant.
+        second: String,
+    },
+    /// A role selector that cannot be satisfied.
+    #[error("{at}: role {role} wants {wanted} {class} CPU(s) but only {available} are left ({left}); lower `count` or free CPUs from other roles")]
+    RoleShort {
+        /// The selector.
+        at: Location,
+        /// The role.
+        role: Role,
+        /// The class asked for.
+        class: String,
+        /// How many were asked for.
+        wanted: usize,
+        /// How many were unclaimed.
+        available: usize,
+        /// The unclaimed CPUs.
+        left: CpuSet,
+    },
+    /// A GPU entry without a VRAM size.
+    #[error("{at}: GPU {gpu} ({name}) has no VRAM; set `vram_mib` to its memory in MiB (e.g. 24564 for a 24 GiB card)")]
+    GpuWithoutVram {
+        /// The GPU entry.
+        at: Location,
+        /// Its position in the `[[gpu]]` list.
+        gpu: usize,
+        /// Its name.
+        name: String,
+    },
+    /// The live host is not the host the file describes.
+    #[error(
+        "{path} describes host {host} with CPUs {file_cpus}, but this host has {live_cpus}{}{}; use topology/auto.toml, or write this host's file with `pinwheel topo detect > topology/<host>.toml`",
+        if missing.is_empty() { String::new() } else { format!("; CPUs {missing} are not online and usable here") },
+        if mismatched.is_empty() { String::new() } else { format!("; CPUs {mismatched} have another class here") }
+    )]
+    HostMismatch {
+        /// The topology file.
+        path: PathBuf,
+        /// The host it describes.
+        host: String,
+        /// The file's CPUs by class.
+        file_cpus: String,
+        /// The live host's CPUs by class.
+        live_cpus: String,
+        /// File CPUs not usable here.
+        missing: CpuSet,
+        /// File CPUs whose class differs here.
+        mismatched: CpuSet,
+    },
+}
+
+impl TopologyError {
+    /// The place in a file this error points at, if any.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            TopologyError::Schema { at, .. }
+            | TopologyError::Invalid { at, .. }
+            | TopologyError::CpuNotOnHost { at, .. }
+            | TopologyError::RoleOverlap { at, .. }
+            | TopologyError::RoleShort { at, .. }
+            | TopologyError::GpuWithoutVram { at, .. } => Some(at),
+            TopologyError::Read { .. }
+            | TopologyError::Malformed { .. }
+            | TopologyError::NoCpus { .. }
+            | TopologyError::HostMismatch { .. } => None,
+        }
+    }
+}
