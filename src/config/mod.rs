@@ -4,12 +4,38 @@
 //! raw struct with `deny_unknown_fields` and spans, then validate into a type
 //! with private fields. Code past the boundary sees only validated types.
 
+pub mod agents;
+pub mod agents_file;
 mod source;
 pub mod topology_file;
 
 use std::path::PathBuf;
 
+pub use agents::{
+    AgentIndex, AgentKind, AgentSet, AgentSpec, CallTarget, Hint, ModelNeed, Placement,
+};
+pub use agents_file::{ClassWish, NativeName, Priority};
 pub use source::{Location, SourceFile, suggest};
+
+/// Why a host, agent or cluster name is unusable, if it is. Names start
+/// with a letter or digit and hold letters, digits, `_`, `-` and `.`, at
+/// most 64 of them, so they fit NATS subjects, file names and URLs.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > 64 {
+        Some("is longer than 64 characters")
+    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        Some("must start with a letter or digit")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        Some("may hold only letters, digits, '_', '-' and '.'")
+    } else {
+        None
+    }
+}
 
 /// Errors from reading and parsing configuration files.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +56,64 @@ pub enum ConfigError {
         /// The parser's message.
         message: String,
     },
+    /// The file's schema version is not one this pinwheel reads.
+    #[error(
+        "{at}: schema {found} is not supported; this pinwheel reads schema 1 (set `schema = 1`)"
+    )]
+    Schema {
+        /// The `schema` value.
+        at: Location,
+        /// What the file says.
+        found: i64,
+    },
+    /// A value that parsed but makes no sense.
+    #[error("{at}: {message}")]
+    Invalid {
+        /// The value.
+        at: Location,
+        /// What is wrong and what to write instead.
+        message: String,
+    },
+    /// Two agents with one name on one host.
+    #[error(
+        "{at}: agent {name} on host {host} is defined twice (first at {first}); rename or remove one"
+    )]
+    DuplicateAgent {
+        /// The second definition.
+        at: Location,
+        /// The name.
+        name: String,
+        /// The host.
+        host: String,
+        /// The first definition.
+        first: Location,
+    },
+    /// A call to an agent no loaded manifest defines.
+    #[error("{at}: agent {agent} calls unknown agent {target:?}; {hint}")]
+    UnknownCall {
+        /// The call.
+        at: Location,
+        /// The caller.
+        agent: String,
+        /// The target as written.
+        target: String,
+        /// A likely fix.
+        hint: Hint,
+    },
+    /// A call whose name fits agents on several hosts.
+    #[error(
+        "{at}: agent {agent} calls {target:?}, which runs on hosts {hosts}; write it as {target}@<host>"
+    )]
+    AmbiguousCall {
+        /// The call.
+        at: Location,
+        /// The caller.
+        agent: String,
+        /// The target as written.
+        target: String,
+        /// Hosts that have an agent of that name.
+        hosts: String,
+    },
 }
 
 impl ConfigError {
@@ -37,7 +121,12 @@ impl ConfigError {
     pub fn location(&self) -> Option<&Location> {
         match self {
             ConfigError::Read { .. } => None,
-            ConfigError::Parse { at, .. } => Some(at),
+            ConfigError::Parse { at, .. }
+            | ConfigError::Schema { at, .. }
+            | ConfigError::Invalid { at, .. }
+            | ConfigError::DuplicateAgent { at, .. }
+            | ConfigError::UnknownCall { at, .. }
+            | ConfigError::AmbiguousCall { at, .. } => Some(at),
         }
     }
 }

@@ -69,7 +69,9 @@ impl SourceFile {
             path: Arc::clone(&self.path),
             line,
             column,
-            text: self.text[line_start..line_end].trim_end_matches('\r').to_owned(),
+            text: self.text[line_start..line_end]
+                .trim_end_matches('\r')
+                .to_owned(),
             width,
         }
     }
@@ -149,7 +151,12 @@ pub fn suggest<'a>(wanted: &str, known: impl IntoIterator<Item = &'a str>) -> Op
     let limit = (wanted.chars().count() / 3).max(1);
     known
         .into_iter()
-        .map(|name| (edit_distance(&wanted.to_lowercase(), &name.to_lowercase()), name))
+        .map(|name| {
+            (
+                edit_distance(&wanted.to_lowercase(), &name.to_lowercase()),
+                name,
+            )
+        })
         .filter(|(distance, _)| *distance <= limit)
         .min()
         .map(|(_, name)| name)
@@ -205,7 +212,10 @@ mod tests {
     #[test]
     fn suggest_finds_a_close_name_and_rejects_a_distant_one() {
         let known = ["ModelManagerSuite", "STTService"];
-        assert_eq!(suggest("ModelManagerSuit", known), Some("ModelManagerSuite"));
+        assert_eq!(
+            suggest("ModelManagerSuit", known),
+            Some("ModelManagerSuite")
+        );
         assert_eq!(suggest("Nothing", known), None);
     }
 }

@@ -69,7 +69,9 @@ impl CpuSet {
     pub fn parse_list(text: &str) -> Result<Self, CpuSetError> {
         let mut cpus = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let bad = || CpuSetError::BadPart { part: part.to_owned() };
+            let bad = || CpuSetError::BadPart {
+                part: part.to_owned(),
+            };
             let (low, high) = match part.split_once('-') {
                 Some((low, high)) => (low.trim(), high.trim()),
                 None => (part, part),
@@ -77,7 +79,9 @@ impl CpuSet {
             let low: u64 = low.parse().map_err(|_| bad())?;
             let high: u64 = high.parse().map_err(|_| bad())?;
             if high < low {
-                return Err(CpuSetError::Backwards { part: part.to_owned() });
+                return Err(CpuSetError::Backwards {
+                    part: part.to_owned(),
+                });
             }
             if high > u64::from(MAX_CPU_ID) {
                 return Err(CpuSetError::TooLarge { cpu: high });
@@ -93,8 +97,9 @@ impl CpuSet {
         let words: Vec<&str> = text.trim().split(',').collect();
         let mut cpus = Vec::new();
         for (index, word) in words.iter().rev().enumerate() {
-            let bits = u32::from_str_radix(word.trim(), 16)
-                .map_err(|_| CpuSetError::BadMask { word: (*word).to_owned() })?;
+            let bits = u32::from_str_radix(word.trim(), 16).map_err(|_| CpuSetError::BadMask {
+                word: (*word).to_owned(),
+            })?;
             for bit in 0..32 {
                 if bits & (1 << bit) != 0 {
                     let cpu = index as u64 * 32 + bit;
@@ -229,9 +234,18 @@ mod tests {
 
     #[test]
     fn parse_list_rejects_garbage_and_backwards_ranges() {
-        assert!(matches!(CpuSet::parse_list("0-x"), Err(CpuSetError::BadPart { .. })));
-        assert!(matches!(CpuSet::parse_list("5-2"), Err(CpuSetError::Backwards { .. })));
-        assert!(matches!(CpuSet::parse_list("0-99999"), Err(CpuSetError::TooLarge { .. })));
+        assert!(matches!(
+            CpuSet::parse_list("0-x"),
+            Err(CpuSetError::BadPart { .. })
+        ));
+        assert!(matches!(
+            CpuSet::parse_list("5-2"),
+            Err(CpuSetError::Backwards { .. })
+        ));
+        assert!(matches!(
+            CpuSet::parse_list("0-99999"),
+            Err(CpuSetError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -25,13 +25,27 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::Location;
+use crate::config::{ConfigError, Location};
 
 pub use cpuset::{CpuId, CpuSet, CpuSetError, MAX_CPU_ID};
 pub use detect::detect;
 pub use live::{LiveLimits, live_limits};
 pub use render::{render_detect_json, render_detect_toml};
-pub use validate::{load, validate};
+pub use validate::{DEFAULT_ADMIN_ADDR, load, validate};
+
+/// The root that stands for the live host's `/sys`.
+pub const LIVE_SYSFS: &str = "/sys";
+
+/// Detects the CPUs under `sysfs_root`. On the live host (`/sys`) it also
+/// leaves out CPUs outside this process's affinity mask and cgroup cpuset,
+/// which glommio would otherwise fail to pin to.
+pub fn detect_host(sysfs_root: &Path) -> Result<HostCpus, TopologyError> {
+    if sysfs_root == Path::new(LIVE_SYSFS) {
+        detect(sysfs_root, Some(&live_limits()?))
+    } else {
+        detect(sysfs_root, None)
+    }
+}
 
 /// The class of a CPU: a performance core, an efficiency core, or a core of
 /// a host whose CPUs are all alike.
@@ -139,7 +153,11 @@ impl HostCpus {
 
     /// The detected CPUs of one class.
     pub fn class_set(&self, class: CpuClass) -> CpuSet {
-        self.cpus.iter().filter(|c| c.class == class).map(|c| c.cpu).collect()
+        self.cpus
+            .iter()
+            .filter(|c| c.class == class)
+            .map(|c| c.cpu)
+            .collect()
     }
 
     /// Looks up one CPU.
@@ -274,8 +292,6 @@ pub struct Topology {
     admin_addr: SocketAddr,
     tuning_profile: Option<PathBuf>,
     cluster: Option<ClusterSpec>,
-    #[serde(skip)]
-    cpu_locations: Vec<(CpuId, Location)>,
 }
 
 impl Topology {
@@ -377,15 +393,6 @@ impl Topology {
         self.cluster.as_ref()
     }
 
-    /// Where in the file a CPU was assigned its class or role, for errors
-    /// that point back at it.
-    pub fn cpu_location(&self, cpu: CpuId) -> Option<&Location> {
-        self.cpu_locations
-            .iter()
-            .find(|(c, _)| *c == cpu)
-            .map(|(_, at)| at)
-    }
-
     /// Checks that the live host has what this file describes: every CPU of
     /// the file online and usable here, with the class the file gives it.
     pub fn check_live(&self, live: &HostCpus) -> Result<(), TopologyError> {
@@ -431,6 +438,9 @@ fn describe_classes(classes: &[(CpuClass, CpuSet)]) -> String {
 /// Errors from detecting CPUs and validating topology files.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
+    /// The topology file could not be read or parsed.
+    #[error(transparent)]
+    File(ConfigError),
     /// A sysfs or procfs file that must exist could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -450,7 +460,9 @@ pub enum TopologyError {
         reason: String,
     },
     /// Detection found no online CPU this process may use.
-    #[error("no usable online CPU under {root} (online: {online}; excluded by affinity or cgroup: {excluded})")]
+    #[error(
+        "no usable online CPU under {root} (online: {online}; excluded by affinity or cgroup: {excluded})"
+    )]
     NoCpus {
         /// The sysfs root.
         root: PathBuf,
@@ -460,7 +472,9 @@ pub enum TopologyError {
         excluded: CpuSet,
     },
     /// The file's schema version is not one this pinwheel reads.
-    #[error("{at}: topology schema {found} is not supported; this pinwheel reads schema 1 (set `schema = 1`)")]
+    #[error(
+        "{at}: topology schema {found} is not supported; this pinwheel reads schema 1 (set `schema = 1`)"
+    )]
     Schema {
         /// The `schema` value.
         at: Location,
@@ -476,7 +490,9 @@ pub enum TopologyError {
         message: String,
     },
     /// A CPU the file uses that its host does not have.
-    #[error("{at}: CPU {cpu} is not a CPU of host {host} (its CPUs: {host_cpus}); use one of those or add it under [host.cpus]")]
+    #[error(
+        "{at}: CPU {cpu} is not a CPU of host {host} (its CPUs: {host_cpus}); use one of those or add it under [host.cpus]"
+    )]
     CpuNotOnHost {
         /// Where the CPU is named.
         at: Location,
@@ -488,7 +504,9 @@ pub enum TopologyError {
         host_cpus: String,
     },
     /// One CPU claimed by two roles, or listed under two classes.
-    #[error("{at}: CPU {cpu} is claimed by both {first} and {second}; a CPU has one role, so remove it from one of them")]
+    #[error(
+        "{at}: CPU {cpu} is claimed by both {first} and {second}; a CPU has one role, so remove it from one of them"
+    )]
     RoleOverlap {
         /// Where the second claim is.
         at: Location,
@@ -500,7 +518,9 @@ pub enum TopologyError {
         second: String,
     },
     /// A role selector that cannot be satisfied.
-    #[error("{at}: role {role} wants {wanted} {class} CPU(s) but only {available} are left ({left}); lower `count` or free CPUs from other roles")]
+    #[error(
+        "{at}: role {role} wants {wanted} {class} CPU(s) but only {available} are left ({left}); lower `count` or free CPUs from other roles"
+    )]
     RoleShort {
         /// The selector.
         at: Location,
@@ -516,7 +536,9 @@ pub enum TopologyError {
         left: CpuSet,
     },
     /// A GPU entry without a VRAM size.
-    #[error("{at}: GPU {gpu} ({name}) has no VRAM; set `vram_mib` to its memory in MiB (e.g. 24564 for a 24 GiB card)")]
+    #[error(
+        "{at}: GPU {gpu} ({name}) has no VRAM; set `vram_mib` to its memory in MiB (e.g. 24564 for a 24 GiB card)"
+    )]
     GpuWithoutVram {
         /// The GPU entry.
         at: Location,
@@ -551,6 +573,7 @@ impl TopologyError {
     /// The place in a file this error points at, if any.
     pub fn location(&self) -> Option<&Location> {
         match self {
+            TopologyError::File(err) => err.location(),
             TopologyError::Schema { at, .. }
             | TopologyError::Invalid { at, .. }
             | TopologyError::CpuNotOnHost { at, .. }

@@ -1,25 +1,869 @@
-//! Topology file validation (placeholder).
+//! Topology file validation: a raw [`TopologyFile`] becomes a [`Topology`].
+//!
+//! Order of checks: schema, host name, the host's CPUs by class, roles,
+//! per-class settings, GPUs, then the admin, tuning and cluster sections.
+//! The first problem is returned with the location of the value to change.
+//!
+//! Roles. Explicit `cpus` lists are claimed first; a CPU claimed twice is an
+//! error. Class selectors (`class`, `count`) then take unclaimed CPUs of
+//! their class: `control` and `housekeeping` from the highest-numbered CPU
+//! down, `data_plane` from the lowest up, so the default layout keeps the
+//! data plane on low CPUs and the control work on the last E-cores.
+//! Without a `[roles]` table roles are derived: hosts of up to 2 CPUs put
+//! every CPU in the data plane and run the core loop as a background task
+//! queue on the first one; 3 or 4 CPUs give the last CPU of the least
+//! capable class to the control role; 5 or more also give the one before it
+//! to housekeeping.
+//!
+//! Class defaults. P and uniform CPUs wait adaptively (spin 50 us, then
+//! park), preempt every 500 us, run agents in latency queues and use
+//! SCHED_FIFO priority 10. E CPUs park, preempt every 2 ms, run agents in
+//! share queues (100 shares) and stay SCHED_OTHER: background work there
+//! should never compete with the kernel for a core.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
-use super::{ClassSettings, CpuClass, HostCpus, TaskQueue, Topology, TopologyError, WaitStrategy};
-use crate::config::topology_file::TopologyFile;
-use crate::config::SourceFile;
+use toml::Spanned;
 
-/// Defaults.
+use super::{
+    ClassSettings, ClusterSpec, CpuClass, CpuId, CpuSet, GpuPlan, GpuSource, GpuSpec, HostCpus,
+    Role, TaskQueue, Topology, TopologyError, WaitStrategy, detect_host,
+};
+use crate::config::topology_file::{
+    ClassSection, ClassSections, ClusterSection, GpuEntry, HostCpusField, RoleSelector,
+    RolesSection, TopologyFile,
+};
+use crate::config::{SourceFile, name_problem};
+
+/// The admin API's default address: loopback on the seed ObservabilityHub's
+/// port.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9000";
+
+/// Reads and validates a topology file. Files with `cpus = "auto"` are
+/// resolved by detecting the CPUs under `sysfs_root`.
+pub fn load(path: &Path, sysfs_root: &Path) -> Result<Topology, TopologyError> {
+    let file = SourceFile::read(path).map_err(TopologyError::File)?;
+    let raw: TopologyFile = file.parse().map_err(TopologyError::File)?;
+    let host = match raw.host.cpus.get_ref() {
+        HostCpusField::Auto => Some(detect_host(sysfs_root)?),
+        HostCpusField::Classes(_) => None,
+    };
+    validate(raw, &file, host.as_ref())
+}
+
+/// Validates a parsed topology file. `host` must be given when the file
+/// says `cpus = "auto"`.
+pub fn validate(
+    raw: TopologyFile,
+    file: &SourceFile,
+    host: Option<&HostCpus>,
+) -> Result<Topology, TopologyError> {
+    let schema = *raw.schema.get_ref();
+    if schema != 1 {
+        return Err(TopologyError::Schema {
+            at: file.locate(raw.schema.span()),
+            found: schema,
+        });
+    }
+    let host_name = checked_name(&raw.host.name, file, "host name")?;
+    let classes = host_classes(&raw.host.cpus, file, host)?;
+    let ctx = Ctx {
+        file,
+        host: &host_name,
+        classes: &classes,
+    };
+    let roles = match &raw.roles {
+        Some(section) => resolve_roles(section.get_ref(), &ctx)?,
+        None => derive_roles(&classes),
+    };
+    Ok(Topology {
+        path: file.path().to_path_buf(),
+        host: host_name,
+        isolated: raw.host.isolated,
+        data_plane: roles.data_plane,
+        control: roles.control,
+        housekeeping: roles.housekeeping,
+        settings: class_settings(&raw.class, file)?,
+        gpus: gpus(raw.host.gpus.as_ref(), &raw.gpu, file)?,
+        admin_addr: admin_addr(raw.admin.as_ref().and_then(|a| a.addr.as_ref()), file)?,
+        tuning_profile: tuning_profile(raw.tuning.as_ref().map(|t| &t.profile), file)?,
+        cluster: raw.cluster.as_ref().map(|c| cluster(c, file)).transpose()?,
+        classes,
+    })
+}
+
+/// The built-in settings of a class (see the module doc).
 pub(super) fn default_settings(class: CpuClass) -> ClassSettings {
-    let _ = class;
-    ClassSettings { wait: WaitStrategy::Adaptive, spin_before_park_us: 50, preempt_timer_us: 500, task_queue: TaskQueue::Latency, rt_priority: 10 }
+    match class {
+        CpuClass::P | CpuClass::Uniform => ClassSettings {
+            wait: WaitStrategy::Adaptive,
+            spin_before_park_us: 50,
+            preempt_timer_us: 500,
+            task_queue: TaskQueue::Latency,
+            rt_priority: 10,
+        },
+        CpuClass::E => ClassSettings {
+            wait: WaitStrategy::Park,
+            spin_before_park_us: 0,
+            preempt_timer_us: 2_000,
+            task_queue: TaskQueue::Shares(100),
+            rt_priority: 0,
+        },
+    }
 }
 
-/// Validate.
-pub fn validate(raw: TopologyFile, file: &SourceFile, host: Option<&HostCpus>) -> Result<Topology, TopologyError> {
-    let _ = (raw, file, host);
-    todo!()
+struct Ctx<'a> {
+    file: &'a SourceFile,
+    host: &'a str,
+    classes: &'a [(CpuClass, CpuSet)],
 }
 
-/// Load.
-pub fn load(path: &Path, host: Option<&HostCpus>) -> Result<Topology, TopologyError> {
-    let _ = (path, host);
-    todo!()
+impl Ctx<'_> {
+    fn all_cpus(&self) -> CpuSet {
+        self.classes
+            .iter()
+            .fold(CpuSet::new(), |all, (_, s)| all.union(s))
+    }
+
+    fn invalid(&self, span: Range<usize>, message: impl Into<String>) -> TopologyError {
+        invalid(self.file, span, message)
+    }
+}
+
+fn invalid(file: &SourceFile, span: Range<usize>, message: impl Into<String>) -> TopologyError {
+    TopologyError::Invalid {
+        at: file.locate(span),
+        message: message.into(),
+    }
+}
+
+fn checked_name(
+    name: &Spanned<String>,
+    file: &SourceFile,
+    what: &str,
+) -> Result<String, TopologyError> {
+    match name_problem(name.get_ref()) {
+        None => Ok(name.get_ref().clone()),
+        Some(problem) => Err(invalid(
+            file,
+            name.span(),
+            format!("{what} {:?} {problem}", name.get_ref()),
+        )),
+    }
+}
+
+fn parse_cpus(text: &Spanned<String>, file: &SourceFile) -> Result<CpuSet, TopologyError> {
+    CpuSet::parse_list(text.get_ref()).map_err(|err| invalid(file, text.span(), err.to_string()))
+}
+
+fn host_classes(
+    field: &Spanned<HostCpusField>,
+    file: &SourceFile,
+    host: Option<&HostCpus>,
+) -> Result<Vec<(CpuClass, CpuSet)>, TopologyError> {
+    let lists = match field.get_ref() {
+        HostCpusField::Auto => {
+            let host = host.ok_or_else(|| {
+                invalid(
+                    file,
+                    field.span(),
+                    "cpus = \"auto\" needs CPU detection, which was not run",
+                )
+            })?;
+            return Ok([CpuClass::P, CpuClass::E, CpuClass::Uniform]
+                .into_iter()
+                .map(|class| (class, host.class_set(class)))
+                .filter(|(_, set)| !set.is_empty())
+                .collect());
+        }
+        HostCpusField::Classes(lists) => lists,
+    };
+    let mut classes: Vec<(CpuClass, CpuSet)> = Vec::new();
+    for (class, list) in [
+        (CpuClass::P, &lists.p),
+        (CpuClass::E, &lists.e),
+        (CpuClass::Uniform, &lists.uniform),
+    ] {
+        let Some(list) = list else { continue };
+        let set = parse_cpus(list, file)?;
+        if set.is_empty() {
+            return Err(invalid(
+                file,
+                list.span(),
+                format!("class {class} lists no CPU; remove it or list its CPUs"),
+            ));
+        }
+        if let Some((other, cpu)) = classes
+            .iter()
+            .find_map(|(other, s)| s.intersection(&set).first().map(|cpu| (*other, cpu)))
+        {
+            return Err(invalid(
+                file,
+                list.span(),
+                format!("CPU {cpu} is listed under both {other} and {class}; a CPU has one class"),
+            ));
+        }
+        classes.push((class, set));
+    }
+    let has = |c: CpuClass| classes.iter().any(|(class, _)| *class == c);
+    if has(CpuClass::Uniform) && (has(CpuClass::P) || has(CpuClass::E)) {
+        return Err(invalid(
+            file,
+            field.span(),
+            "a host's CPUs are either P and E, or uniform; list them as { P = .., E = .. } or { uniform = .. }",
+        ));
+    }
+    if classes.is_empty() {
+        return Err(invalid(
+            file,
+            field.span(),
+            "no CPUs listed; write e.g. { uniform = \"0-7\" } or \"auto\"",
+        ));
+    }
+    Ok(classes)
+}
+
+struct Roles {
+    data_plane: CpuSet,
+    control: Option<CpuId>,
+    housekeeping: CpuSet,
+}
+
+fn resolve_roles(section: &RolesSection, ctx: &Ctx<'_>) -> Result<Roles, TopologyError> {
+    let selectors: Vec<(Role, &Spanned<RoleSelector>)> = [
+        (Role::DataPlane, Some(&section.data_plane)),
+        (Role::Control, section.control.as_ref()),
+        (Role::Housekeeping, section.housekeeping.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(role, sel)| sel.map(|s| (role, s)))
+    .collect();
+    let mut claimed: Vec<(CpuId, Role)> = Vec::new();
+    let mut sets: Vec<(Role, CpuSet)> = Vec::new();
+    for (role, sel) in &selectors {
+        if let Some(set) = explicit_cpus(*role, sel, ctx)? {
+            claim(
+                &mut claimed,
+                *role,
+                &set,
+                sel.get_ref()
+                    .cpus
+                    .as_ref()
+                    .map_or(sel.span(), Spanned::span),
+                ctx,
+            )?;
+            sets.push((*role, set));
+        }
+    }
+    // Class selectors: control and housekeeping first, from the top.
+    let order = [Role::Control, Role::Housekeeping, Role::DataPlane];
+    for role in order {
+        let Some((_, sel)) = selectors.iter().find(|(r, _)| *r == role) else {
+            continue;
+        };
+        if sel.get_ref().cpus.is_some() {
+            continue;
+        }
+        let set = class_cpus(role, sel, &claimed, ctx)?;
+        claim(&mut claimed, role, &set, sel.span(), ctx)?;
+        sets.push((role, set));
+    }
+    let take = |role: Role| {
+        sets.iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, s)| s.clone())
+    };
+    let data_plane = take(Role::DataPlane).unwrap_or_default();
+    if data_plane.is_empty() {
+        return Err(ctx.invalid(
+            section.data_plane.span(),
+            "the data plane needs at least one CPU",
+        ));
+    }
+    Ok(Roles {
+        data_plane,
+        control: take(Role::Control).and_then(|s| s.first()),
+        housekeeping: take(Role::Housekeeping).unwrap_or_default(),
+    })
+}
+
+fn explicit_cpus(
+    role: Role,
+    sel: &Spanned<RoleSelector>,
+    ctx: &Ctx<'_>,
+) -> Result<Option<CpuSet>, TopologyError> {
+    let inner = sel.get_ref();
+    match (&inner.cpus, &inner.class) {
+        (Some(_), Some(class)) => Err(ctx.invalid(
+            class.span(),
+            format!("role {role} gives both `cpus` and `class`; keep one"),
+        )),
+        (None, None) => Err(ctx.invalid(
+            sel.span(),
+            format!(
+                "role {role} needs `cpus = \"..\"` or `class = \"P\"|\"E\"|\"uniform\"|\"any\"`"
+            ),
+        )),
+        (None, Some(_)) => Ok(None),
+        (Some(list), None) => {
+            if let Some(count) = &inner.count {
+                return Err(ctx.invalid(count.span(), "`count` goes with `class`, not with `cpus`"));
+            }
+            let set = parse_cpus(list, ctx.file)?;
+            let all = ctx.all_cpus();
+            if let Some(cpu) = set.iter().find(|cpu| !all.contains(*cpu)) {
+                return Err(TopologyError::CpuNotOnHost {
+                    at: ctx.file.locate(list.span()),
+                    cpu,
+                    host: ctx.host.to_owned(),
+                    host_cpus: super::describe_classes(ctx.classes),
+                });
+            }
+            if role == Role::Control && set.len() != 1 {
+                return Err(ctx.invalid(
+                    list.span(),
+                    format!("the control role is one CPU; this lists {}", set.len()),
+                ));
+            }
+            if set.is_empty() {
+                return Err(ctx.invalid(list.span(), format!("role {role} lists no CPU")));
+            }
+            Ok(Some(set))
+        }
+    }
+}
+
+fn class_cpus(
+    role: Role,
+    sel: &Spanned<RoleSelector>,
+    claimed: &[(CpuId, Role)],
+    ctx: &Ctx<'_>,
+) -> Result<CpuSet, TopologyError> {
+    let inner = sel.get_ref();
+    let class = inner
+        .class
+        .as_ref()
+        .expect("explicit_cpus rejected selectors without cpus or class");
+    let pool = match class.get_ref().as_str() {
+        "P" => class_set(ctx.classes, CpuClass::P),
+        "E" => class_set(ctx.classes, CpuClass::E),
+        "uniform" => class_set(ctx.classes, CpuClass::Uniform),
+        "any" => ctx.all_cpus(),
+        other => {
+            return Err(ctx.invalid(
+                class.span(),
+                format!("unknown class {other:?}; use \"P\", \"E\", \"uniform\" or \"any\""),
+            ));
+        }
+    };
+    let left: CpuSet = pool
+        .iter()
+        .filter(|cpu| !claimed.iter().any(|(c, _)| c == cpu))
+        .collect();
+    let wanted = match &inner.count {
+        Some(count) if *count.get_ref() == 0 => {
+            return Err(ctx.invalid(count.span(), "`count` must be at least 1"));
+        }
+        Some(count) if role == Role::Control && *count.get_ref() != 1 => {
+            return Err(ctx.invalid(
+                count.span(),
+                "the control role is one CPU; set `count = 1` or leave it out",
+            ));
+        }
+        Some(count) => *count.get_ref() as usize,
+        None if role == Role::Control => 1,
+        None => left.len().max(1),
+    };
+    if left.len() < wanted {
+        return Err(TopologyError::RoleShort {
+            at: ctx.file.locate(sel.span()),
+            role,
+            class: class.get_ref().clone(),
+            wanted,
+            available: left.len(),
+            left,
+        });
+    }
+    Ok(if role == Role::DataPlane {
+        left.iter().take(wanted).collect()
+    } else {
+        left.iter().rev().take(wanted).collect()
+    })
+}
+
+fn class_set(classes: &[(CpuClass, CpuSet)], class: CpuClass) -> CpuSet {
+    classes
+        .iter()
+        .find(|(c, _)| *c == class)
+        .map(|(_, s)| s.clone())
+        .unwrap_or_default()
+}
+
+fn claim(
+    claimed: &mut Vec<(CpuId, Role)>,
+    role: Role,
+    set: &CpuSet,
+    span: Range<usize>,
+    ctx: &Ctx<'_>,
+) -> Result<(), TopologyError> {
+    for cpu in set.iter() {
+        if let Some((_, first)) = claimed.iter().find(|(c, _)| *c == cpu) {
+            return Err(TopologyError::RoleOverlap {
+                at: ctx.file.locate(span),
+                cpu,
+                first: first.to_string(),
+                second: role.to_string(),
+            });
+        }
+        claimed.push((cpu, role));
+    }
+    Ok(())
+}
+
+fn derive_roles(classes: &[(CpuClass, CpuSet)]) -> Roles {
+    let all = classes
+        .iter()
+        .fold(CpuSet::new(), |all, (_, s)| all.union(s));
+    // The least capable class hosts control work: E if the host has it.
+    let spare_pool = [CpuClass::E, CpuClass::Uniform, CpuClass::P]
+        .into_iter()
+        .map(|class| class_set(classes, class))
+        .find(|set| !set.is_empty())
+        .unwrap_or_default();
+    let mut spare = spare_pool.iter().rev();
+    let (control, housekeeping) = match all.len() {
+        0..=2 => (None, CpuSet::new()),
+        3 | 4 => (spare.next(), CpuSet::new()),
+        _ => (spare.next(), spare.next().into_iter().collect()),
+    };
+    let taken: CpuSet = control.into_iter().chain(housekeeping.iter()).collect();
+    Roles {
+        data_plane: all.difference(&taken),
+        control,
+        housekeeping,
+    }
+}
+
+fn class_settings(
+    sections: &ClassSections,
+    file: &SourceFile,
+) -> Result<Vec<(CpuClass, ClassSettings)>, TopologyError> {
+    [
+        (CpuClass::P, &sections.p),
+        (CpuClass::E, &sections.e),
+        (CpuClass::Uniform, &sections.uniform),
+    ]
+    .into_iter()
+    .map(|(class, section)| {
+        let defaults = default_settings(class);
+        let settings = match section {
+            Some(section) => one_class(class, section, defaults, file)?,
+            None => defaults,
+        };
+        Ok((class, settings))
+    })
+    .collect()
+}
+
+fn one_class(
+    class: CpuClass,
+    raw: &ClassSection,
+    defaults: ClassSettings,
+    file: &SourceFile,
+) -> Result<ClassSettings, TopologyError> {
+    let within = |value: &Option<Spanned<u32>>, default: u32, max: u32, what: &str| match value {
+        Some(v) if *v.get_ref() > max => Err(invalid(
+            file,
+            v.span(),
+            format!("{what} must be at most {max}"),
+        )),
+        Some(v) => Ok(*v.get_ref()),
+        None => Ok(default),
+    };
+    let rt_priority = within(
+        &raw.rt_priority,
+        u32::from(defaults.rt_priority),
+        99,
+        "rt_priority (SCHED_FIFO 1-99, 0 = SCHED_OTHER)",
+    )?;
+    let preempt_timer_us = within(
+        &raw.preempt_timer_us,
+        defaults.preempt_timer_us,
+        1_000_000,
+        "preempt_timer_us",
+    )?;
+    if let Some(p) = raw.preempt_timer_us.as_ref().filter(|p| *p.get_ref() < 10) {
+        return Err(invalid(
+            file,
+            p.span(),
+            "preempt_timer_us must be at least 10",
+        ));
+    }
+    let wait = raw.wait.as_ref().map_or(defaults.wait, |w| *w.get_ref());
+    if wait == WaitStrategy::Spin && rt_priority > 0 {
+        let span = raw.wait.as_ref().map_or(0..0, Spanned::span);
+        return Err(invalid(
+            file,
+            span,
+            format!(
+                "class {class}: wait = \"spin\" under SCHED_FIFO (rt_priority {rt_priority}) can starve the host; use wait = \"adaptive\", or set rt_priority = 0"
+            ),
+        ));
+    }
+    Ok(ClassSettings {
+        wait,
+        spin_before_park_us: within(
+            &raw.spin_before_park_us,
+            defaults.spin_before_park_us,
+            1_000_000,
+            "spin_before_park_us",
+        )?,
+        preempt_timer_us,
+        task_queue: task_queue(raw, defaults.task_queue, file)?,
+        rt_priority: u8::try_from(rt_priority).expect("checked at most 99 above"),
+    })
+}
+
+fn task_queue(
+    raw: &ClassSection,
+    default: TaskQueue,
+    file: &SourceFile,
+) -> Result<TaskQueue, TopologyError> {
+    let shares = match &raw.shares {
+        Some(s) if !(1..=1000).contains(s.get_ref()) => {
+            return Err(invalid(file, s.span(), "shares must be between 1 and 1000"));
+        }
+        Some(s) => Some(u16::try_from(*s.get_ref()).expect("checked at most 1000 above")),
+        None => None,
+    };
+    match raw
+        .task_queue
+        .as_ref()
+        .map(|q| (q.get_ref().as_str(), q.span()))
+    {
+        Some(("latency", span)) if shares.is_some() => Err(invalid(
+            file,
+            span,
+            "task_queue = \"latency\" takes no `shares`; remove them or use \"shares\"",
+        )),
+        Some(("latency", _)) => Ok(TaskQueue::Latency),
+        Some(("shares", _)) => Ok(TaskQueue::Shares(shares.unwrap_or(100))),
+        Some((other, span)) => Err(invalid(
+            file,
+            span,
+            format!("unknown task_queue {other:?}; use \"latency\" or \"shares\""),
+        )),
+        None => Ok(match (default, shares) {
+            (_, Some(s)) => TaskQueue::Shares(s),
+            (default, None) => default,
+        }),
+    }
+}
+
+fn gpus(
+    mode: Option<&Spanned<String>>,
+    entries: &[Spanned<GpuEntry>],
+    file: &SourceFile,
+) -> Result<GpuPlan, TopologyError> {
+    match mode.map(|m| (m.get_ref().as_str(), m.span())) {
+        None | Some(("declared", _)) => {}
+        Some(("nvml", span)) => {
+            if !entries.is_empty() {
+                return Err(invalid(
+                    file,
+                    span,
+                    "gpus = \"nvml\" discovers GPUs; remove the [[gpu]] entries or use gpus = \"declared\"",
+                ));
+            }
+            return Ok(GpuPlan::Nvml);
+        }
+        Some((other, span)) => {
+            return Err(invalid(
+                file,
+                span,
+                format!("unknown gpus mode {other:?}; use \"declared\" or \"nvml\""),
+            ));
+        }
+    }
+    let mut specs: Vec<GpuSpec> = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let spec = gpu(index, entry, file)?;
+        if spec.source != GpuSource::Simulated && specs.iter().any(|s| s.source == spec.source) {
+            return Err(invalid(
+                file,
+                entry.span(),
+                format!("GPU {index} names the same NVML device as an earlier entry"),
+            ));
+        }
+        specs.push(spec);
+    }
+    Ok(GpuPlan::Declared(specs))
+}
+
+fn gpu(
+    index: usize,
+    entry: &Spanned<GpuEntry>,
+    file: &SourceFile,
+) -> Result<GpuSpec, TopologyError> {
+    let raw = entry.get_ref();
+    let source = match (raw.nvml_index, &raw.uuid, raw.simulated.unwrap_or(false)) {
+        (Some(i), None, false) => GpuSource::NvmlIndex(i),
+        (None, Some(uuid), false) => GpuSource::NvmlUuid(uuid.clone()),
+        (None, None, true) => GpuSource::Simulated,
+        _ => {
+            return Err(invalid(
+                file,
+                entry.span(),
+                format!(
+                    "GPU {index} needs exactly one of `nvml_index`, `uuid` or `simulated = true`"
+                ),
+            ));
+        }
+    };
+    let name = raw.name.clone().unwrap_or_else(|| match &source {
+        GpuSource::NvmlIndex(i) => format!("nvml:{i}"),
+        GpuSource::NvmlUuid(uuid) => uuid.clone(),
+        GpuSource::Simulated => format!("simulated-{index}"),
+    });
+    let vram_mib = raw.vram_mib.as_ref().map(|v| *v.get_ref());
+    if vram_mib == Some(0) || (source == GpuSource::Simulated && vram_mib.is_none()) {
+        let span = raw.vram_mib.as_ref().map_or(entry.span(), Spanned::span);
+        return Err(TopologyError::GpuWithoutVram {
+            at: file.locate(span),
+            gpu: index,
+            name,
+        });
+    }
+    Ok(GpuSpec {
+        source,
+        name,
+        vram_mib,
+    })
+}
+
+fn admin_addr(
+    addr: Option<&Spanned<String>>,
+    file: &SourceFile,
+) -> Result<SocketAddr, TopologyError> {
+    match addr {
+        None => Ok(DEFAULT_ADMIN_ADDR
+            .parse()
+            .expect("the default admin address parses")),
+        Some(addr) => addr.get_ref().parse().map_err(|_| {
+            invalid(
+                file,
+                addr.span(),
+                format!(
+                    "{:?} is not an ip:port address; write e.g. \"{DEFAULT_ADMIN_ADDR}\"",
+                    addr.get_ref()
+                ),
+            )
+        }),
+    }
+}
+
+fn tuning_profile(
+    profile: Option<&Spanned<String>>,
+    file: &SourceFile,
+) -> Result<Option<PathBuf>, TopologyError> {
+    let Some(profile) = profile else {
+        return Ok(None);
+    };
+    let base = file.path().parent().unwrap_or(Path::new("."));
+    let path = base.join(profile.get_ref());
+    if !path.is_file() {
+        return Err(invalid(
+            file,
+            profile.span(),
+            format!(
+                "tuning profile {} not found (paths are relative to the topology file's directory)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Some(path))
+}
+
+fn cluster(section: &ClusterSection, file: &SourceFile) -> Result<ClusterSpec, TopologyError> {
+    let name = checked_name(&section.name, file, "cluster name")?;
+    let url = section.nats_url.get_ref();
+    let rest = ["nats://", "tls://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme));
+    if rest.is_none_or(|rest| rest.is_empty()) {
+        return Err(invalid(
+            file,
+            section.nats_url.span(),
+            format!("{url:?} is not a NATS URL; write e.g. \"nats://127.0.0.1:4222\""),
+        ));
+    }
+    Ok(ClusterSpec {
+        name,
+        nats_url: url.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sut(text: &str) -> Result<Topology, TopologyError> {
+        let file = SourceFile::from_text(Path::new("t.toml"), text);
+        validate(file.parse().map_err(TopologyError::File)?, &file, None)
+    }
+
+    const HYBRID: &str = "schema = 1\n[host]\nname = \"h\"\ncpus = { P = \"0-7\", E = \"8-15\" }\n";
+
+    #[test]
+    fn derived_roles_put_control_and_housekeeping_on_the_last_e_cores() {
+        let topo = sut(HYBRID).unwrap();
+        assert_eq!(topo.control(), Some(CpuId(15)));
+        assert_eq!(topo.housekeeping().to_string(), "14");
+        assert_eq!(topo.data_plane().to_string(), "0-13");
+    }
+
+    #[test]
+    fn derived_roles_on_two_cpus_keep_both_in_the_data_plane() {
+        let topo =
+            sut("schema = 1\n[host]\nname = \"vm\"\ncpus = { uniform = \"0-1\" }\n").unwrap();
+        assert_eq!(topo.control(), None);
+        assert_eq!(topo.data_plane().to_string(), "0-1");
+        assert!(topo.housekeeping().is_empty());
+    }
+
+    #[test]
+    fn class_selectors_take_control_from_the_top_and_data_from_the_bottom() {
+        let text = format!(
+            "{HYBRID}[roles]\ndata_plane = {{ class = \"P\", count = 4 }}\ncontrol = {{ class = \"E\" }}\nhousekeeping = {{ class = \"E\", count = 2 }}\n"
+        );
+        let topo = sut(&text).unwrap();
+        assert_eq!(topo.data_plane().to_string(), "0-3");
+        assert_eq!(topo.control(), Some(CpuId(15)));
+        assert_eq!(topo.housekeeping().to_string(), "13-14");
+    }
+
+    #[test]
+    fn two_roles_claiming_one_cpu_is_an_error_at_the_second_claim() {
+        let text = format!(
+            "{HYBRID}[roles]\ndata_plane = {{ cpus = \"0-8\" }}\ncontrol = {{ cpus = \"8\" }}\n"
+        );
+        let err = sut(&text).unwrap_err();
+        assert!(
+            matches!(err, TopologyError::RoleOverlap { cpu: CpuId(8), .. }),
+            "{err}"
+        );
+        assert_eq!(err.location().unwrap().line(), 7);
+    }
+
+    #[test]
+    fn a_cpu_the_host_lacks_is_an_error() {
+        let text = format!("{HYBRID}[roles]\ndata_plane = {{ cpus = \"0-31\" }}\n");
+        let err = sut(&text).unwrap_err();
+        assert!(
+            matches!(err, TopologyError::CpuNotOnHost { cpu: CpuId(16), .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("P 0-7, E 8-15"), "{err}");
+    }
+
+    #[test]
+    fn a_class_selector_asking_for_too_many_cpus_is_an_error() {
+        let text = format!("{HYBRID}[roles]\ndata_plane = {{ class = \"P\", count = 9 }}\n");
+        assert!(matches!(
+            sut(&text).unwrap_err(),
+            TopologyError::RoleShort {
+                wanted: 9,
+                available: 8,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn cpus_listed_under_two_classes_are_an_error() {
+        let err = sut("schema = 1\n[host]\nname = \"h\"\ncpus = { P = \"0-3\", E = \"3-5\" }\n")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CPU 3 is listed under both P and E"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_simulated_gpu_without_vram_is_an_error() {
+        let text = format!("{HYBRID}[[gpu]]\nsimulated = true\nname = \"sim\"\n");
+        assert!(matches!(
+            sut(&text).unwrap_err(),
+            TopologyError::GpuWithoutVram { gpu: 0, .. }
+        ));
+        let text = format!("{HYBRID}[[gpu]]\nnvml_index = 0\nvram_mib = 0\n");
+        assert!(matches!(
+            sut(&text).unwrap_err(),
+            TopologyError::GpuWithoutVram { gpu: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn spin_under_sched_fifo_is_rejected() {
+        let text = format!("{HYBRID}[class.P]\nwait = \"spin\"\n");
+        let err = sut(&text).unwrap_err();
+        assert!(err.to_string().contains("can starve the host"), "{err}");
+        let text = format!("{HYBRID}[class.P]\nwait = \"spin\"\nrt_priority = 0\n");
+        assert_eq!(
+            sut(&text).unwrap().settings(CpuClass::P).wait,
+            WaitStrategy::Spin
+        );
+    }
+
+    #[test]
+    fn class_defaults_fill_keys_left_out() {
+        let text = format!("{HYBRID}[class.E]\nshares = 250\n");
+        let topo = sut(&text).unwrap();
+        assert_eq!(
+            topo.settings(CpuClass::E).task_queue,
+            TaskQueue::Shares(250)
+        );
+        assert_eq!(topo.settings(CpuClass::E).wait, WaitStrategy::Park);
+        assert_eq!(topo.settings(CpuClass::P), default_settings(CpuClass::P));
+    }
+
+    #[test]
+    fn unknown_schema_version_is_an_error() {
+        let err =
+            sut("schema = 2\n[host]\nname = \"h\"\ncpus = { uniform = \"0\" }\n").unwrap_err();
+        assert!(matches!(err, TopologyError::Schema { found: 2, .. }));
+    }
+
+    #[test]
+    fn a_bad_admin_address_and_a_bad_nats_url_are_errors() {
+        let text = format!("{HYBRID}[admin]\naddr = \"localhost\"\n");
+        assert!(
+            sut(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("is not an ip:port address")
+        );
+        let text = format!("{HYBRID}[cluster]\nname = \"home\"\nnats_url = \"http://x\"\n");
+        assert!(
+            sut(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("is not a NATS URL")
+        );
+    }
+
+    #[test]
+    fn nvml_discovery_excludes_declared_gpus() {
+        let text =
+            HYBRID.replace("cpus =", "gpus = \"nvml\"\ncpus =") + "[[gpu]]\nnvml_index = 0\n";
+        assert!(
+            sut(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("remove the [[gpu]] entries")
+        );
+    }
 }

@@ -1,0 +1,688 @@
+//! Validated agent manifests: [`AgentSet`] and [`AgentSpec`].
+//!
+//! Several manifests load into one set (`agents/mainpc.toml` and
+//! `agents/pc2.toml`). An agent is identified by its name and host, so the
+//! seed's two ObservabilityHubs coexist. A call target is written `Name`
+//! or `Name@host`:
+//!
+//! * `Name@host` names exactly that agent. If no manifest of `host` was
+//!   loaded, the call is *remote*: kept, served through the cluster, and
+//!   not checked here.
+//! * `Name` means the agent of that name on the caller's host, else the
+//!   only agent of that name on any loaded host; two candidates elsewhere
+//!   make it ambiguous, and none makes it unknown.
+//!
+//! What this module does not check: anything about CPUs or the host's
+//! topology (that is `plan`'s job).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use toml::Spanned;
+
+use super::agents_file::{AgentEntry, AgentsFile, ClassWish, KindName, NativeName, Priority};
+use super::{ConfigError, Location, SourceFile, name_problem, suggest};
+
+/// Position of an agent in its [`AgentSet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AgentIndex(pub usize);
+
+/// How an agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentKind {
+    /// Rust code in the daemon.
+    Native(NativeName),
+    /// Simulated from the manifest.
+    Synthetic,
+    /// A process outside the daemon.
+    External,
+}
+
+impl AgentKind {
+    /// The manifest's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentKind::Native(_) => "native",
+            AgentKind::Synthetic => "synthetic",
+            AgentKind::External => "external",
+        }
+    }
+}
+
+/// Where an agent asks to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Exactly this CPU.
+    Cpu(u32),
+    /// A CPU of this class, by the fallback order of the class.
+    Class(ClassWish),
+}
+
+/// Where a call goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallTarget {
+    /// An agent of this set.
+    Local(AgentIndex),
+    /// An agent on a host whose manifest was not loaded.
+    Remote {
+        /// Its name.
+        name: String,
+        /// Its host.
+        host: String,
+    },
+}
+
+/// A GPU model an agent needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelNeed {
+    /// Model name.
+    pub name: String,
+    /// VRAM when resident, MiB.
+    pub vram_mib: u64,
+    /// Whether the size is an estimate.
+    pub estimate: bool,
+}
+
+/// One validated agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSpec {
+    name: String,
+    host: String,
+    role: String,
+    ports: Vec<u16>,
+    kind: AgentKind,
+    placement: Placement,
+    priority: Priority,
+    weight: f64,
+    calls: Vec<CallTarget>,
+    publishes: Vec<String>,
+    subscribes: Vec<String>,
+    models: Vec<ModelNeed>,
+    at: Location,
+    placement_at: Location,
+}
+
+impl AgentSpec {
+    /// Name, as in the seed.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Host it belongs to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+    /// What it does.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+    /// Legacy ports.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+    /// How it runs.
+    pub fn kind(&self) -> AgentKind {
+        self.kind
+    }
+    /// Where it asks to run.
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
+    /// Priority of its traffic.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+    /// Relative CPU load.
+    pub fn weight(&self) -> f64 {
+        self.weight
+    }
+    /// Agents it calls.
+    pub fn calls(&self) -> &[CallTarget] {
+        &self.calls
+    }
+    /// Topics it publishes.
+    pub fn publishes(&self) -> &[String] {
+        &self.publishes
+    }
+    /// Topics it subscribes to.
+    pub fn subscribes(&self) -> &[String] {
+        &self.subscribes
+    }
+    /// GPU models it needs.
+    pub fn models(&self) -> &[ModelNeed] {
+        &self.models
+    }
+    /// Its `[[agent]]` entry.
+    pub fn location(&self) -> &Location {
+        &self.at
+    }
+    /// Its `cpu` or `class` value (the entry if neither is given).
+    pub fn placement_location(&self) -> &Location {
+        &self.placement_at
+    }
+}
+
+/// Agents loaded from one or more manifests.
+#[derive(Debug, Clone, Default)]
+pub struct AgentSet {
+    agents: Vec<AgentSpec>,
+    files: Vec<PathBuf>,
+}
+
+impl AgentSet {
+    /// Reads and validates manifests. Every file is checked before calls
+    /// are resolved, so a call may name an agent of a later file.
+    pub fn load(paths: &[PathBuf]) -> Result<Self, ConfigError> {
+        let files = paths
+            .iter()
+            .map(|p| SourceFile::read(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_sources(&files)
+    }
+
+    /// Validates manifests already in memory.
+    pub fn from_sources(files: &[SourceFile]) -> Result<Self, ConfigError> {
+        let mut pending: Vec<Pending> = Vec::new();
+        for file in files {
+            let raw: AgentsFile = file.parse()?;
+            let schema = *raw.schema.get_ref();
+            if schema != 1 {
+                return Err(ConfigError::Schema {
+                    at: file.locate(raw.schema.span()),
+                    found: schema,
+                });
+            }
+            if raw.agent.is_empty() {
+                return Err(ConfigError::Invalid {
+                    at: Location::file(file.path()),
+                    message: "no [[agent]] entries; a manifest lists at least one agent".to_owned(),
+                });
+            }
+            for entry in raw.agent {
+                let next = entry_spec(entry, file)?;
+                if let Some(first) = pending
+                    .iter()
+                    .find(|p| p.spec.name == next.spec.name && p.spec.host == next.spec.host)
+                {
+                    return Err(ConfigError::DuplicateAgent {
+                        at: next.spec.at.clone(),
+                        name: next.spec.name,
+                        host: next.spec.host,
+                        first: first.spec.at.clone(),
+                    });
+                }
+                pending.push(next);
+            }
+        }
+        let agents = resolve_calls(pending)?;
+        Ok(Self {
+            agents,
+            files: files.iter().map(|f| f.path().to_path_buf()).collect(),
+        })
+    }
+
+    /// The agents, in file order.
+    pub fn agents(&self) -> &[AgentSpec] {
+        &self.agents
+    }
+
+    /// One agent.
+    pub fn get(&self, index: AgentIndex) -> &AgentSpec {
+        &self.agents[index.0]
+    }
+
+    /// Every agent with its index.
+    pub fn iter(&self) -> impl Iterator<Item = (AgentIndex, &AgentSpec)> {
+        self.agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (AgentIndex(i), a))
+    }
+
+    /// Number of agents.
+    pub fn len(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+
+    /// The manifests it was loaded from.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// The name to show for an agent: its plain name when unique in the
+    /// set, `name@host` otherwise.
+    pub fn display_name(&self, index: AgentIndex) -> String {
+        let agent = self.get(index);
+        let clash = self.agents.iter().filter(|a| a.name == agent.name).count() > 1;
+        if clash {
+            format!("{}@{}", agent.name, agent.host)
+        } else {
+            agent.name.clone()
+        }
+    }
+
+    /// The name to show for a call target.
+    pub fn target_name(&self, target: &CallTarget) -> String {
+        match target {
+            CallTarget::Local(index) => self.display_name(*index),
+            CallTarget::Remote { name, host } => format!("{name}@{host}"),
+        }
+    }
+}
+
+struct Pending {
+    spec: AgentSpec,
+    raw_calls: Vec<Spanned<String>>,
+    file: SourceFile,
+}
+
+fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, ConfigError> {
+    let at = file.locate(entry.span());
+    let raw = entry.into_inner();
+    let invalid = |span: std::ops::Range<usize>, message: String| ConfigError::Invalid {
+        at: file.locate(span),
+        message,
+    };
+    let name = checked(&raw.name, file, "agent name")?;
+    let host = checked(&raw.host, file, "host name")?;
+    let kind = match (*raw.kind.get_ref(), &raw.native) {
+        (KindName::Native, Some(native)) => AgentKind::Native(*native.get_ref()),
+        (KindName::Native, None) => {
+            return Err(invalid(
+                raw.kind.span(),
+                format!(
+                    "agent {name} is native but names no implementation; add native = \"registry\" or \"coordinator\""
+                ),
+            ));
+        }
+        (_, Some(native)) => {
+            return Err(invalid(
+                native.span(),
+                format!("agent {name}: `native` goes with kind = \"native\" only"),
+            ));
+        }
+        (KindName::Synthetic, None) => AgentKind::Synthetic,
+        (KindName::External, None) => AgentKind::External,
+    };
+    let (placement, placement_at) = match (&raw.cpu, &raw.class) {
+        (Some(_), Some(class)) => {
+            return Err(invalid(
+                class.span(),
+                format!("agent {name} gives both `cpu` and `class`; keep one"),
+            ));
+        }
+        (Some(cpu), None) => (Placement::Cpu(*cpu.get_ref()), file.locate(cpu.span())),
+        (None, Some(class)) => (
+            Placement::Class(*class.get_ref()),
+            file.locate(class.span()),
+        ),
+        (None, None) => (Placement::Class(ClassWish::Any), at.clone()),
+    };
+    let weight = match &raw.weight {
+        Some(w) if !(w.get_ref().is_finite() && *w.get_ref() > 0.0 && *w.get_ref() <= 1000.0) => {
+            return Err(invalid(
+                w.span(),
+                format!(
+                    "weight {} is out of range; use a positive number up to 1000",
+                    w.get_ref()
+                ),
+            ));
+        }
+        Some(w) => *w.get_ref(),
+        None => 1.0,
+    };
+    let publishes = topics(&raw.publishes, file, &name)?;
+    let subscribes = topics(&raw.subscribes, file, &name)?;
+    let models = raw
+        .models
+        .iter()
+        .map(|m| {
+            let model = m.get_ref();
+            if model.name.trim().is_empty() || model.vram_mib == 0 {
+                return Err(invalid(
+                    m.span(),
+                    format!("agent {name}: a model needs a name and vram_mib above 0"),
+                ));
+            }
+            Ok(ModelNeed {
+                name: model.name.clone(),
+                vram_mib: model.vram_mib,
+                estimate: model.estimate,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Pending {
+        spec: AgentSpec {
+            name,
+            host,
+            role: raw.role,
+            ports: raw.ports,
+            kind,
+            placement,
+            priority: raw.priority.map_or(Priority::Normal, |p| *p.get_ref()),
+            weight,
+            calls: Vec::new(),
+            publishes,
+            subscribes,
+            models,
+            at,
+            placement_at,
+        },
+        raw_calls: raw.calls,
+        file: file.clone(),
+    })
+}
+
+fn checked(name: &Spanned<String>, file: &SourceFile, what: &str) -> Result<String, ConfigError> {
+    match name_problem(name.get_ref()) {
+        None => Ok(name.get_ref().clone()),
+        Some(problem) => Err(ConfigError::Invalid {
+            at: file.locate(name.span()),
+            message: format!("{what} {:?} {problem}", name.get_ref()),
+        }),
+    }
+}
+
+fn topics(
+    raw: &[Spanned<String>],
+    file: &SourceFile,
+    agent: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for topic in raw {
+        let text = topic.get_ref();
+        let well_formed = text.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && text.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            });
+        let message = if !well_formed {
+            format!(
+                "topic {text:?} of agent {agent} may hold only lowercase letters, digits, '.', '_' and '-'"
+            )
+        } else if out.contains(text) {
+            format!("topic {text:?} is listed twice for agent {agent}; remove one")
+        } else {
+            out.push(text.clone());
+            continue;
+        };
+        return Err(ConfigError::Invalid {
+            at: file.locate(topic.span()),
+            message,
+        });
+    }
+    Ok(out)
+}
+
+fn resolve_calls(pending: Vec<Pending>) -> Result<Vec<AgentSpec>, ConfigError> {
+    let mut by_name: HashMap<&str, Vec<AgentIndex>> = HashMap::new();
+    for (i, p) in pending.iter().enumerate() {
+        by_name
+            .entry(p.spec.name.as_str())
+            .or_default()
+            .push(AgentIndex(i));
+    }
+    let hosts: Vec<&str> = pending.iter().map(|p| p.spec.host.as_str()).collect();
+    let mut resolved: Vec<Vec<CallTarget>> = Vec::with_capacity(pending.len());
+    for (me, p) in pending.iter().enumerate() {
+        let mut targets: Vec<CallTarget> = Vec::new();
+        for call in &p.raw_calls {
+            let target = resolve_one(call, me, &pending, &by_name, &hosts)?;
+            let at = || p.file.locate(call.span());
+            if target == CallTarget::Local(AgentIndex(me)) {
+                return Err(ConfigError::Invalid {
+                    at: at(),
+                    message: format!("agent {} calls itself; remove it from `calls`", p.spec.name),
+                });
+            }
+            if targets.contains(&target) {
+                return Err(ConfigError::Invalid {
+                    at: at(),
+                    message: format!(
+                        "agent {} calls {} twice; remove one",
+                        p.spec.name,
+                        call.get_ref()
+                    ),
+                });
+            }
+            targets.push(target);
+        }
+        resolved.push(targets);
+    }
+    Ok(pending
+        .into_iter()
+        .zip(resolved)
+        .map(|(p, calls)| AgentSpec { calls, ..p.spec })
+        .collect())
+}
+
+fn resolve_one(
+    call: &Spanned<String>,
+    me: usize,
+    pending: &[Pending],
+    by_name: &HashMap<&str, Vec<AgentIndex>>,
+    hosts: &[&str],
+) -> Result<CallTarget, ConfigError> {
+    let caller = &pending[me];
+    let text = call.get_ref();
+    let (name, host) = match text.split_once('@') {
+        Some((name, host)) => (name, Some(host)),
+        None => (text.as_str(), None),
+    };
+    let candidates = by_name.get(name).map(Vec::as_slice).unwrap_or_default();
+    let on = |host: &str| {
+        candidates
+            .iter()
+            .copied()
+            .find(|i| pending[i.0].spec.host == host)
+    };
+    let found = match host {
+        Some(host) => match on(host) {
+            Some(index) => Ok(index),
+            None if !hosts.contains(&host) => {
+                return Ok(CallTarget::Remote {
+                    name: name.to_owned(),
+                    host: host.to_owned(),
+                });
+            }
+            None => Err(None),
+        },
+        None => match (on(&caller.spec.host), candidates) {
+            (Some(index), _) => Ok(index),
+            (None, [only]) => Ok(*only),
+            (None, []) => Err(None),
+            (None, several) => Err(Some(several)),
+        },
+    };
+    found.map(CallTarget::Local).map_err(|ambiguous| {
+        let at = caller.file.locate(call.span());
+        let agent = caller.spec.name.clone();
+        match ambiguous {
+            Some(several) => ConfigError::AmbiguousCall {
+                at,
+                agent,
+                target: text.clone(),
+                hosts: several
+                    .iter()
+                    .map(|i| pending[i.0].spec.host.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+            None => ConfigError::UnknownCall {
+                at,
+                agent,
+                target: text.clone(),
+                hint: Hint(suggest(name, by_name.keys().copied()).map(str::to_owned)),
+            },
+        }
+    })
+}
+
+/// A "did you mean" for an unknown name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint(pub Option<String>);
+
+impl fmt::Display for Hint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(name) => write!(f, "did you mean {name:?}?"),
+            None => f.write_str("add the agent to a manifest, or qualify it as Name@host if it runs on another host"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn sut(texts: &[&str]) -> Result<AgentSet, ConfigError> {
+        let files: Vec<SourceFile> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                SourceFile::from_text(Path::new(&format!("a{i}.toml")), format!("schema = 1\n{t}"))
+            })
+            .collect();
+        AgentSet::from_sources(&files)
+    }
+
+    fn agent(name: &str, host: &str, extra: &str) -> String {
+        format!(
+            "[[agent]]\nname = \"{name}\"\nhost = \"{host}\"\nrole = \"r\"\nkind = \"synthetic\"\n{extra}\n"
+        )
+    }
+
+    #[test]
+    fn calls_resolve_to_the_callers_host_first() {
+        let a = agent("Hub", "mainpc", "") + &agent("Rm", "pc2", "calls = [\"Hub\"]");
+        let b = agent("Hub", "pc2", "");
+        let set = sut(&[&a, &b]).unwrap();
+        let rm = set.get(AgentIndex(1));
+        assert_eq!(rm.calls(), &[CallTarget::Local(AgentIndex(2))]);
+        assert_eq!(set.display_name(AgentIndex(2)), "Hub@pc2");
+    }
+
+    #[test]
+    fn a_qualified_call_to_an_unloaded_host_is_remote() {
+        let set = sut(&[&agent("A", "mainpc", "calls = [\"Mos@pc2\"]")]).unwrap();
+        let expected = CallTarget::Remote {
+            name: "Mos".into(),
+            host: "pc2".into(),
+        };
+        assert_eq!(set.get(AgentIndex(0)).calls(), &[expected]);
+    }
+
+    #[test]
+    fn an_unknown_call_is_an_error_with_a_suggestion_and_a_line() {
+        let text = agent("ModelManagerSuite", "m", "")
+            + &agent("Stt", "m", "calls = [\"ModelManagerSuit\"]");
+        let err = sut(&[&text]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("did you mean \"ModelManagerSuite\"?"),
+            "{err}"
+        );
+        assert_eq!(err.location().unwrap().line(), 13);
+    }
+
+    #[test]
+    fn a_qualified_call_to_a_loaded_host_without_that_agent_is_unknown() {
+        let text = agent("A", "m", "calls = [\"B@m\"]");
+        assert!(matches!(
+            sut(&[&text]).unwrap_err(),
+            ConfigError::UnknownCall { .. }
+        ));
+    }
+
+    #[test]
+    fn an_ambiguous_call_names_the_hosts() {
+        let text =
+            agent("Hub", "x", "") + &agent("Hub", "y", "") + &agent("A", "z", "calls = [\"Hub\"]");
+        let err = sut(&[&text]).unwrap_err();
+        assert!(err.to_string().contains("x, y"), "{err}");
+    }
+
+    #[test]
+    fn a_duplicate_agent_points_at_both_entries() {
+        let err = sut(&[&agent("A", "m", ""), &agent("A", "m", "")]).unwrap_err();
+        let ConfigError::DuplicateAgent { at, first, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(at.path(), Path::new("a1.toml"));
+        assert_eq!(first.path(), Path::new("a0.toml"));
+    }
+
+    #[test]
+    fn native_kind_requires_an_implementation() {
+        let text = agent("R", "m", "").replace("synthetic", "native");
+        assert!(
+            sut(&[&text])
+                .unwrap_err()
+                .to_string()
+                .contains("names no implementation")
+        );
+        let text = text.replace("role = \"r\"", "role = \"r\"\nnative = \"registry\"");
+        assert_eq!(
+            sut(&[&text]).unwrap().get(AgentIndex(0)).kind(),
+            AgentKind::Native(NativeName::Registry)
+        );
+    }
+
+    #[test]
+    fn cpu_and_class_together_are_an_error() {
+        let text = agent("A", "m", "cpu = 1\nclass = \"P\"");
+        assert!(
+            sut(&[&text])
+                .unwrap_err()
+                .to_string()
+                .contains("both `cpu` and `class`")
+        );
+    }
+
+    #[test]
+    fn self_calls_duplicate_calls_and_bad_topics_are_errors() {
+        assert!(
+            sut(&[&agent("A", "m", "calls = [\"A\"]")])
+                .unwrap_err()
+                .to_string()
+                .contains("calls itself")
+        );
+        let twice = agent("B", "m", "") + &agent("A", "m", "calls = [\"B\", \"B@m\"]");
+        assert!(sut(&[&twice]).unwrap_err().to_string().contains("twice"));
+        assert!(sut(&[&agent("A", "m", "publishes = [\"Audio Raw\"]")]).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_and_unknown_kinds_are_parse_errors_with_lines() {
+        let err = sut(&[&agent("A", "m", "colour = \"red\"")]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Parse { message, .. } if message.contains("unknown field `colour`")),
+            "{err}"
+        );
+        let err = sut(&[&agent("A", "m", "").replace("synthetic", "magic")]).unwrap_err();
+        assert!(err.to_string().contains("unknown variant `magic`"), "{err}");
+        assert_eq!(err.location().unwrap().line(), 6);
+    }
+
+    #[test]
+    fn an_empty_manifest_and_a_bad_weight_are_errors() {
+        assert!(
+            sut(&[""])
+                .unwrap_err()
+                .to_string()
+                .contains("no [[agent]] entries")
+        );
+        assert!(
+            sut(&[&agent("A", "m", "weight = 0.0")])
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! Raw serde form of an agent manifest (`agents/*.toml`, schema 1).
+//!
+//! ```toml
+//! schema = 1
+//!
+//! [[agent]]
+//! name = "STTService"            # as in the seed; unique per host
+//! host = "mainpc"
+//! role = "speech-to-text service"
+//! ports = [5800]                 # the seed's legacy ports
+//! kind = "synthetic"             # native | synthetic | external
+//! class = "P"                    # P | E | any; or cpu = 3 for an exact CPU
+//! priority = "high"              # critical | high | normal | low
+//! weight = 3.0                   # relative CPU load, for spreading
+//! calls = ["ModelManagerSuite"]  # REQ/REP client edges; "Name@host" to qualify
+//! publishes = []                 # PUB/SUB topics
+//! subscribes = []
+//! models = [{ name = "whisper-large-v3", vram_mib = 3100, estimate = true }]
+//! ```
+//!
+//! `config::agents` validates these into `AgentSpec`s.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A whole manifest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsFile {
+    /// Schema version; must be 1.
+    pub schema: Spanned<i64>,
+    /// The agents.
+    #[serde(default)]
+    pub agent: Vec<Spanned<AgentEntry>>,
+}
+
+/// One `[[agent]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEntry {
+    /// Name, as in the seed.
+    pub name: Spanned<String>,
+    /// Host it belongs to.
+    pub host: Spanned<String>,
+    /// What it does, in words.
+    pub role: String,
+    /// Legacy ports of the seed system.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// How it runs.
+    pub kind: Spanned<KindName>,
+    /// For `kind = "native"`: which native implementation.
+    pub native: Option<Spanned<NativeName>>,
+    /// CPU class to place it on.
+    pub class: Option<Spanned<ClassWish>>,
+    /// Exact CPU to place it on.
+    pub cpu: Option<Spanned<u32>>,
+    /// Message priority of its traffic.
+    pub priority: Option<Spanned<Priority>>,
+    /// Relative CPU load.
+    pub weight: Option<Spanned<f64>>,
+    /// Agents it sends requests to.
+    #[serde(default)]
+    pub calls: Vec<Spanned<String>>,
+    /// Topics it publishes.
+    #[serde(default)]
+    pub publishes: Vec<Spanned<String>>,
+    /// Topics it subscribes to.
+    #[serde(default)]
+    pub subscribes: Vec<Spanned<String>>,
+    /// GPU models it needs.
+    #[serde(default)]
+    pub models: Vec<Spanned<ModelEntry>>,
+}
+
+/// `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KindName {
+    /// Rust code inside the daemon.
+    Native,
+    /// Simulated by the daemon from the manifest.
+    Synthetic,
+    /// A process outside the daemon, attached through rings.
+    External,
+}
+
+/// `native`: the native agent implementations pinwheel ships.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NativeName {
+    /// Registration, discovery and health of agents (the seed's
+    /// ServiceRegistry and SystemDigitalTwin).
+    Registry,
+    /// Request coordination: priority queue, circuit breakers, retries,
+    /// bulkheads (the seed's RequestCoordinator).
+    Coordinator,
+}
+
+/// `class`: where an agent wants to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+pub enum ClassWish {
+    /// Performance cores, else uniform, else efficiency cores.
+    P,
+    /// Efficiency cores, else uniform, else performance cores.
+    E,
+    /// Any data-plane CPU.
+    #[serde(rename = "any")]
+    Any,
+}
+
+/// `priority`: how urgent an agent's traffic is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Served before anything else (audio capture, interrupts).
+    Critical,
+    /// Interactive (speech, coordination).
+    High,
+    /// The default.
+    Normal,
+    /// Background (learning, batch).
+    Low,
+}
+
+impl Priority {
+    /// The name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+}
+
+/// One entry of `models`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// Model name (`whisper-large-v3`).
+    pub name: String,
+    /// VRAM it needs when resident, MiB.
+    pub vram_mib: u64,
+    /// Whether `vram_mib` is an estimate rather than a measurement.
+    #[serde(default)]
+    pub estimate: bool,
+}
