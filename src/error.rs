@@ -1,1 +1,61 @@
-//! Top-level error (placeholder).
+//! The top-level error: every module's error, and how each one ends the
+//! process.
+//!
+//! Bad input (a config file, a flag, a fixture tree that is not sysfs) exits
+//! with code 2 after one message naming the file, line and column and what
+//! to change; a failure at run time exits with 1.
+
+use crate::config::{ConfigError, Location};
+use crate::plan::PlanError;
+use crate::topology::TopologyError;
+
+/// Exit code for bad input.
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code for a failure at run time.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Any error that ends a pinwheel command.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A configuration file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// CPU detection or a topology file.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    /// Planning.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// Writing the command's output.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl DaemonError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Config(_) | DaemonError::Topology(_) | DaemonError::Plan(_) => {
+                EXIT_BAD_INPUT
+            }
+            DaemonError::Output(_) => EXIT_FAILURE,
+        }
+    }
+
+    /// The place in a file the error points at, if any.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            DaemonError::Config(err) => err.location(),
+            DaemonError::Topology(err) => err.location(),
+            DaemonError::Plan(err) => err.location(),
+            DaemonError::Output(_) => None,
+        }
+    }
+
+    /// The message as the CLI prints it: `error: ..` and, when the error
+    /// points into a file, that line with a caret under the value.
+    pub fn report(&self) -> String {
+        let snippet = self.location().map(Location::snippet).unwrap_or_default();
+        format!("error: {self}\n{snippet}")
+    }
+}

@@ -115,19 +115,16 @@ impl Location {
         self.column
     }
 
-    /// The location as a block in the style of rustc: the file, line and
-    /// column, the line's text and a caret under the value.
+    /// The line's text with a caret under the value, in the style of
+    /// rustc; empty when the location names only the file.
     pub fn snippet(&self) -> String {
         if self.line == 0 {
-            return format!("  --> {}\n", self.path.display());
+            return String::new();
         }
         let number = self.line.to_string();
         let pad = " ".repeat(number.len());
         format!(
-            "{pad}--> {}:{}:{}\n{pad} |\n{number} | {}\n{pad} | {}{}\n",
-            self.path.display(),
-            self.line,
-            self.column,
+            "{pad} |\n{number} | {}\n{pad} | {}{}\n",
             self.text,
             " ".repeat(self.column - 1),
             "^".repeat(self.width),

@@ -1,1 +1,463 @@
-//! Placement plan (placeholder).
+//! The plan: which agent runs on which CPU, which rings exist, and the order
+//! agents start in. `(Topology, AgentSet) -> Plan`, pure: it plans for the
+//! host the topology file describes, not the machine it runs on, so
+//! `pinwheel plan --topology topology/mainpc.toml` works anywhere.
+//!
+//! * Placement ([`place`]): agents pinned to a CPU get it if it is a
+//!   data-plane CPU of the host; the others are spread by weight (heaviest
+//!   first, each onto the least-loaded CPU of its class). A class falls back
+//!   P -> uniform -> E, and E -> uniform -> P; `any` takes any data-plane
+//!   CPU.
+//! * Rings ([`rings`]): one SPSC ring per directed pair of CPUs that carries
+//!   traffic. A call A -> B across CPUs puts requests on ring cpu(A) ->
+//!   cpu(B) and replies on cpu(B) -> cpu(A); a topic puts events on
+//!   cpu(publisher) -> cpu(subscriber). Each ring lists the routes it
+//!   carries. Routes between agents on one CPU use the executor's local
+//!   queue and need no ring.
+//! * Start order ([`order`]): callees before callers, in phases. Cycles of
+//!   calls are broken deterministically and reported as warnings.
+//!
+//! Which agents: with no cluster section every agent given is planned,
+//! whatever its host (the whole seed system on one box). With a cluster,
+//! only the topology host's agents; calls to others become remote routes.
+
+mod order;
+mod place;
+mod render;
+mod rings;
+
+use serde::Serialize;
+
+use crate::config::{AgentIndex, AgentSet, CallTarget, Location};
+use crate::topology::{CpuClass, CpuId, Topology};
+
+pub use render::{render_json, render_table};
+
+/// Where one agent runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPlacement {
+    /// The agent.
+    pub agent: AgentIndex,
+    /// Its CPU.
+    pub cpu: CpuId,
+    /// The CPU's class.
+    pub class: CpuClass,
+    /// Start phase (0 first); agents of one phase may start together.
+    pub phase: usize,
+}
+
+/// What travels on a route.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    /// Requests of a call.
+    Request,
+    /// Replies of a call.
+    Reply,
+    /// Events of a topic.
+    Topic(String),
+}
+
+/// One directed flow of messages between two agents.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Route {
+    /// Sender.
+    pub from: AgentIndex,
+    /// Receiver.
+    pub to: AgentIndex,
+    /// What it carries.
+    pub kind: RouteKind,
+}
+
+/// One SPSC ring between two CPUs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingPlan {
+    /// Producer CPU.
+    pub from_cpu: CpuId,
+    /// Consumer CPU.
+    pub to_cpu: CpuId,
+    /// Routes multiplexed on it.
+    pub routes: Vec<Route>,
+}
+
+/// A call to an agent this daemon does not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteRoute {
+    /// The caller.
+    pub from: AgentIndex,
+    /// The callee.
+    pub to: CallTarget,
+}
+
+/// A call left out of the start order to break a cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CycleBreak {
+    /// The cycle, first agent repeated at the end.
+    pub cycle: Vec<AgentIndex>,
+    /// The caller whose call was left out.
+    pub caller: AgentIndex,
+    /// The callee it may not find up at first.
+    pub callee: AgentIndex,
+}
+
+/// The plan for one host.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    host: String,
+    placements: Vec<AgentPlacement>,
+    rings: Vec<RingPlan>,
+    local_routes: Vec<Route>,
+    remote_routes: Vec<RemoteRoute>,
+    start_order: Vec<AgentIndex>,
+    cycle_breaks: Vec<CycleBreak>,
+    fallbacks: Vec<String>,
+}
+
+impl Plan {
+    /// Plans `agents` on the host `topology` describes.
+    pub fn build(topology: &Topology, agents: &AgentSet) -> Result<Self, PlanError> {
+        let planned: Vec<AgentIndex> = agents
+            .iter()
+            .filter(|(_, a)| topology.cluster().is_none() || a.host() == topology.host())
+            .map(|(i, _)| i)
+            .collect();
+        let placed = place::place(topology, agents, &planned)?;
+        let (start_order, phases, cycle_breaks) = order::start_order(agents, &planned);
+        let placements = placed
+            .cpus
+            .iter()
+            .map(|&(agent, cpu)| AgentPlacement {
+                agent,
+                cpu,
+                class: topology
+                    .class_of(cpu)
+                    .expect("placement picks CPUs of the host"),
+                phase: phases
+                    .iter()
+                    .find(|(a, _)| *a == agent)
+                    .map_or(0, |(_, p)| *p),
+            })
+            .collect::<Vec<_>>();
+        let flows = rings::routes(agents, &planned);
+        let cpu_of =
+            |agent: AgentIndex| placements.iter().find(|p| p.agent == agent).map(|p| p.cpu);
+        let (rings, local_routes) = rings::group(flows.local, cpu_of);
+        Ok(Self {
+            host: topology.host().to_owned(),
+            placements,
+            rings,
+            local_routes,
+            remote_routes: flows.remote,
+            start_order,
+            cycle_breaks,
+            fallbacks: placed.fallbacks,
+        })
+    }
+
+    /// The host planned for.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Placements, in agent order.
+    pub fn placements(&self) -> &[AgentPlacement] {
+        &self.placements
+    }
+
+    /// The placement of one agent, if planned here.
+    pub fn placement(&self, agent: AgentIndex) -> Option<&AgentPlacement> {
+        self.placements.iter().find(|p| p.agent == agent)
+    }
+
+    /// Cross-CPU rings, ordered by (from, to).
+    pub fn rings(&self) -> &[RingPlan] {
+        &self.rings
+    }
+
+    /// Routes between agents on one CPU.
+    pub fn local_routes(&self) -> &[Route] {
+        &self.local_routes
+    }
+
+    /// Calls to agents not planned here.
+    pub fn remote_routes(&self) -> &[RemoteRoute] {
+        &self.remote_routes
+    }
+
+    /// Agents in start order.
+    pub fn start_order(&self) -> &[AgentIndex] {
+        &self.start_order
+    }
+
+    /// Calls left out of the start order to break cycles.
+    pub fn cycle_breaks(&self) -> &[CycleBreak] {
+        &self.cycle_breaks
+    }
+
+    /// Every warning: cycle breaks, then class fallbacks.
+    pub fn warnings(&self, agents: &AgentSet) -> Vec<String> {
+        let name = |i: AgentIndex| agents.display_name(i);
+        self.cycle_breaks
+            .iter()
+            .map(|b| {
+                let cycle: Vec<String> = b.cycle.iter().map(|&i| name(i)).collect();
+                format!(
+                    "calls form a cycle {}; the start order ignores {} -> {}, so {} starts first and its first calls to {} wait until it is up",
+                    cycle.join(" -> "),
+                    name(b.caller),
+                    name(b.callee),
+                    name(b.caller),
+                    name(b.callee),
+                )
+            })
+            .chain(self.fallbacks.iter().cloned())
+            .collect()
+    }
+}
+
+/// Errors from planning.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// An agent pinned to a CPU the host does not have.
+    #[error(
+        "{at}: agent {agent} is pinned to CPU {cpu}, which host {host} does not have (data-plane CPUs: {data_plane}); pin it to one of those or use `class`"
+    )]
+    CpuNotOnHost {
+        /// The agent's `cpu` value.
+        at: Location,
+        /// The agent.
+        agent: String,
+        /// The CPU.
+        cpu: u32,
+        /// The topology's host.
+        host: String,
+        /// The host's data-plane CPUs.
+        data_plane: String,
+    },
+    /// An agent pinned to a CPU whose role runs no agents.
+    #[error(
+        "{at}: agent {agent} is pinned to CPU {cpu}, which has role {role} in {topology}; agents run on data-plane CPUs ({data_plane}): pin it to one of those, or move CPU {cpu} to the data plane"
+    )]
+    ForbiddenCpu {
+        /// The agent's `cpu` value.
+        at: Location,
+        /// The agent.
+        agent: String,
+        /// The CPU.
+        cpu: u32,
+        /// The CPU's role (`control`, `housekeeping`, or `none`).
+        role: String,
+        /// The topology file.
+        topology: String,
+        /// The host's data-plane CPUs.
+        data_plane: String,
+    },
+}
+
+impl PlanError {
+    /// The place in a file this error points at.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            PlanError::CpuNotOnHost { at, .. } | PlanError::ForbiddenCpu { at, .. } => Some(at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::SourceFile;
+    use crate::topology;
+
+    fn topo(text: &str) -> Topology {
+        let file = SourceFile::from_text(Path::new("topo.toml"), text);
+        topology::validate(file.parse().unwrap(), &file, None).unwrap()
+    }
+
+    fn hybrid() -> Topology {
+        topo(
+            "schema = 1\n[host]\nname = \"h\"\ncpus = { P = \"0-3\", E = \"4-7\" }\n[roles]\ndata_plane = { cpus = \"0-5\" }\ncontrol = { cpus = \"7\" }\nhousekeeping = { cpus = \"6\" }\n",
+        )
+    }
+
+    fn agents(entries: &[(&str, &str)]) -> AgentSet {
+        let text: String = entries
+            .iter()
+            .map(|(name, extra)| format!("[[agent]]\nname = \"{name}\"\nhost = \"h\"\nrole = \"r\"\nkind = \"synthetic\"\n{extra}\n"))
+            .collect();
+        AgentSet::from_sources(&[SourceFile::from_text(
+            Path::new("agents.toml"),
+            format!("schema = 1\n{text}"),
+        )])
+        .unwrap()
+    }
+
+    fn cpu_of(plan: &Plan, set: &AgentSet, name: &str) -> u32 {
+        let (index, _) = set.iter().find(|(_, a)| a.name() == name).unwrap();
+        plan.placement(index).unwrap().cpu.0
+    }
+
+    fn names(set: &AgentSet, order: &[AgentIndex]) -> Vec<String> {
+        order.iter().map(|&i| set.display_name(i)).collect()
+    }
+
+    #[test]
+    fn heavy_agents_spread_over_their_class_first() {
+        let set = agents(&[
+            ("A", "class = \"P\"\nweight = 4.0"),
+            ("B", "class = \"P\"\nweight = 4.0"),
+            ("C", "class = \"P\"\nweight = 1.0"),
+            ("D", "class = \"P\"\nweight = 4.0"),
+            ("E1", "class = \"E\""),
+        ]);
+        let sut = Plan::build(&hybrid(), &set).unwrap();
+        let mut heavy: Vec<u32> = ["A", "B", "D"]
+            .iter()
+            .map(|n| cpu_of(&sut, &set, n))
+            .collect();
+        heavy.sort_unstable();
+        assert_eq!(heavy, vec![0, 1, 2]);
+        assert_eq!(cpu_of(&sut, &set, "C"), 3);
+        assert!([4, 5].contains(&cpu_of(&sut, &set, "E1")));
+    }
+
+    #[test]
+    fn p_agents_fall_back_to_uniform_cpus_silently() {
+        let uniform = topo("schema = 1\n[host]\nname = \"h\"\ncpus = { uniform = \"0-1\" }\n");
+        let set = agents(&[("A", "class = \"P\""), ("B", "class = \"E\"")]);
+        let sut = Plan::build(&uniform, &set).unwrap();
+        assert!(sut.warnings(&set).is_empty());
+        assert_ne!(cpu_of(&sut, &set, "A"), cpu_of(&sut, &set, "B"));
+    }
+
+    #[test]
+    fn a_p_agent_on_an_e_only_data_plane_is_warned_about() {
+        let e_only = topo(
+            "schema = 1\n[host]\nname = \"h\"\ncpus = { P = \"0\", E = \"1-2\" }\n[roles]\ndata_plane = { cpus = \"1-2\" }\ncontrol = { cpus = \"0\" }\n",
+        );
+        let set = agents(&[("A", "class = \"P\"")]);
+        let sut = Plan::build(&e_only, &set).unwrap();
+        assert_eq!(sut.warnings(&set).len(), 1);
+        assert!(sut.warnings(&set)[0].contains("placed on E"));
+    }
+
+    #[test]
+    fn pinned_agents_keep_their_cpu() {
+        let set = agents(&[("A", "cpu = 5"), ("B", "")]);
+        let sut = Plan::build(&hybrid(), &set).unwrap();
+        assert_eq!(cpu_of(&sut, &set, "A"), 5);
+    }
+
+    #[test]
+    fn an_agent_pinned_to_the_control_cpu_is_an_error_at_its_cpu_line() {
+        let set = agents(&[("A", "cpu = 7")]);
+        let err = Plan::build(&hybrid(), &set).unwrap_err();
+        assert!(
+            matches!(&err, PlanError::ForbiddenCpu { role, .. } if role == "control"),
+            "{err}"
+        );
+        assert_eq!(err.location().unwrap().line(), 7);
+        assert!(err.to_string().contains("data-plane CPUs (0-5)"));
+    }
+
+    #[test]
+    fn an_agent_pinned_to_a_cpu_the_host_lacks_is_an_error() {
+        let set = agents(&[("A", "cpu = 64")]);
+        assert!(matches!(
+            Plan::build(&hybrid(), &set).unwrap_err(),
+            PlanError::CpuNotOnHost { cpu: 64, .. }
+        ));
+    }
+
+    #[test]
+    fn calls_across_cpus_get_a_ring_each_way_and_same_cpu_calls_none() {
+        let set = agents(&[
+            ("A", "cpu = 0\ncalls = [\"B\", \"C\"]"),
+            ("B", "cpu = 1"),
+            ("C", "cpu = 0"),
+        ]);
+        let sut = Plan::build(&hybrid(), &set).unwrap();
+        let pairs: Vec<(u32, u32)> = sut
+            .rings()
+            .iter()
+            .map(|r| (r.from_cpu.0, r.to_cpu.0))
+            .collect();
+        assert_eq!(pairs, vec![(0, 1), (1, 0)]);
+        assert_eq!(sut.rings()[0].routes[0].kind, RouteKind::Request);
+        assert_eq!(sut.rings()[1].routes[0].kind, RouteKind::Reply);
+        assert_eq!(sut.local_routes().len(), 2);
+    }
+
+    #[test]
+    fn topics_fan_out_to_every_subscriber_on_another_cpu() {
+        let set = agents(&[
+            ("Pub", "cpu = 0\npublishes = [\"audio.raw\"]"),
+            ("S1", "cpu = 1\nsubscribes = [\"audio.raw\"]"),
+            ("S2", "cpu = 2\nsubscribes = [\"audio.raw\"]"),
+        ]);
+        let sut = Plan::build(&hybrid(), &set).unwrap();
+        let pairs: Vec<(u32, u32)> = sut
+            .rings()
+            .iter()
+            .map(|r| (r.from_cpu.0, r.to_cpu.0))
+            .collect();
+        assert_eq!(pairs, vec![(0, 1), (0, 2)]);
+        assert!(
+            sut.rings()
+                .iter()
+                .all(|r| r.routes[0].kind == RouteKind::Topic("audio.raw".into()))
+        );
+    }
+
+    #[test]
+    fn callees_start_before_their_callers() {
+        let set = agents(&[
+            ("Caller", "calls = [\"Mid\"]"),
+            ("Mid", "calls = [\"Leaf\"]"),
+            ("Leaf", ""),
+        ]);
+        let sut = Plan::build(&hybrid(), &set).unwrap();
+        assert_eq!(names(&set, sut.start_order()), ["Leaf", "Mid", "Caller"]);
+        assert!(sut.warnings(&set).is_empty());
+    }
+
+    #[test]
+    fn a_cycle_is_broken_the_same_way_whatever_the_manifest_order() {
+        let forward = agents(&[
+            ("TTS", "calls = [\"Stream\"]"),
+            ("Stream", "calls = [\"TTS\"]"),
+            ("Resp", "calls = [\"TTS\"]"),
+        ]);
+        let backward = agents(&[
+            ("Resp", "calls = [\"TTS\"]"),
+            ("Stream", "calls = [\"TTS\"]"),
+            ("TTS", "calls = [\"Stream\"]"),
+        ]);
+        let a = Plan::build(&hybrid(), &forward).unwrap();
+        let b = Plan::build(&hybrid(), &backward).unwrap();
+        assert_eq!(
+            names(&forward, a.start_order()),
+            names(&backward, b.start_order())
+        );
+        assert_eq!(a.cycle_breaks().len(), 1);
+        let warning = &a.warnings(&forward)[0];
+        assert!(warning.contains("cycle TTS -> Stream -> TTS"), "{warning}");
+        assert!(warning.contains("ignores Stream -> TTS"), "{warning}");
+        assert_eq!(names(&forward, a.start_order()), ["Stream", "TTS", "Resp"]);
+    }
+
+    #[test]
+    fn with_a_cluster_only_the_hosts_agents_are_planned_and_calls_out_are_remote() {
+        let clustered = topo(
+            "schema = 1\n[host]\nname = \"h\"\ncpus = { uniform = \"0-1\" }\n[cluster]\nname = \"c\"\nnats_url = \"nats://127.0.0.1:4222\"\n",
+        );
+        let text = "schema = 1\n[[agent]]\nname = \"A\"\nhost = \"h\"\nrole = \"r\"\nkind = \"synthetic\"\ncalls = [\"B\"]\n[[agent]]\nname = \"B\"\nhost = \"other\"\nrole = \"r\"\nkind = \"synthetic\"\n";
+        let set =
+            AgentSet::from_sources(&[SourceFile::from_text(Path::new("a.toml"), text)]).unwrap();
+        let sut = Plan::build(&clustered, &set).unwrap();
+        assert_eq!(sut.placements().len(), 1);
+        assert_eq!(sut.remote_routes().len(), 1);
+    }
+}

@@ -225,10 +225,11 @@ fn host_classes(
     Ok(classes)
 }
 
-struct Roles {
-    data_plane: CpuSet,
-    control: Option<CpuId>,
-    housekeeping: CpuSet,
+/// CPUs by role.
+pub(super) struct Roles {
+    pub data_plane: CpuSet,
+    pub control: Option<CpuId>,
+    pub housekeeping: CpuSet,
 }
 
 fn resolve_roles(section: &RolesSection, ctx: &Ctx<'_>) -> Result<Roles, TopologyError> {
@@ -422,7 +423,8 @@ fn claim(
     Ok(())
 }
 
-fn derive_roles(classes: &[(CpuClass, CpuSet)]) -> Roles {
+/// Roles for a file without `[roles]` (see the module doc).
+pub(super) fn derive_roles(classes: &[(CpuClass, CpuSet)]) -> Roles {
     let all = classes
         .iter()
         .fold(CpuSet::new(), |all, (_, s)| all.union(s));

@@ -1,0 +1,170 @@
+//! Placement: one data-plane CPU per agent.
+//!
+//! Pinned agents are checked and placed first. The others are placed
+//! heaviest first (ties: higher priority, then manifest order), each onto
+//! the least-loaded CPU of the first class in its fallback chain that has
+//! data-plane CPUs; ties go to the CPU with fewer agents, then the lowest
+//! id. This is the longest-processing-time rule: simple, deterministic and
+//! within 4/3 of the best possible spread.
+
+use std::cmp::Ordering;
+
+use super::PlanError;
+use crate::config::{AgentIndex, AgentSet, ClassWish, Placement};
+use crate::topology::{CpuClass, CpuId, CpuSet, Topology};
+
+/// The result of placement.
+pub(super) struct Placed {
+    /// Agent and CPU, in the order of the planned agents.
+    pub cpus: Vec<(AgentIndex, CpuId)>,
+    /// Warnings for agents placed outside their class.
+    pub fallbacks: Vec<String>,
+}
+
+struct Load {
+    cpu: CpuId,
+    weight: f64,
+    agents: usize,
+}
+
+pub(super) fn place(
+    topology: &Topology,
+    agents: &AgentSet,
+    planned: &[AgentIndex],
+) -> Result<Placed, PlanError> {
+    let data_plane = topology.data_plane();
+    let mut loads: Vec<Load> = data_plane
+        .iter()
+        .map(|cpu| Load {
+            cpu,
+            weight: 0.0,
+            agents: 0,
+        })
+        .collect();
+    let mut chosen: Vec<(AgentIndex, CpuId)> = Vec::with_capacity(planned.len());
+    let mut floating: Vec<(AgentIndex, ClassWish)> = Vec::new();
+    for &index in planned {
+        let agent = agents.get(index);
+        match agent.placement() {
+            Placement::Cpu(cpu) => {
+                let cpu = pinned_cpu(topology, agents, index, cpu)?;
+                add(&mut loads, cpu, agent.weight());
+                chosen.push((index, cpu));
+            }
+            Placement::Class(wish) => floating.push((index, wish)),
+        }
+    }
+    floating.sort_by(|(a, _), (b, _)| {
+        let (a_spec, b_spec) = (agents.get(*a), agents.get(*b));
+        b_spec
+            .weight()
+            .total_cmp(&a_spec.weight())
+            .then(a_spec.priority().cmp(&b_spec.priority()))
+            .then(a.cmp(b))
+    });
+    let mut fallbacks = Vec::new();
+    for (index, wish) in floating {
+        let (class, pool) = pool_for(topology, wish);
+        if let Some(warning) = fallback_warning(wish, class, &agents.display_name(index)) {
+            fallbacks.push(warning);
+        }
+        let best = loads
+            .iter()
+            .filter(|l| pool.contains(l.cpu))
+            .min_by(|a, b| lighter(a, b))
+            .map(|l| l.cpu)
+            .expect("validation guarantees a non-empty data plane");
+        add(&mut loads, best, agents.get(index).weight());
+        chosen.push((index, best));
+    }
+    let order = |i: &AgentIndex| planned.iter().position(|p| p == i);
+    chosen.sort_by_key(|(i, _)| order(i));
+    Ok(Placed {
+        cpus: chosen,
+        fallbacks,
+    })
+}
+
+fn lighter(a: &Load, b: &Load) -> Ordering {
+    a.weight
+        .total_cmp(&b.weight)
+        .then(a.agents.cmp(&b.agents))
+        .then(a.cpu.cmp(&b.cpu))
+}
+
+fn add(loads: &mut [Load], cpu: CpuId, weight: f64) {
+    let load = loads
+        .iter_mut()
+        .find(|l| l.cpu == cpu)
+        .expect("agents are placed on data-plane CPUs only");
+    load.weight += weight;
+    load.agents += 1;
+}
+
+fn pinned_cpu(
+    topology: &Topology,
+    agents: &AgentSet,
+    index: AgentIndex,
+    cpu: u32,
+) -> Result<CpuId, PlanError> {
+    let agent = agents.get(index);
+    let at = agent.placement_location().clone();
+    let id = CpuId(cpu);
+    let data_plane = topology.data_plane().to_string();
+    if topology.class_of(id).is_none() {
+        return Err(PlanError::CpuNotOnHost {
+            at,
+            agent: agents.display_name(index),
+            cpu,
+            host: topology.host().to_owned(),
+            data_plane,
+        });
+    }
+    if !topology.data_plane().contains(id) {
+        return Err(PlanError::ForbiddenCpu {
+            at,
+            agent: agents.display_name(index),
+            cpu,
+            role: topology
+                .role_of(id)
+                .map_or("none".to_owned(), |r| r.to_string()),
+            topology: topology.path().display().to_string(),
+            data_plane,
+        });
+    }
+    Ok(id)
+}
+
+/// The class an agent lands on and the data-plane CPUs of that class.
+fn pool_for(topology: &Topology, wish: ClassWish) -> (Option<CpuClass>, CpuSet) {
+    let chain: &[CpuClass] = match wish {
+        ClassWish::P => &[CpuClass::P, CpuClass::Uniform, CpuClass::E],
+        ClassWish::E => &[CpuClass::E, CpuClass::Uniform, CpuClass::P],
+        ClassWish::Any => return (None, topology.data_plane().clone()),
+    };
+    chain
+        .iter()
+        .map(|&class| {
+            (
+                Some(class),
+                topology
+                    .class_cpus(class)
+                    .intersection(topology.data_plane()),
+            )
+        })
+        .find(|(_, pool)| !pool.is_empty())
+        .expect("validation guarantees a non-empty data plane")
+}
+
+/// Falling back to uniform is what a non-hybrid host means and goes
+/// unremarked; landing on the opposite class is worth a warning.
+fn fallback_warning(wish: ClassWish, got: Option<CpuClass>, agent: &str) -> Option<String> {
+    let (wanted, other) = match (wish, got) {
+        (ClassWish::P, Some(CpuClass::E)) => ("P", "E"),
+        (ClassWish::E, Some(CpuClass::P)) => ("E", "P"),
+        _ => return None,
+    };
+    Some(format!(
+        "agent {agent} wants class {wanted}, but the data plane has no {wanted} or uniform CPU; placed on {other}"
+    ))
+}
