@@ -450,7 +450,9 @@ pub enum TopologyError {
         reason: String,
     },
     /// `sched_getaffinity` failed for this process.
-    #[error("cannot read this process's CPU affinity mask (sched_getaffinity): {source}; pinwheel reads masks of at most 1024 CPUs")]
+    #[error(
+        "cannot read this process's CPU affinity mask (sched_getaffinity): {source}; pinwheel reads masks of at most 1024 CPUs"
+    )]
     Affinity {
         /// The errno, as an I/O error.
         source: std::io::Error,
