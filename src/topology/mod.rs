@@ -459,6 +459,14 @@ pub enum TopologyError {
         /// What was wrong.
         reason: String,
     },
+    /// `sched_getaffinity` failed for this process.
+    #[error(
+        "cannot read this process's CPU affinity mask (sched_getaffinity): {source}; pinwheel reads masks of at most 1024 CPUs"
+    )]
+    Affinity {
+        /// The errno, as an I/O error.
+        source: std::io::Error,
+    },
     /// Detection found no online CPU this process may use.
     #[error(
         "no usable online CPU under {root} (online: {online}; excluded by affinity or cgroup: {excluded})"
@@ -582,6 +590,7 @@ impl TopologyError {
             | TopologyError::GpuWithoutVram { at, .. } => Some(at),
             TopologyError::Read { .. }
             | TopologyError::Malformed { .. }
+            | TopologyError::Affinity { .. }
             | TopologyError::NoCpus { .. }
             | TopologyError::HostMismatch { .. } => None,
         }
