@@ -2,6 +2,10 @@
 //! naming the file, line and column and what to change; exit code 2; no
 //! output on stdout.
 
+// The crate is test code as a whole; marking it so lets the lints that
+// keep `unwrap` and `#[test]` inside test modules see that.
+#![cfg(test)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

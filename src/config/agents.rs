@@ -21,7 +21,9 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
-use super::agents_file::{AgentEntry, AgentsFile, ClassWish, KindName, NativeName, Priority};
+use super::agents_file::{
+    AgentEntry, AgentsFile, ClassWish, KindName, ModelEntry, NativeName, Priority,
+};
 use super::{ConfigError, Location, SourceFile, name_problem, suggest};
 
 /// Position of an agent in its [`AgentSet`].
@@ -284,34 +286,13 @@ struct Pending {
 fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, ConfigError> {
     let at = file.locate(entry.span());
     let raw = entry.into_inner();
-    let invalid = |span: std::ops::Range<usize>, message: String| ConfigError::Invalid {
-        at: file.locate(span),
-        message,
-    };
     let name = checked(&raw.name, file, "agent name")?;
     let host = checked(&raw.host, file, "host name")?;
-    let kind = match (*raw.kind.get_ref(), &raw.native) {
-        (KindName::Native, Some(native)) => AgentKind::Native(*native.get_ref()),
-        (KindName::Native, None) => {
-            return Err(invalid(
-                raw.kind.span(),
-                format!(
-                    "agent {name} is native but names no implementation; add native = \"registry\" or \"coordinator\""
-                ),
-            ));
-        }
-        (_, Some(native)) => {
-            return Err(invalid(
-                native.span(),
-                format!("agent {name}: `native` goes with kind = \"native\" only"),
-            ));
-        }
-        (KindName::Synthetic, None) => AgentKind::Synthetic,
-        (KindName::External, None) => AgentKind::External,
-    };
+    let kind = kind(&raw, &name, file)?;
     let (placement, placement_at) = match (&raw.cpu, &raw.class) {
         (Some(_), Some(class)) => {
             return Err(invalid(
+                file,
                 class.span(),
                 format!("agent {name} gives both `cpu` and `class`; keep one"),
             ));
@@ -325,29 +306,76 @@ fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, 
     };
     let weight = match &raw.weight {
         Some(w) if !(w.get_ref().is_finite() && *w.get_ref() > 0.0 && *w.get_ref() <= 1000.0) => {
-            return Err(invalid(
-                w.span(),
-                format!(
-                    "weight {} is out of range; use a positive number up to 1000",
-                    w.get_ref()
-                ),
-            ));
+            let message = format!(
+                "weight {} is out of range; use a positive number up to 1000",
+                w.get_ref()
+            );
+            return Err(invalid(file, w.span(), message));
         }
         Some(w) => *w.get_ref(),
         None => 1.0,
     };
-    let publishes = topics(&raw.publishes, file, &name)?;
-    let subscribes = topics(&raw.subscribes, file, &name)?;
-    let models = raw
-        .models
-        .iter()
+    let spec = AgentSpec {
+        publishes: topics(&raw.publishes, file, &name)?,
+        subscribes: topics(&raw.subscribes, file, &name)?,
+        models: models(&raw.models, file, &name)?,
+        name,
+        host,
+        role: raw.role,
+        ports: raw.ports,
+        kind,
+        placement,
+        priority: raw.priority.map_or(Priority::Normal, |p| *p.get_ref()),
+        weight,
+        calls: Vec::new(),
+        at,
+        placement_at,
+    };
+    Ok(Pending {
+        spec,
+        raw_calls: raw.calls,
+        file: file.clone(),
+    })
+}
+
+fn invalid(file: &SourceFile, span: std::ops::Range<usize>, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        at: file.locate(span),
+        message,
+    }
+}
+
+fn kind(raw: &AgentEntry, name: &str, file: &SourceFile) -> Result<AgentKind, ConfigError> {
+    match (*raw.kind.get_ref(), &raw.native) {
+        (KindName::Native, Some(native)) => Ok(AgentKind::Native(*native.get_ref())),
+        (KindName::Native, None) => Err(invalid(
+            file,
+            raw.kind.span(),
+            format!(
+                "agent {name} is native but names no implementation; add native = \"registry\" or \"coordinator\""
+            ),
+        )),
+        (_, Some(native)) => Err(invalid(
+            file,
+            native.span(),
+            format!("agent {name}: `native` goes with kind = \"native\" only"),
+        )),
+        (KindName::Synthetic, None) => Ok(AgentKind::Synthetic),
+        (KindName::External, None) => Ok(AgentKind::External),
+    }
+}
+
+fn models(
+    raw: &[Spanned<ModelEntry>],
+    file: &SourceFile,
+    agent: &str,
+) -> Result<Vec<ModelNeed>, ConfigError> {
+    raw.iter()
         .map(|m| {
             let model = m.get_ref();
             if model.name.trim().is_empty() || model.vram_mib == 0 {
-                return Err(invalid(
-                    m.span(),
-                    format!("agent {name}: a model needs a name and vram_mib above 0"),
-                ));
+                let message = format!("agent {agent}: a model needs a name and vram_mib above 0");
+                return Err(invalid(file, m.span(), message));
             }
             Ok(ModelNeed {
                 name: model.name.clone(),
@@ -355,27 +383,7 @@ fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, 
                 estimate: model.estimate,
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Pending {
-        spec: AgentSpec {
-            name,
-            host,
-            role: raw.role,
-            ports: raw.ports,
-            kind,
-            placement,
-            priority: raw.priority.map_or(Priority::Normal, |p| *p.get_ref()),
-            weight,
-            calls: Vec::new(),
-            publishes,
-            subscribes,
-            models,
-            at,
-            placement_at,
-        },
-        raw_calls: raw.calls,
-        file: file.clone(),
-    })
+        .collect()
 }
 
 fn checked(name: &Spanned<String>, file: &SourceFile, what: &str) -> Result<String, ConfigError> {
@@ -498,28 +506,47 @@ fn resolve_one(
             (None, several) => Err(Some(several)),
         },
     };
-    found.map(CallTarget::Local).map_err(|ambiguous| {
-        let at = caller.file.locate(call.span());
-        let agent = caller.spec.name.clone();
-        match ambiguous {
-            Some(several) => ConfigError::AmbiguousCall {
+    found
+        .map(CallTarget::Local)
+        .map_err(|several| call_error(call, caller, several, pending, by_name))
+}
+
+/// An unknown call (`several` is `None`) or one that fits agents on
+/// several hosts.
+fn call_error(
+    call: &Spanned<String>,
+    caller: &Pending,
+    several: Option<&[AgentIndex]>,
+    pending: &[Pending],
+    by_name: &HashMap<&str, Vec<AgentIndex>>,
+) -> ConfigError {
+    let at = caller.file.locate(call.span());
+    let agent = caller.spec.name.clone();
+    let target = call.get_ref().clone();
+    match several {
+        Some(several) => {
+            let hosts: Vec<&str> = several
+                .iter()
+                .map(|i| pending[i.0].spec.host.as_str())
+                .collect();
+            ConfigError::AmbiguousCall {
                 at,
                 agent,
-                target: text.clone(),
-                hosts: several
-                    .iter()
-                    .map(|i| pending[i.0].spec.host.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            },
-            None => ConfigError::UnknownCall {
-                at,
-                agent,
-                target: text.clone(),
-                hint: Hint(suggest(name, by_name.keys().copied()).map(str::to_owned)),
-            },
+                target,
+                hosts: hosts.join(", "),
+            }
         }
-    })
+        None => {
+            let name = target.split('@').next().unwrap_or_default();
+            let hint = Hint(suggest(name, by_name.keys().copied()).map(str::to_owned));
+            ConfigError::UnknownCall {
+                at,
+                agent,
+                target,
+                hint,
+            }
+        }
+    }
 }
 
 /// A "did you mean" for an unknown name.

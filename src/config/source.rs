@@ -65,7 +65,7 @@ impl SourceFile {
         let column = self.text[line_start..start].chars().count() + 1;
         let end = span.end.clamp(start, line_end);
         let width = self.text[start..end].chars().count().max(1);
-        Location {
+        Location(Arc::new(Spot {
             path: Arc::clone(&self.path),
             line,
             column,
@@ -73,13 +73,19 @@ impl SourceFile {
                 .trim_end_matches('\r')
                 .to_owned(),
             width,
-        }
+        }))
     }
 }
 
 /// A position in a configuration file, with the text of its line.
+///
+/// One pointer wide, so error enums that carry locations stay small and
+/// `Result`s of them stay cheap to return.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
+pub struct Location(Arc<Spot>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Spot {
     path: Arc<Path>,
     line: usize,
     column: usize,
@@ -91,53 +97,59 @@ impl Location {
     /// A location that names a file but no position in it (a file that could
     /// not be read, or a value that was left out).
     pub fn file(path: &Path) -> Self {
-        Self {
+        Self(Arc::new(Spot {
             path: Arc::from(path),
             line: 0,
             column: 0,
             text: String::new(),
             width: 0,
-        }
+        }))
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.0.path
     }
 
     /// 1-based line; 0 when the location names only the file.
     pub fn line(&self) -> usize {
-        self.line
+        self.0.line
     }
 
     /// 1-based column, in characters.
     pub fn column(&self) -> usize {
-        self.column
+        self.0.column
     }
 
     /// The line's text with a caret under the value, in the style of
     /// rustc; empty when the location names only the file.
     pub fn snippet(&self) -> String {
-        if self.line == 0 {
+        if self.0.line == 0 {
             return String::new();
         }
-        let number = self.line.to_string();
+        let number = self.0.line.to_string();
         let pad = " ".repeat(number.len());
         format!(
             "{pad} |\n{number} | {}\n{pad} | {}{}\n",
-            self.text,
-            " ".repeat(self.column - 1),
-            "^".repeat(self.width),
+            self.0.text,
+            " ".repeat(self.0.column - 1),
+            "^".repeat(self.0.width),
         )
     }
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}", self.path.display())
+        if self.0.line == 0 {
+            write!(f, "{}", self.0.path.display())
         } else {
-            write!(f, "{}:{}:{}", self.path.display(), self.line, self.column)
+            write!(
+                f,
+                "{}:{}:{}",
+                self.0.path.display(),
+                self.0.line,
+                self.0.column
+            )
         }
     }
 }

@@ -53,15 +53,6 @@
 //! sets of the CPUs that stay still name excluded CPUs, because they
 //! describe the hardware the CPU shares, not what this process may use.
 
-// `TopologyError` is shared by all of `topology`; its size comes from the
-// file-validation variants (`HostMismatch`, `RoleShort`), not from anything
-// read here. Detection runs once at boot, so the larger `Result` costs
-// nothing that matters; shrinking the enum belongs to `mod.rs`.
-#![allow(
-    clippy::result_large_err,
-    reason = "TopologyError's size is set in mod.rs"
-)]
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;

@@ -30,15 +30,6 @@
 //!
 //! This module only reads; it never moves the process between cgroups.
 
-// `TopologyError` is shared by all of `topology`; its size comes from the
-// file-validation variants (`HostMismatch`, `RoleShort`), not from anything
-// read here. Detection runs once at boot, so the larger `Result` costs
-// nothing that matters; shrinking the enum belongs to `mod.rs`.
-#![allow(
-    clippy::result_large_err,
-    reason = "TopologyError's size is set in mod.rs"
-)]
-
 use std::path::{Path, PathBuf};
 
 use nix::sched::sched_getaffinity;

@@ -15,8 +15,10 @@
 mod classify;
 mod cpuset;
 mod detect;
+mod error;
 mod live;
 mod render;
+mod roles;
 mod validate;
 
 use std::fmt;
@@ -25,10 +27,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{ConfigError, Location};
-
 pub use cpuset::{CpuId, CpuSet, CpuSetError, MAX_CPU_ID};
 pub use detect::detect;
+pub use error::{HostMismatch, TopologyError};
 pub use live::{LiveLimits, live_limits};
 pub use render::{render_detect_json, render_detect_toml};
 pub use validate::{DEFAULT_ADMIN_ADDR, load, validate};
@@ -407,7 +408,7 @@ impl Topology {
         if missing.is_empty() && mismatched.is_empty() {
             return Ok(());
         }
-        Err(TopologyError::HostMismatch {
+        Err(TopologyError::HostMismatch(Box::new(HostMismatch {
             path: self.path.clone(),
             host: self.host.clone(),
             file_cpus: describe_classes(&self.classes),
@@ -418,7 +419,7 @@ impl Topology {
             ]),
             missing,
             mismatched,
-        })
+        })))
     }
 }
 
@@ -435,164 +436,79 @@ fn describe_classes(classes: &[(CpuClass, CpuSet)]) -> String {
     }
 }
 
-/// Errors from detecting CPUs and validating topology files.
-#[derive(Debug, thiserror::Error)]
-pub enum TopologyError {
-    /// The topology file could not be read or parsed.
-    #[error(transparent)]
-    File(ConfigError),
-    /// A sysfs or procfs file that must exist could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A sysfs or procfs file held something unexpected.
-    #[error("{path}: unexpected contents {contents:?}: {reason}")]
-    Malformed {
-        /// The file.
-        path: PathBuf,
-        /// What it held (trimmed).
-        contents: String,
-        /// What was wrong.
-        reason: String,
-    },
-    /// `sched_getaffinity` failed for this process.
-    #[error(
-        "cannot read this process's CPU affinity mask (sched_getaffinity): {source}; pinwheel reads masks of at most 1024 CPUs"
-    )]
-    Affinity {
-        /// The errno, as an I/O error.
-        source: std::io::Error,
-    },
-    /// Detection found no online CPU this process may use.
-    #[error(
-        "no usable online CPU under {root} (online: {online}; excluded by affinity or cgroup: {excluded})"
-    )]
-    NoCpus {
-        /// The sysfs root.
-        root: PathBuf,
-        /// Online CPUs found.
-        online: CpuSet,
-        /// Online CPUs excluded by affinity or cgroup.
-        excluded: CpuSet,
-    },
-    /// The file's schema version is not one this pinwheel reads.
-    #[error(
-        "{at}: topology schema {found} is not supported; this pinwheel reads schema 1 (set `schema = 1`)"
-    )]
-    Schema {
-        /// The `schema` value.
-        at: Location,
-        /// What the file says.
-        found: i64,
-    },
-    /// A value in the file is out of range or inconsistent.
-    #[error("{at}: {message}")]
-    Invalid {
-        /// The value.
-        at: Location,
-        /// What is wrong and what to write instead.
-        message: String,
-    },
-    /// A CPU the file uses that its host does not have.
-    #[error(
-        "{at}: CPU {cpu} is not a CPU of host {host} (its CPUs: {host_cpus}); use one of those or add it under [host.cpus]"
-    )]
-    CpuNotOnHost {
-        /// Where the CPU is named.
-        at: Location,
-        /// The CPU.
-        cpu: CpuId,
-        /// The file's host.
-        host: String,
-        /// The host's CPUs by class.
-        host_cpus: String,
-    },
-    /// One CPU claimed by two roles, or listed under two classes.
-    #[error(
-        "{at}: CPU {cpu} is claimed by both {first} and {second}; a CPU has one role, so remove it from one of them"
-    )]
-    RoleOverlap {
-        /// Where the second claim is.
-        at: Location,
-        /// The CPU.
-        cpu: CpuId,
-        /// The first claimant.
-        first: String,
-        /// The second claimant.
-        second: String,
-    },
-    /// A role selector that cannot be satisfied.
-    #[error(
-        "{at}: role {role} wants {wanted} {class} CPU(s) but only {available} are left ({left}); lower `count` or free CPUs from other roles"
-    )]
-    RoleShort {
-        /// The selector.
-        at: Location,
-        /// The role.
-        role: Role,
-        /// The class asked for.
-        class: String,
-        /// How many were asked for.
-        wanted: usize,
-        /// How many were unclaimed.
-        available: usize,
-        /// The unclaimed CPUs.
-        left: CpuSet,
-    },
-    /// A GPU entry without a VRAM size.
-    #[error(
-        "{at}: GPU {gpu} ({name}) has no VRAM; set `vram_mib` to its memory in MiB (e.g. 24564 for a 24 GiB card)"
-    )]
-    GpuWithoutVram {
-        /// The GPU entry.
-        at: Location,
-        /// Its position in the `[[gpu]]` list.
-        gpu: usize,
-        /// Its name.
-        name: String,
-    },
-    /// The live host is not the host the file describes.
-    #[error(
-        "{path} describes host {host} with CPUs {file_cpus}, but this host has {live_cpus}{}{}; use topology/auto.toml, or write this host's file with `pinwheel topo detect > topology/<host>.toml`",
-        if missing.is_empty() { String::new() } else { format!("; CPUs {missing} are not online and usable here") },
-        if mismatched.is_empty() { String::new() } else { format!("; CPUs {mismatched} have another class here") }
-    )]
-    HostMismatch {
-        /// The topology file.
-        path: PathBuf,
-        /// The host it describes.
-        host: String,
-        /// The file's CPUs by class.
-        file_cpus: String,
-        /// The live host's CPUs by class.
-        live_cpus: String,
-        /// File CPUs not usable here.
-        missing: CpuSet,
-        /// File CPUs whose class differs here.
-        mismatched: CpuSet,
-    },
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SourceFile;
 
-impl TopologyError {
-    /// The place in a file this error points at, if any.
-    pub fn location(&self) -> Option<&Location> {
-        match self {
-            TopologyError::File(err) => err.location(),
-            TopologyError::Schema { at, .. }
-            | TopologyError::Invalid { at, .. }
-            | TopologyError::CpuNotOnHost { at, .. }
-            | TopologyError::RoleOverlap { at, .. }
-            | TopologyError::RoleShort { at, .. }
-            | TopologyError::GpuWithoutVram { at, .. } => Some(at),
-            TopologyError::Read { .. }
-            | TopologyError::Malformed { .. }
-            | TopologyError::Affinity { .. }
-            | TopologyError::NoCpus { .. }
-            | TopologyError::HostMismatch { .. } => None,
+    fn host(classes: &[(CpuClass, &str)]) -> HostCpus {
+        let cpus = classes
+            .iter()
+            .flat_map(|(class, list)| {
+                CpuSet::parse_list(list)
+                    .unwrap()
+                    .iter()
+                    .map(move |cpu| (cpu, *class))
+                    .collect::<Vec<_>>()
+            })
+            .map(|(cpu, class)| CpuInfo {
+                cpu,
+                class,
+                core: cpu.0,
+                package: 0,
+                numa: Some(NumaNode(0)),
+                siblings: [cpu].into_iter().collect(),
+                l2: CpuSet::new(),
+                l3: CpuSet::new(),
+            })
+            .collect();
+        HostCpus {
+            source: ClassSource::Uniform,
+            cpus,
+            excluded: CpuSet::new(),
         }
+    }
+
+    fn sut(text: &str) -> Topology {
+        let file = SourceFile::from_text(Path::new("topology/mainpc.toml"), text);
+        validate(file.parse().unwrap(), &file, None).unwrap()
+    }
+
+    const MAINPC: &str =
+        "schema = 1\n[host]\nname = \"mainpc\"\ncpus = { P = \"0-15\", E = \"16-31\" }\n";
+
+    #[test]
+    fn check_live_accepts_the_host_the_file_describes() {
+        let live = host(&[(CpuClass::P, "0-15"), (CpuClass::E, "16-31")]);
+        assert!(sut(MAINPC).check_live(&live).is_ok());
+    }
+
+    #[test]
+    fn check_live_on_another_host_names_the_file_to_use() {
+        let live = host(&[(CpuClass::Uniform, "0-1")]);
+        let err = sut(MAINPC).check_live(&live).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "describes host mainpc with CPUs P 0-15, E 16-31, but this host has uniform 0-1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("CPUs 2-31 are not online and usable here"),
+            "{text}"
+        );
+        assert!(text.contains("use topology/auto.toml"), "{text}");
+    }
+
+    #[test]
+    fn check_live_notices_a_class_that_differs() {
+        let live = host(&[(CpuClass::Uniform, "0-31")]);
+        let err = sut(MAINPC).check_live(&live).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CPUs 0-31 have another class here"),
+            "{err}"
+        );
     }
 }

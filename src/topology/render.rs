@@ -11,15 +11,23 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use super::validate::{DEFAULT_ADMIN_ADDR, default_settings, derive_roles};
+use super::roles::derive_roles;
+use super::validate::{DEFAULT_ADMIN_ADDR, default_settings};
 use super::{CpuClass, CpuSet, HostCpus, TaskQueue, WaitStrategy};
 
-/// `{"source": "<rung>", "cpus": [{"cpu": 0, "class": "P", ..}, ..]}`.
+/// `{"source": "<rung>", "cpus": [{"cpu": 0, "class": "P", ..}, ..]}`,
+/// one CPU per line.
 pub fn render_detect_json(host: &HostCpus) -> String {
-    let value = json!({ "source": host.source.as_str(), "cpus": host.cpus });
-    let mut text = serde_json::to_string_pretty(&value).expect("a JSON value always serializes");
-    text.push('\n');
-    text
+    let rows: Vec<String> = host
+        .cpus
+        .iter()
+        .map(|cpu| serde_json::to_string(cpu).expect("CpuInfo always serializes"))
+        .collect();
+    format!(
+        "{{\n  \"source\": {},\n  \"cpus\": [\n    {}\n  ]\n}}\n",
+        json!(host.source.as_str()),
+        rows.join(",\n    ")
+    )
 }
 
 /// A topology file (schema 1) describing `host`, named `name`.
