@@ -125,13 +125,40 @@ fn cpu_table(out: &mut String, plan: &Plan, topology: &Topology, agents: &AgentS
         let load: f64 = here.iter().map(|p| agents.get(p.agent).weight()).sum();
         let names: Vec<String> = here.iter().map(|p| agents.display_name(p.agent)).collect();
         let class = topology.class_of(cpu).map_or("?", CpuClass::as_str);
-        let _ = writeln!(
-            out,
-            "{cpu:>4}  {class:<7}  {load:>5.1}  {}",
-            names.join(", ")
-        );
+        let prefix = format!("{cpu:>4}  {class:<7}  {load:>5.1}  ");
+        out.push_str(&wrapped(&prefix, &names, ","));
     }
 }
+
+/// `prefix` then `items`, each but the last followed by `separator`, wrapped at [`WIDTH`]
+/// columns with continuation lines indented under the first item.
+fn wrapped(prefix: &str, items: &[String], separator: &str) -> String {
+    let indent = " ".repeat(prefix.len());
+    let mut out = String::from(prefix);
+    let mut column = prefix.len();
+    for (i, item) in items.iter().enumerate() {
+        let piece = if i + 1 < items.len() {
+            format!("{item}{separator}")
+        } else {
+            item.clone()
+        };
+        if column > indent.len() && column + 1 + piece.len() > WIDTH {
+            out.push('\n');
+            out.push_str(&indent);
+            column = indent.len();
+        } else if column > indent.len() {
+            out.push(' ');
+            column += 1;
+        }
+        out.push_str(&piece);
+        column += piece.len();
+    }
+    out.push('\n');
+    out
+}
+
+/// Line width of the table.
+const WIDTH: usize = 100;
 
 fn rings(out: &mut String, plan: &Plan, agents: &AgentSet) {
     let routes: usize = plan.rings().iter().map(|r| r.routes.len()).sum();
@@ -157,13 +184,8 @@ fn rings(out: &mut String, plan: &Plan, agents: &AgentSet) {
                 )
             })
             .collect();
-        let _ = writeln!(
-            out,
-            "  {:>3} -> {:<3}  {}",
-            ring.from_cpu,
-            ring.to_cpu,
-            routes.join("; ")
-        );
+        let prefix = format!("  {:>3} -> {:<3}  ", ring.from_cpu, ring.to_cpu);
+        out.push_str(&wrapped(&prefix, &routes, ";"));
     }
     if !plan.remote_routes().is_empty() {
         let _ = writeln!(out, "\nremote calls (through the cluster):");
@@ -193,6 +215,24 @@ fn start_order(out: &mut String, plan: &Plan, agents: &AgentSet) {
             .filter(|&&i| plan.placement(i).is_some_and(|p| p.phase == phase))
             .map(|&i| agents.display_name(i))
             .collect();
-        let _ = writeln!(out, "  {phase:>2}: {}", names.join(", "));
+        out.push_str(&wrapped(&format!("  {phase:>2}: "), &names, ","));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_keeps_lines_within_the_width_and_every_item() {
+        let items: Vec<String> = (0..40).map(|i| format!("Agent{i}")).collect();
+        let sut = wrapped("   0  P  ", &items, ",");
+        assert!(sut.lines().all(|l| l.len() <= WIDTH), "{sut}");
+        assert!(
+            sut.lines().skip(1).all(|l| l.starts_with("         A")),
+            "{sut}"
+        );
+        let joined: String = sut.split_whitespace().skip(2).collect();
+        assert_eq!(joined, items.join(","));
     }
 }
