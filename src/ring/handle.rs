@@ -1,0 +1,391 @@
+//! The safe handles of a ring: [`Producer`] and [`Consumer`], and the
+//! constructors of in-process rings. See the module doc of `ring` for the
+//! full-ring policies and wait strategies they offer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::layout::{ConsumerEnd, ProducerEnd, Shared, WriteFail};
+use super::peer::Export;
+use super::sync::Doorbell;
+use super::wait::Waiter;
+use super::{RingConfig, RingError, RingStats, WaitStrategy, os, shm};
+
+/// The doorbells of one ring: `data` wakes the consumer, `space` the
+/// producer.
+#[derive(Debug)]
+pub(super) struct Bells {
+    pub data: Doorbell,
+    pub space: Doorbell,
+}
+
+/// Creates an in-process ring in heap memory (tests and models).
+pub fn heap_ring(config: RingConfig) -> Result<(Producer, Consumer), RingError> {
+    config.validate()?;
+    let shared = Arc::new(Shared::heap(config.slots));
+    let bells = Arc::new(Bells {
+        data: Doorbell::new().map_err(os("eventfd"))?,
+        space: Doorbell::new().map_err(os("eventfd"))?,
+    });
+    Ok(pair(shared, bells, config))
+}
+
+/// Creates an in-process ring in a memfd, as the daemon does between its
+/// cores.
+pub fn shm_ring(config: RingConfig) -> Result<(Producer, Consumer), RingError> {
+    config.validate()?;
+    let (_memfd, shared) = shm::create(config.slots, 1)?;
+    let bells = Arc::new(Bells {
+        data: Doorbell::new().map_err(os("eventfd"))?,
+        space: Doorbell::new().map_err(os("eventfd"))?,
+    });
+    Ok(pair(Arc::new(shared), bells, config))
+}
+
+fn pair(shared: Arc<Shared>, bells: Arc<Bells>, config: RingConfig) -> (Producer, Consumer) {
+    let producer = Producer::new(
+        ProducerEnd::new(Arc::clone(&shared), config.max_frame, false),
+        Arc::clone(&bells),
+        config,
+    );
+    let consumer = Consumer::new(
+        ConsumerEnd::new(shared, config.max_frame, false),
+        bells,
+        config,
+        false,
+    );
+    (producer, consumer)
+}
+
+/// The writing end of a ring.
+pub struct Producer {
+    pub(super) end: ProducerEnd,
+    pub(super) bells: Arc<Bells>,
+    pub(super) config: RingConfig,
+    stats: RingStats,
+    pub(super) export: Option<Export>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("config", &self.config)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    pub(super) fn new(end: ProducerEnd, bells: Arc<Bells>, config: RingConfig) -> Self {
+        Self {
+            end,
+            bells,
+            config,
+            stats: RingStats::default(),
+            export: None,
+        }
+    }
+
+    /// The ring's configuration.
+    pub fn config(&self) -> &RingConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RingStats {
+        self.stats
+    }
+
+    fn fail(&self, fail: WriteFail, len: usize) -> RingError {
+        match fail {
+            WriteFail::Full => RingError::Full,
+            WriteFail::TooLarge => RingError::TooLarge {
+                len,
+                max: self.config.max_frame,
+            },
+        }
+    }
+
+    /// Writes one frame in place without publishing it: `write` fills the
+    /// payload bytes it is given and returns how many it used, or `None`
+    /// when they are too few (it may be called again with more). Frames
+    /// become visible together at the next [`Producer::flush`].
+    pub fn try_write(
+        &mut self,
+        write: impl FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<(), RingError> {
+        match self.end.write_frame(write)? {
+            Ok(()) => {
+                self.stats.frames += 1;
+                Ok(())
+            }
+            Err(fail) => Err(self.fail(fail, self.config.max_frame + 1)),
+        }
+    }
+
+    /// Copies `bytes` in as one frame without publishing it.
+    pub fn try_write_bytes(&mut self, bytes: &[u8]) -> Result<(), RingError> {
+        match self.end.write_bytes(bytes)? {
+            Ok(()) => {
+                self.stats.frames += 1;
+                Ok(())
+            }
+            Err(fail) => Err(self.fail(fail, bytes.len())),
+        }
+    }
+
+    /// Publishes every frame written so far and wakes a parked consumer.
+    pub fn flush(&mut self) -> Result<(), RingError> {
+        if self.end.publish(self.config.wait != WaitStrategy::Spin) {
+            self.stats.wakeups_sent += 1;
+            self.bells.data.ring().map_err(os("ring data doorbell"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes and publishes one frame; [`RingError::Full`] leaves nothing
+    /// written.
+    pub fn try_push(&mut self, bytes: &[u8]) -> Result<(), RingError> {
+        self.try_write_bytes(bytes)?;
+        self.flush()
+    }
+
+    /// Writes and publishes one frame, waiting up to `timeout` for space.
+    pub fn push(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), RingError> {
+        let start = Instant::now();
+        loop {
+            match self.try_push(bytes) {
+                Err(RingError::Full) => {}
+                other => return other,
+            }
+            let waited = start.elapsed();
+            if waited >= timeout {
+                return Err(RingError::Timeout { waited });
+            }
+            self.flush()?;
+            if self.end.arm()? {
+                self.stats.parks += 1;
+                self.bells
+                    .space
+                    .wait(timeout - waited)
+                    .map_err(os("wait for ring space"))?;
+                self.end.disarm();
+            }
+        }
+    }
+
+    /// Writes and publishes one frame, or drops it if the ring is full.
+    /// Returns whether it was written.
+    pub fn push_or_drop(&mut self, bytes: &[u8]) -> Result<bool, RingError> {
+        match self.try_push(bytes) {
+            Ok(()) => Ok(true),
+            Err(RingError::Full) => {
+                self.stats.drops += 1;
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Whether frames were written but not flushed.
+    pub fn has_unflushed(&self) -> bool {
+        self.end.pending()
+    }
+}
+
+/// The reading end of a ring.
+pub struct Consumer {
+    pub(super) end: ConsumerEnd,
+    pub(super) bells: Arc<Bells>,
+    pub(super) config: RingConfig,
+    waiter: Waiter,
+    untrusted: bool,
+    copy: Vec<u8>,
+    stats: RingStats,
+    pub(super) export: Option<Export>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("config", &self.config)
+            .field("untrusted", &self.untrusted)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub(super) fn new(
+        end: ConsumerEnd,
+        bells: Arc<Bells>,
+        config: RingConfig,
+        untrusted: bool,
+    ) -> Self {
+        let copy = if untrusted {
+            vec![0; config.max_frame]
+        } else {
+            Vec::new()
+        };
+        let waiter = Waiter::new(
+            config.wait,
+            Duration::from_micros(u64::from(config.spin_us)),
+        );
+        Self {
+            end,
+            bells,
+            config,
+            waiter,
+            untrusted,
+            copy,
+            stats: RingStats::default(),
+            export: None,
+        }
+    }
+
+    /// The ring's configuration.
+    pub fn config(&self) -> &RingConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RingStats {
+        self.stats
+    }
+
+    /// Hands the next frame's bytes to `read`; `None` when the ring is
+    /// empty. On an untrusted ring the bytes are a private copy that the
+    /// peer cannot change; on a trusted one they are read in place.
+    pub fn try_recv<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, RingError> {
+        let Some(frame) = self.end.next_frame()? else {
+            self.release_idle()?;
+            return Ok(None);
+        };
+        let result = if self.untrusted {
+            let copy = &mut self.copy[..frame.len()];
+            self.end.copy_frame(&frame, copy);
+            read(copy)
+        } else {
+            read(self.end.frame_bytes(&frame))
+        };
+        self.stats.frames += 1;
+        if self.end.release(frame, true) {
+            self.wake_producer()?;
+        }
+        Ok(Some(result))
+    }
+
+    /// Reads up to `max` frames; returns how many.
+    pub fn recv_batch(
+        &mut self,
+        max: usize,
+        mut read: impl FnMut(&[u8]),
+    ) -> Result<usize, RingError> {
+        let mut count = 0;
+        while count < max && self.try_recv(&mut read)?.is_some() {
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Publishes the tail when the ring was found empty, so a producer
+    /// waiting for space sees it.
+    fn release_idle(&mut self) -> Result<(), RingError> {
+        if self.end.publish_tail(true) {
+            self.wake_producer()?;
+        }
+        Ok(())
+    }
+
+    fn wake_producer(&mut self) -> Result<(), RingError> {
+        self.stats.wakeups_sent += 1;
+        self.bells.space.ring().map_err(os("ring space doorbell"))
+    }
+
+    /// Waits up to `timeout` for a frame by the ring's wait strategy, on a
+    /// plain thread. Returns whether one is ready.
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool, RingError> {
+        let deadline = Instant::now() + timeout;
+        if self.waiter.spin(&mut self.end, deadline)? {
+            return Ok(true);
+        }
+        loop {
+            self.release_idle()?;
+            if !self.end.arm()? {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.end.disarm();
+                return Ok(false);
+            }
+            self.stats.parks += 1;
+            self.bells
+                .data
+                .wait(deadline - now)
+                .map_err(os("wait for ring data"))?;
+            self.end.disarm();
+            if self.end.has_frames()? {
+                self.waiter.arrived(Instant::now());
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Like [`Consumer::wait`], on a glommio executor: the spin phase yields
+    /// to other tasks, and parking awaits the doorbell on the executor's
+    /// io_uring reactor through `bell` (from [`Consumer::async_doorbell`]).
+    pub async fn wait_async(
+        &mut self,
+        bell: &glommio::io::BufferedFile,
+        timeout: Duration,
+    ) -> Result<bool, RingError> {
+        let deadline = Instant::now() + timeout;
+        if self.waiter.spin_async(&mut self.end, deadline).await? {
+            return Ok(true);
+        }
+        loop {
+            self.release_idle()?;
+            if !self.end.arm()? {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.end.disarm();
+                return Ok(false);
+            }
+            self.stats.parks += 1;
+            let read = glommio::timer::timeout(deadline - now, async {
+                bell.read_at(0, 8)
+                    .await
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+                    .map_err(glommio::GlommioError::from)
+            })
+            .await;
+            self.end.disarm();
+            match read {
+                Ok(()) | Err(glommio::GlommioError::TimedOut(_)) => {}
+                Err(err) => {
+                    return Err(RingError::Os {
+                        what: "await ring doorbell",
+                        source: err.into(),
+                    });
+                }
+            }
+            if self.end.has_frames()? {
+                self.waiter.arrived(Instant::now());
+                return Ok(true);
+            }
+        }
+    }
+
+    /// A glommio file over this ring's data doorbell, for
+    /// [`Consumer::wait_async`]. Create it on the executor that waits.
+    pub fn async_doorbell(&self) -> Result<glommio::io::BufferedFile, RingError> {
+        self.bells
+            .data
+            .async_handle()
+            .map_err(os("duplicate ring doorbell"))
+    }
+}

@@ -1,0 +1,214 @@
+//! Ring memory in a memfd: created, sealed, mapped, and attached to from
+//! another process.
+//!
+//! The creator makes an anonymous memfd (nothing appears in /dev/shm or any
+//! file system, and the memory goes away with the last descriptor or
+//! mapping), sizes it, and seals it against shrinking and growing: a peer
+//! that could truncate the file would make our next access a SIGBUS. An
+//! attacher refuses a memfd without those seals, or whose header does not
+//! describe the ring it was promised.
+
+use std::io::IoSliceMut;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use nix::sys::stat::{SFlag, fstat};
+use nix::unistd::ftruncate;
+
+use super::RingError;
+use super::layout::{LAYOUT_VERSION, MAGIC, SLOT_BYTES, Shared, ring_bytes};
+
+/// A shared mapping, unmapped on drop.
+#[derive(Debug)]
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; access rules are the ring's.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(fd: BorrowedFd<'_>, len: usize) -> Result<Self, RingError> {
+        let size = NonZeroUsize::new(len).expect("rings are never empty");
+        // SAFETY: a fresh shared mapping of a file we hold open; nothing
+        // else in this process refers to the address range yet.
+        let base = unsafe {
+            mmap(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED | MapFlags::MAP_POPULATE,
+                fd,
+                0,
+            )
+        }
+        .map_err(|errno| RingError::Os {
+            what: "mmap ring memory",
+            source: errno.into(),
+        })?;
+        Ok(Self {
+            base: base.cast(),
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the range was mapped by Mapping::new and nothing refers to
+        // it any more: every Shared holding this Mapping is gone.
+        let _ = unsafe { munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// Bytes of the memfd for a ring: the ring rounded up to whole pages.
+fn file_bytes(slots: u64) -> usize {
+    ring_bytes(slots).next_multiple_of(4096)
+}
+
+/// Creates a ring in a new, sealed memfd. Returns the memfd (to hand to a
+/// peer) and this process's view of the ring.
+pub(super) fn create(slots: u64, epoch: u64) -> Result<(OwnedFd, Shared), RingError> {
+    let os = |what| {
+        move |errno: nix::errno::Errno| RingError::Os {
+            what,
+            source: errno.into(),
+        }
+    };
+    let fd = memfd_create(
+        "pinwheel-ring",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(os("memfd_create"))?;
+    let len = file_bytes(slots);
+    ftruncate(&fd, len as i64).map_err(os("size ring memfd"))?;
+    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+    fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(os("seal ring memfd"))?;
+    let mapping = Mapping::new(fd.as_fd(), len)?;
+    let base = mapping.base;
+    // SAFETY: the mapping is page-aligned, `len` >= ring_bytes(slots), it
+    // lives as long as the Shared that owns it, and nobody else has the
+    // memfd yet.
+    let shared = unsafe { Shared::new(base, slots, Box::new(mapping), Some(epoch)) };
+    Ok((fd, shared))
+}
+
+/// Attaches to a ring another process created, checking that the memfd is
+/// sealed and sized for `slots` and that its header says so too.
+pub(super) fn attach(fd: &OwnedFd, slots: u64) -> Result<Shared, RingError> {
+    let os = |what| {
+        move |errno: nix::errno::Errno| RingError::Os {
+            what,
+            source: errno.into(),
+        }
+    };
+    let seals = fcntl(fd, FcntlArg::F_GET_SEALS).map_err(os("read ring memfd seals"))?;
+    let needed = (SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW).bits();
+    if seals & needed != needed {
+        return Err(RingError::Handoff {
+            reason: format!("ring memfd is not sealed against resizing (seals {seals:#x})"),
+        });
+    }
+    let size = fstat(fd).map_err(os("stat ring memfd"))?.st_size;
+    let len = file_bytes(slots);
+    if usize::try_from(size).ok() != Some(len) {
+        return Err(RingError::Handoff {
+            reason: format!("ring memfd has {size} bytes; a {slots}-slot ring needs {len}"),
+        });
+    }
+    let mapping = Mapping::new(fd.as_fd(), len)?;
+    let base = mapping.base;
+    // SAFETY: as in create; the control block was written by the creator
+    // before it sent the memfd.
+    let shared = unsafe { Shared::new(base, slots, Box::new(mapping), None) };
+    let header = &shared.control().header;
+    if header.magic != MAGIC
+        || header.version != LAYOUT_VERSION
+        || header.slot_bytes as usize != SLOT_BYTES
+        || header.slots != slots
+    {
+        return Err(RingError::Handoff {
+            reason: format!(
+                "ring header is magic {:#x} version {} slot {} slots {}; expected {MAGIC:#x} {LAYOUT_VERSION} {SLOT_BYTES} {slots}",
+                header.magic, header.version, header.slot_bytes, header.slots
+            ),
+        });
+    }
+    Ok(shared)
+}
+
+/// Takes over a socket descriptor inherited from a parent (its number came
+/// from the environment), after checking it is an open socket.
+pub(super) fn inherited_socket(fd: RawFd) -> Result<OwnedFd, RingError> {
+    if fd < 3 {
+        return Err(RingError::Handoff {
+            reason: format!("descriptor {fd} is a standard stream, not a peer link"),
+        });
+    }
+    // SAFETY: only used for fstat below, while fd is known to be open or
+    // fstat fails with EBADF.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let stat = fstat(borrowed).map_err(|errno| RingError::Handoff {
+        reason: format!("descriptor {fd}: {errno}"),
+    })?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(RingError::Handoff {
+            reason: format!("descriptor {fd} is not a socket"),
+        });
+    }
+    // SAFETY: the parent left this open socket for this process and nothing
+    // else in it owns the descriptor; from here the OwnedFd closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Receives one message and the descriptors sent with it (close-on-exec).
+/// Truncated messages or descriptor lists are refused, closing whatever
+/// descriptors did arrive.
+pub(super) fn recv_with_fds(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Result<(usize, Vec<OwnedFd>), RingError> {
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let message = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|errno| RingError::Os {
+        what: "receive ring handoff",
+        source: errno.into(),
+    })?;
+    let mut fds = Vec::new();
+    for cmsg in message.cmsgs().map_err(|errno| RingError::Os {
+        what: "read handoff descriptors",
+        source: errno.into(),
+    })? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: SCM_RIGHTS just installed these descriptors in this
+            // process; nothing else refers to them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    if message
+        .flags
+        .intersects(MsgFlags::MSG_CTRUNC | MsgFlags::MSG_TRUNC)
+    {
+        return Err(RingError::Handoff {
+            reason: "handoff message or its descriptors were truncated".into(),
+        });
+    }
+    Ok((message.bytes, fds))
+}

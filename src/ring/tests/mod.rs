@@ -1,0 +1,14 @@
+//! The ring conformance suite, run against every way a ring is built (heap
+//! memory, a memfd, a memfd handed to an untrusted consumer) in one thread
+//! and across two threads; `tests/ring_process.rs` runs it across two
+//! processes. The loom models live in `loom_*.rs` beside this file.
+
+#[cfg(loom)]
+mod loom_doorbell;
+#[cfg(loom)]
+mod loom_index;
+
+#[cfg(not(loom))]
+mod conformance;
+#[cfg(not(loom))]
+mod hostile;
