@@ -10,6 +10,16 @@
 //!   before handing out `&ArchivedEnvelope`: any bytes give `Ok` or `Err`,
 //!   never a panic or undefined behaviour.
 //!
+//! There is deliberately no unchecked decode. For a request with a 64-byte
+//! body, checked decoding costs about 15 ns more than rkyv's
+//! `access_unchecked` (16.5 ns against 1.1 ns on the 2-vCPU CI VM;
+//! `cargo bench --bench wire`), well under the 30 ns that would justify
+//! `unsafe` here, so in-process frames are checked too and this module
+//! stays off the unsafe allow-list.
+//!
+//! rkyv zeroes padding as it writes, so a reused slot never leaks an
+//! earlier message's bytes to the reader.
+//!
 //! Frame invariants, which the ring layer must keep:
 //! * A frame starts on an [`ENVELOPE_ALIGN`] boundary. rkyv computes
 //!   padding from offset 0, so a frame moved to a less aligned address is
