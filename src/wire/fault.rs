@@ -1,7 +1,7 @@
 //! Why rkyv rejected a frame, kept without allocating.
 //!
 //! rkyv reports errors through a user-chosen type implementing
-//! [`rancor::Source`]. `rancor::Error` boxes the cause (an allocation on
+//! [`rkyv::rancor::Source`]. `rancor::Error` boxes the cause (an allocation on
 //! every rejected frame, which a hostile peer controls); `rancor::Failure`
 //! keeps nothing, which leaves an operator guessing. [`Fault`] is the middle
 //! way: it renders the innermost cause, then the context rkyv adds as the
