@@ -2,7 +2,7 @@
 //! agents (speech-to-text, LLMs, TTS, vision, memory, monitoring).
 //!
 //! The crate is a library with a thin binary. Modules depend downward only:
-//! `config`, `topology` <- `plan` <- `cli`. See README.md for the
+//! `config`, `topology`, `wire` <- `plan` <- `cli`. See README.md for the
 //! architecture and each module's `//!` doc for its design.
 
 pub mod cli;
@@ -11,3 +11,4 @@ pub mod error;
 pub mod plan;
 pub mod ring;
 pub mod topology;
+pub mod wire;
