@@ -5,6 +5,7 @@
 //! with code 2 after one message naming the file, line and column and what
 //! to change; a failure at run time exits with 1.
 
+use crate::bench::BenchError;
 use crate::config::{ConfigError, Location};
 use crate::plan::PlanError;
 use crate::topology::TopologyError;
@@ -26,6 +27,15 @@ pub enum DaemonError {
     /// Planning.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// A command-line argument that makes no sense.
+    #[error("{message}")]
+    Usage {
+        /// What is wrong and what to pass instead.
+        message: String,
+    },
+    /// A benchmark failed.
+    #[error(transparent)]
+    Bench(#[from] BenchError),
     /// Writing the command's output.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -35,10 +45,11 @@ impl DaemonError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            DaemonError::Config(_) | DaemonError::Topology(_) | DaemonError::Plan(_) => {
-                EXIT_BAD_INPUT
-            }
-            DaemonError::Output(_) => EXIT_FAILURE,
+            DaemonError::Config(_)
+            | DaemonError::Topology(_)
+            | DaemonError::Plan(_)
+            | DaemonError::Usage { .. } => EXIT_BAD_INPUT,
+            DaemonError::Bench(_) | DaemonError::Output(_) => EXIT_FAILURE,
         }
     }
 
@@ -48,7 +59,7 @@ impl DaemonError {
             DaemonError::Config(err) => err.location(),
             DaemonError::Topology(err) => err.location(),
             DaemonError::Plan(err) => err.location(),
-            DaemonError::Output(_) => None,
+            DaemonError::Usage { .. } | DaemonError::Bench(_) | DaemonError::Output(_) => None,
         }
     }
 

@@ -5,10 +5,12 @@
 //! `config`, `topology`, `wire` <- `plan` <- `cli`. See README.md for the
 //! architecture and each module's `//!` doc for its design.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod plan;
 pub mod ring;
+pub mod runtime;
 pub mod topology;
 pub mod wire;

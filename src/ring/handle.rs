@@ -10,6 +10,7 @@ use super::peer::Export;
 use super::sync::Doorbell;
 use super::wait::Waiter;
 use super::{RingConfig, RingError, RingStats, WaitStrategy, os, shm};
+use crate::wire::{self, ArchivedEnvelope, Envelope, Scratch, WireError};
 
 /// The doorbells of one ring: `data` wakes the consumer, `space` the
 /// producer.
@@ -63,6 +64,7 @@ pub struct Producer {
     pub(super) bells: Arc<Bells>,
     pub(super) config: RingConfig,
     stats: RingStats,
+    scratch: Box<Scratch>,
     pub(super) export: Option<Export>,
 }
 
@@ -82,6 +84,7 @@ impl Producer {
             bells,
             config,
             stats: RingStats::default(),
+            scratch: Box::new(Scratch::new()),
             export: None,
         }
     }
@@ -134,6 +137,48 @@ impl Producer {
         }
     }
 
+    /// Encodes `env` straight into the ring without publishing it (rkyv
+    /// serializes into the slot; nothing is allocated).
+    pub fn try_write_envelope(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
+        let scratch = &mut *self.scratch;
+        let mut failure = None;
+        let written = self
+            .end
+            .write_frame(|out| match wire::encode_into(env, out, scratch) {
+                Ok(len) => Some(len),
+                Err(WireError::TooLarge { .. }) => None,
+                Err(err) => {
+                    failure = Some(err);
+                    Some(0)
+                }
+            })?;
+        if let Some(source) = failure {
+            return Err(RingError::Message { source });
+        }
+        match written {
+            Ok(()) => {
+                self.stats.frames += 1;
+                Ok(())
+            }
+            Err(WriteFail::Full) => Err(RingError::Full),
+            Err(WriteFail::TooLarge) => {
+                let len = wire::encoded_len(env, scratch)
+                    .map_err(|source| RingError::Message { source })?;
+                Err(RingError::TooLarge {
+                    len,
+                    max: self.config.max_frame,
+                })
+            }
+        }
+    }
+
+    /// Encodes and publishes one envelope; on [`RingError::Full`] nothing
+    /// was written and the caller still has the envelope.
+    pub fn try_send(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
+        self.try_write_envelope(env)?;
+        self.flush()
+    }
+
     /// Publishes every frame written so far and wakes a parked consumer.
     pub fn flush(&mut self) -> Result<(), RingError> {
         if self.end.publish(self.config.wait != WaitStrategy::Spin) {
@@ -152,12 +197,29 @@ impl Producer {
 
     /// Writes and publishes one frame, waiting up to `timeout` for space.
     pub fn push(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), RingError> {
+        self.with_space(timeout, |producer| producer.try_push(bytes))
+    }
+
+    /// Encodes and publishes one envelope, waiting up to `timeout` for
+    /// space.
+    pub fn send(&mut self, env: &Envelope<'_>, timeout: Duration) -> Result<(), RingError> {
+        self.with_space(timeout, |producer| producer.try_send(env))
+    }
+
+    /// Retries `attempt` while the ring is full, parked on the space
+    /// doorbell between tries, until `timeout`.
+    fn with_space(
+        &mut self,
+        timeout: Duration,
+        mut attempt: impl FnMut(&mut Self) -> Result<(), RingError>,
+    ) -> Result<(), RingError> {
+        // The clock is read only once the ring turns out to be full.
+        match attempt(self) {
+            Err(RingError::Full) => {}
+            other => return other,
+        }
         let start = Instant::now();
         loop {
-            match self.try_push(bytes) {
-                Err(RingError::Full) => {}
-                other => return other,
-            }
             let waited = start.elapsed();
             if waited >= timeout {
                 return Err(RingError::Timeout { waited });
@@ -170,6 +232,10 @@ impl Producer {
                     .wait(timeout - waited)
                     .map_err(os("wait for ring space"))?;
                 self.end.disarm();
+            }
+            match attempt(self) {
+                Err(RingError::Full) => {}
+                other => return other,
             }
         }
     }
@@ -200,7 +266,7 @@ pub struct Consumer {
     pub(super) config: RingConfig,
     waiter: Waiter,
     untrusted: bool,
-    copy: Vec<u8>,
+    copy: rkyv::util::AlignedVec<16>,
     stats: RingStats,
     pub(super) export: Option<Export>,
 }
@@ -222,11 +288,12 @@ impl Consumer {
         config: RingConfig,
         untrusted: bool,
     ) -> Self {
-        let copy = if untrusted {
-            vec![0; config.max_frame]
-        } else {
-            Vec::new()
-        };
+        // Untrusted frames are copied here before decoding: allocated once,
+        // aligned for the archived envelope.
+        let mut copy = rkyv::util::AlignedVec::new();
+        if untrusted {
+            copy.resize(config.max_frame, 0);
+        }
         let waiter = Waiter::new(
             config.wait,
             Duration::from_micros(u64::from(config.spin_us)),
@@ -275,6 +342,20 @@ impl Consumer {
         Ok(Some(result))
     }
 
+    /// Hands the next frame, checked as an envelope, to `read`. A frame
+    /// that is not a valid envelope is [`RingError::Message`]: on an
+    /// untrusted ring that means the peer must be disconnected.
+    pub fn try_recv_envelope<R>(
+        &mut self,
+        read: impl FnOnce(&ArchivedEnvelope<'_>) -> R,
+    ) -> Result<Option<R>, RingError> {
+        match self.try_recv(|bytes| wire::decode(bytes).map(read))? {
+            None => Ok(None),
+            Some(Ok(result)) => Ok(Some(result)),
+            Some(Err(source)) => Err(RingError::Message { source }),
+        }
+    }
+
     /// Reads up to `max` frames; returns how many.
     pub fn recv_batch(
         &mut self,
@@ -305,6 +386,9 @@ impl Consumer {
     /// Waits up to `timeout` for a frame by the ring's wait strategy, on a
     /// plain thread. Returns whether one is ready.
     pub fn wait(&mut self, timeout: Duration) -> Result<bool, RingError> {
+        if self.waiter.poll_first(&mut self.end)? {
+            return Ok(true);
+        }
         let deadline = Instant::now() + timeout;
         if self.waiter.spin(&mut self.end, deadline)? {
             return Ok(true);
@@ -326,7 +410,7 @@ impl Consumer {
                 .map_err(os("wait for ring data"))?;
             self.end.disarm();
             if self.end.has_frames()? {
-                self.waiter.arrived(Instant::now());
+                self.waiter.note_arrival();
                 return Ok(true);
             }
         }
@@ -340,6 +424,9 @@ impl Consumer {
         bell: &glommio::io::BufferedFile,
         timeout: Duration,
     ) -> Result<bool, RingError> {
+        if self.waiter.poll_first(&mut self.end)? {
+            return Ok(true);
+        }
         let deadline = Instant::now() + timeout;
         if self.waiter.spin_async(&mut self.end, deadline).await? {
             return Ok(true);
@@ -374,7 +461,7 @@ impl Consumer {
                 }
             }
             if self.end.has_frames()? {
-                self.waiter.arrived(Instant::now());
+                self.waiter.note_arrival();
                 return Ok(true);
             }
         }

@@ -60,6 +60,11 @@ pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"PWHLRING");
 pub(super) const LAYOUT_VERSION: u32 = 1;
 const KIND_DATA: u32 = u32::from_le_bytes(*b"DATA");
 const KIND_PAD: u32 = u32::from_le_bytes(*b"PAD!");
+/// How far ahead of `head` the producer prefetches slots for writing, and
+/// how many: far enough that the line has arrived by the time it is
+/// written, near enough that it is still there.
+const PREFETCH_AHEAD: u64 = 16;
+const PREFETCH_SLOTS: u64 = 4;
 
 /// Ring-wide facts, written once by the creator.
 #[repr(C, align(128))]
@@ -337,6 +342,19 @@ impl ProducerEnd {
         self.shared.slots() - (self.head - self.tail_cache)
     }
 
+    /// Prefetches, for writing, slots a little ahead of `head` that the
+    /// consumer has already given back (a stale tail only makes this more
+    /// cautious), so frames written later do not stall on store misses.
+    fn prefetch_ahead(&self) {
+        let free = self.free();
+        let end = (PREFETCH_AHEAD + PREFETCH_SLOTS).min(free);
+        for ahead in PREFETCH_AHEAD..end {
+            self.shared
+                .data
+                .prefetch_write(self.shared.offset(self.head + ahead));
+        }
+    }
+
     fn room(&self) -> Room {
         let index = self.head & (self.shared.slots() - 1);
         let to_end = self.shared.slots() - index;
@@ -369,6 +387,7 @@ impl ProducerEnd {
         if self.free() < self.max_frame_slots {
             self.refresh_tail()?;
         }
+        self.prefetch_ahead();
         loop {
             let room = self.room();
             if room.capacity > 0 {
@@ -402,6 +421,7 @@ impl ProducerEnd {
         if self.free() < frame_slots(bytes.len()) {
             self.refresh_tail()?;
         }
+        self.prefetch_ahead();
         loop {
             let room = self.room();
             if room.capacity >= bytes.len() {

@@ -111,6 +111,12 @@ pub enum RingError {
         /// What it may be.
         expected: String,
     },
+    /// A frame is not a valid envelope (or one could not be encoded).
+    #[error("bad message on ring: {source}")]
+    Message {
+        /// What the codec found.
+        source: crate::wire::WireError,
+    },
     /// A wait ran out.
     #[error("timed out after {waited:?}")]
     Timeout {

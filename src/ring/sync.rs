@@ -106,6 +106,27 @@ mod raw {
             }
         }
 
+        /// Asks the CPU to fetch the line at `offset` for writing
+        /// (`prefetchw`), so the store that follows does not stall on taking
+        /// the line back from the other core. Out-of-range offsets are
+        /// ignored; on CPUs without the instruction it is a no-op.
+        #[inline]
+        pub(in crate::ring) fn prefetch_write(&self, offset: usize) {
+            if offset >= self.len {
+                return;
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: prefetchw is a hint: it reads no value, writes nothing,
+            // cannot fault, and the address is inside the region anyway.
+            unsafe {
+                std::arch::asm!(
+                    "prefetchw [{line}]",
+                    line = in(reg) self.base.as_ptr().wrapping_add(offset),
+                    options(nostack, preserves_flags, readonly)
+                );
+            }
+        }
+
         /// Borrows published bytes in place (zero-copy reads on trusted
         /// rings).
         ///
@@ -221,6 +242,9 @@ mod model {
                 cell.with_mut(|p| unsafe { *p = *byte });
             }
         }
+
+        /// No-op in models.
+        pub(in crate::ring) fn prefetch_write(&self, _offset: usize) {}
 
         /// See the non-loom version.
         pub(in crate::ring) unsafe fn copy_out(&self, offset: usize, dst: &mut [u8]) {

@@ -45,6 +45,33 @@ impl Waiter {
         }
     }
 
+    /// Records an arrival for the adaptive budget; the other strategies
+    /// keep no history and read no clock.
+    pub(super) fn note_arrival(&mut self) {
+        if self.strategy == WaitStrategy::Adaptive {
+            self.arrived(Instant::now());
+        }
+    }
+
+    /// Polls the ring a few times without reading the clock: frames that
+    /// are there, or arrive within [`CLOCK_EVERY`] polls, cost no clock
+    /// read at all. `park` polls once.
+    pub(super) fn poll_first(&mut self, end: &mut ConsumerEnd) -> Result<bool, RingError> {
+        let polls = if self.strategy == WaitStrategy::Park {
+            1
+        } else {
+            CLOCK_EVERY
+        };
+        for _ in 0..polls {
+            if end.has_frames()? {
+                self.note_arrival();
+                return Ok(true);
+            }
+            std::hint::spin_loop();
+        }
+        Ok(false)
+    }
+
     /// Records that frames arrived at `now`.
     pub(super) fn arrived(&mut self, now: Instant) {
         if let Some(last) = self.last_arrival {
@@ -97,7 +124,7 @@ impl Waiter {
         let mut polls = 0u32;
         loop {
             if end.has_frames()? {
-                self.arrived(Instant::now());
+                self.note_arrival();
                 return Ok(true);
             }
             polls = polls.wrapping_add(1);
@@ -118,7 +145,7 @@ impl Waiter {
         let stop = self.spin_end(deadline);
         loop {
             if end.has_frames()? {
-                self.arrived(Instant::now());
+                self.note_arrival();
                 return Ok(true);
             }
             if Instant::now() >= stop {

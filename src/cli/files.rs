@@ -1,65 +1,22 @@
-//! Command-line interface: clap arguments and the commands behind them.
-//!
-//! Each command validates everything it reads before doing anything, and
-//! writes its result to the writer it is given (stdout in the binary), so
-//! tests can run commands in-process.
+//! The commands that read files and the host: `topo detect`, `plan` and
+//! `validate`. Each validates everything it reads before printing anything.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 
+use super::SysfsArg;
 use crate::config::AgentSet;
 use crate::error::DaemonError;
 use crate::plan::{Plan, render_json, render_table};
 use crate::topology::{self, HostCpus, LIVE_SYSFS, Topology};
-
-/// pinwheel: a thread-per-core daemon for hosts that run a mesh of AI agents.
-#[derive(Debug, Parser)]
-#[command(name = "pinwheel", version, about, long_about = None, propagate_version = true)]
-pub struct Cli {
-    /// Log format on stderr; the level comes from RUST_LOG (default: info).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// How log lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// The subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Inspect this host's CPUs.
-    #[command(subcommand)]
-    Topo(TopoCommand),
-    /// Show which agent runs on which CPU, the rings, and the start order.
-    Plan(PlanArgs),
-    /// Check topology and agent files without starting anything.
-    Validate(ValidateArgs),
-}
 
 /// `pinwheel topo ...`.
 #[derive(Debug, Subcommand)]
 pub enum TopoCommand {
     /// Detect CPUs and their classes (P, E or uniform); print a topology file.
     Detect(DetectArgs),
-}
-
-/// Where sysfs is.
-#[derive(Debug, Clone, Args)]
-pub struct SysfsArg {
-    /// Directory standing for /sys (a fixture tree for tests).
-    #[arg(long, value_name = "DIR", default_value = LIVE_SYSFS)]
-    pub sysfs_root: PathBuf,
 }
 
 /// `pinwheel topo detect`.
@@ -126,16 +83,7 @@ pub struct ValidateArgs {
     pub sysfs: SysfsArg,
 }
 
-/// Runs a parsed command, writing its output to `out`.
-pub fn run(command: Command, out: &mut dyn Write) -> Result<(), DaemonError> {
-    match command {
-        Command::Topo(TopoCommand::Detect(args)) => detect(&args, out),
-        Command::Plan(args) => plan(&args, out),
-        Command::Validate(args) => validate(&args, out),
-    }
-}
-
-fn detect(args: &DetectArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+pub(super) fn detect(args: &DetectArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
     let root = &args.sysfs.sysfs_root;
     let host: HostCpus = topology::detect_host(root)?;
     let text = match args.format {
@@ -193,7 +141,7 @@ fn load(
     Ok((topology, agents))
 }
 
-fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+pub(super) fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
     let (topology, agents) = load(&args.topology, &args.agents, &args.sysfs)?;
     let plan = Plan::build(&topology, &agents)?;
     let text = match args.format {
@@ -204,7 +152,7 @@ fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
     Ok(())
 }
 
-fn validate(args: &ValidateArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+pub(super) fn validate(args: &ValidateArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
     let (topology, agents) = load(&args.topology, &args.agents, &args.sysfs)?;
     // Check everything before printing anything: a partial "ok" would lie.
     let plan = if agents.is_empty() {

@@ -1,0 +1,132 @@
+//! How `pinwheel bench ring` reports: a table for people, JSON for
+//! programs, ratios when a baseline ran in the same run.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use super::ring::RingBench;
+use super::summary::{LatencySummary, PERCENTILE_TITLES, format_ns, format_rate};
+use crate::ring::WaitStrategy;
+
+/// One measured case.
+#[derive(Debug)]
+pub struct Case {
+    /// Round-trip times.
+    pub rtt: Histogram<u64>,
+    /// One-way streaming rate.
+    pub throughput_msgs_per_s: f64,
+}
+
+/// The results of `pinwheel bench ring`.
+#[derive(Debug)]
+pub struct RingReport {
+    /// What ran.
+    pub bench: RingBench,
+    /// pinwheel's rings.
+    pub ring: Case,
+    /// ZeroMQ ipc, when `--baseline zmq` ran.
+    pub zmq: Option<Case>,
+}
+
+fn wait_name(wait: WaitStrategy) -> &'static str {
+    match wait {
+        WaitStrategy::Spin => "spin",
+        WaitStrategy::Park => "park",
+        WaitStrategy::Adaptive => "adaptive",
+    }
+}
+
+fn case_json(case: &Case) -> Value {
+    json!({
+        "rtt_ns": LatencySummary::of(&case.rtt).to_json(),
+        "throughput_msgs_per_s": case.throughput_msgs_per_s.round(),
+    })
+}
+
+/// `{"rtt_ns": {..}, "throughput_msgs_per_s": .., "wait": .., "cpus": [..],
+/// "processes": .., ..}`, with a `baseline` object when one ran.
+pub fn render_ring_json(report: &RingReport) -> String {
+    let bench = &report.bench;
+    let mut value = case_json(&report.ring);
+    value["wait"] = json!(wait_name(bench.wait));
+    value["cpus"] = json!(bench.cpus);
+    value["processes"] = json!(if bench.peer_exe.is_some() { 2 } else { 1 });
+    value["size"] = json!(bench.size);
+    value["msgs"] = json!(bench.msgs);
+    if let Some(zmq) = &report.zmq {
+        let ring = LatencySummary::of(&report.ring.rtt);
+        let base = LatencySummary::of(&zmq.rtt);
+        value["baseline"] = json!({
+            "zmq": case_json(zmq),
+            "ratio": {
+                "rtt_p50": base.p50 as f64 / ring.p50.max(1) as f64,
+                "rtt_p99": base.p99 as f64 / ring.p99.max(1) as f64,
+                "throughput": report.ring.throughput_msgs_per_s / zmq.throughput_msgs_per_s.max(1.0),
+            },
+        });
+    }
+    let mut text = serde_json::to_string_pretty(&value).expect("a JSON value always serializes");
+    text.push('\n');
+    text
+}
+
+/// The report as a table.
+pub fn render_ring_table(report: &RingReport) -> String {
+    let bench = &report.bench;
+    let mut out = String::new();
+    let processes = if bench.peer_exe.is_some() {
+        "2 processes"
+    } else {
+        "2 threads"
+    };
+    let _ = writeln!(
+        out,
+        "pinwheel bench ring: {processes} on CPUs {} and {}, wait {}, {}-byte bodies, {} round trips and {} streamed",
+        bench.cpus[0],
+        bench.cpus[1],
+        wait_name(bench.wait),
+        bench.size,
+        bench.msgs,
+        bench.msgs
+    );
+    let _ = write!(out, "\n{:<22}", "case");
+    for title in PERCENTILE_TITLES {
+        let _ = write!(out, "{title:>10}");
+    }
+    let _ = writeln!(out, "{:>14}", "stream");
+    row(
+        &mut out,
+        &format!("pinwheel ring ({})", wait_name(bench.wait)),
+        &report.ring,
+    );
+    if let Some(zmq) = &report.zmq {
+        row(&mut out, "zeromq ipc", zmq);
+        let ring = LatencySummary::of(&report.ring.rtt).columns();
+        let base = LatencySummary::of(&zmq.rtt).columns();
+        let _ = write!(out, "{:<22}", "zeromq / pinwheel");
+        for (b, r) in base.iter().zip(ring) {
+            let _ = write!(
+                out,
+                "{:>10}",
+                format!("{:.1}x", *b as f64 / r.max(1) as f64)
+            );
+        }
+        let ratio = report.ring.throughput_msgs_per_s / zmq.throughput_msgs_per_s.max(1.0);
+        let _ = writeln!(out, "{:>14}", format!("{ratio:.1}x faster"));
+        let _ = writeln!(
+            out,
+            "\nzeromq: REQ/REP round trips, PUSH/PULL streaming, the same envelopes encoded and checked"
+        );
+    }
+    out
+}
+
+fn row(out: &mut String, name: &str, case: &Case) {
+    let _ = write!(out, "{name:<22}");
+    for ns in LatencySummary::of(&case.rtt).columns() {
+        let _ = write!(out, "{:>10}", format_ns(ns));
+    }
+    let _ = writeln!(out, "{:>14}", format_rate(case.throughput_msgs_per_s));
+}

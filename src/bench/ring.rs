@@ -1,0 +1,386 @@
+//! `pinwheel bench ring`: round trips and one-way streaming of real
+//! envelopes over rings between two pinned CPUs.
+//!
+//! Ping-pong: the client on the first CPU sends a request envelope with a
+//! `size`-byte body and waits for the reply; the server on the second CPU
+//! echoes the body back in a reply. Every round trip after a warm-up of a
+//! tenth of the run (at most 10 000) goes into an HdrHistogram.
+//!
+//! Streaming: the client encodes `msgs` requests as fast as the ring takes
+//! them, publishing every [`BATCH`] frames (batched publish); the server
+//! decodes each (checked) and, at the end, acknowledges the count. The
+//! rate is messages over the time from the first send to the ack.
+//!
+//! The server runs on a thread (`--threads`: trusted rings, frames read in
+//! place) or, by default, in a second process: the same binary started as
+//! `pinwheel bench ring-peer`, which attaches to the rings through a
+//! `PeerLink` and reads untrusted frames the way an external agent's
+//! would (copied, then checked). Every wait has a timeout, so a lost peer
+//! ends the run with an error instead of a hang.
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::BenchError;
+use super::report::Case;
+use super::summary::new_histogram;
+use crate::ring::{
+    Consumer, PEER_FD_ENV, PeerLink, Producer, RingConfig, RingError, WaitStrategy,
+    export_consumer, export_producer, shm_ring,
+};
+use crate::runtime::affinity::pin_current_thread;
+use crate::topology::CpuId;
+use crate::wire::{AgentId, ArchivedEnvelope, Envelope, Payload, PayloadKind, Priority, TopicId};
+
+/// Frames per publish when streaming.
+pub const BATCH: u64 = 32;
+/// How long any single wait of a run may take.
+const WAIT: Duration = Duration::from_secs(10);
+/// Heartbeat sequence number that ends a server.
+const STOP: u64 = u64::MAX;
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingBench {
+    /// Client CPU, then server CPU.
+    pub cpus: [CpuId; 2],
+    /// The server's executable for two-process runs (`None`: threads).
+    pub peer_exe: Option<PathBuf>,
+    /// How consumers wait.
+    pub wait: WaitStrategy,
+    /// Request body bytes.
+    pub size: usize,
+    /// Round trips, and messages streamed.
+    pub msgs: u64,
+    /// Adaptive spin ceiling, microseconds.
+    pub spin_us: u32,
+}
+
+/// What the server does with requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeerMode {
+    /// Reply to each request with its body.
+    Echo,
+    /// Count requests; acknowledge the count at the end.
+    Sink,
+}
+
+impl RingBench {
+    fn ring_config(&self) -> RingConfig {
+        RingConfig {
+            slots: 4096,
+            max_frame: (self.size + 1024).next_power_of_two(),
+            wait: self.wait,
+            spin_us: self.spin_us,
+        }
+    }
+
+    /// Runs ping-pong, then streaming.
+    pub fn run(&self) -> Result<Case, BenchError> {
+        let rtt = self.ping_pong()?;
+        let throughput_msgs_per_s = self.stream()?;
+        Ok(Case {
+            rtt,
+            throughput_msgs_per_s,
+        })
+    }
+
+    fn ping_pong(&self) -> Result<Histogram<u64>, BenchError> {
+        let mut link = self.connect(PeerMode::Echo)?;
+        pin(self.cpus[0])?;
+        let body = vec![0x5a; self.size];
+        let warmup = (self.msgs / 10).min(10_000);
+        let mut histogram = new_histogram();
+        for i in 0..warmup + self.msgs {
+            let start = Instant::now();
+            link.requests
+                .send(&request(i, &body), WAIT)
+                .map_err(ring("send request"))?;
+            next_envelope(&mut link.replies, |reply| check_reply(reply, i, self.size))??;
+            if i >= warmup {
+                let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                histogram.saturating_record(ns.max(1));
+            }
+        }
+        link.finish()?;
+        Ok(histogram)
+    }
+
+    fn stream(&self) -> Result<f64, BenchError> {
+        let mut link = self.connect(PeerMode::Sink)?;
+        pin(self.cpus[0])?;
+        let body = vec![0xa5; self.size];
+        let start = Instant::now();
+        for i in 0..self.msgs {
+            let envelope = request(i, &body);
+            match link.requests.try_write_envelope(&envelope) {
+                Ok(()) => {}
+                Err(RingError::Full) => link
+                    .requests
+                    .send(&envelope, WAIT)
+                    .map_err(ring("stream"))?,
+                Err(err) => return Err(ring("stream")(err)),
+            }
+            if i % BATCH == BATCH - 1 {
+                link.requests.flush().map_err(ring("publish"))?;
+            }
+        }
+        link.requests
+            .send(&heartbeat(STOP), WAIT)
+            .map_err(ring("send stop"))?;
+        let count = next_envelope(&mut link.replies, |ack| match ack.to_envelope().payload {
+            Payload::Heartbeat { seq } => Ok(seq),
+            _ => Err(BenchError::Peer {
+                reason: "sink did not acknowledge with a count".into(),
+            }),
+        })??;
+        let elapsed = start.elapsed();
+        link.wait_peer()?;
+        if count != self.msgs {
+            return Err(BenchError::Peer {
+                reason: format!("sink counted {count} of {} messages", self.msgs),
+            });
+        }
+        Ok(self.msgs as f64 / elapsed.as_secs_f64())
+    }
+
+    fn connect(&self, mode: PeerMode) -> Result<Link, BenchError> {
+        let config = self.ring_config();
+        match &self.peer_exe {
+            None => {
+                let (requests, peer_requests) = shm_ring(config).map_err(ring("create ring"))?;
+                let (peer_replies, replies) = shm_ring(config).map_err(ring("create ring"))?;
+                let cpu = self.cpus[1];
+                let thread = std::thread::spawn(move || {
+                    pin(cpu)?;
+                    serve(mode, peer_requests, peer_replies)
+                });
+                Ok(Link {
+                    requests,
+                    replies,
+                    peer: Peer::Thread(Some(thread)),
+                })
+            }
+            Some(exe) => self.spawn_peer(exe, mode, config),
+        }
+    }
+
+    fn spawn_peer(
+        &self,
+        exe: &PathBuf,
+        mode: PeerMode,
+        config: RingConfig,
+    ) -> Result<Link, BenchError> {
+        let (link, child_end) = PeerLink::pair().map_err(ring("peer link"))?;
+        let mode = match mode {
+            PeerMode::Echo => "echo",
+            PeerMode::Sink => "sink",
+        };
+        let child = Command::new(exe)
+            .args([
+                "bench",
+                "ring-peer",
+                "--mode",
+                mode,
+                "--cpu",
+                &self.cpus[1].to_string(),
+            ])
+            .env(PEER_FD_ENV, child_end.as_raw_fd().to_string())
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|source| BenchError::Spawn {
+                exe: exe.clone(),
+                source,
+            })?;
+        drop(child_end);
+        let (requests, handoff) = export_producer(config).map_err(ring("export ring"))?;
+        link.send(&handoff).map_err(ring("hand over requests"))?;
+        let (replies, handoff) = export_consumer(config).map_err(ring("export ring"))?;
+        link.send(&handoff).map_err(ring("hand over replies"))?;
+        Ok(Link {
+            requests,
+            replies,
+            peer: Peer::Process { child, _link: link },
+        })
+    }
+}
+
+/// The server side of a two-process run (`pinwheel bench ring-peer`):
+/// attaches to the rings its parent sends, pins itself, and serves.
+pub fn serve_peer(mode: PeerMode, cpu: CpuId) -> Result<(), BenchError> {
+    let link = PeerLink::from_env().map_err(ring("peer link"))?;
+    let requests = link.recv(WAIT).map_err(ring("receive requests ring"))?;
+    let replies = link.recv(WAIT).map_err(ring("receive replies ring"))?;
+    let requests = requests.into_consumer().map_err(ring("attach requests"))?;
+    let replies = replies.into_producer().map_err(ring("attach replies"))?;
+    pin(cpu)?;
+    serve(mode, requests, replies)
+}
+
+/// Serves requests until a stop heartbeat.
+fn serve(mode: PeerMode, mut requests: Consumer, mut replies: Producer) -> Result<(), BenchError> {
+    let mut count = 0u64;
+    loop {
+        if !requests.wait(WAIT).map_err(ring("wait for requests"))? {
+            return Err(BenchError::Peer {
+                reason: "no request for 10 s; the client is gone".into(),
+            });
+        }
+        while let Some(step) = requests
+            .try_recv_envelope(|env| handle(mode, env, &mut replies, &mut count))
+            .map_err(ring("read request"))?
+        {
+            if step? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Handles one request; true when it was the stop.
+fn handle(
+    mode: PeerMode,
+    env: &ArchivedEnvelope<'_>,
+    replies: &mut Producer,
+    count: &mut u64,
+) -> Result<bool, BenchError> {
+    if env.kind() == PayloadKind::Heartbeat {
+        if mode == PeerMode::Sink {
+            replies
+                .send(&heartbeat(*count), WAIT)
+                .map_err(ring("acknowledge"))?;
+        }
+        return Ok(true);
+    }
+    match mode {
+        PeerMode::Sink => *count += 1,
+        PeerMode::Echo => {
+            let reply = Envelope {
+                from: env.to(),
+                to: env.from(),
+                topic: TopicId::NONE,
+                correlation: env.correlation(),
+                priority: env.priority(),
+                sent_ns: env.sent_ns(),
+                deadline_ns: 0,
+                payload: Payload::Reply {
+                    status: 0,
+                    body: env.body(),
+                },
+            };
+            replies.send(&reply, WAIT).map_err(ring("reply"))?;
+        }
+    }
+    Ok(false)
+}
+
+fn request(i: u64, body: &[u8]) -> Envelope<'_> {
+    Envelope {
+        from: AgentId(1),
+        to: AgentId(2),
+        topic: TopicId::NONE,
+        correlation: i,
+        priority: Priority::High,
+        sent_ns: 0,
+        deadline_ns: 0,
+        payload: Payload::Request { method: 1, body },
+    }
+}
+
+fn heartbeat(seq: u64) -> Envelope<'static> {
+    Envelope {
+        payload: Payload::Heartbeat { seq },
+        ..request(seq, &[])
+    }
+}
+
+fn check_reply(reply: &ArchivedEnvelope<'_>, i: u64, size: usize) -> Result<(), BenchError> {
+    if reply.kind() == PayloadKind::Reply && reply.correlation() == i && reply.body().len() == size
+    {
+        Ok(())
+    } else {
+        Err(BenchError::Peer {
+            reason: format!("reply to request {i} is wrong: {:?}", reply.to_envelope()),
+        })
+    }
+}
+
+/// Waits for the next envelope and hands it to `read`.
+pub(super) fn next_envelope<R>(
+    consumer: &mut Consumer,
+    mut read: impl FnMut(&ArchivedEnvelope<'_>) -> R,
+) -> Result<R, BenchError> {
+    loop {
+        if let Some(result) = consumer
+            .try_recv_envelope(&mut read)
+            .map_err(ring("read reply"))?
+        {
+            return Ok(result);
+        }
+        if !consumer.wait(WAIT).map_err(ring("wait for reply"))? {
+            return Err(BenchError::Peer {
+                reason: "no reply for 10 s; the peer is gone".into(),
+            });
+        }
+    }
+}
+
+fn pin(cpu: CpuId) -> Result<(), BenchError> {
+    pin_current_thread(cpu).map_err(|source| BenchError::Pin { cpu, source })
+}
+
+fn ring(what: &'static str) -> impl FnOnce(RingError) -> BenchError {
+    move |source| BenchError::Ring { what, source }
+}
+
+/// The client's two rings and its server.
+struct Link {
+    requests: Producer,
+    replies: Consumer,
+    peer: Peer,
+}
+
+enum Peer {
+    Thread(Option<JoinHandle<Result<(), BenchError>>>),
+    Process { child: Child, _link: PeerLink },
+}
+
+impl Link {
+    /// Stops the server and waits for it.
+    fn finish(&mut self) -> Result<(), BenchError> {
+        self.requests
+            .send(&heartbeat(STOP), WAIT)
+            .map_err(ring("send stop"))?;
+        self.wait_peer()
+    }
+
+    fn wait_peer(&mut self) -> Result<(), BenchError> {
+        match &mut self.peer {
+            Peer::Thread(handle) => match handle.take().map(JoinHandle::join) {
+                Some(Ok(result)) => result,
+                Some(Err(_)) => Err(BenchError::Peer {
+                    reason: "server thread panicked".into(),
+                }),
+                None => Ok(()),
+            },
+            Peer::Process { child, .. } => {
+                let status = child.wait().map_err(|source| BenchError::Spawn {
+                    exe: PathBuf::from("ring-peer"),
+                    source,
+                })?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(BenchError::Peer {
+                        reason: format!("ring-peer exited with {status}"),
+                    })
+                }
+            }
+        }
+    }
+}

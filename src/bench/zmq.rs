@@ -1,0 +1,362 @@
+//! The ZeroMQ baseline: the seed system's transport, measured in the same
+//! run as the rings, with the same work per message.
+//!
+//! Round trips go over REQ/REP and streaming over PUSH/PULL, both on
+//! `ipc://` sockets in a private temporary directory (removed afterwards;
+//! nothing is left in /dev/shm or /tmp). Each message is the same envelope
+//! the ring benchmark sends: encoded into a reused buffer, copied by
+//! ZeroMQ, and checked on receipt, so the ratio measures the transport. The
+//! peer is a thread, or a second process (`pinwheel bench zmq-peer`) like
+//! the ring benchmark's.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+use super::BenchError;
+use super::report::Case;
+use super::ring::PeerMode;
+use super::summary::new_histogram;
+use crate::runtime::affinity::pin_current_thread;
+use crate::topology::CpuId;
+use crate::wire::{self, AgentId, Envelope, Payload, PayloadKind, Priority, Scratch, TopicId};
+
+/// How long a receive may wait before the peer counts as gone.
+const WAIT_MS: i32 = 10_000;
+const STOP: u64 = u64::MAX;
+
+/// A ZeroMQ run.
+#[derive(Debug, Clone)]
+pub struct ZmqBench {
+    /// Client CPU, then server CPU.
+    pub cpus: [CpuId; 2],
+    /// The server's executable for two-process runs (`None`: threads).
+    pub peer_exe: Option<PathBuf>,
+    /// Request body bytes.
+    pub size: usize,
+    /// Round trips, and messages streamed.
+    pub msgs: u64,
+}
+
+fn zmq_err(what: &'static str) -> impl FnOnce(zmq::Error) -> BenchError {
+    move |err| BenchError::Zmq {
+        what,
+        reason: err.to_string(),
+    }
+}
+
+/// Encodes envelopes into one reused, aligned buffer.
+struct Codec {
+    buffer: rkyv::util::AlignedVec<16>,
+    scratch: Box<Scratch>,
+}
+
+impl Codec {
+    fn new(size: usize) -> Self {
+        let mut buffer = rkyv::util::AlignedVec::new();
+        buffer.resize(size + 1024, 0);
+        Self {
+            buffer,
+            scratch: Box::new(Scratch::new()),
+        }
+    }
+
+    fn encode(&mut self, env: &Envelope<'_>) -> Result<&[u8], BenchError> {
+        let len = wire::encode_into(env, &mut self.buffer, &mut self.scratch).map_err(|err| {
+            BenchError::Peer {
+                reason: format!("encode: {err}"),
+            }
+        })?;
+        Ok(&self.buffer[..len])
+    }
+}
+
+/// Checks a received message (copied to an aligned buffer, as a ring's
+/// untrusted end does) and returns its kind, correlation and body length.
+fn check(
+    message: &[u8],
+    aligned: &mut rkyv::util::AlignedVec<16>,
+) -> Result<(PayloadKind, u64, usize), BenchError> {
+    aligned.clear();
+    aligned.extend_from_slice(message);
+    let env = wire::decode(aligned).map_err(|err| BenchError::Peer {
+        reason: format!("decode: {err}"),
+    })?;
+    let seq = match env.to_envelope().payload {
+        Payload::Heartbeat { seq } => seq,
+        _ => env.correlation(),
+    };
+    Ok((env.kind(), seq, env.body().len()))
+}
+
+fn envelope(i: u64, payload: Payload<'_>) -> Envelope<'_> {
+    Envelope {
+        from: AgentId(1),
+        to: AgentId(2),
+        topic: TopicId::NONE,
+        correlation: i,
+        priority: Priority::High,
+        sent_ns: 0,
+        deadline_ns: 0,
+        payload,
+    }
+}
+
+impl ZmqBench {
+    /// Runs REQ/REP round trips, then PUSH/PULL streaming.
+    pub fn run(&self) -> Result<Case, BenchError> {
+        let dir = tempfile::Builder::new()
+            .prefix("pinwheel-zmq-")
+            .tempdir()
+            .map_err(|source| BenchError::Spawn {
+                exe: PathBuf::from("tempdir"),
+                source,
+            })?;
+        let rtt = self.ping_pong(&format!("ipc://{}/reqrep", dir.path().display()))?;
+        let throughput_msgs_per_s =
+            self.stream(&format!("ipc://{}/pushpull", dir.path().display()))?;
+        Ok(Case {
+            rtt,
+            throughput_msgs_per_s,
+        })
+    }
+
+    fn ping_pong(&self, endpoint: &str) -> Result<Histogram<u64>, BenchError> {
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::REQ).map_err(zmq_err("socket"))?;
+        socket.set_rcvtimeo(WAIT_MS).map_err(zmq_err("timeout"))?;
+        socket.bind(endpoint).map_err(zmq_err("bind"))?;
+        let peer = self.start_peer(PeerMode::Echo, endpoint)?;
+        pin(self.cpus[0])?;
+        let (mut codec, mut aligned, mut reply) = (
+            Codec::new(self.size),
+            rkyv::util::AlignedVec::new(),
+            zmq::Message::new(),
+        );
+        let body = vec![0x5a; self.size];
+        let warmup = (self.msgs / 10).min(10_000);
+        let mut histogram = new_histogram();
+        for i in 0..=warmup + self.msgs {
+            let last = i == warmup + self.msgs;
+            let start = Instant::now();
+            let env = if last {
+                envelope(STOP, Payload::Heartbeat { seq: STOP })
+            } else {
+                envelope(
+                    i,
+                    Payload::Request {
+                        method: 1,
+                        body: &body,
+                    },
+                )
+            };
+            socket
+                .send(codec.encode(&env)?, 0)
+                .map_err(zmq_err("send request"))?;
+            socket
+                .recv(&mut reply, 0)
+                .map_err(zmq_err("receive reply"))?;
+            let (kind, seq, len) = check(&reply, &mut aligned)?;
+            if last {
+                break;
+            }
+            if kind != PayloadKind::Reply || seq != i || len != self.size {
+                return Err(BenchError::Peer {
+                    reason: format!("zeromq reply to {i} is wrong"),
+                });
+            }
+            if i >= warmup {
+                histogram.saturating_record(
+                    u64::try_from(start.elapsed().as_nanos())
+                        .unwrap_or(u64::MAX)
+                        .max(1),
+                );
+            }
+        }
+        peer.wait()?;
+        Ok(histogram)
+    }
+
+    fn stream(&self, endpoint: &str) -> Result<f64, BenchError> {
+        let context = zmq::Context::new();
+        let push = context.socket(zmq::PUSH).map_err(zmq_err("socket"))?;
+        push.bind(endpoint).map_err(zmq_err("bind"))?;
+        let ack = context.socket(zmq::PULL).map_err(zmq_err("socket"))?;
+        ack.set_rcvtimeo(WAIT_MS).map_err(zmq_err("timeout"))?;
+        let ack_endpoint = format!("{endpoint}-ack");
+        ack.bind(&ack_endpoint).map_err(zmq_err("bind"))?;
+        let peer = self.start_peer(PeerMode::Sink, endpoint)?;
+        pin(self.cpus[0])?;
+        let mut codec = Codec::new(self.size);
+        let body = vec![0xa5; self.size];
+        let start = Instant::now();
+        for i in 0..self.msgs {
+            push.send(
+                codec.encode(&envelope(
+                    i,
+                    Payload::Request {
+                        method: 1,
+                        body: &body,
+                    },
+                ))?,
+                0,
+            )
+            .map_err(zmq_err("push"))?;
+        }
+        push.send(
+            codec.encode(&envelope(STOP, Payload::Heartbeat { seq: STOP }))?,
+            0,
+        )
+        .map_err(zmq_err("push stop"))?;
+        let mut message = zmq::Message::new();
+        ack.recv(&mut message, 0)
+            .map_err(zmq_err("receive count"))?;
+        let elapsed = start.elapsed();
+        peer.wait()?;
+        let (_, count, _) = check(&message, &mut rkyv::util::AlignedVec::new())?;
+        if count != self.msgs {
+            return Err(BenchError::Peer {
+                reason: format!("zeromq sink counted {count} of {}", self.msgs),
+            });
+        }
+        Ok(self.msgs as f64 / elapsed.as_secs_f64())
+    }
+
+    fn start_peer(&self, mode: PeerMode, endpoint: &str) -> Result<Peer, BenchError> {
+        let (cpu, size) = (self.cpus[1], self.size);
+        match &self.peer_exe {
+            None => {
+                let endpoint = endpoint.to_owned();
+                Ok(Peer::Thread(std::thread::spawn(move || {
+                    serve_peer(mode, &endpoint, cpu, size)
+                })))
+            }
+            Some(exe) => {
+                let mode = match mode {
+                    PeerMode::Echo => "echo",
+                    PeerMode::Sink => "sink",
+                };
+                let child = Command::new(exe)
+                    .args([
+                        "bench",
+                        "zmq-peer",
+                        "--mode",
+                        mode,
+                        "--endpoint",
+                        endpoint,
+                        "--cpu",
+                        &cpu.to_string(),
+                        "--size",
+                        &size.to_string(),
+                    ])
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .map_err(|source| BenchError::Spawn {
+                        exe: exe.clone(),
+                        source,
+                    })?;
+                Ok(Peer::Process(child))
+            }
+        }
+    }
+}
+
+enum Peer {
+    Thread(std::thread::JoinHandle<Result<(), BenchError>>),
+    Process(std::process::Child),
+}
+
+impl Peer {
+    fn wait(self) -> Result<(), BenchError> {
+        match self {
+            Peer::Thread(handle) => handle.join().map_err(|_| BenchError::Peer {
+                reason: "zeromq peer thread panicked".into(),
+            })?,
+            Peer::Process(mut child) => {
+                let status = child.wait().map_err(|source| BenchError::Spawn {
+                    exe: PathBuf::from("zmq-peer"),
+                    source,
+                })?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(BenchError::Peer {
+                        reason: format!("zmq-peer exited with {status}"),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// The server side (`pinwheel bench zmq-peer`): connects, pins, serves
+/// until the stop heartbeat.
+pub fn serve_peer(
+    mode: PeerMode,
+    endpoint: &str,
+    cpu: CpuId,
+    size: usize,
+) -> Result<(), BenchError> {
+    pin(cpu)?;
+    let context = zmq::Context::new();
+    let socket = context
+        .socket(if mode == PeerMode::Echo {
+            zmq::REP
+        } else {
+            zmq::PULL
+        })
+        .map_err(zmq_err("socket"))?;
+    socket.set_rcvtimeo(WAIT_MS).map_err(zmq_err("timeout"))?;
+    socket.connect(endpoint).map_err(zmq_err("connect"))?;
+    let (mut codec, mut aligned, mut message) = (
+        Codec::new(size),
+        rkyv::util::AlignedVec::new(),
+        zmq::Message::new(),
+    );
+    let body = vec![0x5a; size];
+    let mut count = 0u64;
+    loop {
+        socket.recv(&mut message, 0).map_err(zmq_err("receive"))?;
+        let (kind, seq, len) = check(&message, &mut aligned)?;
+        let stop = kind == PayloadKind::Heartbeat;
+        match mode {
+            PeerMode::Echo => {
+                let reply = if stop {
+                    envelope(STOP, Payload::Heartbeat { seq: STOP })
+                } else {
+                    envelope(
+                        seq,
+                        Payload::Reply {
+                            status: 0,
+                            body: &body[..len],
+                        },
+                    )
+                };
+                socket
+                    .send(codec.encode(&reply)?, 0)
+                    .map_err(zmq_err("reply"))?;
+            }
+            PeerMode::Sink if stop => {
+                let ack = context.socket(zmq::PUSH).map_err(zmq_err("socket"))?;
+                ack.connect(&format!("{endpoint}-ack"))
+                    .map_err(zmq_err("connect"))?;
+                // The context's default linger delivers this before it closes.
+                ack.send(
+                    codec.encode(&envelope(count, Payload::Heartbeat { seq: count }))?,
+                    0,
+                )
+                .map_err(zmq_err("acknowledge"))?;
+            }
+            PeerMode::Sink => count += 1,
+        }
+        if stop {
+            return Ok(());
+        }
+    }
+}
+
+fn pin(cpu: CpuId) -> Result<(), BenchError> {
+    pin_current_thread(cpu).map_err(|source| BenchError::Pin { cpu, source })
+}

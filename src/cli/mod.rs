@@ -1,0 +1,73 @@
+//! Command-line interface: clap arguments and the commands behind them.
+//!
+//! Each command validates everything it reads before doing anything, and
+//! writes its result to the writer it is given (stdout in the binary), so
+//! tests can run commands in-process.
+
+mod bench;
+mod files;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use bench::{BenchCommand, BenchRingArgs};
+pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, ValidateArgs};
+
+use crate::error::DaemonError;
+use crate::topology::LIVE_SYSFS;
+
+/// pinwheel: a thread-per-core daemon for hosts that run a mesh of AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "pinwheel", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr; the level comes from RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect this host's CPUs.
+    #[command(subcommand)]
+    Topo(TopoCommand),
+    /// Show which agent runs on which CPU, the rings, and the start order.
+    Plan(PlanArgs),
+    /// Check topology and agent files without starting anything.
+    Validate(ValidateArgs),
+    /// Measure latency and throughput (rings, with optional baselines).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Where sysfs is.
+#[derive(Debug, Clone, Args)]
+pub struct SysfsArg {
+    /// Directory standing for /sys (a fixture tree for tests).
+    #[arg(long, value_name = "DIR", default_value = LIVE_SYSFS)]
+    pub sysfs_root: PathBuf,
+}
+
+/// Runs a parsed command, writing its output to `out`.
+pub fn run(command: Command, out: &mut dyn Write) -> Result<(), DaemonError> {
+    match command {
+        Command::Topo(TopoCommand::Detect(args)) => files::detect(&args, out),
+        Command::Plan(args) => files::plan(&args, out),
+        Command::Validate(args) => files::validate(&args, out),
+        Command::Bench(command) => bench::run(command, out),
+    }
+}
