@@ -9,6 +9,11 @@
 //! * `ring/ping_pong_envelope/<body>`: one request and one reply between
 //!   the two CPUs; time per round trip.
 
+#![allow(
+    clippy::print_stderr,
+    reason = "STYLE: cross-core benches print which cores they pinned"
+)]
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};

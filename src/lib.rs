@@ -12,5 +12,7 @@ pub mod error;
 pub mod plan;
 pub mod ring;
 pub mod runtime;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 pub mod topology;
 pub mod wire;

@@ -18,7 +18,6 @@
 //! would (copied, then checked). Every wait has a timeout, so a lost peer
 //! ends the run with an error instead of a hang.
 
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
@@ -30,8 +29,8 @@ use super::BenchError;
 use super::report::Case;
 use super::summary::new_histogram;
 use crate::ring::{
-    Consumer, PEER_FD_ENV, PeerLink, Producer, RingConfig, RingError, WaitStrategy,
-    export_consumer, export_producer, shm_ring,
+    Consumer, PeerLink, Producer, RingConfig, RingError, WaitStrategy, export_consumer,
+    export_producer, shm_ring,
 };
 use crate::runtime::affinity::pin_current_thread;
 use crate::topology::CpuId;
@@ -176,12 +175,12 @@ impl RingBench {
         mode: PeerMode,
         config: RingConfig,
     ) -> Result<Link, BenchError> {
-        let (link, child_end) = PeerLink::pair().map_err(ring("peer link"))?;
         let mode = match mode {
             PeerMode::Echo => "echo",
             PeerMode::Sink => "sink",
         };
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args([
                 "bench",
                 "ring-peer",
@@ -190,14 +189,8 @@ impl RingBench {
                 "--cpu",
                 &self.cpus[1].to_string(),
             ])
-            .env(PEER_FD_ENV, child_end.as_raw_fd().to_string())
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|source| BenchError::Spawn {
-                exe: exe.clone(),
-                source,
-            })?;
-        drop(child_end);
+            .stdin(Stdio::null());
+        let (link, child) = PeerLink::spawn(&mut command).map_err(ring("start ring-peer"))?;
         let (requests, handoff) = export_producer(config).map_err(ring("export ring"))?;
         link.send(&handoff).map_err(ring("hand over requests"))?;
         let (replies, handoff) = export_consumer(config).map_err(ring("export ring"))?;

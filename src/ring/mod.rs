@@ -46,7 +46,9 @@ use std::time::Duration;
 pub use handle::{Consumer, Producer, heap_ring, shm_ring};
 pub use layout::{DATA_OFFSET, FRAME_HEADER_BYTES, SLOT_BYTES, frame_slots, ring_bytes};
 #[cfg(not(loom))]
-pub use peer::{PEER_FD_ENV, PeerLink, RingHandoff, Role, export_consumer, export_producer};
+pub use peer::{
+    PEER_FD, PEER_FD_ENV, PeerLink, RingHandoff, Role, export_consumer, export_producer,
+};
 
 pub use crate::topology::WaitStrategy;
 

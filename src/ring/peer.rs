@@ -19,10 +19,10 @@
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
@@ -35,6 +35,8 @@ use super::{Consumer, MAX_SLOTS, Producer, RingConfig, RingError, WaitStrategy, 
 
 /// Environment variable that names an inherited [`PeerLink`] descriptor.
 pub const PEER_FD_ENV: &str = "PINWHEEL_PEER_FD";
+/// The descriptor number [`PeerLink::spawn`] gives the child's link.
+pub const PEER_FD: i32 = 3;
 const MAGIC: u32 = u32::from_le_bytes(*b"PWHO");
 const VERSION: u16 = 1;
 const MESSAGE_BYTES: usize = 32;
@@ -330,10 +332,9 @@ pub struct PeerLink {
 }
 
 impl PeerLink {
-    /// A connected pair: keep the link, give the descriptor to a child
-    /// (it is not close-on-exec; pass its number in [`PEER_FD_ENV`] and
-    /// drop it after spawning).
-    pub fn pair() -> Result<(PeerLink, OwnedFd), RingError> {
+    /// A connected pair of links, both close-on-exec: one per side, for
+    /// two threads or for [`PeerLink::spawn`].
+    pub fn pair() -> Result<(PeerLink, PeerLink), RingError> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -344,11 +345,19 @@ impl PeerLink {
             what: "socketpair",
             source: errno.into(),
         })?;
-        fcntl(&theirs, FcntlArg::F_SETFD(FdFlag::empty())).map_err(|errno| RingError::Os {
-            what: "make peer link inheritable",
-            source: errno.into(),
-        })?;
-        Ok((PeerLink { socket: ours }, theirs))
+        Ok((PeerLink { socket: ours }, PeerLink { socket: theirs }))
+    }
+
+    /// Starts `command` with the other end of a new link as its descriptor
+    /// [`PEER_FD`] (named in [`PEER_FD_ENV`]), where
+    /// [`PeerLink::from_env`] finds it; only that child inherits it.
+    pub fn spawn(command: &mut Command) -> Result<(PeerLink, Child), RingError> {
+        let (ours, theirs) = Self::pair()?;
+        shm::pass_to_child(command, theirs.socket.as_fd(), PEER_FD);
+        command.env(PEER_FD_ENV, PEER_FD.to_string());
+        let child = command.spawn().map_err(os("start peer process"))?;
+        drop(theirs);
+        Ok((ours, child))
     }
 
     /// The link a parent left this process, named by [`PEER_FD_ENV`].
@@ -463,7 +472,6 @@ mod tests {
     #[test]
     fn a_handoff_crosses_a_socketpair_and_attaches() {
         let (ours, theirs) = PeerLink::pair().unwrap();
-        let theirs = PeerLink::from_socket(theirs);
         let (mut producer, handoff) = export_producer(config()).unwrap();
         ours.send(&handoff).unwrap();
         let mut consumer = theirs

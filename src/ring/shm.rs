@@ -212,3 +212,36 @@ pub(super) fn recv_with_fds(
     }
     Ok((message.bytes, fds))
 }
+
+/// Arranges for `fd` to become descriptor `target` in the child `command`
+/// starts, and in no other process: the parent's descriptors all stay
+/// close-on-exec, so a child another thread spawns meanwhile cannot
+/// inherit it (and keep a dead peer's link open).
+pub(super) fn pass_to_child(
+    command: &mut std::process::Command,
+    fd: BorrowedFd<'_>,
+    target: RawFd,
+) {
+    use std::os::unix::process::CommandExt;
+    let source = fd.as_raw_fd();
+    let hook = move || {
+        // After fork, before exec, in the child: only async-signal-safe
+        // calls. dup2 leaves the new descriptor without close-on-exec; when
+        // source and target coincide it does nothing, so clear the flag.
+        let result = if source == target {
+            // SAFETY: a plain system call on a descriptor the child owns.
+            unsafe { nix::libc::fcntl(target, nix::libc::F_SETFD, 0) }
+        } else {
+            // SAFETY: as above.
+            unsafe { nix::libc::dup2(source, target) }
+        };
+        if result < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: the hook only calls dup2 or fcntl, which are async-signal-safe,
+    // and allocates nothing.
+    unsafe { command.pre_exec(hook) };
+}

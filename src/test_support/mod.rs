@@ -1,0 +1,10 @@
+//! Shared test fixtures, behind the `test-support` feature (tests enable it
+//! through the crate's dev-dependency on itself).
+//!
+//! * [`CountingAlloc`]: a global allocator that counts the allocations of
+//!   one thread, for tests that prove a path allocates nothing per message.
+
+#[allow(unsafe_code)]
+mod alloc;
+
+pub use alloc::{CountingAlloc, allocations_during};
