@@ -17,6 +17,9 @@ pub struct Case {
     pub rtt: Histogram<u64>,
     /// One-way streaming rate.
     pub throughput_msgs_per_s: f64,
+    /// Share of a core the server used under sparse traffic (one round trip
+    /// every 10 ms), when measured.
+    pub idle_cpu_percent: Option<f64>,
 }
 
 /// The results of `pinwheel bench ring`.
@@ -39,10 +42,14 @@ fn wait_name(wait: WaitStrategy) -> &'static str {
 }
 
 fn case_json(case: &Case) -> Value {
-    json!({
+    let mut value = json!({
         "rtt_ns": LatencySummary::of(&case.rtt).to_json(),
         "throughput_msgs_per_s": case.throughput_msgs_per_s.round(),
-    })
+    });
+    if let Some(idle) = case.idle_cpu_percent {
+        value["idle_cpu_percent"] = json!((idle * 10.0).round() / 10.0);
+    }
+    value
 }
 
 /// `{"rtt_ns": {..}, "throughput_msgs_per_s": .., "wait": .., "cpus": [..],
@@ -95,7 +102,7 @@ pub fn render_ring_table(report: &RingReport) -> String {
     for title in PERCENTILE_TITLES {
         let _ = write!(out, "{title:>10}");
     }
-    let _ = writeln!(out, "{:>14}", "stream");
+    let _ = writeln!(out, "{:>14}{:>10}", "stream", "idle CPU");
     row(
         &mut out,
         &format!("pinwheel ring ({})", wait_name(bench.wait)),
@@ -128,5 +135,12 @@ fn row(out: &mut String, name: &str, case: &Case) {
     for ns in LatencySummary::of(&case.rtt).columns() {
         let _ = write!(out, "{:>10}", format_ns(ns));
     }
-    let _ = writeln!(out, "{:>14}", format_rate(case.throughput_msgs_per_s));
+    let idle = case
+        .idle_cpu_percent
+        .map_or("-".to_owned(), |p| format!("{p:.1}%"));
+    let _ = writeln!(
+        out,
+        "{:>14}{idle:>10}",
+        format_rate(case.throughput_msgs_per_s)
+    );
 }

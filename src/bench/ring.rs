@@ -42,6 +42,10 @@ pub const BATCH: u64 = 32;
 const WAIT: Duration = Duration::from_secs(10);
 /// Heartbeat sequence number that ends a server.
 const STOP: u64 = u64::MAX;
+/// Gap between round trips in the idle phase.
+const IDLE_GAP: Duration = Duration::from_millis(10);
+/// Round trips in the idle phase (half a second).
+const IDLE_ROUNDS: u64 = 50;
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,13 +83,15 @@ impl RingBench {
         }
     }
 
-    /// Runs ping-pong, then streaming.
+    /// Runs ping-pong, streaming, then the idle phase.
     pub fn run(&self) -> Result<Case, BenchError> {
         let rtt = self.ping_pong()?;
         let throughput_msgs_per_s = self.stream()?;
+        let idle_cpu_percent = Some(self.idle_cpu()?);
         Ok(Case {
             rtt,
             throughput_msgs_per_s,
+            idle_cpu_percent,
         })
     }
 
@@ -108,6 +114,29 @@ impl RingBench {
         }
         link.finish()?;
         Ok(histogram)
+    }
+
+    /// Sparse traffic: one round trip every [`IDLE_GAP`] for [`IDLE_ROUNDS`]
+    /// rounds; returns the share of a core the server's thread used.
+    fn idle_cpu(&self) -> Result<f64, BenchError> {
+        let mut link = self.connect(PeerMode::Echo)?;
+        pin(self.cpus[0])?;
+        let body = vec![0x5a; self.size];
+        let start = Instant::now();
+        for i in 0..IDLE_ROUNDS {
+            std::thread::sleep(IDLE_GAP);
+            link.requests
+                .send(&request(i, &body), WAIT)
+                .map_err(ring("send request"))?;
+            next_envelope(&mut link.replies, |reply| check_reply(reply, i, self.size))??;
+        }
+        link.requests
+            .send(&heartbeat(STOP), WAIT)
+            .map_err(ring("send stop"))?;
+        let cpu_ns = next_envelope(&mut link.replies, stop_answer)??;
+        let wall = start.elapsed();
+        link.wait_peer()?;
+        Ok(cpu_ns as f64 / wall.as_nanos() as f64 * 100.0)
     }
 
     fn stream(&self) -> Result<f64, BenchError> {
@@ -218,6 +247,7 @@ pub fn serve_peer(mode: PeerMode, cpu: CpuId) -> Result<(), BenchError> {
 /// Serves requests until a stop heartbeat.
 fn serve(mode: PeerMode, mut requests: Consumer, mut replies: Producer) -> Result<(), BenchError> {
     let mut count = 0u64;
+    let cpu_start = thread_cpu_ns();
     loop {
         if !requests.wait(WAIT).map_err(ring("wait for requests"))? {
             return Err(BenchError::Peer {
@@ -225,7 +255,7 @@ fn serve(mode: PeerMode, mut requests: Consumer, mut replies: Producer) -> Resul
             });
         }
         while let Some(step) = requests
-            .try_recv_envelope(|env| handle(mode, env, &mut replies, &mut count))
+            .try_recv_envelope(|env| handle(mode, env, &mut replies, &mut count, cpu_start))
             .map_err(ring("read request"))?
         {
             if step? {
@@ -235,19 +265,24 @@ fn serve(mode: PeerMode, mut requests: Consumer, mut replies: Producer) -> Resul
     }
 }
 
-/// Handles one request; true when it was the stop.
+/// Handles one request; true when it was the stop. The stop is answered
+/// with a heartbeat: a sink's carries the count of requests, an echo's the
+/// CPU time, in nanoseconds, its thread used since it started serving.
 fn handle(
     mode: PeerMode,
     env: &ArchivedEnvelope<'_>,
     replies: &mut Producer,
     count: &mut u64,
+    cpu_start: u64,
 ) -> Result<bool, BenchError> {
     if env.kind() == PayloadKind::Heartbeat {
-        if mode == PeerMode::Sink {
-            replies
-                .send(&heartbeat(*count), WAIT)
-                .map_err(ring("acknowledge"))?;
-        }
+        let seq = match mode {
+            PeerMode::Sink => *count,
+            PeerMode::Echo => thread_cpu_ns().saturating_sub(cpu_start),
+        };
+        replies
+            .send(&heartbeat(seq), WAIT)
+            .map_err(ring("acknowledge"))?;
         return Ok(true);
     }
     match mode {
@@ -292,6 +327,16 @@ fn heartbeat(seq: u64) -> Envelope<'static> {
     }
 }
 
+/// The number a server answers the stop with.
+fn stop_answer(ack: &ArchivedEnvelope<'_>) -> Result<u64, BenchError> {
+    match ack.to_envelope().payload {
+        Payload::Heartbeat { seq } => Ok(seq),
+        _ => Err(BenchError::Peer {
+            reason: "server did not answer the stop with a heartbeat".into(),
+        }),
+    }
+}
+
 fn check_reply(reply: &ArchivedEnvelope<'_>, i: u64, size: usize) -> Result<(), BenchError> {
     if reply.kind() == PayloadKind::Reply && reply.correlation() == i && reply.body().len() == size
     {
@@ -321,6 +366,13 @@ pub(super) fn next_envelope<R>(
             });
         }
     }
+}
+
+/// CPU time the calling thread has used, nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let time = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .expect("every Linux thread has a CPU-time clock");
+    (time.tv_sec() as u64).saturating_mul(1_000_000_000) + time.tv_nsec() as u64
 }
 
 fn pin(cpu: CpuId) -> Result<(), BenchError> {

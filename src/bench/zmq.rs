@@ -120,6 +120,7 @@ impl ZmqBench {
         Ok(Case {
             rtt,
             throughput_msgs_per_s,
+            idle_cpu_percent: None,
         })
     }
 
