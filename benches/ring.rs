@@ -119,6 +119,10 @@ fn stream(
     elapsed
 }
 
+#[allow(
+    clippy::print_stderr,
+    reason = "cross-core benches print the cores they pinned (STYLE rule 9); stderr keeps it out of criterion's report"
+)]
 fn streaming(c: &mut Criterion) {
     eprintln!("ring/stream_*: producer pinned to CPU 0, consumer to CPU 1");
     let mut group = c.benchmark_group("ring/stream_bytes");
@@ -153,6 +157,10 @@ fn streaming(c: &mut Criterion) {
     group.finish();
 }
 
+#[allow(
+    clippy::print_stderr,
+    reason = "cross-core benches print the cores they pinned (STYLE rule 9); stderr keeps it out of criterion's report"
+)]
 fn ping_pong(c: &mut Criterion) {
     eprintln!("ring/ping_pong_envelope: client pinned to CPU 0, server to CPU 1");
     let mut group = c.benchmark_group("ring/ping_pong_envelope");

@@ -3,14 +3,16 @@
 //! same frame.
 //!
 //! Ids are `wire/<op>/<message>`. `request_64b` is a request with a 64-byte
-//! body (the common case); `placement` is a GPU placement, whose two strings
-//! add UTF-8 validation to the checked decode.
+//! body (the common case, 120 bytes); `placement` is a GPU placement, whose
+//! out-of-line struct adds a pointer check and whose two strings add UTF-8
+//! validation to the checked decode.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use pinwheel::wire::{
-    AgentId, ArchivedEnvelope, Envelope, Payload, Priority, Scratch, TopicId, decode, encode_into,
+    AgentId, ArchivedEnvelope, Envelope, GpuPlacement, Payload, Priority, Scratch, TopicId, decode,
+    encode_into,
 };
 
 /// An 8-byte aligned slot, as the ring layer hands out.
@@ -33,14 +35,14 @@ fn messages() -> [(&'static str, Envelope<'static>); 2] {
             body: &BODY,
         },
     };
-    let placement = Payload::GpuPlacement {
+    let placement = Payload::GpuPlacement(GpuPlacement {
         model: "llama-3.1-8b-instruct-q4",
         host: "mainpc",
         gpu: 0,
-        vram_mib: 6144,
         pinned: false,
+        vram_mib: 6144,
         epoch: 12,
-    };
+    });
     [
         ("request_64b", base),
         (

@@ -1,8 +1,9 @@
 //! The wire codec from the outside: round trips of arbitrary envelopes of
-//! every payload kind, hostile bytes into `decode` (random bytes, and valid
-//! frames with flipped bits, cuts and junk), and a count of heap
-//! allocations in the steady state of encode and decode, which must be
-//! zero.
+//! every payload kind (in line and out of line), the two-slot size of the
+//! common request, hostile bytes into `decode` (random bytes, valid frames
+//! with flipped bits, cuts and junk, and out-of-line pointers aimed
+//! elsewhere), and a count of heap allocations in the steady state of
+//! encode and decode, which must be zero.
 //!
 //! The allocation count comes from a global allocator that wraps `System`
 //! and counts only on threads that asked it to, so the test harness and
@@ -18,9 +19,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use pinwheel::ring::{self, FRAME_HEADER_BYTES, frame_slots};
 use pinwheel::wire::{
-    AgentId, ArchivedPayload, ENVELOPE_ALIGN, Envelope, Payload, PayloadKind, Priority, Scratch,
-    TopicId, WireError, decode, encode_into,
+    AgentId, ArchivedPayload, ENVELOPE_ALIGN, Envelope, ErrorReport, GpuJob, GpuPlacement, Payload,
+    PayloadKind, Priority, Scratch, TopicId, WireError, decode, encode_into,
 };
 use proptest::prelude::*;
 
@@ -153,27 +155,27 @@ impl OwnedEnvelope {
             },
             OwnedPayload::Event(body) => Payload::Event { body },
             OwnedPayload::Heartbeat(seq) => Payload::Heartbeat { seq: *seq },
-            OwnedPayload::GpuJob(model, vram_mib, priority, hold_ms) => Payload::GpuJob {
+            OwnedPayload::GpuJob(model, vram_mib, priority, hold_ms) => Payload::GpuJob(GpuJob {
                 model,
                 vram_mib: *vram_mib,
                 priority: *priority,
                 hold_ms: *hold_ms,
-            },
+            }),
             OwnedPayload::GpuPlacement(model, host, gpu, vram_mib, pinned, epoch) => {
-                Payload::GpuPlacement {
+                Payload::GpuPlacement(GpuPlacement {
                     model,
                     host,
                     gpu: *gpu,
-                    vram_mib: *vram_mib,
                     pinned: *pinned,
+                    vram_mib: *vram_mib,
                     epoch: *epoch,
-                }
+                })
             }
-            OwnedPayload::ErrorReport(code, agent, message) => Payload::ErrorReport {
+            OwnedPayload::ErrorReport(code, agent, message) => Payload::ErrorReport(ErrorReport {
                 code: *code,
                 agent: AgentId(*agent),
                 message,
-            },
+            }),
         }
     }
 }
@@ -321,6 +323,32 @@ proptest! {
     }
 }
 
+/// An envelope with fixed addressing around `payload`.
+fn owned(payload: OwnedPayload) -> OwnedEnvelope {
+    OwnedEnvelope {
+        from: 1,
+        to: 2,
+        topic: 3,
+        correlation: 4,
+        priority: Priority::Critical,
+        sent_ns: 5,
+        deadline_ns: 0,
+        payload,
+    }
+}
+
+fn gpu_job() -> OwnedPayload {
+    OwnedPayload::GpuJob("whisper-large-v3".into(), 3072, 1, 500)
+}
+
+fn gpu_placement() -> OwnedPayload {
+    OwnedPayload::GpuPlacement("phi-3".into(), "pc2".into(), 1, 2048, true, 4)
+}
+
+fn error_report() -> OwnedPayload {
+    OwnedPayload::ErrorReport(13, 5, "out of VRAM".into())
+}
+
 #[test]
 fn every_payload_kind_round_trips() {
     let kinds = [
@@ -328,30 +356,12 @@ fn every_payload_kind_round_trips() {
         (OwnedPayload::Reply(2, vec![]), PayloadKind::Reply),
         (OwnedPayload::Event(vec![3; 9]), PayloadKind::Event),
         (OwnedPayload::Heartbeat(7), PayloadKind::Heartbeat),
-        (
-            OwnedPayload::GpuJob("whisper-large-v3".into(), 3072, 1, 500),
-            PayloadKind::GpuJob,
-        ),
-        (
-            OwnedPayload::GpuPlacement("phi-3".into(), "pc2".into(), 0, 2048, true, 4),
-            PayloadKind::GpuPlacement,
-        ),
-        (
-            OwnedPayload::ErrorReport(13, 5, "out of VRAM".into()),
-            PayloadKind::ErrorReport,
-        ),
+        (gpu_job(), PayloadKind::GpuJob),
+        (gpu_placement(), PayloadKind::GpuPlacement),
+        (error_report(), PayloadKind::ErrorReport),
     ];
     for (payload, kind) in kinds {
-        let owned = OwnedEnvelope {
-            from: 1,
-            to: 2,
-            topic: 3,
-            correlation: 4,
-            priority: Priority::Critical,
-            sent_ns: 5,
-            deadline_ns: 0,
-            payload,
-        };
+        let owned = owned(payload);
         let mut slot = Slot::boxed();
         let len = encode(&owned, &mut slot);
 
@@ -359,6 +369,96 @@ fn every_payload_kind_round_trips() {
 
         assert_eq!(sut.kind(), kind);
         assert_eq!(sut.to_envelope(), owned.envelope());
+    }
+}
+
+#[test]
+fn a_request_with_a_64_byte_body_fills_exactly_two_ring_slots() {
+    let owned = owned(OwnedPayload::Request(7, vec![0x5a; 64]));
+    let mut slot = Slot::boxed();
+
+    let sut = encode(&owned, &mut slot);
+
+    assert_eq!(sut, 120);
+    assert_eq!(FRAME_HEADER_BYTES + sut, 2 * ring::SLOT_BYTES);
+    assert_eq!(frame_slots(sut), 2);
+}
+
+#[test]
+fn out_of_line_payloads_are_read_in_place() {
+    let owned = owned(gpu_placement());
+    let mut slot = Slot::boxed();
+    let len = encode(&owned, &mut slot);
+
+    let sut = decode(&slot.0[..len]).unwrap();
+
+    let ArchivedPayload::GpuPlacement(placement) = &sut.payload else {
+        panic!("expected a placement, got {sut:?}");
+    };
+    assert_eq!(placement.host.get(), "pc2");
+    assert_eq!(placement.vram_mib.to_native(), 2048);
+    assert_eq!(
+        placement.to_native(),
+        GpuPlacement {
+            model: "phi-3",
+            host: "pc2",
+            gpu: 1,
+            pinned: true,
+            vram_mib: 2048,
+            epoch: 4,
+        }
+    );
+}
+
+#[test]
+fn debug_output_shows_the_fields_of_out_of_line_payloads() {
+    let expected = [
+        (
+            gpu_job(),
+            r#"GpuJob(GpuJob { model: "whisper-large-v3", vram_mib: 3072, priority: 1, hold_ms: 500 })"#,
+        ),
+        (
+            gpu_placement(),
+            r#"GpuPlacement(GpuPlacement { model: "phi-3", host: "pc2", gpu: 1, pinned: true, vram_mib: 2048, epoch: 4 })"#,
+        ),
+        (
+            error_report(),
+            r#"ErrorReport(ErrorReport { code: 13, agent: AgentId(5), message: "out of VRAM" })"#,
+        ),
+    ];
+    for (payload, text) in expected {
+        let owned = owned(payload);
+        let mut slot = Slot::boxed();
+        let len = encode(&owned, &mut slot);
+
+        let sut = format!("{:?}", decode(&slot.0[..len]).unwrap());
+
+        assert!(sut.contains(text), "{sut}");
+    }
+}
+
+#[test]
+fn an_out_of_line_pointer_outside_the_frame_or_into_the_envelope_is_invalid() {
+    for payload in [gpu_job(), gpu_placement(), error_report()] {
+        let owned = owned(payload);
+        let mut slot = Slot::boxed();
+        let len = encode(&owned, &mut slot);
+        // An out-of-line payload is: tag, padding, then the relative pointer
+        // (i32) to its archived struct, from the pointer's own position.
+        let ptr_at = len - size_of::<ArchivedPayload<'static>>() + 4;
+        let envelope_at = len - size_of::<pinwheel::wire::ArchivedEnvelope<'static>>();
+        let into_envelope = i32::try_from(envelope_at).unwrap() - i32::try_from(ptr_at).unwrap();
+        for offset in [-4096, 4096, 0, into_envelope] {
+            slot.0[ptr_at..ptr_at + 4].copy_from_slice(&offset.to_le_bytes());
+
+            let sut = decode(&slot.0[..len]);
+
+            assert!(
+                matches!(sut, Err(WireError::Invalid { .. })),
+                "{:?} at {offset}: {sut:?}",
+                owned.payload
+            );
+        }
     }
 }
 
@@ -372,35 +472,54 @@ fn the_allocation_counter_sees_a_heap_allocation() {
 #[test]
 fn steady_state_encode_and_decode_never_allocate() {
     let body = [0x5a; 64];
-    let mut env = Envelope {
+    let request = Payload::Request {
+        method: 9,
+        body: &body,
+    };
+    let placement = Payload::GpuPlacement(GpuPlacement {
+        model: "llama-3.1-8b-instruct-q4",
+        host: "mainpc",
+        gpu: 0,
+        pinned: false,
+        vram_mib: 6144,
+        epoch: 12,
+    });
+    let base = Envelope {
         from: AgentId(1),
         to: AgentId(2),
         topic: TopicId::NONE,
-        correlation: 0,
         priority: Priority::Normal,
+        correlation: 0,
         sent_ns: 0,
         deadline_ns: 0,
-        payload: Payload::Request {
-            method: 9,
-            body: &body,
-        },
+        payload: request,
     };
     let mut slot = Slot::boxed();
     let mut scratch = Scratch::new();
-    let mut cycle = |i: u64, env: &mut Envelope<'_>| {
-        env.correlation = i;
-        let len = encode_into(env, &mut slot.0, &mut scratch).unwrap();
+    // Alternates an in-line and an out-of-line payload.
+    let mut cycle = |i: u64| {
+        let payload = if i.is_multiple_of(2) {
+            request
+        } else {
+            placement
+        };
+        let env = Envelope {
+            correlation: i,
+            payload,
+            ..base
+        };
+        let len = encode_into(&env, &mut slot.0, &mut scratch).unwrap();
         let archived = decode(&slot.0[..len]).unwrap();
         assert_eq!(archived.correlation(), i);
-        assert_eq!(archived.body().len(), 64);
+        assert_eq!(archived.to_envelope(), env);
     };
     for i in 0..100 {
-        cycle(i, &mut env);
+        cycle(i);
     }
 
     let sut = allocations_during(|| {
         for i in 0..10_000 {
-            cycle(i, &mut env);
+            cycle(i);
         }
     });
 

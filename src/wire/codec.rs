@@ -45,8 +45,9 @@ use super::msg::{ArchivedEnvelope, Envelope};
 /// [`ArchivedEnvelope`]: 8, for its `u64` fields).
 pub const ENVELOPE_ALIGN: usize = align_of::<ArchivedEnvelope<'static>>();
 
-/// The smallest possible frame: an envelope whose body and strings are
-/// empty. Anything shorter is refused before bytecheck runs.
+/// The smallest possible frame (56 bytes): an envelope alone, with an
+/// in-line payload and an empty body. Out-of-line payloads add their
+/// archived struct. Anything shorter is refused before bytecheck runs.
 pub const ENVELOPE_MIN_LEN: usize = size_of::<ArchivedEnvelope<'static>>();
 
 /// Size of a sender's [`Scratch`], bytes. The current message types use
@@ -207,6 +208,34 @@ mod tests {
 
         assert_eq!(sut.to_envelope(), env);
         assert_eq!(sut.body(), b"hello");
+    }
+
+    #[test]
+    fn a_request_with_a_64_byte_body_encodes_to_120_bytes() {
+        let env = request(&[7; 64]);
+        let mut slot = Slot::new();
+
+        let sut = encode_into(&env, slot.bytes_mut(), &mut Scratch::new()).expect("fits");
+
+        // With the ring's 8-byte frame header: 128 bytes, two 64-byte slots.
+        assert_eq!(sut, 120);
+    }
+
+    #[test]
+    fn the_smallest_frame_is_an_envelope_alone() {
+        let env = Envelope {
+            payload: Payload::Heartbeat { seq: 1 },
+            ..request(b"")
+        };
+        let mut slot = Slot::new();
+
+        let sut = encode_into(&env, slot.bytes_mut(), &mut Scratch::new()).expect("fits");
+
+        assert_eq!((sut, ENVELOPE_MIN_LEN), (56, 56));
+        assert_eq!(
+            encode_into(&request(b""), slot.bytes_mut(), &mut Scratch::new()),
+            Ok(56)
+        );
     }
 
     #[test]

@@ -39,8 +39,9 @@ pub use codec::{
 };
 pub use fault::{REASON_BYTES, Reason};
 pub use msg::{
-    AgentId, ArchivedAgentId, ArchivedEnvelope, ArchivedPayload, ArchivedPriority, ArchivedTopicId,
-    Envelope, Payload, PayloadKind, Priority, TopicId,
+    AgentId, ArchivedAgentId, ArchivedEnvelope, ArchivedErrorReport, ArchivedGpuJob,
+    ArchivedGpuPlacement, ArchivedPayload, ArchivedPriority, ArchivedTopicId, Envelope,
+    ErrorReport, GpuJob, GpuPlacement, Payload, PayloadKind, Priority, TopicId,
 };
 pub use version::{WIRE_VERSION, check_version};
 

@@ -9,9 +9,45 @@
 //! below; [`ArchivedEnvelope::to_envelope`] turns it back into an
 //! `Envelope` that borrows from the frame, again without allocating.
 //!
+//! The archived envelope is 56 bytes, so that a request with a 64-byte body
+//! (56 + 64 = 120 bytes, plus the ring's 8-byte frame header) fills exactly
+//! two 64-byte ring slots. Cross-core streaming is bound by cache-line
+//! transfers, and a third slot would mean half again as many transfers per
+//! message. Two choices keep it there:
+//! * Fields are ordered so the 1-byte priority packs beside the three
+//!   `u32` ids instead of taking 8 bytes of its own.
+//! * The payload stays at 16 bytes: the hot kinds (request, reply, event,
+//!   heartbeat) are in line, and the rare, large kinds ([`GpuJob`],
+//!   [`GpuPlacement`], [`ErrorReport`]) sit out of line behind a 4-byte
+//!   relative pointer ([`rkyv::with::AsBox`]). Natively they are plain
+//!   `Copy` structs held by value in the payload, so building, sending and
+//!   reading them back ([`ArchivedPayload::to_payload`]) allocates nothing
+//!   either.
+//!
+//! ```text
+//!  ArchivedEnvelope: 56 bytes, align 8, the last 56 bytes of the frame
+//!   0  from u32 | 4 to u32 | 8 topic u32 | 12 priority u8 | 13..16 pad
+//!  16  correlation u64
+//!  24  sent_ns u64
+//!  32  deadline_ns u64
+//!  40  payload: ArchivedPayload, 16 bytes, align 8
+//!
+//!  ArchivedPayload, by tag (offsets within it; gaps are zeroed padding)
+//!   0 Request, 1 Reply   0 tag | 2 method/status u16 | 4 body ptr i32 | 8 body len u32
+//!   2 Event              0 tag | 4 body ptr i32 | 8 body len u32
+//!   3 Heartbeat          0 tag | 8 seq u64
+//!   4 GpuJob             0 tag | 4 ptr i32 to ArchivedGpuJob (24 bytes)
+//!   5 GpuPlacement       0 tag | 4 ptr i32 to ArchivedGpuPlacement (40 bytes)
+//!   6 ErrorReport        0 tag | 4 ptr i32 to ArchivedErrorReport (16 bytes)
+//!
+//!  Pointers are relative to their own position and point back into the
+//!  frame: bodies, strings and out-of-line structs precede the envelope.
+//! ```
+//!
 //! Invariants:
 //! * Every field has a fixed-width, little-endian archived form (rkyv's
 //!   default), so a frame means the same on every host of a cluster.
+//! * `size_of::<ArchivedEnvelope>()` is 56, checked at compile time below.
 //! * A change to any type here changes the archived layout: bump
 //!   [`WIRE_VERSION`](super::WIRE_VERSION). The golden-bytes test in
 //!   `version.rs` fails until you do.
@@ -20,7 +56,7 @@
 
 use core::fmt;
 
-use rkyv::with::InlineAsBox;
+use rkyv::with::{AsBox, InlineAsBox};
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// An agent of the mesh, numbered by the plan.
@@ -62,6 +98,11 @@ pub enum Priority {
 }
 
 /// What a message carries. Bodies and strings are borrowed, never owned.
+///
+/// The rare kinds whose fields need more than 8 bytes wrap a struct that is
+/// archived out of line, behind a relative pointer, so that the archived
+/// payload stays 16 bytes and a common message fits two ring slots (see the
+/// module doc). Natively the struct is held by value.
 #[derive(Archive, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Payload<'a> {
     /// A call to the receiver's `method`.
@@ -91,48 +132,68 @@ pub enum Payload<'a> {
         /// The beat's sequence number.
         seq: u64,
     },
-    /// Ask the GPU scheduler for room to run `model`.
-    GpuJob {
-        /// The model to load or run.
-        #[rkyv(with = InlineAsBox)]
-        model: &'a str,
-        /// VRAM the job needs, MiB.
-        vram_mib: u64,
-        /// The scheduler's priority, 0 highest.
-        priority: u8,
-        /// How long the job keeps its VRAM after it finishes, ms.
-        hold_ms: u32,
-    },
-    /// The scheduler's answer: where `model` runs.
-    GpuPlacement {
-        /// The model placed.
-        #[rkyv(with = InlineAsBox)]
-        model: &'a str,
-        /// The host it runs on.
-        #[rkyv(with = InlineAsBox)]
-        host: &'a str,
-        /// The GPU index on that host.
-        gpu: u32,
-        /// VRAM reserved for it, MiB.
-        vram_mib: u64,
-        /// Whether the optimizer may never evict it.
-        pinned: bool,
-        /// The scheduler's epoch the decision belongs to; later wins.
-        epoch: u64,
-    },
-    /// An error an agent reports to the error bus.
-    ErrorReport {
-        /// The agent's own error code.
-        code: u32,
-        /// The agent the error is about (not always the sender).
-        agent: AgentId,
-        /// What happened, for an operator.
-        #[rkyv(with = InlineAsBox)]
-        message: &'a str,
-    },
+    /// Ask the GPU scheduler for room to run a model. Archived out of line.
+    GpuJob(#[rkyv(with = AsBox)] GpuJob<'a>),
+    /// The scheduler's answer: where a model runs. Archived out of line.
+    GpuPlacement(#[rkyv(with = AsBox)] GpuPlacement<'a>),
+    /// An error an agent reports to the error bus. Archived out of line.
+    ErrorReport(#[rkyv(with = AsBox)] ErrorReport<'a>),
+}
+
+/// The body of [`Payload::GpuJob`]: a request to the GPU scheduler for room
+/// to run `model`.
+#[derive(Archive, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuJob<'a> {
+    /// The model to load or run.
+    #[rkyv(with = InlineAsBox)]
+    pub model: &'a str,
+    /// VRAM the job needs, MiB.
+    pub vram_mib: u64,
+    /// The scheduler's priority, 0 highest.
+    pub priority: u8,
+    /// How long the job keeps its VRAM after it finishes, ms.
+    pub hold_ms: u32,
+}
+
+/// The body of [`Payload::GpuPlacement`]: the scheduler's answer, where
+/// `model` runs.
+// The `u64`s come last so that `gpu` and `pinned` share one 8-byte word:
+// the archived struct is 40 bytes, not 48.
+#[derive(Archive, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuPlacement<'a> {
+    /// The model placed.
+    #[rkyv(with = InlineAsBox)]
+    pub model: &'a str,
+    /// The host it runs on.
+    #[rkyv(with = InlineAsBox)]
+    pub host: &'a str,
+    /// The GPU index on that host.
+    pub gpu: u32,
+    /// Whether the optimizer may never evict it.
+    pub pinned: bool,
+    /// VRAM reserved for it, MiB.
+    pub vram_mib: u64,
+    /// The scheduler's epoch the decision belongs to; later wins.
+    pub epoch: u64,
+}
+
+/// The body of [`Payload::ErrorReport`]: an error an agent reports to the
+/// error bus.
+#[derive(Archive, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorReport<'a> {
+    /// The agent's own error code.
+    pub code: u32,
+    /// The agent the error is about (not always the sender).
+    pub agent: AgentId,
+    /// What happened, for an operator.
+    #[rkyv(with = InlineAsBox)]
+    pub message: &'a str,
 }
 
 /// A message between two agents: addressing, timing and a [`Payload`].
+///
+/// The field order is the archived layout (see the module doc); keep the
+/// 1-byte `priority` beside the `u32` ids.
 ///
 /// Times are `CLOCK_MONOTONIC` nanoseconds of the sending host.
 #[derive(Archive, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,10 +204,11 @@ pub struct Envelope<'a> {
     pub to: AgentId,
     /// The topic of an event; [`TopicId::NONE`] otherwise.
     pub topic: TopicId,
+    /// How urgently to handle it. Placed after the three `u32` ids, where
+    /// it fills what would otherwise be padding.
+    pub priority: Priority,
     /// Ties a reply to its request; chosen by the requester.
     pub correlation: u64,
-    /// How urgently to handle it.
-    pub priority: Priority,
     /// When it was sent.
     pub sent_ns: u64,
     /// When it stops being useful; 0 for no deadline.
@@ -154,6 +216,24 @@ pub struct Envelope<'a> {
     /// What it carries.
     pub payload: Payload<'a>,
 }
+
+// The budget this layout exists for: a request with a 64-byte body is an
+// 8-byte ring frame header, the 64-byte body and this envelope, which must
+// fit two 64-byte slots (128 bytes), so the envelope gets 56. At 57 the
+// same request takes three slots, a third more cache-line transfers per
+// message. The payload's 16 bytes are part of the 56; a larger in-line
+// variant breaks the budget, so move it out of line as `GpuJob` is.
+const _: () = {
+    assert!(
+        size_of::<ArchivedEnvelope<'static>>() == 56,
+        "envelope outgrew its 2-slot budget"
+    );
+    assert!(align_of::<ArchivedEnvelope<'static>>() == 8);
+    assert!(
+        size_of::<ArchivedPayload<'static>>() == 16,
+        "payload outgrew its 16 bytes"
+    );
+};
 
 /// Which kind of [`Payload`] a message carries, without its fields: for
 /// routing tables and per-kind counters.
@@ -183,9 +263,9 @@ impl Payload<'_> {
             Payload::Reply { .. } => PayloadKind::Reply,
             Payload::Event { .. } => PayloadKind::Event,
             Payload::Heartbeat { .. } => PayloadKind::Heartbeat,
-            Payload::GpuJob { .. } => PayloadKind::GpuJob,
-            Payload::GpuPlacement { .. } => PayloadKind::GpuPlacement,
-            Payload::ErrorReport { .. } => PayloadKind::ErrorReport,
+            Payload::GpuJob(_) => PayloadKind::GpuJob,
+            Payload::GpuPlacement(_) => PayloadKind::GpuPlacement,
+            Payload::ErrorReport(_) => PayloadKind::ErrorReport,
         }
     }
 }
@@ -224,9 +304,9 @@ impl ArchivedPayload<'_> {
             ArchivedPayload::Reply { .. } => PayloadKind::Reply,
             ArchivedPayload::Event { .. } => PayloadKind::Event,
             ArchivedPayload::Heartbeat { .. } => PayloadKind::Heartbeat,
-            ArchivedPayload::GpuJob { .. } => PayloadKind::GpuJob,
-            ArchivedPayload::GpuPlacement { .. } => PayloadKind::GpuPlacement,
-            ArchivedPayload::ErrorReport { .. } => PayloadKind::ErrorReport,
+            ArchivedPayload::GpuJob(_) => PayloadKind::GpuJob,
+            ArchivedPayload::GpuPlacement(_) => PayloadKind::GpuPlacement,
+            ArchivedPayload::ErrorReport(_) => PayloadKind::ErrorReport,
         }
     }
 
@@ -241,7 +321,8 @@ impl ArchivedPayload<'_> {
     }
 
     /// The payload as a [`Payload`] borrowing its body and strings from the
-    /// frame. Copies scalars only.
+    /// frame. Copies scalars only, out-of-line structs included; never
+    /// allocates.
     pub fn to_payload(&self) -> Payload<'_> {
         match self {
             ArchivedPayload::Request { method, body } => Payload::Request {
@@ -256,41 +337,11 @@ impl ArchivedPayload<'_> {
             ArchivedPayload::Heartbeat { seq } => Payload::Heartbeat {
                 seq: seq.to_native(),
             },
-            ArchivedPayload::GpuJob {
-                model,
-                vram_mib,
-                priority,
-                hold_ms,
-            } => Payload::GpuJob {
-                model: model.get(),
-                vram_mib: vram_mib.to_native(),
-                priority: *priority,
-                hold_ms: hold_ms.to_native(),
-            },
-            ArchivedPayload::GpuPlacement {
-                model,
-                host,
-                gpu,
-                vram_mib,
-                pinned,
-                epoch,
-            } => Payload::GpuPlacement {
-                model: model.get(),
-                host: host.get(),
-                gpu: gpu.to_native(),
-                vram_mib: vram_mib.to_native(),
-                pinned: *pinned,
-                epoch: epoch.to_native(),
-            },
-            ArchivedPayload::ErrorReport {
-                code,
-                agent,
-                message,
-            } => Payload::ErrorReport {
-                code: code.to_native(),
-                agent: agent.get(),
-                message: message.get(),
-            },
+            ArchivedPayload::GpuJob(job) => Payload::GpuJob(job.get().to_native()),
+            ArchivedPayload::GpuPlacement(placement) => {
+                Payload::GpuPlacement(placement.get().to_native())
+            }
+            ArchivedPayload::ErrorReport(report) => Payload::ErrorReport(report.get().to_native()),
         }
     }
 }
@@ -357,6 +408,45 @@ impl ArchivedEnvelope<'_> {
     }
 }
 
+impl ArchivedGpuJob<'_> {
+    /// The job as a [`GpuJob`] borrowing its model name from the frame.
+    pub fn to_native(&self) -> GpuJob<'_> {
+        GpuJob {
+            model: self.model.get(),
+            vram_mib: self.vram_mib.to_native(),
+            priority: self.priority,
+            hold_ms: self.hold_ms.to_native(),
+        }
+    }
+}
+
+impl ArchivedGpuPlacement<'_> {
+    /// The placement as a [`GpuPlacement`] borrowing its strings from the
+    /// frame.
+    pub fn to_native(&self) -> GpuPlacement<'_> {
+        GpuPlacement {
+            model: self.model.get(),
+            host: self.host.get(),
+            gpu: self.gpu.to_native(),
+            pinned: self.pinned,
+            vram_mib: self.vram_mib.to_native(),
+            epoch: self.epoch.to_native(),
+        }
+    }
+}
+
+impl ArchivedErrorReport<'_> {
+    /// The report as an [`ErrorReport`] borrowing its message from the
+    /// frame.
+    pub fn to_native(&self) -> ErrorReport<'_> {
+        ErrorReport {
+            code: self.code.to_native(),
+            agent: self.agent.get(),
+            message: self.message.get(),
+        }
+    }
+}
+
 impl fmt::Debug for ArchivedPayload<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.to_payload(), f)
@@ -366,5 +456,61 @@ impl fmt::Debug for ArchivedPayload<'_> {
 impl fmt::Debug for ArchivedEnvelope<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.to_envelope(), f)
+    }
+}
+
+impl fmt::Debug for ArchivedGpuJob<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_native(), f)
+    }
+}
+
+impl fmt::Debug for ArchivedGpuPlacement<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_native(), f)
+    }
+}
+
+impl fmt::Debug for ArchivedErrorReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_native(), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sizes and alignments of every archived type that reaches a frame, as
+    /// the compiler laid them out.
+    fn layout<T>() -> (usize, usize) {
+        (size_of::<T>(), align_of::<T>())
+    }
+
+    #[test]
+    fn the_archived_envelope_and_payload_are_compact() {
+        assert_eq!(layout::<ArchivedEnvelope<'static>>(), (56, 8));
+        assert_eq!(layout::<ArchivedPayload<'static>>(), (16, 8));
+    }
+
+    #[test]
+    fn out_of_line_bodies_have_no_padding_to_spare() {
+        assert_eq!(layout::<ArchivedGpuJob<'static>>(), (24, 8));
+        assert_eq!(layout::<ArchivedGpuPlacement<'static>>(), (40, 8));
+        assert_eq!(layout::<ArchivedErrorReport<'static>>(), (16, 4));
+    }
+
+    #[test]
+    fn the_priority_shares_the_ids_eight_bytes() {
+        let sut = core::mem::offset_of!(ArchivedEnvelope<'static>, priority);
+        assert_eq!(sut, 12);
+        assert_eq!(
+            core::mem::offset_of!(ArchivedEnvelope<'static>, correlation),
+            16
+        );
+        assert_eq!(
+            core::mem::offset_of!(ArchivedEnvelope<'static>, payload),
+            40
+        );
     }
 }
