@@ -2,6 +2,7 @@
 //! CPU 0 and the consumer to CPU 1 and print that they did.
 //!
 //! * `ring/push_pop/<bytes>`: one thread writes and reads one frame.
+//! * `ring/push_pop_envelope/<body>`: the same with an envelope.
 //! * `ring/stream_bytes/<bytes>`: frames of raw bytes, CPU 0 -> CPU 1,
 //!   published in batches of 32; time per frame.
 //! * `ring/stream_envelope/<body>`: the same with real envelopes encoded
@@ -69,6 +70,23 @@ fn push_pop(c: &mut Criterion) {
             });
         });
     }
+    group.finish();
+    let mut group = c.benchmark_group("ring/push_pop_envelope");
+    let (mut producer, mut consumer) = shm_ring(config()).expect("ring");
+    let body = [7u8; 64];
+    group.bench_function(BenchmarkId::from_parameter(64), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i += 1;
+            producer
+                .try_send(&envelope(i, black_box(&body)))
+                .expect("room");
+            consumer
+                .try_recv_envelope(|env| black_box(env.correlation()))
+                .expect("valid")
+                .expect("frame")
+        });
+    });
     group.finish();
 }
 

@@ -5,21 +5,15 @@
 //! elsewhere), and a count of heap allocations in the steady state of
 //! encode and decode, which must be zero.
 //!
-//! The allocation count comes from a global allocator that wraps `System`
-//! and counts only on threads that asked it to, so the test harness and
-//! the other tests running in parallel do not disturb it.
+//! The allocation count comes from `pinwheel::test_support::CountingAlloc`,
+//! which counts per thread, so tests running in parallel do not disturb it.
 
 // The crate is test code as a whole; marking it so lets the lints that
 // keep `unwrap` and `#[test]` inside test modules see that.
 #![cfg(test)]
-// The counting allocator must implement `GlobalAlloc`, an unsafe trait.
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pinwheel::ring::{self, FRAME_HEADER_BYTES, frame_slots};
+use pinwheel::test_support::{CountingAlloc, allocations_during};
 use pinwheel::wire::{
     AgentId, ArchivedPayload, ENVELOPE_ALIGN, Envelope, ErrorReport, GpuJob, GpuPlacement, Payload,
     PayloadKind, Priority, Scratch, TopicId, WireError, decode, encode_into,
@@ -41,67 +35,8 @@ impl Slot {
 
 // ---- counting allocator ----------------------------------------------------
 
-struct CountingAlloc;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    // `const` and without `Drop`: reading it never allocates or registers a
-    // destructor, so the allocator may read it.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note_allocation() {
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        // SYNC: Relaxed is enough: only the counting thread bumps the
-        // counter and the same thread reads it after the loop.
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every method forwards to `System` unchanged, so `System`'s
-// guarantees hold; counting touches neither the pointer nor the layout.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: our caller upholds `GlobalAlloc::alloc`'s contract, which
-        // is `System`'s.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        // SAFETY: `ptr` came from this allocator, hence from `System`, with
-        // `layout`; our caller upholds the rest of `realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator, hence from `System`, with
-        // `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
-
-/// Heap allocations `f` makes on this thread.
-fn allocations_during(f: impl FnOnce()) -> usize {
-    // SYNC: Relaxed, as in `note_allocation`: one thread only.
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    COUNTING.set(true);
-    f();
-    COUNTING.set(false);
-    // SYNC: as above.
-    ALLOCATIONS.load(Ordering::Relaxed) - before
-}
 
 // ---- arbitrary envelopes ---------------------------------------------------
 

@@ -153,7 +153,9 @@ impl Producer {
                 }
             })?;
         if let Some(source) = failure {
-            return Err(RingError::Message { source });
+            return Err(RingError::Message {
+                source: Box::new(source),
+            });
         }
         match written {
             Ok(()) => {
@@ -162,8 +164,9 @@ impl Producer {
             }
             Err(WriteFail::Full) => Err(RingError::Full),
             Err(WriteFail::TooLarge) => {
-                let len = wire::encoded_len(env, scratch)
-                    .map_err(|source| RingError::Message { source })?;
+                let len = wire::encoded_len(env, scratch).map_err(|source| RingError::Message {
+                    source: Box::new(source),
+                })?;
                 Err(RingError::TooLarge {
                     len,
                     max: self.config.max_frame,
@@ -349,10 +352,19 @@ impl Consumer {
         &mut self,
         read: impl FnOnce(&ArchivedEnvelope<'_>) -> R,
     ) -> Result<Option<R>, RingError> {
-        match self.try_recv(|bytes| wire::decode(bytes).map(read))? {
-            None => Ok(None),
-            Some(Ok(result)) => Ok(Some(result)),
-            Some(Err(source)) => Err(RingError::Message { source }),
+        let mut bad = None;
+        let got = self.try_recv(|bytes| match wire::decode(bytes) {
+            Ok(env) => Some(read(env)),
+            Err(err) => {
+                bad = Some(err);
+                None
+            }
+        })?;
+        match bad {
+            Some(err) => Err(RingError::Message {
+                source: Box::new(err),
+            }),
+            None => Ok(got.flatten()),
         }
     }
 

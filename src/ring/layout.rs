@@ -16,7 +16,8 @@
 //! bytes because Intel's adjacent-line prefetcher pulls 64-byte lines in
 //! pairs: two counters 64 bytes apart still share traffic.
 //!
-//! A frame is an 8-byte header (`len` u32, `kind` u32) and `len` payload
+//! A frame is an 8-byte header (one little-endian u64: `len` in the low
+//! 32 bits, `kind` in the high 32) and `len` payload
 //! bytes, rounded up to whole slots, so every payload starts 8 bytes into a
 //! 64-byte slot (8-byte aligned). A frame never wraps: when it does not fit
 //! before the end, a pad frame fills the rest and the frame starts at slot 0.
@@ -359,14 +360,15 @@ impl ProducerEnd {
         let index = self.head & (self.shared.slots() - 1);
         let to_end = self.shared.slots() - index;
         let free = self.free();
-        let (slots, limit) = [
-            (self.max_frame_slots, Limit::MaxFrame),
-            (to_end, Limit::EndOfRing),
-            (free, Limit::FreeSpace),
-        ]
-        .into_iter()
-        .min_by_key(|(s, _)| *s)
-        .expect("three candidates");
+        // Plain comparisons: an iterator over (slots, limit) tuples here
+        // compiled to stack shuffles that stalled store forwarding.
+        let (mut slots, mut limit) = (self.max_frame_slots, Limit::MaxFrame);
+        if to_end < slots {
+            (slots, limit) = (to_end, Limit::EndOfRing);
+        }
+        if free < slots {
+            (slots, limit) = (free, Limit::FreeSpace);
+        }
         let capacity = (slots as usize * SLOT_BYTES).saturating_sub(FRAME_HEADER_BYTES);
         Room {
             slot: self.head,
@@ -473,11 +475,9 @@ impl ProducerEnd {
     }
 
     fn write_header(&self, slot: u64, kind: u32, len: usize) {
-        let mut header = [0u8; FRAME_HEADER_BYTES];
-        header[..4].copy_from_slice(&(len as u32).to_le_bytes());
-        header[4..].copy_from_slice(&kind.to_le_bytes());
+        let header = u64::from(kind) << 32 | len as u64;
         // SAFETY: the frame's first slot is an unpublished producer slot.
-        unsafe { self.shared.data.copy_in(self.shared.offset(slot), &header) };
+        unsafe { self.shared.data.store_u64(self.shared.offset(slot), header) };
     }
 
     /// Frames written but not yet published.
@@ -628,12 +628,11 @@ impl ConsumerEnd {
             }
             let index = self.tail & (self.shared.slots() - 1);
             let offset = self.shared.offset(self.tail);
-            let mut header = [0u8; FRAME_HEADER_BYTES];
             // SAFETY: slot `tail` lies in [tail, head): published, and not
             // written by the producer until tail moves past it.
-            unsafe { self.shared.data.copy_out(offset, &mut header) };
-            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-            let kind = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+            let header = unsafe { self.shared.data.load_u64(offset) };
+            let len = (header & u64::from(u32::MAX)) as usize;
+            let kind = (header >> 32) as u32;
             let to_end = self.shared.slots() - index;
             let published = self.head_cache - self.tail;
             match kind {

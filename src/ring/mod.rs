@@ -23,6 +23,11 @@
 //! Nothing here allocates per message: the untrusted copy buffer is
 //! allocated once, at the ring's largest frame.
 
+// Under `--cfg loom` the handles, memfd and peer code are left out and only
+// the models (in tests) use the layout and sync primitives; the library
+// build beside them would otherwise warn about every one of those items.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
+
 #[cfg(not(loom))]
 mod handle;
 #[allow(unsafe_code)]
@@ -116,8 +121,9 @@ pub enum RingError {
     /// A frame is not a valid envelope (or one could not be encoded).
     #[error("bad message on ring: {source}")]
     Message {
-        /// What the codec found.
-        source: crate::wire::WireError,
+        /// What the codec found (boxed: the error path is rare and keeps
+        /// every ring `Result` small enough to return in registers).
+        source: Box<crate::wire::WireError>,
     },
     /// A wait ran out.
     #[error("timed out after {waited:?}")]

@@ -106,6 +106,37 @@ mod raw {
             }
         }
 
+        /// Writes a little-endian u64 at an 8-byte aligned `offset`.
+        ///
+        /// # Safety
+        ///
+        /// As for [`DataRegion::copy_in`].
+        #[inline]
+        pub(in crate::ring) unsafe fn store_u64(&self, offset: usize, value: u64) {
+            self.check(offset, 8);
+            assert!(offset.is_multiple_of(8), "frame headers are 8-byte aligned");
+            let place = self.base.as_ptr().wrapping_add(offset).cast::<u64>();
+            // SAFETY: in bounds and aligned (checked above; the base is
+            // 128-byte aligned); exclusive by the caller's contract.
+            unsafe { place.write(value.to_le()) }
+        }
+
+        /// Reads a little-endian u64 at an 8-byte aligned `offset`.
+        ///
+        /// # Safety
+        ///
+        /// As for [`DataRegion::copy_out`].
+        #[inline]
+        pub(in crate::ring) unsafe fn load_u64(&self, offset: usize) -> u64 {
+            self.check(offset, 8);
+            assert!(offset.is_multiple_of(8), "frame headers are 8-byte aligned");
+            let place = self.base.as_ptr().wrapping_add(offset).cast::<u64>();
+            // SAFETY: in bounds and aligned (checked above); published by
+            // the caller's contract. A racing hostile write only yields a
+            // value that the caller then validates.
+            u64::from_le(unsafe { place.read_volatile() })
+        }
+
         /// Asks the CPU to fetch the line at `offset` for writing
         /// (`prefetchw`), so the store that follows does not stall on taking
         /// the line back from the other core. Out-of-range offsets are
@@ -245,6 +276,20 @@ mod model {
 
         /// No-op in models.
         pub(in crate::ring) fn prefetch_write(&self, _offset: usize) {}
+
+        /// See the non-loom version.
+        pub(in crate::ring) unsafe fn store_u64(&self, offset: usize, value: u64) {
+            // SAFETY: the caller's contract, checked by loom.
+            unsafe { self.copy_in(offset, &value.to_le_bytes()) }
+        }
+
+        /// See the non-loom version.
+        pub(in crate::ring) unsafe fn load_u64(&self, offset: usize) -> u64 {
+            let mut bytes = [0u8; 8];
+            // SAFETY: the caller's contract, checked by loom.
+            unsafe { self.copy_out(offset, &mut bytes) };
+            u64::from_le_bytes(bytes)
+        }
 
         /// See the non-loom version.
         pub(in crate::ring) unsafe fn copy_out(&self, offset: usize, dst: &mut [u8]) {

@@ -116,9 +116,9 @@ impl Waiter {
         end: &mut ConsumerEnd,
         deadline: Instant,
     ) -> Result<bool, RingError> {
-        if end.has_frames()? {
-            self.arrived(Instant::now());
-            return Ok(true);
+        if self.budget() == Some(Duration::ZERO) {
+            // `park` does not spin: poll_first already looked once.
+            return Ok(false);
         }
         let stop = self.spin_end(deadline);
         let mut polls = 0u32;
@@ -142,6 +142,9 @@ impl Waiter {
         end: &mut ConsumerEnd,
         deadline: Instant,
     ) -> Result<bool, RingError> {
+        if self.budget() == Some(Duration::ZERO) {
+            return Ok(false);
+        }
         let stop = self.spin_end(deadline);
         loop {
             if end.has_frames()? {

@@ -8,25 +8,22 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Forwards to `System`, counting the measuring thread's allocations.
 #[derive(Debug)]
 pub struct CountingAlloc;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
-    // `const` and without `Drop`: reading it never allocates or registers a
-    // destructor, so the allocator itself may read it.
+    // `const` and without `Drop`: using them never allocates or registers a
+    // destructor, so the allocator itself may. Both are per thread, so tests
+    // measuring on other threads at the same time cannot disturb the count.
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note_allocation() {
     if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        // SYNC: Relaxed; only the measuring thread increments it while it
-        // measures, and the same thread reads it afterwards.
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
     }
 }
 
@@ -61,11 +58,9 @@ unsafe impl GlobalAlloc for CountingAlloc {
 /// Heap allocations `f` makes on this thread (with [`CountingAlloc`]
 /// installed; zero otherwise).
 pub fn allocations_during(f: impl FnOnce()) -> usize {
-    // SYNC: Relaxed, as in `note_allocation`: one thread only.
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = ALLOCATIONS.get();
     COUNTING.set(true);
     f();
     COUNTING.set(false);
-    // SYNC: as above.
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    ALLOCATIONS.get() - before
 }
