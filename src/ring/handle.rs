@@ -401,8 +401,9 @@ impl Consumer {
         if self.waiter.poll_first(&mut self.end)? {
             return Ok(true);
         }
-        let deadline = Instant::now() + timeout;
-        if self.waiter.spin(&mut self.end, deadline)? {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        if self.waiter.spin(&mut self.end, started, deadline)? {
             return Ok(true);
         }
         loop {
@@ -422,7 +423,7 @@ impl Consumer {
                 .map_err(os("wait for ring data"))?;
             self.end.disarm();
             if self.end.has_frames()? {
-                self.waiter.note_arrival();
+                self.waiter.waited(started.elapsed());
                 return Ok(true);
             }
         }
@@ -439,8 +440,13 @@ impl Consumer {
         if self.waiter.poll_first(&mut self.end)? {
             return Ok(true);
         }
-        let deadline = Instant::now() + timeout;
-        if self.waiter.spin_async(&mut self.end, deadline).await? {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        if self
+            .waiter
+            .spin_async(&mut self.end, started, deadline)
+            .await?
+        {
             return Ok(true);
         }
         loop {
@@ -473,7 +479,7 @@ impl Consumer {
                 }
             }
             if self.end.has_frames()? {
-                self.waiter.note_arrival();
+                self.waiter.waited(started.elapsed());
                 return Ok(true);
             }
         }

@@ -744,6 +744,12 @@ impl ConsumerEnd {
             .store(0, Ordering::Relaxed);
     }
 
+    /// The ring's memory, for tests that inspect the header.
+    #[cfg(test)]
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// Empties the ring under a new epoch (after the producer died).
     #[cfg(not(loom))]
     pub(super) fn reset(&mut self, epoch: u64) {

@@ -75,6 +75,7 @@ pub(super) struct Export {
 /// gives its consumer end to a peer.
 pub fn export_producer(config: RingConfig) -> Result<(Producer, RingHandoff), RingError> {
     let (memfd, shared, bells) = create(config)?;
+    record_pid(&shared, Role::Producer);
     let handoff = handoff(&memfd, &bells, config, 1, Role::Consumer)?;
     let mut producer = Producer::new(
         ProducerEnd::new(shared, config.max_frame, true),
@@ -89,6 +90,7 @@ pub fn export_producer(config: RingConfig) -> Result<(Producer, RingHandoff), Ri
 /// gives its producer end to a peer.
 pub fn export_consumer(config: RingConfig) -> Result<(Consumer, RingHandoff), RingError> {
     let (memfd, shared, bells) = create(config)?;
+    record_pid(&shared, Role::Consumer);
     let handoff = handoff(&memfd, &bells, config, 1, Role::Producer)?;
     let mut consumer = Consumer::new(
         ConsumerEnd::new(shared, config.max_frame, true),
@@ -484,6 +486,17 @@ mod tests {
             consumer.try_recv(<[u8]>::to_vec).unwrap(),
             Some(b"across".to_vec())
         );
+    }
+
+    #[test]
+    fn both_sides_record_their_pid_in_the_header() {
+        let (producer, handoff) = export_producer(config()).unwrap();
+        let consumer = handoff.into_consumer().unwrap();
+        let header = &consumer.end.shared().control().header;
+        let me = std::process::id();
+        assert_eq!(header.producer_pid.load(Ordering::Relaxed), me);
+        assert_eq!(header.consumer_pid.load(Ordering::Relaxed), me);
+        drop(producer);
     }
 
     #[test]

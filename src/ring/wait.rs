@@ -3,17 +3,22 @@
 //! * `spin`: poll the ring until the deadline; never park, so the producer
 //!   never pays the doorbell fence. For dedicated cores only.
 //! * `park`: no spin; declare itself asleep and block on the doorbell.
-//! * `adaptive`: spin for a budget that follows the recent gap between
-//!   arrivals, then park. The gap is an exponentially weighted mean (weight
-//!   1/8). When frames come every few microseconds the budget is four gaps,
-//!   so the next frame is caught by spinning instead of a ~4 us wake-up;
-//!   when the gap exceeds the class's `spin_before_park_us`, spinning would
-//!   only burn the CPU, so the budget falls to [`MIN_SPIN`], which still
-//!   catches a producer's back-to-back batches. The budget never exceeds
-//!   `spin_before_park_us`.
+//! * `adaptive`: spin for a budget that follows the recent traffic, then
+//!   park. The budget follows the *wait*: how long the consumer recently
+//!   had to wait for each arrival, an exponentially weighted mean (weight
+//!   1/8). The wait is the idle part of the gap between arrivals, and it is
+//!   what spinning is for: when frames come every few microseconds the
+//!   budget is four waits, so the next frame is caught by spinning instead
+//!   of a wake-up; when waits exceed the class's `spin_before_park_us`,
+//!   spinning would only burn the CPU, so the budget falls to [`MIN_SPIN`],
+//!   which still catches a producer's back-to-back batches. The budget never
+//!   exceeds `spin_before_park_us`.
 //!
-//! Time is read every [`CLOCK_EVERY`] polls: a clock read costs about as
-//! much as 20 polls of an idle ring.
+//! The clock is read only when a wait has to spin: frames found by the
+//! first [`CLOCK_EVERY`] polls count as no wait and cost no clock read, so
+//! dense traffic pays nothing for adaptation. While spinning, time is read
+//! every [`CLOCK_EVERY`] polls: a clock read costs about as much as 20
+//! polls of an idle ring.
 
 use std::time::{Duration, Instant};
 
@@ -31,8 +36,8 @@ const CLOCK_EVERY: u32 = 64;
 pub(super) struct Waiter {
     strategy: WaitStrategy,
     max_spin: Duration,
-    gap_ns: u64,
-    last_arrival: Option<Instant>,
+    /// Mean wait per arrival, nanoseconds; `None` before the first.
+    wait_ns: Option<u64>,
 }
 
 impl Waiter {
@@ -40,22 +45,25 @@ impl Waiter {
         Self {
             strategy,
             max_spin,
-            gap_ns: u64::MAX,
-            last_arrival: None,
+            wait_ns: None,
         }
     }
 
-    /// Records an arrival for the adaptive budget; the other strategies
-    /// keep no history and read no clock.
-    pub(super) fn note_arrival(&mut self) {
-        if self.strategy == WaitStrategy::Adaptive {
-            self.arrived(Instant::now());
+    /// Records how long the consumer waited for an arrival.
+    pub(super) fn waited(&mut self, wait: Duration) {
+        if self.strategy != WaitStrategy::Adaptive {
+            return;
         }
+        let wait = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        self.wait_ns = Some(match self.wait_ns {
+            None => wait,
+            Some(mean) => mean - mean / 8 + wait / 8,
+        });
     }
 
     /// Polls the ring a few times without reading the clock: frames that
-    /// are there, or arrive within [`CLOCK_EVERY`] polls, cost no clock
-    /// read at all. `park` polls once.
+    /// are there, or arrive within [`CLOCK_EVERY`] polls, count as no wait.
+    /// `park` polls once.
     pub(super) fn poll_first(&mut self, end: &mut ConsumerEnd) -> Result<bool, RingError> {
         let polls = if self.strategy == WaitStrategy::Park {
             1
@@ -64,25 +72,12 @@ impl Waiter {
         };
         for _ in 0..polls {
             if end.has_frames()? {
-                self.note_arrival();
+                self.waited(Duration::ZERO);
                 return Ok(true);
             }
             std::hint::spin_loop();
         }
         Ok(false)
-    }
-
-    /// Records that frames arrived at `now`.
-    pub(super) fn arrived(&mut self, now: Instant) {
-        if let Some(last) = self.last_arrival {
-            let gap = u64::try_from(now.duration_since(last).as_nanos()).unwrap_or(u64::MAX);
-            self.gap_ns = if self.gap_ns == u64::MAX {
-                gap
-            } else {
-                self.gap_ns - self.gap_ns / 8 + gap / 8
-            };
-        }
-        self.last_arrival = Some(now);
     }
 
     /// How long the next wait spins before parking.
@@ -91,9 +86,12 @@ impl Waiter {
             WaitStrategy::Spin => None,
             WaitStrategy::Park => Some(Duration::ZERO),
             WaitStrategy::Adaptive => {
-                let gap = Duration::from_nanos(self.gap_ns);
-                let follow = Duration::from_nanos(self.gap_ns.saturating_mul(4));
-                let budget = if gap <= self.max_spin {
+                let Some(wait_ns) = self.wait_ns else {
+                    return Some(MIN_SPIN);
+                };
+                let wait = Duration::from_nanos(wait_ns);
+                let follow = Duration::from_nanos(wait_ns.saturating_mul(4));
+                let budget = if wait <= self.max_spin {
                     follow.min(self.max_spin)
                 } else {
                     MIN_SPIN
@@ -103,28 +101,24 @@ impl Waiter {
         }
     }
 
-    fn spin_end(&self, deadline: Instant) -> Instant {
-        match self.budget() {
-            None => deadline,
-            Some(budget) => (Instant::now() + budget).min(deadline),
-        }
-    }
-
     /// Spins until a frame is ready (true) or the spin phase ends (false).
+    /// `started` is when the wait began (after the first polls).
     pub(super) fn spin(
         &mut self,
         end: &mut ConsumerEnd,
+        started: Instant,
         deadline: Instant,
     ) -> Result<bool, RingError> {
-        if self.budget() == Some(Duration::ZERO) {
+        let stop = match self.budget() {
             // `park` does not spin: poll_first already looked once.
-            return Ok(false);
-        }
-        let stop = self.spin_end(deadline);
+            Some(Duration::ZERO) => return Ok(false),
+            None => deadline,
+            Some(budget) => (started + budget).min(deadline),
+        };
         let mut polls = 0u32;
         loop {
             if end.has_frames()? {
-                self.note_arrival();
+                self.waited(started.elapsed());
                 return Ok(true);
             }
             polls = polls.wrapping_add(1);
@@ -140,15 +134,17 @@ impl Waiter {
     pub(super) async fn spin_async(
         &mut self,
         end: &mut ConsumerEnd,
+        started: Instant,
         deadline: Instant,
     ) -> Result<bool, RingError> {
-        if self.budget() == Some(Duration::ZERO) {
-            return Ok(false);
-        }
-        let stop = self.spin_end(deadline);
+        let stop = match self.budget() {
+            Some(Duration::ZERO) => return Ok(false),
+            None => deadline,
+            Some(budget) => (started + budget).min(deadline),
+        };
         loop {
             if end.has_frames()? {
-                self.note_arrival();
+                self.waited(started.elapsed());
                 return Ok(true);
             }
             if Instant::now() >= stop {
@@ -167,11 +163,10 @@ mod tests {
         Waiter::new(strategy, Duration::from_micros(50))
     }
 
-    fn with_gap(gap: Duration) -> Waiter {
+    fn with_wait(wait: Duration) -> Waiter {
         let mut waiter = sut(WaitStrategy::Adaptive);
-        let start = Instant::now();
-        for i in 0..64 {
-            waiter.arrived(start + gap * i);
+        for _ in 0..64 {
+            waiter.waited(wait);
         }
         waiter
     }
@@ -183,9 +178,9 @@ mod tests {
     }
 
     #[test]
-    fn adaptive_budget_follows_dense_traffic() {
+    fn adaptive_budget_follows_short_waits() {
         assert_eq!(
-            with_gap(Duration::from_micros(5)).budget(),
+            with_wait(Duration::from_micros(5)).budget(),
             Some(Duration::from_micros(20))
         );
     }
@@ -193,15 +188,36 @@ mod tests {
     #[test]
     fn adaptive_budget_is_capped_by_the_class_maximum() {
         assert_eq!(
-            with_gap(Duration::from_micros(20)).budget(),
+            with_wait(Duration::from_micros(20)).budget(),
             Some(Duration::from_micros(50))
         );
-        assert_eq!(with_gap(Duration::from_micros(60)).budget(), Some(MIN_SPIN));
+        assert_eq!(
+            with_wait(Duration::from_micros(60)).budget(),
+            Some(MIN_SPIN)
+        );
     }
 
     #[test]
-    fn adaptive_budget_falls_to_the_minimum_when_idle() {
-        assert_eq!(with_gap(Duration::from_millis(10)).budget(), Some(MIN_SPIN));
+    fn adaptive_budget_falls_to_the_minimum_when_idle_or_dense() {
+        assert_eq!(
+            with_wait(Duration::from_millis(10)).budget(),
+            Some(MIN_SPIN)
+        );
+        assert_eq!(with_wait(Duration::ZERO).budget(), Some(MIN_SPIN));
         assert_eq!(sut(WaitStrategy::Adaptive).budget(), Some(MIN_SPIN));
+    }
+
+    #[test]
+    fn the_mean_wait_moves_an_eighth_of_the_way_per_arrival() {
+        let mut sut = with_wait(Duration::from_micros(8));
+        sut.waited(Duration::ZERO);
+        assert_eq!(sut.wait_ns, Some(7_000));
+    }
+
+    #[test]
+    fn other_strategies_keep_no_history() {
+        let mut sut = sut(WaitStrategy::Park);
+        sut.waited(Duration::from_micros(3));
+        assert_eq!(sut.wait_ns, None);
     }
 }
