@@ -16,8 +16,22 @@ use crate::wire::{self, ArchivedEnvelope, Envelope, Scratch, WireError};
 /// producer.
 #[derive(Debug)]
 pub(super) struct Bells {
-    pub data: Doorbell,
+    pub data: Arc<Doorbell>,
     pub space: Doorbell,
+}
+
+/// A doorbell that wakes one consumer thread for several rings: every ring
+/// built with [`shm_ring_into`] on the same bell rings it, so an executor
+/// that consumes many rings parks once, on one eventfd
+/// ([`super::ConsumerGroup`]).
+#[derive(Debug, Clone)]
+pub struct DataBell(pub(super) Arc<Doorbell>);
+
+impl DataBell {
+    /// A new bell.
+    pub fn new() -> Result<Self, RingError> {
+        Ok(Self(Arc::new(Doorbell::new().map_err(os("eventfd"))?)))
+    }
 }
 
 /// Creates an in-process ring in heap memory (tests and models).
@@ -25,7 +39,7 @@ pub fn heap_ring(config: RingConfig) -> Result<(Producer, Consumer), RingError> 
     config.validate()?;
     let shared = Arc::new(Shared::heap(config.slots));
     let bells = Arc::new(Bells {
-        data: Doorbell::new().map_err(os("eventfd"))?,
+        data: Arc::new(Doorbell::new().map_err(os("eventfd"))?),
         space: Doorbell::new().map_err(os("eventfd"))?,
     });
     Ok(pair(shared, bells, config))
@@ -34,10 +48,19 @@ pub fn heap_ring(config: RingConfig) -> Result<(Producer, Consumer), RingError> 
 /// Creates an in-process ring in a memfd, as the daemon does between its
 /// cores.
 pub fn shm_ring(config: RingConfig) -> Result<(Producer, Consumer), RingError> {
+    shm_ring_into(config, &DataBell::new()?)
+}
+
+/// Creates an in-process ring in a memfd whose consumer is woken by `bell`,
+/// shared with the other rings the same thread consumes.
+pub fn shm_ring_into(
+    config: RingConfig,
+    bell: &DataBell,
+) -> Result<(Producer, Consumer), RingError> {
     config.validate()?;
     let (_memfd, shared) = shm::create(config.slots, 1)?;
     let bells = Arc::new(Bells {
-        data: Doorbell::new().map_err(os("eventfd"))?,
+        data: Arc::clone(&bell.0),
         space: Doorbell::new().map_err(os("eventfd"))?,
     });
     Ok(pair(Arc::new(shared), bells, config))
@@ -381,9 +404,29 @@ impl Consumer {
         Ok(count)
     }
 
+    /// Whether this consumer is woken by `bell`.
+    pub(super) fn rings(&self, bell: &DataBell) -> bool {
+        Arc::ptr_eq(&self.bells.data, &bell.0)
+    }
+
+    /// Whether published frames are waiting.
+    pub(super) fn has_frames(&mut self) -> Result<bool, RingError> {
+        self.end.has_frames()
+    }
+
+    /// Declares this consumer asleep; false (undeclared) if frames came.
+    pub(super) fn arm(&mut self) -> Result<bool, RingError> {
+        self.end.arm()
+    }
+
+    /// Undeclares it.
+    pub(super) fn disarm(&mut self) {
+        self.end.disarm();
+    }
+
     /// Publishes the tail when the ring was found empty, so a producer
     /// waiting for space sees it.
-    fn release_idle(&mut self) -> Result<(), RingError> {
+    pub(super) fn release_idle(&mut self) -> Result<(), RingError> {
         if self.end.publish_tail(true) {
             self.wake_producer()?;
         }

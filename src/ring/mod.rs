@@ -29,6 +29,8 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 #[cfg(not(loom))]
+mod group;
+#[cfg(not(loom))]
 mod handle;
 #[allow(unsafe_code)]
 mod layout;
@@ -48,7 +50,9 @@ mod tests;
 use std::time::Duration;
 
 #[cfg(not(loom))]
-pub use handle::{Consumer, Producer, heap_ring, shm_ring};
+pub use group::ConsumerGroup;
+#[cfg(not(loom))]
+pub use handle::{Consumer, DataBell, Producer, heap_ring, shm_ring, shm_ring_into};
 pub use layout::{DATA_OFFSET, FRAME_HEADER_BYTES, SLOT_BYTES, frame_slots, ring_bytes};
 #[cfg(not(loom))]
 pub use peer::{

@@ -106,7 +106,7 @@ fn create(config: RingConfig) -> Result<(OwnedFd, Arc<Shared>, Arc<Bells>), Ring
     config.validate()?;
     let (memfd, shared) = shm::create(config.slots, 1)?;
     let bells = Bells {
-        data: Doorbell::new().map_err(os("eventfd"))?,
+        data: Arc::new(Doorbell::new().map_err(os("eventfd"))?),
         space: Doorbell::new().map_err(os("eventfd"))?,
     };
     Ok((memfd, Arc::new(shared), Arc::new(bells)))
@@ -186,11 +186,11 @@ impl RingHandoff {
             });
         }
         let bells = Bells {
-            data: Doorbell::from_fd(
+            data: Arc::new(Doorbell::from_fd(
                 self.data_bell
                     .try_clone()
                     .map_err(os("duplicate doorbell"))?,
-            ),
+            )),
             space: Doorbell::from_fd(
                 self.space_bell
                     .try_clone()

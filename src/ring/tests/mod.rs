@@ -11,4 +11,6 @@ mod loom_index;
 #[cfg(not(loom))]
 mod conformance;
 #[cfg(not(loom))]
+mod group;
+#[cfg(not(loom))]
 mod hostile;

@@ -1,0 +1,104 @@
+//! Consumer groups: one thread parked on one bell for several rings.
+
+use std::thread;
+use std::time::Duration;
+
+use crate::ring::{
+    ConsumerGroup, DataBell, RingConfig, RingError, WaitStrategy, shm_ring, shm_ring_into,
+};
+
+fn config(wait: WaitStrategy) -> RingConfig {
+    RingConfig {
+        slots: 64,
+        max_frame: 256,
+        wait,
+        spin_us: 10,
+    }
+}
+
+#[test]
+fn a_group_wakes_for_a_frame_on_any_of_its_rings() {
+    let bell = DataBell::new().unwrap();
+    let mut group = ConsumerGroup::new(bell.clone(), WaitStrategy::Park, 0);
+    let mut producers = Vec::new();
+    for _ in 0..3 {
+        let (producer, consumer) = shm_ring_into(config(WaitStrategy::Park), &bell).unwrap();
+        group.add(consumer).unwrap();
+        producers.push(producer);
+    }
+    let writer = thread::spawn(move || {
+        for round in 0..30usize {
+            thread::sleep(Duration::from_millis(1));
+            producers[round % 3].try_push(&[round as u8]).unwrap();
+        }
+    });
+    let mut got = Vec::new();
+    while got.len() < 30 {
+        assert!(
+            group.wait(Duration::from_secs(5)).unwrap(),
+            "woken within the timeout"
+        );
+        for consumer in group.consumers_mut() {
+            while let Some(byte) = consumer.try_recv(|b| b[0]).unwrap() {
+                got.push(byte);
+            }
+        }
+    }
+    writer.join().unwrap();
+    got.sort_unstable();
+    assert_eq!(got, (0..30).collect::<Vec<u8>>());
+    assert!(group.parks() > 0, "the group parked between frames");
+}
+
+#[test]
+fn a_group_waits_on_a_glommio_executor() {
+    let bell = DataBell::new().unwrap();
+    let mut group = ConsumerGroup::new(bell.clone(), WaitStrategy::Adaptive, 20);
+    let (mut a, ca) = shm_ring_into(config(WaitStrategy::Adaptive), &bell).unwrap();
+    let (mut b, cb) = shm_ring_into(config(WaitStrategy::Adaptive), &bell).unwrap();
+    group.add(ca).unwrap();
+    group.add(cb).unwrap();
+    let writer = thread::spawn(move || {
+        for i in 0..40u8 {
+            thread::sleep(Duration::from_millis(1));
+            if i % 2 == 0 {
+                a.push(&[i], Duration::from_secs(5)).unwrap()
+            } else {
+                b.push(&[i], Duration::from_secs(5)).unwrap()
+            }
+        }
+    });
+    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .unwrap();
+    let (count, parks) = executor.run(async move {
+        let mut count = 0;
+        while count < 40 {
+            if group.wait_async(Duration::from_secs(5)).await.unwrap() {
+                for consumer in group.consumers_mut() {
+                    count += consumer.recv_batch(64, |_| {}).unwrap();
+                }
+            }
+        }
+        (count, group.parks())
+    });
+    writer.join().unwrap();
+    assert_eq!(count, 40);
+    assert!(parks > 0, "it parked on the shared bell");
+}
+
+#[test]
+fn a_ring_on_another_bell_cannot_join() {
+    let mut group = ConsumerGroup::new(DataBell::new().unwrap(), WaitStrategy::Park, 0);
+    let (_producer, consumer) = shm_ring(config(WaitStrategy::Park)).unwrap();
+    assert!(matches!(group.add(consumer), Err(RingError::Config { .. })));
+}
+
+#[test]
+fn an_idle_group_times_out() {
+    let bell = DataBell::new().unwrap();
+    let mut group = ConsumerGroup::new(bell.clone(), WaitStrategy::Park, 0);
+    let (_producer, consumer) = shm_ring_into(config(WaitStrategy::Park), &bell).unwrap();
+    group.add(consumer).unwrap();
+    assert!(!group.wait(Duration::from_millis(5)).unwrap());
+}
