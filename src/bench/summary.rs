@@ -1,19 +1,10 @@
-//! Latency summaries from HdrHistograms and how they print.
-//!
-//! Histograms record nanoseconds from 1 ns to 60 s with 3 significant
-//! digits (0.1% resolution), so p99.99 of a sub-microsecond distribution is
-//! as exact as its median.
+//! Latency summaries from HdrHistograms (made by
+//! `runtime::stats::new_histogram`) and how they print.
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-/// Highest value a histogram records, nanoseconds (60 s).
-pub const HISTOGRAM_MAX_NS: u64 = 60_000_000_000;
-
-/// A histogram of nanoseconds with pinwheel's bounds.
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).expect("constant bounds are valid")
-}
+pub use crate::runtime::stats::new_histogram;
 
 /// Percentiles of one latency distribution, nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

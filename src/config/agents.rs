@@ -86,6 +86,40 @@ pub struct ModelNeed {
     pub estimate: bool,
 }
 
+/// How a synthetic agent behaves (and how many workers any agent runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Behaviour {
+    /// Median service time, nanoseconds.
+    pub median_ns: u64,
+    /// 99th-percentile service time, nanoseconds.
+    pub p99_ns: u64,
+    /// Requests served at once.
+    pub concurrency: u32,
+    /// Event-driven agents make their calls once every this many events.
+    pub calls_every: u32,
+    /// Every Nth request fails (0: never).
+    pub fail_every: u32,
+    /// Every Nth request stalls (0: never).
+    pub stall_every: u32,
+    /// Stall length, nanoseconds.
+    pub stall_ns: u64,
+}
+
+impl Default for Behaviour {
+    /// 200 us median, 1 ms p99, one worker, calls on every event, no faults.
+    fn default() -> Self {
+        Self {
+            median_ns: 200_000,
+            p99_ns: 1_000_000,
+            concurrency: 1,
+            calls_every: 1,
+            fail_every: 0,
+            stall_every: 0,
+            stall_ns: 0,
+        }
+    }
+}
+
 /// One validated agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentSpec {
@@ -101,6 +135,7 @@ pub struct AgentSpec {
     publishes: Vec<String>,
     subscribes: Vec<String>,
     models: Vec<ModelNeed>,
+    behaviour: Behaviour,
     at: Location,
     placement_at: Location,
 }
@@ -153,6 +188,10 @@ impl AgentSpec {
     /// GPU models it needs.
     pub fn models(&self) -> &[ModelNeed] {
         &self.models
+    }
+    /// How it behaves when synthetic, and how many workers it runs.
+    pub fn behaviour(&self) -> &Behaviour {
+        &self.behaviour
     }
     /// Its `[[agent]]` entry.
     pub fn location(&self) -> &Location {
@@ -319,6 +358,7 @@ fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, 
         publishes: topics(&raw.publishes, file, &name)?,
         subscribes: topics(&raw.subscribes, file, &name)?,
         models: models(&raw.models, file, &name)?,
+        behaviour: behaviour(&raw, file, &name)?,
         name,
         host,
         role: raw.role,
@@ -336,6 +376,54 @@ fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, 
         raw_calls: raw.calls,
         file: file.clone(),
     })
+}
+
+fn behaviour(raw: &AgentEntry, file: &SourceFile, agent: &str) -> Result<Behaviour, ConfigError> {
+    let mut out = Behaviour::default();
+    if let Some(service) = &raw.service {
+        let s = service.get_ref();
+        if s.median_us == 0 || s.p99_us < s.median_us || s.p99_us > 60_000_000 {
+            let message = format!(
+                "agent {agent}: service needs 0 < median_us <= p99_us <= 60000000, got {} and {}",
+                s.median_us, s.p99_us
+            );
+            return Err(invalid(file, service.span(), message));
+        }
+        (out.median_ns, out.p99_ns) = (s.median_us * 1_000, s.p99_us * 1_000);
+    }
+    if let Some(concurrency) = &raw.concurrency {
+        if !(1..=256).contains(concurrency.get_ref()) {
+            return Err(invalid(
+                file,
+                concurrency.span(),
+                format!("agent {agent}: concurrency must be 1 to 256"),
+            ));
+        }
+        out.concurrency = *concurrency.get_ref();
+    }
+    if let Some(every) = &raw.calls_every {
+        if *every.get_ref() == 0 {
+            return Err(invalid(
+                file,
+                every.span(),
+                format!("agent {agent}: calls_every must be at least 1"),
+            ));
+        }
+        out.calls_every = *every.get_ref();
+    }
+    if let Some(faults) = &raw.faults {
+        let f = faults.get_ref();
+        if f.stall_every > 0 && f.stall_ms == 0 {
+            return Err(invalid(
+                file,
+                faults.span(),
+                format!("agent {agent}: stall_every needs stall_ms above 0"),
+            ));
+        }
+        (out.fail_every, out.stall_every, out.stall_ns) =
+            (f.fail_every, f.stall_every, f.stall_ms * 1_000_000);
+    }
+    Ok(out)
 }
 
 fn invalid(file: &SourceFile, span: std::ops::Range<usize>, message: String) -> ConfigError {
@@ -695,6 +783,31 @@ mod tests {
         let err = sut(&[&agent("A", "m", "").replace("synthetic", "magic")]).unwrap_err();
         assert!(err.to_string().contains("unknown variant `magic`"), "{err}");
         assert_eq!(err.location().unwrap().line(), 6);
+    }
+
+    #[test]
+    fn behaviour_defaults_and_checks_its_numbers() {
+        let set = sut(&[&agent(
+            "A",
+            "m",
+            "service = { median_us = 50, p99_us = 400 }\nconcurrency = 4",
+        )])
+        .unwrap();
+        let b = set.get(AgentIndex(0)).behaviour();
+        assert_eq!(
+            (b.median_ns, b.p99_ns, b.concurrency, b.calls_every),
+            (50_000, 400_000, 4, 1)
+        );
+        assert!(
+            sut(&[&agent(
+                "A",
+                "m",
+                "service = { median_us = 500, p99_us = 400 }"
+            )])
+            .is_err()
+        );
+        assert!(sut(&[&agent("A", "m", "concurrency = 0")]).is_err());
+        assert!(sut(&[&agent("A", "m", "faults = { stall_every = 2 }")]).is_err());
     }
 
     #[test]

@@ -16,6 +16,10 @@
 //! publishes = []                 # PUB/SUB topics
 //! subscribes = []
 //! models = [{ name = "whisper-large-v3", vram_mib = 3100, estimate = true }]
+//! service = { median_us = 400, p99_us = 2000 }   # synthetic service time
+//! concurrency = 2                # requests served at once
+//! calls_every = 25               # event-driven: call once per 25 events
+//! faults = { fail_every = 0, stall_every = 0, stall_ms = 0 }
 //! ```
 //!
 //! `config::agents` validates these into `AgentSpec`s.
@@ -71,6 +75,39 @@ pub struct AgentEntry {
     /// GPU models it needs.
     #[serde(default)]
     pub models: Vec<Spanned<ModelEntry>>,
+    /// Synthetic service time per request.
+    pub service: Option<Spanned<ServiceEntry>>,
+    /// Requests served at once (workers).
+    pub concurrency: Option<Spanned<u32>>,
+    /// For agents driven by events: make `calls` once every N events.
+    pub calls_every: Option<Spanned<u32>>,
+    /// Fault injection, for tests and drills.
+    pub faults: Option<Spanned<FaultEntry>>,
+}
+
+/// `service = { median_us = .., p99_us = .. }`: a log-normal service time.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    /// Median, microseconds.
+    pub median_us: u64,
+    /// 99th percentile, microseconds.
+    pub p99_us: u64,
+}
+
+/// `faults = { fail_every = .., stall_every = .., stall_ms = .. }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultEntry {
+    /// Every Nth request fails (0: never).
+    #[serde(default)]
+    pub fail_every: u32,
+    /// Every Nth request stalls for `stall_ms` (0: never).
+    #[serde(default)]
+    pub stall_every: u32,
+    /// How long a stall lasts, milliseconds.
+    #[serde(default)]
+    pub stall_ms: u64,
 }
 
 /// `kind`.

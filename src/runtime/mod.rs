@@ -1,7 +1,92 @@
-//! The thread-per-core runtime: pinned executors and their placement.
+//! The thread-per-core runtime: one glommio executor per planned CPU, the
+//! router between agents, and what it takes to run them.
 //!
-//! So far: `affinity`, pinning threads to CPUs and reading the current CPU,
-//! used by the benchmarks.
+//! * `affinity`: pinning threads, reading the current CPU.
+//! * `routes`: the routing table built from the plan.
+//! * `pool`, `inbox`, `pending`: an executor's frame buffers, agents'
+//!   priority inboxes, and calls waiting for replies; all sized at boot.
+//! * `node`: an executor's router (send, accept, fan-out, replies).
+//! * `pump`: the task that drains an executor's incoming rings.
+//! * `agent`, `ctx`, `worker`, `supervisor`: what an agent is to the
+//!   runtime, its handle on it, the task that runs its handler, and the
+//!   restart policy.
+//! * `stats`: what each executor measures.
+//! * `executor`: starting, phasing and stopping the executors.
 
 #[allow(unsafe_code)]
 pub mod affinity;
+pub mod agent;
+pub mod ctx;
+pub mod executor;
+pub mod inbox;
+pub mod layout;
+pub mod node;
+pub mod pending;
+pub mod pool;
+pub mod pump;
+pub mod routes;
+pub mod stats;
+pub mod supervisor;
+pub mod worker;
+
+use crate::ring::RingError;
+use crate::topology::CpuId;
+use crate::wire::{AgentId, WireError};
+
+/// Errors of the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The destination agent does not run on this host.
+    #[error("no route to agent {} on this host", to.0)]
+    NoRoute {
+        /// The destination.
+        to: AgentId,
+    },
+    /// The ring to the destination's executor is full.
+    #[error("the ring to the destination is full")]
+    Full,
+    /// An inbox is full or the frame pool is empty.
+    #[error("no room for the message: inbox full or frame pool empty")]
+    Overloaded,
+    /// An envelope could not be encoded.
+    #[error("cannot encode a message: {source}")]
+    Encode {
+        /// The codec's error.
+        source: Box<WireError>,
+    },
+    /// A frame on a ring is not a valid envelope.
+    #[error("bad frame on a ring: {source}")]
+    Decode {
+        /// The codec's error.
+        source: Box<WireError>,
+    },
+    /// A ring failed.
+    #[error("ring: {source}")]
+    Ring {
+        /// The ring's error.
+        source: RingError,
+    },
+    /// A call's deadline passed before its reply came.
+    #[error("the call timed out")]
+    TimedOut,
+    /// Too many calls in flight on this executor.
+    #[error("too many calls in flight on this executor")]
+    Busy,
+    /// The runtime is shutting down.
+    #[error("the runtime is shutting down")]
+    Closed,
+    /// An agent's handler failed.
+    #[error("handler failed: {reason}")]
+    Failed {
+        /// Why.
+        reason: &'static str,
+    },
+    /// An executor could not start.
+    #[error("executor on CPU {cpu} failed to start: {reason}")]
+    Executor {
+        /// Its CPU.
+        cpu: CpuId,
+        /// Why.
+        reason: String,
+    },
+}

@@ -74,6 +74,14 @@ impl Scratch {
     }
 }
 
+impl core::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Scratch")
+            .field("bytes", &SCRATCH_BYTES)
+            .finish()
+    }
+}
+
 impl Default for Scratch {
     fn default() -> Self {
         Self::new()

@@ -1,0 +1,130 @@
+//! What an agent is to the runtime: the [`Agent`] trait, and the
+//! [`Message`]s handed to it.
+//!
+//! An agent is a value shared by its workers (`concurrency` of them, each
+//! a task on the agent's executor), so its methods take `&self` and keep
+//! state in cells. `handle` is called once per message; it answers
+//! requests with [`super::Ctx::reply`], and may call other agents, publish,
+//! or sleep. The daemon runs several kinds of agent through one enum that
+//! implements the trait, so handlers are dispatched statically: no boxed
+//! future per message.
+
+use std::cell::Ref;
+use std::future::Future;
+
+use super::RuntimeError;
+use super::ctx::Ctx;
+use super::pool::FrameBuf;
+use crate::wire::{self, AgentId, ArchivedEnvelope, Payload, PayloadKind, Priority, TopicId};
+
+/// A native or synthetic agent.
+pub trait Agent {
+    /// Runs once before the agent takes messages (and again after a
+    /// restart): registration, preparing state.
+    fn start(&self, ctx: &Ctx) -> impl Future<Output = Result<(), RuntimeError>>;
+
+    /// Handles one message. An error counts against the agent with its
+    /// supervisor; an unanswered request is answered as failed.
+    fn handle(&self, ctx: &Ctx, msg: &Message) -> impl Future<Output = Result<(), RuntimeError>>;
+
+    /// Forgets the agent's state before a restart.
+    fn reset(&self);
+
+    /// The agent's own activity besides answering messages (a generator,
+    /// periodic heartbeats), run on its executor once it has started; it
+    /// should end soon after [`Ctx::draining`] turns true.
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = ()> {
+        let _ = ctx;
+        async {}
+    }
+}
+
+/// The fixed fields of a message, decoded once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Sender.
+    pub from: AgentId,
+    /// Receiver.
+    pub to: AgentId,
+    /// Topic of an event.
+    pub topic: TopicId,
+    /// Correlation id.
+    pub correlation: u64,
+    /// Priority.
+    pub priority: Priority,
+    /// When it was sent (sender's CLOCK_MONOTONIC ns).
+    pub sent_ns: u64,
+    /// Deadline (sender's CLOCK_MONOTONIC ns); 0 for none.
+    pub deadline_ns: u64,
+    /// What it carries.
+    pub kind: PayloadKind,
+    /// A request's method or a reply's status; 0 otherwise.
+    pub code: u16,
+    /// A heartbeat's sequence number; 0 otherwise.
+    pub seq: u64,
+}
+
+impl Head {
+    fn of(env: &ArchivedEnvelope<'_>) -> Self {
+        let (code, seq) = match env.to_envelope().payload {
+            Payload::Request { method, .. } => (method, 0),
+            Payload::Reply { status, .. } => (status, 0),
+            Payload::Heartbeat { seq } => (0, seq),
+            _ => (0, 0),
+        };
+        Self {
+            from: env.from(),
+            to: env.to(),
+            topic: env.topic(),
+            correlation: env.correlation(),
+            priority: env.priority(),
+            sent_ns: env.sent_ns(),
+            deadline_ns: env.deadline_ns(),
+            kind: env.kind(),
+            code,
+            seq,
+        }
+    }
+}
+
+/// A message: its head, and its frame for the body.
+#[derive(Debug)]
+pub struct Message {
+    head: Head,
+    frame: FrameBuf,
+}
+
+impl Message {
+    /// Wraps a frame from an inbox or a reply; frames there are valid
+    /// envelopes (checked when they arrived on a ring, or encoded here).
+    pub fn new(frame: FrameBuf) -> Result<Self, RuntimeError> {
+        let head = {
+            let bytes = frame.bytes();
+            let env = wire::decode(&bytes).map_err(|source| RuntimeError::Decode {
+                source: Box::new(source),
+            })?;
+            Head::of(env)
+        };
+        Ok(Self { head, frame })
+    }
+
+    /// The fixed fields.
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// Reads the envelope in place (its strings, out-of-line payloads).
+    pub fn with_envelope<R>(&self, read: impl FnOnce(&ArchivedEnvelope<'_>) -> R) -> R {
+        let bytes = self.frame.bytes();
+        read(wire::decode(&bytes).expect("Message::new checked this frame"))
+    }
+
+    /// The body of a request, reply or event.
+    pub fn body(&self) -> Ref<'_, [u8]> {
+        Ref::map(self.frame.bytes(), |bytes| {
+            wire::decode(bytes)
+                .expect("Message::new checked this frame")
+                .body()
+        })
+    }
+}

@@ -1,0 +1,221 @@
+//! An agent worker's handle on the runtime: send, call, reply, publish,
+//! sleep.
+//!
+//! A call opens a slot in the executor's pending table, sends a request
+//! carrying the slot's correlation id, and waits for the reply or the
+//! deadline (enforced by the executor's ticker). Its round-trip time goes
+//! into the route's histogram. A send that finds the ring to another
+//! executor full retries, yielding, until the message's deadline (or
+//! [`SEND_PATIENCE`]): backpressure slows senders instead of losing
+//! messages. Each worker owns one reusable timer for its sleeps.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use glommio::timer::Timer;
+
+use super::RuntimeError;
+use super::agent::Message;
+use super::node::{Node, reply_to};
+use super::pending::CallFailure;
+use super::stats::NodeStats;
+use crate::wire::{AgentId, Envelope, Payload, Priority, TopicId};
+
+/// How long a send waits for room on a full ring when its message has no
+/// deadline.
+pub const SEND_PATIENCE: Duration = Duration::from_millis(200);
+
+/// CLOCK_MONOTONIC now, nanoseconds: the clock envelopes carry.
+pub fn now_ns() -> u64 {
+    let time = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC always exists");
+    (time.tv_sec() as u64).saturating_mul(1_000_000_000) + time.tv_nsec() as u64
+}
+
+/// A worker's context.
+#[derive(Debug)]
+pub struct Ctx {
+    node: Rc<Node>,
+    stats: Rc<NodeStats>,
+    draining: Rc<Cell<bool>>,
+    me: AgentId,
+    timer: RefCell<Option<Timer>>,
+    replied: Cell<bool>,
+}
+
+impl Ctx {
+    /// The context of a worker of agent `me` on `node`.
+    pub fn new(
+        node: Rc<Node>,
+        stats: Rc<NodeStats>,
+        draining: Rc<Cell<bool>>,
+        me: AgentId,
+    ) -> Self {
+        Self {
+            node,
+            stats,
+            draining,
+            me,
+            timer: RefCell::new(None),
+            replied: Cell::new(false),
+        }
+    }
+
+    /// Whether the runtime is draining for shutdown: generators stop.
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// The agent this worker serves.
+    pub fn me(&self) -> AgentId {
+        self.me
+    }
+
+    /// The executor's router.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The executor's statistics.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Marks the start of a message (for [`Ctx::replied`]).
+    pub(super) fn begin(&self) {
+        self.replied.set(false);
+    }
+
+    /// Whether the handler answered the current request.
+    pub(super) fn replied(&self) -> bool {
+        self.replied.get()
+    }
+
+    /// Routes an envelope, waiting for room on a full ring.
+    pub async fn send(&self, env: &Envelope<'_>) -> Result<(), RuntimeError> {
+        let mut give_up = 0;
+        loop {
+            match self.node.route(env) {
+                Err(RuntimeError::Full) => {}
+                other => return other,
+            }
+            let now = now_ns();
+            if give_up == 0 {
+                give_up = if env.deadline_ns > now {
+                    env.deadline_ns
+                } else {
+                    now + SEND_PATIENCE.as_nanos() as u64
+                };
+            } else if now >= give_up {
+                return Err(RuntimeError::Full);
+            }
+            self.sleep(Duration::from_micros(20)).await;
+        }
+    }
+
+    /// Calls `to` and waits up to `timeout` for its reply.
+    pub async fn call(
+        &self,
+        to: AgentId,
+        method: u16,
+        body: &[u8],
+        priority: Priority,
+        timeout: Duration,
+    ) -> Result<Message, RuntimeError> {
+        let pending = self.node.pending();
+        let sent_ns = now_ns();
+        let deadline_ns = sent_ns + timeout.as_nanos() as u64;
+        let Some(id) = pending.open(deadline_ns) else {
+            return Err(if pending.is_closed() {
+                RuntimeError::Closed
+            } else {
+                RuntimeError::Busy
+            });
+        };
+        let reply = pending.wait(id);
+        let request = Envelope {
+            from: self.me,
+            to,
+            topic: TopicId::NONE,
+            correlation: pending.correlation(id),
+            priority,
+            sent_ns,
+            deadline_ns,
+            payload: Payload::Request { method, body },
+        };
+        self.send(&request).await?;
+        let frame = reply.await.map_err(|failure| match failure {
+            CallFailure::TimedOut => RuntimeError::TimedOut,
+            CallFailure::Busy => RuntimeError::Busy,
+            CallFailure::Closed => RuntimeError::Closed,
+        })?;
+        self.stats
+            .record_call(self.me, to, now_ns().saturating_sub(sent_ns));
+        Message::new(frame)
+    }
+
+    /// Answers a request.
+    pub async fn reply(
+        &self,
+        request: &Message,
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), RuntimeError> {
+        self.replied.set(true);
+        let reply = request.with_envelope(|env| reply_to(env, status, body));
+        self.send(&reply).await
+    }
+
+    /// Publishes an event on `topic`.
+    pub async fn publish(
+        &self,
+        topic: TopicId,
+        body: &[u8],
+        priority: Priority,
+    ) -> Result<(), RuntimeError> {
+        let now = now_ns();
+        let event = Envelope {
+            from: self.me,
+            to: self.me,
+            topic,
+            correlation: 0,
+            priority,
+            sent_ns: now,
+            deadline_ns: 0,
+            payload: Payload::Event { body },
+        };
+        self.send(&event).await
+    }
+
+    /// Sleeps for `duration` on the worker's own timer.
+    pub async fn sleep(&self, duration: Duration) {
+        {
+            let mut slot = self.timer.borrow_mut();
+            match slot.as_mut() {
+                Some(timer) => timer.reset(duration),
+                None => *slot = Some(Timer::new(duration)),
+            }
+        }
+        TimerWait { ctx: self }.await;
+    }
+}
+
+/// Waits on the worker's timer without holding its `RefCell` borrow
+/// across the suspension.
+struct TimerWait<'a> {
+    ctx: &'a Ctx,
+}
+
+impl Future for TimerWait<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut slot = self.ctx.timer.borrow_mut();
+        let timer = slot.as_mut().expect("sleep sets the timer before waiting");
+        Pin::new(timer).poll(cx).map(drop)
+    }
+}

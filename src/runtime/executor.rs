@@ -1,0 +1,482 @@
+//! The executors: one glommio `LocalExecutor` per planned CPU
+//! (`Placement::Fixed`), and the lifecycle the daemon drives.
+//!
+//! Boot. Each executor thread applies its thread privileges, builds its
+//! router, statistics and consumer group, creates two task queues — a
+//! `Latency::Matters` queue (the class's preempt timer) for the pump, the
+//! ticker and CRITICAL/HIGH agents, and a `Shares` queue for the others —
+//! starts a launcher per agent, and reports that it is up. glommio reports
+//! some failures (memlock, affinity) only when the thread is joined, so the
+//! daemon waits for every report with a timeout and joins the silent ones
+//! to learn why.
+//!
+//! Start order. The plan's phases open one at a time ([`Runtime::open_phase`]);
+//! an agent's launcher waits for its phase, starts it, records the CPU it
+//! finds itself on, and only then spawns its workers and its `run` task.
+//!
+//! Shutdown. [`Runtime::stop`] sets the stop flag; each executor marks its
+//! agents draining (generators stop sending), waits up to the drain limit
+//! for inboxes to empty and calls to finish, closes inboxes (workers end),
+//! fails what still waits, lets the pump empty the rings, and leaves its
+//! statistics for the report.
+//!
+//! Executors share nothing mutable but [`Control`]'s atomics and, at the
+//! end, a mutex-protected slot per executor for its statistics.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use glommio::timer::Timer;
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
+
+use super::RuntimeError;
+use super::agent::Agent;
+use super::ctx::{Ctx, now_ns};
+use super::node::{Node, NodeSizes};
+use super::pump::run_pump;
+use super::routes::Routes;
+use super::stats::{LiveCounters, NodeStats, StatsSnapshot};
+use super::supervisor::{RestartPolicy, Supervisor};
+use super::worker::run_worker;
+use crate::ring::{Consumer, ConsumerGroup, DataBell, Producer};
+use crate::topology::{ClassSettings, CpuId, TaskQueue};
+use crate::wire::AgentId;
+
+/// How long executors may take to report that they started.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for in-flight work at shutdown.
+pub const DRAIN_LIMIT: Duration = Duration::from_millis(1_200);
+/// Longest wait, after the drain, for agents' tasks to end before they are
+/// cancelled.
+pub const STOP_LIMIT: Duration = Duration::from_millis(300);
+
+/// What the daemon and the executors share.
+#[derive(Debug)]
+pub struct Control {
+    stop: AtomicBool,
+    phase: AtomicUsize,
+    started: Vec<AtomicUsize>,
+    live: Vec<LiveCounters>,
+    snapshots: Mutex<Vec<Option<StatsSnapshot>>>,
+}
+
+impl Control {
+    /// Control for `executors` executors and `phases` start phases.
+    pub fn new(executors: usize, phases: usize) -> Arc<Self> {
+        Arc::new(Self {
+            stop: AtomicBool::new(false),
+            phase: AtomicUsize::new(0),
+            started: (0..phases).map(|_| AtomicUsize::new(0)).collect(),
+            live: (0..executors).map(|_| LiveCounters::default()).collect(),
+            snapshots: Mutex::new(vec![None; executors]),
+        })
+    }
+
+    /// Whether shutdown was asked for.
+    pub fn stopping(&self) -> bool {
+        // SYNC: Acquire pairs with the Release store in Runtime::stop.
+        self.stop.load(Ordering::Acquire)
+    }
+
+    fn phase_open(&self, phase: usize) -> bool {
+        // SYNC: Acquire pairs with the Release store in Runtime::open_phase.
+        self.phase.load(Ordering::Acquire) >= phase
+    }
+
+    /// Agents started in `phase` so far.
+    pub fn started(&self, phase: usize) -> usize {
+        // SYNC: Acquire pairs with the AcqRel increment in launch.
+        self.started
+            .get(phase)
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// Each executor's live totals.
+    pub fn live(&self) -> &[LiveCounters] {
+        &self.live
+    }
+}
+
+/// One agent to start on an executor.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentLaunch {
+    /// Its id.
+    pub id: AgentId,
+    /// Its start phase.
+    pub phase: usize,
+    /// Workers (concurrency).
+    pub workers: usize,
+    /// Whether it runs in the latency queue (CRITICAL or HIGH traffic).
+    pub latency: bool,
+}
+
+/// Everything one executor is built from.
+#[derive(Debug)]
+pub struct ExecutorPlan {
+    /// Executor index.
+    pub index: u16,
+    /// Its CPU.
+    pub cpu: CpuId,
+    /// Its class's settings.
+    pub settings: ClassSettings,
+    /// The bell its incoming rings ring.
+    pub bell: DataBell,
+    /// Its incoming rings' consumer ends.
+    pub incoming: Vec<Consumer>,
+    /// Its outgoing rings' producer ends, by destination executor.
+    pub outgoing: Vec<Option<Producer>>,
+    /// Its agents, in start order.
+    pub agents: Vec<AgentLaunch>,
+    /// Table sizes.
+    pub sizes: NodeSizes,
+}
+
+/// The running executors.
+#[derive(Debug)]
+pub struct Runtime {
+    control: Arc<Control>,
+    handles: Vec<(CpuId, glommio::ExecutorJoinHandle<Result<(), RuntimeError>>)>,
+}
+
+/// Builds the agent with a given id, on its executor's thread.
+pub type MakeAgent<A> = Arc<dyn Fn(AgentId) -> A + Send + Sync>;
+
+/// Per-thread setup (privileges), run first on each executor thread.
+pub type ThreadSetup = Arc<dyn Fn(&ClassSettings) + Send + Sync>;
+
+/// Starts the executors and waits until each reports it is up.
+pub fn start<A: Agent + 'static>(
+    routes: Arc<Routes>,
+    plans: Vec<ExecutorPlan>,
+    make: MakeAgent<A>,
+    setup: ThreadSetup,
+    control: Arc<Control>,
+) -> Result<Runtime, RuntimeError> {
+    let (ready_tx, ready_rx) = mpsc::channel::<u16>();
+    let mut handles = Vec::new();
+    for plan in plans {
+        let cpu = plan.cpu;
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu.0 as usize))
+            .name(&format!("pw-exec-{cpu}"))
+            .preempt_timer(Duration::from_micros(u64::from(
+                plan.settings.preempt_timer_us,
+            )))
+            .spin_before_park(Duration::from_micros(u64::from(
+                plan.settings.spin_before_park_us,
+            )))
+            .io_memory(IO_MEMORY)
+            .ring_depth(RING_DEPTH);
+        let (routes, make, setup, control, ready) = (
+            Arc::clone(&routes),
+            Arc::clone(&make),
+            Arc::clone(&setup),
+            Arc::clone(&control),
+            ready_tx.clone(),
+        );
+        let handle = builder
+            .spawn(move || executor_main(plan, routes, make, setup, control, ready))
+            .map_err(|err| RuntimeError::Executor {
+                cpu,
+                reason: err.to_string(),
+            })?;
+        handles.push((cpu, handle));
+    }
+    drop(ready_tx);
+    let mut runtime = Runtime { control, handles };
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut up = 0;
+    while up < runtime.handles.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ready_rx.recv_timeout(left) {
+            Ok(_) => up += 1,
+            Err(_) => return Err(runtime.failed_start()),
+        }
+    }
+    Ok(runtime)
+}
+
+/// glommio's io memory per executor: pinwheel does no file I/O through it,
+/// so the minimum keeps the locked-memory need small.
+pub const IO_MEMORY: usize = 256 << 10;
+const RING_DEPTH: usize = 128;
+
+impl Runtime {
+    /// Shared control.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Opens start phase `phase`: its agents start.
+    pub fn open_phase(&self, phase: usize) {
+        // SYNC: Release pairs with the Acquire load in Control::phase_open.
+        self.control.phase.store(phase, Ordering::Release);
+    }
+
+    /// Waits until `expected` agents of `phase` have started; false on
+    /// timeout.
+    pub fn wait_started(&self, phase: usize, expected: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.control.started(phase) < expected {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    }
+
+    /// Stops every executor, waits for them, and returns their statistics.
+    pub fn stop(self) -> Result<Vec<StatsSnapshot>, RuntimeError> {
+        // SYNC: Release pairs with the Acquire load in Control::stopping.
+        self.control.stop.store(true, Ordering::Release);
+        let mut first_error = None;
+        for (cpu, handle) in self.handles {
+            let outcome = handle
+                .join()
+                .map_err(|err| RuntimeError::Executor {
+                    cpu,
+                    reason: err.to_string(),
+                })
+                .and_then(|r| r);
+            if let Err(err) = outcome {
+                first_error.get_or_insert(err);
+            }
+        }
+        if let Some(err) = first_error {
+            return Err(err);
+        }
+        let mut snapshots = self
+            .control
+            .snapshots
+            .lock()
+            .map_err(|_| RuntimeError::Closed)?;
+        Ok(snapshots.iter_mut().filter_map(Option::take).collect())
+    }
+
+    /// After an executor failed to report: stop the rest and name the
+    /// first failure.
+    fn failed_start(&mut self) -> RuntimeError {
+        // SYNC: Release, as in Runtime::stop.
+        self.control.stop.store(true, Ordering::Release);
+        let mut reason = None;
+        for (cpu, handle) in self.handles.drain(..) {
+            match handle.join() {
+                Err(err) => {
+                    reason.get_or_insert(RuntimeError::Executor {
+                        cpu,
+                        reason: err.to_string(),
+                    });
+                }
+                Ok(Err(err)) => {
+                    reason.get_or_insert(err);
+                }
+                Ok(Ok(())) => {}
+            }
+        }
+        reason.unwrap_or(RuntimeError::Executor {
+            cpu: CpuId(0),
+            reason: "no report within the start timeout".into(),
+        })
+    }
+}
+
+/// Everything the tasks of one executor share.
+struct Local<A> {
+    node: Rc<Node>,
+    stats: Rc<NodeStats>,
+    control: Arc<Control>,
+    draining: Rc<Cell<bool>>,
+    make: MakeAgent<A>,
+}
+
+async fn executor_main<A: Agent + 'static>(
+    plan: ExecutorPlan,
+    routes: Arc<Routes>,
+    make: MakeAgent<A>,
+    setup: ThreadSetup,
+    control: Arc<Control>,
+    ready: mpsc::Sender<u16>,
+) -> Result<(), RuntimeError> {
+    setup(&plan.settings);
+    let cpu = plan.cpu;
+    let node = Rc::new(Node::new(
+        plan.index,
+        Arc::clone(&routes),
+        plan.sizes.clone(),
+        plan.outgoing,
+    ));
+    let stats = Rc::new(NodeStats::new(&routes, plan.index));
+    let local = Rc::new(Local {
+        node,
+        stats,
+        control,
+        draining: Rc::new(Cell::new(false)),
+        make,
+    });
+    let (latency, background) = task_queues(&plan.settings);
+    let mut group = ConsumerGroup::new(
+        plan.bell,
+        plan.settings.wait,
+        plan.settings.spin_before_park_us,
+    );
+    for consumer in plan.incoming {
+        group
+            .add(consumer)
+            .map_err(|source| RuntimeError::Ring { source })?;
+    }
+    let pump_done = Rc::new(Cell::new(false));
+    let pump = glommio::spawn_local_into(
+        run_pump(Rc::clone(&local.node), group, Rc::clone(&pump_done)),
+        latency,
+    )
+    .map_err(|err| RuntimeError::Executor {
+        cpu,
+        reason: err.to_string(),
+    })?;
+    let ticker =
+        glommio::spawn_local_into(tick(Rc::clone(&local), plan.index), latency).map_err(|err| {
+            RuntimeError::Executor {
+                cpu,
+                reason: err.to_string(),
+            }
+        })?;
+    let mut launched = Vec::new();
+    for launch in plan.agents {
+        let queue = if launch.latency { latency } else { background };
+        let task = glommio::spawn_local_into(launch_agent(Rc::clone(&local), launch, queue), queue)
+            .map_err(|err| RuntimeError::Executor {
+                cpu,
+                reason: err.to_string(),
+            })?;
+        launched.push(task);
+    }
+    let _ = ready.send(plan.index);
+    while !local.control.stopping() {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    local.draining.set(true);
+    drain(&local.node).await;
+    for inbox in local.node.inboxes() {
+        inbox.close();
+    }
+    local.node.pending().close_all();
+    // Agents that ignore `draining` are cancelled: dropping a task cancels it.
+    let _ = glommio::timer::timeout(STOP_LIMIT, async move {
+        for task in launched {
+            task.await;
+        }
+        Ok(())
+    })
+    .await;
+    pump_done.set(true);
+    pump.await;
+    ticker.await;
+    let snapshot = local.stats.snapshot();
+    if let Ok(mut slots) = local.control.snapshots.lock() {
+        slots[plan.index as usize] = Some(snapshot);
+    }
+    Ok(())
+}
+
+fn task_queues(settings: &ClassSettings) -> (TaskQueueHandle, TaskQueueHandle) {
+    let preempt = Duration::from_micros(u64::from(settings.preempt_timer_us));
+    let shares = match settings.task_queue {
+        TaskQueue::Shares(shares) => usize::from(shares),
+        TaskQueue::Latency => 100,
+    };
+    let executor = glommio::executor();
+    let latency =
+        executor.create_task_queue(Shares::Static(1000), Latency::Matters(preempt), "latency");
+    let background =
+        executor.create_task_queue(Shares::Static(shares), Latency::NotImportant, "background");
+    (latency, background)
+}
+
+/// Waits until inboxes are empty and no call waits, or the drain limit.
+async fn drain(node: &Node) {
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    while Instant::now() < deadline {
+        if node.pending().in_flight() == 0 && node.inboxes().iter().all(|i| i.is_empty()) {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Expires calls every millisecond and publishes live totals every 100.
+async fn tick<A>(local: Rc<Local<A>>, index: u16) {
+    let mut timer = Timer::new(Duration::from_millis(1));
+    let mut ticks = 0u64;
+    loop {
+        (&mut timer).await;
+        timer.reset(Duration::from_millis(1));
+        local.node.pending().expire(now_ns());
+        ticks += 1;
+        if ticks.is_multiple_of(100) {
+            local.stats.publish(&local.control.live[index as usize]);
+        }
+        if local.control.stopping() {
+            local.draining.set(true);
+            if local.node.inboxes().iter().all(|i| i.is_closed()) {
+                local.stats.publish(&local.control.live[index as usize]);
+                return;
+            }
+        }
+    }
+}
+
+/// Starts one agent when its phase opens, then runs its workers.
+async fn launch_agent<A: Agent + 'static>(
+    local: Rc<Local<A>>,
+    launch: AgentLaunch,
+    queue: TaskQueueHandle,
+) {
+    while !local.control.phase_open(launch.phase) {
+        if local.control.stopping() {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_micros(200)).await;
+    }
+    let agent = Rc::new((local.make)(launch.id));
+    let ctx = Ctx::new(
+        Rc::clone(&local.node),
+        Rc::clone(&local.stats),
+        Rc::clone(&local.draining),
+        launch.id,
+    );
+    if agent.start(&ctx).await.is_err() {
+        local.stats.update_agent(launch.id, |c| c.failures += 1);
+    }
+    let cpu = super::affinity::current_cpu().ok().map(|c| c.0);
+    local.stats.update_agent(launch.id, |c| c.cpu_seen = cpu);
+    if let Some(counter) = local.control.started.get(launch.phase) {
+        // SYNC: AcqRel; the daemon's Acquire load sees the start complete.
+        counter.fetch_add(1, Ordering::AcqRel);
+    }
+    let supervisor = Rc::new(RefCell::new(Supervisor::new(RestartPolicy::default())));
+    let mut tasks = Vec::with_capacity(launch.workers + 1);
+    for _ in 0..launch.workers {
+        let (agent, supervisor) = (Rc::clone(&agent), Rc::clone(&supervisor));
+        let ctx = Ctx::new(
+            Rc::clone(&local.node),
+            Rc::clone(&local.stats),
+            Rc::clone(&local.draining),
+            launch.id,
+        );
+        let worker = async move { run_worker(&*agent, &ctx, &supervisor).await };
+        if let Ok(task) = glommio::spawn_local_into(worker, queue) {
+            tasks.push(task);
+        }
+    }
+    let runner = async move { agent.run(&ctx).await };
+    if let Ok(task) = glommio::spawn_local_into(runner, queue) {
+        tasks.push(task);
+    }
+    for task in tasks {
+        task.await;
+    }
+}

@@ -1,0 +1,296 @@
+//! An agent's inbox: four priority lanes, bounded, with starvation bounded.
+//!
+//! Messages wait in the lane of their envelope's priority (CRITICAL, HIGH,
+//! NORMAL, LOW), each a FIFO of fixed capacity reserved at boot. A worker
+//! takes from the highest non-empty lane, except that a non-empty lane
+//! passed over [`STARVE_LIMIT`] times in a row is served next: under any
+//! load, a waiting message's lane is served within `STARVE_LIMIT + 3`
+//! takes, so LOW traffic slows down under CRITICAL pressure but never stops.
+//!
+//! Workers waiting on an empty inbox park their wakers in a list reserved
+//! for the agent's concurrency; a push wakes one. Closing the inbox (at
+//! shutdown) wakes every worker and makes `recv` return `None` once the
+//! lanes are empty. Pausing it (the supervisor isolating the agent) refuses
+//! new messages and holds the workers waiting until it resumes.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use super::pool::FrameBuf;
+use crate::wire::Priority;
+
+/// Times a non-empty lane may be passed over before it is served.
+pub const STARVE_LIMIT: u32 = 8;
+const LANES: usize = 4;
+
+/// An agent's inbox.
+#[derive(Debug)]
+pub struct Inbox {
+    lanes: [RefCell<VecDeque<FrameBuf>>; LANES],
+    capacity: usize,
+    passed_over: [Cell<u32>; LANES],
+    waiters: RefCell<Vec<Waker>>,
+    closed: Cell<bool>,
+    paused: Cell<bool>,
+}
+
+fn lane(priority: Priority) -> usize {
+    match priority {
+        Priority::Critical => 0,
+        Priority::High => 1,
+        Priority::Normal => 2,
+        Priority::Low => 3,
+    }
+}
+
+impl Inbox {
+    /// An inbox of `capacity` messages per lane for up to `workers` waiting
+    /// workers.
+    pub fn new(capacity: usize, workers: usize) -> Self {
+        Self {
+            lanes: std::array::from_fn(|_| RefCell::new(VecDeque::with_capacity(capacity))),
+            capacity,
+            passed_over: std::array::from_fn(|_| Cell::new(0)),
+            waiters: RefCell::new(Vec::with_capacity(workers)),
+            closed: Cell::new(false),
+            paused: Cell::new(false),
+        }
+    }
+
+    /// Queues a message; gives it back when its lane is full or the inbox
+    /// is closed.
+    pub fn push(&self, priority: Priority, frame: FrameBuf) -> Result<(), FrameBuf> {
+        let mut lane = self.lanes[lane(priority)].borrow_mut();
+        if self.closed.get() || self.paused.get() || lane.len() >= self.capacity {
+            return Err(frame);
+        }
+        lane.push_back(frame);
+        drop(lane);
+        if let Some(waker) = self.waiters.borrow_mut().pop() {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Messages waiting, all lanes.
+    pub fn len(&self) -> usize {
+        self.lanes.iter().map(|l| l.borrow().len()).sum()
+    }
+
+    /// Whether no message waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes the next message by the lane policy in the module doc.
+    pub fn try_pop(&self) -> Option<FrameBuf> {
+        let waiting: [bool; LANES] = std::array::from_fn(|i| !self.lanes[i].borrow().is_empty());
+        let top = waiting.iter().position(|w| *w)?;
+        let starved = (top + 1..LANES)
+            .filter(|&i| waiting[i] && self.passed_over[i].get() >= STARVE_LIMIT)
+            .max_by_key(|&i| self.passed_over[i].get());
+        let chosen = starved.unwrap_or(top);
+        for (i, is_waiting) in waiting.iter().enumerate() {
+            let count = &self.passed_over[i];
+            count.set(if i == chosen || !is_waiting {
+                0
+            } else {
+                count.get() + 1
+            });
+        }
+        self.lanes[chosen].borrow_mut().pop_front()
+    }
+
+    /// Waits for the next message; `None` once closed and drained.
+    pub fn recv(&self) -> Recv<'_> {
+        Recv { inbox: self }
+    }
+
+    /// Stops accepting messages and wakes every waiting worker.
+    pub fn close(&self) {
+        self.closed.set(true);
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Refuses messages and holds workers waiting, without ending them
+    /// (an isolated agent).
+    pub fn pause(&self) {
+        self.paused.set(true);
+    }
+
+    /// Accepts messages again and wakes the workers (after a restart).
+    pub fn resume(&self) {
+        self.paused.set(false);
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Whether the inbox is closed for shutdown.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Whether the inbox refuses messages (closed or paused).
+    pub fn refuses(&self) -> bool {
+        self.closed.get() || self.paused.get()
+    }
+
+    /// Drops every waiting message; returns how many.
+    pub fn clear(&self) -> usize {
+        self.lanes
+            .iter()
+            .map(|l| l.borrow_mut().drain(..).count())
+            .sum()
+    }
+}
+
+/// The future of [`Inbox::recv`].
+#[derive(Debug)]
+pub struct Recv<'a> {
+    inbox: &'a Inbox,
+}
+
+impl Future for Recv<'_> {
+    type Output = Option<FrameBuf>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.inbox.paused.get()
+            && let Some(frame) = self.inbox.try_pop()
+        {
+            return Poll::Ready(Some(frame));
+        }
+        if self.inbox.closed.get() && !self.inbox.paused.get() {
+            return Poll::Ready(None);
+        }
+        let mut waiters = self.inbox.waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::pool::FramePool;
+
+    fn frame(pool: &std::rc::Rc<FramePool>, tag: u8) -> FrameBuf {
+        let mut frame = pool.take().unwrap();
+        assert!(frame.copy_from(&[tag]));
+        frame
+    }
+
+    fn tag(frame: &FrameBuf) -> u8 {
+        frame.bytes()[0]
+    }
+
+    #[test]
+    fn higher_priorities_are_served_first_and_each_lane_in_order() {
+        let pool = FramePool::new(16, 8);
+        let sut = Inbox::new(4, 1);
+        sut.push(Priority::Low, frame(&pool, 1)).unwrap();
+        sut.push(Priority::Normal, frame(&pool, 2)).unwrap();
+        sut.push(Priority::Critical, frame(&pool, 3)).unwrap();
+        sut.push(Priority::Critical, frame(&pool, 4)).unwrap();
+        sut.push(Priority::High, frame(&pool, 5)).unwrap();
+        let order: Vec<u8> = std::iter::from_fn(|| sut.try_pop())
+            .map(|f| tag(&f))
+            .collect();
+        assert_eq!(order, vec![3, 4, 5, 2, 1]);
+    }
+
+    #[test]
+    fn a_full_lane_gives_the_message_back_and_other_lanes_still_accept() {
+        let pool = FramePool::new(8, 8);
+        let sut = Inbox::new(2, 1);
+        sut.push(Priority::Normal, frame(&pool, 1)).unwrap();
+        sut.push(Priority::Normal, frame(&pool, 2)).unwrap();
+        let back = sut.push(Priority::Normal, frame(&pool, 3)).unwrap_err();
+        assert_eq!(tag(&back), 3);
+        assert!(sut.push(Priority::High, frame(&pool, 4)).is_ok());
+    }
+
+    #[test]
+    fn low_priority_is_served_within_the_starvation_bound_under_constant_pressure() {
+        let pool = FramePool::new(64, 8);
+        let sut = Inbox::new(16, 1);
+        sut.push(Priority::Low, frame(&pool, 0)).unwrap();
+        let mut takes = 0;
+        loop {
+            // Keep every higher lane non-empty.
+            for (priority, t) in [
+                (Priority::Critical, 1),
+                (Priority::High, 2),
+                (Priority::Normal, 3),
+            ] {
+                if sut.lanes[lane(priority)].borrow().is_empty() {
+                    sut.push(priority, frame(&pool, t)).unwrap();
+                }
+            }
+            takes += 1;
+            if tag(&sut.try_pop().unwrap()) == 0 {
+                break;
+            }
+            assert!(takes <= STARVE_LIMIT + 3, "LOW waited {takes} takes");
+        }
+    }
+
+    #[test]
+    fn a_closed_inbox_refuses_messages_and_ends_receivers_once_drained() {
+        let pool = FramePool::new(4, 8);
+        let sut = Inbox::new(4, 1);
+        sut.push(Priority::Normal, frame(&pool, 1)).unwrap();
+        sut.close();
+        assert!(sut.push(Priority::Normal, frame(&pool, 2)).is_err());
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap();
+        executor.run(async {
+            assert_eq!(sut.recv().await.map(|f| tag(&f)), Some(1));
+            assert!(sut.recv().await.is_none());
+        });
+    }
+
+    #[test]
+    fn a_paused_inbox_refuses_messages_and_holds_receivers_until_resumed() {
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap();
+        executor.run(async {
+            let pool = FramePool::new(4, 8);
+            let sut = std::rc::Rc::new(Inbox::new(4, 1));
+            sut.pause();
+            assert!(sut.refuses());
+            assert!(sut.push(Priority::High, frame(&pool, 1)).is_err());
+            let inbox = std::rc::Rc::clone(&sut);
+            let receiver = glommio::spawn_local(async move { inbox.recv().await.map(|f| tag(&f)) });
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            sut.resume();
+            sut.push(Priority::High, frame(&pool, 2)).unwrap();
+            assert_eq!(receiver.await, Some(2));
+        });
+    }
+
+    #[test]
+    fn a_waiting_receiver_is_woken_by_a_push() {
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap();
+        executor.run(async {
+            let pool = FramePool::new(4, 8);
+            let sut = std::rc::Rc::new(Inbox::new(4, 1));
+            let inbox = std::rc::Rc::clone(&sut);
+            let receiver = glommio::spawn_local(async move { inbox.recv().await.map(|f| tag(&f)) });
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            sut.push(Priority::High, frame(&pool, 9)).unwrap();
+            assert_eq!(receiver.await, Some(9));
+        });
+    }
+}

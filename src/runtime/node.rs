@@ -1,0 +1,371 @@
+//! One executor's router: its agents' inboxes, its frame pool, its pending
+//! calls, and the producer ends of its outgoing rings.
+//!
+//! Sending (`route`): a request, reply or heartbeat goes to the executor of
+//! its `to` agent. On this executor it is encoded straight into a pool
+//! frame and queued in the agent's inbox by priority (a reply completes the
+//! caller's pending call instead); elsewhere it is encoded straight into
+//! the ring to that executor and published at once. An event goes to its
+//! topic's subscribers: once per subscribing executor, fanning out on
+//! arrival. Receiving (`accept`): a frame read from an incoming ring is
+//! checked (bytecheck), copied into a pool frame per recipient, and queued
+//! the same way.
+//!
+//! Nothing here allocates per message: frames come from the pool, inboxes
+//! and pending tables are sized at boot, and encoding uses one scratch area
+//! per executor. What cannot be delivered (no route, full inbox, empty
+//! pool, full ring) is an error the caller counts; a dropped request is
+//! answered with [`STATUS_OVERLOADED`] so its caller fails fast instead of
+//! waiting for its deadline.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::RuntimeError;
+use super::inbox::Inbox;
+use super::pending::Pending;
+use super::pool::{FrameBuf, FramePool};
+use super::routes::{NOWHERE, Routes};
+use crate::ring::{Producer, RingError};
+use crate::wire::{
+    self, AgentId, ArchivedEnvelope, Envelope, Payload, PayloadKind, Scratch, TopicId,
+};
+
+/// Reply status: done.
+pub const STATUS_OK: u16 = 0;
+/// Reply status: the handler failed.
+pub const STATUS_FAILED: u16 = 500;
+/// Reply status: the agent is isolated by its supervisor.
+pub const STATUS_UNAVAILABLE: u16 = 502;
+/// Reply status: dropped for lack of room (inbox, pool or ring).
+pub const STATUS_OVERLOADED: u16 = 503;
+/// Reply status: a downstream call timed out.
+pub const STATUS_TIMEOUT: u16 = 504;
+
+/// Counters of one router, read by the daemon's reports.
+#[derive(Debug, Default)]
+pub struct RouterCounters {
+    /// Envelopes routed to an agent on this executor.
+    pub local: Cell<u64>,
+    /// Envelopes written to a ring to another executor.
+    pub remote: Cell<u64>,
+    /// Frames accepted from incoming rings.
+    pub accepted: Cell<u64>,
+    /// Messages dropped: inbox full, pool empty or closed inbox.
+    pub dropped: Cell<u64>,
+    /// Replies that found no waiting call (it had timed out).
+    pub late_replies: Cell<u64>,
+    /// Envelopes with no route on this host.
+    pub unroutable: Cell<u64>,
+}
+
+fn bump(counter: &Cell<u64>) {
+    counter.set(counter.get() + 1);
+}
+
+/// One executor's router.
+#[derive(Debug)]
+pub struct Node {
+    executor: u16,
+    routes: Arc<Routes>,
+    pool: Rc<FramePool>,
+    inboxes: Vec<Inbox>,
+    pending: Rc<Pending>,
+    outgoing: RefCell<Vec<Option<Producer>>>,
+    scratch: RefCell<Box<Scratch>>,
+    counters: RouterCounters,
+}
+
+impl Node {
+    /// A router for `executor` with `pool_frames` frames of `frame_bytes`,
+    /// inboxes of `inbox_capacity` per lane, and the given outgoing rings
+    /// (by destination executor).
+    pub fn new(
+        executor: u16,
+        routes: Arc<Routes>,
+        sizes: NodeSizes,
+        outgoing: Vec<Option<Producer>>,
+    ) -> Self {
+        let workers = |agent: &AgentId| sizes.workers.get(agent.0 as usize).copied().unwrap_or(1);
+        let inboxes = routes
+            .agents_on(executor)
+            .iter()
+            .map(|agent| Inbox::new(sizes.inbox_capacity, workers(agent)))
+            .collect();
+        Self {
+            executor,
+            pool: FramePool::new(sizes.pool_frames, sizes.frame_bytes),
+            pending: Pending::new(executor, sizes.pending_calls),
+            inboxes,
+            routes,
+            outgoing: RefCell::new(outgoing),
+            scratch: RefCell::new(Box::new(Scratch::new())),
+            counters: RouterCounters::default(),
+        }
+    }
+
+    /// This executor's index.
+    pub fn executor(&self) -> u16 {
+        self.executor
+    }
+
+    /// The routing table.
+    pub fn routes(&self) -> &Arc<Routes> {
+        &self.routes
+    }
+
+    /// The inbox of a local agent.
+    pub fn inbox(&self, agent: AgentId) -> &Inbox {
+        &self.inboxes[self.routes.slot_of(agent)]
+    }
+
+    /// Every local inbox.
+    pub fn inboxes(&self) -> &[Inbox] {
+        &self.inboxes
+    }
+
+    /// The pending-call table.
+    pub fn pending(&self) -> &Rc<Pending> {
+        &self.pending
+    }
+
+    /// The frame pool.
+    pub fn pool(&self) -> &Rc<FramePool> {
+        &self.pool
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &RouterCounters {
+        &self.counters
+    }
+
+    /// Routes an envelope sent by an agent of this executor.
+    pub fn route(&self, env: &Envelope<'_>) -> Result<(), RuntimeError> {
+        if env.topic != TopicId::NONE && env.payload.kind() == PayloadKind::Event {
+            return self.publish(env);
+        }
+        let executor = self.routes.executor_of(env.to);
+        if executor == NOWHERE {
+            bump(&self.counters.unroutable);
+            return Err(RuntimeError::NoRoute { to: env.to });
+        }
+        if executor == self.executor {
+            let frame = self.encode(env)?;
+            bump(&self.counters.local);
+            return self.queue(
+                frame,
+                env.payload.kind(),
+                env.to,
+                env.priority,
+                env.correlation,
+            );
+        }
+        self.write_remote(executor, env)
+    }
+
+    fn publish(&self, env: &Envelope<'_>) -> Result<(), RuntimeError> {
+        let mut result = Ok(());
+        for (executor, slots) in self.routes.subscribers(env.topic) {
+            let sent = if *executor == self.executor {
+                slots.iter().try_for_each(|&slot| {
+                    let frame = self.encode(env)?;
+                    bump(&self.counters.local);
+                    self.push(slot as usize, env.priority, frame)
+                })
+            } else {
+                self.write_remote(*executor, env)
+            };
+            if sent.is_err() {
+                result = sent;
+            }
+        }
+        result
+    }
+
+    fn write_remote(&self, executor: u16, env: &Envelope<'_>) -> Result<(), RuntimeError> {
+        let mut outgoing = self.outgoing.borrow_mut();
+        let Some(producer) = outgoing.get_mut(executor as usize).and_then(Option::as_mut) else {
+            bump(&self.counters.unroutable);
+            return Err(RuntimeError::NoRoute { to: env.to });
+        };
+        match producer.try_send(env) {
+            Ok(()) => {
+                bump(&self.counters.remote);
+                Ok(())
+            }
+            Err(RingError::Full) => Err(RuntimeError::Full),
+            Err(source) => Err(RuntimeError::Ring { source }),
+        }
+    }
+
+    fn encode(&self, env: &Envelope<'_>) -> Result<FrameBuf, RuntimeError> {
+        let Some(mut frame) = self.pool.take() else {
+            bump(&self.counters.dropped);
+            return Err(RuntimeError::Overloaded);
+        };
+        let scratch = &mut **self.scratch.borrow_mut();
+        let mut failure = None;
+        let fitted = frame.fill(|out| match wire::encode_into(env, out, scratch) {
+            Ok(len) => Some(len),
+            Err(err) => {
+                failure = Some(err);
+                None
+            }
+        });
+        match (fitted, failure) {
+            (true, _) => Ok(frame),
+            (false, Some(source)) => Err(RuntimeError::Encode {
+                source: Box::new(source),
+            }),
+            (false, None) => Err(RuntimeError::Overloaded),
+        }
+    }
+
+    /// Accepts a frame read from an incoming ring. Returns how many pool
+    /// frames it took (0 when dropped).
+    pub fn accept(&self, bytes: &[u8]) -> Result<usize, RuntimeError> {
+        let env = wire::decode(bytes).map_err(|source| RuntimeError::Decode {
+            source: Box::new(source),
+        })?;
+        bump(&self.counters.accepted);
+        if env.kind() == PayloadKind::Event && env.topic() != TopicId::NONE {
+            let mut taken = 0;
+            let local = self
+                .routes
+                .subscribers(env.topic())
+                .iter()
+                .find(|(e, _)| *e == self.executor);
+            for &slot in local.map_or(&[][..], |(_, slots)| slots.as_slice()) {
+                if self
+                    .push(slot as usize, env.priority(), self.copy(bytes)?)
+                    .is_ok()
+                {
+                    taken += 1;
+                }
+            }
+            return Ok(taken);
+        }
+        if self.routes.executor_of(env.to()) != self.executor {
+            bump(&self.counters.unroutable);
+            return Err(RuntimeError::NoRoute { to: env.to() });
+        }
+        let frame = self.copy(bytes)?;
+        self.queue(
+            frame,
+            env.kind(),
+            env.to(),
+            env.priority(),
+            env.correlation(),
+        )
+        .map(|()| 1)
+    }
+
+    fn copy(&self, bytes: &[u8]) -> Result<FrameBuf, RuntimeError> {
+        let Some(mut frame) = self.pool.take() else {
+            bump(&self.counters.dropped);
+            return Err(RuntimeError::Overloaded);
+        };
+        if frame.copy_from(bytes) {
+            Ok(frame)
+        } else {
+            Err(RuntimeError::Overloaded)
+        }
+    }
+
+    /// Queues a frame for a local agent, or completes the call it answers.
+    fn queue(
+        &self,
+        frame: FrameBuf,
+        kind: PayloadKind,
+        to: AgentId,
+        priority: wire::Priority,
+        correlation: u64,
+    ) -> Result<(), RuntimeError> {
+        if kind == PayloadKind::Reply {
+            if !self.pending.complete(correlation, frame) {
+                bump(&self.counters.late_replies);
+            }
+            return Ok(());
+        }
+        self.push(self.routes.slot_of(to), priority, frame)
+    }
+
+    fn push(
+        &self,
+        slot: usize,
+        priority: wire::Priority,
+        frame: FrameBuf,
+    ) -> Result<(), RuntimeError> {
+        match self.inboxes[slot].push(priority, frame) {
+            Ok(()) => Ok(()),
+            Err(frame) => {
+                bump(&self.counters.dropped);
+                self.refuse(&frame);
+                Err(RuntimeError::Overloaded)
+            }
+        }
+    }
+
+    /// Answers a request that could not be queued with
+    /// [`STATUS_OVERLOADED`] (or [`STATUS_UNAVAILABLE`] when the agent is
+    /// isolated), so its caller fails fast.
+    fn refuse(&self, frame: &FrameBuf) {
+        let bytes = frame.bytes();
+        let Ok(env) = wire::decode(&bytes) else {
+            return;
+        };
+        if env.kind() != PayloadKind::Request {
+            return;
+        }
+        let refusing =
+            self.routes.executor_of(env.to()) == self.executor && self.inbox(env.to()).refuses();
+        let status = if refusing {
+            STATUS_UNAVAILABLE
+        } else {
+            STATUS_OVERLOADED
+        };
+        let reply = reply_to(env, status, &[]);
+        drop(bytes);
+        let _ = self.route(&reply);
+    }
+
+    /// Publishes every outgoing ring's written frames (after a batch).
+    pub fn flush(&self) -> Result<(), RuntimeError> {
+        for producer in self.outgoing.borrow_mut().iter_mut().flatten() {
+            producer
+                .flush()
+                .map_err(|source| RuntimeError::Ring { source })?;
+        }
+        Ok(())
+    }
+}
+
+/// Sizes of a router's tables, fixed at boot.
+#[derive(Debug, Clone)]
+pub struct NodeSizes {
+    /// Frames in the pool.
+    pub pool_frames: usize,
+    /// Bytes per frame (the rings' largest frame).
+    pub frame_bytes: usize,
+    /// Messages per inbox lane.
+    pub inbox_capacity: usize,
+    /// Calls in flight at once.
+    pub pending_calls: usize,
+    /// Workers per agent id (inbox waiter capacity).
+    pub workers: Vec<usize>,
+}
+
+/// The reply to `request` with `status` and `body`.
+pub fn reply_to<'a>(request: &ArchivedEnvelope<'_>, status: u16, body: &'a [u8]) -> Envelope<'a> {
+    Envelope {
+        from: request.to(),
+        to: request.from(),
+        topic: TopicId::NONE,
+        correlation: request.correlation(),
+        priority: request.priority(),
+        sent_ns: request.sent_ns(),
+        deadline_ns: request.deadline_ns(),
+        payload: Payload::Reply { status, body },
+    }
+}

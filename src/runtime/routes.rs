@@ -1,0 +1,278 @@
+//! The routing table: where every agent lives and who hears every topic.
+//!
+//! Built once from the plan and shared, read-only, by every executor.
+//! Agents are numbered by their index in the agent set (their wire
+//! `AgentId`); one more id, the last, is the load generator, which runs on
+//! the first executor. An executor is a data-plane CPU that hosts agents;
+//! inside one, each agent has a slot (its inbox). Topics are numbered from
+//! 1 in order of first appearance (`TopicId(0)` means none); for each topic
+//! the table lists the executors with subscribers and, per executor, the
+//! subscribers' slots, so a publication crosses each ring once and fans out
+//! on arrival.
+
+use std::collections::HashMap;
+
+use crate::config::{AgentIndex, AgentSet, CallTarget};
+use crate::plan::Plan;
+use crate::topology::CpuId;
+use crate::wire::{AgentId, TopicId};
+
+/// "Not on this host": the executor of an agent the plan did not place.
+pub const NOWHERE: u16 = u16::MAX;
+
+/// The routing table.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    executors: Vec<CpuId>,
+    agent_executor: Vec<u16>,
+    agent_slot: Vec<u32>,
+    slots: Vec<Vec<AgentId>>,
+    topics: Vec<String>,
+    subscribers: Vec<Vec<(u16, Vec<u32>)>>,
+    publishes: Vec<Vec<TopicId>>,
+    calls: Vec<Vec<AgentId>>,
+    names: Vec<String>,
+}
+
+impl Routes {
+    /// The table for `plan`.
+    pub fn new(plan: &Plan, agents: &AgentSet) -> Self {
+        let mut executors: Vec<CpuId> = plan.placements().iter().map(|p| p.cpu).collect();
+        executors.sort_unstable();
+        executors.dedup();
+        let total = agents.len() + 1;
+        let mut agent_executor = vec![NOWHERE; total];
+        let mut agent_slot = vec![0; total];
+        let mut slots: Vec<Vec<AgentId>> = vec![Vec::new(); executors.len()];
+        let mut place = |agent: usize, cpu: CpuId| {
+            let executor = executors
+                .binary_search(&cpu)
+                .expect("placements use planned CPUs");
+            agent_executor[agent] = executor as u16;
+            agent_slot[agent] = slots[executor].len() as u32;
+            slots[executor].push(AgentId(agent as u32));
+        };
+        for &agent in plan.start_order() {
+            place(
+                agent.0,
+                plan.placement(agent)
+                    .expect("started agents are placed")
+                    .cpu,
+            );
+        }
+        if let Some(&first) = executors.first() {
+            place(total - 1, first);
+        }
+        let (topics, ids) = topic_ids(agents);
+        let mut routes = Self {
+            executors,
+            agent_executor,
+            agent_slot,
+            slots,
+            topics,
+            subscribers: Vec::new(),
+            publishes: Vec::new(),
+            calls: Vec::new(),
+            names: (0..agents.len())
+                .map(|i| agents.display_name(AgentIndex(i)))
+                .chain(["LoadGenerator".to_owned()])
+                .collect(),
+        };
+        routes.fill_topics(agents, &ids);
+        routes.calls = (0..total)
+            .map(|i| {
+                let Some(agent) = agents.agents().get(i) else {
+                    return Vec::new();
+                };
+                agent
+                    .calls()
+                    .iter()
+                    .filter_map(|c| match c {
+                        CallTarget::Local(t) if routes.agent_executor[t.0] != NOWHERE => {
+                            Some(AgentId(t.0 as u32))
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        routes
+    }
+
+    fn fill_topics(&mut self, agents: &AgentSet, ids: &HashMap<String, TopicId>) {
+        self.subscribers = vec![Vec::new(); self.topics.len() + 1];
+        self.publishes = vec![Vec::new(); agents.len() + 1];
+        for (index, agent) in agents.iter() {
+            let executor = self.agent_executor[index.0];
+            if executor == NOWHERE {
+                continue;
+            }
+            self.publishes[index.0] = agent.publishes().iter().map(|t| ids[t]).collect();
+            for topic in agent.subscribes() {
+                let Some(id) = ids.get(topic) else { continue };
+                let per_executor = &mut self.subscribers[id.0 as usize];
+                let slot = self.agent_slot[index.0];
+                match per_executor.iter_mut().find(|(e, _)| *e == executor) {
+                    Some((_, slots)) => slots.push(slot),
+                    None => per_executor.push((executor, vec![slot])),
+                }
+            }
+        }
+    }
+
+    /// Executors, by index: their CPUs.
+    pub fn executors(&self) -> &[CpuId] {
+        &self.executors
+    }
+
+    /// The executor of an agent; [`NOWHERE`] if not on this host.
+    pub fn executor_of(&self, agent: AgentId) -> u16 {
+        self.agent_executor
+            .get(agent.0 as usize)
+            .copied()
+            .unwrap_or(NOWHERE)
+    }
+
+    /// An agent's slot on its executor.
+    pub fn slot_of(&self, agent: AgentId) -> usize {
+        self.agent_slot[agent.0 as usize] as usize
+    }
+
+    /// The agents of an executor, by slot.
+    pub fn agents_on(&self, executor: u16) -> &[AgentId] {
+        &self.slots[executor as usize]
+    }
+
+    /// The load generator's id.
+    pub fn load_generator(&self) -> AgentId {
+        AgentId((self.agent_executor.len() - 1) as u32)
+    }
+
+    /// Number of ids (agents and the load generator).
+    pub fn agent_count(&self) -> usize {
+        self.agent_executor.len()
+    }
+
+    /// Executors with subscribers of `topic`, each with their slots.
+    pub fn subscribers(&self, topic: TopicId) -> &[(u16, Vec<u32>)] {
+        self.subscribers
+            .get(topic.0 as usize)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Topics an agent publishes.
+    pub fn publishes(&self, agent: AgentId) -> &[TopicId] {
+        self.publishes
+            .get(agent.0 as usize)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Agents an agent calls that run on this host.
+    pub fn calls(&self, agent: AgentId) -> &[AgentId] {
+        self.calls.get(agent.0 as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// A topic's id by name.
+    pub fn topic(&self, name: &str) -> Option<TopicId> {
+        self.topics
+            .iter()
+            .position(|t| t == name)
+            .map(|i| TopicId(i as u32 + 1))
+    }
+
+    /// The name to show for an id.
+    pub fn name(&self, agent: AgentId) -> &str {
+        self.names.get(agent.0 as usize).map_or("?", String::as_str)
+    }
+
+    /// Ordered executor pairs that need a ring: those the plan's routes
+    /// use, and both ways between the load generator and every executor.
+    pub fn ring_pairs(&self, plan: &Plan) -> Vec<(u16, u16)> {
+        let index = |cpu: CpuId| self.executors.binary_search(&cpu).map(|i| i as u16).ok();
+        let mut pairs: Vec<(u16, u16)> = plan
+            .rings()
+            .iter()
+            .filter_map(|r| Some((index(r.from_cpu)?, index(r.to_cpu)?)))
+            .collect();
+        let generator = self.executor_of(self.load_generator());
+        for executor in 0..self.executors.len() as u16 {
+            if executor != generator && generator != NOWHERE {
+                pairs.push((generator, executor));
+                pairs.push((executor, generator));
+            }
+        }
+        pairs.sort_unstable();
+        pairs.dedup();
+        pairs
+    }
+}
+
+fn topic_ids(agents: &AgentSet) -> (Vec<String>, HashMap<String, TopicId>) {
+    let mut names: Vec<String> = Vec::new();
+    for (_, agent) in agents.iter() {
+        for topic in agent.publishes().iter().chain(agent.subscribes()) {
+            if !names.contains(topic) {
+                names.push(topic.clone());
+            }
+        }
+    }
+    let ids = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), TopicId(i as u32 + 1)))
+        .collect();
+    (names, ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::SourceFile;
+    use crate::topology;
+
+    fn sut() -> (Routes, Plan) {
+        let topo_text = "schema = 1\n[host]\nname = \"h\"\ncpus = { uniform = \"0-1\" }\n";
+        let file = SourceFile::from_text(Path::new("t.toml"), topo_text);
+        let topology = topology::validate(file.parse().unwrap(), &file, None).unwrap();
+        let agents_text = "schema = 1\n\
+            [[agent]]\nname = \"Mic\"\nhost = \"h\"\nrole = \"r\"\nkind = \"synthetic\"\ncpu = 0\npublishes = [\"audio\"]\n\
+            [[agent]]\nname = \"Ear\"\nhost = \"h\"\nrole = \"r\"\nkind = \"synthetic\"\ncpu = 1\nsubscribes = [\"audio\"]\ncalls = [\"Brain\"]\n\
+            [[agent]]\nname = \"Brain\"\nhost = \"h\"\nrole = \"r\"\nkind = \"synthetic\"\ncpu = 1\nsubscribes = [\"audio\"]\n";
+        let agents =
+            AgentSet::from_sources(&[SourceFile::from_text(Path::new("a.toml"), agents_text)])
+                .unwrap();
+        let plan = Plan::build(&topology, &agents).unwrap();
+        (Routes::new(&plan, &agents), plan)
+    }
+
+    #[test]
+    fn agents_map_to_their_planned_executor_and_a_slot_each() {
+        let (routes, _) = sut();
+        assert_eq!(routes.executors(), &[CpuId(0), CpuId(1)]);
+        assert_eq!(routes.executor_of(AgentId(0)), 0);
+        assert_eq!(routes.executor_of(AgentId(1)), 1);
+        assert_ne!(routes.slot_of(AgentId(1)), routes.slot_of(AgentId(2)));
+        assert_eq!(routes.executor_of(routes.load_generator()), 0);
+        assert_eq!(routes.name(routes.load_generator()), "LoadGenerator");
+    }
+
+    #[test]
+    fn a_topic_lists_each_subscribing_executor_once_with_its_slots() {
+        let (routes, _) = sut();
+        let audio = routes.topic("audio").unwrap();
+        let subs = routes.subscribers(audio);
+        assert_eq!(subs.len(), 1);
+        assert_eq!(subs[0].0, 1);
+        assert_eq!(subs[0].1.len(), 2);
+        assert_eq!(routes.publishes(AgentId(0)), &[audio]);
+    }
+
+    #[test]
+    fn rings_cover_planned_routes_and_the_load_generator_both_ways() {
+        let (routes, plan) = sut();
+        assert_eq!(routes.ring_pairs(&plan), vec![(0, 1), (1, 0)]);
+        assert_eq!(routes.calls(AgentId(1)), &[AgentId(2)]);
+    }
+}

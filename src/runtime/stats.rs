@@ -1,0 +1,190 @@
+//! What one executor measures: per-route call latency, end-to-end latency
+//! of the load generator's requests and of the voice path, request
+//! outcomes, and per-agent counts.
+//!
+//! Everything is allocated at boot: one HdrHistogram per route that starts
+//! on this executor (every local agent's call targets), and fixed counters.
+//! Recording a value is an array increment. Executors share nothing while
+//! they run; the daemon collects a [`StatsSnapshot`] from each at the end,
+//! and the live totals it prints each second come from [`LiveCounters`],
+//! which each executor's ticker publishes in batches.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+
+use super::routes::Routes;
+use crate::wire::AgentId;
+
+/// Highest value a histogram records, nanoseconds (60 s).
+pub const HISTOGRAM_MAX_NS: u64 = 60_000_000_000;
+
+/// A histogram of nanoseconds from 1 ns to 60 s with 3 significant digits
+/// (0.1% resolution), so p99.99 of a sub-microsecond distribution is as
+/// exact as its median.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).expect("constant bounds are valid")
+}
+
+/// Outcomes of the load generator's requests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Requests {
+    /// Sent.
+    pub sent: u64,
+    /// Answered with success.
+    pub completed: u64,
+    /// Answered with an error status.
+    pub failed: u64,
+    /// No answer before the deadline.
+    pub timed_out: u64,
+}
+
+/// Per-agent counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AgentCounts {
+    /// Messages handled.
+    pub handled: u64,
+    /// Handler failures (errors and missed deadlines).
+    pub failures: u64,
+    /// Restarts by the supervisor.
+    pub restarts: u64,
+    /// CPU the agent's worker found itself on (`sched_getcpu`).
+    pub cpu_seen: Option<u32>,
+}
+
+/// One executor's statistics.
+#[derive(Debug)]
+pub struct NodeStats {
+    routes: RefCell<Vec<(AgentId, AgentId, Histogram<u64>)>>,
+    e2e: RefCell<Histogram<u64>>,
+    voice: RefCell<Histogram<u64>>,
+    requests: Cell<Requests>,
+    agents: RefCell<Vec<(AgentId, AgentCounts)>>,
+}
+
+impl NodeStats {
+    /// Statistics for `executor`, with a histogram per route its agents
+    /// (and the load generator, if here) may call.
+    pub fn new(routes: &Routes, executor: u16) -> Self {
+        let local = routes.agents_on(executor);
+        let mut pairs = Vec::new();
+        for &agent in local {
+            for &target in routes.calls(agent) {
+                pairs.push((agent, target, new_histogram()));
+            }
+        }
+        Self {
+            routes: RefCell::new(pairs),
+            e2e: RefCell::new(new_histogram()),
+            voice: RefCell::new(new_histogram()),
+            requests: Cell::new(Requests::default()),
+            agents: RefCell::new(local.iter().map(|&a| (a, AgentCounts::default())).collect()),
+        }
+    }
+
+    /// Records a call's round trip. Calls on routes not in the plan (a
+    /// load generator's, a registration) are not recorded per route.
+    pub fn record_call(&self, from: AgentId, to: AgentId, ns: u64) {
+        if let Some((_, _, histogram)) = self
+            .routes
+            .borrow_mut()
+            .iter_mut()
+            .find(|(f, t, _)| *f == from && *t == to)
+        {
+            histogram.saturating_record(ns.max(1));
+        }
+    }
+
+    /// Records the end-to-end time of one of the load generator's requests.
+    pub fn record_e2e(&self, ns: u64) {
+        self.e2e.borrow_mut().saturating_record(ns.max(1));
+    }
+
+    /// Records the end-to-end time of the voice path (audio frame to the
+    /// coordinator's answer).
+    pub fn record_voice(&self, ns: u64) {
+        self.voice.borrow_mut().saturating_record(ns.max(1));
+    }
+
+    /// Updates the request outcomes.
+    pub fn update_requests(&self, change: impl FnOnce(&mut Requests)) {
+        let mut requests = self.requests.get();
+        change(&mut requests);
+        self.requests.set(requests);
+    }
+
+    /// Updates an agent's counts.
+    pub fn update_agent(&self, agent: AgentId, change: impl FnOnce(&mut AgentCounts)) {
+        if let Some((_, counts)) = self
+            .agents
+            .borrow_mut()
+            .iter_mut()
+            .find(|(a, _)| *a == agent)
+        {
+            change(counts);
+        }
+    }
+
+    /// Publishes the live totals.
+    pub fn publish(&self, live: &LiveCounters) {
+        let handled: u64 = self.agents.borrow().iter().map(|(_, c)| c.handled).sum();
+        let requests = self.requests.get();
+        // SYNC: Relaxed; monotonic counters read for a status line.
+        live.handled.store(handled, Ordering::Relaxed);
+        // SYNC: as above.
+        live.completed.store(requests.completed, Ordering::Relaxed);
+        // SYNC: as above.
+        live.sent.store(requests.sent, Ordering::Relaxed);
+        // SYNC: as above.
+        live.e2e_p99_ns
+            .store(self.e2e.borrow().value_at_quantile(0.99), Ordering::Relaxed);
+    }
+
+    /// A copy of everything, for the final report.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            routes: self
+                .routes
+                .borrow()
+                .iter()
+                .filter(|(_, _, h)| !h.is_empty())
+                .cloned()
+                .collect(),
+            e2e: self.e2e.borrow().clone(),
+            voice: self.voice.borrow().clone(),
+            requests: self.requests.get(),
+            agents: self.agents.borrow().clone(),
+        }
+    }
+}
+
+/// An executor's statistics at the end of a run.
+#[derive(Debug, Clone)]
+pub struct StatsSnapshot {
+    /// Per-route call round trips (routes that carried calls).
+    pub routes: Vec<(AgentId, AgentId, Histogram<u64>)>,
+    /// Load generator requests, end to end.
+    pub e2e: Histogram<u64>,
+    /// The voice path, end to end.
+    pub voice: Histogram<u64>,
+    /// Load generator request outcomes.
+    pub requests: Requests,
+    /// Per-agent counts.
+    pub agents: Vec<(AgentId, AgentCounts)>,
+}
+
+/// Totals an executor publishes for the status line, on their own cache
+/// line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct LiveCounters {
+    /// Messages handled by its agents.
+    pub handled: AtomicU64,
+    /// Load generator requests sent (on the generator's executor).
+    pub sent: AtomicU64,
+    /// Load generator requests completed.
+    pub completed: AtomicU64,
+    /// p99 of end-to-end latency so far, ns.
+    pub e2e_p99_ns: AtomicU64,
+}

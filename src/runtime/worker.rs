@@ -1,0 +1,135 @@
+//! A worker: one task that takes an agent's messages and runs its handler.
+//!
+//! An agent with concurrency N has N workers on its executor, sharing the
+//! agent value, its inbox and its supervisor. Each message's handler runs
+//! against the message's deadline (or [`DEFAULT_LIMIT`] when it has none)
+//! on the worker's own reusable timer: a handler that overruns is dropped,
+//! which cancels whatever it was waiting on. A request the handler did not
+//! answer is answered for it: failed, or timed out. Failures go to the
+//! supervisor; when it isolates the agent, the worker that saw the last
+//! failure pauses the inbox, answers what was queued with "unavailable",
+//! waits out the backoff, resets and restarts the agent, and resumes. The
+//! other workers simply wait, and the executor's other agents go on.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use glommio::timer::Timer;
+
+use super::agent::{Agent, Message};
+use super::ctx::{Ctx, now_ns};
+use super::node::{STATUS_FAILED, STATUS_TIMEOUT, STATUS_UNAVAILABLE};
+use super::supervisor::{Supervisor, Verdict};
+use crate::wire::PayloadKind;
+
+/// How long a handler may run on a message without a deadline.
+pub const DEFAULT_LIMIT: Duration = Duration::from_secs(5);
+
+/// How a handler ended.
+enum Outcome {
+    Done,
+    Failed,
+    Overran,
+}
+
+/// Serves the agent's inbox until it closes.
+pub async fn run_worker<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Supervisor>) {
+    let mut deadline = Timer::new(DEFAULT_LIMIT);
+    let inbox = ctx.node().inbox(ctx.me());
+    while let Some(frame) = inbox.recv().await {
+        let Ok(msg) = Message::new(frame) else {
+            continue;
+        };
+        let outcome = handle_one(agent, ctx, &msg, &mut deadline).await;
+        ctx.stats().update_agent(ctx.me(), |c| c.handled += 1);
+        if matches!(outcome, Outcome::Done) {
+            continue;
+        }
+        ctx.stats().update_agent(ctx.me(), |c| c.failures += 1);
+        let verdict = supervisor.borrow_mut().on_failure(now_ns());
+        if let Verdict::Isolate { until_ns } = verdict {
+            isolate(agent, ctx, supervisor, until_ns).await;
+        }
+    }
+}
+
+async fn handle_one<A: Agent>(
+    agent: &A,
+    ctx: &Ctx,
+    msg: &Message,
+    deadline: &mut Timer,
+) -> Outcome {
+    let head = *msg.head();
+    let now = now_ns();
+    let limit = match head.deadline_ns {
+        0 => DEFAULT_LIMIT,
+        end if end > now => Duration::from_nanos(end - now),
+        _ => Duration::ZERO,
+    };
+    ctx.begin();
+    let outcome = if limit.is_zero() {
+        Outcome::Overran
+    } else {
+        deadline.reset(limit);
+        match (Race {
+            work: pin!(agent.handle(ctx, msg)),
+            timer: deadline,
+        })
+        .await
+        {
+            Some(Ok(())) => Outcome::Done,
+            Some(Err(_)) => Outcome::Failed,
+            None => Outcome::Overran,
+        }
+    };
+    if head.kind == PayloadKind::Request && !ctx.replied() {
+        let status = match outcome {
+            Outcome::Done | Outcome::Failed => STATUS_FAILED,
+            Outcome::Overran => STATUS_TIMEOUT,
+        };
+        let _ = ctx.reply(msg, status, &[]).await;
+    }
+    outcome
+}
+
+async fn isolate<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Supervisor>, until_ns: u64) {
+    let inbox = ctx.node().inbox(ctx.me());
+    inbox.pause();
+    while let Some(frame) = inbox.try_pop() {
+        if let Ok(msg) = Message::new(frame)
+            && msg.head().kind == PayloadKind::Request
+        {
+            let _ = ctx.reply(&msg, STATUS_UNAVAILABLE, &[]).await;
+        }
+    }
+    ctx.sleep(Duration::from_nanos(until_ns.saturating_sub(now_ns())))
+        .await;
+    agent.reset();
+    let _ = agent.start(ctx).await;
+    supervisor.borrow_mut().on_restarted(now_ns());
+    ctx.stats().update_agent(ctx.me(), |c| c.restarts += 1);
+    inbox.resume();
+}
+
+/// Runs `work` until done or until `timer` fires (`None`).
+struct Race<'a, F> {
+    work: Pin<&'a mut F>,
+    timer: &'a mut Timer,
+}
+
+impl<F: Future> Future for Race<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(out) = self.work.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        match Pin::new(&mut *self.timer).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
