@@ -323,22 +323,9 @@ pub fn serve_peer(
         let (kind, seq, len) = check(&message, &mut aligned)?;
         let stop = kind == PayloadKind::Heartbeat;
         match mode {
-            PeerMode::Echo => {
-                let reply = if stop {
-                    envelope(STOP, Payload::Heartbeat { seq: STOP })
-                } else {
-                    envelope(
-                        seq,
-                        Payload::Reply {
-                            status: 0,
-                            body: &body[..len],
-                        },
-                    )
-                };
-                socket
-                    .send(codec.encode(&reply)?, 0)
-                    .map_err(zmq_err("reply"))?;
-            }
+            PeerMode::Echo => socket
+                .send(codec.encode(&echo(stop, seq, &body[..len]))?, 0)
+                .map_err(zmq_err("reply"))?,
             PeerMode::Sink if stop => {
                 let ack = context.socket(zmq::PUSH).map_err(zmq_err("socket"))?;
                 ack.connect(&format!("{endpoint}-ack"))
@@ -355,6 +342,16 @@ pub fn serve_peer(
         if stop {
             return Ok(());
         }
+    }
+}
+
+/// The echo peer's answer: the same sequence and length back, or the stop
+/// marker returned so the driver knows the peer saw it.
+fn echo(stop: bool, seq: u64, body: &[u8]) -> Envelope<'_> {
+    if stop {
+        envelope(STOP, Payload::Heartbeat { seq: STOP })
+    } else {
+        envelope(seq, Payload::Reply { status: 0, body })
     }
 }
 

@@ -302,62 +302,73 @@ async fn executor_main<A: Agent + 'static>(
     ready: mpsc::Sender<u16>,
 ) -> Result<(), RuntimeError> {
     setup(&plan.settings);
-    let cpu = plan.cpu;
-    let node = Rc::new(Node::new(
-        plan.index,
-        Arc::clone(&routes),
-        plan.sizes.clone(),
-        plan.outgoing,
-    ));
-    let stats = Rc::new(NodeStats::new(&routes, plan.index));
+    let (cpu, index) = (plan.cpu, plan.index);
     let local = Rc::new(Local {
-        node,
-        stats,
+        node: Rc::new(Node::new(
+            index,
+            Arc::clone(&routes),
+            plan.sizes.clone(),
+            plan.outgoing,
+        )),
+        stats: Rc::new(NodeStats::new(&routes, index)),
         control,
         draining: Rc::new(Cell::new(false)),
         make,
     });
     let (latency, background) = task_queues(&plan.settings);
-    let mut group = ConsumerGroup::new(
-        plan.bell,
-        plan.settings.wait,
-        plan.settings.spin_before_park_us,
-    );
-    for consumer in plan.incoming {
-        group
-            .add(consumer)
-            .map_err(|source| RuntimeError::Ring { source })?;
-    }
+    let group = consumer_group(plan.bell, &plan.settings, plan.incoming)?;
+    let spawn_error = |err: glommio::GlommioError<()>| RuntimeError::Executor {
+        cpu,
+        reason: err.to_string(),
+    };
     let pump_done = Rc::new(Cell::new(false));
     let pump = glommio::spawn_local_into(
         run_pump(Rc::clone(&local.node), group, Rc::clone(&pump_done)),
         latency,
     )
-    .map_err(|err| RuntimeError::Executor {
-        cpu,
-        reason: err.to_string(),
-    })?;
+    .map_err(spawn_error)?;
     let ticker =
-        glommio::spawn_local_into(tick(Rc::clone(&local), plan.index), latency).map_err(|err| {
-            RuntimeError::Executor {
-                cpu,
-                reason: err.to_string(),
-            }
-        })?;
-    let mut launched = Vec::new();
+        glommio::spawn_local_into(tick(Rc::clone(&local), index), latency).map_err(spawn_error)?;
+    let mut launched = Vec::with_capacity(plan.agents.len());
     for launch in plan.agents {
         let queue = if launch.latency { latency } else { background };
-        let task = glommio::spawn_local_into(launch_agent(Rc::clone(&local), launch, queue), queue)
-            .map_err(|err| RuntimeError::Executor {
-                cpu,
-                reason: err.to_string(),
-            })?;
-        launched.push(task);
+        launched.push(
+            glommio::spawn_local_into(launch_agent(Rc::clone(&local), launch, queue), queue)
+                .map_err(spawn_error)?,
+        );
     }
-    let _ = ready.send(plan.index);
+    let _ = ready.send(index);
     while !local.control.stopping() {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+    shut_down(&local, launched).await;
+    pump_done.set(true);
+    pump.await;
+    ticker.await;
+    let snapshot = local.stats.snapshot();
+    if let Ok(mut slots) = local.control.snapshots.lock() {
+        slots[index as usize] = Some(snapshot);
+    }
+    Ok(())
+}
+
+/// One bell for every ring this executor consumes, so it parks once.
+fn consumer_group(
+    bell: DataBell,
+    settings: &ClassSettings,
+    incoming: Vec<Consumer>,
+) -> Result<ConsumerGroup, RuntimeError> {
+    let mut group = ConsumerGroup::new(bell, settings.wait, settings.spin_before_park_us);
+    for consumer in incoming {
+        group
+            .add(consumer)
+            .map_err(|source| RuntimeError::Ring { source })?;
+    }
+    Ok(group)
+}
+
+/// Drains, closes inboxes and calls, and waits for (or cancels) agents.
+async fn shut_down<A>(local: &Local<A>, launched: Vec<glommio::Task<()>>) {
     local.draining.set(true);
     drain(&local.node).await;
     for inbox in local.node.inboxes() {
@@ -372,14 +383,6 @@ async fn executor_main<A: Agent + 'static>(
         Ok(())
     })
     .await;
-    pump_done.set(true);
-    pump.await;
-    ticker.await;
-    let snapshot = local.stats.snapshot();
-    if let Ok(mut slots) = local.control.snapshots.lock() {
-        slots[plan.index as usize] = Some(snapshot);
-    }
-    Ok(())
 }
 
 fn task_queues(settings: &ClassSettings) -> (TaskQueueHandle, TaskQueueHandle) {

@@ -43,11 +43,39 @@ pub struct Layout {
 /// Lays out a run of `plan`.
 pub fn layout(plan: &Plan, topology: &Topology, agents: &AgentSet) -> Result<Layout, RuntimeError> {
     let routes = Arc::new(Routes::new(plan, agents));
-    let count = routes.executors().len();
-    let bells = (0..count)
+    let bells = (0..routes.executors().len())
         .map(|_| DataBell::new())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| RuntimeError::Ring { source })?;
+    let mut executors = executor_plans(&routes, topology, agents, &bells);
+    for (from, to) in routes.ring_pairs(plan) {
+        let settings = executors[to as usize].settings;
+        let config = RingConfig {
+            slots: RING_SLOTS,
+            max_frame: MAX_FRAME,
+            wait: settings.wait,
+            spin_us: settings.spin_before_park_us,
+        };
+        let (producer, consumer) = shm_ring_into(config, &bells[to as usize])
+            .map_err(|source| RuntimeError::Ring { source })?;
+        executors[from as usize].outgoing[to as usize] = Some(producer);
+        executors[to as usize].incoming.push(consumer);
+    }
+    let phases = launches(plan, agents, &routes, &mut executors);
+    Ok(Layout {
+        routes,
+        executors,
+        phases,
+    })
+}
+
+/// One plan per executor, without rings or agents yet.
+fn executor_plans(
+    routes: &Routes,
+    topology: &Topology,
+    agents: &AgentSet,
+    bells: &[DataBell],
+) -> Vec<ExecutorPlan> {
     let mut workers = vec![1; routes.agent_count()];
     for (index, agent) in agents.iter() {
         workers[index.0] = agent.behaviour().concurrency as usize;
@@ -59,7 +87,8 @@ pub fn layout(plan: &Plan, topology: &Topology, agents: &AgentSet) -> Result<Lay
         pending_calls: PENDING_CALLS,
         workers,
     };
-    let mut executors: Vec<ExecutorPlan> = routes
+    let count = routes.executors().len();
+    routes
         .executors()
         .iter()
         .enumerate()
@@ -73,42 +102,43 @@ pub fn layout(plan: &Plan, topology: &Topology, agents: &AgentSet) -> Result<Lay
             agents: Vec::new(),
             sizes: sizes.clone(),
         })
-        .collect();
-    for (from, to) in routes.ring_pairs(plan) {
-        let consumer_settings = executors[to as usize].settings;
-        let config = RingConfig {
-            slots: RING_SLOTS,
-            max_frame: MAX_FRAME,
-            wait: consumer_settings.wait,
-            spin_us: consumer_settings.spin_before_park_us,
-        };
-        let (producer, consumer) = shm_ring_into(config, &bells[to as usize])
-            .map_err(|source| RuntimeError::Ring { source })?;
-        executors[from as usize].outgoing[to as usize] = Some(producer);
-        executors[to as usize].incoming.push(consumer);
-    }
+        .collect()
+}
+
+/// Adds every agent's launch to its executor, in start order, and the
+/// load generator after the last phase; returns agents per phase.
+fn launches(
+    plan: &Plan,
+    agents: &AgentSet,
+    routes: &Routes,
+    executors: &mut [ExecutorPlan],
+) -> Vec<usize> {
     let last_phase = plan.placements().iter().map(|p| p.phase).max().unwrap_or(0);
     let mut phases = vec![0; last_phase + 2];
     for &index in plan.start_order() {
-        let placement = plan.placement(index).expect("ordered agents are placed");
+        let phase = plan
+            .placement(index)
+            .expect("ordered agents are placed")
+            .phase;
         let spec = agents.get(index);
         let id = AgentId(index.0 as u32);
         let latency = matches!(
             wire_priority(spec.priority()),
             Priority::Critical | Priority::High
         );
-        let executor = routes.executor_of(id) as usize;
-        executors[executor].agents.push(AgentLaunch {
+        let launch = AgentLaunch {
             id,
-            phase: placement.phase,
+            phase,
             workers: spec.behaviour().concurrency as usize,
             latency,
-        });
-        phases[placement.phase] += 1;
+        };
+        executors[routes.executor_of(id) as usize]
+            .agents
+            .push(launch);
+        phases[phase] += 1;
     }
     let generator = routes.load_generator();
-    let executor = routes.executor_of(generator) as usize;
-    if let Some(plan) = executors.get_mut(executor) {
+    if let Some(plan) = executors.get_mut(routes.executor_of(generator) as usize) {
         plan.agents.push(AgentLaunch {
             id: generator,
             phase: last_phase + 1,
@@ -117,11 +147,7 @@ pub fn layout(plan: &Plan, topology: &Topology, agents: &AgentSet) -> Result<Lay
         });
         phases[last_phase + 1] += 1;
     }
-    Ok(Layout {
-        routes,
-        executors,
-        phases,
-    })
+    phases
 }
 
 /// The wire priority of a manifest priority.

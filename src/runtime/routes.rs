@@ -40,35 +40,13 @@ impl Routes {
         let mut executors: Vec<CpuId> = plan.placements().iter().map(|p| p.cpu).collect();
         executors.sort_unstable();
         executors.dedup();
-        let total = agents.len() + 1;
-        let mut agent_executor = vec![NOWHERE; total];
-        let mut agent_slot = vec![0; total];
-        let mut slots: Vec<Vec<AgentId>> = vec![Vec::new(); executors.len()];
-        let mut place = |agent: usize, cpu: CpuId| {
-            let executor = executors
-                .binary_search(&cpu)
-                .expect("placements use planned CPUs");
-            agent_executor[agent] = executor as u16;
-            agent_slot[agent] = slots[executor].len() as u32;
-            slots[executor].push(AgentId(agent as u32));
-        };
-        for &agent in plan.start_order() {
-            place(
-                agent.0,
-                plan.placement(agent)
-                    .expect("started agents are placed")
-                    .cpu,
-            );
-        }
-        if let Some(&first) = executors.first() {
-            place(total - 1, first);
-        }
         let (topics, ids) = topic_ids(agents);
+        let total = agents.len() + 1;
         let mut routes = Self {
+            agent_executor: vec![NOWHERE; total],
+            agent_slot: vec![0; total],
+            slots: vec![Vec::new(); executors.len()],
             executors,
-            agent_executor,
-            agent_slot,
-            slots,
             topics,
             subscribers: Vec::new(),
             publishes: Vec::new(),
@@ -78,25 +56,48 @@ impl Routes {
                 .chain(["LoadGenerator".to_owned()])
                 .collect(),
         };
+        for &agent in plan.start_order() {
+            routes.place(
+                agent.0,
+                plan.placement(agent)
+                    .expect("started agents are placed")
+                    .cpu,
+            );
+        }
+        if let Some(&first) = routes.executors.first() {
+            routes.place(total - 1, first);
+        }
         routes.fill_topics(agents, &ids);
-        routes.calls = (0..total)
-            .map(|i| {
-                let Some(agent) = agents.agents().get(i) else {
-                    return Vec::new();
-                };
-                agent
-                    .calls()
-                    .iter()
-                    .filter_map(|c| match c {
-                        CallTarget::Local(t) if routes.agent_executor[t.0] != NOWHERE => {
-                            Some(AgentId(t.0 as u32))
-                        }
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .collect();
+        routes.calls = (0..total).map(|i| routes.local_calls(agents, i)).collect();
         routes
+    }
+
+    /// Gives agent `agent` the next slot on the executor of `cpu`.
+    fn place(&mut self, agent: usize, cpu: CpuId) {
+        let executor = self
+            .executors
+            .binary_search(&cpu)
+            .expect("placements use planned CPUs");
+        self.agent_executor[agent] = executor as u16;
+        self.agent_slot[agent] = self.slots[executor].len() as u32;
+        self.slots[executor].push(AgentId(agent as u32));
+    }
+
+    /// The call targets of agent `i` that run on this host.
+    fn local_calls(&self, agents: &AgentSet, i: usize) -> Vec<AgentId> {
+        let Some(agent) = agents.agents().get(i) else {
+            return Vec::new();
+        };
+        agent
+            .calls()
+            .iter()
+            .filter_map(|c| match c {
+                CallTarget::Local(t) if self.agent_executor[t.0] != NOWHERE => {
+                    Some(AgentId(t.0 as u32))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     fn fill_topics(&mut self, agents: &AgentSet, ids: &HashMap<String, TopicId>) {
