@@ -8,6 +8,7 @@
 use crate::bench::BenchError;
 use crate::config::{ConfigError, Location};
 use crate::plan::PlanError;
+use crate::runtime::privileges::PrivilegesError;
 use crate::topology::TopologyError;
 
 /// Exit code for bad input.
@@ -33,6 +34,9 @@ pub enum DaemonError {
         /// What is wrong and what to pass instead.
         message: String,
     },
+    /// The process cannot get the locked memory glommio needs.
+    #[error(transparent)]
+    Privileges(#[from] PrivilegesError),
     /// A benchmark failed.
     #[error(transparent)]
     Bench(#[from] BenchError),
@@ -49,7 +53,9 @@ impl DaemonError {
             | DaemonError::Topology(_)
             | DaemonError::Plan(_)
             | DaemonError::Usage { .. } => EXIT_BAD_INPUT,
-            DaemonError::Bench(_) | DaemonError::Output(_) => EXIT_FAILURE,
+            DaemonError::Privileges(_) | DaemonError::Bench(_) | DaemonError::Output(_) => {
+                EXIT_FAILURE
+            }
         }
     }
 
@@ -59,7 +65,10 @@ impl DaemonError {
             DaemonError::Config(err) => err.location(),
             DaemonError::Topology(err) => err.location(),
             DaemonError::Plan(err) => err.location(),
-            DaemonError::Usage { .. } | DaemonError::Bench(_) | DaemonError::Output(_) => None,
+            DaemonError::Usage { .. }
+            | DaemonError::Privileges(_)
+            | DaemonError::Bench(_)
+            | DaemonError::Output(_) => None,
         }
     }
 

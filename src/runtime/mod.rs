@@ -12,6 +12,9 @@
 //!   restart policy.
 //! * `stats`: what each executor measures.
 //! * `executor`: starting, phasing and stopping the executors.
+//! * `privileges`: what the daemon asks of the kernel at boot (locked
+//!   memory) and on each executor thread (SCHED_FIFO, timer slack), and
+//!   how it runs without them.
 
 #[allow(unsafe_code)]
 pub mod affinity;
@@ -23,6 +26,7 @@ pub mod layout;
 pub mod node;
 pub mod pending;
 pub mod pool;
+pub mod privileges;
 pub mod pump;
 pub mod routes;
 pub mod stats;
