@@ -37,8 +37,8 @@ impl Registry {
     }
 
     /// Reads a snapshot written by [`Registry::save`]. A missing file is an
-    /// empty registry. Loaded entries are [`Health::Stale`] until heard
-    /// from, and [`Health::Down`] once the down threshold has passed since
+    /// empty registry. Loaded entries are [`Health::Stale`](super::Health::Stale) until heard
+    /// from, and [`Health::Down`](super::Health::Down) once the down threshold has passed since
     /// `now_ns` without a heartbeat.
     pub fn load(path: &Path, config: RegistryConfig, now_ns: u64) -> Result<Self, RegistryError> {
         let bytes = match fs::read(path) {
