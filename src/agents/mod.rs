@@ -22,8 +22,13 @@
 //! retry decisions) never allocate: every structure is sized when it is
 //! built.
 
+pub mod coordinator;
 pub mod registry;
 
+pub use coordinator::{
+    Admission, BreakerConfig, BreakerState, Bulkhead, CircuitBreaker, Jitter, Permit, Popped,
+    RequestQueue, RetryPolicy,
+};
 pub use registry::{
     Entry, Health, HealthThresholds, Record, RegisterOutcome, Registry, RegistryConfig,
     RegistryError,
