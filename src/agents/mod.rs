@@ -26,8 +26,9 @@ pub mod coordinator;
 pub mod registry;
 
 pub use coordinator::{
-    Admission, BreakerConfig, BreakerState, Bulkhead, CircuitBreaker, Jitter, Permit, Popped,
-    RequestQueue, RetryPolicy,
+    Admission, AfterCall, BreakerConfig, BreakerState, Bulkhead, CallOutcome, CircuitBreaker,
+    CoordinatorError, CoordinatorPolicy, Decision, DownstreamConfig, DownstreamId, GiveUpReason,
+    Jitter, Permit, Popped, RejectReason, RequestQueue, RetryPolicy, Ticket,
 };
 pub use registry::{
     Entry, Health, HealthThresholds, Record, RegisterOutcome, Registry, RegistryConfig,

@@ -20,7 +20,8 @@
 //! front; [`RequestQueue::drain_expired`] removes all of them at once, for
 //! the runtime to call when the queue fills or on a coarse tick.
 //!
-//! Deadlines are `CLOCK_MONOTONIC` nanoseconds; `u64::MAX` means none.
+//! Deadlines are `CLOCK_MONOTONIC` nanoseconds; `u64::MAX` means none (see
+//! [`super::deadline_from_wire`] for the wire's 0).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
