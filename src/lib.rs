@@ -2,9 +2,11 @@
 //! agents (speech-to-text, LLMs, TTS, vision, memory, monitoring).
 //!
 //! The crate is a library with a thin binary. Modules depend downward only:
-//! `config`, `topology`, `wire` <- `plan` <- `cli`. See README.md for the
+//! `config`, `topology`, `wire` <- `plan` <- `cli`, and `config`, `topology`,
+//! `wire` <- `agents` (the native agents' pure logic). See README.md for the
 //! architecture and each module's `//!` doc for its design.
 
+pub mod agents;
 // Under `--cfg loom` only the ring's models are built: the modules that
 // drive real rings and processes are left out.
 #[cfg(not(loom))]
