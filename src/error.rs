@@ -8,6 +8,7 @@
 use crate::bench::BenchError;
 use crate::config::{ConfigError, Location};
 use crate::plan::PlanError;
+use crate::runtime::RuntimeError;
 use crate::runtime::privileges::PrivilegesError;
 use crate::topology::TopologyError;
 
@@ -40,6 +41,23 @@ pub enum DaemonError {
     /// A benchmark failed.
     #[error(transparent)]
     Bench(#[from] BenchError),
+    /// The runtime failed to start or stop.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The shutdown signals could not be set up or read.
+    #[error("cannot handle SIGINT/SIGTERM: {source}")]
+    Signals {
+        /// Why.
+        source: nix::Error,
+    },
+    /// The JSON report could not be written.
+    #[error("cannot write the report {}: {source}", path.display())]
+    Report {
+        /// The report file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Writing the command's output.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -53,9 +71,12 @@ impl DaemonError {
             | DaemonError::Topology(_)
             | DaemonError::Plan(_)
             | DaemonError::Usage { .. } => EXIT_BAD_INPUT,
-            DaemonError::Privileges(_) | DaemonError::Bench(_) | DaemonError::Output(_) => {
-                EXIT_FAILURE
-            }
+            DaemonError::Privileges(_)
+            | DaemonError::Bench(_)
+            | DaemonError::Runtime(_)
+            | DaemonError::Signals { .. }
+            | DaemonError::Report { .. }
+            | DaemonError::Output(_) => EXIT_FAILURE,
         }
     }
 
@@ -68,6 +89,9 @@ impl DaemonError {
             DaemonError::Usage { .. }
             | DaemonError::Privileges(_)
             | DaemonError::Bench(_)
+            | DaemonError::Runtime(_)
+            | DaemonError::Signals { .. }
+            | DaemonError::Report { .. }
             | DaemonError::Output(_) => None,
         }
     }

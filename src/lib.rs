@@ -2,9 +2,9 @@
 //! agents (speech-to-text, LLMs, TTS, vision, memory, monitoring).
 //!
 //! The crate is a library with a thin binary. Modules depend downward only:
-//! `config`, `topology`, `wire` <- `plan` <- `cli`, and `config`, `topology`,
-//! `wire` <- `agents` (the native agents' pure logic). See README.md for the
-//! architecture and each module's `//!` doc for its design.
+//! `config`, `topology`, `wire` <- `plan`, `ring` <- `runtime` <- `agents`
+//! <- `daemon` <- `cli`. See README.md for the architecture and each
+//! module's `//!` doc for its design.
 
 pub mod agents;
 // Under `--cfg loom` only the ring's models are built: the modules that
@@ -14,6 +14,8 @@ pub mod bench;
 #[cfg(not(loom))]
 pub mod cli;
 pub mod config;
+#[cfg(not(loom))]
+pub mod daemon;
 #[cfg(not(loom))]
 pub mod error;
 pub mod plan;

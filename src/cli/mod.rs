@@ -6,6 +6,7 @@
 
 mod bench;
 mod files;
+mod run;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use bench::{BenchCommand, BenchRingArgs};
 pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, ValidateArgs};
+pub use run::RunArgs;
 
 use crate::error::DaemonError;
 use crate::topology::LIVE_SYSFS;
@@ -42,6 +44,9 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent mesh: executors per planned CPU, agents in start
+    /// order, a status line each second, a report at the end.
+    Run(RunArgs),
     /// Inspect this host's CPUs.
     #[command(subcommand)]
     Topo(TopoCommand),
@@ -65,6 +70,7 @@ pub struct SysfsArg {
 /// Runs a parsed command, writing its output to `out`.
 pub fn run(command: Command, out: &mut dyn Write) -> Result<(), DaemonError> {
     match command {
+        Command::Run(args) => run::run(&args, out),
         Command::Topo(TopoCommand::Detect(args)) => files::detect(&args, out),
         Command::Plan(args) => files::plan(&args, out),
         Command::Validate(args) => files::validate(&args, out),

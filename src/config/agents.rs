@@ -26,6 +26,9 @@ use super::agents_file::{
 };
 use super::{ConfigError, Location, SourceFile, name_problem, suggest};
 
+/// Longest `role`, bytes (what the registry stores).
+pub const MAX_ROLE_BYTES: usize = 256;
+
 /// Position of an agent in its [`AgentSet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AgentIndex(pub usize);
@@ -97,6 +100,9 @@ pub struct Behaviour {
     pub concurrency: u32,
     /// Event-driven agents make their calls once every this many events.
     pub calls_every: u32,
+    /// Frames a second the load generator sends this stream source (0:
+    /// not a source).
+    pub stream_hz: u32,
     /// Every Nth request fails (0: never).
     pub fail_every: u32,
     /// Every Nth request stalls (0: never).
@@ -113,6 +119,7 @@ impl Default for Behaviour {
             p99_ns: 1_000_000,
             concurrency: 1,
             calls_every: 1,
+            stream_hz: 0,
             fail_every: 0,
             stall_every: 0,
             stall_ns: 0,
@@ -354,6 +361,7 @@ fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, 
         Some(w) => *w.get_ref(),
         None => 1.0,
     };
+    check_role(&raw.role, &name, &at)?;
     let spec = AgentSpec {
         publishes: topics(&raw.publishes, file, &name)?,
         subscribes: topics(&raw.subscribes, file, &name)?,
@@ -376,6 +384,19 @@ fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, 
         raw_calls: raw.calls,
         file: file.clone(),
     })
+}
+
+fn check_role(role: &str, name: &str, at: &Location) -> Result<(), ConfigError> {
+    if role.len() > MAX_ROLE_BYTES {
+        return Err(ConfigError::Invalid {
+            at: at.clone(),
+            message: format!(
+                "agent {name}: role is {} bytes; keep it to {MAX_ROLE_BYTES}",
+                role.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn behaviour(raw: &AgentEntry, file: &SourceFile, agent: &str) -> Result<Behaviour, ConfigError> {
@@ -410,6 +431,16 @@ fn behaviour(raw: &AgentEntry, file: &SourceFile, agent: &str) -> Result<Behavio
             ));
         }
         out.calls_every = *every.get_ref();
+    }
+    if let Some(hz) = &raw.stream_hz {
+        if !(1..=1_000).contains(hz.get_ref()) {
+            return Err(invalid(
+                file,
+                hz.span(),
+                format!("agent {agent}: stream_hz must be 1 to 1000 frames a second"),
+            ));
+        }
+        out.stream_hz = *hz.get_ref();
     }
     if let Some(faults) = &raw.faults {
         let f = faults.get_ref();
@@ -807,6 +838,17 @@ mod tests {
             .is_err()
         );
         assert!(sut(&[&agent("A", "m", "concurrency = 0")]).is_err());
+        assert!(sut(&[&agent("A", "m", "stream_hz = 0")]).is_err());
+        let long_role =
+            agent("A", "m", "").replace("role = \"r\"", &format!("role = \"{}\"", "r".repeat(300)));
+        assert!(
+            sut(&[&long_role])
+                .unwrap_err()
+                .to_string()
+                .contains("keep it to 256")
+        );
+        let source = sut(&[&agent("A", "m", "stream_hz = 50")]).unwrap();
+        assert_eq!(source.get(AgentIndex(0)).behaviour().stream_hz, 50);
         assert!(sut(&[&agent("A", "m", "faults = { stall_every = 2 }")]).is_err());
     }
 

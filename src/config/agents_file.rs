@@ -19,6 +19,7 @@
 //! service = { median_us = 400, p99_us = 2000 }   # synthetic service time
 //! concurrency = 2                # requests served at once
 //! calls_every = 25               # event-driven: call once per 25 events
+//! stream_hz = 50                 # a stream source: the load generator sends it frames
 //! faults = { fail_every = 0, stall_every = 0, stall_ms = 0 }
 //! ```
 //!
@@ -81,6 +82,9 @@ pub struct AgentEntry {
     pub concurrency: Option<Spanned<u32>>,
     /// For agents driven by events: make `calls` once every N events.
     pub calls_every: Option<Spanned<u32>>,
+    /// A stream source (audio capture): frames a second the load
+    /// generator sends it.
+    pub stream_hz: Option<Spanned<u32>>,
     /// Fault injection, for tests and drills.
     pub faults: Option<Spanned<FaultEntry>>,
 }

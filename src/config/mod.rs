@@ -12,7 +12,8 @@ pub mod topology_file;
 use std::path::PathBuf;
 
 pub use agents::{
-    AgentIndex, AgentKind, AgentSet, AgentSpec, Behaviour, CallTarget, Hint, ModelNeed, Placement,
+    AgentIndex, AgentKind, AgentSet, AgentSpec, Behaviour, CallTarget, Hint, MAX_ROLE_BYTES,
+    ModelNeed, Placement,
 };
 pub use agents_file::{ClassWish, NativeName, Priority};
 pub use source::{Location, SourceFile, suggest};

@@ -11,15 +11,17 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::{Either, select};
+use glommio::sync::Semaphore;
 use glommio::timer::Timer;
 
 use super::RuntimeError;
-use super::agent::Message;
+use super::agent::{Head, Message};
 use super::node::{Node, reply_to};
 use super::pending::CallFailure;
 use super::stats::NodeStats;
@@ -36,12 +38,48 @@ pub fn now_ns() -> u64 {
     (time.tv_sec() as u64).saturating_mul(1_000_000_000) + time.tv_nsec() as u64
 }
 
+/// An executor's shutdown notice: a flag tasks poll, and a wait that ends
+/// when it is raised (a glommio semaphore that is never signalled, only
+/// closed: closing wakes every waiter).
+#[derive(Debug)]
+pub struct Draining {
+    flag: Cell<bool>,
+    notice: Semaphore,
+}
+
+impl Draining {
+    /// A notice not yet raised.
+    pub fn new() -> Rc<Self> {
+        Rc::new(Self {
+            flag: Cell::new(false),
+            notice: Semaphore::new(0),
+        })
+    }
+
+    /// Whether it is raised.
+    pub fn get(&self) -> bool {
+        self.flag.get()
+    }
+
+    /// Raises it and wakes every task waiting for it.
+    pub fn raise(&self) {
+        if !self.flag.replace(true) {
+            self.notice.close();
+        }
+    }
+
+    async fn wait(&self) {
+        // Never signalled: this returns only when `raise` closes it.
+        let _ = self.notice.acquire(1).await;
+    }
+}
+
 /// A worker's context.
 #[derive(Debug)]
 pub struct Ctx {
     node: Rc<Node>,
     stats: Rc<NodeStats>,
-    draining: Rc<Cell<bool>>,
+    draining: Rc<Draining>,
     me: AgentId,
     timer: RefCell<Option<Timer>>,
     replied: Cell<bool>,
@@ -49,12 +87,7 @@ pub struct Ctx {
 
 impl Ctx {
     /// The context of a worker of agent `me` on `node`.
-    pub fn new(
-        node: Rc<Node>,
-        stats: Rc<NodeStats>,
-        draining: Rc<Cell<bool>>,
-        me: AgentId,
-    ) -> Self {
+    pub fn new(node: Rc<Node>, stats: Rc<NodeStats>, draining: Rc<Draining>, me: AgentId) -> Self {
         Self {
             node,
             stats,
@@ -65,9 +98,40 @@ impl Ctx {
         }
     }
 
+    /// A context for another task of the same agent (a generator's
+    /// sender, a coordinator's processor): same router, its own timer.
+    pub fn fork(&self) -> Ctx {
+        Ctx::new(
+            Rc::clone(&self.node),
+            Rc::clone(&self.stats),
+            Rc::clone(&self.draining),
+            self.me,
+        )
+    }
+
+    /// Takes the current request over: the agent promises to answer it
+    /// later with [`Ctx::answer`], so the worker does not answer it when
+    /// the handler returns.
+    pub fn defer(&self) {
+        self.replied.set(true);
+        self.node.hold();
+    }
+
     /// Whether the runtime is draining for shutdown: generators stop.
     pub fn draining(&self) -> bool {
         self.draining.get()
+    }
+
+    /// Sleeps for `duration` or until the runtime starts draining; true if
+    /// it slept the whole time. Periodic tasks (heartbeats, saves) wait
+    /// with this so that shutdown does not wait out their periods.
+    pub async fn pause(&self, duration: Duration) -> bool {
+        if self.draining() {
+            return false;
+        }
+        let sleep = pin!(self.sleep(duration));
+        let notice = pin!(self.draining.wait());
+        matches!(select(sleep, notice).await, Either::Left(_))
     }
 
     /// The agent this worker serves.
@@ -168,6 +232,30 @@ impl Ctx {
         self.replied.set(true);
         let reply = request.with_envelope(|env| reply_to(env, status, body));
         self.send(&reply).await
+    }
+
+    /// Answers a request taken over with [`Ctx::defer`], from its head.
+    /// Every deferred request must be answered exactly once: the drain at
+    /// shutdown waits for them.
+    pub async fn answer(
+        &self,
+        request: &Head,
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), RuntimeError> {
+        let reply = Envelope {
+            from: request.to,
+            to: request.from,
+            topic: TopicId::NONE,
+            correlation: request.correlation,
+            priority: request.priority,
+            sent_ns: request.sent_ns,
+            deadline_ns: request.deadline_ns,
+            payload: Payload::Reply { status, body },
+        };
+        let sent = self.send(&reply).await;
+        self.node.release();
+        sent
     }
 
     /// Publishes an event on `topic`.

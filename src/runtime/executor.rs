@@ -35,7 +35,7 @@ use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle}
 
 use super::RuntimeError;
 use super::agent::Agent;
-use super::ctx::{Ctx, now_ns};
+use super::ctx::{Ctx, Draining, now_ns};
 use super::node::{Node, NodeSizes};
 use super::pump::run_pump;
 use super::routes::Routes;
@@ -50,6 +50,8 @@ use crate::wire::AgentId;
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for in-flight work at shutdown.
 pub const DRAIN_LIMIT: Duration = Duration::from_millis(1_200);
+/// Consecutive checks every executor must pass quiet before inboxes close.
+pub const QUIET_ROUNDS: u32 = 3;
 /// Longest wait, after the drain, for agents' tasks to end before they are
 /// cancelled.
 pub const STOP_LIMIT: Duration = Duration::from_millis(300);
@@ -60,6 +62,7 @@ pub struct Control {
     stop: AtomicBool,
     phase: AtomicUsize,
     started: Vec<AtomicUsize>,
+    quiet: Vec<AtomicBool>,
     live: Vec<LiveCounters>,
     snapshots: Mutex<Vec<Option<StatsSnapshot>>>,
 }
@@ -71,6 +74,7 @@ impl Control {
             stop: AtomicBool::new(false),
             phase: AtomicUsize::new(0),
             started: (0..phases).map(|_| AtomicUsize::new(0)).collect(),
+            quiet: (0..executors).map(|_| AtomicBool::new(false)).collect(),
             live: (0..executors).map(|_| LiveCounters::default()).collect(),
             snapshots: Mutex::new(vec![None; executors]),
         })
@@ -93,6 +97,16 @@ impl Control {
         self.started
             .get(phase)
             .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// Records whether executor `index` is quiet; true if every executor
+    /// last said it was.
+    fn all_quiet(&self, index: u16, quiet: bool) -> bool {
+        // SYNC: Release/Acquire so an executor that reads "quiet" also
+        // sees the state that executor had when it said so.
+        self.quiet[usize::from(index)].store(quiet, Ordering::Release);
+        // SYNC: Acquire pairs with the Release store above.
+        quiet && self.quiet.iter().all(|q| q.load(Ordering::Acquire))
     }
 
     /// Each executor's live totals.
@@ -289,7 +303,7 @@ struct Local<A> {
     node: Rc<Node>,
     stats: Rc<NodeStats>,
     control: Arc<Control>,
-    draining: Rc<Cell<bool>>,
+    draining: Rc<Draining>,
     make: MakeAgent<A>,
 }
 
@@ -312,7 +326,7 @@ async fn executor_main<A: Agent + 'static>(
         )),
         stats: Rc::new(NodeStats::new(&routes, index)),
         control,
-        draining: Rc::new(Cell::new(false)),
+        draining: Draining::new(),
         make,
     });
     let (latency, background) = task_queues(&plan.settings);
@@ -345,7 +359,8 @@ async fn executor_main<A: Agent + 'static>(
     pump_done.set(true);
     pump.await;
     ticker.await;
-    let snapshot = local.stats.snapshot();
+    let mut snapshot = local.stats.snapshot();
+    snapshot.router = local.node.counters().totals();
     if let Ok(mut slots) = local.control.snapshots.lock() {
         slots[index as usize] = Some(snapshot);
     }
@@ -369,8 +384,8 @@ fn consumer_group(
 
 /// Drains, closes inboxes and calls, and waits for (or cancels) agents.
 async fn shut_down<A>(local: &Local<A>, launched: Vec<glommio::Task<()>>) {
-    local.draining.set(true);
-    drain(&local.node).await;
+    local.draining.raise();
+    drain(&local.node, &local.control).await;
     for inbox in local.node.inboxes() {
         inbox.close();
     }
@@ -399,12 +414,23 @@ fn task_queues(settings: &ClassSettings) -> (TaskQueueHandle, TaskQueueHandle) {
     (latency, background)
 }
 
-/// Waits until inboxes are empty and no call waits, or the drain limit.
-async fn drain(node: &Node) {
+/// Waits until every executor is quiet (nothing queued, running, held or
+/// waiting for a reply) for [`QUIET_ROUNDS`] checks in a row, or the drain
+/// limit. Quiet must be global: an executor that closed its inboxes while
+/// another still served a request would drop that request's calls to it.
+/// The rounds are apart by more than a pump pass, so a message still on a
+/// ring is queued, and counted, before the next check.
+async fn drain(node: &Node, control: &Control) {
     let deadline = Instant::now() + DRAIN_LIMIT;
+    let mut rounds = 0;
     while Instant::now() < deadline {
-        if node.pending().in_flight() == 0 && node.inboxes().iter().all(|i| i.is_empty()) {
-            return;
+        if control.all_quiet(node.executor(), node.is_quiet()) {
+            rounds += 1;
+            if rounds == QUIET_ROUNDS {
+                return;
+            }
+        } else {
+            rounds = 0;
         }
         glommio::timer::sleep(Duration::from_millis(2)).await;
     }
@@ -423,7 +449,7 @@ async fn tick<A>(local: Rc<Local<A>>, index: u16) {
             local.stats.publish(&local.control.live[index as usize]);
         }
         if local.control.stopping() {
-            local.draining.set(true);
+            local.draining.raise();
             if local.node.inboxes().iter().all(|i| i.is_closed()) {
                 local.stats.publish(&local.control.live[index as usize]);
                 return;

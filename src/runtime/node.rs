@@ -60,6 +60,37 @@ pub struct RouterCounters {
     pub unroutable: Cell<u64>,
 }
 
+impl RouterCounters {
+    /// The counters' values.
+    pub fn totals(&self) -> RouterTotals {
+        RouterTotals {
+            local: self.local.get(),
+            remote: self.remote.get(),
+            accepted: self.accepted.get(),
+            dropped: self.dropped.get(),
+            late_replies: self.late_replies.get(),
+            unroutable: self.unroutable.get(),
+        }
+    }
+}
+
+/// A router's counters at one moment (see [`RouterCounters`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RouterTotals {
+    /// Envelopes routed to an agent on this executor.
+    pub local: u64,
+    /// Envelopes written to a ring to another executor.
+    pub remote: u64,
+    /// Frames accepted from incoming rings.
+    pub accepted: u64,
+    /// Messages dropped.
+    pub dropped: u64,
+    /// Replies that found no waiting call.
+    pub late_replies: u64,
+    /// Envelopes with no route on this host.
+    pub unroutable: u64,
+}
+
 fn bump(counter: &Cell<u64>) {
     counter.set(counter.get() + 1);
 }
@@ -75,6 +106,7 @@ pub struct Node {
     outgoing: RefCell<Vec<Option<Producer>>>,
     scratch: RefCell<Box<Scratch>>,
     counters: RouterCounters,
+    busy: Cell<u64>,
 }
 
 impl Node {
@@ -102,7 +134,27 @@ impl Node {
             outgoing: RefCell::new(outgoing),
             scratch: RefCell::new(Box::new(Scratch::new())),
             counters: RouterCounters::default(),
+            busy: Cell::new(0),
         }
+    }
+
+    /// Counts a piece of work in progress: a handler running, or a
+    /// request an agent took over and has not answered yet.
+    pub fn hold(&self) {
+        self.busy.set(self.busy.get() + 1);
+    }
+
+    /// Ends a piece of work counted by [`Node::hold`].
+    pub fn release(&self) {
+        self.busy.set(self.busy.get().saturating_sub(1));
+    }
+
+    /// Whether nothing is in progress here: no handler running, no
+    /// request held, no call waiting, no message queued.
+    pub fn is_quiet(&self) -> bool {
+        self.busy.get() == 0
+            && self.pending.in_flight() == 0
+            && self.inboxes.iter().all(Inbox::is_empty)
     }
 
     /// This executor's index.

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
 
+use super::node::RouterTotals;
 use super::routes::Routes;
 use crate::wire::AgentId;
 
@@ -49,6 +50,10 @@ pub struct AgentCounts {
     pub failures: u64,
     /// Restarts by the supervisor.
     pub restarts: u64,
+    /// Requests whose deadline passed while they waited in the inbox:
+    /// answered as timed out without running the handler, and not held
+    /// against the agent (the wait was the callers' load, not its fault).
+    pub expired: u64,
     /// CPU the agent's worker found itself on (`sched_getcpu`).
     pub cpu_seen: Option<u32>,
 }
@@ -141,7 +146,8 @@ impl NodeStats {
             .store(self.e2e.borrow().value_at_quantile(0.99), Ordering::Relaxed);
     }
 
-    /// A copy of everything, for the final report.
+    /// A copy of everything, for the final report (the executor adds its
+    /// router's totals).
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             routes: self
@@ -155,6 +161,7 @@ impl NodeStats {
             voice: self.voice.borrow().clone(),
             requests: self.requests.get(),
             agents: self.agents.borrow().clone(),
+            router: RouterTotals::default(),
         }
     }
 }
@@ -172,6 +179,8 @@ pub struct StatsSnapshot {
     pub requests: Requests,
     /// Per-agent counts.
     pub agents: Vec<(AgentId, AgentCounts)>,
+    /// The executor's router.
+    pub router: RouterTotals,
 }
 
 /// Totals an executor publishes for the status line, on their own cache

@@ -9,7 +9,9 @@
 //! supervisor; when it isolates the agent, the worker that saw the last
 //! failure pauses the inbox, answers what was queued with "unavailable",
 //! waits out the backoff, resets and restarts the agent, and resumes. The
-//! other workers simply wait, and the executor's other agents go on.
+//! other workers simply wait, and the executor's other agents go on. A
+//! request that waited in the inbox past its deadline is answered as timed
+//! out without running the handler, and is not held against the agent.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -33,6 +35,8 @@ enum Outcome {
     Done,
     Failed,
     Overran,
+    /// The deadline had passed before the handler could start.
+    Expired,
 }
 
 /// Serves the agent's inbox until it closes.
@@ -43,10 +47,21 @@ pub async fn run_worker<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Sup
         let Ok(msg) = Message::new(frame) else {
             continue;
         };
+        ctx.node().hold();
         let outcome = handle_one(agent, ctx, &msg, &mut deadline).await;
-        ctx.stats().update_agent(ctx.me(), |c| c.handled += 1);
-        if matches!(outcome, Outcome::Done) {
-            continue;
+        ctx.node().release();
+        match outcome {
+            Outcome::Done => {
+                ctx.stats().update_agent(ctx.me(), |c| c.handled += 1);
+                continue;
+            }
+            Outcome::Expired => {
+                ctx.stats().update_agent(ctx.me(), |c| c.expired += 1);
+                continue;
+            }
+            Outcome::Failed | Outcome::Overran => {
+                ctx.stats().update_agent(ctx.me(), |c| c.handled += 1);
+            }
         }
         ctx.stats().update_agent(ctx.me(), |c| c.failures += 1);
         let verdict = supervisor.borrow_mut().on_failure(now_ns());
@@ -71,7 +86,7 @@ async fn handle_one<A: Agent>(
     };
     ctx.begin();
     let outcome = if limit.is_zero() {
-        Outcome::Overran
+        Outcome::Expired
     } else {
         deadline.reset(limit);
         match (Race {
@@ -88,7 +103,7 @@ async fn handle_one<A: Agent>(
     if head.kind == PayloadKind::Request && !ctx.replied() {
         let status = match outcome {
             Outcome::Done | Outcome::Failed => STATUS_FAILED,
-            Outcome::Overran => STATUS_TIMEOUT,
+            Outcome::Overran | Outcome::Expired => STATUS_TIMEOUT,
         };
         let _ = ctx.reply(msg, status, &[]).await;
     }

@@ -28,12 +28,14 @@
 //! after the call, [`CoordinatorPolicy::after_call`] says done, retry after
 //! a delay, or give up. Nothing here allocates after construction.
 
+mod agent;
 mod breaker;
 mod bulkhead;
 mod policy;
 mod queue;
 mod retry;
 
+pub use agent::{CoordinatorAgent, CoordinatorConfig, CoordinatorCounters};
 pub use breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
 pub use bulkhead::{Bulkhead, Permit};
 pub use policy::{

@@ -44,14 +44,16 @@
 //!
 //! This module does no I/O besides `save` and `load`, and keeps no clock.
 
+mod agent;
 mod health;
 mod snapshot;
 mod table;
 
 use std::path::PathBuf;
 
+pub use agent::{Directory, RegistryAgent, RegistryCounters, SAVE_DEBOUNCE};
 pub use health::{Health, HealthThresholds};
-pub use snapshot::SNAPSHOT_VERSION;
+pub use snapshot::{SNAPSHOT_VERSION, write_snapshot};
 pub use table::{Entry, MAX_ROLE_LEN, Record, RegisterOutcome, Registry, RegistryConfig};
 
 /// Errors from the registry and its snapshot.

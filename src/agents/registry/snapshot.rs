@@ -19,6 +19,13 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 impl Registry {
     /// Writes the registry to `path` atomically (see the module doc).
     pub fn save(&self, path: &Path) -> Result<(), RegistryError> {
+        write_snapshot(path, &self.snapshot_bytes())
+    }
+
+    /// The snapshot's bytes, for a caller that writes them elsewhere (the
+    /// runtime encodes on its executor and writes on a blocking thread,
+    /// so an fsync never stalls the executor).
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
         let mut agents: Vec<AgentLine> = self
             .iter()
             .map(|(name, entry)| AgentLine::of(name, entry.record()))
@@ -28,12 +35,10 @@ impl Registry {
             version: SNAPSHOT_VERSION,
             agents,
         };
-        let mut bytes = serde_json::to_vec_pretty(&file).map_err(|err| RegistryError::Corrupt {
-            path: path.to_path_buf(),
-            message: format!("cannot encode: {err}"),
-        })?;
+        let mut bytes =
+            serde_json::to_vec_pretty(&file).expect("strings and integers always encode as JSON");
         bytes.push(b'\n');
-        write_atomically(path, &bytes)
+        bytes
     }
 
     /// Reads a snapshot written by [`Registry::save`]. A missing file is an
@@ -145,7 +150,7 @@ fn parse_snapshot(path: &Path, bytes: &[u8]) -> Result<SnapshotFile, RegistryErr
     serde_json::from_slice(bytes).map_err(|err| corrupt(err.to_string()))
 }
 
-/// Where [`write_atomically`] stages `path`: a hidden file in the same
+/// Where [`write_snapshot`] stages `path`: a hidden file in the same
 /// directory (a rename is only atomic within one file system). The name is
 /// fixed, not unique per process: one daemon owns the snapshot, and a fixed
 /// name means a crash leaves at most one stray file, which the next save
@@ -160,7 +165,9 @@ fn temp_path(path: &Path) -> Result<PathBuf, RegistryError> {
     Ok(path.with_file_name(temp))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
+/// Writes snapshot bytes to `path` atomically: a temporary file, fsync,
+/// rename over `path`, fsync of the directory.
+pub fn write_snapshot(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
     let temp = temp_path(path)?;
     let io = |op: &'static str, at: &Path| {
         let at = at.to_path_buf();

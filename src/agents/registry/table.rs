@@ -16,7 +16,7 @@ use super::{Health, HealthThresholds, RegistryError};
 
 /// The longest role text accepted, in bytes; roles are labels, not
 /// documents, and a hostile agent should not grow the snapshot unboundedly.
-pub const MAX_ROLE_LEN: usize = 256;
+pub const MAX_ROLE_LEN: usize = crate::config::MAX_ROLE_BYTES;
 
 /// How a registry is built: its fixed capacity and its health thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,8 +349,14 @@ fn check_record(name: &str, record: &Record) -> Result<(), RegistryError> {
         name: name.to_owned(),
         problem,
     };
-    if let Some(problem) = name_problem(name) {
+    // A name may be qualified with its host, `Name@host`, as in the
+    // manifests, when one daemon runs two hosts' agents of the same name.
+    let (agent, host) = name.split_once('@').unwrap_or((name, record.host.as_str()));
+    if let Some(problem) = name_problem(agent) {
         return Err(bad("agent", name, problem));
+    }
+    if host != record.host {
+        return Err(bad("agent", name, "names another host than its record"));
     }
     if let Some(problem) = name_problem(&record.host) {
         return Err(bad("host", &record.host, problem));
@@ -485,6 +491,19 @@ mod tests {
             Err(RegistryError::RoleTooLong { .. })
         ));
         assert!(sut.is_empty());
+    }
+
+    #[test]
+    fn a_name_qualified_with_its_own_host_is_accepted_and_another_host_refused() {
+        let mut sut = Registry::new(4);
+        let host = record(1, "").host;
+        sut.register(&format!("ObservabilityHub@{host}"), record(1, ""), 0)
+            .unwrap();
+        assert!(sut.lookup(&format!("ObservabilityHub@{host}")).is_some());
+        assert!(matches!(
+            sut.register("ObservabilityHub@elsewhere", record(2, ""), 0),
+            Err(RegistryError::BadName { what: "agent", .. })
+        ));
     }
 
     #[test]

@@ -1,0 +1,91 @@
+//! `pinwheel run`: the daemon's flags, checked, turned into
+//! [`RunOptions`].
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::SysfsArg;
+use crate::daemon::{self, RunOptions};
+use crate::error::DaemonError;
+
+/// Highest `--rate` accepted, requests a second.
+pub const MAX_RATE: f64 = 1e6;
+
+/// `pinwheel run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Topology file of this host.
+    #[arg(long, value_name = "FILE", default_value = "topology/auto.toml")]
+    pub topology: PathBuf,
+    /// Agent manifests (with no cluster, every agent runs here, whatever
+    /// its host).
+    #[arg(long, value_name = "FILE", num_args = 1.., default_values = ["agents/mainpc.toml"])]
+    pub agents: Vec<PathBuf>,
+    /// Stop after this many seconds of running (default: until SIGINT or
+    /// SIGTERM).
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Requests a second the load generator sends the coordinator (0: none).
+    #[arg(long, value_name = "REQ_PER_S", default_value_t = 100.0)]
+    pub rate: f64,
+    /// Deadline of each generated request, milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2_000)]
+    pub timeout_ms: u64,
+    /// Write the final report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Directory for state that survives a restart (registry snapshots).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Do not ask for SCHED_FIFO, locked memory or timer slack.
+    #[arg(long)]
+    pub unprivileged: bool,
+    /// Where sysfs is.
+    #[command(flatten)]
+    pub sysfs: SysfsArg,
+}
+
+impl RunArgs {
+    /// The checked options.
+    pub fn options(&self) -> Result<RunOptions, DaemonError> {
+        let usage = |message: String| DaemonError::Usage { message };
+        if !(self.rate.is_finite() && (0.0..=MAX_RATE).contains(&self.rate)) {
+            return Err(usage(format!(
+                "--rate {} is out of range; pass 0 (no requests) to {MAX_RATE} requests a second",
+                self.rate
+            )));
+        }
+        let duration = match self.duration {
+            Some(s) if !(s.is_finite() && s > 0.0 && s <= 1e9) => {
+                return Err(usage(format!(
+                    "--duration {s} is not a positive number of seconds; leave it out to run until interrupted"
+                )));
+            }
+            Some(s) => Some(Duration::from_secs_f64(s)),
+            None => None,
+        };
+        if self.timeout_ms == 0 {
+            return Err(usage(
+                "--timeout-ms 0 would fail every request; pass at least 1".to_owned(),
+            ));
+        }
+        Ok(RunOptions {
+            topology: self.topology.clone(),
+            agents: self.agents.clone(),
+            sysfs_root: self.sysfs.sysfs_root.clone(),
+            duration,
+            rate_per_s: self.rate,
+            request_timeout: Duration::from_millis(self.timeout_ms),
+            report: self.report.clone(),
+            state_dir: self.state_dir.clone(),
+            privileged: !self.unprivileged,
+        })
+    }
+}
+
+pub(super) fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+    daemon::run(&args.options()?, out).map(drop)
+}

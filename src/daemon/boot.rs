@@ -1,0 +1,189 @@
+//! Boot: from files to a running mesh, in an order where every check that
+//! can fail on bad input runs before anything starts.
+//!
+//! 1. Read and validate the topology file and the manifests, check the
+//!    file against the live host's CPUs, plan. Bad input stops here with
+//!    exit code 2 and nothing started.
+//! 2. Check the outputs: the report's directory exists, the state
+//!    directory can be created.
+//! 3. Process privileges: locked memory (an error only if glommio's
+//!    minimum is impossible), each missing privilege one warning.
+//! 4. Lay out rings and executors, build the mesh, start the executors
+//!    (each applies its thread privileges first), then open the start
+//!    phases one at a time, each waiting for its agents.
+//!
+//! Start-up time is measured from the command's start to the last phase's
+//! agents being up.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::RunOptions;
+use crate::agents::mesh::{Mesh, MeshOptions};
+use crate::config::AgentSet;
+use crate::error::DaemonError;
+use crate::plan::Plan;
+use crate::runtime::executor::{Control, IO_MEMORY, Runtime, ThreadSetup, start};
+use crate::runtime::layout::{Layout, layout};
+use crate::runtime::privileges::{ThreadPolicy, prepare_process, prepare_thread};
+use crate::runtime::routes::Routes;
+use crate::topology::{self, Topology};
+
+/// How long one start phase may take.
+pub const PHASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A started mesh.
+#[derive(Debug)]
+pub struct Booted {
+    /// The executors.
+    pub runtime: Runtime,
+    /// The agents' blueprints and counters.
+    pub mesh: Arc<Mesh>,
+    /// The routing table.
+    pub routes: Arc<Routes>,
+    /// The plan.
+    pub plan: Plan,
+    /// The manifests.
+    pub agents: AgentSet,
+    /// Agents per phase.
+    pub phases: Vec<usize>,
+    /// Privileges not granted, by name.
+    pub degraded: Arc<Mutex<BTreeSet<&'static str>>>,
+    /// When boot began.
+    pub began: Instant,
+}
+
+/// Step 1: the validated inputs and the plan.
+pub fn load(options: &RunOptions) -> Result<(Topology, AgentSet, Plan), DaemonError> {
+    let topology = topology::load(&options.topology, &options.sysfs_root)?;
+    topology.check_live(&topology::detect_host(&options.sysfs_root)?)?;
+    let agents = AgentSet::load(&options.agents)?;
+    let plan = Plan::build(&topology, &agents)?;
+    for warning in plan.warnings(&agents) {
+        warn!(%warning, "plan");
+    }
+    Ok((topology, agents, plan))
+}
+
+/// Step 2: outputs that would fail only at the end are checked now.
+pub fn check_outputs(options: &RunOptions) -> Result<(), DaemonError> {
+    if let Some(report) = &options.report {
+        let dir = match report.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(DaemonError::Usage {
+                message: format!(
+                    "--report {}: directory {} does not exist; create it or write the report elsewhere",
+                    report.display(),
+                    dir.display()
+                ),
+            });
+        }
+    }
+    if let Some(dir) = &options.state_dir {
+        std::fs::create_dir_all(dir).map_err(|err| DaemonError::Usage {
+            message: format!(
+                "--state-dir {}: cannot create it ({err}); pass a writable directory",
+                dir.display()
+            ),
+        })?;
+    }
+    Ok(())
+}
+
+/// Steps 3 and 4: privileges, executors, phases.
+pub fn start_mesh(
+    options: &RunOptions,
+    topology: &Topology,
+    agents: AgentSet,
+    plan: Plan,
+    began: Instant,
+) -> Result<Booted, DaemonError> {
+    let Layout {
+        routes,
+        executors,
+        phases,
+    } = layout(&plan, topology, &agents)?;
+    let degraded = Arc::new(Mutex::new(BTreeSet::new()));
+    if options.privileged {
+        let process = prepare_process((IO_MEMORY * executors.len()) as u64)?;
+        note(&degraded, process.degraded.iter().map(|r| r.as_str()));
+    }
+    let mesh = Arc::new(Mesh::new(
+        &agents,
+        &routes,
+        &MeshOptions {
+            rate_per_s: options.rate_per_s,
+            request_timeout: options.request_timeout,
+            state_dir: options.state_dir.clone(),
+        },
+    ));
+    let make = {
+        let mesh = Arc::clone(&mesh);
+        Arc::new(move |id| mesh.make(id))
+    };
+    let control = Control::new(executors.len(), phases.len());
+    let setup = thread_setup(options.privileged, &degraded);
+    let runtime = start(Arc::clone(&routes), executors, make, setup, control)?;
+    Ok(Booted {
+        runtime,
+        mesh,
+        routes,
+        plan,
+        agents,
+        phases,
+        degraded,
+        began,
+    })
+}
+
+/// Opens the phases in order; returns the manifest agents started (the
+/// load generator, alone in the last phase, is not one of them).
+pub fn open_phases(booted: &Booted) -> usize {
+    let mut started = 0;
+    let generator_phase = booted.phases.len().saturating_sub(1);
+    for (phase, &expected) in booted.phases.iter().enumerate() {
+        booted.runtime.open_phase(phase);
+        if !booted.runtime.wait_started(phase, expected, PHASE_TIMEOUT) {
+            warn!(
+                phase,
+                expected,
+                started = booted.runtime.control().started(phase),
+                "start phase timed out; going on with the next"
+            );
+        }
+        if phase != generator_phase {
+            started += booted.runtime.control().started(phase);
+        }
+    }
+    info!(
+        agents = started,
+        startup_ms = booted.began.elapsed().as_secs_f64() * 1e3,
+        "mesh up"
+    );
+    started
+}
+
+fn note(degraded: &Mutex<BTreeSet<&'static str>>, reasons: impl Iterator<Item = &'static str>) {
+    if let Ok(mut set) = degraded.lock() {
+        set.extend(reasons);
+    }
+}
+
+/// Each executor thread's first step: its scheduling policy and timer
+/// slack, with what it did not get noted as degraded.
+fn thread_setup(privileged: bool, degraded: &Arc<Mutex<BTreeSet<&'static str>>>) -> ThreadSetup {
+    let degraded = Arc::clone(degraded);
+    Arc::new(move |settings| {
+        if privileged {
+            let thread = prepare_thread(ThreadPolicy::for_class(settings));
+            note(&degraded, thread.degraded.iter().map(|r| r.as_str()));
+        }
+    })
+}

@@ -1,0 +1,158 @@
+//! `pinwheel run`: boot the mesh, run it until told to stop, drain, and
+//! report.
+//!
+//! ```text
+//!  files ──load/validate/plan──▶ outputs checked ──▶ privileges ──▶ layout
+//!    ──▶ executors up ──▶ phase 0 … phase N ──▶ load generator (last phase)
+//!    ──▶ status line each second ◀── SIGINT/SIGTERM or --duration
+//!    ──▶ drain (≤1.2 s) ──▶ stop (≤0.3 s more) ──▶ report (text, JSON)
+//! ```
+//!
+//! [`boot`] owns the steps up to a running mesh; [`signals`] turns SIGINT
+//! and SIGTERM into events the main thread polls; [`status`] is the
+//! terminal line; [`report`] merges what every executor measured. The main
+//! thread does nothing per message: executors run the mesh, and it only
+//! waits, redraws and, at the end, collects.
+//!
+//! A signal or the end of `--duration` ends the run the same way and the
+//! command exits 0: the drain lets calls in flight finish, generators stop
+//! first, and whatever did not finish in time is counted, not lost.
+
+pub mod boot;
+pub mod report;
+pub mod signals;
+pub mod status;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use self::boot::Booted;
+use self::report::{Report, ReportInputs};
+use self::signals::Signals;
+use self::status::StatusLine;
+use crate::error::DaemonError;
+
+/// How often the status line is redrawn.
+pub const STATUS_PERIOD: Duration = Duration::from_secs(1);
+
+/// What `pinwheel run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Topology file.
+    pub topology: PathBuf,
+    /// Agent manifests.
+    pub agents: Vec<PathBuf>,
+    /// Where sysfs is.
+    pub sysfs_root: PathBuf,
+    /// Stop after this long (after start-up); `None`: until a signal.
+    pub duration: Option<Duration>,
+    /// Load generator requests a second.
+    pub rate_per_s: f64,
+    /// Deadline of each generated request.
+    pub request_timeout: Duration,
+    /// Where to write the JSON report.
+    pub report: Option<PathBuf>,
+    /// Where registries keep their snapshots.
+    pub state_dir: Option<PathBuf>,
+    /// Ask for SCHED_FIFO, locked memory and timer slack.
+    pub privileged: bool,
+}
+
+/// Runs the mesh; writes the text report to `out`.
+pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonError> {
+    let began = Instant::now();
+    let (topology, agents, plan) = boot::load(options)?;
+    boot::check_outputs(options)?;
+    // Before any executor thread exists, so that they all inherit the mask.
+    let mut signals = Signals::block().map_err(|source| DaemonError::Signals { source })?;
+    let booted = boot::start_mesh(options, &topology, agents, plan, began)?;
+    let started = boot::open_phases(&booted);
+    let startup = began.elapsed();
+    let up_at = Instant::now();
+    wait_for_stop(options, &booted, started, &mut signals)?;
+    let run = up_at.elapsed();
+    let report = finish(booted, started, startup, run, options)?;
+    out.write_all(report.to_text().as_bytes())?;
+    if let Some(path) = &options.report {
+        std::fs::write(path, report.to_json()).map_err(|source| DaemonError::Report {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(report)
+}
+
+/// Redraws the status line until a signal or the end of the duration.
+fn wait_for_stop(
+    options: &RunOptions,
+    booted: &Booted,
+    started: usize,
+    signals: &mut Signals,
+) -> Result<(), DaemonError> {
+    let planned = booted.plan.placements().len();
+    let mut status = StatusLine::new(std::io::stderr().is_terminal());
+    let deadline = options.duration.map(|d| Instant::now() + d);
+    loop {
+        let wait = deadline.map_or(STATUS_PERIOD, |d| {
+            STATUS_PERIOD.min(d.saturating_duration_since(Instant::now()))
+        });
+        if let Some(signal) = signals
+            .wait(wait)
+            .map_err(|source| DaemonError::Signals { source })?
+        {
+            info!(signal = signal.as_str(), "draining");
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            info!("duration reached, draining");
+            break;
+        }
+        status.redraw(booted.runtime.control().live(), started, planned);
+    }
+    status.finish();
+    Ok(())
+}
+
+/// Stops the executors and builds the report.
+fn finish(
+    booted: Booted,
+    started: usize,
+    startup: Duration,
+    run: Duration,
+    options: &RunOptions,
+) -> Result<Report, DaemonError> {
+    let Booted {
+        runtime,
+        mesh,
+        routes,
+        plan,
+        agents,
+        degraded,
+        ..
+    } = booted;
+    let stopping = Instant::now();
+    let snapshots = runtime.stop()?;
+    info!(
+        stop_ms = stopping.elapsed().as_secs_f64() * 1e3,
+        "executors stopped"
+    );
+    let degraded = degraded
+        .lock()
+        .map(|set| set.iter().map(|r| (*r).to_owned()).collect())
+        .unwrap_or_default();
+    Ok(Report::build(ReportInputs {
+        agents: &agents,
+        plan: &plan,
+        routes: &routes,
+        snapshots: &snapshots,
+        mesh: mesh.counters(),
+        started,
+        startup,
+        run,
+        rate_per_s: options.rate_per_s,
+        degraded,
+    }))
+}

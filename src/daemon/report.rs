@@ -1,0 +1,458 @@
+//! The final report of `pinwheel run`: what started, where it ran, what
+//! the load got back and how long it took, merged from every executor's
+//! statistics and the native agents' counters.
+//!
+//! The JSON form (`--report FILE`) is for programs and CI; its top-level
+//! keys are stable: `agents_planned`, `agents_started`, `startup_ms`,
+//! `e2e_latency_ns` (`p50`, `p99`, `p999`, with `count` and `max`),
+//! `requests` (`sent`, `completed`, `failed`, `timed_out`, `lost`),
+//! `placement_violations` and `per_agent`, then `voice_latency_ns`,
+//! `routes`, `coordinators`, `registries`, `stream_frames`, `router` and
+//! `degraded`. The text form is a summary for people.
+//!
+//! A placement violation is an agent whose worker found itself, with
+//! `sched_getcpu`, on another CPU than the plan gave it. An agent that
+//! never started has no observed CPU and is counted in `agents_started`,
+//! not here.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::agents::mesh::MeshCounters;
+use crate::bench::{LatencySummary, format_ns};
+use crate::config::{AgentIndex, AgentSet};
+use crate::plan::Plan;
+use crate::runtime::node::RouterTotals;
+use crate::runtime::routes::Routes;
+use crate::runtime::stats::{AgentCounts, Requests, StatsSnapshot, new_histogram};
+
+/// Routes the text report lists (the slowest by p99).
+const ROUTES_SHOWN: usize = 8;
+
+/// Percentiles of a latency, nanoseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Percentiles {
+    /// Values recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(histogram: &Histogram<u64>) -> Self {
+        let s = LatencySummary::of(histogram);
+        Self {
+            count: s.count,
+            p50: s.p50,
+            p99: s.p99,
+            p999: s.p999,
+            max: s.max,
+        }
+    }
+}
+
+/// Outcomes of the load generator's requests.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RequestsReport {
+    /// Sent.
+    pub sent: u64,
+    /// Answered OK.
+    pub completed: u64,
+    /// Answered with a failure.
+    pub failed: u64,
+    /// Not answered in time.
+    pub timed_out: u64,
+    /// Sent and never accounted for (should be 0).
+    pub lost: u64,
+}
+
+/// One agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentReport {
+    /// Its name (`Name@host` where two hosts share it).
+    pub name: String,
+    /// Its host in the manifest.
+    pub host: String,
+    /// native, synthetic or external.
+    pub kind: &'static str,
+    /// The CPU the plan gave it.
+    pub planned_cpu: u32,
+    /// The CPU its worker found itself on.
+    pub observed_cpu: Option<u32>,
+    /// Messages handled.
+    pub handled: u64,
+    /// Handler failures and overruns.
+    pub failures: u64,
+    /// Restarts after isolation.
+    pub restarts: u64,
+    /// Requests that expired in its inbox.
+    pub expired: u64,
+}
+
+/// One route that carried calls.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteReport {
+    /// Caller.
+    pub from: String,
+    /// Callee.
+    pub to: String,
+    /// Round trips, nanoseconds.
+    pub latency_ns: Percentiles,
+}
+
+/// One coordinator's counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct CoordinatorReport {
+    /// Its name.
+    pub name: String,
+    /// Requests queued.
+    pub accepted: u64,
+    /// Refused, queue full.
+    pub overloaded: u64,
+    /// Expired in the queue.
+    pub expired: u64,
+    /// Answered OK.
+    pub completed: u64,
+    /// Answered with a failure.
+    pub failed: u64,
+    /// Downstream calls retried.
+    pub retries: u64,
+    /// Downstream calls refused by a breaker or bulkhead.
+    pub rejected: u64,
+    /// Breakers opened.
+    pub breaker_opened: u64,
+    /// Breakers closed again.
+    pub breaker_closed: u64,
+}
+
+/// One registry's counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryReport {
+    /// Its name.
+    pub name: String,
+    /// Entries restored from the snapshot at start.
+    pub restored: u64,
+    /// Entries at the end.
+    pub entries: u64,
+    /// Of those, up at the end.
+    pub up: u64,
+    /// Snapshots written.
+    pub saves: u64,
+    /// Snapshot reads or writes that failed.
+    pub snapshot_errors: u64,
+}
+
+/// Stream frames sent by the load generator.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FramesReport {
+    /// Sent.
+    pub sent: u64,
+    /// Answered OK by the source.
+    pub completed: u64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Agents the plan placed on this host.
+    pub agents_planned: usize,
+    /// Of those, started.
+    pub agents_started: usize,
+    /// From the command's start to the last phase started.
+    pub startup_ms: f64,
+    /// How long the mesh ran after start-up.
+    pub run_s: f64,
+    /// The load generator's request rate.
+    pub rate_per_s: f64,
+    /// Load generator requests, completed ones, end to end.
+    pub e2e_latency_ns: Percentiles,
+    /// Request outcomes.
+    pub requests: RequestsReport,
+    /// Agents seen on another CPU than planned.
+    pub placement_violations: usize,
+    /// Each agent.
+    pub per_agent: Vec<AgentReport>,
+    /// Audio frame to the coordinator's answer.
+    pub voice_latency_ns: Percentiles,
+    /// Routes that carried calls.
+    pub routes: Vec<RouteReport>,
+    /// Coordinators.
+    pub coordinators: Vec<CoordinatorReport>,
+    /// Registries.
+    pub registries: Vec<RegistryReport>,
+    /// Stream frames.
+    pub stream_frames: FramesReport,
+    /// Routers, summed over executors.
+    pub router: RouterTotals,
+    /// Why the run was degraded (privileges it did not get).
+    pub degraded: Vec<String>,
+}
+
+/// What a report is made from.
+#[derive(Debug)]
+pub struct ReportInputs<'a> {
+    /// The manifests.
+    pub agents: &'a AgentSet,
+    /// The plan.
+    pub plan: &'a Plan,
+    /// The routing table.
+    pub routes: &'a Routes,
+    /// Every executor's statistics.
+    pub snapshots: &'a [StatsSnapshot],
+    /// The native agents' counters.
+    pub mesh: &'a MeshCounters,
+    /// Agents started.
+    pub started: usize,
+    /// Start-up time.
+    pub startup: Duration,
+    /// Run time after start-up.
+    pub run: Duration,
+    /// Request rate.
+    pub rate_per_s: f64,
+    /// Degraded reasons.
+    pub degraded: Vec<String>,
+}
+
+impl Report {
+    /// Merges everything into one report.
+    pub fn build(inputs: ReportInputs<'_>) -> Self {
+        let snapshots = inputs.snapshots;
+        let merged = |pick: fn(&StatsSnapshot) -> &Histogram<u64>| {
+            let mut all = new_histogram();
+            for snapshot in snapshots {
+                // Same bounds everywhere, so adding cannot fail.
+                let _ = all.add(pick(snapshot));
+            }
+            Percentiles::of(&all)
+        };
+        let requests = snapshots.iter().fold(Requests::default(), |a, s| Requests {
+            sent: a.sent + s.requests.sent,
+            completed: a.completed + s.requests.completed,
+            failed: a.failed + s.requests.failed,
+            timed_out: a.timed_out + s.requests.timed_out,
+        });
+        let per_agent = agent_reports(&inputs);
+        let placement_violations = per_agent
+            .iter()
+            .filter(|a| a.observed_cpu.is_some_and(|cpu| cpu != a.planned_cpu))
+            .count();
+        Self {
+            agents_planned: inputs.plan.placements().len(),
+            agents_started: inputs.started,
+            startup_ms: inputs.startup.as_secs_f64() * 1e3,
+            run_s: inputs.run.as_secs_f64(),
+            rate_per_s: inputs.rate_per_s,
+            e2e_latency_ns: merged(|s| &s.e2e),
+            requests: RequestsReport {
+                sent: requests.sent,
+                completed: requests.completed,
+                failed: requests.failed,
+                timed_out: requests.timed_out,
+                lost: requests.sent
+                    - (requests.completed + requests.failed + requests.timed_out)
+                        .min(requests.sent),
+            },
+            placement_violations,
+            per_agent,
+            voice_latency_ns: merged(|s| &s.voice),
+            routes: route_reports(inputs.routes, snapshots),
+            coordinators: coordinator_reports(inputs.routes, inputs.mesh),
+            registries: registry_reports(inputs.routes, inputs.mesh),
+            stream_frames: FramesReport {
+                // SYNC: Relaxed; the executors that wrote these are joined.
+                sent: inputs.mesh.streams.sent.load(Ordering::Relaxed),
+                // SYNC: as above.
+                completed: inputs.mesh.streams.completed.load(Ordering::Relaxed),
+            },
+            router: router_totals(snapshots),
+            degraded: inputs.degraded,
+        }
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("the report is plain data");
+        text.push('\n');
+        text
+    }
+
+    /// The report for people.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let r = &self.requests;
+        let _ = writeln!(
+            out,
+            "{}/{} agents started in {:.1} ms; ran {:.1} s at {} req/s",
+            self.agents_started, self.agents_planned, self.startup_ms, self.run_s, self.rate_per_s
+        );
+        let _ = writeln!(
+            out,
+            "requests: {} sent, {} completed, {} failed, {} timed out, {} lost",
+            r.sent, r.completed, r.failed, r.timed_out, r.lost
+        );
+        let _ = writeln!(
+            out,
+            "placement: {} violations (agents off their planned CPU)",
+            self.placement_violations
+        );
+        let _ = writeln!(
+            out,
+            "\n{:<48} {:>8} {:>10} {:>10} {:>10} {:>10}",
+            "latency", "count", "p50", "p99", "p99.9", "max"
+        );
+        let mut row = |name: &str, p: &Percentiles| {
+            let _ = writeln!(
+                out,
+                "{name:<48} {:>8} {:>10} {:>10} {:>10} {:>10}",
+                p.count,
+                format_ns(p.p50),
+                format_ns(p.p99),
+                format_ns(p.p999),
+                format_ns(p.max)
+            );
+        };
+        row("request, end to end", &self.e2e_latency_ns);
+        row("voice: audio frame to response", &self.voice_latency_ns);
+        let mut slowest: Vec<&RouteReport> = self.routes.iter().collect();
+        slowest.sort_by_key(|r| std::cmp::Reverse(r.latency_ns.p99));
+        for route in slowest.iter().take(ROUTES_SHOWN) {
+            row(
+                &format!("{} -> {}", route.from, route.to),
+                &route.latency_ns,
+            );
+        }
+        self.native_text(&mut out);
+        out
+    }
+
+    fn native_text(&self, out: &mut String) {
+        for c in &self.coordinators {
+            let _ = writeln!(
+                out,
+                "\n{}: {} accepted, {} completed, {} failed, {} expired, {} overloaded, {} retries, {} rejected, breakers opened {} closed {}",
+                c.name,
+                c.accepted,
+                c.completed,
+                c.failed,
+                c.expired,
+                c.overloaded,
+                c.retries,
+                c.rejected,
+                c.breaker_opened,
+                c.breaker_closed
+            );
+        }
+        for g in &self.registries {
+            let _ = writeln!(
+                out,
+                "{}: {} agents registered ({} up), {} restored from the snapshot, {} saves, {} snapshot errors",
+                g.name, g.entries, g.up, g.restored, g.saves, g.snapshot_errors
+            );
+        }
+        if !self.degraded.is_empty() {
+            let _ = writeln!(out, "degraded: {}", self.degraded.join(", "));
+        }
+    }
+}
+
+fn agent_reports(inputs: &ReportInputs<'_>) -> Vec<AgentReport> {
+    let mut counts: Vec<Option<AgentCounts>> = vec![None; inputs.routes.agent_count()];
+    for snapshot in inputs.snapshots {
+        for &(id, c) in &snapshot.agents {
+            counts[id.0 as usize] = Some(c);
+        }
+    }
+    inputs
+        .plan
+        .placements()
+        .iter()
+        .map(|p| {
+            let spec = inputs.agents.get(p.agent);
+            let c = counts[p.agent.0].unwrap_or_default();
+            AgentReport {
+                name: inputs.agents.display_name(AgentIndex(p.agent.0)),
+                host: spec.host().to_owned(),
+                kind: spec.kind().as_str(),
+                planned_cpu: p.cpu.0,
+                observed_cpu: c.cpu_seen,
+                handled: c.handled,
+                failures: c.failures,
+                restarts: c.restarts,
+                expired: c.expired,
+            }
+        })
+        .collect()
+}
+
+fn route_reports(routes: &Routes, snapshots: &[StatsSnapshot]) -> Vec<RouteReport> {
+    snapshots
+        .iter()
+        .flat_map(|s| s.routes.iter())
+        .map(|(from, to, histogram)| RouteReport {
+            from: routes.name(*from).to_owned(),
+            to: routes.name(*to).to_owned(),
+            latency_ns: Percentiles::of(histogram),
+        })
+        .collect()
+}
+
+fn coordinator_reports(routes: &Routes, mesh: &MeshCounters) -> Vec<CoordinatorReport> {
+    // SYNC (every load below): Relaxed; the executors that wrote these
+    // counters are joined.
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    mesh.coordinators
+        .iter()
+        .map(|(id, c)| CoordinatorReport {
+            name: routes.name(*id).to_owned(),
+            accepted: get(&c.accepted),
+            overloaded: get(&c.overloaded),
+            expired: get(&c.expired),
+            completed: get(&c.completed),
+            failed: get(&c.failed),
+            retries: get(&c.retries),
+            rejected: get(&c.rejected),
+            breaker_opened: get(&c.breaker_opened),
+            breaker_closed: get(&c.breaker_closed),
+        })
+        .collect()
+}
+
+fn registry_reports(routes: &Routes, mesh: &MeshCounters) -> Vec<RegistryReport> {
+    // SYNC (every load below): Relaxed; the executors that wrote these
+    // counters are joined.
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    mesh.registries
+        .iter()
+        .map(|(id, g)| RegistryReport {
+            name: routes.name(*id).to_owned(),
+            restored: get(&g.restored),
+            entries: get(&g.entries),
+            up: get(&g.up),
+            saves: get(&g.saves),
+            snapshot_errors: get(&g.snapshot_errors),
+        })
+        .collect()
+}
+
+fn router_totals(snapshots: &[StatsSnapshot]) -> RouterTotals {
+    snapshots
+        .iter()
+        .fold(RouterTotals::default(), |a, s| RouterTotals {
+            local: a.local + s.router.local,
+            remote: a.remote + s.router.remote,
+            accepted: a.accepted + s.router.accepted,
+            dropped: a.dropped + s.router.dropped,
+            late_replies: a.late_replies + s.router.late_replies,
+            unroutable: a.unroutable + s.router.unroutable,
+        })
+}
