@@ -55,6 +55,31 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 }
 
+/// Counts this thread's allocations from [`Counting::start`] until
+/// [`Counting::finish`], across awaits: for code that runs as tasks on a
+/// single-threaded executor, where everything between the two calls (the
+/// measured tasks and whatever else the executor runs) is on this thread.
+#[derive(Debug)]
+pub struct Counting {
+    before: usize,
+}
+
+impl Counting {
+    /// Starts counting.
+    pub fn start() -> Self {
+        COUNTING.set(true);
+        Self {
+            before: ALLOCATIONS.get(),
+        }
+    }
+
+    /// Stops counting; the allocations since `start`.
+    pub fn finish(self) -> usize {
+        COUNTING.set(false);
+        ALLOCATIONS.get() - self.before
+    }
+}
+
 /// Heap allocations `f` makes on this thread (with [`CountingAlloc`]
 /// installed; zero otherwise).
 pub fn allocations_during(f: impl FnOnce()) -> usize {

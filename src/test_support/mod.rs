@@ -7,4 +7,4 @@
 #[allow(unsafe_code)]
 mod alloc;
 
-pub use alloc::{CountingAlloc, allocations_during};
+pub use alloc::{Counting, CountingAlloc, allocations_during};
