@@ -6,9 +6,10 @@
 //! <- `daemon` <- `cli`. See README.md for the architecture and each
 //! module's `//!` doc for its design.
 
-pub mod agents;
 // Under `--cfg loom` only the ring's models are built: the modules that
 // drive real rings and processes are left out.
+#[cfg(not(loom))]
+pub mod agents;
 #[cfg(not(loom))]
 pub mod bench;
 #[cfg(not(loom))]
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod error;
 pub mod plan;
 pub mod ring;
+#[cfg(not(loom))]
 pub mod runtime;
 #[cfg(feature = "test-support")]
 pub mod test_support;
