@@ -14,6 +14,7 @@
 
 mod report;
 pub mod ring;
+pub mod router;
 mod summary;
 #[cfg(feature = "zmq-baseline")]
 pub mod zmq;

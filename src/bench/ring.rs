@@ -85,7 +85,7 @@ impl RingBench {
 
     /// Runs ping-pong, streaming, then the idle phase.
     pub fn run(&self) -> Result<Case, BenchError> {
-        let rtt = self.ping_pong()?;
+        let rtt = self.round_trips()?;
         let throughput_msgs_per_s = self.stream()?;
         let idle_cpu_percent = Some(self.idle_cpu()?);
         Ok(Case {
@@ -95,7 +95,8 @@ impl RingBench {
         })
     }
 
-    fn ping_pong(&self) -> Result<Histogram<u64>, BenchError> {
+    /// Times `msgs` round trips (after a warm-up) of one envelope each way.
+    pub fn round_trips(&self) -> Result<Histogram<u64>, BenchError> {
         let mut link = self.connect(PeerMode::Echo)?;
         pin(self.cpus[0])?;
         let body = vec![0x5a; self.size];

@@ -6,6 +6,7 @@ use std::io::Write;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::bench::ring::{PeerMode, RingBench, serve_peer};
+use crate::bench::router::RouterBench;
 use crate::bench::{RingReport, render_ring_json, render_ring_table};
 use crate::error::DaemonError;
 use crate::ring::WaitStrategy;
@@ -16,6 +17,9 @@ use crate::topology::{CpuId, CpuSet, LIVE_SYSFS};
 pub enum BenchCommand {
     /// Round trips and one-way streaming of envelopes over rings between two CPUs.
     Ring(BenchRingArgs),
+    /// What the runtime adds per message: a call between agents on two
+    /// executors against the bare ring between two threads, same CPUs.
+    Router(BenchRouterArgs),
     /// The server side of a two-process ring benchmark (started by `bench ring`).
     #[command(hide = true)]
     RingPeer(RingPeerArgs),
@@ -82,6 +86,26 @@ pub struct BenchRingArgs {
     pub json: bool,
 }
 
+/// `pinwheel bench router`.
+#[derive(Debug, Args)]
+pub struct BenchRouterArgs {
+    /// The caller's and the callee's CPU.
+    #[arg(long, value_name = "A,B", default_value = "0,1")]
+    pub cpus: String,
+    /// How ring consumers and executors wait for messages.
+    #[arg(long, value_enum, default_value_t = WaitArg::Spin)]
+    pub wait: WaitArg,
+    /// Request body size, bytes (at most 512).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Round trips per case.
+    #[arg(long, default_value_t = 100_000)]
+    pub msgs: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `pinwheel bench ring-peer`.
 #[derive(Debug, Args)]
 pub struct RingPeerArgs {
@@ -115,6 +139,7 @@ pub struct ZmqPeerArgs {
 pub(super) fn run(command: BenchCommand, out: &mut dyn Write) -> Result<(), DaemonError> {
     match command {
         BenchCommand::Ring(args) => ring(&args, out),
+        BenchCommand::Router(args) => router(&args, out),
         BenchCommand::RingPeer(args) => Ok(serve_peer(args.mode, CpuId(args.cpu))?),
         #[cfg(feature = "zmq-baseline")]
         BenchCommand::ZmqPeer(args) => Ok(crate::bench::zmq::serve_peer(
@@ -159,6 +184,34 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
     out.write_all(text.as_bytes())?;
     Ok(())
 }
+
+fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+    if args.size > MAX_ROUTER_BODY {
+        return Err(DaemonError::Usage {
+            message: format!(
+                "--size {}: runtime messages carry at most {MAX_ROUTER_BODY} body bytes",
+                args.size
+            ),
+        });
+    }
+    let bench = RouterBench {
+        cpus: bench_cpus(&args.cpus)?,
+        wait: args.wait.into(),
+        size: args.size,
+        msgs: args.msgs.max(1),
+    };
+    let report = bench.run()?;
+    let text = if args.json {
+        report.to_json()
+    } else {
+        report.to_table()
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Largest body `bench router` sends (frames are 1 KiB with the envelope).
+const MAX_ROUTER_BODY: usize = 512;
 
 #[cfg(feature = "zmq-baseline")]
 fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, DaemonError> {

@@ -1,0 +1,303 @@
+//! `pinwheel bench router`: what the runtime adds to a message on top of
+//! the ring it travels on.
+//!
+//! Three round trips are timed in one run, on the same two CPUs with the
+//! same wait strategy and body size:
+//!
+//! * the bare ring: two pinned threads, one envelope each way, encoded and
+//!   checked (`bench ring --threads`'s ping-pong);
+//! * a runtime call across CPUs: an agent on executor A calls an agent on
+//!   executor B with [`Ctx::call`] and B's worker replies; each way the
+//!   message is encoded by the router, crosses the ring, is taken by the
+//!   pump, checked, copied into a pool frame, queued in the inbox by
+//!   priority, and handed to a worker task (the reply completes a pending
+//!   call and wakes the caller's task);
+//! * a runtime call on one CPU: the same through the local queue only.
+//!
+//! Per-hop overhead is half the difference between the cross-CPU call and
+//! the bare ring at the same percentile.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use super::BenchError;
+use super::ring::RingBench;
+use super::summary::{LatencySummary, PERCENTILE_TITLES, format_ns, new_histogram};
+use crate::config::{AgentSet, SourceFile};
+use crate::plan::Plan;
+use crate::ring::WaitStrategy;
+use crate::runtime::RuntimeError;
+use crate::runtime::agent::{Agent, Message};
+use crate::runtime::ctx::Ctx;
+use crate::runtime::executor::{Control, start};
+use crate::runtime::layout::{Layout, layout};
+use crate::runtime::node::STATUS_OK;
+use crate::topology::{self, CpuId};
+use crate::wire::{AgentId, Priority};
+
+const FAR: AgentId = AgentId(1);
+const NEAR: AgentId = AgentId(2);
+/// Longest the whole runtime part may take before the bench gives up.
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RouterBench {
+    /// Caller CPU, then callee CPU.
+    pub cpus: [CpuId; 2],
+    /// How consumers (ring threads, executors' pumps) wait.
+    pub wait: WaitStrategy,
+    /// Request body bytes.
+    pub size: usize,
+    /// Round trips per case.
+    pub msgs: u64,
+}
+
+/// The three cases' round trips.
+#[derive(Debug)]
+pub struct RouterReport {
+    /// What ran.
+    pub bench: RouterBench,
+    /// The bare ring.
+    pub ring: Histogram<u64>,
+    /// A runtime call across CPUs.
+    pub far: Histogram<u64>,
+    /// A runtime call on one CPU.
+    pub near: Histogram<u64>,
+}
+
+impl RouterBench {
+    /// Runs the three cases.
+    pub fn run(&self) -> Result<RouterReport, BenchError> {
+        let ring = RingBench {
+            cpus: self.cpus,
+            peer_exe: None,
+            wait: self.wait,
+            size: self.size,
+            msgs: self.msgs,
+            spin_us: 50,
+        }
+        .round_trips()?;
+        let [far, near] = self.runtime_calls()?;
+        Ok(RouterReport {
+            bench: self.clone(),
+            ring,
+            far,
+            near,
+        })
+    }
+
+    /// Starts executors on the two CPUs and times calls from the caller.
+    fn runtime_calls(&self) -> Result<[Histogram<u64>; 2], BenchError> {
+        let runtime_err = |err: RuntimeError| BenchError::Peer {
+            reason: format!("runtime: {err}"),
+        };
+        let (topology, agents) = self.mesh()?;
+        let plan = Plan::build(&topology, &agents).map_err(|err| BenchError::Peer {
+            reason: format!("plan: {err}"),
+        })?;
+        let Layout {
+            routes,
+            executors,
+            phases,
+        } = layout(&plan, &topology, &agents).map_err(runtime_err)?;
+        let results = Arc::new(Results::default());
+        let make = {
+            let (results, bench) = (Arc::clone(&results), self.clone());
+            Arc::new(move |id: AgentId| match id.0 {
+                0 => BenchAgent::Caller(Arc::clone(&results), bench.clone()),
+                _ => BenchAgent::Echo,
+            })
+        };
+        let control = Control::new(executors.len(), phases.len());
+        let runtime =
+            start(routes, executors, make, Arc::new(|_| {}), control).map_err(runtime_err)?;
+        for (phase, &expected) in phases.iter().enumerate() {
+            runtime.open_phase(phase);
+            runtime.wait_started(phase, expected, Duration::from_secs(10));
+        }
+        let began = Instant::now();
+        // SYNC: Acquire pairs with the Release store when the caller is done.
+        while !results.done.load(Ordering::Acquire) && began.elapsed() < RUN_LIMIT {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        runtime.stop().map_err(runtime_err)?;
+        let mut slots = results.histograms.lock().map_err(|_| BenchError::Peer {
+            reason: "the caller panicked".into(),
+        })?;
+        match (slots[0].take(), slots[1].take()) {
+            (Some(far), Some(near)) => Ok([far, near]),
+            _ => Err(BenchError::Peer {
+                reason: "a runtime call failed or the run hit its time limit".into(),
+            }),
+        }
+    }
+
+    /// The topology and manifest of the bench: a caller on the first CPU,
+    /// a far echo on the second, a near echo on the first.
+    fn mesh(&self) -> Result<(topology::Topology, AgentSet), BenchError> {
+        let [a, b] = self.cpus;
+        let wait = match self.wait {
+            WaitStrategy::Spin => "spin",
+            WaitStrategy::Park => "park",
+            WaitStrategy::Adaptive => "adaptive",
+        };
+        let topology = format!(
+            "schema = 1\n[host]\nname = \"bench\"\ncpus = {{ uniform = \"{a},{b}\" }}\n[class.uniform]\nwait = \"{wait}\"\npreempt_timer_us = 100\nrt_priority = 0\n"
+        );
+        let agent = |name: &str, cpu: CpuId, calls: &str| {
+            format!(
+                "[[agent]]\nname = \"{name}\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"synthetic\"\npriority = \"high\"\ncpu = {cpu}\ncalls = [{calls}]\n"
+            )
+        };
+        let manifest = format!(
+            "schema = 1\n{}{}{}",
+            agent("Caller", a, "\"Far\", \"Near\""),
+            agent("Far", b, ""),
+            agent("Near", a, "")
+        );
+        let invalid = |err: String| BenchError::Peer {
+            reason: format!("bench mesh: {err}"),
+        };
+        let file = SourceFile::from_text(Path::new("bench-topology.toml"), &topology);
+        let raw = file.parse().map_err(|e| invalid(e.to_string()))?;
+        let topology = topology::validate(raw, &file, None).map_err(|e| invalid(e.to_string()))?;
+        let agents = AgentSet::from_sources(&[SourceFile::from_text(
+            Path::new("bench-agents.toml"),
+            &manifest,
+        )])
+        .map_err(|e| invalid(e.to_string()))?;
+        Ok((topology, agents))
+    }
+}
+
+/// What the caller leaves for the bench's thread.
+#[derive(Debug, Default)]
+struct Results {
+    done: AtomicBool,
+    histograms: Mutex<[Option<Histogram<u64>>; 2]>,
+}
+
+enum BenchAgent {
+    Caller(Arc<Results>, RouterBench),
+    Echo,
+}
+
+/// Times `count` calls to `to` after a warm-up; `None` if one fails.
+async fn time_calls(ctx: &Ctx, to: AgentId, body: &[u8], count: u64) -> Option<Histogram<u64>> {
+    let warmup = (count / 10).min(10_000);
+    let mut histogram = new_histogram();
+    for i in 0..warmup + count {
+        let start = Instant::now();
+        let reply = ctx
+            .call(to, 1, body, Priority::High, Duration::from_secs(5))
+            .await
+            .ok()?;
+        if reply.head().code != STATUS_OK || reply.body().len() != body.len() {
+            return None;
+        }
+        if i >= warmup {
+            histogram.saturating_record((start.elapsed().as_nanos() as u64).max(1));
+        }
+    }
+    Some(histogram)
+}
+
+impl Agent for BenchAgent {
+    async fn start(&self, _ctx: &Ctx) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn handle(&self, ctx: &Ctx, msg: &Message) -> Result<(), RuntimeError> {
+        let mut body = [0u8; 1024];
+        let len = {
+            let bytes = msg.body();
+            let len = bytes.len().min(body.len());
+            body[..len].copy_from_slice(&bytes[..len]);
+            len
+        };
+        ctx.reply(msg, STATUS_OK, &body[..len]).await
+    }
+
+    fn reset(&self) {}
+
+    async fn run(&self, ctx: &Ctx) {
+        let BenchAgent::Caller(results, bench) = self else {
+            return;
+        };
+        let body = vec![0x5a; bench.size];
+        let far = time_calls(ctx, FAR, &body, bench.msgs).await;
+        let near = time_calls(ctx, NEAR, &body, bench.msgs).await;
+        if let Ok(mut slots) = results.histograms.lock() {
+            *slots = [far, near];
+        }
+        // SYNC: Release pairs with the Acquire load in runtime_calls.
+        results.done.store(true, Ordering::Release);
+    }
+}
+
+impl RouterReport {
+    fn overhead_ns(&self, quantile: f64) -> i64 {
+        let far = self.far.value_at_quantile(quantile) as i64;
+        let ring = self.ring.value_at_quantile(quantile) as i64;
+        (far - ring) / 2
+    }
+
+    /// The report as a table.
+    pub fn to_table(&self) -> String {
+        let b = &self.bench;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "pinwheel bench router: CPUs {} and {}, {}-byte bodies, {} round trips per case",
+            b.cpus[0], b.cpus[1], b.size, b.msgs
+        );
+        let _ = write!(out, "\n{:<34}", "round trip");
+        for title in PERCENTILE_TITLES {
+            let _ = write!(out, "{title:>10}");
+        }
+        let _ = writeln!(out);
+        for (name, histogram) in [
+            ("bare ring (2 threads)", &self.ring),
+            ("runtime call, across CPUs", &self.far),
+            ("runtime call, same CPU", &self.near),
+        ] {
+            let _ = write!(out, "{name:<34}");
+            for ns in LatencySummary::of(histogram).columns() {
+                let _ = write!(out, "{:>10}", format_ns(ns));
+            }
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(
+            out,
+            "\nrouter overhead per hop (cross-CPU call minus bare ring, halved): p50 {} ns, p99 {} ns",
+            self.overhead_ns(0.5),
+            self.overhead_ns(0.99)
+        );
+        out
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> String {
+        let b = &self.bench;
+        let value = json!({
+            "cpus": b.cpus,
+            "size": b.size,
+            "msgs": b.msgs,
+            "ring_rtt_ns": LatencySummary::of(&self.ring).to_json(),
+            "call_far_rtt_ns": LatencySummary::of(&self.far).to_json(),
+            "call_near_rtt_ns": LatencySummary::of(&self.near).to_json(),
+            "overhead_per_hop_ns": {"p50": self.overhead_ns(0.5), "p99": self.overhead_ns(0.99)},
+        });
+        let mut text =
+            serde_json::to_string_pretty(&value).expect("a JSON value always serializes");
+        text.push('\n');
+        text
+    }
+}
