@@ -26,10 +26,17 @@ pub struct RunArgs {
     pub agents: Vec<PathBuf>,
     /// Stop after this many seconds of running (default: until SIGINT or
     /// SIGTERM).
-    #[arg(long, value_name = "SECONDS")]
+    // Negative numbers reach `options()`, whose message says what to pass,
+    // instead of clap's "unexpected argument '-1'", which names no flag.
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// Requests a second the load generator sends the coordinator (0: none).
-    #[arg(long, value_name = "REQ_PER_S", default_value_t = 100.0)]
+    #[arg(
+        long,
+        value_name = "REQ_PER_S",
+        default_value_t = 100.0,
+        allow_negative_numbers = true
+    )]
     pub rate: f64,
     /// Deadline of each generated request, milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 2_000)]
@@ -88,4 +95,34 @@ impl RunArgs {
 
 pub(super) fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
     daemon::run(&args.options()?, out).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn options_error(args: &[&str]) -> String {
+        let cli = Cli::try_parse_from(["pinwheel", "run"].iter().chain(args)).unwrap();
+        let Command::Run(sut) = cli.command else {
+            panic!("not a run command");
+        };
+        sut.options().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_negative_rate_is_rejected_naming_the_flag() {
+        let message = options_error(&["--rate", "-1"]);
+        assert!(message.contains("--rate -1 is out of range"), "{message}");
+    }
+
+    #[test]
+    fn a_negative_duration_is_rejected_naming_the_flag() {
+        let message = options_error(&["--duration", "-2"]);
+        assert!(
+            message.contains("--duration -2 is not a positive number of seconds"),
+            "{message}"
+        );
+    }
 }
