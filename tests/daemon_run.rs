@@ -653,10 +653,16 @@ fn a_manifest_value_out_of_range_is_rejected_with_its_file_and_line() {
         .lines()
         .position(|l| l.starts_with("stream_hz = 50"))
         .unwrap();
-    let agents = case.write(
-        "agents.toml",
-        &mainpc.replacen("stream_hz = 50", "stream_hz = 0", 1),
-    );
+    // Only the setting's own line: the file's header comment names it too.
+    let edited: Vec<String> = mainpc
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i + 1 == line {
+            true => l.replacen("stream_hz = 50", "stream_hz = 0", 1),
+            false => l.to_owned(),
+        })
+        .collect();
+    let agents = case.write("agents.toml", &edited.join("\n"));
     let args = [
         "--topology",
         VM_2CPU,
