@@ -58,6 +58,12 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// A daemon thread (core loop) could not be started.
+    #[error("cannot start a daemon thread: {source}")]
+    Thread {
+        /// Why.
+        source: std::io::Error,
+    },
     /// Writing the command's output.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -76,6 +82,7 @@ impl DaemonError {
             | DaemonError::Runtime(_)
             | DaemonError::Signals { .. }
             | DaemonError::Report { .. }
+            | DaemonError::Thread { .. }
             | DaemonError::Output(_) => EXIT_FAILURE,
         }
     }
@@ -92,6 +99,7 @@ impl DaemonError {
             | DaemonError::Runtime(_)
             | DaemonError::Signals { .. }
             | DaemonError::Report { .. }
+            | DaemonError::Thread { .. }
             | DaemonError::Output(_) => None,
         }
     }

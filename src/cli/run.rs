@@ -50,6 +50,13 @@ pub struct RunArgs {
     /// Do not ask for SCHED_FIFO, locked memory or timer slack.
     #[arg(long)]
     pub unprivileged: bool,
+    /// Admin API address (default: the topology's `[admin] addr`; port 0
+    /// picks a free one, logged at start).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_addr: Option<std::net::SocketAddr>,
+    /// File holding the admin API's bearer token (root-owned, mode 600).
+    #[arg(long, value_name = "FILE", default_value = crate::observe::admin::DEFAULT_TOKEN_FILE)]
+    pub admin_token_file: PathBuf,
     /// Where sysfs is.
     #[command(flatten)]
     pub sysfs: SysfsArg,
@@ -89,6 +96,8 @@ impl RunArgs {
             report: self.report.clone(),
             state_dir: self.state_dir.clone(),
             privileged: !self.unprivileged,
+            admin_addr: self.admin_addr,
+            admin_token_file: self.admin_token_file.clone(),
         })
     }
 }

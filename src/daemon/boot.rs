@@ -15,9 +15,8 @@
 //! Start-up time is measured from the command's start to the last phase's
 //! agents being up.
 
-use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -26,10 +25,12 @@ use super::RunOptions;
 use crate::agents::mesh::{Mesh, MeshOptions};
 use crate::config::AgentSet;
 use crate::error::DaemonError;
+use crate::observe::health::Health;
+use crate::observe::perf::{self, PerfEvent, PerfSet, ThreadPerf};
 use crate::plan::Plan;
 use crate::runtime::executor::{Control, IO_MEMORY, Runtime, ThreadSetup, start};
 use crate::runtime::layout::{Layout, layout};
-use crate::runtime::privileges::{ThreadPolicy, prepare_process, prepare_thread};
+use crate::runtime::privileges::{DegradedReason, ThreadPolicy, prepare_process, prepare_thread};
 use crate::runtime::routes::Routes;
 use crate::topology::{self, Topology};
 
@@ -51,8 +52,10 @@ pub struct Booted {
     pub agents: AgentSet,
     /// Agents per phase.
     pub phases: Vec<usize>,
-    /// Privileges not granted, by name.
-    pub degraded: Arc<Mutex<BTreeSet<&'static str>>>,
+    /// Why the daemon runs degraded.
+    pub health: Arc<Health>,
+    /// The executor threads' perf counters.
+    pub perf: Arc<PerfSet>,
     /// When boot began.
     pub began: Instant,
 }
@@ -110,11 +113,12 @@ pub fn start_mesh(
         executors,
         phases,
     } = layout(&plan, topology, &agents)?;
-    let degraded = Arc::new(Mutex::new(BTreeSet::new()));
+    let health = Arc::new(Health::default());
     if options.privileged {
         let process = prepare_process((IO_MEMORY * executors.len()) as u64)?;
-        note(&degraded, process.degraded.iter().map(|r| r.as_str()));
+        note(&health, &process.degraded);
     }
+    let events = perf_events(&health);
     let mesh = Arc::new(Mesh::new(
         &agents,
         &routes,
@@ -129,7 +133,8 @@ pub fn start_mesh(
         Arc::new(move |id| mesh.make(id))
     };
     let control = Control::new(executors.len(), phases.len());
-    let setup = thread_setup(options.privileged, &degraded);
+    let perf = Arc::new(PerfSet::default());
+    let setup = thread_setup(options.privileged, &health, &perf, events);
     let runtime = start(Arc::clone(&routes), executors, make, setup, control)?;
     Ok(Booted {
         runtime,
@@ -138,7 +143,8 @@ pub fn start_mesh(
         plan,
         agents,
         phases,
-        degraded,
+        health,
+        perf,
         began,
     })
 }
@@ -170,20 +176,47 @@ pub fn open_phases(booted: &Booted) -> usize {
     started
 }
 
-fn note(degraded: &Mutex<BTreeSet<&'static str>>, reasons: impl Iterator<Item = &'static str>) {
-    if let Ok(mut set) = degraded.lock() {
-        set.extend(reasons);
+fn note(health: &Health, reasons: &[DegradedReason]) {
+    for reason in reasons {
+        health.raise(reason.as_str(), reason.describe());
     }
 }
 
-/// Each executor thread's first step: its scheduling policy and timer
-/// slack, with what it did not get noted as degraded.
-fn thread_setup(privileged: bool, degraded: &Arc<Mutex<BTreeSet<&'static str>>>) -> ThreadSetup {
-    let degraded = Arc::clone(degraded);
+/// Probes the perf events; no hardware event means no PMU, one warning.
+fn perf_events(health: &Health) -> Vec<PerfEvent> {
+    let probe = perf::probe();
+    if !probe.has_pmu() {
+        let why = probe
+            .failed
+            .iter()
+            .find(|(e, _)| e.is_hardware())
+            .map_or_else(String::new, |(_, err)| err.clone());
+        warn!(error = %why, "no hardware performance counters (no PMU); counting software events only");
+        health.raise(
+            "no_pmu",
+            format!("no hardware performance counters ({why}); software events only"),
+        );
+    }
+    probe.available
+}
+
+/// Each executor thread's first steps: its scheduling policy and timer
+/// slack, with what it did not get noted as degraded, then its perf
+/// counters (glommio has pinned it by now).
+fn thread_setup(
+    privileged: bool,
+    health: &Arc<Health>,
+    perf: &Arc<PerfSet>,
+    events: Vec<PerfEvent>,
+) -> ThreadSetup {
+    let (health, perf) = (Arc::clone(health), Arc::clone(perf));
     Arc::new(move |settings| {
         if privileged {
             let thread = prepare_thread(ThreadPolicy::for_class(settings));
-            note(&degraded, thread.degraded.iter().map(|r| r.as_str()));
+            note(&health, &thread.degraded);
+        }
+        if let Ok(cpu) = crate::runtime::affinity::current_cpu() {
+            perf.register(ThreadPerf::open(cpu, &events));
         }
     })
 }

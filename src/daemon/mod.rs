@@ -19,6 +19,8 @@
 //! first, and whatever did not finish in time is counted, not lost.
 
 pub mod boot;
+pub mod control;
+pub mod core;
 pub mod report;
 pub mod signals;
 pub mod status;
@@ -59,6 +61,10 @@ pub struct RunOptions {
     pub state_dir: Option<PathBuf>,
     /// Ask for SCHED_FIFO, locked memory and timer slack.
     pub privileged: bool,
+    /// The admin API's address, over the topology's.
+    pub admin_addr: Option<std::net::SocketAddr>,
+    /// The admin API's token file.
+    pub admin_token_file: PathBuf,
 }
 
 /// Runs the mesh; writes the text report to `out`.
@@ -72,7 +78,10 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
     let started = boot::open_phases(&booted);
     let startup = began.elapsed();
     let up_at = Instant::now();
-    wait_for_stop(options, &booted, started, &mut signals)?;
+    let controls = control::start(options, &topology, &booted)?;
+    let waited = wait_for_stop(options, &booted, started, &mut signals);
+    controls.stop();
+    waited?;
     let run = up_at.elapsed();
     let report = finish(booted, started, startup, run, options)?;
     out.write_all(report.to_text().as_bytes())?;
@@ -130,7 +139,7 @@ fn finish(
         routes,
         plan,
         agents,
-        degraded,
+        health,
         ..
     } = booted;
     let stopping = Instant::now();
@@ -139,10 +148,7 @@ fn finish(
         stop_ms = stopping.elapsed().as_secs_f64() * 1e3,
         "executors stopped"
     );
-    let degraded = degraded
-        .lock()
-        .map(|set| set.iter().map(|r| (*r).to_owned()).collect())
-        .unwrap_or_default();
+    let degraded = health.names();
     Ok(Report::build(ReportInputs {
         agents: &agents,
         plan: &plan,

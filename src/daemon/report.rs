@@ -454,5 +454,7 @@ fn router_totals(snapshots: &[StatsSnapshot]) -> RouterTotals {
             dropped: a.dropped + s.router.dropped,
             late_replies: a.late_replies + s.router.late_replies,
             unroutable: a.unroutable + s.router.unroutable,
+            parks: a.parks + s.router.parks,
+            ring_backlog: a.ring_backlog + s.router.ring_backlog,
         })
 }

@@ -346,6 +346,12 @@ impl Consumer {
         self.stats
     }
 
+    /// Slots published but not yet read, as of this end's last look at
+    /// the head (no shared-memory read).
+    pub fn backlog(&self) -> u64 {
+        self.end.backlog()
+    }
+
     /// Hands the next frame's bytes to `read`; `None` when the ring is
     /// empty. On an untrusted ring the bytes are a private copy that the
     /// peer cannot change; on a trusted one they are read in place.

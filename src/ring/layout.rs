@@ -616,6 +616,12 @@ impl ConsumerEnd {
         Ok(())
     }
 
+    /// Slots between the tail and the last head this end read.
+    #[cfg(not(loom))]
+    pub(super) fn backlog(&self) -> u64 {
+        self.head_cache - self.tail
+    }
+
     /// The next published frame, skipping pads; `None` when the ring is
     /// empty. The frame stays readable until [`ConsumerEnd::release`].
     pub(super) fn next_frame(&mut self) -> Result<Option<FrameAt>, RingError> {

@@ -39,7 +39,7 @@ use super::ctx::{Ctx, Draining, now_ns};
 use super::node::{Node, NodeSizes};
 use super::pump::run_pump;
 use super::routes::Routes;
-use super::stats::{LiveCounters, NodeStats, StatsSnapshot};
+use super::stats::{ExecutorTotals, LiveCounters, NodeStats, StatsSnapshot};
 use super::supervisor::{RestartPolicy, Supervisor};
 use super::worker::run_worker;
 use crate::ring::{Consumer, ConsumerGroup, DataBell, Producer};
@@ -55,6 +55,8 @@ pub const QUIET_ROUNDS: u32 = 3;
 /// Longest wait, after the drain, for agents' tasks to end before they are
 /// cancelled.
 pub const STOP_LIMIT: Duration = Duration::from_millis(300);
+/// How often each executor publishes its statistics for the admin API.
+pub const RECENT_PERIOD: Duration = Duration::from_secs(1);
 
 /// What the daemon and the executors share.
 #[derive(Debug)]
@@ -64,6 +66,8 @@ pub struct Control {
     started: Vec<AtomicUsize>,
     quiet: Vec<AtomicBool>,
     live: Vec<LiveCounters>,
+    /// Each executor's statistics as of its last second, for the admin API.
+    recent: Vec<Mutex<Option<StatsSnapshot>>>,
     snapshots: Mutex<Vec<Option<StatsSnapshot>>>,
 }
 
@@ -76,6 +80,7 @@ impl Control {
             started: (0..phases).map(|_| AtomicUsize::new(0)).collect(),
             quiet: (0..executors).map(|_| AtomicBool::new(false)).collect(),
             live: (0..executors).map(|_| LiveCounters::default()).collect(),
+            recent: (0..executors).map(|_| Mutex::new(None)).collect(),
             snapshots: Mutex::new(vec![None; executors]),
         })
     }
@@ -112,6 +117,23 @@ impl Control {
     /// Each executor's live totals.
     pub fn live(&self) -> &[LiveCounters] {
         &self.live
+    }
+
+    /// Each executor's statistics as of its last [`RECENT_PERIOD`]; an
+    /// executor that has not published yet is left out.
+    pub fn recent(&self) -> Vec<StatsSnapshot> {
+        self.recent
+            .iter()
+            .filter_map(|slot| slot.lock().ok().and_then(|s| s.clone()))
+            .collect()
+    }
+
+    /// Publishes executor `index`'s statistics unless a reader holds the
+    /// slot (the executor never waits for a reader; it tries next period).
+    fn publish_recent(&self, index: u16, snapshot: StatsSnapshot) {
+        if let Some(Ok(mut slot)) = self.recent.get(usize::from(index)).map(Mutex::try_lock) {
+            *slot = Some(snapshot);
+        }
     }
 }
 
@@ -222,6 +244,11 @@ impl Runtime {
     /// Shared control.
     pub fn control(&self) -> &Arc<Control> {
         &self.control
+    }
+
+    /// Each executor's CPU, by index.
+    pub fn cpus(&self) -> Vec<CpuId> {
+        self.handles.iter().map(|(cpu, _)| *cpu).collect()
     }
 
     /// Opens start phase `phase`: its agents start.
@@ -359,8 +386,7 @@ async fn executor_main<A: Agent + 'static>(
     pump_done.set(true);
     pump.await;
     ticker.await;
-    let mut snapshot = local.stats.snapshot();
-    snapshot.router = local.node.counters().totals();
+    let snapshot = full_snapshot(&local.stats, &local.node);
     if let Ok(mut slots) = local.control.snapshots.lock() {
         slots[index as usize] = Some(snapshot);
     }
@@ -436,17 +462,42 @@ async fn drain(node: &Node, control: &Control) {
     }
 }
 
-/// Expires calls every millisecond and publishes live totals every 100.
+/// Everything an executor measured so far: its agents', its router's and
+/// glommio's own figures.
+fn full_snapshot(stats: &NodeStats, node: &Node) -> StatsSnapshot {
+    let mut snapshot = stats.snapshot();
+    snapshot.router = node.counters().totals();
+    let glommio = glommio::executor().executor_stats();
+    snapshot.executor = ExecutorTotals {
+        index: node.executor(),
+        busy_ns: u64::try_from(glommio.total_runtime().as_nanos()).unwrap_or(u64::MAX),
+        tasks: glommio.tasks_executed(),
+    };
+    snapshot
+}
+
+/// Expires calls every millisecond and beats the watchdog's heartbeat,
+/// publishes live totals every 100 ms and recent statistics every
+/// [`RECENT_PERIOD`].
 async fn tick<A>(local: Rc<Local<A>>, index: u16) {
     let mut timer = Timer::new(Duration::from_millis(1));
     let mut ticks = 0u64;
+    let live = &local.control.live[index as usize];
+    let recent_every = RECENT_PERIOD.as_millis() as u64;
     loop {
         (&mut timer).await;
         timer.reset(Duration::from_millis(1));
-        local.node.pending().expire(now_ns());
+        let now = now_ns();
+        // SYNC: Relaxed; the watchdog only compares the value with its clock.
+        live.heartbeat_ns.store(now, Ordering::Relaxed);
+        local.node.pending().expire(now);
         ticks += 1;
         if ticks.is_multiple_of(100) {
-            local.stats.publish(&local.control.live[index as usize]);
+            local.stats.publish(live);
+        }
+        if ticks.is_multiple_of(recent_every) {
+            let snapshot = full_snapshot(&local.stats, &local.node);
+            local.control.publish_recent(index, snapshot);
         }
         if local.control.stopping() {
             local.draining.raise();

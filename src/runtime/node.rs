@@ -58,6 +58,11 @@ pub struct RouterCounters {
     pub late_replies: Cell<u64>,
     /// Envelopes with no route on this host.
     pub unroutable: Cell<u64>,
+    /// Times the pump parked on the executor's doorbell.
+    pub parks: Cell<u64>,
+    /// Slots still published in the incoming rings after the pump's last
+    /// pass: the rings' depth.
+    pub ring_backlog: Cell<u64>,
 }
 
 impl RouterCounters {
@@ -70,6 +75,8 @@ impl RouterCounters {
             dropped: self.dropped.get(),
             late_replies: self.late_replies.get(),
             unroutable: self.unroutable.get(),
+            parks: self.parks.get(),
+            ring_backlog: self.ring_backlog.get(),
         }
     }
 }
@@ -89,6 +96,11 @@ pub struct RouterTotals {
     pub late_replies: u64,
     /// Envelopes with no route on this host.
     pub unroutable: u64,
+    /// Times the pump parked on the executor's doorbell.
+    pub parks: u64,
+    /// Slots still published in the incoming rings after the pump's last
+    /// pass.
+    pub ring_backlog: u64,
 }
 
 fn bump(counter: &Cell<u64>) {

@@ -31,6 +31,11 @@ pub const IDLE_CHECK: Duration = Duration::from_millis(20);
 pub async fn run_pump(node: Rc<Node>, mut group: ConsumerGroup, stop: Rc<Cell<bool>>) {
     loop {
         let moved = pass(&node, &mut group);
+        let counters = node.counters();
+        counters
+            .ring_backlog
+            .set(group.consumers_mut().iter().map(|c| c.backlog()).sum());
+        counters.parks.set(group.parks());
         if moved > 0 {
             let _ = node.flush();
             YieldNow(false).await;

@@ -56,6 +56,8 @@ pub struct AgentCounts {
     pub expired: u64,
     /// CPU the agent's worker found itself on (`sched_getcpu`).
     pub cpu_seen: Option<u32>,
+    /// Isolated by the supervisor now, waiting out its backoff.
+    pub isolated: bool,
 }
 
 /// One executor's statistics.
@@ -66,6 +68,8 @@ pub struct NodeStats {
     voice: RefCell<Histogram<u64>>,
     requests: Cell<Requests>,
     agents: RefCell<Vec<(AgentId, AgentCounts)>>,
+    /// Handler time per agent, in the order of `agents`.
+    service: RefCell<Vec<Histogram<u64>>>,
 }
 
 impl NodeStats {
@@ -85,6 +89,7 @@ impl NodeStats {
             voice: RefCell::new(new_histogram()),
             requests: Cell::new(Requests::default()),
             agents: RefCell::new(local.iter().map(|&a| (a, AgentCounts::default())).collect()),
+            service: RefCell::new(local.iter().map(|_| new_histogram()).collect()),
         }
     }
 
@@ -110,6 +115,15 @@ impl NodeStats {
     /// coordinator's answer).
     pub fn record_voice(&self, ns: u64) {
         self.voice.borrow_mut().saturating_record(ns.max(1));
+    }
+
+    /// Records how long one of `agent`'s handlers ran.
+    pub fn record_service(&self, agent: AgentId, ns: u64) {
+        let position = self.agents.borrow().iter().position(|(a, _)| *a == agent);
+        let mut service = self.service.borrow_mut();
+        if let Some(histogram) = position.and_then(|i| service.get_mut(i)) {
+            histogram.saturating_record(ns.max(1));
+        }
     }
 
     /// Updates the request outcomes.
@@ -161,7 +175,15 @@ impl NodeStats {
             voice: self.voice.borrow().clone(),
             requests: self.requests.get(),
             agents: self.agents.borrow().clone(),
+            service: self
+                .agents
+                .borrow()
+                .iter()
+                .zip(self.service.borrow().iter())
+                .map(|((agent, _), histogram)| (*agent, histogram.clone()))
+                .collect(),
             router: RouterTotals::default(),
+            executor: ExecutorTotals::default(),
         }
     }
 }
@@ -179,8 +201,24 @@ pub struct StatsSnapshot {
     pub requests: Requests,
     /// Per-agent counts.
     pub agents: Vec<(AgentId, AgentCounts)>,
+    /// Handler time per agent.
+    pub service: Vec<(AgentId, Histogram<u64>)>,
     /// The executor's router.
     pub router: RouterTotals,
+    /// The executor itself.
+    pub executor: ExecutorTotals,
+}
+
+/// What glommio and the pump report about one executor.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ExecutorTotals {
+    /// The executor's index.
+    pub index: u16,
+    /// Time spent running tasks and polling I/O, ns (glommio's
+    /// `total_runtime`; a spinning pump counts as busy).
+    pub busy_ns: u64,
+    /// Tasks run.
+    pub tasks: u64,
 }
 
 /// Totals an executor publishes for the status line, on their own cache
@@ -196,4 +234,7 @@ pub struct LiveCounters {
     pub completed: AtomicU64,
     /// p99 of end-to-end latency so far, ns.
     pub e2e_p99_ns: AtomicU64,
+    /// When the executor's ticker last ran ([`super::ctx::now_ns`]); the
+    /// watchdog's heartbeat.
+    pub heartbeat_ns: AtomicU64,
 }

@@ -48,7 +48,10 @@ pub async fn run_worker<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Sup
             continue;
         };
         ctx.node().hold();
+        let began = now_ns();
         let outcome = handle_one(agent, ctx, &msg, &mut deadline).await;
+        ctx.stats()
+            .record_service(ctx.me(), now_ns().saturating_sub(began));
         ctx.node().release();
         match outcome {
             Outcome::Done => {
@@ -113,6 +116,7 @@ async fn handle_one<A: Agent>(
 async fn isolate<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Supervisor>, until_ns: u64) {
     let inbox = ctx.node().inbox(ctx.me());
     inbox.pause();
+    ctx.stats().update_agent(ctx.me(), |c| c.isolated = true);
     while let Some(frame) = inbox.try_pop() {
         if let Ok(msg) = Message::new(frame)
             && msg.head().kind == PayloadKind::Request
@@ -125,7 +129,10 @@ async fn isolate<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Supervisor
     agent.reset();
     let _ = agent.start(ctx).await;
     supervisor.borrow_mut().on_restarted(now_ns());
-    ctx.stats().update_agent(ctx.me(), |c| c.restarts += 1);
+    ctx.stats().update_agent(ctx.me(), |c| {
+        c.restarts += 1;
+        c.isolated = false;
+    });
     inbox.resume();
 }
 

@@ -138,6 +138,36 @@ impl DegradedReason {
     }
 }
 
+impl DegradedReason {
+    /// What it costs, for the health report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DegradedReason::NotRoot => {
+                "not root: no SCHED_FIFO, no locked memory, no tuning; run as root or with CAP_SYS_NICE and CAP_IPC_LOCK"
+            }
+            DegradedReason::NoMlock => {
+                "memory not locked: page faults can stall the data plane; raise RLIMIT_MEMLOCK (LimitMEMLOCK=infinity)"
+            }
+            DegradedReason::NoRtPriority => {
+                "SCHED_FIFO not granted: data-plane threads share their CPUs with everything else"
+            }
+            DegradedReason::SpinUnderFifo => {
+                "SCHED_FIFO refused for a spinning wait (it could starve the host); use wait = \"adaptive\""
+            }
+            DegradedReason::RtThrottlingDisabled => {
+                "SCHED_FIFO refused for a spinning wait: RT throttling is off (kernel.sched_rt_runtime_us = -1)"
+            }
+            DegradedReason::RtThrottlingUnknown => {
+                "SCHED_FIFO refused for a spinning wait: RT throttling could not be read"
+            }
+            DegradedReason::NoTimerSlack => "timer slack not set to 1 ns: timers may fire late",
+            DegradedReason::InheritedRtPolicy => {
+                "the thread inherited a real-time policy and could not leave it"
+            }
+        }
+    }
+}
+
 impl fmt::Display for DegradedReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -1,0 +1,298 @@
+//! The core loop: one thread on the control CPU, ticking at a fixed rate.
+//!
+//! Each tick it answers the admin API's commands and checks the
+//! executors' heartbeats (the watchdog); each second it turns the
+//! executors' published statistics into the live view the API serves
+//! (rates, p99s, agent states), checks pinned threads for migrations, and
+//! tells systemd it is alive while no executor is stalled. It never
+//! blocks on I/O: its inputs arrive on channels and atomics, its outputs
+//! go to the view and to logs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::observe::admin::{Command, Request};
+use crate::observe::view::{AgentStatus, DaemonView, ExecutorStatus, LiveView};
+use crate::observe::watchdog::{Systemd, Watchdog};
+use crate::runtime::affinity::pin_current_thread;
+use crate::runtime::ctx::now_ns;
+use crate::runtime::stats::{AgentCounts, StatsSnapshot};
+use crate::topology::CpuId;
+use crate::wire::AgentId;
+
+/// The core loop's period.
+pub const TICK: Duration = Duration::from_millis(10);
+/// How often the live view is refreshed.
+pub const VIEW_PERIOD: Duration = Duration::from_secs(1);
+/// A heartbeat older than this is a stall.
+pub const STALL_THRESHOLD: Duration = Duration::from_millis(250);
+
+/// The running core loop.
+#[derive(Debug)]
+pub struct CoreLoop {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CoreLoop {
+    /// Starts the loop on `cpu` (floating when `None`).
+    pub fn start(
+        view: Arc<DaemonView>,
+        commands: Receiver<Request>,
+        cpu: Option<CpuId>,
+    ) -> std::io::Result<CoreLoop> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("pinwheel-core".into())
+            .spawn(move || {
+                if let Some(cpu) = cpu
+                    && let Err(err) = pin_current_thread(cpu)
+                {
+                    warn!(cpu = cpu.0, error = %err, "core loop not pinned");
+                }
+                State::new(view, commands).run(&flag);
+            })?;
+        Ok(CoreLoop {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the loop and waits for it.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        // SYNC: Release pairs with the loop's Acquire load.
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for CoreLoop {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+struct State {
+    view: Arc<DaemonView>,
+    commands: Receiver<Request>,
+    watchdog: Watchdog,
+    systemd: Option<Systemd>,
+    /// Handled counts per agent at the last refresh, and when.
+    last: (Instant, Vec<u64>, Vec<u64>),
+}
+
+impl State {
+    fn new(view: Arc<DaemonView>, commands: Receiver<Request>) -> Self {
+        let executors = view.executor_cpus.len();
+        let agents = view.routes.agent_count();
+        Self {
+            watchdog: Watchdog::new(executors, STALL_THRESHOLD),
+            systemd: Systemd::from_env(),
+            last: (Instant::now(), vec![0; agents], vec![0; executors]),
+            view,
+            commands,
+        }
+    }
+
+    fn run(mut self, stop: &AtomicBool) {
+        if let Some(systemd) = &self.systemd {
+            systemd.ready();
+        }
+        let mut next_view = Instant::now();
+        let mut next_alive = Instant::now();
+        let mut stalled = 0;
+        // SYNC: Acquire pairs with the Release store in CoreLoop::stop.
+        while !stop.load(Ordering::Acquire) {
+            let tick = Instant::now();
+            self.answer_commands();
+            stalled = self.check_heartbeats();
+            if tick >= next_view {
+                self.refresh_view();
+                self.check_migrations();
+                next_view = tick + VIEW_PERIOD;
+            }
+            if let Some(systemd) = &self.systemd
+                && let Some(every) = systemd.watchdog_every()
+                && tick >= next_alive
+                && stalled == 0
+            {
+                systemd.alive();
+                next_alive = tick + every;
+            }
+            std::thread::sleep(TICK.saturating_sub(tick.elapsed()));
+        }
+        if let Some(systemd) = &self.systemd {
+            systemd.stopping();
+        }
+        let _ = stalled;
+    }
+
+    fn answer_commands(&mut self) {
+        while let Ok(Request { command, reply }) = self.commands.try_recv() {
+            let answer = match command {
+                Command::Place { .. } | Command::Pin { .. } | Command::Unpin { .. } => {
+                    Err((503, "no GPU scheduler in this daemon".to_owned()))
+                }
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// The watchdog; returns how many executors are stalled now.
+    fn check_heartbeats(&mut self) -> usize {
+        let beats: Vec<u64> = self
+            .view
+            .control
+            .live()
+            .iter()
+            // SYNC: Relaxed; a clock value compared with our clock.
+            .map(|l| l.heartbeat_ns.load(Ordering::Relaxed))
+            .collect();
+        let check = self.watchdog.check(now_ns(), &beats);
+        for stall in &check.new_stalls {
+            let cpu = self.view.executor_cpus[stall.executor];
+            error!(
+                cpu,
+                silent_ms = stall.silent_ns / 1_000_000,
+                "executor stalled: its ticker has not run; a handler is blocking or spinning without yielding"
+            );
+        }
+        for &executor in &check.recovered {
+            info!(
+                cpu = self.view.executor_cpus[executor],
+                "executor recovered"
+            );
+        }
+        if check.stalled > 0 {
+            self.view.health.raise(
+                "stalled_executor",
+                format!(
+                    "{} executor(s) stalled over {STALL_THRESHOLD:?}",
+                    check.stalled
+                ),
+            );
+        } else {
+            self.view.health.clear("stalled_executor");
+        }
+        check.stalled
+    }
+
+    fn check_migrations(&mut self) {
+        for (cpu, count) in self.view.perf.check_migrations() {
+            error!(
+                cpu = cpu.0,
+                migrations = count,
+                "pinned executor thread migrated off its CPU; something changed its affinity or the CPU went offline"
+            );
+            self.view.health.raise(
+                "executor_migrated",
+                format!(
+                    "the executor pinned to CPU {} migrated {count} time(s)",
+                    cpu.0
+                ),
+            );
+        }
+    }
+
+    fn refresh_view(&mut self) {
+        let snapshots = self.view.control.recent();
+        let now = Instant::now();
+        let seconds = now.duration_since(self.last.0).as_secs_f64().max(1e-3);
+        let agents = self.agent_statuses(&snapshots, seconds);
+        let executors = self.executor_statuses(&snapshots, seconds);
+        self.last.0 = now;
+        self.view.set_live(LiveView {
+            agents,
+            executors,
+            snapshots,
+        });
+    }
+
+    fn agent_statuses(&mut self, snapshots: &[StatsSnapshot], seconds: f64) -> Vec<AgentStatus> {
+        let count = self.view.routes.agent_count();
+        let mut counts: Vec<Option<AgentCounts>> = vec![None; count];
+        let mut p99 = vec![0u64; count];
+        for snapshot in snapshots {
+            for &(AgentId(id), c) in &snapshot.agents {
+                counts[id as usize] = Some(c);
+            }
+            for (AgentId(id), histogram) in &snapshot.service {
+                p99[*id as usize] = histogram.value_at_quantile(0.99);
+            }
+        }
+        let view = Arc::clone(&self.view);
+        view.agents
+            .iter()
+            .map(|facts| {
+                let id = facts.id;
+                let c = counts[id].unwrap_or_default();
+                let before = std::mem::replace(&mut self.last.1[id], c.handled);
+                let state = match (facts.kind, counts[id].is_some(), c.isolated, c.cpu_seen) {
+                    ("external", ..) => "detached",
+                    (_, _, true, _) => "isolated",
+                    (_, true, false, Some(_)) => "up",
+                    _ => "starting",
+                };
+                AgentStatus {
+                    name: facts.name.clone(),
+                    cpu: facts.cpu,
+                    observed_cpu: c.cpu_seen,
+                    state,
+                    msgs_per_s: c.handled.saturating_sub(before) as f64 / seconds,
+                    p99_ns: p99[id],
+                    handled: c.handled,
+                    failures: c.failures,
+                    restarts: c.restarts,
+                }
+            })
+            .collect()
+    }
+
+    fn executor_statuses(
+        &mut self,
+        snapshots: &[StatsSnapshot],
+        seconds: f64,
+    ) -> Vec<ExecutorStatus> {
+        let readings = self.view.perf.read();
+        let stalls = self.watchdog.stalls().to_vec();
+        self.view
+            .executor_cpus
+            .iter()
+            .enumerate()
+            .map(|(i, &cpu)| {
+                let busy_ns = snapshots
+                    .iter()
+                    .find(|s| usize::from(s.executor.index) == i)
+                    .map_or(0, |s| s.executor.busy_ns);
+                let before = std::mem::replace(&mut self.last.2[i], busy_ns);
+                let migrations = readings
+                    .iter()
+                    .find(|r| r.cpu.0 == cpu)
+                    .and_then(|r| {
+                        r.counts
+                            .iter()
+                            .find(|(e, _)| *e == crate::observe::perf::PerfEvent::CpuMigrations)
+                    })
+                    .map(|(_, v)| *v);
+                ExecutorStatus {
+                    cpu,
+                    busy: (busy_ns.saturating_sub(before) as f64 / 1e9 / seconds).min(1.0),
+                    stalls: stalls.get(i).copied().unwrap_or(0),
+                    migrations,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,193 @@
+//! What the admin API shows: one shared, read-mostly view of the daemon.
+//!
+//! The data plane never serves a reader. Executors publish their
+//! statistics once a second into slots they only `try_lock`
+//! ([`crate::runtime::executor::Control::recent`]); the core loop reads
+//! them, computes rates and agent states, and stores the result here
+//! ([`DaemonView::set_live`]). HTTP handlers clone what they need out of
+//! the view and encode it on the control thread. The static parts (the
+//! plan, the agents' names and planned CPUs) are built once at boot.
+
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::health::Health;
+use super::perf::PerfSet;
+use crate::runtime::executor::Control;
+use crate::runtime::routes::Routes;
+use crate::runtime::stats::StatsSnapshot;
+
+/// An agent's fixed facts.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentFacts {
+    /// Its id on the wire.
+    #[serde(skip)]
+    pub id: usize,
+    /// Its name.
+    pub name: String,
+    /// Its host in the manifest.
+    pub host: String,
+    /// native, synthetic or external.
+    pub kind: &'static str,
+    /// The CPU the plan gave it.
+    pub cpu: u32,
+}
+
+/// An agent now.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentStatus {
+    /// Its name.
+    pub name: String,
+    /// The CPU the plan gave it.
+    pub cpu: u32,
+    /// The CPU its worker found itself on.
+    pub observed_cpu: Option<u32>,
+    /// `starting`, `up`, `isolated`, or `detached` (an external agent
+    /// with no process attached).
+    pub state: &'static str,
+    /// Messages handled a second over the last period.
+    pub msgs_per_s: f64,
+    /// p99 of its handler time, ns (0 before its first message).
+    pub p99_ns: u64,
+    /// Messages handled.
+    pub handled: u64,
+    /// Handler failures and overruns.
+    pub failures: u64,
+    /// Restarts after isolation.
+    pub restarts: u64,
+}
+
+/// An executor now.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutorStatus {
+    /// Its CPU.
+    pub cpu: u32,
+    /// Share of the last period it was busy (0 to 1).
+    pub busy: f64,
+    /// Stalls the watchdog counted.
+    pub stalls: u64,
+    /// Migrations of its pinned thread (perf), if counted.
+    pub migrations: Option<u64>,
+}
+
+/// What the core loop refreshes each second.
+#[derive(Debug, Clone, Default)]
+pub struct LiveView {
+    /// Agents, in plan order.
+    pub agents: Vec<AgentStatus>,
+    /// Executors, by index.
+    pub executors: Vec<ExecutorStatus>,
+    /// Each executor's statistics, for `/metrics`.
+    pub snapshots: Vec<StatsSnapshot>,
+}
+
+/// Everything the admin API reads.
+#[derive(Debug)]
+pub struct DaemonView {
+    /// This host's name.
+    pub host: String,
+    /// Health reasons.
+    pub health: Arc<Health>,
+    /// perf counters of the executor threads.
+    pub perf: Arc<PerfSet>,
+    /// The executors' shared control block.
+    pub control: Arc<Control>,
+    /// Agent names and executors.
+    pub routes: Arc<Routes>,
+    /// Each executor's CPU, by index.
+    pub executor_cpus: Vec<u32>,
+    /// Agents' fixed facts, in plan order.
+    pub agents: Vec<AgentFacts>,
+    /// `pinwheel plan --format json` of the running plan.
+    pub plan_json: String,
+    live: RwLock<LiveView>,
+    gpus: RwLock<Value>,
+    cluster: RwLock<Value>,
+}
+
+impl DaemonView {
+    /// A view with nothing live yet.
+    pub fn new(parts: ViewParts) -> Self {
+        Self {
+            host: parts.host,
+            health: parts.health,
+            perf: parts.perf,
+            control: parts.control,
+            routes: parts.routes,
+            executor_cpus: parts.executor_cpus,
+            agents: parts.agents,
+            plan_json: parts.plan_json,
+            live: RwLock::new(LiveView::default()),
+            gpus: RwLock::new(json!({ "gpus": [] })),
+            cluster: RwLock::new(json!({ "hosts": [], "placements": [] })),
+        }
+    }
+
+    /// The last live view.
+    pub fn live(&self) -> LiveView {
+        load(&self.live)
+    }
+
+    /// Replaces the live view.
+    pub fn set_live(&self, live: LiveView) {
+        store(&self.live, live);
+    }
+
+    /// `GET /v1/gpus` as the core loop last published it.
+    pub fn gpus(&self) -> Value {
+        load(&self.gpus)
+    }
+
+    /// Publishes `GET /v1/gpus`.
+    pub fn set_gpus(&self, gpus: Value) {
+        store(&self.gpus, gpus);
+    }
+
+    /// `GET /v1/cluster` as the core loop last published it.
+    pub fn cluster(&self) -> Value {
+        load(&self.cluster)
+    }
+
+    /// Publishes `GET /v1/cluster`.
+    pub fn set_cluster(&self, cluster: Value) {
+        store(&self.cluster, cluster);
+    }
+}
+
+// A writer that panicked mid-store left either the old or the new value
+// (stores are single assignments), so a poisoned lock is still usable.
+fn load<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read()
+        .map(|v| v.clone())
+        .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+}
+
+fn store<T>(lock: &RwLock<T>, value: T) {
+    match lock.write() {
+        Ok(mut slot) => *slot = value,
+        Err(poisoned) => *poisoned.into_inner() = value,
+    }
+}
+
+/// The fixed parts of a [`DaemonView`].
+#[derive(Debug)]
+pub struct ViewParts {
+    /// This host's name.
+    pub host: String,
+    /// Health reasons.
+    pub health: Arc<Health>,
+    /// perf counters.
+    pub perf: Arc<PerfSet>,
+    /// The executors' control block.
+    pub control: Arc<Control>,
+    /// Agent names.
+    pub routes: Arc<Routes>,
+    /// Each executor's CPU.
+    pub executor_cpus: Vec<u32>,
+    /// Agents' fixed facts.
+    pub agents: Vec<AgentFacts>,
+    /// The plan as JSON.
+    pub plan_json: String,
+}
