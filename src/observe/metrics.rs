@@ -83,10 +83,11 @@ impl Buckets {
         let mut buckets: Vec<(f64, u64)> = BUCKETS_S.iter().map(|&b| (b, 0)).collect();
         let mut sum_ns = 0f64;
         for value in histogram.iter_recorded() {
-            let ns = histogram.highest_equivalent(value.value_iterated_to());
+            let at = value.value_iterated_to();
             let count = value.count_at_value();
-            sum_ns += ns as f64 * count as f64;
-            let s = ns as f64 / 1e9;
+            sum_ns += histogram.median_equivalent(at) as f64 * count as f64;
+            // The bucket holds every value of the histogram's bin.
+            let s = histogram.lowest_equivalent(at) as f64 / 1e9;
             // Per-bucket counts: the text encoder makes them cumulative.
             if let Some(bucket) = buckets.iter_mut().find(|(bound, _)| s <= *bound) {
                 bucket.1 += count;

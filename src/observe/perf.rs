@@ -88,13 +88,23 @@ impl PerfEvent {
         }
     }
 
-    /// An enabled counter of this event on the calling thread.
+    /// An enabled counter of this event on the calling thread. Software
+    /// events happen in the kernel (a migration, a fault, a switch), so
+    /// they count kernel mode where `perf_event_paranoid` allows it, and
+    /// user mode only where it does not.
     fn open(self) -> io::Result<Counter> {
-        let mut counter = Builder::new()
-            .observe_self()
-            .any_cpu()
-            .kind(self.event())
-            .build()?;
+        let build = |kernel: bool| {
+            let mut builder = Builder::new().observe_self().any_cpu().kind(self.event());
+            if kernel {
+                builder.include_kernel();
+            }
+            builder.build()
+        };
+        let mut counter = if self.is_hardware() {
+            build(false)?
+        } else {
+            build(true).or_else(|_| build(false))?
+        };
         counter.enable()?;
         Ok(counter)
     }
