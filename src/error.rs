@@ -64,6 +64,14 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// A running daemon's admin API could not be asked.
+    #[error("admin API at {addr}: {reason}")]
+    Admin {
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
     /// Writing the command's output.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -83,6 +91,7 @@ impl DaemonError {
             | DaemonError::Signals { .. }
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }
+            | DaemonError::Admin { .. }
             | DaemonError::Output(_) => EXIT_FAILURE,
         }
     }
@@ -100,6 +109,7 @@ impl DaemonError {
             | DaemonError::Signals { .. }
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }
+            | DaemonError::Admin { .. }
             | DaemonError::Output(_) => None,
         }
     }

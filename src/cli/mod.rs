@@ -5,8 +5,10 @@
 //! tests can run commands in-process.
 
 mod bench;
+mod client;
 mod files;
 mod run;
+mod status;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,8 +16,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use bench::{BenchCommand, BenchRingArgs, BenchRouterArgs};
+pub use client::AdminClient;
 pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, ValidateArgs};
 pub use run::RunArgs;
+pub use status::StatusArgs;
 
 use crate::error::DaemonError;
 use crate::topology::LIVE_SYSFS;
@@ -57,6 +61,8 @@ pub enum Command {
     /// Measure latency and throughput (rings, with optional baselines).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Show a running daemon's agents, GPUs and health.
+    Status(StatusArgs),
 }
 
 /// Where sysfs is.
@@ -75,5 +81,6 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<(), DaemonError> {
         Command::Plan(args) => files::plan(&args, out),
         Command::Validate(args) => files::validate(&args, out),
         Command::Bench(command) => bench::run(command, out),
+        Command::Status(args) => status::run(&args, out),
     }
 }
