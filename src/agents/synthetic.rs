@@ -154,20 +154,21 @@ pub async fn call_all(
     let mut buf = [0; TRACE_BYTES];
     let body = child.encode(&mut buf);
     for &target in calls.iter().filter(|&&t| !child.visited(t)) {
-        let timeout = match deadline_ns {
-            0 => CALL_TIMEOUT,
-            end => Duration::from_nanos(end.saturating_sub(now_ns())),
+        let now = now_ns();
+        let until_ns = match deadline_ns {
+            0 => now + CALL_TIMEOUT.as_nanos() as u64,
+            end => end,
         };
-        if timeout.is_zero() {
+        if until_ns <= now {
             return STATUS_TIMEOUT;
         }
         let status = match ctx
-            .call(
+            .call_until(
                 target,
                 super::protocol::METHOD_WORK,
                 body,
                 priority,
-                timeout,
+                until_ns,
             )
             .await
         {

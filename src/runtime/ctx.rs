@@ -190,9 +190,39 @@ impl Ctx {
         priority: Priority,
         timeout: Duration,
     ) -> Result<Message, RuntimeError> {
-        let pending = self.node.pending();
         let sent_ns = now_ns();
         let deadline_ns = sent_ns + timeout.as_nanos() as u64;
+        self.call_at(to, method, body, priority, sent_ns, deadline_ns)
+            .await
+    }
+
+    /// Calls `to` and waits for its reply until `deadline_ns`
+    /// (CLOCK_MONOTONIC). An agent serving a request calls with this, so
+    /// that its calls end by the request's own deadline: a timeout
+    /// computed from it would be measured from a later clock reading, and
+    /// end that much after it.
+    pub async fn call_until(
+        &self,
+        to: AgentId,
+        method: u16,
+        body: &[u8],
+        priority: Priority,
+        deadline_ns: u64,
+    ) -> Result<Message, RuntimeError> {
+        self.call_at(to, method, body, priority, now_ns(), deadline_ns)
+            .await
+    }
+
+    async fn call_at(
+        &self,
+        to: AgentId,
+        method: u16,
+        body: &[u8],
+        priority: Priority,
+        sent_ns: u64,
+        deadline_ns: u64,
+    ) -> Result<Message, RuntimeError> {
+        let pending = self.node.pending();
         let Some(id) = pending.open(deadline_ns) else {
             return Err(if pending.is_closed() {
                 RuntimeError::Closed

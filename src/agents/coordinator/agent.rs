@@ -245,10 +245,9 @@ impl CoordinatorAgent {
                 Ok(Decision::GiveUp(_)) => return STATUS_TIMEOUT,
                 Err(_) => return STATUS_UNAVAILABLE,
             };
-            let timeout =
-                Duration::from_nanos(deadline_ns.min(now + CALL_TIMEOUT.as_nanos() as u64) - now);
+            let until_ns = deadline_ns.min(now + CALL_TIMEOUT.as_nanos() as u64);
             let status = match ctx
-                .call(target, METHOD_WORK, body, self.priority, timeout)
+                .call_until(target, METHOD_WORK, body, self.priority, until_ns)
                 .await
             {
                 Ok(reply) => reply.head().code,
