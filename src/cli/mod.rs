@@ -7,6 +7,7 @@
 mod bench;
 mod files;
 mod run;
+mod tune;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use bench::{BenchCommand, BenchRingArgs, BenchRouterArgs};
 pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, ValidateArgs};
 pub use run::RunArgs;
+pub use tune::{RevertArgs, TuneArgs, TuneCommand};
 
 use crate::error::DaemonError;
 use crate::topology::LIVE_SYSFS;
@@ -57,6 +59,10 @@ pub enum Command {
     /// Measure latency and throughput (rings, with optional baselines).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Prepare this host for low latency with a tuning profile, and put
+    /// it back.
+    #[command(subcommand)]
+    Tune(TuneCommand),
 }
 
 /// Where sysfs is.
@@ -75,5 +81,6 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<(), DaemonError> {
         Command::Plan(args) => files::plan(&args, out),
         Command::Validate(args) => files::validate(&args, out),
         Command::Bench(command) => bench::run(command, out),
+        Command::Tune(command) => tune::run(command, out),
     }
 }
