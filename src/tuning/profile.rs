@@ -258,11 +258,21 @@ fn settings_of(
     if let Some(cpu) = &raw.cpu {
         cpu_settings(cpu, file, merged)?;
     }
-    if let Some(thp) = raw
-        .memory
-        .as_ref()
-        .and_then(|m| m.transparent_hugepages.as_ref())
-    {
+    if let Some(memory) = &raw.memory {
+        memory_settings(memory, file, merged)?;
+    }
+    if let Some(isolation) = &raw.isolation {
+        isolation_settings(isolation, file, merged);
+    }
+    Ok(())
+}
+
+fn memory_settings(
+    memory: &MemorySection,
+    file: &SourceFile,
+    merged: &mut Merged,
+) -> Result<(), ConfigError> {
+    if let Some(thp) = &memory.transparent_hugepages {
         if !THP_MODES.contains(&thp.get_ref().as_str()) {
             return Err(invalid(
                 file,
@@ -281,25 +291,27 @@ fn settings_of(
             Some(Entry::new(setting, file.locate(thp.span()))),
         );
     }
-    if let Some(isolation) = &raw.isolation {
-        let flags = [
-            (&isolation.irqs_off_data_plane, Setting::IrqsOffDataPlane),
-            (
-                &isolation.workqueues_off_data_plane,
-                Setting::WorkqueuesOffDataPlane,
-            ),
-            (&isolation.suggest_kernel_cmdline, Setting::KernelCmdline),
-        ];
-        for (flag, setting) in flags {
-            if let Some(flag) = flag {
-                let entry = flag
-                    .get_ref()
-                    .then(|| Entry::new(setting.clone(), file.locate(flag.span())));
-                merged.set(setting.key(), entry);
-            }
+    Ok(())
+}
+
+/// `true` sets a flag; `false` turns off one an included profile set.
+fn isolation_settings(isolation: &IsolationSection, file: &SourceFile, merged: &mut Merged) {
+    let flags = [
+        (&isolation.irqs_off_data_plane, Setting::IrqsOffDataPlane),
+        (
+            &isolation.workqueues_off_data_plane,
+            Setting::WorkqueuesOffDataPlane,
+        ),
+        (&isolation.suggest_kernel_cmdline, Setting::KernelCmdline),
+    ];
+    for (flag, setting) in flags {
+        if let Some(flag) = flag {
+            let entry = flag
+                .get_ref()
+                .then(|| Entry::new(setting.clone(), file.locate(flag.span())));
+            merged.set(setting.key(), entry);
         }
     }
-    Ok(())
 }
 
 fn cpu_settings(
