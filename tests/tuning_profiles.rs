@@ -448,3 +448,48 @@ fn the_daemon_guard_reverts_leftovers_at_start_and_its_own_tuning_when_dropped()
     assert!(report.changed() > 0, "{}", report.to_text());
     assert_eq!(tree.snapshot(), before);
 }
+
+#[test]
+fn the_daemon_checks_its_topology_profile_before_starting_and_unprivileged_leaves_the_host_alone() {
+    let tree = Tree::new();
+    let topology = std::fs::read_to_string(format!(
+        "{}/topology/vm-2cpu.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    tree.write(
+        "topo.toml",
+        &format!("{topology}\n[tuning]\nprofile = \"host.toml\"\n"),
+    );
+    let run = |profile: &str| {
+        tree.write("host.toml", profile);
+        Command::new(env!("CARGO_BIN_EXE_pinwheel"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("run")
+            .arg("--topology")
+            .arg(tree.path("topo.toml"))
+            .args(["--agents", "agents/voice-pipeline.toml", "--unprivileged"])
+            .args(["--duration", "0.2", "--rate", "0"])
+            .output()
+            .unwrap()
+    };
+
+    let out = run("schema = 1\n[sysctl]\n\"vm.swappiness\" = 10\n[cpu]\nturbo = true\n");
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{message}");
+    let at = format!("error: {}:5:", tree.path("host.toml").display());
+    assert!(message.contains(&at), "expected {at:?} in {message}");
+
+    let out = run(&format!(
+        "schema = 1\ninclude = \"{}\"\n",
+        shipped("network-latency.toml")
+    ));
+    assert_ok(&out);
+    let message = stderr(&out);
+    assert_eq!(
+        message.matches("tuning profile not applied").count(),
+        1,
+        "{message}"
+    );
+    assert!(message.contains("--unprivileged"), "{message}");
+}

@@ -199,7 +199,9 @@ fn apply_write(
 fn dma_state(host: &Host, logical: &str) -> Result<Option<i64>, Outcome> {
     let path = host.path(logical);
     match knob::is_device(&path) {
-        Ok(true) => Ok(knob::read_dma(&path).ok().map(i64::from)),
+        Ok(true) => knob::read_dma(&path)
+            .map(|us| Some(i64::from(us)))
+            .map_err(|err| failure(&err, host, logical)),
         Ok(false) => Err(Outcome::Skipped(SkipReason::NotDevice)),
         Err(err) => Err(failure(&err, host, logical)),
     }
@@ -249,8 +251,27 @@ pub(super) fn replay(root: &Path, title: String, _lock: &Lock) -> Result<Report,
     let records = journal::read(root)?;
     let mut report = Report::new(Verb::Revert, title);
     let mut keep = Vec::new();
-    for record in records.iter().rev() {
-        let (current, outcome) = restore(root, record);
+    let mut results: Vec<(&Record, Option<String>, Outcome)> = records
+        .iter()
+        .rev()
+        .map(|record| {
+            let (current, outcome) = restore(root, record);
+            (record, current, outcome)
+        })
+        .collect();
+    // A knob may refuse its original until a knob restored after it is
+    // back (intel_pstate fixes the energy preference while the governor is
+    // `performance`), so failures get a second try once the rest are done.
+    for (record, _, outcome) in &mut results {
+        if matches!(outcome, Outcome::Failed(_)) {
+            *outcome = match restore(root, record).1 {
+                // Back, whoever put it back: the first try may have.
+                Outcome::Unchanged => Outcome::Changed,
+                other => other,
+            };
+        }
+    }
+    for (record, current, outcome) in results {
         let gone = matches!(outcome, Outcome::Skipped(SkipReason::Missing { .. }));
         if !gone && !matches!(outcome, Outcome::Changed | Outcome::Unchanged) {
             keep.push(record.clone());

@@ -222,16 +222,16 @@ fn settings_of(
     merged: &mut Merged,
 ) -> Result<(), ConfigError> {
     for (name, value) in &raw.sysctl {
+        let text = scalar(value, file, name)?;
         let pattern = sysctl_path(name).ok_or_else(|| {
             invalid(
                 file,
                 value.span(),
                 format!(
-                    "{name:?} is not a sysctl name; write it like \"vm.swappiness\" (letters, digits, '_', '-', '*', separated by '.' or '/')"
+                    "{name:?} is not a sysctl name; write it like \"vm.swappiness\" (a directory and a name: letters, digits, '_', '-', '*', separated by '.' or '/')"
                 ),
             )
         })?;
-        let text = scalar(value, file, name)?;
         let setting = Setting::file(name, &pattern, &text, Compare::Text);
         merged.set(
             pattern,
@@ -398,12 +398,16 @@ fn scalar(
 fn sysctl_path(name: &str) -> Option<String> {
     let separator = if name.contains('/') { '/' } else { '.' };
     let parts: Vec<&str> = name.split(separator).collect();
-    let ok = parts.iter().all(|p| {
-        !p.is_empty()
-            && *p != ".."
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '*' | '.'))
-    });
+    // Every sysctl lives in a directory (`kernel`, `vm`, `net`, ...), so a
+    // bare name is a typo, not a knob some host might have.
+    let ok = parts.len() >= 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && *p != "."
+                && *p != ".."
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '*' | '.'))
+        });
     ok.then(|| format!("/proc/sys/{}", parts.join("/")))
 }
 
@@ -442,6 +446,7 @@ mod tests {
             "/proc/sys/net/ipv4/conf/eth0.1/rp_filter"
         );
         assert_eq!(sysctl_path("vm..x"), None);
+        assert_eq!(sysctl_path("swappiness"), None);
         assert_eq!(sysctl_path("vm swappiness"), None);
     }
 
