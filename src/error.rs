@@ -11,6 +11,7 @@ use crate::plan::PlanError;
 use crate::runtime::RuntimeError;
 use crate::runtime::privileges::PrivilegesError;
 use crate::topology::TopologyError;
+use crate::tuning::TuningError;
 
 /// Exit code for bad input.
 pub const EXIT_BAD_INPUT: u8 = 2;
@@ -44,6 +45,9 @@ pub enum DaemonError {
     /// The runtime failed to start or stop.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// A tuning profile, or tuning the host.
+    #[error(transparent)]
+    Tuning(#[from] TuningError),
     /// The shutdown signals could not be set up or read.
     #[error("cannot handle SIGINT/SIGTERM: {source}")]
     Signals {
@@ -85,9 +89,11 @@ impl DaemonError {
             | DaemonError::Topology(_)
             | DaemonError::Plan(_)
             | DaemonError::Usage { .. } => EXIT_BAD_INPUT,
+            DaemonError::Tuning(err) if err.is_bad_input() => EXIT_BAD_INPUT,
             DaemonError::Privileges(_)
             | DaemonError::Bench(_)
             | DaemonError::Runtime(_)
+            | DaemonError::Tuning(_)
             | DaemonError::Signals { .. }
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }
@@ -102,6 +108,7 @@ impl DaemonError {
             DaemonError::Config(err) => err.location(),
             DaemonError::Topology(err) => err.location(),
             DaemonError::Plan(err) => err.location(),
+            DaemonError::Tuning(err) => err.location(),
             DaemonError::Usage { .. }
             | DaemonError::Privileges(_)
             | DaemonError::Bench(_)

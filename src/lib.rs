@@ -28,4 +28,6 @@ pub mod runtime;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod topology;
+#[cfg(not(loom))]
+pub mod tuning;
 pub mod wire;

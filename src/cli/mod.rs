@@ -9,6 +9,7 @@ mod client;
 mod files;
 mod run;
 mod status;
+mod tune;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use client::AdminClient;
 pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, ValidateArgs};
 pub use run::RunArgs;
 pub use status::StatusArgs;
+pub use tune::{RevertArgs, TuneArgs, TuneCommand};
 
 use crate::error::DaemonError;
 use crate::topology::LIVE_SYSFS;
@@ -63,6 +65,10 @@ pub enum Command {
     Bench(BenchCommand),
     /// Show a running daemon's agents, GPUs and health.
     Status(StatusArgs),
+    /// Prepare this host for low latency with a tuning profile, and put
+    /// it back.
+    #[command(subcommand)]
+    Tune(TuneCommand),
 }
 
 /// Where sysfs is.
@@ -82,5 +88,6 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<(), DaemonError> {
         Command::Validate(args) => files::validate(&args, out),
         Command::Bench(command) => bench::run(command, out),
         Command::Status(args) => status::run(&args, out),
+        Command::Tune(command) => tune::run(command, out),
     }
 }

@@ -2,10 +2,10 @@
 //! report.
 //!
 //! ```text
-//!  files ──load/validate/plan──▶ outputs checked ──▶ privileges ──▶ layout
+//!  files ──load/validate/plan──▶ outputs checked ──▶ tuning ──▶ privileges ──▶ layout
 //!    ──▶ executors up ──▶ phase 0 … phase N ──▶ load generator (last phase)
 //!    ──▶ status line each second ◀── SIGINT/SIGTERM or --duration
-//!    ──▶ drain (≤1.2 s) ──▶ stop (≤0.3 s more) ──▶ report (text, JSON)
+//!    ──▶ drain (≤1.2 s) ──▶ stop (≤0.3 s more) ──▶ revert tuning ──▶ report
 //! ```
 //!
 //! [`boot`] owns the steps up to a running mesh; [`signals`] turns SIGINT
@@ -36,6 +36,7 @@ use self::report::{Report, ReportInputs};
 use self::signals::Signals;
 use self::status::StatusLine;
 use crate::error::DaemonError;
+use crate::tuning::Tuning;
 
 /// How often the status line is redrawn.
 pub const STATUS_PERIOD: Duration = Duration::from_secs(1);
@@ -74,6 +75,13 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
     boot::check_outputs(options)?;
     // Before any executor thread exists, so that they all inherit the mask.
     let mut signals = Signals::block().map_err(|source| DaemonError::Signals { source })?;
+    // Reverted by `finish` below, or by its `Drop` on an early return.
+    let tuning = Tuning::for_daemon(
+        topology.tuning_profile(),
+        topology.data_plane(),
+        options.privileged,
+        &options.sysfs_root,
+    )?;
     let booted = boot::start_mesh(options, &topology, agents, plan, began)?;
     let started = boot::open_phases(&booted);
     let startup = began.elapsed();
@@ -84,6 +92,7 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
     waited?;
     let run = up_at.elapsed();
     let report = finish(booted, started, startup, run, options)?;
+    tuning.map(Tuning::finish).transpose()?;
     out.write_all(report.to_text().as_bytes())?;
     if let Some(path) = &options.report {
         std::fs::write(path, report.to_json()).map_err(|source| DaemonError::Report {
