@@ -349,6 +349,19 @@ fn executors(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), s
         "Times the watchdog found the executor's heartbeat too old.",
         &stalls,
     )?;
+    let nudges: Vec<(Labels, u64)> = view
+        .control
+        .nudges()
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| (cpu(i), n))
+        .collect();
+    counters(
+        encoder,
+        "pinwheel_executor_nudges",
+        "Times the wake-up guard woke the executor because its ticker was late.",
+        &nudges,
+    )?;
     let now = now_ns();
     let ages: Vec<(Labels, f64)> = view
         .control

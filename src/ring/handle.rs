@@ -32,6 +32,13 @@ impl DataBell {
     pub fn new() -> Result<Self, RingError> {
         Ok(Self(Arc::new(Doorbell::new().map_err(os("eventfd"))?)))
     }
+
+    /// Rings the bell whatever its consumer declared, waking the thread
+    /// parked on it (a consumer that is awake takes it as a spurious
+    /// wake-up). The runtime's guard uses it on a late executor.
+    pub fn nudge(&self) -> Result<(), RingError> {
+        self.0.ring().map_err(os("eventfd write"))
+    }
 }
 
 /// Creates an in-process ring in heap memory (tests and models).

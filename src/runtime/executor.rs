@@ -25,7 +25,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle}
 use super::RuntimeError;
 use super::agent::Agent;
 use super::ctx::{Ctx, Draining, now_ns};
+use super::guard::Guard;
 use super::node::{Node, NodeSizes};
 use super::pump::run_pump;
 use super::routes::Routes;
@@ -66,6 +67,8 @@ pub struct Control {
     started: Vec<AtomicUsize>,
     quiet: Vec<AtomicBool>,
     live: Vec<LiveCounters>,
+    /// Nudges the guard gave each executor.
+    nudges: Vec<AtomicU64>,
     /// Each executor's statistics as of its last second, for the admin API.
     recent: Vec<Mutex<Option<StatsSnapshot>>>,
     snapshots: Mutex<Vec<Option<StatsSnapshot>>>,
@@ -80,6 +83,7 @@ impl Control {
             started: (0..phases).map(|_| AtomicUsize::new(0)).collect(),
             quiet: (0..executors).map(|_| AtomicBool::new(false)).collect(),
             live: (0..executors).map(|_| LiveCounters::default()).collect(),
+            nudges: (0..executors).map(|_| AtomicU64::new(0)).collect(),
             recent: (0..executors).map(|_| Mutex::new(None)).collect(),
             snapshots: Mutex::new(vec![None; executors]),
         })
@@ -117,6 +121,22 @@ impl Control {
     /// Each executor's live totals.
     pub fn live(&self) -> &[LiveCounters] {
         &self.live
+    }
+
+    /// Nudges the wake-up guard gave each executor ([`super::guard`]).
+    pub fn nudges(&self) -> Vec<u64> {
+        // SYNC: Relaxed; monotonic counters read for metrics.
+        self.nudges
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    pub(super) fn count_nudge(&self, index: usize) {
+        if let Some(counter) = self.nudges.get(index) {
+            // SYNC: Relaxed; a counter.
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Each executor's statistics as of its last [`RECENT_PERIOD`]; an
@@ -176,6 +196,7 @@ pub struct ExecutorPlan {
 pub struct Runtime {
     control: Arc<Control>,
     handles: Vec<(CpuId, glommio::ExecutorJoinHandle<Result<(), RuntimeError>>)>,
+    guard: Option<Guard>,
 }
 
 /// Builds the agent with a given id, on its executor's thread.
@@ -194,6 +215,7 @@ pub fn start<A: Agent + 'static>(
 ) -> Result<Runtime, RuntimeError> {
     let (ready_tx, ready_rx) = mpsc::channel::<u16>();
     let mut handles = Vec::new();
+    let bells: Vec<DataBell> = plans.iter().map(|p| p.bell.clone()).collect();
     for plan in plans {
         let cpu = plan.cpu;
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu.0 as usize))
@@ -222,7 +244,16 @@ pub fn start<A: Agent + 'static>(
         handles.push((cpu, handle));
     }
     drop(ready_tx);
-    let mut runtime = Runtime { control, handles };
+    let guard =
+        Guard::spawn(Arc::clone(&control), bells).map_err(|err| RuntimeError::Executor {
+            cpu: CpuId(0),
+            reason: format!("wake-up guard thread: {err}"),
+        })?;
+    let mut runtime = Runtime {
+        control,
+        handles,
+        guard: Some(guard),
+    };
     let deadline = Instant::now() + START_TIMEOUT;
     let mut up = 0;
     while up < runtime.handles.len() {
@@ -271,7 +302,8 @@ impl Runtime {
     }
 
     /// Stops every executor, waits for them, and returns their statistics.
-    pub fn stop(self) -> Result<Vec<StatsSnapshot>, RuntimeError> {
+    /// The guard keeps nudging until every executor has ended.
+    pub fn stop(mut self) -> Result<Vec<StatsSnapshot>, RuntimeError> {
         // SYNC: Release pairs with the Acquire load in Control::stopping.
         self.control.stop.store(true, Ordering::Release);
         let mut first_error = None;
@@ -286,6 +318,9 @@ impl Runtime {
             if let Err(err) = outcome {
                 first_error.get_or_insert(err);
             }
+        }
+        if let Some(guard) = self.guard.take() {
+            guard.stop();
         }
         if let Some(err) = first_error {
             return Err(err);
@@ -383,9 +418,12 @@ async fn executor_main<A: Agent + 'static>(
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     shut_down(&local, launched).await;
+    // The pump ends last: parked on the executor's bell, it is what the
+    // wake-up guard's nudge completes, so a timer glommio fails to fire
+    // (see `guard`) cannot leave this executor asleep while it stops.
+    ticker.await;
     pump_done.set(true);
     pump.await;
-    ticker.await;
     let snapshot = full_snapshot(&local.stats, &local.node);
     if let Ok(mut slots) = local.control.snapshots.lock() {
         slots[index as usize] = Some(snapshot);

@@ -21,6 +21,7 @@ pub mod affinity;
 pub mod agent;
 pub mod ctx;
 pub mod executor;
+pub mod guard;
 pub mod inbox;
 pub mod layout;
 pub mod node;

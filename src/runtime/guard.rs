@@ -1,0 +1,115 @@
+//! The wake-up guard: a small thread that nudges executors whose ticker
+//! is late.
+//!
+//! glommio 0.9 can miss a timer wake-up when its preempt timer is short
+//! (the topology sets it to hundreds of microseconds so a latency task's
+//! 1 ms timer fires on time; upstream issue #547): an idle executor then
+//! sleeps in `io_uring_enter` with nothing to complete, its 1 ms ticker
+//! stops, pending calls stop expiring and a drain never ends. Reproduced
+//! with glommio alone (one executor per CPU looping on 100 µs-1 ms
+//! `timer::sleep`, spin 50 µs, preempt 500 µs): a stall in most runs on
+//! this 2-vCPU VM under load.
+//!
+//! The guard checks every executor's heartbeat each [`GUARD_PERIOD`]; one
+//! older than [`LATE`] gets a write on its data bell, the eventfd its pump
+//! parks on through io_uring. The completion wakes the executor, which
+//! then runs its expired timers. An executor that is busy is never late,
+//! and one that is asleep by design (parked on its bell) wakes to a
+//! spurious bell it already handles, so the cost is one `write(2)` per
+//! late executor per period and nothing on the hot path. Nudges are
+//! counted ([`Control::nudges`]) so a host where they are frequent shows
+//! it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::ctx::now_ns;
+use super::executor::Control;
+use crate::ring::DataBell;
+
+/// How often the guard looks.
+pub const GUARD_PERIOD: Duration = Duration::from_millis(5);
+/// A heartbeat older than this gets a nudge (the ticker beats every 1 ms).
+pub const LATE: Duration = Duration::from_millis(20);
+
+/// The running guard.
+#[derive(Debug)]
+pub struct Guard {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Guard {
+    /// Starts guarding the executors whose bells are `bells` (by index).
+    pub fn spawn(control: Arc<Control>, bells: Vec<DataBell>) -> std::io::Result<Guard> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("pw-guard".into())
+            .spawn(move || {
+                // SYNC: Acquire pairs with the Release store in Guard::stop.
+                while !flag.load(Ordering::Acquire) {
+                    nudge_late(&control, &bells, now_ns());
+                    std::thread::sleep(GUARD_PERIOD);
+                }
+            })?;
+        Ok(Guard {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the guard and waits for it.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        // SYNC: Release pairs with the guard thread's Acquire load.
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// Nudges each executor whose heartbeat is older than [`LATE`] at `now`.
+fn nudge_late(control: &Control, bells: &[DataBell], now: u64) {
+    let late = LATE.as_nanos() as u64;
+    for (index, (live, bell)) in control.live().iter().zip(bells).enumerate() {
+        // SYNC: Relaxed; a clock value compared with ours.
+        let beat = live.heartbeat_ns.load(Ordering::Relaxed);
+        if beat != 0 && now.saturating_sub(beat) > late && bell.nudge().is_ok() {
+            control.count_nudge(index);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_executor_whose_heartbeat_is_late_is_nudged() {
+        let control = Control::new(3, 1);
+        let bells: Vec<DataBell> = (0..3).map(|_| DataBell::new().unwrap()).collect();
+        let now = 10_000_000_000;
+        let late = LATE.as_nanos() as u64;
+        let beats = [now - 1_000_000, now - late - 1, 0];
+        for (live, beat) in control.live().iter().zip(beats) {
+            live.heartbeat_ns.store(beat, Ordering::Relaxed);
+        }
+        nudge_late(&control, &bells, now);
+        assert_eq!(control.nudges(), vec![0, 1, 0]);
+        nudge_late(&control, &bells, now);
+        assert_eq!(control.nudges(), vec![0, 2, 0]);
+    }
+}
