@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use bench::{BenchCommand, BenchRingArgs, BenchRouterArgs};
+pub use bench::{BenchArgs, BenchCommand, BenchRingArgs, BenchRouterArgs, BenchSuiteArgs};
 pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, ValidateArgs};
 pub use run::RunArgs;
 
@@ -54,9 +54,10 @@ pub enum Command {
     Plan(PlanArgs),
     /// Check topology and agent files without starting anything.
     Validate(ValidateArgs),
-    /// Measure latency and throughput (rings, with optional baselines).
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    /// Measure latency: with no subcommand, ring, wakeup and mesh in one
+    /// table (and `--vs` a second topology); a subcommand for one bench in
+    /// detail.
+    Bench(BenchArgs),
 }
 
 /// Where sysfs is.
@@ -74,6 +75,6 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<(), DaemonError> {
         Command::Topo(TopoCommand::Detect(args)) => files::detect(&args, out),
         Command::Plan(args) => files::plan(&args, out),
         Command::Validate(args) => files::validate(&args, out),
-        Command::Bench(command) => bench::run(command, out),
+        Command::Bench(args) => bench::run(args, out),
     }
 }
