@@ -7,20 +7,40 @@
 //! * `zmq` (feature `zmq-baseline`): the same over ZeroMQ `ipc://`, REQ/REP
 //!   and PUSH/PULL, with the same envelopes, so ratios compare like with
 //!   like.
+//! * `router` ([`router`]): what the runtime adds per call on top of the
+//!   bare ring.
+//! * `wakeup` ([`wakeup`]): how late a pinned executor wakes from a timer,
+//!   against a plain `clock_nanosleep` thread (cyclictest's measurement).
+//! * `mesh` ([`mesh`]): the seed's voice-to-response flow through the
+//!   daemon.
+//!
+//! With no subcommand, [`suite`] runs ring, wakeup and mesh under one
+//! topology, or two to compare, and [`output`] prints one table and, on
+//! request, writes each histogram as an HdrHistogram percentile
+//! distribution ([`hgrm`]) and each bench as an SVG percentile plot
+//! ([`plot`]).
 //!
 //! Benchmarks never assert a time; they report. What they do check is that
 //! every message arrived intact, so a fast wrong run cannot pass for a
 //! result.
 
+pub mod hgrm;
+pub mod mesh;
+mod output;
+pub mod plot;
 mod report;
 pub mod ring;
 pub mod router;
+pub mod suite;
 mod summary;
+pub mod wakeup;
 #[cfg(feature = "zmq-baseline")]
 pub mod zmq;
 
 use std::path::PathBuf;
 
+pub use hgrm::Distribution;
+pub use output::{render_suite_table, write_suite_files};
 pub use report::{Case, RingReport, render_ring_json, render_ring_table};
 pub use summary::{LatencySummary, format_ns, format_rate, new_histogram};
 
@@ -58,6 +78,48 @@ pub enum BenchError {
     #[error("benchmark peer: {reason}")]
     Peer {
         /// What happened.
+        reason: String,
+    },
+    /// A topology cannot host the benches.
+    #[error("topology {}: {reason}", path.display())]
+    Topology {
+        /// The topology file.
+        path: PathBuf,
+        /// What it lacks.
+        reason: String,
+    },
+    /// The wake-up bench's executor or thread failed.
+    #[error("wakeup bench: {reason}")]
+    Wakeup {
+        /// What happened.
+        reason: String,
+    },
+    /// The mesh bench's daemon run failed.
+    #[error("mesh bench: {source}")]
+    Mesh {
+        /// The daemon's error.
+        source: Box<crate::error::DaemonError>,
+    },
+    /// A plot could not be drawn.
+    #[error("cannot draw the plot: {reason}")]
+    Plot {
+        /// plotters' message.
+        reason: String,
+    },
+    /// A result file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An `.hgrm` file is not an HdrHistogram percentile distribution.
+    #[error("percentile distribution, line {line}: {reason}")]
+    Hgrm {
+        /// Its line, from 1.
+        line: usize,
+        /// What is wrong.
         reason: String,
     },
     /// A ZeroMQ call failed.

@@ -33,7 +33,7 @@ pub struct RingReport {
     pub zmq: Option<Case>,
 }
 
-fn wait_name(wait: WaitStrategy) -> &'static str {
+pub(super) fn wait_name(wait: WaitStrategy) -> &'static str {
     match wait {
         WaitStrategy::Spin => "spin",
         WaitStrategy::Park => "park",

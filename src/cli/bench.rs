@@ -1,16 +1,97 @@
 //! `pinwheel bench`: the benchmark commands, and the hidden peer commands
 //! a two-process benchmark starts.
+//!
+//! With no subcommand, `pinwheel bench` runs the suite (ring, wakeup,
+//! mesh) under `--topology`, and `--vs` a second one. Every input is
+//! checked before any bench runs: both topology files against this host,
+//! the mesh's manifest and plan, the numbers, and the `--out` directory
+//! (created if missing). A problem with any of them exits 2 naming the
+//! flag.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::run::MAX_RATE;
+use crate::bench::mesh::MeshBench;
 use crate::bench::ring::{PeerMode, RingBench, serve_peer};
 use crate::bench::router::RouterBench;
-use crate::bench::{RingReport, render_ring_json, render_ring_table};
+use crate::bench::suite::{SuiteOptions, Target, run_suite};
+use crate::bench::{
+    RingReport, render_ring_json, render_ring_table, render_suite_table, write_suite_files,
+};
+use crate::daemon::boot;
 use crate::error::DaemonError;
 use crate::ring::WaitStrategy;
 use crate::topology::{CpuId, CpuSet, LIVE_SYSFS};
+
+/// `pinwheel bench [SUBCOMMAND]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    /// One bench in detail; none runs ring, wakeup and mesh in one table.
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    /// The suite's flags.
+    #[command(flatten)]
+    pub suite: BenchSuiteArgs,
+}
+
+/// `pinwheel bench` with no subcommand: ring, wakeup and mesh.
+#[derive(Debug, Args)]
+pub struct BenchSuiteArgs {
+    /// Topology whose CPUs and class settings the benches use.
+    #[arg(long, value_name = "FILE", default_value = "topology/auto.toml")]
+    pub topology: PathBuf,
+    /// A second topology to run every bench under too, in the same run;
+    /// each row then gets its ratio to the first (b/a).
+    #[arg(long, value_name = "FILE")]
+    pub vs: Option<PathBuf>,
+    /// Write each histogram as an HdrHistogram percentile distribution
+    /// (.hgrm, microseconds) and each bench as an SVG percentile plot.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Ring round trips.
+    #[arg(long, default_value_t = 20_000)]
+    pub msgs: u64,
+    /// Ring request body size, bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Wake-ups per wakeup case.
+    #[arg(long, default_value_t = 2_000)]
+    pub loops: u64,
+    /// Time between wake-up deadlines, microseconds.
+    #[arg(long, value_name = "US", default_value_t = 1_000)]
+    pub period_us: u64,
+    /// The voice pipeline's manifest, for the mesh.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "agents/voice-pipeline.toml"
+    )]
+    pub mesh_agents: PathBuf,
+    /// How long the mesh runs, seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        allow_negative_numbers = true
+    )]
+    pub mesh_duration: f64,
+    /// Requests a second the mesh's load generator sends.
+    #[arg(
+        long,
+        value_name = "REQ_PER_S",
+        default_value_t = 100.0,
+        allow_negative_numbers = true
+    )]
+    pub mesh_rate: f64,
+    /// Do not ask for SCHED_FIFO, locked memory or timer slack.
+    #[arg(long)]
+    pub unprivileged: bool,
+}
 
 /// `pinwheel bench ...`.
 #[derive(Debug, Subcommand)]
@@ -135,8 +216,11 @@ pub struct ZmqPeerArgs {
     pub size: usize,
 }
 
-/// Runs a bench command.
-pub(super) fn run(command: BenchCommand, out: &mut dyn Write) -> Result<(), DaemonError> {
+/// Runs a bench command, or the suite when there is none.
+pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+    let Some(command) = args.command else {
+        return suite(&args.suite, out);
+    };
     match command {
         BenchCommand::Ring(args) => ring(&args, out),
         BenchCommand::Router(args) => router(&args, out),
@@ -261,4 +345,156 @@ fn bench_cpus(text: &str) -> Result<[CpuId; 2], DaemonError> {
         }
     }
     Ok([a, b])
+}
+
+/// Longest wake-up period, microseconds (1 s).
+const MAX_PERIOD_US: u64 = 1_000_000;
+/// Longest mesh run, seconds (an hour).
+const MAX_MESH_SECONDS: f64 = 3_600.0;
+
+impl BenchSuiteArgs {
+    /// The checked numbers and paths every topology's benches share.
+    fn options(&self) -> Result<SuiteOptions, DaemonError> {
+        let usage = |message: String| Err(DaemonError::Usage { message });
+        if self.msgs == 0 || self.loops == 0 {
+            return usage(format!(
+                "--msgs {} --loops {}: each bench needs at least 1",
+                self.msgs, self.loops
+            ));
+        }
+        if !(1..=MAX_PERIOD_US).contains(&self.period_us) {
+            return usage(format!(
+                "--period-us {}: pass 1 to {MAX_PERIOD_US} microseconds",
+                self.period_us
+            ));
+        }
+        let seconds = self.mesh_duration;
+        if !(seconds.is_finite() && seconds > 0.0 && seconds <= MAX_MESH_SECONDS) {
+            return usage(format!(
+                "--mesh-duration {seconds}: pass a number of seconds above 0 and at most {MAX_MESH_SECONDS}"
+            ));
+        }
+        if !(self.mesh_rate.is_finite() && (0.0..=MAX_RATE).contains(&self.mesh_rate)) {
+            return usage(format!(
+                "--mesh-rate {} is out of range; pass 0 (no requests) to {MAX_RATE} requests a second",
+                self.mesh_rate
+            ));
+        }
+        existing_file(
+            "--mesh-agents",
+            &self.mesh_agents,
+            "the voice pipeline's manifest, agents/voice-pipeline.toml",
+        )?;
+        Ok(SuiteOptions {
+            agents: self.mesh_agents.clone(),
+            sysfs_root: PathBuf::from(LIVE_SYSFS),
+            size: self.size,
+            msgs: self.msgs,
+            period: Duration::from_micros(self.period_us),
+            loops: self.loops,
+            mesh_duration: Duration::from_secs_f64(seconds),
+            rate_per_s: self.mesh_rate,
+            privileged: !self.unprivileged,
+        })
+    }
+}
+
+fn existing_file(flag: &str, path: &Path, what: &str) -> Result<(), DaemonError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(DaemonError::Usage {
+            message: format!("{flag} {}: no such file; pass {what}", path.display()),
+        })
+    }
+}
+
+/// Creates (or reuses) the `--out` directory.
+fn out_dir(dir: &Path) -> Result<PathBuf, DaemonError> {
+    let usage = |why: String| DaemonError::Usage {
+        message: format!(
+            "--out {}: {why}; pass a directory to write the .hgrm files and plots into",
+            dir.display()
+        ),
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(usage("it is a file, not a directory".into()));
+    }
+    std::fs::create_dir_all(dir).map_err(|err| usage(format!("cannot create it ({err})")))?;
+    Ok(dir.to_owned())
+}
+
+/// Names for the topologies: their file stems, or `a` and `b` when the
+/// stems are alike.
+fn labels(paths: &[&Path]) -> Vec<String> {
+    let stems: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            p.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let distinct = stems.iter().all(|s| !s.is_empty()) && (stems.len() < 2 || stems[0] != stems[1]);
+    if distinct {
+        stems
+    } else {
+        ["a", "b"]
+            .iter()
+            .take(paths.len())
+            .map(|s| (*s).to_owned())
+            .collect()
+    }
+}
+
+/// Loads and checks one topology (with the mesh's manifest and plan, as
+/// `pinwheel run` would) and derives its benches.
+fn target(
+    flag: &str,
+    path: &Path,
+    label: String,
+    options: &SuiteOptions,
+) -> Result<Target, DaemonError> {
+    existing_file(
+        flag,
+        path,
+        "a topology file (see topology/*.toml, or write one with `pinwheel topo detect`)",
+    )?;
+    let probe = MeshBench {
+        topology: path.to_owned(),
+        agents: options.agents.clone(),
+        sysfs_root: options.sysfs_root.clone(),
+        duration: options.mesh_duration,
+        rate_per_s: options.rate_per_s,
+        privileged: options.privileged,
+    };
+    let (topology, _, _) = boot::load(&probe.options())?;
+    Target::new(label, &topology, options).map_err(|err| DaemonError::Usage {
+        message: format!("{flag} {}: {err}", path.display()),
+    })
+}
+
+fn suite(args: &BenchSuiteArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+    let options = args.options()?;
+    let mut files = vec![("--topology", args.topology.as_path())];
+    if let Some(vs) = &args.vs {
+        files.push(("--vs", vs.as_path()));
+    }
+    let paths: Vec<&Path> = files.iter().map(|(_, p)| *p).collect();
+    let targets = files
+        .iter()
+        .zip(labels(&paths))
+        .map(|((flag, path), label)| target(flag, path, label, &options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dir = args.out.as_deref().map(out_dir).transpose()?;
+    let results = run_suite(targets)?;
+    out.write_all(render_suite_table(&results).as_bytes())?;
+    if let Some(dir) = dir {
+        let written = write_suite_files(&results, &dir)?;
+        writeln!(out, "\nwrote {} files to {}:", written.len(), dir.display())?;
+        for path in written {
+            writeln!(out, "  {}", path.display())?;
+        }
+    }
+    Ok(())
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use bench::{BenchCommand, BenchRingArgs, BenchRouterArgs};
+pub use bench::{BenchArgs, BenchCommand, BenchRingArgs, BenchRouterArgs, BenchSuiteArgs};
 pub use client::AdminClient;
 pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, ValidateArgs};
 pub use run::RunArgs;
@@ -60,9 +60,10 @@ pub enum Command {
     Plan(PlanArgs),
     /// Check topology and agent files without starting anything.
     Validate(ValidateArgs),
-    /// Measure latency and throughput (rings, with optional baselines).
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    /// Measure latency: with no subcommand, ring, wakeup and mesh in one
+    /// table (and `--vs` a second topology); a subcommand for one bench in
+    /// detail.
+    Bench(BenchArgs),
     /// Show a running daemon's agents, GPUs and health.
     Status(StatusArgs),
     /// Prepare this host for low latency with a tuning profile, and put
@@ -86,7 +87,7 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<(), DaemonError> {
         Command::Topo(TopoCommand::Detect(args)) => files::detect(&args, out),
         Command::Plan(args) => files::plan(&args, out),
         Command::Validate(args) => files::validate(&args, out),
-        Command::Bench(command) => bench::run(command, out),
+        Command::Bench(args) => bench::run(args, out),
         Command::Status(args) => status::run(&args, out),
         Command::Tune(command) => tune::run(command, out),
     }

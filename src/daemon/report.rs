@@ -196,6 +196,10 @@ pub struct Report {
     pub router: RouterTotals,
     /// Why the run was degraded (privileges it did not get).
     pub degraded: Vec<String>,
+    /// The merged end-to-end and voice histograms, for `pinwheel bench`'s
+    /// percentile distributions; not part of the JSON.
+    #[serde(skip)]
+    histograms: [Histogram<u64>; 2],
 }
 
 /// What a report is made from.
@@ -233,8 +237,9 @@ impl Report {
                 // Same bounds everywhere, so adding cannot fail.
                 let _ = all.add(pick(snapshot));
             }
-            Percentiles::of(&all)
+            all
         };
+        let (e2e, voice) = (merged(|s| &s.e2e), merged(|s| &s.voice));
         let requests = snapshots.iter().fold(Requests::default(), |a, s| Requests {
             sent: a.sent + s.requests.sent,
             completed: a.completed + s.requests.completed,
@@ -252,7 +257,7 @@ impl Report {
             startup_ms: inputs.startup.as_secs_f64() * 1e3,
             run_s: inputs.run.as_secs_f64(),
             rate_per_s: inputs.rate_per_s,
-            e2e_latency_ns: merged(|s| &s.e2e),
+            e2e_latency_ns: Percentiles::of(&e2e),
             requests: RequestsReport {
                 sent: requests.sent,
                 completed: requests.completed,
@@ -264,7 +269,7 @@ impl Report {
             },
             placement_violations,
             per_agent,
-            voice_latency_ns: merged(|s| &s.voice),
+            voice_latency_ns: Percentiles::of(&voice),
             routes: route_reports(inputs.routes, snapshots),
             coordinators: coordinator_reports(inputs.routes, inputs.mesh),
             registries: registry_reports(inputs.routes, inputs.mesh),
@@ -276,7 +281,18 @@ impl Report {
             },
             router: router_totals(snapshots),
             degraded: inputs.degraded,
+            histograms: [e2e, voice],
         }
+    }
+
+    /// The load generator's completed requests, end to end, as a histogram.
+    pub fn e2e_histogram(&self) -> &Histogram<u64> {
+        &self.histograms[0]
+    }
+
+    /// Audio frame to the coordinator's answer, as a histogram.
+    pub fn voice_histogram(&self) -> &Histogram<u64> {
+        &self.histograms[1]
     }
 
     /// The report as pretty JSON.
