@@ -14,6 +14,8 @@ pub mod agents;
 pub mod bench;
 #[cfg(not(loom))]
 pub mod cli;
+#[cfg(not(loom))]
+pub mod cluster;
 pub mod config;
 #[cfg(not(loom))]
 pub mod daemon;

@@ -105,7 +105,9 @@ mod tests {
         far.latency_us = 2_000;
         let near = cand(&h[1], 0, 6_000);
 
-        let sut = choose(&[far, near], 4_000, Policy::Binpack, 1024).expect("fits");
+        let cands = [far, near];
+
+        let sut = choose(&cands, 4_000, Policy::Binpack, 1024).expect("fits");
 
         assert_eq!(sut.host, &h[1], "2 ms weighs 2 GiB, more than the 1.5 GiB tighter fit");
     }
@@ -116,8 +118,11 @@ mod tests {
         let mut with_replica = cand(&h[0], 0, 4_000);
         with_replica.holds_replica = true;
 
-        let other = choose(&[with_replica.clone(), cand(&h[1], 0, 20_000)], 4_000, Policy::Binpack, 0);
-        let only = choose(&[with_replica, cand(&h[1], 0, 1_000)], 4_000, Policy::Binpack, 0);
+        let roomy = [with_replica.clone(), cand(&h[1], 0, 20_000)];
+        let cramped = [with_replica, cand(&h[1], 0, 1_000)];
+
+        let other = choose(&roomy, 4_000, Policy::Binpack, 0);
+        let only = choose(&cramped, 4_000, Policy::Binpack, 0);
 
         assert_eq!(other.expect("fits").host, &h[1]);
         assert_eq!(only.expect("fits").host, &h[0]);
