@@ -57,19 +57,30 @@ pub(super) async fn task(shared: Arc<Shared>) {
     }
 }
 
+/// Opens the bucket, creating it if missing. The bucket's stream is
+/// created by hand, as async-nats's `create_key_value` would create it:
+/// that call first reads account fields (`reserved_memory`) which Debian's
+/// nats-server 2.9 does not send, and fails.
 async fn open(js: &jetstream::Context, shared: &Shared) -> Result<kv::Store, String> {
     let bucket = shared.config.registry_bucket();
-    let existing = tokio::time::timeout(KV_TIMEOUT, js.get_key_value(bucket.clone())).await;
-    if let Ok(Ok(store)) = existing {
-        return Ok(store);
-    }
-    let config = kv::Config {
-        bucket,
-        description: "pinwheel agents: <host>/<agent> -> host, ports, health".to_owned(),
-        history: 1,
-        ..kv::Config::default()
+    let stream = jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("pinwheel agents: <host>/<agent> -> host, ports, health".to_owned()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..jetstream::stream::Config::default()
     };
-    match tokio::time::timeout(KV_TIMEOUT, js.create_key_value(config)).await {
+    match tokio::time::timeout(KV_TIMEOUT, js.get_or_create_stream(stream)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("timed out".to_owned()),
+    }
+    match tokio::time::timeout(KV_TIMEOUT, js.get_key_value(bucket)).await {
         Ok(Ok(store)) => Ok(store),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out".to_owned()),
