@@ -46,10 +46,17 @@ impl NatsServer {
             .expect("nats-server starts");
         let deadline = Instant::now() + PATIENCE;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server never listened on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server never listened on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        NatsServer { child, port, _dir: dir }
+        NatsServer {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 
     fn url(&self) -> String {
@@ -80,7 +87,10 @@ fn nats_server_binary() -> PathBuf {
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join("nats-server"))
-        .chain([PathBuf::from("/usr/sbin/nats-server"), PathBuf::from("/usr/bin/nats-server")]);
+        .chain([
+            PathBuf::from("/usr/sbin/nats-server"),
+            PathBuf::from("/usr/bin/nats-server"),
+        ]);
     on_path
         .into_iter()
         .find(|p| p.is_file())
@@ -99,12 +109,22 @@ async fn node(url: &str, host: &str) -> Node {
     let (state, source) = watch::channel(HostState {
         host: host.to_owned(),
         incarnation: 1,
-        gpus: vec![GpuState { index: 0, total_mib: 24_576, free_mib: 20_000 }],
+        gpus: vec![GpuState {
+            index: 0,
+            total_mib: 24_576,
+            free_mib: 20_000,
+        }],
         ..HostState::default()
     });
     let (tx, events) = mpsc::channel(4096);
-    let link = ClusterLink::start(config, source, tx).await.expect("link starts");
-    Node { link, state, events }
+    let link = ClusterLink::start(config, source, tx)
+        .await
+        .expect("link starts");
+    Node {
+        link,
+        state,
+        events,
+    }
 }
 
 impl Node {
@@ -132,7 +152,9 @@ async fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
 
 fn state_from<'e>(event: &'e ClusterEvent, host: &str) -> Option<(&'e HostState, u64)> {
     match event {
-        ClusterEvent::PeerState { state, latency_us } if state.host == host => Some((state, *latency_us)),
+        ClusterEvent::PeerState { state, latency_us } if state.host == host => {
+            Some((state, *latency_us))
+        }
         _ => None,
     }
 }
@@ -143,13 +165,24 @@ async fn two_links_see_each_others_state_and_measure_the_link() {
     let mut a = node(&nats.url(), "alpha").await;
     let mut b = node(&nats.url(), "beta").await;
 
-    b.expect("alpha up", |e| *e == ClusterEvent::PeerUp { host: "alpha".to_owned() }).await;
+    b.expect("alpha up", |e| {
+        *e == ClusterEvent::PeerUp {
+            host: "alpha".to_owned(),
+        }
+    })
+    .await;
     a.state.send_modify(|s| s.gpus[0].free_mib = 1234);
     let seen = b
-        .expect("alpha's new state", |e| state_from(e, "alpha").is_some_and(|(s, _)| s.gpus[0].free_mib == 1234))
+        .expect("alpha's new state", |e| {
+            state_from(e, "alpha").is_some_and(|(s, _)| s.gpus[0].free_mib == 1234)
+        })
         .await;
-    a.expect("beta's state", |e| state_from(e, "beta").is_some()).await;
-    b.expect("a latency to alpha", |e| state_from(e, "alpha").is_some_and(|(_, lat)| lat > 0)).await;
+    a.expect("beta's state", |e| state_from(e, "beta").is_some())
+        .await;
+    b.expect("a latency to alpha", |e| {
+        state_from(e, "alpha").is_some_and(|(_, lat)| lat > 0)
+    })
+    .await;
 
     let (state, _) = state_from(&seen, "alpha").expect("alpha's state");
     assert!(state.seq > 0 && state.incarnation == 1);
@@ -162,11 +195,21 @@ async fn a_stopped_link_is_declared_lost_after_its_missed_heartbeats() {
     let nats = NatsServer::start();
     let a = node(&nats.url(), "alpha").await;
     let mut b = node(&nats.url(), "beta").await;
-    b.expect("alpha up", |e| *e == ClusterEvent::PeerUp { host: "alpha".to_owned() }).await;
+    b.expect("alpha up", |e| {
+        *e == ClusterEvent::PeerUp {
+            host: "alpha".to_owned(),
+        }
+    })
+    .await;
 
     a.link.stop().await;
 
-    b.expect("alpha lost", |e| *e == ClusterEvent::PeerLost { host: "alpha".to_owned() }).await;
+    b.expect("alpha lost", |e| {
+        *e == ClusterEvent::PeerLost {
+            host: "alpha".to_owned(),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -174,8 +217,14 @@ async fn corrupted_bytes_on_the_state_subject_are_rejected_and_counted() {
     let nats = NatsServer::start();
     let mut b = node(&nats.url(), "beta").await;
     eventually("connected", || b.link.is_connected()).await;
-    let raw = async_nats::connect(nats.url()).await.expect("raw client connects");
-    let valid = encode_state(&HostState { host: "mallory".to_owned(), ..HostState::default() }).expect("encodes");
+    let raw = async_nats::connect(nats.url())
+        .await
+        .expect("raw client connects");
+    let valid = encode_state(&HostState {
+        host: "mallory".to_owned(),
+        ..HostState::default()
+    })
+    .expect("encodes");
     let mut scrambled = valid.clone();
     let end = scrambled.len();
     // The last vector's pointer and length: far outside the frame.
@@ -189,14 +238,27 @@ async fn corrupted_bytes_on_the_state_subject_are_rejected_and_counted() {
     ];
 
     for frame in frames {
-        raw.publish("pinwheel.test.host.eve.state", frame.into()).await.expect("publish");
+        raw.publish("pinwheel.test.host.eve.state", frame.into())
+            .await
+            .expect("publish");
     }
     raw.flush().await.expect("flush");
 
-    eventually("4 bad frames counted", || LinkStats::get(&b.link.stats().bad_frames) >= 4).await;
+    eventually("4 bad frames counted", || {
+        LinkStats::get(&b.link.stats().bad_frames) >= 4
+    })
+    .await;
     let _a = node(&nats.url(), "alpha").await;
-    let first_up = b.expect("a peer up", |e| matches!(e, ClusterEvent::PeerUp { .. })).await;
-    assert_eq!(first_up, ClusterEvent::PeerUp { host: "alpha".to_owned() }, "the link still works, and no garbage made a peer");
+    let first_up = b
+        .expect("a peer up", |e| matches!(e, ClusterEvent::PeerUp { .. }))
+        .await;
+    assert_eq!(
+        first_up,
+        ClusterEvent::PeerUp {
+            host: "alpha".to_owned()
+        },
+        "the link still works, and no garbage made a peer"
+    );
     assert_eq!(LinkStats::get(&b.link.stats().bad_frames), 4);
 }
 
@@ -214,10 +276,17 @@ async fn a_registry_entry_written_by_one_host_is_read_by_another() {
 
     a.link.register(record.clone()).expect("alpha's own agent");
 
-    b.expect("the record", |e| *e == ClusterEvent::Agent(record.clone())).await;
-    assert_eq!(b.link.lookup("STTService"), [record.clone()]);
-    let other_host = AgentRecord { host: "beta".to_owned(), ..record };
-    assert!(a.link.register(other_host).is_err(), "a host registers only its own agents");
+    b.expect("the record", |e| *e == ClusterEvent::Agent(record.clone()))
+        .await;
+    assert_eq!(b.link.lookup("STTService"), std::slice::from_ref(&record));
+    let other_host = AgentRecord {
+        host: "beta".to_owned(),
+        ..record
+    };
+    assert!(
+        a.link.register(other_host).is_err(),
+        "a host registers only its own agents"
+    );
 }
 
 #[tokio::test]
@@ -225,13 +294,27 @@ async fn an_error_report_reaches_the_other_hosts_on_the_error_bus() {
     let nats = NatsServer::start();
     let a = node(&nats.url(), "alpha").await;
     let mut b = node(&nats.url(), "beta").await;
-    b.expect("alpha up", |e| *e == ClusterEvent::PeerUp { host: "alpha".to_owned() }).await;
+    b.expect("alpha up", |e| {
+        *e == ClusterEvent::PeerUp {
+            host: "alpha".to_owned(),
+        }
+    })
+    .await;
 
-    a.link.report_error(7, 500, "whisper crashed").expect("queued");
+    a.link
+        .report_error(7, 500, "whisper crashed")
+        .expect("queued");
 
-    let got = b.expect("the report", |e| matches!(e, ClusterEvent::Error(_))).await;
-    let ClusterEvent::Error(report) = got else { unreachable!("matched above") };
-    assert_eq!((report.host.as_str(), report.agent, report.code), ("alpha", 7, 500));
+    let got = b
+        .expect("the report", |e| matches!(e, ClusterEvent::Error(_)))
+        .await;
+    let ClusterEvent::Error(report) = got else {
+        unreachable!("matched above")
+    };
+    assert_eq!(
+        (report.host.as_str(), report.agent, report.code),
+        ("alpha", 7, 500)
+    );
     assert_eq!(report.message, "whisper crashed");
 }
 
@@ -241,27 +324,67 @@ async fn links_report_disconnected_while_nats_is_down_and_recover_when_it_return
     let url = nats.url();
     let mut a = node(&url, "alpha").await;
     let mut b = node(&url, "beta").await;
-    let record = AgentRecord { agent: "TTS".to_owned(), host: "alpha".to_owned(), ports: vec![], health: Health::Healthy };
+    let record = AgentRecord {
+        agent: "TTS".to_owned(),
+        host: "alpha".to_owned(),
+        ports: vec![],
+        health: Health::Healthy,
+    };
     a.link.register(record.clone()).expect("own agent");
-    b.expect("alpha up", |e| *e == ClusterEvent::PeerUp { host: "alpha".to_owned() }).await;
-    eventually("the record at beta", || b.link.lookup("TTS") == [record.clone()]).await;
+    b.expect("alpha up", |e| {
+        *e == ClusterEvent::PeerUp {
+            host: "alpha".to_owned(),
+        }
+    })
+    .await;
+    eventually("the record at beta", || {
+        b.link.lookup("TTS") == std::slice::from_ref(&record)
+    })
+    .await;
 
     let port = nats.stop();
 
-    a.expect("disconnected", |e| *e == ClusterEvent::Connection { connected: false }).await;
-    b.expect("disconnected", |e| *e == ClusterEvent::Connection { connected: false }).await;
+    a.expect("disconnected", |e| {
+        *e == ClusterEvent::Connection { connected: false }
+    })
+    .await;
+    b.expect("disconnected", |e| {
+        *e == ClusterEvent::Connection { connected: false }
+    })
+    .await;
     assert!(!a.link.is_connected() && !b.link.is_connected());
-    b.expect("alpha lost while nats is down", |e| *e == ClusterEvent::PeerLost { host: "alpha".to_owned() })
-        .await;
-    eventually("heartbeats skipped", || LinkStats::get(&a.link.stats().skipped) > 0).await;
+    b.expect("alpha lost while nats is down", |e| {
+        *e == ClusterEvent::PeerLost {
+            host: "alpha".to_owned(),
+        }
+    })
+    .await;
+    eventually("heartbeats skipped", || {
+        LinkStats::get(&a.link.stats().skipped) > 0
+    })
+    .await;
 
     // A new, empty server on the same port.
     let _again = NatsServer::start_on(port);
 
-    a.expect("reconnected", |e| *e == ClusterEvent::Connection { connected: true }).await;
-    b.expect("reconnected", |e| *e == ClusterEvent::Connection { connected: true }).await;
-    b.expect("alpha up again", |e| *e == ClusterEvent::PeerUp { host: "alpha".to_owned() }).await;
+    a.expect("reconnected", |e| {
+        *e == ClusterEvent::Connection { connected: true }
+    })
+    .await;
+    b.expect("reconnected", |e| {
+        *e == ClusterEvent::Connection { connected: true }
+    })
+    .await;
+    b.expect("alpha up again", |e| {
+        *e == ClusterEvent::PeerUp {
+            host: "alpha".to_owned(),
+        }
+    })
+    .await;
     // alpha wrote its record into the new server again.
     let mut c = node(&url, "gamma").await;
-    c.expect("the record, from the new server", |e| *e == ClusterEvent::Agent(record.clone())).await;
+    c.expect("the record, from the new server", |e| {
+        *e == ClusterEvent::Agent(record.clone())
+    })
+    .await;
 }

@@ -257,7 +257,11 @@ impl Sim {
         self.heard.retain(|&(to, from), _| to != i && from != i);
         for (slot, knowers) in &mut self.knowers {
             knowers.remove(&i);
-            let held = self.hosts.iter().enumerate().any(|(j, h)| j != i && h.loaded.contains_key(slot));
+            let held = self
+                .hosts
+                .iter()
+                .enumerate()
+                .any(|(j, h)| j != i && h.loaded.contains_key(slot));
             if knowers.is_empty() && !held {
                 self.forgotten.insert(slot.clone());
             }
@@ -295,8 +299,9 @@ impl Sim {
 
     fn deliver(&mut self) {
         let now = self.now_ms();
-        let (due, later): (Vec<Msg>, Vec<Msg>) =
-            std::mem::take(&mut self.in_flight).into_iter().partition(|m| m.at <= self.tick);
+        let (due, later): (Vec<Msg>, Vec<Msg>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|m| m.at <= self.tick);
         self.in_flight = later;
         for m in due {
             if !self.can_talk(m.from, m.to) {
@@ -309,7 +314,10 @@ impl Sim {
             let r = &m.report;
             let slots = r.owned.iter().chain(r.assignments.iter().map(|a| &a.claim));
             for claim in slots.chain(r.orphans.iter().map(|o| &o.claim)) {
-                self.knowers.entry(claim.slot.clone()).or_default().insert(m.to);
+                self.knowers
+                    .entry(claim.slot.clone())
+                    .or_default()
+                    .insert(m.to);
             }
             let seen = sched.observe(m.report, latency, now, &mut out);
             assert!(seen.is_ok(), "seed {}: {seen:?}", self.seed);
@@ -324,13 +332,21 @@ impl Sim {
             return;
         };
         sched.set_local_gpus(&gpus);
-        let before = if dead_unseen.is_empty() { Vec::new() } else { sched.placements() };
+        let before = if dead_unseen.is_empty() {
+            Vec::new()
+        } else {
+            sched.placements()
+        };
         let mut out = Vec::new();
         sched.tick(now, &mut out);
         self.apply(i, &out);
         for d in &out {
             if let Decision::HostLost { host } = d {
-                let lost = self.hosts.iter().position(|h| &h.name == host).expect("a host");
+                let lost = self
+                    .hosts
+                    .iter()
+                    .position(|h| &h.name == host)
+                    .expect("a host");
                 if dead_unseen.contains(&lost) {
                     self.check_replaced(i, lost, &before, &out);
                 }
@@ -348,41 +364,69 @@ impl Sim {
         let host = &mut self.hosts[i];
         for d in out {
             match d {
-                Decision::Load { slot, gpu, vram_mib, .. } => {
+                Decision::Load {
+                    slot,
+                    gpu,
+                    vram_mib,
+                    ..
+                } => {
                     self.tally.loads += 1;
                     self.knowers.entry(slot.clone()).or_default().insert(i);
                     host.loaded.insert(slot.clone(), (*gpu, *vram_mib));
                 }
                 Decision::Yield { slot, .. } => {
                     self.tally.yields += 1;
-                    assert!(host.loaded.remove(slot).is_some(), "seed {seed}: yield of {slot} not loaded");
+                    assert!(
+                        host.loaded.remove(slot).is_some(),
+                        "seed {seed}: yield of {slot} not loaded"
+                    );
                 }
                 _ => {}
             }
         }
         for g in host.gpus() {
             self.tally.capacity_checks += 1;
-            assert!(g.free_mib <= g.total_mib, "seed {seed}: {} gpu {} over capacity", host.name, g.gpu);
+            assert!(
+                g.free_mib <= g.total_mib,
+                "seed {seed}: {} gpu {} over capacity",
+                host.name,
+                g.gpu
+            );
         }
         let used: u64 = host.loaded.values().map(|(_, mib)| mib).sum();
-        assert!(used <= GPU_MIB * u64::from(GPUS_PER_HOST), "seed {seed}: {} over capacity", host.name);
+        assert!(
+            used <= GPU_MIB * u64::from(GPUS_PER_HOST),
+            "seed {seed}: {} over capacity",
+            host.name
+        );
     }
 
     /// Host `i` just declared dead host `lost` lost. If `i` is the placer,
     /// every pinned slot it knew `lost` held must now be placed on a live
     /// host, or be unplaceable for want of room.
-    fn check_replaced(&mut self, i: usize, lost: usize, before: &[pinwheel::gpu::sched::Placement], out: &[Decision]) {
+    fn check_replaced(
+        &mut self,
+        i: usize,
+        lost: usize,
+        before: &[pinwheel::gpu::sched::Placement],
+        out: &[Decision],
+    ) {
         let sched = self.hosts[i].sched.as_ref().expect("alive");
         if !sched.is_placer() {
             return;
         }
         let lost_name = &self.hosts[lost].name;
-        for p in before.iter().filter(|p| &p.host == lost_name && p.pinned && p.loaded) {
+        for p in before
+            .iter()
+            .filter(|p| &p.host == lost_name && p.pinned && p.loaded)
+        {
             self.tally.detections_checked += 1;
             match sched.where_is(&p.slot) {
                 Some(now) if &now.host != lost_name => self.tally.replaced_in_one_tick += 1,
                 _ => {
-                    let unplaced = out.iter().any(|d| matches!(d, Decision::Unplaced { slot, .. } if slot == &p.slot));
+                    let unplaced = out
+                        .iter()
+                        .any(|d| matches!(d, Decision::Unplaced { slot, .. } if slot == &p.slot));
                     let room = self.room_for(i, p.vram_mib, &sched.placements());
                     assert!(
                         !room,
@@ -411,8 +455,15 @@ impl Sim {
             truth
                 .into_iter()
                 .map(|g| {
-                    let said = heard.gpus.iter().find(|r| r.gpu == g.gpu).map_or(0, |r| r.free_mib);
-                    GpuReport { free_mib: g.free_mib.min(said), ..g }
+                    let said = heard
+                        .gpus
+                        .iter()
+                        .find(|r| r.gpu == g.gpu)
+                        .map_or(0, |r| r.free_mib);
+                    GpuReport {
+                        free_mib: g.free_mib.min(said),
+                        ..g
+                    }
                 })
                 .collect()
         };
@@ -444,7 +495,12 @@ impl Sim {
                 let last = self.last_at.get(&(i, j)).copied().unwrap_or(0);
                 let at = (self.tick + delay).max(last);
                 self.last_at.insert((i, j), at);
-                self.in_flight.push(Msg { at, from: i, to: j, report: report.clone() });
+                self.in_flight.push(Msg {
+                    at,
+                    from: i,
+                    to: j,
+                    report: report.clone(),
+                });
             }
             self.hosts[i].last_sent = Some(report);
         }
@@ -471,7 +527,10 @@ impl Sim {
                     assert!(
                         self.tick < talking.max(dup_since) + SETTLE_TICKS,
                         "seed {} tick {}: {slot} owned by {} and {} since tick {dup_since}; they have talked since tick {talking}",
-                        self.seed, self.tick, self.hosts[a].name, self.hosts[b].name
+                        self.seed,
+                        self.tick,
+                        self.hosts[a].name,
+                        self.hosts[b].name
                     );
                 }
             }
@@ -492,7 +551,11 @@ impl Sim {
             vram_mib: 512 * (1 + n % 10),
             pinned: n % 3 != 0,
             priority: (n % 4) as u8,
-            policy: if n % 2 == 0 { Policy::Binpack } else { Policy::Spread },
+            policy: if n % 2 == 0 {
+                Policy::Binpack
+            } else {
+                Policy::Spread
+            },
             replicas: 1 + u8::from(n % 5 == 0),
             host: None,
         };
@@ -504,7 +567,8 @@ impl Sim {
             for p in &placed {
                 self.knowers.entry(p.slot.clone()).or_default().insert(i);
             }
-            self.pinned.extend(placed.iter().filter(|p| p.pinned).map(|p| p.slot.clone()));
+            self.pinned
+                .extend(placed.iter().filter(|p| p.pinned).map(|p| p.slot.clone()));
         }
         self.apply(i, &out);
     }
@@ -552,7 +616,12 @@ impl Sim {
                 .filter(|h| h.loaded.contains_key(slot))
                 .map(|h| &h.name)
                 .collect();
-            assert_eq!(owners.len(), 1, "seed {}: pinned {slot} owned by {owners:?} at the end", self.seed);
+            assert_eq!(
+                owners.len(),
+                1,
+                "seed {}: pinned {slot} owned by {owners:?} at the end",
+                self.seed
+            );
             self.tally.final_pinned += 1;
         }
     }
@@ -587,7 +656,10 @@ fn a_hundred_random_kill_and_partition_schedules_keep_every_invariant() {
     }
     // The schedules must have exercised what they claim to.
     assert!(total.kills >= 100 && total.partitions >= 50, "{total:?}");
-    assert!(total.detections_checked >= 100 && total.yields >= 10, "{total:?}");
+    assert!(
+        total.detections_checked >= 100 && total.yields >= 10,
+        "{total:?}"
+    );
     assert!(total.final_pinned >= 500, "{total:?}");
     // Forgetting needs every host that knew of a slot dead at once; keep
     // it the rare exception it is under this much chaos.
@@ -601,7 +673,10 @@ fn a_larger_cluster_keeps_every_invariant_too() {
     for seed in 1_000..1_010 {
         total.add(&run(seed, 9, 2_000));
     }
-    assert!(total.kills >= 10 && total.detections_checked >= 10, "{total:?}");
+    assert!(
+        total.kills >= 10 && total.detections_checked >= 10,
+        "{total:?}"
+    );
 }
 
 #[test]

@@ -92,7 +92,11 @@ fn claim(m: &ModelState) -> Claim {
         pinned: m.pinned,
         active: m.active,
         priority: m.priority,
-        policy: if m.spread { Policy::Spread } else { Policy::Binpack },
+        policy: if m.spread {
+            Policy::Spread
+        } else {
+            Policy::Binpack
+        },
         epoch: Epoch(m.epoch),
     }
 }
@@ -118,9 +122,13 @@ mod tests {
 
     #[test]
     fn a_scheduler_report_survives_the_trip_through_a_host_state() {
-        let mut sched = GpuScheduler::cluster(HostName::from("a"), 7, SchedConfig::default())
-            .expect("valid");
-        sched.set_local_gpus(&[GpuReport { gpu: GpuIndex(0), total_mib: 8192, free_mib: 8192 }]);
+        let mut sched =
+            GpuScheduler::cluster(HostName::from("a"), 7, SchedConfig::default()).expect("valid");
+        sched.set_local_gpus(&[GpuReport {
+            gpu: GpuIndex(0),
+            total_mib: 8192,
+            free_mib: 8192,
+        }]);
         let req = ModelRequest {
             model: ModelName::from("tts"),
             vram_mib: 2048,

@@ -172,7 +172,11 @@ impl ClusterLink {
             url = shared.config.nats_url(),
             "cluster link started"
         );
-        Ok(ClusterLink { shared, outbox, tasks })
+        Ok(ClusterLink {
+            shared,
+            outbox,
+            tasks,
+        })
     }
 
     /// Whether NATS is connected now. While it is not, this host is
@@ -191,8 +195,11 @@ impl ClusterLink {
     /// queue is full. While NATS is down, async-nats holds it until the
     /// connection returns.
     pub fn report_error(&self, agent: u32, code: u32, message: &str) -> Result<(), ClusterError> {
-        let frame = proto::encode_error(agent, code, message)
-            .map_err(|problem| ClusterError::Encode { what: "error report", problem })?;
+        let frame =
+            proto::encode_error(agent, code, message).map_err(|problem| ClusterError::Encode {
+                what: "error report",
+                problem,
+            })?;
         self.outbox
             .try_send(frame)
             .map_err(|_| ClusterError::Busy { capacity: OUTBOX })
@@ -243,7 +250,10 @@ impl Drop for ClusterLink {
     }
 }
 
-async fn connect(config: &ClusterConfig, events: mpsc::Sender<Event>) -> Result<Client, ClusterError> {
+async fn connect(
+    config: &ClusterConfig,
+    events: mpsc::Sender<Event>,
+) -> Result<Client, ClusterError> {
     let heartbeat = Duration::from_millis(config.heartbeat_ms());
     ConnectOptions::new()
         .name(format!("pinwheel {}", config.host()))
@@ -273,11 +283,17 @@ async fn connect(config: &ClusterConfig, events: mpsc::Sender<Event>) -> Result<
         })
 }
 
-async fn subscribe(client: &Client, subject: String) -> Result<async_nats::Subscriber, ClusterError> {
+async fn subscribe(
+    client: &Client,
+    subject: String,
+) -> Result<async_nats::Subscriber, ClusterError> {
     client
         .subscribe(subject.clone())
         .await
-        .map_err(|e| ClusterError::Subscribe { subject, reason: e.to_string() })
+        .map_err(|e| ClusterError::Subscribe {
+            subject,
+            reason: e.to_string(),
+        })
 }
 
 async fn connection_task(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>) {
@@ -306,7 +322,10 @@ fn set_connection(shared: &Shared, up: bool) {
     if up {
         info!(url = shared.config.nats_url(), "cluster link connected");
     } else {
-        warn!(url = shared.config.nats_url(), "cluster link disconnected, degraded");
+        warn!(
+            url = shared.config.nats_url(),
+            "cluster link disconnected, degraded"
+        );
     }
     shared.emit(ClusterEvent::Connection { connected: up });
 }
@@ -363,7 +382,9 @@ async fn publish_state(shared: &Shared, mut state: HostState, seq: u64) {
         sent.push_back((seq, now));
     }
     let wait = Duration::from_millis(shared.config.heartbeat_ms());
-    let publish = shared.client.publish(shared.config.state_subject(), frame.into());
+    let publish = shared
+        .client
+        .publish(shared.config.state_subject(), frame.into());
     match tokio::time::timeout(wait, publish).await {
         Ok(Ok(())) => LinkStats::bump(&shared.stats.published),
         Ok(Err(e)) => nats_error(shared, "publish host state", &e.to_string()),
@@ -385,8 +406,8 @@ fn acks(shared: &Shared, now: Instant) -> Vec<Ack> {
 }
 
 fn detect_lost(shared: &Shared) {
-    let lost_after = Duration::from_millis(shared.config.heartbeat_ms())
-        * shared.config.missed_heartbeats();
+    let lost_after =
+        Duration::from_millis(shared.config.heartbeat_ms()) * shared.config.missed_heartbeats();
     let mut lost = Vec::new();
     for (host, peer) in lock(&shared.peers).iter_mut() {
         if !peer.lost && peer.last_seen.elapsed() > lost_after {
@@ -406,7 +427,12 @@ pub(super) fn nats_error(shared: &Shared, what: &'static str, reason: &str) {
 }
 
 /// Counts a refused frame and warns, at most once per [`WARN_EVERY`].
-pub(super) fn bad_frame(shared: &Shared, last_warn: &mut Option<Instant>, from: &str, problem: &proto::FrameProblem) {
+pub(super) fn bad_frame(
+    shared: &Shared,
+    last_warn: &mut Option<Instant>,
+    from: &str,
+    problem: &proto::FrameProblem,
+) {
     LinkStats::bump(&shared.stats.bad_frames);
     if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
         *last_warn = Some(Instant::now());
@@ -457,7 +483,11 @@ fn accept_state(shared: &Shared, state: HostState) {
     if let Some(rtt) = rtt {
         let half = u64::try_from(rtt.as_micros() / 2).unwrap_or(u64::MAX);
         // An exponential average over about 8 heartbeats.
-        peer.latency_us = if peer.latency_us == 0 { half } else { (peer.latency_us * 7 + half) / 8 };
+        peer.latency_us = if peer.latency_us == 0 {
+            half
+        } else {
+            (peer.latency_us * 7 + half) / 8
+        };
     }
     peer.incarnation = state.incarnation;
     peer.seq = state.seq;
@@ -468,7 +498,9 @@ fn accept_state(shared: &Shared, state: HostState) {
     LinkStats::bump(&shared.stats.received);
     if up {
         info!(peer = %state.host, "cluster peer up");
-        shared.emit(ClusterEvent::PeerUp { host: state.host.clone() });
+        shared.emit(ClusterEvent::PeerUp {
+            host: state.host.clone(),
+        });
     }
     shared.emit(ClusterEvent::PeerState { state, latency_us });
 }
@@ -476,7 +508,10 @@ fn accept_state(shared: &Shared, state: HostState) {
 /// The round trip of this host's heartbeat that `state` acknowledges.
 fn own_ack(shared: &Shared, state: &HostState, now: Instant) -> Option<Duration> {
     let ack = state.acks.iter().find(|a| a.host == shared.config.host())?;
-    let sent = lock(&shared.sent).iter().find(|(seq, _)| *seq == ack.seq)?.1;
+    let sent = lock(&shared.sent)
+        .iter()
+        .find(|(seq, _)| *seq == ack.seq)?
+        .1;
     now.duration_since(sent)
         .checked_sub(Duration::from_micros(u64::from(ack.held_us)))
 }
@@ -486,7 +521,9 @@ async fn errors_out_task(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Vec<u8>
     headers.insert(HOST_HEADER, shared.config.host());
     while let Some(frame) = outbox.recv().await {
         let subject = shared.config.errors_subject();
-        let publish = shared.client.publish_with_headers(subject, headers.clone(), frame.into());
+        let publish = shared
+            .client
+            .publish_with_headers(subject, headers.clone(), frame.into());
         if let Err(e) = publish.await {
             nats_error(&shared, "publish error report", &e.to_string());
         }

@@ -47,9 +47,8 @@ pub use bridge::{report_from_state, state_from_report};
 pub use link::{ClusterLink, LinkStats};
 pub use proto::{
     Ack, AgentHealth, AgentRecord, AssignmentState, CLUSTER_VERSION, ErrorEvent, FrameProblem,
-    GpuState, Health, HostState, MAX_ENTRIES, MAX_FRAME_BYTES, ModelState, OrphanState,
-    QueueDepth, decode_error, decode_record, decode_state, encode_error, encode_record,
-    encode_state,
+    GpuState, Health, HostState, MAX_ENTRIES, MAX_FRAME_BYTES, ModelState, OrphanState, QueueDepth,
+    decode_error, decode_record, decode_state, encode_error, encode_record, encode_state,
 };
 
 use crate::config::name_problem;
@@ -70,7 +69,13 @@ impl ClusterConfig {
     /// The link of `host` in the cluster `spec` describes, with its
     /// heartbeat settings.
     pub fn from_spec(spec: &ClusterSpec, host: &str) -> Result<Self, ClusterError> {
-        Self::try_new(&spec.name, host, &spec.nats_url, spec.heartbeat_ms, spec.missed_heartbeats)
+        Self::try_new(
+            &spec.name,
+            host,
+            &spec.nats_url,
+            spec.heartbeat_ms,
+            spec.missed_heartbeats,
+        )
     }
 
     /// Checks names and timings. Cluster and host names become NATS subject
@@ -85,7 +90,10 @@ impl ClusterConfig {
         subject_token("cluster", cluster)?;
         subject_token("host", host)?;
         if !(10..=60_000).contains(&heartbeat_ms) || !(1..=1000).contains(&missed_heartbeats) {
-            return Err(ClusterError::Timing { heartbeat_ms, missed_heartbeats });
+            return Err(ClusterError::Timing {
+                heartbeat_ms,
+                missed_heartbeats,
+            });
         }
         Ok(ClusterConfig {
             cluster: cluster.to_owned(),
@@ -150,7 +158,11 @@ fn subject_token(what: &'static str, name: &str) -> Result<(), ClusterError> {
     });
     match problem {
         None => Ok(()),
-        Some(problem) => Err(ClusterError::Name { what, name: name.to_owned(), problem }),
+        Some(problem) => Err(ClusterError::Name {
+            what,
+            name: name.to_owned(),
+            problem,
+        }),
     }
 }
 
@@ -234,7 +246,9 @@ pub enum ClusterError {
         problem: FrameProblem,
     },
     /// The link's outgoing queue is full (NATS is slow or down for long).
-    #[error("the cluster link's queue of {capacity} outgoing messages is full; the message was dropped")]
+    #[error(
+        "the cluster link's queue of {capacity} outgoing messages is full; the message was dropped"
+    )]
     Busy {
         /// The queue's capacity.
         capacity: usize,
@@ -260,7 +274,12 @@ mod tests {
     fn a_dotted_host_name_is_refused_because_it_would_split_the_subject() {
         let sut = ClusterConfig::try_new("home", "pc.2", "nats://x:1", 250, 4);
 
-        let Err(ClusterError::Name { what: "host", problem, .. }) = sut else {
+        let Err(ClusterError::Name {
+            what: "host",
+            problem,
+            ..
+        }) = sut
+        else {
             panic!("expected a name error, got {sut:?}");
         };
         assert!(problem.contains("'.'"), "{problem}");

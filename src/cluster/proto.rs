@@ -309,11 +309,17 @@ fn body<'b>(
     if frame[..4] != want[..4] || frame[6..8] != [0, 0] {
         let mut found = [0; 4];
         found.copy_from_slice(&frame[..4]);
-        return Err(FrameProblem::Header { found, expected: kind });
+        return Err(FrameProblem::Header {
+            found,
+            expected: kind,
+        });
     }
     let found = u16::from_le_bytes([frame[4], frame[5]]);
     if found != version {
-        return Err(FrameProblem::Version { found, expected: version });
+        return Err(FrameProblem::Version {
+            found,
+            expected: version,
+        });
     }
     aligned.clear();
     aligned.extend_from_slice(&frame[HEADER_BYTES..]);
@@ -324,10 +330,14 @@ fn body<'b>(
 pub fn decode_state(frame: &[u8], aligned: &mut AlignedVec) -> Result<HostState, FrameProblem> {
     let bytes = body(frame, FrameKind::HostState, CLUSTER_VERSION, aligned)?;
     let archived = rkyv::access::<ArchivedHostState, rancor::Error>(bytes).map_err(|e| {
-        FrameProblem::Body { reason: e.to_string() }
+        FrameProblem::Body {
+            reason: e.to_string(),
+        }
     })?;
     let state = rkyv::deserialize::<HostState, rancor::Error>(archived).map_err(|e| {
-        FrameProblem::Body { reason: e.to_string() }
+        FrameProblem::Body {
+            reason: e.to_string(),
+        }
     })?;
     check_state(&state)?;
     Ok(state)
@@ -337,10 +347,14 @@ pub fn decode_state(frame: &[u8], aligned: &mut AlignedVec) -> Result<HostState,
 pub fn decode_record(frame: &[u8], aligned: &mut AlignedVec) -> Result<AgentRecord, FrameProblem> {
     let bytes = body(frame, FrameKind::AgentRecord, CLUSTER_VERSION, aligned)?;
     let archived = rkyv::access::<ArchivedAgentRecord, rancor::Error>(bytes).map_err(|e| {
-        FrameProblem::Body { reason: e.to_string() }
+        FrameProblem::Body {
+            reason: e.to_string(),
+        }
     })?;
     let record = rkyv::deserialize::<AgentRecord, rancor::Error>(archived).map_err(|e| {
-        FrameProblem::Body { reason: e.to_string() }
+        FrameProblem::Body {
+            reason: e.to_string(),
+        }
     })?;
     check_name("host", &record.host)?;
     check_name("agent", &record.agent)?;
@@ -372,16 +386,28 @@ pub fn encode_error(agent: u32, code: u32, message: &str) -> Result<Vec<u8>, Fra
     let mut slot = AlignedVec::<16>::with_capacity(len);
     slot.resize(len, 0);
     let written = wire::encode_into(&env, slot.as_mut_slice(), &mut scratch).map_err(|e| {
-        FrameProblem::Body { reason: e.to_string() }
+        FrameProblem::Body {
+            reason: e.to_string(),
+        }
     })?;
-    Ok(frame(FrameKind::ErrorReport, wire::WIRE_VERSION, &slot[..written]))
+    Ok(frame(
+        FrameKind::ErrorReport,
+        wire::WIRE_VERSION,
+        &slot[..written],
+    ))
 }
 
 /// Checks and decodes an error bus frame published by `host`.
-pub fn decode_error(host: &str, frame: &[u8], aligned: &mut AlignedVec) -> Result<ErrorEvent, FrameProblem> {
+pub fn decode_error(
+    host: &str,
+    frame: &[u8],
+    aligned: &mut AlignedVec,
+) -> Result<ErrorEvent, FrameProblem> {
     check_name("host", host)?;
     let bytes = body(frame, FrameKind::ErrorReport, wire::WIRE_VERSION, aligned)?;
-    let env = wire::decode(bytes).map_err(|e| FrameProblem::Body { reason: e.to_string() })?;
+    let env = wire::decode(bytes).map_err(|e| FrameProblem::Body {
+        reason: e.to_string(),
+    })?;
     match env.payload.to_payload() {
         Payload::ErrorReport(report) => Ok(ErrorEvent {
             host: host.to_owned(),
@@ -421,7 +447,11 @@ fn check_state(s: &HostState) -> Result<(), FrameProblem> {
     for h in hosts {
         check_name("host", h)?;
     }
-    let agents = s.queues.iter().map(|q| &q.agent).chain(s.agents.iter().map(|a| &a.agent));
+    let agents = s
+        .queues
+        .iter()
+        .map(|q| &q.agent)
+        .chain(s.agents.iter().map(|a| &a.agent));
     for a in agents {
         check_name("agent", a)?;
     }
@@ -458,7 +488,11 @@ mod tests {
             incarnation: 1_700_000_000_000,
             seq: 9,
             degraded: false,
-            gpus: vec![GpuState { index: 0, total_mib: 24_564, free_mib: 20_000 }],
+            gpus: vec![GpuState {
+                index: 0,
+                total_mib: 24_564,
+                free_mib: 20_000,
+            }],
             models: vec![ModelState {
                 model: "whisper-large-v3".to_owned(),
                 replica: 0,
@@ -472,9 +506,19 @@ mod tests {
             }],
             assignments: Vec::new(),
             orphans: Vec::new(),
-            queues: vec![QueueDepth { agent: "STTService".to_owned(), depth: 2 }],
-            agents: vec![AgentHealth { agent: "STTService".to_owned(), health: Health::Healthy }],
-            acks: vec![Ack { host: "pc2".to_owned(), seq: 4, held_us: 120 }],
+            queues: vec![QueueDepth {
+                agent: "STTService".to_owned(),
+                depth: 2,
+            }],
+            agents: vec![AgentHealth {
+                agent: "STTService".to_owned(),
+                health: Health::Healthy,
+            }],
+            acks: vec![Ack {
+                host: "pc2".to_owned(),
+                seq: 4,
+                held_us: 120,
+            }],
         }
     }
 
@@ -496,13 +540,20 @@ mod tests {
             host: "h".to_owned(),
             incarnation: 2,
             seq: 3,
-            gpus: vec![GpuState { index: 1, total_mib: 4, free_mib: 5 }],
+            gpus: vec![GpuState {
+                index: 1,
+                total_mib: 4,
+                free_mib: 5,
+            }],
             ..HostState::default()
         };
 
         let sut = encode_state(&small).expect("encodes");
 
-        assert_eq!(sut, GOLDEN_V1, "the archived layout changed: bump CLUSTER_VERSION and update GOLDEN_V1");
+        assert_eq!(
+            sut, GOLDEN_V1,
+            "the archived layout changed: bump CLUSTER_VERSION and update GOLDEN_V1"
+        );
     }
 
     #[rustfmt::skip]
@@ -533,7 +584,13 @@ mod tests {
 
         let sut = decode_state(&frame, &mut AlignedVec::new());
 
-        assert_eq!(sut, Err(FrameProblem::Version { found: 2, expected: CLUSTER_VERSION }));
+        assert_eq!(
+            sut,
+            Err(FrameProblem::Version {
+                found: 2,
+                expected: CLUSTER_VERSION
+            })
+        );
     }
 
     #[test]
@@ -548,18 +605,33 @@ mod tests {
 
         let sut = decode_state(&frame, &mut AlignedVec::new());
 
-        assert!(matches!(sut, Err(FrameProblem::Header { expected: FrameKind::HostState, .. })), "{sut:?}");
+        assert!(
+            matches!(
+                sut,
+                Err(FrameProblem::Header {
+                    expected: FrameKind::HostState,
+                    ..
+                })
+            ),
+            "{sut:?}"
+        );
         assert_eq!(decode_record(&frame, &mut AlignedVec::new()), Ok(record));
     }
 
     #[test]
     fn a_name_that_cannot_be_a_host_name_is_refused_after_bytecheck() {
-        let bad = HostState { host: "no spaces".to_owned(), ..state() };
+        let bad = HostState {
+            host: "no spaces".to_owned(),
+            ..state()
+        };
         let frame = encode_state(&bad).expect("encodes");
 
         let sut = decode_state(&frame, &mut AlignedVec::new());
 
-        assert!(matches!(sut, Err(FrameProblem::Name { what: "host", .. })), "{sut:?}");
+        assert!(
+            matches!(sut, Err(FrameProblem::Name { what: "host", .. })),
+            "{sut:?}"
+        );
     }
 
     #[test]
@@ -570,7 +642,12 @@ mod tests {
 
         assert_eq!(
             sut,
-            Ok(ErrorEvent { host: "pc2".to_owned(), agent: 12, code: 503, message: "model load failed".to_owned() })
+            Ok(ErrorEvent {
+                host: "pc2".to_owned(),
+                agent: 12,
+                code: 503,
+                message: "model load failed".to_owned()
+            })
         );
     }
 

@@ -35,8 +35,16 @@ pub(super) fn check_own(config: &ClusterConfig, record: &AgentRecord) -> Result<
     match problem {
         None => Ok(()),
         Some(problem) => Err(ClusterError::Name {
-            what: if record.host == config.host() { "agent" } else { "host" },
-            name: if record.host == config.host() { record.agent.clone() } else { record.host.clone() },
+            what: if record.host == config.host() {
+                "agent"
+            } else {
+                "host"
+            },
+            name: if record.host == config.host() {
+                record.agent.clone()
+            } else {
+                record.host.clone()
+            },
             problem,
         }),
     }
@@ -135,7 +143,12 @@ async fn write_own(shared: &Shared, store: &kv::Store) {
     }
 }
 
-fn apply(shared: &Shared, entry: kv::Entry, aligned: &mut AlignedVec, last_warn: &mut Option<Instant>) {
+fn apply(
+    shared: &Shared,
+    entry: kv::Entry,
+    aligned: &mut AlignedVec,
+    last_warn: &mut Option<Instant>,
+) {
     if entry.operation != kv::Operation::Put {
         lock(&shared.registry).remove(&entry.key);
         return;

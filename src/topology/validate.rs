@@ -490,14 +490,22 @@ fn cluster(section: &ClusterSection, file: &SourceFile) -> Result<ClusterSpec, T
     }
     let heartbeat_ms = match &section.heartbeat_ms {
         Some(ms) if !(10..=60_000).contains(ms.get_ref()) => {
-            return Err(invalid(file, ms.span(), "heartbeat_ms must be between 10 and 60000"));
+            return Err(invalid(
+                file,
+                ms.span(),
+                "heartbeat_ms must be between 10 and 60000",
+            ));
         }
         Some(ms) => *ms.get_ref(),
         None => 250,
     };
     let missed_heartbeats = match &section.missed_heartbeats {
         Some(n) if !(1..=1000).contains(n.get_ref()) => {
-            return Err(invalid(file, n.span(), "missed_heartbeats must be between 1 and 1000"));
+            return Err(invalid(
+                file,
+                n.span(),
+                "missed_heartbeats must be between 1 and 1000",
+            ));
         }
         Some(n) => *n.get_ref(),
         None => 4,
@@ -655,7 +663,10 @@ mod tests {
 
         let zero = format!("{plain}missed_heartbeats = 0\n");
         let err = sut(&zero).unwrap_err().to_string();
-        assert!(err.contains("t.toml:") && err.contains("missed_heartbeats must be"), "{err}");
+        assert!(
+            err.contains("t.toml:") && err.contains("missed_heartbeats must be"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -89,7 +89,11 @@ mod tests {
     #[test]
     fn binpack_takes_the_tightest_fit_and_spread_the_most_room() {
         let h = names();
-        let cands = [cand(&h[0], 0, 10_000), cand(&h[1], 0, 5_000), cand(&h[2], 0, 3_000)];
+        let cands = [
+            cand(&h[0], 0, 10_000),
+            cand(&h[1], 0, 5_000),
+            cand(&h[2], 0, 3_000),
+        ];
 
         let packed = choose(&cands, 4_000, Policy::Binpack, 0).expect("fits");
         let spread = choose(&cands, 4_000, Policy::Spread, 0).expect("fits");
@@ -109,7 +113,10 @@ mod tests {
 
         let sut = choose(&cands, 4_000, Policy::Binpack, 1024).expect("fits");
 
-        assert_eq!(sut.host, &h[1], "2 ms weighs 2 GiB, more than the 1.5 GiB tighter fit");
+        assert_eq!(
+            sut.host, &h[1],
+            "2 ms weighs 2 GiB, more than the 1.5 GiB tighter fit"
+        );
     }
 
     #[test]

@@ -51,6 +51,7 @@
 mod fit;
 mod replace;
 mod scheduler;
+mod status;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -138,7 +139,9 @@ pub enum SchedError {
         heartbeat_ms: u64,
     },
     /// A single-host scheduler got another host's report.
-    #[error("host {host} reported, but no cluster is configured here; add a [cluster] section to use peers")]
+    #[error(
+        "host {host} reported, but no cluster is configured here; add a [cluster] section to use peers"
+    )]
     SingleHost {
         /// The reporting host.
         host: HostName,
@@ -172,7 +175,9 @@ pub enum SchedError {
         host: HostName,
     },
     /// No GPU has room.
-    #[error("no GPU has {vram_mib} MiB free for model {model}; the most free is {largest_free_mib} MiB")]
+    #[error(
+        "no GPU has {vram_mib} MiB free for model {model}; the most free is {largest_free_mib} MiB"
+    )]
     NoRoom {
         /// The model.
         model: ModelName,

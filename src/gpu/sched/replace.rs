@@ -20,7 +20,7 @@
 
 use super::fit;
 use super::scheduler::GpuScheduler;
-use super::types::{Assignment, Claim, Decision, HostName, Orphan, Slot, outranks};
+use super::types::{Assignment, Claim, Decision, Orphan, Slot, outranks};
 
 impl GpuScheduler {
     /// Runs one tick at `now_ms` and pushes what it decided onto `out`.
@@ -167,7 +167,8 @@ impl GpuScheduler {
     fn taken_up_or_outranked(&self, a: &Assignment) -> bool {
         self.live_peers().any(|p| {
             p.holds(&a.claim.slot).is_some_and(|c| {
-                c.epoch >= a.claim.epoch || outranks(c.epoch, &p.report.host, a.claim.epoch, &a.target)
+                c.epoch >= a.claim.epoch
+                    || outranks(c.epoch, &p.report.host, a.claim.epoch, &a.target)
             })
         })
     }
@@ -188,7 +189,8 @@ impl GpuScheduler {
             })
             .map(|(slot, _)| slot.clone())
             .collect();
-        self.catalogue.retain(|slot, _| needed.binary_search(slot).is_ok());
+        self.catalogue
+            .retain(|slot, _| needed.binary_search(slot).is_ok());
     }
 
     /// Pinned or active slots that no live host holds or is loading, in
@@ -238,10 +240,5 @@ impl GpuScheduler {
                 }
             }
         }
-    }
-
-    /// The host holding `slot` in this view, if any (for tests and status).
-    pub fn holder(&self, slot: &Slot) -> Option<HostName> {
-        self.where_is(slot).filter(|p| p.loaded).map(|p| p.host)
     }
 }

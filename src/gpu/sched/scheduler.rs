@@ -12,8 +12,8 @@ use super::SchedConfig;
 use super::SchedError;
 use super::fit::{self, Candidate};
 use super::types::{
-    Assignment, Claim, Decision, GpuIndex, GpuReport, HostName, HostReport, HostState, HostStatus,
-    JobRequest, ModelName, ModelRequest, Orphan, Placement, Slot,
+    Assignment, Claim, Decision, GpuIndex, GpuReport, HostName, HostReport, JobRequest, ModelName,
+    ModelRequest, Orphan, Placement, Slot,
 };
 use super::view::{Catalogue, Peer};
 
@@ -63,6 +63,9 @@ pub struct GpuScheduler {
     pub(super) link_up: bool,
     pub(super) degraded: bool,
     pub(super) unplaced: BTreeSet<Slot>,
+    /// VRAM of local loads decided since the last GPU sample, per GPU: the
+    /// sample cannot show them yet.
+    pub(super) loaded_since_sample: BTreeMap<GpuIndex, u64>,
     /// Orphans as of the last tick, for the report.
     pub(super) orphans: Vec<Orphan>,
 }
@@ -77,11 +80,20 @@ impl GpuScheduler {
     /// each time the host starts (the daemon uses its start time, Unix ms):
     /// peers tell a restart by it, and the longest-running host re-places
     /// lost hosts' models.
-    pub fn cluster(me: HostName, incarnation: u64, config: SchedConfig) -> Result<Self, SchedError> {
+    pub fn cluster(
+        me: HostName,
+        incarnation: u64,
+        config: SchedConfig,
+    ) -> Result<Self, SchedError> {
         Self::build(me, incarnation, Mode::Cluster, config)
     }
 
-    fn build(me: HostName, incarnation: u64, mode: Mode, config: SchedConfig) -> Result<Self, SchedError> {
+    fn build(
+        me: HostName,
+        incarnation: u64,
+        mode: Mode,
+        config: SchedConfig,
+    ) -> Result<Self, SchedError> {
         config.check()?;
         Ok(GpuScheduler {
             me,
@@ -96,6 +108,7 @@ impl GpuScheduler {
             link_up: true,
             degraded: false,
             unplaced: BTreeSet::new(),
+            loaded_since_sample: BTreeMap::new(),
             orphans: Vec::new(),
         })
     }
@@ -112,6 +125,7 @@ impl GpuScheduler {
 
     /// This host's GPUs as its backend sees them.
     pub fn set_local_gpus(&mut self, gpus: &[GpuReport]) {
+        self.loaded_since_sample.clear();
         self.local_gpus.clear();
         self.local_gpus.extend_from_slice(gpus);
     }
@@ -158,13 +172,27 @@ impl GpuScheduler {
         match self.peers.get_mut(&report.host) {
             Some(peer) => {
                 if peer.lost || report.incarnation > peer.report.incarnation {
-                    out.push(Decision::HostUp { host: report.host.clone() });
+                    out.push(Decision::HostUp {
+                        host: report.host.clone(),
+                    });
                 }
-                *peer = Peer { report, last_seen_ms: now_ms, latency_us, lost: false };
+                *peer = Peer {
+                    report,
+                    last_seen_ms: now_ms,
+                    latency_us,
+                    lost: false,
+                };
             }
             None => {
-                out.push(Decision::HostUp { host: report.host.clone() });
-                let peer = Peer { report, last_seen_ms: now_ms, latency_us, lost: false };
+                out.push(Decision::HostUp {
+                    host: report.host.clone(),
+                });
+                let peer = Peer {
+                    report,
+                    last_seen_ms: now_ms,
+                    latency_us,
+                    lost: false,
+                };
                 self.peers.insert(peer.report.host.clone(), peer);
             }
         }
@@ -183,7 +211,10 @@ impl GpuScheduler {
         self.check_request(&req.model, req.vram_mib, req.replicas, req.host.as_ref())?;
         let mut placed = Vec::with_capacity(usize::from(req.replicas));
         for replica in 0..req.replicas {
-            let slot = Slot { model: req.model.clone(), replica };
+            let slot = Slot {
+                model: req.model.clone(),
+                replica,
+            };
             if let Some(found) = self.where_is(&slot) {
                 if req.pinned {
                     self.pin_local(&slot);
@@ -220,7 +251,10 @@ impl GpuScheduler {
         if let Some(found) = self.resident_replica(&job.model) {
             return Ok(found);
         }
-        let slot = Slot { model: job.model.clone(), replica: 0 };
+        let slot = Slot {
+            model: job.model.clone(),
+            replica: 0,
+        };
         if let Some(found) = self.where_is(&slot) {
             return Ok(found);
         }
@@ -242,7 +276,11 @@ impl GpuScheduler {
     /// Marks this host's replicas of `model` active for `hold_ms` more (a
     /// job for it arrived here).
     pub fn touch(&mut self, model: &ModelName, hold_ms: u64, now_ms: u64) {
-        for owned in self.owned.values_mut().filter(|o| &o.claim.slot.model == model) {
+        for owned in self
+            .owned
+            .values_mut()
+            .filter(|o| &o.claim.slot.model == model)
+        {
             owned.active_until_ms = owned.active_until_ms.max(now_ms.saturating_add(hold_ms));
             owned.claim.active = true;
         }
@@ -263,45 +301,19 @@ impl GpuScheduler {
             gpus: self
                 .local_gpus
                 .iter()
-                .map(|g| GpuReport { free_mib: self.local_free(g), ..*g })
+                .map(|g| GpuReport {
+                    free_mib: self.local_free(g),
+                    ..*g
+                })
                 .collect(),
             owned: self.owned.values().map(|o| o.claim.clone()).collect(),
-            assignments: self.assignments.values().map(|p| p.assignment.clone()).collect(),
+            assignments: self
+                .assignments
+                .values()
+                .map(|p| p.assignment.clone())
+                .collect(),
             orphans: self.orphans.clone(),
         }
-    }
-
-    /// Every host in this view, this one first.
-    pub fn hosts(&self) -> Vec<HostStatus> {
-        let me = HostStatus {
-            host: self.me.clone(),
-            state: if self.degraded { HostState::Degraded } else { HostState::Up },
-            last_seen_ms: None,
-            latency_us: 0,
-        };
-        let peers = self.peers.values().map(|p| HostStatus {
-            host: p.report.host.clone(),
-            state: match (p.lost, p.report.degraded) {
-                (true, _) => HostState::Lost,
-                (false, true) => HostState::Degraded,
-                (false, false) => HostState::Up,
-            },
-            last_seen_ms: Some(p.last_seen_ms),
-            latency_us: p.latency_us,
-        });
-        std::iter::once(me).chain(peers).collect()
-    }
-
-    /// Every slot live hosts hold or are about to load, by slot.
-    pub fn placements(&self) -> Vec<Placement> {
-        let mut slots = BTreeSet::new();
-        slots.extend(self.owned.keys());
-        slots.extend(self.assignments.keys());
-        for peer in self.live_peers() {
-            slots.extend(peer.report.owned.iter().map(|c| &c.slot));
-            slots.extend(peer.report.assignments.iter().map(|a| &a.claim.slot));
-        }
-        slots.into_iter().filter_map(|slot| self.where_is(slot)).collect()
     }
 
     /// Where `slot` is in this view: held here, held by the best-ranked
@@ -330,26 +342,35 @@ impl GpuScheduler {
 
     /// An assignment of `slot` to a live host, by this host or a live peer.
     pub(super) fn pending_assignment(&self, slot: &Slot) -> Option<&Assignment> {
-        let live = |host: &HostName| *host == self.me || self.peers.get(host).is_some_and(|p| !p.lost);
+        let live =
+            |host: &HostName| *host == self.me || self.peers.get(host).is_some_and(|p| !p.lost);
         self.assignments
             .get(slot)
             .map(|p| &p.assignment)
             .into_iter()
-            .chain(self.live_peers().flat_map(|p| p.report.assignments.iter().filter(|a| &a.claim.slot == slot)))
+            .chain(self.live_peers().flat_map(|p| {
+                p.report
+                    .assignments
+                    .iter()
+                    .filter(|a| &a.claim.slot == slot)
+            }))
             .find(|a| live(&a.target))
     }
 
-    /// VRAM free on a local GPU: the backend's figure, but never more than
-    /// what this host's own claims leave, since the driver's figure lags
-    /// loads.
+    /// VRAM free on a local GPU: the backend's figure less the loads
+    /// decided since it was sampled, and never more than what this host's
+    /// own claims leave, since the driver's figure lags loads.
     pub(super) fn local_free(&self, gpu: &GpuReport) -> u64 {
+        let since = self.loaded_since_sample.get(&gpu.gpu).copied().unwrap_or(0);
         let held: u64 = self
             .owned
             .values()
             .filter(|o| o.claim.gpu == gpu.gpu)
             .map(|o| o.claim.vram_mib)
             .sum();
-        gpu.free_mib.min(gpu.total_mib.saturating_sub(held))
+        gpu.free_mib
+            .saturating_sub(since)
+            .min(gpu.total_mib.saturating_sub(held))
     }
 
     /// VRAM assigned to live hosts that have not loaded it yet.
@@ -358,7 +379,10 @@ impl GpuScheduler {
         let mine = self.assignments.values().map(|p| &p.assignment);
         let theirs = self.live_peers().flat_map(|p| p.report.assignments.iter());
         for a in mine.chain(theirs) {
-            let loaded = self.peers.get(&a.target).is_some_and(|p| p.holds(&a.claim.slot).is_some());
+            let loaded = self
+                .peers
+                .get(&a.target)
+                .is_some_and(|p| p.holds(&a.claim.slot).is_some());
             if a.target != self.me && !loaded {
                 *reserved.entry((a.target.clone(), a.claim.gpu)).or_default() += a.claim.vram_mib;
             }
@@ -369,12 +393,16 @@ impl GpuScheduler {
     /// Every GPU of this host and of live peers, with room after
     /// reservations, for a slot of `model` other than `slot`.
     pub(super) fn candidates<'s>(&'s self, reserved: &Reserved, slot: &Slot) -> Vec<Candidate<'s>> {
-        let other_replica = |c: &Claim| c.slot.model == slot.model && c.slot.replica != slot.replica;
+        let other_replica =
+            |c: &Claim| c.slot.model == slot.model && c.slot.replica != slot.replica;
         let assigned_replica = |host: &HostName| {
-            self.assignments.values().any(|p| &p.assignment.target == host && other_replica(&p.assignment.claim))
+            self.assignments
+                .values()
+                .any(|p| &p.assignment.target == host && other_replica(&p.assignment.claim))
         };
         let mut out: Vec<Candidate<'s>> = Vec::new();
-        let mine = self.owned.values().any(|o| other_replica(&o.claim)) || assigned_replica(&self.me);
+        let mine =
+            self.owned.values().any(|o| other_replica(&o.claim)) || assigned_replica(&self.me);
         out.extend(self.local_gpus.iter().map(|g| Candidate {
             host: &self.me,
             gpu: g.gpu,
@@ -427,7 +455,13 @@ impl GpuScheduler {
     }
 
     /// Loads `claim` here, or records it as assigned to `target`.
-    pub(super) fn assign(&mut self, target: HostName, claim: Claim, now_ms: u64, out: &mut Vec<Decision>) {
+    pub(super) fn assign(
+        &mut self,
+        target: HostName,
+        claim: Claim,
+        now_ms: u64,
+        out: &mut Vec<Decision>,
+    ) {
         self.catalogue.saw_epoch(&claim.slot, claim.epoch);
         self.unplaced.remove(&claim.slot);
         if target == self.me {
@@ -442,8 +476,15 @@ impl GpuScheduler {
         });
         let slot = claim.slot.clone();
         let assignment = Assignment { target, claim };
-        self.catalogue.learn(&self.me, &[], std::slice::from_ref(&assignment), &[]);
-        self.assignments.insert(slot, Pending { assignment, issued_ms: now_ms });
+        self.catalogue
+            .learn(&self.me, &[], std::slice::from_ref(&assignment), &[]);
+        self.assignments.insert(
+            slot,
+            Pending {
+                assignment,
+                issued_ms: now_ms,
+            },
+        );
     }
 
     /// Takes ownership of `claim` on this host.
@@ -454,9 +495,21 @@ impl GpuScheduler {
             vram_mib: claim.vram_mib,
             epoch: claim.epoch,
         });
-        let active_until_ms = if claim.active { now_ms.saturating_add(self.config.lost_after_ms()) } else { 0 };
-        self.catalogue.learn(&self.me, std::slice::from_ref(&claim), &[], &[]);
-        self.owned.insert(claim.slot.clone(), Owned { claim, active_until_ms });
+        let active_until_ms = if claim.active {
+            now_ms.saturating_add(self.config.lost_after_ms())
+        } else {
+            0
+        };
+        self.catalogue
+            .learn(&self.me, std::slice::from_ref(&claim), &[], &[]);
+        *self.loaded_since_sample.entry(claim.gpu).or_default() += claim.vram_mib;
+        self.owned.insert(
+            claim.slot.clone(),
+            Owned {
+                claim,
+                active_until_ms,
+            },
+        );
     }
 
     fn pin_local(&mut self, slot: &Slot) {
@@ -487,13 +540,19 @@ impl GpuScheduler {
         host: Option<&HostName>,
     ) -> Result<(), SchedError> {
         if vram_mib == 0 {
-            return Err(SchedError::ZeroVram { model: model.clone() });
+            return Err(SchedError::ZeroVram {
+                model: model.clone(),
+            });
         }
         if replicas == 0 || replicas > MAX_REPLICAS {
-            return Err(SchedError::Replicas { model: model.clone(), replicas, max: MAX_REPLICAS });
+            return Err(SchedError::Replicas {
+                model: model.clone(),
+                replicas,
+                max: MAX_REPLICAS,
+            });
         }
         match host {
-            Some(h) if *h != self.me && !self.peers.get(h).is_some_and(|p| !p.lost) => {
+            Some(h) if *h != self.me && self.peers.get(h).is_none_or(|p| p.lost) => {
                 Err(SchedError::UnknownHost { host: h.clone() })
             }
             _ => Ok(()),

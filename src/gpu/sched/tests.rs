@@ -65,16 +65,27 @@ fn tick(h: &mut GpuScheduler, now_ms: u64) -> Vec<Decision> {
 
 #[test]
 fn a_single_host_places_everything_locally_and_refuses_peers() {
-    let mut sut = GpuScheduler::single_host(HostName::from("solo"), SchedConfig::default())
-        .expect("valid");
+    let mut sut =
+        GpuScheduler::single_host(HostName::from("solo"), SchedConfig::default()).expect("valid");
     sut.set_local_gpus(&gpus(&[10 * GIB, 4 * GIB]));
     let mut out = Vec::new();
 
-    let placed = sut.place(&pinned("llm", 3 * GIB, 1), 0, &mut out).expect("fits");
+    let placed = sut
+        .place(&pinned("llm", 3 * GIB, 1), 0, &mut out)
+        .expect("fits");
     let peer = host("other", 1, &[GIB]).local_report();
 
-    assert_eq!((placed[0].host.0.as_str(), placed[0].gpu), ("solo", GpuIndex(1)));
-    assert!(matches!(out[..], [Decision::Load { gpu: GpuIndex(1), .. }]));
+    assert_eq!(
+        (placed[0].host.0.as_str(), placed[0].gpu),
+        ("solo", GpuIndex(1))
+    );
+    assert!(matches!(
+        out[..],
+        [Decision::Load {
+            gpu: GpuIndex(1),
+            ..
+        }]
+    ));
     assert!(matches!(
         sut.observe(peer, 0, 0, &mut out),
         Err(SchedError::SingleHost { .. })
@@ -85,10 +96,13 @@ fn a_single_host_places_everything_locally_and_refuses_peers() {
 fn a_resident_model_is_placed_where_it_is_without_a_new_load() {
     let mut sut = host("a", 1, &[20 * GIB]);
     let mut out = Vec::new();
-    sut.place(&pinned("stt", 3 * GIB, 0), 0, &mut out).expect("fits");
+    sut.place(&pinned("stt", 3 * GIB, 0), 0, &mut out)
+        .expect("fits");
     out.clear();
 
-    let again = sut.place(&pinned("stt", 3 * GIB, 0), 10, &mut out).expect("resident");
+    let again = sut
+        .place(&pinned("stt", 3 * GIB, 0), 10, &mut out)
+        .expect("resident");
 
     assert!(out.is_empty(), "{out:?}");
     assert!(again[0].loaded);
@@ -101,26 +115,37 @@ fn a_placement_on_a_peer_is_taken_up_from_the_deciders_report() {
     gossip(&mut [&mut a, &mut b], 0);
     let mut out = Vec::new();
 
-    let placed = a.place(&pinned("llm", 8 * GIB, 1), 0, &mut out).expect("fits on b");
+    let placed = a
+        .place(&pinned("llm", 8 * GIB, 1), 0, &mut out)
+        .expect("fits on b");
     gossip(&mut [&mut a, &mut b], 50);
     let on_b = tick(&mut b, 50);
 
     assert_eq!((placed[0].host.0.as_str(), placed[0].loaded), ("b", false));
     assert!(matches!(out[..], [Decision::Assigned { .. }]));
-    assert!(on_b.iter().any(|d| matches!(d, Decision::Load { vram_mib, .. } if *vram_mib == 8 * GIB)));
+    assert!(
+        on_b.iter()
+            .any(|d| matches!(d, Decision::Load { vram_mib, .. } if *vram_mib == 8 * GIB))
+    );
     assert_eq!(b.holder(&slot("llm", 0)), Some(HostName::from("b")));
 }
 
 #[test]
-fn a_silent_host_is_lost_after_its_missed_heartbeats_and_its_pinned_models_move_in_priority_order() {
+fn a_silent_host_is_lost_after_its_missed_heartbeats_and_its_pinned_models_move_in_priority_order()
+{
     let mut a = host("a", 1, &[6 * GIB]);
     let mut b = host("b", 2, &[20 * GIB]);
     let mut c = host("c", 3, &[20 * GIB]);
     gossip(&mut [&mut a, &mut b, &mut c], 0);
     let mut out = Vec::new();
-    let on_c = |req: ModelRequest| ModelRequest { host: Some(HostName::from("c")), ..req };
-    c.place(&on_c(pinned("low", 5 * GIB, 3)), 0, &mut out).expect("fits");
-    c.place(&on_c(pinned("high", 5 * GIB, 0)), 0, &mut out).expect("fits");
+    let on_c = |req: ModelRequest| ModelRequest {
+        host: Some(HostName::from("c")),
+        ..req
+    };
+    c.place(&on_c(pinned("low", 5 * GIB, 3)), 0, &mut out)
+        .expect("fits");
+    c.place(&on_c(pinned("high", 5 * GIB, 0)), 0, &mut out)
+        .expect("fits");
     gossip(&mut [&mut a, &mut b, &mut c], 0);
     b.set_local_gpus(&gpus(&[0]));
     gossip(&mut [&mut a, &mut b], 900);
@@ -128,8 +153,15 @@ fn a_silent_host_is_lost_after_its_missed_heartbeats_and_its_pinned_models_move_
     let before = tick(&mut a, 1000);
     let at_loss = tick(&mut a, 1001);
 
-    assert!(!before.iter().any(|d| matches!(d, Decision::HostLost { .. })), "{before:?}");
-    assert!(at_loss.contains(&Decision::HostLost { host: HostName::from("c") }));
+    assert!(
+        !before
+            .iter()
+            .any(|d| matches!(d, Decision::HostLost { .. })),
+        "{before:?}"
+    );
+    assert!(at_loss.contains(&Decision::HostLost {
+        host: HostName::from("c")
+    }));
     assert!(at_loss.contains(&Decision::Degraded(true)));
     // Only a has room, for one of the two: the higher priority goes first.
     let loads: Vec<_> = at_loss
@@ -140,7 +172,10 @@ fn a_silent_host_is_lost_after_its_missed_heartbeats_and_its_pinned_models_move_
         })
         .collect();
     assert_eq!(loads, [("high", Epoch(2))]);
-    assert!(at_loss.contains(&Decision::Unplaced { slot: slot("low", 0), vram_mib: 5 * GIB }));
+    assert!(at_loss.contains(&Decision::Unplaced {
+        slot: slot("low", 0),
+        vram_mib: 5 * GIB
+    }));
 }
 
 #[test]
@@ -149,12 +184,19 @@ fn after_a_partition_heals_the_lower_epoch_yields() {
     let mut b = host("b", 2, &[20 * GIB]);
     gossip(&mut [&mut a, &mut b], 0);
     let mut out = Vec::new();
-    b.place(&pinned("tts", 2 * GIB, 1), 0, &mut out).expect("fits");
+    b.place(&pinned("tts", 2 * GIB, 1), 0, &mut out)
+        .expect("fits");
     gossip(&mut [&mut a, &mut b], 0);
     // Partition: each side hears nothing; a re-places b's pinned model.
     let a_side = tick(&mut a, 1500);
     let b_side = tick(&mut b, 1500);
-    assert!(a_side.iter().any(|d| matches!(d, Decision::Load { epoch: Epoch(2), .. })));
+    assert!(a_side.iter().any(|d| matches!(
+        d,
+        Decision::Load {
+            epoch: Epoch(2),
+            ..
+        }
+    )));
     assert!(b_side.contains(&Decision::Degraded(true)));
     assert!(b.holder(&slot("tts", 0)).is_some(), "b keeps what it holds");
 
@@ -162,7 +204,13 @@ fn after_a_partition_heals_the_lower_epoch_yields() {
     let healed_b = tick(&mut b, 1600);
     let healed_a = tick(&mut a, 1600);
 
-    assert!(healed_b.iter().any(|d| matches!(d, Decision::Yield { epoch: Epoch(1), .. })));
+    assert!(healed_b.iter().any(|d| matches!(
+        d,
+        Decision::Yield {
+            epoch: Epoch(1),
+            ..
+        }
+    )));
     assert!(!healed_a.iter().any(|d| matches!(d, Decision::Yield { .. })));
     assert!(healed_b.contains(&Decision::Degraded(false)));
 }
@@ -172,7 +220,10 @@ fn replicas_go_to_distinct_hosts_while_hosts_have_room() {
     let mut a = host("a", 1, &[20 * GIB]);
     let mut b = host("b", 2, &[10 * GIB]);
     gossip(&mut [&mut a, &mut b], 0);
-    let req = ModelRequest { replicas: 2, ..pinned("embed", GIB, 2) };
+    let req = ModelRequest {
+        replicas: 2,
+        ..pinned("embed", GIB, 2)
+    };
 
     let placed = a.place(&req, 0, &mut Vec::new()).expect("fits");
 
@@ -239,27 +290,46 @@ fn a_restarted_host_is_up_again_and_its_old_pinned_models_are_placed_again() {
     let mut a = host("a", 1, &[2 * GIB]);
     let mut b = host("b", 2, &[20 * GIB]);
     gossip(&mut [&mut a, &mut b], 0);
-    b.place(&pinned("vision", 4 * GIB, 1), 0, &mut Vec::new()).expect("fits");
+    b.place(&pinned("vision", 4 * GIB, 1), 0, &mut Vec::new())
+        .expect("fits");
     gossip(&mut [&mut a, &mut b], 0);
     let mut b2 = host("b", 3, &[20 * GIB]);
 
     let mut out = Vec::new();
-    a.observe(b2.local_report(), 500, 100, &mut out).expect("cluster");
+    a.observe(b2.local_report(), 500, 100, &mut out)
+        .expect("cluster");
     a.tick(100, &mut out);
     gossip(&mut [&mut a, &mut b2], 150);
     let on_b2 = tick(&mut b2, 150);
 
-    assert!(out.contains(&Decision::HostUp { host: HostName::from("b") }));
-    assert!(out.iter().any(|d| matches!(d, Decision::Assigned { epoch: Epoch(2), .. })));
+    assert!(out.contains(&Decision::HostUp {
+        host: HostName::from("b")
+    }));
+    assert!(out.iter().any(|d| matches!(
+        d,
+        Decision::Assigned {
+            epoch: Epoch(2),
+            ..
+        }
+    )));
     assert!(on_b2.iter().any(|d| matches!(d, Decision::Load { .. })));
 }
 
 #[test]
 fn bad_timing_settings_are_refused() {
-    let zero = SchedConfig { missed_heartbeats: 0, ..SchedConfig::default() };
-    let short = SchedConfig { assignment_timeout_ms: 10, ..SchedConfig::default() };
+    let zero = SchedConfig {
+        missed_heartbeats: 0,
+        ..SchedConfig::default()
+    };
+    let short = SchedConfig {
+        assignment_timeout_ms: 10,
+        ..SchedConfig::default()
+    };
 
-    assert!(matches!(GpuScheduler::single_host(HostName::from("a"), zero), Err(SchedError::Config { .. })));
+    assert!(matches!(
+        GpuScheduler::single_host(HostName::from("a"), zero),
+        Err(SchedError::Config { .. })
+    ));
     assert!(matches!(
         GpuScheduler::single_host(HostName::from("a"), short),
         Err(SchedError::AssignmentTimeout { .. })

@@ -55,7 +55,13 @@ pub(super) struct Catalogue {
 impl Catalogue {
     /// Takes in what `host` holds, what it has assigned to others and the
     /// orphans it knows of.
-    pub fn learn(&mut self, host: &HostName, owned: &[Claim], assignments: &[Assignment], orphans: &[Orphan]) {
+    pub fn learn(
+        &mut self,
+        host: &HostName,
+        owned: &[Claim],
+        assignments: &[Assignment],
+        orphans: &[Orphan],
+    ) {
         for claim in owned {
             self.learn_claim(host, claim);
         }
