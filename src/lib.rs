@@ -14,11 +14,15 @@ pub mod agents;
 pub mod bench;
 #[cfg(not(loom))]
 pub mod cli;
+#[cfg(not(loom))]
+pub mod cluster;
 pub mod config;
 #[cfg(not(loom))]
 pub mod daemon;
 #[cfg(not(loom))]
 pub mod error;
+#[cfg(not(loom))]
+pub mod gpu;
 #[cfg(not(loom))]
 pub mod observe;
 pub mod plan;

@@ -40,6 +40,8 @@
 //! [cluster]
 //! name = "home"
 //! nats_url = "nats://127.0.0.1:4222"
+//! heartbeat_ms = 250                   # host state period
+//! missed_heartbeats = 4                # silent this long: host lost
 //! ```
 
 use std::fmt;
@@ -236,4 +238,8 @@ pub struct ClusterSection {
     pub name: Spanned<String>,
     /// NATS server URL.
     pub nats_url: Spanned<String>,
+    /// Host state period, ms (default 250).
+    pub heartbeat_ms: Option<Spanned<u64>>,
+    /// Heartbeats a host may miss before it is lost (default 4).
+    pub missed_heartbeats: Option<Spanned<u32>>,
 }

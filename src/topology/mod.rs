@@ -276,6 +276,10 @@ pub struct ClusterSpec {
     pub name: String,
     /// NATS server URL.
     pub nats_url: String,
+    /// Host state period, ms.
+    pub heartbeat_ms: u64,
+    /// Heartbeats a host may miss before it is lost.
+    pub missed_heartbeats: u32,
 }
 
 /// A validated topology file.

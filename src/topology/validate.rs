@@ -488,9 +488,33 @@ fn cluster(section: &ClusterSection, file: &SourceFile) -> Result<ClusterSpec, T
             format!("{url:?} is not a NATS URL; write e.g. \"nats://127.0.0.1:4222\""),
         ));
     }
+    let heartbeat_ms = match &section.heartbeat_ms {
+        Some(ms) if !(10..=60_000).contains(ms.get_ref()) => {
+            return Err(invalid(
+                file,
+                ms.span(),
+                "heartbeat_ms must be between 10 and 60000",
+            ));
+        }
+        Some(ms) => *ms.get_ref(),
+        None => 250,
+    };
+    let missed_heartbeats = match &section.missed_heartbeats {
+        Some(n) if !(1..=1000).contains(n.get_ref()) => {
+            return Err(invalid(
+                file,
+                n.span(),
+                "missed_heartbeats must be between 1 and 1000",
+            ));
+        }
+        Some(n) => *n.get_ref(),
+        None => 4,
+    };
     Ok(ClusterSpec {
         name,
         nats_url: url.clone(),
+        heartbeat_ms,
+        missed_heartbeats,
     })
 }
 
@@ -625,6 +649,24 @@ mod tests {
         let err =
             sut("schema = 2\n[host]\nname = \"h\"\ncpus = { uniform = \"0\" }\n").unwrap_err();
         assert!(matches!(err, TopologyError::Schema { found: 2, .. }));
+    }
+
+    #[test]
+    fn cluster_heartbeats_default_to_250_ms_and_4_missed_and_are_range_checked() {
+        let plain = format!("{HYBRID}[cluster]\nname = \"home\"\nnats_url = \"nats://a:4222\"\n");
+        let spec = sut(&plain).unwrap().cluster().cloned().unwrap();
+        assert_eq!((spec.heartbeat_ms, spec.missed_heartbeats), (250, 4));
+
+        let fast = format!("{plain}heartbeat_ms = 100\nmissed_heartbeats = 6\n");
+        let spec = sut(&fast).unwrap().cluster().cloned().unwrap();
+        assert_eq!((spec.heartbeat_ms, spec.missed_heartbeats), (100, 6));
+
+        let zero = format!("{plain}missed_heartbeats = 0\n");
+        let err = sut(&zero).unwrap_err().to_string();
+        assert!(
+            err.contains("t.toml:") && err.contains("missed_heartbeats must be"),
+            "{err}"
+        );
     }
 
     #[test]

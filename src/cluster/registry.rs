@@ -1,0 +1,174 @@
+//! The cross-host agent registry: a JetStream KV bucket
+//! (`pinwheel-<cluster>-registry`, key `<host>/<agent>`, value an
+//! [`AgentRecord`] frame) and each link's full local copy of it.
+//!
+//! One task per link: once connected it opens (or creates) the bucket,
+//! writes this host's own records, and follows a watch with history, which
+//! first replays every key's latest value and then each change. After a
+//! reconnect it starts over, since the server may have restarted without
+//! its storage: writing the own records again refills it. Records read
+//! from the bucket are untrusted bytes like any other frame.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use rkyv::util::AlignedVec;
+use tracing::debug;
+
+use super::link::{Shared, bad_frame, lock, nats_error};
+use super::proto::{self, AgentRecord, FrameProblem};
+use super::{ClusterConfig, ClusterError, ClusterEvent};
+use crate::config::name_problem;
+
+/// How long one KV operation may take.
+const KV_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Checks that `record` is one of this host's, with usable names.
+pub(super) fn check_own(config: &ClusterConfig, record: &AgentRecord) -> Result<(), ClusterError> {
+    let problem = if record.host == config.host() {
+        name_problem(&record.agent)
+    } else {
+        Some("is not this host's name; register only this host's agents")
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(ClusterError::Name {
+            what: if record.host == config.host() {
+                "agent"
+            } else {
+                "host"
+            },
+            name: if record.host == config.host() {
+                record.agent.clone()
+            } else {
+                record.host.clone()
+            },
+            problem,
+        }),
+    }
+}
+
+pub(super) async fn task(shared: Arc<Shared>) {
+    let js = jetstream::new(shared.client.clone());
+    let retry = Duration::from_millis(shared.config.heartbeat_ms());
+    loop {
+        while !shared.is_connected() {
+            shared.reconnected.notified().await;
+        }
+        match open(&js, &shared).await {
+            Ok(store) => follow(&shared, &store).await,
+            Err(reason) => nats_error(&shared, "open registry bucket", &reason),
+        }
+        tokio::time::sleep(retry).await;
+    }
+}
+
+/// Opens the bucket, creating it if missing. The bucket's stream is
+/// created by hand, as async-nats's `create_key_value` would create it:
+/// that call first reads account fields (`reserved_memory`) which Debian's
+/// nats-server 2.9 does not send, and fails.
+async fn open(js: &jetstream::Context, shared: &Shared) -> Result<kv::Store, String> {
+    let bucket = shared.config.registry_bucket();
+    let stream = jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("pinwheel agents: <host>/<agent> -> host, ports, health".to_owned()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..jetstream::stream::Config::default()
+    };
+    match tokio::time::timeout(KV_TIMEOUT, js.get_or_create_stream(stream)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("timed out".to_owned()),
+    }
+    match tokio::time::timeout(KV_TIMEOUT, js.get_key_value(bucket)).await {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    }
+}
+
+/// Writes the own records, then applies the bucket's changes until the
+/// watch ends or the link reconnects.
+async fn follow(shared: &Shared, store: &kv::Store) {
+    write_own(shared, store).await;
+    let mut watch = match tokio::time::timeout(KV_TIMEOUT, store.watch_with_history(">")).await {
+        Ok(Ok(watch)) => watch,
+        Ok(Err(e)) => return nats_error(shared, "watch registry", &e.to_string()),
+        Err(_) => return nats_error(shared, "watch registry", "timed out"),
+    };
+    let mut aligned = AlignedVec::new();
+    let mut last_warn: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            entry = watch.next() => match entry {
+                Some(Ok(entry)) => apply(shared, entry, &mut aligned, &mut last_warn),
+                Some(Err(e)) => return nats_error(shared, "watch registry", &e.to_string()),
+                None => return,
+            },
+            // Woken by a connection change (start over) or by `register`
+            // (write the new record).
+            () = shared.reconnected.notified() => {
+                if !shared.is_connected() {
+                    return;
+                }
+                write_own(shared, store).await;
+            }
+        }
+    }
+}
+
+async fn write_own(shared: &Shared, store: &kv::Store) {
+    let own: Vec<AgentRecord> = lock(&shared.own_records).values().cloned().collect();
+    for record in own {
+        let frame = match proto::encode_record(&record) {
+            Ok(frame) => frame,
+            Err(problem) => {
+                nats_error(shared, "encode agent record", &problem.to_string());
+                continue;
+            }
+        };
+        match tokio::time::timeout(KV_TIMEOUT, store.put(record.key(), frame.into())).await {
+            Ok(Ok(_)) => debug!(agent = %record.agent, "agent registered"),
+            Ok(Err(e)) => nats_error(shared, "write agent record", &e.to_string()),
+            Err(_) => nats_error(shared, "write agent record", "timed out"),
+        }
+    }
+}
+
+fn apply(
+    shared: &Shared,
+    entry: kv::Entry,
+    aligned: &mut AlignedVec,
+    last_warn: &mut Option<Instant>,
+) {
+    if entry.operation != kv::Operation::Put {
+        lock(&shared.registry).remove(&entry.key);
+        return;
+    }
+    let record = proto::decode_record(&entry.value, aligned).and_then(|r| {
+        if r.key() == entry.key {
+            Ok(r)
+        } else {
+            Err(FrameProblem::Name {
+                what: "registry key",
+                name: entry.key.chars().take(64).collect(),
+                problem: "does not match its record's host/agent",
+            })
+        }
+    });
+    match record {
+        Ok(record) => {
+            lock(&shared.registry).insert(entry.key, record.clone());
+            shared.emit(ClusterEvent::Agent(record));
+        }
+        Err(problem) => bad_frame(shared, last_warn, &entry.key, &problem),
+    }
+}
