@@ -398,6 +398,20 @@ impl Topology {
         self.cluster.as_ref()
     }
 
+    /// This topology under another host name (`pinwheel run --host`): one
+    /// file can serve several hosts alike. The caller checks the name.
+    pub fn with_host(mut self, host: String) -> Self {
+        self.host = host;
+        self
+    }
+
+    /// This topology with `cluster` in place of its own section
+    /// (`pinwheel run --nats`). The caller checks the spec.
+    pub fn with_cluster(mut self, cluster: ClusterSpec) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// Checks that the live host has what this file describes: every CPU of
     /// the file online and usable here, with the class the file gives it.
     pub fn check_live(&self, live: &HostCpus) -> Result<(), TopologyError> {

@@ -286,6 +286,25 @@ impl GpuScheduler {
         }
     }
 
+    /// Pins (or unpins) this host's replicas of `model`: a pinned replica
+    /// is placed again elsewhere if this host is lost. Returns how many
+    /// replicas this host holds; replicas on other hosts are theirs to
+    /// change.
+    pub fn set_pinned(&mut self, model: &ModelName, pinned: bool) -> usize {
+        let mut held = 0;
+        for owned in self
+            .owned
+            .values_mut()
+            .filter(|o| &o.claim.slot.model == model)
+        {
+            owned.claim.pinned = pinned;
+            self.catalogue
+                .learn(&self.me, std::slice::from_ref(&owned.claim), &[], &[]);
+            held += 1;
+        }
+        held
+    }
+
     /// The daemon could not load a slot after all: this host no longer
     /// holds it, and if it must survive it is placed again elsewhere.
     pub fn load_failed(&mut self, slot: &Slot) {

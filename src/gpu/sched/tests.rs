@@ -371,3 +371,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_model_pinned_after_placement_moves_on_loss_and_an_unpinned_one_does_not() {
+    let mut a = host("a", 1, &[20 * GIB]);
+    let mut b = host("b", 2, &[20 * GIB]);
+    gossip(&mut [&mut a, &mut b], 0);
+    let mut out = Vec::new();
+    let unpinned = |model: &str| ModelRequest {
+        pinned: false,
+        host: Some(HostName::from("b")),
+        ..pinned(model, 2 * GIB, 1)
+    };
+    b.place(&unpinned("kept"), 0, &mut out).expect("fits");
+    b.place(&unpinned("dropped"), 0, &mut out).expect("fits");
+
+    let held = b.set_pinned(&ModelName::from("kept"), true);
+    let elsewhere = a.set_pinned(&ModelName::from("kept"), true);
+    gossip(&mut [&mut a, &mut b], 0);
+    let at_loss = tick(&mut a, 1500);
+
+    assert_eq!((held, elsewhere), (1, 0));
+    assert_eq!(a.holder(&slot("kept", 0)), Some(HostName::from("a")));
+    assert_eq!(a.holder(&slot("dropped", 0)), None, "{at_loss:?}");
+}
