@@ -68,6 +68,8 @@ impl MeshBench {
             // daemon's admin address.
             admin_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             admin_token_file: crate::observe::admin::DEFAULT_TOKEN_FILE.into(),
+            host: None,
+            nats_url: None,
         }
     }
 

@@ -54,6 +54,16 @@ pub struct RunArgs {
     /// picks a free one, logged at start).
     #[arg(long, value_name = "ADDR")]
     pub admin_addr: Option<std::net::SocketAddr>,
+    /// This host's name in the cluster, over the topology's `[host] name`
+    /// (one topology file can serve several alike hosts). With a cluster,
+    /// only the agents whose manifest `host` is this name run here.
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// NATS server of the cluster, over the topology's `[cluster]
+    /// nats_url`; without a `[cluster]` section it joins the cluster
+    /// "pinwheel". With neither, the daemon runs alone and off the network.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
     /// File holding the admin API's bearer token (root-owned, mode 600).
     #[arg(long, value_name = "FILE", default_value = crate::observe::admin::DEFAULT_TOKEN_FILE)]
     pub admin_token_file: PathBuf,
@@ -98,6 +108,8 @@ impl RunArgs {
             privileged: !self.unprivileged,
             admin_addr: self.admin_addr,
             admin_token_file: self.admin_token_file.clone(),
+            host: self.host.clone(),
+            nats_url: self.nats.clone(),
         })
     }
 }

@@ -64,6 +64,7 @@ pub struct Booted {
 pub fn load(options: &RunOptions) -> Result<(Topology, AgentSet, Plan), DaemonError> {
     let topology = topology::load(&options.topology, &options.sysfs_root)?;
     topology.check_live(&topology::detect_host(&options.sysfs_root)?)?;
+    let topology = super::cluster::apply_overrides(topology, options)?;
     let agents = AgentSet::load(&options.agents)?;
     let plan = Plan::build(&topology, &agents)?;
     for warning in plan.warnings(&agents) {

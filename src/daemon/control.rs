@@ -14,6 +14,7 @@ use tracing::warn;
 
 use super::RunOptions;
 use super::boot::Booted;
+use super::cluster::{self, LinkThread};
 use super::core::CoreLoop;
 use crate::config::AgentIndex;
 use crate::error::DaemonError;
@@ -33,6 +34,7 @@ pub struct Controls {
     pub view: Arc<DaemonView>,
     core: CoreLoop,
     admin: Option<Admin>,
+    link: Option<LinkThread>,
 }
 
 impl Controls {
@@ -41,12 +43,15 @@ impl Controls {
         self.admin.as_ref().map(Admin::addr)
     }
 
-    /// Stops the API, then the core loop.
+    /// Stops the API, then the core loop, then the cluster link.
     pub fn stop(self) {
         if let Some(admin) = self.admin {
             admin.stop();
         }
         self.core.stop();
+        if let Some(link) = self.link {
+            link.stop();
+        }
     }
 }
 
@@ -58,7 +63,8 @@ pub fn start(
 ) -> Result<Controls, DaemonError> {
     let view = Arc::new(DaemonView::new(view_parts(topology, booted)));
     let (commands, inbox) = sync_channel(COMMAND_QUEUE);
-    let core = CoreLoop::start(Arc::clone(&view), inbox, topology.control())
+    let (side, link) = cluster::start(topology, booted, Arc::clone(&booted.health))?;
+    let core = CoreLoop::start(Arc::clone(&view), inbox, topology.control(), side)
         .map_err(|source| DaemonError::Thread { source })?;
     let mut registry = Registry::default();
     metrics::register(&mut registry, Arc::clone(&view));
@@ -74,7 +80,12 @@ pub fn start(
             None
         }
     };
-    Ok(Controls { view, core, admin })
+    Ok(Controls {
+        view,
+        core,
+        admin,
+        link,
+    })
 }
 
 fn view_parts(topology: &Topology, booted: &Booted) -> ViewParts {

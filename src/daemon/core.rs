@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use super::cluster::ClusterSide;
 use crate::observe::admin::{Command, Request};
 use crate::observe::view::{AgentStatus, DaemonView, ExecutorStatus, LiveView};
 use crate::observe::watchdog::{Systemd, Watchdog};
@@ -45,6 +46,7 @@ impl CoreLoop {
         view: Arc<DaemonView>,
         commands: Receiver<Request>,
         cpu: Option<CpuId>,
+        cluster: ClusterSide,
     ) -> std::io::Result<CoreLoop> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
@@ -56,7 +58,7 @@ impl CoreLoop {
                 {
                     warn!(cpu = cpu.0, error = %err, "core loop not pinned");
                 }
-                State::new(view, commands).run(&flag);
+                State::new(view, commands, cluster).run(&flag);
             })?;
         Ok(CoreLoop {
             stop,
@@ -87,6 +89,7 @@ impl Drop for CoreLoop {
 struct State {
     view: Arc<DaemonView>,
     commands: Receiver<Request>,
+    cluster: ClusterSide,
     watchdog: Watchdog,
     systemd: Option<Systemd>,
     /// Handled counts per agent at the last refresh, and when.
@@ -94,7 +97,7 @@ struct State {
 }
 
 impl State {
-    fn new(view: Arc<DaemonView>, commands: Receiver<Request>) -> Self {
+    fn new(view: Arc<DaemonView>, commands: Receiver<Request>, cluster: ClusterSide) -> Self {
         let executors = view.executor_cpus.len();
         let agents = view.routes.agent_count();
         Self {
@@ -103,6 +106,7 @@ impl State {
             last: (Instant::now(), vec![0; agents], vec![0; executors]),
             view,
             commands,
+            cluster,
         }
     }
 
@@ -117,6 +121,7 @@ impl State {
         while !stop.load(Ordering::Acquire) {
             let tick = Instant::now();
             self.answer_commands();
+            self.cluster.tick(tick, &self.view);
             stalled = self.check_heartbeats();
             if tick >= next_view {
                 self.refresh_view();
@@ -143,7 +148,7 @@ impl State {
         while let Ok(Request { command, reply }) = self.commands.try_recv() {
             let answer = match command {
                 Command::Place { .. } | Command::Pin { .. } | Command::Unpin { .. } => {
-                    Err((503, "no GPU scheduler in this daemon".to_owned()))
+                    self.cluster.answer(&command, Instant::now(), &self.view)
                 }
             };
             let _ = reply.send(answer);

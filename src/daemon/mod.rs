@@ -19,6 +19,7 @@
 //! first, and whatever did not finish in time is counted, not lost.
 
 pub mod boot;
+pub mod cluster;
 pub mod control;
 pub mod core;
 pub mod report;
@@ -66,6 +67,10 @@ pub struct RunOptions {
     pub admin_addr: Option<std::net::SocketAddr>,
     /// The admin API's token file.
     pub admin_token_file: PathBuf,
+    /// This host's name, over the topology's (`--host`).
+    pub host: Option<String>,
+    /// The NATS server, over the topology's cluster section (`--nats`).
+    pub nats_url: Option<String>,
 }
 
 /// Runs the mesh; writes the text report to `out`.

@@ -1,0 +1,328 @@
+//! The daemon's side of the cluster: the GPU scheduler in the core loop,
+//! and the NATS link on its own control thread.
+//!
+//! ```text
+//!  core loop thread (10 ms tick)                 pinwheel-cluster thread (tokio)
+//!  ┌──────────────────────────────┐  watch<HostState>  ┌──────────────────────┐
+//!  │ ClusterSide::tick            │ ─────────────────> │ ClusterLink          │ <──> NATS
+//!  │   events -> GpuScheduler     │ <───────────────── │  heartbeats, registry│
+//!  │   tick, decisions, health    │  mpsc<ClusterEvent>└──────────────────────┘
+//!  │   /v1/cluster -> DaemonView  │
+//!  │ ClusterSide::answer (admin)  │
+//!  └──────────────────────────────┘
+//! ```
+//!
+//! * **Single host by default.** With no `[cluster]` section and no
+//!   `--nats`, the scheduler runs alone ([`GpuScheduler::single_host`]),
+//!   no thread is started and nothing touches the network; `/v1/cluster`
+//!   lists this host only.
+//! * **Overrides.** `pinwheel run --host NAME` renames the host the
+//!   topology file describes (one file can serve several alike hosts) and
+//!   `--nats URL` replaces the section's server, or adds a cluster named
+//!   [`DEFAULT_CLUSTER`] with the default heartbeats. The plan then runs
+//!   only the agents whose manifest `host` is this host's; the others are
+//!   found through the cluster registry (`/v1/cluster` lists it).
+//! * **The core loop never waits on NATS.** It only `try_recv`s events and
+//!   replaces the watched host state; the link drops events rather than
+//!   block when the core loop lags (counted in its stats).
+//!
+//! What it does not do: load models. A [`Decision::Load`] is logged and
+//! the model counts as resident (simulated GPUs); the VRAM optimizer
+//! carries decisions out once it joins the core loop.
+//!
+//! [`GpuScheduler::single_host`]: crate::gpu::sched::GpuScheduler::single_host
+//! [`Decision::Load`]: crate::gpu::sched::Decision::Load
+
+mod link;
+mod render;
+mod side;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+
+use self::link::LinkInputs;
+use self::side::{LinkEnds, Timing};
+use super::RunOptions;
+use super::boot::Booted;
+use crate::cluster::{AgentRecord, ClusterConfig, Health, state_from_report};
+use crate::config::name_problem;
+use crate::error::DaemonError;
+use crate::gpu::sched::{GpuIndex, GpuReport, GpuScheduler, HostName, SchedConfig, SchedError};
+use crate::observe::health::Health as DaemonHealth;
+use crate::topology::{ClusterSpec, GpuPlan, Topology};
+
+pub use link::LinkThread;
+pub use side::ClusterSide;
+
+/// The cluster a daemon joins when `--nats` is given and the topology file
+/// has no `[cluster]` section.
+pub const DEFAULT_CLUSTER: &str = "pinwheel";
+
+/// The health reason raised while the NATS link is down.
+pub const LINK_DOWN: &str = "cluster_link_down";
+/// The health reason raised while a peer is lost.
+pub const PEER_LOST: &str = "cluster_peer_lost";
+/// The health reason raised while another daemon reports under this
+/// host's name.
+pub const NAME_CLASH: &str = "cluster_name_clash";
+
+/// The topology with `--host` and `--nats` applied, checked so that the
+/// cluster link will accept its names.
+pub fn apply_overrides(topology: Topology, options: &RunOptions) -> Result<Topology, DaemonError> {
+    let usage = |message: String| DaemonError::Usage { message };
+    let mut topology = topology;
+    if let Some(host) = &options.host {
+        if let Some(problem) = name_problem(host) {
+            return Err(usage(format!("--host {host:?} {problem}")));
+        }
+        topology = topology.with_host(host.clone());
+    }
+    if let Some(url) = &options.nats_url {
+        let rest = ["nats://", "tls://"]
+            .iter()
+            .find_map(|scheme| url.strip_prefix(scheme));
+        if rest.is_none_or(str::is_empty) {
+            return Err(usage(format!(
+                "--nats {url:?} is not a NATS URL; pass e.g. nats://127.0.0.1:4222"
+            )));
+        }
+        let spec = match topology.cluster() {
+            Some(spec) => ClusterSpec {
+                nats_url: url.clone(),
+                ..spec.clone()
+            },
+            None => ClusterSpec {
+                name: DEFAULT_CLUSTER.to_owned(),
+                nats_url: url.clone(),
+                heartbeat_ms: 250,
+                missed_heartbeats: 4,
+            },
+        };
+        topology = topology.with_cluster(spec);
+    }
+    if let Some(spec) = topology.cluster() {
+        ClusterConfig::from_spec(spec, topology.host()).map_err(|err| {
+            let flag = if options.host.is_some() {
+                " (or pass another --host)"
+            } else {
+                ""
+            };
+            usage(format!("{err}{flag}"))
+        })?;
+    }
+    Ok(topology)
+}
+
+/// Events the link may hold for the core loop (about 40 ticks of a busy
+/// cluster's heartbeats).
+const EVENT_QUEUE: usize = 1024;
+
+/// Starts the cluster side of `topology`: the scheduler for the core loop,
+/// and, when a cluster is configured, the link thread.
+pub fn start(
+    topology: &Topology,
+    booted: &Booted,
+    health: Arc<DaemonHealth>,
+) -> Result<(ClusterSide, Option<LinkThread>), DaemonError> {
+    let me = HostName::from(topology.host());
+    let gpus = declared_gpus(topology);
+    let Some(spec) = topology.cluster() else {
+        let config = SchedConfig::default();
+        let sched = GpuScheduler::single_host(me, config).map_err(sched_error)?;
+        let timing = Timing {
+            state_every: Duration::from_millis(config.heartbeat_ms),
+            lost_after_ms: config.lost_after_ms(),
+        };
+        return Ok((ClusterSide::new(sched, None, gpus, timing, health), None));
+    };
+    let usage = |err: crate::cluster::ClusterError| DaemonError::Usage {
+        message: err.to_string(),
+    };
+    let config = ClusterConfig::from_spec(spec, topology.host()).map_err(usage)?;
+    let sched_config = SchedConfig {
+        heartbeat_ms: spec.heartbeat_ms,
+        missed_heartbeats: spec.missed_heartbeats,
+        assignment_timeout_ms: spec.heartbeat_ms.saturating_mul(8).max(2000),
+        ..SchedConfig::default()
+    };
+    let mut sched = GpuScheduler::cluster(me, incarnation(), sched_config).map_err(sched_error)?;
+    sched.set_local_gpus(&gpus);
+    // The link's first heartbeat already says who this host is.
+    let (state, source) = watch::channel(state_from_report(&sched.local_report()));
+    let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+    let timing = Timing {
+        // The link publishes at most five times a heartbeat.
+        state_every: Duration::from_millis((spec.heartbeat_ms / 5).max(10)),
+        lost_after_ms: sched_config.lost_after_ms(),
+    };
+    let ends = LinkEnds {
+        state,
+        events,
+        url: spec.nats_url.clone(),
+    };
+    let side = ClusterSide::new(
+        sched,
+        Some((spec.name.clone(), ends)),
+        gpus,
+        timing,
+        Arc::clone(&health),
+    );
+    let link = LinkThread::spawn(LinkInputs {
+        config,
+        source,
+        events: events_tx,
+        records: own_agents(topology, booted),
+        health,
+    })
+    .map_err(|source| DaemonError::Thread { source })?;
+    Ok((side, Some(link)))
+}
+
+fn sched_error(err: SchedError) -> DaemonError {
+    DaemonError::Usage {
+        message: err.to_string(),
+    }
+}
+
+/// The GPUs the topology declares, all free: the scheduler subtracts what
+/// it placed itself.
+fn declared_gpus(topology: &Topology) -> Vec<GpuReport> {
+    let GpuPlan::Declared(specs) = topology.gpus() else {
+        return Vec::new();
+    };
+    specs
+        .iter()
+        .zip(0..)
+        .filter_map(|(spec, index)| {
+            spec.vram_mib.map(|vram_mib| GpuReport {
+                gpu: GpuIndex(index),
+                total_mib: vram_mib,
+                free_mib: vram_mib,
+            })
+        })
+        .collect()
+}
+
+/// This host's planned agents as registry records.
+fn own_agents(topology: &Topology, booted: &Booted) -> Vec<AgentRecord> {
+    booted
+        .plan
+        .placements()
+        .iter()
+        .map(|p| {
+            let spec = booted.agents.get(p.agent);
+            AgentRecord {
+                agent: spec.name().to_owned(),
+                host: topology.host().to_owned(),
+                ports: spec.ports().to_vec(),
+                health: Health::Healthy,
+            }
+        })
+        .collect()
+}
+
+/// Grows each time the daemon starts: its start time, Unix ms.
+fn incarnation() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::SourceFile;
+
+    fn topology(extra: &str) -> Topology {
+        let text =
+            format!("schema = 1\n[host]\nname = \"h\"\ncpus = {{ uniform = \"0-1\" }}\n{extra}");
+        let file = SourceFile::from_text(Path::new("t.toml"), &text);
+        crate::topology::validate(file.parse().expect("TOML"), &file, None).expect("valid")
+    }
+
+    fn options(host: Option<&str>, nats: Option<&str>) -> RunOptions {
+        RunOptions {
+            topology: PathBuf::from("t.toml"),
+            agents: Vec::new(),
+            sysfs_root: PathBuf::from("/sys"),
+            duration: None,
+            rate_per_s: 0.0,
+            request_timeout: Duration::from_secs(1),
+            report: None,
+            state_dir: None,
+            privileged: false,
+            admin_addr: None,
+            admin_token_file: PathBuf::from("t"),
+            host: host.map(str::to_owned),
+            nats_url: nats.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn no_flags_leave_the_topology_alone_and_single_host() {
+        let sut = apply_overrides(topology(""), &options(None, None)).expect("valid");
+
+        assert_eq!((sut.host(), sut.cluster()), ("h", None));
+    }
+
+    #[test]
+    fn host_and_nats_flags_rename_the_host_and_join_the_default_cluster() {
+        let sut = apply_overrides(
+            topology(""),
+            &options(Some("pc2"), Some("nats://10.0.0.1:4222")),
+        )
+        .expect("valid");
+
+        let spec = sut.cluster().expect("a cluster");
+        assert_eq!(sut.host(), "pc2");
+        assert_eq!(
+            (
+                spec.name.as_str(),
+                spec.nats_url.as_str(),
+                spec.heartbeat_ms
+            ),
+            (DEFAULT_CLUSTER, "nats://10.0.0.1:4222", 250)
+        );
+    }
+
+    #[test]
+    fn the_nats_flag_keeps_the_sections_name_and_heartbeats() {
+        let section = "[cluster]\nname = \"home\"\nnats_url = \"nats://a:1\"\nheartbeat_ms = 100\n";
+
+        let sut =
+            apply_overrides(topology(section), &options(None, Some("tls://b:2"))).expect("valid");
+
+        let spec = sut.cluster().expect("a cluster");
+        assert_eq!(
+            (
+                spec.name.as_str(),
+                spec.nats_url.as_str(),
+                spec.heartbeat_ms
+            ),
+            ("home", "tls://b:2", 100)
+        );
+    }
+
+    #[test]
+    fn a_url_that_is_not_nats_and_a_dotted_clustered_host_are_usage_errors() {
+        let url = apply_overrides(topology(""), &options(None, Some("http://x:4222")));
+        let dotted = apply_overrides(topology(""), &options(Some("pc.2"), Some("nats://x:1")));
+
+        let Err(DaemonError::Usage { message }) = url else {
+            panic!("expected a usage error, got {url:?}");
+        };
+        assert!(message.contains("--nats \"http://x:4222\""), "{message}");
+        let Err(DaemonError::Usage { message }) = dotted else {
+            panic!("expected a usage error, got {dotted:?}");
+        };
+        assert!(
+            message.contains("'.'") && message.contains("--host"),
+            "{message}"
+        );
+    }
+}

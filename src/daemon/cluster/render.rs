@@ -1,0 +1,160 @@
+//! The JSON the admin API serves for the cluster: `GET /v1/cluster` and
+//! the answers of `POST /v1/gpu/place`, `/v1/models/pin` and `unpin`.
+//!
+//! ```json
+//! {"cluster": "home", "host": "mainpc",
+//!  "hosts": [{"host": "mainpc", "state": "up", "last_seen_ms": 0, "latency_us": 0}, ...],
+//!  "placements": [{"model": "whisper", "host": "pc2", "gpu": 0, "vram_mib": 3100,
+//!                  "pinned": true, "replica": 0, "loaded": true, "epoch": 2}],
+//!  "agents": [{"agent": "STTService", "host": "mainpc", "ports": [5800], "health": "healthy"}]}
+//! ```
+//!
+//! `hosts` lists this host first; `last_seen_ms` is how long ago its last
+//! heartbeat arrived (0 for this host). A placement that is not `loaded`
+//! is assigned to its host and loading. `agents` is the cluster registry
+//! (an agent of a lost host shows `lost`). On a single host `cluster` is
+//! `null` and `agents` empty.
+
+use serde_json::{Value, json};
+
+use crate::cluster::{AgentRecord, Health};
+use crate::gpu::sched::{HostState, HostStatus, Placement};
+
+/// `GET /v1/cluster`.
+pub(super) fn cluster<'a>(
+    name: Option<&str>,
+    me: &str,
+    hosts: &[HostStatus],
+    placements: &[Placement],
+    agents: impl Iterator<Item = &'a AgentRecord>,
+    now_ms: u64,
+) -> Value {
+    json!({
+        "cluster": name,
+        "host": me,
+        "hosts": hosts.iter().map(|h| host(h, now_ms)).collect::<Vec<_>>(),
+        "placements": placements.iter().map(placement).collect::<Vec<_>>(),
+        "agents": agents.map(|a| agent(a, hosts)).collect::<Vec<_>>(),
+    })
+}
+
+/// The answer of a command that placed or changed models.
+pub(super) fn placements(placements: &[Placement]) -> Value {
+    json!({ "placements": placements.iter().map(placement).collect::<Vec<_>>() })
+}
+
+fn host(h: &HostStatus, now_ms: u64) -> Value {
+    json!({
+        "host": h.host.0,
+        "state": h.state.as_str(),
+        "last_seen_ms": h.last_seen_ms.map_or(0, |seen| now_ms.saturating_sub(seen)),
+        "latency_us": h.latency_us,
+    })
+}
+
+fn placement(p: &Placement) -> Value {
+    json!({
+        "model": p.slot.model.0,
+        "host": p.host.0,
+        "gpu": p.gpu.0,
+        "vram_mib": p.vram_mib,
+        "pinned": p.pinned,
+        "replica": p.slot.replica,
+        "loaded": p.loaded,
+        "epoch": p.epoch.0,
+    })
+}
+
+/// A registry record; an agent of a lost host shows `lost`, since its
+/// record says how it was when last written.
+fn agent(record: &AgentRecord, hosts: &[HostStatus]) -> Value {
+    let lost = hosts
+        .iter()
+        .any(|h| h.host.0 == record.host && h.state == HostState::Lost);
+    json!({
+        "agent": record.agent,
+        "host": record.host,
+        "ports": record.ports,
+        "health": if lost { "lost" } else { health(record.health) },
+    })
+}
+
+fn health(health: Health) -> &'static str {
+    match health {
+        Health::Starting => "starting",
+        Health::Healthy => "healthy",
+        Health::Unhealthy => "unhealthy",
+        Health::Stopped => "stopped",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::sched::{Epoch, GpuIndex, HostName, ModelName, Slot};
+
+    #[test]
+    fn hosts_show_how_long_ago_they_were_seen_placements_the_issues_fields_and_lost_hosts_agents_lost()
+     {
+        let hosts = [
+            HostStatus {
+                host: HostName::from("a"),
+                state: HostState::Up,
+                last_seen_ms: None,
+                latency_us: 0,
+            },
+            HostStatus {
+                host: HostName::from("b"),
+                state: HostState::Lost,
+                last_seen_ms: Some(1_000),
+                latency_us: 420,
+            },
+        ];
+        let placed = [Placement {
+            slot: Slot {
+                model: ModelName::from("tts"),
+                replica: 0,
+            },
+            host: HostName::from("a"),
+            gpu: GpuIndex(1),
+            vram_mib: 2048,
+            pinned: true,
+            epoch: Epoch(3),
+            loaded: true,
+        }];
+
+        let records = [("a", "Stt"), ("b", "Tts")].map(|(host, agent)| AgentRecord {
+            agent: agent.to_owned(),
+            host: host.to_owned(),
+            ports: vec![5800],
+            health: Health::Healthy,
+        });
+
+        let sut = cluster(Some("home"), "a", &hosts, &placed, records.iter(), 4_500);
+
+        assert_eq!(
+            sut["hosts"][1],
+            json!({"host": "b", "state": "lost", "last_seen_ms": 3_500, "latency_us": 420})
+        );
+        assert_eq!(sut["hosts"][0]["last_seen_ms"], 0);
+        let p = &sut["placements"][0];
+        assert_eq!(
+            (
+                &p["model"],
+                &p["host"],
+                &p["gpu"],
+                &p["vram_mib"],
+                &p["pinned"]
+            ),
+            (
+                &json!("tts"),
+                &json!("a"),
+                &json!(1),
+                &json!(2048),
+                &json!(true)
+            )
+        );
+        assert_eq!(sut["agents"][0]["health"], "healthy");
+        assert_eq!(sut["agents"][1]["health"], "lost", "b is lost");
+    }
+}

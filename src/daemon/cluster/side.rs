@@ -1,0 +1,456 @@
+//! [`ClusterSide`]: the GPU scheduler as the core loop runs it. Once per
+//! tick it takes in what the link heard, ticks the scheduler, logs its
+//! decisions, keeps the cluster's health reasons, hands the link this
+//! host's state and publishes `/v1/cluster`; between ticks it answers the
+//! admin API's place, pin and unpin commands.
+//!
+//! Time is the core loop's monotonic clock, as ms since the side started:
+//! the scheduler's clock for heartbeats and timeouts.
+//!
+//! Invariants: nothing here blocks (events are `try_recv`ed, the host
+//! state is replaced in a watch), and at most [`EVENTS_PER_TICK`] events
+//! are taken in one tick, so a burst cannot stretch a tick.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::{NAME_CLASH, PEER_LOST, render};
+use crate::cluster::{
+    AgentHealth, AgentRecord, ClusterEvent, ErrorEvent, Health, HostState, report_from_state,
+    state_from_report,
+};
+use crate::config::name_problem;
+use crate::gpu::sched::{
+    Decision, GpuReport, GpuScheduler, HostName, HostState as SchedHostState, ModelName,
+    ModelRequest, Policy, SchedError,
+};
+use crate::observe::admin::{Answer, Command};
+use crate::observe::health::Health as DaemonHealth;
+use crate::observe::view::DaemonView;
+use crate::wire::Priority;
+
+/// Events taken from the link in one tick, at most.
+const EVENTS_PER_TICK: usize = 256;
+/// How often `/v1/cluster` is refreshed when nothing happened (the ages
+/// of the last heartbeats move).
+const VIEW_EVERY: Duration = Duration::from_millis(100);
+/// How often the agents' health is read from the live view.
+const AGENTS_EVERY: Duration = Duration::from_secs(1);
+/// At most one log line about the error bus per this long.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The core loop's ends of the link's channels.
+pub(super) struct LinkEnds {
+    /// This host's state, for the link to publish.
+    pub state: watch::Sender<HostState>,
+    /// What the link heard.
+    pub events: mpsc::Receiver<ClusterEvent>,
+    /// The NATS server, for health details.
+    pub url: String,
+}
+
+/// The side's periods.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timing {
+    /// How often this host's state is handed to the link, which publishes
+    /// it when it changed and on each of its own heartbeats.
+    pub state_every: Duration,
+    /// How long a silent peer stays up, ms; also how long a name clash
+    /// stays raised after the last clashing heartbeat.
+    pub lost_after_ms: u64,
+}
+
+/// The GPU scheduler and what the core loop keeps around it.
+pub struct ClusterSide {
+    sched: GpuScheduler,
+    cluster: Option<String>,
+    link: Option<LinkEnds>,
+    connected: bool,
+    health: Arc<DaemonHealth>,
+    gpus: Vec<GpuReport>,
+    started: Instant,
+    timing: Timing,
+    next_state: Instant,
+    next_view: Instant,
+    agents: Vec<AgentHealth>,
+    next_agents: Instant,
+    registry: BTreeMap<String, AgentRecord>,
+    clash_until_ms: Option<u64>,
+    errors_heard: u64,
+    last_error_log: Option<Instant>,
+    decisions: Vec<Decision>,
+}
+
+impl std::fmt::Debug for ClusterSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSide")
+            .field("host", self.sched.host())
+            .field("cluster", &self.cluster)
+            .field("connected", &self.connected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterSide {
+    /// A side around `sched`; `cluster` (its name and the link's ends) is
+    /// `None` on a single host.
+    pub(super) fn new(
+        mut sched: GpuScheduler,
+        cluster: Option<(String, LinkEnds)>,
+        gpus: Vec<GpuReport>,
+        timing: Timing,
+        health: Arc<DaemonHealth>,
+    ) -> Self {
+        let now = Instant::now();
+        let (cluster, link) = cluster.unzip();
+        // Not connected until the link says so.
+        sched.set_link_up(link.is_none());
+        let side = ClusterSide {
+            sched,
+            cluster,
+            link,
+            connected: false,
+            health,
+            gpus,
+            started: now,
+            timing,
+            next_state: now,
+            next_view: now,
+            agents: Vec::new(),
+            next_agents: now,
+            registry: BTreeMap::new(),
+            clash_until_ms: None,
+            errors_heard: 0,
+            last_error_log: None,
+            decisions: Vec::new(),
+        };
+        side.note_link();
+        side
+    }
+
+    /// One tick of the core loop at `now`.
+    pub fn tick(&mut self, now: Instant, view: &DaemonView) {
+        let now_ms = self.ms(now);
+        let heard = self.take_events(now_ms);
+        if now >= self.next_agents {
+            self.agents = agent_health(view);
+            self.next_agents = now + AGENTS_EVERY;
+        }
+        // TODO(#5): the GPU poller's samples instead of the topology's sizes.
+        self.sched.set_local_gpus(&self.gpus);
+        self.sched.tick(now_ms, &mut self.decisions);
+        self.expire_clash(now_ms);
+        self.after_change(now, view, heard);
+    }
+
+    /// Answers an admin command about GPU placement.
+    pub fn answer(&mut self, command: &Command, now: Instant, view: &DaemonView) -> Answer {
+        let now_ms = self.ms(now);
+        let answer = match command {
+            Command::Place {
+                model,
+                vram_mib,
+                pin,
+                host,
+            } => self.place(model, *vram_mib, *pin, host.as_deref(), now_ms),
+            Command::Pin { model } => self.pin(model, true),
+            Command::Unpin { model } => self.pin(model, false),
+        };
+        // Peers learn of a placement at once, not at the next period.
+        self.next_state = now;
+        self.after_change(now, view, true);
+        answer
+    }
+
+    fn place(
+        &mut self,
+        model: &str,
+        vram_mib: u64,
+        pinned: bool,
+        host: Option<&str>,
+        now_ms: u64,
+    ) -> Answer {
+        if let Some(problem) = name_problem(model) {
+            return Err((400, format!("model name {model:?} {problem}")));
+        }
+        let request = ModelRequest {
+            model: ModelName::from(model),
+            vram_mib,
+            pinned,
+            priority: Priority::Normal as u8,
+            policy: Policy::Binpack,
+            replicas: 1,
+            host: host.map(HostName::from),
+        };
+        match self.sched.place(&request, now_ms, &mut self.decisions) {
+            Ok(placed) => Ok(render::placements(&placed)),
+            Err(err) => Err((status_of(&err), err.to_string())),
+        }
+    }
+
+    fn pin(&mut self, model: &str, pinned: bool) -> Answer {
+        let name = ModelName::from(model);
+        let held = self.sched.set_pinned(&name, pinned);
+        let placed: Vec<_> = self
+            .sched
+            .placements()
+            .into_iter()
+            .filter(|p| p.slot.model == name)
+            .collect();
+        let verb = if pinned { "pin" } else { "unpin" };
+        match placed
+            .iter()
+            .find(|p| held == 0 && p.host != *self.sched.host())
+        {
+            Some(elsewhere) => Err((
+                409,
+                format!(
+                    "model {model} is held by host {}; {verb} it through that host's admin API",
+                    elsewhere.host
+                ),
+            )),
+            None if placed.is_empty() => Err((
+                404,
+                format!(
+                    "no host holds model {model}; place it with `pinwheel gpu place --model {model} --vram-mib N --pin`"
+                ),
+            )),
+            None => Ok(render::placements(&placed)),
+        }
+    }
+
+    /// Carries out the decisions, then hands the link the host state and
+    /// refreshes `/v1/cluster` if anything changed or their periods ran out.
+    fn after_change(&mut self, now: Instant, view: &DaemonView, heard: bool) {
+        let decided = !self.decisions.is_empty();
+        self.carry_out();
+        if decided || now >= self.next_state {
+            self.hand_state();
+            self.next_state = now + self.timing.state_every;
+        }
+        if decided || heard || now >= self.next_view {
+            let json = self.json(self.ms(now));
+            view.set_cluster(json);
+            self.next_view = now + VIEW_EVERY;
+        }
+    }
+
+    fn take_events(&mut self, now_ms: u64) -> bool {
+        let mut events = Vec::new();
+        if let Some(link) = &mut self.link {
+            while events.len() < EVENTS_PER_TICK {
+                match link.events.try_recv() {
+                    Ok(event) => events.push(event),
+                    Err(_) => break,
+                }
+            }
+        }
+        let heard = !events.is_empty();
+        for event in events {
+            match event {
+                ClusterEvent::Connection { connected } => {
+                    self.connected = connected;
+                    self.sched.set_link_up(connected);
+                    self.note_link();
+                }
+                ClusterEvent::PeerState { state, latency_us } => {
+                    self.observe(&state, latency_us, now_ms);
+                }
+                // The scheduler tells up and lost by its own clock; the
+                // link has logged both.
+                ClusterEvent::PeerUp { .. } | ClusterEvent::PeerLost { .. } => {}
+                ClusterEvent::Error(report) => self.heard_error(&report),
+                ClusterEvent::Agent(record) => {
+                    self.registry.insert(record.key(), record);
+                }
+            }
+        }
+        heard
+    }
+
+    fn observe(&mut self, state: &HostState, latency_us: u64, now_ms: u64) {
+        let report = report_from_state(state);
+        match self
+            .sched
+            .observe(report, latency_us, now_ms, &mut self.decisions)
+        {
+            Ok(()) => {}
+            Err(err @ SchedError::SameName { .. }) => {
+                if self.clash_until_ms.is_none() {
+                    warn!(error = %err, "another daemon uses this host's name");
+                }
+                self.health.raise(NAME_CLASH, err.to_string());
+                self.clash_until_ms = Some(now_ms + self.timing.lost_after_ms);
+            }
+            Err(err) => debug!(error = %err, "peer state not taken"),
+        }
+    }
+
+    fn expire_clash(&mut self, now_ms: u64) {
+        if self.clash_until_ms.is_some_and(|until| now_ms >= until) {
+            self.clash_until_ms = None;
+            self.health.clear(NAME_CLASH);
+        }
+    }
+
+    fn heard_error(&mut self, report: &ErrorEvent) {
+        self.errors_heard += 1;
+        if self
+            .last_error_log
+            .is_none_or(|last| last.elapsed() >= ERROR_LOG_EVERY)
+        {
+            self.last_error_log = Some(Instant::now());
+            info!(
+                host = %report.host,
+                agent = report.agent,
+                code = report.code,
+                message = %report.message,
+                total = self.errors_heard,
+                "error reported on the cluster bus"
+            );
+        }
+    }
+
+    fn carry_out(&mut self) {
+        let mut hosts_changed = false;
+        for decision in self.decisions.drain(..) {
+            match decision {
+                Decision::Load {
+                    slot,
+                    gpu,
+                    vram_mib,
+                    epoch,
+                } => {
+                    info!(model = %slot.model, replica = slot.replica, gpu = gpu.0, vram_mib, epoch = epoch.0, "model placed on this host")
+                }
+                Decision::Yield {
+                    slot,
+                    gpu,
+                    epoch,
+                    to,
+                } => {
+                    info!(model = %slot.model, replica = slot.replica, gpu = gpu.0, epoch = epoch.0, to = %to, "model yielded to its newer owner")
+                }
+                Decision::Assigned {
+                    slot,
+                    host,
+                    gpu,
+                    epoch,
+                } => {
+                    info!(model = %slot.model, replica = slot.replica, host = %host, gpu = gpu.0, epoch = epoch.0, "model assigned to a peer")
+                }
+                Decision::Unplaced { slot, vram_mib } => {
+                    warn!(model = %slot.model, replica = slot.replica, vram_mib, "no GPU in the cluster has room for a model that must stay placed; retrying each tick")
+                }
+                Decision::HostLost { host } | Decision::HostUp { host } => {
+                    debug!(peer = %host, "cluster host changed state");
+                    hosts_changed = true;
+                }
+                Decision::Degraded(degraded) => debug!(degraded, "cluster view"),
+            }
+        }
+        if hosts_changed {
+            self.note_peers();
+        }
+    }
+
+    fn note_link(&self) {
+        let Some(link) = &self.link else { return };
+        if self.connected {
+            self.health.clear(super::LINK_DOWN);
+        } else {
+            self.health.raise(
+                super::LINK_DOWN,
+                format!(
+                    "no connection to NATS at {}: this host serves its own agents and keeps its models, sees no peers, and reconnects on its own",
+                    link.url
+                ),
+            );
+        }
+    }
+
+    fn note_peers(&self) {
+        let lost: Vec<String> = self
+            .sched
+            .hosts()
+            .into_iter()
+            .filter(|h| h.state == SchedHostState::Lost)
+            .map(|h| h.host.0)
+            .collect();
+        if lost.is_empty() {
+            self.health.clear(PEER_LOST);
+        } else {
+            self.health.raise(
+                PEER_LOST,
+                format!(
+                    "host(s) {} missed their heartbeats; their pinned models are placed again on live hosts",
+                    lost.join(", ")
+                ),
+            );
+        }
+    }
+
+    fn hand_state(&self) {
+        let Some(link) = &self.link else { return };
+        let mut state = state_from_report(&self.sched.local_report());
+        state.agents.clone_from(&self.agents);
+        // The link stamps `seq` and `acks` on its own copy, so the watched
+        // value changes only when the scheduler's state does.
+        link.state.send_if_modified(|current| {
+            let changed = *current != state;
+            if changed {
+                *current = state;
+            }
+            changed
+        });
+    }
+
+    fn json(&self, now_ms: u64) -> Value {
+        render::cluster(
+            self.cluster.as_deref(),
+            &self.sched.host().0,
+            &self.sched.hosts(),
+            &self.sched.placements(),
+            self.registry.values(),
+            now_ms,
+        )
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The HTTP status for a refused placement.
+fn status_of(err: &SchedError) -> u16 {
+    match err {
+        SchedError::ZeroVram { .. } | SchedError::Replicas { .. } => 400,
+        SchedError::UnknownHost { .. } => 404,
+        SchedError::NoRoom { .. } => 409,
+        _ => 500,
+    }
+}
+
+/// This host's agents' health, from the live view. The view names an
+/// agent `Name@host` where manifests of several hosts share the name; the
+/// cluster knows the host already, and names may not hold `@`.
+fn agent_health(view: &DaemonView) -> Vec<AgentHealth> {
+    view.live()
+        .agents
+        .into_iter()
+        .map(|a| AgentHealth {
+            health: match a.state {
+                "up" => Health::Healthy,
+                "isolated" => Health::Unhealthy,
+                "detached" => Health::Stopped,
+                _ => Health::Starting,
+            },
+            agent: a.name.split('@').next().unwrap_or_default().to_owned(),
+        })
+        .collect()
+}
