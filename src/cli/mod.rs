@@ -6,6 +6,7 @@
 
 mod bench;
 mod client;
+mod cluster;
 mod files;
 mod run;
 mod status;
@@ -18,6 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use bench::{BenchArgs, BenchCommand, BenchRingArgs, BenchRouterArgs, BenchSuiteArgs};
 pub use client::AdminClient;
+pub use cluster::{ClusterCommand, ClusterStatusArgs, GpuCommand, GpuPlaceArgs};
 pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, ValidateArgs};
 pub use run::RunArgs;
 pub use status::StatusArgs;
@@ -70,6 +72,12 @@ pub enum Command {
     /// it back.
     #[command(subcommand)]
     Tune(TuneCommand),
+    /// The cluster as a running daemon sees it.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Place GPU work through a running daemon.
+    #[command(subcommand)]
+    Gpu(GpuCommand),
 }
 
 /// Where sysfs is.
@@ -90,5 +98,7 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<(), DaemonError> {
         Command::Bench(args) => bench::run(args, out),
         Command::Status(args) => status::run(&args, out),
         Command::Tune(command) => tune::run(command, out),
+        Command::Cluster(ClusterCommand::Status(args)) => cluster::status(&args, out),
+        Command::Gpu(GpuCommand::Place(args)) => cluster::place(&args, out),
     }
 }

@@ -1,0 +1,323 @@
+//! `pinwheel cluster status` and `pinwheel gpu place`: the cluster as a
+//! running daemon sees it, and placing a model through it, over the admin
+//! API (`GET /v1/cluster`, `GET /health`, `POST /v1/gpu/place`).
+//!
+//! `--json` prints the daemon's answer unchanged (`/v1/cluster`'s shape,
+//! or the placements a place decided), so scripts read the documented
+//! shape; without it, tables.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::client::AdminClient;
+use crate::config::name_problem;
+use crate::error::DaemonError;
+use crate::observe::admin::DEFAULT_TOKEN_FILE;
+use crate::topology::DEFAULT_ADMIN_ADDR;
+
+/// `pinwheel cluster`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The hosts (up, degraded, lost), the models placed across them and
+    /// the agent registry, as a running daemon sees them.
+    Status(ClusterStatusArgs),
+}
+
+/// `pinwheel cluster status`.
+#[derive(Debug, Args)]
+pub struct ClusterStatusArgs {
+    /// The daemon's admin API.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN_ADDR)]
+    pub admin: SocketAddr,
+    /// Print `GET /v1/cluster` as it came.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `pinwheel gpu`.
+#[derive(Debug, Subcommand)]
+pub enum GpuCommand {
+    /// Place a model on a GPU of the cluster: where it is resident, else
+    /// the best fit by free VRAM.
+    Place(GpuPlaceArgs),
+}
+
+/// `pinwheel gpu place`.
+#[derive(Debug, Args)]
+pub struct GpuPlaceArgs {
+    /// The daemon's admin API (any host of the cluster).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN_ADDR)]
+    pub admin: SocketAddr,
+    /// The model's name.
+    #[arg(long, value_name = "NAME")]
+    pub model: String,
+    /// VRAM it needs, MiB.
+    #[arg(long, value_name = "MIB")]
+    pub vram_mib: u64,
+    /// Keep it resident, and place it again on a survivor if its host is
+    /// lost.
+    #[arg(long)]
+    pub pin: bool,
+    /// Only on this host.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Print the daemon's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// File holding the daemon's admin token.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_TOKEN_FILE)]
+    pub token_file: PathBuf,
+}
+
+pub(super) fn status(args: &ClusterStatusArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+    let client = AdminClient::new(args.admin);
+    let cluster = client.get("/v1/cluster")?;
+    let text = if args.json {
+        format!("{cluster:#}\n")
+    } else {
+        render_status(&cluster, &client.get("/health")?)
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+pub(super) fn place(args: &GpuPlaceArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+    let usage = |message: String| DaemonError::Usage { message };
+    if let Some(problem) = name_problem(&args.model) {
+        return Err(usage(format!("--model {:?} {problem}", args.model)));
+    }
+    if let Some(host) = &args.host
+        && let Some(problem) = name_problem(host)
+    {
+        return Err(usage(format!("--host {host:?} {problem}")));
+    }
+    if args.vram_mib == 0 {
+        return Err(usage(
+            "--vram-mib 0: give the model's VRAM in MiB (e.g. 3100 for whisper-large-v3 in fp16)"
+                .to_owned(),
+        ));
+    }
+    let body = json!({
+        "model": args.model,
+        "vram_mib": args.vram_mib,
+        "pin": args.pin,
+        "host": args.host,
+    });
+    let answer = AdminClient::new(args.admin).post("/v1/gpu/place", &body, &args.token_file)?;
+    let text = if args.json {
+        format!("{answer:#}\n")
+    } else {
+        render_placed(&answer)
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// `/v1/cluster` and `/health` as tables.
+pub fn render_status(cluster: &Value, health: &Value) -> String {
+    let mut out = String::new();
+    let me = cluster["host"].as_str().unwrap_or("?");
+    let status = health["status"].as_str().unwrap_or("?");
+    match cluster["cluster"].as_str() {
+        Some(name) => writeln!(out, "cluster {name}, seen from {me}: {status}"),
+        None => writeln!(out, "single host {me} (no cluster configured): {status}"),
+    }
+    .expect("writing to a String cannot fail");
+    let reasons = health["reasons"].as_array().into_iter().flatten();
+    for reason in reasons.filter(|r| {
+        r["reason"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("cluster"))
+    }) {
+        let _ = writeln!(
+            out,
+            "  {}: {}",
+            reason["reason"].as_str().unwrap_or("?"),
+            reason["detail"].as_str().unwrap_or("")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:<9} {:>10} {:>10}",
+        "host", "state", "last seen", "latency"
+    );
+    for host in cluster["hosts"].as_array().into_iter().flatten() {
+        let name = host["host"].as_str().unwrap_or("?");
+        let (seen, latency) = if name == me {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            (
+                millis(host["last_seen_ms"].as_u64().unwrap_or(0)),
+                micros(host["latency_us"].as_u64().unwrap_or(0)),
+            )
+        };
+        let here = if name == me { " (here)" } else { "" };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<9} {seen:>10} {latency:>10}",
+            format!("{name}{here}"),
+            host["state"].as_str().unwrap_or("?"),
+        );
+    }
+    render_placements(&mut out, cluster);
+    render_registry(&mut out, cluster);
+    out
+}
+
+fn render_registry(out: &mut String, cluster: &Value) {
+    let agents = cluster["agents"].as_array().cloned().unwrap_or_default();
+    if agents.is_empty() {
+        return;
+    }
+    let mut hosts: Vec<&str> = agents.iter().filter_map(|a| a["host"].as_str()).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    let lost = agents.iter().filter(|a| a["health"] == "lost").count();
+    let _ = writeln!(
+        out,
+        "\nregistry: {} agents on {} hosts ({lost} on lost hosts)",
+        agents.len(),
+        hosts.len()
+    );
+}
+
+fn render_placements(out: &mut String, cluster: &Value) {
+    let placements = cluster["placements"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if placements.is_empty() {
+        out.push_str("\nno models placed\n");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<28} {:<16} {:>3} {:>9}  {:<6} state",
+        "model", "host", "gpu", "VRAM MiB", "pinned"
+    );
+    for p in &placements {
+        let _ = writeln!(
+            out,
+            "{:<28} {:<16} {:>3} {:>9}  {:<6} {}",
+            model(p),
+            p["host"].as_str().unwrap_or("?"),
+            p["gpu"].as_u64().unwrap_or(0),
+            p["vram_mib"].as_u64().unwrap_or(0),
+            if p["pinned"] == true { "yes" } else { "no" },
+            state(p),
+        );
+    }
+}
+
+/// The answer of `POST /v1/gpu/place` as one line per replica.
+pub fn render_placed(answer: &Value) -> String {
+    let mut out = String::new();
+    for p in answer["placements"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{} on {} GPU {}: {} MiB{}, {}",
+            model(p),
+            p["host"].as_str().unwrap_or("?"),
+            p["gpu"].as_u64().unwrap_or(0),
+            p["vram_mib"].as_u64().unwrap_or(0),
+            if p["pinned"] == true { ", pinned" } else { "" },
+            state(p),
+        );
+    }
+    out
+}
+
+fn model(p: &Value) -> String {
+    let name = p["model"].as_str().unwrap_or("?");
+    match p["replica"].as_u64() {
+        Some(0) | None => name.to_owned(),
+        Some(r) => format!("{name}#{r}"),
+    }
+}
+
+fn state(p: &Value) -> String {
+    let epoch = p["epoch"].as_u64().unwrap_or(0);
+    if p["loaded"] == false {
+        format!("assigned, loading (epoch {epoch})")
+    } else {
+        format!("loaded (epoch {epoch})")
+    }
+}
+
+fn millis(ms: u64) -> String {
+    if ms < 1_000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1e3)
+    }
+}
+
+fn micros(us: u64) -> String {
+    match us {
+        0 => "-".to_owned(),
+        n if n < 1_000 => format!("{n} us"),
+        n => format!("{:.1} ms", n as f64 / 1e3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_table_shows_hosts_placements_reasons_and_the_registry() {
+        let cluster = json!({
+            "cluster": "home", "host": "beta",
+            "hosts": [
+                {"host": "beta", "state": "degraded", "last_seen_ms": 0, "latency_us": 0},
+                {"host": "alpha", "state": "lost", "last_seen_ms": 1236, "latency_us": 323},
+            ],
+            "placements": [{"model": "whisper", "host": "beta", "gpu": 0, "vram_mib": 3000,
+                            "pinned": true, "replica": 0, "loaded": true, "epoch": 2}],
+            "agents": [{"agent": "Stt", "host": "alpha", "ports": [], "health": "lost"},
+                       {"agent": "Tts", "host": "beta", "ports": [], "health": "healthy"}],
+        });
+        let health = json!({"status": "degraded", "reasons": [
+            {"reason": "cluster_peer_lost", "detail": "host(s) alpha missed"},
+            {"reason": "no_pmu", "detail": "software events only"},
+        ]});
+
+        let sut = render_status(&cluster, &health);
+
+        assert!(
+            sut.starts_with("cluster home, seen from beta: degraded\n  cluster_peer_lost: host(s) alpha missed\n\n"),
+            "{sut}"
+        );
+        assert!(!sut.contains("no_pmu"), "{sut}");
+        assert!(sut.contains("beta (here)"), "{sut}");
+        assert!(sut.contains("1.2 s") && sut.contains("323 us"), "{sut}");
+        assert!(sut.contains("loaded (epoch 2)"), "{sut}");
+        assert!(
+            sut.contains("registry: 2 agents on 2 hosts (1 on lost hosts)"),
+            "{sut}"
+        );
+    }
+
+    #[test]
+    fn a_single_host_says_so_and_a_pending_placement_says_it_is_loading() {
+        let cluster =
+            json!({"cluster": null, "host": "solo", "hosts": [], "placements": [], "agents": []});
+        let answer = json!({"placements": [{"model": "llm", "host": "pc2", "gpu": 1, "vram_mib": 8000,
+                                            "pinned": false, "replica": 1, "loaded": false, "epoch": 1}]});
+
+        let status = render_status(&cluster, &json!({"status": "ok", "reasons": []}));
+        let placed = render_placed(&answer);
+
+        assert!(status.starts_with("single host solo (no cluster configured): ok\n"));
+        assert!(status.contains("no models placed"), "{status}");
+        assert_eq!(
+            placed,
+            "llm#1 on pc2 GPU 1: 8000 MiB, assigned, loading (epoch 1)\n"
+        );
+    }
+}
