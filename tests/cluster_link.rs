@@ -1,101 +1,20 @@
 #![cfg(test)]
 //! The cluster link against a real nats-server (Debian's `nats-server`;
 //! `.ci/run` installs it). Each test starts its own server on a free
-//! loopback port with JetStream in a temporary directory, and fails, not
-//! skips, when the binary is missing. Waits are generous "eventually"
-//! loops; nothing asserts how long anything took.
+//! loopback port with JetStream in a temporary directory ([`NatsServer`]),
+//! and fails, not skips, when the binary is missing. Waits are generous
+//! "eventually" loops; nothing asserts how long anything took.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pinwheel::cluster::{
     AgentRecord, ClusterConfig, ClusterEvent, ClusterLink, GpuState, Health, HostState, LinkStats,
     encode_state,
 };
-use tempfile::TempDir;
+use pinwheel::test_support::NatsServer;
 use tokio::sync::{mpsc, watch};
 
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A nats-server child process, killed on drop.
-struct NatsServer {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl NatsServer {
-    fn start() -> NatsServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        NatsServer::start_on(port)
-    }
-
-    fn start_on(port: u16) -> NatsServer {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let child = Command::new(nats_server_binary())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server never listened on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        NatsServer {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(mut self) -> u16 {
-        self.kill();
-        self.port
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The nats-server binary: on PATH, or where Debian puts it. Panics if
-/// neither exists: these tests must fail, not skip, without it.
-fn nats_server_binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("nats-server"))
-        .chain([
-            PathBuf::from("/usr/sbin/nats-server"),
-            PathBuf::from("/usr/bin/nats-server"),
-        ]);
-    on_path
-        .into_iter()
-        .find(|p| p.is_file())
-        .expect("nats-server is not installed; `apt-get install nats-server` (.ci/run does)")
-}
 
 /// A link for `host` with 100 ms heartbeats, lost after 4 missed.
 struct Node {

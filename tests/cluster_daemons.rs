@@ -1,0 +1,411 @@
+#![cfg(test)]
+//! Clustered `pinwheel run` daemons (the real binary) on a real
+//! nats-server: what an operator sees through the admin API and the CLI
+//! when a host dies, when NATS goes away and comes back, and with no
+//! cluster at all.
+//!
+//! Each daemon runs `topology/vm-2cpu.toml` (one simulated 24 GiB GPU)
+//! under its own `--host` name with `tests/fixtures/cluster/agents.toml`
+//! (two agents per host), unprivileged and at a low request rate, so three
+//! fit on a 2-vCPU machine. Each test starts its own nats-server and fails,
+//! not skips, when the binary is missing. Waits are generous "eventually"
+//! loops; nothing asserts how long anything took.
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use pinwheel::test_support::NatsServer;
+use serde_json::Value;
+
+const CRATE: &str = env!("CARGO_MANIFEST_DIR");
+const PINWHEEL: &str = env!("CARGO_BIN_EXE_pinwheel");
+/// Longest wait for anything that should happen within a few seconds;
+/// only a hang reaches it.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A `pinwheel run` child, SIGKILLed on drop.
+struct Daemon {
+    child: Child,
+    name: String,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon named `name`, in the cluster at `nats` if given, and
+    /// waits until its coordinator is up.
+    fn start(name: &str, nats: Option<&str>, dir: &Path) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = dir.join(format!("{name}.log"));
+        let mut command = Command::new(PINWHEEL);
+        command
+            .current_dir(CRATE)
+            .args(["run", "--topology", "topology/vm-2cpu.toml"])
+            .args(["--agents", "tests/fixtures/cluster/agents.toml"])
+            .args(["--host", name, "--rate", "20", "--unprivileged"])
+            .args(["--duration", "600", "--admin-addr", &addr])
+            .arg("--admin-token-file")
+            .arg(token_file(dir))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("a log file"));
+        if let Some(url) = nats {
+            command.args(["--nats", url]);
+        }
+        let daemon = Daemon {
+            child: command.spawn().expect("pinwheel starts"),
+            name: name.to_owned(),
+            addr,
+            log,
+        };
+        eventually(&format!("{name}'s coordinator up"), &[&daemon], || {
+            daemon.coordinator()["state"] == "up"
+        });
+        daemon
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .new_agent();
+        agent
+            .get(&format!("http://{}{path}", self.addr))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json().ok())
+            .unwrap_or(Value::Null)
+    }
+
+    fn coordinator(&self) -> Value {
+        let agents = self.get("/v1/agents");
+        agents["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| {
+                a["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("RequestCoordinator"))
+            })
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    fn handled(&self) -> u64 {
+        self.coordinator()["handled"].as_u64().unwrap_or(0)
+    }
+
+    fn reasons(&self) -> Vec<String> {
+        self.get("/health")["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["reason"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Each host's state in this daemon's `/v1/cluster`.
+    fn hosts(&self) -> Vec<(String, String)> {
+        self.get("/v1/cluster")["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                let field = |k: &str| h[k].as_str().unwrap_or("?").to_owned();
+                (field("host"), field("state"))
+            })
+            .collect()
+    }
+
+    /// The placements of `model` in this daemon's `/v1/cluster`.
+    fn placed(&self, model: &str) -> Vec<Value> {
+        self.get("/v1/cluster")["placements"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["model"] == model)
+            .cloned()
+            .collect()
+    }
+
+    fn kill(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+        format!("--- {} ---\n{tail}", self.name)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The admin token file in `dir`, mode 600, written on first use.
+fn token_file(dir: &Path) -> PathBuf {
+    let path = dir.join("admin.token");
+    if !path.exists() {
+        std::fs::write(&path, "cluster-test-token\n").expect("token written");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .expect("token mode set");
+    }
+    path
+}
+
+/// Polls `ok` until it holds; on timeout fails with the daemons' logs.
+fn eventually(what: &str, daemons: &[&Daemon], mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !ok() {
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = daemons.iter().map(|d| d.log_tail()).collect();
+            panic!("not {what} within {PATIENCE:?}\n{}", logs.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the `pinwheel` CLI.
+fn pinwheel(args: &[&str]) -> Output {
+    Command::new(PINWHEEL)
+        .current_dir(CRATE)
+        .args(args)
+        .output()
+        .expect("pinwheel runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Whether every daemon sees every one of them up.
+fn all_up(daemons: &[&Daemon]) -> bool {
+    daemons.iter().all(|d| {
+        let hosts = d.hosts();
+        hosts.len() == daemons.len() && hosts.iter().all(|(_, state)| state == "up")
+    })
+}
+
+#[test]
+fn a_pinned_model_of_a_sigkilled_daemon_is_placed_again_on_a_survivor() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut alpha = Daemon::start("alpha", Some(&nats.url()), dir.path());
+    let beta = Daemon::start("beta", Some(&nats.url()), dir.path());
+    let gamma = Daemon::start("gamma", Some(&nats.url()), dir.path());
+    let all = [&alpha, &beta, &gamma];
+    eventually("every daemon seeing three hosts up", &all, || all_up(&all));
+
+    let token = token_file(dir.path());
+    let placed = pinwheel(&[
+        "gpu",
+        "place",
+        "--admin",
+        &alpha.addr,
+        "--model",
+        "whisper-large-v3",
+        "--vram-mib",
+        "3100",
+        "--pin",
+        "--host",
+        "alpha",
+        "--json",
+        "--token-file",
+        token.to_str().expect("a UTF-8 path"),
+    ]);
+    assert!(placed.status.success(), "{}", text(&placed.stderr));
+    let answer: Value = serde_json::from_slice(&placed.stdout).expect("JSON");
+    assert_eq!(answer["placements"][0]["host"], "alpha", "{answer}");
+    assert_eq!(answer["placements"][0]["pinned"], true, "{answer}");
+    eventually(
+        "every daemon seeing the model loaded on alpha",
+        &all,
+        || {
+            all.iter().all(|d| {
+                let p = d.placed("whisper-large-v3");
+                p.len() == 1 && p[0]["host"] == "alpha" && p[0]["loaded"] == true
+            })
+        },
+    );
+    let status = pinwheel(&["cluster", "status", "--admin", &beta.addr]);
+    let table = text(&status.stdout);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(
+        table.starts_with("cluster pinwheel, seen from beta: "),
+        "{table}"
+    );
+    assert!(
+        table.contains("whisper-large-v3") && table.contains("alpha"),
+        "{table}"
+    );
+
+    alpha.kill();
+
+    let survivors = [&beta, &gamma];
+    eventually(
+        "the model loaded on one survivor, in both survivors' views",
+        &survivors,
+        || {
+            let views: Vec<Vec<Value>> = survivors
+                .iter()
+                .map(|d| d.placed("whisper-large-v3"))
+                .collect();
+            views.iter().all(|p| {
+                p.len() == 1
+                    && p[0]["loaded"] == true
+                    && p[0]["pinned"] == true
+                    && (p[0]["host"] == "beta" || p[0]["host"] == "gamma")
+            }) && views[0][0]["host"] == views[1][0]["host"]
+        },
+    );
+    for survivor in survivors {
+        let hosts = survivor.hosts();
+        assert!(
+            hosts.contains(&("alpha".to_owned(), "lost".to_owned())),
+            "{hosts:?}"
+        );
+        assert!(
+            survivor.reasons().contains(&"cluster_peer_lost".to_owned()),
+            "{:?}",
+            survivor.reasons()
+        );
+    }
+}
+
+#[test]
+fn daemons_serve_local_work_while_nats_is_down_report_degraded_and_reconnect_when_it_returns() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let alpha = Daemon::start("alpha", Some(&nats.url()), dir.path());
+    let beta = Daemon::start("beta", Some(&nats.url()), dir.path());
+    let both = [&alpha, &beta];
+    eventually("both daemons seeing each other up", &both, || all_up(&both));
+
+    let port = nats.stop();
+
+    let link_down = |d: &Daemon| d.reasons().contains(&"cluster_link_down".to_owned());
+    eventually("both reporting cluster_link_down", &both, || {
+        both.iter().all(|d| link_down(d))
+    });
+    for daemon in both {
+        assert_eq!(daemon.get("/health")["status"], "degraded");
+        let before = daemon.handled();
+        eventually("local requests handled while NATS is down", &both, || {
+            daemon.handled() > before + 20
+        });
+        assert!(link_down(daemon), "NATS came back on its own?");
+    }
+
+    let _nats = NatsServer::start_on(port);
+
+    eventually("both reconnected, the reason cleared", &both, || {
+        both.iter().all(|d| !link_down(d))
+    });
+    eventually("both seeing each other up again", &both, || all_up(&both));
+}
+
+#[test]
+fn without_a_cluster_a_daemon_places_alone_and_lists_only_itself() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let solo = Daemon::start("solo", None, dir.path());
+    let token = token_file(dir.path());
+    let token = token.to_str().expect("a UTF-8 path");
+
+    let cluster = solo.get("/v1/cluster");
+    let placed = pinwheel(&[
+        "gpu",
+        "place",
+        "--admin",
+        &solo.addr,
+        "--model",
+        "tts",
+        "--vram-mib",
+        "2000",
+        "--token-file",
+        token,
+    ]);
+    let too_big = pinwheel(&[
+        "gpu",
+        "place",
+        "--admin",
+        &solo.addr,
+        "--model",
+        "huge",
+        "--vram-mib",
+        "999999",
+        "--token-file",
+        token,
+    ]);
+    let zero = pinwheel(&[
+        "gpu",
+        "place",
+        "--admin",
+        &solo.addr,
+        "--model",
+        "none",
+        "--vram-mib",
+        "0",
+        "--token-file",
+        token,
+    ]);
+    let status = pinwheel(&["cluster", "status", "--admin", &solo.addr]);
+
+    assert_eq!(cluster["cluster"], Value::Null, "{cluster}");
+    assert_eq!(
+        solo.hosts(),
+        [("solo".to_owned(), "up".to_owned())],
+        "{cluster}"
+    );
+    assert!(placed.status.success(), "{}", text(&placed.stderr));
+    assert_eq!(
+        text(&placed.stdout),
+        "tts on solo GPU 0: 2000 MiB, loaded (epoch 1)\n"
+    );
+    assert_eq!(too_big.status.code(), Some(1));
+    assert!(
+        text(&too_big.stderr).contains("no GPU has 999999 MiB free"),
+        "{}",
+        text(&too_big.stderr)
+    );
+    assert_eq!(zero.status.code(), Some(2), "{}", text(&zero.stderr));
+    let table = text(&status.stdout);
+    assert!(
+        table.starts_with("single host solo (no cluster configured): "),
+        "{table}"
+    );
+    assert!(table.contains("tts"), "{table}");
+}
+
+#[test]
+fn a_nats_flag_that_is_not_a_nats_url_exits_2_before_anything_starts() {
+    let out = pinwheel(&[
+        "run",
+        "--topology",
+        "topology/vm-2cpu.toml",
+        "--agents",
+        "tests/fixtures/cluster/agents.toml",
+        "--nats",
+        "http://127.0.0.1:4222",
+    ]);
+
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--nats \"http://127.0.0.1:4222\" is not a NATS URL"),
+        "{}",
+        text(&out.stderr)
+    );
+}
