@@ -1,10 +1,11 @@
 //! The core loop: one thread on the control CPU, ticking at a fixed rate.
 //!
-//! Each tick it answers the admin API's commands and checks the
-//! executors' heartbeats (the watchdog); each second it turns the
-//! executors' published statistics into the live view the API serves
-//! (rates, p99s, agent states), checks pinned threads for migrations, and
-//! tells systemd it is alive while no executor is stalled. It never
+//! Each tick it answers the admin API's commands, ticks the GPU scheduler
+//! ([`ClusterSide`]) and checks the executors' heartbeats (the watchdog);
+//! each second it turns the executors' published statistics into the live
+//! view the API serves (rates, p99s, agent states), checks pinned threads
+//! for migrations, and tells systemd it is alive while no executor is
+//! stalled. It never
 //! blocks on I/O: its inputs arrive on channels and atomics, its outputs
 //! go to the view and to logs.
 
