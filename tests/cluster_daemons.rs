@@ -272,18 +272,16 @@ fn a_pinned_model_of_a_sigkilled_daemon_is_placed_again_on_a_survivor() {
             }) && views[0][0]["host"] == views[1][0]["host"]
         },
     );
-    for survivor in survivors {
-        let hosts = survivor.hosts();
-        assert!(
-            hosts.contains(&("alpha".to_owned(), "lost".to_owned())),
-            "{hosts:?}"
-        );
-        assert!(
-            survivor.reasons().contains(&"cluster_peer_lost".to_owned()),
-            "{:?}",
-            survivor.reasons()
-        );
-    }
+    eventually(
+        "both survivors seeing alpha lost and saying so in /health",
+        &survivors,
+        || {
+            survivors.iter().all(|d| {
+                d.hosts().contains(&("alpha".to_owned(), "lost".to_owned()))
+                    && d.reasons().contains(&"cluster_peer_lost".to_owned())
+            })
+        },
+    );
 }
 
 #[test]
