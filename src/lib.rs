@@ -19,6 +19,8 @@ pub mod config;
 pub mod daemon;
 #[cfg(not(loom))]
 pub mod error;
+#[cfg(not(loom))]
+pub mod gpu;
 pub mod plan;
 pub mod ring;
 #[cfg(not(loom))]

@@ -7,6 +7,7 @@
 mod bench;
 mod files;
 mod run;
+mod vram;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use bench::{BenchCommand, BenchRingArgs, BenchRouterArgs};
 pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, ValidateArgs};
 pub use run::RunArgs;
+pub use vram::{ReplayArgs, VramCommand};
 
 use crate::error::DaemonError;
 use crate::topology::LIVE_SYSFS;
@@ -57,6 +59,9 @@ pub enum Command {
     /// Measure latency and throughput (rings, with optional baselines).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The VRAM optimizer: replay traces against it and its baselines.
+    #[command(subcommand)]
+    Vram(VramCommand),
 }
 
 /// Where sysfs is.
@@ -75,5 +80,6 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<(), DaemonError> {
         Command::Plan(args) => files::plan(&args, out),
         Command::Validate(args) => files::validate(&args, out),
         Command::Bench(command) => bench::run(command, out),
+        Command::Vram(command) => vram::run(command, out),
     }
 }
