@@ -34,10 +34,10 @@
 //! [vram]                               # VRAM optimizer policy; all optional
 //! budget_fraction = 0.95               # of each GPU's total VRAM
 //! reserve_mib = 512                    # always left free
-//! high_water = 0.95                    # of the budget: evict above
-//! low_water = 0.85                     # of the budget: admit and preload below
+//! high_water = 1.0                     # of the budget: loads fill to it, evict above
+//! low_water = 0.9                      # of the budget: shed cold models to, preload below
 //! min_residency_s = 30
-//! keep_alive_s = 1800                  # 0: never unload an idle model
+//! keep_alive_s = 0                     # 0: idle models stay until VRAM is needed
 //! pin = [{ model = "whisper-large-v3", vram_mib = 3100, gpu = 0 }]
 //!
 //! [admin]

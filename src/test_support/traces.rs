@@ -9,8 +9,10 @@
 //! it while ToneDetector (whisper-base) reads its tone, ModelOrchestrator
 //! (all-MiniLM-L6-v2) embeds it for memory retrieval, the LLM answers
 //! (ModelManagerSuite's phi-3 mostly, TinyLlamaServiceEnhanced
-//! sometimes), and TTSService (xtts-v2) speaks. STT and TTS are pinned at
-//! the start of each trace, as an operator of the voice path would.
+//! sometimes), and TTSService (xtts-v2) speaks. The real-time models
+//! (whisper-base for listening, whisper-large-v3, xtts-v2: 5.4 GiB) are
+//! pinned at the start of each trace, as an operator of the voice path
+//! would.
 //!
 //! * `voice-day`: 24 hours. Conversations (1 to 5 turns) arrive at random,
 //!   about four an hour, from 07:00 to 23:30; FaceRecognitionAgent scans
@@ -22,7 +24,8 @@
 //!   TinyLlama, faces at the door every 10 s and memory indexing, with
 //!   the desktop holding 1.5 GiB.
 //! * `memory-pressure`: 2 hours of steady conversation while an image
-//!   generator (SDXL) starts and stops, holding 8-16 GiB in sessions.
+//!   generator (SDXL in ComfyUI) starts and stops, holding 6-12 GiB in
+//!   sessions of 5-15 minutes.
 //!
 //! The generator is splitmix64 with a fixed seed per trace: the same
 //! bytes on every machine and toolchain.
@@ -123,7 +126,7 @@ impl<'a> Gen<'a> {
             rng: Rng(seed),
             lines: Vec::new(),
         };
-        for agent in ["STTService", "TTSService"] {
+        for agent in ["AudioCapture", "STTService", "TTSService"] {
             let (model, mib) = catalog.of(agent);
             tg.push(0, json!({"t_ms": 0, "op": "pin", "model": model, "vram_mib": mib}));
         }

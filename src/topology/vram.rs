@@ -65,18 +65,22 @@ pub struct VramPin {
 }
 
 impl Default for VramPolicy {
-    /// 95% of VRAM less a 512 MiB reserve; evict above 95% of that, admit
-    /// and preload below 85%; 30 s minimum residency; 30 min keep-alive;
+    /// 95% of VRAM less a 512 MiB reserve; loads fill up to all of it and
+    /// other programs taking more trigger eviction (high water 1.0); cold
+    /// models are shed, and preloads fill, down to / up to 90% of it (low
+    /// water); 30 s minimum residency;
+    /// no keep-alive (idle models stay until their VRAM is needed: pressure
+    /// relief hands VRAM back to other programs when they take it);
     /// preloading on; loads at 2000 MiB/s plus 500 ms; 1024 waiting uses;
     /// a 100 ms tick; no pins.
     fn default() -> Self {
         Self {
             budget_fraction: 0.95,
             reserve_mib: 512,
-            high_water: 0.95,
-            low_water: 0.85,
+            high_water: 1.0,
+            low_water: 0.9,
             min_residency_ms: 30_000,
-            keep_alive_ms: Some(1_800_000),
+            keep_alive_ms: None,
             preload: true,
             load_mib_per_s: 2000,
             load_overhead_ms: 500,
@@ -340,6 +344,8 @@ mod tests {
     fn keep_alive_zero_keeps_idle_models() {
         let sections = sut("keep_alive_s = 0\nmin_residency_s = 5\n").unwrap();
         assert_eq!(sections.vram.keep_alive_ms, None);
+        let sections = sut("keep_alive_s = 600\n").unwrap();
+        assert_eq!(sections.vram.keep_alive_ms, Some(600_000));
         assert_eq!(sections.vram.min_residency_ms, 5000);
     }
 

@@ -75,6 +75,8 @@ pub(super) struct Model {
     pub pid: Option<u32>,
     /// Consecutive failed loads.
     pub failures: u32,
+    /// When its latest load started, ms.
+    pub last_load_ms: Option<u64>,
     /// Loaded by a preload and not used since.
     pub preload_unused: bool,
     /// Preloads that were used, and that were evicted unused.
@@ -99,18 +101,28 @@ impl Model {
             reload_ms: policy.load_ms(size_mib),
             pid: None,
             failures: 0,
+            last_load_ms: None,
             preload_unused: false,
             preloads_used: 0,
             preloads_wasted: 0,
         }
     }
 
-    /// Resident, on a GPU, and free to be evicted at `now_ms`.
+    /// Resident on `gpu`, idle and not pinned; `min_residency_ms` old
+    /// at least (0 to ignore its age).
     pub(super) fn evictable(&self, gpu: GpuIndex, now_ms: u64, min_residency_ms: u64) -> bool {
         matches!(self.residency, Residency::Resident { gpu: g, since_ms }
             if g == gpu && now_ms.saturating_sub(since_ms) >= min_residency_ms)
             && !self.pinned
             && self.busy == 0
+    }
+
+    /// Whether a load may start at `now_ms`: not within the minimum
+    /// residency of the previous one, so a model evicted young (only ever
+    /// to get back under the budget) cannot thrash.
+    pub(super) fn may_load(&self, now_ms: u64, min_residency_ms: u64) -> bool {
+        self.last_load_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= min_residency_ms)
     }
 
     /// Notes a use arriving at `now_ms`.
@@ -199,15 +211,6 @@ impl Gpu {
         self.total_mib - self.free_mib().min(self.total_mib)
     }
 
-    /// The ceiling a load must stay under now: the high-water mark, or
-    /// the low one while the GPU is under pressure.
-    pub(super) fn load_ceiling_mib(&self) -> u64 {
-        if self.pressure {
-            self.low_mib
-        } else {
-            self.high_mib
-        }
-    }
 
     /// Takes a sample's free figure; `in_flight_mib` is what our loads in
     /// flight will add.

@@ -416,6 +416,7 @@ impl VramOptimizer {
             since_ms: now_ms,
             preload,
         };
+        m.last_load_ms = Some(now_ms);
         let vram_mib = m.size_mib;
         self.gpus[gpu.0 as usize].claim(vram_mib);
         self.stats.loads += 1;

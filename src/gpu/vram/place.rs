@@ -4,9 +4,8 @@
 //!
 //! Placement of a model of `size` MiB: a GPU can ever hold it when `size`
 //! fits under its high-water mark next to its pins. Among GPUs where it
-//! fits now, under the load ceiling (high water, or low water while under
-//! pressure), the one left with the least headroom wins (best fit, so big
-//! gaps stay whole for big models). Otherwise the GPU where making room
+//! fits now, under the high-water mark, the one left with the least
+//! headroom wins (best fit, so big gaps stay whole for big models). Otherwise the GPU where making room
 //! costs least wins, with the evicted set chosen by `evict::cover`.
 //! Lower classes may evict a higher class's model only when it is not
 //! expected again soon (reuse chance under one half).
@@ -16,6 +15,9 @@ use super::model::Residency;
 use super::optimizer::{MAX_FAILURES, PRELOAD_MARGIN_MS, VramOptimizer, Waiting};
 use super::{Decision, DenyReason, EvictReason, ModelId, Priority, WaitReason};
 use crate::gpu::backend::GpuIndex;
+
+/// Reuse chance under which a model counts as cold.
+const COLD: f64 = 0.1;
 
 /// Where a model can go.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,9 +53,17 @@ impl VramOptimizer {
         }
     }
 
-    /// Sheds idle models from GPUs over their high-water mark until they
-    /// are back under the low one.
+    /// Sheds idle models from GPUs over their high-water mark: the
+    /// cheapest set that gets back under it, then models nobody is
+    /// expected to use (reuse chance under [`COLD`]) down to the low-water
+    /// mark, so a GPU that keeps bumping into its mark frees a margin once
+    /// instead of one model per bump. Models younger than the minimum
+    /// residency go only when the others cannot bring the GPU back under
+    /// its budget: the budget is a promise to other programs, residency
+    /// only a guard against thrashing (and a model evicted young may not
+    /// load again until its residency would have ended).
     pub(super) fn relieve(&mut self, now_ms: u64, out: &mut Vec<Decision>) {
+        let min_age = self.policy.min_residency_ms;
         for slot in 0..self.gpus.len() {
             let gpu = &mut self.gpus[slot];
             if gpu.lost {
@@ -68,16 +78,46 @@ impl VramOptimizer {
             if !gpu.pressure {
                 continue;
             }
-            let (index, need) = (gpu.index, used - gpu.low_mib);
-            self.candidates(index, now_ms, None);
-            let all: u64 = self.scratch.candidates.iter().map(|c| c.size_mib).sum();
-            let mut chosen = std::mem::take(&mut self.scratch.chosen);
-            evict::cover(&mut self.scratch.candidates, need.min(all), &mut chosen);
-            for &model in &chosen {
-                self.evict(model, EvictReason::Pressure, out);
-            }
-            self.scratch.chosen = chosen;
+            let (index, high, low, budget) = (gpu.index, gpu.high_mib, gpu.low_mib, gpu.budget_mib);
+            self.shed(index, now_ms, used.saturating_sub(high), min_age, false, out);
+            let used = self.gpus[slot].used_mib();
+            self.shed(index, now_ms, used.saturating_sub(budget), 0, false, out);
+            let used = self.gpus[slot].used_mib();
+            self.shed(index, now_ms, used.saturating_sub(low), min_age, true, out);
         }
+    }
+
+    /// Evicts idle models of `gpu` at least `min_age_ms` old (only cold
+    /// ones if `cold_only`), the cheapest set freeing `need` MiB, or all
+    /// of them if they free less.
+    fn shed(
+        &mut self,
+        gpu: GpuIndex,
+        now_ms: u64,
+        need: u64,
+        min_age_ms: u64,
+        cold_only: bool,
+        out: &mut Vec<Decision>,
+    ) {
+        if need == 0 {
+            return;
+        }
+        self.candidates_aged(gpu, now_ms, None, min_age_ms);
+        if cold_only {
+            let models = &self.models;
+            let predictions = &self.scratch.predictions;
+            self.scratch.candidates.retain(|c| {
+                let m = &models[c.model.0 as usize];
+                evict::reuse_chance(m, now_ms) < COLD && !predictions.iter().any(|p| p.model == c.model)
+            });
+        }
+        let all: u64 = self.scratch.candidates.iter().map(|c| c.size_mib).sum();
+        let mut chosen = std::mem::take(&mut self.scratch.chosen);
+        evict::cover(&mut self.scratch.candidates, need.min(all), &mut chosen);
+        for &model in &chosen {
+            self.evict(model, EvictReason::Pressure, out);
+        }
+        self.scratch.chosen = chosen;
     }
 
     /// Loads pinned models that are absent, where they fit.
@@ -85,7 +125,10 @@ impl VramOptimizer {
         for i in 0..self.pins.len() {
             let model = self.pins[i];
             let m = &self.models[model.0 as usize];
-            if m.residency != Residency::Absent || m.failures >= MAX_FAILURES {
+            if m.residency != Residency::Absent
+                || m.failures >= MAX_FAILURES
+                || !m.may_load(now_ms, self.policy.min_residency_ms)
+            {
                 continue;
             }
             let home = m.pin_gpu;
@@ -116,6 +159,10 @@ impl VramOptimizer {
                     self.waiting.remove(i);
                     self.deny(Some(w.request), w.model, DenyReason::LoadFailed);
                     continue;
+                }
+                Residency::Absent if !m.may_load(now_ms, self.policy.min_residency_ms) => {
+                    starved = true;
+                    WaitReason::NoRoom
                 }
                 Residency::Absent => match self.place(w.model, now_ms, Some(w.priority), m.pin_gpu) {
                     Placement::Fits(gpu) => {
@@ -177,7 +224,12 @@ impl VramOptimizer {
             let p = self.scratch.predictions[i];
             let m = &self.models[p.model.0 as usize];
             let due = p.at_ms <= now_ms + m.reload_ms + PRELOAD_MARGIN_MS;
-            if !due || m.residency != Residency::Absent || m.failures > 0 || !m.worth_preloading() {
+            if !due
+                || m.residency != Residency::Absent
+                || m.failures > 0
+                || !m.worth_preloading()
+                || !m.may_load(now_ms, self.policy.min_residency_ms)
+            {
                 continue;
             }
             let size = m.size_mib;
@@ -227,7 +279,7 @@ impl VramOptimizer {
         for g in self.gpus.iter().filter(|g| !g.lost && only.is_none_or(|o| o == g.index)) {
             let room = room_mib(g, own_pin);
             largest = largest.max(room);
-            let headroom = g.load_ceiling_mib().saturating_sub(g.used_mib());
+            let headroom = g.high_mib.saturating_sub(g.used_mib());
             if size <= room && size <= headroom {
                 let here = (headroom - size, g.index);
                 if fit.is_none_or(|best| here < best) {
@@ -260,7 +312,7 @@ impl VramOptimizer {
             if g.lost || only.is_some_and(|o| o != g.index) || size > room_mib(g, own_pin) {
                 continue;
             }
-            let headroom = g.load_ceiling_mib().saturating_sub(g.used_mib());
+            let headroom = g.high_mib.saturating_sub(g.used_mib());
             let (index, need) = (g.index, size - headroom.min(size));
             self.candidates(index, now_ms, class);
             let mut chosen = std::mem::take(&mut self.scratch.chosen);
@@ -282,10 +334,15 @@ impl VramOptimizer {
     /// Fills `scratch.candidates` with the models of `gpu` that may be
     /// evicted now for a use of `class` (`None`: any class).
     pub(super) fn candidates(&mut self, gpu: GpuIndex, now_ms: u64, class: Option<Priority>) {
+        self.candidates_aged(gpu, now_ms, class, self.policy.min_residency_ms);
+    }
+
+    /// As [`Self::candidates`], for models at least `min_age_ms` old.
+    fn candidates_aged(&mut self, gpu: GpuIndex, now_ms: u64, class: Option<Priority>, min_age_ms: u64) {
         let mut candidates = std::mem::take(&mut self.scratch.candidates);
         candidates.clear();
         for (slot, m) in self.models.iter().enumerate() {
-            if !m.evictable(gpu, now_ms, self.policy.min_residency_ms) {
+            if !m.evictable(gpu, now_ms, min_age_ms) {
                 continue;
             }
             let model = ModelId(slot as u32);

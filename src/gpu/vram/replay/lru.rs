@@ -4,10 +4,13 @@
 //! it on the GPU with the most free VRAM where it fits within the same
 //! budget the optimizer has; when none has room, the GPU whose idle
 //! models, evicted least recently used first, make room soonest is
-//! cleared that far. Uses that cannot be placed wait, in arrival order,
-//! without blocking the ones behind them. No pins, no priorities, no
-//! keep-alive, no preloading, no reaction to other programs' VRAM after a
-//! load: what a generic cache in front of a model server does.
+//! cleared that far. Its capacity is the budget less what other programs
+//! hold: when they take more and a GPU goes over its budget, idle models
+//! are evicted least recently used first until it fits again (what a
+//! memory-aware cache such as ComfyUI's model manager does). Uses that
+//! cannot be placed wait, in arrival order, without blocking the ones
+//! behind them. No pins, no priorities, no keep-alive, no preloading, no
+//! minimum residency.
 
 use super::super::model::Residency;
 use super::super::{Decision, EvictReason, ModelId, WaitReason};
@@ -31,6 +34,7 @@ impl Lru {
 
     pub(super) fn tick(&mut self, now_ms: u64, out: &mut Vec<Decision>) {
         out.append(&mut self.base.pending);
+        self.shed(out);
         let mut i = 0;
         while i < self.base.waiting.len() {
             let w = self.base.waiting[i];
@@ -53,6 +57,25 @@ impl Lru {
                 }
             }
             i += 1;
+        }
+    }
+
+    /// Evicts least recently used idle models from GPUs over budget.
+    fn shed(&mut self, out: &mut Vec<Decision>) {
+        for slot in 0..self.base.gpus.len() {
+            let gpu = self.base.gpus[slot].index;
+            if self.base.gpus[slot].lost {
+                continue;
+            }
+            self.base.idle_lru(gpu, &mut self.idle);
+            for i in 0..self.idle.len() {
+                let g = &self.base.gpus[slot];
+                if g.used_mib() <= g.budget_mib {
+                    break;
+                }
+                let victim = self.idle[i].1;
+                self.base.evict(victim, EvictReason::Pressure, out);
+            }
         }
     }
 

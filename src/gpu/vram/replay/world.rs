@@ -12,7 +12,10 @@
 //!
 //! The harness keeps its own books, so a policy cannot grade itself:
 //! a budget violation is a load started when the GPU's real usage (ours
-//! and other programs') plus the load exceeds the budget; an eviction of
+//! and other programs') plus the load exceeds the budget, or a stretch of
+//! more than [`GRACE_MS`] over the budget (after another program took
+//! more) during which the policy kept an idle, unpinned model loaded that
+//! it could have given back; an eviction of
 //! a model the trace or topology pinned, or of one with a use in
 //! progress, is counted as such; so is an eviction younger than the
 //! minimum residency. Uses still waiting an hour after the last trace
@@ -33,6 +36,8 @@ use crate::topology::VramPolicy;
 
 /// How long after the last trace line waiting uses are given, ms.
 const DRAIN_MS: u64 = 3_600_000;
+/// How long a policy may stay over budget before it counts, ms.
+pub(super) const GRACE_MS: u64 = 10_000;
 
 /// The policy under test.
 #[derive(Debug)]
@@ -144,6 +149,9 @@ struct World {
     generation: u64,
     decisions: Vec<Decision>,
     waits: Vec<u64>,
+    /// Per GPU: since when it is over budget, and whether that stretch
+    /// was counted.
+    over: Vec<(Option<u64>, bool)>,
     report: Report,
 }
 
@@ -177,6 +185,7 @@ pub(super) fn run(
         generation: 0,
         decisions: Vec::new(),
         waits: Vec::new(),
+        over: Vec::new(),
         report: Report::default(),
     };
     for pin in &policy.pins {
@@ -337,12 +346,39 @@ impl World {
             self.carry_out(now, decision);
         }
         self.decisions = decisions;
-        for (i, info) in self.infos.iter().enumerate() {
-            if let Ok(used) = self.sim.used_mib(info.index) {
+        for i in 0..self.infos.len() {
+            if let Ok(used) = self.sim.used_mib(GpuIndex(i as u32)) {
                 let max = self.report.max_used_mib.entry(i.to_string()).or_default();
                 *max = (*max).max(used);
+                self.watch_budget(now, i, used);
             }
         }
+    }
+
+    /// Counts a stretch over budget that outlasts the grace period while
+    /// an idle, unpinned model of the policy's sits on the GPU.
+    fn watch_budget(&mut self, now: u64, gpu: usize, used: u64) {
+        if self.over.len() <= gpu {
+            self.over.resize(gpu + 1, (None, false));
+        }
+        let budget = self.policy.budget_mib(self.infos[gpu].total_mib);
+        if used <= budget {
+            self.over[gpu] = (None, false);
+            return;
+        }
+        let (since, counted) = self.over[gpu];
+        let since = since.unwrap_or(now);
+        let idle_held = self.placed.iter().any(|(model, p)| {
+            p.gpu.0 as usize == gpu
+                && p.resident_since.is_some()
+                && !self.pinned.contains(model)
+                && self.busy.get(model).is_none_or(|&n| n == 0)
+        });
+        let late = now - since > GRACE_MS;
+        if late && idle_held && !counted {
+            self.report.budget_violations += 1;
+        }
+        self.over[gpu] = (Some(since), counted || (late && idle_held));
     }
 }
 
