@@ -90,10 +90,10 @@ pub struct Report {
     pub pinned_evictions: u64,
     /// Evictions of models with a use in progress.
     pub busy_evictions: u64,
-    /// Evictions of models loaded less than the minimum residency before
-    /// (or still loading). Not in the JSON; the proptests read it.
+    /// Loads that started within the minimum residency of the same
+    /// model's previous load. Not in the JSON; the tests read it.
     #[serde(skip)]
-    pub early_evictions: u64,
+    pub early_reloads: u64,
 }
 
 /// The simulated host a replay runs on: the GPUs a topology file

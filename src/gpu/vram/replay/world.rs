@@ -17,8 +17,9 @@
 //! more) during which the policy kept an idle, unpinned model loaded that
 //! it could have given back; an eviction of
 //! a model the trace or topology pinned, or of one with a use in
-//! progress, is counted as such; so is an eviction younger than the
-//! minimum residency. Uses still waiting an hour after the last trace
+//! progress, is counted as such; so is a load that starts within the
+//! minimum residency of the same model's previous load (a GPU loss
+//! excepted). Uses still waiting an hour after the last trace
 //! line are counted as denied.
 
 use std::cmp::Reverse;
@@ -146,6 +147,8 @@ struct World {
     busy: HashMap<ModelId, u32>,
     placed: HashMap<ModelId, Placed>,
     pinned: HashSet<ModelId>,
+    /// When each model's latest load started.
+    load_started: HashMap<ModelId, u64>,
     generation: u64,
     decisions: Vec<Decision>,
     waits: Vec<u64>,
@@ -182,6 +185,7 @@ pub(super) fn run(
         busy: HashMap::new(),
         placed: HashMap::new(),
         pinned: HashSet::new(),
+        load_started: HashMap::new(),
         generation: 0,
         decisions: Vec::new(),
         waits: Vec::new(),
@@ -283,7 +287,16 @@ impl World {
     fn lose(&mut self, now: u64, gpu: GpuIndex) {
         self.sim.lose(gpu);
         self.lost[gpu.0 as usize] = true;
-        self.placed.retain(|_, p| p.gpu != gpu);
+        let gone: Vec<ModelId> = self
+            .placed
+            .iter()
+            .filter(|(_, p)| p.gpu == gpu)
+            .map(|(m, _)| *m)
+            .collect();
+        for model in gone {
+            self.placed.remove(&model);
+            self.load_started.remove(&model);
+        }
         let gone: Vec<ModelId> = self.busy.keys().copied().collect();
         for model in gone {
             if !self.placed.contains_key(&model) {
@@ -403,7 +416,7 @@ impl World {
                 self.report.preloads += 1;
                 self.load(now, model, gpu, vram_mib);
             }
-            Decision::Evict { model, gpu, .. } => self.evict(now, model, gpu),
+            Decision::Evict { model, gpu, .. } => self.evict(model, gpu),
             Decision::Admit { request, model, .. } => {
                 let Some(u) = self.uses.get_mut(&request) else {
                     return;
@@ -436,6 +449,10 @@ impl World {
 
     fn load(&mut self, now: u64, model: ModelId, gpu: GpuIndex, vram_mib: u64) {
         self.report.loads += 1;
+        let previous = self.load_started.insert(model, now);
+        if previous.is_some_and(|t| now - t < self.policy.min_residency_ms) {
+            self.report.early_reloads += 1;
+        }
         let budget = self.policy.budget_mib(self.infos[gpu.0 as usize].total_mib);
         let used = self.sim.used_mib(gpu).unwrap_or(0);
         if used + vram_mib > budget {
@@ -457,7 +474,7 @@ impl World {
         }
     }
 
-    fn evict(&mut self, now: u64, model: ModelId, gpu: GpuIndex) {
+    fn evict(&mut self, model: ModelId, gpu: GpuIndex) {
         self.report.evictions += 1;
         if self.pinned.contains(&model) {
             self.report.pinned_evictions += 1;
@@ -466,12 +483,6 @@ impl World {
             self.report.busy_evictions += 1;
         }
         if let Some(p) = self.placed.remove(&model) {
-            let young = p
-                .resident_since
-                .is_none_or(|since| now - since < self.policy.min_residency_ms);
-            if young {
-                self.report.early_evictions += 1;
-            }
             let _ = self.sim.unload(gpu, p.pid);
         }
     }
