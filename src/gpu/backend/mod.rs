@@ -84,7 +84,7 @@ pub struct GpuSample {
 }
 
 /// A source of GPU readings. Calls may block; run them off the core loop.
-pub trait GpuBackend: Send {
+pub trait GpuBackend: Send + fmt::Debug {
     /// The GPUs, in index order.
     fn gpus(&self) -> &[GpuInfo];
 

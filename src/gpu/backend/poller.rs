@@ -170,6 +170,7 @@ mod tests {
     }
 
     /// A backend that tells the test each time it is read.
+    #[derive(Debug)]
     struct Pinging {
         inner: SimBackend,
         pings: mpsc::Sender<()>,
