@@ -1,12 +1,12 @@
 //! [`VramOptimizer`]: the inputs, and the order of work in a tick.
 //!
-//! A tick runs five steps, each over state the earlier ones left:
-//! denials decided at submit time go out; idle models past their
+//! A tick runs five steps, each over state the earlier ones left: idle
+//! models past their
 //! keep-alive are unloaded; GPUs over their high-water mark shed idle
 //! models down to the low one; pinned models that are absent are loaded;
 //! waiting uses are admitted, given a load, or left waiting, in class
 //! order; and, when no use waits for room, predicted models are preloaded
-//! into idle VRAM. Decisions are appended to the caller's vector, which
+//! into idle VRAM; denials go out last. Decisions are appended to the caller's vector, which
 //! it reuses, and the optimizer's scratch space is reused too, so a tick
 //! allocates only when a table grows.
 
@@ -344,6 +344,8 @@ impl VramOptimizer {
                 m.residency = Residency::Absent;
                 m.busy = 0;
                 m.pid = None;
+                // Reloading elsewhere is recovery, not thrashing.
+                m.last_load_ms = None;
             }
         }
         let models = &self.models;
@@ -352,7 +354,6 @@ impl VramOptimizer {
 
     /// Decides, at `now_ms`; appends the decisions to `out`.
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Decision>) {
-        out.append(&mut self.pending);
         let horizon = self
             .policy
             .keep_alive_ms
@@ -368,9 +369,10 @@ impl VramOptimizer {
         if self.policy.preload && !starved {
             self.preload(now_ms, out);
         }
+        out.append(&mut self.pending);
     }
 
-    /// Queues a denial for the next tick.
+    /// Queues a denial; the tick under way, or the next, sends it.
     pub(super) fn deny(&mut self, request: Option<RequestId>, model: ModelId, reason: DenyReason) {
         self.stats.denied += 1;
         self.pending.push(Decision::Deny {
