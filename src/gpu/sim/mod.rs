@@ -5,7 +5,10 @@
 //! replay`) and behaves like the driver where pinwheel looks: a load is a
 //! process holding VRAM, listed with its pid until it is unloaded; other
 //! programs' VRAM ([`SimBackend::set_external`]) counts as used but lists
-//! no process of ours; a lost GPU ([`SimBackend::lose`]) answers
+//! no process of ours. Memory is physical: other programs get what they
+//! ask for only as far as it is free, and take back what we free (as a
+//! program retrying its allocations would), so usage never exceeds the
+//! total; a lost GPU ([`SimBackend::lose`]) answers
 //! [`GpuError::Lost`] for good. Telemetry (utilization, temperature,
 //! power) is whatever the test sets, `None` standing for a GPU that does
 //! not support the query. Nothing here is random or timed, so replays are
@@ -134,8 +137,8 @@ impl SimBackend {
         Ok(())
     }
 
-    /// Other programs now hold `mib` on `gpu` (0 ends it). They may push
-    /// the GPU past full: the driver would report it the same way.
+    /// Other programs now want `mib` on `gpu` (0 ends it); they hold as
+    /// much of it as is free, now and whenever we free more.
     pub fn set_external(&mut self, gpu: GpuIndex, mib: u64) -> Result<(), GpuError> {
         self.gpu_mut(gpu)?.external_mib = mib;
         Ok(())
@@ -165,11 +168,12 @@ impl SimBackend {
         }
     }
 
-    /// VRAM in use on `gpu` (ours and other programs'), MiB; may exceed
-    /// the total when other programs over-commit.
+    /// VRAM in use on `gpu` (ours and other programs'), MiB.
     pub fn used_mib(&self, gpu: GpuIndex) -> Result<u64, GpuError> {
         let state = self.gpu(gpu)?;
-        Ok(state.processes.iter().map(|(_, m)| m).sum::<u64>() + state.external_mib)
+        let total = self.gpus[gpu.0 as usize].total_mib;
+        let ours: u64 = state.processes.iter().map(|(_, m)| m).sum();
+        Ok(ours + state.external_mib.min(total.saturating_sub(ours)))
     }
 
     fn free_mib(&self, gpu: GpuIndex) -> Result<u64, GpuError> {
@@ -206,7 +210,7 @@ impl GpuBackend for SimBackend {
     fn sample(&mut self, gpu: GpuIndex) -> Result<GpuSample, GpuError> {
         let state = self.gpu(gpu)?;
         let total_mib = self.gpus[gpu.0 as usize].total_mib;
-        let used_mib = self.used_mib(gpu)?.min(total_mib);
+        let used_mib = self.used_mib(gpu)?;
         Ok(GpuSample {
             gpu,
             total_mib,
@@ -243,6 +247,16 @@ mod tests {
         sut.set_external(GpuIndex(0), 600).unwrap();
         let err = sut.load(GpuIndex(0), 500).unwrap_err();
         assert!(matches!(err, GpuError::OutOfMemory { free_mib: 400, .. }), "{err}");
+    }
+
+    #[test]
+    fn other_programs_get_only_what_is_free_and_take_back_what_we_free() {
+        let mut sut = SimBackend::new(&[("a", 1000)]);
+        let pid = sut.load(GpuIndex(0), 700).unwrap();
+        sut.set_external(GpuIndex(0), 600).unwrap();
+        assert_eq!(sut.used_mib(GpuIndex(0)).unwrap(), 1000);
+        sut.unload(GpuIndex(0), pid).unwrap();
+        assert_eq!(sut.used_mib(GpuIndex(0)).unwrap(), 600);
     }
 
     #[test]

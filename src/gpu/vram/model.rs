@@ -63,6 +63,8 @@ pub(super) struct Model {
     pub class: Priority,
     /// Uses in progress.
     pub busy: u32,
+    /// Uses waiting for it (it is about to be busy).
+    pub wanted: u32,
     /// Arrival of the latest use, ms; `None` before the first.
     pub last_arrival_ms: Option<u64>,
     /// When it last went idle (or arrived), ms.
@@ -95,6 +97,7 @@ impl Model {
             pin_gpu: None,
             class: Priority::Batch,
             busy: 0,
+            wanted: 0,
             last_arrival_ms: None,
             last_used_ms: 0,
             mean_gap_ms: None,
@@ -108,13 +111,14 @@ impl Model {
         }
     }
 
-    /// Resident on `gpu`, idle and not pinned; `min_residency_ms` old
-    /// at least (0 to ignore its age).
+    /// Resident on `gpu`, idle, wanted by no waiting use and not pinned;
+    /// `min_residency_ms` old at least (0 to ignore its age).
     pub(super) fn evictable(&self, gpu: GpuIndex, now_ms: u64, min_residency_ms: u64) -> bool {
         matches!(self.residency, Residency::Resident { gpu: g, since_ms }
             if g == gpu && now_ms.saturating_sub(since_ms) >= min_residency_ms)
             && !self.pinned
             && self.busy == 0
+            && self.wanted == 0
     }
 
     /// Whether a load may start at `now_ms`: not within the minimum
@@ -165,6 +169,9 @@ pub(super) struct Gpu {
     pub since_sample_mib: i64,
     /// MiB of configured pins on this GPU.
     pub pinned_mib: u64,
+    /// The last sample showed no free VRAM: other programs may want more
+    /// than they hold, and will take what we free.
+    pub saturated: bool,
 }
 
 impl Gpu {
@@ -181,6 +188,7 @@ impl Gpu {
             sample_free_mib: None,
             since_sample_mib: 0,
             pinned_mib: 0,
+            saturated: false,
         };
         gpu.resize(total_mib, policy);
         gpu
@@ -215,6 +223,7 @@ impl Gpu {
     /// Takes a sample's free figure; `in_flight_mib` is what our loads in
     /// flight will add.
     pub(super) fn sample(&mut self, free_mib: u64, in_flight_mib: u64) {
+        self.saturated = free_mib == 0;
         self.sample_free_mib = Some(free_mib);
         self.since_sample_mib = -(in_flight_mib as i64);
     }
@@ -225,10 +234,14 @@ impl Gpu {
         self.since_sample_mib -= mib as i64;
     }
 
-    /// Books the end of a load or a residency of `mib`.
+    /// Books the end of a load or a residency of `mib`. On a saturated
+    /// GPU the driver's figure is not credited: what we free may go to
+    /// another program, so loads wait for the next sample to see.
     pub(super) fn release(&mut self, mib: u64) {
         self.predicted_mib = self.predicted_mib.saturating_sub(mib);
-        self.since_sample_mib += mib as i64;
+        if !self.saturated {
+            self.since_sample_mib += mib as i64;
+        }
     }
 }
 

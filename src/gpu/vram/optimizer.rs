@@ -196,6 +196,7 @@ impl VramOptimizer {
             });
             return id;
         }
+        self.models[request.model.0 as usize].wanted += 1;
         let at = self
             .waiting
             .partition_point(|w| w.priority >= request.priority);
@@ -375,6 +376,10 @@ impl VramOptimizer {
     /// Queues a denial; the tick under way, or the next, sends it.
     pub(super) fn deny(&mut self, request: Option<RequestId>, model: ModelId, reason: DenyReason) {
         self.stats.denied += 1;
+        if request.is_some() && !matches!(reason, DenyReason::QueueFull { .. }) {
+            let m = &mut self.models[model.0 as usize];
+            m.wanted = m.wanted.saturating_sub(1);
+        }
         self.pending.push(Decision::Deny {
             request,
             model,
@@ -386,6 +391,7 @@ impl VramOptimizer {
     pub(super) fn admit(&mut self, w: Waiting, gpu: GpuIndex, out: &mut Vec<Decision>) {
         let m = &mut self.models[w.model.0 as usize];
         m.busy += 1;
+        m.wanted = m.wanted.saturating_sub(1);
         if m.preload_unused {
             m.preload_unused = false;
             m.preloads_used += 1;

@@ -78,18 +78,20 @@ impl VramOptimizer {
             if !gpu.pressure {
                 continue;
             }
+            // Count what is shed here rather than re-reading usage: on a
+            // saturated GPU the driver's figure will not show it until the
+            // next sample.
             let (index, high, low, budget) = (gpu.index, gpu.high_mib, gpu.low_mib, gpu.budget_mib);
-            self.shed(index, now_ms, used.saturating_sub(high), min_age, false, out);
-            let used = self.gpus[slot].used_mib();
-            self.shed(index, now_ms, used.saturating_sub(budget), 0, false, out);
-            let used = self.gpus[slot].used_mib();
+            let mut used = used;
+            used -= self.shed(index, now_ms, used.saturating_sub(high), min_age, false, out);
+            used -= self.shed(index, now_ms, used.saturating_sub(budget), 0, false, out);
             self.shed(index, now_ms, used.saturating_sub(low), min_age, true, out);
         }
     }
 
     /// Evicts idle models of `gpu` at least `min_age_ms` old (only cold
     /// ones if `cold_only`), the cheapest set freeing `need` MiB, or all
-    /// of them if they free less.
+    /// of them if they free less. Returns the MiB freed.
     fn shed(
         &mut self,
         gpu: GpuIndex,
@@ -98,9 +100,9 @@ impl VramOptimizer {
         min_age_ms: u64,
         cold_only: bool,
         out: &mut Vec<Decision>,
-    ) {
+    ) -> u64 {
         if need == 0 {
-            return;
+            return 0;
         }
         self.candidates_aged(gpu, now_ms, None, min_age_ms);
         if cold_only {
@@ -114,10 +116,13 @@ impl VramOptimizer {
         let all: u64 = self.scratch.candidates.iter().map(|c| c.size_mib).sum();
         let mut chosen = std::mem::take(&mut self.scratch.chosen);
         evict::cover(&mut self.scratch.candidates, need.min(all), &mut chosen);
+        let mut freed = 0;
         for &model in &chosen {
+            freed += self.models[model.0 as usize].size_mib;
             self.evict(model, EvictReason::Pressure, out);
         }
         self.scratch.chosen = chosen;
+        freed
     }
 
     /// Loads pinned models that are absent, where they fit.

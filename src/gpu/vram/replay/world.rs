@@ -437,13 +437,17 @@ impl World {
                     u.queued = true;
                 }
             }
-            Decision::Deny { request, .. } => {
-                if let Some(request) = request
-                    && self.uses.remove(&request).is_some()
-                {
-                    self.report.denied += 1;
+            Decision::Deny { request, model, .. } => match request {
+                Some(request) => {
+                    if self.uses.remove(&request).is_some() {
+                        self.report.denied += 1;
+                    }
                 }
-            }
+                // A refused pin protects nothing.
+                None => {
+                    self.pinned.remove(&model);
+                }
+            },
         }
     }
 
