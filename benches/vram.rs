@@ -77,9 +77,14 @@ impl Host {
         let r = self.next();
         // Skewed: half the uses go to the first tenth of the models.
         let n = self.models.len() as u64;
-        let pick = if r % 2 == 0 { r % (n / 10).max(1) } else { r % n };
+        let pick = if r % 2 == 0 {
+            r % (n / 10).max(1)
+        } else {
+            r % n
+        };
         let (model, vram_mib) = self.models[pick as usize];
-        let priority = [Priority::Realtime, Priority::Interactive, Priority::Batch][(r % 3) as usize];
+        let priority =
+            [Priority::Realtime, Priority::Interactive, Priority::Batch][(r % 3) as usize];
         let request = UseRequest {
             model,
             vram_mib,

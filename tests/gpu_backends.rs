@@ -48,7 +48,9 @@ impl Rig for SimRig {
         self.0.set_external(GpuIndex(gpu), mib).unwrap();
     }
     fn telemetry(&mut self, gpu: u32, util: Option<u32>, temp: Option<u32>, power: Option<u32>) {
-        self.0.set_telemetry(GpuIndex(gpu), util, temp, power).unwrap();
+        self.0
+            .set_telemetry(GpuIndex(gpu), util, temp, power)
+            .unwrap();
     }
     fn lose(&mut self, gpu: u32) {
         self.0.lose(GpuIndex(gpu));
@@ -88,7 +90,9 @@ impl NvmlRig {
         let mut text = String::new();
         for (i, ((name, uuid, total), g)) in CARDS.iter().zip(&self.gpus).enumerate() {
             let used: u64 = g.procs.iter().map(|p| p.1).sum::<u64>() + g.external;
-            text += &format!("gpu {i} name {name}\ngpu {i} uuid {uuid}\ngpu {i} total {total}\ngpu {i} used {used}\n");
+            text += &format!(
+                "gpu {i} name {name}\ngpu {i} uuid {uuid}\ngpu {i} total {total}\ngpu {i} used {used}\n"
+            );
             let (util, temp, power) = g.telemetry;
             match util {
                 Some(u) => text += &format!("gpu {i} util {u} 0\n"),
@@ -177,7 +181,10 @@ fn gpus_are_listed_with_name_uuid_and_size_in_order() {
         assert_eq!(gpus.len(), 2);
         for (i, (gpu, (name, uuid, mib))) in gpus.iter().zip(CARDS).enumerate() {
             assert_eq!(gpu.index, GpuIndex(i as u32));
-            assert_eq!((gpu.name.as_str(), gpu.uuid.as_str(), gpu.total_mib), (name, uuid, mib));
+            assert_eq!(
+                (gpu.name.as_str(), gpu.uuid.as_str(), gpu.total_mib),
+                (name, uuid, mib)
+            );
         }
         assert_eq!(rig.backend().degraded(), None);
     });
@@ -188,7 +195,10 @@ fn a_load_shows_as_a_process_and_as_used_vram_until_it_is_unloaded() {
     on_both(|rig| {
         let pid = rig.load(0, 3100);
         let sample = rig.backend().sample(GpuIndex(0)).unwrap();
-        assert_eq!((sample.used_mib, sample.free_mib, sample.total_mib), (3100, 21464, 24564));
+        assert_eq!(
+            (sample.used_mib, sample.free_mib, sample.total_mib),
+            (3100, 21464, 24564)
+        );
         let processes = sample.processes.unwrap();
         assert_eq!(processes.len(), 1);
         assert_eq!((processes[0].pid, processes[0].used_mib), (pid, Some(3100)));
@@ -216,10 +226,16 @@ fn telemetry_is_reported_and_an_unsupported_query_leaves_only_its_field_out() {
     on_both(|rig| {
         rig.telemetry(0, Some(37), Some(55), Some(123_500));
         let sample = rig.backend().sample(GpuIndex(0)).unwrap();
-        assert_eq!((sample.util_pct, sample.temp_c, sample.power_mw), (Some(37), Some(55), Some(123_500)));
+        assert_eq!(
+            (sample.util_pct, sample.temp_c, sample.power_mw),
+            (Some(37), Some(55), Some(123_500))
+        );
         rig.telemetry(0, None, Some(60), None);
         let sample = rig.backend().sample(GpuIndex(0)).unwrap();
-        assert_eq!((sample.util_pct, sample.temp_c, sample.power_mw), (None, Some(60), None));
+        assert_eq!(
+            (sample.util_pct, sample.temp_c, sample.power_mw),
+            (None, Some(60), None)
+        );
         assert_eq!(sample.total_mib, 24564);
     });
 }
@@ -276,7 +292,16 @@ fn no_driver_or_no_permission_falls_back_to_the_topologys_gpus_with_a_reason() {
 fn a_broken_driver_is_an_error_not_a_simulation() {
     let (_dir, lib) = fake_driver("init 999\n");
     let err = open_backend(&declared(), Some(lib.as_os_str())).unwrap_err();
-    assert!(matches!(err, GpuError::Nvml { call: "nvmlInit_v2", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            GpuError::Nvml {
+                call: "nvmlInit_v2",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -284,8 +309,16 @@ fn declared_gpus_are_found_by_index_and_uuid_and_a_missing_one_is_named() {
     let script = "gpu 0 name A\ngpu 0 uuid GPU-a\ngpu 0 total 1000\ngpu 1 name B\ngpu 1 uuid GPU-b\ngpu 1 total 2000\n";
     let (_dir, lib) = fake_driver(script);
     let plan = GpuPlan::Declared(vec![
-        GpuSpec { source: GpuSource::NvmlUuid("GPU-b".to_owned()), name: "B".to_owned(), vram_mib: None },
-        GpuSpec { source: GpuSource::NvmlIndex(0), name: "A".to_owned(), vram_mib: None },
+        GpuSpec {
+            source: GpuSource::NvmlUuid("GPU-b".to_owned()),
+            name: "B".to_owned(),
+            vram_mib: None,
+        },
+        GpuSpec {
+            source: GpuSource::NvmlIndex(0),
+            name: "A".to_owned(),
+            vram_mib: None,
+        },
     ]);
     let sut = NvmlBackend::open(&plan, Some(lib.as_os_str())).unwrap();
     let names: Vec<&str> = sut.gpus().iter().map(|g| g.name.as_str()).collect();
@@ -296,12 +329,18 @@ fn declared_gpus_are_found_by_index_and_uuid_and_a_missing_one_is_named() {
         vram_mib: None,
     }]);
     let err = NvmlBackend::open(&plan, Some(lib.as_os_str())).unwrap_err();
-    assert!(err.to_string().contains("NVML lists 2 device(s) (GPU-a, GPU-b)"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("NVML lists 2 device(s) (GPU-a, GPU-b)"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_gpu_without_process_accounting_samples_without_processes() {
-    let (_dir, lib) = fake_driver("gpu 0 name A\ngpu 0 uuid GPU-a\ngpu 0 total 1000\ngpu 0 used 10\ngpu 0 fail procs 3\n");
+    let (_dir, lib) = fake_driver(
+        "gpu 0 name A\ngpu 0 uuid GPU-a\ngpu 0 total 1000\ngpu 0 used 10\ngpu 0 fail procs 3\n",
+    );
     let mut sut = NvmlBackend::open(&GpuPlan::Nvml, Some(OsStr::new(&lib))).unwrap();
     let sample = sut.sample(GpuIndex(0)).unwrap();
     assert_eq!((sample.used_mib, sample.processes), (10, None));

@@ -2,7 +2,9 @@
 //! The VRAM optimizer's policies, one behaviour per test, driven through
 //! its public inputs with time passed in.
 
-use pinwheel::gpu::vram::{Decision, DenyReason, EvictReason, ModelId, Priority, RequestId, UseRequest, WaitReason};
+use pinwheel::gpu::vram::{
+    Decision, DenyReason, EvictReason, ModelId, Priority, RequestId, UseRequest, WaitReason,
+};
 use pinwheel::gpu::{GpuIndex, GpuInfo, GpuSample, ProcessUse, VramOptimizer};
 use pinwheel::topology::{VramPin, VramPolicy};
 
@@ -52,12 +54,15 @@ impl Host {
 
     fn use_model(&mut self, now: u64, name: &str, mib: u64, priority: Priority) -> RequestId {
         let model = self.sut.model(name, mib);
-        self.sut.submit(now, UseRequest {
-            model,
-            vram_mib: mib,
-            priority,
-            hold_ms: 1_000,
-        })
+        self.sut.submit(
+            now,
+            UseRequest {
+                model,
+                vram_mib: mib,
+                priority,
+                hold_ms: 1_000,
+            },
+        )
     }
 
     /// Ticks, completes every load at once, and returns the decisions.
@@ -98,7 +103,11 @@ fn a_resident_model_is_admitted_on_the_tick_after_its_use_arrives() {
     let request = host.use_model(100, "m", 1_000, Priority::Interactive);
     assert_eq!(
         host.tick(100),
-        [Decision::Admit { request, model, gpu: GpuIndex(0) }]
+        [Decision::Admit {
+            request,
+            model,
+            gpu: GpuIndex(0)
+        }]
     );
     assert_eq!(host.sut.stats().hits, 1);
 }
@@ -111,13 +120,28 @@ fn an_absent_model_is_loaded_and_its_use_queued_once_then_admitted() {
     assert_eq!(
         host.tick(0),
         [
-            Decision::Load { model, gpu: GpuIndex(0), vram_mib: 1_000 },
-            Decision::Queue { request, model, reason: WaitReason::Loading },
+            Decision::Load {
+                model,
+                gpu: GpuIndex(0),
+                vram_mib: 1_000
+            },
+            Decision::Queue {
+                request,
+                model,
+                reason: WaitReason::Loading
+            },
         ]
     );
     assert_eq!(host.tick(50), []);
     host.sut.loaded(800, model, None);
-    assert_eq!(host.tick(800), [Decision::Admit { request, model, gpu: GpuIndex(0) }]);
+    assert_eq!(
+        host.tick(800),
+        [Decision::Admit {
+            request,
+            model,
+            gpu: GpuIndex(0)
+        }]
+    );
     assert_eq!(host.sut.stats().misses, 1);
 }
 
@@ -126,7 +150,16 @@ fn a_load_goes_to_the_gpu_it_fits_most_snugly() {
     let mut host = Host::new(policy(), &[24_000, 8_000, 12_000]);
     host.use_model(0, "m", 7_000, Priority::Interactive);
     let decisions = host.tick(0);
-    assert!(matches!(decisions[0], Decision::Load { gpu: GpuIndex(1), .. }), "{decisions:?}");
+    assert!(
+        matches!(
+            decisions[0],
+            Decision::Load {
+                gpu: GpuIndex(1),
+                ..
+            }
+        ),
+        "{decisions:?}"
+    );
 }
 
 #[test]
@@ -146,7 +179,11 @@ fn making_room_evicts_the_cheapest_set_and_spares_a_frequently_used_model() {
 
 #[test]
 fn busy_pinned_and_young_models_are_never_evicted_to_make_room() {
-    let pins = vec![VramPin { model: "pin".to_owned(), vram_mib: 3_000, gpu: 0 }];
+    let pins = vec![VramPin {
+        model: "pin".to_owned(),
+        vram_mib: 3_000,
+        gpu: 0,
+    }];
     let mut host = Host::new(VramPolicy { pins, ..policy() }, &[10_000]);
     host.settle(0);
     host.use_model(0, "busy", 3_000, Priority::Batch);
@@ -205,7 +242,13 @@ fn waiting_uses_are_served_in_class_order() {
 
 #[test]
 fn another_program_taking_vram_makes_idle_models_go_down_to_the_budget() {
-    let mut host = Host::new(VramPolicy { budget_fraction: 0.9, ..policy() }, &[10_000]);
+    let mut host = Host::new(
+        VramPolicy {
+            budget_fraction: 0.9,
+            ..policy()
+        },
+        &[10_000],
+    );
     let a = host.warm(0, "a", 3_000, Priority::Interactive);
     let b = host.warm(0, "b", 3_000, Priority::Interactive);
     let sample = |free_mib| GpuSample {
@@ -223,7 +266,13 @@ fn another_program_taking_vram_makes_idle_models_go_down_to_the_budget() {
     let decisions = host.tick(60_000);
     let gone = evicted(&decisions);
     assert_eq!(gone.len(), 1, "{decisions:?}");
-    assert!(decisions.iter().all(|d| matches!(d, Decision::Evict { reason: EvictReason::Pressure, .. })));
+    assert!(decisions.iter().all(|d| matches!(
+        d,
+        Decision::Evict {
+            reason: EvictReason::Pressure,
+            ..
+        }
+    )));
     assert!(gone == [a] || gone == [b]);
 }
 
@@ -236,16 +285,22 @@ fn a_measured_process_corrects_the_predicted_size() {
     host.sut.loaded(500, model, Some(4242));
     host.tick(500);
     host.sut.release(600, request);
-    host.sut.sample(700, &GpuSample {
-        gpu: GpuIndex(0),
-        total_mib: 10_000,
-        used_mib: 3_000,
-        free_mib: 7_000,
-        util_pct: None,
-        temp_c: None,
-        power_mw: None,
-        processes: Some(vec![ProcessUse { pid: 4242, used_mib: Some(3_000) }]),
-    });
+    host.sut.sample(
+        700,
+        &GpuSample {
+            gpu: GpuIndex(0),
+            total_mib: 10_000,
+            used_mib: 3_000,
+            free_mib: 7_000,
+            util_pct: None,
+            temp_c: None,
+            power_mw: None,
+            processes: Some(vec![ProcessUse {
+                pid: 4242,
+                used_mib: Some(3_000),
+            }]),
+        },
+    );
     assert_eq!(host.sut.used_mib(GpuIndex(0)), 3_000);
     // A request's estimate no longer overrides the measurement.
     host.sut.model("m", 2_000);
@@ -262,14 +317,23 @@ fn a_model_no_gpu_can_hold_is_denied_with_the_most_any_could_give() {
         [Decision::Deny {
             request: Some(request),
             model,
-            reason: DenyReason::TooLarge { vram_mib: 9_000, largest_mib: 8_000 }
+            reason: DenyReason::TooLarge {
+                vram_mib: 9_000,
+                largest_mib: 8_000
+            }
         }]
     );
 }
 
 #[test]
 fn a_full_queue_denies_the_next_use() {
-    let mut host = Host::new(VramPolicy { queue_len: 1, ..policy() }, &[1_000]);
+    let mut host = Host::new(
+        VramPolicy {
+            queue_len: 1,
+            ..policy()
+        },
+        &[1_000],
+    );
     host.use_model(0, "a", 500, Priority::Batch);
     let second = host.use_model(0, "b", 500, Priority::Batch);
     let decisions = host.tick(0);
@@ -282,10 +346,21 @@ fn a_full_queue_denies_the_next_use() {
 
 #[test]
 fn pins_load_at_start_and_a_runtime_pin_that_over_commits_is_denied() {
-    let pins = vec![VramPin { model: "stt".to_owned(), vram_mib: 6_000, gpu: 0 }];
+    let pins = vec![VramPin {
+        model: "stt".to_owned(),
+        vram_mib: 6_000,
+        gpu: 0,
+    }];
     let mut host = Host::new(VramPolicy { pins, ..policy() }, &[10_000]);
     let stt = host.sut.model("stt", 6_000);
-    assert_eq!(host.tick(0), [Decision::Load { model: stt, gpu: GpuIndex(0), vram_mib: 6_000 }]);
+    assert_eq!(
+        host.tick(0),
+        [Decision::Load {
+            model: stt,
+            gpu: GpuIndex(0),
+            vram_mib: 6_000
+        }]
+    );
     let tts = host.sut.model("tts", 5_000);
     host.sut.pin(1, tts);
     assert_eq!(
@@ -293,7 +368,10 @@ fn pins_load_at_start_and_a_runtime_pin_that_over_commits_is_denied() {
         [Decision::Deny {
             request: None,
             model: tts,
-            reason: DenyReason::PinOverCommit { pinned_mib: 6_000, vram_mib: 5_000 }
+            reason: DenyReason::PinOverCommit {
+                pinned_mib: 6_000,
+                vram_mib: 5_000
+            }
         }]
     );
 }
@@ -301,22 +379,44 @@ fn pins_load_at_start_and_a_runtime_pin_that_over_commits_is_denied() {
 #[test]
 fn pins_that_over_commit_the_real_gpu_are_rejected_at_start() {
     let pins = vec![
-        VramPin { model: "a".to_owned(), vram_mib: 6_000, gpu: 0 },
-        VramPin { model: "b".to_owned(), vram_mib: 5_000, gpu: 0 },
+        VramPin {
+            model: "a".to_owned(),
+            vram_mib: 6_000,
+            gpu: 0,
+        },
+        VramPin {
+            model: "b".to_owned(),
+            vram_mib: 5_000,
+            gpu: 0,
+        },
     ];
     let err = VramOptimizer::new(VramPolicy { pins, ..policy() }, &gpus(&[10_000])).unwrap_err();
-    assert!(err.to_string().contains("pins on GPU 0 add up to 11000 MiB"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("pins on GPU 0 add up to 11000 MiB"),
+        "{err}"
+    );
 }
 
 #[test]
 fn keep_alive_unloads_an_idle_model_nobody_is_expected_to_use() {
-    let mut host = Host::new(VramPolicy { keep_alive_ms: Some(60_000), ..policy() }, &[10_000]);
+    let mut host = Host::new(
+        VramPolicy {
+            keep_alive_ms: Some(60_000),
+            ..policy()
+        },
+        &[10_000],
+    );
     let model = host.warm(0, "m", 1_000, Priority::Batch);
     assert_eq!(evicted(&host.tick(59_000)), []);
     let decisions = host.tick(60_000);
     assert_eq!(
         decisions,
-        [Decision::Evict { model, gpu: GpuIndex(0), reason: EvictReason::KeepAlive }]
+        [Decision::Evict {
+            model,
+            gpu: GpuIndex(0),
+            reason: EvictReason::KeepAlive
+        }]
     );
 }
 
@@ -340,7 +440,11 @@ fn a_learned_chain_preloads_the_next_model_into_idle_vram() {
     host.use_model(3_600_000, "stt", 2_000, Priority::Realtime);
     let decisions = host.tick(3_600_000);
     assert!(
-        decisions.contains(&Decision::Preload { model: llm, gpu: GpuIndex(0), vram_mib: 2_500 }),
+        decisions.contains(&Decision::Preload {
+            model: llm,
+            gpu: GpuIndex(0),
+            vram_mib: 2_500
+        }),
         "{decisions:?}"
     );
     assert!(host.sut.stats().preloads >= 1);
@@ -356,7 +460,10 @@ fn a_lost_gpu_takes_its_models_and_their_uses_go_elsewhere() {
     host.use_model(2_000, "m", 6_000, Priority::Interactive);
     let decisions = host.tick(2_000);
     let other = GpuIndex(1 - gpu.0);
-    assert!(matches!(decisions[0], Decision::Load { gpu: g, .. } if g == other), "{decisions:?}");
+    assert!(
+        matches!(decisions[0], Decision::Load { gpu: g, .. } if g == other),
+        "{decisions:?}"
+    );
     host.sut.gpu_lost(3_000, other);
     let request = host.use_model(4_000, "n", 100, Priority::Interactive);
     let decisions = host.tick(4_000);
@@ -374,11 +481,18 @@ fn a_model_that_fails_to_load_three_times_is_denied() {
     let model = host.sut.model("m", 1_000);
     for attempt in 0..3u64 {
         let decisions = host.tick(attempt * 20_000);
-        assert!(matches!(decisions[0], Decision::Load { .. }), "{decisions:?}");
+        assert!(
+            matches!(decisions[0], Decision::Load { .. }),
+            "{decisions:?}"
+        );
         host.sut.load_failed(attempt * 20_000 + 1, model);
     }
     assert_eq!(
         host.tick(60_000),
-        [Decision::Deny { request: Some(request), model, reason: DenyReason::LoadFailed }]
+        [Decision::Deny {
+            request: Some(request),
+            model,
+            reason: DenyReason::LoadFailed
+        }]
     );
 }

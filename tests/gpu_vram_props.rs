@@ -59,32 +59,57 @@ fn op(gpus: u32) -> impl Strategy<Value = (u64, TraceOp)> {
 
 fn with_time(op: TraceOp, t: u64) -> TraceOp {
     match op {
-        TraceOp::Use { agent, model, vram_mib, hold_ms, priority, .. } => {
-            TraceOp::Use { t_ms: t, agent, model, vram_mib, hold_ms, priority }
-        }
-        TraceOp::Pin { model, vram_mib, .. } => TraceOp::Pin { t_ms: t, model, vram_mib },
-        TraceOp::External { gpu, vram_mib, .. } => TraceOp::External { t_ms: t, gpu, vram_mib },
+        TraceOp::Use {
+            agent,
+            model,
+            vram_mib,
+            hold_ms,
+            priority,
+            ..
+        } => TraceOp::Use {
+            t_ms: t,
+            agent,
+            model,
+            vram_mib,
+            hold_ms,
+            priority,
+        },
+        TraceOp::Pin {
+            model, vram_mib, ..
+        } => TraceOp::Pin {
+            t_ms: t,
+            model,
+            vram_mib,
+        },
+        TraceOp::External { gpu, vram_mib, .. } => TraceOp::External {
+            t_ms: t,
+            gpu,
+            vram_mib,
+        },
         TraceOp::GpuLost { gpu, .. } => TraceOp::GpuLost { t_ms: t, gpu },
     }
 }
 
 fn host_and_trace() -> impl Strategy<Value = (Vec<u64>, Trace)> {
-    prop::collection::vec(prop_oneof![Just(8_192u64), Just(12_288), Just(24_564)], 1..4)
-        .prop_flat_map(|sizes| {
-            let ops = prop::collection::vec(op(sizes.len() as u32), 1..150);
-            (Just(sizes), ops)
-        })
-        .prop_map(|(sizes, ops)| {
-            let mut t = 0;
-            let ops = ops
-                .into_iter()
-                .map(|(gap, op)| {
-                    t += gap;
-                    with_time(op, t)
-                })
-                .collect();
-            (sizes, Trace { ops })
-        })
+    prop::collection::vec(
+        prop_oneof![Just(8_192u64), Just(12_288), Just(24_564)],
+        1..4,
+    )
+    .prop_flat_map(|sizes| {
+        let ops = prop::collection::vec(op(sizes.len() as u32), 1..150);
+        (Just(sizes), ops)
+    })
+    .prop_map(|(sizes, ops)| {
+        let mut t = 0;
+        let ops = ops
+            .into_iter()
+            .map(|(gap, op)| {
+                t += gap;
+                with_time(op, t)
+            })
+            .collect();
+        (sizes, Trace { ops })
+    })
 }
 
 proptest! {

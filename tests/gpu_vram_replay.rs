@@ -30,7 +30,11 @@ fn check_targets(trace_file: &str) {
     let sut = run(trace_file, PolicyKind::Pinwheel);
     let lru = run(trace_file, PolicyKind::Lru);
     let ollama = run(trace_file, PolicyKind::Ollama);
-    let better = if lru.misses <= ollama.misses { &lru } else { &ollama };
+    let better = if lru.misses <= ollama.misses {
+        &lru
+    } else {
+        &ollama
+    };
     let summary = format!("{trace_file}\npinwheel {sut:?}\nlru {lru:?}\nollama {ollama:?}");
     assert!(
         sut.misses as f64 <= 0.7 * better.misses as f64,
@@ -41,7 +45,11 @@ fn check_targets(trace_file: &str) {
         "loads above 1.2x the better baseline: {summary}"
     );
     assert_eq!(
-        (sut.budget_violations, sut.pinned_evictions, sut.busy_evictions),
+        (
+            sut.budget_violations,
+            sut.pinned_evictions,
+            sut.busy_evictions
+        ),
         (0, 0, 0),
         "{summary}"
     );

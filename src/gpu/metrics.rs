@@ -85,17 +85,61 @@ impl GpuMetrics {
             seen: VramStats::default(),
         };
         let r = registry;
-        r.register("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", metrics.fb_used.clone());
-        r.register("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", metrics.fb_free.clone());
-        r.register("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", metrics.util.clone());
-        r.register("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", metrics.temp.clone());
-        r.register("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", metrics.power.clone());
-        r.register("pinwheel_vram_loads", "Model loads started, preloads included.", metrics.loads.clone());
-        r.register("pinwheel_vram_preloads", "Model loads started on a prediction.", metrics.preloads.clone());
-        r.register("pinwheel_vram_evictions", "Models evicted, by reason.", metrics.evictions.clone());
-        r.register("pinwheel_vram_uses", "Uses admitted: hit (resident) or miss (waited for a load).", metrics.uses.clone());
-        r.register("pinwheel_vram_queued", "Uses that waited.", metrics.queued.clone());
-        r.register("pinwheel_vram_denied", "Uses and pins refused.", metrics.denied.clone());
+        r.register(
+            "DCGM_FI_DEV_FB_USED",
+            "Framebuffer memory used (in MiB).",
+            metrics.fb_used.clone(),
+        );
+        r.register(
+            "DCGM_FI_DEV_FB_FREE",
+            "Framebuffer memory free (in MiB).",
+            metrics.fb_free.clone(),
+        );
+        r.register(
+            "DCGM_FI_DEV_GPU_UTIL",
+            "GPU utilization (in %).",
+            metrics.util.clone(),
+        );
+        r.register(
+            "DCGM_FI_DEV_GPU_TEMP",
+            "GPU temperature (in C).",
+            metrics.temp.clone(),
+        );
+        r.register(
+            "DCGM_FI_DEV_POWER_USAGE",
+            "Power draw (in W).",
+            metrics.power.clone(),
+        );
+        r.register(
+            "pinwheel_vram_loads",
+            "Model loads started, preloads included.",
+            metrics.loads.clone(),
+        );
+        r.register(
+            "pinwheel_vram_preloads",
+            "Model loads started on a prediction.",
+            metrics.preloads.clone(),
+        );
+        r.register(
+            "pinwheel_vram_evictions",
+            "Models evicted, by reason.",
+            metrics.evictions.clone(),
+        );
+        r.register(
+            "pinwheel_vram_uses",
+            "Uses admitted: hit (resident) or miss (waited for a load).",
+            metrics.uses.clone(),
+        );
+        r.register(
+            "pinwheel_vram_queued",
+            "Uses that waited.",
+            metrics.queued.clone(),
+        );
+        r.register(
+            "pinwheel_vram_denied",
+            "Uses and pins refused.",
+            metrics.denied.clone(),
+        );
         metrics
     }
 
@@ -107,8 +151,12 @@ impl GpuMetrics {
             modelName: gpu.name.clone(),
             Hostname: self.hostname.clone(),
         };
-        self.fb_used.get_or_create(&labels).set(sample.used_mib as i64);
-        self.fb_free.get_or_create(&labels).set(sample.free_mib as i64);
+        self.fb_used
+            .get_or_create(&labels)
+            .set(sample.used_mib as i64);
+        self.fb_free
+            .get_or_create(&labels)
+            .set(sample.free_mib as i64);
         if let Some(util) = sample.util_pct {
             self.util.get_or_create(&labels).set(i64::from(util));
         }
@@ -116,7 +164,9 @@ impl GpuMetrics {
             self.temp.get_or_create(&labels).set(i64::from(temp));
         }
         if let Some(mw) = sample.power_mw {
-            self.power.get_or_create(&labels).set(f64::from(mw) / 1000.0);
+            self.power
+                .get_or_create(&labels)
+                .set(f64::from(mw) / 1000.0);
         }
     }
 
@@ -131,13 +181,32 @@ impl GpuMetrics {
         grow(&self.queued, stats.queued, seen.queued);
         grow(&self.denied, stats.denied, seen.denied);
         for (kind, now, before) in [
-            ("make_room", stats.evictions_make_room, seen.evictions_make_room),
-            ("pressure", stats.evictions_pressure, seen.evictions_pressure),
-            ("keep_alive", stats.evictions_keep_alive, seen.evictions_keep_alive),
+            (
+                "make_room",
+                stats.evictions_make_room,
+                seen.evictions_make_room,
+            ),
+            (
+                "pressure",
+                stats.evictions_pressure,
+                seen.evictions_pressure,
+            ),
+            (
+                "keep_alive",
+                stats.evictions_keep_alive,
+                seen.evictions_keep_alive,
+            ),
         ] {
-            grow(&self.evictions.get_or_create(&KindLabel { kind }), now, before);
+            grow(
+                &self.evictions.get_or_create(&KindLabel { kind }),
+                now,
+                before,
+            );
         }
-        for (kind, now, before) in [("hit", stats.hits, seen.hits), ("miss", stats.misses, seen.misses)] {
+        for (kind, now, before) in [
+            ("hit", stats.hits, seen.hits),
+            ("miss", stats.misses, seen.misses),
+        ] {
             grow(&self.uses.get_or_create(&KindLabel { kind }), now, before);
         }
         self.seen = stats;
@@ -211,7 +280,10 @@ mod tests {
         sut.observe_vram(stats);
         let text = render(&registry);
         assert!(text.contains("pinwheel_vram_loads_total 4"), "{text}");
-        assert!(text.contains("pinwheel_vram_uses_total{kind=\"hit\"} 5"), "{text}");
+        assert!(
+            text.contains("pinwheel_vram_uses_total{kind=\"hit\"} 5"),
+            "{text}"
+        );
         assert!(
             text.contains("pinwheel_vram_evictions_total{kind=\"pressure\"} 1"),
             "{text}"

@@ -25,8 +25,8 @@ pub mod sim;
 pub mod vram;
 
 pub use backend::{
-    GpuBackend, GpuError, GpuEvent, GpuIndex, GpuInfo, GpuPoller, GpuSample, PollStats,
-    ProcessUse, open_backend,
+    GpuBackend, GpuError, GpuEvent, GpuIndex, GpuInfo, GpuPoller, GpuSample, PollStats, ProcessUse,
+    open_backend,
 };
 pub use nvml::NvmlBackend;
 pub use sim::SimBackend;

@@ -128,7 +128,10 @@ impl<'a> Gen<'a> {
         };
         for agent in ["AudioCapture", "STTService", "TTSService"] {
             let (model, mib) = catalog.of(agent);
-            tg.push(0, json!({"t_ms": 0, "op": "pin", "model": model, "vram_mib": mib}));
+            tg.push(
+                0,
+                json!({"t_ms": 0, "op": "pin", "model": model, "vram_mib": mib}),
+            );
         }
         tg
     }
@@ -146,7 +149,10 @@ impl<'a> Gen<'a> {
     }
 
     fn external(&mut self, t: u64, mib: u64) {
-        self.push(t, json!({"t_ms": t, "op": "external", "gpu": 0, "vram_mib": mib}));
+        self.push(
+            t,
+            json!({"t_ms": t, "op": "external", "gpu": 0, "vram_mib": mib}),
+        );
     }
 
     /// One voice turn from `t`; `tiny_pct` percent go to TinyLlama.
@@ -206,7 +212,12 @@ fn voice_day(catalog: &Catalog) -> String {
         scan += 15 * MINUTE + tg.rng.range(0, 30_000);
     }
     for hour in 0..24 {
-        tg.use_model(hour * HOUR + 5 * MINUTE, "ModelOrchestrator", 60_000, "batch");
+        tg.use_model(
+            hour * HOUR + 5 * MINUTE,
+            "ModelOrchestrator",
+            60_000,
+            "batch",
+        );
     }
     for i in 0..30 {
         tg.use_model(2 * HOUR + i * 10_000, "ModelManagerSuite", 5_000, "batch");

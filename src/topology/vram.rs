@@ -160,7 +160,10 @@ pub(super) fn vram_policy(
     }
     let policy = VramPolicy {
         budget_fraction,
-        reserve_mib: raw.reserve_mib.as_ref().map_or(d.reserve_mib, |v| *v.get_ref()),
+        reserve_mib: raw
+            .reserve_mib
+            .as_ref()
+            .map_or(d.reserve_mib, |v| *v.get_ref()),
         high_water,
         low_water,
         min_residency_ms: seconds(raw.min_residency_s.as_ref(), d.min_residency_ms),
@@ -359,7 +362,10 @@ mod tests {
     #[test]
     fn low_water_above_high_water_is_rejected() {
         let err = sut("high_water = 0.8\nlow_water = 0.9\n").unwrap_err();
-        assert!(err.to_string().contains("must be below high_water"), "{err}");
+        assert!(
+            err.to_string().contains("must be below high_water"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -392,7 +398,12 @@ mod tests {
         let sections =
             sut("pin = [{ model = \"a\", vram_mib = 3000 }, { model = \"b\", vram_mib = 2000 }]\n")
                 .unwrap();
-        let names: Vec<&str> = sections.vram.pins.iter().map(|p| p.model.as_str()).collect();
+        let names: Vec<&str> = sections
+            .vram
+            .pins
+            .iter()
+            .map(|p| p.model.as_str())
+            .collect();
         assert_eq!(names, ["a", "b"]);
     }
 }

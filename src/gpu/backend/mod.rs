@@ -114,7 +114,9 @@ pub enum GpuError {
         count: usize,
     },
     /// A GPU the topology declares that NVML does not list.
-    #[error("the topology declares GPU {wanted}, but NVML lists {count} device(s) ({listed}); fix the [[gpu]] entry")]
+    #[error(
+        "the topology declares GPU {wanted}, but NVML lists {count} device(s) ({listed}); fix the [[gpu]] entry"
+    )]
     NotFound {
         /// The declared NVML index or UUID.
         wanted: String,
@@ -124,7 +126,9 @@ pub enum GpuError {
         listed: String,
     },
     /// A simulated GPU needs a size.
-    #[error("GPU {gpu} ({name}) has no vram_mib, so it cannot be simulated; set vram_mib in its [[gpu]] entry")]
+    #[error(
+        "GPU {gpu} ({name}) has no vram_mib, so it cannot be simulated; set vram_mib in its [[gpu]] entry"
+    )]
     NoSize {
         /// Its position in the topology.
         gpu: usize,

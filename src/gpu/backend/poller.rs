@@ -145,8 +145,7 @@ mod tests {
     fn the_poller_sends_samples_and_reports_a_lost_gpu_once() {
         let mut sim = SimBackend::new(&[("a", 1000), ("b", 2000)]);
         sim.lose(GpuIndex(1));
-        let (sut, events) =
-            GpuPoller::spawn(Box::new(sim), Duration::from_millis(1), 64).unwrap();
+        let (sut, events) = GpuPoller::spawn(Box::new(sim), Duration::from_millis(1), 64).unwrap();
         let mut samples = 0;
         let mut lost = 0;
         while samples < 5 {

@@ -205,10 +205,14 @@ fn read(nvml: &Nvml, gpu: GpuIndex, device: u32) -> Result<GpuSample, (&'static 
         .map_err(at("nvmlDeviceGetMemoryInfo_v2"))?;
     let util = telemetry(gpu, "utilization", handle.utilization_rates())
         .map_err(at("nvmlDeviceGetUtilizationRates"))?;
-    let temp = telemetry(gpu, "temperature", handle.temperature(TemperatureSensor::Gpu))
-        .map_err(at("nvmlDeviceGetTemperature"))?;
-    let power = telemetry(gpu, "power", handle.power_usage())
-        .map_err(at("nvmlDeviceGetPowerUsage"))?;
+    let temp = telemetry(
+        gpu,
+        "temperature",
+        handle.temperature(TemperatureSensor::Gpu),
+    )
+    .map_err(at("nvmlDeviceGetTemperature"))?;
+    let power =
+        telemetry(gpu, "power", handle.power_usage()).map_err(at("nvmlDeviceGetPowerUsage"))?;
     let processes = telemetry(gpu, "processes", handle.running_compute_processes())
         .map_err(at("nvmlDeviceGetComputeRunningProcesses_v3"))?;
     let total_mib = bytes_to_mib(memory.total);

@@ -246,7 +246,10 @@ mod tests {
         let mut sut = SimBackend::new(&[("a", 1000)]);
         sut.set_external(GpuIndex(0), 600).unwrap();
         let err = sut.load(GpuIndex(0), 500).unwrap_err();
-        assert!(matches!(err, GpuError::OutOfMemory { free_mib: 400, .. }), "{err}");
+        assert!(
+            matches!(err, GpuError::OutOfMemory { free_mib: 400, .. }),
+            "{err}"
+        );
     }
 
     #[test]

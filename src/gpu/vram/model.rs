@@ -219,7 +219,6 @@ impl Gpu {
         self.total_mib - self.free_mib().min(self.total_mib)
     }
 
-
     /// Takes a sample's free figure; `in_flight_mib` is what our loads in
     /// flight will add.
     pub(super) fn sample(&mut self, free_mib: u64, in_flight_mib: u64) {

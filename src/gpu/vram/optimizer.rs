@@ -191,9 +191,13 @@ impl VramOptimizer {
         self.models[request.model.0 as usize].arrive(now_ms, request.priority);
         self.predictor.observe(request.model, now_ms);
         if self.waiting.len() >= self.policy.queue_len {
-            self.deny(Some(id), request.model, DenyReason::QueueFull {
-                queue_len: self.policy.queue_len,
-            });
+            self.deny(
+                Some(id),
+                request.model,
+                DenyReason::QueueFull {
+                    queue_len: self.policy.queue_len,
+                },
+            );
             return id;
         }
         self.models[request.model.0 as usize].wanted += 1;
@@ -268,7 +272,12 @@ impl VramOptimizer {
             .gpus
             .iter()
             .filter(|g| !g.lost && home.is_none_or(|h| h == g.index))
-            .max_by_key(|g| (g.budget_mib.saturating_sub(g.pinned_mib), std::cmp::Reverse(g.index)));
+            .max_by_key(|g| {
+                (
+                    g.budget_mib.saturating_sub(g.pinned_mib),
+                    std::cmp::Reverse(g.index),
+                )
+            });
         match gpu {
             Some(g) if g.pinned_mib + size <= g.budget_mib => {
                 let index = g.index;
@@ -280,10 +289,14 @@ impl VramOptimizer {
             }
             other => {
                 let pinned_mib = other.map_or(0, |g| g.pinned_mib);
-                self.deny(None, model, DenyReason::PinOverCommit {
-                    pinned_mib,
-                    vram_mib: size,
-                });
+                self.deny(
+                    None,
+                    model,
+                    DenyReason::PinOverCommit {
+                        pinned_mib,
+                        vram_mib: size,
+                    },
+                );
             }
         }
     }
@@ -317,7 +330,8 @@ impl VramOptimizer {
         for p in processes {
             let Some(used) = p.used_mib else { continue };
             let mut holders = self.models.iter().enumerate().filter(|(_, m)| {
-                m.pid == Some(p.pid) && matches!(m.residency, Residency::Resident { gpu: g, .. } if g == gpu)
+                m.pid == Some(p.pid)
+                    && matches!(m.residency, Residency::Resident { gpu: g, .. } if g == gpu)
             });
             let (Some((slot, _)), None) = (holders.next(), holders.next()) else {
                 continue;

@@ -83,7 +83,14 @@ impl VramOptimizer {
             // next sample.
             let (index, high, low, budget) = (gpu.index, gpu.high_mib, gpu.low_mib, gpu.budget_mib);
             let mut used = used;
-            used -= self.shed(index, now_ms, used.saturating_sub(high), min_age, false, out);
+            used -= self.shed(
+                index,
+                now_ms,
+                used.saturating_sub(high),
+                min_age,
+                false,
+                out,
+            );
             used -= self.shed(index, now_ms, used.saturating_sub(budget), 0, false, out);
             self.shed(index, now_ms, used.saturating_sub(low), min_age, true, out);
         }
@@ -110,7 +117,8 @@ impl VramOptimizer {
             let predictions = &self.scratch.predictions;
             self.scratch.candidates.retain(|c| {
                 let m = &models[c.model.0 as usize];
-                evict::reuse_chance(m, now_ms) < COLD && !predictions.iter().any(|p| p.model == c.model)
+                evict::reuse_chance(m, now_ms) < COLD
+                    && !predictions.iter().any(|p| p.model == c.model)
             });
         }
         let all: u64 = self.scratch.candidates.iter().map(|c| c.size_mib).sum();
@@ -169,7 +177,8 @@ impl VramOptimizer {
                     starved = true;
                     WaitReason::NoRoom
                 }
-                Residency::Absent => match self.place(w.model, now_ms, Some(w.priority), m.pin_gpu) {
+                Residency::Absent => match self.place(w.model, now_ms, Some(w.priority), m.pin_gpu)
+                {
                     Placement::Fits(gpu) => {
                         self.start_load(w.model, gpu, now_ms, false, out);
                         WaitReason::Loading
@@ -243,7 +252,11 @@ impl VramOptimizer {
                 .gpus
                 .iter()
                 .filter(|g| !g.lost && !g.pressure && home.is_none_or(|h| h == g.index))
-                .filter_map(|g| g.low_mib.checked_sub(g.used_mib() + size).map(|left| (left, g.index)))
+                .filter_map(|g| {
+                    g.low_mib
+                        .checked_sub(g.used_mib() + size)
+                        .map(|left| (left, g.index))
+                })
                 .min();
             if let Some((_, gpu)) = best {
                 self.start_load(p.model, gpu, now_ms, true, out);
@@ -281,7 +294,11 @@ impl VramOptimizer {
         let own_pin = if m.pinned { size } else { 0 };
         let mut largest = 0;
         let mut fit: Option<(u64, GpuIndex)> = None;
-        for g in self.gpus.iter().filter(|g| !g.lost && only.is_none_or(|o| o == g.index)) {
+        for g in self
+            .gpus
+            .iter()
+            .filter(|g| !g.lost && only.is_none_or(|o| o == g.index))
+        {
             let room = room_mib(g, own_pin);
             largest = largest.max(room);
             let headroom = g.high_mib.saturating_sub(g.used_mib());
@@ -343,7 +360,13 @@ impl VramOptimizer {
     }
 
     /// As [`Self::candidates`], for models at least `min_age_ms` old.
-    fn candidates_aged(&mut self, gpu: GpuIndex, now_ms: u64, class: Option<Priority>, min_age_ms: u64) {
+    fn candidates_aged(
+        &mut self,
+        gpu: GpuIndex,
+        now_ms: u64,
+        class: Option<Priority>,
+        min_age_ms: u64,
+    ) {
         let mut candidates = std::mem::take(&mut self.scratch.candidates);
         candidates.clear();
         for (slot, m) in self.models.iter().enumerate() {

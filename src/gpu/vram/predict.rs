@@ -158,7 +158,9 @@ impl Predictor {
             if let Some((next, slack)) = history.next_session_ms()
                 && next <= now_ms + horizon_ms
                 && now_ms <= next + slack
-                && history.last_arrival_ms.is_none_or(|a| a + SESSION_GAP_MS < now_ms)
+                && history
+                    .last_arrival_ms
+                    .is_none_or(|a| a + SESSION_GAP_MS < now_ms)
             {
                 out.push(Prediction {
                     model: ModelId(slot as u32),

@@ -141,11 +141,15 @@ fn check(
                 return Err("a use needs a non-empty agent and model".to_owned());
             }
             if *vram_mib == 0 {
-                return Err(format!("use of {model} has vram_mib 0; give its VRAM in MiB"));
+                return Err(format!(
+                    "use of {model} has vram_mib 0; give its VRAM in MiB"
+                ));
             }
             sized.insert(model.clone());
         }
-        TraceOp::Pin { model, vram_mib, .. } => match vram_mib {
+        TraceOp::Pin {
+            model, vram_mib, ..
+        } => match vram_mib {
             Some(0) => return Err(format!("pin of {model} has vram_mib 0")),
             Some(_) => {
                 sized.insert(model.clone());
@@ -201,7 +205,10 @@ mod tests {
             "t.jsonl:2: t_ms 4 is before the previous line's 5; sort the trace by t_ms"
         );
         let err = sut("{\"t_ms\": 0, \"op\": \"gpu_lost\", \"gpu\": 1}\n").unwrap_err();
-        assert!(err.to_string().contains("t.jsonl:1: GPU 1 does not exist"), "{err}");
+        assert!(
+            err.to_string().contains("t.jsonl:1: GPU 1 does not exist"),
+            "{err}"
+        );
         let err = sut("{\"t_ms\": 0, \"op\": \"gpu_lost\", \"gpu\": 0, \"x\": 1}\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `x`"), "{err}");
         let err = sut("{\"t_ms\": 0, \"op\": \"pin\", \"model\": \"m\"}\n").unwrap_err();

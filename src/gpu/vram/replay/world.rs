@@ -261,14 +261,19 @@ impl World {
                     hold_ms: *hold_ms,
                 };
                 let request = self.subject.submit(now, request);
-                self.uses.insert(request, Use {
-                    model: id,
-                    arrival_ms: now,
-                    hold_ms: *hold_ms,
-                    queued: false,
-                });
+                self.uses.insert(
+                    request,
+                    Use {
+                        model: id,
+                        arrival_ms: now,
+                        hold_ms: *hold_ms,
+                        queued: false,
+                    },
+                );
             }
-            TraceOp::Pin { model, vram_mib, .. } => {
+            TraceOp::Pin {
+                model, vram_mib, ..
+            } => {
                 // The trace checked that an earlier use gave the size.
                 let id = self.subject.model(model, vram_mib.unwrap_or(1));
                 self.pinned.insert(id);
@@ -465,14 +470,20 @@ impl World {
         match self.sim.load(gpu, vram_mib) {
             Ok(pid) => {
                 self.generation += 1;
-                self.placed.insert(model, Placed {
-                    gpu,
-                    pid,
-                    resident_since: None,
-                    generation: self.generation,
-                });
+                self.placed.insert(
+                    model,
+                    Placed {
+                        gpu,
+                        pid,
+                        resident_since: None,
+                        generation: self.generation,
+                    },
+                );
                 let generation = self.generation;
-                self.schedule(now + self.policy.load_ms(vram_mib), Due::Loaded(model, generation));
+                self.schedule(
+                    now + self.policy.load_ms(vram_mib),
+                    Due::Loaded(model, generation),
+                );
             }
             Err(_) => self.subject.load_failed(now, model),
         }
