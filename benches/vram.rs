@@ -77,7 +77,7 @@ impl Host {
         let r = self.next();
         // Skewed: half the uses go to the first tenth of the models.
         let n = self.models.len() as u64;
-        let pick = if r % 2 == 0 {
+        let pick = if r.is_multiple_of(2) {
             r % (n / 10).max(1)
         } else {
             r % n
@@ -91,7 +91,7 @@ impl Host {
             priority,
             hold_ms: 20,
         };
-        let id = self.sut.submit(self.now, request);
+        self.sut.submit(self.now, request);
         self.out.clear();
         let start = Instant::now();
         self.sut.tick(black_box(self.now), &mut self.out);
@@ -105,7 +105,6 @@ impl Host {
                 _ => {}
             }
         }
-        let _ = id;
         took
     }
 }

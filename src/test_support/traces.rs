@@ -233,7 +233,7 @@ fn voice_day(catalog: &Catalog) -> String {
 }
 
 fn voice_burst(catalog: &Catalog) -> String {
-    let mut tg = Gen::new(catalog, 0xB0_0257);
+    let mut tg = Gen::new(catalog, 0x00B0_0257);
     tg.external(0, 1_536);
     for room in 0..3 {
         let mut t = MINUTE + room * 7_000;
@@ -253,7 +253,7 @@ fn voice_burst(catalog: &Catalog) -> String {
 }
 
 fn memory_pressure(catalog: &Catalog) -> String {
-    let mut tg = Gen::new(catalog, 0x0_55D_C0DE);
+    let mut tg = Gen::new(catalog, 0x055D_C0DE);
     let mut t = tg.rng.range(10_000, 60_000);
     while t < 2 * HOUR {
         let end = tg.conversation(t, 3, 20);
