@@ -84,63 +84,81 @@ impl GpuMetrics {
             denied: Counter::default(),
             seen: VramStats::default(),
         };
-        let r = registry;
-        r.register(
-            "DCGM_FI_DEV_FB_USED",
-            "Framebuffer memory used (in MiB).",
-            metrics.fb_used.clone(),
-        );
-        r.register(
-            "DCGM_FI_DEV_FB_FREE",
-            "Framebuffer memory free (in MiB).",
-            metrics.fb_free.clone(),
-        );
-        r.register(
-            "DCGM_FI_DEV_GPU_UTIL",
-            "GPU utilization (in %).",
-            metrics.util.clone(),
-        );
-        r.register(
-            "DCGM_FI_DEV_GPU_TEMP",
-            "GPU temperature (in C).",
-            metrics.temp.clone(),
-        );
-        r.register(
+        metrics.register_gpu(registry);
+        metrics.register_vram(registry);
+        metrics
+    }
+
+    fn register_gpu(&self, registry: &mut Registry) {
+        let gauges = [
+            (
+                "DCGM_FI_DEV_FB_USED",
+                "Framebuffer memory used (in MiB).",
+                &self.fb_used,
+            ),
+            (
+                "DCGM_FI_DEV_FB_FREE",
+                "Framebuffer memory free (in MiB).",
+                &self.fb_free,
+            ),
+            (
+                "DCGM_FI_DEV_GPU_UTIL",
+                "GPU utilization (in %).",
+                &self.util,
+            ),
+            (
+                "DCGM_FI_DEV_GPU_TEMP",
+                "GPU temperature (in C).",
+                &self.temp,
+            ),
+        ];
+        for (name, help, family) in gauges {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
             "DCGM_FI_DEV_POWER_USAGE",
             "Power draw (in W).",
-            metrics.power.clone(),
+            self.power.clone(),
         );
-        r.register(
-            "pinwheel_vram_loads",
-            "Model loads started, preloads included.",
-            metrics.loads.clone(),
-        );
-        r.register(
-            "pinwheel_vram_preloads",
-            "Model loads started on a prediction.",
-            metrics.preloads.clone(),
-        );
-        r.register(
-            "pinwheel_vram_evictions",
-            "Models evicted, by reason.",
-            metrics.evictions.clone(),
-        );
-        r.register(
-            "pinwheel_vram_uses",
-            "Uses admitted: hit (resident) or miss (waited for a load).",
-            metrics.uses.clone(),
-        );
-        r.register(
-            "pinwheel_vram_queued",
-            "Uses that waited.",
-            metrics.queued.clone(),
-        );
-        r.register(
-            "pinwheel_vram_denied",
-            "Uses and pins refused.",
-            metrics.denied.clone(),
-        );
-        metrics
+    }
+
+    fn register_vram(&self, registry: &mut Registry) {
+        let counters = [
+            (
+                "pinwheel_vram_loads",
+                "Model loads started, preloads included.",
+                &self.loads,
+            ),
+            (
+                "pinwheel_vram_preloads",
+                "Model loads started on a prediction.",
+                &self.preloads,
+            ),
+            ("pinwheel_vram_queued", "Uses that waited.", &self.queued),
+            (
+                "pinwheel_vram_denied",
+                "Uses and pins refused.",
+                &self.denied,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        let kinds = [
+            (
+                "pinwheel_vram_evictions",
+                "Models evicted, by reason.",
+                &self.evictions,
+            ),
+            (
+                "pinwheel_vram_uses",
+                "Uses admitted: hit (resident) or miss (waited for a load).",
+                &self.uses,
+            ),
+        ];
+        for (name, help, family) in kinds {
+            registry.register(name, help, family.clone());
+        }
     }
 
     /// Records a reading of `gpu`.

@@ -13,13 +13,20 @@
 //!   total - reserve_mib)`. Free VRAM is `min(reported free, total -
 //!   predicted - in flight)`: the driver's figure lags our own loads and
 //!   evictions, our accounting misses other programs, so the smaller wins.
-//! * **Hysteresis.** Above `high_water` (a share of the budget) a GPU is
-//!   under pressure: idle models are evicted until usage is back under
-//!   `low_water`, and until then loads must fit under `low_water` too.
-//!   Demand loads fill up to `high_water`; preloads only up to
-//!   `low_water`, into VRAM nobody is using, and never evict.
-//! * **Never evicted:** pinned models, busy models (a use in progress) and
-//!   models younger than `min_residency_ms`, so nothing thrashes.
+//!   When a sample shows the GPU full, what we free is not counted until
+//!   the next sample: another program may be waiting to take it.
+//! * **Hysteresis.** Demand loads fill up to `high_water` (a share of the
+//!   budget; 1.0 by default). Above it (another program took more, or a
+//!   measurement corrected a size) the GPU is under pressure: the cheapest
+//!   idle models go until it is back under, then models nobody is
+//!   expected to use go down to `low_water`, so a GPU that keeps bumping
+//!   into its mark frees a margin once. Preloads fill only up to
+//!   `low_water`, never evict, and wait until pressure has cleared.
+//! * **Never evicted:** pinned models, busy models (a use in progress or
+//!   waiting for them) and, unless nothing else can bring the GPU back
+//!   under its budget, models younger than `min_residency_ms`. No model
+//!   loads again within `min_residency_ms` of its previous load, so
+//!   nothing thrashes.
 //! * **Priority classes:** pinned > realtime (STT, TTS) > interactive
 //!   (LLM) > batch. Waiting uses are served in class order; a batch use
 //!   never evicts a realtime model.
@@ -29,8 +36,9 @@
 //!   To free `need` MiB the optimizer takes the cheapest set whose sizes
 //!   add up to `need` (greedy by cost per MiB, pruned of members the rest
 //!   can spare, against the cheapest single model that suffices).
-//! * **Keep-alive.** An idle model is unloaded after `keep_alive_ms` when
-//!   no use of it is predicted within that time.
+//! * **Keep-alive** (off by default: pressure relief already hands VRAM
+//!   back when another program takes it). When set, an idle model is
+//!   unloaded after `keep_alive_ms` unless a use of it is predicted.
 //! * **Best fit.** A load goes to the GPU it fits most snugly without
 //!   eviction; failing that, to the GPU where making room costs least.
 //! * **Prediction** (`predict.rs`): chains (whisper -> phi-3 -> xtts within

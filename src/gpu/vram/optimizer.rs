@@ -1,14 +1,13 @@
 //! [`VramOptimizer`]: the inputs, and the order of work in a tick.
 //!
 //! A tick runs five steps, each over state the earlier ones left: idle
-//! models past their
-//! keep-alive are unloaded; GPUs over their high-water mark shed idle
-//! models down to the low one; pinned models that are absent are loaded;
+//! models past their keep-alive are unloaded; GPUs over their high-water
+//! mark shed idle models; pinned models that are absent are loaded;
 //! waiting uses are admitted, given a load, or left waiting, in class
 //! order; and, when no use waits for room, predicted models are preloaded
-//! into idle VRAM; denials go out last. Decisions are appended to the caller's vector, which
-//! it reuses, and the optimizer's scratch space is reused too, so a tick
-//! allocates only when a table grows.
+//! into idle VRAM. Denials go out last. Decisions are appended to the
+//! caller's vector, which it reuses, and the optimizer's scratch space is
+//! reused too, so a tick allocates only when a table grows.
 
 use std::collections::HashMap;
 
