@@ -7,6 +7,7 @@
 
 use crate::bench::BenchError;
 use crate::config::{ConfigError, Location};
+use crate::gpu::vram::VramError;
 use crate::plan::PlanError;
 use crate::runtime::RuntimeError;
 use crate::runtime::privileges::PrivilegesError;
@@ -30,6 +31,9 @@ pub enum DaemonError {
     /// Planning.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// A VRAM trace, or GPUs a replay cannot use.
+    #[error(transparent)]
+    Vram(#[from] VramError),
     /// A command-line argument that makes no sense.
     #[error("{message}")]
     Usage {
@@ -88,6 +92,7 @@ impl DaemonError {
             DaemonError::Config(_)
             | DaemonError::Topology(_)
             | DaemonError::Plan(_)
+            | DaemonError::Vram(_)
             | DaemonError::Usage { .. } => EXIT_BAD_INPUT,
             DaemonError::Tuning(err) if err.is_bad_input() => EXIT_BAD_INPUT,
             DaemonError::Privileges(_)
@@ -110,6 +115,7 @@ impl DaemonError {
             DaemonError::Plan(err) => err.location(),
             DaemonError::Tuning(err) => err.location(),
             DaemonError::Usage { .. }
+            | DaemonError::Vram(_)
             | DaemonError::Privileges(_)
             | DaemonError::Bench(_)
             | DaemonError::Runtime(_)

@@ -10,6 +10,7 @@ mod files;
 mod run;
 mod status;
 mod tune;
+mod vram;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, Val
 pub use run::RunArgs;
 pub use status::StatusArgs;
 pub use tune::{RevertArgs, TuneArgs, TuneCommand};
+pub use vram::{ReplayArgs, VramCommand};
 
 use crate::error::DaemonError;
 use crate::topology::LIVE_SYSFS;
@@ -70,6 +72,9 @@ pub enum Command {
     /// it back.
     #[command(subcommand)]
     Tune(TuneCommand),
+    /// The VRAM optimizer: replay traces against it and its baselines.
+    #[command(subcommand)]
+    Vram(VramCommand),
 }
 
 /// Where sysfs is.
@@ -90,5 +95,6 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<(), DaemonError> {
         Command::Bench(args) => bench::run(args, out),
         Command::Status(args) => status::run(&args, out),
         Command::Tune(command) => tune::run(command, out),
+        Command::Vram(command) => vram::run(command, out),
     }
 }

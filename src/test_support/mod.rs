@@ -3,8 +3,11 @@
 //!
 //! * [`CountingAlloc`]: a global allocator that counts the allocations of
 //!   one thread, for tests that prove a path allocates nothing per message.
+//! * [`traces::generate`]: the VRAM traces of `tests/fixtures/traces/`,
+//!   from the seed's agent manifests.
 
 #[allow(unsafe_code)]
 mod alloc;
 
 pub use alloc::{Counting, CountingAlloc, allocations_during};
+pub mod traces;
