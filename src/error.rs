@@ -80,6 +80,12 @@ pub enum DaemonError {
         /// What went wrong.
         reason: String,
     },
+    /// The GPUs could not be opened or their policy does not fit them.
+    #[error("GPUs: {reason}")]
+    Gpu {
+        /// Why.
+        reason: String,
+    },
     /// Writing the command's output.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -103,6 +109,7 @@ impl DaemonError {
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }
             | DaemonError::Admin { .. }
+            | DaemonError::Gpu { .. }
             | DaemonError::Output(_) => EXIT_FAILURE,
         }
     }
@@ -123,6 +130,7 @@ impl DaemonError {
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }
             | DaemonError::Admin { .. }
+            | DaemonError::Gpu { .. }
             | DaemonError::Output(_) => None,
         }
     }

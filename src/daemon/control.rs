@@ -15,6 +15,7 @@ use tracing::warn;
 use super::RunOptions;
 use super::boot::Booted;
 use super::core::CoreLoop;
+use super::gpus::GpuSide;
 use crate::config::AgentIndex;
 use crate::error::DaemonError;
 use crate::observe::admin::{Admin, AdminConfig};
@@ -57,11 +58,12 @@ pub fn start(
     booted: &Booted,
 ) -> Result<Controls, DaemonError> {
     let view = Arc::new(DaemonView::new(view_parts(topology, booted)));
-    let (commands, inbox) = sync_channel(COMMAND_QUEUE);
-    let core = CoreLoop::start(Arc::clone(&view), inbox, topology.control())
-        .map_err(|source| DaemonError::Thread { source })?;
     let mut registry = Registry::default();
     metrics::register(&mut registry, Arc::clone(&view));
+    let gpus = GpuSide::open(topology, &booted.agents, &mut registry, &booted.health)?;
+    let (commands, inbox) = sync_channel(COMMAND_QUEUE);
+    let core = CoreLoop::start(Arc::clone(&view), inbox, gpus, topology.control())
+        .map_err(|source| DaemonError::Thread { source })?;
     let config = AdminConfig {
         addr: options.admin_addr.unwrap_or_else(|| topology.admin_addr()),
         token_file: options.admin_token_file.clone(),

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use super::gpus::GpuSide;
 use crate::observe::admin::{Command, Request};
 use crate::observe::view::{AgentStatus, DaemonView, ExecutorStatus, LiveView};
 use crate::observe::watchdog::{Systemd, Watchdog};
@@ -44,6 +45,7 @@ impl CoreLoop {
     pub fn start(
         view: Arc<DaemonView>,
         commands: Receiver<Request>,
+        gpus: GpuSide,
         cpu: Option<CpuId>,
     ) -> std::io::Result<CoreLoop> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -56,7 +58,7 @@ impl CoreLoop {
                 {
                     warn!(cpu = cpu.0, error = %err, "core loop not pinned");
                 }
-                State::new(view, commands).run(&flag);
+                State::new(view, commands, gpus).run(&flag);
             })?;
         Ok(CoreLoop {
             stop,
@@ -87,6 +89,7 @@ impl Drop for CoreLoop {
 struct State {
     view: Arc<DaemonView>,
     commands: Receiver<Request>,
+    gpus: GpuSide,
     watchdog: Watchdog,
     systemd: Option<Systemd>,
     /// Handled counts per agent at the last refresh, and when.
@@ -94,7 +97,7 @@ struct State {
 }
 
 impl State {
-    fn new(view: Arc<DaemonView>, commands: Receiver<Request>) -> Self {
+    fn new(view: Arc<DaemonView>, commands: Receiver<Request>, gpus: GpuSide) -> Self {
         let executors = view.executor_cpus.len();
         let agents = view.routes.agent_count();
         Self {
@@ -103,6 +106,7 @@ impl State {
             last: (Instant::now(), vec![0; agents], vec![0; executors]),
             view,
             commands,
+            gpus,
         }
     }
 
@@ -117,6 +121,7 @@ impl State {
         while !stop.load(Ordering::Acquire) {
             let tick = Instant::now();
             self.answer_commands();
+            self.gpus.tick();
             stalled = self.check_heartbeats();
             if tick >= next_view {
                 self.refresh_view();
@@ -142,9 +147,24 @@ impl State {
     fn answer_commands(&mut self) {
         while let Ok(Request { command, reply }) = self.commands.try_recv() {
             let answer = match command {
-                Command::Place { .. } | Command::Pin { .. } | Command::Unpin { .. } => {
-                    Err((503, "no GPU scheduler in this daemon".to_owned()))
-                }
+                Command::Place {
+                    model,
+                    vram_mib,
+                    pin,
+                    host,
+                } => match host {
+                    Some(host) if host != self.view.host => Err((
+                        404,
+                        format!("no host {host:?}: this daemon runs alone (no cluster)"),
+                    )),
+                    _ => self.gpus.place(&model, vram_mib, pin).map(|mut placed| {
+                        placed["host"] = serde_json::json!(self.view.host);
+                        placed["vram_mib"] = serde_json::json!(vram_mib);
+                        placed
+                    }),
+                },
+                Command::Pin { model } => self.gpus.pin(&model),
+                Command::Unpin { model } => self.gpus.unpin(&model),
             };
             let _ = reply.send(answer);
         }
@@ -213,6 +233,7 @@ impl State {
         let agents = self.agent_statuses(&snapshots, seconds);
         let executors = self.executor_statuses(&snapshots, seconds);
         self.last.0 = now;
+        self.view.set_gpus(self.gpus.view());
         self.view.set_live(LiveView {
             agents,
             executors,

@@ -21,6 +21,7 @@
 pub mod boot;
 pub mod control;
 pub mod core;
+pub mod gpus;
 pub mod report;
 pub mod signals;
 pub mod status;

@@ -61,6 +61,7 @@ mod model;
 mod optimizer;
 mod place;
 mod predict;
+mod query;
 pub mod replay;
 
 use std::fmt;
