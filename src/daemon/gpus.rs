@@ -34,6 +34,9 @@ pub const POLL_PERIOD: Duration = Duration::from_millis(500);
 /// Events that may wait for the core loop.
 const EVENT_QUEUE: usize = 64;
 
+/// The core loop's hold on a simulated backend the poller also samples.
+type SimHandle = Arc<Mutex<SimBackend>>;
+
 /// A simulated backend the poller samples and the core loop loads into.
 #[derive(Debug)]
 struct SharedSim {
@@ -70,7 +73,7 @@ pub struct GpuSide {
     optimizer: VramOptimizer,
     events: std::sync::mpsc::Receiver<GpuEvent>,
     poller: Option<GpuPoller>,
-    sim: Option<Arc<Mutex<SimBackend>>>,
+    sim: Option<SimHandle>,
     metrics: GpuMetrics,
     samples: Vec<Option<GpuSample>>,
     /// Simulated processes holding loaded models.
@@ -312,7 +315,7 @@ impl Drop for GpuSide {
 fn open(
     plan: &GpuPlan,
     health: &Health,
-) -> Result<(Box<dyn GpuBackend>, Option<Arc<Mutex<SimBackend>>>), GpuError> {
+) -> Result<(Box<dyn GpuBackend>, Option<SimHandle>), GpuError> {
     let declared_sim = matches!(plan, GpuPlan::Declared(specs)
         if specs.iter().all(|s| s.source == GpuSource::Simulated));
     let reason = if declared_sim {
