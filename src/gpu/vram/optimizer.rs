@@ -15,7 +15,7 @@ use super::evict::{self, Candidate, REUSE_HORIZON_MS};
 use super::model::{Gpu, Model, Residency};
 use super::predict::{Prediction, Predictor};
 use super::{Decision, DenyReason, EvictReason, ModelId, RequestId, UseRequest, VramError};
-use crate::gpu::backend::{GpuIndex, GpuInfo, GpuSample};
+use crate::gpu::backend::{GpuEvent, GpuIndex, GpuInfo, GpuSample};
 use crate::topology::VramPolicy;
 
 /// Extra time before a predicted use at which its preload starts, ms.
@@ -340,6 +340,16 @@ impl VramOptimizer {
             books.predicted_mib = books.predicted_mib - model.size_mib + used;
             model.size_mib = used;
             model.measured = true;
+        }
+    }
+
+    /// Feeds one event of the GPU poller: the core loop's entry point for
+    /// readings (`GpuPoller`'s receiver, drained with `try_recv` each
+    /// tick).
+    pub fn observe(&mut self, now_ms: u64, event: &GpuEvent) {
+        match event {
+            GpuEvent::Sample(sample) => self.sample(now_ms, sample),
+            GpuEvent::Lost { gpu } => self.gpu_lost(now_ms, *gpu),
         }
     }
 
