@@ -521,17 +521,16 @@ fn poller_events_reach_the_optimizer_from_another_thread() {
     }
     poller.stop();
     assert_eq!(host.sut.used_mib(GpuIndex(0)), 4_000);
-    // GPU 1 is lost: a model that fits only there is denied.
-    host.use_model(1, "m", 7_000, Priority::Interactive);
-    let decisions = host.tick(1);
-    assert!(
-        matches!(
-            decisions[0],
-            Decision::Load {
-                gpu: GpuIndex(0),
-                ..
-            }
-        ),
-        "{decisions:?}"
+    // GPU 1 is lost and GPU 0 has 6000 MiB left: 8000 MiB must wait.
+    let request = host.use_model(1, "m", 8_000, Priority::Interactive);
+    let model = host.sut.model("m", 8_000);
+    let reason = WaitReason::NoRoom;
+    assert_eq!(
+        host.tick(1),
+        [Decision::Queue {
+            request,
+            model,
+            reason
+        }]
     );
 }
