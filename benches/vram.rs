@@ -77,10 +77,11 @@ impl Host {
         let r = self.next();
         // Skewed: half the uses go to the first tenth of the models.
         let n = self.models.len() as u64;
+        let draw = r >> 1;
         let pick = if r.is_multiple_of(2) {
-            r % (n / 10).max(1)
+            draw % (n / 10).max(1)
         } else {
-            r % n
+            draw % n
         };
         let (model, vram_mib) = self.models[pick as usize];
         let priority =
@@ -114,12 +115,19 @@ fn percentiles(models: usize, gpus: usize) {
     let mut times: Vec<Duration> = (0..20_000).map(|_| host.step()).collect();
     times.sort_unstable();
     let at = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    let stats = host.sut.stats();
     println!(
-        "vram/tick/{models}x{gpus}: p50 {:?} p99 {:?} max {:?} over {} ticks",
+        "vram/tick/{models}x{gpus}: p50 {:?} p99 {:?} max {:?} over {} ticks ({} hits, {} misses, {} loads, {} evictions, {} denied, {} queued in all)",
         at(0.50),
         at(0.99),
         times[times.len() - 1],
-        times.len()
+        times.len(),
+        stats.hits,
+        stats.misses,
+        stats.loads,
+        stats.evictions_make_room + stats.evictions_pressure + stats.evictions_keep_alive,
+        stats.denied,
+        stats.queued,
     );
 }
 
@@ -129,7 +137,7 @@ fn bench(c: &mut Criterion) {
         percentiles(models, gpus);
         let mut host = Host::new(models, gpus);
         group.bench_with_input(
-            BenchmarkId::new("vram/tick", format!("{models}x{gpus}")),
+            BenchmarkId::new("tick", format!("{models}x{gpus}")),
             &(),
             |b, _| b.iter(|| host.step()),
         );

@@ -496,3 +496,41 @@ fn a_model_that_fails_to_load_three_times_is_denied() {
         }]
     );
 }
+
+#[test]
+fn poller_events_reach_the_optimizer_from_another_thread() {
+    use std::time::Duration;
+
+    use pinwheel::gpu::{GpuBackend, GpuEvent, GpuPoller, SimBackend};
+
+    let mut sim = SimBackend::new(&[("a", 10_000), ("b", 10_000)]);
+    sim.set_external(GpuIndex(0), 4_000).unwrap();
+    sim.lose(GpuIndex(1));
+    let mut host = Host::new(policy(), &[10_000, 10_000]);
+    let infos = sim.gpus().to_vec();
+    assert_eq!(infos.len(), 2);
+    let (poller, events) = GpuPoller::spawn(Box::new(sim), Duration::from_millis(1), 16).unwrap();
+    let (mut samples, mut lost) = (0, 0);
+    while samples == 0 || lost == 0 {
+        let event = events.recv().unwrap();
+        match &event {
+            GpuEvent::Sample(_) => samples += 1,
+            GpuEvent::Lost { .. } => lost += 1,
+        }
+        host.sut.observe(0, &event);
+    }
+    poller.stop();
+    assert_eq!(host.sut.used_mib(GpuIndex(0)), 4_000);
+    // GPU 1 is lost and GPU 0 has 6000 MiB left: 8000 MiB must wait.
+    let request = host.use_model(1, "m", 8_000, Priority::Interactive);
+    let model = host.sut.model("m", 8_000);
+    let reason = WaitReason::NoRoom;
+    assert_eq!(
+        host.tick(1),
+        [Decision::Queue {
+            request,
+            model,
+            reason
+        }]
+    );
+}

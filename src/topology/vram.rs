@@ -347,9 +347,9 @@ mod tests {
     fn keep_alive_zero_keeps_idle_models() {
         let sections = sut("keep_alive_s = 0\nmin_residency_s = 5\n").unwrap();
         assert_eq!(sections.vram.keep_alive_ms, None);
+        assert_eq!(sections.vram.min_residency_ms, 5000);
         let sections = sut("keep_alive_s = 600\n").unwrap();
         assert_eq!(sections.vram.keep_alive_ms, Some(600_000));
-        assert_eq!(sections.vram.min_residency_ms, 5000);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::evict::{self, Candidate, REUSE_HORIZON_MS};
 use super::model::{Gpu, Model, Residency};
 use super::predict::{Prediction, Predictor};
 use super::{Decision, DenyReason, EvictReason, ModelId, RequestId, UseRequest, VramError};
-use crate::gpu::backend::{GpuIndex, GpuInfo, GpuSample};
+use crate::gpu::backend::{GpuEvent, GpuIndex, GpuInfo, GpuSample};
 use crate::topology::VramPolicy;
 
 /// Extra time before a predicted use at which its preload starts, ms.
@@ -63,6 +63,13 @@ pub(super) struct Scratch {
     pub chosen: Vec<ModelId>,
     pub best: Vec<ModelId>,
     pub predictions: Vec<Prediction>,
+    /// Per model, this tick: the highest chance a prediction gives it
+    /// within the reuse horizon (0 if none), and whether any prediction
+    /// names it at all.
+    pub chance: Vec<(f64, bool)>,
+    /// Per model, this tick: a placement already found no room for it
+    /// (later uses of it rank no higher, and room only shrinks).
+    pub no_room: Vec<bool>,
 }
 
 /// The VRAM optimizer of one host. See the module docs for the policy.
@@ -343,6 +350,16 @@ impl VramOptimizer {
         }
     }
 
+    /// Feeds one event of the GPU poller: the core loop's entry point for
+    /// readings (`GpuPoller`'s receiver, drained with `try_recv` each
+    /// tick).
+    pub fn observe(&mut self, now_ms: u64, event: &GpuEvent) {
+        match event {
+            GpuEvent::Sample(sample) => self.sample(now_ms, sample),
+            GpuEvent::Lost { gpu } => self.gpu_lost(now_ms, *gpu),
+        }
+    }
+
     /// A GPU is gone: its models with it. Their uses in progress are
     /// forgotten (their releases are ignored); waiting uses are placed
     /// elsewhere.
@@ -375,7 +392,19 @@ impl VramOptimizer {
             .max(REUSE_HORIZON_MS as u64);
         let mut predictions = std::mem::take(&mut self.scratch.predictions);
         self.predictor.predict(now_ms, horizon, &mut predictions);
-        self.scratch.predictions = predictions;
+        let scratch = &mut self.scratch;
+        scratch.chance.clear();
+        scratch.chance.resize(self.models.len(), (0.0, false));
+        scratch.no_room.clear();
+        scratch.no_room.resize(self.models.len(), false);
+        for p in &predictions {
+            let slot = &mut scratch.chance[p.model.0 as usize];
+            slot.1 = true;
+            if p.at_ms <= now_ms + REUSE_HORIZON_MS as u64 {
+                slot.0 = slot.0.max(p.chance);
+            }
+        }
+        scratch.predictions = predictions;
         self.expire(now_ms, out);
         self.relieve(now_ms, out);
         self.ensure_pins(now_ms, out);
@@ -479,14 +508,20 @@ impl VramOptimizer {
     }
 
     /// The chance a current prediction gives `model` within the reuse
-    /// horizon.
-    pub(super) fn predicted_chance(&self, model: ModelId, now_ms: u64) -> f64 {
+    /// horizon (computed once per tick).
+    pub(super) fn predicted_chance(&self, model: ModelId) -> f64 {
         self.scratch
-            .predictions
-            .iter()
-            .filter(|p| p.model == model && p.at_ms <= now_ms + REUSE_HORIZON_MS as u64)
-            .map(|p| p.chance)
-            .fold(0.0, f64::max)
+            .chance
+            .get(model.0 as usize)
+            .map_or(0.0, |c| c.0)
+    }
+
+    /// Whether any current prediction names `model`.
+    pub(super) fn predicted(&self, model: ModelId) -> bool {
+        self.scratch
+            .chance
+            .get(model.0 as usize)
+            .is_some_and(|c| c.1)
     }
 
     /// The cost of evicting `model` now.
@@ -494,7 +529,7 @@ impl VramOptimizer {
         evict::evict_cost(
             &self.models[model.0 as usize],
             now_ms,
-            self.predicted_chance(model, now_ms),
+            self.predicted_chance(model),
         )
     }
 }

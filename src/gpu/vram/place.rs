@@ -46,7 +46,7 @@ impl VramOptimizer {
             let model = ModelId(slot as u32);
             if m.evictable(gpu, now_ms, self.policy.min_residency_ms)
                 && now_ms.saturating_sub(m.last_used_ms) >= keep_alive
-                && !self.scratch.predictions.iter().any(|p| p.model == model)
+                && !self.predicted(model)
             {
                 self.evict(model, EvictReason::KeepAlive, out);
             }
@@ -173,7 +173,10 @@ impl VramOptimizer {
                     self.deny(Some(w.request), w.model, DenyReason::LoadFailed);
                     continue;
                 }
-                Residency::Absent if !m.may_load(now_ms, self.policy.min_residency_ms) => {
+                Residency::Absent
+                    if !m.may_load(now_ms, self.policy.min_residency_ms)
+                        || self.scratch.no_room[w.model.0 as usize] =>
+                {
                     starved = true;
                     WaitReason::NoRoom
                 }
@@ -189,6 +192,7 @@ impl VramOptimizer {
                     }
                     Placement::Wait => {
                         starved = true;
+                        self.scratch.no_room[w.model.0 as usize] = true;
                         WaitReason::NoRoom
                     }
                     Placement::Never(largest_mib) => {
@@ -375,8 +379,7 @@ impl VramOptimizer {
             }
             let model = ModelId(slot as u32);
             let outranked = class.is_some_and(|c| m.class > c);
-            if outranked
-                && evict::reuse_chance(m, now_ms).max(self.predicted_chance(model, now_ms)) >= 0.5
+            if outranked && evict::reuse_chance(m, now_ms).max(self.predicted_chance(model)) >= 0.5
             {
                 continue;
             }
