@@ -7,6 +7,7 @@
 
 use crate::bench::BenchError;
 use crate::config::{ConfigError, Location};
+use crate::gpu::vram::VramError;
 use crate::plan::PlanError;
 use crate::runtime::RuntimeError;
 use crate::runtime::privileges::PrivilegesError;
@@ -30,6 +31,9 @@ pub enum DaemonError {
     /// Planning.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// A VRAM trace, or GPUs a replay cannot use.
+    #[error(transparent)]
+    Vram(#[from] VramError),
     /// A command-line argument that makes no sense.
     #[error("{message}")]
     Usage {
@@ -76,6 +80,12 @@ pub enum DaemonError {
         /// What went wrong.
         reason: String,
     },
+    /// The GPUs could not be opened or their policy does not fit them.
+    #[error("GPUs: {reason}")]
+    Gpu {
+        /// Why.
+        reason: String,
+    },
     /// Writing the command's output.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -88,6 +98,7 @@ impl DaemonError {
             DaemonError::Config(_)
             | DaemonError::Topology(_)
             | DaemonError::Plan(_)
+            | DaemonError::Vram(_)
             | DaemonError::Usage { .. } => EXIT_BAD_INPUT,
             DaemonError::Tuning(err) if err.is_bad_input() => EXIT_BAD_INPUT,
             DaemonError::Privileges(_)
@@ -98,6 +109,7 @@ impl DaemonError {
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }
             | DaemonError::Admin { .. }
+            | DaemonError::Gpu { .. }
             | DaemonError::Output(_) => EXIT_FAILURE,
         }
     }
@@ -110,6 +122,7 @@ impl DaemonError {
             DaemonError::Plan(err) => err.location(),
             DaemonError::Tuning(err) => err.location(),
             DaemonError::Usage { .. }
+            | DaemonError::Vram(_)
             | DaemonError::Privileges(_)
             | DaemonError::Bench(_)
             | DaemonError::Runtime(_)
@@ -117,6 +130,7 @@ impl DaemonError {
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }
             | DaemonError::Admin { .. }
+            | DaemonError::Gpu { .. }
             | DaemonError::Output(_) => None,
         }
     }

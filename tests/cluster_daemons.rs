@@ -137,6 +137,17 @@ impl Daemon {
             .collect()
     }
 
+    /// Whether this daemon's VRAM optimizer holds `model` resident and
+    /// pinned (`/v1/gpus`).
+    fn holds_pinned(&self, model: &str) -> bool {
+        self.get("/v1/gpus")["gpus"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["resident"].as_array().cloned().unwrap_or_default())
+            .any(|m| m["model"] == model && m["pinned"] == true)
+    }
+
     fn kill(&mut self) {
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
         let _ = self.child.wait();
@@ -241,6 +252,10 @@ fn a_pinned_model_of_a_sigkilled_daemon_is_placed_again_on_a_survivor() {
             })
         },
     );
+    eventually("alpha's optimizer holding the model pinned", &all, || {
+        alpha.holds_pinned("whisper-large-v3")
+    });
+    assert!(!beta.holds_pinned("whisper-large-v3") && !gamma.holds_pinned("whisper-large-v3"));
     let status = pinwheel(&["cluster", "status", "--admin", &beta.addr]);
     let table = text(&status.stdout);
     assert!(status.status.success(), "{}", text(&status.stderr));
@@ -271,6 +286,16 @@ fn a_pinned_model_of_a_sigkilled_daemon_is_placed_again_on_a_survivor() {
                     && (p[0]["host"] == "beta" || p[0]["host"] == "gamma")
             }) && views[0][0]["host"] == views[1][0]["host"]
         },
+    );
+    let holder = if survivors[0].placed("whisper-large-v3")[0]["host"] == "beta" {
+        &beta
+    } else {
+        &gamma
+    };
+    eventually(
+        "the model resident and pinned on its new host",
+        &survivors,
+        || holder.holds_pinned("whisper-large-v3"),
     );
     eventually(
         "both survivors seeing alpha lost and saying so in /health",
@@ -371,7 +396,7 @@ fn without_a_cluster_a_daemon_places_alone_and_lists_only_itself() {
     assert!(placed.status.success(), "{}", text(&placed.stderr));
     assert_eq!(
         text(&placed.stdout),
-        "tts on solo GPU 0: 2000 MiB, loaded (epoch 1)\n"
+        "tts on solo GPU 0: 2000 MiB, resident (epoch 1)\n"
     );
     assert_eq!(too_big.status.code(), Some(1));
     assert!(

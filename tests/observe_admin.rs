@@ -121,10 +121,10 @@ impl Daemon {
     }
 }
 
-/// The degraded reasons this host should show: no PMU where hardware
-/// events do not open.
+/// The degraded reasons this host should show: no NVML (the topology's
+/// GPU is simulated), and no PMU where hardware events do not open.
 fn expected_reasons() -> Vec<String> {
-    let mut reasons = Vec::new();
+    let mut reasons = vec!["no_nvml".to_owned()];
     if !pinwheel::observe::perf::probe().has_pmu() {
         reasons.push("no_pmu".to_owned());
     }
@@ -184,6 +184,10 @@ fn metrics_parse_as_prometheus_text_health_names_its_reasons_and_sigterm_reports
         "pinwheel_ring_parks_total",
         "pinwheel_perf_task_clock_ns_total",
         "pinwheel_perf_cpu_migrations_total",
+        "pinwheel_executor_nudges_total",
+        "DCGM_FI_DEV_FB_USED",
+        "DCGM_FI_DEV_FB_FREE",
+        "pinwheel_vram_loads_total",
     ] {
         assert!(
             !samples(&scrape, metric).is_empty(),
@@ -230,11 +234,23 @@ fn changing_endpoints_need_the_bearer_token_from_a_root_only_file() {
     assert_eq!(status, 401);
     let (status, answer) = daemon.post("/v1/models/pin", Some("s3cret"), &json!([1]));
     assert_eq!(status, 400, "{answer}");
-    let (status, answer) = daemon.post("/v1/models/pin", Some("s3cret"), &body);
-    assert!(
-        status != 401 && status != 403 && status != 400,
-        "{status} {answer}"
-    );
+    let unknown = json!({"model": "no-such-model"});
+    let (status, answer) = daemon.post("/v1/models/pin", Some("s3cret"), &unknown);
+    assert_eq!(status, 404, "an unknown model: {answer}");
+    let placed = json!({"model": "whisper-large-v3", "vram_mib": 3100, "pin": true});
+    let (status, answer) = daemon.post("/v1/gpu/place", Some("s3cret"), &placed);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["gpu"], 0, "{answer}");
+    assert_eq!(answer["pinned"], true, "{answer}");
+    daemon.wait_for(|d| {
+        d.get("/v1/gpus").ok().is_some_and(|v| {
+            v["gpus"][0]["resident"][0]["model"] == "whisper-large-v3"
+                && v["gpus"][0]["used_mib"] == 3100
+        })
+    });
+    let (status, answer) = daemon.post("/v1/models/unpin", Some("s3cret"), &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["pinned"], false, "{answer}");
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
 

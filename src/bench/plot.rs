@@ -77,6 +77,8 @@ pub fn render_svg(title: &str, series: &[Series<'_>]) -> Result<String, BenchErr
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 22))
             .margin(16)
+            // Room for the last percentile label, centred on the right edge.
+            .margin_right(40)
             .x_label_area_size(48)
             .y_label_area_size(80)
             .build_cartesian_2d(

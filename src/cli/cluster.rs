@@ -240,12 +240,14 @@ fn model(p: &Value) -> String {
     }
 }
 
+/// A placement's state: the VRAM optimizer's word where the daemon gives
+/// one (`resident`, `waiting`), else loaded or assigned.
 fn state(p: &Value) -> String {
     let epoch = p["epoch"].as_u64().unwrap_or(0);
-    if p["loaded"] == false {
-        format!("assigned, loading (epoch {epoch})")
-    } else {
-        format!("loaded (epoch {epoch})")
+    match p["state"].as_str() {
+        Some(state) => format!("{state} (epoch {epoch})"),
+        None if p["loaded"] == false => format!("assigned, loading (epoch {epoch})"),
+        None => format!("loaded (epoch {epoch})"),
     }
 }
 
@@ -304,11 +306,14 @@ mod tests {
     }
 
     #[test]
-    fn a_single_host_says_so_and_a_pending_placement_says_it_is_loading() {
+    fn a_single_host_says_so_and_placements_say_whether_they_are_loading_or_waiting() {
         let cluster =
             json!({"cluster": null, "host": "solo", "hosts": [], "placements": [], "agents": []});
         let answer = json!({"placements": [{"model": "llm", "host": "pc2", "gpu": 1, "vram_mib": 8000,
-                                            "pinned": false, "replica": 1, "loaded": false, "epoch": 1}]});
+                                            "pinned": false, "replica": 1, "loaded": false, "epoch": 1},
+                                           {"model": "llm", "host": "solo", "gpu": 0, "vram_mib": 8000,
+                                            "pinned": false, "replica": 0, "loaded": true, "epoch": 1,
+                                            "state": "waiting"}]});
 
         let status = render_status(&cluster, &json!({"status": "ok", "reasons": []}));
         let placed = render_placed(&answer);
@@ -317,7 +322,7 @@ mod tests {
         assert!(status.contains("no models placed"), "{status}");
         assert_eq!(
             placed,
-            "llm#1 on pc2 GPU 1: 8000 MiB, assigned, loading (epoch 1)\n"
+            "llm#1 on pc2 GPU 1: 8000 MiB, assigned, loading (epoch 1)\nllm on solo GPU 0: 8000 MiB, waiting (epoch 1)\n"
         );
     }
 }

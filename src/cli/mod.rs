@@ -11,6 +11,7 @@ mod files;
 mod run;
 mod status;
 mod tune;
+mod vram;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, Val
 pub use run::RunArgs;
 pub use status::StatusArgs;
 pub use tune::{RevertArgs, TuneArgs, TuneCommand};
+pub use vram::{ReplayArgs, VramCommand};
 
 use crate::error::DaemonError;
 use crate::topology::LIVE_SYSFS;
@@ -78,6 +80,9 @@ pub enum Command {
     /// Place GPU work through a running daemon.
     #[command(subcommand)]
     Gpu(GpuCommand),
+    /// The VRAM optimizer: replay traces against it and its baselines.
+    #[command(subcommand)]
+    Vram(VramCommand),
 }
 
 /// Where sysfs is.
@@ -100,5 +105,6 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<(), DaemonError> {
         Command::Tune(command) => tune::run(command, out),
         Command::Cluster(ClusterCommand::Status(args)) => cluster::status(&args, out),
         Command::Gpu(GpuCommand::Place(args)) => cluster::place(&args, out),
+        Command::Vram(command) => vram::run(command, out),
     }
 }

@@ -31,6 +31,15 @@
 //! name = "NVIDIA GeForce RTX 4090"
 //! vram_mib = 24564
 //!
+//! [vram]                               # VRAM optimizer policy; all optional
+//! budget_fraction = 0.95               # of each GPU's total VRAM
+//! reserve_mib = 512                    # always left free
+//! high_water = 1.0                     # of the budget: loads fill to it, evict above
+//! low_water = 0.9                      # of the budget: shed cold models to, preload below
+//! min_residency_s = 30
+//! keep_alive_s = 0                     # 0: idle models stay until VRAM is needed
+//! pin = [{ model = "whisper-large-v3", vram_mib = 3100, gpu = 0 }]
+//!
 //! [admin]
 //! addr = "127.0.0.1:9000"
 //!
@@ -74,6 +83,8 @@ pub struct TopologyFile {
     pub tuning: Option<TuningSection>,
     /// Cluster link.
     pub cluster: Option<ClusterSection>,
+    /// VRAM optimizer policy.
+    pub vram: Option<VramSection>,
 }
 
 /// `[host]`.
@@ -242,4 +253,50 @@ pub struct ClusterSection {
     pub heartbeat_ms: Option<Spanned<u64>>,
     /// Heartbeats a host may miss before it is lost (default 4).
     pub missed_heartbeats: Option<Spanned<u32>>,
+}
+
+/// `[vram]`: the VRAM optimizer's policy. Absent keys take the defaults
+/// `topology::VramPolicy::default()` documents.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VramSection {
+    /// Share of each GPU's total VRAM the optimizer may fill, (0, 1].
+    pub budget_fraction: Option<Spanned<f64>>,
+    /// MiB of each GPU always left free.
+    pub reserve_mib: Option<Spanned<u64>>,
+    /// Share of the budget above which idle models are evicted.
+    pub high_water: Option<Spanned<f64>>,
+    /// Share of the budget eviction brings usage back under; loads after
+    /// pressure, and preloads, wait for it.
+    pub low_water: Option<Spanned<f64>>,
+    /// Seconds a loaded model stays before it may be evicted.
+    pub min_residency_s: Option<Spanned<u64>>,
+    /// Seconds an idle model stays when no use of it is expected; 0 keeps
+    /// idle models until VRAM is needed.
+    pub keep_alive_s: Option<Spanned<u64>>,
+    /// Load models that history predicts into idle VRAM.
+    pub preload: Option<bool>,
+    /// Expected load speed, MiB/s (reload cost before loads are measured).
+    pub load_mib_per_s: Option<Spanned<u64>>,
+    /// Fixed cost of each load, milliseconds.
+    pub load_overhead_ms: Option<Spanned<u64>>,
+    /// Most `use` requests waiting at once.
+    pub queue_len: Option<Spanned<u32>>,
+    /// Core-loop tick period, milliseconds.
+    pub tick_ms: Option<Spanned<u64>>,
+    /// Models that stay resident.
+    #[serde(default)]
+    pub pin: Vec<Spanned<PinEntry>>,
+}
+
+/// One pinned model.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinEntry {
+    /// Model name, as `use` requests name it.
+    pub model: Spanned<String>,
+    /// Its VRAM, MiB.
+    pub vram_mib: Spanned<u64>,
+    /// Index in the `[[gpu]]` list; 0 if absent.
+    pub gpu: Option<Spanned<u32>>,
 }

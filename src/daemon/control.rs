@@ -16,6 +16,7 @@ use super::RunOptions;
 use super::boot::Booted;
 use super::cluster::{self, LinkThread};
 use super::core::CoreLoop;
+use super::gpus::GpuSide;
 use crate::config::AgentIndex;
 use crate::error::DaemonError;
 use crate::observe::admin::{Admin, AdminConfig};
@@ -62,12 +63,13 @@ pub fn start(
     booted: &Booted,
 ) -> Result<Controls, DaemonError> {
     let view = Arc::new(DaemonView::new(view_parts(topology, booted)));
-    let (commands, inbox) = sync_channel(COMMAND_QUEUE);
-    let (side, link) = cluster::start(topology, booted, Arc::clone(&booted.health))?;
-    let core = CoreLoop::start(Arc::clone(&view), inbox, topology.control(), side)
-        .map_err(|source| DaemonError::Thread { source })?;
     let mut registry = Registry::default();
     metrics::register(&mut registry, Arc::clone(&view));
+    let gpus = GpuSide::open(topology, &booted.agents, &mut registry, &booted.health)?;
+    let (cluster, link) = cluster::start(topology, booted, &gpus, Arc::clone(&booted.health))?;
+    let (commands, inbox) = sync_channel(COMMAND_QUEUE);
+    let core = CoreLoop::start(Arc::clone(&view), inbox, gpus, cluster, topology.control())
+        .map_err(|source| DaemonError::Thread { source })?;
     let config = AdminConfig {
         addr: options.admin_addr.unwrap_or_else(|| topology.admin_addr()),
         token_file: options.admin_token_file.clone(),

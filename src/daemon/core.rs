@@ -1,13 +1,14 @@
 //! The core loop: one thread on the control CPU, ticking at a fixed rate.
 //!
-//! Each tick it answers the admin API's commands, ticks the GPU scheduler
-//! ([`ClusterSide`]) and checks the executors' heartbeats (the watchdog);
-//! each second it turns the executors' published statistics into the live
-//! view the API serves (rates, p99s, agent states), checks pinned threads
-//! for migrations, and tells systemd it is alive while no executor is
-//! stalled. It never
-//! blocks on I/O: its inputs arrive on channels and atomics, its outputs
-//! go to the view and to logs.
+//! Each tick it answers the admin API's commands, ticks the VRAM optimizer
+//! ([`GpuSide`]) and the cross-host GPU scheduler ([`ClusterSide`], which
+//! carries its decisions out through the optimizer), and checks the
+//! executors' heartbeats (the watchdog); each second it turns the
+//! executors' published statistics into the live view the API serves
+//! (rates, p99s, agent states), checks pinned threads for migrations, and
+//! tells systemd it is alive while no executor is stalled. It never blocks
+//! on I/O: its inputs arrive on channels and atomics, its outputs go to the
+//! view and to logs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +19,8 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use super::cluster::ClusterSide;
-use crate::observe::admin::{Command, Request};
+use super::gpus::GpuSide;
+use crate::observe::admin::Request;
 use crate::observe::view::{AgentStatus, DaemonView, ExecutorStatus, LiveView};
 use crate::observe::watchdog::{Systemd, Watchdog};
 use crate::runtime::affinity::pin_current_thread;
@@ -46,8 +48,9 @@ impl CoreLoop {
     pub fn start(
         view: Arc<DaemonView>,
         commands: Receiver<Request>,
-        cpu: Option<CpuId>,
+        gpus: GpuSide,
         cluster: ClusterSide,
+        cpu: Option<CpuId>,
     ) -> std::io::Result<CoreLoop> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
@@ -59,7 +62,7 @@ impl CoreLoop {
                 {
                     warn!(cpu = cpu.0, error = %err, "core loop not pinned");
                 }
-                State::new(view, commands, cluster).run(&flag);
+                State::new(view, commands, gpus, cluster).run(&flag);
             })?;
         Ok(CoreLoop {
             stop,
@@ -90,6 +93,7 @@ impl Drop for CoreLoop {
 struct State {
     view: Arc<DaemonView>,
     commands: Receiver<Request>,
+    gpus: GpuSide,
     cluster: ClusterSide,
     watchdog: Watchdog,
     systemd: Option<Systemd>,
@@ -98,7 +102,12 @@ struct State {
 }
 
 impl State {
-    fn new(view: Arc<DaemonView>, commands: Receiver<Request>, cluster: ClusterSide) -> Self {
+    fn new(
+        view: Arc<DaemonView>,
+        commands: Receiver<Request>,
+        gpus: GpuSide,
+        cluster: ClusterSide,
+    ) -> Self {
         let executors = view.executor_cpus.len();
         let agents = view.routes.agent_count();
         Self {
@@ -107,6 +116,7 @@ impl State {
             last: (Instant::now(), vec![0; agents], vec![0; executors]),
             view,
             commands,
+            gpus,
             cluster,
         }
     }
@@ -122,7 +132,8 @@ impl State {
         while !stop.load(Ordering::Acquire) {
             let tick = Instant::now();
             self.answer_commands();
-            self.cluster.tick(tick, &self.view);
+            self.gpus.tick();
+            self.cluster.tick(tick, &self.view, &mut self.gpus);
             stalled = self.check_heartbeats();
             if tick >= next_view {
                 self.refresh_view();
@@ -147,11 +158,11 @@ impl State {
 
     fn answer_commands(&mut self) {
         while let Ok(Request { command, reply }) = self.commands.try_recv() {
-            let answer = match command {
-                Command::Place { .. } | Command::Pin { .. } | Command::Unpin { .. } => {
-                    self.cluster.answer(&command, Instant::now(), &self.view)
-                }
-            };
+            // Place, pin and unpin: the cluster decides where, the VRAM
+            // optimizer loads and pins.
+            let answer = self
+                .cluster
+                .answer(&command, Instant::now(), &self.view, &mut self.gpus);
             let _ = reply.send(answer);
         }
     }
@@ -219,6 +230,7 @@ impl State {
         let agents = self.agent_statuses(&snapshots, seconds);
         let executors = self.executor_statuses(&snapshots, seconds);
         self.last.0 = now;
+        self.view.set_gpus(self.gpus.view());
         self.view.set_live(LiveView {
             agents,
             executors,

@@ -22,6 +22,7 @@ pub mod boot;
 pub mod cluster;
 pub mod control;
 pub mod core;
+pub mod gpus;
 pub mod report;
 pub mod signals;
 pub mod status;

@@ -165,6 +165,20 @@ pub enum TopologyError {
         /// Its name.
         name: String,
     },
+    /// Pinned models that do not fit their GPU's budget.
+    #[error(
+        "{at}: pins on GPU {gpu} add up to {pinned_mib} MiB, over its VRAM budget of {budget_mib} MiB; unpin a model, move it to another GPU, or raise budget_fraction"
+    )]
+    PinOverCommit {
+        /// The pin that overflows.
+        at: Location,
+        /// The GPU.
+        gpu: u32,
+        /// MiB pinned on it, this pin included.
+        pinned_mib: u64,
+        /// Its budget.
+        budget_mib: u64,
+    },
     /// The live host is not the host the file describes.
     #[error("{0}")]
     HostMismatch(Box<HostMismatch>),
@@ -180,7 +194,8 @@ impl TopologyError {
             | TopologyError::CpuNotOnHost { at, .. }
             | TopologyError::RoleOverlap { at, .. }
             | TopologyError::RoleShort { at, .. }
-            | TopologyError::GpuWithoutVram { at, .. } => Some(at),
+            | TopologyError::GpuWithoutVram { at, .. }
+            | TopologyError::PinOverCommit { at, .. } => Some(at),
             TopologyError::Read { .. }
             | TopologyError::Malformed { .. }
             | TopologyError::Affinity { .. }

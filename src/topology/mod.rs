@@ -20,6 +20,7 @@ mod live;
 mod render;
 mod roles;
 mod validate;
+mod vram;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ pub use error::{HostMismatch, TopologyError};
 pub use live::{LiveLimits, live_limits};
 pub use render::{render_detect_json, render_detect_toml};
 pub use validate::{DEFAULT_ADMIN_ADDR, load, validate};
+pub use vram::{GpuSections, VramPin, VramPolicy, load_gpu_sections};
 
 /// The root that stands for the live host's `/sys`.
 pub const LIVE_SYSFS: &str = "/sys";
@@ -294,6 +296,7 @@ pub struct Topology {
     housekeeping: CpuSet,
     settings: Vec<(CpuClass, ClassSettings)>,
     gpus: GpuPlan,
+    vram: VramPolicy,
     admin_addr: SocketAddr,
     tuning_profile: Option<PathBuf>,
     cluster: Option<ClusterSpec>,
@@ -381,6 +384,11 @@ impl Topology {
     /// The GPUs.
     pub fn gpus(&self) -> &GpuPlan {
         &self.gpus
+    }
+
+    /// The VRAM optimizer's policy (`[vram]`).
+    pub fn vram(&self) -> &VramPolicy {
+        &self.vram
     }
 
     /// Where the admin API listens.

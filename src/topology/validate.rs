@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::roles::{derive_roles, resolve_roles};
+use super::vram::vram_policy;
 use super::{
     ClassSettings, ClusterSpec, CpuClass, CpuSet, GpuPlan, GpuSource, GpuSpec, HostCpus, TaskQueue,
     Topology, TopologyError, WaitStrategy, detect_host,
@@ -69,6 +70,7 @@ pub fn validate(
         Some(section) => resolve_roles(section.get_ref(), &ctx)?,
         None => derive_roles(&classes),
     };
+    let gpu_plan = gpus(raw.host.gpus.as_ref(), &raw.gpu, file)?;
     Ok(Topology {
         path: file.path().to_path_buf(),
         host: host_name,
@@ -77,7 +79,8 @@ pub fn validate(
         control: roles.control,
         housekeeping: roles.housekeeping,
         settings: class_settings(&raw.class, file)?,
-        gpus: gpus(raw.host.gpus.as_ref(), &raw.gpu, file)?,
+        vram: vram_policy(raw.vram.as_ref(), &gpu_plan, file)?,
+        gpus: gpu_plan,
         admin_addr: admin_addr(raw.admin.as_ref().and_then(|a| a.addr.as_ref()), file)?,
         tuning_profile: tuning_profile(raw.tuning.as_ref().map(|t| &t.profile), file)?,
         cluster: raw.cluster.as_ref().map(|c| cluster(c, file)).transpose()?,
@@ -351,7 +354,7 @@ fn task_queue(
     }
 }
 
-fn gpus(
+pub(super) fn gpus(
     mode: Option<&Spanned<String>>,
     entries: &[Spanned<GpuEntry>],
     file: &SourceFile,

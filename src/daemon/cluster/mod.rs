@@ -26,13 +26,17 @@
 //!   replaces the watched host state; the link drops events rather than
 //!   block when the core loop lags (counted in its stats).
 //!
-//! What it does not do: load models. A [`Decision::Load`] is logged and
-//! the model counts as resident (simulated GPUs); the VRAM optimizer
-//! carries decisions out once it joins the core loop.
+//! * **Scheduler over optimizer.** The scheduler decides which host holds
+//!   a model; that host's VRAM optimizer ([`GpuSide`]) loads it (pinned if
+//!   the placement is), and tells the scheduler how much room each GPU has.
+//!
+//! What it does not do: choose among this host's GPUs for the optimizer,
+//! which keeps its own residency, or carry calls to other hosts' agents.
 //!
 //! [`GpuScheduler::single_host`]: crate::gpu::sched::GpuScheduler::single_host
-//! [`Decision::Load`]: crate::gpu::sched::Decision::Load
+//! [`GpuSide`]: super::gpus::GpuSide
 
+mod commands;
 mod link;
 mod render;
 mod side;
@@ -46,12 +50,13 @@ use self::link::LinkInputs;
 use self::side::{LinkEnds, Timing};
 use super::RunOptions;
 use super::boot::Booted;
+use super::gpus::GpuSide;
 use crate::cluster::{AgentRecord, ClusterConfig, Health, state_from_report};
 use crate::config::name_problem;
 use crate::error::DaemonError;
-use crate::gpu::sched::{GpuIndex, GpuReport, GpuScheduler, HostName, SchedConfig, SchedError};
+use crate::gpu::sched::{GpuScheduler, HostName, SchedConfig, SchedError};
 use crate::observe::health::Health as DaemonHealth;
-use crate::topology::{ClusterSpec, GpuPlan, Topology};
+use crate::topology::{ClusterSpec, Topology};
 
 pub use link::LinkThread;
 pub use side::ClusterSide;
@@ -120,14 +125,15 @@ pub fn apply_overrides(topology: Topology, options: &RunOptions) -> Result<Topol
 const EVENT_QUEUE: usize = 1024;
 
 /// Starts the cluster side of `topology`: the scheduler for the core loop,
-/// and, when a cluster is configured, the link thread.
+/// and, when a cluster is configured, the link thread. `gpus` tells the
+/// first heartbeat this host's room.
 pub fn start(
     topology: &Topology,
     booted: &Booted,
+    gpus: &GpuSide,
     health: Arc<DaemonHealth>,
 ) -> Result<(ClusterSide, Option<LinkThread>), DaemonError> {
     let me = HostName::from(topology.host());
-    let gpus = declared_gpus(topology);
     let Some(spec) = topology.cluster() else {
         let config = SchedConfig::default();
         let sched = GpuScheduler::single_host(me, config).map_err(sched_error)?;
@@ -135,7 +141,7 @@ pub fn start(
             state_every: Duration::from_millis(config.heartbeat_ms),
             lost_after_ms: config.lost_after_ms(),
         };
-        return Ok((ClusterSide::new(sched, None, gpus, timing, health), None));
+        return Ok((ClusterSide::new(sched, None, timing, health), None));
     };
     let usage = |err: crate::cluster::ClusterError| DaemonError::Usage {
         message: err.to_string(),
@@ -148,7 +154,7 @@ pub fn start(
         ..SchedConfig::default()
     };
     let mut sched = GpuScheduler::cluster(me, incarnation(), sched_config).map_err(sched_error)?;
-    sched.set_local_gpus(&gpus);
+    sched.set_local_gpus(&gpus.room());
     // The link's first heartbeat already says who this host is.
     let (state, source) = watch::channel(state_from_report(&sched.local_report()));
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
@@ -165,7 +171,6 @@ pub fn start(
     let side = ClusterSide::new(
         sched,
         Some((spec.name.clone(), ends)),
-        gpus,
         timing,
         Arc::clone(&health),
     );
@@ -184,25 +189,6 @@ fn sched_error(err: SchedError) -> DaemonError {
     DaemonError::Usage {
         message: err.to_string(),
     }
-}
-
-/// The GPUs the topology declares, all free: the scheduler subtracts what
-/// it placed itself.
-fn declared_gpus(topology: &Topology) -> Vec<GpuReport> {
-    let GpuPlan::Declared(specs) = topology.gpus() else {
-        return Vec::new();
-    };
-    specs
-        .iter()
-        .zip(0..)
-        .filter_map(|(spec, index)| {
-            spec.vram_mib.map(|vram_mib| GpuReport {
-                gpu: GpuIndex(index),
-                total_mib: vram_mib,
-                free_mib: vram_mib,
-            })
-        })
-        .collect()
 }
 
 /// This host's planned agents as registry records.

@@ -1,5 +1,6 @@
-//! The JSON the admin API serves for the cluster: `GET /v1/cluster` and
-//! the answers of `POST /v1/gpu/place`, `/v1/models/pin` and `unpin`.
+//! The JSON the admin API serves for the cluster: `GET /v1/cluster`, and
+//! the placements in the answers of `POST /v1/gpu/place`,
+//! `/v1/models/pin` and `unpin`.
 //!
 //! ```json
 //! {"cluster": "home", "host": "mainpc",
@@ -38,9 +39,9 @@ pub(super) fn cluster<'a>(
     })
 }
 
-/// The answer of a command that placed or changed models.
+/// Placements as `/v1/cluster` lists them, for the commands' answers.
 pub(super) fn placements(placements: &[Placement]) -> Value {
-    json!({ "placements": placements.iter().map(placement).collect::<Vec<_>>() })
+    Value::Array(placements.iter().map(placement).collect())
 }
 
 fn host(h: &HostStatus, now_ms: u64) -> Value {

@@ -1,8 +1,11 @@
 //! [`ClusterSide`]: the GPU scheduler as the core loop runs it. Once per
-//! tick it takes in what the link heard, ticks the scheduler, logs its
-//! decisions, keeps the cluster's health reasons, hands the link this
-//! host's state and publishes `/v1/cluster`; between ticks it answers the
-//! admin API's place, pin and unpin commands.
+//! tick it takes in what the link heard and this host's room from the VRAM
+//! optimizer ([`GpuSide`]), ticks the scheduler, carries its decisions out
+//! through the optimizer (a model placed here is loaded there, pinned if
+//! it is pinned; one yielded is unpinned, so the optimizer may evict it),
+//! keeps the cluster's health reasons, hands the link this host's state
+//! and publishes `/v1/cluster`. Between ticks it answers the admin API's
+//! place, pin and unpin commands (`commands.rs`).
 //!
 //! Time is the core loop's monotonic clock, as ms since the side started:
 //! the scheduler's clock for heartbeats and timeouts.
@@ -24,15 +27,11 @@ use crate::cluster::{
     AgentHealth, AgentRecord, ClusterEvent, ErrorEvent, Health, HostState, report_from_state,
     state_from_report,
 };
-use crate::config::name_problem;
-use crate::gpu::sched::{
-    Decision, GpuReport, GpuScheduler, HostName, HostState as SchedHostState, ModelName,
-    ModelRequest, Policy, SchedError,
-};
-use crate::observe::admin::{Answer, Command};
+use crate::daemon::gpus::GpuSide;
+use crate::gpu::sched::{Decision, GpuScheduler, HostState as SchedHostState, SchedError, Slot};
+use crate::observe::admin::Answer;
 use crate::observe::health::Health as DaemonHealth;
 use crate::observe::view::DaemonView;
-use crate::wire::Priority;
 
 /// Events taken from the link in one tick, at most.
 const EVENTS_PER_TICK: usize = 256;
@@ -67,15 +66,14 @@ pub(super) struct Timing {
 
 /// The GPU scheduler and what the core loop keeps around it.
 pub struct ClusterSide {
-    sched: GpuScheduler,
+    pub(super) sched: GpuScheduler,
     cluster: Option<String>,
     link: Option<LinkEnds>,
     connected: bool,
     health: Arc<DaemonHealth>,
-    gpus: Vec<GpuReport>,
     started: Instant,
     timing: Timing,
-    next_state: Instant,
+    pub(super) next_state: Instant,
     next_view: Instant,
     agents: Vec<AgentHealth>,
     next_agents: Instant,
@@ -83,7 +81,9 @@ pub struct ClusterSide {
     clash_until_ms: Option<u64>,
     errors_heard: u64,
     last_error_log: Option<Instant>,
-    decisions: Vec<Decision>,
+    pub(super) decisions: Vec<Decision>,
+    /// Whether decisions were carried out since the last `after_change`.
+    decided: bool,
 }
 
 impl std::fmt::Debug for ClusterSide {
@@ -102,7 +102,6 @@ impl ClusterSide {
     pub(super) fn new(
         mut sched: GpuScheduler,
         cluster: Option<(String, LinkEnds)>,
-        gpus: Vec<GpuReport>,
         timing: Timing,
         health: Arc<DaemonHealth>,
     ) -> Self {
@@ -116,7 +115,6 @@ impl ClusterSide {
             link,
             connected: false,
             health,
-            gpus,
             started: now,
             timing,
             next_state: now,
@@ -128,112 +126,37 @@ impl ClusterSide {
             errors_heard: 0,
             last_error_log: None,
             decisions: Vec::new(),
+            decided: false,
         };
         side.note_link();
         side
     }
 
-    /// One tick of the core loop at `now`.
-    pub fn tick(&mut self, now: Instant, view: &DaemonView) {
+    /// One tick of the core loop at `now`, after the optimizer's.
+    pub fn tick(&mut self, now: Instant, view: &DaemonView, gpus: &mut GpuSide) {
         let now_ms = self.ms(now);
         let heard = self.take_events(now_ms);
         if now >= self.next_agents {
             self.agents = agent_health(view);
             self.next_agents = now + AGENTS_EVERY;
         }
-        // TODO(#5): the GPU poller's samples instead of the topology's sizes.
-        self.sched.set_local_gpus(&self.gpus);
+        self.sched.set_local_gpus(&gpus.room());
         self.sched.tick(now_ms, &mut self.decisions);
         self.expire_clash(now_ms);
+        self.carry_out(gpus);
         self.after_change(now, view, heard);
     }
 
-    /// Answers an admin command about GPU placement.
-    pub fn answer(&mut self, command: &Command, now: Instant, view: &DaemonView) -> Answer {
-        let now_ms = self.ms(now);
-        let answer = match command {
-            Command::Place {
-                model,
-                vram_mib,
-                pin,
-                host,
-            } => self.place(model, *vram_mib, *pin, host.as_deref(), now_ms),
-            Command::Pin { model } => self.pin(model, true),
-            Command::Unpin { model } => self.pin(model, false),
-        };
-        // Peers learn of a placement at once, not at the next period.
-        self.next_state = now;
-        self.after_change(now, view, true);
-        answer
-    }
-
-    fn place(
-        &mut self,
-        model: &str,
-        vram_mib: u64,
-        pinned: bool,
-        host: Option<&str>,
-        now_ms: u64,
-    ) -> Answer {
-        if let Some(problem) = name_problem(model) {
-            return Err((400, format!("model name {model:?} {problem}")));
-        }
-        let request = ModelRequest {
-            model: ModelName::from(model),
-            vram_mib,
-            pinned,
-            priority: Priority::Normal as u8,
-            policy: Policy::Binpack,
-            replicas: 1,
-            host: host.map(HostName::from),
-        };
-        match self.sched.place(&request, now_ms, &mut self.decisions) {
-            Ok(placed) => Ok(render::placements(&placed)),
-            Err(err) => Err((status_of(&err), err.to_string())),
-        }
-    }
-
-    fn pin(&mut self, model: &str, pinned: bool) -> Answer {
-        let name = ModelName::from(model);
-        let held = self.sched.set_pinned(&name, pinned);
-        let placed: Vec<_> = self
-            .sched
-            .placements()
-            .into_iter()
-            .filter(|p| p.slot.model == name)
-            .collect();
-        let verb = if pinned { "pin" } else { "unpin" };
-        match placed
-            .iter()
-            .find(|p| held == 0 && p.host != *self.sched.host())
-        {
-            Some(elsewhere) => Err((
-                409,
-                format!(
-                    "model {model} is held by host {}; {verb} it through that host's admin API",
-                    elsewhere.host
-                ),
-            )),
-            None if placed.is_empty() => Err((
-                404,
-                format!(
-                    "no host holds model {model}; place it with `pinwheel gpu place --model {model} --vram-mib N --pin`"
-                ),
-            )),
-            None => Ok(render::placements(&placed)),
-        }
-    }
-
-    /// Carries out the decisions, then hands the link the host state and
-    /// refreshes `/v1/cluster` if anything changed or their periods ran out.
-    fn after_change(&mut self, now: Instant, view: &DaemonView, heard: bool) {
-        let decided = !self.decisions.is_empty();
-        self.carry_out();
+    /// Hands the link the host state and refreshes `/v1/cluster` if
+    /// something changed (`changed`, or the scheduler decided something) or
+    /// their periods ran out.
+    pub(super) fn after_change(&mut self, now: Instant, view: &DaemonView, changed: bool) {
+        let decided = std::mem::take(&mut self.decided);
         if decided || now >= self.next_state {
             self.hand_state();
             self.next_state = now + self.timing.state_every;
         }
-        if decided || heard || now >= self.next_view {
+        if decided || changed || now >= self.next_view {
             let json = self.json(self.ms(now));
             view.set_cluster(json);
             self.next_view = now + VIEW_EVERY;
@@ -316,25 +239,26 @@ impl ClusterSide {
         }
     }
 
-    fn carry_out(&mut self) {
+    /// Carries out the scheduler's decisions through the VRAM optimizer;
+    /// returns what the optimizer answered to each load, by slot.
+    pub(super) fn carry_out(&mut self, gpus: &mut GpuSide) -> Vec<(Slot, Answer)> {
+        let mut loads = Vec::new();
         let mut hosts_changed = false;
-        for decision in self.decisions.drain(..) {
+        let decisions = std::mem::take(&mut self.decisions);
+        self.decided |= !decisions.is_empty();
+        for decision in &decisions {
             match decision {
-                Decision::Load {
-                    slot,
-                    gpu,
-                    vram_mib,
-                    epoch,
-                } => {
-                    info!(model = %slot.model, replica = slot.replica, gpu = gpu.0, vram_mib, epoch = epoch.0, "model placed on this host")
-                }
+                Decision::Load { slot, .. } => loads.push((slot.clone(), self.load(slot, gpus))),
                 Decision::Yield {
                     slot,
                     gpu,
                     epoch,
                     to,
                 } => {
-                    info!(model = %slot.model, replica = slot.replica, gpu = gpu.0, epoch = epoch.0, to = %to, "model yielded to its newer owner")
+                    info!(model = %slot.model, replica = slot.replica, gpu = gpu.0, epoch = epoch.0, to = %to, "model yielded to its newer owner");
+                    if let Err((_, why)) = gpus.unpin(&slot.model.0) {
+                        debug!(model = %slot.model, why, "yielded model not known to the VRAM optimizer");
+                    }
                 }
                 Decision::Assigned {
                     slot,
@@ -342,10 +266,10 @@ impl ClusterSide {
                     gpu,
                     epoch,
                 } => {
-                    info!(model = %slot.model, replica = slot.replica, host = %host, gpu = gpu.0, epoch = epoch.0, "model assigned to a peer")
+                    info!(model = %slot.model, replica = slot.replica, host = %host, gpu = gpu.0, epoch = epoch.0, "model assigned to a peer");
                 }
                 Decision::Unplaced { slot, vram_mib } => {
-                    warn!(model = %slot.model, replica = slot.replica, vram_mib, "no GPU in the cluster has room for a model that must stay placed; retrying each tick")
+                    warn!(model = %slot.model, replica = slot.replica, vram_mib, "no GPU in the cluster has room for a model that must stay placed; retrying each tick");
                 }
                 Decision::HostLost { host } | Decision::HostUp { host } => {
                     debug!(peer = %host, "cluster host changed state");
@@ -354,9 +278,29 @@ impl ClusterSide {
                 Decision::Degraded(degraded) => debug!(degraded, "cluster view"),
             }
         }
+        // Keep the vector's capacity for the next tick.
+        self.decisions = decisions;
+        self.decisions.clear();
         if hosts_changed {
             self.note_peers();
         }
+        loads
+    }
+
+    /// Loads a slot placed here through the VRAM optimizer, pinned there if
+    /// it is pinned in the cluster. A refusal gives the slot up, so that a
+    /// slot which must survive is placed again elsewhere.
+    fn load(&mut self, slot: &Slot, gpus: &mut GpuSide) -> Answer {
+        let Some(placed) = self.sched.where_is(slot) else {
+            return Err((500, format!("{slot} was placed here but is not held")));
+        };
+        info!(model = %slot.model, replica = slot.replica, gpu = placed.gpu.0, vram_mib = placed.vram_mib, epoch = placed.epoch.0, "model placed on this host");
+        let answer = gpus.place(&slot.model.0, placed.vram_mib, placed.pinned);
+        if let Err((_, why)) = &answer {
+            warn!(model = %slot.model, why, "the VRAM optimizer refused a model placed here; giving it up");
+            self.sched.load_failed(slot);
+        }
+        answer
     }
 
     fn note_link(&self) {
@@ -421,18 +365,8 @@ impl ClusterSide {
         )
     }
 
-    fn ms(&self, now: Instant) -> u64 {
+    pub(super) fn ms(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
-    }
-}
-
-/// The HTTP status for a refused placement.
-fn status_of(err: &SchedError) -> u16 {
-    match err {
-        SchedError::ZeroVram { .. } | SchedError::Replicas { .. } => 400,
-        SchedError::UnknownHost { .. } => 404,
-        SchedError::NoRoom { .. } => 409,
-        _ => 500,
     }
 }
 
