@@ -22,10 +22,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pinwheel::ring::{Consumer, Producer, RingConfig, RingError, WaitStrategy, shm_ring};
 use pinwheel::runtime::affinity::pin_current_thread;
 use pinwheel::topology::CpuId;
-use pinwheel::wire::{AgentId, Envelope, Payload, Priority, TopicId};
+use pinwheel_ipc::ring::{Consumer, Producer, RingConfig, RingError, WaitStrategy, shm_ring};
+use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 const BATCH: u64 = 32;
 

@@ -10,7 +10,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use pinwheel::wire::{
+use pinwheel_ipc::wire::{
     AgentId, ArchivedEnvelope, Envelope, GpuPlacement, Payload, Priority, Scratch, TopicId, decode,
     encode_into,
 };

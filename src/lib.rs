@@ -1,37 +1,24 @@
 //! pinwheel: a thread-per-core root daemon for hosts that run a mesh of AI
 //! agents (speech-to-text, LLMs, TTS, vision, memory, monitoring).
 //!
-//! The crate is a library with a thin binary. Modules depend downward only:
-//! `config`, `topology`, `wire` <- `plan`, `ring` <- `runtime` <- `agents`
-//! <- `daemon` <- `cli`. See README.md for the architecture and each
-//! module's `//!` doc for its design.
+//! The crate is a library with a thin binary. The ring and the message
+//! format live below it in `pinwheel-ipc`, which agent processes link too.
+//! Modules depend downward only: `config`, `topology` <- `plan` <-
+//! `runtime` <- `agents` <- `daemon` <- `cli`. See README.md for the
+//! architecture and each module's `//!` doc for its design.
 
-// Under `--cfg loom` only the ring's models are built: the modules that
-// drive real rings and processes are left out.
-#[cfg(not(loom))]
 pub mod agents;
-#[cfg(not(loom))]
 pub mod bench;
-#[cfg(not(loom))]
 pub mod cli;
-#[cfg(not(loom))]
 pub mod cluster;
 pub mod config;
-#[cfg(not(loom))]
 pub mod daemon;
-#[cfg(not(loom))]
 pub mod error;
-#[cfg(not(loom))]
 pub mod gpu;
-#[cfg(not(loom))]
 pub mod observe;
 pub mod plan;
-pub mod ring;
-#[cfg(not(loom))]
 pub mod runtime;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod topology;
-#[cfg(not(loom))]
 pub mod tuning;
-pub mod wire;

@@ -14,7 +14,7 @@ use pinwheel::agents::registry::{Record, RegisterOutcome, Registry};
 use pinwheel::config::Priority;
 use pinwheel::test_support::{CountingAlloc, allocations_during};
 use pinwheel::topology::CpuId;
-use pinwheel::wire::AgentId;
+use pinwheel_ipc::wire::AgentId;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 

@@ -42,7 +42,7 @@ use pinwheel::runtime::layout::{Layout, layout};
 use pinwheel::runtime::node::{STATUS_FAILED, STATUS_OK, STATUS_TIMEOUT};
 use pinwheel::runtime::pending::Reply;
 use pinwheel::topology;
-use pinwheel::wire::{AgentId, Envelope, Payload, Priority, TopicId};
+use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 const TOPOLOGY: &str = "schema = 1\n[host]\nname = \"t\"\ncpus = { uniform = \"0-1\" }\n[class.uniform]\nwait = \"adaptive\"\n";
 

@@ -6,9 +6,9 @@
 // keep `unwrap` and `#[test]` inside test modules see that.
 #![cfg(test)]
 
-use pinwheel::ring::{Consumer, Producer, RingConfig, WaitStrategy, export_producer, shm_ring};
 use pinwheel::test_support::{CountingAlloc, allocations_during};
-use pinwheel::wire::{AgentId, Envelope, Payload, Priority, TopicId};
+use pinwheel_ipc::ring::{Consumer, Producer, RingConfig, WaitStrategy, export_producer, shm_ring};
+use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;

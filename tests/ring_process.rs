@@ -12,11 +12,11 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pinwheel::ring::{
+use pinwheel_ipc::ring::{
     Consumer, PeerLink, Producer, RingConfig, RingHandoff, WaitStrategy, export_consumer,
     export_producer,
 };
-use pinwheel::wire::{AgentId, Envelope, Payload, PayloadKind, Priority, TopicId};
+use pinwheel_ipc::wire::{AgentId, Envelope, Payload, PayloadKind, Priority, TopicId};
 
 const WAIT: Duration = Duration::from_secs(10);
 

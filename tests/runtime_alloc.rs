@@ -19,7 +19,6 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 use pinwheel::config::{AgentSet, SourceFile};
 use pinwheel::plan::Plan;
-use pinwheel::ring::{Consumer, DataBell, RingConfig, WaitStrategy, shm_ring_into};
 use pinwheel::runtime::RuntimeError;
 use pinwheel::runtime::agent::{Agent, Message};
 use pinwheel::runtime::ctx::{Ctx, Draining};
@@ -31,7 +30,8 @@ use pinwheel::runtime::supervisor::{RestartPolicy, Supervisor};
 use pinwheel::runtime::worker::run_worker;
 use pinwheel::test_support::{Counting, CountingAlloc, allocations_during};
 use pinwheel::topology;
-use pinwheel::wire::{AgentId, Envelope, Payload, Priority, TopicId};
+use pinwheel_ipc::ring::{Consumer, DataBell, RingConfig, WaitStrategy, shm_ring_into};
+use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;

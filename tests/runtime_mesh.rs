@@ -21,7 +21,7 @@ use pinwheel::runtime::layout::{Layout, layout};
 use pinwheel::runtime::node::STATUS_OK;
 use pinwheel::runtime::stats::StatsSnapshot;
 use pinwheel::topology::{self, Topology};
-use pinwheel::wire::{AgentId, Priority};
+use pinwheel_ipc::wire::{AgentId, Priority};
 
 const TOPOLOGY: &str = "schema = 1\n[host]\nname = \"t\"\ncpus = { uniform = \"0-1\" }\n[class.uniform]\nwait = \"adaptive\"\n";
 

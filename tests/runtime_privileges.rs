@@ -27,7 +27,7 @@ use pinwheel::runtime::privileges::{
     ThreadFacts, ThreadPolicy, ThreadPrivileges, decide_process, decide_thread, prepare_process,
     prepare_thread,
 };
-use pinwheel::topology::WaitStrategy;
+use pinwheel_ipc::ring::WaitStrategy;
 
 /// Set in a child: which child test should act.
 const CHILD_ENV: &str = "PINWHEEL_PRIVILEGES_CHILD";

@@ -34,7 +34,7 @@ use pinwheel::runtime::node::{STATUS_FAILED, STATUS_OK, STATUS_TIMEOUT, STATUS_U
 use pinwheel::runtime::stats::{AgentCounts, StatsSnapshot};
 use pinwheel::runtime::supervisor::RestartPolicy;
 use pinwheel::topology;
-use pinwheel::wire::{AgentId, Envelope, Payload, Priority, TopicId};
+use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 const TOPOLOGY: &str = "schema = 1\n[host]\nname = \"t\"\ncpus = { uniform = \"0-1\" }\n[class.uniform]\nwait = \"adaptive\"\n";
 

@@ -12,9 +12,9 @@
 // keep `unwrap` and `#[test]` inside test modules see that.
 #![cfg(test)]
 
-use pinwheel::ring::{self, FRAME_HEADER_BYTES, frame_slots};
 use pinwheel::test_support::{CountingAlloc, allocations_during};
-use pinwheel::wire::{
+use pinwheel_ipc::ring::{self, FRAME_HEADER_BYTES, frame_slots};
+use pinwheel_ipc::wire::{
     AgentId, ArchivedPayload, ENVELOPE_ALIGN, Envelope, ErrorReport, GpuJob, GpuPlacement, Payload,
     PayloadKind, Priority, Scratch, TopicId, WireError, decode, encode_into,
 };
@@ -381,7 +381,7 @@ fn an_out_of_line_pointer_outside_the_frame_or_into_the_envelope_is_invalid() {
         // An out-of-line payload is: tag, padding, then the relative pointer
         // (i32) to its archived struct, from the pointer's own position.
         let ptr_at = len - size_of::<ArchivedPayload<'static>>() + 4;
-        let envelope_at = len - size_of::<pinwheel::wire::ArchivedEnvelope<'static>>();
+        let envelope_at = len - size_of::<pinwheel_ipc::wire::ArchivedEnvelope<'static>>();
         let into_envelope = i32::try_from(envelope_at).unwrap() - i32::try_from(ptr_at).unwrap();
         for offset in [-4096, 4096, 0, into_envelope] {
             slot.0[ptr_at..ptr_at + 4].copy_from_slice(&offset.to_le_bytes());

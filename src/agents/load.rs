@@ -28,7 +28,7 @@ use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::node::{STATUS_OK, STATUS_TIMEOUT};
-use crate::wire::{AgentId, Priority};
+use pinwheel_ipc::wire::{AgentId, Priority};
 
 /// Requests in flight at most.
 pub const SENDERS: usize = 256;

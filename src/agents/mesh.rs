@@ -34,7 +34,7 @@ use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::layout::wire_priority;
 use crate::runtime::node::STATUS_UNAVAILABLE;
 use crate::runtime::routes::{NOWHERE, Routes};
-use crate::wire::{AgentId, Envelope, Payload, PayloadKind, Priority, TopicId};
+use pinwheel_ipc::wire::{AgentId, Envelope, Payload, PayloadKind, Priority, TopicId};
 
 /// How often agents tell the registries they are alive.
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);

@@ -24,7 +24,7 @@
 //!      +-------+-------+------+------------------+
 //! ```
 
-use crate::wire::AgentId;
+use pinwheel_ipc::wire::AgentId;
 
 /// Synthetic work: serve, make your calls, answer.
 pub const METHOD_WORK: u16 = 1;

@@ -36,7 +36,7 @@ use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::node::{
     STATUS_FAILED, STATUS_OK, STATUS_OVERLOADED, STATUS_TIMEOUT, STATUS_UNAVAILABLE,
 };
-use crate::wire::{AgentId, PayloadKind, Priority, TopicId};
+use pinwheel_ipc::wire::{AgentId, PayloadKind, Priority, TopicId};
 
 /// A call's timeout when the request being served has no deadline.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);

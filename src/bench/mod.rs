@@ -44,8 +44,8 @@ pub use output::{render_suite_table, write_suite_files};
 pub use report::{Case, RingReport, render_ring_json, render_ring_table};
 pub use summary::{LatencySummary, format_ns, format_rate, new_histogram};
 
-use crate::ring::RingError;
 use crate::topology::CpuId;
+use pinwheel_ipc::ring::RingError;
 
 /// Errors of benchmarks.
 #[derive(Debug, thiserror::Error)]

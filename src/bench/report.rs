@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::ring::RingBench;
 use super::summary::{LatencySummary, PERCENTILE_TITLES, format_ns, format_rate};
-use crate::ring::WaitStrategy;
+use pinwheel_ipc::ring::WaitStrategy;
 
 /// One measured case.
 #[derive(Debug)]

@@ -28,13 +28,15 @@ use hdrhistogram::Histogram;
 use super::BenchError;
 use super::report::Case;
 use super::summary::new_histogram;
-use crate::ring::{
+use crate::runtime::affinity::pin_current_thread;
+use crate::topology::CpuId;
+use pinwheel_ipc::ring::{
     Consumer, PeerLink, Producer, RingConfig, RingError, WaitStrategy, export_consumer,
     export_producer, shm_ring,
 };
-use crate::runtime::affinity::pin_current_thread;
-use crate::topology::CpuId;
-use crate::wire::{AgentId, ArchivedEnvelope, Envelope, Payload, PayloadKind, Priority, TopicId};
+use pinwheel_ipc::wire::{
+    AgentId, ArchivedEnvelope, Envelope, Payload, PayloadKind, Priority, TopicId,
+};
 
 /// Frames per publish when streaming.
 pub const BATCH: u64 = 32;

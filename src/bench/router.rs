@@ -31,7 +31,6 @@ use super::ring::RingBench;
 use super::summary::{LatencySummary, PERCENTILE_TITLES, format_ns, new_histogram};
 use crate::config::{AgentSet, SourceFile};
 use crate::plan::Plan;
-use crate::ring::WaitStrategy;
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
 use crate::runtime::ctx::Ctx;
@@ -39,7 +38,8 @@ use crate::runtime::executor::{Control, start};
 use crate::runtime::layout::{Layout, layout};
 use crate::runtime::node::STATUS_OK;
 use crate::topology::{self, CpuId};
-use crate::wire::{AgentId, Priority};
+use pinwheel_ipc::ring::WaitStrategy;
+use pinwheel_ipc::wire::{AgentId, Priority};
 
 const FAR: AgentId = AgentId(1);
 const NEAR: AgentId = AgentId(2);

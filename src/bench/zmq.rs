@@ -21,7 +21,9 @@ use super::ring::PeerMode;
 use super::summary::new_histogram;
 use crate::runtime::affinity::pin_current_thread;
 use crate::topology::CpuId;
-use crate::wire::{self, AgentId, Envelope, Payload, PayloadKind, Priority, Scratch, TopicId};
+use pinwheel_ipc::wire::{
+    self, AgentId, Envelope, Payload, PayloadKind, Priority, Scratch, TopicId,
+};
 
 /// How long a receive may wait before the peer counts as gone.
 const WAIT_MS: i32 = 10_000;

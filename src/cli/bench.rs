@@ -24,8 +24,8 @@ use crate::bench::{
 };
 use crate::daemon::boot;
 use crate::error::DaemonError;
-use crate::ring::WaitStrategy;
 use crate::topology::{CpuId, CpuSet, LIVE_SYSFS};
+use pinwheel_ipc::ring::WaitStrategy;
 
 /// `pinwheel bench [SUBCOMMAND]`.
 #[derive(Debug, Args)]

@@ -29,7 +29,7 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::config::name_problem;
-use crate::wire::{self, Envelope, ErrorReport, Payload, Priority, Scratch, TopicId};
+use pinwheel_ipc::wire::{self, Envelope, ErrorReport, Payload, Priority, Scratch, TopicId};
 
 /// The version of the types in this file.
 pub const CLUSTER_VERSION: u16 = 1;

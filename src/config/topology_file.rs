@@ -59,7 +59,7 @@ use serde::de::{self, MapAccess, Visitor, value::MapAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-use crate::topology::WaitStrategy;
+use pinwheel_ipc::ring::WaitStrategy;
 
 /// A whole topology file.
 #[derive(Debug, Deserialize)]

@@ -27,7 +27,7 @@ use crate::runtime::affinity::pin_current_thread;
 use crate::runtime::ctx::now_ns;
 use crate::runtime::stats::{AgentCounts, StatsSnapshot};
 use crate::topology::CpuId;
-use crate::wire::AgentId;
+use pinwheel_ipc::wire::AgentId;
 
 /// The core loop's period.
 pub const TICK: Duration = Duration::from_millis(10);

@@ -15,7 +15,9 @@ use std::future::Future;
 use super::RuntimeError;
 use super::ctx::Ctx;
 use super::pool::FrameBuf;
-use crate::wire::{self, AgentId, ArchivedEnvelope, Payload, PayloadKind, Priority, TopicId};
+use pinwheel_ipc::wire::{
+    self, AgentId, ArchivedEnvelope, Payload, PayloadKind, Priority, TopicId,
+};
 
 /// A native or synthetic agent.
 pub trait Agent {

@@ -25,7 +25,7 @@ use super::agent::{Head, Message};
 use super::node::{Node, reply_to};
 use super::pending::CallFailure;
 use super::stats::NodeStats;
-use crate::wire::{AgentId, Envelope, Payload, Priority, TopicId};
+use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 /// How long a send waits for room on a full ring when its message has no
 /// deadline.

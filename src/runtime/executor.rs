@@ -43,9 +43,9 @@ use super::routes::Routes;
 use super::stats::{ExecutorTotals, LiveCounters, NodeStats, StatsSnapshot};
 use super::supervisor::{RestartPolicy, Supervisor};
 use super::worker::run_worker;
-use crate::ring::{Consumer, ConsumerGroup, DataBell, Producer};
 use crate::topology::{ClassSettings, CpuId, TaskQueue};
-use crate::wire::AgentId;
+use pinwheel_ipc::ring::{Consumer, ConsumerGroup, DataBell, Producer};
+use pinwheel_ipc::wire::AgentId;
 
 /// How long executors may take to report that they started.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);

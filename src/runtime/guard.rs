@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use super::ctx::now_ns;
 use super::executor::Control;
-use crate::ring::DataBell;
+use pinwheel_ipc::ring::DataBell;
 
 /// How often the guard looks.
 pub const GUARD_PERIOD: Duration = Duration::from_millis(5);

@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use super::pool::FrameBuf;
-use crate::wire::Priority;
+use pinwheel_ipc::wire::Priority;
 
 /// Times a non-empty lane may be passed over before it is served.
 pub const STARVE_LIMIT: u32 = 8;

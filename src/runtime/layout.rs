@@ -14,9 +14,9 @@ use super::node::NodeSizes;
 use super::routes::Routes;
 use crate::config::AgentSet;
 use crate::plan::Plan;
-use crate::ring::{DataBell, RingConfig, shm_ring_into};
 use crate::topology::{CpuClass, Topology};
-use crate::wire::{AgentId, Priority};
+use pinwheel_ipc::ring::{DataBell, RingConfig, shm_ring_into};
+use pinwheel_ipc::wire::{AgentId, Priority};
 
 /// Slots per ring between executors (64 KiB of frames).
 pub const RING_SLOTS: u64 = 1024;

@@ -34,9 +34,9 @@ pub mod stats;
 pub mod supervisor;
 pub mod worker;
 
-use crate::ring::RingError;
 use crate::topology::CpuId;
-use crate::wire::{AgentId, WireError};
+use pinwheel_ipc::ring::RingError;
+use pinwheel_ipc::wire::{AgentId, WireError};
 
 /// Errors of the runtime.
 #[derive(Debug, thiserror::Error)]

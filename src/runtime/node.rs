@@ -27,8 +27,8 @@ use super::inbox::Inbox;
 use super::pending::Pending;
 use super::pool::{FrameBuf, FramePool};
 use super::routes::{NOWHERE, Routes};
-use crate::ring::{Producer, RingError};
-use crate::wire::{
+use pinwheel_ipc::ring::{Producer, RingError};
+use pinwheel_ipc::wire::{
     self, AgentId, ArchivedEnvelope, Envelope, Payload, PayloadKind, Scratch, TopicId,
 };
 

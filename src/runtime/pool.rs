@@ -162,7 +162,7 @@ mod tests {
         let frames: Vec<FrameBuf> = (0..3).map(|_| sut.take().unwrap()).collect();
         for frame in &frames {
             assert_eq!(
-                frame.bytes().as_ptr() as usize % crate::wire::ENVELOPE_ALIGN,
+                frame.bytes().as_ptr() as usize % pinwheel_ipc::wire::ENVELOPE_ALIGN,
                 0
             );
         }

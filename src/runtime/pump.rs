@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::node::Node;
-use crate::ring::ConsumerGroup;
+use pinwheel_ipc::ring::ConsumerGroup;
 
 /// Frames taken from one ring per pass.
 pub const BATCH: usize = 32;

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use crate::config::{AgentIndex, AgentSet, CallTarget};
 use crate::plan::Plan;
 use crate::topology::CpuId;
-use crate::wire::{AgentId, TopicId};
+use pinwheel_ipc::wire::{AgentId, TopicId};
 
 /// "Not on this host": the executor of an agent the plan did not place.
 pub const NOWHERE: u16 = u16::MAX;

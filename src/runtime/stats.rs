@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 
 use super::node::RouterTotals;
 use super::routes::Routes;
-use crate::wire::AgentId;
+use pinwheel_ipc::wire::AgentId;
 
 /// Highest value a histogram records, nanoseconds (60 s).
 pub const HISTOGRAM_MAX_NS: u64 = 60_000_000_000;

@@ -25,7 +25,7 @@ use super::agent::{Agent, Message};
 use super::ctx::{Ctx, now_ns};
 use super::node::{STATUS_FAILED, STATUS_TIMEOUT, STATUS_UNAVAILABLE};
 use super::supervisor::{Supervisor, Verdict};
-use crate::wire::PayloadKind;
+use pinwheel_ipc::wire::PayloadKind;
 
 /// How long a handler may run on a message without a deadline.
 pub const DEFAULT_LIMIT: Duration = Duration::from_secs(5);

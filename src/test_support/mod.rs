@@ -4,16 +4,14 @@
 //! * [`CountingAlloc`]: a global allocator that counts the allocations of
 //!   one thread, for tests that prove a path allocates nothing per message.
 //! * [`NatsServer`]: a real `nats-server` on a free loopback port, for the
-//!   cluster tests (not under `--cfg loom`, which leaves the cluster out).
+//!   cluster tests.
 //! * [`traces::generate`]: the VRAM traces of `tests/fixtures/traces/`,
 //!   from the seed's agent manifests.
 
 #[allow(unsafe_code)]
 mod alloc;
-#[cfg(not(loom))]
 mod nats;
 
 pub use alloc::{Counting, CountingAlloc, allocations_during};
-#[cfg(not(loom))]
 pub use nats::NatsServer;
 pub mod traces;

@@ -26,6 +26,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use pinwheel_ipc::ring::WaitStrategy;
 use serde::Serialize;
 
 pub use cpuset::{CpuId, CpuSet, CpuSetError, MAX_CPU_ID};
@@ -196,18 +197,6 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// How a consumer waits for the next message on its rings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WaitStrategy {
-    /// Busy-poll; lowest latency, burns the CPU.
-    Spin,
-    /// Sleep on an eventfd doorbell; no CPU when idle.
-    Park,
-    /// Spin for a budget that follows recent traffic, then park.
-    Adaptive,
 }
 
 /// Which kind of glommio task queue an executor's agents run in.

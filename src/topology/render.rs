@@ -13,7 +13,9 @@ use serde_json::json;
 
 use super::roles::derive_roles;
 use super::validate::{DEFAULT_ADMIN_ADDR, default_settings};
-use super::{CpuClass, CpuSet, HostCpus, TaskQueue, WaitStrategy};
+use pinwheel_ipc::ring::WaitStrategy;
+
+use super::{CpuClass, CpuSet, HostCpus, TaskQueue};
 
 /// `{"source": "<rung>", "cpus": [{"cpu": 0, "class": "P", ..}, ..]}`,
 /// one CPU per line.

@@ -45,7 +45,7 @@ use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Head, Message};
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::node::{STATUS_OK, STATUS_OVERLOADED, STATUS_TIMEOUT, STATUS_UNAVAILABLE};
-use crate::wire::{AgentId, PayloadKind, Priority};
+use pinwheel_ipc::wire::{AgentId, PayloadKind, Priority};
 
 /// How a coordinator protects its downstreams.
 #[derive(Debug, Clone, Copy)]

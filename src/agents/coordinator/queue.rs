@@ -27,7 +27,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use crate::config::Priority;
-use crate::wire;
+use pinwheel_ipc::wire;
 
 /// A message's wire priority as the queue's: the same four levels.
 pub const fn priority_from_wire(priority: wire::Priority) -> Priority {

@@ -33,7 +33,7 @@ use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::node::STATUS_OK;
-use crate::wire::{AgentId, PayloadKind};
+use pinwheel_ipc::wire::{AgentId, PayloadKind};
 
 /// How long a change waits before it is saved (changes come in bursts at
 /// start-up).

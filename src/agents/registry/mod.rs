@@ -5,7 +5,7 @@
 //!
 //! * Discovery is by name through a `HashMap<String, Entry>`, looked up with
 //!   a borrowed `&str`, so a lookup hashes once and never allocates. A
-//!   second map from [`AgentId`](crate::wire::AgentId) to name serves the runtime, which knows a
+//!   second map from [`AgentId`](pinwheel_ipc::wire::AgentId) to name serves the runtime, which knows a
 //!   sender by the id in its envelope.
 //! * The registry holds at most `capacity` agents, fixed at construction;
 //!   both maps are sized for it up front. A full registry refuses new names

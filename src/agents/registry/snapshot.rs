@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::topology::CpuId;
-use crate::wire::AgentId;
+use pinwheel_ipc::wire::AgentId;
 
 use super::{Record, Registry, RegistryConfig, RegistryError};
 

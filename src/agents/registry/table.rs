@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use crate::config::name_problem;
 use crate::topology::CpuId;
-use crate::wire::AgentId;
+use pinwheel_ipc::wire::AgentId;
 
 use super::{Health, HealthThresholds, RegistryError};
 

@@ -26,7 +26,7 @@ use crate::daemon::gpus::GpuSide;
 use crate::gpu::sched::{HostName, ModelName, ModelRequest, Placement, Policy, SchedError};
 use crate::observe::admin::{Answer, Command};
 use crate::observe::view::DaemonView;
-use crate::wire::Priority;
+use pinwheel_ipc::wire::Priority;
 
 impl ClusterSide {
     /// Answers an admin command about GPU placement.

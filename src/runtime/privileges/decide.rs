@@ -9,7 +9,9 @@ use super::{
     UNLIMITED_BYTES,
 };
 use crate::runtime::affinity::{FIFO_PRIORITY_MAX, SchedPolicy};
-use crate::topology::{ClassSettings, TaskQueue, WaitStrategy};
+use pinwheel_ipc::ring::WaitStrategy;
+
+use crate::topology::{ClassSettings, TaskQueue};
 
 /// What the process step will do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

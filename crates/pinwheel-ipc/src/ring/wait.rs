@@ -129,6 +129,7 @@ impl Waiter {
         }
     }
 
+    #[cfg(feature = "glommio")]
     /// [`Waiter::spin`] on a glommio executor: yields to other tasks between
     /// polls instead of holding the CPU.
     pub(super) async fn spin_async(

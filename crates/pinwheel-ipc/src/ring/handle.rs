@@ -417,21 +417,25 @@ impl Consumer {
         Ok(count)
     }
 
+    #[cfg(feature = "glommio")]
     /// Whether this consumer is woken by `bell`.
     pub(super) fn rings(&self, bell: &DataBell) -> bool {
         Arc::ptr_eq(&self.bells.data, &bell.0)
     }
 
+    #[cfg(feature = "glommio")]
     /// Whether published frames are waiting.
     pub(super) fn has_frames(&mut self) -> Result<bool, RingError> {
         self.end.has_frames()
     }
 
+    #[cfg(feature = "glommio")]
     /// Declares this consumer asleep; false (undeclared) if frames came.
     pub(super) fn arm(&mut self) -> Result<bool, RingError> {
         self.end.arm()
     }
 
+    #[cfg(feature = "glommio")]
     /// Undeclares it.
     pub(super) fn disarm(&mut self) {
         self.end.disarm();
@@ -485,6 +489,7 @@ impl Consumer {
         }
     }
 
+    #[cfg(feature = "glommio")]
     /// Like [`Consumer::wait`], on a glommio executor: the spin phase yields
     /// to other tasks, and parking awaits the doorbell on the executor's
     /// io_uring reactor through `bell` (from [`Consumer::async_doorbell`]).
@@ -541,6 +546,7 @@ impl Consumer {
         }
     }
 
+    #[cfg(feature = "glommio")]
     /// A glommio file over this ring's data doorbell, for
     /// [`Consumer::wait_async`]. Create it on the executor that waits.
     pub fn async_doorbell(&self) -> Result<glommio::io::BufferedFile, RingError> {

@@ -30,7 +30,9 @@ pub(super) use self::model::{DataRegion, Doorbell};
 
 #[cfg(not(loom))]
 mod raw {
-    use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+    #[cfg(feature = "glommio")]
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
     use std::ptr::NonNull;
     use std::time::Duration;
 
@@ -234,6 +236,7 @@ mod raw {
             }
         }
 
+        #[cfg(feature = "glommio")]
         /// A glommio file over a duplicate of the eventfd, to await rings on
         /// the executor's io_uring reactor with [`Doorbell::wait_async`].
         pub(in crate::ring) fn async_handle(&self) -> std::io::Result<glommio::io::BufferedFile> {

@@ -28,7 +28,7 @@
 // build beside them would otherwise warn about every one of those items.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
-#[cfg(not(loom))]
+#[cfg(all(not(loom), feature = "glommio"))]
 mod group;
 #[cfg(not(loom))]
 mod handle;
@@ -49,7 +49,7 @@ mod tests;
 
 use std::time::Duration;
 
-#[cfg(not(loom))]
+#[cfg(all(not(loom), feature = "glommio"))]
 pub use group::ConsumerGroup;
 #[cfg(not(loom))]
 pub use handle::{Consumer, DataBell, Producer, heap_ring, shm_ring, shm_ring_into};
@@ -59,7 +59,24 @@ pub use peer::{
     PEER_FD, PEER_FD_ENV, PeerLink, RingHandoff, Role, export_consumer, export_producer,
 };
 
-pub use crate::topology::WaitStrategy;
+/// How a consumer waits for the next message on its rings.
+///
+/// The topology file names one per CPU class (`wait = "adaptive"`); with
+/// the `serde` feature it reads and writes as that lower-case word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
+pub enum WaitStrategy {
+    /// Busy-poll; lowest latency, burns the CPU.
+    Spin,
+    /// Sleep on an eventfd doorbell; no CPU when idle.
+    Park,
+    /// Spin for a budget that follows recent traffic, then park.
+    Adaptive,
+}
 
 /// The most slots a ring may have (64 MiB of frames).
 pub const MAX_SLOTS: u64 = 1 << 20;

@@ -296,6 +296,7 @@ fn push_gives_up_after_its_timeout() {
     });
 }
 
+#[cfg(feature = "glommio")]
 #[test]
 fn wait_async_wakes_on_a_glommio_executor() {
     each(|name, make| {

@@ -10,7 +10,7 @@ mod loom_index;
 
 #[cfg(not(loom))]
 mod conformance;
-#[cfg(not(loom))]
+#[cfg(all(not(loom), feature = "glommio"))]
 mod group;
 #[cfg(not(loom))]
 mod hostile;

@@ -1,0 +1,17 @@
+//! What both ends of a pinwheel ring need, and nothing more: the
+//! shared-memory SPSC [`ring`] (layout and index protocol, doorbells, wait
+//! strategies, memfd, handing rings to another process) and the [`wire`]
+//! format (the rkyv [`wire::Envelope`], encoding, checked decoding, the
+//! wire version).
+//!
+//! The daemon links it, and so do agent processes (`pinwheel-agent`, the
+//! Python package), which is why it depends on rkyv, nix and thiserror
+//! only: no async runtime, HTTP or NATS crate. The `glommio` feature adds
+//! the doorbell awaitable on a glommio executor for the daemon's data
+//! plane; `serde` lets configuration files name a [`ring::WaitStrategy`].
+//!
+//! Dependencies point one way: `ring` uses `wire` to encode and check the
+//! envelopes it carries; `wire` knows nothing of rings.
+
+pub mod ring;
+pub mod wire;
