@@ -87,11 +87,17 @@ fn a_sample_adds_up_and_reports_telemetry() {
     let total = sut.gpus()[0].total_mib;
     let sample = sut.sample(GpuIndex(0)).unwrap();
     assert_eq!(sample.total_mib, total);
-    assert!(sample.used_mib <= total && sample.free_mib <= total, "{sample:?}");
+    assert!(
+        sample.used_mib <= total && sample.free_mib <= total,
+        "{sample:?}"
+    );
     // NVML's used + free may leave out memory the driver reserves.
     assert!(sample.used_mib + sample.free_mib <= total, "{sample:?}");
     assert!(sample.util_pct.is_some_and(|u| u <= 100), "{sample:?}");
-    assert!(sample.temp_c.is_some_and(|t| (1..120).contains(&t)), "{sample:?}");
+    assert!(
+        sample.temp_c.is_some_and(|t| (1..120).contains(&t)),
+        "{sample:?}"
+    );
     assert!(sample.power_mw.is_some_and(|p| p > 0), "{sample:?}");
 }
 
@@ -107,14 +113,13 @@ fn a_process_holding_vram_is_listed_and_counted_until_it_exits() {
             .as_ref()
             .is_some_and(|p| p.iter().any(|p| p.pid == pid))
     });
-    let process = held
+    let process = *held
         .processes
         .as_ref()
         .unwrap()
         .iter()
         .find(|p| p.pid == pid)
-        .unwrap()
-        .clone();
+        .unwrap();
     // The CUDA context adds a few hundred MiB to the tensor.
     if let Some(used) = process.used_mib {
         assert!(used >= TAKE_MIB, "{process:?}");
