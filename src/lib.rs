@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod gpu;
+pub mod latency;
 pub mod observe;
 pub mod plan;
 pub mod runtime;
