@@ -32,7 +32,6 @@ mod report;
 pub mod ring;
 pub mod router;
 pub mod suite;
-mod summary;
 pub mod wakeup;
 #[cfg(feature = "zmq-baseline")]
 pub mod zmq;
@@ -42,7 +41,6 @@ use std::path::PathBuf;
 pub use hgrm::Distribution;
 pub use output::{render_suite_table, write_suite_files};
 pub use report::{Case, RingReport, render_ring_json, render_ring_table};
-pub use summary::{LatencySummary, format_ns, format_rate, new_histogram};
 
 use crate::topology::CpuId;
 use pinwheel_ipc::ring::RingError;

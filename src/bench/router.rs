@@ -28,8 +28,10 @@ use serde_json::json;
 
 use super::BenchError;
 use super::ring::RingBench;
-use super::summary::{LatencySummary, PERCENTILE_TITLES, format_ns, new_histogram};
 use crate::config::{AgentSet, SourceFile};
+use crate::latency::{
+    LatencySummary, PERCENTILE_TITLES, format_ns, new_histogram, record_duration,
+};
 use crate::plan::Plan;
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
@@ -203,7 +205,7 @@ async fn time_calls(ctx: &Ctx, to: AgentId, body: &[u8], count: u64) -> Option<H
             return None;
         }
         if i >= warmup {
-            histogram.saturating_record((start.elapsed().as_nanos() as u64).max(1));
+            record_duration(&mut histogram, start.elapsed());
         }
     }
     Some(histogram)
@@ -290,9 +292,9 @@ impl RouterReport {
             "cpus": b.cpus,
             "size": b.size,
             "msgs": b.msgs,
-            "ring_rtt_ns": LatencySummary::of(&self.ring).to_json(),
-            "call_far_rtt_ns": LatencySummary::of(&self.far).to_json(),
-            "call_near_rtt_ns": LatencySummary::of(&self.near).to_json(),
+            "ring_rtt_ns": LatencySummary::of(&self.ring),
+            "call_far_rtt_ns": LatencySummary::of(&self.far),
+            "call_near_rtt_ns": LatencySummary::of(&self.near),
             "overhead_per_hop_ns": {"p50": self.overhead_ns(0.5), "p99": self.overhead_ns(0.99)},
         });
         let mut text =

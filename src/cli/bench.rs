@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::CliError;
 use super::run::MAX_RATE;
 use crate::bench::mesh::MeshBench;
 use crate::bench::ring::{PeerMode, RingBench, serve_peer};
@@ -217,7 +218,7 @@ pub struct ZmqPeerArgs {
 }
 
 /// Runs a bench command, or the suite when there is none.
-pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let Some(command) = args.command else {
         return suite(&args.suite, out);
     };
@@ -235,7 +236,7 @@ pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), DaemonErro
     }
 }
 
-fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let cpus = bench_cpus(&args.cpus)?;
     let peer_exe = if args.threads {
         None
@@ -269,14 +270,15 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
     Ok(())
 }
 
-fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), CliError> {
     if args.size > MAX_ROUTER_BODY {
         return Err(DaemonError::Usage {
             message: format!(
                 "--size {}: runtime messages carry at most {MAX_ROUTER_BODY} body bytes",
                 args.size
             ),
-        });
+        }
+        .into());
     }
     let bench = RouterBench {
         cpus: bench_cpus(&args.cpus)?,
@@ -298,7 +300,7 @@ fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), DaemonError
 const MAX_ROUTER_BODY: usize = 512;
 
 #[cfg(feature = "zmq-baseline")]
-fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, DaemonError> {
+fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, CliError> {
     let zmq = crate::bench::zmq::ZmqBench {
         cpus: bench.cpus,
         peer_exe: bench.peer_exe.clone(),
@@ -309,10 +311,11 @@ fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, DaemonError> {
 }
 
 #[cfg(not(feature = "zmq-baseline"))]
-fn zmq_baseline(_bench: &RingBench) -> Result<crate::bench::Case, DaemonError> {
+fn zmq_baseline(_bench: &RingBench) -> Result<crate::bench::Case, CliError> {
     Err(DaemonError::Usage {
         message: "this pinwheel was built without the ZeroMQ baseline; install libzmq3-dev and rebuild with `cargo build --release --features zmq-baseline`".into(),
-    })
+    }
+    .into())
 }
 
 /// Two distinct CPUs this process may run on.
@@ -474,7 +477,7 @@ fn target(
     })
 }
 
-fn suite(args: &BenchSuiteArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+fn suite(args: &BenchSuiteArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let options = args.options()?;
     let mut files = vec![("--topology", args.topology.as_path())];
     if let Some(vs) = &args.vs {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::client::AdminClient;
 use crate::config::name_problem;
 use crate::error::DaemonError;
+use crate::latency::format_ns;
 use crate::observe::admin::DEFAULT_TOKEN_FILE;
 use crate::topology::DEFAULT_ADMIN_ADDR;
 
@@ -152,8 +153,16 @@ pub fn render_status(cluster: &Value, health: &Value) -> String {
             ("-".to_owned(), "-".to_owned())
         } else {
             (
-                millis(host["last_seen_ms"].as_u64().unwrap_or(0)),
-                micros(host["latency_us"].as_u64().unwrap_or(0)),
+                format_ns(
+                    host["last_seen_ms"]
+                        .as_u64()
+                        .unwrap_or(0)
+                        .saturating_mul(1_000_000),
+                ),
+                match host["latency_us"].as_u64().unwrap_or(0) {
+                    0 => "-".to_owned(),
+                    us => format_ns(us.saturating_mul(1_000)),
+                },
             )
         };
         let here = if name == me { " (here)" } else { "" };
@@ -251,22 +260,6 @@ fn state(p: &Value) -> String {
     }
 }
 
-fn millis(ms: u64) -> String {
-    if ms < 1_000 {
-        format!("{ms} ms")
-    } else {
-        format!("{:.1} s", ms as f64 / 1e3)
-    }
-}
-
-fn micros(us: u64) -> String {
-    match us {
-        0 => "-".to_owned(),
-        n if n < 1_000 => format!("{n} us"),
-        n => format!("{:.1} ms", n as f64 / 1e3),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,7 +290,7 @@ mod tests {
         );
         assert!(!sut.contains("no_pmu"), "{sut}");
         assert!(sut.contains("beta (here)"), "{sut}");
-        assert!(sut.contains("1.2 s") && sut.contains("323 us"), "{sut}");
+        assert!(sut.contains("1.24 s") && sut.contains("323.0 us"), "{sut}");
         assert!(sut.contains("loaded (epoch 2)"), "{sut}");
         assert!(
             sut.contains("registry: 2 agents on 2 hosts (1 on lost hosts)"),

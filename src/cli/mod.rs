@@ -3,6 +3,10 @@
 //! Each command validates everything it reads before doing anything, and
 //! writes its result to the writer it is given (stdout in the binary), so
 //! tests can run commands in-process.
+//!
+//! The CLI is the top layer: it is the one place that sees both the
+//! daemon's errors and the benchmarks' (which sit above the daemon), so
+//! [`CliError`] is the error that ends the process.
 
 mod bench;
 mod client;
@@ -27,7 +31,8 @@ pub use status::StatusArgs;
 pub use tune::{RevertArgs, TuneArgs, TuneCommand};
 pub use vram::{ReplayArgs, VramCommand};
 
-use crate::error::DaemonError;
+use crate::bench::BenchError;
+use crate::error::{DaemonError, EXIT_FAILURE};
 use crate::topology::LIVE_SYSFS;
 
 /// pinwheel: a thread-per-core daemon for hosts that run a mesh of AI agents.
@@ -93,18 +98,58 @@ pub struct SysfsArg {
     pub sysfs_root: PathBuf,
 }
 
+/// Any error that ends a pinwheel command. Like `DaemonError`, it is a
+/// place where other modules' errors convert with `#[from]`: the top one.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Everything but a benchmark: bad input, the daemon, a command.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// A benchmark failed.
+    #[error(transparent)]
+    Bench(#[from] BenchError),
+}
+
+impl CliError {
+    /// The process exit code: the daemon's for its errors (2 for bad
+    /// input), 1 for a benchmark that failed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Daemon(err) => err.exit_code(),
+            CliError::Bench(_) => EXIT_FAILURE,
+        }
+    }
+
+    /// The message as the CLI prints it: `error: ..` and, when the error
+    /// points into a file, that line with a caret under the value.
+    pub fn report(&self) -> String {
+        match self {
+            CliError::Daemon(err) => err.report(),
+            CliError::Bench(err) => format!("error: {err}\n"),
+        }
+    }
+}
+
+/// Writing a command's output, as the daemon's commands report it.
+impl From<std::io::Error> for CliError {
+    fn from(err: std::io::Error) -> Self {
+        CliError::Daemon(DaemonError::Output(err))
+    }
+}
+
 /// Runs a parsed command, writing its output to `out`.
-pub fn run(command: Command, out: &mut dyn Write) -> Result<(), DaemonError> {
-    match command {
+pub fn run(command: Command, out: &mut dyn Write) -> Result<(), CliError> {
+    let done = match command {
         Command::Run(args) => run::run(&args, out),
         Command::Topo(TopoCommand::Detect(args)) => files::detect(&args, out),
         Command::Plan(args) => files::plan(&args, out),
         Command::Validate(args) => files::validate(&args, out),
-        Command::Bench(args) => bench::run(args, out),
+        Command::Bench(args) => return bench::run(args, out),
         Command::Status(args) => status::run(&args, out),
         Command::Tune(command) => tune::run(command, out),
         Command::Cluster(ClusterCommand::Status(args)) => cluster::status(&args, out),
         Command::Gpu(GpuCommand::Place(args)) => cluster::place(&args, out),
         Command::Vram(command) => vram::run(command, out),
-    }
+    };
+    Ok(done?)
 }

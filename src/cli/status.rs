@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::client::AdminClient;
 use crate::error::DaemonError;
+use crate::latency::format_ns;
 use crate::topology::DEFAULT_ADMIN_ADDR;
 
 /// `pinwheel status`.
@@ -65,7 +66,10 @@ pub fn render(health: &Value, agents: &Value, gpus: &Value) -> String {
             agent["cpu"].as_u64().unwrap_or(0),
             agent["state"].as_str().unwrap_or("?"),
             agent["msgs_per_s"].as_f64().unwrap_or(0.0),
-            duration(agent["p99_ns"].as_u64().unwrap_or(0)),
+            match agent["p99_ns"].as_u64().unwrap_or(0) {
+                0 => "-".to_owned(),
+                ns => format_ns(ns),
+            },
         );
     }
     let gpus = gpus["gpus"].as_array().cloned().unwrap_or_default();
@@ -104,15 +108,6 @@ pub fn render(health: &Value, agents: &Value, gpus: &Value) -> String {
         );
     }
     out
-}
-
-fn duration(ns: u64) -> String {
-    match ns {
-        0 => "-".to_owned(),
-        n if n < 1_000 => format!("{n} ns"),
-        n if n < 1_000_000 => format!("{:.1} us", n as f64 / 1e3),
-        n => format!("{:.2} ms", n as f64 / 1e6),
-    }
 }
 
 #[cfg(test)]

@@ -439,7 +439,7 @@ mod tests {
 
     #[test]
     fn each_sample_lands_in_the_first_bucket_that_holds_it() {
-        let mut h = crate::runtime::stats::new_histogram();
+        let mut h = crate::latency::new_histogram();
         h.record(500).unwrap(); // 0.5 us
         h.record(3_000).unwrap(); // 3 us
         h.record(2_000_000).unwrap(); // 2 ms
