@@ -24,6 +24,7 @@ use toml::Spanned;
 use super::agents_file::{
     AgentEntry, AgentsFile, ClassWish, KindName, ModelEntry, NativeName, Priority,
 };
+use super::limits::{self, MAX_TOPIC_BYTES, MAX_VRAM_MIB};
 use super::{ConfigError, Location, SourceFile, name_problem, suggest};
 
 /// Longest `role`, bytes (what the registry stores).
@@ -246,6 +247,7 @@ impl AgentSet {
                     message: "no [[agent]] entries; a manifest lists at least one agent".to_owned(),
                 });
             }
+            limits::check_agent_count(file, &raw.agent, pending.len())?;
             for entry in raw.agent {
                 let next = entry_spec(entry, file)?;
                 if let Some(first) = pending
@@ -362,6 +364,7 @@ fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, 
         None => 1.0,
     };
     check_role(&raw.role, &name, &at)?;
+    limits::check_agent_lists(&raw, file, &name)?;
     let spec = AgentSpec {
         publishes: topics(&raw.publishes, file, &name)?,
         subscribes: topics(&raw.subscribes, file, &name)?,
@@ -492,8 +495,15 @@ fn models(
     raw.iter()
         .map(|m| {
             let model = m.get_ref();
-            if model.name.trim().is_empty() || model.vram_mib == 0 {
-                let message = format!("agent {agent}: a model needs a name and vram_mib above 0");
+            if let Some(problem) = name_problem(&model.name) {
+                let message = format!("agent {agent}: model name {:?} {problem}", model.name);
+                return Err(invalid(file, m.span(), message));
+            }
+            if !(1..=MAX_VRAM_MIB).contains(&model.vram_mib) {
+                let message = format!(
+                    "agent {agent}: model {} needs vram_mib from 1 to {MAX_VRAM_MIB}, got {}",
+                    model.name, model.vram_mib
+                );
                 return Err(invalid(file, m.span(), message));
             }
             Ok(ModelNeed {
@@ -527,7 +537,12 @@ fn topics(
             && text.chars().all(|c| {
                 c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
             });
-        let message = if !well_formed {
+        let message = if text.len() > MAX_TOPIC_BYTES {
+            format!(
+                "topic of agent {agent} is {} bytes; keep it to {MAX_TOPIC_BYTES}",
+                text.len()
+            )
+        } else if !well_formed {
             format!(
                 "topic {text:?} of agent {agent} may hold only lowercase letters, digits, '.', '_' and '-'"
             )
