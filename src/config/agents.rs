@@ -701,6 +701,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::config::limits::{MAX_AGENTS, MAX_TOPICS};
 
     fn sut(texts: &[&str]) -> Result<AgentSet, ConfigError> {
         let files: Vec<SourceFile> = texts
@@ -817,6 +818,47 @@ mod tests {
         let twice = agent("B", "m", "") + &agent("A", "m", "calls = [\"B\", \"B@m\"]");
         assert!(sut(&[&twice]).unwrap_err().to_string().contains("twice"));
         assert!(sut(&[&agent("A", "m", "publishes = [\"Audio Raw\"]")]).is_err());
+    }
+
+    #[test]
+    fn lists_and_sizes_past_their_bounds_are_errors_at_the_entry() {
+        let error = |extra: &str| sut(&[&agent("A", "m", extra)]).unwrap_err().to_string();
+        let topics: Vec<String> = (0..=MAX_TOPICS).map(|i| format!("\"t{i}\"")).collect();
+        let long_topic = "t".repeat(MAX_TOPIC_BYTES + 1);
+        let huge = MAX_VRAM_MIB + 1;
+
+        let many = error(&format!("subscribes = [{}]", topics.join(", ")));
+        let long = error(&format!("publishes = [\"{long_topic}\"]"));
+        let vram = error(&format!(
+            "models = [{{ name = \"llm\", vram_mib = {huge} }}]"
+        ));
+        let name = error("models = [{ name = \"a b\", vram_mib = 1 }]");
+
+        assert!(many.starts_with("a0.toml:7:"), "{many}");
+        assert!(
+            many.contains("subscribes: 65 entries; at most 64"),
+            "{many}"
+        );
+        assert!(long.contains("keep it to 128"), "{long}");
+        assert!(
+            vram.contains(&format!("vram_mib from 1 to {MAX_VRAM_MIB}")),
+            "{vram}"
+        );
+        assert!(name.contains("model name \"a b\""), "{name}");
+    }
+
+    #[test]
+    fn more_agents_than_the_bound_across_manifests_are_an_error_at_the_first_too_many() {
+        let first: String = (0..MAX_AGENTS - 1)
+            .map(|i| agent(&format!("A{i}"), "m", ""))
+            .collect();
+        let second = agent("B0", "m", "") + &agent("B1", "m", "");
+
+        let err = sut(&[&first, &second]).unwrap_err();
+
+        let at = err.location().unwrap();
+        assert_eq!((at.path(), at.line()), (Path::new("a1.toml"), 8));
+        assert!(err.to_string().contains("at most 1024 agents"), "{err}");
     }
 
     #[test]
