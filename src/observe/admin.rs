@@ -4,7 +4,8 @@
 //! `Authorization: Bearer <token>`, the token read at start from a file
 //! only root can read (owner root, no group or other permissions). With no
 //! such file the changing endpoints answer 403 and say how to create one;
-//! nothing else is affected.
+//! nothing else is affected. A file that others could read or change stops
+//! `pinwheel run` at boot instead (`config::trust`).
 //!
 //! | endpoint | answer |
 //! | --- | --- |
@@ -19,8 +20,8 @@
 //! send commands to the core loop over a channel, each with a reply slot
 //! and a timeout.
 
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
@@ -38,6 +39,8 @@ use serde_json::{Value, json};
 
 use super::ObserveError;
 use super::view::DaemonView;
+use crate::config::ConfigError;
+use crate::config::trust::{self, Strictness};
 
 /// Longest a changing request waits for the core loop.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,36 +100,24 @@ pub enum Auth {
 }
 
 impl Auth {
-    /// Reads the token from `path`, which must be a root-owned file that
-    /// only its owner can read.
+    /// Reads the token from `path`, a secret that must pass
+    /// [`trust`]'s checks (owned by root or this process, no group or
+    /// other permissions, nor writable directories above it).
     pub fn load(path: &Path) -> Auth {
-        let meta = match std::fs::metadata(path) {
-            Ok(meta) => meta,
-            Err(err) => {
-                return Auth::Disabled(format!(
-                    "no admin token ({}: {err}); create it with `install -m 600 -o root /dev/stdin {}` and restart",
-                    path.display(),
-                    path.display()
-                ));
-            }
-        };
-        if meta.uid() != 0 || meta.mode() & 0o077 != 0 {
-            return Auth::Disabled(format!(
-                "{} must be owned by root with mode 600 (it is uid {}, mode {:o}); fix with `chown root {} && chmod 600 {}`",
-                path.display(),
-                meta.uid(),
-                meta.mode() & 0o777,
-                path.display(),
-                path.display()
-            ));
-        }
-        match std::fs::read_to_string(path) {
+        match trust::read(path, Strictness::secret()) {
             Ok(text) if !text.trim().is_empty() => Auth::Token(text.trim().to_owned()),
             Ok(_) => Auth::Disabled(format!(
                 "{} is empty; write a token into it",
                 path.display()
             )),
-            Err(err) => Auth::Disabled(format!("cannot read {}: {err}", path.display())),
+            Err(ConfigError::Read { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                Auth::Disabled(format!(
+                    "no admin token ({}: {source}); create it with `install -m 600 -o root /dev/stdin {}` and restart",
+                    path.display(),
+                    path.display()
+                ))
+            }
+            Err(err) => Auth::Disabled(err.to_string()),
         }
     }
 

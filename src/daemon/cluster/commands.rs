@@ -145,7 +145,7 @@ fn answer(placed: &[Placement], states: &[String]) -> Value {
 /// The HTTP status for a refused placement.
 fn status_of(err: &SchedError) -> u16 {
     match err {
-        SchedError::ZeroVram { .. } | SchedError::Replicas { .. } => 400,
+        SchedError::Vram { .. } | SchedError::Replicas { .. } => 400,
         SchedError::UnknownHost { .. } => 404,
         SchedError::NoRoom { .. } => 409,
         _ => 500,

@@ -24,8 +24,8 @@ use tracing::{debug, info, warn};
 
 use super::{NAME_CLASH, PEER_LOST, render};
 use crate::cluster::{
-    AgentHealth, AgentRecord, ClusterEvent, ErrorEvent, Health, HostState, report_from_state,
-    state_from_report,
+    AgentHealth, AgentRecord, ClusterEvent, ErrorEvent, Health, HostState, MAX_REGISTRY_ENTRIES,
+    report_from_state, state_from_report,
 };
 use crate::daemon::gpus::GpuSide;
 use crate::gpu::sched::{Decision, GpuScheduler, HostState as SchedHostState, SchedError, Slot};
@@ -189,7 +189,16 @@ impl ClusterSide {
                 ClusterEvent::PeerUp { .. } | ClusterEvent::PeerLost { .. } => {}
                 ClusterEvent::Error(report) => self.heard_error(&report),
                 ClusterEvent::Agent(record) => {
-                    self.registry.insert(record.key(), record);
+                    let key = record.key();
+                    // The link bounds its copy, but deletions do not
+                    // reach this one: bound it too.
+                    if self.registry.len() < MAX_REGISTRY_ENTRIES
+                        || self.registry.contains_key(&key)
+                    {
+                        self.registry.insert(key, record);
+                    } else {
+                        debug!(agent = %record.agent, "registry full, record dropped");
+                    }
                 }
             }
         }
