@@ -68,6 +68,9 @@ pub struct RunOptions {
     pub agents: Vec<PathBuf>,
     /// Where sysfs is.
     pub sysfs_root: PathBuf,
+    /// Where the tuning profile's /proc, /sys, /dev and /run are, over
+    /// the live host's `/` (a test tree; `--tuning-root`).
+    pub tuning_root: Option<PathBuf>,
     /// Stop after this long (after start-up); `None`: until a signal.
     pub duration: Option<Duration>,
     /// Load generator requests a second.
@@ -103,6 +106,7 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
         topology.data_plane(),
         options.privileged,
         &options.sysfs_root,
+        options.tuning_root.as_deref(),
     )?;
     // Stopped after the executors, by `stop` below or by its `Drop`.
     let control_rt = ControlRuntime::start(topology.control(), topology.housekeeping())

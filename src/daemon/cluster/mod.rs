@@ -240,6 +240,7 @@ mod tests {
             topology: PathBuf::from("t.toml"),
             agents: Vec::new(),
             sysfs_root: PathBuf::from("/sys"),
+            tuning_root: None,
             duration: None,
             rate_per_s: 0.0,
             request_timeout: Duration::from_secs(1),
