@@ -70,6 +70,11 @@ pub struct RunArgs {
     /// Where sysfs is.
     #[command(flatten)]
     pub sysfs: SysfsArg,
+    /// Apply the topology's tuning profile under DIR instead of / (its
+    /// /proc, /sys, /dev and /run; a test tree, as `pinwheel tune
+    /// --root`). Still needs root and no --unprivileged.
+    #[arg(long, value_name = "DIR")]
+    pub tuning_root: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -100,6 +105,7 @@ impl RunArgs {
             topology: self.topology.clone(),
             agents: self.agents.clone(),
             sysfs_root: self.sysfs.sysfs_root.clone(),
+            tuning_root: self.tuning_root.clone(),
             duration,
             rate_per_s: self.rate,
             request_timeout: Duration::from_millis(self.timeout_ms),

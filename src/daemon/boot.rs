@@ -106,13 +106,15 @@ pub fn check_outputs(options: &RunOptions) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Steps 3 and 4: privileges, executors, phases.
+/// Steps 3 and 4: privileges, executors, phases. The executors' wake-up
+/// guard runs on `guard_on`, the control runtime.
 pub fn start_mesh(
     options: &RunOptions,
     topology: &Topology,
     agents: AgentSet,
     plan: Plan,
     began: Instant,
+    guard_on: &tokio::runtime::Handle,
 ) -> Result<Booted, DaemonError> {
     let Layout {
         routes,
@@ -141,7 +143,14 @@ pub fn start_mesh(
     let control = Control::new(executors.len(), phases.len());
     let perf = Arc::new(PerfSet::default());
     let setup = thread_setup(options.privileged, &health, &perf, events);
-    let runtime = start(Arc::clone(&routes), executors, make, setup, control)?;
+    let runtime = start(
+        Arc::clone(&routes),
+        executors,
+        make,
+        setup,
+        control,
+        guard_on,
+    )?;
     Ok(Booted {
         runtime,
         mesh,

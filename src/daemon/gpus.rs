@@ -3,8 +3,8 @@
 //!
 //! At boot the backend is opened (NVML where the topology asks for it and
 //! a driver answers; simulated GPUs otherwise, with the `no_nvml` health
-//! reason) and handed to the poller thread, which samples it off the core
-//! loop. Every model the manifests name is made known to the optimizer,
+//! reason) and handed to the poller task, which samples it through
+//! `spawn_blocking`, off the control runtime's thread. Every model the manifests name is made known to the optimizer,
 //! and the topology's `[vram]` pins are loaded first. Each tick drains the
 //! poller's events into the optimizer, ticks it, and carries out its
 //! decisions: on simulated GPUs a load or eviction changes the simulated
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
+use tokio::runtime::Handle;
 use tracing::warn;
 
 use crate::config::AgentSet;
@@ -71,8 +72,9 @@ fn lock(sim: &Mutex<SimBackend>) -> std::sync::MutexGuard<'_, SimBackend> {
 pub struct GpuSide {
     infos: Vec<GpuInfo>,
     optimizer: VramOptimizer,
-    events: std::sync::mpsc::Receiver<GpuEvent>,
-    poller: Option<GpuPoller>,
+    events: tokio::sync::mpsc::Receiver<GpuEvent>,
+    /// Samples while it lives; dropped with the core loop, it stops.
+    _poller: GpuPoller,
     sim: Option<SimHandle>,
     metrics: GpuMetrics,
     samples: Vec<Option<GpuSample>>,
@@ -83,12 +85,14 @@ pub struct GpuSide {
 }
 
 impl GpuSide {
-    /// Opens the backend, starts the poller, registers the metrics.
+    /// Opens the backend, starts the poller on the control runtime `on`,
+    /// registers the metrics.
     pub fn open(
         topology: &Topology,
         agents: &AgentSet,
         registry: &mut Registry,
         health: &Health,
+        on: &Handle,
     ) -> Result<GpuSide, DaemonError> {
         let gpu_error = |err: GpuError| DaemonError::Gpu {
             reason: err.to_string(),
@@ -105,15 +109,14 @@ impl GpuSide {
                 optimizer.model(&model.name, model.vram_mib);
             }
         }
-        let (poller, events) =
-            GpuPoller::spawn(backend, POLL_PERIOD, EVENT_QUEUE).map_err(gpu_error)?;
+        let (poller, events) = GpuPoller::spawn(on, backend, POLL_PERIOD, EVENT_QUEUE);
         Ok(GpuSide {
             samples: vec![None; infos.len()],
             metrics: GpuMetrics::register(registry, topology.host()),
             infos,
             optimizer,
             events,
-            poller: Some(poller),
+            _poller: poller,
             sim,
             processes: Vec::new(),
             decisions: Vec::new(),
@@ -322,14 +325,6 @@ impl GpuSide {
                 "denied": s.denied,
             },
         })
-    }
-}
-
-impl Drop for GpuSide {
-    fn drop(&mut self) {
-        if let Some(poller) = self.poller.take() {
-            poller.stop();
-        }
     }
 }
 

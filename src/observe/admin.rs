@@ -1,4 +1,4 @@
-//! The admin HTTP API (axum, on the control thread).
+//! The admin HTTP API (axum over hyper, a task on the control runtime).
 //!
 //! Read-only endpoints are open; the ones that change something need
 //! `Authorization: Bearer <token>`, the token read at start from a file
@@ -17,30 +17,47 @@
 //! | `POST /v1/gpu/place`, `/v1/models/pin`, `/v1/models/unpin` | a command to the core loop, answered when it has decided |
 //!
 //! Handlers never touch the data plane: they read the [`DaemonView`] and
-//! send commands to the core loop over a channel, each with a reply slot
-//! and a timeout.
+//! send commands to the core loop over a bounded channel, each with a
+//! reply slot and a timeout; a full channel answers 503, never waits.
+//!
+//! A body over [`MAX_BODY_BYTES`] is answered 413 before the token is
+//! checked, so an unauthenticated client cannot make the daemon buffer
+//! more than that: a declared `Content-Length` over the limit is refused
+//! before the body is read, and a chunked body is cut off at the limit
+//! (axum's `DefaultBodyLimit`) while it is extracted, which happens before
+//! the handler looks at the token. Connections, timeouts and shutdown are
+//! the edge's (`admin/edge.rs`): see there for what keeps a client from
+//! holding the daemon.
+
+mod edge;
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::SyncSender;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::rejection::StringRejection;
+use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use super::ObserveError;
 use super::view::DaemonView;
 use crate::config::ConfigError;
 use crate::config::trust::{self, Strictness};
+use crate::runtime::control::{ControlRuntime, ControlTask};
+
+pub use edge::{
+    HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEAD_BYTES, SHUTDOWN_GRACE,
+};
 
 /// Longest a changing request waits for the core loop.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -163,25 +180,25 @@ struct AppState {
     view: Arc<DaemonView>,
     registry: Registry,
     auth: Auth,
-    commands: SyncSender<Request>,
+    commands: mpsc::Sender<Request>,
 }
 
 /// The running API.
 #[derive(Debug)]
 pub struct Admin {
     addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    task: ControlTask,
 }
 
 impl Admin {
     /// Binds `config.addr` now (so a taken port is an error at boot) and
-    /// serves on a new control thread.
+    /// serves from a task on `control`.
     pub fn start(
         config: &AdminConfig,
         view: Arc<DaemonView>,
         registry: Registry,
-        commands: SyncSender<Request>,
+        commands: mpsc::Sender<Request>,
+        control: &ControlRuntime,
     ) -> Result<Admin, ObserveError> {
         let bind_error = |source| ObserveError::Bind {
             addr: config.addr,
@@ -200,17 +217,10 @@ impl Admin {
             auth,
             commands,
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("pinwheel-admin".into())
-            .spawn(move || serve(listener, state, stopped))
-            .map_err(|source| ObserveError::Thread { source })?;
+        let router = router(state);
+        let task = control.spawn(|stopped| edge::serve(listener, router, stopped));
         tracing::info!(%addr, "admin API listening");
-        Ok(Admin {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        Ok(Admin { addr, task })
     }
 
     /// The address it listens on (the real port when asked for port 0).
@@ -218,56 +228,18 @@ impl Admin {
         self.addr
     }
 
-    /// Stops serving and joins the thread.
+    /// Stops accepting and tells open connections to finish; returns at
+    /// once. [`Admin::stop`] then waits for the rest.
+    pub fn begin_stop(&mut self) {
+        self.task.signal();
+    }
+
+    /// Stops serving and waits, at most [`SHUTDOWN_GRACE`], for the
+    /// connections to close (from outside the control runtime).
     pub fn stop(mut self) {
-        self.shut_down();
+        self.task.signal();
+        self.task.join();
     }
-
-    fn shut_down(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Admin {
-    fn drop(&mut self) {
-        self.shut_down();
-    }
-}
-
-fn serve(listener: TcpListener, state: Arc<AppState>, stopped: tokio::sync::oneshot::Receiver<()>) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            tracing::error!(error = %err, "admin API: no async runtime");
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(listener) => listener,
-            Err(err) => {
-                tracing::error!(error = %err, "admin API: listener");
-                return;
-            }
-        };
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        if let Err(err) = axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %err, "admin API stopped");
-        }
-    });
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -281,7 +253,32 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/gpu/place", post(place))
         .route("/v1/models/pin", post(pin))
         .route("/v1/models/unpin", post(unpin))
+        // Bodies extracted as strings stop at the limit...
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // ... and a body declared larger is refused before it is read.
+        .layer(middleware::from_fn(refuse_large_bodies))
         .with_state(state)
+}
+
+/// 413 for a request whose declared body is over [`MAX_BODY_BYTES`],
+/// before any handler (and its token check) runs.
+async fn refuse_large_bodies(request: HttpRequest, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return too_large();
+    }
+    next.run(request).await
+}
+
+fn too_large() -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the request body is over {MAX_BODY_BYTES} bytes"),
+    )
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
@@ -318,25 +315,37 @@ async fn cluster(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(state.view.cluster())
 }
 
-async fn place(state: State<Arc<AppState>>, headers: HeaderMap, body: String) -> Response {
+/// A command's body, read up to [`MAX_BODY_BYTES`] before the handler
+/// runs.
+type Body = Result<String, StringRejection>;
+
+async fn place(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     command(state, headers, body, "place").await
 }
 
-async fn pin(state: State<Arc<AppState>>, headers: HeaderMap, body: String) -> Response {
+async fn pin(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     command(state, headers, body, "pin").await
 }
 
-async fn unpin(state: State<Arc<AppState>>, headers: HeaderMap, body: String) -> Response {
+async fn unpin(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     command(state, headers, body, "unpin").await
 }
 
-/// Authorises, parses the body as the `op` command, asks the core loop.
+/// Checks the body's size, authorises, parses the body as the `op`
+/// command, asks the core loop.
 async fn command(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: String,
+    body: Body,
     op: &str,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return too_large();
+        }
+        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
+    };
     if let Err((status, why)) = state.auth.check(&headers) {
         return error(status, &why);
     }

@@ -176,9 +176,9 @@ impl HostCpus {
 pub enum Role {
     /// Runs agent executors.
     DataPlane,
-    /// Runs the core loop (VRAM optimizer, GPU scheduler, supervisor).
+    /// Runs the control runtime (core loop, admin HTTP, cluster link).
     Control,
-    /// Runs the control thread (admin HTTP, cluster link, NVML polling).
+    /// Runs the control runtime's blocking calls (NVML polling).
     Housekeeping,
 }
 
@@ -342,8 +342,8 @@ impl Topology {
         self.control
     }
 
-    /// CPUs of the control thread; empty lets it float over every CPU that
-    /// is not data plane.
+    /// CPUs of the control runtime's blocking thread (NVML calls); empty
+    /// leaves it on the control thread's CPUs.
     pub fn housekeeping(&self) -> &CpuSet {
         &self.housekeeping
     }
