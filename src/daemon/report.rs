@@ -449,5 +449,7 @@ fn router_totals(snapshots: &[StatsSnapshot]) -> RouterTotals {
             unroutable: a.unroutable + s.router.unroutable,
             parks: a.parks + s.router.parks,
             ring_backlog: a.ring_backlog + s.router.ring_backlog,
+            reactor_passes: a.reactor_passes + s.router.reactor_passes,
+            late_passes: a.late_passes + s.router.late_passes,
         })
 }

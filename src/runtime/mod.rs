@@ -6,12 +6,18 @@
 //! * `pool`, `inbox`, `pending`: an executor's frame buffers, agents'
 //!   priority inboxes, and calls waiting for replies; all sized at boot.
 //! * `node`: an executor's router (send, accept, fan-out, replies).
-//! * `pump`: the task that drains an executor's incoming rings.
+//! * `pump`: the task that drives an executor: drains its incoming rings,
+//!   fires its timers and, when nothing is ready, holds the thread until
+//!   the next message or due time.
+//! * `timers`, `tasks`: an executor's timers (fired by the pump, not by
+//!   glommio's reactor) and its task census (which tasks are ready, so
+//!   the pump knows when it may hold the thread).
 //! * `agent`, `ctx`, `worker`, `supervisor`: what an agent is to the
 //!   runtime, its handle on it, the task that runs its handler, and the
 //!   restart policy.
 //! * `stats`: what each executor measures.
-//! * `executor`: starting, phasing and stopping the executors.
+//! * `executor`: starting, phasing and stopping the executors; `duties`:
+//!   an executor's ticker, agent launchers and drain.
 //! * `control`: the one control thread (a current-thread tokio runtime on
 //!   the control CPU) and the tasks that run on it; `guard`: the wake-up
 //!   guard, one of them, kept while glommio loses timer wake-ups.
@@ -24,6 +30,7 @@ pub mod affinity;
 pub mod agent;
 pub mod control;
 pub mod ctx;
+mod duties;
 pub mod executor;
 pub mod guard;
 pub mod inbox;
@@ -36,6 +43,8 @@ pub mod pump;
 pub mod routes;
 pub mod stats;
 pub mod supervisor;
+pub mod tasks;
+pub mod timers;
 pub mod worker;
 
 use crate::topology::CpuId;

@@ -1,5 +1,5 @@
 //! One executor's router: its agents' inboxes, its frame pool, its pending
-//! calls, and the producer ends of its outgoing rings.
+//! calls, its timers, and the producer ends of its outgoing rings.
 //!
 //! Sending (`route`): a request, reply or heartbeat goes to the executor of
 //! its `to` agent. On this executor it is encoded straight into a pool
@@ -27,6 +27,7 @@ use super::inbox::Inbox;
 use super::pending::Pending;
 use super::pool::{FrameBuf, FramePool};
 use super::routes::{NOWHERE, Routes};
+use super::timers::Timers;
 use pinwheel_ipc::ring::{Producer, RingError};
 use pinwheel_ipc::wire::{
     self, AgentId, ArchivedEnvelope, Envelope, Payload, PayloadKind, Scratch, TopicId,
@@ -63,6 +64,11 @@ pub struct RouterCounters {
     /// Slots still published in the incoming rings after the pump's last
     /// pass: the rings' depth.
     pub ring_backlog: Cell<u64>,
+    /// glommio reactor passes the pump let happen while idle.
+    pub reactor_passes: Cell<u64>,
+    /// Reactor passes that fell between a ring message and its handler
+    /// (glommio's preempt timer had fired as the message came).
+    pub late_passes: Cell<u64>,
 }
 
 impl RouterCounters {
@@ -77,6 +83,8 @@ impl RouterCounters {
             unroutable: self.unroutable.get(),
             parks: self.parks.get(),
             ring_backlog: self.ring_backlog.get(),
+            reactor_passes: self.reactor_passes.get(),
+            late_passes: self.late_passes.get(),
         }
     }
 }
@@ -101,6 +109,10 @@ pub struct RouterTotals {
     /// Slots still published in the incoming rings after the pump's last
     /// pass.
     pub ring_backlog: u64,
+    /// glommio reactor passes the pump let happen while idle.
+    pub reactor_passes: u64,
+    /// Reactor passes between a ring message and its handler.
+    pub late_passes: u64,
 }
 
 fn bump(counter: &Cell<u64>) {
@@ -115,6 +127,7 @@ pub struct Node {
     pool: Rc<FramePool>,
     inboxes: Vec<Inbox>,
     pending: Rc<Pending>,
+    timers: Rc<Timers>,
     outgoing: RefCell<Vec<Option<Producer>>>,
     scratch: RefCell<Box<Scratch>>,
     counters: RouterCounters,
@@ -141,6 +154,7 @@ impl Node {
             executor,
             pool: FramePool::new(sizes.pool_frames, sizes.frame_bytes),
             pending: Pending::new(executor, sizes.pending_calls),
+            timers: Timers::new(),
             inboxes,
             routes,
             outgoing: RefCell::new(outgoing),
@@ -192,6 +206,11 @@ impl Node {
     /// The pending-call table.
     pub fn pending(&self) -> &Rc<Pending> {
         &self.pending
+    }
+
+    /// The executor's timers.
+    pub fn timers(&self) -> &Rc<Timers> {
+        &self.timers
     }
 
     /// The frame pool.

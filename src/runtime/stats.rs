@@ -210,6 +210,8 @@ pub struct ExecutorTotals {
     pub busy_ns: u64,
     /// Tasks run.
     pub tasks: u64,
+    /// Task-queue selections by glommio's scheduler.
+    pub scheduler_runs: u64,
 }
 
 /// Totals an executor publishes for the status line, on their own cache

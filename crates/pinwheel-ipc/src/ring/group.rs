@@ -5,13 +5,20 @@
 //! group: publish every tail, declare every ring asleep, re-check every
 //! head, and sleep only if all are still empty; a producer of any of them
 //! that publishes after the declaration sees it and rings the shared bell.
-//! The spin phase is the consumers' wait strategy, clock-free first polls
-//! included; on an executor it yields to other tasks between polls.
+//!
+//! The wait ([`ConsumerGroup::wait_until`]) holds the calling thread: it
+//! spins by the consumers' wait strategy (clock-free first polls
+//! included), then parks in `ppoll(2)` on the bell with a nanosecond
+//! deadline. An executor lends it its thread when it has nothing else to
+//! run, so a ring message or a timer deadline wakes the executor as
+//! promptly as a plain thread, with no reactor between the kernel and the
+//! consumer. The caller's `interrupt` ends the spin early (other work
+//! became ready); the caller wakes a park with [`DataBell::nudge`].
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::time::TimeSpec;
 
 use super::handle::DataBell;
 use super::wait::Waiter;
@@ -23,9 +30,24 @@ pub struct ConsumerGroup {
     bell: DataBell,
     consumers: Vec<Consumer>,
     waiter: Waiter,
-    file: Option<glommio::io::BufferedFile>,
     parks: u64,
 }
+
+/// Why [`ConsumerGroup::wait_until`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupWake {
+    /// A ring has a frame.
+    Frames,
+    /// The deadline came.
+    Deadline,
+    /// The caller's interrupt said to stop waiting.
+    Interrupted,
+}
+
+/// Polls across the group before the clock is read.
+const POLLS_FIRST: u32 = 16;
+/// Spin iterations between clock reads.
+const CLOCK_EVERY: u32 = 32;
 
 impl ConsumerGroup {
     /// An empty group woken by `bell`, waiting by `wait` with at most
@@ -36,7 +58,6 @@ impl ConsumerGroup {
             bell,
             consumers: Vec::new(),
             waiter,
-            file: None,
             parks: 0,
         }
     }
@@ -62,7 +83,8 @@ impl ConsumerGroup {
         self.parks
     }
 
-    fn any_frames(&mut self) -> Result<bool, RingError> {
+    /// Whether any ring has a published frame.
+    pub fn any_frames(&mut self) -> Result<bool, RingError> {
         for consumer in &mut self.consumers {
             if consumer.has_frames()? {
                 return Ok(true);
@@ -91,122 +113,126 @@ impl ConsumerGroup {
         }
     }
 
-    /// Waits up to `timeout` for a frame on any ring, on a glommio
-    /// executor; returns whether one is ready. Must be called on the
-    /// executor thread that keeps calling it (the bell's io_uring handle is
-    /// created there on first use).
-    pub async fn wait_async(&mut self, timeout: Duration) -> Result<bool, RingError> {
+    /// Waits, holding the calling thread, until a ring has a frame, until
+    /// `deadline`, or until `interrupt` returns true (asked between spins
+    /// and once more just before parking; a park ends only on a frame, the
+    /// bell or the deadline, so whoever makes `interrupt` true while the
+    /// group may be parked must also nudge the bell).
+    pub fn wait_until(
+        &mut self,
+        deadline: Instant,
+        mut interrupt: impl FnMut() -> bool,
+    ) -> Result<GroupWake, RingError> {
         for _ in 0..POLLS_FIRST {
             if self.any_frames()? {
                 self.waiter.waited(Duration::ZERO);
-                return Ok(true);
+                return Ok(GroupWake::Frames);
+            }
+            if interrupt() {
+                return Ok(GroupWake::Interrupted);
             }
             std::hint::spin_loop();
         }
         let started = Instant::now();
-        let deadline = started + timeout;
-        let spin = match self.waiter.budget() {
-            None => Some(timeout),
+        let stop = match self.waiter.budget() {
+            None => Some(deadline),
             Some(budget) if budget.is_zero() => None,
-            Some(budget) => Some(budget),
+            Some(budget) => Some((started + budget).min(deadline)),
         };
-        if let Some(budget) = spin {
-            let stop = (started + budget).min(deadline);
-            while Instant::now() < stop {
-                if self.any_frames()? {
-                    self.waiter.waited(started.elapsed());
-                    return Ok(true);
-                }
-                YieldNow(false).await;
-            }
+        if let Some(stop) = stop
+            && let Some(wake) = self.spin(started, stop, &mut interrupt)?
+        {
+            return Ok(wake);
         }
-        self.park(started, deadline).await
+        if Instant::now() >= deadline {
+            return Ok(GroupWake::Deadline);
+        }
+        self.park(started, deadline, &mut interrupt)
     }
 
-    async fn park(&mut self, started: Instant, deadline: Instant) -> Result<bool, RingError> {
-        if self.file.is_none() {
-            self.file = Some(
-                self.bell
-                    .0
-                    .async_handle()
-                    .map_err(os("duplicate ring doorbell"))?,
-            );
+    /// Spins until `stop`; `None` when the spin ran out.
+    fn spin(
+        &mut self,
+        started: Instant,
+        stop: Instant,
+        interrupt: &mut impl FnMut() -> bool,
+    ) -> Result<Option<GroupWake>, RingError> {
+        let mut polls = 0u32;
+        loop {
+            if self.any_frames()? {
+                self.waiter.waited(started.elapsed());
+                return Ok(Some(GroupWake::Frames));
+            }
+            if interrupt() {
+                return Ok(Some(GroupWake::Interrupted));
+            }
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(CLOCK_EVERY) && Instant::now() >= stop {
+                return Ok(None);
+            }
+            std::hint::spin_loop();
         }
+    }
+
+    fn park(
+        &mut self,
+        started: Instant,
+        deadline: Instant,
+        interrupt: &mut impl FnMut() -> bool,
+    ) -> Result<GroupWake, RingError> {
         loop {
             if !self.arm_all()? {
                 self.waiter.waited(started.elapsed());
-                return Ok(true);
+                return Ok(GroupWake::Frames);
+            }
+            if interrupt() {
+                self.disarm_all();
+                return Ok(GroupWake::Interrupted);
             }
             let now = Instant::now();
             if now >= deadline {
                 self.disarm_all();
-                return Ok(false);
+                return Ok(GroupWake::Deadline);
             }
             self.parks += 1;
-            let file = self.file.as_ref().expect("created above");
-            let read = glommio::timer::timeout(deadline - now, async {
-                file.read_at(0, 8).await.map(drop)
-            })
-            .await;
+            let rung = self.sleep(deadline - now);
             self.disarm_all();
-            match read {
-                Ok(()) | Err(glommio::GlommioError::TimedOut(_)) => {}
-                Err(err) => {
-                    return Err(RingError::Os {
-                        what: "await ring doorbell",
-                        source: err.into(),
-                    });
-                }
-            }
+            rung?;
             if self.any_frames()? {
                 self.waiter.waited(started.elapsed());
-                return Ok(true);
+                return Ok(GroupWake::Frames);
+            }
+            if interrupt() {
+                return Ok(GroupWake::Interrupted);
             }
         }
     }
 
-    /// Like [`ConsumerGroup::wait_async`] on a plain thread (tests, tools).
+    /// Sleeps on the bell for at most `timeout`, to the nanosecond
+    /// (`ppoll`; `poll`'s millisecond timeout would round a 300 µs timer
+    /// up to 1 ms), and takes the bell's count when it rang.
+    fn sleep(&self, timeout: Duration) -> Result<(), RingError> {
+        let doorbell = &self.bell.0;
+        let mut fds = [PollFd::new(doorbell.as_fd(), PollFlags::POLLIN)];
+        let timeout = TimeSpec::from_duration(timeout);
+        match ppoll(&mut fds, Some(timeout), None) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            // Readable: the count is there, so this wait returns at once.
+            Ok(_) => doorbell
+                .wait(Duration::ZERO)
+                .map(drop)
+                .map_err(os("take ring doorbell")),
+            Err(err) => Err(RingError::Os {
+                what: "wait for ring data",
+                source: err.into(),
+            }),
+        }
+    }
+
+    /// Waits up to `timeout` for a frame on any ring, on a plain thread
+    /// (tests, tools); returns whether one is ready.
     pub fn wait(&mut self, timeout: Duration) -> Result<bool, RingError> {
-        let started = Instant::now();
-        let deadline = started + timeout;
-        loop {
-            if self.any_frames()? {
-                return Ok(true);
-            }
-            if !self.arm_all()? {
-                return Ok(true);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                self.disarm_all();
-                return Ok(false);
-            }
-            self.parks += 1;
-            self.bell
-                .0
-                .wait(deadline - now)
-                .map_err(os("wait for ring data"))?;
-            self.disarm_all();
-        }
-    }
-}
-
-/// Polls across the group before the clock is read.
-const POLLS_FIRST: u32 = 16;
-
-/// Yields once to the executor's other tasks.
-struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
+        let wake = self.wait_until(Instant::now() + timeout, || false)?;
+        Ok(wake == GroupWake::Frames)
     }
 }
