@@ -9,6 +9,12 @@
 //! (coordinated omission). Every request ends as completed, failed or
 //! timed out; the report's `sent` minus those three is what was lost.
 //!
+//! The generator also counts what it was asked to send: every due time
+//! up to the moment the runtime starts draining is `offered`; `offered`
+//! minus `sent` is what never left because all [`SENDERS`] were waiting
+//! for answers, so a mesh that cannot keep up shows as unsent requests
+//! rather than as a quietly lower rate.
+//!
 //! Stream sources (`stream_hz` in a manifest: the audio capture) get one
 //! frame per period, each carrying a voice [`Trace`] stamped with its due
 //! time, which the coordinator uses to measure the voice path end to end.
@@ -107,6 +113,16 @@ impl LoadGenerator {
         }
     }
 
+    /// Waits for the drain, then records how many requests fell due
+    /// before it.
+    async fn count_offered(&self, ctx: &Ctx, start_ns: u64) {
+        while ctx.pause(Duration::from_secs(3_600)).await {}
+        let period_ns = 1e9 / self.spec.rate_per_s;
+        let elapsed = now_ns().saturating_sub(start_ns) as f64;
+        let offered = (elapsed / period_ns).floor() as u64 + 1;
+        ctx.stats().update_requests(|r| r.offered += offered);
+    }
+
     /// Frames to one stream source until the runtime drains.
     async fn send_frames(&self, ctx: Ctx, to: AgentId, hz: u32, start_ns: u64) {
         let period_ns = 1e9 / f64::from(hz);
@@ -158,11 +174,16 @@ impl Agent for LoadGenerator {
         };
         let to = self.spec.requests_to.unwrap_or(ctx.me());
         let requests = (0..senders).map(|_| self.send_requests(ctx.fork(), to, start_ns));
+        let offered = async {
+            if senders > 0 {
+                self.count_offered(ctx, start_ns).await;
+            }
+        };
         let streams = self
             .spec
             .streams
             .iter()
             .map(|&(source, hz)| self.send_frames(ctx.fork(), source, hz, start_ns));
-        join(join_all(requests), join_all(streams)).await;
+        join(join(join_all(requests), join_all(streams)), offered).await;
     }
 }

@@ -22,6 +22,8 @@ use pinwheel_ipc::wire::AgentId;
 /// Outcomes of the load generator's requests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Requests {
+    /// Fell due before the runtime drained (rate × time).
+    pub offered: u64,
     /// Sent.
     pub sent: u64,
     /// Answered with success.
