@@ -27,7 +27,7 @@ use super::coordinator::{CoordinatorAgent, CoordinatorConfig, CoordinatorCounter
 use super::load::{LoadGenerator, LoadSpec, StreamCounters};
 use super::registry::{Directory, Record, RegistryAgent, RegistryCounters};
 use super::synthetic::{Synthetic, SyntheticSpec};
-use crate::config::{AgentIndex, AgentKind, AgentSet, NativeName};
+use crate::config::{AgentIndex, AgentKind, AgentSet, Behaviour, NativeName};
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
 use crate::runtime::ctx::{Ctx, now_ns};
@@ -48,6 +48,8 @@ pub struct MeshOptions {
     pub request_timeout: Duration,
     /// Where registries keep their snapshots.
     pub state_dir: Option<PathBuf>,
+    /// Synthetic agents serve at once: no service time, no stalls.
+    pub overhead: bool,
 }
 
 /// Everything the native agents and the generator count.
@@ -161,7 +163,16 @@ fn blueprint(
     match spec.kind() {
         AgentKind::Synthetic => Blueprint::Synthetic(SyntheticSpec {
             me: id,
-            behaviour: *spec.behaviour(),
+            behaviour: if options.overhead {
+                Behaviour {
+                    median_ns: 0,
+                    p99_ns: 0,
+                    stall_every: 0,
+                    ..*spec.behaviour()
+                }
+            } else {
+                *spec.behaviour()
+            },
             priority,
             calls: routes.calls(id).to_vec(),
             publishes: routes.publishes(id).to_vec(),

@@ -108,8 +108,12 @@ impl Synthetic {
         }
     }
 
-    /// Waits out one service time.
+    /// Waits out one service time (none at all when the median is zero:
+    /// `bench mesh --overhead`).
     async fn serve(&self, ctx: &Ctx) {
+        if self.spec.behaviour.median_ns == 0 {
+            return;
+        }
         let time = self.service.sample(&mut self.rng.borrow_mut());
         ctx.sleep(time).await;
     }

@@ -24,7 +24,9 @@
 //! every message arrived intact, so a fast wrong run cannot pass for a
 //! result.
 
+pub mod harness;
 pub mod hgrm;
+pub mod json;
 pub mod mesh;
 mod output;
 pub mod plot;

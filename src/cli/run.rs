@@ -116,6 +116,7 @@ impl RunArgs {
             admin_token_file: self.admin_token_file.clone(),
             host: self.host.clone(),
             nats_url: self.nats.clone(),
+            overhead: false,
         })
     }
 }

@@ -134,6 +134,7 @@ pub fn start_mesh(
             rate_per_s: options.rate_per_s,
             request_timeout: options.request_timeout,
             state_dir: options.state_dir.clone(),
+            overhead: options.overhead,
         },
     ));
     let make = {
