@@ -105,7 +105,6 @@ pub enum BenchCommand {
     #[command(hide = true)]
     RingPeer(RingPeerArgs),
     /// The server side of a two-process ZeroMQ baseline (started by `bench ring`).
-    #[cfg(feature = "zmq-baseline")]
     #[command(hide = true)]
     ZmqPeer(ZmqPeerArgs),
 }
@@ -134,7 +133,7 @@ impl From<WaitArg> for WaitStrategy {
 /// A baseline to measure in the same run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Baseline {
-    /// ZeroMQ ipc:// REQ/REP and PUSH/PULL (build with --features zmq-baseline).
+    /// ZeroMQ ipc:// REQ/REP and PUSH/PULL (libzmq, built from source).
     Zmq,
 }
 
@@ -199,7 +198,6 @@ pub struct RingPeerArgs {
 }
 
 /// `pinwheel bench zmq-peer`.
-#[cfg(feature = "zmq-baseline")]
 #[derive(Debug, Args)]
 pub struct ZmqPeerArgs {
     /// What to do with requests.
@@ -225,7 +223,6 @@ pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), DaemonErro
         BenchCommand::Ring(args) => ring(&args, out),
         BenchCommand::Router(args) => router(&args, out),
         BenchCommand::RingPeer(args) => Ok(serve_peer(args.mode, CpuId(args.cpu))?),
-        #[cfg(feature = "zmq-baseline")]
         BenchCommand::ZmqPeer(args) => Ok(crate::bench::zmq::serve_peer(
             args.mode,
             &args.endpoint,
@@ -297,7 +294,6 @@ fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), DaemonError
 /// Largest body `bench router` sends (frames are 1 KiB with the envelope).
 const MAX_ROUTER_BODY: usize = 512;
 
-#[cfg(feature = "zmq-baseline")]
 fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, DaemonError> {
     let zmq = crate::bench::zmq::ZmqBench {
         cpus: bench.cpus,
@@ -306,13 +302,6 @@ fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, DaemonError> {
         msgs: bench.msgs,
     };
     Ok(zmq.run()?)
-}
-
-#[cfg(not(feature = "zmq-baseline"))]
-fn zmq_baseline(_bench: &RingBench) -> Result<crate::bench::Case, DaemonError> {
-    Err(DaemonError::Usage {
-        message: "this pinwheel was built without the ZeroMQ baseline; install libzmq3-dev and rebuild with `cargo build --release --features zmq-baseline`".into(),
-    })
 }
 
 /// Two distinct CPUs this process may run on.
