@@ -11,12 +11,14 @@
 //! * [`view`]: the read-mostly [`view::DaemonView`] the core loop refreshes
 //!   and the API reads.
 //! * [`metrics`]: the Prometheus collector over that view.
-//! * [`admin`]: the HTTP API on the control thread.
+//! * [`admin`]: the HTTP API on the control thread, answering with the
+//!   types of [`api`], which its clients share.
 //!
 //! Nothing here runs on an executor: the data plane publishes counters it
 //! owns, and everything else reads them from other threads.
 
 pub mod admin;
+pub mod api;
 pub mod health;
 pub mod metrics;
 pub mod perf;
