@@ -86,6 +86,9 @@ pub enum DaemonError {
         /// Why.
         reason: String,
     },
+    /// `pinwheel install` or `uninstall`.
+    #[error(transparent)]
+    Install(#[from] crate::cli::InstallError),
     /// Writing the command's output.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -101,6 +104,7 @@ impl DaemonError {
             | DaemonError::Vram(_)
             | DaemonError::Usage { .. } => EXIT_BAD_INPUT,
             DaemonError::Tuning(err) if err.is_bad_input() => EXIT_BAD_INPUT,
+            DaemonError::Install(err) if err.is_bad_input() => EXIT_BAD_INPUT,
             DaemonError::Privileges(_)
             | DaemonError::Bench(_)
             | DaemonError::Runtime(_)
@@ -110,6 +114,7 @@ impl DaemonError {
             | DaemonError::Thread { .. }
             | DaemonError::Admin { .. }
             | DaemonError::Gpu { .. }
+            | DaemonError::Install(_)
             | DaemonError::Output(_) => EXIT_FAILURE,
         }
     }
@@ -131,6 +136,7 @@ impl DaemonError {
             | DaemonError::Thread { .. }
             | DaemonError::Admin { .. }
             | DaemonError::Gpu { .. }
+            | DaemonError::Install(_)
             | DaemonError::Output(_) => None,
         }
     }
