@@ -101,8 +101,8 @@ fn install_then_uninstall_leaves_the_tree_as_it_was() {
     assert!(installed.status.success(), "{}", text(&installed));
     let during = listing(root.path());
     let etc = root.path().join("etc/pinwheel");
-    let unit = std::fs::read_to_string(root.path().join("etc/systemd/system/pinwheel.service"))
-        .unwrap();
+    let unit =
+        std::fs::read_to_string(root.path().join("etc/systemd/system/pinwheel.service")).unwrap();
     for line in [
         "Type=notify",
         "WatchdogSec=5",
@@ -152,7 +152,11 @@ fn a_second_install_refuses_and_a_fresh_token_differs_each_time() {
     let again = install(root.path(), bin.path());
 
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
-    assert!(text(&again).contains("never overwrites"), "{}", text(&again));
+    assert!(
+        text(&again).contains("never overwrites"),
+        "{}",
+        text(&again)
+    );
     assert!(uninstall(root.path()).status.success());
     assert!(install(root.path(), bin.path()).status.success());
     let second = std::fs::read(root.path().join("etc/pinwheel/admin.token")).unwrap();
@@ -172,12 +176,26 @@ fn uninstall_keeps_a_changed_file_and_anything_install_did_not_write() {
 
     assert!(removed.status.success(), "{}", text(&removed));
     let said = text(&removed);
-    assert!(said.contains("kept /etc/pinwheel/topology.toml: changed since install"), "{said}");
-    assert!(said.contains("kept /etc/pinwheel/agents: not empty"), "{said}");
-    assert_eq!(std::fs::read_to_string(&topology).unwrap(), "# edited by the operator\n");
+    assert!(
+        said.contains("kept /etc/pinwheel/topology.toml: changed since install"),
+        "{said}"
+    );
+    assert!(
+        said.contains("kept /etc/pinwheel/agents: not empty"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&topology).unwrap(),
+        "# edited by the operator\n"
+    );
     assert!(extra.exists());
     assert!(!root.path().join("etc/pinwheel/admin.token").exists());
-    assert!(!root.path().join("etc/systemd/system/pinwheel.service").exists());
+    assert!(
+        !root
+            .path()
+            .join("etc/systemd/system/pinwheel.service")
+            .exists()
+    );
     assert!(root.path().join("usr/local/bin/other").exists());
 }
 

@@ -49,7 +49,11 @@ impl Top {
         }
         let child = pair.slave.spawn_command(command).unwrap();
         drop(pair.slave);
-        let parser = Arc::new(Mutex::new(vt100::Parser::new(rows, cols, 0)));
+        let parser = Arc::new(Mutex::new(vt100::Parser::new(
+            std::num::NonZero::new(rows).unwrap(),
+            std::num::NonZero::new(cols).unwrap(),
+            0,
+        )));
         let mut output = pair.master.try_clone_reader().unwrap();
         let feed = Arc::clone(&parser);
         std::thread::spawn(move || {
@@ -105,14 +109,15 @@ impl Top {
 }
 
 /// The agents list now: each agent row's screen row and name (rows that
-/// start with two spaces, from the first `CPU n` header to the GPUs
-/// panel), the name as wide as `width` allows.
+/// start with two spaces, between the column titles and the GPUs panel),
+/// the name as wide as `width` allows.
 fn agent_rows(screen: &vt100::Screen, width: usize) -> Vec<(u16, String)> {
-    let (_, cols) = screen.size();
+    let cols = screen.size().1.get();
     screen
         .rows(0, cols)
         .enumerate()
-        .skip_while(|(_, row)| !row.starts_with("CPU "))
+        .skip_while(|(_, row)| !row.starts_with("  agent "))
+        .skip(1)
         .take_while(|(_, row)| !row.starts_with("GPUs"))
         .filter(|(_, row)| row.starts_with("  "))
         .map(|(r, row)| {
@@ -130,11 +135,15 @@ fn selected(screen: &vt100::Screen) -> Option<String> {
         .map(|(_, name)| name)
 }
 
+/// The row under the one that starts with `header` (empty if none).
 fn row_after(screen: &vt100::Screen, header: &str) -> String {
-    let (_, cols) = screen.size();
+    let cols = screen.size().1.get();
     let rows: Vec<String> = screen.rows(0, cols).collect();
-    let at = rows.iter().position(|r| r.starts_with(header)).unwrap();
-    rows[at + 1].clone()
+    rows.iter()
+        .position(|r| r.starts_with(header))
+        .and_then(|at| rows.get(at + 1))
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn truncated(name: &str) -> String {
@@ -164,13 +173,21 @@ fn top_shows_the_seed_mesh_sorts_scrolls_to_every_agent_and_q_restores_the_termi
         .collect();
     let mut top = Top::start(&daemon, 80, 24, &[]);
 
-    let screen = top.wait_for("the agents", |s| {
-        s.contents().contains("79 agents on 2 CPUs")
+    // A frame is drawn top to bottom; the footer is its last line.
+    let screen = top.wait_for("a whole frame with the agents", |s| {
+        let text = s.contents();
+        text.contains("79 agents on 2 CPUs") && text.contains("q quit")
     });
 
     let text = screen.contents();
-    assert!(screen.alternate_screen(), "top draws on the alternate screen");
-    assert!(text.starts_with("host vm-2cpu: "), "the health line:\n{text}");
+    assert!(
+        screen.alternate_screen(),
+        "top draws on the alternate screen"
+    );
+    assert!(
+        text.starts_with("host vm-2cpu: "),
+        "the health line:\n{text}"
+    );
     assert!(text.contains("! no_nvml: "), "its reasons:\n{text}");
     assert!(
         text.lines()
@@ -183,20 +200,24 @@ fn top_shows_the_seed_mesh_sorts_scrolls_to_every_agent_and_q_restores_the_termi
         "the plan's first agent on CPU 0 leads:\n{text}"
     );
 
+    // The selection follows its agent through the re-sort; Home goes to
+    // the top.
     top.press("s");
-    let screen = top.wait_for("the order by name", |s| s.contents().contains("sort: name"));
-    let first_by_name = on_cpu0.iter().min().unwrap();
-    assert!(
-        row_after(&screen, "CPU 0").starts_with(&format!("  {}", truncated(first_by_name))),
-        "after s, the first by name leads:\n{}",
-        screen.contents()
-    );
+    top.press("g");
+    let first_by_name = format!("  {}", truncated(on_cpu0.iter().min().unwrap()));
+    let screen = top.wait_for("the order by name", |s| {
+        s.contents().contains("sort: name") && row_after(s, "CPU 0").starts_with(&first_by_name)
+    });
 
     let names = |s: &vt100::Screen| agent_rows(s, NAME_AT_80).into_iter().map(|(_, n)| n);
     let mut seen: BTreeSet<String> = names(&screen).collect();
     loop {
         let before = selected(&top.screen());
-        assert!(before.is_some(), "an agent is selected:\n{}", top.screen().contents());
+        assert!(
+            before.is_some(),
+            "an agent is selected:\n{}",
+            top.screen().contents()
+        );
         top.press("\x1b[6~"); // Page Down
         let moved = Instant::now();
         let mut screen = top.screen();
@@ -236,10 +257,11 @@ fn top_reads_without_colour_adapts_to_a_wide_terminal_and_sigterm_restores_the_t
     let mut top = Top::start(&daemon, 160, 48, &[("NO_COLOR", "1")]);
 
     let screen = top.wait_for("the wide layout", |s| {
-        s.contents().contains("VRAM decisions, newest first")
+        let text = s.contents();
+        text.contains("VRAM decisions, newest first") && text.contains("q quit")
     });
 
-    let (rows, cols) = screen.size();
+    let (rows, cols) = (screen.size().0.get(), screen.size().1.get());
     let coloured = (0..rows)
         .flat_map(|r| (0..cols).map(move |c| (r, c)))
         .filter_map(|(r, c)| screen.cell(r, c))
@@ -247,7 +269,12 @@ fn top_reads_without_colour_adapts_to_a_wide_terminal_and_sigterm_restores_the_t
             cell.fgcolor() != vt100::Color::Default || cell.bgcolor() != vt100::Color::Default
         })
         .count();
-    assert_eq!(coloured, 0, "NO_COLOR: no colour at all\n{}", screen.contents());
+    assert_eq!(
+        coloured,
+        0,
+        "NO_COLOR: no colour at all\n{}",
+        screen.contents()
+    );
     assert!(screen.contents().contains("cluster: single host"));
     top.press("\r");
     top.wait_for("the selected agent's routes", |s| {

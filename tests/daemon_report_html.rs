@@ -44,7 +44,11 @@ fn the_html_report_is_one_page_with_tables_and_a_percentile_plot() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let page = Html::parse_document(&std::fs::read_to_string(&path).unwrap());
 
@@ -59,23 +63,41 @@ fn the_html_report_is_one_page_with_tables_and_a_percentile_plot() {
     assert_eq!(latency.len(), 2);
     let e2e = cells(&latency[0]);
     assert_eq!(e2e[0], "request, end to end");
-    assert!(e2e[1].parse::<u64>().unwrap() > 0, "requests were timed: {e2e:?}");
+    assert!(
+        e2e[1].parse::<u64>().unwrap() > 0,
+        "requests were timed: {e2e:?}"
+    );
     assert!(
         ["ns", "us", "ms"].iter().any(|unit| e2e[2].ends_with(unit)),
         "p50 is a duration: {e2e:?}"
     );
-    assert!(!select(&page, "#routes tbody tr").is_empty(), "routes are listed");
-    assert!(select(&page, "#agents tbody tr").len() >= 5, "agents are listed");
+    assert!(
+        !select(&page, "#routes tbody tr").is_empty(),
+        "routes are listed"
+    );
+    assert!(
+        select(&page, "#agents tbody tr").len() >= 5,
+        "agents are listed"
+    );
     let svg = select(&page, "figure#percentiles svg");
     assert_eq!(svg.len(), 1, "one inline SVG plot");
     assert!(
-        !select(&page, "figure#percentiles svg polyline, figure#percentiles svg path").is_empty(),
+        !select(
+            &page,
+            "figure#percentiles svg polyline, figure#percentiles svg path"
+        )
+        .is_empty(),
         "the plot draws lines"
     );
     let plot_text: String = svg[0].text().collect();
-    assert!(plot_text.contains("request, end to end"), "the legend names the case");
+    assert!(
+        plot_text.contains("request, end to end"),
+        "the legend names the case"
+    );
     assert!(plot_text.contains("99%"), "the x axis counts the nines");
-    for external in ["script", "link", "img", "iframe", "object", "embed", "[src]", "[href]"] {
+    for external in [
+        "script", "link", "img", "iframe", "object", "embed", "[src]", "[href]",
+    ] {
         assert!(
             select(&page, external).is_empty(),
             "self-contained: no {external}"

@@ -93,7 +93,10 @@ fn dashboard_exprs(dashboard: &serde_json::Value) -> (Vec<String>, BTreeSet<Stri
         .iter()
         .filter_map(|v| v["definition"].as_str())
         .map(|d| {
-            let inner = d.strip_prefix("label_values(").unwrap().trim_end_matches(')');
+            let inner = d
+                .strip_prefix("label_values(")
+                .unwrap()
+                .trim_end_matches(')');
             inner.split(',').next().unwrap().trim().to_owned()
         })
         .collect();
@@ -155,7 +158,11 @@ fn every_dashboard_panel_and_alert_names_only_series_the_daemon_exports() {
         .map(|(_, r)| (r.alert.as_str(), r.expr.as_str()))
         .collect();
 
-    assert!(exprs.len() >= 20, "the dashboard has its panels: {}", exprs.len());
+    assert!(
+        exprs.len() >= 20,
+        "the dashboard has its panels: {}",
+        exprs.len()
+    );
     assert!(rules.len() >= 5, "the alerts are there: {}", rules.len());
     let mut unknown = Vec::new();
     for (source, expr) in exprs
@@ -199,7 +206,10 @@ fn every_dashboard_panel_and_alert_names_only_series_the_daemon_exports() {
         "PinwheelClusterPeerLost",
         "PinwheelGpuNearBudget",
     ] {
-        assert!(rules.iter().any(|(name, _)| *name == alert), "alert {alert}");
+        assert!(
+            rules.iter().any(|(name, _)| *name == alert),
+            "alert {alert}"
+        );
     }
 }
 

@@ -110,7 +110,11 @@ fn latency_table(out: &mut String, report: &Report) {
     percentile_header(out, "latency");
     out.push_str("<tbody>\n");
     percentile_row(out, "request, end to end", &report.e2e_latency_ns);
-    percentile_row(out, "voice: audio frame to response", &report.voice_latency_ns);
+    percentile_row(
+        out,
+        "voice: audio frame to response",
+        &report.voice_latency_ns,
+    );
     out.push_str("</tbody>\n</table>\n");
 }
 
@@ -119,7 +123,11 @@ fn plot(out: &mut String, report: &Report) -> Result<(), BenchError> {
     let voice = Distribution::of(report.voice_histogram());
     let series: Vec<Series<'_>> = [
         ("request, end to end", &e2e, report.e2e_latency_ns.count),
-        ("voice: audio frame to response", &voice, report.voice_latency_ns.count),
+        (
+            "voice: audio frame to response",
+            &voice,
+            report.voice_latency_ns.count,
+        ),
     ]
     .into_iter()
     .filter(|(_, _, count)| *count > 0)
@@ -158,11 +166,15 @@ fn routes(out: &mut String, routes: &[RouteReport]) {
 }
 
 fn agents(out: &mut String, report: &Report) {
-    out.push_str("<h2>Agents</h2>\n<table id=\"agents\">\n<thead><tr><th>agent</th><th>host</th>\
+    out.push_str(
+        "<h2>Agents</h2>\n<table id=\"agents\">\n<thead><tr><th>agent</th><th>host</th>\
         <th>kind</th><th>planned CPU</th><th>observed CPU</th><th>handled</th><th>failures</th>\
-        <th>restarts</th><th>expired</th></tr></thead>\n<tbody>\n");
+        <th>restarts</th><th>expired</th></tr></thead>\n<tbody>\n",
+    );
     for a in &report.per_agent {
-        let observed = a.observed_cpu.map_or_else(|| "-".to_owned(), |c| c.to_string());
+        let observed = a
+            .observed_cpu
+            .map_or_else(|| "-".to_owned(), |c| c.to_string());
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{observed}</td><td>{}</td>\

@@ -73,7 +73,10 @@ impl DaemonProcess {
         let client = self.client();
         let began = Instant::now();
         while !done(&client) {
-            assert!(began.elapsed() < HANG_GUARD, "the daemon never got to: {what}");
+            assert!(
+                began.elapsed() < HANG_GUARD,
+                "the daemon never got to: {what}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -406,25 +406,25 @@ impl App {
     /// first agent if it is gone or filtered out).
     fn sync_selection(&mut self) {
         let rows = self.rows();
-        let agent_row = |name: Option<&str>| {
-            rows.iter().position(|r| match (r, name) {
-                (Row::Agent(a), Some(n)) => a.name == n,
-                (Row::Agent(_), None) => true,
-                _ => false,
-            })
+        let agent_at = |i: usize| match rows[i] {
+            Row::Agent(a) => Some(a.name.clone()),
+            Row::Cpu(..) => None,
         };
-        let (at, name) = match agent_row(self.selected.as_deref()) {
-            Some(at) => (Some(at), self.selected.clone()),
-            None => {
-                let at = agent_row(None);
-                let name = at.and_then(|i| match rows[i] {
-                    Row::Agent(a) => Some(a.name.clone()),
-                    Row::Cpu(..) => None,
-                });
-                (at, name)
-            }
-        };
+        let kept = self.selected.as_deref().and_then(|name| {
+            rows.iter()
+                .position(|r| matches!(r, Row::Agent(a) if a.name == name))
+        });
+        let at = kept.or_else(|| rows.iter().position(|r| matches!(r, Row::Agent(_))));
+        let name = at.and_then(agent_at);
+        // The first agent of a CPU brings its CPU's header into view.
+        let header = at.filter(|&i| i > 0 && matches!(rows[i - 1], Row::Cpu(..)));
+        drop(rows);
         self.list.select(at);
+        if let Some(i) = header
+            && self.list.offset() >= i
+        {
+            *self.list.offset_mut() = i - 1;
+        }
         self.selected = name;
     }
 }
@@ -598,8 +598,10 @@ pub(super) mod tests {
         assert_eq!(sut.list.selected(), Some(4));
         assert_eq!(sut.routes(), ["<- Zeta (request, ring cpu 0 -> 1)"]);
 
+        *sut.list.offset_mut() = 3;
         press(&mut sut, KeyCode::Home);
         assert_eq!(sut.routes(), ["-> Mid (request, ring cpu 0 -> 1)"]);
+        assert_eq!(sut.list.offset(), 0, "CPU 0's header comes into view");
     }
 
     #[test]

@@ -326,7 +326,7 @@ fn draw_side(frame: &mut Frame<'_>, app: &App, area: Rect, palette: Palette, wid
     .areas(area);
     let mut gpu_and_recent = gpu_lines;
     gpu_and_recent.push(Line::raw(match decisions.first() {
-        Some(newest) => format!(" recent:{}", newest),
+        Some(newest) => format!(" recent: {}", newest.to_string().trim_start()),
         None => " recent: no VRAM decisions yet".to_owned(),
     }));
     panel(frame, "GPUs", gpu_and_recent, gpus);
