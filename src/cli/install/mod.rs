@@ -187,20 +187,52 @@ pub(super) fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), Dae
 /// Everything install writes, checked: the manifests load and plan on
 /// this host's detected topology.
 fn plan_files(args: &InstallArgs) -> Result<Vec<Planned>, DaemonError> {
+    let topology = detect_and_check(args)?;
+    let mut files = agent_files(&args.agents)?;
+    let installed_agents: Vec<String> = files
+        .iter()
+        .map(|f| format!("/{}", f.path.display()))
+        .collect();
+    let bin = match &args.bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?,
+    };
+    let unit = UNIT_TEMPLATE
+        .replace("@BIN@", &format!("/{BIN}"))
+        .replace("@AGENTS@", &installed_agents.join(" "));
+    let file = |path: &str, mode, bytes| Planned {
+        path: path.into(),
+        mode,
+        bytes,
+    };
+    files.push(file(TOPOLOGY, 0o644, topology.into_bytes()));
+    files.push(file(TOKEN, 0o600, token()?.into_bytes()));
+    files.push(file(UNIT, 0o644, unit.into_bytes()));
+    files.push(file(BIN, 0o755, read(&bin)?));
+    Ok(files)
+}
+
+/// This host's topology file, checked with the manifests: they load and
+/// plan on it.
+fn detect_and_check(args: &InstallArgs) -> Result<String, DaemonError> {
     let name = match &args.name {
         Some(name) => name.clone(),
         None => super::files::default_host_name(&args.sysfs.sysfs_root),
     };
     let host = topology::detect_host(&args.sysfs.sysfs_root)?;
-    let topology_text = topology::render_detect_toml(&host, &name);
+    let text = topology::render_detect_toml(&host, &name);
     let agents = AgentSet::load(&args.agents)?;
     let mut scratch = tempfile::NamedTempFile::new()?;
-    scratch.write_all(topology_text.as_bytes())?;
+    scratch.write_all(text.as_bytes())?;
     let detected = topology::load(scratch.path(), &args.sysfs.sysfs_root)?;
     Plan::build(&detected, &agents)?;
-    let mut files = Vec::new();
-    let mut installed_agents = Vec::new();
-    for source in &args.agents {
+    Ok(text)
+}
+
+/// The manifests, each under `etc/pinwheel/agents/` by its file name.
+fn agent_files(sources: &[PathBuf]) -> Result<Vec<Planned>, DaemonError> {
+    let mut files: Vec<Planned> = Vec::new();
+    for source in sources {
         let file_name = source
             .file_name()
             .and_then(|n| n.to_str())
@@ -212,45 +244,17 @@ fn plan_files(args: &InstallArgs) -> Result<Vec<Planned>, DaemonError> {
                 ),
             })?;
         let path = Path::new(AGENTS).join(file_name);
-        if files.iter().any(|f: &Planned| f.path == path) {
+        if files.iter().any(|f| f.path == path) {
             return Err(DaemonError::Usage {
                 message: format!("--agents: two manifests are named {file_name}; rename one"),
             });
         }
-        installed_agents.push(format!("/{}", path.display()));
         files.push(Planned {
             bytes: read(source)?,
             path,
             mode: 0o644,
         });
     }
-    let bin = match &args.bin {
-        Some(bin) => bin.clone(),
-        None => std::env::current_exe()?,
-    };
-    let unit = UNIT_TEMPLATE
-        .replace("@BIN@", &format!("/{BIN}"))
-        .replace("@AGENTS@", &installed_agents.join(" "));
-    files.push(Planned {
-        path: TOPOLOGY.into(),
-        mode: 0o644,
-        bytes: topology_text.into_bytes(),
-    });
-    files.push(Planned {
-        path: TOKEN.into(),
-        mode: 0o600,
-        bytes: token()?.into_bytes(),
-    });
-    files.push(Planned {
-        path: UNIT.into(),
-        mode: 0o644,
-        bytes: unit.into_bytes(),
-    });
-    files.push(Planned {
-        path: BIN.into(),
-        mode: 0o755,
-        bytes: read(&bin)?,
-    });
     Ok(files)
 }
 

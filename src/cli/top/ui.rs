@@ -29,7 +29,9 @@ use ratatui::widgets::{Block, Borders, Clear, List, ListItem, Paragraph};
 
 use super::app::{App, Mode, Row};
 use crate::cli::status::latency;
-use crate::observe::api::{AgentState, GpuStatus, HealthStatus, HostState};
+use crate::observe::api::{
+    AgentState, ClusterResponse, GpuStatus, HealthStatus, HostState, VramDecision,
+};
 
 /// Columns from which the panels sit side by side.
 pub const WIDE: u16 = 120;
@@ -243,67 +245,19 @@ fn draw_side(frame: &mut Frame<'_>, app: &App, area: Rect, palette: Palette, wid
         return;
     };
     let gpu_lines = gpu_lines(&data.gpus.gpus, area.width, palette);
-    let decisions: Vec<Line<'_>> = data
-        .gpus
-        .decisions
-        .iter()
-        .rev()
-        .map(|d| {
-            let gpu = d.gpu.map_or_else(String::new, |g| format!(" gpu {g}"));
-            let why = d
-                .reason
-                .as_ref()
-                .map_or_else(String::new, |r| format!(" ({r})"));
-            Line::raw(format!(
-                "  +{:.1}s {} {}{gpu}{why}",
-                d.at_ms as f64 / 1e3,
-                d.kind,
-                d.model
-            ))
-        })
-        .collect();
-    let hosts: Vec<Line<'_>> = data
-        .cluster
-        .hosts
-        .iter()
-        .map(|h| {
-            let here = h.host == data.cluster.host;
-            let name = if here {
-                format!("{} (here)", h.host)
-            } else {
-                h.host.clone()
-            };
-            let colour = match h.state {
-                HostState::Up => Color::Green,
-                HostState::Degraded => Color::Yellow,
-                HostState::Lost => Color::Red,
-            };
-            let link = if here {
-                String::new()
-            } else {
-                format!(
-                    "  latency {}  seen {} ms ago",
-                    latency(h.latency_us * 1_000),
-                    h.last_seen_ms
-                )
-            };
-            Line::from(vec![
-                Span::raw(format!(" {name:<24} ")),
-                Span::styled(format!("{:<9}", h.state.as_str()), palette.fg(colour)),
-                Span::raw(link),
-            ])
-        })
-        .collect();
+    let decisions = decision_lines(&data.gpus.decisions);
+    let hosts = host_lines(&data.cluster, palette);
     let cluster_title = match &data.cluster.cluster {
         Some(name) => format!("cluster {name}"),
         None => "cluster: single host".to_owned(),
     };
     let routes = routes_panel(app);
+    let lines = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
     if wide {
         let [gpus, recent, cluster, routes_area] = Layout::vertical([
-            Constraint::Length(u16::try_from(gpu_lines.len() + 1).unwrap_or(u16::MAX)),
+            Constraint::Length(lines(gpu_lines.len() + 1)),
             Constraint::Min(3),
-            Constraint::Length(u16::try_from(hosts.len() + 1).unwrap_or(u16::MAX)),
+            Constraint::Length(lines(hosts.len() + 1)),
             Constraint::Length(if app.show_routes { 10 } else { 0 }),
         ])
         .areas(area);
@@ -320,7 +274,7 @@ fn draw_side(frame: &mut Frame<'_>, app: &App, area: Rect, palette: Palette, wid
         return;
     }
     let [gpus, cluster] = Layout::vertical([
-        Constraint::Length(u16::try_from(gpu_lines.len() + 2).unwrap_or(u16::MAX)),
+        Constraint::Length(lines(gpu_lines.len() + 2)),
         Constraint::Min(1),
     ])
     .areas(area);
@@ -331,6 +285,62 @@ fn draw_side(frame: &mut Frame<'_>, app: &App, area: Rect, palette: Palette, wid
     }));
     panel(frame, "GPUs", gpu_and_recent, gpus);
     panel(frame, &cluster_title, hosts, cluster);
+}
+
+/// The optimizer's recent decisions, newest first.
+fn decision_lines(decisions: &[VramDecision]) -> Vec<Line<'static>> {
+    decisions
+        .iter()
+        .rev()
+        .map(|d| {
+            let gpu = d.gpu.map_or_else(String::new, |g| format!(" gpu {g}"));
+            let why = d
+                .reason
+                .as_ref()
+                .map_or_else(String::new, |r| format!(" ({r})"));
+            Line::raw(format!(
+                "  +{:.1}s {} {}{gpu}{why}",
+                d.at_ms as f64 / 1e3,
+                d.kind,
+                d.model
+            ))
+        })
+        .collect()
+}
+
+/// One line per host: its state and, for peers, the link's latency.
+fn host_lines(cluster: &ClusterResponse, palette: Palette) -> Vec<Line<'static>> {
+    cluster
+        .hosts
+        .iter()
+        .map(|h| {
+            let here = h.host == cluster.host;
+            let name = if here {
+                format!("{} (here)", h.host)
+            } else {
+                h.host.clone()
+            };
+            let colour = match h.state {
+                HostState::Up => Color::Green,
+                HostState::Degraded => Color::Yellow,
+                HostState::Lost => Color::Red,
+            };
+            let link = if here {
+                String::new()
+            } else {
+                format!(
+                    "  latency {}  seen {} ms ago",
+                    latency(h.latency_us.saturating_mul(1_000)),
+                    h.last_seen_ms
+                )
+            };
+            Line::from(vec![
+                Span::raw(format!(" {name:<24} ")),
+                Span::styled(format!("{:<9}", h.state.as_str()), palette.fg(colour)),
+                Span::raw(link),
+            ])
+        })
+        .collect()
 }
 
 /// The selected agent's routes, when asked for.
