@@ -87,6 +87,9 @@ pub enum DaemonError {
         /// Why.
         reason: String,
     },
+    /// `pinwheel install` or `uninstall`.
+    #[error(transparent)]
+    Install(#[from] crate::cli::InstallError),
     /// Writing the command's output.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -102,6 +105,7 @@ impl DaemonError {
             | DaemonError::Vram(_)
             | DaemonError::Usage { .. } => EXIT_BAD_INPUT,
             DaemonError::Tuning(err) if err.is_bad_input() => EXIT_BAD_INPUT,
+            DaemonError::Install(err) if err.is_bad_input() => EXIT_BAD_INPUT,
             DaemonError::Privileges(_)
             | DaemonError::Runtime(_)
             | DaemonError::Tuning(_)
@@ -110,6 +114,7 @@ impl DaemonError {
             | DaemonError::Thread { .. }
             | DaemonError::Admin { .. }
             | DaemonError::Gpu { .. }
+            | DaemonError::Install(_)
             | DaemonError::Output(_) => EXIT_FAILURE,
         }
     }
@@ -130,6 +135,7 @@ impl DaemonError {
             | DaemonError::Thread { .. }
             | DaemonError::Admin { .. }
             | DaemonError::Gpu { .. }
+            | DaemonError::Install(_)
             | DaemonError::Output(_) => None,
         }
     }
