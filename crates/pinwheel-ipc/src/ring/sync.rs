@@ -79,6 +79,14 @@ mod raw {
     /// Bytes per word of the atomic copies.
     const WORD: usize = 8;
 
+    /// The word whose bytes in memory are `chunk` (8 bytes).
+    #[inline]
+    fn word_of(chunk: &[u8]) -> u64 {
+        let mut bytes = [0u8; WORD];
+        bytes.copy_from_slice(chunk);
+        u64::from_ne_bytes(bytes)
+    }
+
     /// The frame bytes of a ring: `len` bytes at `base`, owned by a
     /// mapping or heap buffer that outlives every `DataRegion` over it.
     #[derive(Debug)]
@@ -144,19 +152,28 @@ mod raw {
         /// zeroed (they are padding inside the frame's last slot).
         pub(in crate::ring) fn copy_in(&self, offset: usize, src: &[u8]) {
             let words = self.words(offset, src.len());
-            let mut chunks = src.chunks_exact(WORD);
-            for (word, chunk) in words.iter().zip(&mut chunks) {
-                let mut bytes = [0u8; WORD];
-                bytes.copy_from_slice(chunk);
-                // SYNC: Relaxed; published by the Release store of head in
-                // ProducerEnd::publish, which pairs with the Acquire load in
-                // ConsumerEnd::refresh_head.
-                word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+            // Four words a step, unrolled: a loop of single atomic words
+            // spends as much on its own compare-and-branch as on the copy.
+            let mut quads = src.chunks_exact(4 * WORD);
+            for (quad, bytes) in words.chunks_exact(4).zip(&mut quads) {
+                for (word, chunk) in quad.iter().zip(bytes.chunks_exact(WORD)) {
+                    // SYNC: Relaxed; published by the Release store of head
+                    // in ProducerEnd::publish, which pairs with the Acquire
+                    // load in ConsumerEnd::refresh_head.
+                    word.store(word_of(chunk), Ordering::Relaxed);
+                }
             }
-            let rest = chunks.remainder();
-            if let (false, Some(last)) = (rest.is_empty(), words.last()) {
+            let rest = quads.remainder();
+            let words = &words[(src.len() - rest.len()) / WORD..];
+            let mut chunks = rest.chunks_exact(WORD);
+            for (word, chunk) in words.iter().zip(&mut chunks) {
+                // SYNC: as above.
+                word.store(word_of(chunk), Ordering::Relaxed);
+            }
+            let tail = chunks.remainder();
+            if let (false, Some(last)) = (tail.is_empty(), words.last()) {
                 let mut bytes = [0u8; WORD];
-                bytes[..rest.len()].copy_from_slice(rest);
+                bytes[..tail.len()].copy_from_slice(tail);
                 // SYNC: as above.
                 last.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
             }
@@ -166,19 +183,28 @@ mod raw {
         /// atomic word at a time.
         pub(in crate::ring) fn copy_out(&self, offset: usize, dst: &mut [u8]) {
             let words = self.words(offset, dst.len());
-            let mut chunks = dst.chunks_exact_mut(WORD);
+            let whole = dst.len() / (4 * WORD) * 4;
+            let mut quads = dst.chunks_exact_mut(4 * WORD);
+            for (quad, bytes) in words.chunks_exact(4).zip(&mut quads) {
+                for (word, chunk) in quad.iter().zip(bytes.chunks_exact_mut(WORD)) {
+                    // SYNC: Relaxed; the Acquire load of head in
+                    // ConsumerEnd::refresh_head (pairing with the producer's
+                    // Release store) ordered the frame's stores before it.
+                    chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+                }
+            }
+            let words = &words[whole..];
+            let mut chunks = quads.into_remainder().chunks_exact_mut(WORD);
             for (word, chunk) in words.iter().zip(&mut chunks) {
-                // SYNC: Relaxed; the Acquire load of head in
-                // ConsumerEnd::refresh_head (pairing with the producer's
-                // Release store) ordered the frame's stores before it.
+                // SYNC: as above.
                 chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
             }
-            let rest = chunks.into_remainder();
-            if let (false, Some(last)) = (rest.is_empty(), words.last()) {
+            let tail = chunks.into_remainder();
+            if let (false, Some(last)) = (tail.is_empty(), words.last()) {
                 // SYNC: as above.
                 let bytes = last.load(Ordering::Relaxed).to_ne_bytes();
-                let n = rest.len();
-                rest.copy_from_slice(&bytes[..n]);
+                let n = tail.len();
+                tail.copy_from_slice(&bytes[..n]);
             }
         }
 
@@ -447,7 +473,7 @@ mod tests {
     fn word_copies_round_trip_every_length_and_zero_the_rest_of_the_last_word() {
         let mut buffer = [u64::MAX; 16];
         let sut = region(&mut buffer, Reach::Peers);
-        for len in 0..=64 {
+        for len in 0..=120 {
             let src: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5a).collect();
             sut.copy_in(8, &src);
             let mut back = vec![0u8; len];

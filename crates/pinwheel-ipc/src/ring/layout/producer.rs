@@ -2,7 +2,8 @@
 //! publishes `head`.
 //!
 //! Writing a frame whose length is known up front ([`ProducerEnd::write_bytes`])
-//! is one atomic word copy into the slots. A frame the caller serializes
+//! is one copy into the slots: a `memcpy` on a ring only this process maps,
+//! atomic words on one a peer maps. A frame the caller serializes
 //! ([`ProducerEnd::write_frame`]) is written in place on a ring only this
 //! process maps, and into private staging memory first on a ring a peer
 //! maps: rkyv writes through a `&mut [u8]`, and such a reference to bytes a
@@ -22,6 +23,9 @@ use crate::ring::sync::{Ordering, fence};
 /// written, near enough that it is still there.
 const PREFETCH_AHEAD: u64 = 16;
 const PREFETCH_SLOTS: u64 = 4;
+/// Slots from `head` prefetched before a staged frame is built: two hold
+/// a request with a 64-byte body.
+const STAGED_PREFETCH_SLOTS: u64 = 2;
 
 /// Where a writer may put one frame.
 struct Room {
@@ -127,6 +131,16 @@ impl ProducerEnd {
         }
     }
 
+    /// Prefetches, for writing, up to `slots` slots from `head` that are
+    /// free now.
+    fn prefetch_next(&self, slots: u64) {
+        for ahead in 0..slots.min(self.free()) {
+            self.shared
+                .data
+                .prefetch_write(self.shared.offset(self.head + ahead));
+        }
+    }
+
     fn room(&self) -> Room {
         let index = self.head & (self.shared.slots() - 1);
         let to_end = self.shared.slots() - index;
@@ -199,6 +213,10 @@ impl ProducerEnd {
         &mut self,
         mut write: impl FnMut(&mut [u8]) -> Option<usize>,
     ) -> Result<Result<(), WriteFail>, RingError> {
+        // Ask for the first slots now, so taking their lines back from the
+        // consumer's core overlaps with building the frame instead of
+        // stalling the copy after it.
+        self.prefetch_next(STAGED_PREFETCH_SLOTS);
         let mut staging = std::mem::take(&mut self.staging);
         let result = match write(&mut staging) {
             Some(len) => {
@@ -231,8 +249,7 @@ impl ProducerEnd {
             let room = self.room();
             if room.capacity >= bytes.len() {
                 let offset = self.shared.offset(room.slot) + FRAME_HEADER_BYTES;
-                // Unpublished slots of this end: [head, tail + N).
-                self.shared.data.copy_in(offset, bytes);
+                self.copy_payload(offset, bytes);
                 self.commit(room.slot, bytes.len());
                 return Ok(Ok(()));
             }
@@ -241,6 +258,21 @@ impl ProducerEnd {
                 None => continue,
             }
         }
+    }
+
+    /// Copies a payload into unpublished slots of this end (`[head, tail +
+    /// N)`): one `memcpy` on a ring only this process maps, atomic words on
+    /// one a peer maps.
+    fn copy_payload(&self, offset: usize, bytes: &[u8]) {
+        #[cfg(not(loom))]
+        if let Some(memory) = self.shared.data.in_place() {
+            // SAFETY: no other process maps the ring (`in_place` proves
+            // it), and the consumer does not read these slots before head
+            // is published past them; the borrow ends with this statement.
+            unsafe { memory.slice_mut(offset, bytes.len()) }.copy_from_slice(bytes);
+            return;
+        }
+        self.shared.data.copy_in(offset, bytes);
     }
 
     /// Decides what to do when a frame did not fit: fail, or make room
