@@ -87,9 +87,6 @@ pub enum DaemonError {
         /// Why.
         reason: String,
     },
-    /// `pinwheel install` or `uninstall`.
-    #[error(transparent)]
-    Install(#[from] crate::cli::InstallError),
     /// Writing the command's output.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -105,7 +102,6 @@ impl DaemonError {
             | DaemonError::Vram(_)
             | DaemonError::Usage { .. } => EXIT_BAD_INPUT,
             DaemonError::Tuning(err) if err.is_bad_input() => EXIT_BAD_INPUT,
-            DaemonError::Install(err) if err.is_bad_input() => EXIT_BAD_INPUT,
             DaemonError::Privileges(_)
             | DaemonError::Runtime(_)
             | DaemonError::Tuning(_)
@@ -114,7 +110,6 @@ impl DaemonError {
             | DaemonError::Thread { .. }
             | DaemonError::Admin { .. }
             | DaemonError::Gpu { .. }
-            | DaemonError::Install(_)
             | DaemonError::Output(_) => EXIT_FAILURE,
         }
     }
@@ -135,7 +130,6 @@ impl DaemonError {
             | DaemonError::Thread { .. }
             | DaemonError::Admin { .. }
             | DaemonError::Gpu { .. }
-            | DaemonError::Install(_)
             | DaemonError::Output(_) => None,
         }
     }

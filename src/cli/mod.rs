@@ -36,7 +36,7 @@ pub use tune::{RevertArgs, TuneArgs, TuneCommand};
 pub use vram::{ReplayArgs, VramCommand};
 
 use crate::bench::BenchError;
-use crate::error::{DaemonError, EXIT_FAILURE};
+use crate::error::{DaemonError, EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::topology::LIVE_SYSFS;
 
 /// pinwheel: a thread-per-core daemon for hosts that run a mesh of AI agents.
@@ -122,6 +122,10 @@ pub enum CliError {
     /// A benchmark failed.
     #[error(transparent)]
     Bench(#[from] BenchError),
+    /// `pinwheel install` or `uninstall`: a command of the CLI, not of
+    /// the daemon, so its error lives here rather than in `DaemonError`.
+    #[error(transparent)]
+    Install(#[from] InstallError),
 }
 
 impl CliError {
@@ -131,6 +135,8 @@ impl CliError {
         match self {
             CliError::Daemon(err) => err.exit_code(),
             CliError::Bench(_) => EXIT_FAILURE,
+            CliError::Install(err) if err.is_bad_input() => EXIT_BAD_INPUT,
+            CliError::Install(_) => EXIT_FAILURE,
         }
     }
 
@@ -140,6 +146,7 @@ impl CliError {
         match self {
             CliError::Daemon(err) => err.report(),
             CliError::Bench(err) => format!("error: {err}\n"),
+            CliError::Install(err) => format!("error: {err}\n"),
         }
     }
 }
@@ -162,8 +169,8 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Status(args) => status::run(&args, out),
         Command::Top(args) => top::run(&args),
         Command::Tune(command) => tune::run(command, out),
-        Command::Install(args) => install::install(&args, out),
-        Command::Uninstall(args) => install::uninstall(&args, out),
+        Command::Install(args) => return install::install(&args, out),
+        Command::Uninstall(args) => return install::uninstall(&args, out),
         Command::Cluster(ClusterCommand::Status(args)) => cluster::status(&args, out),
         Command::Gpu(GpuCommand::Place(args)) => cluster::place(&args, out),
         Command::Vram(command) => vram::run(command, out),

@@ -32,6 +32,7 @@ use clap::Args;
 use self::manifest::{Entry, Manifest};
 use super::SysfsArg;
 use crate::config::AgentSet;
+use super::CliError;
 use crate::error::DaemonError;
 use crate::plan::Plan;
 use crate::topology;
@@ -152,7 +153,7 @@ struct Planned {
     bytes: Vec<u8>,
 }
 
-pub(super) fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+pub(super) fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let files = plan_files(args)?;
     for file in &files {
         let path = args.root.join(&file.path);
@@ -186,7 +187,7 @@ pub(super) fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), Dae
 
 /// Everything install writes, checked: the manifests load and plan on
 /// this host's detected topology.
-fn plan_files(args: &InstallArgs) -> Result<Vec<Planned>, DaemonError> {
+fn plan_files(args: &InstallArgs) -> Result<Vec<Planned>, CliError> {
     let topology = detect_and_check(args)?;
     let mut files = agent_files(&args.agents)?;
     let installed_agents: Vec<String> = files
@@ -230,7 +231,7 @@ fn detect_and_check(args: &InstallArgs) -> Result<String, DaemonError> {
 }
 
 /// The manifests, each under `etc/pinwheel/agents/` by its file name.
-fn agent_files(sources: &[PathBuf]) -> Result<Vec<Planned>, DaemonError> {
+fn agent_files(sources: &[PathBuf]) -> Result<Vec<Planned>, CliError> {
     let mut files: Vec<Planned> = Vec::new();
     for source in sources {
         let file_name = source
@@ -247,7 +248,8 @@ fn agent_files(sources: &[PathBuf]) -> Result<Vec<Planned>, DaemonError> {
         if files.iter().any(|f| f.path == path) {
             return Err(DaemonError::Usage {
                 message: format!("--agents: two manifests are named {file_name}; rename one"),
-            });
+            }
+            .into());
         }
         files.push(Planned {
             bytes: read(source)?,
@@ -303,7 +305,7 @@ fn install_report(args: &InstallArgs, manifest: &Manifest) -> String {
     out
 }
 
-pub(super) fn uninstall(args: &UninstallArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+pub(super) fn uninstall(args: &UninstallArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let manifest_path = args.root.join(MANIFEST);
     let text = match std::fs::read_to_string(&manifest_path) {
         Ok(text) => text,
