@@ -9,11 +9,13 @@
 //! (coordinated omission). Every request ends as completed, failed or
 //! timed out; the report's `sent` minus those three is what was lost.
 //!
-//! The generator also counts what it was asked to send: every due time
-//! up to the moment the runtime starts draining is `offered`; `offered`
-//! minus `sent` is what never left because all [`SENDERS`] were waiting
-//! for answers, so a mesh that cannot keep up shows as unsent requests
-//! rather than as a quietly lower rate.
+//! The generator also counts what it was asked to send. When the runtime
+//! starts draining, every due time up to that moment that no sender had
+//! taken yet is `not_sent`: all [`SENDERS`] were waiting for answers, so
+//! a mesh that cannot keep up shows as unsent requests rather than as a
+//! quietly lower rate. `offered` is `sent` plus `not_sent`: the due times
+//! before the drain, less those a free sender was still waiting on (due
+//! within a timer's lateness of the drain), which the drain cancelled.
 //!
 //! Stream sources (`stream_hz` in a manifest: the audio capture) get one
 //! frame per period, each carrying a voice [`Trace`] stamped with its due
@@ -113,14 +115,18 @@ impl LoadGenerator {
         }
     }
 
-    /// Waits for the drain, then records how many requests fell due
-    /// before it.
+    /// Waits for the drain, then records how many requests were offered:
+    /// those sent, and those due before the drain that no sender took.
+    /// Senders send nothing once the drain is raised, so `sent` is final
+    /// here.
     async fn count_offered(&self, ctx: &Ctx, start_ns: u64) {
         while ctx.pause(Duration::from_secs(3_600)).await {}
         let period_ns = 1e9 / self.spec.rate_per_s;
         let elapsed = now_ns().saturating_sub(start_ns) as f64;
-        let offered = (elapsed / period_ns).floor() as u64 + 1;
-        ctx.stats().update_requests(|r| r.offered += offered);
+        let due = (elapsed / period_ns).floor() as u64 + 1;
+        let not_sent = due.saturating_sub(self.next.get());
+        ctx.stats()
+            .update_requests(|r| r.offered = r.sent + not_sent);
     }
 
     /// Frames to one stream source until the runtime drains.
