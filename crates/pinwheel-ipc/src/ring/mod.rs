@@ -78,6 +78,17 @@ pub enum WaitStrategy {
     Adaptive,
 }
 
+/// How a parking hook of [`Consumer::wait_with`] woke up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parked {
+    /// The doorbell rang (its counter was read).
+    Bell,
+    /// The time ran out.
+    Timeout,
+    /// Something else needs the caller: stop waiting.
+    Other,
+}
+
 /// The most slots a ring may have (64 MiB of frames).
 pub const MAX_SLOTS: u64 = 1 << 20;
 
