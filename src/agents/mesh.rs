@@ -185,7 +185,7 @@ fn blueprint(
             let processors = spec.behaviour().concurrency as usize;
             Blueprint::Coordinator(routes.calls(id).to_vec(), priority, processors, shared)
         }
-        AgentKind::External => Blueprint::Detached,
+        AgentKind::Process | AgentKind::External => Blueprint::Detached,
     }
 }
 

@@ -461,7 +461,8 @@ impl Consumer {
     pub fn wait(&mut self, timeout: Duration) -> Result<bool, RingError> {
         let bell = Arc::clone(&self.bells.data);
         self.wait_with(timeout, |_, left| {
-            bell.wait(left).map(|rung| if rung { Parked::Bell } else { Parked::Timeout })
+            bell.wait(left)
+                .map(|rung| if rung { Parked::Bell } else { Parked::Timeout })
         })
     }
 
@@ -497,8 +498,8 @@ impl Consumer {
                 return Ok(false);
             }
             self.stats.parks += 1;
-            let parked = park(self.bells.data.as_fd(), deadline - now)
-                .map_err(os("wait for ring data"))?;
+            let parked =
+                park(self.bells.data.as_fd(), deadline - now).map_err(os("wait for ring data"))?;
             self.end.disarm();
             if self.end.has_frames()? {
                 self.waiter.waited(started.elapsed());

@@ -468,7 +468,8 @@ impl PeerLink {
         if !self.readable(timeout)? {
             return Err(RingError::Timeout { waited: timeout });
         }
-        self.try_recv_message()?.ok_or(RingError::Timeout { waited: timeout })
+        self.try_recv_message()?
+            .ok_or(RingError::Timeout { waited: timeout })
     }
 
     /// Receives one link message if one is waiting, without blocking.
@@ -604,7 +605,10 @@ mod tests {
             Err(RingError::Handoff { .. })
         ));
         drop(ours);
-        assert!(matches!(theirs.try_recv_message(), Err(RingError::PeerGone)));
+        assert!(matches!(
+            theirs.try_recv_message(),
+            Err(RingError::PeerGone)
+        ));
     }
 
     #[test]

@@ -30,9 +30,9 @@ pub(super) use self::model::{DataRegion, Doorbell};
 
 #[cfg(not(loom))]
 mod raw {
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
     #[cfg(feature = "glommio")]
     use std::os::fd::{FromRawFd, IntoRawFd};
-    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
     use std::ptr::NonNull;
     use std::time::Duration;
 
