@@ -52,6 +52,9 @@ pub enum DaemonError {
     /// A tuning profile, or tuning the host.
     #[error(transparent)]
     Tuning(#[from] TuningError),
+    /// The agent processes' side could not start.
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
     /// The shutdown signals could not be set up or read.
     #[error("cannot handle SIGINT/SIGTERM: {source}")]
     Signals {
@@ -105,6 +108,7 @@ impl DaemonError {
             | DaemonError::Bench(_)
             | DaemonError::Runtime(_)
             | DaemonError::Tuning(_)
+            | DaemonError::Process(_)
             | DaemonError::Signals { .. }
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }
@@ -126,6 +130,7 @@ impl DaemonError {
             | DaemonError::Privileges(_)
             | DaemonError::Bench(_)
             | DaemonError::Runtime(_)
+            | DaemonError::Process(_)
             | DaemonError::Signals { .. }
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }

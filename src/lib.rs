@@ -4,7 +4,7 @@
 //! The crate is a library with a thin binary. The ring and the message
 //! format live below it in `pinwheel-ipc`, which agent processes link too.
 //! Modules depend downward only: `config`, `topology` <- `plan` <-
-//! `runtime` <- `agents` <- `daemon` <- `cli`. See README.md for the
+//! `runtime` <- `agents`, `process` <- `daemon` <- `cli`. See README.md for the
 //! architecture and each module's `//!` doc for its design.
 
 pub mod agents;
@@ -17,6 +17,7 @@ pub mod error;
 pub mod gpu;
 pub mod observe;
 pub mod plan;
+pub mod process;
 pub mod runtime;
 #[cfg(feature = "test-support")]
 pub mod test_support;

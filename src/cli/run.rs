@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// "pinwheel". With neither, the daemon runs alone and off the network.
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
+    /// Run directory: the attach socket for external agents
+    /// (`<DIR>/agent.sock`) and process agents' credentials.
+    #[arg(long, value_name = "DIR", default_value = crate::daemon::DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
     /// File holding the admin API's bearer token (root-owned, mode 600).
     #[arg(long, value_name = "FILE", default_value = crate::observe::admin::DEFAULT_TOKEN_FILE)]
     pub admin_token_file: PathBuf,
@@ -110,6 +114,7 @@ impl RunArgs {
             admin_token_file: self.admin_token_file.clone(),
             host: self.host.clone(),
             nats_url: self.nats.clone(),
+            run_dir: self.run_dir.clone(),
         })
     }
 }

@@ -54,18 +54,25 @@ pub fn render(health: &Value, agents: &Value, gpus: &Value) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<34} {:>4} {:<9} {:>10} {:>10}",
-        "agent", "cpu", "state", "msgs/s", "p99"
+        "\n{:<34} {:>4} {:<9} {:>10} {:>10} {:>8} {:<10} {:>8}  last exit",
+        "agent", "cpu", "state", "msgs/s", "p99", "pid", "user", "restarts"
     );
     for agent in agents["agents"].as_array().into_iter().flatten() {
+        let pid = agent["pid"]
+            .as_u64()
+            .map_or_else(|| "-".to_owned(), |p| p.to_string());
         let _ = writeln!(
             out,
-            "{:<34} {:>4} {:<9} {:>10.1} {:>10}",
+            "{:<34} {:>4} {:<9} {:>10.1} {:>10} {:>8} {:<10} {:>8}  {}",
             agent["name"].as_str().unwrap_or("?"),
             agent["cpu"].as_u64().unwrap_or(0),
             agent["state"].as_str().unwrap_or("?"),
             agent["msgs_per_s"].as_f64().unwrap_or(0.0),
             duration(agent["p99_ns"].as_u64().unwrap_or(0)),
+            pid,
+            agent["user"].as_str().unwrap_or("-"),
+            agent["restarts"].as_u64().unwrap_or(0),
+            agent["last_exit"].as_str().unwrap_or("-"),
         );
     }
     let gpus = gpus["gpus"].as_array().cloned().unwrap_or_default();

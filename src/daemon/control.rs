@@ -68,7 +68,14 @@ pub fn start(
     let gpus = GpuSide::open(topology, &booted.agents, &mut registry, &booted.health)?;
     let (cluster, link) = cluster::start(topology, booted, &gpus, Arc::clone(&booted.health))?;
     let (commands, inbox) = sync_channel(COMMAND_QUEUE);
-    let core = CoreLoop::start(Arc::clone(&view), inbox, gpus, cluster, topology.control())
+    let core = CoreLoop::start(
+        Arc::clone(&view),
+        inbox,
+        gpus,
+        cluster,
+        Arc::clone(&booted.processes),
+        topology.control(),
+    )
         .map_err(|source| DaemonError::Thread { source })?;
     let config = AdminConfig {
         addr: options.admin_addr.unwrap_or_else(|| topology.admin_addr()),

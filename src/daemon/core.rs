@@ -10,8 +10,8 @@
 //! on I/O: its inputs arrive on channels and atomics, its outputs go to the
 //! view and to logs.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use super::gpus::GpuSide;
 use crate::observe::admin::Request;
 use crate::observe::view::{AgentStatus, DaemonView, ExecutorStatus, LiveView};
 use crate::observe::watchdog::{Systemd, Watchdog};
+use crate::process::{ProcessSide, ProcessStatus};
 use crate::runtime::affinity::pin_current_thread;
 use crate::runtime::ctx::now_ns;
 use crate::runtime::stats::{AgentCounts, StatsSnapshot};
@@ -50,6 +51,7 @@ impl CoreLoop {
         commands: Receiver<Request>,
         gpus: GpuSide,
         cluster: ClusterSide,
+        processes: Arc<Mutex<ProcessSide>>,
         cpu: Option<CpuId>,
     ) -> std::io::Result<CoreLoop> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -62,7 +64,7 @@ impl CoreLoop {
                 {
                     warn!(cpu = cpu.0, error = %err, "core loop not pinned");
                 }
-                State::new(view, commands, gpus, cluster).run(&flag);
+                State::new(view, commands, gpus, cluster, processes).run(&flag);
             })?;
         Ok(CoreLoop {
             stop,
@@ -95,6 +97,7 @@ struct State {
     commands: Receiver<Request>,
     gpus: GpuSide,
     cluster: ClusterSide,
+    processes: Arc<Mutex<ProcessSide>>,
     watchdog: Watchdog,
     systemd: Option<Systemd>,
     /// Handled counts per agent at the last refresh, and when.
@@ -107,6 +110,7 @@ impl State {
         commands: Receiver<Request>,
         gpus: GpuSide,
         cluster: ClusterSide,
+        processes: Arc<Mutex<ProcessSide>>,
     ) -> Self {
         let executors = view.executor_cpus.len();
         let agents = view.routes.agent_count();
@@ -118,6 +122,7 @@ impl State {
             commands,
             gpus,
             cluster,
+            processes,
         }
     }
 
@@ -134,6 +139,9 @@ impl State {
             self.answer_commands();
             self.gpus.tick();
             self.cluster.tick(tick, &self.view, &mut self.gpus);
+            if let Ok(mut processes) = self.processes.lock() {
+                processes.tick(now_ns());
+            }
             stalled = self.check_heartbeats();
             if tick >= next_view {
                 self.refresh_view();
@@ -227,18 +235,29 @@ impl State {
         let snapshots = self.view.control.recent();
         let now = Instant::now();
         let seconds = now.duration_since(self.last.0).as_secs_f64().max(1e-3);
-        let agents = self.agent_statuses(&snapshots, seconds);
+        let processes = self
+            .processes
+            .lock()
+            .map(|p| p.statuses())
+            .unwrap_or_default();
+        let agents = self.agent_statuses(&snapshots, seconds, &processes);
         let executors = self.executor_statuses(&snapshots, seconds);
         self.last.0 = now;
         self.view.set_gpus(self.gpus.view());
         self.view.set_live(LiveView {
             agents,
+            processes,
             executors,
             snapshots,
         });
     }
 
-    fn agent_statuses(&mut self, snapshots: &[StatsSnapshot], seconds: f64) -> Vec<AgentStatus> {
+    fn agent_statuses(
+        &mut self,
+        snapshots: &[StatsSnapshot],
+        seconds: f64,
+        processes: &[ProcessStatus],
+    ) -> Vec<AgentStatus> {
         let count = self.view.routes.agent_count();
         let mut counts: Vec<Option<AgentCounts>> = vec![None; count];
         let mut p99 = vec![0u64; count];
@@ -257,22 +276,26 @@ impl State {
                 let id = facts.id;
                 let c = counts[id].unwrap_or_default();
                 let before = std::mem::replace(&mut self.last.1[id], c.handled);
-                let state = match (facts.kind, counts[id].is_some(), c.isolated, c.cpu_seen) {
-                    ("external", ..) => "detached",
-                    (_, _, true, _) => "isolated",
-                    (_, true, false, Some(_)) => "up",
+                let process = processes.iter().find(|p| p.agent == facts.name);
+                let state = match (process, counts[id].is_some(), c.isolated, c.cpu_seen) {
+                    (Some(p), ..) => process_state(&p.state),
+                    (None, _, true, _) => "isolated",
+                    (None, true, false, Some(_)) => "up",
                     _ => "starting",
                 };
                 AgentStatus {
                     name: facts.name.clone(),
                     cpu: facts.cpu,
-                    observed_cpu: c.cpu_seen,
+                    observed_cpu: if process.is_some() { None } else { c.cpu_seen },
                     state,
                     msgs_per_s: c.handled.saturating_sub(before) as f64 / seconds,
                     p99_ns: p99[id],
                     handled: c.handled,
                     failures: c.failures,
-                    restarts: c.restarts,
+                    restarts: process.map_or(c.restarts, |p| p.restarts),
+                    pid: process.and_then(|p| p.pid),
+                    user: process.and_then(|p| p.user.clone()),
+                    last_exit: process.and_then(|p| p.last_exit.clone()),
                 }
             })
             .collect()
@@ -312,5 +335,19 @@ impl State {
                 }
             })
             .collect()
+    }
+}
+
+/// A process agent's state word, as the view's `&'static str`.
+fn process_state(state: &str) -> &'static str {
+    match state {
+        "starting" => "starting",
+        "running" => "running",
+        "backoff" => "backoff",
+        "failed" => "failed",
+        "exited" => "exited",
+        "stopping" => "stopping",
+        "attached" => "attached",
+        _ => "detached",
     }
 }

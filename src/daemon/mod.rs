@@ -5,7 +5,8 @@
 //!  files ──load/validate/plan──▶ outputs checked ──▶ tuning ──▶ privileges ──▶ layout
 //!    ──▶ executors up ──▶ phase 0 … phase N ──▶ load generator (last phase)
 //!    ──▶ status line each second ◀── SIGINT/SIGTERM or --duration
-//!    ──▶ drain (≤1.2 s) ──▶ stop (≤0.3 s more) ──▶ revert tuning ──▶ report
+//!    ──▶ drain (≤1.2 s) ──▶ stop (≤0.3 s more) ──▶ agent processes: SIGTERM,
+//!    SIGKILL after stop_timeout_ms, reaped ──▶ revert tuning ──▶ report
 //! ```
 //!
 //! [`boot`] owns the steps up to a running mesh; [`signals`] turns SIGINT
@@ -40,6 +41,11 @@ use self::status::StatusLine;
 use crate::error::DaemonError;
 use crate::tuning::Tuning;
 
+/// Where the attach socket and agents' credentials live by default.
+pub const DEFAULT_RUN_DIR: &str = "/run/pinwheel";
+/// The cgroup v2 root agent processes' cgroups go under.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
 /// How often the status line is redrawn.
 pub const STATUS_PERIOD: Duration = Duration::from_secs(1);
 
@@ -72,6 +78,9 @@ pub struct RunOptions {
     pub host: Option<String>,
     /// The NATS server, over the topology's cluster section (`--nats`).
     pub nats_url: Option<String>,
+    /// The run directory: the attach socket and agents' credentials
+    /// (`--run-dir`, default `/run/pinwheel`).
+    pub run_dir: PathBuf,
 }
 
 /// Runs the mesh; writes the text report to `out`.
@@ -155,14 +164,26 @@ fn finish(
         plan,
         agents,
         health,
+        processes,
         ..
     } = booted;
     let stopping = Instant::now();
-    let snapshots = runtime.stop()?;
+    let stopped = runtime.stop();
     info!(
         stop_ms = stopping.elapsed().as_secs_f64() * 1e3,
         "executors stopped"
     );
+    // After the drain, so that requests in flight to agent processes
+    // were answered; even when the executors failed, so that no child
+    // outlives the daemon unreaped.
+    let processes = match processes.lock() {
+        Ok(mut side) => {
+            side.stop(crate::runtime::ctx::now_ns());
+            side.statuses()
+        }
+        Err(_) => Vec::new(),
+    };
+    let snapshots = stopped?;
     let degraded = health.names();
     Ok(Report::build(ReportInputs {
         agents: &agents,
@@ -175,5 +196,6 @@ fn finish(
         run,
         rate_per_s: options.rate_per_s,
         degraded,
+        processes,
     }))
 }

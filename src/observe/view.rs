@@ -44,8 +44,9 @@ pub struct AgentStatus {
     pub cpu: u32,
     /// The CPU its worker found itself on.
     pub observed_cpu: Option<u32>,
-    /// `starting`, `up`, `isolated`, or `detached` (an external agent
-    /// with no process attached).
+    /// `starting`, `up`, `isolated`; a process agent's supervisor state
+    /// (`starting`, `running`, `backoff`, `failed`, `exited`, `stopping`);
+    /// an external agent's `attached` or `detached`.
     pub state: &'static str,
     /// Messages handled a second over the last period.
     pub msgs_per_s: f64,
@@ -55,8 +56,15 @@ pub struct AgentStatus {
     pub handled: u64,
     /// Handler failures and overruns.
     pub failures: u64,
-    /// Restarts after isolation.
+    /// Restarts after isolation (a process agent: restarts of its
+    /// process).
     pub restarts: u64,
+    /// A process or external agent's process now.
+    pub pid: Option<u32>,
+    /// A process or external agent's manifest user.
+    pub user: Option<String>,
+    /// How a process agent's last incarnation ended.
+    pub last_exit: Option<String>,
 }
 
 /// An executor now.
@@ -77,6 +85,8 @@ pub struct ExecutorStatus {
 pub struct LiveView {
     /// Agents, in plan order.
     pub agents: Vec<AgentStatus>,
+    /// Process and external agents' processes.
+    pub processes: Vec<crate::process::ProcessStatus>,
     /// Executors, by index.
     pub executors: Vec<ExecutorStatus>,
     /// Each executor's statistics, for `/metrics`.

@@ -35,6 +35,18 @@
 
 use std::fmt;
 
+/// The environment variable that names the agent a process is.
+pub const AGENT_ENV: &str = "PINWHEEL_AGENT";
+/// The environment variable that gives a spawned agent its link's
+/// descriptor (always 3).
+pub const AGENT_FD_ENV: &str = "PINWHEEL_AGENT_FD";
+/// The environment variable that overrides the attach socket's path.
+pub const AGENT_SOCKET_ENV: &str = "PINWHEEL_AGENT_SOCKET";
+/// Where the daemon listens for agents started by something else.
+pub const DEFAULT_AGENT_SOCKET: &str = "/run/pinwheel/agent.sock";
+/// The descriptor a spawned agent's link is on.
+pub const AGENT_FD: i32 = 3;
+
 const MAGIC: [u8; 4] = *b"PWLK";
 /// The link protocol's version; both sides must speak the same.
 pub const LINK_VERSION: u16 = 1;

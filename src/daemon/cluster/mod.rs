@@ -246,6 +246,7 @@ mod tests {
             admin_token_file: PathBuf::from("t"),
             host: host.map(str::to_owned),
             nats_url: nats.map(str::to_owned),
+            run_dir: PathBuf::from("/run/pinwheel"),
         }
     }
 

@@ -56,7 +56,8 @@ pub use handle::{Consumer, DataBell, Producer, heap_ring, shm_ring, shm_ring_int
 pub use layout::{DATA_OFFSET, FRAME_HEADER_BYTES, SLOT_BYTES, frame_slots, ring_bytes};
 #[cfg(not(loom))]
 pub use peer::{
-    PEER_FD, PEER_FD_ENV, PeerLink, RingHandoff, Role, export_consumer, export_producer,
+    PEER_FD, PEER_FD_ENV, PeerLink, RingHandoff, Role, export_consumer, export_consumer_into,
+    export_producer,
 };
 
 /// How a consumer waits for the next message on its rings.

@@ -28,7 +28,7 @@ use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
 };
 
-use super::handle::Bells;
+use super::handle::{Bells, DataBell};
 use super::layout::{ConsumerEnd, ProducerEnd, Shared};
 use super::sync::{Doorbell, Ordering};
 use super::{Consumer, MAX_SLOTS, Producer, RingConfig, RingError, WaitStrategy, os, shm};
@@ -90,7 +90,16 @@ pub fn export_producer(config: RingConfig) -> Result<(Producer, RingHandoff), Ri
 /// Creates a ring in a memfd whose consumer is this process; the handoff
 /// gives its producer end to a peer.
 pub fn export_consumer(config: RingConfig) -> Result<(Consumer, RingHandoff), RingError> {
-    let (memfd, shared, bells) = create(config)?;
+    export_consumer_into(config, &DataBell::new()?)
+}
+
+/// [`export_consumer`] whose consumer is woken by `bell`, shared with the
+/// other rings the same thread consumes (a `ConsumerGroup`).
+pub fn export_consumer_into(
+    config: RingConfig,
+    bell: &DataBell,
+) -> Result<(Consumer, RingHandoff), RingError> {
+    let (memfd, shared, bells) = create_with(config, Arc::clone(&bell.0))?;
     record_pid(&shared, Role::Consumer);
     let handoff = handoff(&memfd, &bells, config, 1, Role::Producer)?;
     let mut consumer = Consumer::new(
@@ -104,10 +113,17 @@ pub fn export_consumer(config: RingConfig) -> Result<(Consumer, RingHandoff), Ri
 }
 
 fn create(config: RingConfig) -> Result<(OwnedFd, Arc<Shared>, Arc<Bells>), RingError> {
+    create_with(config, Arc::new(Doorbell::new().map_err(os("eventfd"))?))
+}
+
+fn create_with(
+    config: RingConfig,
+    data: Arc<Doorbell>,
+) -> Result<(OwnedFd, Arc<Shared>, Arc<Bells>), RingError> {
     config.validate()?;
     let (memfd, shared) = shm::create(config.slots, 1)?;
     let bells = Bells {
-        data: Arc::new(Doorbell::new().map_err(os("eventfd"))?),
+        data,
         space: Doorbell::new().map_err(os("eventfd"))?,
     };
     Ok((memfd, Arc::new(shared), Arc::new(bells)))
@@ -397,6 +413,14 @@ impl PeerLink {
         let fd: i32 = text.parse().map_err(|_| RingError::Handoff {
             reason: format!("{PEER_FD_ENV}={text:?} is not a descriptor number"),
         })?;
+        Ok(PeerLink {
+            socket: shm::inherited_socket(fd)?,
+        })
+    }
+
+    /// The link a parent left this process as descriptor `fd` (checked to
+    /// be a socket; the link owns and closes it from here).
+    pub fn inherited(fd: i32) -> Result<PeerLink, RingError> {
         Ok(PeerLink {
             socket: shm::inherited_socket(fd)?,
         })
