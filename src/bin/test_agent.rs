@@ -5,6 +5,7 @@
 //! * `hostile`: attaches, then writes garbage frames into its outgoing ring
 //!   until killed.
 //! * `silent`: attaches and never reads a request.
+//! * `stubborn`: the echo agent with SIGTERM blocked (only SIGKILL ends it).
 //! * `exit CODE`: attaches, then exits with CODE.
 
 #![allow(clippy::print_stderr)]
@@ -15,6 +16,7 @@ mod echo;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use nix::sys::signal::{SigSet, Signal};
 use pinwheel_agent::Agent;
 use pinwheel_ipc::link::{AGENT_ENV, AGENT_FD, LinkMessage};
 use pinwheel_ipc::ring::PeerLink;
@@ -26,6 +28,14 @@ fn main() -> ExitCode {
         None | Some("echo") => echo::main(),
         Some("hostile") => hostile(),
         Some("silent") => silent(),
+        Some("stubborn") => {
+            let mut set = SigSet::empty();
+            set.add(Signal::SIGTERM);
+            if set.thread_block().is_err() {
+                return ExitCode::FAILURE;
+            }
+            echo::main()
+        }
         Some("exit") => {
             let code = args.get(1).and_then(|c| c.parse().ok()).unwrap_or(1);
             match Agent::from_env() {

@@ -76,7 +76,7 @@ pub fn start(
         Arc::clone(&booted.processes),
         topology.control(),
     )
-        .map_err(|source| DaemonError::Thread { source })?;
+    .map_err(|source| DaemonError::Thread { source })?;
     let config = AdminConfig {
         addr: options.admin_addr.unwrap_or_else(|| topology.admin_addr()),
         token_file: options.admin_token_file.clone(),

@@ -283,7 +283,14 @@ impl ProcessBridge {
             return;
         }
         let (epoch, up) = now;
-        if self.state.borrow().live.as_ref().is_some_and(|l| l.epoch != epoch) || !up {
+        if self
+            .state
+            .borrow()
+            .live
+            .as_ref()
+            .is_some_and(|l| l.epoch != epoch)
+            || !up
+        {
             self.drop_live(ctx, STATUS_UNAVAILABLE).await;
         }
         if up {
@@ -447,7 +454,10 @@ impl ProcessBridge {
             Some(STATUS_FORBIDDEN)
         } else {
             let calls = self.calls.borrow();
-            match calls.as_ref().map(|(tx, _)| tx.try_send(AgentCall { epoch, frame })) {
+            match calls
+                .as_ref()
+                .map(|(tx, _)| tx.try_send(AgentCall { epoch, frame }))
+            {
                 Some(Ok(())) => None,
                 _ => Some(STATUS_OVERLOADED),
             }
@@ -531,9 +541,7 @@ impl ProcessBridge {
                     state.free.push(i as u16);
                 }
             }
-            state.missed_in_a_row = state
-                .missed_in_a_row
-                .saturating_add(heads.len() as u32);
+            state.missed_in_a_row = state.missed_in_a_row.saturating_add(heads.len() as u32);
             heads
         };
         if expired.is_empty() {

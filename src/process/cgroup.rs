@@ -64,7 +64,8 @@ impl Cgroups {
             })
             .and_then(|()| std::fs::write(dir.join("cpuset.cpus"), cpu.0.to_string()))
             .and_then(|()| {
-                let max = memory_max_mib.map_or_else(|| "max".to_owned(), |m| (m << 20).to_string());
+                let max =
+                    memory_max_mib.map_or_else(|| "max".to_owned(), |m| (m << 20).to_string());
                 std::fs::write(dir.join("memory.max"), max)
             });
         match made {
@@ -121,8 +122,12 @@ fn prepare(root: &Path) -> Result<PathBuf, String> {
         ));
     }
     let enable = |dir: &Path| {
-        std::fs::write(dir.join("cgroup.subtree_control"), "+cpuset +memory")
-            .map_err(|err| format!("cannot enable cpuset and memory under {}: {err}", dir.display()))
+        std::fs::write(dir.join("cgroup.subtree_control"), "+cpuset +memory").map_err(|err| {
+            format!(
+                "cannot enable cpuset and memory under {}: {err}",
+                dir.display()
+            )
+        })
     };
     enable(root)?;
     let slice = root.join(SLICE);
@@ -139,16 +144,24 @@ mod tests {
     #[test]
     fn a_v2_root_with_both_controllers_gets_a_slice_and_leaves_with_limits() {
         let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        std::fs::write(
+            root.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
         let sut = Cgroups::detect(root.path());
         let leaf = sut.leaf("Echo", CpuId(1), Some(64)).unwrap();
         let dir = leaf.procs().parent().unwrap().to_path_buf();
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
         assert_eq!(read("cpuset.cpus"), "1");
         assert_eq!(read("memory.max"), (64u64 << 20).to_string());
-        assert_eq!(leaf.procs(), root.path().join("pinwheel.slice/Echo.scope/cgroup.procs"));
+        assert_eq!(
+            leaf.procs(),
+            root.path().join("pinwheel.slice/Echo.scope/cgroup.procs")
+        );
         let slice_control =
-            std::fs::read_to_string(root.path().join("pinwheel.slice/cgroup.subtree_control")).unwrap();
+            std::fs::read_to_string(root.path().join("pinwheel.slice/cgroup.subtree_control"))
+                .unwrap();
         assert_eq!(slice_control, "+cpuset +memory");
     }
 

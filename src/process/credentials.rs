@@ -29,7 +29,8 @@ pub fn install(
 ) -> Result<PathBuf, String> {
     let dir = root.join(agent);
     remove(&dir);
-    std::fs::create_dir_all(root).map_err(|err| format!("cannot create {}: {err}", root.display()))?;
+    std::fs::create_dir_all(root)
+        .map_err(|err| format!("cannot create {}: {err}", root.display()))?;
     std::fs::create_dir(&dir).map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
     set_mode(&dir, 0o700)?;
     for (name, source) in credentials {

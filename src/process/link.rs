@@ -92,7 +92,10 @@ impl MethodTable {
     /// The name of number `id`.
     pub fn name(&self, id: u16) -> Option<&str> {
         let index = usize::from(id).checked_sub(1)?;
-        self.names.get(index).map(String::as_str).filter(|n| !n.is_empty())
+        self.names
+            .get(index)
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
     }
 
     /// The whole table, for a welcome.
@@ -145,11 +148,16 @@ pub fn check_hello(
     if wire != WIRE_VERSION {
         return Err(refuse(
             link,
-            format!("the daemon speaks wire version {WIRE_VERSION}, the agent {wire}; rebuild it against this pinwheel"),
+            format!(
+                "the daemon speaks wire version {WIRE_VERSION}, the agent {wire}; rebuild it against this pinwheel"
+            ),
         ));
     }
     if pid.is_some_and(|pid| pid != said) {
-        return Err(refuse(link, format!("the hello says pid {said}, the socket says otherwise")));
+        return Err(refuse(
+            link,
+            format!("the hello says pid {said}, the socket says otherwise"),
+        ));
     }
     Ok(said)
 }
@@ -269,15 +277,34 @@ mod tests {
         agent
             .send_message(&LinkMessage::Method { name: "x".into() })
             .unwrap();
-        agent.send_message(&LinkMessage::MethodName { id: 1 }).unwrap();
+        agent
+            .send_message(&LinkMessage::MethodName { id: 1 })
+            .unwrap();
         serve(&daemon, &mut table).unwrap();
         let first = agent.recv_message(Duration::from_secs(1)).unwrap();
-        assert_eq!(first, LinkMessage::MethodId { id: 2, name: "x".into() });
+        assert_eq!(
+            first,
+            LinkMessage::MethodId {
+                id: 2,
+                name: "x".into()
+            }
+        );
         let second = agent.recv_message(Duration::from_secs(1)).unwrap();
-        assert_eq!(second, LinkMessage::MethodId { id: 1, name: "work".into() });
+        assert_eq!(
+            second,
+            LinkMessage::MethodId {
+                id: 1,
+                name: "work".into()
+            }
+        );
         for _ in 0..=MAX_QUESTIONS_PER_TICK {
-            agent.send_message(&LinkMessage::MethodName { id: 1 }).unwrap();
+            agent
+                .send_message(&LinkMessage::MethodName { id: 1 })
+                .unwrap();
         }
-        assert!(matches!(serve(&daemon, &mut table), Err(LinkFault::Corrupt(_))));
+        assert!(matches!(
+            serve(&daemon, &mut table),
+            Err(LinkFault::Corrupt(_))
+        ));
     }
 }

@@ -152,15 +152,18 @@ impl Managed {
         let credentials = if spec.credentials().is_empty() {
             None
         } else {
-            let dir = credentials::install(env.credentials_root, &self.name, spec.credentials(), owner)
-                .map_err(|reason| {
+            let dir =
+                credentials::install(env.credentials_root, &self.name, spec.credentials(), owner)
+                    .map_err(|reason| {
                     warn!(agent = %self.name, %reason, "agent credentials not installed");
                     ExitReason::SpawnFailed
                 })?;
             Some(dir)
         };
         if self.leaf.is_none() {
-            self.leaf = env.cgroups.leaf(&self.name, self.cpu, spec.memory_max_mib());
+            self.leaf = env
+                .cgroups
+                .leaf(&self.name, self.cpu, spec.memory_max_mib());
         }
         let launch = Launch {
             name: self.name.clone(),
@@ -188,7 +191,9 @@ impl Managed {
         })?;
         let pid = child.id();
         info!(agent = %self.name, pid, cpu = self.cpu.0, epoch = self.epoch, "agent process started");
-        let pipe = |fd: Option<OwnedFd>, stream| fd.and_then(|fd| LogPipe::new(&self.name, stream, fd).ok());
+        let pipe = |fd: Option<OwnedFd>, stream| {
+            fd.and_then(|fd| LogPipe::new(&self.name, stream, fd).ok())
+        };
         let logs = [
             pipe(stdout.map(OwnedFd::from), "stdout"),
             pipe(stderr.map(OwnedFd::from), "stderr"),
@@ -196,7 +201,11 @@ impl Managed {
         let incarnation = Incarnation {
             epoch: self.epoch,
             pid: Some(pid),
-            uid: Some(self.ids.as_ref().map_or_else(|| nix::unistd::getuid().as_raw(), |i| i.0.as_raw())),
+            uid: Some(
+                self.ids
+                    .as_ref()
+                    .map_or_else(|| nix::unistd::getuid().as_raw(), |i| i.0.as_raw()),
+            ),
             child: Some(child),
             pidfd: Some(pidfd),
             link,
@@ -219,9 +228,17 @@ impl Managed {
 
     /// Takes an external agent's connection as its new incarnation; the
     /// hello was already checked.
-    pub fn adopt(&mut self, env: &mut Env<'_>, link: PeerLink, pid: u32, uid: u32, now_ns: u64) -> Result<(), LinkFault> {
+    pub fn adopt(
+        &mut self,
+        env: &mut Env<'_>,
+        link: PeerLink,
+        pid: u32,
+        uid: u32,
+        now_ns: u64,
+    ) -> Result<(), LinkFault> {
         self.epoch += 1;
-        let (to_agent, inbound) = export_producer(self.ring).map_err(|e| LinkFault::Corrupt(e.to_string()))?;
+        let (to_agent, inbound) =
+            export_producer(self.ring).map_err(|e| LinkFault::Corrupt(e.to_string()))?;
         let (from_agent, outbound) = export_consumer_into(self.ring, self.slot.bell())
             .map_err(|e| LinkFault::Corrupt(e.to_string()))?;
         let incarnation = Incarnation {
@@ -485,7 +502,12 @@ impl Managed {
         };
         ProcessStatus {
             agent: self.name.clone(),
-            kind: if self.spec.is_some() { "process" } else { "external" }.into(),
+            kind: if self.spec.is_some() {
+                "process"
+            } else {
+                "external"
+            }
+            .into(),
             pid: self.current.as_ref().and_then(|c| c.pid).or(self.last.0),
             cpu: self.cpu.0,
             cpu_seen: self.last.2,

@@ -230,7 +230,11 @@ impl ProcessSide {
                     Ok(ids) => (ids, None),
                     Err(reason) => (None, Some(reason)),
                 };
-            let settings = topology.settings(topology.class_of(placement.cpu).unwrap_or(CpuClass::Uniform));
+            let settings = topology.settings(
+                topology
+                    .class_of(placement.cpu)
+                    .unwrap_or(CpuClass::Uniform),
+            );
             managed.push(Managed {
                 position: managed.len() as u64,
                 name: agents.display_name(AgentIndex(placement.agent.0)),
@@ -289,7 +293,9 @@ fn cgroups_for(managed: &[Managed], root: &Path, health: &Health) -> Cgroups {
         warn!(%reason, "agent processes run without cgroups (no memory limits)");
         health.raise(
             "cgroup_unavailable",
-            format!("agent processes run without cgroups, so memory_max_mib is not enforced: {reason}"),
+            format!(
+                "agent processes run without cgroups, so memory_max_mib is not enforced: {reason}"
+            ),
         );
     }
     cgroups
@@ -331,7 +337,9 @@ fn resolve(
     if !root && spec.kind() == AgentKind::Process {
         if !*warned {
             *warned = true;
-            warn!("the daemon is not root: agent processes run as its own user, not their manifest's");
+            warn!(
+                "the daemon is not root: agent processes run as its own user, not their manifest's"
+            );
             health.raise(
                 "process_agents_unprivileged",
                 "the daemon is not root, so agent processes run as its user; run it as root to give each its manifest's user",
@@ -344,17 +352,22 @@ fn resolve(
         Err(_) => User::from_name(&account.user).ok().flatten(),
     };
     let Some(user) = user else {
-        return Err(format!("user {:?} does not exist on this host", account.user));
+        return Err(format!(
+            "user {:?} does not exist on this host",
+            account.user
+        ));
     };
     let gid = match &account.group {
         None => user.gid,
         Some(group) => match group.parse::<u32>() {
             Ok(gid) => Gid::from_raw(gid),
-            Err(_) => Group::from_name(group)
-                .ok()
-                .flatten()
-                .ok_or_else(|| format!("group {group:?} does not exist on this host"))?
-                .gid,
+            Err(_) => {
+                Group::from_name(group)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| format!("group {group:?} does not exist on this host"))?
+                    .gid
+            }
         },
     };
     let allow_root = spec.process().is_some_and(|p| p.allow_root());
@@ -374,7 +387,12 @@ fn facts(routes: &Routes, id: AgentId, agents: &AgentSet, index: AgentIndex) -> 
     let named = |topics: &[String]| -> Vec<Named> {
         topics
             .iter()
-            .filter_map(|t| Some(Named { name: t.clone(), id: routes.topic(t)?.0 }))
+            .filter_map(|t| {
+                Some(Named {
+                    name: t.clone(),
+                    id: routes.topic(t)?.0,
+                })
+            })
             .collect()
     };
     Facts {

@@ -114,12 +114,18 @@ impl ProcessSide {
     /// each one's hello (boot thread).
     pub fn start_phase(&mut self, phase: usize, now_ns: u64) {
         let (agents, mut env) = self.split();
-        for agent in agents.iter_mut().filter(|a| a.phase == phase && a.spec.is_some()) {
+        for agent in agents
+            .iter_mut()
+            .filter(|a| a.phase == phase && a.spec.is_some())
+        {
             if let Err(reason) = agent.launch(&mut env, now_ns) {
                 agent.finish(&mut env, reason, now_ns);
             }
         }
-        for agent in agents.iter_mut().filter(|a| a.phase == phase && a.awaiting_hello()) {
+        for agent in agents
+            .iter_mut()
+            .filter(|a| a.phase == phase && a.awaiting_hello())
+        {
             if let Err(fault) = agent.hello_blocking(&mut env, now_ns) {
                 warn!(agent = %agent.name, %fault, "agent process did not attach");
                 let reason = fault_reason(&fault);
@@ -222,10 +228,18 @@ impl ProcessSide {
         };
         self.watcher.forget(token);
         let pending = self.pending.swap_remove(i);
-        let name = super::managed::hello_name(&message).unwrap_or_default().to_owned();
+        let name = super::managed::hello_name(&message)
+            .unwrap_or_default()
+            .to_owned();
         let (agents, mut env) = self.split();
-        let Some(agent) = agents.iter_mut().find(|a| a.name == name && a.spec.is_none()) else {
-            let _ = link::refuse(&pending.link, format!("no external agent named {name:?} in the manifests"));
+        let Some(agent) = agents
+            .iter_mut()
+            .find(|a| a.name == name && a.spec.is_none())
+        else {
+            let _ = link::refuse(
+                &pending.link,
+                format!("no external agent named {name:?} in the manifests"),
+            );
             return;
         };
         if let Err(reason) = check_peer(agent, pending.creds) {
@@ -239,7 +253,13 @@ impl ProcessSide {
         }
         let checked = link::check_hello(&pending.link, message, &name, Some(pending.creds.pid));
         if checked.is_ok()
-            && let Err(fault) = agent.adopt(&mut env, pending.link, pending.creds.pid, pending.creds.uid, now_ns)
+            && let Err(fault) = agent.adopt(
+                &mut env,
+                pending.link,
+                pending.creds.pid,
+                pending.creds.uid,
+                now_ns,
+            )
         {
             warn!(agent = %name, %fault, "external agent not attached");
         }
@@ -302,10 +322,9 @@ impl ProcessSide {
             }
             let elapsed = started.elapsed();
             for &i in &waiting {
-                let timeout = self.agents[i]
-                    .spec
-                    .as_ref()
-                    .map_or(Duration::ZERO, |s| Duration::from_millis(u64::from(s.stop_timeout_ms())));
+                let timeout = self.agents[i].spec.as_ref().map_or(Duration::ZERO, |s| {
+                    Duration::from_millis(u64::from(s.stop_timeout_ms()))
+                });
                 if elapsed >= timeout
                     && let Some(pidfd) = self.agents[i].pidfd()
                 {
@@ -327,7 +346,10 @@ impl ProcessSide {
         }
         self.cgroups.remove_slice();
         self.attach = None;
-        info!(stop_ms = started.elapsed().as_millis() as u64, "agent processes stopped");
+        info!(
+            stop_ms = started.elapsed().as_millis() as u64,
+            "agent processes stopped"
+        );
     }
 
     /// Blocks up to `timeout` until one of `agents`' children exits.

@@ -5,6 +5,8 @@
 //! async-signal-safe, allocating nothing: every argument is prepared
 //! before the fork):
 //!
+//! 0. The signal mask emptied: the daemon blocks SIGINT and SIGTERM in all
+//!    its threads, and a mask survives `exec`.
 //! 1. `setsid`: its own session and process group, so a terminal's
 //!    Ctrl-C reaches the daemon only, and the daemon decides.
 //! 2. `PR_SET_PDEATHSIG(SIGKILL)`, then a check that the parent is still
@@ -147,6 +149,7 @@ struct Hook {
     link: RawFd,
     cgroup_procs: Option<CString>,
     ids: Option<(libc::uid_t, libc::gid_t)>,
+    no_signals: libc::sigset_t,
 }
 
 impl Hook {
@@ -164,13 +167,21 @@ impl Hook {
             .as_deref()
             .map(path_cstring)
             .transpose()?;
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+        let mut no_signals: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a local sigset_t.
+        unsafe { libc::sigemptyset(&mut no_signals) };
         Ok(Self {
+            no_signals,
             parent: nix::unistd::getpid().as_raw(),
             cpu,
             nice: launch.nice,
             link,
             cgroup_procs,
-            ids: launch.ids.as_ref().map(|(u, g, _)| (u.as_raw(), g.as_raw())),
+            ids: launch
+                .ids
+                .as_ref()
+                .map(|(u, g, _)| (u.as_raw(), g.as_raw())),
         })
     }
 
@@ -187,6 +198,14 @@ impl Hook {
         // SAFETY (each call below): plain system calls on this process with
         // arguments prepared before the fork; none touches memory the
         // parent's other threads could have been using.
+        // The daemon blocks SIGINT and SIGTERM in every thread (they wait
+        // in its signalfd), and a blocked mask survives exec: unblock all.
+        check(
+            unsafe {
+                libc::pthread_sigmask(libc::SIG_SETMASK, &self.no_signals, std::ptr::null_mut())
+            }
+            .into(),
+        )?;
         check(unsafe { libc::setsid() }.into())?;
         check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) }.into())?;
         if unsafe { libc::getppid() } != self.parent {

@@ -322,7 +322,10 @@ mod tests {
             panic!()
         };
         let later = at2 + BACKOFF_MAX_NS;
-        assert_eq!(crash(&mut sut, later), Decision::RestartAt(later + BACKOFF_BASE_NS));
+        assert_eq!(
+            crash(&mut sut, later),
+            Decision::RestartAt(later + BACKOFF_BASE_NS)
+        );
     }
 
     #[test]

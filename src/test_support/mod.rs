@@ -5,11 +5,14 @@
 //!   one thread, for tests that prove a path allocates nothing per message.
 //! * [`NatsServer`]: a real `nats-server` on a free loopback port, for the
 //!   cluster tests.
+//! * [`daemon::TestDaemon`]: `pinwheel run` in a subprocess, for the
+//!   agent-process tests.
 //! * [`traces::generate`]: the VRAM traces of `tests/fixtures/traces/`,
 //!   from the seed's agent manifests.
 
 #[allow(unsafe_code)]
 mod alloc;
+pub mod daemon;
 mod nats;
 
 pub use alloc::{Counting, CountingAlloc, allocations_during};

@@ -239,12 +239,13 @@ impl Agent {
 
     /// Publishes `body` on `topic` (one of its manifest's `publishes`).
     pub fn publish(&self, topic: &str, body: &[u8]) -> Result<(), AgentError> {
-        let id = find(&self.inner.facts.publishes, topic).ok_or_else(|| AgentError::NotAllowed {
-            reason: format!(
-                "agent {} may not publish {topic:?}: add it to `publishes` in the manifest",
-                self.inner.name
-            ),
-        })?;
+        let id =
+            find(&self.inner.facts.publishes, topic).ok_or_else(|| AgentError::NotAllowed {
+                reason: format!(
+                    "agent {} may not publish {topic:?}: add it to `publishes` in the manifest",
+                    self.inner.name
+                ),
+            })?;
         let me = AgentId(self.inner.facts.agent);
         self.send(&Envelope {
             from: me,
@@ -262,12 +263,13 @@ impl Agent {
     /// daemon routes those topics to it from the start, and events are
     /// queued until taken).
     pub fn subscribe(&self, topic: &str) -> Result<Subscription, AgentError> {
-        let id = find(&self.inner.facts.subscribes, topic).ok_or_else(|| AgentError::NotAllowed {
-            reason: format!(
-                "agent {} does not hear {topic:?}: add it to `subscribes` in the manifest",
-                self.inner.name
-            ),
-        })?;
+        let id =
+            find(&self.inner.facts.subscribes, topic).ok_or_else(|| AgentError::NotAllowed {
+                reason: format!(
+                    "agent {} does not hear {topic:?}: add it to `subscribes` in the manifest",
+                    self.inner.name
+                ),
+            })?;
         Ok(Subscription {
             agent: self.clone(),
             topic: id,
@@ -330,7 +332,9 @@ impl Agent {
         let inner = &*self.inner;
         let mut reader = lock(&inner.reader);
         let Reader { consumer, parker } = &mut *reader;
-        let slice = deadline.saturating_duration_since(Instant::now()).min(LINK_CHECK);
+        let slice = deadline
+            .saturating_duration_since(Instant::now())
+            .min(LINK_CHECK);
         let ready = consumer
             .wait_with(slice, |bell, left| parker.park(bell, left))
             .map_err(AgentError::link)?;
@@ -339,11 +343,12 @@ impl Agent {
         }
         let mut refused = Vec::new();
         for _ in 0..BATCH {
-            let Some(frame) = consumer
-                .try_recv_envelope(Frame::of)
-                .map_err(|err| AgentError::Protocol {
-                    reason: format!("the daemon's ring: {err}"),
-                })?
+            let Some(frame) =
+                consumer
+                    .try_recv_envelope(Frame::of)
+                    .map_err(|err| AgentError::Protocol {
+                        reason: format!("the daemon's ring: {err}"),
+                    })?
             else {
                 break;
             };
@@ -489,7 +494,9 @@ fn find(list: &[Named], name: &str) -> Option<u32> {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these leaves plain data behind, never a
     // broken invariant worth refusing service over.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// CLOCK_MONOTONIC now, nanoseconds: the clock envelopes carry.

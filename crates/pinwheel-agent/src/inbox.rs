@@ -38,8 +38,15 @@ pub(crate) struct Incoming {
 #[derive(Debug)]
 pub(crate) enum Frame {
     Request(Incoming),
-    Reply { correlation: u64, status: u16, body: Vec<u8> },
-    Event { topic: u32, body: Vec<u8> },
+    Reply {
+        correlation: u64,
+        status: u16,
+        body: Vec<u8>,
+    },
+    Event {
+        topic: u32,
+        body: Vec<u8>,
+    },
     Other,
 }
 

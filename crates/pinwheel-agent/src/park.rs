@@ -131,7 +131,11 @@ impl UringParker {
         let args = types::SubmitArgs::new().timespec(&ts);
         match self.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => {}
-            Err(err) if matches!(err.raw_os_error(), Some(nix::libc::ETIME | nix::libc::EINTR)) => {}
+            Err(err)
+                if matches!(
+                    err.raw_os_error(),
+                    Some(nix::libc::ETIME | nix::libc::EINTR)
+                ) => {}
             Err(err) => return Err(err),
         }
         let (mut rung, mut other) = (false, false);
@@ -160,9 +164,13 @@ impl UringParker {
     /// Queues the eventfd read and the link poll unless already pending.
     fn arm(&mut self, bell: RawFd) -> std::io::Result<()> {
         if self.bell.is_none() {
-            let read = opcode::Read::new(types::Fd(bell), std::ptr::from_mut(&mut *self.buf).cast(), 8)
-                .build()
-                .user_data(BELL);
+            let read = opcode::Read::new(
+                types::Fd(bell),
+                std::ptr::from_mut(&mut *self.buf).cast(),
+                8,
+            )
+            .build()
+            .user_data(BELL);
             // SAFETY: the buffer is boxed and lives until the read completes:
             // Drop cancels a pending read and waits for it before freeing it.
             unsafe { self.ring.submission().push(&read) }
@@ -248,7 +256,10 @@ mod tests {
     fn a_rung_bell_wakes_the_parker_and_is_consumed() {
         both(|mut sut, bell, _theirs| {
             bell.write(1).unwrap();
-            assert_eq!(sut.park(bell.as_fd(), Duration::from_secs(5)).unwrap(), Parked::Bell);
+            assert_eq!(
+                sut.park(bell.as_fd(), Duration::from_secs(5)).unwrap(),
+                Parked::Bell
+            );
             assert_eq!(
                 sut.park(bell.as_fd(), Duration::from_millis(5)).unwrap(),
                 Parked::Timeout
@@ -260,7 +271,10 @@ mod tests {
     fn a_closed_link_wakes_the_parker() {
         both(|mut sut, bell, theirs| {
             drop(theirs);
-            assert_eq!(sut.park(bell.as_fd(), Duration::from_secs(5)).unwrap(), Parked::Other);
+            assert_eq!(
+                sut.park(bell.as_fd(), Duration::from_secs(5)).unwrap(),
+                Parked::Other
+            );
         });
     }
 }
