@@ -135,7 +135,7 @@ impl Mesh {
                 spec.clone(),
                 Arc::clone(&self.counters.streams),
             )),
-            Blueprint::Process(spec) => Kind::Process(ProcessBridge::new(spec.clone())),
+            Blueprint::Process(spec) => Kind::Process(Box::new(ProcessBridge::new(spec.clone()))),
             Blueprint::Detached => Kind::Detached,
         };
         MeshAgent {
@@ -277,7 +277,7 @@ enum Kind {
     Registry(RegistryAgent),
     Coordinator(CoordinatorAgent),
     Load(LoadGenerator),
-    Process(ProcessBridge),
+    Process(Box<ProcessBridge>),
     Detached,
 }
 

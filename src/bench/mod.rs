@@ -9,6 +9,8 @@
 //!   like.
 //! * `router` ([`router`]): what the runtime adds per call on top of the
 //!   bare ring.
+//! * `agent` ([`agent`]): a round trip to an agent process against the
+//!   in-daemon call across CPUs.
 //! * `wakeup` ([`wakeup`]): how late a pinned executor wakes from a timer,
 //!   against a plain `clock_nanosleep` thread (cyclictest's measurement).
 //! * `mesh` ([`mesh`]): the seed's voice-to-response flow through the
@@ -24,6 +26,7 @@
 //! every message arrived intact, so a fast wrong run cannot pass for a
 //! result.
 
+pub mod agent;
 pub mod hgrm;
 pub mod mesh;
 mod output;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::run::MAX_RATE;
+use crate::bench::agent::{AgentBench, default_echo_exe};
 use crate::bench::mesh::MeshBench;
 use crate::bench::ring::{PeerMode, RingBench, serve_peer};
 use crate::bench::router::RouterBench;
@@ -101,6 +102,9 @@ pub enum BenchCommand {
     /// What the runtime adds per message: a call between agents on two
     /// executors against the bare ring between two threads, same CPUs.
     Router(BenchRouterArgs),
+    /// A round trip to an agent process (the SDK's echo example) against
+    /// the in-daemon call across CPUs, same run, same CPUs.
+    Agent(BenchAgentArgs),
     /// The server side of a two-process ring benchmark (started by `bench ring`).
     #[command(hide = true)]
     RingPeer(RingPeerArgs),
@@ -187,6 +191,30 @@ pub struct BenchRouterArgs {
     pub json: bool,
 }
 
+/// `pinwheel bench agent`.
+#[derive(Debug, Args)]
+pub struct BenchAgentArgs {
+    /// The caller's CPU and the echo process's.
+    #[arg(long, value_name = "A,B", default_value = "0,1")]
+    pub cpus: String,
+    /// How executors and the process wait for messages.
+    #[arg(long, value_enum, default_value_t = WaitArg::Spin)]
+    pub wait: WaitArg,
+    /// Request body size, bytes (at most 512).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Round trips per case.
+    #[arg(long, default_value_t = 100_000)]
+    pub msgs: u64,
+    /// The echo agent (default: examples/echo beside this executable,
+    /// from `cargo build --release -p pinwheel-agent --example echo`).
+    #[arg(long, value_name = "FILE")]
+    pub echo: Option<std::path::PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `pinwheel bench ring-peer`.
 #[derive(Debug, Args)]
 pub struct RingPeerArgs {
@@ -224,6 +252,7 @@ pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), DaemonErro
     match command {
         BenchCommand::Ring(args) => ring(&args, out),
         BenchCommand::Router(args) => router(&args, out),
+        BenchCommand::Agent(args) => agent(&args, out),
         BenchCommand::RingPeer(args) => Ok(serve_peer(args.mode, CpuId(args.cpu))?),
         #[cfg(feature = "zmq-baseline")]
         BenchCommand::ZmqPeer(args) => Ok(crate::bench::zmq::serve_peer(
@@ -285,6 +314,32 @@ fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), DaemonError
         msgs: args.msgs.max(1),
     };
     let report = bench.run()?;
+    let text = if args.json {
+        report.to_json()
+    } else {
+        report.to_table()
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+    if args.size > MAX_ROUTER_BODY {
+        return Err(DaemonError::Usage {
+            message: format!(
+                "--size {}: runtime messages carry at most {MAX_ROUTER_BODY} body bytes",
+                args.size
+            ),
+        });
+    }
+    let report = AgentBench {
+        cpus: bench_cpus(&args.cpus)?,
+        wait: args.wait.into(),
+        size: args.size,
+        msgs: args.msgs.max(1),
+        echo_exe: args.echo.clone().unwrap_or_else(default_echo_exe),
+    }
+    .run()?;
     let text = if args.json {
         report.to_json()
     } else {

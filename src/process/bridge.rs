@@ -67,6 +67,8 @@ pub const CALL_WORKERS: usize = 16;
 const BATCH: usize = 64;
 /// Longest wait for the agent's ring before the bridge looks at its slot.
 const IDLE_CHECK: Duration = Duration::from_millis(2);
+/// How often the in-flight table is scanned for passed deadlines.
+const EXPIRY_PERIOD_NS: u64 = 1_000_000;
 /// Longest a process agent's start waits for its first incarnation.
 pub const FIRST_ATTACH: Duration = Duration::from_secs(10);
 /// Reply status: the agent's manifest does not allow that call or topic.
@@ -116,6 +118,8 @@ struct State {
     free: Vec<u16>,
     generation: u32,
     missed_in_a_row: u32,
+    /// When the in-flight table is next scanned for passed deadlines.
+    next_expiry_ns: u64,
 }
 
 /// A call the agent made, waiting for a call worker.
@@ -124,12 +128,15 @@ struct AgentCall {
     frame: FrameBuf,
 }
 
+/// The call workers' channel: its sender (dropped to end them) and receiver.
+type CallChannel = (LocalSender<AgentCall>, Rc<LocalReceiver<AgentCall>>);
+
 /// The bridge of one process agent.
 pub struct ProcessBridge {
     spec: BridgeSpec,
     state: RefCell<State>,
     group: RefCell<Option<ConsumerGroup>>,
-    calls: RefCell<Option<(LocalSender<AgentCall>, Rc<LocalReceiver<AgentCall>>)>>,
+    calls: RefCell<Option<CallChannel>>,
 }
 
 impl std::fmt::Debug for ProcessBridge {
@@ -158,6 +165,7 @@ impl ProcessBridge {
                 free: (0..IN_FLIGHT as u16).rev().collect(),
                 generation: 0,
                 missed_in_a_row: 0,
+                next_expiry_ns: 0,
             }),
             group: RefCell::new(Some(group)),
             calls: RefCell::new(Some((tx, Rc::new(rx)))),
@@ -399,31 +407,34 @@ impl ProcessBridge {
         }
     }
 
-    /// Acts on one checked frame from the agent.
+    /// Acts on one checked frame from the agent (checked once, in
+    /// `next_frame`; read here from the private pool frame).
+    // The frame's RefCell belongs to this task alone (a pool frame taken
+    // for this message); no other borrow can meet the one held here.
+    #[allow(clippy::await_holding_refcell_ref)]
     async fn act(&self, ctx: &Ctx, frame: FrameBuf) {
-        let (kind, correlation, status, topic, to) = {
+        let (kind, correlation, topic, to) = {
             let bytes = frame.bytes();
             let env = wire::decode(&bytes).expect("next_frame checked this frame");
-            let status = match env.to_envelope().payload {
-                Payload::Reply { status, .. } => status,
-                _ => 0,
-            };
-            (env.kind(), env.correlation(), status, env.topic(), env.to())
+            (env.kind(), env.correlation(), env.topic(), env.to())
         };
         match kind {
-            PayloadKind::Reply => self.complete(ctx, correlation, status, &frame).await,
+            PayloadKind::Reply => self.complete(ctx, correlation, &frame).await,
             PayloadKind::Request => self.queue_call(ctx, correlation, to, frame).await,
             PayloadKind::Event if self.spec.publishes.contains(&topic) => {
-                let body = frame.bytes();
-                let body = wire::decode(&body).expect("checked").body().to_vec();
-                let _ = ctx.publish(topic, &body, self.spec.priority).await;
+                let bytes = frame.bytes();
+                let body = wire::decode(&bytes).expect("checked").body();
+                let _ = ctx.publish(topic, body, self.spec.priority).await;
             }
             _ => {}
         }
     }
 
     /// The agent answered the request of `token`.
-    async fn complete(&self, ctx: &Ctx, token: u64, status: u16, frame: &FrameBuf) {
+    // The frame's RefCell belongs to this task alone (a pool frame taken
+    // for this message); no other borrow can meet the one held here.
+    #[allow(clippy::await_holding_refcell_ref)]
+    async fn complete(&self, ctx: &Ctx, token: u64, frame: &FrameBuf) {
         let head = {
             let mut state = self.state.borrow_mut();
             let slot = (token & 0xffff) as usize;
@@ -443,8 +454,12 @@ impl ProcessBridge {
         let Some(head) = head else { return };
         bump(&self.spec.slot.counters.answered);
         let bytes = frame.bytes();
-        let body = wire::decode(&bytes).expect("checked").body();
-        let _ = ctx.answer(&head, status, body).await;
+        let env = wire::decode(&bytes).expect("checked");
+        let status = match env.to_envelope().payload {
+            Payload::Reply { status, .. } => status,
+            _ => STATUS_FAILED,
+        };
+        let _ = ctx.answer(&head, status, env.body()).await;
     }
 
     /// The agent called someone: checked, then handed to a call worker.
@@ -468,6 +483,9 @@ impl ProcessBridge {
     }
 
     /// One call worker: makes the agent's calls, one at a time.
+    // The frame's RefCell belongs to this task alone (a pool frame taken
+    // for this message); no other borrow can meet the one held here.
+    #[allow(clippy::await_holding_refcell_ref)]
     async fn call_worker(&self, ctx: Ctx, calls: Rc<LocalReceiver<AgentCall>>) {
         while let Some(AgentCall { epoch, frame }) = calls.recv().await {
             let (to, method, correlation, deadline_ns) = {
@@ -530,6 +548,12 @@ impl ProcessBridge {
         let expired: Vec<Head> = {
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
+            // Once a millisecond, as the executor's ticker expires calls;
+            // never on an empty table.
+            if now < state.next_expiry_ns || state.free.len() == IN_FLIGHT {
+                return;
+            }
+            state.next_expiry_ns = now + EXPIRY_PERIOD_NS;
             let mut heads = Vec::new();
             for (i, slot) in state.slots.iter_mut().enumerate() {
                 if slot

@@ -156,16 +156,19 @@ impl Slots {
     }
 }
 
+/// A launch, and where its result goes.
+type SpawnRequest = (Launch, mpsc::SyncSender<Result<Spawned, ProcessError>>);
+
 /// Forks children on a thread that lives as long as they may.
 #[derive(Debug)]
 pub struct Spawner {
-    requests: Option<mpsc::Sender<(Launch, mpsc::SyncSender<Result<Spawned, ProcessError>>)>>,
+    requests: Option<mpsc::Sender<SpawnRequest>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Spawner {
     fn start() -> Result<Self, ProcessError> {
-        let (tx, rx) = mpsc::channel::<(Launch, mpsc::SyncSender<Result<Spawned, ProcessError>>)>();
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
         let thread = std::thread::Builder::new()
             .name("pinwheel-spawner".into())
             .spawn(move || {

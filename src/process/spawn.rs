@@ -195,42 +195,52 @@ impl Hook {
                 Ok(())
             }
         };
-        // SAFETY (each call below): plain system calls on this process with
-        // arguments prepared before the fork; none touches memory the
-        // parent's other threads could have been using.
-        // The daemon blocks SIGINT and SIGTERM in every thread (they wait
-        // in its signalfd), and a blocked mask survives exec: unblock all.
-        check(
-            unsafe {
-                libc::pthread_sigmask(libc::SIG_SETMASK, &self.no_signals, std::ptr::null_mut())
-            }
-            .into(),
-        )?;
+        // Every call below is a plain system call on this (single-threaded,
+        // just forked) process, with arguments prepared before the fork.
+        // SAFETY: `no_signals` is an initialised sigset_t; no old mask wanted.
+        let unmasked =
+            unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.no_signals, std::ptr::null_mut()) };
+        check(unmasked.into())?;
+        // SAFETY: no arguments.
         check(unsafe { libc::setsid() }.into())?;
+        // SAFETY: integer arguments only.
         check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) }.into())?;
+        // SAFETY: no arguments.
         if unsafe { libc::getppid() } != self.parent {
             // The daemon died between fork and prctl: nobody would kill us.
             return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
         }
         let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: `cpu` is a cpu_set_t of `size` bytes.
         check(unsafe { libc::sched_setaffinity(0, size, &self.cpu) }.into())?;
+        // SAFETY: integer arguments only.
         check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, self.nice) }.into())?;
         if let Some(procs) = &self.cgroup_procs {
+            // SAFETY: `procs` is a NUL-terminated path made before the fork.
             let fd = unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
             check(fd.into())?;
+            // SAFETY: one byte from a static buffer to the descriptor just opened.
             let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+            // SAFETY: closes the descriptor opened above, which nothing else uses.
             unsafe { libc::close(fd) };
             check(written as libc::c_long)?;
         }
         if self.link == AGENT_FD {
+            // SAFETY: integer arguments; clears close-on-exec of descriptor 3.
             check(unsafe { libc::fcntl(AGENT_FD, libc::F_SETFD, 0) }.into())?;
         } else {
+            // SAFETY: integer arguments; the link is open in this process.
             check(unsafe { libc::dup2(self.link, AGENT_FD) }.into())?;
         }
-        check(unsafe { libc::close_range(4, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) }.into())?;
+        let cloexec = libc::CLOSE_RANGE_CLOEXEC as i32;
+        // SAFETY: integer arguments; marks every descriptor above 3 close-on-exec.
+        check(unsafe { libc::close_range(4, u32::MAX, cloexec) }.into())?;
         if let Some((uid, gid)) = self.ids {
+            // SAFETY: a one-element list that lives on this stack frame.
             check(unsafe { libc::setgroups(1, &gid) }.into())?;
+            // SAFETY: an integer argument.
             check(unsafe { libc::setgid(gid) }.into())?;
+            // SAFETY: an integer argument.
             check(unsafe { libc::setuid(uid) }.into())?;
         }
         Ok(())

@@ -20,6 +20,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Status answered when a downstream call timed out or failed to send.
 const STATUS_TIMEOUT: u16 = 504;
 
+/// Serves requests until the daemon closes the link.
 pub fn main() -> ExitCode {
     let agent = match Agent::from_env() {
         Ok(agent) => agent,
