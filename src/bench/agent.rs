@@ -53,6 +53,9 @@ pub struct AgentBench {
     pub msgs: u64,
     /// The echo agent's executable.
     pub echo_exe: PathBuf,
+    /// How the echo process parks when it waits (`uring` or `poll`; see
+    /// the SDK's `PINWHEEL_AGENT_PARK`).
+    pub park: &'static str,
 }
 
 /// Both cases' round trips.
@@ -90,8 +93,10 @@ impl AgentBench {
         };
         let [a, b] = self.cpus;
         let manifest = format!(
-            "schema = 1\n[[agent]]\nname = \"Caller\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"synthetic\"\npriority = \"high\"\ncpu = {a}\ncalls = [\"Echo\"]\n[[agent]]\nname = \"Echo\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"process\"\npriority = \"high\"\ncpu = {b}\ncommand = [{:?}]\nuser = \"nobody\"\n",
-            self.echo_exe.display().to_string()
+            "schema = 1\n[[agent]]\nname = \"Caller\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"synthetic\"\npriority = \"high\"\ncpu = {a}\ncalls = [\"Echo\"]\n[[agent]]\nname = \"Echo\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"process\"\npriority = \"high\"\ncpu = {b}\ncommand = [{:?}]\nuser = \"nobody\"\nenv = {{ {} = \"{}\" }}\n",
+            self.echo_exe.display().to_string(),
+            pinwheel_agent::PARK_ENV,
+            self.park
         );
         let (topology, agents) = bench_mesh(self.cpus, self.wait, &manifest)?;
         let plan = Plan::build(&topology, &agents).map_err(|e| failed("plan", e.to_string()))?;
@@ -240,8 +245,8 @@ impl AgentReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "pinwheel bench agent: CPUs {} and {}, {}-byte bodies, {} round trips per case",
-            b.cpus[0], b.cpus[1], b.size, b.msgs
+            "pinwheel bench agent: CPUs {} and {}, {}-byte bodies, {} round trips per case, the process parks with {}",
+            b.cpus[0], b.cpus[1], b.size, b.msgs, b.park
         );
         let _ = write!(out, "\n{:<34}", "round trip");
         for title in PERCENTILE_TITLES {
@@ -273,6 +278,7 @@ impl AgentReport {
             "cpus": b.cpus,
             "size": b.size,
             "msgs": b.msgs,
+            "park": b.park,
             "call_far_rtt_ns": LatencySummary::of(&self.in_daemon).to_json(),
             "process_rtt_ns": LatencySummary::of(&self.process).to_json(),
             "p50_ratio": self.ratio(),

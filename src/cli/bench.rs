@@ -206,6 +206,10 @@ pub struct BenchAgentArgs {
     /// Round trips per case.
     #[arg(long, default_value_t = 100_000)]
     pub msgs: u64,
+    /// How the echo process parks when it waits (with --wait park or
+    /// adaptive): one io_uring wait, or poll(2) then read(2).
+    #[arg(long, value_parser = ["uring", "poll"], default_value = "uring")]
+    pub park: String,
     /// The echo agent (default: examples/echo beside this executable,
     /// from `cargo build --release -p pinwheel-agent --example echo`).
     #[arg(long, value_name = "FILE")]
@@ -338,6 +342,7 @@ fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), DaemonError> 
         size: args.size,
         msgs: args.msgs.max(1),
         echo_exe: args.echo.clone().unwrap_or_else(default_echo_exe),
+        park: if args.park == "poll" { "poll" } else { "uring" },
     }
     .run()?;
     let text = if args.json {

@@ -23,6 +23,13 @@ use toml::Spanned;
 use super::agents_file::{AgentEntry, KindName, RestartMode};
 use super::{ConfigError, SourceFile};
 
+/// Environment variables pinwheel sets for its agents.
+pub const RESERVED_ENV: [&str; 4] = [
+    "PINWHEEL_AGENT",
+    "PINWHEEL_AGENT_FD",
+    "PINWHEEL_AGENT_SOCKET",
+    "CREDENTIALS_DIRECTORY",
+];
 /// Most `env` entries.
 pub const MAX_ENV: usize = 64;
 /// Most `credentials` entries.
@@ -249,8 +256,7 @@ fn env(
     let bad_key = |k: &str| {
         !k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            || k.starts_with("PINWHEEL_")
-            || k == "CREDENTIALS_DIRECTORY"
+            || RESERVED_ENV.contains(&k)
     };
     if map.len() > MAX_ENV {
         let message = format!("agent {agent}: at most {MAX_ENV} `env` entries");
@@ -258,7 +264,8 @@ fn env(
     }
     if let Some(key) = map.keys().find(|k| bad_key(k)) {
         let message = format!(
-            "agent {agent}: env name {key:?} must be letters, digits and '_', and not PINWHEEL_* or CREDENTIALS_DIRECTORY (pinwheel sets those)"
+            "agent {agent}: env name {key:?} must be letters, digits and '_', and not one pinwheel sets ({})",
+            RESERVED_ENV.join(", ")
         );
         return Err(invalid(file, env.span(), message));
     }

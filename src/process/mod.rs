@@ -41,7 +41,7 @@ pub mod slot;
 mod spawn;
 pub mod supervisor;
 #[allow(unsafe_code)]
-mod watch;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
