@@ -10,9 +10,10 @@
 //! ```
 //!
 //! Requests. A request to the agent takes a slot of a fixed in-flight
-//! table, is written to the agent's ring with the slot's token as its
-//! correlation, and is answered (`Ctx::answer`) when the agent's reply
-//! comes back with that token. While the agent is down, a request is
+//! table, is written to the agent's ring as it is (the frame the router
+//! queued, no re-encoding), and is answered (`Ctx::answer`, from the head
+//! the bridge kept, never from what the agent claims) when the agent's
+//! reply comes back with the request's correlation id. While the agent is down, a request is
 //! answered `STATUS_UNAVAILABLE` at once; when it goes down, every request
 //! in flight to it is answered the same at once; a request whose deadline
 //! passes in the agent is answered `STATUS_TIMEOUT`, and an agent that
@@ -36,6 +37,7 @@
 //! answers "unavailable" when there is no live incarnation.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -99,7 +101,6 @@ pub struct BridgeSpec {
 #[derive(Debug)]
 struct InFlight {
     head: Head,
-    generation: u32,
 }
 
 /// The current incarnation, as the bridge serves it.
@@ -116,7 +117,8 @@ struct State {
     seen: (u64, bool),
     slots: Vec<Option<InFlight>>,
     free: Vec<u16>,
-    generation: u32,
+    /// Slots by the request's correlation id (sized at boot: never grows).
+    index: HashMap<u64, u16>,
     missed_in_a_row: u32,
     /// When the in-flight table is next scanned for passed deadlines.
     next_expiry_ns: u64,
@@ -163,7 +165,7 @@ impl ProcessBridge {
                 seen: (0, false),
                 slots: (0..IN_FLIGHT).map(|_| None).collect(),
                 free: (0..IN_FLIGHT as u16).rev().collect(),
-                generation: 0,
+                index: HashMap::with_capacity(IN_FLIGHT),
                 missed_in_a_row: 0,
                 next_expiry_ns: 0,
             }),
@@ -237,19 +239,19 @@ impl ProcessBridge {
                 }
                 (Some(_), None) => STATUS_OVERLOADED,
                 (Some(live), Some(slot)) => {
-                    state.generation = state.generation.wrapping_add(1);
-                    let token = u64::from(state.generation) << 16 | u64::from(slot);
-                    let sent = msg.with_envelope(|env| {
-                        let mut out = env.to_envelope();
-                        out.correlation = token;
-                        live.to_agent.try_send(&out)
-                    });
+                    let correlation = msg.head().correlation;
+                    // The frame goes to the agent as it is: its correlation
+                    // (unique among calls in flight: it names the caller's
+                    // executor and call slot) comes back on the reply.
+                    let sent = if state.index.contains_key(&correlation) {
+                        Err(RingError::Full)
+                    } else {
+                        live.to_agent.try_push(&msg.bytes())
+                    };
                     match sent {
                         Ok(()) => {
-                            state.slots[usize::from(slot)] = Some(InFlight {
-                                head: *msg.head(),
-                                generation: state.generation,
-                            });
+                            state.slots[usize::from(slot)] = Some(InFlight { head: *msg.head() });
+                            state.index.insert(correlation, slot);
                             0
                         }
                         Err(err) => {
@@ -280,7 +282,7 @@ impl ProcessBridge {
         if let Some(live) = &mut state.live {
             // An event the agent has no room for is dropped, as for any
             // subscriber whose inbox is full.
-            let _ = msg.with_envelope(|env| live.to_agent.try_send(&env.to_envelope()));
+            let _ = live.to_agent.try_push(&msg.bytes());
         }
     }
 
@@ -331,6 +333,7 @@ impl ProcessBridge {
             let mut state = self.state.borrow_mut();
             state.live = None;
             state.missed_in_a_row = 0;
+            state.index.clear();
             let state = &mut *state;
             let mut heads = Vec::new();
             for (i, slot) in state.slots.iter_mut().enumerate() {
@@ -407,59 +410,41 @@ impl ProcessBridge {
         }
     }
 
-    /// Acts on one checked frame from the agent (checked once, in
-    /// `next_frame`; read here from the private pool frame).
+    /// Acts on one frame from the agent, checked once in `next_frame` and
+    /// read here from the private pool frame.
     // The frame's RefCell belongs to this task alone (a pool frame taken
     // for this message); no other borrow can meet the one held here.
     #[allow(clippy::await_holding_refcell_ref)]
     async fn act(&self, ctx: &Ctx, frame: FrameBuf) {
-        let (kind, correlation, topic, to) = {
-            let bytes = frame.bytes();
-            let env = wire::decode(&bytes).expect("next_frame checked this frame");
-            (env.kind(), env.correlation(), env.topic(), env.to())
-        };
-        match kind {
-            PayloadKind::Reply => self.complete(ctx, correlation, &frame).await,
-            PayloadKind::Request => self.queue_call(ctx, correlation, to, frame).await,
-            PayloadKind::Event if self.spec.publishes.contains(&topic) => {
-                let bytes = frame.bytes();
-                let body = wire::decode(&bytes).expect("checked").body();
-                let _ = ctx.publish(topic, body, self.spec.priority).await;
+        let bytes = frame.bytes();
+        let env = wire::decode(&bytes).expect("next_frame checked this frame");
+        match env.to_envelope().payload {
+            Payload::Reply { status, body } => {
+                if let Some(head) = self.complete(env.correlation()) {
+                    bump(&self.spec.slot.counters.answered);
+                    let _ = ctx.answer(&head, status, body).await;
+                }
+            }
+            Payload::Request { .. } => {
+                let (correlation, to) = (env.correlation(), env.to());
+                drop(bytes);
+                self.queue_call(ctx, correlation, to, frame).await;
+            }
+            Payload::Event { body } if self.spec.publishes.contains(&env.topic()) => {
+                let _ = ctx.publish(env.topic(), body, self.spec.priority).await;
             }
             _ => {}
         }
     }
 
-    /// The agent answered the request of `token`.
-    // The frame's RefCell belongs to this task alone (a pool frame taken
-    // for this message); no other borrow can meet the one held here.
-    #[allow(clippy::await_holding_refcell_ref)]
-    async fn complete(&self, ctx: &Ctx, token: u64, frame: &FrameBuf) {
-        let head = {
-            let mut state = self.state.borrow_mut();
-            let slot = (token & 0xffff) as usize;
-            let generation = (token >> 16) as u32;
-            let found = state
-                .slots
-                .get(slot)
-                .and_then(Option::as_ref)
-                .is_some_and(|f| f.generation == generation);
-            if !found {
-                return;
-            }
-            state.missed_in_a_row = 0;
-            state.free.push(slot as u16);
-            state.slots[slot].take().map(|f| f.head)
-        };
-        let Some(head) = head else { return };
-        bump(&self.spec.slot.counters.answered);
-        let bytes = frame.bytes();
-        let env = wire::decode(&bytes).expect("checked");
-        let status = match env.to_envelope().payload {
-            Payload::Reply { status, .. } => status,
-            _ => STATUS_FAILED,
-        };
-        let _ = ctx.answer(&head, status, env.body()).await;
+    /// The agent answered the request of `correlation`: its head, if that
+    /// request is still in flight (others are dropped).
+    fn complete(&self, correlation: u64) -> Option<Head> {
+        let mut state = self.state.borrow_mut();
+        let slot = state.index.remove(&correlation)?;
+        state.missed_in_a_row = 0;
+        state.free.push(slot);
+        state.slots[usize::from(slot)].take().map(|f| f.head)
     }
 
     /// The agent called someone: checked, then handed to a call worker.
@@ -561,6 +546,7 @@ impl ProcessBridge {
                     .is_some_and(|f| f.head.deadline_ns != 0 && f.head.deadline_ns <= now)
                     && let Some(flight) = slot.take()
                 {
+                    state.index.remove(&flight.head.correlation);
                     heads.push(flight.head);
                     state.free.push(i as u16);
                 }

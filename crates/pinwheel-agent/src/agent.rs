@@ -308,10 +308,12 @@ impl Agent {
                 return Ok(None);
             }
             if input.reading {
+                input.waiters += 1;
                 input = inner
                     .arrived
                     .wait_timeout(input, deadline - now)
                     .map_or_else(|e| e.into_inner().0, |(guard, _)| guard);
+                input.waiters -= 1;
                 continue;
             }
             input.reading = true;
@@ -322,7 +324,9 @@ impl Agent {
             if let Err(err) = read {
                 input.gone.get_or_insert(err);
             }
-            inner.arrived.notify_all();
+            if input.waiters > 0 {
+                inner.arrived.notify_all();
+            }
         }
     }
 
@@ -356,8 +360,9 @@ impl Agent {
             refused.extend(input.file(frame));
             #[cfg(feature = "async")]
             input.wake();
-            drop(input);
-            inner.arrived.notify_all();
+            if input.waiters > 0 {
+                inner.arrived.notify_all();
+            }
         }
         drop(reader);
         for request in refused {

@@ -125,6 +125,9 @@ pub(crate) struct Input {
     pub unknown_methods: HashSet<u16>,
     /// Whether a thread is reading the ring now.
     pub reading: bool,
+    /// Threads waiting on the condition variable (std's `notify_all` is a
+    /// system call even with none, so it is made only when one waits).
+    pub waiters: usize,
     /// Why the agent can no longer talk to the daemon, once it cannot.
     pub gone: Option<AgentError>,
     /// Events dropped because their topic's queue was full.
