@@ -43,7 +43,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::future::{join, join_all};
+use futures_util::StreamExt;
+use futures_util::future::join;
+use futures_util::stream::FuturesUnordered;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use pinwheel_ipc::ring::{ConsumerGroup, Producer, RingError, WaitStrategy};
 use pinwheel_ipc::wire::{self, AgentId, Envelope, Payload, PayloadKind, Priority, TopicId};
@@ -212,18 +214,20 @@ impl ProcessBridge {
     /// runtime drains and nothing is in flight.
     pub async fn run(&self, ctx: &Ctx) {
         let receiver = self.calls.borrow().as_ref().map(|(_, rx)| Rc::clone(rx));
-        let workers = receiver.map(|rx| {
-            join_all((0..CALL_WORKERS).map(|_| self.call_worker(ctx.fork(), Rc::clone(&rx))))
-        });
+        // FuturesUnordered polls a worker only when its own waker fired: the
+        // pump's spinning (which wakes this task) does not poll them all.
+        let mut workers: FuturesUnordered<_> = receiver
+            .into_iter()
+            .flat_map(|rx| std::iter::repeat_n(rx, CALL_WORKERS))
+            .map(|rx| self.call_worker(ctx.fork(), rx))
+            .collect();
         let pump = async {
             self.pump(ctx).await;
             // Closing the channel ends the workers.
             self.calls.borrow_mut().take();
         };
-        match workers {
-            Some(workers) => drop(join(pump, workers).await),
-            None => pump.await,
-        }
+        let workers = async { while workers.next().await.is_some() {} };
+        join(pump, workers).await;
     }
 
     async fn forward_request(&self, ctx: &Ctx, msg: &Message) -> Result<(), RuntimeError> {
