@@ -243,6 +243,39 @@ fn a_hostile_child_is_disconnected_and_the_daemon_keeps_serving() {
 }
 
 #[test]
+fn a_child_that_stops_answering_is_disconnected_as_silent_and_restarted() {
+    let _one = one_daemon_at_a_time();
+    let text = manifest(&[
+        coordinator("\"Silent\""),
+        process("Silent", 1, "silent", "max_restarts = 1"),
+    ]);
+    let daemon = TestDaemon::start(
+        PINWHEEL,
+        CRATE,
+        &text,
+        &["--rate", "50", "--timeout-ms", "100"],
+    );
+    daemon.wait_for("Silent disconnected", |d| {
+        d.agent("Silent").is_some_and(|a| {
+            a["last_exit"]
+                .as_str()
+                .is_some_and(|e| e.contains("stopped answering"))
+        })
+    });
+    let ended = daemon.stop(Signal::SIGTERM);
+    assert!(ended.status.success(), "{}", ended.log);
+    let silent = process_report(&ended.report, "Silent");
+    let exits = silent["exits"].as_array().unwrap();
+    assert!(
+        exits
+            .iter()
+            .any(|e| e[0] == "silent" && e[1].as_u64() >= Some(1)),
+        "{silent}"
+    );
+    assert_eq!(ended.report["requests"]["lost"], 0);
+}
+
+#[test]
 fn sigterm_stops_children_with_sigterm_then_sigkill_and_reaps_them() {
     let _one = one_daemon_at_a_time();
     let shm_before = dev_shm();
