@@ -111,32 +111,9 @@ impl AgentBench {
             .cloned()
             .ok_or_else(|| failed("slots", "no echo".into()))?;
         let settings = executors[usize::from(routes.executor_of(ECHO))].settings;
-        let spec = BridgeSpec {
-            me: ECHO,
-            slot,
-            calls: Vec::new(),
-            publishes: Vec::new(),
-            priority: Priority::High,
-            wait: settings.wait,
-            wait_first: true,
-            spin_us: settings.spin_before_park_us,
-        };
+        let spec = bridge_spec(slot, settings.wait, settings.spin_before_park_us);
         let run_dir = std::env::temp_dir().join(format!("pinwheel-bench-{}", std::process::id()));
-        let mut processes = ProcessSide::new(
-            &agents,
-            &plan,
-            &routes,
-            &topology,
-            &slots,
-            &ProcessOptions {
-                attach_socket: run_dir.join("agent.sock"),
-                run_dir: run_dir.clone(),
-                cgroup_root: crate::daemon::CGROUP_ROOT.into(),
-                builtin_methods: BUILTIN_METHODS.to_vec(),
-            },
-            Arc::new(Health::default()),
-        )
-        .map_err(|e| failed("agent processes", e.to_string()))?;
+        let mut processes = process_side(&agents, &plan, &routes, &topology, &slots, &run_dir)?;
         let results = Arc::new(Results::default());
         let make = {
             let (results, bench) = (Arc::clone(&results), self.clone());
@@ -154,11 +131,7 @@ impl AgentBench {
             runtime.open_phase(phase);
             runtime.wait_started(phase, expected, Duration::from_secs(10));
         }
-        let began = Instant::now();
-        // SYNC: Acquire pairs with the Release store when the caller is done.
-        while !results.done.load(Ordering::Acquire) && began.elapsed() < RUN_LIMIT {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        results.wait_done();
         let stopped = runtime.stop();
         processes.stop(now_ns());
         let _ = std::fs::remove_dir_all(&run_dir);
@@ -176,6 +149,52 @@ impl AgentBench {
     }
 }
 
+/// The echo's bridge, on the caller's executor.
+fn bridge_spec(
+    slot: Arc<crate::process::ProcessSlot>,
+    wait: WaitStrategy,
+    spin_us: u32,
+) -> BridgeSpec {
+    BridgeSpec {
+        me: ECHO,
+        slot,
+        calls: Vec::new(),
+        publishes: Vec::new(),
+        priority: Priority::High,
+        wait,
+        wait_first: true,
+        spin_us,
+    }
+}
+
+/// The process side of the bench's mesh, its files under `run_dir`.
+fn process_side(
+    agents: &crate::config::AgentSet,
+    plan: &Plan,
+    routes: &crate::runtime::routes::Routes,
+    topology: &crate::topology::Topology,
+    slots: &Slots,
+    run_dir: &Path,
+) -> Result<ProcessSide, BenchError> {
+    ProcessSide::new(
+        agents,
+        plan,
+        routes,
+        topology,
+        slots,
+        &ProcessOptions {
+            attach_socket: run_dir.join("agent.sock"),
+            run_dir: run_dir.to_path_buf(),
+            cgroup_root: crate::daemon::CGROUP_ROOT.into(),
+            builtin_methods: BUILTIN_METHODS.to_vec(),
+        },
+        Arc::new(Health::default()),
+    )
+    .map_err(|e| BenchError::Peer {
+        reason: format!("agent processes: {e}"),
+    })
+}
+
 /// The echo example next to this executable: `target/release/examples/echo`
 /// beside `target/release/pinwheel`.
 pub fn default_echo_exe() -> PathBuf {
@@ -190,6 +209,17 @@ pub fn default_echo_exe() -> PathBuf {
 struct Results {
     done: AtomicBool,
     histogram: Mutex<Option<Histogram<u64>>>,
+}
+
+impl Results {
+    /// Waits until the caller is done, or the run limit.
+    fn wait_done(&self) {
+        let began = Instant::now();
+        // SYNC: Acquire pairs with the Release store when the caller is done.
+        while !self.done.load(Ordering::Acquire) && began.elapsed() < RUN_LIMIT {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 enum Bench {

@@ -149,25 +149,7 @@ fn spec(
     account: Option<&Account>,
 ) -> Result<ProcessSpec, ConfigError> {
     let dir = file.path().parent().unwrap_or(Path::new(""));
-    let Some(command) = &raw.command else {
-        return Err(invalid(
-            file,
-            raw.kind.span(),
-            format!(
-                "agent {agent} is a process but has no `command`; add command = [\"path\", ...]"
-            ),
-        ));
-    };
-    let words = command.get_ref();
-    if words.is_empty() || words.len() > MAX_COMMAND || words.iter().any(|w| w.contains('\0')) {
-        let message =
-            format!("agent {agent}: `command` needs 1 to {MAX_COMMAND} words without NUL bytes");
-        return Err(invalid(file, command.span(), message));
-    }
-    let mut resolved = words.clone();
-    if words[0].contains('/') {
-        resolved[0] = resolve(dir, &words[0]).display().to_string();
-    }
+    let resolved = command(raw, file, agent, dir)?;
     let allow_root = raw.allow_root.as_ref().is_some_and(|a| *a.get_ref());
     check_root(raw, file, agent, account, allow_root)?;
     Ok(ProcessSpec {
@@ -242,6 +224,35 @@ fn check_root(
         )),
         _ => Ok(()),
     }
+}
+
+/// `command`, its program resolved against the manifest's directory.
+fn command(
+    raw: &AgentEntry,
+    file: &SourceFile,
+    agent: &str,
+    dir: &Path,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(command) = &raw.command else {
+        return Err(invalid(
+            file,
+            raw.kind.span(),
+            format!(
+                "agent {agent} is a process but has no `command`; add command = [\"path\", ...]"
+            ),
+        ));
+    };
+    let words = command.get_ref();
+    if words.is_empty() || words.len() > MAX_COMMAND || words.iter().any(|w| w.contains('\0')) {
+        let message =
+            format!("agent {agent}: `command` needs 1 to {MAX_COMMAND} words without NUL bytes");
+        return Err(invalid(file, command.span(), message));
+    }
+    let mut resolved = words.clone();
+    if words[0].contains('/') {
+        resolved[0] = resolve(dir, &words[0]).display().to_string();
+    }
+    Ok(resolved)
 }
 
 fn env(

@@ -145,21 +145,8 @@ impl Managed {
             return Err(ExitReason::SpawnFailed);
         }
         self.epoch += 1;
-        let (to_agent, inbound) = export_producer(self.ring).map_err(no_rings)?;
-        let (from_agent, outbound) =
-            export_consumer_into(self.ring, self.slot.bell()).map_err(no_rings)?;
-        let owner = self.ids.as_ref().map(|(u, g, _)| (*u, *g));
-        let credentials = if spec.credentials().is_empty() {
-            None
-        } else {
-            let dir =
-                credentials::install(env.credentials_root, &self.name, spec.credentials(), owner)
-                    .map_err(|reason| {
-                    warn!(agent = %self.name, %reason, "agent credentials not installed");
-                    ExitReason::SpawnFailed
-                })?;
-            Some(dir)
-        };
+        let rings = self.rings().map_err(no_rings)?;
+        let credentials = self.credentials(env, &spec)?;
         if self.leaf.is_none() {
             self.leaf = env
                 .cgroups
@@ -176,54 +163,90 @@ impl Managed {
             credentials: credentials.clone(),
             cgroup_procs: self.leaf.as_ref().map(Leaf::procs),
         };
-        let Spawned {
-            child,
-            pidfd,
-            link,
-            stdout,
-            stderr,
-        } = env.spawner.spawn(launch).map_err(|err| {
+        let spawned = env.spawner.spawn(launch).map_err(|err| {
             warn!(agent = %self.name, error = %err, "agent process not started");
             if let Some(dir) = &credentials {
                 credentials::remove(dir);
             }
             ExitReason::SpawnFailed
         })?;
+        let incarnation = self.incarnation(spawned, rings, credentials, now_ns);
+        self.watch(env.watcher, &incarnation);
+        self.current = Some(incarnation);
+        Ok(())
+    }
+
+    /// New rings for the next incarnation.
+    fn rings(&self) -> Result<Rings, pinwheel_ipc::ring::RingError> {
+        let (to_agent, inbound) = export_producer(self.ring)?;
+        let (from_agent, outbound) = export_consumer_into(self.ring, self.slot.bell())?;
+        Ok(Rings {
+            inbound,
+            outbound,
+            to_agent,
+            from_agent,
+        })
+    }
+
+    /// Its credentials directory for the next incarnation, if it has any.
+    fn credentials(
+        &self,
+        env: &Env<'_>,
+        spec: &ProcessSpec,
+    ) -> Result<Option<PathBuf>, ExitReason> {
+        if spec.credentials().is_empty() {
+            return Ok(None);
+        }
+        let owner = self.ids.as_ref().map(|(u, g, _)| (*u, *g));
+        credentials::install(env.credentials_root, &self.name, spec.credentials(), owner)
+            .map(Some)
+            .map_err(|reason| {
+                warn!(agent = %self.name, %reason, "agent credentials not installed");
+                ExitReason::SpawnFailed
+            })
+    }
+
+    /// The incarnation a started child is.
+    fn incarnation(
+        &self,
+        spawned: Spawned,
+        rings: Rings,
+        credentials: Option<PathBuf>,
+        now_ns: u64,
+    ) -> Incarnation {
+        let Spawned {
+            child,
+            pidfd,
+            link,
+            stdout,
+            stderr,
+        } = spawned;
         let pid = child.id();
         info!(agent = %self.name, pid, cpu = self.cpu.0, epoch = self.epoch, "agent process started");
         let pipe = |fd: Option<OwnedFd>, stream| {
             fd.and_then(|fd| LogPipe::new(&self.name, stream, fd).ok())
         };
-        let logs = [
-            pipe(stdout.map(OwnedFd::from), "stdout"),
-            pipe(stderr.map(OwnedFd::from), "stderr"),
-        ];
-        let incarnation = Incarnation {
+        let uid = self
+            .ids
+            .as_ref()
+            .map_or_else(|| nix::unistd::getuid().as_raw(), |i| i.0.as_raw());
+        Incarnation {
             epoch: self.epoch,
             pid: Some(pid),
-            uid: Some(
-                self.ids
-                    .as_ref()
-                    .map_or_else(|| nix::unistd::getuid().as_raw(), |i| i.0.as_raw()),
-            ),
+            uid: Some(uid),
             child: Some(child),
             pidfd: Some(pidfd),
             link,
-            logs,
-            rings: Some(Rings {
-                inbound,
-                outbound,
-                to_agent,
-                from_agent,
-            }),
+            logs: [
+                pipe(stdout.map(OwnedFd::from), "stdout"),
+                pipe(stderr.map(OwnedFd::from), "stderr"),
+            ],
+            rings: Some(rings),
             hello_by_ns: now_ns + link::HELLO_TIMEOUT.as_nanos() as u64,
             credentials,
             killed_for: None,
             link_gone_at_ns: None,
-        };
-        self.watch(env.watcher, &incarnation);
-        self.current = Some(incarnation);
-        Ok(())
+        }
     }
 
     /// Takes an external agent's connection as its new incarnation; the
@@ -237,9 +260,8 @@ impl Managed {
         now_ns: u64,
     ) -> Result<(), LinkFault> {
         self.epoch += 1;
-        let (to_agent, inbound) =
-            export_producer(self.ring).map_err(|e| LinkFault::Corrupt(e.to_string()))?;
-        let (from_agent, outbound) = export_consumer_into(self.ring, self.slot.bell())
+        let rings = self
+            .rings()
             .map_err(|e| LinkFault::Corrupt(e.to_string()))?;
         let incarnation = Incarnation {
             epoch: self.epoch,
@@ -249,12 +271,7 @@ impl Managed {
             pidfd: None,
             link,
             logs: [None, None],
-            rings: Some(Rings {
-                inbound,
-                outbound,
-                to_agent,
-                from_agent,
-            }),
+            rings: Some(rings),
             hello_by_ns: now_ns,
             credentials: None,
             killed_for: None,

@@ -225,51 +225,12 @@ impl ProcessSide {
         let root = nix::unistd::geteuid().is_root();
         let mut warned = false;
         for placement in plan.placements() {
-            let spec = agents.get(placement.agent);
             let id = AgentId(placement.agent.0 as u32);
             let Some(slot) = slots.get(id) else { continue };
-            let (ids, account_error) =
-                match resolve(agents, placement.agent, root, &mut warned, &health) {
-                    Ok(ids) => (ids, None),
-                    Err(reason) => (None, Some(reason)),
-                };
-            let settings = topology.settings(
-                topology
-                    .class_of(placement.cpu)
-                    .unwrap_or(CpuClass::Uniform),
-            );
-            managed.push(Managed {
-                position: managed.len() as u64,
-                name: agents.display_name(AgentIndex(placement.agent.0)),
-                spec: spec.process().cloned(),
-                ids,
-                account_error,
-                user: spec.account().map(|a| a.user.clone()),
-                cpu: placement.cpu,
-                nice: nice_of(spec.priority()),
-                phase: placement.phase,
-                ring: RingConfig {
-                    slots: RING_SLOTS,
-                    max_frame: MAX_FRAME,
-                    wait: settings.wait,
-                    spin_us: settings.spin_before_park_us,
-                },
-                facts: facts(routes, id, agents, placement.agent),
-                slot: Arc::clone(slot),
-                supervisor: spec.process().map(|p| {
-                    Supervisor::new(RestartPolicy {
-                        mode: p.restart(),
-                        max_restarts: p.max_restarts(),
-                        window_ns: u64::from(p.restart_window_s()) * 1_000_000_000,
-                    })
-                }),
-                epoch: 0,
-                last: (None, None, None),
-                current: None,
-                leaf: None,
-                exits: [0; 7],
-                last_exit: None,
-            });
+            let account = resolve(agents, placement.agent, root, &mut warned, &health);
+            let mut agent = managed_agent(agents, placement, routes, topology, slot, account);
+            agent.position = managed.len() as u64;
+            managed.push(agent);
         }
         let cgroups = cgroups_for(&managed, &options.cgroup_root, &health);
         let attach = attach_socket(&managed, &options.attach_socket, &health);
@@ -282,6 +243,60 @@ impl ProcessSide {
             attach,
             health,
         ))
+    }
+}
+
+/// One process or external agent as the plan placed it, not started.
+fn managed_agent(
+    agents: &AgentSet,
+    placement: &crate::plan::AgentPlacement,
+    routes: &Routes,
+    topology: &Topology,
+    slot: &Arc<ProcessSlot>,
+    account: AccountIds,
+) -> Managed {
+    let spec = agents.get(placement.agent);
+    let id = AgentId(placement.agent.0 as u32);
+    let (ids, account_error) = match account {
+        Ok(ids) => (ids, None),
+        Err(reason) => (None, Some(reason)),
+    };
+    let settings = topology.settings(
+        topology
+            .class_of(placement.cpu)
+            .unwrap_or(CpuClass::Uniform),
+    );
+    Managed {
+        position: 0,
+        name: agents.display_name(AgentIndex(placement.agent.0)),
+        spec: spec.process().cloned(),
+        ids,
+        account_error,
+        user: spec.account().map(|a| a.user.clone()),
+        cpu: placement.cpu,
+        nice: nice_of(spec.priority()),
+        phase: placement.phase,
+        ring: RingConfig {
+            slots: RING_SLOTS,
+            max_frame: MAX_FRAME,
+            wait: settings.wait,
+            spin_us: settings.spin_before_park_us,
+        },
+        facts: facts(routes, id, agents, placement.agent),
+        slot: Arc::clone(slot),
+        supervisor: spec.process().map(|p| {
+            Supervisor::new(RestartPolicy {
+                mode: p.restart(),
+                max_restarts: p.max_restarts(),
+                window_ns: u64::from(p.restart_window_s()) * 1_000_000_000,
+            })
+        }),
+        epoch: 0,
+        last: (None, None, None),
+        current: None,
+        leaf: None,
+        exits: [0; 7],
+        last_exit: None,
     }
 }
 
@@ -324,7 +339,7 @@ fn attach_socket(managed: &[Managed], path: &Path, health: &Health) -> Option<At
 /// The account an agent runs as: its manifest's, resolved on this host
 /// (`Err`: it cannot run as it). Not root: every child runs as the
 /// daemon's user (one warning).
-type Account = Result<Option<(Uid, Gid, PathBuf)>, String>;
+type AccountIds = Result<Option<(Uid, Gid, PathBuf)>, String>;
 
 fn resolve(
     agents: &AgentSet,
@@ -332,7 +347,7 @@ fn resolve(
     root: bool,
     warned: &mut bool,
     health: &Health,
-) -> Account {
+) -> AccountIds {
     let spec = agents.get(index);
     let Some(account) = spec.account() else {
         return Ok(None);
