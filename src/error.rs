@@ -1,11 +1,15 @@
-//! The top-level error: every module's error, and how each one ends the
-//! process.
+//! The daemon's error: every error of the modules below the daemon, and
+//! how each one ends the process.
+//!
+//! It sits above `config` .. `tuning` (it wraps their errors) and below
+//! `daemon`, which returns it, so it cannot wrap the errors of what sits
+//! above the daemon: a benchmark's `BenchError` wraps a `DaemonError` (the
+//! mesh bench runs the daemon), and `cli::CliError` holds either.
 //!
 //! Bad input (a config file, a flag, a fixture tree that is not sysfs) exits
 //! with code 2 after one message naming the file, line and column and what
 //! to change; a failure at run time exits with 1.
 
-use crate::bench::BenchError;
 use crate::config::{ConfigError, Location};
 use crate::gpu::vram::VramError;
 use crate::plan::PlanError;
@@ -43,9 +47,6 @@ pub enum DaemonError {
     /// The process cannot get the locked memory glommio needs.
     #[error(transparent)]
     Privileges(#[from] PrivilegesError),
-    /// A benchmark failed.
-    #[error(transparent)]
-    Bench(#[from] BenchError),
     /// The runtime failed to start or stop.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -105,7 +106,6 @@ impl DaemonError {
             | DaemonError::Usage { .. } => EXIT_BAD_INPUT,
             DaemonError::Tuning(err) if err.is_bad_input() => EXIT_BAD_INPUT,
             DaemonError::Privileges(_)
-            | DaemonError::Bench(_)
             | DaemonError::Runtime(_)
             | DaemonError::Tuning(_)
             | DaemonError::Process(_)
@@ -128,7 +128,6 @@ impl DaemonError {
             DaemonError::Usage { .. }
             | DaemonError::Vram(_)
             | DaemonError::Privileges(_)
-            | DaemonError::Bench(_)
             | DaemonError::Runtime(_)
             | DaemonError::Process(_)
             | DaemonError::Signals { .. }

@@ -3,8 +3,10 @@
 //!
 //! The crate is a library with a thin binary. The ring and the message
 //! format live below it in `pinwheel-ipc`, which agent processes link too.
-//! Modules depend downward only: `config`, `topology` <- `plan` <-
-//! `runtime` <- `agents`, `process` <- `daemon` <- `cli`. See README.md for the
+//! Modules depend downward only: `config`, `topology`, `latency` <- `plan`
+//! <- `runtime` <- `agents`, `process`, `gpu`, `cluster`, `observe`,
+//! `tuning` <- `error` <- `daemon` <- `bench` <- `cli`
+//! (`tests/crate_layering.rs` checks it). See README.md for the
 //! architecture and each module's `//!` doc for its design.
 
 pub mod agents;
@@ -15,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod gpu;
+pub mod latency;
 pub mod observe;
 pub mod plan;
 pub mod process;

@@ -13,7 +13,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use pinwheel::bench::{Distribution, LatencySummary, format_ns, new_histogram};
+use pinwheel::bench::Distribution;
+use pinwheel::latency::{LatencySummary, format_ns, new_histogram};
 
 const VM_2CPU: &str = "topology/vm-2cpu.toml";
 const CASES: [&str; 5] = [

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use pinwheel::test_support::daemon::{TestDaemon, alive, dev_shm, proc_status};
+use pinwheel::observe::api::AgentState;
+use pinwheel::test_support::process_daemon::{TestDaemon, alive, dev_shm, proc_status};
 use serde_json::Value;
 
 const PINWHEEL: &str = env!("CARGO_BIN_EXE_pinwheel");
@@ -48,11 +49,11 @@ fn manifest(parts: &[String]) -> String {
 fn running(daemon: &TestDaemon, name: &str) -> bool {
     daemon
         .agent(name)
-        .is_some_and(|a| a["state"] == "running" && a["pid"].is_u64())
+        .is_some_and(|a| a.state == AgentState::Running && a.pid.is_some())
 }
 
 fn pid_of(daemon: &TestDaemon, name: &str) -> u32 {
-    daemon.agent(name).unwrap()["pid"].as_u64().unwrap() as u32
+    daemon.agent(name).unwrap().pid.unwrap()
 }
 
 fn process_report<'a>(report: &'a Value, name: &str) -> &'a Value {
@@ -165,7 +166,7 @@ fn a_child_killed_under_load_restarts_and_every_request_is_accounted_for() {
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
     daemon.wait_for("Back restarted", |d| {
         d.agent("Back")
-            .is_some_and(|a| a["restarts"].as_u64() >= Some(1) && a["state"] == "running")
+            .is_some_and(|a| a.restarts >= 1 && a.state == AgentState::Running)
     });
     assert_ne!(pid_of(&daemon, "Back"), pid);
 
@@ -194,14 +195,24 @@ fn restarting_too_often_fails_the_agent_with_a_health_reason() {
     )]);
     let daemon = TestDaemon::start(PINWHEEL, CRATE, &text, &["--rate", "0"]);
     daemon.wait_for("Crashy failed", |d| {
-        d.agent("Crashy").is_some_and(|a| a["state"] == "failed")
+        d.agent("Crashy")
+            .is_some_and(|a| a.state == AgentState::Failed)
     });
-    let health = daemon.get("/health").unwrap();
-    let reasons = health["reasons"].to_string();
-    assert!(reasons.contains("agent_failed:Crashy"), "{health}");
+    let health = daemon.health().unwrap();
+    assert!(
+        health
+            .reasons
+            .iter()
+            .any(|r| r.reason == "agent_failed:Crashy"),
+        "{health:?}"
+    );
     let crashy = daemon.agent("Crashy").unwrap();
-    assert_eq!(crashy["restarts"], 2, "{crashy}");
-    assert_eq!(crashy["last_exit"], "exited with status 3", "{crashy}");
+    assert_eq!(crashy.restarts, 2, "{crashy:?}");
+    assert_eq!(
+        crashy.last_exit.as_deref(),
+        Some("exited with status 3"),
+        "{crashy:?}"
+    );
     let ended = daemon.stop(Signal::SIGTERM);
     assert!(ended.status.success(), "{}", ended.log);
 }
@@ -222,8 +233,8 @@ fn a_hostile_child_is_disconnected_and_the_daemon_keeps_serving() {
     );
     daemon.wait_for("Hostile disconnected", |d| {
         d.agent("Hostile").is_some_and(|a| {
-            a["last_exit"]
-                .as_str()
+            a.last_exit
+                .as_deref()
                 .is_some_and(|e| e.contains("protocol"))
         })
     });
@@ -257,8 +268,8 @@ fn a_child_that_stops_answering_is_disconnected_as_silent_and_restarted() {
     );
     daemon.wait_for("Silent disconnected", |d| {
         d.agent("Silent").is_some_and(|a| {
-            a["last_exit"]
-                .as_str()
+            a.last_exit
+                .as_deref()
                 .is_some_and(|e| e.contains("stopped answering"))
         })
     });

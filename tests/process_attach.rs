@@ -9,7 +9,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use nix::sys::signal::Signal;
-use pinwheel::test_support::daemon::TestDaemon;
+use pinwheel::observe::api::AgentState;
+use pinwheel::test_support::process_daemon::TestDaemon;
 use pinwheel_agent::{Agent, AgentError};
 
 const PINWHEEL: &str = env!("CARGO_BIN_EXE_pinwheel");
@@ -46,7 +47,7 @@ fn an_attach_from_the_wrong_uid_is_refused_and_the_right_one_is_served() {
         panic!("root attached as Outside: {refused}")
     };
     assert!(reason.contains("uid 0"), "{reason}");
-    assert_eq!(daemon.agent("Outside").unwrap()["state"], "detached");
+    assert_eq!(daemon.agent("Outside").unwrap().state, AgentState::Detached);
 
     let mut child = Command::new(AGENT)
         .arg("echo")
@@ -60,12 +61,11 @@ fn an_attach_from_the_wrong_uid_is_refused_and_the_right_one_is_served() {
         .unwrap();
     daemon.wait_for("Outside attached", |d| {
         d.agent("Outside")
-            .is_some_and(|a| a["state"] == "attached" && a["pid"] == child.id())
+            .is_some_and(|a| a.state == AgentState::Attached && a.pid == Some(child.id()))
     });
-    let before = daemon.agent("Coord").unwrap()["handled"].as_u64().unwrap();
+    let before = daemon.agent("Coord").unwrap().handled;
     daemon.wait_for("requests served through Outside", |d| {
-        d.agent("Outside")
-            .is_some_and(|a| a["handled"].as_u64() > Some(before + 50))
+        d.agent("Outside").is_some_and(|a| a.handled > before + 50)
     });
 
     let ended = daemon.stop(Signal::SIGTERM);

@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pinwheel::config::{AgentSet, SourceFile};
+use pinwheel::observe::api::AgentState;
 use pinwheel::observe::health::Health;
 use pinwheel::plan::Plan;
 use pinwheel::process::{ProcessOptions, ProcessSide, Slots};
 use pinwheel::runtime::routes::Routes;
-use pinwheel::test_support::daemon::{HANG_GUARD, zombies_of};
+use pinwheel::test_support::HANG_GUARD;
+use pinwheel::test_support::process_daemon::zombies_of;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_pinwheel-test-agent");
 
@@ -63,7 +65,7 @@ fn tick_until(sut: &mut ProcessSide, now: &mut u64, done: impl Fn(&ProcessSide) 
     let began = Instant::now();
     while !done(sut) {
         assert!(began.elapsed() < HANG_GUARD, "{:?}", sut.statuses());
-        *now += if sut.statuses()[0].state == "backoff" {
+        *now += if sut.statuses()[0].state == AgentState::Backoff {
             11_000_000_000
         } else {
             2_000_000
@@ -79,7 +81,7 @@ fn a_hundred_restarts_leak_no_descriptor_and_leave_no_zombie() {
     let mut sut = side(run_dir.path());
     let mut now = 1_000_000_000;
     sut.start_phase(0, now);
-    let in_backoff = |s: &ProcessSide| s.statuses()[0].state == "backoff";
+    let in_backoff = |s: &ProcessSide| s.statuses()[0].state == AgentState::Backoff;
 
     tick_until(&mut sut, &mut now, |s| restarts(s) >= 10 && in_backoff(s));
     let at_ten = descriptors();

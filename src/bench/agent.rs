@@ -22,13 +22,14 @@ use serde_json::json;
 
 use super::BenchError;
 use super::router::{RouterBench, bench_mesh, time_calls};
-use super::summary::{LatencySummary, PERCENTILE_TITLES, format_ns};
 use crate::agents::protocol::BUILTIN_METHODS;
+use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
 use crate::observe::health::Health;
 use crate::plan::Plan;
 use crate::process::{BridgeSpec, ProcessBridge, ProcessOptions, ProcessSide, Slots};
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
+use crate::runtime::control::ControlRuntime;
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::executor::{Control, start};
 use crate::runtime::layout::{Layout, layout};
@@ -124,8 +125,18 @@ impl AgentBench {
             })
         };
         let control = Control::new(executors.len(), phases.len());
-        let runtime = start(routes, executors, make, Arc::new(|_| {}), control)
-            .map_err(|e| failed("runtime", e.to_string()))?;
+        // The executors' wake-up guard runs on it; it outlives them.
+        let control_rt = ControlRuntime::start(None, &Default::default())
+            .map_err(|e| failed("control thread", e.to_string()))?;
+        let runtime = start(
+            routes,
+            executors,
+            make,
+            Arc::new(|_| {}),
+            control,
+            control_rt.handle(),
+        )
+        .map_err(|e| failed("runtime", e.to_string()))?;
         for (phase, &expected) in phases.iter().enumerate() {
             processes.start_phase(phase, now_ns());
             runtime.open_phase(phase);
@@ -309,8 +320,8 @@ impl AgentReport {
             "size": b.size,
             "msgs": b.msgs,
             "park": b.park,
-            "call_far_rtt_ns": LatencySummary::of(&self.in_daemon).to_json(),
-            "process_rtt_ns": LatencySummary::of(&self.process).to_json(),
+            "call_far_rtt_ns": LatencySummary::of(&self.in_daemon),
+            "process_rtt_ns": LatencySummary::of(&self.process),
             "p50_ratio": self.ratio(),
         });
         let mut text =

@@ -317,7 +317,7 @@ impl FooterFields {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::new_histogram;
+    use crate::latency::new_histogram;
 
     fn skewed() -> Histogram<u64> {
         let mut histogram = new_histogram();

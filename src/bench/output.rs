@@ -22,7 +22,7 @@ use super::hgrm::Distribution;
 use super::plot::{Series, render_svg};
 use super::report::wait_name;
 use super::suite::{CaseKind, TargetResults};
-use super::summary::{LatencySummary, format_ns};
+use crate::latency::{LatencySummary, format_ns};
 use crate::runtime::affinity::SchedPolicy;
 use crate::topology::TaskQueue;
 

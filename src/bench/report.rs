@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::ring::RingBench;
-use super::summary::{LatencySummary, PERCENTILE_TITLES, format_ns, format_rate};
+use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
 use pinwheel_ipc::ring::WaitStrategy;
 
 /// One measured case.
@@ -43,7 +43,7 @@ pub(super) fn wait_name(wait: WaitStrategy) -> &'static str {
 
 fn case_json(case: &Case) -> Value {
     let mut value = json!({
-        "rtt_ns": LatencySummary::of(&case.rtt).to_json(),
+        "rtt_ns": LatencySummary::of(&case.rtt),
         "throughput_msgs_per_s": case.throughput_msgs_per_s.round(),
     });
     if let Some(idle) = case.idle_cpu_percent {
@@ -143,4 +143,27 @@ fn row(out: &mut String, name: &str, case: &Case) {
         "{:>14}{idle:>10}",
         format_rate(case.throughput_msgs_per_s)
     );
+}
+
+/// A rate for people: `26.1M/s`, `812k/s`.
+fn format_rate(per_second: f64) -> String {
+    if per_second >= 1e6 {
+        format!("{:.2}M/s", per_second / 1e6)
+    } else if per_second >= 1e3 {
+        format!("{:.0}k/s", per_second / 1e3)
+    } else {
+        format!("{per_second:.0}/s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_print_in_readable_units() {
+        assert_eq!(format_rate(26_100_000.0), "26.10M/s");
+        assert_eq!(format_rate(812_000.0), "812k/s");
+        assert_eq!(format_rate(12.0), "12/s");
+    }
 }

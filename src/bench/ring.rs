@@ -27,7 +27,7 @@ use hdrhistogram::Histogram;
 
 use super::BenchError;
 use super::report::Case;
-use super::summary::new_histogram;
+use crate::latency::{new_histogram, record_duration};
 use crate::runtime::affinity::pin_current_thread;
 use crate::topology::CpuId;
 use pinwheel_ipc::ring::{
@@ -111,8 +111,7 @@ impl RingBench {
                 .map_err(ring("send request"))?;
             next_envelope(&mut link.replies, |reply| check_reply(reply, i, self.size))??;
             if i >= warmup {
-                let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                histogram.saturating_record(ns.max(1));
+                record_duration(&mut histogram, start.elapsed());
             }
         }
         link.finish()?;

@@ -28,11 +28,14 @@ use serde_json::json;
 
 use super::BenchError;
 use super::ring::RingBench;
-use super::summary::{LatencySummary, PERCENTILE_TITLES, format_ns, new_histogram};
 use crate::config::{AgentSet, SourceFile};
+use crate::latency::{
+    LatencySummary, PERCENTILE_TITLES, format_ns, new_histogram, record_duration,
+};
 use crate::plan::Plan;
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
+use crate::runtime::control::ControlRuntime;
 use crate::runtime::ctx::Ctx;
 use crate::runtime::executor::{Control, start};
 use crate::runtime::layout::{Layout, layout};
@@ -116,8 +119,14 @@ impl RouterBench {
             })
         };
         let control = Control::new(executors.len(), phases.len());
-        let runtime =
-            start(routes, executors, make, Arc::new(|_| {}), control).map_err(runtime_err)?;
+        // The executors' wake-up guard runs on it; it outlives them.
+        let control_rt =
+            ControlRuntime::start(None, &Default::default()).map_err(|err| BenchError::Peer {
+                reason: format!("control thread: {err}"),
+            })?;
+        let guard_on = control_rt.handle();
+        let runtime = start(routes, executors, make, Arc::new(|_| {}), control, guard_on)
+            .map_err(runtime_err)?;
         for (phase, &expected) in phases.iter().enumerate() {
             runtime.open_phase(phase);
             runtime.wait_started(phase, expected, Duration::from_secs(10));
@@ -219,7 +228,7 @@ pub(super) async fn time_calls(
             return None;
         }
         if i >= warmup {
-            histogram.saturating_record((start.elapsed().as_nanos() as u64).max(1));
+            record_duration(&mut histogram, start.elapsed());
         }
     }
     Some(histogram)
@@ -306,9 +315,9 @@ impl RouterReport {
             "cpus": b.cpus,
             "size": b.size,
             "msgs": b.msgs,
-            "ring_rtt_ns": LatencySummary::of(&self.ring).to_json(),
-            "call_far_rtt_ns": LatencySummary::of(&self.far).to_json(),
-            "call_near_rtt_ns": LatencySummary::of(&self.near).to_json(),
+            "ring_rtt_ns": LatencySummary::of(&self.ring),
+            "call_far_rtt_ns": LatencySummary::of(&self.far),
+            "call_near_rtt_ns": LatencySummary::of(&self.near),
             "overhead_per_hop_ns": {"p50": self.overhead_ns(0.5), "p99": self.overhead_ns(0.99)},
         });
         let mut text =

@@ -24,7 +24,7 @@ use hdrhistogram::Histogram;
 use nix::time::{ClockId, ClockNanosleepFlags, clock_gettime, clock_nanosleep};
 
 use super::BenchError;
-use super::summary::new_histogram;
+use crate::latency::{new_histogram, record_duration, record_ns};
 use crate::runtime::affinity::{SchedPolicy, current_policy, pin_current_thread};
 use crate::runtime::executor::IO_MEMORY;
 use crate::runtime::privileges::{ThreadPolicy, prepare_process, prepare_thread};
@@ -143,7 +143,7 @@ async fn sleep_on_executor(bench: WakeupBench) -> Histogram<u64> {
             glommio::timer::sleep(deadline - now).await;
         }
         let late = Instant::now().saturating_duration_since(deadline);
-        histogram.saturating_record(duration_ns(late).max(1));
+        record_duration(&mut histogram, late);
     }
     histogram
 }
@@ -171,7 +171,7 @@ fn sleep_on_thread(period: Duration, loops: u64) -> Result<Histogram<u64>, Bench
                 Ok(_) => break,
             }
         }
-        histogram.saturating_record(monotonic_ns().saturating_sub(deadline).max(1));
+        record_ns(&mut histogram, monotonic_ns().saturating_sub(deadline));
     }
     Ok(histogram)
 }

@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use super::BenchError;
 use super::report::Case;
 use super::ring::PeerMode;
-use super::summary::new_histogram;
+use crate::latency::{new_histogram, record_duration};
 use crate::runtime::affinity::pin_current_thread;
 use crate::topology::CpuId;
 use pinwheel_ipc::wire::{
@@ -171,11 +171,7 @@ impl ZmqBench {
                 });
             }
             if i >= warmup {
-                histogram.saturating_record(
-                    u64::try_from(start.elapsed().as_nanos())
-                        .unwrap_or(u64::MAX)
-                        .max(1),
-                );
+                record_duration(&mut histogram, start.elapsed());
             }
         }
         peer.wait()?;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::CliError;
 use super::run::MAX_RATE;
 use crate::bench::agent::{AgentBench, default_echo_exe};
 use crate::bench::mesh::MeshBench;
@@ -109,7 +110,6 @@ pub enum BenchCommand {
     #[command(hide = true)]
     RingPeer(RingPeerArgs),
     /// The server side of a two-process ZeroMQ baseline (started by `bench ring`).
-    #[cfg(feature = "zmq-baseline")]
     #[command(hide = true)]
     ZmqPeer(ZmqPeerArgs),
 }
@@ -138,7 +138,7 @@ impl From<WaitArg> for WaitStrategy {
 /// A baseline to measure in the same run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Baseline {
-    /// ZeroMQ ipc:// REQ/REP and PUSH/PULL (build with --features zmq-baseline).
+    /// ZeroMQ ipc:// REQ/REP and PUSH/PULL (libzmq, built from source).
     Zmq,
 }
 
@@ -231,7 +231,6 @@ pub struct RingPeerArgs {
 }
 
 /// `pinwheel bench zmq-peer`.
-#[cfg(feature = "zmq-baseline")]
 #[derive(Debug, Args)]
 pub struct ZmqPeerArgs {
     /// What to do with requests.
@@ -249,7 +248,7 @@ pub struct ZmqPeerArgs {
 }
 
 /// Runs a bench command, or the suite when there is none.
-pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let Some(command) = args.command else {
         return suite(&args.suite, out);
     };
@@ -258,7 +257,6 @@ pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), DaemonErro
         BenchCommand::Router(args) => router(&args, out),
         BenchCommand::Agent(args) => agent(&args, out),
         BenchCommand::RingPeer(args) => Ok(serve_peer(args.mode, CpuId(args.cpu))?),
-        #[cfg(feature = "zmq-baseline")]
         BenchCommand::ZmqPeer(args) => Ok(crate::bench::zmq::serve_peer(
             args.mode,
             &args.endpoint,
@@ -268,7 +266,7 @@ pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), DaemonErro
     }
 }
 
-fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let cpus = bench_cpus(&args.cpus)?;
     let peer_exe = if args.threads {
         None
@@ -302,14 +300,15 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
     Ok(())
 }
 
-fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), CliError> {
     if args.size > MAX_ROUTER_BODY {
         return Err(DaemonError::Usage {
             message: format!(
                 "--size {}: runtime messages carry at most {MAX_ROUTER_BODY} body bytes",
                 args.size
             ),
-        });
+        }
+        .into());
     }
     let bench = RouterBench {
         cpus: bench_cpus(&args.cpus)?,
@@ -327,14 +326,15 @@ fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), DaemonError
     Ok(())
 }
 
-fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), CliError> {
     if args.size > MAX_ROUTER_BODY {
         return Err(DaemonError::Usage {
             message: format!(
                 "--size {}: runtime messages carry at most {MAX_ROUTER_BODY} body bytes",
                 args.size
             ),
-        });
+        }
+        .into());
     }
     let report = AgentBench {
         cpus: bench_cpus(&args.cpus)?,
@@ -357,8 +357,7 @@ fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), DaemonError> 
 /// Largest body `bench router` sends (frames are 1 KiB with the envelope).
 const MAX_ROUTER_BODY: usize = 512;
 
-#[cfg(feature = "zmq-baseline")]
-fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, DaemonError> {
+fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, CliError> {
     let zmq = crate::bench::zmq::ZmqBench {
         cpus: bench.cpus,
         peer_exe: bench.peer_exe.clone(),
@@ -366,13 +365,6 @@ fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, DaemonError> {
         msgs: bench.msgs,
     };
     Ok(zmq.run()?)
-}
-
-#[cfg(not(feature = "zmq-baseline"))]
-fn zmq_baseline(_bench: &RingBench) -> Result<crate::bench::Case, DaemonError> {
-    Err(DaemonError::Usage {
-        message: "this pinwheel was built without the ZeroMQ baseline; install libzmq3-dev and rebuild with `cargo build --release --features zmq-baseline`".into(),
-    })
 }
 
 /// Two distinct CPUs this process may run on.
@@ -534,7 +526,7 @@ fn target(
     })
 }
 
-fn suite(args: &BenchSuiteArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+fn suite(args: &BenchSuiteArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let options = args.options()?;
     let mut files = vec![("--topology", args.topology.as_path())];
     if let Some(vs) = &args.vs {

@@ -4,7 +4,8 @@
 //!
 //! The JSON form (`--report FILE`) is for programs and CI; its top-level
 //! keys are stable: `agents_planned`, `agents_started`, `startup_ms`,
-//! `e2e_latency_ns` (`p50`, `p99`, `p999`, with `count` and `max`),
+//! `e2e_latency_ns` (`count`, `p50`, `p90`, `p99`, `p999`, `p9999`, `max`:
+//! a [`LatencySummary`]),
 //! `requests` (`sent`, `completed`, `failed`, `timed_out`, `lost`),
 //! `placement_violations` and `per_agent`, then `voice_latency_ns`,
 //! `routes`, `coordinators`, `registries`, `stream_frames`, `router`,
@@ -25,44 +26,16 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::agents::mesh::MeshCounters;
-use crate::bench::{LatencySummary, format_ns};
 use crate::config::{AgentIndex, AgentSet};
+use crate::latency::{LatencySummary, format_ns, new_histogram};
 use crate::plan::Plan;
 use crate::process::ProcessStatus;
 use crate::runtime::node::RouterTotals;
 use crate::runtime::routes::Routes;
-use crate::runtime::stats::{AgentCounts, Requests, StatsSnapshot, new_histogram};
+use crate::runtime::stats::{AgentCounts, Requests, StatsSnapshot};
 
 /// Routes the text report lists (the slowest by p99).
 const ROUTES_SHOWN: usize = 8;
-
-/// Percentiles of a latency, nanoseconds.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Percentiles {
-    /// Values recorded.
-    pub count: u64,
-    /// Median.
-    pub p50: u64,
-    /// 99th percentile.
-    pub p99: u64,
-    /// 99.9th percentile.
-    pub p999: u64,
-    /// Largest.
-    pub max: u64,
-}
-
-impl Percentiles {
-    fn of(histogram: &Histogram<u64>) -> Self {
-        let s = LatencySummary::of(histogram);
-        Self {
-            count: s.count,
-            p50: s.p50,
-            p99: s.p99,
-            p999: s.p999,
-            max: s.max,
-        }
-    }
-}
 
 /// Outcomes of the load generator's requests.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -110,7 +83,7 @@ pub struct RouteReport {
     /// Callee.
     pub to: String,
     /// Round trips, nanoseconds.
-    pub latency_ns: Percentiles,
+    pub latency_ns: LatencySummary,
 }
 
 /// One coordinator's counters.
@@ -178,7 +151,7 @@ pub struct Report {
     /// The load generator's request rate.
     pub rate_per_s: f64,
     /// Load generator requests, completed ones, end to end.
-    pub e2e_latency_ns: Percentiles,
+    pub e2e_latency_ns: LatencySummary,
     /// Request outcomes.
     pub requests: RequestsReport,
     /// Agents seen on another CPU than planned.
@@ -186,7 +159,7 @@ pub struct Report {
     /// Each agent.
     pub per_agent: Vec<AgentReport>,
     /// Audio frame to the coordinator's answer.
-    pub voice_latency_ns: Percentiles,
+    pub voice_latency_ns: LatencySummary,
     /// Routes that carried calls.
     pub routes: Vec<RouteReport>,
     /// Coordinators.
@@ -265,7 +238,7 @@ impl Report {
             startup_ms: inputs.startup.as_secs_f64() * 1e3,
             run_s: inputs.run.as_secs_f64(),
             rate_per_s: inputs.rate_per_s,
-            e2e_latency_ns: Percentiles::of(&e2e),
+            e2e_latency_ns: LatencySummary::of(&e2e),
             requests: RequestsReport {
                 sent: requests.sent,
                 completed: requests.completed,
@@ -277,7 +250,7 @@ impl Report {
             },
             placement_violations,
             per_agent,
-            voice_latency_ns: Percentiles::of(&voice),
+            voice_latency_ns: LatencySummary::of(&voice),
             routes: route_reports(inputs.routes, snapshots),
             coordinators: coordinator_reports(inputs.routes, inputs.mesh),
             registries: registry_reports(inputs.routes, inputs.mesh),
@@ -317,8 +290,12 @@ impl Report {
         let r = &self.requests;
         let _ = writeln!(
             out,
-            "{}/{} agents started in {:.1} ms; ran {:.1} s at {} req/s",
-            self.agents_started, self.agents_planned, self.startup_ms, self.run_s, self.rate_per_s
+            "{}/{} agents started in {}; ran {} at {} req/s",
+            self.agents_started,
+            self.agents_planned,
+            format_ns((self.startup_ms * 1e6) as u64),
+            format_ns((self.run_s * 1e9) as u64),
+            self.rate_per_s
         );
         let _ = writeln!(
             out,
@@ -335,7 +312,7 @@ impl Report {
             "\n{:<48} {:>8} {:>10} {:>10} {:>10} {:>10}",
             "latency", "count", "p50", "p99", "p99.9", "max"
         );
-        let mut row = |name: &str, p: &Percentiles| {
+        let mut row = |name: &str, p: &LatencySummary| {
             let _ = writeln!(
                 out,
                 "{name:<48} {:>8} {:>10} {:>10} {:>10} {:>10}",
@@ -433,7 +410,7 @@ fn route_reports(routes: &Routes, snapshots: &[StatsSnapshot]) -> Vec<RouteRepor
         .map(|(from, to, histogram)| RouteReport {
             from: routes.name(*from).to_owned(),
             to: routes.name(*to).to_owned(),
-            latency_ns: Percentiles::of(histogram),
+            latency_ns: LatencySummary::of(histogram),
         })
         .collect()
 }

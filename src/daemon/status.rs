@@ -13,7 +13,7 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::bench::format_ns;
+use crate::latency::format_ns;
 use crate::runtime::stats::LiveCounters;
 
 /// Totals at one reading.

@@ -30,6 +30,7 @@ use super::supervisor::{Decision, ExitReason, State, Supervisor};
 use super::watch::Watcher;
 use super::{ProcessStatus, Spawner, credentials};
 use crate::config::ProcessSpec;
+use crate::observe::api::AgentState;
 use crate::topology::CpuId;
 
 /// Watcher token kinds, in the low byte of a token.
@@ -513,9 +514,9 @@ impl Managed {
     /// What views show.
     pub fn status(&self) -> ProcessStatus {
         let state = match (&self.supervisor, &self.current) {
-            (Some(s), _) => s.state().as_str(),
-            (None, Some(c)) if c.rings.is_none() => "attached",
-            (None, _) => "detached",
+            (Some(s), _) => s.state().into(),
+            (None, Some(c)) if c.rings.is_none() => AgentState::Attached,
+            (None, _) => AgentState::Detached,
         };
         ProcessStatus {
             agent: self.name.clone(),
@@ -530,7 +531,7 @@ impl Managed {
             cpu_seen: self.last.2,
             user: self.user.clone(),
             uid: self.current.as_ref().and_then(|c| c.uid).or(self.last.1),
-            state: state.into(),
+            state,
             restarts: self.supervisor.as_ref().map_or(0, Supervisor::restarts),
             last_exit: self.last_exit.map(|r| r.to_string()),
             exits: ExitReason::LABELS

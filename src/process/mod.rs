@@ -65,6 +65,7 @@ use self::cgroup::Cgroups;
 use self::managed::Managed;
 use self::spawn::{Launch, Spawned};
 use crate::config::{AgentIndex, AgentKind, AgentSet};
+use crate::observe::api::AgentState;
 use crate::observe::health::Health;
 use crate::plan::Plan;
 use crate::runtime::layout::{MAX_FRAME, RING_SLOTS};
@@ -110,7 +111,7 @@ pub struct ProcessStatus {
     pub uid: Option<u32>,
     /// `starting`, `running`, `backoff`, `failed`, `exited`, `stopping`
     /// (process); `attached`, `detached` (external).
-    pub state: String,
+    pub state: AgentState,
     /// Restarts so far.
     pub restarts: u64,
     /// How its last incarnation ended.

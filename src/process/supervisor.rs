@@ -29,6 +29,7 @@ use std::collections::VecDeque;
 use serde::Serialize;
 
 use crate::config::RestartMode;
+use crate::observe::api::AgentState;
 
 /// The first restart's delay.
 pub const BACKOFF_BASE_NS: u64 = 100_000_000;
@@ -116,16 +117,15 @@ pub enum State {
     Stopping,
 }
 
-impl State {
-    /// The word views show.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Starting => "starting",
-            State::Running => "running",
-            State::Backoff => "backoff",
-            State::Failed => "failed",
-            State::Exited => "exited",
-            State::Stopping => "stopping",
+impl From<State> for AgentState {
+    fn from(state: State) -> AgentState {
+        match state {
+            State::Starting => AgentState::Starting,
+            State::Running => AgentState::Running,
+            State::Backoff => AgentState::Backoff,
+            State::Failed => AgentState::Failed,
+            State::Exited => AgentState::Exited,
+            State::Stopping => AgentState::Stopping,
         }
     }
 }

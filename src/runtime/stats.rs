@@ -16,17 +16,8 @@ use hdrhistogram::Histogram;
 
 use super::node::RouterTotals;
 use super::routes::Routes;
+use crate::latency::{new_histogram, record_ns};
 use pinwheel_ipc::wire::AgentId;
-
-/// Highest value a histogram records, nanoseconds (60 s).
-pub const HISTOGRAM_MAX_NS: u64 = 60_000_000_000;
-
-/// A histogram of nanoseconds from 1 ns to 60 s with 3 significant digits
-/// (0.1% resolution), so p99.99 of a sub-microsecond distribution is as
-/// exact as its median.
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).expect("constant bounds are valid")
-}
 
 /// Outcomes of the load generator's requests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -102,19 +93,19 @@ impl NodeStats {
             .iter_mut()
             .find(|(f, t, _)| *f == from && *t == to)
         {
-            histogram.saturating_record(ns.max(1));
+            record_ns(histogram, ns);
         }
     }
 
     /// Records the end-to-end time of one of the load generator's requests.
     pub fn record_e2e(&self, ns: u64) {
-        self.e2e.borrow_mut().saturating_record(ns.max(1));
+        record_ns(&mut self.e2e.borrow_mut(), ns);
     }
 
     /// Records the end-to-end time of the voice path (audio frame to the
     /// coordinator's answer).
     pub fn record_voice(&self, ns: u64) {
-        self.voice.borrow_mut().saturating_record(ns.max(1));
+        record_ns(&mut self.voice.borrow_mut(), ns);
     }
 
     /// Records how long one of `agent`'s handlers ran.
@@ -122,7 +113,7 @@ impl NodeStats {
         let position = self.agents.borrow().iter().position(|(a, _)| *a == agent);
         let mut service = self.service.borrow_mut();
         if let Some(histogram) = position.and_then(|i| service.get_mut(i)) {
-            histogram.saturating_record(ns.max(1));
+            record_ns(histogram, ns);
         }
     }
 

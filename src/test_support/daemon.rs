@@ -1,230 +1,112 @@
-//! A `pinwheel run` in a subprocess, for the tests of agent processes:
-//! its manifest, run directory, report and log in a temporary directory,
-//! its admin API on a free loopback port.
+//! [`DaemonProcess`]: a `pinwheel run` child process with its admin API
+//! on a free loopback port, for tests that look at a running daemon from
+//! outside (`pinwheel top`, the dashboards' metrics). SIGTERMed on drop.
+//!
+//! The binary is the test's `env!("CARGO_BIN_EXE_pinwheel")`, passed in:
+//! only integration tests know it.
 
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::Value;
 
-/// How long a daemon may take to get somewhere before a test gives up: a
-/// guard against hangs on a loaded machine, not a speed requirement.
-pub const HANG_GUARD: Duration = Duration::from_secs(60);
+use crate::cli::AdminClient;
+use crate::observe::api::{AgentState, AgentsResponse};
 
-/// A running daemon.
+/// Longest wait for anything a daemon should do within seconds; only a
+/// hang reaches it.
+pub const HANG_GUARD: Duration = Duration::from_secs(120);
+
+/// A running `pinwheel run`.
 #[derive(Debug)]
-pub struct TestDaemon {
+pub struct DaemonProcess {
     child: Child,
-    dir: tempfile::TempDir,
-    addr: String,
+    addr: SocketAddr,
 }
 
-/// How a daemon ended.
-#[derive(Debug)]
-pub struct Ended {
-    /// Its exit status.
-    pub status: ExitStatus,
-    /// Its JSON report.
-    pub report: Value,
-    /// Its log.
-    pub log: String,
-    /// The run directory it used.
-    pub run_dir: PathBuf,
-}
-
-impl TestDaemon {
-    /// Starts `pinwheel` (`exe`) with `manifest` on the 2-CPU topology of
-    /// the crate at `crate_dir`, plus `args`.
-    pub fn start(exe: &str, crate_dir: &str, manifest: &str, args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        // Agents running as nobody reach the attach socket through it.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod");
-        std::fs::write(dir.path().join("agents.toml"), manifest).expect("write manifest");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+impl DaemonProcess {
+    /// Starts `exe run ARGS --admin-addr <free port> --duration 600` in
+    /// `dir` and waits until every agent of `/v1/agents` is up (external
+    /// agents detached).
+    pub fn start(exe: &Path, dir: &Path, args: &[&str]) -> DaemonProcess {
+        let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .expect("free port")
+            .expect("a free loopback port")
             .port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let child = Command::new(exe)
-            .current_dir(crate_dir)
-            .args(["run", "--topology", "topology/vm-2cpu.toml", "--agents"])
-            .arg(dir.path().join("agents.toml"))
-            .arg("--run-dir")
-            .arg(dir.path().join("run"))
-            .arg("--report")
-            .arg(dir.path().join("report.json"))
-            .args(["--admin-addr", &addr, "--admin-token-file"])
-            .arg(dir.path().join("no-token"))
+            .current_dir(dir)
+            .arg("run")
             .args(args)
-            .env("RUST_LOG", "info")
+            .args(["--duration", "600", "--admin-addr", &addr.to_string()])
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(Stdio::null())
             .spawn()
-            .expect("start pinwheel");
-        let daemon = Self { child, dir, addr };
-        daemon.wait_for("the admin API", |d| d.get("/v1/agents").is_some());
+            .expect("pinwheel run starts");
+        let daemon = DaemonProcess { child, addr };
+        daemon.wait_for("every agent up", |client| {
+            client.get::<AgentsResponse>("/v1/agents").is_ok_and(|a| {
+                !a.agents.is_empty()
+                    && a.agents
+                        .iter()
+                        .all(|a| matches!(a.state, AgentState::Up | AgentState::Detached))
+            })
+        });
         daemon
     }
 
-    /// The daemon's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// The admin API's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
-    /// Its temporary directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    /// A client of its admin API.
+    pub fn client(&self) -> AdminClient {
+        AdminClient::new(self.addr)
     }
 
-    /// The attach socket.
-    pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("run/agent.sock")
-    }
-
-    /// `GET path` as JSON; `None` while the API is not up.
-    pub fn get(&self, path: &str) -> Option<Value> {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .new_agent();
-        let mut response = agent
-            .get(&format!("http://{}{path}", self.addr))
-            .call()
-            .ok()?;
-        let text = response.body_mut().read_to_string().ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    /// The raw text of `GET path`.
-    pub fn get_text(&self, path: &str) -> String {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .new_agent();
-        agent
-            .get(&format!("http://{}{path}", self.addr))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .unwrap_or_default()
-    }
-
-    /// The `/v1/agents` entry of `name`.
-    pub fn agent(&self, name: &str) -> Option<Value> {
-        let all = self.get("/v1/agents")?;
-        all["agents"]
-            .as_array()?
-            .iter()
-            .find(|a| a["name"] == name)
-            .cloned()
-    }
-
-    /// Waits until `done`, failing the test after [`HANG_GUARD`].
-    pub fn wait_for(&self, what: &str, done: impl Fn(&Self) -> bool) {
+    /// Polls `done` every 100 ms; panics naming `what` after [`HANG_GUARD`].
+    pub fn wait_for(&self, what: &str, done: impl Fn(&AdminClient) -> bool) {
+        let client = self.client();
         let began = Instant::now();
-        while !done(self) {
+        while !done(&client) {
             assert!(
                 began.elapsed() < HANG_GUARD,
-                "the daemon never got to {what}; its log:\n{}",
-                self.log()
+                "the daemon never got to: {what}"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// The log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    /// SIGTERM, and its exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.stop()
     }
 
-    /// Sends `signal` and waits for the exit.
-    pub fn stop(self, signal: Signal) -> Ended {
-        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal the daemon");
-        self.wait()
-    }
-
-    /// Waits for the daemon to exit by itself (`--duration`).
-    pub fn wait(mut self) -> Ended {
+    fn stop(&mut self) -> ExitStatus {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("a pid fits i32"));
+        let _ = kill(pid, Signal::SIGTERM);
         let began = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
             }
-            assert!(
-                began.elapsed() < HANG_GUARD,
-                "the daemon did not exit; its log:\n{}",
-                self.log()
-            );
+            if began.elapsed() > HANG_GUARD {
+                let _ = self.child.kill();
+                return self.child.wait().expect("a killed child can be waited for");
+            }
             std::thread::sleep(Duration::from_millis(20));
-        };
-        let report = std::fs::read_to_string(self.dir.path().join("report.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null);
-        Ended {
-            status,
-            report,
-            log: self.log(),
-            run_dir: self.dir.path().join("run"),
         }
     }
 }
 
-impl Drop for TestDaemon {
+impl Drop for DaemonProcess {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.stop();
         }
     }
-}
-
-/// A line of `/proc/PID/status` (`Cpus_allowed_list`, `Uid`, ...).
-pub fn proc_status(pid: u32, key: &str) -> Option<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .map(|v| v.trim().to_owned())
-}
-
-/// Children of `parent` that are zombies (exited, not reaped).
-pub fn zombies_of(parent: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            proc_status(pid, "PPid").is_some_and(|p| p == parent.to_string())
-                && proc_status(pid, "State").is_some_and(|s| s.starts_with('Z'))
-        })
-        .collect()
-}
-
-/// Whether process `pid` exists (a zombie counts).
-pub fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// The names in `/dev/shm`.
-pub fn dev_shm() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
