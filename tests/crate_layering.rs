@@ -83,8 +83,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Top-level modules of `src` and their files; `lib.rs` and `main.rs` are
-/// not modules.
+/// Top-level modules of `src` and their files; `lib.rs`, `main.rs` and
+/// `bin/` (binaries, which link the library as `main.rs` does) are not
+/// modules.
 fn modules(src: &Path) -> BTreeMap<String, Vec<PathBuf>> {
     let mut modules = BTreeMap::new();
     for entry in std::fs::read_dir(src).expect("src/ is readable") {
@@ -95,7 +96,9 @@ fn modules(src: &Path) -> BTreeMap<String, Vec<PathBuf>> {
             .to_string_lossy()
             .into_owned();
         let mut files = Vec::new();
-        if path.is_dir() {
+        if path.is_dir() && name == "bin" {
+            continue;
+        } else if path.is_dir() {
             rust_files(&path, &mut files);
         } else if path.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "main" {
             files.push(path);

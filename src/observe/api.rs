@@ -370,3 +370,32 @@ pub struct ErrorBody {
     /// What went wrong, and what to do.
     pub error: String,
 }
+
+/// One agent process as views, metrics and reports show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    /// The agent.
+    pub agent: String,
+    /// `process` or `external`.
+    pub kind: String,
+    /// Its process now, or its last one.
+    pub pid: Option<u32>,
+    /// Its planned CPU.
+    pub cpu: u32,
+    /// The CPU its process was found pinned to when it attached
+    /// (`Cpus_allowed_list` in `/proc/PID/status`).
+    pub cpu_seen: Option<u32>,
+    /// The manifest's user.
+    pub user: Option<String>,
+    /// The uid it runs (or last ran) as.
+    pub uid: Option<u32>,
+    /// `starting`, `running`, `backoff`, `failed`, `exited`, `stopping`
+    /// (process); `attached`, `detached` (external).
+    pub state: AgentState,
+    /// Restarts so far.
+    pub restarts: u64,
+    /// How its last incarnation ended.
+    pub last_exit: Option<String>,
+    /// Exits by reason label.
+    pub exits: Vec<(String, u64)>,
+}

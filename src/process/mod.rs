@@ -50,7 +50,6 @@ use nix::unistd::{Gid, Group, Uid, User};
 use pinwheel_ipc::link::{Facts, Named};
 use pinwheel_ipc::ring::{DataBell, RingConfig};
 use pinwheel_ipc::wire::AgentId;
-use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 pub use bridge::{BridgeSpec, ProcessBridge};
@@ -65,7 +64,7 @@ use self::cgroup::Cgroups;
 use self::managed::Managed;
 use self::spawn::{Launch, Spawned};
 use crate::config::{AgentIndex, AgentKind, AgentSet};
-use crate::observe::api::AgentState;
+pub use crate::observe::api::ProcessStatus;
 use crate::observe::health::Health;
 use crate::plan::Plan;
 use crate::runtime::layout::{MAX_FRAME, RING_SLOTS};
@@ -89,35 +88,6 @@ pub enum ProcessError {
         /// Why.
         reason: String,
     },
-}
-
-/// One agent process as views, metrics and reports show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessStatus {
-    /// The agent.
-    pub agent: String,
-    /// `process` or `external`.
-    pub kind: String,
-    /// Its process now, or its last one.
-    pub pid: Option<u32>,
-    /// Its planned CPU.
-    pub cpu: u32,
-    /// The CPU its process was found pinned to when it attached
-    /// (`Cpus_allowed_list` in `/proc/PID/status`).
-    pub cpu_seen: Option<u32>,
-    /// The manifest's user.
-    pub user: Option<String>,
-    /// The uid it runs (or last ran) as.
-    pub uid: Option<u32>,
-    /// `starting`, `running`, `backoff`, `failed`, `exited`, `stopping`
-    /// (process); `attached`, `detached` (external).
-    pub state: AgentState,
-    /// Restarts so far.
-    pub restarts: u64,
-    /// How its last incarnation ended.
-    pub last_exit: Option<String>,
-    /// Exits by reason label.
-    pub exits: Vec<(String, u64)>,
 }
 
 /// Where the process side keeps its files, and what it may use.
