@@ -88,7 +88,8 @@ fn the_trace_fixtures_are_what_the_generator_makes() {
 }
 
 #[test]
-fn over_a_voice_assistant_day_pinwheel_misses_35_percent_less_than_the_baselines_and_near_the_oracle() {
+fn over_a_voice_assistant_day_pinwheel_misses_35_percent_less_than_the_baselines_and_near_the_oracle()
+ {
     check_targets("voice-day.jsonl");
 }
 
@@ -120,10 +121,18 @@ fn the_baselines_know_no_pins() {
 
 #[test]
 fn the_oracle_honours_pins_and_never_evicts_a_busy_model() {
-    for trace in ["voice-day.jsonl", "voice-burst.jsonl", "memory-pressure.jsonl"] {
+    for trace in [
+        "voice-day.jsonl",
+        "voice-burst.jsonl",
+        "memory-pressure.jsonl",
+    ] {
         let report = run(trace, PolicyKind::Oracle);
         assert_eq!(
-            (report.pinned_evictions, report.busy_evictions, report.denied),
+            (
+                report.pinned_evictions,
+                report.busy_evictions,
+                report.denied
+            ),
             (0, 0, 0),
             "{trace}: {report:?}"
         );

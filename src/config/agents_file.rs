@@ -21,6 +21,9 @@
 //! calls_every = 25               # event-driven: call once per 25 events
 //! stream_hz = 50                 # a stream source: the load generator sends it frames
 //! faults = { fail_every = 0, stall_every = 0, stall_ms = 0 }
+//! replicas = 4                   # instances STTService#0..#3; callers call STTService
+//! balance = "p2c_ewma"           # p2c_ewma | least_outstanding | round_robin | weighted | consistent_hash
+//! weights = [3, 1, 1, 1]         # balance = "weighted" only: one per replica
 //! ```
 //!
 //! `config::agents` validates these into `AgentSpec`s.
@@ -87,6 +90,44 @@ pub struct AgentEntry {
     pub stream_hz: Option<Spanned<u32>>,
     /// Fault injection, for tests and drills.
     pub faults: Option<Spanned<FaultEntry>>,
+    /// Instances of the agent (default 1).
+    pub replicas: Option<Spanned<u32>>,
+    /// How callers spread their calls over the replicas.
+    pub balance: Option<Spanned<Balance>>,
+    /// For `balance = "weighted"`: each replica's share.
+    pub weights: Option<Spanned<Vec<u32>>>,
+}
+
+/// `balance`: how a call to a replicated agent picks its replica.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Power of two choices over a peak-EWMA of latency times outstanding
+    /// calls (Finagle's and Linkerd's default).
+    #[default]
+    P2cEwma,
+    /// The replica with the fewest calls outstanding.
+    LeastOutstanding,
+    /// Each replica in turn.
+    RoundRobin,
+    /// In proportion to `weights` (smooth weighted round robin).
+    Weighted,
+    /// By a key the caller gives, on a hash ring with bounded loads, so a
+    /// session sticks to its replica.
+    ConsistentHash,
+}
+
+impl Balance {
+    /// The name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::P2cEwma => "p2c_ewma",
+            Balance::LeastOutstanding => "least_outstanding",
+            Balance::RoundRobin => "round_robin",
+            Balance::Weighted => "weighted",
+            Balance::ConsistentHash => "consistent_hash",
+        }
+    }
 }
 
 /// `service = { median_us = .., p99_us = .. }`: a log-normal service time.

@@ -6,6 +6,8 @@
 
 pub mod agents;
 pub mod agents_file;
+mod calls;
+pub mod replicas;
 mod source;
 pub mod topology_file;
 
@@ -15,7 +17,8 @@ pub use agents::{
     AgentIndex, AgentKind, AgentSet, AgentSpec, Behaviour, CallTarget, Hint, MAX_ROLE_BYTES,
     ModelNeed, Placement,
 };
-pub use agents_file::{ClassWish, NativeName, Priority};
+pub use agents_file::{Balance, ClassWish, NativeName, Priority};
+pub use replicas::{MAX_REPLICAS, ReplicaSet};
 pub use source::{Location, SourceFile, suggest};
 
 /// Why a host, agent or cluster name is unusable, if it is. Names start
