@@ -3,6 +3,8 @@
 //!
 //! * `affinity`: pinning threads, reading the current CPU.
 //! * `routes`: the routing table built from the plan.
+//! * `balance`: which replica of a replicated agent a call goes to
+//!   (pure; one balancer per service per executor).
 //! * `pool`, `inbox`, `pending`: an executor's frame buffers, agents'
 //!   priority inboxes, and calls waiting for replies; all sized at boot.
 //! * `node`: an executor's router (send, accept, fan-out, replies).
@@ -19,6 +21,7 @@
 #[allow(unsafe_code)]
 pub mod affinity;
 pub mod agent;
+pub mod balance;
 pub mod ctx;
 pub mod executor;
 pub mod guard;

@@ -194,7 +194,11 @@ impl FaultSpec {
                 }
             };
         }
-        if any { Ok(spec) } else { Err(DrillError::Empty) }
+        if any {
+            Ok(spec)
+        } else {
+            Err(DrillError::Empty)
+        }
     }
 }
 
