@@ -30,6 +30,7 @@ use super::synthetic::{Synthetic, SyntheticSpec};
 use crate::config::{AgentIndex, AgentKind, AgentSet, NativeName};
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
+use crate::runtime::board::AgentFlags;
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::layout::wire_priority;
 use crate::runtime::node::STATUS_UNAVAILABLE;
@@ -90,6 +91,13 @@ impl Mesh {
             .map(|(index, _)| blueprint(agents, routes, index, options, &mut counters))
             .collect();
         blueprints.push(Blueprint::Load(load_spec(agents, routes, options)));
+        for (id, blueprint) in blueprints.iter().enumerate() {
+            if matches!(blueprint, Blueprint::Detached) {
+                // Callers' balancers skip it until a process attaches.
+                let id = AgentId(id as u32);
+                routes.board().set_flag(id, AgentFlags::DOWN, true);
+            }
+        }
         let registries = counters.registries.iter().map(|(id, _)| *id).collect();
         Self {
             directory: directory(agents, routes),
@@ -112,7 +120,7 @@ impl Mesh {
             Blueprint::Coordinator(calls, priority, processors, counters) => {
                 let names = calls
                     .iter()
-                    .map(|&c| self.routes.name(c).to_owned())
+                    .map(|&c| self.routes.target_name(c).to_owned())
                     .collect();
                 Kind::Coordinator(CoordinatorAgent::new(
                     calls.clone(),
@@ -165,6 +173,8 @@ fn blueprint(
             priority,
             calls: routes.calls(id).to_vec(),
             publishes: routes.publishes(id).to_vec(),
+            models: routes.models(id).to_vec(),
+            model_class: model_class(spec.priority()),
         }),
         AgentKind::Native(NativeName::Registry) => {
             let path = options
@@ -186,6 +196,17 @@ fn blueprint(
             Blueprint::Coordinator(routes.calls(id).to_vec(), priority, processors, shared)
         }
         AgentKind::External => Blueprint::Detached,
+    }
+}
+
+/// The VRAM class of an agent's model uses, from its priority: audio in
+/// and out (critical, high) is realtime, normal work interactive, low
+/// work batch.
+fn model_class(priority: crate::config::Priority) -> u8 {
+    match priority {
+        crate::config::Priority::Critical | crate::config::Priority::High => 2,
+        crate::config::Priority::Normal => 1,
+        crate::config::Priority::Low => 0,
     }
 }
 

@@ -12,11 +12,14 @@
 //!   and the API reads.
 //! * [`metrics`]: the Prometheus collector over that view.
 //! * [`admin`]: the HTTP API on the control thread.
+//! * [`anomaly`]: the robust-baseline anomaly detector (pure) that flags an
+//!   agent or replica whose latency or error rate has gone wrong.
 //!
 //! Nothing here runs on an executor: the data plane publishes counters it
 //! owns, and everything else reads them from other threads.
 
 pub mod admin;
+pub mod anomaly;
 pub mod health;
 pub mod metrics;
 pub mod perf;

@@ -144,6 +144,12 @@ impl Ctx {
         self.me
     }
 
+    /// The id callers name this agent by: its first replica's when it is
+    /// one of several ([`super::routes::Routes::head_of`]).
+    pub fn head(&self) -> AgentId {
+        self.node.routes().head_of(self.me)
+    }
+
     /// The executor's router.
     pub fn node(&self) -> &Node {
         &self.node
@@ -232,11 +238,11 @@ impl Ctx {
 
     /// [`Ctx::call_until`] with an affinity key: calls with the same key
     /// to a `consistent_hash` agent go to the same replica while it is
-    /// usable and not overloaded.
+    /// usable and not overloaded (`None`: no affinity).
     pub async fn call_keyed_until(
         &self,
         to: AgentId,
-        key: u64,
+        key: Option<u64>,
         method: u16,
         body: &[u8],
         priority: Priority,
@@ -249,7 +255,7 @@ impl Ctx {
             sent_ns: now_ns(),
             deadline_ns,
         };
-        self.call_at(to, Some(key), request).await
+        self.call_at(to, key, request).await
     }
 
     /// Calls `to` (a replica of it, when it has several), recording the

@@ -58,6 +58,7 @@ pub struct Routes {
     names: Vec<String>,
     services: Vec<Service>,
     service_of: Vec<u16>,
+    heads: Vec<AgentId>,
     models: Vec<Vec<u16>>,
     board: Arc<Board>,
 }
@@ -85,6 +86,7 @@ impl Routes {
                 .collect(),
             services: Vec::new(),
             service_of: vec![NO_SERVICE; total],
+            heads: (0..total).map(|i| AgentId(i as u32)).collect(),
             models: vec![Vec::new(); total],
             board: Arc::new(Board::new(0, Vec::new(), &[])),
         };
@@ -114,6 +116,9 @@ impl Routes {
                 continue;
             }
             self.service_of[index.0] = self.services.len() as u16;
+            for replica in agents.replicas_of(index) {
+                self.heads[replica.0] = AgentId(index.0 as u32);
+            }
             self.services.push(Service {
                 name: agents.service_name(index),
                 replicas: agents
@@ -295,6 +300,13 @@ impl Routes {
     /// The replicated agent whose head is `agent`, if it is one.
     pub fn service(&self, agent: AgentId) -> Option<&Service> {
         self.services.get(usize::from(self.service_of(agent)))
+    }
+
+    /// The id callers name an agent by: a replica's head (its first
+    /// replica), else the agent itself. Traces record this id, so a
+    /// cycle through any replica is seen.
+    pub fn head_of(&self, agent: AgentId) -> AgentId {
+        self.heads.get(agent.0 as usize).copied().unwrap_or(agent)
     }
 
     /// The model slots (on the board) an agent uses.
