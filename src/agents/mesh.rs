@@ -30,7 +30,7 @@ use super::synthetic::{Synthetic, SyntheticSpec};
 use crate::config::{AgentIndex, AgentKind, AgentSet, NativeName};
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
-use crate::runtime::board::AgentFlags;
+use crate::runtime::board::{AgentFlags, vram_class};
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::layout::wire_priority;
 use crate::runtime::node::STATUS_UNAVAILABLE;
@@ -174,7 +174,7 @@ fn blueprint(
             calls: routes.calls(id).to_vec(),
             publishes: routes.publishes(id).to_vec(),
             models: routes.models(id).to_vec(),
-            model_class: model_class(spec.priority()),
+            model_class: vram_class(spec.priority()),
         }),
         AgentKind::Native(NativeName::Registry) => {
             let path = options
@@ -196,17 +196,6 @@ fn blueprint(
             Blueprint::Coordinator(routes.calls(id).to_vec(), priority, processors, shared)
         }
         AgentKind::External => Blueprint::Detached,
-    }
-}
-
-/// The VRAM class of an agent's model uses, from its priority: audio in
-/// and out (critical, high) is realtime, normal work interactive, low
-/// work batch.
-fn model_class(priority: crate::config::Priority) -> u8 {
-    match priority {
-        crate::config::Priority::Critical | crate::config::Priority::High => 2,
-        crate::config::Priority::Normal => 1,
-        crate::config::Priority::Low => 0,
     }
 }
 

@@ -65,7 +65,8 @@ pub fn start(
     let view = Arc::new(DaemonView::new(view_parts(topology, booted)));
     let mut registry = Registry::default();
     metrics::register(&mut registry, Arc::clone(&view));
-    let gpus = GpuSide::open(topology, &booted.agents, &mut registry, &booted.health)?;
+    let board = Arc::clone(booted.routes.board());
+    let gpus = GpuSide::open(topology, &booted.agents, board, &mut registry, &booted.health)?;
     let (cluster, link) = cluster::start(topology, booted, &gpus, Arc::clone(&booted.health))?;
     let (commands, inbox) = sync_channel(COMMAND_QUEUE);
     let core = CoreLoop::start(Arc::clone(&view), inbox, gpus, cluster, topology.control())

@@ -26,6 +26,7 @@ pub mod gpus;
 pub mod report;
 pub mod signals;
 pub mod status;
+pub mod uses;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

@@ -64,6 +64,20 @@ pub struct ModelInfo {
     pub name: String,
     /// Its VRAM as the manifest estimates it, MiB.
     pub vram_mib: u64,
+    /// The highest VRAM class of the agents that use it
+    /// ([`vram_class`]).
+    pub class: u8,
+}
+
+/// The VRAM class of an agent's model uses, from its priority: audio in
+/// and out (critical, high) is realtime (2), normal work interactive (1),
+/// low work batch (0).
+pub fn vram_class(priority: crate::config::Priority) -> u8 {
+    match priority {
+        crate::config::Priority::Critical | crate::config::Priority::High => 2,
+        crate::config::Priority::Normal => 1,
+        crate::config::Priority::Low => 0,
+    }
 }
 
 /// The shared words of one mesh.

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::board::{Board, ModelInfo};
+use super::board::{Board, ModelInfo, vram_class};
 use crate::config::{AgentIndex, AgentSet, Balance, CallTarget};
 use crate::plan::Plan;
 use crate::topology::CpuId;
@@ -139,6 +139,7 @@ impl Routes {
         let mut desk_slots = vec![0; self.executors.len()];
         for (index, spec) in agents.iter() {
             let executor = self.agent_executor[index.0];
+            let class = vram_class(spec.priority());
             for need in spec.models() {
                 let slot = match models.iter().position(|m| m.name == need.name) {
                     Some(slot) => slot,
@@ -146,10 +147,12 @@ impl Routes {
                         models.push(ModelInfo {
                             name: need.name.clone(),
                             vram_mib: need.vram_mib,
+                            class,
                         });
                         models.len() - 1
                     }
                 };
+                models[slot].class = models[slot].class.max(class);
                 self.models[index.0].push(slot as u16);
                 if let Some(n) = desk_slots.get_mut(usize::from(executor)) {
                     // One slot asking and one ended, per worker and model.
