@@ -434,7 +434,15 @@ fn run_scenario(scenario: Scenario, config: CoordinatorConfig) -> Arc<Shared> {
             _ => TestAgent::Idle,
         })
     };
-    let runtime = start(routes, executors, make, Arc::new(|_| {}), control).unwrap();
+    let runtime = start(
+        routes,
+        executors,
+        make,
+        Arc::new(|_| {}),
+        control,
+        pinwheel::test_support::control_runtime(),
+    )
+    .unwrap();
     for (phase, &expected) in phases.iter().enumerate() {
         runtime.open_phase(phase);
         assert!(

@@ -243,3 +243,32 @@ fn a_missing_file_is_bad_input_too() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/topo.toml"));
 }
+
+#[test]
+fn a_manifest_with_too_many_calls_is_rejected_at_the_first_call_too_many() {
+    let max = pinwheel::config::limits::MAX_CALLS;
+    let mut agents = AGENTS.to_owned();
+    let mut calls = Vec::new();
+    for i in 0..=max {
+        agents.push_str(&format!(
+            "\n[[agent]]\nname = \"Callee{i}\"\nhost = \"box\"\nrole = \"x\"\nkind = \"synthetic\"\n"
+        ));
+        calls.push(format!("\"Callee{i}\""));
+    }
+    agents.push_str(&format!(
+        "\n[[agent]]\nname = \"Caller\"\nhost = \"box\"\nrole = \"x\"\nkind = \"synthetic\"\ncalls = [{}]\n",
+        calls.join(", ")
+    ));
+    let line = agents.lines().count();
+    let case = Case::new(TOPOLOGY, &agents);
+
+    let stderr = case.rejects("agents.toml", line);
+
+    assert!(
+        stderr.contains(&format!(
+            "agent Caller: calls: {} entries; at most {max} are accepted",
+            max + 1
+        )),
+        "{stderr}"
+    );
+}

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use pinwheel::cluster::{
     AgentRecord, ClusterConfig, ClusterEvent, ClusterLink, GpuState, Health, HostState, LinkStats,
-    encode_state,
+    MAX_ENTRIES, ModelState, encode_state,
 };
+use pinwheel::gpu::sched::MAX_PEERS;
 use pinwheel::test_support::NatsServer;
 use tokio::sync::{mpsc, watch};
 
@@ -179,6 +180,82 @@ async fn corrupted_bytes_on_the_state_subject_are_rejected_and_counted() {
         "the link still works, and no garbage made a peer"
     );
     assert_eq!(LinkStats::get(&b.link.stats().bad_frames), 4);
+}
+
+fn model(name: String, vram_mib: u64) -> ModelState {
+    ModelState {
+        model: name,
+        replica: 0,
+        gpu: 0,
+        vram_mib,
+        pinned: true,
+        active: false,
+        priority: 0,
+        spread: false,
+        epoch: 1,
+    }
+}
+
+#[tokio::test]
+async fn hostile_host_states_are_dropped_and_counted_and_peers_are_bounded() {
+    let nats = NatsServer::start();
+    let mut b = node(&nats.url(), "beta").await;
+    eventually("connected", || b.link.is_connected()).await;
+    let raw = async_nats::connect(nats.url())
+        .await
+        .expect("raw client connects");
+    let eve = |models: Vec<ModelState>| {
+        encode_state(&HostState {
+            host: "eve".to_owned(),
+            models,
+            ..HostState::default()
+        })
+        .expect("encodes")
+    };
+    let crowded = eve((0..=MAX_ENTRIES)
+        .map(|i| model(format!("m{i}"), 1))
+        .collect());
+    let overflowing = eve(vec![
+        model("llm".to_owned(), u64::MAX),
+        model("stt".to_owned(), u64::MAX),
+    ]);
+
+    for frame in [crowded, overflowing] {
+        raw.publish("pinwheel.test.host.eve.state", frame.into())
+            .await
+            .expect("publish");
+    }
+    for i in 0..=MAX_PEERS {
+        let host = format!("p{i}");
+        let frame = encode_state(&HostState {
+            host: host.clone(),
+            incarnation: 1,
+            seq: 1,
+            ..HostState::default()
+        })
+        .expect("encodes");
+        raw.publish(format!("pinwheel.test.host.{host}.state"), frame.into())
+            .await
+            .expect("publish");
+    }
+    raw.flush().await.expect("flush");
+
+    eventually("3 bad frames counted", || {
+        LinkStats::get(&b.link.stats().bad_frames) >= 3
+    })
+    .await;
+    let mut up = Vec::new();
+    while let Ok(event) = b.events.try_recv() {
+        if let ClusterEvent::PeerUp { host } = event {
+            up.push(host);
+        }
+    }
+    let expected: Vec<String> = (0..MAX_PEERS).map(|i| format!("p{i}")).collect();
+    assert_eq!(
+        up, expected,
+        "eve never came up, and the peer past the bound neither"
+    );
+    assert_eq!(LinkStats::get(&b.link.stats().bad_frames), 3);
 }
 
 #[tokio::test]

@@ -509,17 +509,19 @@ fn poller_events_reach_the_optimizer_from_another_thread() {
     let mut host = Host::new(policy(), &[10_000, 10_000]);
     let infos = sim.gpus().to_vec();
     assert_eq!(infos.len(), 2);
-    let (poller, events) = GpuPoller::spawn(Box::new(sim), Duration::from_millis(1), 16).unwrap();
+    let control = pinwheel::test_support::control_runtime();
+    let (poller, mut events) =
+        GpuPoller::spawn(control, Box::new(sim), Duration::from_millis(1), 16);
     let (mut samples, mut lost) = (0, 0);
     while samples == 0 || lost == 0 {
-        let event = events.recv().unwrap();
+        let event = events.blocking_recv().unwrap();
         match &event {
             GpuEvent::Sample(_) => samples += 1,
             GpuEvent::Lost { .. } => lost += 1,
         }
         host.sut.observe(0, &event);
     }
-    poller.stop();
+    control.block_on(poller.stop());
     assert_eq!(host.sut.used_mib(GpuIndex(0)), 4_000);
     // GPU 1 is lost and GPU 0 has 6000 MiB left: 8000 MiB must wait.
     let request = host.use_model(1, "m", 8_000, Priority::Interactive);

@@ -253,14 +253,6 @@ fn changing_endpoints_need_the_bearer_token_from_a_root_only_file() {
     assert_eq!(answer["pinned"], false, "{answer}");
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
-
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let daemon = Daemon::start(&token_file);
-    let (status, answer) = daemon.post("/v1/models/pin", Some("s3cret"), &body);
-    assert_eq!(status, 403);
-    assert!(
-        answer["error"].as_str().unwrap().contains("chmod 600"),
-        "{answer}"
-    );
-    daemon.terminate();
+    // A token file others can read stops the daemon at boot (exit 2):
+    // tests/config_trust.rs.
 }

@@ -133,6 +133,7 @@ fn run(tally: Arc<Tally>) -> (Runtime, Layout) {
         make,
         Arc::new(|_| {}),
         control,
+        pinwheel::test_support::control_runtime(),
     )
     .unwrap();
     for (phase, &expected) in phases.iter().enumerate() {

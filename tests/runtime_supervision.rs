@@ -349,7 +349,15 @@ fn run_scenario(scenario: Scenario, shared: &Arc<Shared>) -> Vec<StatsSnapshot> 
             _ => TestAgent::Idle,
         })
     };
-    let runtime = start(routes, executors, make, Arc::new(|_| {}), control).unwrap();
+    let runtime = start(
+        routes,
+        executors,
+        make,
+        Arc::new(|_| {}),
+        control,
+        pinwheel::test_support::control_runtime(),
+    )
+    .unwrap();
     for (phase, &expected) in phases.iter().enumerate() {
         runtime.open_phase(phase);
         assert!(

@@ -493,3 +493,78 @@ fn the_daemon_checks_its_topology_profile_before_starting_and_unprivileged_leave
     );
     assert!(message.contains("--unprivileged"), "{message}");
 }
+
+/// One journal record as pinwheel writes it: path and bytes, both hex.
+fn record_line(path: &str, original: &str) -> String {
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    format!("{} {}\n", hex(path.as_bytes()), hex(original.as_bytes()))
+}
+
+/// A journal with these records.
+fn journal_text(records: &[(&str, &str)]) -> String {
+    let mut text = "# pinwheel tuning journal 1\n".to_owned();
+    for (path, original) in records {
+        text.push_str(&record_line(path, original));
+    }
+    text
+}
+
+#[test]
+fn replay_refuses_a_journal_record_outside_the_kernel_knobs() {
+    let tree = Tree::new();
+    tree.write("etc/passwd", "root:x:0:0:root:/root:/bin/bash\n");
+    tree.write("proc/sys/vm/swappiness", "10\n");
+    let journal = journal_text(&[
+        ("/proc/sys/vm/swappiness", "60\n"),
+        ("/etc/passwd", "mallory::0:0::/:/bin/sh\n"),
+        ("/proc/sys/../../etc/passwd", "mallory::0:0::/:/bin/sh\n"),
+    ]);
+    tree.write("run/pinwheel/tuning.journal", &journal);
+
+    let out = tree.tune(&["revert"]);
+
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = stdout(&out);
+    let passwd = line_of(&report, "/etc/passwd");
+    assert!(
+        passwd.contains("refused: is outside /proc/sys, /proc/irq, /sys and /dev/cpu_dma_latency"),
+        "{report}"
+    );
+    assert!(
+        line_of(&report, "/proc/sys/../../etc/passwd").contains("refused: is not a plain"),
+        "{report}"
+    );
+    assert_eq!(tree.read("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n");
+    assert_eq!(tree.read("proc/sys/vm/swappiness"), "60\n");
+    let kept = tree.read("run/pinwheel/tuning.journal");
+    assert!(kept.contains(&record_line("/etc/passwd", "mallory::0:0::/:/bin/sh\n")));
+    assert!(!kept.contains(&record_line("/proc/sys/vm/swappiness", "60\n")));
+}
+
+#[test]
+fn a_symlinked_journal_is_refused_and_its_target_left_alone() {
+    let tree = Tree::new();
+    tree.write("proc/sys/vm/swappiness", "10\n");
+    let planted = journal_text(&[("/proc/sys/vm/swappiness", "60\n")]);
+    tree.write("etc/shadow", &planted);
+    std::fs::create_dir_all(tree.path("run/pinwheel")).unwrap();
+    std::os::unix::fs::symlink(
+        tree.path("etc/shadow"),
+        tree.path("run/pinwheel/tuning.journal"),
+    )
+    .unwrap();
+
+    for args in [
+        &["revert"][..],
+        &["apply", "--profile", &shipped("latency-performance.toml")],
+    ] {
+        let out = tree.tune(args);
+
+        let message = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {message}");
+        assert!(message.contains("tuning journal"), "{message}");
+        assert!(message.contains("symbolic links"), "{message}");
+        assert_eq!(tree.read("proc/sys/vm/swappiness"), "10\n");
+        assert_eq!(tree.read("etc/shadow"), planted);
+    }
+}

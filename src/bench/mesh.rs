@@ -58,6 +58,7 @@ impl MeshBench {
             topology: self.topology.clone(),
             agents: vec![self.agents.clone()],
             sysfs_root: self.sysfs_root.clone(),
+            tuning_root: None,
             duration: Some(self.duration),
             rate_per_s: self.rate_per_s,
             request_timeout: Duration::from_secs(2),

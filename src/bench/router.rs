@@ -35,6 +35,7 @@ use crate::latency::{
 use crate::plan::Plan;
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
+use crate::runtime::control::ControlRuntime;
 use crate::runtime::ctx::Ctx;
 use crate::runtime::executor::{Control, start};
 use crate::runtime::layout::{Layout, layout};
@@ -118,8 +119,14 @@ impl RouterBench {
             })
         };
         let control = Control::new(executors.len(), phases.len());
-        let runtime =
-            start(routes, executors, make, Arc::new(|_| {}), control).map_err(runtime_err)?;
+        // The executors' wake-up guard runs on it; it outlives them.
+        let control_rt =
+            ControlRuntime::start(None, &Default::default()).map_err(|err| BenchError::Peer {
+                reason: format!("control thread: {err}"),
+            })?;
+        let guard_on = control_rt.handle();
+        let runtime = start(routes, executors, make, Arc::new(|_| {}), control, guard_on)
+            .map_err(runtime_err)?;
         for (phase, &expected) in phases.iter().enumerate() {
             runtime.open_phase(phase);
             runtime.wait_started(phase, expected, Duration::from_secs(10));

@@ -106,7 +106,6 @@ pub enum BenchCommand {
     #[command(hide = true)]
     RingPeer(RingPeerArgs),
     /// The server side of a two-process ZeroMQ baseline (started by `bench ring`).
-    #[cfg(feature = "zmq-baseline")]
     #[command(hide = true)]
     ZmqPeer(ZmqPeerArgs),
 }
@@ -135,7 +134,7 @@ impl From<WaitArg> for WaitStrategy {
 /// A baseline to measure in the same run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Baseline {
-    /// ZeroMQ ipc:// REQ/REP and PUSH/PULL (build with --features zmq-baseline).
+    /// ZeroMQ ipc:// REQ/REP and PUSH/PULL (libzmq, built from source).
     Zmq,
 }
 
@@ -200,7 +199,6 @@ pub struct RingPeerArgs {
 }
 
 /// `pinwheel bench zmq-peer`.
-#[cfg(feature = "zmq-baseline")]
 #[derive(Debug, Args)]
 pub struct ZmqPeerArgs {
     /// What to do with requests.
@@ -226,7 +224,6 @@ pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
         BenchCommand::Ring(args) => ring(&args, out),
         BenchCommand::Router(args) => router(&args, out),
         BenchCommand::RingPeer(args) => Ok(serve_peer(args.mode, CpuId(args.cpu))?),
-        #[cfg(feature = "zmq-baseline")]
         BenchCommand::ZmqPeer(args) => Ok(crate::bench::zmq::serve_peer(
             args.mode,
             &args.endpoint,
@@ -299,7 +296,6 @@ fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), CliError> {
 /// Largest body `bench router` sends (frames are 1 KiB with the envelope).
 const MAX_ROUTER_BODY: usize = 512;
 
-#[cfg(feature = "zmq-baseline")]
 fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, CliError> {
     let zmq = crate::bench::zmq::ZmqBench {
         cpus: bench.cpus,
@@ -308,14 +304,6 @@ fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, CliError> {
         msgs: bench.msgs,
     };
     Ok(zmq.run()?)
-}
-
-#[cfg(not(feature = "zmq-baseline"))]
-fn zmq_baseline(_bench: &RingBench) -> Result<crate::bench::Case, CliError> {
-    Err(DaemonError::Usage {
-        message: "this pinwheel was built without the ZeroMQ baseline; install libzmq3-dev and rebuild with `cargo build --release --features zmq-baseline`".into(),
-    }
-    .into())
 }
 
 /// Two distinct CPUs this process may run on.

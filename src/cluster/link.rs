@@ -8,6 +8,7 @@
 //!   changes, at most five times a heartbeat) publishes the host state,
 //!   skipping beats while disconnected, and declares silent peers lost;
 //! * **states**: receives peers' states, checks them, measures latency;
+//!   keeps at most [`MAX_PEERS`] peers (a new one past that is a bad frame);
 //! * **errors**: publishes this host's error reports and receives peers';
 //! * **registry** (`registry.rs`): the KV bucket and its local copy.
 //!
@@ -31,6 +32,7 @@ use tracing::{debug, info, warn};
 use super::proto::{self, Ack, AgentRecord, HostState};
 use super::registry;
 use super::{ClusterConfig, ClusterError, ClusterEvent};
+use crate::gpu::sched::MAX_PEERS;
 
 /// The NATS header naming the host that published an error report.
 const HOST_HEADER: &str = "Pinwheel-Host";
@@ -448,7 +450,11 @@ async fn states_task(shared: Arc<Shared>, mut sub: async_nats::Subscriber) {
         // pinwheel.<cluster>.host.<host>.state: the host is token 3.
         let from = msg.subject.split('.').nth(3).unwrap_or("").to_owned();
         match proto::decode_state(&msg.payload, &mut aligned) {
-            Ok(state) if state.host == from => accept_state(&shared, state),
+            Ok(state) if state.host == from => {
+                if let Err(problem) = accept_state(&shared, state) {
+                    bad_frame(&shared, &mut last_warn, &from, &problem);
+                }
+            }
             Ok(state) => {
                 let problem = proto::FrameProblem::Name {
                     what: "host",
@@ -462,7 +468,8 @@ async fn states_task(shared: Arc<Shared>, mut sub: async_nats::Subscriber) {
     }
 }
 
-fn accept_state(shared: &Shared, state: HostState) {
+/// Takes in a checked state; refuses a new peer past [`MAX_PEERS`].
+fn accept_state(shared: &Shared, state: HostState) -> Result<(), proto::FrameProblem> {
     let now = Instant::now();
     let rtt = own_ack(shared, &state, now);
     let mut peers = lock(&shared.peers);
@@ -470,7 +477,14 @@ fn accept_state(shared: &Shared, state: HostState) {
     if peers.get(&state.host).is_some_and(|p| !fresh(p)) {
         drop(peers);
         LinkStats::bump(&shared.stats.stale_frames);
-        return;
+        return Ok(());
+    }
+    if !peers.contains_key(&state.host) && peers.len() >= MAX_PEERS {
+        return Err(proto::FrameProblem::TooMany {
+            what: "peers",
+            len: peers.len() + 1,
+            max: MAX_PEERS,
+        });
     }
     let peer = peers.entry(state.host.clone()).or_insert(PeerLink {
         incarnation: 0,
@@ -486,7 +500,7 @@ fn accept_state(shared: &Shared, state: HostState) {
         peer.latency_us = if peer.latency_us == 0 {
             half
         } else {
-            (peer.latency_us * 7 + half) / 8
+            (peer.latency_us.saturating_mul(7).saturating_add(half)) / 8
         };
     }
     peer.incarnation = state.incarnation;
@@ -503,6 +517,7 @@ fn accept_state(shared: &Shared, state: HostState) {
         });
     }
     shared.emit(ClusterEvent::PeerState { state, latency_us });
+    Ok(())
 }
 
 /// The round trip of this host's heartbeat that `state` acknowledges.

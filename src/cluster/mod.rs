@@ -50,6 +50,7 @@ pub use proto::{
     GpuState, Health, HostState, MAX_ENTRIES, MAX_FRAME_BYTES, ModelState, OrphanState, QueueDepth,
     decode_error, decode_record, decode_state, encode_error, encode_record, encode_state,
 };
+pub use registry::MAX_REGISTRY_ENTRIES;
 
 use crate::config::name_problem;
 use crate::topology::ClusterSpec;

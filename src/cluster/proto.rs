@@ -15,8 +15,9 @@
 //! Invariants:
 //! * Bytes from NATS are untrusted. [`decode_state`] and friends check the
 //!   length, the header, then run bytecheck over a private, aligned copy of
-//!   the body, then check names and counts; any input gives `Ok` or `Err`,
-//!   never a panic.
+//!   the body, then check names, counts ([`MAX_ENTRIES`] a list) and VRAM
+//!   sizes ([`MAX_VRAM_MIB`] each); any input gives `Ok` or `Err`, never a
+//!   panic, and nothing a frame holds can overflow a sum downstream.
 //! * The version travels in every frame, since NATS has no connection
 //!   handshake between peers; it must match exactly (see `wire/version.rs`
 //!   for why). Bump [`CLUSTER_VERSION`] whenever a type here changes; the
@@ -28,6 +29,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::config::limits::MAX_VRAM_MIB;
 use crate::config::name_problem;
 use pinwheel_ipc::wire::{self, Envelope, ErrorReport, Payload, Priority, Scratch, TopicId};
 
@@ -255,13 +257,23 @@ pub enum FrameProblem {
         /// What is wrong.
         problem: &'static str,
     },
-    /// A list longer than [`MAX_ENTRIES`].
-    #[error("{what} has {len} entries; at most {MAX_ENTRIES} are accepted")]
+    /// A list (or map) longer than its bound.
+    #[error("{what} has {len} entries; at most {max} are accepted")]
     TooMany {
         /// Which list.
         what: &'static str,
-        /// Its length.
+        /// Its length (or the length it would reach).
         len: usize,
+        /// Its bound ([`MAX_ENTRIES`] for the lists of a frame).
+        max: usize,
+    },
+    /// A VRAM size no GPU has.
+    #[error("{what} of {mib} MiB is above {MAX_VRAM_MIB} MiB")]
+    Vram {
+        /// Which value.
+        what: &'static str,
+        /// The value.
+        mib: u64,
     },
 }
 
@@ -437,6 +449,11 @@ fn check_state(s: &HostState) -> Result<(), FrameProblem> {
         .chain(s.orphans.iter().map(|o| &o.model));
     for m in models {
         check_name("model", &m.model)?;
+        check_vram("model vram_mib", m.vram_mib)?;
+    }
+    for g in &s.gpus {
+        check_vram("gpu total_mib", g.total_mib)?;
+        check_vram("gpu free_mib", g.free_mib)?;
     }
     let hosts = s
         .assignments
@@ -471,7 +488,23 @@ fn check_name(what: &'static str, name: &str) -> Result<(), FrameProblem> {
 
 fn check_len(what: &'static str, len: usize) -> Result<(), FrameProblem> {
     if len > MAX_ENTRIES {
-        Err(FrameProblem::TooMany { what, len })
+        Err(FrameProblem::TooMany {
+            what,
+            len,
+            max: MAX_ENTRIES,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Every VRAM size a peer sends is at most [`MAX_VRAM_MIB`], so no sum of
+/// them over a frame's lists (fewer than 2^15 values of at most 2^24) or
+/// over [`MAX_PEERS`](crate::gpu::sched::MAX_PEERS) peers' frames can
+/// overflow a `u64`.
+fn check_vram(what: &'static str, mib: u64) -> Result<(), FrameProblem> {
+    if mib > MAX_VRAM_MIB {
+        Err(FrameProblem::Vram { what, mib })
     } else {
         Ok(())
     }
@@ -651,7 +684,131 @@ mod tests {
         );
     }
 
+    fn model(name: &str, vram_mib: u64) -> ModelState {
+        ModelState {
+            model: name.to_owned(),
+            replica: 0,
+            gpu: 0,
+            vram_mib,
+            pinned: true,
+            active: false,
+            priority: 0,
+            spread: false,
+            epoch: 1,
+        }
+    }
+
+    #[test]
+    fn a_state_with_one_model_too_many_is_refused() {
+        let crowded = HostState {
+            models: (0..=MAX_ENTRIES)
+                .map(|i| model(&format!("m{i}"), 1))
+                .collect(),
+            ..state()
+        };
+        let frame = encode_state(&crowded).expect("encodes");
+        assert!(frame.len() <= MAX_FRAME_BYTES, "{} bytes", frame.len());
+
+        let sut = decode_state(&frame, &mut AlignedVec::new());
+
+        assert_eq!(
+            sut,
+            Err(FrameProblem::TooMany {
+                what: "models",
+                len: MAX_ENTRIES + 1,
+                max: MAX_ENTRIES
+            })
+        );
+    }
+
+    #[test]
+    fn vram_sizes_that_could_overflow_a_sum_are_refused() {
+        let huge_model = HostState {
+            models: vec![model("a", u64::MAX), model("b", u64::MAX)],
+            ..state()
+        };
+        let huge_gpu = HostState {
+            gpus: vec![GpuState {
+                index: 0,
+                total_mib: MAX_VRAM_MIB + 1,
+                free_mib: 0,
+            }],
+            ..state()
+        };
+        let decode = |s: &HostState| {
+            decode_state(&encode_state(s).expect("encodes"), &mut AlignedVec::new())
+        };
+
+        assert_eq!(
+            decode(&huge_model),
+            Err(FrameProblem::Vram {
+                what: "model vram_mib",
+                mib: u64::MAX
+            })
+        );
+        assert_eq!(
+            decode(&huge_gpu),
+            Err(FrameProblem::Vram {
+                what: "gpu total_mib",
+                mib: MAX_VRAM_MIB + 1
+            })
+        );
+    }
+
+    /// VRAM sizes: mostly plausible, often hostile.
+    fn mib() -> impl Strategy<Value = u64> {
+        prop_oneof![0..=MAX_VRAM_MIB, MAX_VRAM_MIB..=u64::MAX, Just(u64::MAX)]
+    }
+
+    fn hostile_state() -> impl Strategy<Value = HostState> {
+        let gpus = proptest::collection::vec(
+            (0u32..4, mib(), mib()).prop_map(|(index, total_mib, free_mib)| GpuState {
+                index,
+                total_mib,
+                free_mib,
+            }),
+            0..4,
+        );
+        let models = proptest::collection::vec(
+            (0usize..3, 0u32..4, mib(), any::<bool>(), any::<u64>()).prop_map(
+                |(name, gpu, vram_mib, pinned, epoch)| ModelState {
+                    gpu,
+                    pinned,
+                    epoch,
+                    ..model(["llm", "stt", "tts"][name], vram_mib)
+                },
+            ),
+            0..6,
+        );
+        (gpus, models).prop_map(|(gpus, models)| HostState {
+            host: "peer".to_owned(),
+            incarnation: 1,
+            gpus,
+            models,
+            ..HostState::default()
+        })
+    }
+
     proptest! {
+        #[test]
+        fn a_hostile_state_is_refused_unless_every_vram_size_is_bounded_and_the_scheduler_takes_it(sent in hostile_state()) {
+            use crate::gpu::sched::{Decision, GpuReport, GpuScheduler, HostName, SchedConfig};
+            let bounded = sent.gpus.iter().all(|g| g.total_mib <= MAX_VRAM_MIB && g.free_mib <= MAX_VRAM_MIB)
+                && sent.models.iter().all(|m| m.vram_mib <= MAX_VRAM_MIB);
+
+            let sut = decode_state(&encode_state(&sent).expect("encodes"), &mut AlignedVec::new());
+
+            prop_assert_eq!(sut.is_ok(), bounded, "{:?}", sut);
+            if let Ok(state) = sut {
+                let mut sched = GpuScheduler::cluster(HostName::from("me"), 2, SchedConfig::default())
+                    .expect("valid");
+                sched.set_local_gpus(&[GpuReport { gpu: crate::gpu::sched::GpuIndex(0), total_mib: 8192, free_mib: 8192 }]);
+                let mut out: Vec<Decision> = Vec::new();
+                sched.observe(crate::cluster::report_from_state(&state), 100, 0, &mut out).expect("taken");
+                sched.tick(10_000, &mut out);
+            }
+        }
+
         #[test]
         fn any_bytes_give_a_state_or_a_refusal_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let mut aligned = AlignedVec::new();

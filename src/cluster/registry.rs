@@ -7,7 +7,8 @@
 //! first replays every key's latest value and then each change. After a
 //! reconnect it starts over, since the server may have restarted without
 //! its storage: writing the own records again refills it. Records read
-//! from the bucket are untrusted bytes like any other frame.
+//! from the bucket are untrusted bytes like any other frame, and the copy
+//! holds at most [`MAX_REGISTRY_ENTRIES`] of them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +21,17 @@ use tracing::debug;
 use super::link::{Shared, bad_frame, lock, nats_error};
 use super::proto::{self, AgentRecord, FrameProblem};
 use super::{ClusterConfig, ClusterError, ClusterEvent};
+use crate::config::limits::MAX_AGENTS;
 use crate::config::name_problem;
 
 /// How long one KV operation may take.
 const KV_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The most agents the registry's local copies hold: every host's
+/// [`MAX_AGENTS`], sixteen hosts' worth. A new key past it is a bad frame,
+/// so whoever can write the bucket cannot grow every host's memory
+/// without bound.
+pub const MAX_REGISTRY_ENTRIES: usize = 16 * MAX_AGENTS;
 
 /// Checks that `record` is one of this host's, with usable names.
 pub(super) fn check_own(config: &ClusterConfig, record: &AgentRecord) -> Result<(), ClusterError> {
@@ -164,11 +172,20 @@ fn apply(
             })
         }
     });
-    match record {
-        Ok(record) => {
-            lock(&shared.registry).insert(entry.key, record.clone());
-            shared.emit(ClusterEvent::Agent(record));
+    let record = record.and_then(|record| {
+        let mut registry = lock(&shared.registry);
+        if !registry.contains_key(&entry.key) && registry.len() >= MAX_REGISTRY_ENTRIES {
+            return Err(FrameProblem::TooMany {
+                what: "registry",
+                len: registry.len() + 1,
+                max: MAX_REGISTRY_ENTRIES,
+            });
         }
+        registry.insert(entry.key.clone(), record.clone());
+        Ok(record)
+    });
+    match record {
+        Ok(record) => shared.emit(ClusterEvent::Agent(record)),
         Err(problem) => bad_frame(shared, last_warn, &entry.key, &problem),
     }
 }

@@ -28,6 +28,7 @@ use super::agents_file::{
     AgentEntry, AgentsFile, ClassWish, KindName, ModelEntry, NativeName, Priority,
 };
 use super::calls::resolve_calls;
+use super::limits::{self, MAX_TOPIC_BYTES, MAX_VRAM_MIB};
 use super::replicas::{self, ReplicaSet};
 use super::{ConfigError, Location, SourceFile, name_problem};
 
@@ -273,6 +274,7 @@ impl AgentSet {
                     message: "no [[agent]] entries; a manifest lists at least one agent".to_owned(),
                 });
             }
+            limits::check_agent_count(file, &raw.agent, pending.len())?;
             for entry in raw.agent {
                 let next = entry_spec(entry, file)?;
                 if let Some(first) = pending
@@ -434,6 +436,7 @@ fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, 
         None => 1.0,
     };
     check_role(&raw.role, &name, &at)?;
+    limits::check_agent_lists(&raw, file, &name)?;
     let spec = AgentSpec {
         replicas: replicas::validate(&raw, file, &name)?,
         service: name.clone(),
@@ -567,8 +570,15 @@ fn models(
     raw.iter()
         .map(|m| {
             let model = m.get_ref();
-            if model.name.trim().is_empty() || model.vram_mib == 0 {
-                let message = format!("agent {agent}: a model needs a name and vram_mib above 0");
+            if let Some(problem) = name_problem(&model.name) {
+                let message = format!("agent {agent}: model name {:?} {problem}", model.name);
+                return Err(invalid(file, m.span(), message));
+            }
+            if !(1..=MAX_VRAM_MIB).contains(&model.vram_mib) {
+                let message = format!(
+                    "agent {agent}: model {} needs vram_mib from 1 to {MAX_VRAM_MIB}, got {}",
+                    model.name, model.vram_mib
+                );
                 return Err(invalid(file, m.span(), message));
             }
             Ok(ModelNeed {
@@ -602,7 +612,12 @@ fn topics(
             && text.chars().all(|c| {
                 c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
             });
-        let message = if !well_formed {
+        let message = if text.len() > MAX_TOPIC_BYTES {
+            format!(
+                "topic of agent {agent} is {} bytes; keep it to {MAX_TOPIC_BYTES}",
+                text.len()
+            )
+        } else if !well_formed {
             format!(
                 "topic {text:?} of agent {agent} may hold only lowercase letters, digits, '.', '_' and '-'"
             )
@@ -625,6 +640,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::config::limits::{MAX_AGENTS, MAX_TOPICS};
 
     fn sut(texts: &[&str]) -> Result<AgentSet, ConfigError> {
         let files: Vec<SourceFile> = texts
@@ -741,6 +757,47 @@ mod tests {
         let twice = agent("B", "m", "") + &agent("A", "m", "calls = [\"B\", \"B@m\"]");
         assert!(sut(&[&twice]).unwrap_err().to_string().contains("twice"));
         assert!(sut(&[&agent("A", "m", "publishes = [\"Audio Raw\"]")]).is_err());
+    }
+
+    #[test]
+    fn lists_and_sizes_past_their_bounds_are_errors_at_the_entry() {
+        let error = |extra: &str| sut(&[&agent("A", "m", extra)]).unwrap_err().to_string();
+        let topics: Vec<String> = (0..=MAX_TOPICS).map(|i| format!("\"t{i}\"")).collect();
+        let long_topic = "t".repeat(MAX_TOPIC_BYTES + 1);
+        let huge = MAX_VRAM_MIB + 1;
+
+        let many = error(&format!("subscribes = [{}]", topics.join(", ")));
+        let long = error(&format!("publishes = [\"{long_topic}\"]"));
+        let vram = error(&format!(
+            "models = [{{ name = \"llm\", vram_mib = {huge} }}]"
+        ));
+        let name = error("models = [{ name = \"a b\", vram_mib = 1 }]");
+
+        assert!(many.starts_with("a0.toml:7:"), "{many}");
+        assert!(
+            many.contains("subscribes: 65 entries; at most 64"),
+            "{many}"
+        );
+        assert!(long.contains("keep it to 128"), "{long}");
+        assert!(
+            vram.contains(&format!("vram_mib from 1 to {MAX_VRAM_MIB}")),
+            "{vram}"
+        );
+        assert!(name.contains("model name \"a b\""), "{name}");
+    }
+
+    #[test]
+    fn more_agents_than_the_bound_across_manifests_are_an_error_at_the_first_too_many() {
+        let first: String = (0..MAX_AGENTS - 1)
+            .map(|i| agent(&format!("A{i}"), "m", ""))
+            .collect();
+        let second = agent("B0", "m", "") + &agent("B1", "m", "");
+
+        let err = sut(&[&first, &second]).unwrap_err();
+
+        let at = err.location().unwrap();
+        assert_eq!((at.path(), at.line()), (Path::new("a1.toml"), 8));
+        assert!(err.to_string().contains("at most 1024 agents"), "{err}");
     }
 
     #[test]

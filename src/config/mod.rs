@@ -1,15 +1,20 @@
 //! Configuration files: raw serde structs and the agent manifests.
 //!
-//! Every file goes through one pipeline: read ([`SourceFile`]), parse into a
-//! raw struct with `deny_unknown_fields` and spans, then validate into a type
-//! with private fields. Code past the boundary sees only validated types.
+//! Every file goes through one pipeline: read ([`SourceFile`], which a root
+//! process opens only through [`trust`]'s ownership and mode checks), parse
+//! into a raw struct with `deny_unknown_fields` and spans, then validate
+//! into a type with private fields. Code past the boundary sees only
+//! validated types. [`limits`] holds the bounds on every list a manifest
+//! can make long.
 
 pub mod agents;
 pub mod agents_file;
 mod calls;
+pub mod limits;
 pub mod replicas;
 mod source;
 pub mod topology_file;
+pub mod trust;
 
 use std::path::PathBuf;
 
@@ -51,6 +56,22 @@ pub enum ConfigError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// A file a root process may not trust: others could change it.
+    #[error("{}: {flaw}", path.display())]
+    Untrusted {
+        /// The file as named.
+        path: PathBuf,
+        /// What is wrong, where, and the command that fixes it.
+        flaw: trust::Flaw,
+    },
+    /// A file past [`trust::MAX_CONFIG_BYTES`].
+    #[error("{}: longer than {max_bytes} bytes; a config file is far smaller", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        max_bytes: u64,
     },
     /// TOML syntax error, unknown key or wrong type.
     #[error("{at}: {message}")]
@@ -124,7 +145,9 @@ impl ConfigError {
     /// The place in a file this error points at, if any.
     pub fn location(&self) -> Option<&Location> {
         match self {
-            ConfigError::Read { .. } => None,
+            ConfigError::Read { .. }
+            | ConfigError::Untrusted { .. }
+            | ConfigError::TooLarge { .. } => None,
             ConfigError::Parse { at, .. }
             | ConfigError::Schema { at, .. }
             | ConfigError::Invalid { at, .. }

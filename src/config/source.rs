@@ -23,12 +23,10 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
-    /// Reads `path` as UTF-8 text.
+    /// Reads `path` as UTF-8 text; when this process is root, only if the
+    /// file passes [`trust`](super::trust)'s checks.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = super::trust::read(path, super::trust::Strictness::config())?;
         Ok(Self::from_text(path, text))
     }
 

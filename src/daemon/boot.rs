@@ -1,9 +1,10 @@
 //! Boot: from files to a running mesh, in an order where every check that
 //! can fail on bad input runs before anything starts.
 //!
-//! 1. Read and validate the topology file and the manifests, check the
-//!    file against the live host's CPUs, plan. Bad input stops here with
-//!    exit code 2 and nothing started.
+//! 1. Check the admin token file, read and validate the topology file and
+//!    the manifests (a root daemon reads only files others cannot change:
+//!    `config::trust`), check the file against the live host's CPUs, plan.
+//!    Bad input stops here with exit code 2 and nothing started.
 //! 2. Check the outputs: the report's directory exists, the state
 //!    directory can be created.
 //! 3. Process privileges: locked memory (an error only if glommio's
@@ -24,6 +25,7 @@ use tracing::{info, warn};
 use super::RunOptions;
 use crate::agents::mesh::{Mesh, MeshOptions};
 use crate::config::AgentSet;
+use crate::config::trust;
 use crate::error::DaemonError;
 use crate::observe::health::Health;
 use crate::observe::perf::{self, PerfEvent, PerfSet, ThreadPerf};
@@ -60,8 +62,11 @@ pub struct Booted {
     pub began: Instant,
 }
 
-/// Step 1: the validated inputs and the plan.
+/// Step 1: the validated inputs and the plan. The admin token file, when
+/// there is one, must be a secret only root can read, or the daemon does
+/// not start; without one the changing endpoints are off.
 pub fn load(options: &RunOptions) -> Result<(Topology, AgentSet, Plan), DaemonError> {
+    trust::check_secret(&options.admin_token_file)?;
     let topology = topology::load(&options.topology, &options.sysfs_root)?;
     topology.check_live(&topology::detect_host(&options.sysfs_root)?)?;
     let topology = super::cluster::apply_overrides(topology, options)?;
@@ -101,13 +106,15 @@ pub fn check_outputs(options: &RunOptions) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Steps 3 and 4: privileges, executors, phases.
+/// Steps 3 and 4: privileges, executors, phases. The executors' wake-up
+/// guard runs on `guard_on`, the control runtime.
 pub fn start_mesh(
     options: &RunOptions,
     topology: &Topology,
     agents: AgentSet,
     plan: Plan,
     began: Instant,
+    guard_on: &tokio::runtime::Handle,
 ) -> Result<Booted, DaemonError> {
     let Layout {
         routes,
@@ -136,7 +143,14 @@ pub fn start_mesh(
     let control = Control::new(executors.len(), phases.len());
     let perf = Arc::new(PerfSet::default());
     let setup = thread_setup(options.privileged, &health, &perf, events);
-    let runtime = start(Arc::clone(&routes), executors, make, setup, control)?;
+    let runtime = start(
+        Arc::clone(&routes),
+        executors,
+        make,
+        setup,
+        control,
+        guard_on,
+    )?;
     Ok(Booted {
         runtime,
         mesh,

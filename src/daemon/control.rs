@@ -1,20 +1,44 @@
-//! The daemon's control side: the core loop and the admin API, started
-//! once the mesh is up and stopped before it drains.
+//! The daemon's control side: the core loop, the admin API and the NATS
+//! link, tasks on the one control runtime, started once the mesh is up and
+//! stopped before it drains.
+//!
+//! ```text
+//!  pinwheel-ctrl thread: one current-thread tokio runtime, control CPU
+//!  ┌────────────────────────────────────────────────────────────────────┐
+//!  │ admin edge (hyper) ─── mpsc<Request> (64) ───▶ core loop (10 ms)   │
+//!  │   /health /metrics /v1/*  ◀── DaemonView ───  optimizer, scheduler │
+//!  │ NATS link ─── mpsc<ClusterEvent> (1024) ─────▶ core loop           │
+//!  │           ◀── watch<HostState> ──────────────                      │
+//!  │ GPU poller ── mpsc<GpuEvent> (64) ───────────▶ core loop           │
+//!  │   └─ spawn_blocking ──▶ pinwheel-block thread (NVML calls)         │
+//!  │ wake-up guard (runtime::guard; up with the executors, not here)    │
+//!  └────────────────────────────────────────────────────────────────────┘
+//! ```
 //!
 //! The view they share is built here from the plan and the running
-//! runtime; the admin API's commands reach the core loop through a
-//! bounded channel (a full channel answers 503, never blocks the API).
+//! runtime. Every channel between the tasks is bounded: the admin API's
+//! commands reach the core loop through one (a full channel answers 503,
+//! never blocks the API), the link's events and the GPU samples through
+//! others that drop and count when the core loop lags.
+//!
+//! Stopping: the admin API stops accepting first and its connections get
+//! [`SHUTDOWN_GRACE`] to finish while the core loop and the link stop, so
+//! a stuck client costs the shutdown that grace at most. The runtime
+//! itself (and the wake-up guard on it) outlives these tasks: the daemon
+//! stops it after the executors have drained.
+//!
+//! [`SHUTDOWN_GRACE`]: crate::observe::admin::SHUTDOWN_GRACE
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::mpsc::sync_channel;
 
 use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::RunOptions;
 use super::boot::Booted;
-use super::cluster::{self, LinkThread};
+use super::cluster::{self, LinkTask};
 use super::core::CoreLoop;
 use super::gpus::GpuSide;
 use crate::config::AgentIndex;
@@ -23,6 +47,7 @@ use crate::observe::admin::{Admin, AdminConfig};
 use crate::observe::metrics;
 use crate::observe::view::{AgentFacts, DaemonView, ViewParts};
 use crate::plan::render_json;
+use crate::runtime::control::ControlRuntime;
 use crate::topology::Topology;
 
 /// Commands that may wait for the core loop at once.
@@ -35,7 +60,7 @@ pub struct Controls {
     pub view: Arc<DaemonView>,
     core: CoreLoop,
     admin: Option<Admin>,
-    link: Option<LinkThread>,
+    link: Option<LinkTask>,
 }
 
 impl Controls {
@@ -44,38 +69,58 @@ impl Controls {
         self.admin.as_ref().map(Admin::addr)
     }
 
-    /// Stops the API, then the core loop, then the cluster link.
+    /// Stops the API from accepting, stops the core loop and the cluster
+    /// link, then waits for the API's connections (at most
+    /// [`SHUTDOWN_GRACE`](crate::observe::admin::SHUTDOWN_GRACE) after
+    /// it stopped accepting).
     pub fn stop(self) {
-        if let Some(admin) = self.admin {
-            admin.stop();
+        let Controls {
+            mut admin,
+            core,
+            link,
+            ..
+        } = self;
+        if let Some(admin) = &mut admin {
+            admin.begin_stop();
         }
-        self.core.stop();
-        if let Some(link) = self.link {
+        core.stop();
+        if let Some(link) = link {
             link.stop();
+        }
+        if let Some(admin) = admin {
+            admin.stop();
         }
     }
 }
 
-/// Starts the core loop and the admin API over `booted`.
+/// Starts the core loop, the admin API and the cluster link over
+/// `booted`, as tasks on `control`.
 pub fn start(
     options: &RunOptions,
     topology: &Topology,
     booted: &Booted,
+    control: &ControlRuntime,
 ) -> Result<Controls, DaemonError> {
     let view = Arc::new(DaemonView::new(view_parts(topology, booted)));
     let mut registry = Registry::default();
     metrics::register(&mut registry, Arc::clone(&view));
-    let board = Arc::clone(booted.routes.board());
-    let gpus = GpuSide::open(topology, &booted.agents, board, &mut registry, &booted.health)?;
-    let (cluster, link) = cluster::start(topology, booted, &gpus, Arc::clone(&booted.health))?;
-    let (commands, inbox) = sync_channel(COMMAND_QUEUE);
-    let core = CoreLoop::start(Arc::clone(&view), inbox, gpus, cluster, topology.control())
-        .map_err(|source| DaemonError::Thread { source })?;
+    let gpus = GpuSide::open(
+        topology,
+        &booted.agents,
+        Arc::clone(booted.routes.board()),
+        &mut registry,
+        &booted.health,
+        control.handle(),
+    )?;
+    let (cluster, link) =
+        cluster::start(topology, booted, &gpus, Arc::clone(&booted.health), control)?;
+    let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
+    let core = CoreLoop::start(control, Arc::clone(&view), inbox, gpus, cluster);
     let config = AdminConfig {
         addr: options.admin_addr.unwrap_or_else(|| topology.admin_addr()),
         token_file: options.admin_token_file.clone(),
     };
-    let admin = match Admin::start(&config, Arc::clone(&view), registry, commands) {
+    let admin = match Admin::start(&config, Arc::clone(&view), registry, commands, control) {
         Ok(admin) => Some(admin),
         Err(err) => {
             warn!(error = %err, "admin API not started; the mesh runs without it");

@@ -1,32 +1,45 @@
-//! The core loop: one thread on the control CPU, ticking at a fixed rate.
+//! The core loop: a task on the control runtime (the daemon's one
+//! control thread, pinned to the control CPU), ticking at a fixed rate.
 //!
-//! Each tick it answers the admin API's commands, ticks the VRAM optimizer
-//! ([`GpuSide`]) and the cross-host GPU scheduler ([`ClusterSide`], which
-//! carries its decisions out through the optimizer), and checks the
-//! executors' heartbeats (the watchdog); each second it turns the
-//! executors' published statistics into the live view the API serves
-//! (rates, p99s, agent states), checks pinned threads for migrations, and
-//! tells systemd it is alive while no executor is stalled. It never blocks
-//! on I/O: its inputs arrive on channels and atomics, its outputs go to the
-//! view and to logs.
+//! Each tick ([`TICK`], a `tokio::time::interval`) it ticks the VRAM
+//! optimizer ([`GpuSide`]) and the cross-host GPU scheduler
+//! ([`ClusterSide`], which carries its decisions out through the
+//! optimizer), and checks the executors' heartbeats (the watchdog); each
+//! second it turns the executors' published statistics into the live view
+//! the API serves (rates, p99s, agent states), checks pinned threads for
+//! migrations, and tells systemd it is alive while no executor is stalled.
+//! Between ticks it answers the admin API's commands as they arrive, from
+//! a bounded channel.
+//!
+//! A tick that comes late (the thread was busy with an admin response or
+//! the link) is followed by the next one a whole period later
+//! (`MissedTickBehavior::Delay`), never by a burst of catch-up ticks:
+//! every tick reads the current state and the clocks the state machines
+//! are given, so a missed tick loses nothing, and two back to back would
+//! only repeat the work.
+//!
+//! It never blocks the runtime it shares with the admin server, the NATS
+//! link and the wake-up guard: its inputs arrive on channels and atomics
+//! (GPU samples from the poller, which calls the driver through
+//! `spawn_blocking`), its outputs go to the view and to logs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tracing::{error, info, warn};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::MissedTickBehavior;
+use tracing::{error, info};
 
 use super::cluster::ClusterSide;
 use super::gpus::GpuSide;
 use crate::observe::admin::Request;
-use crate::observe::view::{AgentStatus, DaemonView, ExecutorStatus, LiveView};
+use crate::observe::api::{AgentState, AgentStatus, ExecutorStatus};
+use crate::observe::view::{DaemonView, LiveView};
 use crate::observe::watchdog::{Systemd, Watchdog};
-use crate::runtime::affinity::pin_current_thread;
+use crate::runtime::control::{ControlRuntime, ControlTask};
 use crate::runtime::ctx::now_ns;
 use crate::runtime::stats::{AgentCounts, StatsSnapshot};
-use crate::topology::CpuId;
 use pinwheel_ipc::wire::AgentId;
 
 /// The core loop's period.
@@ -39,81 +52,60 @@ pub const STALL_THRESHOLD: Duration = Duration::from_millis(250);
 /// The running core loop.
 #[derive(Debug)]
 pub struct CoreLoop {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    task: ControlTask,
 }
 
 impl CoreLoop {
-    /// Starts the loop on `cpu` (floating when `None`).
+    /// Starts the loop as a task on `control`.
     pub fn start(
+        control: &ControlRuntime,
         view: Arc<DaemonView>,
-        commands: Receiver<Request>,
+        commands: mpsc::Receiver<Request>,
         gpus: GpuSide,
         cluster: ClusterSide,
-        cpu: Option<CpuId>,
-    ) -> std::io::Result<CoreLoop> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("pinwheel-core".into())
-            .spawn(move || {
-                if let Some(cpu) = cpu
-                    && let Err(err) = pin_current_thread(cpu)
-                {
-                    warn!(cpu = cpu.0, error = %err, "core loop not pinned");
-                }
-                State::new(view, commands, gpus, cluster).run(&flag);
-            })?;
-        Ok(CoreLoop {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the loop and waits for it.
-    pub fn stop(mut self) {
-        self.shut_down();
-    }
-
-    fn shut_down(&mut self) {
-        // SYNC: Release pairs with the loop's Acquire load.
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+    ) -> CoreLoop {
+        let state = State::new(view, commands, gpus, cluster);
+        CoreLoop {
+            task: control.spawn(|stopped| state.run(stopped)),
         }
     }
-}
 
-impl Drop for CoreLoop {
-    fn drop(&mut self) {
-        self.shut_down();
+    /// Stops the loop and waits for it (from outside the control runtime).
+    pub fn stop(self) {
+        self.task.stop();
     }
 }
 
 struct State {
     view: Arc<DaemonView>,
-    commands: Receiver<Request>,
+    commands: mpsc::Receiver<Request>,
     gpus: GpuSide,
     cluster: ClusterSide,
     watchdog: Watchdog,
     systemd: Option<Systemd>,
     /// Handled counts per agent at the last refresh, and when.
     last: (Instant, Vec<u64>, Vec<u64>),
+    /// When the live view and systemd's watchdog are next due.
+    next_view: Instant,
+    next_alive: Instant,
 }
 
 impl State {
     fn new(
         view: Arc<DaemonView>,
-        commands: Receiver<Request>,
+        commands: mpsc::Receiver<Request>,
         gpus: GpuSide,
         cluster: ClusterSide,
     ) -> Self {
         let executors = view.executor_cpus.len();
         let agents = view.routes.agent_count();
+        let now = Instant::now();
         Self {
             watchdog: Watchdog::new(executors, STALL_THRESHOLD),
             systemd: Systemd::from_env(),
-            last: (Instant::now(), vec![0; agents], vec![0; executors]),
+            last: (now, vec![0; agents], vec![0; executors]),
+            next_view: now,
+            next_alive: now,
             view,
             commands,
             gpus,
@@ -121,50 +113,54 @@ impl State {
         }
     }
 
-    fn run(mut self, stop: &AtomicBool) {
+    async fn run(mut self, mut stopped: oneshot::Receiver<()>) {
         if let Some(systemd) = &self.systemd {
             systemd.ready();
         }
-        let mut next_view = Instant::now();
-        let mut next_alive = Instant::now();
-        let mut stalled = 0;
-        // SYNC: Acquire pairs with the Release store in CoreLoop::stop.
-        while !stop.load(Ordering::Acquire) {
-            let tick = Instant::now();
-            self.answer_commands();
-            self.gpus.tick();
-            self.cluster.tick(tick, &self.view, &mut self.gpus);
-            stalled = self.check_heartbeats();
-            if tick >= next_view {
-                self.refresh_view();
-                self.check_migrations();
-                next_view = tick + VIEW_PERIOD;
+        let mut ticks = tokio::time::interval(TICK);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                // Stop first, then the tick, then commands: a burst of
+                // commands cannot hold the tick off.
+                biased;
+                _ = &mut stopped => break,
+                _ = ticks.tick() => self.tick(),
+                Some(request) = self.commands.recv() => self.answer(request),
             }
-            if let Some(systemd) = &self.systemd
-                && let Some(every) = systemd.watchdog_every()
-                && tick >= next_alive
-                && stalled == 0
-            {
-                systemd.alive();
-                next_alive = tick + every;
-            }
-            std::thread::sleep(TICK.saturating_sub(tick.elapsed()));
         }
         if let Some(systemd) = &self.systemd {
             systemd.stopping();
         }
-        let _ = stalled;
     }
 
-    fn answer_commands(&mut self) {
-        while let Ok(Request { command, reply }) = self.commands.try_recv() {
-            // Place, pin and unpin: the cluster decides where, the VRAM
-            // optimizer loads and pins.
-            let answer = self
-                .cluster
-                .answer(&command, Instant::now(), &self.view, &mut self.gpus);
-            let _ = reply.send(answer);
+    fn tick(&mut self) {
+        let tick = Instant::now();
+        self.gpus.tick();
+        self.cluster.tick(tick, &self.view, &mut self.gpus);
+        let stalled = self.check_heartbeats();
+        if tick >= self.next_view {
+            self.refresh_view();
+            self.check_migrations();
+            self.next_view = tick + VIEW_PERIOD;
         }
+        if let Some(systemd) = &self.systemd
+            && let Some(every) = systemd.watchdog_every()
+            && tick >= self.next_alive
+            && stalled == 0
+        {
+            systemd.alive();
+            self.next_alive = tick + every;
+        }
+    }
+
+    fn answer(&mut self, Request { command, reply }: Request) {
+        // Place, pin and unpin: the cluster decides where, the VRAM
+        // optimizer loads and pins.
+        let answer = self
+            .cluster
+            .answer(&command, Instant::now(), &self.view, &mut self.gpus);
+        let _ = reply.send(answer);
     }
 
     /// The watchdog; returns how many executors are stalled now.
@@ -241,13 +237,16 @@ impl State {
     fn agent_statuses(&mut self, snapshots: &[StatsSnapshot], seconds: f64) -> Vec<AgentStatus> {
         let count = self.view.routes.agent_count();
         let mut counts: Vec<Option<AgentCounts>> = vec![None; count];
-        let mut p99 = vec![0u64; count];
+        let mut p50_p99 = vec![(0u64, 0u64); count];
         for snapshot in snapshots {
             for &(AgentId(id), c) in &snapshot.agents {
                 counts[id as usize] = Some(c);
             }
             for (AgentId(id), histogram) in &snapshot.service {
-                p99[*id as usize] = histogram.value_at_quantile(0.99);
+                p50_p99[*id as usize] = (
+                    histogram.value_at_quantile(0.5),
+                    histogram.value_at_quantile(0.99),
+                );
             }
         }
         let view = Arc::clone(&self.view);
@@ -258,10 +257,10 @@ impl State {
                 let c = counts[id].unwrap_or_default();
                 let before = std::mem::replace(&mut self.last.1[id], c.handled);
                 let state = match (facts.kind, counts[id].is_some(), c.isolated, c.cpu_seen) {
-                    ("external", ..) => "detached",
-                    (_, _, true, _) => "isolated",
-                    (_, true, false, Some(_)) => "up",
-                    _ => "starting",
+                    ("external", ..) => AgentState::Detached,
+                    (_, _, true, _) => AgentState::Isolated,
+                    (_, true, false, Some(_)) => AgentState::Up,
+                    _ => AgentState::Starting,
                 };
                 AgentStatus {
                     name: facts.name.clone(),
@@ -269,7 +268,8 @@ impl State {
                     observed_cpu: c.cpu_seen,
                     state,
                     msgs_per_s: c.handled.saturating_sub(before) as f64 / seconds,
-                    p99_ns: p99[id],
+                    p50_ns: p50_p99[id].0,
+                    p99_ns: p50_p99[id].1,
                     handled: c.handled,
                     failures: c.failures,
                     restarts: c.restarts,
@@ -290,10 +290,10 @@ impl State {
             .iter()
             .enumerate()
             .map(|(i, &cpu)| {
-                let busy_ns = snapshots
+                let snapshot = snapshots
                     .iter()
-                    .find(|s| usize::from(s.executor.index) == i)
-                    .map_or(0, |s| s.executor.busy_ns);
+                    .find(|s| usize::from(s.executor.index) == i);
+                let busy_ns = snapshot.map_or(0, |s| s.executor.busy_ns);
                 let before = std::mem::replace(&mut self.last.2[i], busy_ns);
                 let migrations = readings
                     .iter()
@@ -309,6 +309,8 @@ impl State {
                     busy: (busy_ns.saturating_sub(before) as f64 / 1e9 / seconds).min(1.0),
                     stalls: stalls.get(i).copied().unwrap_or(0),
                     migrations,
+                    ring_backlog_slots: snapshot.map_or(0, |s| s.router.ring_backlog),
+                    parks: snapshot.map_or(0, |s| s.router.parks),
                 }
             })
             .collect()

@@ -2,17 +2,32 @@
 //! report.
 //!
 //! ```text
-//!  files ──load/validate/plan──▶ outputs checked ──▶ tuning ──▶ privileges ──▶ layout
-//!    ──▶ executors up ──▶ phase 0 … phase N ──▶ load generator (last phase)
+//!  files ──load/validate/plan──▶ outputs checked ──▶ tuning ──▶ control runtime
+//!    ──▶ privileges ──▶ layout ──▶ executors up ──▶ phase 0 … phase N
+//!    ──▶ load generator (last phase) ──▶ core loop, admin API, NATS link
 //!    ──▶ status line each second ◀── SIGINT/SIGTERM or --duration
-//!    ──▶ drain (≤1.2 s) ──▶ stop (≤0.3 s more) ──▶ revert tuning ──▶ report
+//!    ──▶ admin stops (≤1 s, beside the core loop and link stopping)
+//!    ──▶ drain (≤1.2 s) ──▶ stop (≤0.3 s more) ──▶ control runtime stops
+//!    ──▶ revert tuning ──▶ report
+//!
+//!  threads:  main (signals, status line)
+//!            pinwheel-ctrl: one current-thread tokio runtime on the control
+//!              CPU: wake-up guard, core loop tick, admin HTTP, NATS link,
+//!              GPU poller; pinwheel-block, its one blocking thread (NVML)
+//!            pw-exec-<cpu>-<n>: one glommio executor per data-plane CPU,
+//!              each with glommio's blocking helper (same name)
 //! ```
 //!
 //! [`boot`] owns the steps up to a running mesh; [`signals`] turns SIGINT
 //! and SIGTERM into events the main thread polls; [`status`] is the
-//! terminal line; [`report`] merges what every executor measured. The main
-//! thread does nothing per message: executors run the mesh, and it only
-//! waits, redraws and, at the end, collects.
+//! terminal line; [`control`] starts the control side's tasks on the
+//! control runtime ([`ControlRuntime`]); [`report`] merges what every
+//! executor measured. The main thread does nothing per message: executors
+//! run the mesh, and it only waits, redraws and, at the end, collects.
+//!
+//! The control runtime starts before the executors and stops after them,
+//! because the executors' wake-up guard runs on it; it starts after the
+//! signals are blocked, so it and its blocking thread inherit the mask.
 //!
 //! A signal or the end of `--duration` ends the run the same way and the
 //! command exits 0: the drain lets calls in flight finish, generators stop
@@ -39,6 +54,7 @@ use self::report::{Report, ReportInputs};
 use self::signals::Signals;
 use self::status::StatusLine;
 use crate::error::DaemonError;
+use crate::runtime::control::ControlRuntime;
 use crate::tuning::Tuning;
 
 /// How often the status line is redrawn.
@@ -53,6 +69,9 @@ pub struct RunOptions {
     pub agents: Vec<PathBuf>,
     /// Where sysfs is.
     pub sysfs_root: PathBuf,
+    /// Where the tuning profile's /proc, /sys, /dev and /run are, over
+    /// the live host's `/` (a test tree; `--tuning-root`).
+    pub tuning_root: Option<PathBuf>,
     /// Stop after this long (after start-up); `None`: until a signal.
     pub duration: Option<Duration>,
     /// Load generator requests a second.
@@ -88,17 +107,22 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
         topology.data_plane(),
         options.privileged,
         &options.sysfs_root,
+        options.tuning_root.as_deref(),
     )?;
-    let booted = boot::start_mesh(options, &topology, agents, plan, began)?;
+    // Stopped after the executors, by `stop` below or by its `Drop`.
+    let control_rt = ControlRuntime::start(topology.control(), topology.housekeeping())
+        .map_err(|source| DaemonError::Thread { source })?;
+    let booted = boot::start_mesh(options, &topology, agents, plan, began, control_rt.handle())?;
     let started = boot::open_phases(&booted);
     let startup = began.elapsed();
     let up_at = Instant::now();
-    let controls = control::start(options, &topology, &booted)?;
+    let controls = control::start(options, &topology, &booted, &control_rt)?;
     let waited = wait_for_stop(options, &booted, started, &mut signals);
     controls.stop();
     waited?;
     let run = up_at.elapsed();
     let report = finish(booted, started, startup, run, options)?;
+    control_rt.stop();
     tuning.map(Tuning::finish).transpose()?;
     out.write_all(report.to_text().as_bytes())?;
     if let Some(path) = &options.report {

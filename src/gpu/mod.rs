@@ -1,7 +1,8 @@
 //! GPUs: reading them, and deciding which models live in their VRAM.
 //!
-//! * [`backend`]: the [`GpuBackend`] trait, the poller that runs it on the
-//!   housekeeping thread, and the choice between NVML and simulation.
+//! * [`backend`]: the [`GpuBackend`] trait, the poller that runs it off
+//!   the control runtime's thread, and the choice between NVML and
+//!   simulation.
 //! * [`nvml`]: [`NvmlBackend`], the NVIDIA driver through nvml-wrapper.
 //! * [`sim`]: [`SimBackend`], GPUs from the topology, in memory.
 //! * [`vram`]: [`VramOptimizer`], the pure state machine the core loop
@@ -11,7 +12,7 @@
 //!
 //! Wiring into the daemon (a sketch of what the lead's core loop does):
 //! `open_backend(topology.gpus(), None)` at boot, `GpuPoller::spawn` on
-//! the control thread, then each core-loop tick drains the poller's
+//! the control runtime, then each core-loop tick drains the poller's
 //! receiver into `VramOptimizer::sample`/`gpu_lost`, feeds `use` requests
 //! and releases, calls `VramOptimizer::tick` and carries out the
 //! decisions. Nothing here blocks the core loop.

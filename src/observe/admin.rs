@@ -1,10 +1,11 @@
-//! The admin HTTP API (axum, on the control thread).
+//! The admin HTTP API (axum over hyper, a task on the control runtime).
 //!
 //! Read-only endpoints are open; the ones that change something need
 //! `Authorization: Bearer <token>`, the token read at start from a file
 //! only root can read (owner root, no group or other permissions). With no
 //! such file the changing endpoints answer 403 and say how to create one;
-//! nothing else is affected.
+//! nothing else is affected. A file that others could read or change stops
+//! `pinwheel run` at boot instead (`config::trust`).
 //!
 //! | endpoint | answer |
 //! | --- | --- |
@@ -16,28 +17,50 @@
 //! | `POST /v1/gpu/place`, `/v1/models/pin`, `/v1/models/unpin` | a command to the core loop, answered when it has decided |
 //!
 //! Handlers never touch the data plane: they read the [`DaemonView`] and
-//! send commands to the core loop over a channel, each with a reply slot
-//! and a timeout.
+//! send commands to the core loop over a bounded channel, each with a
+//! reply slot and a timeout; a full channel answers 503, never waits.
+//!
+//! A body over [`MAX_BODY_BYTES`] is answered 413 before the token is
+//! checked, so an unauthenticated client cannot make the daemon buffer
+//! more than that: a declared `Content-Length` over the limit is refused
+//! before the body is read, and a chunked body is cut off at the limit
+//! (axum's `DefaultBodyLimit`) while it is extracted, which happens before
+//! the handler looks at the token. Connections, timeouts and shutdown are
+//! the edge's (`admin/edge.rs`): see there for what keeps a client from
+//! holding the daemon.
 
+mod edge;
+
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::SyncSender;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::rejection::StringRejection;
+use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
-use serde_json::{Value, json};
+use serde_json::Value;
+use tokio::sync::mpsc;
 
 use super::ObserveError;
+use super::api::{
+    AgentsResponse, ClusterResponse, ErrorBody, GpusResponse, HealthReport, ModelAnswer,
+};
 use super::view::DaemonView;
+use crate::config::ConfigError;
+use crate::config::trust::{self, Strictness};
+use crate::runtime::control::{ControlRuntime, ControlTask};
+
+pub use edge::{
+    HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEAD_BYTES, SHUTDOWN_GRACE,
+};
 
 /// Longest a changing request waits for the core loop.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,8 +69,9 @@ pub const DEFAULT_TOKEN_FILE: &str = "/etc/pinwheel/admin.token";
 /// OpenMetrics text, which Prometheus scrapes natively.
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A change asked of the core loop.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+/// A change asked of the core loop: the body of a `POST` (its `op` is
+/// the endpoint's, whatever the body says).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
     /// Place a model (or GPU job) somewhere in the cluster.
@@ -75,8 +99,9 @@ pub enum Command {
     },
 }
 
-/// The core loop's answer: a JSON body, or an HTTP status and a reason.
-pub type Answer = Result<Value, (u16, String)>;
+/// The core loop's answer: the model's state, or an HTTP status and a
+/// reason.
+pub type Answer = Result<ModelAnswer, (u16, String)>;
 
 /// A command and where its answer goes.
 #[derive(Debug)]
@@ -97,36 +122,24 @@ pub enum Auth {
 }
 
 impl Auth {
-    /// Reads the token from `path`, which must be a root-owned file that
-    /// only its owner can read.
+    /// Reads the token from `path`, a secret that must pass
+    /// [`trust`]'s checks (owned by root or this process, no group or
+    /// other permissions, nor writable directories above it).
     pub fn load(path: &Path) -> Auth {
-        let meta = match std::fs::metadata(path) {
-            Ok(meta) => meta,
-            Err(err) => {
-                return Auth::Disabled(format!(
-                    "no admin token ({}: {err}); create it with `install -m 600 -o root /dev/stdin {}` and restart",
-                    path.display(),
-                    path.display()
-                ));
-            }
-        };
-        if meta.uid() != 0 || meta.mode() & 0o077 != 0 {
-            return Auth::Disabled(format!(
-                "{} must be owned by root with mode 600 (it is uid {}, mode {:o}); fix with `chown root {} && chmod 600 {}`",
-                path.display(),
-                meta.uid(),
-                meta.mode() & 0o777,
-                path.display(),
-                path.display()
-            ));
-        }
-        match std::fs::read_to_string(path) {
+        match trust::read(path, Strictness::secret()) {
             Ok(text) if !text.trim().is_empty() => Auth::Token(text.trim().to_owned()),
             Ok(_) => Auth::Disabled(format!(
                 "{} is empty; write a token into it",
                 path.display()
             )),
-            Err(err) => Auth::Disabled(format!("cannot read {}: {err}", path.display())),
+            Err(ConfigError::Read { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                Auth::Disabled(format!(
+                    "no admin token ({}: {source}); create it with `install -m 600 -o root /dev/stdin {}` and restart",
+                    path.display(),
+                    path.display()
+                ))
+            }
+            Err(err) => Auth::Disabled(err.to_string()),
         }
     }
 
@@ -172,25 +185,25 @@ struct AppState {
     view: Arc<DaemonView>,
     registry: Registry,
     auth: Auth,
-    commands: SyncSender<Request>,
+    commands: mpsc::Sender<Request>,
 }
 
 /// The running API.
 #[derive(Debug)]
 pub struct Admin {
     addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    task: ControlTask,
 }
 
 impl Admin {
     /// Binds `config.addr` now (so a taken port is an error at boot) and
-    /// serves on a new control thread.
+    /// serves from a task on `control`.
     pub fn start(
         config: &AdminConfig,
         view: Arc<DaemonView>,
         registry: Registry,
-        commands: SyncSender<Request>,
+        commands: mpsc::Sender<Request>,
+        control: &ControlRuntime,
     ) -> Result<Admin, ObserveError> {
         let bind_error = |source| ObserveError::Bind {
             addr: config.addr,
@@ -209,17 +222,10 @@ impl Admin {
             auth,
             commands,
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("pinwheel-admin".into())
-            .spawn(move || serve(listener, state, stopped))
-            .map_err(|source| ObserveError::Thread { source })?;
+        let router = router(state);
+        let task = control.spawn(|stopped| edge::serve(listener, router, stopped));
         tracing::info!(%addr, "admin API listening");
-        Ok(Admin {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        Ok(Admin { addr, task })
     }
 
     /// The address it listens on (the real port when asked for port 0).
@@ -227,56 +233,18 @@ impl Admin {
         self.addr
     }
 
-    /// Stops serving and joins the thread.
+    /// Stops accepting and tells open connections to finish; returns at
+    /// once. [`Admin::stop`] then waits for the rest.
+    pub fn begin_stop(&mut self) {
+        self.task.signal();
+    }
+
+    /// Stops serving and waits, at most [`SHUTDOWN_GRACE`], for the
+    /// connections to close (from outside the control runtime).
     pub fn stop(mut self) {
-        self.shut_down();
+        self.task.signal();
+        self.task.join();
     }
-
-    fn shut_down(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Admin {
-    fn drop(&mut self) {
-        self.shut_down();
-    }
-}
-
-fn serve(listener: TcpListener, state: Arc<AppState>, stopped: tokio::sync::oneshot::Receiver<()>) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            tracing::error!(error = %err, "admin API: no async runtime");
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(listener) => listener,
-            Err(err) => {
-                tracing::error!(error = %err, "admin API: listener");
-                return;
-            }
-        };
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        if let Err(err) = axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %err, "admin API stopped");
-        }
-    });
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -290,11 +258,36 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/gpu/place", post(place))
         .route("/v1/models/pin", post(pin))
         .route("/v1/models/unpin", post(unpin))
+        // Bodies extracted as strings stop at the limit...
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // ... and a body declared larger is refused before it is read.
+        .layer(middleware::from_fn(refuse_large_bodies))
         .with_state(state)
 }
 
-async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!(state.view.health.report()))
+/// 413 for a request whose declared body is over [`MAX_BODY_BYTES`],
+/// before any handler (and its token check) runs.
+async fn refuse_large_bodies(request: HttpRequest, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return too_large();
+    }
+    next.run(request).await
+}
+
+fn too_large() -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the request body is over {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Json<HealthReport> {
+    Json(state.view.health.report())
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -302,13 +295,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response()
 }
 
-async fn agents(State(state): State<Arc<AppState>>) -> Json<Value> {
+async fn agents(State(state): State<Arc<AppState>>) -> Json<AgentsResponse> {
     let live = state.view.live();
-    Json(json!({
-        "host": state.view.host,
-        "agents": live.agents,
-        "executors": live.executors,
-    }))
+    Json(AgentsResponse {
+        host: state.view.host.clone(),
+        agents: live.agents,
+        executors: live.executors,
+    })
 }
 
 async fn plan(State(state): State<Arc<AppState>>) -> Response {
@@ -319,43 +312,55 @@ async fn plan(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn gpus(State(state): State<Arc<AppState>>) -> Json<Value> {
+async fn gpus(State(state): State<Arc<AppState>>) -> Json<GpusResponse> {
     Json(state.view.gpus())
 }
 
-async fn cluster(State(state): State<Arc<AppState>>) -> Json<Value> {
+async fn cluster(State(state): State<Arc<AppState>>) -> Json<ClusterResponse> {
     Json(state.view.cluster())
 }
 
-async fn place(state: State<Arc<AppState>>, headers: HeaderMap, body: String) -> Response {
+/// A command's body, read up to [`MAX_BODY_BYTES`] before the handler
+/// runs.
+type Body = Result<String, StringRejection>;
+
+async fn place(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     command(state, headers, body, "place").await
 }
 
-async fn pin(state: State<Arc<AppState>>, headers: HeaderMap, body: String) -> Response {
+async fn pin(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     command(state, headers, body, "pin").await
 }
 
-async fn unpin(state: State<Arc<AppState>>, headers: HeaderMap, body: String) -> Response {
+async fn unpin(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     command(state, headers, body, "unpin").await
 }
 
-/// Authorises, parses the body as the `op` command, asks the core loop.
+/// Checks the body's size, authorises, parses the body as the `op`
+/// command, asks the core loop.
 async fn command(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: String,
+    body: Body,
     op: &str,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return too_large();
+        }
+        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
+    };
     if let Err((status, why)) = state.auth.check(&headers) {
         return error(status, &why);
     }
-    let mut value: Value = match serde_json::from_str(&body) {
-        Ok(Value::Object(map)) => Value::Object(map),
+    let mut map = match serde_json::from_str(&body) {
+        Ok(Value::Object(map)) => map,
         Ok(_) => return error(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
         Err(err) => return error(StatusCode::BAD_REQUEST, &format!("body: {err}")),
     };
-    value["op"] = json!(op);
-    let command: Command = match serde_json::from_value(value) {
+    map.insert("op".to_owned(), Value::String(op.to_owned()));
+    let command: Command = match serde_json::from_value(Value::Object(map)) {
         Ok(command) => command,
         Err(err) => return error(StatusCode::BAD_REQUEST, &format!("body: {err}")),
     };
@@ -380,5 +385,8 @@ async fn command(
 }
 
 fn error(status: StatusCode, why: &str) -> Response {
-    (status, Json(json!({ "error": why }))).into_response()
+    let body = ErrorBody {
+        error: why.to_owned(),
+    };
+    (status, Json(body)).into_response()
 }

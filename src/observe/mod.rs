@@ -11,7 +11,10 @@
 //! * [`view`]: the read-mostly [`view::DaemonView`] the core loop refreshes
 //!   and the API reads.
 //! * [`metrics`]: the Prometheus collector over that view.
-//! * [`admin`]: the HTTP API on the control thread.
+//! * [`admin`]: the HTTP API, a task on the control runtime, behind an
+//!   edge no client can hold (timeouts, a connection cap, bounded
+//!   shutdown), answering with the types of [`api`], which its clients
+//!   share.
 //! * [`anomaly`]: the robust-baseline anomaly detector (pure) that flags an
 //!   agent or replica whose latency or error rate has gone wrong.
 //!
@@ -20,6 +23,7 @@
 
 pub mod admin;
 pub mod anomaly;
+pub mod api;
 pub mod health;
 pub mod metrics;
 pub mod perf;
@@ -38,13 +42,6 @@ pub enum ObserveError {
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A thread could not be spawned.
-    #[error("cannot start the admin thread: {source}")]
-    Thread {
         /// Why.
         #[source]
         source: std::io::Error,

@@ -26,6 +26,15 @@ pub fn pin_current_thread(cpu: CpuId) -> std::io::Result<()> {
     sched_setaffinity(Pid::from_raw(0), &set).map_err(std::io::Error::from)
 }
 
+/// Pins the calling thread to the CPUs of `cpus` (it may run on any).
+pub fn pin_current_thread_to(cpus: &crate::topology::CpuSet) -> std::io::Result<()> {
+    let mut set = CpuSet::new();
+    for cpu in cpus.iter() {
+        set.set(cpu.0 as usize).map_err(std::io::Error::from)?;
+    }
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(std::io::Error::from)
+}
+
 /// The CPU the calling thread is running on now.
 pub fn current_cpu() -> std::io::Result<CpuId> {
     // SAFETY: sched_getcpu takes no arguments and touches no memory of ours.

@@ -205,13 +205,16 @@ pub type MakeAgent<A> = Arc<dyn Fn(AgentId) -> A + Send + Sync>;
 /// Per-thread setup (privileges), run first on each executor thread.
 pub type ThreadSetup = Arc<dyn Fn(&ClassSettings) + Send + Sync>;
 
-/// Starts the executors and waits until each reports it is up.
+/// Starts the executors and waits until each reports it is up; their
+/// wake-up guard runs on `guard_on`, the control runtime, which must
+/// outlive them.
 pub fn start<A: Agent + 'static>(
     routes: Arc<Routes>,
     plans: Vec<ExecutorPlan>,
     make: MakeAgent<A>,
     setup: ThreadSetup,
     control: Arc<Control>,
+    guard_on: &tokio::runtime::Handle,
 ) -> Result<Runtime, RuntimeError> {
     let (ready_tx, ready_rx) = mpsc::channel::<u16>();
     let mut handles = Vec::new();
@@ -244,11 +247,7 @@ pub fn start<A: Agent + 'static>(
         handles.push((cpu, handle));
     }
     drop(ready_tx);
-    let guard =
-        Guard::spawn(Arc::clone(&control), bells).map_err(|err| RuntimeError::Executor {
-            cpu: CpuId(0),
-            reason: format!("wake-up guard thread: {err}"),
-        })?;
+    let guard = Guard::spawn(guard_on, Arc::clone(&control), bells);
     let mut runtime = Runtime {
         control,
         handles,

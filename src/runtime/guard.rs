@@ -1,14 +1,17 @@
-//! The wake-up guard: a small thread that nudges executors whose ticker
-//! is late.
+//! The wake-up guard: a task on the control runtime that nudges executors
+//! whose ticker is late.
 //!
-//! glommio 0.9 can miss a timer wake-up when its preempt timer is short
-//! (the topology sets it to hundreds of microseconds so a latency task's
-//! 1 ms timer fires on time; upstream issue #547): an idle executor then
-//! sleeps in `io_uring_enter` with nothing to complete, its 1 ms ticker
-//! stops, pending calls stop expiring and a drain never ends. Reproduced
-//! with glommio alone (one executor per CPU looping on 100 µs-1 ms
-//! `timer::sleep`, spin 50 µs, preempt 500 µs): a stall in most runs on
-//! this 2-vCPU VM under load.
+//! It exists only because glommio needs it. glommio 0.9 can miss a timer
+//! wake-up when its preempt timer is short (the topology sets it to
+//! hundreds of microseconds so a latency task's 1 ms timer fires on time;
+//! upstream issue #547): an idle executor then sleeps in `io_uring_enter`
+//! with nothing to complete, its 1 ms ticker stops, pending calls stop
+//! expiring and a drain never ends. Reproduced with glommio alone (one
+//! executor per CPU looping on 100 µs-1 ms `timer::sleep`, spin 50 µs,
+//! preempt 500 µs): a stall in most runs on this 2-vCPU VM under load.
+//! Remove this module, and the `guard_on` argument of
+//! [`super::executor::start`], once a glommio release fixes the lost
+//! wake-up and the reproduction no longer stalls.
 //!
 //! The guard checks every executor's heartbeat each [`GUARD_PERIOD`]; one
 //! older than [`LATE`] gets a write on its data bell, the eventfd its pump
@@ -19,11 +22,25 @@
 //! late executor per period and nothing on the hot path. Nudges are
 //! counted ([`Control::nudges`]) so a host where they are frequent shows
 //! it.
+//!
+//! It used to own a thread; as a task on the control runtime
+//! ([`super::control`]) it is as prompt. The control CPU is never a
+//! data-plane CPU (a role overlap is a topology error), so no SCHED_FIFO
+//! executor can starve it, and without a control CPU it floats as the
+//! thread did. The runtime's tasks never block (driver calls go through
+//! `spawn_blocking`), so a period is late by at most one core tick's or
+//! one admin response's work, well under [`LATE`]. The executors' owner
+//! must keep the control runtime running from before the executors start
+//! until after they have all ended (boot, phases and the drain are when a
+//! lost wake-up hurts most).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 
 use super::ctx::now_ns;
 use super::executor::Control;
@@ -34,50 +51,38 @@ pub const GUARD_PERIOD: Duration = Duration::from_millis(5);
 /// A heartbeat older than this gets a nudge (the ticker beats every 1 ms).
 pub const LATE: Duration = Duration::from_millis(20);
 
-/// The running guard.
+/// The running guard. Dropping it stops the guard.
 #[derive(Debug)]
 pub struct Guard {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    task: JoinHandle<()>,
 }
 
 impl Guard {
-    /// Starts guarding the executors whose bells are `bells` (by index).
-    pub fn spawn(control: Arc<Control>, bells: Vec<DataBell>) -> std::io::Result<Guard> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("pw-guard".into())
-            .spawn(move || {
-                // SYNC: Acquire pairs with the Release store in Guard::stop.
-                while !flag.load(Ordering::Acquire) {
-                    nudge_late(&control, &bells, now_ns());
-                    std::thread::sleep(GUARD_PERIOD);
-                }
-            })?;
-        Ok(Guard {
-            stop,
-            thread: Some(thread),
-        })
+    /// Starts guarding the executors whose bells are `bells` (by index),
+    /// as a task on the control runtime `on`.
+    pub fn spawn(on: &Handle, control: Arc<Control>, bells: Vec<DataBell>) -> Guard {
+        let task = on.spawn(async move {
+            let mut period = tokio::time::interval(GUARD_PERIOD);
+            // A late look is followed by the next on the grid, never by a
+            // burst of looks at the same heartbeats.
+            period.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            loop {
+                period.tick().await;
+                nudge_late(&control, &bells, now_ns());
+            }
+        });
+        Guard { task }
     }
 
-    /// Stops the guard and waits for it.
-    pub fn stop(mut self) {
-        self.shut_down();
-    }
-
-    fn shut_down(&mut self) {
-        // SYNC: Release pairs with the guard thread's Acquire load.
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    /// Stops the guard; a look in progress finishes on its own.
+    pub fn stop(self) {
+        self.task.abort();
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.shut_down();
+        self.task.abort();
     }
 }
 

@@ -17,6 +17,9 @@
 //!   restart policy.
 //! * `stats`: what each executor measures.
 //! * `executor`: starting, phasing and stopping the executors.
+//! * `control`: the one control thread (a current-thread tokio runtime on
+//!   the control CPU) and the tasks that run on it; `guard`: the wake-up
+//!   guard, one of them, kept while glommio loses timer wake-ups.
 //! * `privileges`: what the daemon asks of the kernel at boot (locked
 //!   memory) and on each executor thread (SCHED_FIFO, timer slack), and
 //!   how it runs without them.
@@ -26,6 +29,7 @@ pub mod affinity;
 pub mod agent;
 pub mod balance;
 pub mod board;
+pub mod control;
 pub mod ctx;
 pub mod desk;
 pub mod executor;

@@ -53,7 +53,9 @@ pub fn detect_host(sysfs_root: &Path) -> Result<HostCpus, TopologyError> {
 
 /// The class of a CPU: a performance core, an efficiency core, or a core of
 /// a host whose CPUs are all alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 pub enum CpuClass {
     /// Performance core (Intel P-core, ARM big core).
     P,
@@ -176,9 +178,9 @@ impl HostCpus {
 pub enum Role {
     /// Runs agent executors.
     DataPlane,
-    /// Runs the core loop (VRAM optimizer, GPU scheduler, supervisor).
+    /// Runs the control runtime (core loop, admin HTTP, cluster link).
     Control,
-    /// Runs the control thread (admin HTTP, cluster link, NVML polling).
+    /// Runs the control runtime's blocking calls (NVML polling).
     Housekeeping,
 }
 
@@ -342,8 +344,8 @@ impl Topology {
         self.control
     }
 
-    /// CPUs of the control thread; empty lets it float over every CPU that
-    /// is not data plane.
+    /// CPUs of the control runtime's blocking thread (NVML calls); empty
+    /// leaves it on the control thread's CPUs.
     pub fn housekeeping(&self) -> &CpuSet {
         &self.housekeeping
     }

@@ -1,5 +1,5 @@
 //! CPU roles of a topology file: which CPUs run agents (`data_plane`), the
-//! core loop (`control`) and the control thread (`housekeeping`).
+//! control runtime (`control`) and its blocking calls (`housekeeping`).
 //!
 //! Explicit `cpus` lists are claimed first; a CPU claimed twice is an
 //! error. Class selectors (`class`, `count`) then take unclaimed CPUs of

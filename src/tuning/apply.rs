@@ -11,6 +11,10 @@
 //! (a crash, or an earlier `apply`), so the host ends up as "originals
 //! plus this profile" and the journal holds true originals. A journal
 //! error stops apply at once: no knob is ever written unjournaled.
+//!
+//! Replay writes only kernel knobs: a record naming any other path
+//! (`journal::knob_problem`) fails with the reason, is not written, and
+//! stays in the journal for the operator to remove.
 
 use std::path::Path;
 
@@ -290,6 +294,13 @@ pub(super) fn replay(root: &Path, title: String, _lock: &Lock) -> Result<Report,
 }
 
 fn restore(root: &Path, record: &Record) -> (Option<String>, Outcome) {
+    if let Some(problem) = journal::knob_problem(&record.path) {
+        let why = format!(
+            "refused: {problem}, so pinwheel never wrote it; remove its line from {}",
+            journal_path(root).display()
+        );
+        return (None, Outcome::Failed(why));
+    }
     let path = knob::resolve(root, &record.path);
     let bytes = match knob::read(&path) {
         Ok(bytes) => bytes,

@@ -32,8 +32,9 @@ pub struct Tuning {
 
 impl Tuning {
     /// The daemon's tuning: `profile` (the topology's, if it names one)
-    /// read and checked, then applied to the live host with the
-    /// data-plane CPUs. Not root, `--unprivileged` or a fixture sysfs: one
+    /// read and checked, then applied to the live host (or under
+    /// `tuning_root`, a test tree) with the data-plane CPUs. Not root,
+    /// `--unprivileged` or a fixture sysfs with the live host: one
     /// warning, and nothing applied. A bad profile is an error before
     /// anything is touched.
     pub fn for_daemon(
@@ -41,6 +42,7 @@ impl Tuning {
         data_plane: &CpuSet,
         privileged: bool,
         sysfs_root: &Path,
+        tuning_root: Option<&Path>,
     ) -> Result<Option<Self>, TuningError> {
         let Some(path) = profile else {
             return Ok(None);
@@ -48,7 +50,7 @@ impl Tuning {
         let profile = Profile::load(path)?;
         let skip = if !privileged {
             Some("--unprivileged")
-        } else if sysfs_root != Path::new(LIVE_SYSFS) {
+        } else if tuning_root.is_none() && sysfs_root != Path::new(LIVE_SYSFS) {
             Some("the CPUs come from a fixture sysfs, not this host")
         } else if !knob::is_root() {
             Some("not root")
@@ -59,7 +61,14 @@ impl Tuning {
             warn!(profile = %path.display(), reason, "tuning profile not applied");
             return Ok(None);
         }
-        Self::start(&profile, &Host::live(Some(data_plane.clone()))).map(Some)
+        let host = match tuning_root {
+            Some(root) => Host {
+                root: root.to_path_buf(),
+                data_plane: Some(data_plane.clone()),
+            },
+            None => Host::live(Some(data_plane.clone())),
+        };
+        Self::start(&profile, &host).map(Some)
     }
 
     /// Reverts an earlier run's leftovers, applies `profile` and takes the

@@ -17,13 +17,23 @@
 //! `tuning.lock` beside it, held with `flock` for as long as a process
 //! applies or runs tuned, keeps two pinwheels from interleaving records.
 //! The lock file is never removed, so every process locks the same inode.
+//!
+//! The journal tells a root process which files to write and with what,
+//! so it is handled as hostile input: the journal, its replacement and the
+//! lock are opened with `O_NOFOLLOW` (a symlink planted in their place is
+//! an error, never followed to `/etc/shadow`), the journal must be a
+//! regular file, and [`knob_problem`] refuses, at replay, any record whose
+//! path is not a kernel knob pinwheel could have written: a path outside
+//! `/proc/sys`, `/proc/irq` (the `[isolation]` interrupt affinities),
+//! `/sys` and `/dev/cpu_dma_latency`, or one with a `..`.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag};
 
 use super::TuningError;
 use super::knob::resolve;
@@ -36,9 +46,40 @@ const LOCK_PATH: &str = "/run/pinwheel/tuning.lock";
 const HEADER: &[u8] =
     b"# pinwheel tuning journal 1: <hex path> <hex original bytes>, one knob a line\n";
 
+/// Where on a host the knobs pinwheel writes live: sysctls, sysfs,
+/// interrupt affinity (`[isolation]`) and the PM QoS device; a record
+/// outside them is refused at replay.
+pub const KNOB_PREFIXES: [&str; 4] = ["/proc/sys/", "/proc/irq/", "/sys/", "/dev/cpu_dma_latency"];
+
 /// The journal file under `root`.
 pub fn journal_path(root: &Path) -> PathBuf {
     resolve(root, JOURNAL_PATH)
+}
+
+/// Why a journal record's path is not one replay may write, if it is not:
+/// it must be absolute, free of `.` and `..` components, and under one of
+/// [`KNOB_PREFIXES`] (`/dev/cpu_dma_latency` itself, the others as
+/// directories).
+pub fn knob_problem(path: &str) -> Option<&'static str> {
+    let parsed = Path::new(path);
+    let plain = parsed
+        .components()
+        .skip(1)
+        .all(|c| matches!(c, Component::Normal(_)));
+    if !parsed.is_absolute() || !plain || path.contains("/./") || path.ends_with("/.") {
+        Some("is not a plain absolute path (no `.` or `..`)")
+    } else if path == KNOB_PREFIXES[3] || KNOB_PREFIXES[..3].iter().any(|p| path.starts_with(p)) {
+        None
+    } else {
+        Some("is outside /proc/sys, /proc/irq, /sys and /dev/cpu_dma_latency")
+    }
+}
+
+/// Opens `path` without following a symlink in its last component.
+fn options_no_follow() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.custom_flags(OFlag::O_NOFOLLOW.bits());
+    options
 }
 
 /// One knob's original content.
@@ -54,7 +95,7 @@ pub struct Record {
 /// no journal.
 pub fn read(root: &Path) -> Result<Vec<Record>, TuningError> {
     let path = journal_path(root);
-    let bytes = match std::fs::read(&path) {
+    let bytes = match read_regular(&path) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => return Err(TuningError::Journal { path, source }),
@@ -64,6 +105,20 @@ pub fn read(root: &Path) -> Result<Vec<Record>, TuningError> {
         line,
         problem,
     })
+}
+
+/// The bytes of `path`, a regular file that is not a symlink.
+fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = options_no_follow().read(true).open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn parse(bytes: &[u8]) -> Result<Vec<Record>, (usize, &'static str)> {
@@ -149,7 +204,7 @@ impl Journal {
 fn open(path: &Path) -> io::Result<File> {
     let dir = path.parent().expect("the journal path has a directory");
     std::fs::create_dir_all(dir)?;
-    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut file = options_no_follow().create(true).append(true).open(path)?;
     if file.metadata()?.len() == 0 {
         file.write_all(HEADER)?;
         file.sync_all()?;
@@ -181,7 +236,11 @@ pub fn rewrite(root: &Path, keep: &[Record]) -> Result<(), TuningError> {
                 .bytes(),
             );
         }
-        File::create(&temp)
+        options_no_follow()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
             .and_then(|mut file| file.write_all(&text).and_then(|()| file.sync_all()))
             .and_then(|()| std::fs::rename(&temp, &path))
             .and_then(|()| File::open(dir)?.sync_all())
@@ -205,7 +264,7 @@ impl Lock {
         };
         let dir = path.parent().expect("the lock path has a directory");
         std::fs::create_dir_all(dir).map_err(error)?;
-        let file = OpenOptions::new()
+        let file = options_no_follow()
             .create(true)
             .truncate(false)
             .write(true)
@@ -284,5 +343,65 @@ mod tests {
         ));
         drop(held);
         Lock::take(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn only_plain_paths_of_kernel_knobs_may_be_replayed() {
+        for knob in [
+            "/proc/sys/vm/swappiness",
+            "/sys/kernel/mm/transparent_hugepage/enabled",
+            "/dev/cpu_dma_latency",
+            "/proc/irq/24/smp_affinity_list",
+            "/proc/irq/default_smp_affinity",
+        ] {
+            assert_eq!(knob_problem(knob), None, "{knob}");
+        }
+        for hostile in [
+            "/etc/passwd",
+            "/proc/sys/../../etc/shadow",
+            "/sys/./x",
+            "proc/sys/vm/swappiness",
+            "/dev/cpu_dma_latency2",
+            "/system",
+            "/proc/sysrq-trigger",
+        ] {
+            assert!(knob_problem(hostile).is_some(), "{hostile}");
+        }
+    }
+
+    #[test]
+    fn a_symlinked_journal_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("shadow");
+        std::fs::write(&target, "secret\n").unwrap();
+        let path = journal_path(dir.path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+
+        let read_err = read(dir.path()).unwrap_err();
+        let record_err = Journal::new(dir.path(), &[])
+            .record("/proc/sys/vm/swappiness", b"60\n")
+            .unwrap_err();
+
+        for err in [read_err, record_err] {
+            let TuningError::Journal { source, .. } = &err else {
+                panic!("expected a journal error, got {err}");
+            };
+            assert_eq!(source.raw_os_error(), Some(nix::libc::ELOOP), "{err}");
+        }
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "secret\n");
+    }
+
+    #[test]
+    fn a_symlinked_lock_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = resolve(dir.path(), LOCK_PATH);
+        std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &lock).unwrap();
+
+        let sut = Lock::take(dir.path());
+
+        assert!(matches!(sut, Err(TuningError::Journal { .. })), "{sut:?}");
+        assert!(!dir.path().join("elsewhere").exists());
     }
 }

@@ -30,8 +30,9 @@
 //! included profile's settings come first; the including file's values
 //! replace them knob by knob, keeping their place, and `false` in
 //! `[isolation]` turns an included setting off. Unknown keys and sections
-//! are errors naming file, line and column. Cycles are errors at the
-//! `include` that closes them. Parsing reads only the profile files, never
+//! are errors naming file, line and column. Cycles, and chains of more
+//! than [`MAX_INCLUDE_DEPTH`] files, are errors at the `include` that
+//! closes or lengthens them. Parsing reads only the profile files, never
 //! the host.
 
 use std::collections::BTreeMap;
@@ -43,6 +44,9 @@ use toml::Spanned;
 use super::TuningError;
 use super::setting::{Compare, Entry, Setting};
 use crate::config::{ConfigError, SourceFile};
+
+/// The most files one include chain may hold, the first included.
+pub const MAX_INCLUDE_DEPTH: usize = 8;
 
 /// Values a `[memory] transparent_hugepages` may take.
 const THP_MODES: [&str; 3] = ["always", "madvise", "never"];
@@ -176,18 +180,7 @@ fn load_into(
         profile.description.clone_from(&raw.description);
     }
     if let Some(include) = &raw.include {
-        let base = path.parent().unwrap_or(Path::new("."));
-        let target = base.join(include.get_ref());
-        if !target.is_file() {
-            return Err(bad(invalid(
-                &file,
-                include.span(),
-                format!(
-                    "included profile {} not found (paths are relative to this file's directory)",
-                    target.display()
-                ),
-            )));
-        }
+        let target = include_target(path, &file, include, stack.len()).map_err(bad)?;
         stack.push(canonical);
         load_into(
             &target,
@@ -199,6 +192,36 @@ fn load_into(
         stack.pop();
     }
     settings_of(&raw, &file, merged).map_err(bad)
+}
+
+/// The file `include` (in `file`, at `path`) names, if it exists and the
+/// chain of `depth` files above it may grow by one.
+fn include_target(
+    path: &Path,
+    file: &SourceFile,
+    include: &Spanned<String>,
+    depth: usize,
+) -> Result<PathBuf, ConfigError> {
+    if depth + 2 > MAX_INCLUDE_DEPTH {
+        return Err(invalid(
+            file,
+            include.span(),
+            format!("include chains may hold at most {MAX_INCLUDE_DEPTH} files; include fewer"),
+        ));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let target = base.join(include.get_ref());
+    if !target.is_file() {
+        return Err(invalid(
+            file,
+            include.span(),
+            format!(
+                "included profile {} not found (paths are relative to this file's directory)",
+                target.display()
+            ),
+        ));
+    }
+    Ok(target)
 }
 
 fn file_name(path: &Path) -> String {
@@ -503,5 +526,28 @@ mod tests {
         );
         assert!(shown[1].contains("vm.b"), "{shown:?}");
         assert_eq!(sut.files().len(), 2);
+    }
+
+    #[test]
+    fn an_include_chain_past_its_bound_is_refused_at_the_include_too_many() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "p0.toml", "schema = 1\n");
+        for i in 1..=MAX_INCLUDE_DEPTH {
+            let text = format!("schema = 1\ninclude = \"p{}.toml\"\n", i - 1);
+            write(dir.path(), &format!("p{i}.toml"), &text);
+        }
+        let longest_allowed = dir.path().join(format!("p{}.toml", MAX_INCLUDE_DEPTH - 1));
+        assert_eq!(
+            Profile::load(&longest_allowed).unwrap().files().len(),
+            MAX_INCLUDE_DEPTH
+        );
+
+        let err =
+            Profile::load(&dir.path().join(format!("p{MAX_INCLUDE_DEPTH}.toml"))).unwrap_err();
+
+        let at = err.location().unwrap();
+        assert_eq!(at.line(), 2);
+        assert!(at.path().ends_with("p1.toml"), "{err}");
+        assert!(err.to_string().contains("at most 8 files"), "{err}");
     }
 }

@@ -17,14 +17,13 @@
 
 use std::time::Instant;
 
-use serde_json::{Value, json};
-
 use super::render;
 use super::side::ClusterSide;
 use crate::config::name_problem;
 use crate::daemon::gpus::GpuSide;
 use crate::gpu::sched::{HostName, ModelName, ModelRequest, Placement, Policy, SchedError};
 use crate::observe::admin::{Answer, Command};
+use crate::observe::api::ModelAnswer;
 use crate::observe::view::DaemonView;
 use pinwheel_ipc::wire::Priority;
 
@@ -84,18 +83,15 @@ impl ClusterSide {
         for p in &placed {
             let state = match loads.iter().find(|(slot, _)| *slot == p.slot) {
                 Some((_, Err(refused))) => return Err(refused.clone()),
-                Some((_, Ok(local))) => local["state"].as_str().unwrap_or("resident").to_owned(),
+                Some((_, Ok(local))) => local.state.clone(),
                 // Resident here already: a pin reaches the optimizer too.
-                None if p.host == *self.sched.host() && pinned => {
-                    let local = gpus.pin(model)?;
-                    local["state"].as_str().unwrap_or("resident").to_owned()
-                }
+                None if p.host == *self.sched.host() && pinned => gpus.pin(model)?.state,
                 None if p.loaded => "resident".to_owned(),
                 None => "assigned".to_owned(),
             };
             states.push(state);
         }
-        Ok(answer(&placed, &states))
+        answer(model, &placed, &states)
     }
 
     fn pin(&mut self, model: &str, pinned: bool, gpus: &mut GpuSide) -> Answer {
@@ -124,28 +120,36 @@ impl ClusterSide {
         } else {
             gpus.unpin(model)?
         };
-        local["placements"] = render::placements(&placed);
+        local.placements = render::placements(&placed);
         Ok(local)
     }
 }
 
-/// The first replica flattened, with its state, and every replica.
-fn answer(placed: &[Placement], states: &[String]) -> Value {
+/// The first replica's placement and state, and every replica with its
+/// state.
+fn answer(model: &str, placed: &[Placement], states: &[String]) -> Answer {
     let mut all = render::placements(placed);
-    if let Some(list) = all.as_array_mut() {
-        for (p, state) in list.iter_mut().zip(states) {
-            p["state"] = json!(state);
-        }
+    for (p, state) in all.iter_mut().zip(states) {
+        p.state = Some(state.clone());
     }
-    let mut first = all.get(0).cloned().unwrap_or_else(|| json!({}));
-    first["placements"] = all;
-    first
+    let Some(first) = all.first() else {
+        return Err((500, format!("the scheduler placed no replica of {model}")));
+    };
+    Ok(ModelAnswer {
+        model: first.model.clone(),
+        host: Some(first.host.clone()),
+        gpu: Some(first.gpu),
+        vram_mib: Some(first.vram_mib),
+        pinned: first.pinned,
+        state: states.first().cloned().unwrap_or_default(),
+        placements: all.clone(),
+    })
 }
 
 /// The HTTP status for a refused placement.
 fn status_of(err: &SchedError) -> u16 {
     match err {
-        SchedError::ZeroVram { .. } | SchedError::Replicas { .. } => 400,
+        SchedError::Vram { .. } | SchedError::Replicas { .. } => 400,
         SchedError::UnknownHost { .. } => 404,
         SchedError::NoRoom { .. } => 409,
         _ => 500,

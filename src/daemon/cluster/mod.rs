@@ -1,8 +1,8 @@
 //! The daemon's side of the cluster: the GPU scheduler in the core loop,
-//! and the NATS link on its own control thread.
+//! and the NATS link beside it, both tasks on the control runtime.
 //!
 //! ```text
-//!  core loop thread (10 ms tick)                 pinwheel-cluster thread (tokio)
+//!  core loop task (10 ms tick)                   link task (same runtime)
 //!  ┌──────────────────────────────┐  watch<HostState>  ┌──────────────────────┐
 //!  │ ClusterSide::tick            │ ─────────────────> │ ClusterLink          │ <──> NATS
 //!  │   events -> GpuScheduler     │ <───────────────── │  heartbeats, registry│
@@ -14,7 +14,7 @@
 //!
 //! * **Single host by default.** With no `[cluster]` section and no
 //!   `--nats`, the scheduler runs alone ([`GpuScheduler::single_host`]),
-//!   no thread is started and nothing touches the network; `/v1/cluster`
+//!   no link task is started and nothing touches the network; `/v1/cluster`
 //!   lists this host only.
 //! * **Overrides.** `pinwheel run --host NAME` renames the host the
 //!   topology file describes (one file can serve several alike hosts) and
@@ -56,9 +56,10 @@ use crate::config::name_problem;
 use crate::error::DaemonError;
 use crate::gpu::sched::{GpuScheduler, HostName, SchedConfig, SchedError};
 use crate::observe::health::Health as DaemonHealth;
+use crate::runtime::control::ControlRuntime;
 use crate::topology::{ClusterSpec, Topology};
 
-pub use link::LinkThread;
+pub use link::LinkTask;
 pub use side::ClusterSide;
 
 /// The cluster a daemon joins when `--nats` is given and the topology file
@@ -125,14 +126,15 @@ pub fn apply_overrides(topology: Topology, options: &RunOptions) -> Result<Topol
 const EVENT_QUEUE: usize = 1024;
 
 /// Starts the cluster side of `topology`: the scheduler for the core loop,
-/// and, when a cluster is configured, the link thread. `gpus` tells the
-/// first heartbeat this host's room.
+/// and, when a cluster is configured, the link task on `control`. `gpus`
+/// tells the first heartbeat this host's room.
 pub fn start(
     topology: &Topology,
     booted: &Booted,
     gpus: &GpuSide,
     health: Arc<DaemonHealth>,
-) -> Result<(ClusterSide, Option<LinkThread>), DaemonError> {
+    control: &ControlRuntime,
+) -> Result<(ClusterSide, Option<LinkTask>), DaemonError> {
     let me = HostName::from(topology.host());
     let Some(spec) = topology.cluster() else {
         let config = SchedConfig::default();
@@ -174,14 +176,16 @@ pub fn start(
         timing,
         Arc::clone(&health),
     );
-    let link = LinkThread::spawn(LinkInputs {
-        config,
-        source,
-        events: events_tx,
-        records: own_agents(topology, booted),
-        health,
-    })
-    .map_err(|source| DaemonError::Thread { source })?;
+    let link = LinkTask::spawn(
+        control,
+        LinkInputs {
+            config,
+            source,
+            events: events_tx,
+            records: own_agents(topology, booted),
+            health,
+        },
+    );
     Ok((side, Some(link)))
 }
 
@@ -236,6 +240,7 @@ mod tests {
             topology: PathBuf::from("t.toml"),
             agents: Vec::new(),
             sysfs_root: PathBuf::from("/sys"),
+            tuning_root: None,
             duration: None,
             rate_per_s: 0.0,
             request_timeout: Duration::from_secs(1),

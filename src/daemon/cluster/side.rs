@@ -18,18 +18,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::{NAME_CLASH, PEER_LOST, render};
 use crate::cluster::{
-    AgentHealth, AgentRecord, ClusterEvent, ErrorEvent, Health, HostState, report_from_state,
-    state_from_report,
+    AgentHealth, AgentRecord, ClusterEvent, ErrorEvent, Health, HostState, MAX_REGISTRY_ENTRIES,
+    report_from_state, state_from_report,
 };
 use crate::daemon::gpus::GpuSide;
 use crate::gpu::sched::{Decision, GpuScheduler, HostState as SchedHostState, SchedError, Slot};
 use crate::observe::admin::Answer;
+use crate::observe::api::{AgentState, ClusterResponse};
 use crate::observe::health::Health as DaemonHealth;
 use crate::observe::view::DaemonView;
 
@@ -189,7 +189,16 @@ impl ClusterSide {
                 ClusterEvent::PeerUp { .. } | ClusterEvent::PeerLost { .. } => {}
                 ClusterEvent::Error(report) => self.heard_error(&report),
                 ClusterEvent::Agent(record) => {
-                    self.registry.insert(record.key(), record);
+                    let key = record.key();
+                    // The link bounds its copy, but deletions do not
+                    // reach this one: bound it too.
+                    if self.registry.len() < MAX_REGISTRY_ENTRIES
+                        || self.registry.contains_key(&key)
+                    {
+                        self.registry.insert(key, record);
+                    } else {
+                        debug!(agent = %record.agent, "registry full, record dropped");
+                    }
                 }
             }
         }
@@ -354,7 +363,7 @@ impl ClusterSide {
         });
     }
 
-    fn json(&self, now_ms: u64) -> Value {
+    fn json(&self, now_ms: u64) -> ClusterResponse {
         render::cluster(
             self.cluster.as_deref(),
             &self.sched.host().0,
@@ -379,10 +388,10 @@ fn agent_health(view: &DaemonView) -> Vec<AgentHealth> {
         .into_iter()
         .map(|a| AgentHealth {
             health: match a.state {
-                "up" => Health::Healthy,
-                "isolated" => Health::Unhealthy,
-                "detached" => Health::Stopped,
-                _ => Health::Starting,
+                AgentState::Up => Health::Healthy,
+                AgentState::Isolated => Health::Unhealthy,
+                AgentState::Detached => Health::Stopped,
+                AgentState::Starting => Health::Starting,
             },
             agent: a.name.split('@').next().unwrap_or_default().to_owned(),
         })

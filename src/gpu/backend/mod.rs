@@ -6,9 +6,10 @@
 //! answer the same questions with the same types, and one conformance
 //! suite (`tests/gpu_backends.rs`) runs on both.
 //!
-//! Backends block (NVML calls take the driver's locks), so they run on the
-//! housekeeping thread, never on the core loop: [`GpuPoller`] samples them
-//! there and sends [`GpuEvent`]s to the core loop over a bounded channel.
+//! Backends block (NVML calls take the driver's locks), so they never run
+//! on the control runtime's thread: [`GpuPoller`] calls them through
+//! `spawn_blocking` (the runtime's one blocking thread) and sends
+//! [`GpuEvent`]s to the core loop over a bounded channel.
 //!
 //! Per-call failures are data, not errors: a GPU that cannot report its
 //! utilization, temperature, power or processes (`NotSupported`) gives
@@ -168,9 +169,6 @@ pub enum GpuError {
         /// nvml-wrapper's error.
         source: nvml_wrapper::error::NvmlError,
     },
-    /// The poller thread could not be started.
-    #[error("cannot start the GPU poller thread: {0}")]
-    Spawn(std::io::Error),
 }
 
 /// Converts bytes to whole MiB, rounding down.

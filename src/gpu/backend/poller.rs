@@ -1,22 +1,33 @@
-//! [`GpuPoller`]: samples a blocking [`GpuBackend`] on its own thread and
-//! hands the readings to the core loop as messages.
+//! [`GpuPoller`]: samples a blocking [`GpuBackend`] from a task on the
+//! control runtime and hands the readings to the core loop as messages.
 //!
-//! The thread is a plain `std` thread (name `pinwheel-gpu-poll`) that
-//! inherits the affinity of the thread that spawns it: spawn it from the
-//! control thread, which runs on the housekeeping CPUs. Every period it
-//! reads each GPU once and `try_send`s one [`GpuEvent`] per GPU into a
-//! bounded channel. A full channel means the core loop is behind; the
-//! reading is dropped (the next one supersedes it) and counted, so the
-//! poller never blocks on the core loop and the core loop never blocks on
-//! the driver.
+//! The backend's calls block (NVML takes the driver's locks), so each
+//! round runs through `spawn_blocking`: on the control runtime's one
+//! blocking thread (`pinwheel-block`), never on the runtime's own thread,
+//! which keeps ticking the core loop and serving the admin API while the
+//! driver answers. The backend moves into the blocking call and back, so
+//! at most one round is ever in flight; a round that takes longer than
+//! the period delays the next one (rounds are never queued up behind a
+//! slow driver).
 //!
-//! A lost GPU is reported once, then skipped. Stopping is prompt: the
-//! thread waits for its next period on a stop channel, not in `sleep`.
+//! Every period the poller reads each GPU once and `try_send`s one
+//! [`GpuEvent`] per GPU into a bounded channel. A full channel means the
+//! core loop is behind; the reading is dropped (the next one supersedes
+//! it) and counted, so the poller never waits on the core loop and the
+//! core loop never waits on the driver.
+//!
+//! A lost GPU is reported once, then skipped. Stopping is prompt: the task
+//! waits for its next period, or for a round in flight, together with its
+//! stop signal; a round still in the driver when it stops is left to
+//! finish on the blocking thread, and the backend is dropped there (closing
+//! NVML is a driver call too).
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 use tracing::{debug, warn};
 
 use super::{GpuBackend, GpuError, GpuIndex, GpuSample};
@@ -33,12 +44,11 @@ pub enum GpuEvent {
     },
 }
 
-/// The running poller thread. Dropping it stops the thread and waits for
-/// it.
+/// The running poller task. Dropping it stops the task (without waiting).
 #[derive(Debug)]
 pub struct GpuPoller {
-    stop: Option<Sender<()>>,
-    thread: Option<JoinHandle<PollStats>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<PollStats>,
 }
 
 /// What the poller did, returned by [`GpuPoller::stop`].
@@ -53,103 +63,150 @@ pub struct PollStats {
 }
 
 impl GpuPoller {
-    /// Starts polling `backend` every `period`. The core loop reads the
-    /// returned receiver with `try_recv`; at most `capacity` events wait
-    /// in it.
+    /// Starts polling `backend` every `period` from a task on `on` (the
+    /// control runtime). The core loop reads the returned receiver with
+    /// `try_recv`; at most `capacity` events wait in it.
     pub fn spawn(
-        mut backend: Box<dyn GpuBackend>,
+        on: &Handle,
+        backend: Box<dyn GpuBackend>,
         period: Duration,
         capacity: usize,
-    ) -> Result<(Self, Receiver<GpuEvent>), GpuError> {
-        let (events, receiver) = mpsc::sync_channel(capacity.max(1));
-        let (stop, stopped) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("pinwheel-gpu-poll".to_owned())
-            .spawn(move || poll(backend.as_mut(), period, &events, &stopped))
-            .map_err(GpuError::Spawn)?;
-        Ok((
+    ) -> (Self, mpsc::Receiver<GpuEvent>) {
+        let (events, receiver) = mpsc::channel(capacity.max(1));
+        let (stop, stopped) = oneshot::channel();
+        let task = on.spawn(poll(backend, period, events, stopped));
+        (
             Self {
                 stop: Some(stop),
-                thread: Some(thread),
+                task,
             },
             receiver,
-        ))
+        )
     }
 
-    /// Stops the thread and returns what it did.
-    pub fn stop(mut self) -> PollStats {
-        self.join()
-    }
-
-    fn join(&mut self) -> PollStats {
+    /// Stops the task and returns what it did.
+    pub async fn stop(mut self) -> PollStats {
         drop(self.stop.take());
-        self.thread
-            .take()
-            .map(|t| t.join().unwrap_or_default())
-            .unwrap_or_default()
+        (&mut self.task).await.unwrap_or_default()
     }
 }
 
 impl Drop for GpuPoller {
     fn drop(&mut self) {
-        self.join();
+        drop(self.stop.take());
     }
 }
 
-fn poll(
-    backend: &mut dyn GpuBackend,
+/// One round's readings, by GPU slot.
+type Round = Vec<(usize, GpuIndex, Result<GpuSample, GpuError>)>;
+
+async fn poll(
+    mut backend: Box<dyn GpuBackend>,
     period: Duration,
-    events: &SyncSender<GpuEvent>,
-    stopped: &Receiver<()>,
+    events: mpsc::Sender<GpuEvent>,
+    mut stopped: oneshot::Receiver<()>,
 ) -> PollStats {
     let gpus: Vec<GpuIndex> = backend.gpus().iter().map(|g| g.index).collect();
     let mut lost = vec![false; gpus.len()];
     let mut stats = PollStats::default();
+    let mut rounds = tokio::time::interval(period);
+    // A round that overran the period is followed by a whole period, not
+    // by a catch-up round against a driver that is already slow.
+    rounds.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        for (slot, &gpu) in gpus.iter().enumerate() {
-            if lost[slot] {
-                continue;
+        tokio::select! {
+            _ = &mut stopped => {
+                // Closing NVML is a driver call too.
+                drop(tokio::task::spawn_blocking(move || drop(backend)));
+                return stats;
             }
-            let event = match backend.sample(gpu) {
-                Ok(sample) => GpuEvent::Sample(sample),
-                Err(GpuError::Lost { gpu }) => {
-                    warn!(gpu = %gpu, "gpu lost, no longer polled");
-                    lost[slot] = true;
-                    GpuEvent::Lost { gpu }
-                }
-                Err(err) => {
-                    debug!(gpu = %gpu, error = %err, "gpu reading failed");
-                    stats.failed += 1;
-                    continue;
-                }
-            };
-            match events.try_send(event) {
-                Ok(()) => stats.sent += 1,
-                Err(TrySendError::Full(_)) => stats.dropped += 1,
-                Err(TrySendError::Disconnected(_)) => return stats,
-            }
+            _ = rounds.tick() => {}
         }
-        match stopped.recv_timeout(period) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return stats,
+        let wanted: Vec<(usize, GpuIndex)> = gpus
+            .iter()
+            .enumerate()
+            .filter(|(slot, _)| !lost[*slot])
+            .map(|(slot, &gpu)| (slot, gpu))
+            .collect();
+        let round = tokio::task::spawn_blocking(move || {
+            let round: Round = wanted
+                .into_iter()
+                .map(|(slot, gpu)| (slot, gpu, backend.sample(gpu)))
+                .collect();
+            (backend, round)
+        });
+        let round = tokio::select! {
+            // The round's result, backend included, is dropped on the
+            // blocking thread when it ends.
+            _ = &mut stopped => return stats,
+            round = round => round,
+        };
+        let Ok((returned, round)) = round else {
+            // The backend panicked in the driver call; with
+            // `panic = "abort"` this is not reached, and without it the
+            // backend is gone with the blocking thread.
+            return stats;
+        };
+        backend = returned;
+        if !send_round(round, &mut lost, &events, &mut stats) {
+            return stats;
         }
     }
 }
 
+/// Sends one round's events; false once the core loop is gone.
+fn send_round(
+    round: Round,
+    lost: &mut [bool],
+    events: &mpsc::Sender<GpuEvent>,
+    stats: &mut PollStats,
+) -> bool {
+    for (slot, gpu, reading) in round {
+        let event = match reading {
+            Ok(sample) => GpuEvent::Sample(sample),
+            Err(GpuError::Lost { .. }) => {
+                warn!(gpu = %gpu, "gpu lost, no longer polled");
+                lost[slot] = true;
+                GpuEvent::Lost { gpu }
+            }
+            Err(err) => {
+                debug!(gpu = %gpu, error = %err, "gpu reading failed");
+                stats.failed += 1;
+                continue;
+            }
+        };
+        match events.try_send(event) {
+            Ok(()) => stats.sent += 1,
+            Err(mpsc::error::TrySendError::Full(_)) => stats.dropped += 1,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc as std_mpsc;
+
     use super::*;
     use crate::gpu::sim::SimBackend;
+    use crate::runtime::control::ControlRuntime;
 
     #[test]
     fn the_poller_sends_samples_and_reports_a_lost_gpu_once() {
+        let control = ControlRuntime::start(None, &Default::default()).unwrap();
         let mut sim = SimBackend::new(&[("a", 1000), ("b", 2000)]);
         sim.lose(GpuIndex(1));
-        let (sut, events) = GpuPoller::spawn(Box::new(sim), Duration::from_millis(1), 64).unwrap();
+        let (sut, mut events) = GpuPoller::spawn(
+            control.handle(),
+            Box::new(sim),
+            Duration::from_millis(1),
+            64,
+        );
         let mut samples = 0;
         let mut lost = 0;
         while samples < 5 {
-            match events.recv().unwrap() {
+            match events.blocking_recv().unwrap() {
                 GpuEvent::Sample(s) => {
                     assert_eq!(s.gpu, GpuIndex(0));
                     samples += 1;
@@ -160,7 +217,7 @@ mod tests {
                 }
             }
         }
-        let stats = sut.stop();
+        let stats = control.handle().block_on(sut.stop());
         while let Ok(event) = events.try_recv() {
             assert!(matches!(event, GpuEvent::Sample(_)), "{event:?}");
         }
@@ -168,11 +225,12 @@ mod tests {
         assert!(stats.sent >= 6);
     }
 
-    /// A backend that tells the test each time it is read.
+    /// A backend that tells the test each time it is read, and on which
+    /// thread.
     #[derive(Debug)]
     struct Pinging {
         inner: SimBackend,
-        pings: mpsc::Sender<()>,
+        pings: std_mpsc::Sender<Option<String>>,
     }
 
     impl GpuBackend for Pinging {
@@ -180,7 +238,9 @@ mod tests {
             self.inner.gpus()
         }
         fn sample(&mut self, gpu: GpuIndex) -> Result<GpuSample, GpuError> {
-            let _ = self.pings.send(());
+            let _ = self
+                .pings
+                .send(std::thread::current().name().map(str::to_owned));
             self.inner.sample(gpu)
         }
         fn degraded(&self) -> Option<&str> {
@@ -190,19 +250,47 @@ mod tests {
 
     #[test]
     fn a_full_channel_drops_readings_instead_of_blocking() {
-        let (pings, pinged) = mpsc::channel();
+        let control = ControlRuntime::start(None, &Default::default()).unwrap();
+        let (pings, pinged) = std_mpsc::channel();
         let backend = Pinging {
             inner: SimBackend::new(&[("a", 1000)]),
             pings,
         };
-        let (sut, events) =
-            GpuPoller::spawn(Box::new(backend), Duration::from_millis(1), 1).unwrap();
+        let (sut, mut events) = GpuPoller::spawn(
+            control.handle(),
+            Box::new(backend),
+            Duration::from_millis(1),
+            1,
+        );
         // The third read starts after the second reading met a full channel.
         for _ in 0..3 {
             pinged.recv().unwrap();
         }
-        let stats = sut.stop();
+        let stats = control.handle().block_on(sut.stop());
         assert!(events.try_recv().is_ok());
         assert!(stats.dropped >= 1, "{stats:?}");
+    }
+
+    #[test]
+    fn the_backend_is_read_on_the_blocking_thread_not_the_control_thread() {
+        let control = ControlRuntime::start(None, &Default::default()).unwrap();
+        let (pings, pinged) = std_mpsc::channel();
+        let backend = Pinging {
+            inner: SimBackend::new(&[("a", 1000)]),
+            pings,
+        };
+        let (_sut, _events) = GpuPoller::spawn(
+            control.handle(),
+            Box::new(backend),
+            Duration::from_millis(1),
+            4,
+        );
+
+        let thread = pinged.recv().unwrap();
+
+        assert_eq!(
+            thread.as_deref(),
+            Some(crate::runtime::control::BLOCKING_THREAD)
+        );
     }
 }

@@ -44,6 +44,11 @@
 //!   hosts' memory, not in a store: it is lost only if every host that
 //!   knew it is lost before passing it on.
 //!
+//! * **Bounds.** Reports come from peers, so the peers kept
+//!   ([`MAX_PEERS`]), the slots remembered ([`MAX_SLOTS`]) and every VRAM
+//!   size ([`MAX_VRAM_MIB`]) are bounded, and VRAM sums saturate instead
+//!   of wrapping.
+//!
 //! What it does not do: load anything (the daemon carries out
 //! [`Decision::Load`] and [`Decision::Yield`] through the VRAM optimizer)
 //! or measure latency (the cluster link does).
@@ -57,7 +62,18 @@ mod tests;
 mod types;
 mod view;
 
+pub use crate::config::limits::MAX_VRAM_MIB;
 pub use scheduler::{GpuScheduler, MAX_REPLICAS};
+
+/// The most peers one host keeps track of. A peer past it is refused (by
+/// the cluster link, counted as a bad frame, and here), so hosts that
+/// anyone can name cannot grow the maps without bound.
+pub const MAX_PEERS: usize = 256;
+
+/// The most slots the catalogue remembers. Slots of lost hosts stay in it
+/// until placed again; a report that would take it past this bound is not
+/// taken.
+pub const MAX_SLOTS: usize = 16_384;
 pub use types::{
     Assignment, Claim, Decision, Epoch, GpuIndex, GpuReport, HostName, HostReport, HostState,
     HostStatus, JobRequest, ModelName, ModelRequest, Orphan, Placement, Policy, Slot, outranks,
@@ -152,11 +168,35 @@ pub enum SchedError {
         /// The name.
         host: HostName,
     },
-    /// A model asked for no VRAM.
-    #[error("model {model} asks for 0 MiB of VRAM; give its size in MiB")]
-    ZeroVram {
+    /// A model asked for no VRAM, or for more than any GPU has.
+    #[error("model {model} asks for {vram_mib} MiB of VRAM; give its size, 1 to {max} MiB")]
+    Vram {
         /// The model.
         model: ModelName,
+        /// What it asked for.
+        vram_mib: u64,
+        /// The most allowed ([`MAX_VRAM_MIB`]).
+        max: u64,
+    },
+    /// A peer would be one more than [`MAX_PEERS`].
+    #[error("host {host} would be peer {} of this host; a cluster holds at most {max} peers", max + 1)]
+    TooManyPeers {
+        /// The new peer.
+        host: HostName,
+        /// [`MAX_PEERS`].
+        max: usize,
+    },
+    /// A report would take the catalogue past [`MAX_SLOTS`].
+    #[error(
+        "host {host} reports {new} slots this host never heard of; at most {max} are remembered"
+    )]
+    TooManySlots {
+        /// The reporting host.
+        host: HostName,
+        /// Slots new to this host in the report.
+        new: usize,
+        /// [`MAX_SLOTS`].
+        max: usize,
     },
     /// Too few or too many replicas.
     #[error("model {model} asks for {replicas} replicas; ask for 1 to {max}")]

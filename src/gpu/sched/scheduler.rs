@@ -8,14 +8,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::SchedConfig;
-use super::SchedError;
 use super::fit::{self, Candidate};
 use super::types::{
     Assignment, Claim, Decision, GpuIndex, GpuReport, HostName, HostReport, JobRequest, ModelName,
     ModelRequest, Orphan, Placement, Slot,
 };
 use super::view::{Catalogue, Peer};
+use super::{MAX_VRAM_MIB, SchedConfig, SchedError};
 
 /// The most replicas one model may ask for.
 pub const MAX_REPLICAS: u8 = 8;
@@ -163,6 +162,7 @@ impl GpuScheduler {
         {
             return Ok(());
         }
+        self.admit(&report)?;
         self.catalogue.learn(
             &report.host,
             &report.owned,
@@ -386,7 +386,7 @@ impl GpuScheduler {
             .values()
             .filter(|o| o.claim.gpu == gpu.gpu)
             .map(|o| o.claim.vram_mib)
-            .sum();
+            .fold(0, u64::saturating_add);
         gpu.free_mib
             .saturating_sub(since)
             .min(gpu.total_mib.saturating_sub(held))
@@ -403,7 +403,8 @@ impl GpuScheduler {
                 .get(&a.target)
                 .is_some_and(|p| p.holds(&a.claim.slot).is_some());
             if a.target != self.me && !loaded {
-                *reserved.entry((a.target.clone(), a.claim.gpu)).or_default() += a.claim.vram_mib;
+                let taken = reserved.entry((a.target.clone(), a.claim.gpu)).or_default();
+                *taken = taken.saturating_add(a.claim.vram_mib);
             }
         }
         reserved
@@ -521,7 +522,8 @@ impl GpuScheduler {
         };
         self.catalogue
             .learn(&self.me, std::slice::from_ref(&claim), &[], &[]);
-        *self.loaded_since_sample.entry(claim.gpu).or_default() += claim.vram_mib;
+        let since = self.loaded_since_sample.entry(claim.gpu).or_default();
+        *since = since.saturating_add(claim.vram_mib);
         self.owned.insert(
             claim.slot.clone(),
             Owned {
@@ -558,9 +560,11 @@ impl GpuScheduler {
         replicas: u8,
         host: Option<&HostName>,
     ) -> Result<(), SchedError> {
-        if vram_mib == 0 {
-            return Err(SchedError::ZeroVram {
+        if !(1..=MAX_VRAM_MIB).contains(&vram_mib) {
+            return Err(SchedError::Vram {
                 model: model.clone(),
+                vram_mib,
+                max: MAX_VRAM_MIB,
             });
         }
         if replicas == 0 || replicas > MAX_REPLICAS {

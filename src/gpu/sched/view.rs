@@ -9,11 +9,16 @@
 //! Slots that need not survive (neither pinned nor active) are forgotten
 //! once no live host holds them.
 //!
+//! Both are fed by peers, so [`GpuScheduler::admit`] bounds them: at most
+//! [`MAX_PEERS`] peers and [`MAX_SLOTS`] slots.
+//!
 //! What it does not do: decide anything. `replace.rs` reads it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::scheduler::GpuScheduler;
 use super::types::{Assignment, Claim, Epoch, HostName, HostReport, Orphan, Slot, outranks};
+use super::{MAX_PEERS, MAX_SLOTS, SchedError};
 
 /// Another host, as this one last heard of it.
 #[derive(Debug, Clone)]
@@ -44,6 +49,34 @@ pub(super) struct Known {
     pub host: HostName,
     /// The highest epoch seen for the slot, claimed or assigned.
     pub max_epoch: Epoch,
+}
+
+impl GpuScheduler {
+    /// Refuses a report from a peer past [`MAX_PEERS`], or one that would
+    /// take the catalogue past [`MAX_SLOTS`].
+    pub(super) fn admit(&self, report: &HostReport) -> Result<(), SchedError> {
+        if !self.peers.contains_key(&report.host) && self.peers.len() >= MAX_PEERS {
+            return Err(SchedError::TooManyPeers {
+                host: report.host.clone(),
+                max: MAX_PEERS,
+            });
+        }
+        let slots = report
+            .owned
+            .iter()
+            .chain(report.assignments.iter().map(|a| &a.claim))
+            .chain(report.orphans.iter().map(|o| &o.claim))
+            .map(|c| &c.slot);
+        let new = self.catalogue.unknown(slots);
+        if self.catalogue.len().saturating_add(new) > MAX_SLOTS {
+            return Err(SchedError::TooManySlots {
+                host: report.host.clone(),
+                new,
+                max: MAX_SLOTS,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Every slot this host has heard of.
@@ -97,6 +130,17 @@ impl Catalogue {
                 }
             }
         }
+    }
+
+    /// How many slots it holds.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// How many distinct slots of `slots` it has not heard of.
+    pub fn unknown<'s>(&self, slots: impl Iterator<Item = &'s Slot>) -> usize {
+        let new: BTreeSet<&Slot> = slots.filter(|s| !self.slots.contains_key(s)).collect();
+        new.len()
     }
 
     /// The highest epoch seen for `slot` (0 if never heard of).
