@@ -147,6 +147,8 @@ mod tests {
                 handled: 10,
                 failures: 0,
                 restarts: 0,
+                anomalies: Vec::new(),
+                fault: None,
             }],
             executors: Vec::new(),
         };

@@ -91,7 +91,7 @@ fn resolve_one(
             }
             None => Err(None),
         },
-        None => match (on(&caller.spec.host()), candidates) {
+        None => match (on(caller.spec.host()), candidates) {
             (Some(index), _) => Ok(index),
             (None, [only]) => Ok(*only),
             (None, []) => Err(None),

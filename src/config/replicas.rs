@@ -82,20 +82,19 @@ pub(super) fn validate(
         Some(n) => *n.get_ref(),
         None => 1,
     };
-    if count == 1 {
-        if let Some(span) = raw
+    if count == 1
+        && let Some(span) = raw
             .balance
             .as_ref()
             .map(Spanned::span)
             .or_else(|| raw.weights.as_ref().map(Spanned::span))
-        {
-            return Err(invalid(
-                span,
-                format!(
-                    "agent {agent} runs one instance; `balance` and `weights` need replicas = 2 or more"
-                ),
-            ));
-        }
+    {
+        return Err(invalid(
+            span,
+            format!(
+                "agent {agent} runs one instance; `balance` and `weights` need replicas = 2 or more"
+            ),
+        ));
     }
     let balance = raw
         .balance

@@ -33,8 +33,9 @@ use tracing::{error, info};
 
 use super::cluster::ClusterSide;
 use super::gpus::GpuSide;
+use super::twin::Twin;
 use crate::observe::admin::Request;
-use crate::observe::api::{AgentState, AgentStatus, ExecutorStatus};
+use crate::observe::api::{AgentState, AgentStatus, ExecutorStatus, Signal};
 use crate::observe::view::{DaemonView, LiveView};
 use crate::observe::watchdog::{Systemd, Watchdog};
 use crate::runtime::control::{ControlRuntime, ControlTask};
@@ -81,6 +82,7 @@ struct State {
     commands: mpsc::Receiver<Request>,
     gpus: GpuSide,
     cluster: ClusterSide,
+    twin: Twin,
     watchdog: Watchdog,
     systemd: Option<Systemd>,
     /// Handled counts per agent at the last refresh, and when.
@@ -106,6 +108,7 @@ impl State {
             last: (now, vec![0; agents], vec![0; executors]),
             next_view: now,
             next_alive: now,
+            twin: Twin::new(&view),
             view,
             commands,
             gpus,
@@ -129,6 +132,8 @@ impl State {
                 Some(request) = self.commands.recv() => self.answer(request),
             }
         }
+        // The run report reads the last counts.
+        self.view.set_gpus(self.gpus.view());
         if let Some(systemd) = &self.systemd {
             systemd.stopping();
         }
@@ -223,6 +228,8 @@ impl State {
         let snapshots = self.view.control.recent();
         let now = Instant::now();
         let seconds = now.duration_since(self.last.0).as_secs_f64().max(1e-3);
+        let view = Arc::clone(&self.view);
+        self.twin.refresh(&view, &snapshots);
         let agents = self.agent_statuses(&snapshots, seconds);
         let executors = self.executor_statuses(&snapshots, seconds);
         self.last.0 = now;
@@ -273,6 +280,13 @@ impl State {
                     handled: c.handled,
                     failures: c.failures,
                     restarts: c.restarts,
+                    anomalies: [Signal::Latency, Signal::Errors]
+                        .into_iter()
+                        .filter(|&s| self.twin.anomalous(id, s))
+                        .collect(),
+                    fault: Some(view.routes.board().drill(AgentId(id as u32)))
+                        .filter(|d| !d.is_none())
+                        .map(|d| d.to_string()),
                 }
             })
             .collect()

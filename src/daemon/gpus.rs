@@ -206,16 +206,6 @@ impl GpuSide {
         }
     }
 
-    /// How long the agents' model uses that had to ask waited, ns.
-    pub fn use_waits(&self) -> &hdrhistogram::Histogram<u64> {
-        self.uses.waits()
-    }
-
-    /// The optimizer's counts so far.
-    pub fn vram_stats(&self) -> crate::gpu::vram::VramStats {
-        self.optimizer.stats()
-    }
-
     fn carry_out(&mut self, now: u64, decision: &Decision) {
         match *decision {
             Decision::Load {
@@ -415,6 +405,8 @@ impl GpuSide {
                 misses: s.misses,
                 queued: s.queued,
                 denied: s.denied,
+                waits: self.uses.waits().len(),
+                wait_p99_ns: self.uses.waits().value_at_quantile(0.99),
             },
             decisions: self.recent.iter().cloned().collect(),
         }

@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::agents::mesh::MeshCounters;
 use crate::config::{AgentIndex, AgentSet};
 use crate::latency::{LatencySummary, format_ns, new_histogram};
+use crate::observe::api::{AnomalySeen, VramCounts};
 use crate::plan::Plan;
 use crate::runtime::node::RouterTotals;
 use crate::runtime::routes::Routes;
@@ -169,6 +170,11 @@ pub struct Report {
     pub router: RouterTotals,
     /// Why the run was degraded (privileges it did not get).
     pub degraded: Vec<String>,
+    /// Anomalies the detector raised, oldest first.
+    pub anomalies: Vec<AnomalySeen>,
+    /// The VRAM optimizer's counts (loads, evictions, hits, misses,
+    /// waits); absent on a host without GPUs.
+    pub vram: Option<VramCounts>,
     /// The merged end-to-end and voice histograms, for `pinwheel bench`'s
     /// percentile distributions; not part of the JSON.
     #[serde(skip)]
@@ -198,6 +204,10 @@ pub struct ReportInputs<'a> {
     pub rate_per_s: f64,
     /// Degraded reasons.
     pub degraded: Vec<String>,
+    /// Anomalies seen.
+    pub anomalies: Vec<AnomalySeen>,
+    /// The VRAM optimizer's counts, if the host has GPUs.
+    pub vram: Option<VramCounts>,
 }
 
 impl Report {
@@ -254,6 +264,8 @@ impl Report {
             },
             router: router_totals(snapshots),
             degraded: inputs.degraded,
+            anomalies: inputs.anomalies,
+            vram: inputs.vram,
             histograms: [e2e, voice],
         }
     }
@@ -350,6 +362,32 @@ impl Report {
                 out,
                 "{}: {} agents registered ({} up), {} restored from the snapshot, {} saves, {} snapshot errors",
                 g.name, g.entries, g.up, g.restored, g.saves, g.snapshot_errors
+            );
+        }
+        if let Some(v) = &self.vram {
+            let _ = writeln!(
+                out,
+                "vram: {} loads, {} preloads, {} evictions, {} hits, {} misses, {} waited (p99 {}), {} denied",
+                v.loads,
+                v.preloads,
+                v.evictions,
+                v.hits,
+                v.misses,
+                v.waits,
+                format_ns(v.wait_p99_ns),
+                v.denied
+            );
+        }
+        for a in &self.anomalies {
+            let until = a
+                .cleared_s
+                .map_or_else(|| "the end".to_owned(), |s| format!("{s:.1} s"));
+            let _ = writeln!(
+                out,
+                "anomaly: {} {} from {:.1} s to {until}",
+                a.agent,
+                a.signal.as_str(),
+                a.raised_s
             );
         }
         if !self.degraded.is_empty() {

@@ -96,7 +96,13 @@ impl UseService {
                 self.told[d][slot] = hits;
             }
             let holding = self.board.grant(slot).map_or(0, |g| g.holders());
-            optimizer.note_held(now_ms, self.ids[slot], priority(info.class), started, holding);
+            optimizer.note_held(
+                now_ms,
+                self.ids[slot],
+                priority(info.class),
+                started,
+                holding,
+            );
         }
         for d in 0..self.board.desks().len() {
             for s in 0..self.board.desks()[d].len() {
@@ -159,7 +165,10 @@ impl UseService {
             let desk = &self.board.desks()[d];
             if desk.advance(s, SlotState::Waiting, to) {
                 if let Some(asked) = self.submitted[d][s].filter(|_| to == SlotState::Admitted) {
-                    record_ns(&mut self.waits, now_ms.saturating_sub(asked.asked_ms) * 1_000_000);
+                    record_ns(
+                        &mut self.waits,
+                        now_ms.saturating_sub(asked.asked_ms) * 1_000_000,
+                    );
                 }
                 if to == SlotState::Denied {
                     self.submitted[d][s] = None;

@@ -30,9 +30,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use self::manifest::{Entry, Manifest};
+use super::CliError;
 use super::SysfsArg;
 use crate::config::AgentSet;
-use super::CliError;
 use crate::error::DaemonError;
 use crate::plan::Plan;
 use crate::topology;

@@ -462,6 +462,8 @@ pub(super) mod tests {
             handled: 1,
             failures: 0,
             restarts: 0,
+            anomalies: Vec::new(),
+            fault: None,
         }
     }
 

@@ -251,6 +251,7 @@ mod tests {
             admin_token_file: PathBuf::from("t"),
             host: host.map(str::to_owned),
             nats_url: nats.map(str::to_owned),
+            faults: Vec::new(),
         }
     }
 
