@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-use super::api::{AgentStatus, ClusterResponse, ExecutorStatus, GpusResponse};
+use super::api::{AgentStatus, AnomalySeen, ClusterResponse, ExecutorStatus, GpusResponse};
 use super::health::Health;
 use super::perf::PerfSet;
 use crate::runtime::executor::Control;
@@ -70,6 +70,7 @@ pub struct DaemonView {
     live: RwLock<LiveView>,
     gpus: RwLock<GpusResponse>,
     cluster: RwLock<ClusterResponse>,
+    anomalies: RwLock<Vec<AnomalySeen>>,
 }
 
 impl DaemonView {
@@ -94,6 +95,7 @@ impl DaemonView {
             live: RwLock::new(LiveView::default()),
             gpus: RwLock::new(GpusResponse::default()),
             cluster: RwLock::new(cluster),
+            anomalies: RwLock::new(Vec::new()),
         }
     }
 
@@ -125,6 +127,16 @@ impl DaemonView {
     /// Publishes `GET /v1/cluster`.
     pub fn set_cluster(&self, cluster: ClusterResponse) {
         store(&self.cluster, cluster);
+    }
+
+    /// The anomalies the core loop's twin has seen, for the run report.
+    pub fn anomalies(&self) -> Vec<AnomalySeen> {
+        load(&self.anomalies)
+    }
+
+    /// Publishes the anomalies seen.
+    pub fn set_anomalies(&self, seen: Vec<AnomalySeen>) {
+        store(&self.anomalies, seen);
     }
 }
 

@@ -252,6 +252,7 @@ mod tests {
             host: host.map(str::to_owned),
             nats_url: nats.map(str::to_owned),
             run_dir: PathBuf::from("/run/pinwheel"),
+            faults: Vec::new(),
         }
     }
 
