@@ -143,10 +143,8 @@ impl Agent {
             .map_err(raise)?;
         let body: Py<PyBytes> = PyBytes::new(py, &reply.body).unbind();
         if reply.status != 0 {
-            let err = CallError::new_err(format!(
-                "{name}.{method} answered status {}",
-                reply.status
-            ));
+            let err =
+                CallError::new_err(format!("{name}.{method} answered status {}", reply.status));
             let value = err.value(py);
             value.setattr("status", reply.status)?;
             value.setattr("body", body)?;
@@ -263,8 +261,7 @@ impl Request {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
             .ok_or_else(|| Error::new_err("this request was already answered"))?;
-        py.allow_threads(|| sdk.reply(status, &body))
-            .map_err(raise)
+        py.allow_threads(|| sdk.reply(status, &body)).map_err(raise)
     }
 
     fn __repr__(&self) -> String {
