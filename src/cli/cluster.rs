@@ -27,6 +27,26 @@ pub enum ClusterCommand {
     /// The hosts (up, degraded, lost), the models placed across them and
     /// the agent registry, as a running daemon sees them.
     Status(ClusterStatusArgs),
+    /// Write one NATS identity per host (DIR/<host>.nk, mode 600) and a
+    /// nats-server configuration (DIR/nats-server.conf, JetStream on,
+    /// including DIR/auth.conf) whose permissions let each host speak only
+    /// as itself.
+    Init(ClusterInitArgs),
+}
+
+/// `pinwheel cluster init`.
+#[derive(Debug, Args)]
+pub struct ClusterInitArgs {
+    /// The cluster's name (the topologies' `[cluster] name`).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: String,
+    /// The hosts, comma-separated.
+    #[arg(long, value_name = "HOST,...", value_delimiter = ',', required = true)]
+    pub hosts: Vec<String>,
+    /// The directory to write (created, mode 700); existing seed files are
+    /// not overwritten.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// `pinwheel cluster status`.
@@ -73,6 +93,49 @@ pub struct GpuPlaceArgs {
     /// File holding the daemon's admin token.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_TOKEN_FILE)]
     pub token_file: PathBuf,
+}
+
+pub(super) fn init(args: &ClusterInitArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = std::path::absolute(&args.out)?;
+    let files = crate::cluster::init_files(&args.cluster, &args.hosts, &dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    for (host, _, _) in &files.seeds {
+        let path = dir.join(format!("{host}.nk"));
+        if path.exists() {
+            return Err(DaemonError::Usage {
+                message: format!(
+                    "{} exists; init writes fresh identities only (remove it, or write elsewhere)",
+                    path.display()
+                ),
+            });
+        }
+    }
+    let mut written = String::new();
+    for (host, seed, public) in &files.seeds {
+        let path = dir.join(format!("{host}.nk"));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(format!("{seed}\n").as_bytes())?;
+        let _ = writeln!(written, "{}  {host} ({public})", path.display());
+    }
+    std::fs::write(dir.join("auth.conf"), &files.auth_conf)?;
+    let conf = dir.join("nats-server.conf");
+    std::fs::write(&conf, &files.server_conf)?;
+    let _ = writeln!(
+        written,
+        "{}  run: nats-server -c {} -p 4222\n\ngive each host its seed (root-owned, mode 600) as [cluster] nkey_file or --nats-nkey",
+        conf.display(),
+        conf.display()
+    );
+    out.write_all(written.as_bytes())?;
+    Ok(())
 }
 
 pub(super) fn status(args: &ClusterStatusArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
@@ -252,11 +315,11 @@ fn model(p: &Value) -> String {
 /// A placement's state: the VRAM optimizer's word where the daemon gives
 /// one (`resident`, `waiting`), else loaded or assigned.
 fn state(p: &Value) -> String {
-    let epoch = p["epoch"].as_u64().unwrap_or(0);
+    let revision = p["revision"].as_u64().unwrap_or(0);
     match p["state"].as_str() {
-        Some(state) => format!("{state} (epoch {epoch})"),
-        None if p["loaded"] == false => format!("assigned, loading (epoch {epoch})"),
-        None => format!("loaded (epoch {epoch})"),
+        Some(state) => format!("{state} (revision {revision})"),
+        None if p["loaded"] == false => format!("assigned, loading (revision {revision})"),
+        None => format!("loaded (revision {revision})"),
     }
 }
 
@@ -273,7 +336,7 @@ mod tests {
                 {"host": "alpha", "state": "lost", "last_seen_ms": 1236, "latency_us": 323},
             ],
             "placements": [{"model": "whisper", "host": "beta", "gpu": 0, "vram_mib": 3000,
-                            "pinned": true, "replica": 0, "loaded": true, "epoch": 2}],
+                            "pinned": true, "replica": 0, "loaded": true, "revision": 2}],
             "agents": [{"agent": "Stt", "host": "alpha", "ports": [], "health": "lost"},
                        {"agent": "Tts", "host": "beta", "ports": [], "health": "healthy"}],
         });
@@ -291,7 +354,7 @@ mod tests {
         assert!(!sut.contains("no_pmu"), "{sut}");
         assert!(sut.contains("beta (here)"), "{sut}");
         assert!(sut.contains("1.24 s") && sut.contains("323.0 us"), "{sut}");
-        assert!(sut.contains("loaded (epoch 2)"), "{sut}");
+        assert!(sut.contains("loaded (revision 2)"), "{sut}");
         assert!(
             sut.contains("registry: 2 agents on 2 hosts (1 on lost hosts)"),
             "{sut}"
@@ -303,9 +366,9 @@ mod tests {
         let cluster =
             json!({"cluster": null, "host": "solo", "hosts": [], "placements": [], "agents": []});
         let answer = json!({"placements": [{"model": "llm", "host": "pc2", "gpu": 1, "vram_mib": 8000,
-                                            "pinned": false, "replica": 1, "loaded": false, "epoch": 1},
+                                            "pinned": false, "replica": 1, "loaded": false, "revision": 1},
                                            {"model": "llm", "host": "solo", "gpu": 0, "vram_mib": 8000,
-                                            "pinned": false, "replica": 0, "loaded": true, "epoch": 1,
+                                            "pinned": false, "replica": 0, "loaded": true, "revision": 1,
                                             "state": "waiting"}]});
 
         let status = render_status(&cluster, &json!({"status": "ok", "reasons": []}));
@@ -315,7 +378,7 @@ mod tests {
         assert!(status.contains("no models placed"), "{status}");
         assert_eq!(
             placed,
-            "llm#1 on pc2 GPU 1: 8000 MiB, assigned, loading (epoch 1)\nllm on solo GPU 0: 8000 MiB, waiting (epoch 1)\n"
+            "llm#1 on pc2 GPU 1: 8000 MiB, assigned, loading (revision 1)\nllm on solo GPU 0: 8000 MiB, waiting (revision 1)\n"
         );
     }
 }

@@ -24,7 +24,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use bench::{BenchArgs, BenchCommand, BenchRingArgs, BenchRouterArgs, BenchSuiteArgs};
 pub use client::AdminClient;
-pub use cluster::{ClusterCommand, ClusterStatusArgs, GpuCommand, GpuPlaceArgs};
+pub use cluster::{ClusterCommand, ClusterInitArgs, ClusterStatusArgs, GpuCommand, GpuPlaceArgs};
 pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, ValidateArgs};
 pub use run::RunArgs;
 pub use status::StatusArgs;
@@ -148,6 +148,7 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Status(args) => status::run(&args, out),
         Command::Tune(command) => tune::run(command, out),
         Command::Cluster(ClusterCommand::Status(args)) => cluster::status(&args, out),
+        Command::Cluster(ClusterCommand::Init(args)) => cluster::init(&args, out),
         Command::Gpu(GpuCommand::Place(args)) => cluster::place(&args, out),
         Command::Vram(command) => vram::run(command, out),
     };

@@ -64,6 +64,11 @@ pub struct RunArgs {
     /// "pinwheel". With neither, the daemon runs alone and off the network.
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
+    /// This host's NATS identity: an nkey seed file (`pinwheel cluster
+    /// init` writes one per host; root-owned, mode 600), over the
+    /// topology's `[cluster] nkey_file`.
+    #[arg(long, value_name = "FILE")]
+    pub nats_nkey: Option<PathBuf>,
     /// File holding the admin API's bearer token (root-owned, mode 600).
     #[arg(long, value_name = "FILE", default_value = crate::observe::admin::DEFAULT_TOKEN_FILE)]
     pub admin_token_file: PathBuf,
@@ -116,6 +121,7 @@ impl RunArgs {
             admin_token_file: self.admin_token_file.clone(),
             host: self.host.clone(),
             nats_url: self.nats.clone(),
+            nats_nkey: self.nats_nkey.clone(),
         })
     }
 }

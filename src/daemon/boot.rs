@@ -9,7 +9,8 @@
 //!    directory can be created.
 //! 3. Process privileges: locked memory (an error only if glommio's
 //!    minimum is impossible), each missing privilege one warning.
-//! 4. Lay out rings and executors, build the mesh, start the executors
+//! 4. Lay out rings and executors (in a cluster, each executor's call
+//!    rings to the cluster link too), build the mesh, start the executors
 //!    (each applies its thread privileges first), then open the start
 //!    phases one at a time, each waiting for its agents.
 //!
@@ -33,6 +34,7 @@ use crate::plan::Plan;
 use crate::runtime::executor::{Control, IO_MEMORY, Runtime, ThreadSetup, start};
 use crate::runtime::layout::{Layout, layout};
 use crate::runtime::privileges::{DegradedReason, ThreadPolicy, prepare_process, prepare_thread};
+use crate::runtime::remote::CallRings;
 use crate::runtime::routes::Routes;
 use crate::topology::{self, Topology};
 
@@ -48,6 +50,9 @@ pub struct Booted {
     pub mesh: Arc<Mesh>,
     /// The routing table.
     pub routes: Arc<Routes>,
+    /// The cluster link's ends of the executors' call rings, in a cluster
+    /// (taken when the link starts).
+    pub call_rings: Option<CallRings>,
     /// The plan.
     pub plan: Plan,
     /// The manifests.
@@ -116,11 +121,17 @@ pub fn start_mesh(
     began: Instant,
     guard_on: &tokio::runtime::Handle,
 ) -> Result<Booted, DaemonError> {
+    let mut laid = layout(&plan, topology, &agents)?;
+    // In a cluster, every executor gets call rings to the cluster link.
+    let call_rings = match topology.cluster() {
+        Some(_) => Some(laid.add_call_rings()?),
+        None => None,
+    };
     let Layout {
         routes,
         executors,
         phases,
-    } = layout(&plan, topology, &agents)?;
+    } = laid;
     let health = Arc::new(Health::default());
     if options.privileged {
         let process = prepare_process((IO_MEMORY * executors.len()) as u64)?;
@@ -155,6 +166,7 @@ pub fn start_mesh(
         runtime,
         mesh,
         routes,
+        call_rings,
         plan,
         agents,
         phases,

@@ -48,6 +48,7 @@ use crate::observe::metrics;
 use crate::observe::view::{AgentFacts, DaemonView, ViewParts};
 use crate::plan::render_json;
 use crate::runtime::control::ControlRuntime;
+use crate::runtime::remote::{CallRings, CallStats};
 use crate::topology::Topology;
 
 /// Commands that may wait for the core loop at once.
@@ -61,12 +62,18 @@ pub struct Controls {
     core: CoreLoop,
     admin: Option<Admin>,
     link: Option<LinkTask>,
+    calls: Option<Arc<CallStats>>,
 }
 
 impl Controls {
     /// Where the admin API listens, if it does.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(Admin::addr)
+    }
+
+    /// The cluster call plane's counters, when the link carries calls.
+    pub fn call_stats(&self) -> Option<Arc<CallStats>> {
+        self.calls.clone()
     }
 
     /// Stops the API from accepting, stops the core loop and the cluster
@@ -99,6 +106,7 @@ pub fn start(
     options: &RunOptions,
     topology: &Topology,
     booted: &Booted,
+    calls: Option<CallRings>,
     control: &ControlRuntime,
 ) -> Result<Controls, DaemonError> {
     let view = Arc::new(DaemonView::new(view_parts(topology, booted)));
@@ -111,8 +119,21 @@ pub fn start(
         &booted.health,
         control.handle(),
     )?;
-    let (cluster, link) =
-        cluster::start(topology, booted, &gpus, Arc::clone(&booted.health), control)?;
+    let cluster::Started {
+        side: cluster,
+        link,
+        calls,
+    } = cluster::start(
+        topology,
+        booted,
+        &gpus,
+        Arc::clone(&booted.health),
+        control,
+        calls,
+    )?;
+    if let Some(stats) = &calls {
+        view.set_cluster_calls(Arc::clone(stats));
+    }
     let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
     let core = CoreLoop::start(control, Arc::clone(&view), inbox, gpus, cluster);
     let config = AdminConfig {
@@ -132,6 +153,7 @@ pub fn start(
         core,
         admin,
         link,
+        calls,
     })
 }
 

@@ -91,6 +91,9 @@ pub struct RunOptions {
     pub host: Option<String>,
     /// The NATS server, over the topology's cluster section (`--nats`).
     pub nats_url: Option<String>,
+    /// This host's nkey seed file, over the cluster section's
+    /// (`--nats-nkey`).
+    pub nats_nkey: Option<PathBuf>,
 }
 
 /// Runs the mesh; writes the text report to `out`.
@@ -111,16 +114,20 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
     // Stopped after the executors, by `stop` below or by its `Drop`.
     let control_rt = ControlRuntime::start(topology.control(), topology.housekeeping())
         .map_err(|source| DaemonError::Thread { source })?;
-    let booted = boot::start_mesh(options, &topology, agents, plan, began, control_rt.handle())?;
+    let mut booted =
+        boot::start_mesh(options, &topology, agents, plan, began, control_rt.handle())?;
     let started = boot::open_phases(&booted);
     let startup = began.elapsed();
     let up_at = Instant::now();
-    let controls = control::start(options, &topology, &booted, &control_rt)?;
+    let calls = booted.call_rings.take();
+    let controls = control::start(options, &topology, &booted, calls, &control_rt)?;
     let waited = wait_for_stop(options, &booted, started, &mut signals);
+    let cluster_calls = controls.call_stats();
     controls.stop();
     waited?;
     let run = up_at.elapsed();
-    let report = finish(booted, started, startup, run, options)?;
+    let mut report = finish(booted, started, startup, run, options)?;
+    report.cluster_calls = cluster_calls.map(|stats| stats.totals());
     control_rt.stop();
     tuning.map(Tuning::finish).transpose()?;
     out.write_all(report.to_text().as_bytes())?;

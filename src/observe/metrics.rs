@@ -12,8 +12,9 @@
 //! | --- | --- |
 //! | `pinwheel_agent_handler_seconds` (histogram) | agent, cpu |
 //! | `pinwheel_agent_messages_total`, `_failures_total`, `_restarts_total`, `_expired_total` | agent |
-//! | `pinwheel_route_call_seconds` (histogram) | from, to |
+//! | `pinwheel_route_call_seconds` (histogram) | from, to, path (`local`, or `remote`: over NATS to another host) |
 //! | `pinwheel_requests_total` | outcome |
+//! | `pinwheel_cluster_calls_total` (in a cluster) | outcome (sent, completed, timed_out, host_lost, breaker_open, failed, served, answered, dropped_replies, bad) |
 //! | `pinwheel_request_e2e_seconds` (histogram) | |
 //! | `pinwheel_ring_backlog_slots`, `pinwheel_ring_parks_total`, `pinwheel_router_dropped_total`, `pinwheel_router_messages_total` | cpu (and path) |
 //! | `pinwheel_executor_busy_seconds_total`, `_tasks_total`, `_stalls_total`, `_heartbeat_age_seconds` | cpu |
@@ -216,9 +217,20 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
     let (mut sent, mut completed, mut failed, mut timed_out) = (0, 0, 0, 0);
     for snapshot in &live.snapshots {
         for (from, to, histogram) in &snapshot.routes {
+            let remote = view.routes.remote().target(*to);
             let labels = vec![
                 ("from", view.routes.name(*from).to_owned()),
-                ("to", view.routes.name(*to).to_owned()),
+                (
+                    "to",
+                    remote.map_or_else(
+                        || view.routes.name(*to).to_owned(),
+                        |t| format!("{}@{}", t.name, t.host),
+                    ),
+                ),
+                (
+                    "path",
+                    if remote.is_some() { "remote" } else { "local" }.to_owned(),
+                ),
             ];
             calls.push((labels, Buckets::of(histogram)));
         }
@@ -258,6 +270,27 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
             outcome("completed", completed),
             outcome("failed", failed),
             outcome("timed_out", timed_out),
+        ],
+    )?;
+    let Some(stats) = view.cluster_calls() else {
+        return Ok(());
+    };
+    let c = stats.totals();
+    counters(
+        encoder,
+        "pinwheel_cluster_calls",
+        "Calls between this host and others, over NATS, by outcome.",
+        &[
+            outcome("sent", c.sent),
+            outcome("completed", c.completed),
+            outcome("timed_out", c.timed_out),
+            outcome("host_lost", c.host_lost),
+            outcome("breaker_open", c.breaker_open),
+            outcome("failed", c.failed),
+            outcome("served", c.served),
+            outcome("answered", c.answered),
+            outcome("dropped_replies", c.dropped_replies),
+            outcome("bad", c.bad),
         ],
     )
 }

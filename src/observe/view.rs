@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::health::Health;
 use super::perf::PerfSet;
 use crate::runtime::executor::Control;
+use crate::runtime::remote::CallStats;
 use crate::runtime::routes::Routes;
 use crate::runtime::stats::StatsSnapshot;
 
@@ -105,6 +106,7 @@ pub struct DaemonView {
     live: RwLock<LiveView>,
     gpus: RwLock<Value>,
     cluster: RwLock<Value>,
+    cluster_calls: std::sync::OnceLock<Arc<CallStats>>,
 }
 
 impl DaemonView {
@@ -122,6 +124,7 @@ impl DaemonView {
             live: RwLock::new(LiveView::default()),
             gpus: RwLock::new(json!({ "gpus": [] })),
             cluster: RwLock::new(json!({ "hosts": [], "placements": [] })),
+            cluster_calls: std::sync::OnceLock::new(),
         }
     }
 
@@ -153,6 +156,16 @@ impl DaemonView {
     /// Publishes `GET /v1/cluster`.
     pub fn set_cluster(&self, cluster: Value) {
         store(&self.cluster, cluster);
+    }
+
+    /// The cluster link's call counters, once the link carries calls.
+    pub fn cluster_calls(&self) -> Option<&Arc<CallStats>> {
+        self.cluster_calls.get()
+    }
+
+    /// Hands the view the call plane's counters (once, at start).
+    pub fn set_cluster_calls(&self, stats: Arc<CallStats>) {
+        let _ = self.cluster_calls.set(stats);
     }
 }
 

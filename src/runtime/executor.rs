@@ -39,6 +39,7 @@ use super::ctx::{Ctx, Draining, now_ns};
 use super::guard::Guard;
 use super::node::{Node, NodeSizes};
 use super::pump::run_pump;
+use super::remote::Uplink;
 use super::routes::Routes;
 use super::stats::{ExecutorTotals, LiveCounters, NodeStats, StatsSnapshot};
 use super::supervisor::{RestartPolicy, Supervisor};
@@ -185,6 +186,8 @@ pub struct ExecutorPlan {
     pub incoming: Vec<Consumer>,
     /// Its outgoing rings' producer ends, by destination executor.
     pub outgoing: Vec<Option<Producer>>,
+    /// Its uplink to the cluster link, in a cluster.
+    pub uplink: Option<Uplink>,
     /// Its agents, in start order.
     pub agents: Vec<AgentLaunch>,
     /// Table sizes.
@@ -378,13 +381,17 @@ async fn executor_main<A: Agent + 'static>(
 ) -> Result<(), RuntimeError> {
     setup(&plan.settings);
     let (cpu, index) = (plan.cpu, plan.index);
+    let node = Node::new(
+        index,
+        Arc::clone(&routes),
+        plan.sizes.clone(),
+        plan.outgoing,
+    );
+    if let Some(uplink) = plan.uplink {
+        node.set_uplink(uplink);
+    }
     let local = Rc::new(Local {
-        node: Rc::new(Node::new(
-            index,
-            Arc::clone(&routes),
-            plan.sizes.clone(),
-            plan.outgoing,
-        )),
+        node: Rc::new(node),
         stats: Rc::new(NodeStats::new(&routes, index)),
         control,
         draining: Draining::new(),

@@ -8,10 +8,13 @@
 //! 1 in order of first appearance (`TopicId(0)` means none); for each topic
 //! the table lists the executors with subscribers and, per executor, the
 //! subscribers' slots, so a publication crosses each ring once and fans out
-//! on arrival.
+//! on arrival. Calls to agents on other hosts are in an agent's `calls`
+//! too, with the ids [`RemoteTable`] gives them; they leave through the
+//! cluster link (`remote.rs`).
 
 use std::collections::HashMap;
 
+use super::remote::RemoteTable;
 use crate::config::{AgentIndex, AgentSet, CallTarget};
 use crate::plan::Plan;
 use crate::topology::CpuId;
@@ -32,6 +35,7 @@ pub struct Routes {
     publishes: Vec<Vec<TopicId>>,
     calls: Vec<Vec<AgentId>>,
     names: Vec<String>,
+    remote: RemoteTable,
 }
 
 impl Routes {
@@ -55,6 +59,7 @@ impl Routes {
                 .map(|i| agents.display_name(AgentIndex(i)))
                 .chain(["LoadGenerator".to_owned()])
                 .collect(),
+            remote: RemoteTable::new(plan, agents),
         };
         for &agent in plan.start_order() {
             routes.place(
@@ -68,7 +73,13 @@ impl Routes {
             routes.place(total - 1, first);
         }
         routes.fill_topics(agents, &ids);
-        routes.calls = (0..total).map(|i| routes.local_calls(agents, i)).collect();
+        routes.calls = (0..total)
+            .map(|i| {
+                let mut calls = routes.local_calls(agents, i);
+                calls.extend_from_slice(routes.remote.calls(AgentId(i as u32)));
+                calls
+            })
+            .collect();
         routes
     }
 
@@ -168,7 +179,8 @@ impl Routes {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// Agents an agent calls that run on this host.
+    /// Agents an agent calls: those that run on this host, then those on
+    /// other hosts.
     pub fn calls(&self, agent: AgentId) -> &[AgentId] {
         self.calls.get(agent.0 as usize).map_or(&[], Vec::as_slice)
     }
@@ -183,7 +195,15 @@ impl Routes {
 
     /// The name to show for an id.
     pub fn name(&self, agent: AgentId) -> &str {
-        self.names.get(agent.0 as usize).map_or("?", String::as_str)
+        match self.names.get(agent.0 as usize) {
+            Some(name) => name,
+            None => self.remote.target(agent).map_or("?", |t| t.name.as_str()),
+        }
+    }
+
+    /// The agents on other hosts this host's agents call.
+    pub fn remote(&self) -> &RemoteTable {
+        &self.remote
     }
 
     /// Ordered executor pairs that need a ring: those the plan's routes

@@ -15,7 +15,7 @@ mod alloc;
 mod nats;
 
 pub use alloc::{Counting, CountingAlloc, allocations_during};
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 pub mod traces;
 
 /// A control runtime shared by the tests of one binary, started on first
