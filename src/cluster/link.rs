@@ -323,12 +323,27 @@ async fn connect(
                 let _ = events.try_send(event);
             }
         })
-        .connect(config.nats_url())
+        .connect(servers(config.nats_url())?)
         .await
         .map_err(|e| ClusterError::Connect {
             url: config.nats_url().to_owned(),
             reason: e.to_string(),
         })
+}
+
+/// The servers of a URL list (`nats://a:4222,nats://b:4222`): async-nats
+/// takes one URL a string, or a list.
+fn servers(urls: &str) -> Result<Vec<async_nats::ServerAddr>, ClusterError> {
+    urls.split(',')
+        .map(|url| {
+            url.trim()
+                .parse()
+                .map_err(|e: std::io::Error| ClusterError::Connect {
+                    url: url.trim().to_owned(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
 }
 
 async fn subscribe(

@@ -22,8 +22,9 @@
 //! others that drop and count when the core loop lags.
 //!
 //! Stopping: the admin API stops accepting first and its connections get
-//! [`SHUTDOWN_GRACE`] to finish while the core loop and the link stop, so
-//! a stuck client costs the shutdown that grace at most. The runtime
+//! [`SHUTDOWN_GRACE`] to finish while the core loop stops, so a stuck
+//! client costs the shutdown that grace at most. The link stops last,
+//! after the executors have drained: their calls to other hosts finish. The runtime
 //! itself (and the wake-up guard on it) outlives these tasks: the daemon
 //! stops it after the executors have drained.
 //!
@@ -76,11 +77,13 @@ impl Controls {
         self.calls.clone()
     }
 
-    /// Stops the API from accepting, stops the core loop and the cluster
-    /// link, then waits for the API's connections (at most
-    /// [`SHUTDOWN_GRACE`](crate::observe::admin::SHUTDOWN_GRACE) after
-    /// it stopped accepting).
-    pub fn stop(self) {
+    /// Stops the API from accepting, stops the core loop, then waits for
+    /// the API's connections (at most
+    /// [`SHUTDOWN_GRACE`](crate::observe::admin::SHUTDOWN_GRACE) after it
+    /// stopped accepting). Returns the cluster link, still running: the
+    /// daemon stops it after the executors have drained, so that calls to
+    /// other hosts still in flight get their replies.
+    pub fn stop(self) -> Option<LinkTask> {
         let Controls {
             mut admin,
             core,
@@ -91,12 +94,10 @@ impl Controls {
             admin.begin_stop();
         }
         core.stop();
-        if let Some(link) = link {
-            link.stop();
-        }
         if let Some(admin) = admin {
             admin.stop();
         }
+        link
     }
 }
 

@@ -123,10 +123,15 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
     let controls = control::start(options, &topology, &booted, calls, &control_rt)?;
     let waited = wait_for_stop(options, &booted, started, &mut signals);
     let cluster_calls = controls.call_stats();
-    controls.stop();
+    let link = controls.stop();
     waited?;
     let run = up_at.elapsed();
     let mut report = finish(booted, started, startup, run, options)?;
+    // After the drain: the executors' last calls to other hosts got their
+    // replies through it.
+    if let Some(link) = link {
+        link.stop();
+    }
     report.cluster_calls = cluster_calls.map(|stats| stats.totals());
     control_rt.stop();
     tuning.map(Tuning::finish).transpose()?;

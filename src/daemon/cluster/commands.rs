@@ -97,12 +97,13 @@ impl ClusterSide {
             let state = match loads.iter().find(|(slot, _)| *slot == p.slot) {
                 Some((_, Err(refused))) => return Err(refused.clone()),
                 Some((_, Ok(local))) => local["state"].as_str().unwrap_or("resident").to_owned(),
+                // Not in the store yet: the write is on its way.
+                None if p.revision == 0 => "placing".to_owned(),
                 // Resident here already: a pin reaches the optimizer too.
                 None if p.host == *self.sched.host() && p.loaded && pinned => {
                     let local = gpus.pin(model)?;
                     local["state"].as_str().unwrap_or("resident").to_owned()
                 }
-                None if p.revision == 0 => "placing".to_owned(),
                 None if p.loaded => "resident".to_owned(),
                 None => "assigned".to_owned(),
             };
