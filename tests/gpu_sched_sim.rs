@@ -26,7 +26,7 @@
 //!
 //! A run is a pure function of its seed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use pinwheel::gpu::sched::{
     Decision, GpuIndex, GpuReport, GpuScheduler, HostName, HostReport, JobRequest, MemoryKv,

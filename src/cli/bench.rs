@@ -102,6 +102,9 @@ pub enum BenchCommand {
     /// What the runtime adds per message: a call between agents on two
     /// executors against the bare ring between two threads, same CPUs.
     Router(BenchRouterArgs),
+    /// A call between hosts: NATS request/reply through a nats-server on
+    /// loopback, against ZeroMQ REQ/REP over TCP (`--baseline zmq`).
+    Nats(BenchNatsArgs),
     /// The server side of a two-process ring benchmark (started by `bench ring`).
     #[command(hide = true)]
     RingPeer(RingPeerArgs),
@@ -188,6 +191,30 @@ pub struct BenchRouterArgs {
     pub json: bool,
 }
 
+/// `pinwheel bench nats`.
+#[derive(Debug, Args)]
+pub struct BenchNatsArgs {
+    /// The nats-server to go through.
+    #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+    /// The caller's and the responder's CPU.
+    #[arg(long, value_name = "A,B", default_value = "0,1")]
+    pub cpus: String,
+    /// Request body size, bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Round trips per transport.
+    #[arg(long, default_value_t = 20_000)]
+    pub msgs: u64,
+    /// Also measure this baseline in the same run (ZeroMQ REQ/REP over
+    /// TCP on loopback).
+    #[arg(long, value_enum)]
+    pub baseline: Option<Baseline>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `pinwheel bench ring-peer`.
 #[derive(Debug, Args)]
 pub struct RingPeerArgs {
@@ -225,6 +252,7 @@ pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
     match command {
         BenchCommand::Ring(args) => ring(&args, out),
         BenchCommand::Router(args) => router(&args, out),
+        BenchCommand::Nats(args) => nats(&args, out),
         BenchCommand::RingPeer(args) => Ok(serve_peer(args.mode, CpuId(args.cpu))?),
         #[cfg(feature = "zmq-baseline")]
         BenchCommand::ZmqPeer(args) => Ok(crate::bench::zmq::serve_peer(
@@ -285,6 +313,36 @@ fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), CliError> {
         wait: args.wait.into(),
         size: args.size,
         msgs: args.msgs.max(1),
+    };
+    let report = bench.run()?;
+    let text = if args.json {
+        report.to_json()
+    } else {
+        report.to_table()
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn nats(args: &BenchNatsArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    if !["nats://", "tls://"]
+        .iter()
+        .any(|s| args.nats.starts_with(s))
+    {
+        return Err(DaemonError::Usage {
+            message: format!(
+                "--nats {:?} is not a NATS URL; pass e.g. nats://127.0.0.1:4222",
+                args.nats
+            ),
+        }
+        .into());
+    }
+    let bench = crate::bench::nats::NatsBench {
+        url: args.nats.clone(),
+        cpus: bench_cpus(&args.cpus)?,
+        size: args.size,
+        msgs: args.msgs.max(1),
+        zmq: args.baseline == Some(Baseline::Zmq),
     };
     let report = bench.run()?;
     let text = if args.json {

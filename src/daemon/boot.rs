@@ -121,12 +121,7 @@ pub fn start_mesh(
     began: Instant,
     guard_on: &tokio::runtime::Handle,
 ) -> Result<Booted, DaemonError> {
-    let mut laid = layout(&plan, topology, &agents)?;
-    // In a cluster, every executor gets call rings to the cluster link.
-    let call_rings = match topology.cluster() {
-        Some(_) => Some(laid.add_call_rings()?),
-        None => None,
-    };
+    let (laid, call_rings) = lay_out(&plan, topology, &agents)?;
     let Layout {
         routes,
         executors,
@@ -174,6 +169,21 @@ pub fn start_mesh(
         perf,
         began,
     })
+}
+
+/// The rings and executors of `plan`; in a cluster, every executor also
+/// gets call rings to the cluster link, whose ends are returned.
+fn lay_out(
+    plan: &Plan,
+    topology: &Topology,
+    agents: &AgentSet,
+) -> Result<(Layout, Option<CallRings>), DaemonError> {
+    let mut laid = layout(plan, topology, agents)?;
+    let calls = match topology.cluster() {
+        Some(_) => Some(laid.add_call_rings()?),
+        None => None,
+    };
+    Ok((laid, calls))
 }
 
 /// Opens the phases in order; returns the manifest agents started (the

@@ -334,23 +334,26 @@ impl Report {
                 &route.latency_ns,
             );
         }
-        if let Some(c) = &self.cluster_calls {
-            let _ = writeln!(
-                out,
-                "\ncluster calls: {} sent, {} completed, {} timed out, {} lost with their host, {} refused by a breaker, {} failed; {} served for other hosts, {} answered, {} replies dropped",
-                c.sent,
-                c.completed,
-                c.timed_out,
-                c.host_lost,
-                c.breaker_open,
-                c.failed,
-                c.served,
-                c.answered,
-                c.dropped_replies
-            );
-        }
+        self.cluster_text(&mut out);
         self.native_text(&mut out);
         out
+    }
+
+    fn cluster_text(&self, out: &mut String) {
+        let Some(c) = &self.cluster_calls else { return };
+        let _ = writeln!(
+            out,
+            "\ncluster calls: {} sent, {} completed, {} timed out, {} lost with their host, {} refused by a breaker, {} failed; {} served for other hosts, {} answered, {} replies dropped",
+            c.sent,
+            c.completed,
+            c.timed_out,
+            c.host_lost,
+            c.breaker_open,
+            c.failed,
+            c.served,
+            c.answered,
+            c.dropped_replies
+        );
     }
 
     fn native_text(&self, out: &mut String) {
@@ -417,14 +420,11 @@ fn route_reports(routes: &Routes, snapshots: &[StatsSnapshot]) -> Vec<RouteRepor
         .iter()
         .flat_map(|s| s.routes.iter())
         .map(|(from, to, histogram)| {
-            let remote = routes.remote().target(*to);
+            let (callee, remote) = routes.callee(*to);
             RouteReport {
                 from: routes.name(*from).to_owned(),
-                to: remote.map_or_else(
-                    || routes.name(*to).to_owned(),
-                    |t| format!("{}@{}", t.name, t.host),
-                ),
-                remote: remote.is_some(),
+                to: callee,
+                remote,
                 latency_ns: LatencySummary::of(histogram),
             }
         })

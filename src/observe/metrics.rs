@@ -217,20 +217,12 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
     let (mut sent, mut completed, mut failed, mut timed_out) = (0, 0, 0, 0);
     for snapshot in &live.snapshots {
         for (from, to, histogram) in &snapshot.routes {
-            let remote = view.routes.remote().target(*to);
+            let (callee, remote) = view.routes.callee(*to);
+            let path = if remote { "remote" } else { "local" };
             let labels = vec![
                 ("from", view.routes.name(*from).to_owned()),
-                (
-                    "to",
-                    remote.map_or_else(
-                        || view.routes.name(*to).to_owned(),
-                        |t| format!("{}@{}", t.name, t.host),
-                    ),
-                ),
-                (
-                    "path",
-                    if remote.is_some() { "remote" } else { "local" }.to_owned(),
-                ),
+                ("to", callee),
+                ("path", path.to_owned()),
             ];
             calls.push((labels, Buckets::of(histogram)));
         }
@@ -272,10 +264,19 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
             outcome("timed_out", timed_out),
         ],
     )?;
+    cluster_calls(view, encoder)
+}
+
+/// The cluster link's call counters, in a cluster.
+fn cluster_calls(
+    view: &DaemonView,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
     let Some(stats) = view.cluster_calls() else {
         return Ok(());
     };
     let c = stats.totals();
+    let outcome = |o: &str, v: u64| (vec![("outcome", o.to_owned())], v);
     counters(
         encoder,
         "pinwheel_cluster_calls",

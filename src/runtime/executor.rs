@@ -387,11 +387,8 @@ async fn executor_main<A: Agent + 'static>(
         plan.sizes.clone(),
         plan.outgoing,
     );
-    if let Some(uplink) = plan.uplink {
-        node.set_uplink(uplink);
-    }
     let local = Rc::new(Local {
-        node: Rc::new(node),
+        node: Rc::new(node.with_uplink(plan.uplink)),
         stats: Rc::new(NodeStats::new(&routes, index)),
         control,
         draining: Draining::new(),

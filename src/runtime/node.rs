@@ -160,10 +160,11 @@ impl Node {
         }
     }
 
-    /// Gives the router its uplink to the cluster link: from now on,
-    /// messages to agents on other hosts leave through it.
-    pub fn set_uplink(&self, uplink: Uplink) {
-        *self.uplink.borrow_mut() = Some(uplink);
+    /// The router with its uplink to the cluster link, if any: messages
+    /// to agents on other hosts leave through it.
+    pub fn with_uplink(self, uplink: Option<Uplink>) -> Self {
+        *self.uplink.borrow_mut() = uplink;
+        self
     }
 
     /// Counts a piece of work in progress: a handler running, or a

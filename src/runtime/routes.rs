@@ -201,6 +201,15 @@ impl Routes {
         }
     }
 
+    /// The name to show for a callee: `Name@host` when it is on another
+    /// host (with whether it is), else [`name`](Self::name).
+    pub fn callee(&self, to: AgentId) -> (String, bool) {
+        match self.remote.target(to) {
+            Some(t) => (format!("{}@{}", t.name, t.host), true),
+            None => (self.name(to).to_owned(), false),
+        }
+    }
+
     /// The agents on other hosts this host's agents call.
     pub fn remote(&self) -> &RemoteTable {
         &self.remote

@@ -202,14 +202,10 @@ impl Plane {
         };
         let env = call.reply(status, body);
         let executor = usize::from(self.routes.executor_of(env.to));
-        let delivered = self
-            .downlinks
-            .get_mut(executor)
-            .is_some_and(|ring| ring.try_send(&env).is_ok());
-        let counter = if delivered {
-            &self.stats.completed
-        } else {
-            &self.stats.failed
+        let delivered = self.downlinks.get_mut(executor).map(|r| r.try_send(&env));
+        let counter = match delivered {
+            Some(Ok(())) => &self.stats.completed,
+            _ => &self.stats.failed,
         };
         LinkStats::bump(counter);
     }

@@ -179,30 +179,13 @@ pub fn start(
 ) -> Result<Started, DaemonError> {
     let me = HostName::from(topology.host());
     let Some(spec) = topology.cluster() else {
-        let config = SchedConfig::default();
-        let sched = GpuScheduler::single_host(me, config).map_err(sched_error)?;
-        let timing = Timing {
-            state_every: Duration::from_millis(config.heartbeat_ms),
-            lost_after_ms: config.lost_after_ms(),
-        };
-        return Ok(Started {
-            side: ClusterSide::new(sched, None, timing, health),
-            link: None,
-            calls: None,
-        });
+        return single_host(me, health);
     };
     let usage = |err: crate::cluster::ClusterError| DaemonError::Usage {
         message: err.to_string(),
     };
     let config = ClusterConfig::from_spec(spec, topology.host()).map_err(usage)?;
-    let sched_config = SchedConfig {
-        heartbeat_ms: spec.heartbeat_ms,
-        missed_heartbeats: spec.missed_heartbeats,
-        assignment_timeout_ms: spec.heartbeat_ms.saturating_mul(8).max(2000),
-        ..SchedConfig::default()
-    };
-    let mut sched = GpuScheduler::cluster(me, incarnation(), sched_config).map_err(sched_error)?;
-    sched.set_local_gpus(&gpus.room());
+    let (sched, sched_config) = cluster_sched(spec, me, gpus)?;
     // The link's first heartbeat already says who this host is.
     let (state, source) = watch::channel(state_from_report(&sched.local_report()));
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
@@ -226,17 +209,19 @@ pub fn start(
     );
     let plane = calls.map(|rings| CallPlane::new(Arc::clone(&booted.routes), rings));
     let call_stats = plane.as_ref().map(CallPlane::stats);
+    let io = LinkIo {
+        source,
+        events: events_tx,
+        writes: writes_rx,
+    };
+    let records = own_agents(topology, booted);
     let link = LinkTask::spawn(
         control,
         LinkInputs {
             config,
-            io: LinkIo {
-                source,
-                events: events_tx,
-                writes: writes_rx,
-            },
+            io,
             calls: plane,
-            records: own_agents(topology, booted),
+            records,
             health,
         },
     );
@@ -244,6 +229,40 @@ pub fn start(
         side,
         link: Some(link),
         calls: call_stats,
+    })
+}
+
+/// The scheduler of a host of the cluster `spec` describes, with this
+/// host's room.
+fn cluster_sched(
+    spec: &ClusterSpec,
+    me: HostName,
+    gpus: &GpuSide,
+) -> Result<(GpuScheduler, SchedConfig), DaemonError> {
+    let config = SchedConfig {
+        heartbeat_ms: spec.heartbeat_ms,
+        missed_heartbeats: spec.missed_heartbeats,
+        assignment_timeout_ms: spec.heartbeat_ms.saturating_mul(8).max(2000),
+        ..SchedConfig::default()
+    };
+    let mut sched = GpuScheduler::cluster(me, incarnation(), config).map_err(sched_error)?;
+    sched.set_local_gpus(&gpus.room());
+    Ok((sched, config))
+}
+
+/// The side of a host with no cluster: the scheduler alone, its store in
+/// memory, no link.
+fn single_host(me: HostName, health: Arc<DaemonHealth>) -> Result<Started, DaemonError> {
+    let config = SchedConfig::default();
+    let sched = GpuScheduler::single_host(me, config).map_err(sched_error)?;
+    let timing = Timing {
+        state_every: Duration::from_millis(config.heartbeat_ms),
+        lost_after_ms: config.lost_after_ms(),
+    };
+    Ok(Started {
+        side: ClusterSide::new(sched, None, timing, health),
+        link: None,
+        calls: None,
     })
 }
 

@@ -58,6 +58,7 @@
 mod fit;
 mod kv;
 mod reconcile;
+mod room;
 mod scheduler;
 mod status;
 #[cfg(test)]
