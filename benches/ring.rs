@@ -3,6 +3,10 @@
 //!
 //! * `ring/push_pop/<bytes>`: one thread writes and reads one frame.
 //! * `ring/push_pop_envelope/<body>`: the same with an envelope.
+//! * `ring/push_pop_exported/<bytes>` and
+//!   `ring/push_pop_envelope_exported/<body>`: the same on a ring handed to
+//!   another process (here attached by the same thread), where frames are
+//!   staged in private memory and copied with atomic word copies.
 //! * `ring/stream_bytes/<bytes>`: frames of raw bytes, CPU 0 -> CPU 1,
 //!   published in batches of 32; time per frame.
 //! * `ring/stream_envelope/<body>`: the same with real envelopes encoded
@@ -24,7 +28,9 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use pinwheel::runtime::affinity::pin_current_thread;
 use pinwheel::topology::CpuId;
-use pinwheel_ipc::ring::{Consumer, Producer, RingConfig, RingError, WaitStrategy, shm_ring};
+use pinwheel_ipc::ring::{
+    Consumer, Producer, RingConfig, RingError, WaitStrategy, export_producer, shm_ring,
+};
 use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 const BATCH: u64 = 32;
@@ -73,6 +79,48 @@ fn push_pop(c: &mut Criterion) {
     group.finish();
     let mut group = c.benchmark_group("ring/push_pop_envelope");
     let (mut producer, mut consumer) = shm_ring(config()).expect("ring");
+    let body = [7u8; 64];
+    group.bench_function(BenchmarkId::from_parameter(64), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i += 1;
+            producer
+                .try_send(&envelope(i, black_box(&body)))
+                .expect("room");
+            consumer
+                .try_recv_envelope(|env| black_box(env.correlation()))
+                .expect("valid")
+                .expect("frame")
+        });
+    });
+    group.finish();
+}
+
+/// A ring whose consumer attached through a handoff, as an agent process
+/// does: both ends treat the memory as writable by a peer.
+fn exported_ring() -> (Producer, Consumer) {
+    let (producer, handoff) = export_producer(config()).expect("ring");
+    (producer, handoff.into_consumer().expect("attach"))
+}
+
+fn push_pop_exported(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ring/push_pop_exported");
+    for size in [64usize, 512] {
+        let (mut producer, mut consumer) = exported_ring();
+        let bytes = vec![7u8; size];
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| {
+                producer.try_push(black_box(&bytes)).expect("room");
+                consumer
+                    .try_recv(|frame| black_box(frame.len()))
+                    .expect("ring")
+                    .expect("frame")
+            });
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("ring/push_pop_envelope_exported");
+    let (mut producer, mut consumer) = exported_ring();
     let body = [7u8; 64];
     group.bench_function(BenchmarkId::from_parameter(64), |b| {
         let mut i = 0;
@@ -229,5 +277,5 @@ fn ping_pong(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, push_pop, streaming, ping_pong);
+criterion_group!(benches, push_pop, push_pop_exported, streaming, ping_pong);
 criterion_main!(benches);

@@ -14,13 +14,18 @@ const PINWHEEL: &str = env!("CARGO_BIN_EXE_pinwheel");
 #[test]
 fn bench_nats_times_every_round_trip_and_zeromq_tcp_beside_it() {
     let nats = NatsServer::start();
-    let mut args = vec!["bench", "nats", "--msgs", "2000", "--json"];
-    if cfg!(feature = "zmq-baseline") {
-        args.extend(["--baseline", "zmq"]);
-    }
+    let args = [
+        "bench",
+        "nats",
+        "--msgs",
+        "2000",
+        "--json",
+        "--baseline",
+        "zmq",
+    ];
 
     let out = Command::new(PINWHEEL)
-        .args(&args)
+        .args(args)
         .args(["--nats", &nats.url()])
         .output()
         .expect("pinwheel runs");
@@ -33,9 +38,7 @@ fn bench_nats_times_every_round_trip_and_zeromq_tcp_beside_it() {
     let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(report["nats_rtt_ns"]["count"], 2000, "{report}");
     assert!(report["nats_rtt_ns"]["p50"].as_u64() > Some(0), "{report}");
-    if cfg!(feature = "zmq-baseline") {
-        assert_eq!(report["zmq_tcp_rtt_ns"]["count"], 2000, "{report}");
-    }
+    assert_eq!(report["zmq_tcp_rtt_ns"]["count"], 2000, "{report}");
 }
 
 #[test]

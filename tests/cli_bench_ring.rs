@@ -77,7 +77,6 @@ fn the_table_names_the_case_and_the_percentiles() {
     }
 }
 
-#[cfg(feature = "zmq-baseline")]
 #[test]
 fn the_zeromq_baseline_runs_in_the_same_run_and_gives_ratios() {
     let json = json_of(&["--msgs", "2000", "--baseline", "zmq", "--json"]);
@@ -89,14 +88,6 @@ fn the_zeromq_baseline_runs_in_the_same_run_and_gives_ratios() {
             > 0.0
     );
     assert!(json["baseline"]["ratio"]["rtt_p50"].as_f64().unwrap() > 0.0);
-}
-
-#[cfg(not(feature = "zmq-baseline"))]
-#[test]
-fn the_zeromq_baseline_without_the_feature_says_how_to_get_it() {
-    let out = bench(&["--msgs", "10", "--baseline", "zmq"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--features zmq-baseline"));
 }
 
 #[test]

@@ -48,6 +48,11 @@ const SIDEWAYS: &[(&str, &str, &str)] = &[
         "gpu",
         "the cluster link carries the GPU scheduler's host state; gpu never sees the link",
     ),
+    (
+        "test_support",
+        "cli",
+        "a test daemon is queried with the CLI's admin client; the CLI never uses test support",
+    ),
 ];
 
 /// For each module, the modules it names and the files that name them.

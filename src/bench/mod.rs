@@ -4,7 +4,7 @@
 //!
 //! * `ring` ([`ring`]): round trips and streaming of real envelopes over
 //!   rings between two pinned CPUs, two processes by default.
-//! * `zmq` (feature `zmq-baseline`): the same over ZeroMQ `ipc://`, REQ/REP
+//! * [`zmq`]: the same over ZeroMQ `ipc://` (libzmq), REQ/REP
 //!   and PUSH/PULL, with the same envelopes, so ratios compare like with
 //!   like.
 //! * `router` ([`router`]): what the runtime adds per call on top of the
@@ -20,13 +20,15 @@
 //! topology, or two to compare, and [`output`] prints one table and, on
 //! request, writes each histogram as an HdrHistogram percentile
 //! distribution ([`hgrm`]) and each bench as an SVG percentile plot
-//! ([`plot`]).
+//! ([`plot`]). [`html`] turns a `pinwheel run` report into one
+//! self-contained HTML page with the same plots.
 //!
 //! Benchmarks never assert a time; they report. What they do check is that
 //! every message arrived intact, so a fast wrong run cannot pass for a
 //! result.
 
 pub mod hgrm;
+pub mod html;
 pub mod mesh;
 pub mod nats;
 mod output;
@@ -36,7 +38,6 @@ pub mod ring;
 pub mod router;
 pub mod suite;
 pub mod wakeup;
-#[cfg(feature = "zmq-baseline")]
 pub mod zmq;
 
 use std::path::PathBuf;

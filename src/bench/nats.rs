@@ -1,6 +1,6 @@
 //! `pinwheel bench nats`: the round trip of a call between hosts, NATS
 //! request/reply through a nats-server on loopback, against ZeroMQ REQ/REP
-//! over TCP on loopback (feature `zmq-baseline`) in the same run, with the
+//! over TCP on loopback in the same run, with the
 //! same work per message.
 //!
 //! Each round trip carries what the cluster link's call plane carries: a
@@ -191,7 +191,6 @@ impl NatsBench {
         Ok(histogram)
     }
 
-    #[cfg(feature = "zmq-baseline")]
     fn zmq_round_trips(&self) -> Result<Histogram<u64>, BenchError> {
         let zmq = super::zmq::ZmqBench {
             cpus: self.cpus,
@@ -200,13 +199,6 @@ impl NatsBench {
             msgs: self.msgs,
         };
         zmq.tcp_round_trips()
-    }
-
-    #[cfg(not(feature = "zmq-baseline"))]
-    fn zmq_round_trips(&self) -> Result<Histogram<u64>, BenchError> {
-        Err(nats_err("zeromq baseline")(
-            "this pinwheel was built without it; rebuild with --features zmq-baseline".to_owned(),
-        ))
     }
 }
 

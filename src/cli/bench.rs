@@ -109,7 +109,6 @@ pub enum BenchCommand {
     #[command(hide = true)]
     RingPeer(RingPeerArgs),
     /// The server side of a two-process ZeroMQ baseline (started by `bench ring`).
-    #[cfg(feature = "zmq-baseline")]
     #[command(hide = true)]
     ZmqPeer(ZmqPeerArgs),
 }
@@ -138,7 +137,7 @@ impl From<WaitArg> for WaitStrategy {
 /// A baseline to measure in the same run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Baseline {
-    /// ZeroMQ ipc:// REQ/REP and PUSH/PULL (build with --features zmq-baseline).
+    /// ZeroMQ ipc:// REQ/REP and PUSH/PULL (libzmq, built from source).
     Zmq,
 }
 
@@ -227,7 +226,6 @@ pub struct RingPeerArgs {
 }
 
 /// `pinwheel bench zmq-peer`.
-#[cfg(feature = "zmq-baseline")]
 #[derive(Debug, Args)]
 pub struct ZmqPeerArgs {
     /// What to do with requests.
@@ -254,7 +252,6 @@ pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
         BenchCommand::Router(args) => router(&args, out),
         BenchCommand::Nats(args) => nats(&args, out),
         BenchCommand::RingPeer(args) => Ok(serve_peer(args.mode, CpuId(args.cpu))?),
-        #[cfg(feature = "zmq-baseline")]
         BenchCommand::ZmqPeer(args) => Ok(crate::bench::zmq::serve_peer(
             args.mode,
             &args.endpoint,
@@ -357,7 +354,6 @@ fn nats(args: &BenchNatsArgs, out: &mut dyn Write) -> Result<(), CliError> {
 /// Largest body `bench router` sends (frames are 1 KiB with the envelope).
 const MAX_ROUTER_BODY: usize = 512;
 
-#[cfg(feature = "zmq-baseline")]
 fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, CliError> {
     let zmq = crate::bench::zmq::ZmqBench {
         cpus: bench.cpus,
@@ -366,14 +362,6 @@ fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, CliError> {
         msgs: bench.msgs,
     };
     Ok(zmq.run()?)
-}
-
-#[cfg(not(feature = "zmq-baseline"))]
-fn zmq_baseline(_bench: &RingBench) -> Result<crate::bench::Case, CliError> {
-    Err(DaemonError::Usage {
-        message: "this pinwheel was built without the ZeroMQ baseline; install libzmq3-dev and rebuild with `cargo build --release --features zmq-baseline`".into(),
-    }
-    .into())
 }
 
 /// Two distinct CPUs this process may run on.

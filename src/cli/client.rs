@@ -1,13 +1,16 @@
-//! A small client of the admin API, for `pinwheel status` and the other
-//! commands that ask a running daemon.
+//! A small client of the admin API, for `pinwheel status`, `pinwheel top`
+//! and the other commands that ask a running daemon. Answers are read into
+//! the server's own types ([`crate::observe::api`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::DaemonError;
+use crate::observe::api::ErrorBody;
 
 /// Longest a request to the daemon may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,8 +33,8 @@ impl AdminClient {
         Self { addr, agent }
     }
 
-    /// `GET path` as JSON.
-    pub fn get(&self, path: &str) -> Result<Value, DaemonError> {
+    /// `GET path`, its JSON read as `T`.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, DaemonError> {
         let response = self
             .agent
             .get(&format!("http://{}{path}", self.addr))
@@ -40,8 +43,35 @@ impl AdminClient {
         self.answer(path, response)
     }
 
-    /// `POST path` with a JSON body and the token from `token_file`.
-    pub fn post(&self, path: &str, body: &Value, token_file: &Path) -> Result<Value, DaemonError> {
+    /// `GET path` as text (`/metrics`).
+    pub fn text(&self, path: &str) -> Result<String, DaemonError> {
+        let mut response = self
+            .agent
+            .get(&format!("http://{}{path}", self.addr))
+            .call()
+            .map_err(|err| self.unreachable(&err.to_string()))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|err| self.unreachable(&format!("{path}: {err}")))?;
+        if status >= 400 {
+            return Err(DaemonError::Admin {
+                addr: self.addr,
+                reason: format!("{path} answered {status}"),
+            });
+        }
+        Ok(text)
+    }
+
+    /// `POST path` with a JSON body and the token from `token_file`, the
+    /// answer read as `T`.
+    pub fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        token_file: &Path,
+    ) -> Result<T, DaemonError> {
         let token = std::fs::read_to_string(token_file).map_err(|err| DaemonError::Usage {
             message: format!(
                 "--token-file {}: {err}; changing a daemon needs its admin token (run as root)",
@@ -57,24 +87,30 @@ impl AdminClient {
         self.answer(path, response)
     }
 
-    fn answer(
+    fn answer<T: DeserializeOwned>(
         &self,
         path: &str,
         mut response: ureq::http::Response<ureq::Body>,
-    ) -> Result<Value, DaemonError> {
+    ) -> Result<T, DaemonError> {
         let status = response.status().as_u16();
-        let body: Value = response
+        let text = response
             .body_mut()
-            .read_json()
-            .map_err(|err| self.unreachable(&format!("{path}: not JSON: {err}")))?;
+            .read_to_string()
+            .map_err(|err| self.unreachable(&format!("{path}: {err}")))?;
         if status >= 400 {
-            let why = body["error"].as_str().unwrap_or("no reason given");
+            let why = serde_json::from_str::<ErrorBody>(&text)
+                .map_or_else(|_| text.trim().to_owned(), |body| body.error);
             return Err(DaemonError::Admin {
                 addr: self.addr,
                 reason: format!("{path} answered {status}: {why}"),
             });
         }
-        Ok(body)
+        serde_json::from_str(&text).map_err(|err| DaemonError::Admin {
+            addr: self.addr,
+            reason: format!(
+                "{path}: unexpected answer ({err}); is the daemon the same version as this pinwheel?"
+            ),
+        })
     }
 
     fn unreachable(&self, why: &str) -> DaemonError {

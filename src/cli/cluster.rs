@@ -12,13 +12,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
 
 use super::client::AdminClient;
 use crate::config::name_problem;
 use crate::error::DaemonError;
 use crate::latency::format_ns;
-use crate::observe::admin::DEFAULT_TOKEN_FILE;
+use crate::observe::admin::{Command, DEFAULT_TOKEN_FILE};
+use crate::observe::api::{ClusterResponse, HealthReport, ModelAnswer, PlacementView};
 use crate::topology::DEFAULT_ADMIN_ADDR;
 
 /// `pinwheel cluster`.
@@ -140,9 +140,9 @@ pub(super) fn init(args: &ClusterInitArgs, out: &mut dyn Write) -> Result<(), Da
 
 pub(super) fn status(args: &ClusterStatusArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
     let client = AdminClient::new(args.admin);
-    let cluster = client.get("/v1/cluster")?;
+    let cluster: ClusterResponse = client.get("/v1/cluster")?;
     let text = if args.json {
-        format!("{cluster:#}\n")
+        pretty(&cluster)
     } else {
         render_status(&cluster, &client.get("/health")?)
     };
@@ -166,15 +166,16 @@ pub(super) fn place(args: &GpuPlaceArgs, out: &mut dyn Write) -> Result<(), Daem
                 .to_owned(),
         ));
     }
-    let body = json!({
-        "model": args.model,
-        "vram_mib": args.vram_mib,
-        "pin": args.pin,
-        "host": args.host,
-    });
-    let answer = AdminClient::new(args.admin).post("/v1/gpu/place", &body, &args.token_file)?;
+    let body = Command::Place {
+        model: args.model.clone(),
+        vram_mib: args.vram_mib,
+        pin: args.pin,
+        host: args.host.clone(),
+    };
+    let answer: ModelAnswer =
+        AdminClient::new(args.admin).post("/v1/gpu/place", &body, &args.token_file)?;
     let text = if args.json {
-        format!("{answer:#}\n")
+        pretty(&answer)
     } else {
         render_placed(&answer)
     };
@@ -182,58 +183,54 @@ pub(super) fn place(args: &GpuPlaceArgs, out: &mut dyn Write) -> Result<(), Daem
     Ok(())
 }
 
+/// An answer as pretty JSON, as the daemon sent it.
+fn pretty(answer: &impl serde::Serialize) -> String {
+    let mut text = serde_json::to_string_pretty(answer).expect("API answers always serialize");
+    text.push('\n');
+    text
+}
+
 /// `/v1/cluster` and `/health` as tables.
-pub fn render_status(cluster: &Value, health: &Value) -> String {
+pub fn render_status(cluster: &ClusterResponse, health: &HealthReport) -> String {
     let mut out = String::new();
-    let me = cluster["host"].as_str().unwrap_or("?");
-    let status = health["status"].as_str().unwrap_or("?");
-    match cluster["cluster"].as_str() {
+    let me = cluster.host.as_str();
+    let status = health.status.as_str();
+    match &cluster.cluster {
         Some(name) => writeln!(out, "cluster {name}, seen from {me}: {status}"),
         None => writeln!(out, "single host {me} (no cluster configured): {status}"),
     }
     .expect("writing to a String cannot fail");
-    let reasons = health["reasons"].as_array().into_iter().flatten();
-    for reason in reasons.filter(|r| {
-        r["reason"]
-            .as_str()
-            .is_some_and(|n| n.starts_with("cluster"))
-    }) {
-        let _ = writeln!(
-            out,
-            "  {}: {}",
-            reason["reason"].as_str().unwrap_or("?"),
-            reason["detail"].as_str().unwrap_or("")
-        );
+    for reason in health
+        .reasons
+        .iter()
+        .filter(|r| r.reason.starts_with("cluster"))
+    {
+        let _ = writeln!(out, "  {}: {}", reason.reason, reason.detail);
     }
     let _ = writeln!(
         out,
         "\n{:<24} {:<9} {:>10} {:>10}",
         "host", "state", "last seen", "latency"
     );
-    for host in cluster["hosts"].as_array().into_iter().flatten() {
-        let name = host["host"].as_str().unwrap_or("?");
-        let (seen, latency) = if name == me {
+    for host in &cluster.hosts {
+        let here = host.host == me;
+        let (seen, latency) = if here {
             ("-".to_owned(), "-".to_owned())
         } else {
             (
-                format_ns(
-                    host["last_seen_ms"]
-                        .as_u64()
-                        .unwrap_or(0)
-                        .saturating_mul(1_000_000),
-                ),
-                match host["latency_us"].as_u64().unwrap_or(0) {
+                format_ns(host.last_seen_ms.saturating_mul(1_000_000)),
+                match host.latency_us {
                     0 => "-".to_owned(),
                     us => format_ns(us.saturating_mul(1_000)),
                 },
             )
         };
-        let here = if name == me { " (here)" } else { "" };
+        let suffix = if here { " (here)" } else { "" };
         let _ = writeln!(
             out,
             "{:<24} {:<9} {seen:>10} {latency:>10}",
-            format!("{name}{here}"),
-            host["state"].as_str().unwrap_or("?"),
+            format!("{}{suffix}", host.host),
+            host.state.as_str(),
         );
     }
     render_placements(&mut out, cluster);
@@ -241,15 +238,15 @@ pub fn render_status(cluster: &Value, health: &Value) -> String {
     out
 }
 
-fn render_registry(out: &mut String, cluster: &Value) {
-    let agents = cluster["agents"].as_array().cloned().unwrap_or_default();
+fn render_registry(out: &mut String, cluster: &ClusterResponse) {
+    let agents = &cluster.agents;
     if agents.is_empty() {
         return;
     }
-    let mut hosts: Vec<&str> = agents.iter().filter_map(|a| a["host"].as_str()).collect();
+    let mut hosts: Vec<&str> = agents.iter().map(|a| a.host.as_str()).collect();
     hosts.sort_unstable();
     hosts.dedup();
-    let lost = agents.iter().filter(|a| a["health"] == "lost").count();
+    let lost = agents.iter().filter(|a| a.health == "lost").count();
     let _ = writeln!(
         out,
         "\nregistry: {} agents on {} hosts ({lost} on lost hosts)",
@@ -258,12 +255,8 @@ fn render_registry(out: &mut String, cluster: &Value) {
     );
 }
 
-fn render_placements(out: &mut String, cluster: &Value) {
-    let placements = cluster["placements"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if placements.is_empty() {
+fn render_placements(out: &mut String, cluster: &ClusterResponse) {
+    if cluster.placements.is_empty() {
         out.push_str("\nno models placed\n");
         return;
     }
@@ -272,53 +265,52 @@ fn render_placements(out: &mut String, cluster: &Value) {
         "\n{:<28} {:<16} {:>3} {:>9}  {:<6} state",
         "model", "host", "gpu", "VRAM MiB", "pinned"
     );
-    for p in &placements {
+    for p in &cluster.placements {
         let _ = writeln!(
             out,
             "{:<28} {:<16} {:>3} {:>9}  {:<6} {}",
             model(p),
-            p["host"].as_str().unwrap_or("?"),
-            p["gpu"].as_u64().unwrap_or(0),
-            p["vram_mib"].as_u64().unwrap_or(0),
-            if p["pinned"] == true { "yes" } else { "no" },
+            p.host,
+            p.gpu,
+            p.vram_mib,
+            if p.pinned { "yes" } else { "no" },
             state(p),
         );
     }
 }
 
 /// The answer of `POST /v1/gpu/place` as one line per replica.
-pub fn render_placed(answer: &Value) -> String {
+pub fn render_placed(answer: &ModelAnswer) -> String {
     let mut out = String::new();
-    for p in answer["placements"].as_array().into_iter().flatten() {
+    for p in &answer.placements {
         let _ = writeln!(
             out,
             "{} on {} GPU {}: {} MiB{}, {}",
             model(p),
-            p["host"].as_str().unwrap_or("?"),
-            p["gpu"].as_u64().unwrap_or(0),
-            p["vram_mib"].as_u64().unwrap_or(0),
-            if p["pinned"] == true { ", pinned" } else { "" },
+            p.host,
+            p.gpu,
+            p.vram_mib,
+            if p.pinned { ", pinned" } else { "" },
             state(p),
         );
     }
     out
 }
 
-fn model(p: &Value) -> String {
-    let name = p["model"].as_str().unwrap_or("?");
-    match p["replica"].as_u64() {
-        Some(0) | None => name.to_owned(),
-        Some(r) => format!("{name}#{r}"),
+fn model(p: &PlacementView) -> String {
+    match p.replica {
+        0 => p.model.clone(),
+        r => format!("{}#{r}", p.model),
     }
 }
 
 /// A placement's state: the VRAM optimizer's word where the daemon gives
 /// one (`resident`, `waiting`), else loaded or assigned.
-fn state(p: &Value) -> String {
-    let revision = p["revision"].as_u64().unwrap_or(0);
-    match p["state"].as_str() {
+fn state(p: &PlacementView) -> String {
+    let revision = p.revision;
+    match &p.state {
         Some(state) => format!("{state} (revision {revision})"),
-        None if p["loaded"] == false => format!("assigned, loading (revision {revision})"),
+        None if !p.loaded => format!("assigned, loading (revision {revision})"),
         None => format!("loaded (revision {revision})"),
     }
 }
@@ -326,24 +318,66 @@ fn state(p: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::api::{ClusterHost, HealthStatus, HostState, Reason, RegistryAgent};
+
+    fn placement(model: &str, host: &str, replica: u32, loaded: bool) -> PlacementView {
+        PlacementView {
+            model: model.into(),
+            host: host.into(),
+            gpu: 0,
+            vram_mib: 3000,
+            pinned: true,
+            replica,
+            loaded,
+            revision: 2,
+            state: None,
+        }
+    }
+
+    fn reason(name: &str, detail: &str) -> Reason {
+        Reason {
+            reason: name.into(),
+            detail: detail.into(),
+        }
+    }
+
+    fn registry(agent: &str, host: &str, health: &str) -> RegistryAgent {
+        RegistryAgent {
+            agent: agent.into(),
+            host: host.into(),
+            ports: Vec::new(),
+            health: health.into(),
+        }
+    }
 
     #[test]
     fn the_status_table_shows_hosts_placements_reasons_and_the_registry() {
-        let cluster = json!({
-            "cluster": "home", "host": "beta",
-            "hosts": [
-                {"host": "beta", "state": "degraded", "last_seen_ms": 0, "latency_us": 0},
-                {"host": "alpha", "state": "lost", "last_seen_ms": 1236, "latency_us": 323},
+        let host = |name: &str, state, last_seen_ms, latency_us| ClusterHost {
+            host: name.into(),
+            state,
+            last_seen_ms,
+            latency_us,
+        };
+        let cluster = ClusterResponse {
+            cluster: Some("home".into()),
+            host: "beta".into(),
+            hosts: vec![
+                host("beta", HostState::Degraded, 0, 0),
+                host("alpha", HostState::Lost, 1236, 323),
             ],
-            "placements": [{"model": "whisper", "host": "beta", "gpu": 0, "vram_mib": 3000,
-                            "pinned": true, "replica": 0, "loaded": true, "revision": 2}],
-            "agents": [{"agent": "Stt", "host": "alpha", "ports": [], "health": "lost"},
-                       {"agent": "Tts", "host": "beta", "ports": [], "health": "healthy"}],
-        });
-        let health = json!({"status": "degraded", "reasons": [
-            {"reason": "cluster_peer_lost", "detail": "host(s) alpha missed"},
-            {"reason": "no_pmu", "detail": "software events only"},
-        ]});
+            placements: vec![placement("whisper", "beta", 0, true)],
+            agents: vec![
+                registry("Stt", "alpha", "lost"),
+                registry("Tts", "beta", "healthy"),
+            ],
+        };
+        let health = HealthReport {
+            status: HealthStatus::Degraded,
+            reasons: vec![
+                reason("cluster_peer_lost", "host(s) alpha missed"),
+                reason("no_pmu", "software events only"),
+            ],
+        };
 
         let sut = render_status(&cluster, &health);
 
@@ -363,15 +397,38 @@ mod tests {
 
     #[test]
     fn a_single_host_says_so_and_placements_say_whether_they_are_loading_or_waiting() {
-        let cluster =
-            json!({"cluster": null, "host": "solo", "hosts": [], "placements": [], "agents": []});
-        let answer = json!({"placements": [{"model": "llm", "host": "pc2", "gpu": 1, "vram_mib": 8000,
-                                            "pinned": false, "replica": 1, "loaded": false, "revision": 1},
-                                           {"model": "llm", "host": "solo", "gpu": 0, "vram_mib": 8000,
-                                            "pinned": false, "replica": 0, "loaded": true, "revision": 1,
-                                            "state": "waiting"}]});
+        let cluster = ClusterResponse {
+            cluster: None,
+            host: "solo".into(),
+            hosts: Vec::new(),
+            placements: Vec::new(),
+            agents: Vec::new(),
+        };
+        let mut first = placement("llm", "pc2", 1, false);
+        first.gpu = 1;
+        first.vram_mib = 8000;
+        first.pinned = false;
+        first.revision = 1;
+        let mut second = placement("llm", "solo", 0, true);
+        second.vram_mib = 8000;
+        second.pinned = false;
+        second.revision = 1;
+        second.state = Some("waiting".into());
+        let answer = ModelAnswer {
+            model: "llm".into(),
+            host: Some("pc2".into()),
+            gpu: Some(1),
+            vram_mib: Some(8000),
+            pinned: false,
+            state: "assigned".into(),
+            placements: vec![first, second],
+        };
+        let ok = HealthReport {
+            status: HealthStatus::Ok,
+            reasons: Vec::new(),
+        };
 
-        let status = render_status(&cluster, &json!({"status": "ok", "reasons": []}));
+        let status = render_status(&cluster, &ok);
         let placed = render_placed(&answer);
 
         assert!(status.starts_with("single host solo (no cluster configured): ok\n"));

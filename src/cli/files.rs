@@ -99,7 +99,7 @@ pub(super) fn detect(args: &DetectArgs, out: &mut dyn Write) -> Result<(), Daemo
 
 /// This host's name for the live root, else the fixture tree's directory
 /// name, made fit for a topology file.
-fn default_host_name(root: &Path) -> String {
+pub(super) fn default_host_name(root: &Path) -> String {
     let raw = if root == Path::new(LIVE_SYSFS) {
         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default()
     } else {

@@ -12,8 +12,10 @@ mod bench;
 mod client;
 mod cluster;
 mod files;
+mod install;
 mod run;
 mod status;
+mod top;
 mod tune;
 mod vram;
 
@@ -26,13 +28,15 @@ pub use bench::{BenchArgs, BenchCommand, BenchRingArgs, BenchRouterArgs, BenchSu
 pub use client::AdminClient;
 pub use cluster::{ClusterCommand, ClusterInitArgs, ClusterStatusArgs, GpuCommand, GpuPlaceArgs};
 pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, ValidateArgs};
+pub use install::{InstallArgs, InstallError, UninstallArgs};
 pub use run::RunArgs;
 pub use status::StatusArgs;
+pub use top::TopArgs;
 pub use tune::{RevertArgs, TuneArgs, TuneCommand};
 pub use vram::{ReplayArgs, VramCommand};
 
 use crate::bench::BenchError;
-use crate::error::{DaemonError, EXIT_FAILURE};
+use crate::error::{DaemonError, EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::topology::LIVE_SYSFS;
 
 /// pinwheel: a thread-per-core daemon for hosts that run a mesh of AI agents.
@@ -75,10 +79,20 @@ pub enum Command {
     Bench(BenchArgs),
     /// Show a running daemon's agents, GPUs and health.
     Status(StatusArgs),
+    /// A live view of a running daemon: agents per CPU, GPUs, the cluster
+    /// and health, refreshed every second (q quits).
+    Top(TopArgs),
     /// Prepare this host for low latency with a tuning profile, and put
     /// it back.
     #[command(subcommand)]
     Tune(TuneCommand),
+    /// Install pinwheel as a systemd service: the unit, /etc/pinwheel (a
+    /// topology detected for this host, the manifests, an admin token) and
+    /// the binary; prints the systemctl commands to run next.
+    Install(InstallArgs),
+    /// Remove exactly what `pinwheel install` wrote (files changed since
+    /// are kept and named).
+    Uninstall(UninstallArgs),
     /// The cluster as a running daemon sees it.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -108,6 +122,10 @@ pub enum CliError {
     /// A benchmark failed.
     #[error(transparent)]
     Bench(#[from] BenchError),
+    /// `pinwheel install` or `uninstall`: a command of the CLI, not of
+    /// the daemon, so its error lives here rather than in `DaemonError`.
+    #[error(transparent)]
+    Install(#[from] InstallError),
 }
 
 impl CliError {
@@ -117,6 +135,8 @@ impl CliError {
         match self {
             CliError::Daemon(err) => err.exit_code(),
             CliError::Bench(_) => EXIT_FAILURE,
+            CliError::Install(err) if err.is_bad_input() => EXIT_BAD_INPUT,
+            CliError::Install(_) => EXIT_FAILURE,
         }
     }
 
@@ -126,6 +146,7 @@ impl CliError {
         match self {
             CliError::Daemon(err) => err.report(),
             CliError::Bench(err) => format!("error: {err}\n"),
+            CliError::Install(err) => format!("error: {err}\n"),
         }
     }
 }
@@ -140,13 +161,16 @@ impl From<std::io::Error> for CliError {
 /// Runs a parsed command, writing its output to `out`.
 pub fn run(command: Command, out: &mut dyn Write) -> Result<(), CliError> {
     let done = match command {
-        Command::Run(args) => run::run(&args, out),
+        Command::Run(args) => return run::run(&args, out),
         Command::Topo(TopoCommand::Detect(args)) => files::detect(&args, out),
         Command::Plan(args) => files::plan(&args, out),
         Command::Validate(args) => files::validate(&args, out),
         Command::Bench(args) => return bench::run(args, out),
         Command::Status(args) => status::run(&args, out),
+        Command::Top(args) => top::run(&args),
         Command::Tune(command) => tune::run(command, out),
+        Command::Install(args) => return install::install(&args, out),
+        Command::Uninstall(args) => return install::uninstall(&args, out),
         Command::Cluster(ClusterCommand::Status(args)) => cluster::status(&args, out),
         Command::Cluster(ClusterCommand::Init(args)) => cluster::init(&args, out),
         Command::Gpu(GpuCommand::Place(args)) => cluster::place(&args, out),

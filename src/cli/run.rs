@@ -2,12 +2,13 @@
 //! [`RunOptions`].
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 
-use super::SysfsArg;
+use super::{CliError, SysfsArg};
+use crate::bench::html::render_html;
 use crate::daemon::{self, RunOptions};
 use crate::error::DaemonError;
 
@@ -44,6 +45,10 @@ pub struct RunArgs {
     /// Write the final report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write the final report as one self-contained HTML page (tables and
+    /// SVG percentile plots) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report_html: Option<PathBuf>,
     /// Directory for state that survives a restart (registry snapshots).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -126,8 +131,38 @@ impl RunArgs {
     }
 }
 
-pub(super) fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
-    daemon::run(&args.options()?, out).map(drop)
+pub(super) fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let options = args.options()?;
+    if let Some(path) = &args.report_html {
+        check_dir(path)?;
+    }
+    let report = daemon::run(&options, out)?;
+    if let Some(path) = &args.report_html {
+        let page = render_html(&report)?;
+        std::fs::write(path, page).map_err(|source| DaemonError::Report {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Bad input before anything starts: the page's directory must exist.
+fn check_dir(path: &Path) -> Result<(), DaemonError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(DaemonError::Usage {
+        message: format!(
+            "--report-html {}: directory {} does not exist; create it or write the page elsewhere",
+            path.display(),
+            dir.display()
+        ),
+    })
 }
 
 #[cfg(test)]

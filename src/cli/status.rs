@@ -6,11 +6,12 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use clap::Args;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::client::AdminClient;
 use crate::error::DaemonError;
 use crate::latency::format_ns;
+use crate::observe::api::{AgentsResponse, GpusResponse, HealthReport};
 use crate::topology::DEFAULT_ADMIN_ADDR;
 
 /// `pinwheel status`.
@@ -24,14 +25,28 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `pinwheel status --json`: the three answers under one object.
+#[derive(Debug, Serialize)]
+struct StatusJson<'a> {
+    health: &'a HealthReport,
+    agents: &'a AgentsResponse,
+    gpus: &'a GpusResponse,
+}
+
 pub(super) fn run(args: &StatusArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
     let client = AdminClient::new(args.admin);
-    let health = client.get("/health")?;
-    let agents = client.get("/v1/agents")?;
-    let gpus = client.get("/v1/gpus")?;
+    let health: HealthReport = client.get("/health")?;
+    let agents: AgentsResponse = client.get("/v1/agents")?;
+    let gpus: GpusResponse = client.get("/v1/gpus")?;
     let text = if args.json {
-        let all = json!({ "health": health, "agents": agents, "gpus": gpus });
-        format!("{all:#}\n")
+        let all = StatusJson {
+            health: &health,
+            agents: &agents,
+            gpus: &gpus,
+        };
+        let mut text = serde_json::to_string_pretty(&all).expect("API answers always serialize");
+        text.push('\n');
+        text
     } else {
         render(&health, &agents, &gpus)
     };
@@ -40,40 +55,29 @@ pub(super) fn run(args: &StatusArgs, out: &mut dyn Write) -> Result<(), DaemonEr
 }
 
 /// The three answers as tables.
-pub fn render(health: &Value, agents: &Value, gpus: &Value) -> String {
+pub fn render(health: &HealthReport, agents: &AgentsResponse, gpus: &GpusResponse) -> String {
     let mut out = String::new();
-    let host = agents["host"].as_str().unwrap_or("?");
-    let status = health["status"].as_str().unwrap_or("?");
-    let _ = writeln!(out, "host {host}: {status}");
-    for reason in health["reasons"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "  {}: {}",
-            reason["reason"].as_str().unwrap_or("?"),
-            reason["detail"].as_str().unwrap_or("")
-        );
+    let _ = writeln!(out, "host {}: {}", agents.host, health.status.as_str());
+    for reason in &health.reasons {
+        let _ = writeln!(out, "  {}: {}", reason.reason, reason.detail);
     }
     let _ = writeln!(
         out,
         "\n{:<34} {:>4} {:<9} {:>10} {:>10}",
         "agent", "cpu", "state", "msgs/s", "p99"
     );
-    for agent in agents["agents"].as_array().into_iter().flatten() {
+    for agent in &agents.agents {
         let _ = writeln!(
             out,
             "{:<34} {:>4} {:<9} {:>10.1} {:>10}",
-            agent["name"].as_str().unwrap_or("?"),
-            agent["cpu"].as_u64().unwrap_or(0),
-            agent["state"].as_str().unwrap_or("?"),
-            agent["msgs_per_s"].as_f64().unwrap_or(0.0),
-            match agent["p99_ns"].as_u64().unwrap_or(0) {
-                0 => "-".to_owned(),
-                ns => format_ns(ns),
-            },
+            agent.name,
+            agent.cpu,
+            agent.state.as_str(),
+            agent.msgs_per_s,
+            latency(agent.p99_ns),
         );
     }
-    let gpus = gpus["gpus"].as_array().cloned().unwrap_or_default();
-    if gpus.is_empty() {
+    if gpus.gpus.is_empty() {
         out.push_str("\nno GPUs\n");
         return out;
     }
@@ -82,44 +86,90 @@ pub fn render(health: &Value, agents: &Value, gpus: &Value) -> String {
         "\n{:<4} {:<24} {:>10} {:>10} {:>10}  resident",
         "gpu", "name", "used MiB", "free MiB", "total MiB"
     );
-    for gpu in &gpus {
-        let resident: Vec<String> = gpu["resident"]
-            .as_array()
-            .into_iter()
-            .flatten()
+    for gpu in &gpus.gpus {
+        let resident: Vec<String> = gpu
+            .resident
+            .iter()
             .map(|m| {
-                let pin = if m["pinned"].as_bool() == Some(true) {
-                    " (pinned)"
-                } else {
-                    ""
-                };
-                format!("{}{pin}", m["model"].as_str().unwrap_or("?"))
+                let pin = if m.pinned { " (pinned)" } else { "" };
+                format!("{}{pin}", m.model)
             })
             .collect();
         let _ = writeln!(
             out,
             "{:<4} {:<24} {:>10} {:>10} {:>10}  {}",
-            gpu["gpu"].as_u64().unwrap_or(0),
-            gpu["name"].as_str().unwrap_or("?"),
-            gpu["used_mib"].as_u64().unwrap_or(0),
-            gpu["free_mib"].as_u64().unwrap_or(0),
-            gpu["total_mib"].as_u64().unwrap_or(0),
+            gpu.gpu,
+            gpu.name,
+            gpu.used_mib,
+            gpu.free_mib,
+            gpu.total_mib,
             resident.join(", ")
         );
     }
     out
 }
 
+/// A latency for a table: `-` before the first message.
+pub(super) fn latency(ns: u64) -> String {
+    if ns == 0 {
+        "-".to_owned()
+    } else {
+        format_ns(ns)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::api::{
+        AgentState, AgentStatus, GpuStatus, HealthStatus, Reason, ResidentModel,
+    };
 
     #[test]
     fn the_tables_show_reasons_agents_and_resident_models() {
-        let health =
-            json!({"status": "degraded", "reasons": [{"reason": "no_pmu", "detail": "d"}]});
-        let agents = json!({"host": "vm", "agents": [{"name": "STTService", "cpu": 1, "state": "up", "msgs_per_s": 12.5, "p99_ns": 2_500_000}]});
-        let gpus = json!({"gpus": [{"gpu": 0, "name": "sim-24g", "used_mib": 3100, "free_mib": 21476, "total_mib": 24576, "resident": [{"model": "whisper", "pinned": true}]}]});
+        let health = HealthReport {
+            status: HealthStatus::Degraded,
+            reasons: vec![Reason {
+                reason: "no_pmu".into(),
+                detail: "d".into(),
+            }],
+        };
+        let agents = AgentsResponse {
+            host: "vm".into(),
+            agents: vec![AgentStatus {
+                name: "STTService".into(),
+                cpu: 1,
+                observed_cpu: Some(1),
+                state: AgentState::Up,
+                msgs_per_s: 12.5,
+                p50_ns: 1_000_000,
+                p99_ns: 2_500_000,
+                handled: 10,
+                failures: 0,
+                restarts: 0,
+            }],
+            executors: Vec::new(),
+        };
+        let gpus = GpusResponse {
+            gpus: vec![GpuStatus {
+                gpu: 0,
+                name: "sim-24g".into(),
+                uuid: "GPU-0".into(),
+                simulated: true,
+                total_mib: 24576,
+                used_mib: 3100,
+                free_mib: 21476,
+                util_pct: None,
+                planned_mib: 3100,
+                budget_mib: 23000,
+                resident: vec![ResidentModel {
+                    model: "whisper".into(),
+                    vram_mib: 3100,
+                    pinned: true,
+                }],
+            }],
+            ..GpusResponse::default()
+        };
         let text = render(&health, &agents, &gpus);
         assert!(
             text.starts_with("host vm: degraded\n  no_pmu: d\n"),

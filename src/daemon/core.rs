@@ -34,7 +34,8 @@ use tracing::{error, info};
 use super::cluster::ClusterSide;
 use super::gpus::GpuSide;
 use crate::observe::admin::Request;
-use crate::observe::view::{AgentStatus, DaemonView, ExecutorStatus, LiveView};
+use crate::observe::api::{AgentState, AgentStatus, ExecutorStatus};
+use crate::observe::view::{DaemonView, LiveView};
 use crate::observe::watchdog::{Systemd, Watchdog};
 use crate::runtime::control::{ControlRuntime, ControlTask};
 use crate::runtime::ctx::now_ns;
@@ -236,13 +237,16 @@ impl State {
     fn agent_statuses(&mut self, snapshots: &[StatsSnapshot], seconds: f64) -> Vec<AgentStatus> {
         let count = self.view.routes.agent_count();
         let mut counts: Vec<Option<AgentCounts>> = vec![None; count];
-        let mut p99 = vec![0u64; count];
+        let mut p50_p99 = vec![(0u64, 0u64); count];
         for snapshot in snapshots {
             for &(AgentId(id), c) in &snapshot.agents {
                 counts[id as usize] = Some(c);
             }
             for (AgentId(id), histogram) in &snapshot.service {
-                p99[*id as usize] = histogram.value_at_quantile(0.99);
+                p50_p99[*id as usize] = (
+                    histogram.value_at_quantile(0.5),
+                    histogram.value_at_quantile(0.99),
+                );
             }
         }
         let view = Arc::clone(&self.view);
@@ -253,10 +257,10 @@ impl State {
                 let c = counts[id].unwrap_or_default();
                 let before = std::mem::replace(&mut self.last.1[id], c.handled);
                 let state = match (facts.kind, counts[id].is_some(), c.isolated, c.cpu_seen) {
-                    ("external", ..) => "detached",
-                    (_, _, true, _) => "isolated",
-                    (_, true, false, Some(_)) => "up",
-                    _ => "starting",
+                    ("external", ..) => AgentState::Detached,
+                    (_, _, true, _) => AgentState::Isolated,
+                    (_, true, false, Some(_)) => AgentState::Up,
+                    _ => AgentState::Starting,
                 };
                 AgentStatus {
                     name: facts.name.clone(),
@@ -264,7 +268,8 @@ impl State {
                     observed_cpu: c.cpu_seen,
                     state,
                     msgs_per_s: c.handled.saturating_sub(before) as f64 / seconds,
-                    p99_ns: p99[id],
+                    p50_ns: p50_p99[id].0,
+                    p99_ns: p50_p99[id].1,
                     handled: c.handled,
                     failures: c.failures,
                     restarts: c.restarts,
@@ -285,10 +290,10 @@ impl State {
             .iter()
             .enumerate()
             .map(|(i, &cpu)| {
-                let busy_ns = snapshots
+                let snapshot = snapshots
                     .iter()
-                    .find(|s| usize::from(s.executor.index) == i)
-                    .map_or(0, |s| s.executor.busy_ns);
+                    .find(|s| usize::from(s.executor.index) == i);
+                let busy_ns = snapshot.map_or(0, |s| s.executor.busy_ns);
                 let before = std::mem::replace(&mut self.last.2[i], busy_ns);
                 let migrations = readings
                     .iter()
@@ -304,6 +309,8 @@ impl State {
                     busy: (busy_ns.saturating_sub(before) as f64 / 1e9 / seconds).min(1.0),
                     stalls: stalls.get(i).copied().unwrap_or(0),
                     migrations,
+                    ring_backlog_slots: snapshot.map_or(0, |s| s.router.ring_backlog),
+                    parks: snapshot.map_or(0, |s| s.router.parks),
                 }
             })
             .collect()

@@ -11,12 +11,15 @@
 //! usage (so samples and metrics show it); on NVML GPUs the models belong
 //! to the agents' processes and a load is taken as done once decided.
 //! The admin API's pins and local placements arrive as commands.
+//! `GET /v1/gpus` shows the last [`RECENT_DECISIONS`] decisions that
+//! changed something (admissions of resident models left out), so an
+//! operator sees why a model went or waits.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use serde_json::{Value, json};
 use tokio::runtime::Handle;
 use tracing::warn;
 
@@ -24,9 +27,12 @@ use crate::config::AgentSet;
 use crate::error::DaemonError;
 use crate::gpu::backend::{GpuBackend, GpuError, GpuEvent, GpuIndex, GpuInfo, GpuSample};
 use crate::gpu::metrics::GpuMetrics;
-use crate::gpu::vram::{Decision, ModelId, Priority, UseRequest};
+use crate::gpu::vram::{Decision, ModelId, Priority, UseRequest, WaitReason};
 use crate::gpu::{GpuPoller, SimBackend, VramOptimizer, open_backend};
 use crate::observe::admin::Answer;
+use crate::observe::api::{
+    GpuStatus, GpusResponse, ModelAnswer, RECENT_DECISIONS, ResidentModel, VramCounts, VramDecision,
+};
 use crate::observe::health::Health;
 use crate::topology::{GpuPlan, GpuSource, Topology};
 
@@ -81,6 +87,8 @@ pub struct GpuSide {
     /// Simulated processes holding loaded models.
     processes: Vec<(ModelId, GpuIndex, u32)>,
     decisions: Vec<Decision>,
+    /// The last decisions that changed something, for `/v1/gpus`.
+    recent: VecDeque<VramDecision>,
     began: Instant,
 }
 
@@ -120,6 +128,7 @@ impl GpuSide {
             sim,
             processes: Vec::new(),
             decisions: Vec::new(),
+            recent: VecDeque::with_capacity(RECENT_DECISIONS),
             began: Instant::now(),
         })
     }
@@ -150,6 +159,7 @@ impl GpuSide {
         self.optimizer.tick(now, &mut decisions);
         for decision in &decisions {
             self.carry_out(now, decision);
+            self.remember(now, decision);
         }
         self.metrics.observe_vram(self.optimizer.stats());
         self.decisions = decisions;
@@ -190,6 +200,36 @@ impl GpuSide {
             }
             Decision::Admit { .. } | Decision::Queue { .. } | Decision::Deny { .. } => {}
         }
+    }
+
+    /// Keeps `decision` in the bounded list `/v1/gpus` shows.
+    fn remember(&mut self, now: u64, decision: &Decision) {
+        let (kind, model, gpu, reason) = match *decision {
+            Decision::Load { model, gpu, .. } => ("load", model, Some(gpu.0), None),
+            Decision::Preload { model, gpu, .. } => ("preload", model, Some(gpu.0), None),
+            Decision::Evict { model, gpu, reason } => {
+                ("evict", model, Some(gpu.0), Some(reason.as_str()))
+            }
+            Decision::Queue { model, reason, .. } => {
+                let why = match reason {
+                    WaitReason::Loading => "loading",
+                    WaitReason::NoRoom => "no_room",
+                };
+                ("queue", model, None, Some(why))
+            }
+            Decision::Deny { model, reason, .. } => ("deny", model, None, Some(reason.as_str())),
+            Decision::Admit { .. } => return,
+        };
+        if self.recent.len() == RECENT_DECISIONS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(VramDecision {
+            at_ms: now,
+            kind: kind.to_owned(),
+            model: self.optimizer.model_name(model).to_owned(),
+            gpu,
+            reason: reason.map(str::to_owned),
+        });
     }
 
     /// Pins `model` (known from the manifests or an earlier placement).
@@ -249,12 +289,15 @@ impl GpuSide {
             return Err((409, format!("denied: {}", reason.as_str())));
         }
         let gpu = self.optimizer.resident(model);
-        Ok(json!({
-            "model": self.optimizer.model_name(model),
-            "gpu": gpu.map(|g| g.0),
-            "state": if gpu.is_some() { "resident" } else { "waiting" },
-            "pinned": self.optimizer.is_pinned(model),
-        }))
+        Ok(ModelAnswer {
+            model: self.optimizer.model_name(model).to_owned(),
+            host: None,
+            gpu: gpu.map(|g| g.0),
+            vram_mib: None,
+            pinned: self.optimizer.is_pinned(model),
+            state: if gpu.is_some() { "resident" } else { "waiting" }.to_owned(),
+            placements: Vec::new(),
+        })
     }
 
     /// Each GPU's size and its room for models the cluster places here:
@@ -280,51 +323,51 @@ impl GpuSide {
     }
 
     /// `GET /v1/gpus`.
-    pub fn view(&self) -> Value {
-        let gpus: Vec<Value> = self
+    pub fn view(&self) -> GpusResponse {
+        let gpus = self
             .infos
             .iter()
             .map(|info| {
                 let sample = self.samples[info.index.0 as usize].as_ref();
-                let resident: Vec<Value> = self
+                let resident = self
                     .optimizer
                     .residents(info.index)
                     .into_iter()
-                    .map(|(model, vram_mib)| {
-                        json!({
-                            "model": self.optimizer.model_name(model),
-                            "vram_mib": vram_mib,
-                            "pinned": self.optimizer.is_pinned(model),
-                        })
+                    .map(|(model, vram_mib)| ResidentModel {
+                        model: self.optimizer.model_name(model).to_owned(),
+                        vram_mib,
+                        pinned: self.optimizer.is_pinned(model),
                     })
                     .collect();
-                json!({
-                    "gpu": info.index.0,
-                    "name": info.name,
-                    "uuid": info.uuid,
-                    "simulated": self.sim.is_some(),
-                    "total_mib": info.total_mib,
-                    "used_mib": sample.map_or(0, |s| s.used_mib),
-                    "free_mib": sample.map_or(info.total_mib, |s| s.free_mib),
-                    "util_pct": sample.and_then(|s| s.util_pct),
-                    "planned_mib": self.optimizer.used_mib(info.index),
-                    "resident": resident,
-                })
+                GpuStatus {
+                    gpu: info.index.0,
+                    name: info.name.clone(),
+                    uuid: info.uuid.clone(),
+                    simulated: self.sim.is_some(),
+                    total_mib: info.total_mib,
+                    used_mib: sample.map_or(0, |s| s.used_mib),
+                    free_mib: sample.map_or(info.total_mib, |s| s.free_mib),
+                    util_pct: sample.and_then(|s| s.util_pct),
+                    planned_mib: self.optimizer.used_mib(info.index),
+                    budget_mib: self.optimizer.policy().budget_mib(info.total_mib),
+                    resident,
+                }
             })
             .collect();
         let s = self.optimizer.stats();
-        json!({
-            "gpus": gpus,
-            "vram": {
-                "loads": s.loads,
-                "preloads": s.preloads,
-                "evictions": s.evictions_make_room + s.evictions_pressure + s.evictions_keep_alive,
-                "hits": s.hits,
-                "misses": s.misses,
-                "queued": s.queued,
-                "denied": s.denied,
+        GpusResponse {
+            gpus,
+            vram: VramCounts {
+                loads: s.loads,
+                preloads: s.preloads,
+                evictions: s.evictions_make_room + s.evictions_pressure + s.evictions_keep_alive,
+                hits: s.hits,
+                misses: s.misses,
+                queued: s.queued,
+                denied: s.denied,
             },
-        })
+            decisions: self.recent.iter().cloned().collect(),
+        }
     }
 }
 

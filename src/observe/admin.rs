@@ -46,10 +46,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::ObserveError;
+use super::api::{
+    AgentsResponse, ClusterResponse, ErrorBody, GpusResponse, HealthReport, ModelAnswer,
+};
 use super::view::DaemonView;
 use crate::config::ConfigError;
 use crate::config::trust::{self, Strictness};
@@ -66,8 +69,9 @@ pub const DEFAULT_TOKEN_FILE: &str = "/etc/pinwheel/admin.token";
 /// OpenMetrics text, which Prometheus scrapes natively.
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A change asked of the core loop.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+/// A change asked of the core loop: the body of a `POST` (its `op` is
+/// the endpoint's, whatever the body says).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
     /// Place a model (or GPU job) somewhere in the cluster.
@@ -95,8 +99,9 @@ pub enum Command {
     },
 }
 
-/// The core loop's answer: a JSON body, or an HTTP status and a reason.
-pub type Answer = Result<Value, (u16, String)>;
+/// The core loop's answer: the model's state, or an HTTP status and a
+/// reason.
+pub type Answer = Result<ModelAnswer, (u16, String)>;
 
 /// A command and where its answer goes.
 #[derive(Debug)]
@@ -281,8 +286,8 @@ fn too_large() -> Response {
     )
 }
 
-async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!(state.view.health.report()))
+async fn health(State(state): State<Arc<AppState>>) -> Json<HealthReport> {
+    Json(state.view.health.report())
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -290,13 +295,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response()
 }
 
-async fn agents(State(state): State<Arc<AppState>>) -> Json<Value> {
+async fn agents(State(state): State<Arc<AppState>>) -> Json<AgentsResponse> {
     let live = state.view.live();
-    Json(json!({
-        "host": state.view.host,
-        "agents": live.agents,
-        "executors": live.executors,
-    }))
+    Json(AgentsResponse {
+        host: state.view.host.clone(),
+        agents: live.agents,
+        executors: live.executors,
+    })
 }
 
 async fn plan(State(state): State<Arc<AppState>>) -> Response {
@@ -307,11 +312,11 @@ async fn plan(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn gpus(State(state): State<Arc<AppState>>) -> Json<Value> {
+async fn gpus(State(state): State<Arc<AppState>>) -> Json<GpusResponse> {
     Json(state.view.gpus())
 }
 
-async fn cluster(State(state): State<Arc<AppState>>) -> Json<Value> {
+async fn cluster(State(state): State<Arc<AppState>>) -> Json<ClusterResponse> {
     Json(state.view.cluster())
 }
 
@@ -349,13 +354,13 @@ async fn command(
     if let Err((status, why)) = state.auth.check(&headers) {
         return error(status, &why);
     }
-    let mut value: Value = match serde_json::from_str(&body) {
-        Ok(Value::Object(map)) => Value::Object(map),
+    let mut map = match serde_json::from_str(&body) {
+        Ok(Value::Object(map)) => map,
         Ok(_) => return error(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
         Err(err) => return error(StatusCode::BAD_REQUEST, &format!("body: {err}")),
     };
-    value["op"] = json!(op);
-    let command: Command = match serde_json::from_value(value) {
+    map.insert("op".to_owned(), Value::String(op.to_owned()));
+    let command: Command = match serde_json::from_value(Value::Object(map)) {
         Ok(command) => command,
         Err(err) => return error(StatusCode::BAD_REQUEST, &format!("body: {err}")),
     };
@@ -380,5 +385,8 @@ async fn command(
 }
 
 fn error(status: StatusCode, why: &str) -> Response {
-    (status, Json(json!({ "error": why }))).into_response()
+    let body = ErrorBody {
+        error: why.to_owned(),
+    };
+    (status, Json(body)).into_response()
 }

@@ -10,30 +10,12 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use serde::Serialize;
+use super::api::{HealthReport, HealthStatus, Reason};
 
 /// The daemon's degraded reasons.
 #[derive(Debug, Default)]
 pub struct Health {
     reasons: Mutex<BTreeMap<String, String>>,
-}
-
-/// One reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Reason {
-    /// Stable name, e.g. `no_nvml`.
-    pub reason: String,
-    /// What it means and what to do.
-    pub detail: String,
-}
-
-/// Health at one moment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HealthReport {
-    /// `ok` or `degraded`.
-    pub status: &'static str,
-    /// Why it is degraded, by name.
-    pub reasons: Vec<Reason>,
 }
 
 impl Health {
@@ -66,7 +48,11 @@ impl Health {
             })
             .collect();
         HealthReport {
-            status: if reasons.is_empty() { "ok" } else { "degraded" },
+            status: if reasons.is_empty() {
+                HealthStatus::Ok
+            } else {
+                HealthStatus::Degraded
+            },
             reasons,
         }
     }
@@ -92,10 +78,10 @@ mod tests {
     #[test]
     fn no_reasons_is_ok_and_any_reason_is_degraded() {
         let health = Health::default();
-        assert_eq!(health.report().status, "ok");
+        assert_eq!(health.report().status, HealthStatus::Ok);
         assert!(health.raise("no_pmu", "no hardware counters"));
         let report = health.report();
-        assert_eq!(report.status, "degraded");
+        assert_eq!(report.status, HealthStatus::Degraded);
         assert_eq!(report.reasons[0].reason, "no_pmu");
     }
 
@@ -108,6 +94,6 @@ mod tests {
         assert_eq!(health.report().reasons[0].detail, "b");
         assert!(health.clear("cluster_link_down"));
         assert!(!health.clear("cluster_link_down"));
-        assert_eq!(health.report().status, "ok");
+        assert_eq!(health.report().status, HealthStatus::Ok);
     }
 }

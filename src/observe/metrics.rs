@@ -12,6 +12,7 @@
 //! | --- | --- |
 //! | `pinwheel_agent_handler_seconds` (histogram) | agent, cpu |
 //! | `pinwheel_agent_messages_total`, `_failures_total`, `_restarts_total`, `_expired_total` | agent |
+//! | `pinwheel_agent_isolated` (1 while the supervisor holds it out) | agent |
 //! | `pinwheel_route_call_seconds` (histogram) | from, to, path (`local`, or `remote`: over NATS to another host) |
 //! | `pinwheel_requests_total` | outcome |
 //! | `pinwheel_cluster_calls_total` (in a cluster) | outcome (sent, completed, timed_out, host_lost, breaker_open, failed, served, answered, dropped_replies, bad) |
@@ -20,6 +21,12 @@
 //! | `pinwheel_executor_busy_seconds_total`, `_tasks_total`, `_stalls_total`, `_heartbeat_age_seconds` | cpu |
 //! | `pinwheel_perf_<event>_total` | cpu |
 //! | `pinwheel_health_degraded` | reason |
+//! | `pinwheel_vram_budget_mib`, `pinwheel_vram_planned_mib` | gpu |
+//! | `pinwheel_cluster_host_up` (0 once lost), `pinwheel_cluster_host_latency_seconds` | host |
+//!
+//! The GPU readings themselves (`DCGM_FI_DEV_*`) and the optimizer's
+//! counters (`pinwheel_vram_*_total`) are registered by
+//! [`crate::gpu::metrics`].
 
 use std::sync::Arc;
 
@@ -67,7 +74,9 @@ impl Collector for DaemonCollector {
         routes(&self.view, &mut encoder)?;
         executors(&self.view, &mut encoder)?;
         perf(&self.view, &mut encoder)?;
-        health(&self.view, &mut encoder)
+        health(&self.view, &mut encoder)?;
+        vram(&self.view, &mut encoder)?;
+        cluster(&self.view, &mut encoder)
     }
 }
 
@@ -184,7 +193,7 @@ fn agents(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
         "Time an agent's handler ran per message.",
         &service,
     )?;
-    let per_agent = |get: fn(&super::view::AgentStatus) -> u64| -> Vec<(Labels, u64)> {
+    let per_agent = |get: fn(&super::api::AgentStatus) -> u64| -> Vec<(Labels, u64)> {
         live.agents
             .iter()
             .map(|a| (vec![("agent", a.name.clone())], get(a)))
@@ -207,6 +216,20 @@ fn agents(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
         "pinwheel_agent_restarts",
         "Restarts after the supervisor isolated the agent.",
         &per_agent(|a| a.restarts),
+    )?;
+    let isolated: Vec<(Labels, f64)> = live
+        .agents
+        .iter()
+        .map(|a| {
+            let held = a.state == super::api::AgentState::Isolated;
+            (vec![("agent", a.name.clone())], f64::from(u8::from(held)))
+        })
+        .collect();
+    gauges(
+        encoder,
+        "pinwheel_agent_isolated",
+        "1 while the supervisor holds the agent out after failures.",
+        &isolated,
     )
 }
 
@@ -464,6 +487,54 @@ fn health(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
         "pinwheel_health_degraded",
         "1 for each reason the daemon is degraded.",
         &rows,
+    )
+}
+
+fn vram(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let gpus = view.gpus().gpus;
+    let per_gpu = |get: fn(&super::api::GpuStatus) -> u64| -> Vec<(Labels, f64)> {
+        gpus.iter()
+            .map(|g| (vec![("gpu", g.gpu.to_string())], get(g) as f64))
+            .collect()
+    };
+    gauges(
+        encoder,
+        "pinwheel_vram_budget_mib",
+        "The most VRAM the optimizer places on the GPU ([vram] budget), MiB.",
+        &per_gpu(|g| g.budget_mib),
+    )?;
+    gauges(
+        encoder,
+        "pinwheel_vram_planned_mib",
+        "VRAM the optimizer has placed on the GPU, MiB.",
+        &per_gpu(|g| g.planned_mib),
+    )
+}
+
+fn cluster(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let hosts = view.cluster().hosts;
+    let up: Vec<(Labels, f64)> = hosts
+        .iter()
+        .map(|h| {
+            let alive = h.state != super::api::HostState::Lost;
+            (vec![("host", h.host.clone())], f64::from(u8::from(alive)))
+        })
+        .collect();
+    gauges(
+        encoder,
+        "pinwheel_cluster_host_up",
+        "1 while the host is heard (up or degraded), 0 once it is lost.",
+        &up,
+    )?;
+    let latency: Vec<(Labels, f64)> = hosts
+        .iter()
+        .map(|h| (vec![("host", h.host.clone())], h.latency_us as f64 / 1e6))
+        .collect();
+    gauges(
+        encoder,
+        "pinwheel_cluster_host_latency_seconds",
+        "Latency of the cluster link to the host (0 for this host).",
+        &latency,
     )
 }
 

@@ -13,12 +13,14 @@
 //! * [`metrics`]: the Prometheus collector over that view.
 //! * [`admin`]: the HTTP API, a task on the control runtime, behind an
 //!   edge no client can hold (timeouts, a connection cap, bounded
-//!   shutdown).
+//!   shutdown), answering with the types of [`api`], which its clients
+//!   share.
 //!
 //! Nothing here runs on an executor: the data plane publishes counters it
 //! owns, and everything else reads them from other threads.
 
 pub mod admin;
+pub mod api;
 pub mod health;
 pub mod metrics;
 pub mod perf;

@@ -11,8 +11,8 @@
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
-use serde_json::{Value, json};
 
+use super::api::{AgentStatus, ClusterResponse, ExecutorStatus, GpusResponse};
 use super::health::Health;
 use super::perf::PerfSet;
 use crate::runtime::executor::Control;
@@ -34,43 +34,6 @@ pub struct AgentFacts {
     pub kind: &'static str,
     /// The CPU the plan gave it.
     pub cpu: u32,
-}
-
-/// An agent now.
-#[derive(Debug, Clone, Serialize)]
-pub struct AgentStatus {
-    /// Its name.
-    pub name: String,
-    /// The CPU the plan gave it.
-    pub cpu: u32,
-    /// The CPU its worker found itself on.
-    pub observed_cpu: Option<u32>,
-    /// `starting`, `up`, `isolated`, or `detached` (an external agent
-    /// with no process attached).
-    pub state: &'static str,
-    /// Messages handled a second over the last period.
-    pub msgs_per_s: f64,
-    /// p99 of its handler time, ns (0 before its first message).
-    pub p99_ns: u64,
-    /// Messages handled.
-    pub handled: u64,
-    /// Handler failures and overruns.
-    pub failures: u64,
-    /// Restarts after isolation.
-    pub restarts: u64,
-}
-
-/// An executor now.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExecutorStatus {
-    /// Its CPU.
-    pub cpu: u32,
-    /// Share of the last period it was busy (0 to 1).
-    pub busy: f64,
-    /// Stalls the watchdog counted.
-    pub stalls: u64,
-    /// Migrations of its pinned thread (perf), if counted.
-    pub migrations: Option<u64>,
 }
 
 /// What the core loop refreshes each second.
@@ -104,14 +67,21 @@ pub struct DaemonView {
     /// `pinwheel plan --format json` of the running plan.
     pub plan_json: String,
     live: RwLock<LiveView>,
-    gpus: RwLock<Value>,
-    cluster: RwLock<Value>,
+    gpus: RwLock<GpusResponse>,
+    cluster: RwLock<ClusterResponse>,
     cluster_calls: std::sync::OnceLock<Arc<CallStats>>,
 }
 
 impl DaemonView {
     /// A view with nothing live yet.
     pub fn new(parts: ViewParts) -> Self {
+        let cluster = ClusterResponse {
+            cluster: None,
+            host: parts.host.clone(),
+            hosts: Vec::new(),
+            placements: Vec::new(),
+            agents: Vec::new(),
+        };
         Self {
             host: parts.host,
             health: parts.health,
@@ -122,8 +92,8 @@ impl DaemonView {
             agents: parts.agents,
             plan_json: parts.plan_json,
             live: RwLock::new(LiveView::default()),
-            gpus: RwLock::new(json!({ "gpus": [] })),
-            cluster: RwLock::new(json!({ "hosts": [], "placements": [] })),
+            gpus: RwLock::new(GpusResponse::default()),
+            cluster: RwLock::new(cluster),
             cluster_calls: std::sync::OnceLock::new(),
         }
     }
@@ -139,22 +109,22 @@ impl DaemonView {
     }
 
     /// `GET /v1/gpus` as the core loop last published it.
-    pub fn gpus(&self) -> Value {
+    pub fn gpus(&self) -> GpusResponse {
         load(&self.gpus)
     }
 
     /// Publishes `GET /v1/gpus`.
-    pub fn set_gpus(&self, gpus: Value) {
+    pub fn set_gpus(&self, gpus: GpusResponse) {
         store(&self.gpus, gpus);
     }
 
     /// `GET /v1/cluster` as the core loop last published it.
-    pub fn cluster(&self) -> Value {
+    pub fn cluster(&self) -> ClusterResponse {
         load(&self.cluster)
     }
 
     /// Publishes `GET /v1/cluster`.
-    pub fn set_cluster(&self, cluster: Value) {
+    pub fn set_cluster(&self, cluster: ClusterResponse) {
         store(&self.cluster, cluster);
     }
 

@@ -31,7 +31,10 @@ use serde::Serialize;
 use crate::config::{AgentIndex, AgentSet, CallTarget, Location};
 use crate::topology::{CpuClass, CpuId, Topology};
 
-pub use render::{render_json, render_table};
+pub use render::{
+    PlacedAgent, PlanDoc, PlannedRemote, PlannedRing, PlannedRoute, plan_doc, render_json,
+    render_table,
+};
 
 /// Where one agent runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

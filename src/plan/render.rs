@@ -2,48 +2,139 @@
 
 use std::fmt::Write as _;
 
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::{Plan, Route, RouteKind};
 use crate::config::AgentSet;
 use crate::topology::{CpuClass, Topology};
 
-/// The plan as JSON: `{"placements": [..], "rings": [..], "start_order":
-/// [..], "warnings": [..], ..}`.
-pub fn render_json(plan: &Plan, topology: &Topology, agents: &AgentSet) -> String {
+/// The plan as `pinwheel plan --format json` prints it and `GET /v1/plan`
+/// serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanDoc {
+    /// The host it was planned for.
+    pub host: String,
+    /// The topology file.
+    pub topology: String,
+    /// Agents placed.
+    pub agents: usize,
+    /// Each agent's CPU, class and start phase.
+    pub placements: Vec<PlacedAgent>,
+    /// Rings between CPUs and the routes each carries.
+    pub rings: Vec<PlannedRing>,
+    /// Routes between agents on one CPU (local queues).
+    pub local_routes: Vec<PlannedRoute>,
+    /// Calls to agents of other hosts.
+    pub remote_routes: Vec<PlannedRemote>,
+    /// Agents in start order.
+    pub start_order: Vec<String>,
+    /// What the planner had to bend (cycle breaks, ...).
+    pub warnings: Vec<String>,
+}
+
+/// One agent's place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlacedAgent {
+    /// Its name.
+    pub agent: String,
+    /// Its host in the manifest.
+    pub host: String,
+    /// Its CPU.
+    pub cpu: u32,
+    /// That CPU's class.
+    pub class: CpuClass,
+    /// Its start phase.
+    pub phase: usize,
+}
+
+/// A ring between two CPUs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedRing {
+    /// Producer's CPU.
+    pub from_cpu: u32,
+    /// Consumer's CPU.
+    pub to_cpu: u32,
+    /// Routes it carries.
+    pub routes: Vec<PlannedRoute>,
+}
+
+/// A route between two agents of this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedRoute {
+    /// Sender.
+    pub from: String,
+    /// Receiver.
+    pub to: String,
+    /// `request`, `reply` or `topic`.
+    pub kind: String,
+    /// The topic of a `topic` route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+}
+
+/// A call to an agent on another host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedRemote {
+    /// Caller.
+    pub from: String,
+    /// Callee (`Name@host`).
+    pub to: String,
+}
+
+/// The plan as a [`PlanDoc`].
+pub fn plan_doc(plan: &Plan, topology: &Topology, agents: &AgentSet) -> PlanDoc {
     let name = |i| agents.display_name(i);
-    let route = |r: &Route| {
-        let mut v = json!({"from": name(r.from), "to": name(r.to), "kind": kind_word(&r.kind)});
-        if let RouteKind::Topic(topic) = &r.kind {
-            v["topic"] = json!(topic);
-        }
-        v
+    let route = |r: &Route| PlannedRoute {
+        from: name(r.from),
+        to: name(r.to),
+        kind: kind_word(&r.kind).to_owned(),
+        topic: match &r.kind {
+            RouteKind::Topic(topic) => Some(topic.clone()),
+            _ => None,
+        },
     };
-    let value = json!({
-        "host": plan.host(),
-        "topology": topology.path().display().to_string(),
-        "agents": plan.placements().len(),
-        "placements": plan.placements().iter().map(|p| json!({
-            "agent": name(p.agent),
-            "host": agents.get(p.agent).host(),
-            "cpu": p.cpu,
-            "class": p.class,
-            "phase": p.phase,
-        })).collect::<Vec<_>>(),
-        "rings": plan.rings().iter().map(|r| json!({
-            "from_cpu": r.from_cpu,
-            "to_cpu": r.to_cpu,
-            "routes": r.routes.iter().map(route).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "local_routes": plan.local_routes().iter().map(route).collect::<Vec<_>>(),
-        "remote_routes": plan.remote_routes().iter().map(|r| json!({
-            "from": name(r.from),
-            "to": agents.target_name(&r.to),
-        })).collect::<Vec<_>>(),
-        "start_order": plan.start_order().iter().map(|&i| name(i)).collect::<Vec<_>>(),
-        "warnings": plan.warnings(agents),
-    });
-    let mut text = serde_json::to_string_pretty(&value).expect("a JSON value always serializes");
+    PlanDoc {
+        host: plan.host().to_string(),
+        topology: topology.path().display().to_string(),
+        agents: plan.placements().len(),
+        placements: plan
+            .placements()
+            .iter()
+            .map(|p| PlacedAgent {
+                agent: name(p.agent),
+                host: agents.get(p.agent).host().to_owned(),
+                cpu: p.cpu.0,
+                class: p.class,
+                phase: p.phase,
+            })
+            .collect(),
+        rings: plan
+            .rings()
+            .iter()
+            .map(|r| PlannedRing {
+                from_cpu: r.from_cpu.0,
+                to_cpu: r.to_cpu.0,
+                routes: r.routes.iter().map(route).collect(),
+            })
+            .collect(),
+        local_routes: plan.local_routes().iter().map(route).collect(),
+        remote_routes: plan
+            .remote_routes()
+            .iter()
+            .map(|r| PlannedRemote {
+                from: name(r.from),
+                to: agents.target_name(&r.to),
+            })
+            .collect(),
+        start_order: plan.start_order().iter().map(|&i| name(i)).collect(),
+        warnings: plan.warnings(agents),
+    }
+}
+
+/// The plan as JSON: [`PlanDoc`], pretty-printed.
+pub fn render_json(plan: &Plan, topology: &Topology, agents: &AgentSet) -> String {
+    let doc = plan_doc(plan, topology, agents);
+    let mut text = serde_json::to_string_pretty(&doc).expect("a plan document always serializes");
     text.push('\n');
     text
 }

@@ -5,6 +5,8 @@
 //!   one thread, for tests that prove a path allocates nothing per message.
 //! * [`NatsServer`]: a real `nats-server` on a free loopback port, for the
 //!   cluster tests.
+//! * [`DaemonProcess`]: a `pinwheel run` child with its admin API on a
+//!   free port, for tests that watch a running daemon from outside.
 //! * [`traces::generate`]: the VRAM traces of `tests/fixtures/traces/`,
 //!   from the seed's agent manifests.
 //! * [`control_runtime`]: a control runtime for tests that start executors
@@ -12,9 +14,11 @@
 
 #[allow(unsafe_code)]
 mod alloc;
+mod daemon;
 mod nats;
 
 pub use alloc::{Counting, CountingAlloc, allocations_during};
+pub use daemon::{DaemonProcess, HANG_GUARD};
 pub use nats::{NatsCluster, NatsServer};
 pub mod traces;
 

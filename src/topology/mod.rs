@@ -53,7 +53,9 @@ pub fn detect_host(sysfs_root: &Path) -> Result<HostCpus, TopologyError> {
 
 /// The class of a CPU: a performance core, an efficiency core, or a core of
 /// a host whose CPUs are all alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 pub enum CpuClass {
     /// Performance core (Intel P-core, ARM big core).
     P,

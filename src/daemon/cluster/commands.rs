@@ -20,14 +20,13 @@
 
 use std::time::Instant;
 
-use serde_json::{Value, json};
-
 use super::render;
 use super::side::ClusterSide;
 use crate::config::name_problem;
 use crate::daemon::gpus::GpuSide;
 use crate::gpu::sched::{HostName, ModelName, ModelRequest, Placement, Policy, SchedError};
 use crate::observe::admin::{Answer, Command};
+use crate::observe::api::ModelAnswer;
 use crate::observe::view::DaemonView;
 use pinwheel_ipc::wire::Priority;
 
@@ -96,13 +95,12 @@ impl ClusterSide {
             let p = self.sched.where_is(&p.slot).unwrap_or(p);
             let state = match loads.iter().find(|(slot, _)| *slot == p.slot) {
                 Some((_, Err(refused))) => return Err(refused.clone()),
-                Some((_, Ok(local))) => local["state"].as_str().unwrap_or("resident").to_owned(),
+                Some((_, Ok(local))) => local.state.clone(),
                 // Not in the store yet: the write is on its way.
                 None if p.revision == 0 => "placing".to_owned(),
                 // Resident here already: a pin reaches the optimizer too.
                 None if p.host == *self.sched.host() && p.loaded && pinned => {
-                    let local = gpus.pin(model)?;
-                    local["state"].as_str().unwrap_or("resident").to_owned()
+                    gpus.pin(model)?.state
                 }
                 None if p.loaded => "resident".to_owned(),
                 None => "assigned".to_owned(),
@@ -110,7 +108,7 @@ impl ClusterSide {
             states.push(state);
             settled.push(p);
         }
-        Ok(answer(&settled, &states))
+        answer(model, &settled, &states)
     }
 
     fn pin(&mut self, model: &str, pinned: bool, now: Instant, gpus: &mut GpuSide) -> Answer {
@@ -129,38 +127,44 @@ impl ClusterSide {
         let held_here = placed
             .iter()
             .any(|p| p.host == *self.sched.host() && p.loaded);
-        let mut local = if held_here || placed_anywhere == 0 {
-            if pinned {
-                gpus.pin(model)?
-            } else {
-                gpus.unpin(model)?
-            }
-        } else {
-            let first = &placed[0];
-            json!({
-                "model": model,
-                "host": first.host.0,
-                "gpu": first.gpu.0,
-                "state": if first.loaded { "resident" } else { "assigned" },
-                "pinned": pinned,
-            })
+        let elsewhere = placed.first().filter(|_| !held_here && placed_anywhere > 0);
+        let mut local = match elsewhere {
+            Some(first) => ModelAnswer {
+                model: model.to_owned(),
+                host: Some(first.host.0.clone()),
+                gpu: Some(first.gpu.0),
+                vram_mib: Some(first.vram_mib),
+                pinned,
+                state: if first.loaded { "resident" } else { "assigned" }.to_owned(),
+                placements: Vec::new(),
+            },
+            None if pinned => gpus.pin(model)?,
+            None => gpus.unpin(model)?,
         };
-        local["placements"] = render::placements(&placed);
+        local.placements = render::placements(&placed);
         Ok(local)
     }
 }
 
-/// The first replica flattened, with its state, and every replica.
-fn answer(placed: &[Placement], states: &[String]) -> Value {
+/// The first replica's placement and state, and every replica with its
+/// state.
+fn answer(model: &str, placed: &[Placement], states: &[String]) -> Answer {
     let mut all = render::placements(placed);
-    if let Some(list) = all.as_array_mut() {
-        for (p, state) in list.iter_mut().zip(states) {
-            p["state"] = json!(state);
-        }
+    for (p, state) in all.iter_mut().zip(states) {
+        p.state = Some(state.clone());
     }
-    let mut first = all.get(0).cloned().unwrap_or_else(|| json!({}));
-    first["placements"] = all;
-    first
+    let Some(first) = all.first() else {
+        return Err((500, format!("the scheduler placed no replica of {model}")));
+    };
+    Ok(ModelAnswer {
+        model: first.model.clone(),
+        host: Some(first.host.clone()),
+        gpu: Some(first.gpu),
+        vram_mib: Some(first.vram_mib),
+        pinned: first.pinned,
+        state: states.first().cloned().unwrap_or_default(),
+        placements: all.clone(),
+    })
 }
 
 /// The HTTP status for a refused placement.

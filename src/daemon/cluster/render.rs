@@ -17,10 +17,9 @@
 //! (an agent of a lost host shows `lost`). On a single host `cluster` is
 //! `null` and `agents` empty.
 
-use serde_json::{Value, json};
-
 use crate::cluster::{AgentRecord, Health};
 use crate::gpu::sched::{HostState, HostStatus, Placement};
+use crate::observe::api::{self, ClusterHost, ClusterResponse, PlacementView, RegistryAgent};
 
 /// `GET /v1/cluster`.
 pub(super) fn cluster<'a>(
@@ -30,55 +29,60 @@ pub(super) fn cluster<'a>(
     placements: &[Placement],
     agents: impl Iterator<Item = &'a AgentRecord>,
     now_ms: u64,
-) -> Value {
-    json!({
-        "cluster": name,
-        "host": me,
-        "hosts": hosts.iter().map(|h| host(h, now_ms)).collect::<Vec<_>>(),
-        "placements": placements.iter().map(placement).collect::<Vec<_>>(),
-        "agents": agents.map(|a| agent(a, hosts)).collect::<Vec<_>>(),
-    })
+) -> ClusterResponse {
+    ClusterResponse {
+        cluster: name.map(str::to_owned),
+        host: me.to_owned(),
+        hosts: hosts.iter().map(|h| host(h, now_ms)).collect(),
+        placements: placements.iter().map(placement).collect(),
+        agents: agents.map(|a| agent(a, hosts)).collect(),
+    }
 }
 
 /// Placements as `/v1/cluster` lists them, for the commands' answers.
-pub(super) fn placements(placements: &[Placement]) -> Value {
-    Value::Array(placements.iter().map(placement).collect())
+pub(super) fn placements(placements: &[Placement]) -> Vec<PlacementView> {
+    placements.iter().map(placement).collect()
 }
 
-fn host(h: &HostStatus, now_ms: u64) -> Value {
-    json!({
-        "host": h.host.0,
-        "state": h.state.as_str(),
-        "last_seen_ms": h.last_seen_ms.map_or(0, |seen| now_ms.saturating_sub(seen)),
-        "latency_us": h.latency_us,
-    })
+fn host(h: &HostStatus, now_ms: u64) -> ClusterHost {
+    ClusterHost {
+        host: h.host.0.clone(),
+        state: match h.state {
+            HostState::Up => api::HostState::Up,
+            HostState::Degraded => api::HostState::Degraded,
+            HostState::Lost => api::HostState::Lost,
+        },
+        last_seen_ms: h.last_seen_ms.map_or(0, |seen| now_ms.saturating_sub(seen)),
+        latency_us: h.latency_us,
+    }
 }
 
-fn placement(p: &Placement) -> Value {
-    json!({
-        "model": p.slot.model.0,
-        "host": p.host.0,
-        "gpu": p.gpu.0,
-        "vram_mib": p.vram_mib,
-        "pinned": p.pinned,
-        "replica": p.slot.replica,
-        "loaded": p.loaded,
-        "revision": p.revision,
-    })
+fn placement(p: &Placement) -> PlacementView {
+    PlacementView {
+        model: p.slot.model.0.clone(),
+        host: p.host.0.clone(),
+        gpu: p.gpu.0,
+        vram_mib: p.vram_mib,
+        pinned: p.pinned,
+        replica: u32::from(p.slot.replica),
+        loaded: p.loaded,
+        revision: p.revision,
+        state: None,
+    }
 }
 
 /// A registry record; an agent of a lost host shows `lost`, since its
 /// record says how it was when last written.
-fn agent(record: &AgentRecord, hosts: &[HostStatus]) -> Value {
+fn agent(record: &AgentRecord, hosts: &[HostStatus]) -> RegistryAgent {
     let lost = hosts
         .iter()
         .any(|h| h.host.0 == record.host && h.state == HostState::Lost);
-    json!({
-        "agent": record.agent,
-        "host": record.host,
-        "ports": record.ports,
-        "health": if lost { "lost" } else { health(record.health) },
-    })
+    RegistryAgent {
+        agent: record.agent.clone(),
+        host: record.host.clone(),
+        ports: record.ports.clone(),
+        health: if lost { "lost" } else { health(record.health) }.to_owned(),
+    }
 }
 
 fn health(health: Health) -> &'static str {
@@ -135,28 +139,27 @@ mod tests {
         let sut = cluster(Some("home"), "a", &hosts, &placed, records.iter(), 4_500);
 
         assert_eq!(
-            sut["hosts"][1],
-            json!({"host": "b", "state": "lost", "last_seen_ms": 3_500, "latency_us": 420})
+            sut.hosts[1],
+            ClusterHost {
+                host: "b".into(),
+                state: api::HostState::Lost,
+                last_seen_ms: 3_500,
+                latency_us: 420
+            }
         );
-        assert_eq!(sut["hosts"][0]["last_seen_ms"], 0);
-        let p = &sut["placements"][0];
+        assert_eq!(sut.hosts[0].last_seen_ms, 0);
+        let p = &sut.placements[0];
         assert_eq!(
             (
-                &p["model"],
-                &p["host"],
-                &p["gpu"],
-                &p["vram_mib"],
-                &p["pinned"]
+                p.model.as_str(),
+                p.host.as_str(),
+                p.gpu,
+                p.vram_mib,
+                p.pinned
             ),
-            (
-                &json!("tts"),
-                &json!("a"),
-                &json!(1),
-                &json!(2048),
-                &json!(true)
-            )
+            ("tts", "a", 1, 2048, true)
         );
-        assert_eq!(sut["agents"][0]["health"], "healthy");
-        assert_eq!(sut["agents"][1]["health"], "lost", "b is lost");
+        assert_eq!(sut.agents[0].health, "healthy");
+        assert_eq!(sut.agents[1].health, "lost", "b is lost");
     }
 }

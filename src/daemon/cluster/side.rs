@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -35,6 +34,7 @@ use crate::daemon::gpus::GpuSide;
 use crate::gpu::sched::{
     Decision, GpuScheduler, HostState as SchedHostState, MemoryKv, SchedError, WriteRequest,
 };
+use crate::observe::api::{AgentState, ClusterResponse};
 use crate::observe::health::Health as DaemonHealth;
 use crate::observe::view::DaemonView;
 
@@ -324,7 +324,7 @@ impl ClusterSide {
         });
     }
 
-    fn json(&self, now_ms: u64) -> Value {
+    fn json(&self, now_ms: u64) -> ClusterResponse {
         render::cluster(
             self.cluster.as_deref(),
             &self.sched.host().0,
@@ -349,10 +349,10 @@ fn agent_health(view: &DaemonView) -> Vec<AgentHealth> {
         .into_iter()
         .map(|a| AgentHealth {
             health: match a.state {
-                "up" => Health::Healthy,
-                "isolated" => Health::Unhealthy,
-                "detached" => Health::Stopped,
-                _ => Health::Starting,
+                AgentState::Up => Health::Healthy,
+                AgentState::Isolated => Health::Unhealthy,
+                AgentState::Detached => Health::Stopped,
+                AgentState::Starting => Health::Starting,
             },
             agent: a.name.split('@').next().unwrap_or_default().to_owned(),
         })

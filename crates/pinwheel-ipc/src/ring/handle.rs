@@ -65,7 +65,7 @@ pub fn shm_ring_into(
     bell: &DataBell,
 ) -> Result<(Producer, Consumer), RingError> {
     config.validate()?;
-    let (_memfd, shared) = shm::create(config.slots, 1)?;
+    let shared = shm::create_private(config.slots)?;
     let bells = Arc::new(Bells {
         data: Arc::clone(&bell.0),
         space: Doorbell::new().map_err(os("eventfd"))?,
@@ -75,16 +75,11 @@ pub fn shm_ring_into(
 
 fn pair(shared: Arc<Shared>, bells: Arc<Bells>, config: RingConfig) -> (Producer, Consumer) {
     let producer = Producer::new(
-        ProducerEnd::new(Arc::clone(&shared), config.max_frame, false),
+        ProducerEnd::new(Arc::clone(&shared), config.max_frame),
         Arc::clone(&bells),
         config,
     );
-    let consumer = Consumer::new(
-        ConsumerEnd::new(shared, config.max_frame, false),
-        bells,
-        config,
-        false,
-    );
+    let consumer = Consumer::new(ConsumerEnd::new(shared, config.max_frame), bells, config);
     (producer, consumer)
 }
 
@@ -139,9 +134,12 @@ impl Producer {
         }
     }
 
-    /// Writes one frame in place without publishing it: `write` fills the
-    /// payload bytes it is given and returns how many it used, or `None`
-    /// when they are too few (it may be called again with more). Frames
+    /// Writes one frame without publishing it: `write` fills the payload
+    /// bytes it is given and returns how many it used, or `None` when they
+    /// are too few (it may be called again with more). On an in-process
+    /// ring the bytes are the slots themselves; on a ring another process
+    /// maps they are private staging memory, copied in when `write`
+    /// returns, because the peer could write the slots meanwhile. Frames
     /// become visible together at the next [`Producer::flush`].
     pub fn try_write(
         &mut self,
@@ -167,8 +165,9 @@ impl Producer {
         }
     }
 
-    /// Encodes `env` straight into the ring without publishing it (rkyv
-    /// serializes into the slot; nothing is allocated).
+    /// Encodes `env` into the ring without publishing it, nothing
+    /// allocated: rkyv serializes into the slot on an in-process ring, and
+    /// into staging memory then copied in on a ring another process maps.
     pub fn try_write_envelope(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
         let scratch = &mut *self.scratch;
         let mut failure = None;
@@ -298,8 +297,6 @@ pub struct Consumer {
     pub(super) bells: Arc<Bells>,
     pub(super) config: RingConfig,
     waiter: Waiter,
-    untrusted: bool,
-    copy: rkyv::util::AlignedVec<16>,
     stats: RingStats,
     pub(super) export: Option<Export>,
 }
@@ -308,25 +305,14 @@ impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
             .field("config", &self.config)
-            .field("untrusted", &self.untrusted)
+            .field("in_place", &self.end.reads_in_place())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
 }
 
 impl Consumer {
-    pub(super) fn new(
-        end: ConsumerEnd,
-        bells: Arc<Bells>,
-        config: RingConfig,
-        untrusted: bool,
-    ) -> Self {
-        // Untrusted frames are copied here before decoding: allocated once,
-        // aligned for the archived envelope.
-        let mut copy = rkyv::util::AlignedVec::new();
-        if untrusted {
-            copy.resize(config.max_frame, 0);
-        }
+    pub(super) fn new(end: ConsumerEnd, bells: Arc<Bells>, config: RingConfig) -> Self {
         let waiter = Waiter::new(
             config.wait,
             Duration::from_micros(u64::from(config.spin_us)),
@@ -336,8 +322,6 @@ impl Consumer {
             bells,
             config,
             waiter,
-            untrusted,
-            copy,
             stats: RingStats::default(),
             export: None,
         }
@@ -360,20 +344,15 @@ impl Consumer {
     }
 
     /// Hands the next frame's bytes to `read`; `None` when the ring is
-    /// empty. On an untrusted ring the bytes are a private copy that the
-    /// peer cannot change; on a trusted one they are read in place.
+    /// empty. On a ring another process maps the bytes are a private copy
+    /// that the peer cannot change; on an in-process ring they are read in
+    /// place.
     pub fn try_recv<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, RingError> {
         let Some(frame) = self.end.next_frame()? else {
             self.release_idle()?;
             return Ok(None);
         };
-        let result = if self.untrusted {
-            let copy = &mut self.copy[..frame.len()];
-            self.end.copy_frame(&frame, copy);
-            read(copy)
-        } else {
-            read(self.end.frame_bytes(&frame))
-        };
+        let result = self.end.read(&frame, read);
         self.stats.frames += 1;
         if self.end.release(frame, true) {
             self.wake_producer()?;

@@ -15,12 +15,23 @@
 //! `try_*` returns [`RingError::Full`] and leaves the message with the
 //! caller, [`Producer::push`] waits for space on a doorbell (with a
 //! timeout), [`Producer::push_or_drop`] drops and counts. A consumer reads
-//! frames in place ([`Consumer::try_recv`]) on trusted rings, or copies each
-//! frame to private memory first on untrusted ones, and waits per its
-//! [`WaitStrategy`] ([`Consumer::wait`] on a thread,
-//! [`Consumer::wait_async`] on a glommio executor).
+//! frames ([`Consumer::try_recv`]) and waits per its [`WaitStrategy`]
+//! ([`Consumer::wait`] on a thread, [`Consumer::wait_async`] on a glommio
+//! executor).
 //!
-//! Nothing here allocates per message: the untrusted copy buffer is
+//! Trust follows who maps the memory, fixed when the ring is made. Rings
+//! made by [`heap_ring`], [`shm_ring`] and [`shm_ring_into`] are mapped by
+//! this process alone (the memfd is closed at once), so frames are encoded
+//! and read in place and indices are trusted. Rings made to be handed over
+//! ([`export_producer`], [`export_consumer`], and the ends a peer attaches
+//! from a [`RingHandoff`]) are writable by the peer at any moment, on both
+//! ends: no Rust reference is ever formed over their memory. Header fields
+//! are atomics; frames are built in private staging memory and copied in,
+//! and copied out to private memory before anything reads them, with
+//! relaxed atomic word copies ordered by the `head`/`tail` protocol; every
+//! index is checked, and a violation is [`RingError::Corrupt`].
+//!
+//! Nothing here allocates per message: the staging and copy buffers are
 //! allocated once, at the ring's largest frame.
 
 // Under `--cfg loom` the handles, memfd and peer code are left out and only

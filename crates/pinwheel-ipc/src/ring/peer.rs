@@ -77,11 +77,7 @@ pub fn export_producer(config: RingConfig) -> Result<(Producer, RingHandoff), Ri
     let (memfd, shared, bells) = create(config)?;
     record_pid(&shared, Role::Producer);
     let handoff = handoff(&memfd, &bells, config, 1, Role::Consumer)?;
-    let mut producer = Producer::new(
-        ProducerEnd::new(shared, config.max_frame, true),
-        bells,
-        config,
-    );
+    let mut producer = Producer::new(ProducerEnd::new(shared, config.max_frame), bells, config);
     producer.export = Some(Export { memfd, epoch: 1 });
     Ok((producer, handoff))
 }
@@ -92,12 +88,7 @@ pub fn export_consumer(config: RingConfig) -> Result<(Consumer, RingHandoff), Ri
     let (memfd, shared, bells) = create(config)?;
     record_pid(&shared, Role::Consumer);
     let handoff = handoff(&memfd, &bells, config, 1, Role::Producer)?;
-    let mut consumer = Consumer::new(
-        ConsumerEnd::new(shared, config.max_frame, true),
-        bells,
-        config,
-        true,
-    );
+    let mut consumer = Consumer::new(ConsumerEnd::new(shared, config.max_frame), bells, config);
     consumer.export = Some(Export { memfd, epoch: 1 });
     Ok((consumer, handoff))
 }
@@ -176,15 +167,7 @@ impl RingHandoff {
         self.config.validate().map_err(|err| RingError::Handoff {
             reason: err.to_string(),
         })?;
-        let shared = shm::attach(&self.memfd, self.config.slots)?;
-        // SYNC: Acquire; the handoff's syscalls already order the creator's
-        // writes, this only documents the read of a shared word.
-        let epoch = shared.control().header.epoch.load(Ordering::Acquire);
-        if epoch != self.epoch {
-            return Err(RingError::Handoff {
-                reason: format!("ring is at epoch {epoch}, handoff says {}", self.epoch),
-            });
-        }
+        let shared = shm::attach(&self.memfd, self.config.slots, self.epoch)?;
         let bells = Bells {
             data: Arc::new(Doorbell::from_fd(
                 self.data_bell
@@ -206,7 +189,7 @@ impl RingHandoff {
         let (shared, bells) = self.attach()?;
         record_pid(&shared, Role::Producer);
         Ok(Producer::new(
-            ProducerEnd::new(shared, self.config.max_frame, true),
+            ProducerEnd::new(shared, self.config.max_frame),
             bells,
             self.config,
         ))
@@ -218,10 +201,9 @@ impl RingHandoff {
         let (shared, bells) = self.attach()?;
         record_pid(&shared, Role::Consumer);
         Ok(Consumer::new(
-            ConsumerEnd::new(shared, self.config.max_frame, true),
+            ConsumerEnd::new(shared, self.config.max_frame),
             bells,
             self.config,
-            true,
         ))
     }
 

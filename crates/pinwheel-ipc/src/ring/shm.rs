@@ -21,7 +21,7 @@ use nix::sys::stat::{SFlag, fstat};
 use nix::unistd::ftruncate;
 
 use super::RingError;
-use super::layout::{LAYOUT_VERSION, MAGIC, SLOT_BYTES, Shared, ring_bytes};
+use super::layout::{Reach, Shared, ring_bytes};
 
 /// A shared mapping, unmapped on drop.
 #[derive(Debug)]
@@ -74,50 +74,66 @@ fn file_bytes(slots: u64) -> usize {
     ring_bytes(slots).next_multiple_of(4096)
 }
 
-/// Creates a ring in a new, sealed memfd. Returns the memfd (to hand to a
-/// peer) and this process's view of the ring.
+/// Maps a failed system call to [`RingError::Os`].
+fn errno(what: &'static str) -> impl Fn(nix::errno::Errno) -> RingError {
+    move |errno| RingError::Os {
+        what,
+        source: errno.into(),
+    }
+}
+
+/// Creates a ring in a new, sealed memfd, to hand to a peer. Returns the
+/// memfd and this process's view of the ring.
 pub(super) fn create(slots: u64, epoch: u64) -> Result<(OwnedFd, Shared), RingError> {
-    let os = |what| {
-        move |errno: nix::errno::Errno| RingError::Os {
-            what,
-            source: errno.into(),
-        }
-    };
+    let (fd, mapping) = create_mapped(slots)?;
+    let base = mapping.base;
+    // SAFETY: the mapping is page-aligned, holds at least ring_bytes(slots)
+    // bytes, lives as long as the Shared that owns it, and nobody else has
+    // the memfd yet; a peer will map it, as Reach::Peers says.
+    let shared = unsafe { Shared::new(base, slots, Box::new(mapping), Some(epoch), Reach::Peers) };
+    Ok((fd, shared))
+}
+
+/// Creates a ring in a memfd that only this process ever maps: the memfd
+/// is closed before this returns, so the mapping is its only handle.
+pub(super) fn create_private(slots: u64) -> Result<Shared, RingError> {
+    let (fd, mapping) = create_mapped(slots)?;
+    drop(fd);
+    let base = mapping.base;
+    // SAFETY: as in create; the memfd was never shared and is closed, so
+    // no other process can map this memory (Reach::ThisProcess).
+    let shared =
+        unsafe { Shared::new(base, slots, Box::new(mapping), Some(1), Reach::ThisProcess) };
+    Ok(shared)
+}
+
+/// A new memfd sized for `slots`, sealed against resizing, and mapped.
+fn create_mapped(slots: u64) -> Result<(OwnedFd, Mapping), RingError> {
     let fd = memfd_create(
         "pinwheel-ring",
         MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
     )
-    .map_err(os("memfd_create"))?;
+    .map_err(errno("memfd_create"))?;
     let len = file_bytes(slots);
-    ftruncate(&fd, len as i64).map_err(os("size ring memfd"))?;
+    ftruncate(&fd, len as i64).map_err(errno("size ring memfd"))?;
     let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
-    fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(os("seal ring memfd"))?;
+    fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(errno("seal ring memfd"))?;
     let mapping = Mapping::new(fd.as_fd(), len)?;
-    let base = mapping.base;
-    // SAFETY: the mapping is page-aligned, `len` >= ring_bytes(slots), it
-    // lives as long as the Shared that owns it, and nobody else has the
-    // memfd yet.
-    let shared = unsafe { Shared::new(base, slots, Box::new(mapping), Some(epoch)) };
-    Ok((fd, shared))
+    Ok((fd, mapping))
 }
 
 /// Attaches to a ring another process created, checking that the memfd is
-/// sealed and sized for `slots` and that its header says so too.
-pub(super) fn attach(fd: &OwnedFd, slots: u64) -> Result<Shared, RingError> {
-    let os = |what| {
-        move |errno: nix::errno::Errno| RingError::Os {
-            what,
-            source: errno.into(),
-        }
-    };
-    let seals = fcntl(fd, FcntlArg::F_GET_SEALS).map_err(os("read ring memfd seals"))?;
+/// sealed and sized for `slots` and that its header says so too, at
+/// `epoch`.
+pub(super) fn attach(fd: &OwnedFd, slots: u64, epoch: u64) -> Result<Shared, RingError> {
+    let seals = fcntl(fd, FcntlArg::F_GET_SEALS).map_err(errno("read ring memfd seals"))?;
     let needed = (SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW).bits();
     if seals & needed != needed {
         return Err(RingError::Handoff {
             reason: format!("ring memfd is not sealed against resizing (seals {seals:#x})"),
         });
     }
-    let size = fstat(fd).map_err(os("stat ring memfd"))?.st_size;
+    let size = fstat(fd).map_err(errno("stat ring memfd"))?.st_size;
     let len = file_bytes(slots);
     if usize::try_from(size).ok() != Some(len) {
         return Err(RingError::Handoff {
@@ -127,21 +143,13 @@ pub(super) fn attach(fd: &OwnedFd, slots: u64) -> Result<Shared, RingError> {
     let mapping = Mapping::new(fd.as_fd(), len)?;
     let base = mapping.base;
     // SAFETY: as in create; the control block was written by the creator
-    // before it sent the memfd.
-    let shared = unsafe { Shared::new(base, slots, Box::new(mapping), None) };
-    let header = &shared.control().header;
-    if header.magic != MAGIC
-        || header.version != LAYOUT_VERSION
-        || header.slot_bytes as usize != SLOT_BYTES
-        || header.slots != slots
-    {
-        return Err(RingError::Handoff {
-            reason: format!(
-                "ring header is magic {:#x} version {} slot {} slots {}; expected {MAGIC:#x} {LAYOUT_VERSION} {SLOT_BYTES} {slots}",
-                header.magic, header.version, header.slot_bytes, header.slots
-            ),
-        });
-    }
+    // before it sent the memfd, and the creator maps it too (Reach::Peers).
+    let shared = unsafe { Shared::new(base, slots, Box::new(mapping), None, Reach::Peers) };
+    shared
+        .check_header(epoch)
+        .map_err(|fault| RingError::Handoff {
+            reason: fault.to_string(),
+        })?;
     Ok(shared)
 }
 

@@ -1,15 +1,18 @@
 //! A peer in another process may write anything anywhere in the ring's
 //! memory. The untrusted end must answer with frames, nothing, or
 //! `RingError::Corrupt`: never a panic, a hang, or a read out of bounds.
+//! (`scribble.rs` does the same with a peer writing while both ends run.)
 
 use std::os::fd::OwnedFd;
+use std::time::Duration;
 
 use nix::sys::uio::pwrite;
 use proptest::prelude::*;
 
+use crate::ring::layout::CONTROL_FIELDS;
 use crate::ring::{
-    Consumer, DATA_OFFSET, Producer, RingConfig, RingError, WaitStrategy, export_consumer,
-    export_producer, ring_bytes,
+    Consumer, DATA_OFFSET, Producer, RingConfig, RingError, SLOT_BYTES, WaitStrategy,
+    export_consumer, export_producer, ring_bytes,
 };
 
 const SLOTS: u64 = 16;
@@ -37,6 +40,64 @@ fn scribble(memfd: &OwnedFd, offset: usize, bytes: &[u8]) {
 
 const HEAD: usize = 128;
 const TAIL: usize = 256;
+
+/// The header fields a peer must never change after the creator wrote
+/// them, with a value each that differs from the real one.
+const HEADER_FIELDS: [(&str, usize, &[u8]); 5] = [
+    ("header magic", 0, b"NOTARING"),
+    ("header version", 8, &[2, 0, 0, 0]),
+    ("header slot_bytes", 12, &[128, 0, 0, 0]),
+    ("header slots", 16, &[0, 1, 0, 0, 0, 0, 0, 0]),
+    ("header epoch", 24, &[9, 0, 0, 0, 0, 0, 0, 0]),
+];
+
+#[test]
+fn a_changed_header_field_is_corruption_when_the_consumer_parks() {
+    for (field, offset, value) in HEADER_FIELDS {
+        let (_producer, mut consumer, memfd) = untrusted_consumer();
+        assert!(!consumer.wait(Duration::from_millis(1)).unwrap(), "{field}");
+        scribble(&memfd, offset, value);
+        let err = consumer.wait(Duration::from_millis(1)).unwrap_err();
+        assert!(
+            matches!(err, RingError::Corrupt { what, .. } if what == field),
+            "{field}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_changed_header_field_is_corruption_when_the_producer_parks() {
+    for (field, offset, value) in HEADER_FIELDS {
+        let (mut producer, handoff) = export_producer(config()).unwrap();
+        let memfd = handoff.memfd().try_clone_to_owned().unwrap();
+        while producer.try_push(&[1; 100]).is_ok() {}
+        scribble(&memfd, offset, value);
+        let err = producer
+            .push(&[1; 100], Duration::from_millis(1))
+            .unwrap_err();
+        assert!(
+            matches!(err, RingError::Corrupt { what, .. } if what == field),
+            "{field}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_header_changed_before_attaching_is_refused() {
+    for (field, offset, value) in HEADER_FIELDS {
+        let (_producer, handoff) = export_producer(config()).unwrap();
+        scribble(
+            &handoff.memfd().try_clone_to_owned().unwrap(),
+            offset,
+            value,
+        );
+        let err = handoff.into_consumer().unwrap_err();
+        assert!(
+            matches!(&err, RingError::Handoff { reason } if reason.contains(field)),
+            "{field}: {err}"
+        );
+    }
+}
 
 #[test]
 fn a_head_beyond_one_ring_of_frames_is_corruption() {
@@ -139,8 +200,104 @@ fn an_untrusted_producer_end_reads_only_what_it_checked() {
     ));
 }
 
+#[test]
+fn a_reset_after_a_peer_scribbled_on_the_header_lets_the_next_peer_attach() {
+    let (mut producer, handoff) = export_producer(config()).unwrap();
+    let memfd = handoff.memfd().try_clone_to_owned().unwrap();
+    for (_, offset, value) in HEADER_FIELDS {
+        scribble(&memfd, offset, value);
+    }
+    assert!(handoff.into_consumer().is_err());
+    let mut consumer = producer.reset().unwrap().into_consumer().unwrap();
+    producer.try_push(b"again").unwrap();
+    assert_eq!(
+        consumer.try_recv(<[u8]>::to_vec).unwrap(),
+        Some(b"again".to_vec())
+    );
+}
+
+/// One step of a run where both ends are in this process and a hostile
+/// peer writes between steps.
+#[derive(Debug, Clone)]
+enum Step {
+    Push(usize),
+    PushWaiting(usize),
+    Recv,
+    Park,
+    /// A value written over one control-block field (index into
+    /// `CONTROL_FIELDS`).
+    Field(usize, u64),
+    /// A value written over the frame header at the start of a slot.
+    FrameHeader(u64, u64),
+}
+
+/// Values a hostile peer would try: edges, plausible counters and frame
+/// headers, and noise.
+fn hostile_value() -> impl Strategy<Value = u64> {
+    let data = u64::from(u32::from_le_bytes(*b"DATA")) << 32;
+    let pad = u64::from(u32::from_le_bytes(*b"PAD!")) << 32;
+    prop_oneof![
+        Just(0),
+        Just(1),
+        Just(SLOTS - 1),
+        Just(SLOTS),
+        Just(SLOTS + 1),
+        Just(u64::MAX),
+        (0..4 * SLOTS),
+        (0..300u64).prop_map(move |len| data | len),
+        (0..SLOTS).prop_map(move |slots| pad | (slots * SLOT_BYTES as u64).saturating_sub(8)),
+        any::<u64>(),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (1usize..200).prop_map(Step::Push),
+        (1usize..200).prop_map(Step::PushWaiting),
+        Just(Step::Recv),
+        Just(Step::Park),
+        (0..CONTROL_FIELDS.len(), hostile_value()).prop_map(|(f, v)| Step::Field(f, v)),
+        (0..SLOTS, hostile_value()).prop_map(|(s, v)| Step::FrameHeader(s, v)),
+    ]
+}
+
+/// What an end may answer while a peer misbehaves.
+fn acceptable(result: &Result<(), RingError>) -> bool {
+    matches!(
+        result,
+        Ok(()) | Err(RingError::Full | RingError::Timeout { .. } | RingError::Corrupt { .. })
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn hostile_writes_between_steps_never_panic_either_end(steps in prop::collection::vec(step(), 1..48)) {
+        let (mut producer, mut consumer, memfd) = untrusted_consumer();
+        let wait = Duration::from_micros(100);
+        for step in steps {
+            let result = match step {
+                Step::Push(len) => producer.try_push(&vec![len as u8; len]),
+                Step::PushWaiting(len) => producer.push(&vec![len as u8; len], wait),
+                Step::Recv => consumer
+                    .try_recv(|bytes| bytes.len())
+                    .map(|len| assert!(len.unwrap_or(0) <= 200)),
+                Step::Park => consumer.wait(wait).map(drop),
+                Step::Field(field, value) => {
+                    let (_, offset, size) = CONTROL_FIELDS[field];
+                    scribble(&memfd, offset, &value.to_le_bytes()[..size]);
+                    Ok(())
+                }
+                Step::FrameHeader(slot, value) => {
+                    let offset = DATA_OFFSET + slot as usize * SLOT_BYTES;
+                    scribble(&memfd, offset, &value.to_le_bytes());
+                    Ok(())
+                }
+            };
+            prop_assert!(acceptable(&result), "{result:?}");
+        }
+    }
 
     #[test]
     fn arbitrary_scribbles_never_panic_the_consumer(

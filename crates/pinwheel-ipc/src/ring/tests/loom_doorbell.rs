@@ -1,7 +1,8 @@
 //! Loom model of the doorbell protocol: a consumer that parks when the ring
 //! is empty and a producer that parks when it is full are always woken.
 //! Doorbells here never time out, so a lost wake-up leaves both threads
-//! blocked and loom reports a deadlock.
+//! blocked and loom reports a deadlock: checked to deadlock without the
+//! SeqCst fence in `ConsumerEnd::arm`.
 
 use std::sync::Arc;
 
@@ -23,8 +24,8 @@ fn parked_consumers_and_producers_are_always_woken() {
         let shared = Arc::new(Shared::model(4));
         let data = Arc::new(Doorbell::new().expect("model doorbell"));
         let space = Arc::new(Doorbell::new().expect("model doorbell"));
-        let mut producer = ProducerEnd::new(Arc::clone(&shared), 120, false);
-        let mut consumer = ConsumerEnd::new(shared, 120, false);
+        let mut producer = ProducerEnd::new(Arc::clone(&shared), 120);
+        let mut consumer = ConsumerEnd::new(shared, 120);
         let (data_w, space_w) = (Arc::clone(&data), Arc::clone(&space));
         let writer = thread::spawn(move || {
             for i in 0..FRAMES {

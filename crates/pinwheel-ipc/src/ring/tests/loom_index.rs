@@ -1,7 +1,10 @@
 //! Loom model of the index protocol: frames written by one thread are read
 //! by another whole, in order, and never before they are published, across
 //! a wrap with a pad frame. Slot bytes are loom-tracked cells, so a read
-//! not ordered after its write (a weaker head or tail ordering) fails.
+//! not ordered after its write (a weaker head or tail ordering) fails:
+//! checked to fail with a Relaxed head store in `ProducerEnd::publish`
+//! (causality violation). The real region copies relaxed atomic words;
+//! the model's cells are the stricter stand-in (see `sync.rs`).
 
 use std::sync::Arc;
 
@@ -23,8 +26,8 @@ fn frames_cross_threads_whole_and_in_order_across_a_wrap() {
     model.preemption_bound = Some(3);
     model.check(|| {
         let shared = Arc::new(Shared::model(4));
-        let mut producer = ProducerEnd::new(Arc::clone(&shared), 120, false);
-        let mut consumer = ConsumerEnd::new(shared, 120, false);
+        let mut producer = ProducerEnd::new(Arc::clone(&shared), 120);
+        let mut consumer = ConsumerEnd::new(shared, 120);
         let writer = thread::spawn(move || {
             for i in 0..FRAMES.len() {
                 loop {

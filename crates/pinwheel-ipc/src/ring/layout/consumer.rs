@@ -1,0 +1,268 @@
+//! The consumer end of a ring: finds published frames, hands out their
+//! bytes, and returns slots through `tail`.
+//!
+//! On a ring only this process maps a frame is read in place; on one a
+//! peer maps it is copied out to private memory (atomic word copies) and
+//! read only there, so the peer cannot change it while it is checked or
+//! used. The copy buffer is allocated once, at the largest frame.
+
+use std::sync::Arc;
+
+use rkyv::util::AlignedVec;
+
+use super::{FRAME_HEADER_BYTES, KIND_DATA, KIND_PAD, Reach, SLOT_BYTES, Shared, frame_slots};
+use crate::ring::RingError;
+use crate::ring::sync::{Ordering, fence};
+
+/// A frame found by [`ConsumerEnd::next_frame`].
+#[derive(Debug, Clone, Copy)]
+pub(in crate::ring) struct FrameAt {
+    offset: usize,
+    len: usize,
+    slots: u64,
+}
+
+impl FrameAt {
+    /// Payload bytes (for the models, which copy frames out themselves).
+    #[cfg(loom)]
+    pub(in crate::ring) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// The consumer side: reads frames, returns slots through `tail`.
+pub(in crate::ring) struct ConsumerEnd {
+    shared: Arc<Shared>,
+    tail: u64,
+    published: u64,
+    head_cache: u64,
+    max_frame: usize,
+    /// Whether a peer maps the ring: then every index it writes is checked
+    /// and frames are copied out before they are read.
+    untrusted: bool,
+    /// The epoch this end expects in the header.
+    epoch: u64,
+    /// Private memory frames of a ring a peer maps are copied to (aligned
+    /// for the archived envelope); empty on in-process rings.
+    copy: AlignedVec<16>,
+}
+
+impl ConsumerEnd {
+    /// The consumer end of `shared`, continuing from its current tail.
+    /// Frames longer than `max_frame` are corruption.
+    pub(in crate::ring) fn new(shared: Arc<Shared>, max_frame: usize) -> Self {
+        let control = shared.control();
+        // SYNC: Relaxed; only this end writes tail.
+        let tail = control.consumer.tail.load(Ordering::Relaxed);
+        let untrusted = shared.reach() == Reach::Peers;
+        let mut copy = AlignedVec::new();
+        if untrusted {
+            copy.resize(max_frame, 0);
+        }
+        Self {
+            epoch: shared.epoch(),
+            shared,
+            tail,
+            published: tail,
+            head_cache: tail,
+            max_frame,
+            untrusted,
+            copy,
+        }
+    }
+
+    /// Whether frames are read in place (a ring only this process maps).
+    #[cfg(not(loom))]
+    pub(in crate::ring) fn reads_in_place(&self) -> bool {
+        !self.untrusted
+    }
+
+    fn refresh_head(&mut self) -> Result<(), RingError> {
+        // SYNC: Acquire pairs with the Release store in ProducerEnd::publish:
+        // frames below head are fully written.
+        let head = self.shared.control().producer.head.load(Ordering::Acquire);
+        if self.untrusted && (head < self.head_cache || head - self.tail > self.shared.slots()) {
+            let expected = format!("{}..={}", self.head_cache, self.tail + self.shared.slots());
+            return Err(RingError::Corrupt {
+                what: "head",
+                value: head,
+                expected,
+            });
+        }
+        self.head_cache = head;
+        Ok(())
+    }
+
+    /// Slots between the tail and the last head this end read.
+    #[cfg(not(loom))]
+    pub(in crate::ring) fn backlog(&self) -> u64 {
+        self.head_cache - self.tail
+    }
+
+    /// The next published frame, skipping pads; `None` when the ring is
+    /// empty. The frame stays readable until [`ConsumerEnd::release`].
+    pub(in crate::ring) fn next_frame(&mut self) -> Result<Option<FrameAt>, RingError> {
+        loop {
+            if self.tail == self.head_cache {
+                self.refresh_head()?;
+                if self.tail == self.head_cache {
+                    return Ok(None);
+                }
+            }
+            let index = self.tail & (self.shared.slots() - 1);
+            let offset = self.shared.offset(self.tail);
+            // Slot `tail` lies in [tail, head): published, and not written
+            // by the producer until tail moves past it (a peer may write it
+            // anyway: the header is checked below).
+            let header = self.shared.data.load_u64(offset);
+            let len = (header & u64::from(u32::MAX)) as usize;
+            let kind = (header >> 32) as u32;
+            let to_end = self.shared.slots() - index;
+            let published = self.head_cache - self.tail;
+            match kind {
+                KIND_PAD
+                    if len == to_end as usize * SLOT_BYTES - FRAME_HEADER_BYTES
+                        && to_end <= published =>
+                {
+                    self.tail += to_end;
+                }
+                KIND_DATA if len <= self.max_frame && frame_slots(len) <= to_end.min(published) => {
+                    return Ok(Some(FrameAt {
+                        offset: offset + FRAME_HEADER_BYTES,
+                        len,
+                        slots: frame_slots(len),
+                    }));
+                }
+                _ => {
+                    let most = self.max_frame.min(
+                        (to_end.min(published) as usize * SLOT_BYTES)
+                            .saturating_sub(FRAME_HEADER_BYTES),
+                    );
+                    let expected =
+                        format!("a data frame of at most {most} bytes, or a pad of {to_end} slots");
+                    return Err(RingError::Corrupt {
+                        what: "frame header",
+                        value: u64::from(kind) << 32 | len as u64,
+                        expected,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Hands a frame's bytes to `read`: in place on a ring only this
+    /// process maps, else from a private copy the peer cannot change.
+    #[cfg(not(loom))]
+    pub(in crate::ring) fn read<R>(&mut self, frame: &FrameAt, read: impl FnOnce(&[u8]) -> R) -> R {
+        if let Some(memory) = self.shared.data.in_place() {
+            // SAFETY: no other process maps the ring (`in_place` proves it);
+            // next_frame checked the frame lies in published slots, which
+            // the producer leaves alone until release moves tail past them,
+            // and release needs `&mut self`, so not during this borrow.
+            return read(unsafe { memory.slice(frame.offset, frame.len) });
+        }
+        let copy = &mut self.copy[..frame.len];
+        self.shared.data.copy_out(frame.offset, copy);
+        read(copy)
+    }
+
+    /// Copies a frame's bytes into `dst` (`dst.len()` must be the frame's
+    /// length): how the models read, exercising the copy a peer's ring
+    /// uses.
+    #[cfg(loom)]
+    pub(in crate::ring) fn copy_frame(&self, frame: &FrameAt, dst: &mut [u8]) {
+        assert_eq!(
+            dst.len(),
+            frame.len,
+            "copy_frame needs a buffer of the frame's length"
+        );
+        // Published, unreleased slots: the producer leaves them alone.
+        self.shared.data.copy_out(frame.offset, dst);
+    }
+
+    /// Gives a frame's slots back. Returns true when the producer was
+    /// parked for space and must be woken.
+    pub(in crate::ring) fn release(&mut self, frame: FrameAt, doorbell: bool) -> bool {
+        self.tail += frame.slots;
+        if self.tail - self.published >= (self.shared.slots() / 4).max(1) {
+            return self.publish_tail(doorbell);
+        }
+        false
+    }
+
+    /// Publishes the tail now (the ring was found empty, or before
+    /// parking). Returns true when the producer must be woken.
+    pub(in crate::ring) fn publish_tail(&mut self, doorbell: bool) -> bool {
+        if self.tail == self.published {
+            return false;
+        }
+        let lines = self.shared.control();
+        // SYNC: Release pairs with the Acquire load in ProducerEnd::refresh_tail:
+        // reads of released slots happen before the producer reuses them.
+        lines.consumer.tail.store(self.tail, Ordering::Release);
+        self.published = self.tail;
+        if !doorbell {
+            return false;
+        }
+        // SYNC: pairs with the fence in ProducerEnd::arm (Dekker).
+        fence(Ordering::SeqCst);
+        // SYNC: Relaxed, ordered by the fence; see ProducerEnd::publish.
+        lines.producer.waiting.load(Ordering::Relaxed) != 0
+            && lines.producer.waiting.swap(0, Ordering::Relaxed) != 0
+    }
+
+    /// Declares the consumer asleep. Returns false (and undeclares) if a
+    /// frame was published meanwhile, so the caller must not sleep. A
+    /// peer's ring has its header checked first.
+    pub(in crate::ring) fn arm(&mut self) -> Result<bool, RingError> {
+        if self.untrusted {
+            self.shared.check_header(self.epoch)?;
+        }
+        let lines = self.shared.control();
+        // SYNC: Relaxed store, ordered by the fence below.
+        lines.consumer.waiting.store(1, Ordering::Relaxed);
+        // SYNC: pairs with the fence in ProducerEnd::publish (Dekker).
+        fence(Ordering::SeqCst);
+        self.refresh_head()?;
+        if self.head_cache != self.tail {
+            self.disarm();
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Clears the consumer's waiting flag.
+    pub(in crate::ring) fn disarm(&self) {
+        // SYNC: Relaxed; a stale flag only costs one spare doorbell.
+        self.shared
+            .control()
+            .consumer
+            .waiting
+            .store(0, Ordering::Relaxed);
+    }
+
+    /// The ring's memory, for tests that inspect the header.
+    #[cfg(test)]
+    pub(in crate::ring) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Empties the ring under a new epoch (after the producer died).
+    #[cfg(not(loom))]
+    pub(in crate::ring) fn reset(&mut self, epoch: u64) {
+        self.shared.reset(epoch);
+        self.epoch = epoch;
+        self.tail = 0;
+        self.published = 0;
+        self.head_cache = 0;
+    }
+
+    /// Whether published frames are waiting (refreshing head).
+    #[cfg(not(loom))]
+    pub(in crate::ring) fn has_frames(&mut self) -> Result<bool, RingError> {
+        if self.tail == self.head_cache {
+            self.refresh_head()?;
+        }
+        Ok(self.tail != self.head_cache)
+    }
+}

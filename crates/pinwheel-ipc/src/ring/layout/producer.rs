@@ -1,0 +1,388 @@
+//! The producer end of a ring: finds room for frames, writes them, and
+//! publishes `head`.
+//!
+//! Writing a frame whose length is known up front ([`ProducerEnd::write_bytes`])
+//! is one copy into the slots: a `memcpy` on a ring only this process maps,
+//! atomic words on one a peer maps. A frame the caller serializes
+//! ([`ProducerEnd::write_frame`]) is written in place on a ring only this
+//! process maps, and into private staging memory first on a ring a peer
+//! maps: rkyv writes through a `&mut [u8]`, and such a reference to bytes a
+//! peer may write at the same moment would be undefined behaviour. The
+//! staging buffer is allocated once, at the largest frame.
+
+use std::sync::Arc;
+
+use rkyv::util::AlignedVec;
+
+use super::{FRAME_HEADER_BYTES, KIND_DATA, KIND_PAD, Reach, SLOT_BYTES, Shared, frame_slots};
+use crate::ring::RingError;
+use crate::ring::sync::{Ordering, fence};
+
+/// How far ahead of `head` the producer prefetches slots for writing, and
+/// how many: far enough that the line has arrived by the time it is
+/// written, near enough that it is still there.
+const PREFETCH_AHEAD: u64 = 16;
+const PREFETCH_SLOTS: u64 = 4;
+/// Slots from `head` prefetched before a staged frame is built: two hold
+/// a request with a 64-byte body.
+const STAGED_PREFETCH_SLOTS: u64 = 2;
+
+/// Where a writer may put one frame.
+struct Room {
+    slot: u64,
+    capacity: usize,
+    limit: Limit,
+}
+
+/// What limited a [`Room`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    MaxFrame,
+    EndOfRing,
+    FreeSpace,
+}
+
+/// Why a frame could not be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::ring) enum WriteFail {
+    /// No room until the consumer frees slots.
+    Full,
+    /// Larger than the ring's largest frame.
+    TooLarge,
+}
+
+/// The producer side: writes frames, publishes `head`.
+pub(in crate::ring) struct ProducerEnd {
+    shared: Arc<Shared>,
+    head: u64,
+    published: u64,
+    tail_cache: u64,
+    max_frame_slots: u64,
+    /// Whether a peer maps the ring: then every index it writes is checked
+    /// and frames are staged in private memory.
+    untrusted: bool,
+    /// The epoch this end expects in the header.
+    epoch: u64,
+    /// Private memory where serialized frames are built before they are
+    /// copied into a ring a peer maps; empty on in-process rings.
+    staging: AlignedVec<16>,
+}
+
+impl ProducerEnd {
+    /// The producer end of `shared`, continuing from its current head.
+    pub(in crate::ring) fn new(shared: Arc<Shared>, max_frame: usize) -> Self {
+        let control = shared.control();
+        // SYNC: Acquire pairs with the consumer's Release store of tail.
+        let tail = control.consumer.tail.load(Ordering::Acquire);
+        // SYNC: Relaxed; only this end writes head.
+        let head = control.producer.head.load(Ordering::Relaxed);
+        let max_frame_slots = frame_slots(max_frame).min(shared.slots());
+        let untrusted = shared.reach() == Reach::Peers;
+        let mut staging = AlignedVec::new();
+        if untrusted {
+            staging.resize(
+                max_frame_slots as usize * SLOT_BYTES - FRAME_HEADER_BYTES,
+                0,
+            );
+        }
+        Self {
+            epoch: shared.epoch(),
+            shared,
+            head,
+            published: head,
+            tail_cache: tail,
+            max_frame_slots,
+            untrusted,
+            staging,
+        }
+    }
+
+    /// Reads and checks the consumer's tail.
+    fn refresh_tail(&mut self) -> Result<(), RingError> {
+        // SYNC: Acquire pairs with the Release store in ConsumerEnd::publish_tail:
+        // slots below tail are no longer read.
+        let tail = self.shared.control().consumer.tail.load(Ordering::Acquire);
+        if self.untrusted && (tail < self.tail_cache || tail > self.published) {
+            let expected = format!("{}..={}", self.tail_cache, self.published);
+            return Err(RingError::Corrupt {
+                what: "tail",
+                value: tail,
+                expected,
+            });
+        }
+        self.tail_cache = tail;
+        Ok(())
+    }
+
+    fn free(&self) -> u64 {
+        self.shared.slots() - (self.head - self.tail_cache)
+    }
+
+    /// Prefetches, for writing, slots a little ahead of `head` that the
+    /// consumer has already given back (a stale tail only makes this more
+    /// cautious), so frames written later do not stall on store misses.
+    fn prefetch_ahead(&self) {
+        let free = self.free();
+        let end = (PREFETCH_AHEAD + PREFETCH_SLOTS).min(free);
+        for ahead in PREFETCH_AHEAD..end {
+            self.shared
+                .data
+                .prefetch_write(self.shared.offset(self.head + ahead));
+        }
+    }
+
+    /// Prefetches, for writing, up to `slots` slots from `head` that are
+    /// free now.
+    fn prefetch_next(&self, slots: u64) {
+        for ahead in 0..slots.min(self.free()) {
+            self.shared
+                .data
+                .prefetch_write(self.shared.offset(self.head + ahead));
+        }
+    }
+
+    fn room(&self) -> Room {
+        let index = self.head & (self.shared.slots() - 1);
+        let to_end = self.shared.slots() - index;
+        let free = self.free();
+        // Plain comparisons: an iterator over (slots, limit) tuples here
+        // compiled to stack shuffles that stalled store forwarding.
+        let (mut slots, mut limit) = (self.max_frame_slots, Limit::MaxFrame);
+        if to_end < slots {
+            (slots, limit) = (to_end, Limit::EndOfRing);
+        }
+        if free < slots {
+            (slots, limit) = (free, Limit::FreeSpace);
+        }
+        let capacity = (slots as usize * SLOT_BYTES).saturating_sub(FRAME_HEADER_BYTES);
+        Room {
+            slot: self.head,
+            capacity,
+            limit,
+        }
+    }
+
+    /// Writes one frame: `write` gets the payload bytes to fill and returns
+    /// how many it used, or `None` if they were too few. In place it may be
+    /// called again with more room (after a wrap); staged it is called once
+    /// with room for the largest frame. The frame is not visible until
+    /// [`ProducerEnd::publish`].
+    #[cfg(not(loom))]
+    pub(in crate::ring) fn write_frame(
+        &mut self,
+        mut write: impl FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<Result<(), WriteFail>, RingError> {
+        if self.shared.data.in_place().is_none() {
+            return self.write_staged(write);
+        }
+        if self.free() < self.max_frame_slots {
+            self.refresh_tail()?;
+        }
+        self.prefetch_ahead();
+        loop {
+            let room = self.room();
+            if room.capacity > 0 {
+                let memory = self.shared.data.in_place().expect("checked above");
+                let offset = self.shared.offset(room.slot) + FRAME_HEADER_BYTES;
+                // SAFETY: no other process maps the ring (`in_place` proves
+                // it), and slots in [head, tail + N) belong to this end, the
+                // only producer, until published; `room` lies inside them.
+                let payload = unsafe { memory.slice_mut(offset, room.capacity) };
+                if let Some(len) = write(payload) {
+                    assert!(
+                        len <= room.capacity,
+                        "writer claims {len} bytes of {}",
+                        room.capacity
+                    );
+                    self.commit(room.slot, len);
+                    return Ok(Ok(()));
+                }
+            }
+            match self.after_no_fit(room.limit)? {
+                Some(fail) => return Ok(Err(fail)),
+                None => continue,
+            }
+        }
+    }
+
+    /// Builds the frame in private staging memory, then copies it in: the
+    /// path for rings a peer maps, where no reference to slot bytes may
+    /// exist.
+    #[cfg(not(loom))]
+    fn write_staged(
+        &mut self,
+        mut write: impl FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<Result<(), WriteFail>, RingError> {
+        // Ask for the first slots now, so taking their lines back from the
+        // consumer's core overlaps with building the frame instead of
+        // stalling the copy after it.
+        self.prefetch_next(STAGED_PREFETCH_SLOTS);
+        let mut staging = std::mem::take(&mut self.staging);
+        let result = match write(&mut staging) {
+            Some(len) => {
+                assert!(
+                    len <= staging.len(),
+                    "writer claims {len} bytes of {}",
+                    staging.len()
+                );
+                self.write_bytes(&staging[..len])
+            }
+            None => Ok(Err(WriteFail::TooLarge)),
+        };
+        self.staging = staging;
+        result
+    }
+
+    /// Copies `bytes` in as one frame.
+    pub(in crate::ring) fn write_bytes(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<Result<(), WriteFail>, RingError> {
+        if frame_slots(bytes.len()) > self.max_frame_slots {
+            return Ok(Err(WriteFail::TooLarge));
+        }
+        if self.free() < frame_slots(bytes.len()) {
+            self.refresh_tail()?;
+        }
+        self.prefetch_ahead();
+        loop {
+            let room = self.room();
+            if room.capacity >= bytes.len() {
+                let offset = self.shared.offset(room.slot) + FRAME_HEADER_BYTES;
+                self.copy_payload(offset, bytes);
+                self.commit(room.slot, bytes.len());
+                return Ok(Ok(()));
+            }
+            match self.after_no_fit(room.limit)? {
+                Some(fail) => return Ok(Err(fail)),
+                None => continue,
+            }
+        }
+    }
+
+    /// Copies a payload into unpublished slots of this end (`[head, tail +
+    /// N)`): one `memcpy` on a ring only this process maps, atomic words on
+    /// one a peer maps.
+    fn copy_payload(&self, offset: usize, bytes: &[u8]) {
+        #[cfg(not(loom))]
+        if let Some(memory) = self.shared.data.in_place() {
+            // SAFETY: no other process maps the ring (`in_place` proves
+            // it), and the consumer does not read these slots before head
+            // is published past them; the borrow ends with this statement.
+            unsafe { memory.slice_mut(offset, bytes.len()) }.copy_from_slice(bytes);
+            return;
+        }
+        self.shared.data.copy_in(offset, bytes);
+    }
+
+    /// Decides what to do when a frame did not fit: fail, or make room
+    /// (pad to the ring's end, or see newer tail) and try again (`None`).
+    fn after_no_fit(&mut self, limit: Limit) -> Result<Option<WriteFail>, RingError> {
+        match limit {
+            Limit::MaxFrame => Ok(Some(WriteFail::TooLarge)),
+            Limit::EndOfRing => {
+                let to_end = self.shared.slots() - (self.head & (self.shared.slots() - 1));
+                if self.free() < to_end {
+                    self.refresh_tail()?;
+                }
+                if self.free() < to_end {
+                    return Ok(Some(WriteFail::Full));
+                }
+                self.write_header(
+                    self.head,
+                    KIND_PAD,
+                    to_end as usize * SLOT_BYTES - FRAME_HEADER_BYTES,
+                );
+                self.head += to_end;
+                Ok(None)
+            }
+            Limit::FreeSpace => {
+                let before = self.free();
+                self.refresh_tail()?;
+                Ok((self.free() == before).then_some(WriteFail::Full))
+            }
+        }
+    }
+
+    fn commit(&mut self, slot: u64, len: usize) {
+        self.write_header(slot, KIND_DATA, len);
+        self.head += frame_slots(len);
+    }
+
+    fn write_header(&self, slot: u64, kind: u32, len: usize) {
+        let header = u64::from(kind) << 32 | len as u64;
+        // The frame's first slot, an unpublished slot of this end.
+        self.shared.data.store_u64(self.shared.offset(slot), header);
+    }
+
+    /// Frames written but not yet published.
+    #[cfg(not(loom))]
+    pub(in crate::ring) fn pending(&self) -> bool {
+        self.head != self.published
+    }
+
+    /// Publishes every frame written so far. Returns true when the consumer
+    /// was parked and must be woken (its `waiting` flag is now cleared).
+    /// With `doorbell` false (a spinning consumer) no fence is paid.
+    pub(in crate::ring) fn publish(&mut self, doorbell: bool) -> bool {
+        if self.head == self.published {
+            return false;
+        }
+        let lines = self.shared.control();
+        // SYNC: Release pairs with the Acquire load of head in
+        // ConsumerEnd::refresh_head: frame bytes written before are visible.
+        lines.producer.head.store(self.head, Ordering::Release);
+        self.published = self.head;
+        if !doorbell {
+            return false;
+        }
+        // SYNC: SeqCst fence orders the head store before the waiting load;
+        // pairs with the fence in ConsumerEnd::arm (Dekker).
+        fence(Ordering::SeqCst);
+        // SYNC: Relaxed; the fence above orders it, and the doorbell syscall
+        // orders the wake-up.
+        lines.consumer.waiting.load(Ordering::Relaxed) != 0
+            && lines.consumer.waiting.swap(0, Ordering::Relaxed) != 0
+    }
+
+    /// Declares the producer asleep until the consumer frees slots. Returns
+    /// false (and undeclares) if slots were freed meanwhile. A peer's ring
+    /// has its header checked first: parking is rare enough to afford it.
+    pub(in crate::ring) fn arm(&mut self) -> Result<bool, RingError> {
+        if self.untrusted {
+            self.shared.check_header(self.epoch)?;
+        }
+        let lines = self.shared.control();
+        // SYNC: Relaxed store, ordered by the fence below.
+        lines.producer.waiting.store(1, Ordering::Relaxed);
+        // SYNC: pairs with the fence in ConsumerEnd::publish_tail (Dekker).
+        fence(Ordering::SeqCst);
+        let before = self.free();
+        self.refresh_tail()?;
+        if self.free() > before || self.free() >= self.max_frame_slots {
+            self.disarm();
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Clears the producer's waiting flag.
+    pub(in crate::ring) fn disarm(&self) {
+        // SYNC: Relaxed; a stale flag only costs one spare doorbell.
+        self.shared
+            .control()
+            .producer
+            .waiting
+            .store(0, Ordering::Relaxed);
+    }
+
+    /// Empties the ring under a new epoch (after the consumer died).
+    #[cfg(not(loom))]
+    pub(in crate::ring) fn reset(&mut self, epoch: u64) {
+        self.shared.reset(epoch);
+        self.epoch = epoch;
+        self.head = 0;
+        self.published = 0;
+        self.tail_cache = 0;
+    }
+}

@@ -1,0 +1,348 @@
+//! The admin API's answers, as types: one serde struct per response,
+//! shared by the server ([`super::admin`]), `pinwheel status`, `pinwheel
+//! cluster status`, `pinwheel top` and the tests, so a renamed field is a
+//! compile error and not a `"?"` on someone's screen.
+//!
+//! | endpoint | type |
+//! | --- | --- |
+//! | `GET /health` | [`HealthReport`] |
+//! | `GET /v1/agents` | [`AgentsResponse`] |
+//! | `GET /v1/gpus` | [`GpusResponse`] |
+//! | `GET /v1/cluster` | [`ClusterResponse`] |
+//! | `GET /v1/plan` | [`PlanResponse`] (`pinwheel plan --format json`) |
+//! | `POST /v1/gpu/place`, `/v1/models/pin`, `/v1/models/unpin` | [`ModelAnswer`] |
+//! | any error (4xx, 5xx) | [`ErrorBody`] |
+//!
+//! The request bodies of the `POST` endpoints are
+//! [`super::admin::Command`]. These are plain data: no locks, no
+//! behaviour beyond naming their states.
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::plan::{
+    PlacedAgent, PlanDoc as PlanResponse, PlannedRemote, PlannedRing, PlannedRoute,
+};
+
+/// `ok`, or `degraded` with reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Nothing is degraded.
+    Ok,
+    /// At least one reason is raised.
+    Degraded,
+}
+
+impl HealthStatus {
+    /// `ok` or `degraded`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Ok => "ok",
+            HealthStatus::Degraded => "degraded",
+        }
+    }
+}
+
+/// One reason the daemon is degraded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Stable name, e.g. `no_nvml`.
+    pub reason: String,
+    /// What it means and what to do.
+    pub detail: String,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// `ok` or `degraded`.
+    pub status: HealthStatus,
+    /// Why it is degraded, by name.
+    pub reasons: Vec<Reason>,
+}
+
+/// What an agent is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    /// Placed, not yet seen handling anything on its CPU.
+    Starting,
+    /// Running on its executor.
+    Up,
+    /// Taken out by the supervisor after failing; restarted with backoff.
+    Isolated,
+    /// An external agent with no process attached.
+    Detached,
+}
+
+impl AgentState {
+    /// The state's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Starting => "starting",
+            AgentState::Up => "up",
+            AgentState::Isolated => "isolated",
+            AgentState::Detached => "detached",
+        }
+    }
+}
+
+/// An agent now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Its name.
+    pub name: String,
+    /// The CPU the plan gave it.
+    pub cpu: u32,
+    /// The CPU its worker found itself on.
+    pub observed_cpu: Option<u32>,
+    /// What it is doing.
+    pub state: AgentState,
+    /// Messages handled a second over the last period.
+    pub msgs_per_s: f64,
+    /// Median of its handler time, ns (0 before its first message).
+    pub p50_ns: u64,
+    /// p99 of its handler time, ns (0 before its first message).
+    pub p99_ns: u64,
+    /// Messages handled.
+    pub handled: u64,
+    /// Handler failures and overruns.
+    pub failures: u64,
+    /// Restarts after isolation.
+    pub restarts: u64,
+}
+
+/// An executor (one planned CPU) now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorStatus {
+    /// Its CPU.
+    pub cpu: u32,
+    /// Share of the last period it was busy (0 to 1).
+    pub busy: f64,
+    /// Stalls the watchdog counted.
+    pub stalls: u64,
+    /// Migrations of its pinned thread (perf), if counted.
+    pub migrations: Option<u64>,
+    /// Slots waiting in its incoming rings after the pump's last pass.
+    pub ring_backlog_slots: u64,
+    /// Times its pump parked on the doorbell.
+    pub parks: u64,
+}
+
+/// `GET /v1/agents`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentsResponse {
+    /// This host's name.
+    pub host: String,
+    /// Agents, in plan order.
+    pub agents: Vec<AgentStatus>,
+    /// Executors, by index.
+    pub executors: Vec<ExecutorStatus>,
+}
+
+/// A model resident on a GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidentModel {
+    /// Its name.
+    pub model: String,
+    /// VRAM it holds, MiB.
+    pub vram_mib: u64,
+    /// Never evicted.
+    pub pinned: bool,
+}
+
+/// One GPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuStatus {
+    /// Its index.
+    pub gpu: u32,
+    /// Its product name.
+    pub name: String,
+    /// Its UUID.
+    pub uuid: String,
+    /// Simulated from the topology (no NVIDIA driver).
+    pub simulated: bool,
+    /// VRAM, MiB.
+    pub total_mib: u64,
+    /// Used at the last sample, MiB.
+    pub used_mib: u64,
+    /// Free at the last sample, MiB.
+    pub free_mib: u64,
+    /// Utilisation at the last sample, if the GPU reports it.
+    pub util_pct: Option<u32>,
+    /// What the optimizer has placed on it, MiB.
+    pub planned_mib: u64,
+    /// The most the optimizer places on it (the `[vram]` budget), MiB.
+    pub budget_mib: u64,
+    /// Models resident on it.
+    pub resident: Vec<ResidentModel>,
+}
+
+/// The optimizer's decisions since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VramCounts {
+    /// Loads a use waited for.
+    pub loads: u64,
+    /// Loads history predicted.
+    pub preloads: u64,
+    /// Evictions, all reasons.
+    pub evictions: u64,
+    /// Uses whose model was resident.
+    pub hits: u64,
+    /// Uses that needed a load.
+    pub misses: u64,
+    /// Uses that waited.
+    pub queued: u64,
+    /// Uses and pins refused.
+    pub denied: u64,
+}
+
+/// One of the optimizer's recent decisions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VramDecision {
+    /// When, ms since the daemon started.
+    pub at_ms: u64,
+    /// `load`, `preload`, `evict`, `queue` or `deny`.
+    pub kind: String,
+    /// The model.
+    pub model: String,
+    /// The GPU, where the decision names one.
+    pub gpu: Option<u32>,
+    /// Why (evictions, waits and denials).
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/gpus`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GpusResponse {
+    /// Each GPU.
+    pub gpus: Vec<GpuStatus>,
+    /// The optimizer's counts.
+    pub vram: VramCounts,
+    /// Its most recent decisions, oldest first (admissions of resident
+    /// models left out; at most [`RECENT_DECISIONS`]).
+    pub decisions: Vec<VramDecision>,
+}
+
+/// How many decisions `/v1/gpus` keeps.
+pub const RECENT_DECISIONS: usize = 32;
+
+/// A host of the cluster, as one daemon sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Heard within its heartbeats, nothing degraded.
+    Up,
+    /// Heard, but degraded (or partitioned).
+    Degraded,
+    /// Silent past its missed heartbeats.
+    Lost,
+}
+
+impl HostState {
+    /// The state's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Up => "up",
+            HostState::Degraded => "degraded",
+            HostState::Lost => "lost",
+        }
+    }
+}
+
+/// One host in `/v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterHost {
+    /// Its name.
+    pub host: String,
+    /// Its state.
+    pub state: HostState,
+    /// How long ago its last heartbeat arrived, ms (0 for this host).
+    pub last_seen_ms: u64,
+    /// The link's latency to it, µs (0 for this host).
+    pub latency_us: u64,
+}
+
+/// A model placed somewhere in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementView {
+    /// The model.
+    pub model: String,
+    /// The host holding it.
+    pub host: String,
+    /// The GPU there.
+    pub gpu: u32,
+    /// VRAM, MiB.
+    pub vram_mib: u64,
+    /// Placed again on a survivor if its host is lost.
+    pub pinned: bool,
+    /// Which replica.
+    pub replica: u32,
+    /// Loaded (else assigned and loading).
+    pub loaded: bool,
+    /// The placement store's revision of its entry (0 while the write
+    /// that places it is on its way).
+    pub revision: u64,
+    /// The VRAM optimizer's word for it, in a place's answer
+    /// (`resident`, `waiting`, `assigned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// An agent in the cluster registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAgent {
+    /// Its name.
+    pub agent: String,
+    /// Its host.
+    pub host: String,
+    /// Its legacy ports.
+    pub ports: Vec<u16>,
+    /// `starting`, `healthy`, `unhealthy`, `stopped`, or `lost` (its
+    /// host is).
+    pub health: String,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterResponse {
+    /// The cluster's name; `None` on a single host.
+    pub cluster: Option<String>,
+    /// This host.
+    pub host: String,
+    /// Every host, this one first.
+    pub hosts: Vec<ClusterHost>,
+    /// Every placement.
+    pub placements: Vec<PlacementView>,
+    /// The cluster registry (empty on a single host).
+    pub agents: Vec<RegistryAgent>,
+}
+
+/// The answer to a place, pin or unpin: the model's state here (for a
+/// place, the first replica's) and every replica the cluster holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelAnswer {
+    /// The model.
+    pub model: String,
+    /// The host of the first replica (a place's answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The GPU it is on, if resident.
+    pub gpu: Option<u32>,
+    /// Its VRAM, MiB (a place's answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_mib: Option<u64>,
+    /// Whether it is pinned.
+    pub pinned: bool,
+    /// `resident`, `waiting` or `assigned`.
+    pub state: String,
+    /// Every replica, as `/v1/cluster` lists them.
+    pub placements: Vec<PlacementView>,
+}
+
+/// Any error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, and what to do.
+    pub error: String,
+}
