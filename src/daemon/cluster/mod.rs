@@ -65,7 +65,7 @@ use super::gpus::GpuSide;
 use crate::cluster::{AgentRecord, CallPlane, ClusterConfig, Health, LinkIo, state_from_report};
 use crate::config::name_problem;
 use crate::error::DaemonError;
-use crate::gpu::sched::{GpuScheduler, HostName, SchedConfig, SchedError};
+use crate::gpu::sched::{GpuScheduler, HostName, SchedConfig};
 use crate::observe::health::Health as DaemonHealth;
 use crate::runtime::control::ControlRuntime;
 use crate::runtime::remote::{CallRings, CallStats};
@@ -181,9 +181,6 @@ pub fn start(
     let Some(spec) = topology.cluster() else {
         return single_host(me, health);
     };
-    let usage = |err: crate::cluster::ClusterError| DaemonError::Usage {
-        message: err.to_string(),
-    };
     let config = ClusterConfig::from_spec(spec, topology.host()).map_err(usage)?;
     let (sched, sched_config) = cluster_sched(spec, me, gpus)?;
     // The link's first heartbeat already says who this host is.
@@ -214,14 +211,13 @@ pub fn start(
         events: events_tx,
         writes: writes_rx,
     };
-    let records = own_agents(topology, booted);
     let link = LinkTask::spawn(
         control,
         LinkInputs {
             config,
             io,
             calls: plane,
-            records,
+            records: own_agents(topology, booted),
             health,
         },
     );
@@ -245,7 +241,7 @@ fn cluster_sched(
         assignment_timeout_ms: spec.heartbeat_ms.saturating_mul(8).max(2000),
         ..SchedConfig::default()
     };
-    let mut sched = GpuScheduler::cluster(me, incarnation(), config).map_err(sched_error)?;
+    let mut sched = GpuScheduler::cluster(me, incarnation(), config).map_err(usage)?;
     sched.set_local_gpus(&gpus.room());
     Ok((sched, config))
 }
@@ -254,7 +250,7 @@ fn cluster_sched(
 /// memory, no link.
 fn single_host(me: HostName, health: Arc<DaemonHealth>) -> Result<Started, DaemonError> {
     let config = SchedConfig::default();
-    let sched = GpuScheduler::single_host(me, config).map_err(sched_error)?;
+    let sched = GpuScheduler::single_host(me, config).map_err(usage)?;
     let timing = Timing {
         state_every: Duration::from_millis(config.heartbeat_ms),
         lost_after_ms: config.lost_after_ms(),
@@ -266,7 +262,8 @@ fn single_host(me: HostName, health: Arc<DaemonHealth>) -> Result<Started, Daemo
     })
 }
 
-fn sched_error(err: SchedError) -> DaemonError {
+/// A configuration the scheduler or the link refuses, as bad input.
+fn usage(err: impl std::fmt::Display) -> DaemonError {
     DaemonError::Usage {
         message: err.to_string(),
     }

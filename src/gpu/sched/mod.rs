@@ -58,6 +58,7 @@
 mod fit;
 mod kv;
 mod reconcile;
+mod requests;
 mod room;
 mod scheduler;
 mod status;
