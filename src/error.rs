@@ -54,6 +54,9 @@ pub enum DaemonError {
     /// A tuning profile, or tuning the host.
     #[error(transparent)]
     Tuning(#[from] TuningError),
+    /// The agent processes' side could not start.
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
     /// The shutdown signals could not be set up or read.
     #[error("cannot handle SIGINT/SIGTERM: {source}")]
     Signals {
@@ -110,6 +113,7 @@ impl DaemonError {
             DaemonError::Privileges(_)
             | DaemonError::Runtime(_)
             | DaemonError::Tuning(_)
+            | DaemonError::Process(_)
             | DaemonError::Signals { .. }
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }
@@ -130,6 +134,7 @@ impl DaemonError {
             | DaemonError::Vram(_)
             | DaemonError::Privileges(_)
             | DaemonError::Runtime(_)
+            | DaemonError::Process(_)
             | DaemonError::Signals { .. }
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }

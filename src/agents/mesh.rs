@@ -3,8 +3,9 @@
 //!
 //! [`Mesh::new`] decides, for every id on this host, what to run: a
 //! [`Synthetic`] agent, a native [`RegistryAgent`] or [`CoordinatorAgent`],
-//! the [`LoadGenerator`] (the last id), or, for an external agent that no
-//! process has attached, a stand-in that answers "unavailable". Each
+//! the [`LoadGenerator`] (the last id), or, for a process or external
+//! agent, the [`ProcessBridge`] that carries its messages to and from its
+//! rings (answering "unavailable" while no process is attached). Each
 //! executor thread then calls [`Mesh::make`] for its agents, so agent
 //! state is created on the thread that owns it.
 //!
@@ -28,12 +29,14 @@ use super::load::{LoadGenerator, LoadSpec, StreamCounters};
 use super::registry::{Directory, Record, RegistryAgent, RegistryCounters};
 use super::synthetic::{Synthetic, SyntheticSpec};
 use crate::config::{AgentIndex, AgentKind, AgentSet, NativeName};
+use crate::process::{BridgeSpec, ProcessBridge, Slots};
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::layout::wire_priority;
 use crate::runtime::node::STATUS_UNAVAILABLE;
 use crate::runtime::routes::{NOWHERE, Routes};
+use pinwheel_ipc::ring::WaitStrategy;
 use pinwheel_ipc::wire::{AgentId, Envelope, Payload, PayloadKind, Priority, TopicId};
 
 /// How often agents tell the registries they are alive.
@@ -48,6 +51,11 @@ pub struct MeshOptions {
     pub request_timeout: Duration,
     /// Where registries keep their snapshots.
     pub state_dir: Option<PathBuf>,
+    /// The slots of process and external agents.
+    pub processes: Slots,
+    /// Each executor's wait strategy and longest spin, microseconds (how
+    /// its bridges wait for their agents' rings).
+    pub executor_waits: Vec<(WaitStrategy, u32)>,
 }
 
 /// Everything the native agents and the generator count.
@@ -73,6 +81,7 @@ enum Blueprint {
     ),
     Coordinator(Vec<AgentId>, Priority, usize, Arc<CoordinatorCounters>),
     Load(LoadSpec),
+    Process(BridgeSpec),
     Detached,
 }
 
@@ -134,6 +143,7 @@ impl Mesh {
                 spec.clone(),
                 Arc::clone(&self.counters.streams),
             )),
+            Blueprint::Process(spec) => Kind::Process(Box::new(ProcessBridge::new(spec.clone()))),
             Blueprint::Detached => Kind::Detached,
         };
         MeshAgent {
@@ -152,6 +162,14 @@ impl Mesh {
         matches!(
             self.blueprints.get(id.0 as usize),
             Some(Blueprint::Detached)
+        )
+    }
+
+    /// Whether `id` is a process or external agent (run by its bridge).
+    pub fn is_process(&self, id: AgentId) -> bool {
+        matches!(
+            self.blueprints.get(id.0 as usize),
+            Some(Blueprint::Process(_))
         )
     }
 }
@@ -193,7 +211,27 @@ fn blueprint(
             let processors = spec.behaviour().concurrency as usize;
             Blueprint::Coordinator(routes.calls(id).to_vec(), priority, processors, shared)
         }
-        AgentKind::External => Blueprint::Detached,
+        AgentKind::Process | AgentKind::External => match options.processes.get(id) {
+            Some(slot) => {
+                let executor = usize::from(routes.executor_of(id));
+                let (wait, spin_us) = options
+                    .executor_waits
+                    .get(executor)
+                    .copied()
+                    .unwrap_or((WaitStrategy::Park, 0));
+                Blueprint::Process(BridgeSpec {
+                    me: id,
+                    slot: Arc::clone(slot),
+                    calls: routes.calls(id).to_vec(),
+                    publishes: routes.publishes(id).to_vec(),
+                    priority,
+                    wait,
+                    wait_first: spec.kind() == AgentKind::Process,
+                    spin_us,
+                })
+            }
+            None => Blueprint::Detached,
+        },
     }
 }
 
@@ -247,6 +285,7 @@ enum Kind {
     Registry(RegistryAgent),
     Coordinator(CoordinatorAgent),
     Load(LoadGenerator),
+    Process(Box<ProcessBridge>),
     Detached,
 }
 
@@ -288,6 +327,7 @@ impl Agent for MeshAgent {
             Kind::Registry(agent) => agent.start(ctx).await,
             Kind::Coordinator(agent) => agent.start(ctx).await,
             Kind::Load(agent) => agent.start(ctx).await,
+            Kind::Process(agent) => agent.start(ctx).await,
             Kind::Detached => Ok(()),
         }
     }
@@ -298,6 +338,7 @@ impl Agent for MeshAgent {
             Kind::Registry(agent) => agent.handle(ctx, msg).await,
             Kind::Coordinator(agent) => agent.handle(ctx, msg).await,
             Kind::Load(agent) => agent.handle(ctx, msg).await,
+            Kind::Process(agent) => agent.handle(ctx, msg).await,
             Kind::Detached if msg.head().kind == PayloadKind::Request => {
                 ctx.reply(msg, STATUS_UNAVAILABLE, &[]).await
             }
@@ -311,6 +352,7 @@ impl Agent for MeshAgent {
             Kind::Registry(agent) => agent.reset(),
             Kind::Coordinator(agent) => agent.reset(),
             Kind::Load(agent) => agent.reset(),
+            Kind::Process(agent) => agent.reset(),
             Kind::Detached => {}
         }
     }
@@ -322,6 +364,7 @@ impl Agent for MeshAgent {
                 Kind::Registry(agent) => agent.run(ctx).await,
                 Kind::Coordinator(agent) => agent.run(ctx).await,
                 Kind::Load(agent) => agent.run(ctx).await,
+                Kind::Process(agent) => agent.run(ctx).await,
                 Kind::Detached => {}
             }
         };

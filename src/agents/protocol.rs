@@ -33,6 +33,14 @@ pub const METHOD_FRAME: u16 = 2;
 /// Registry: find an agent by name (the body is the name).
 pub const METHOD_LOOKUP: u16 = 3;
 
+/// The methods above by name, as agent processes see them (the first
+/// entries of the host's method table).
+pub const BUILTIN_METHODS: [(&str, u16); 3] = [
+    ("work", METHOD_WORK),
+    ("frame", METHOD_FRAME),
+    ("lookup", METHOD_LOOKUP),
+];
+
 /// Reply status: a circuit breaker or a bulkhead refused the call.
 pub const STATUS_REJECTED: u16 = 429;
 /// Reply status: no such agent (registry lookup).

@@ -72,6 +72,7 @@ impl MeshBench {
             host: None,
             nats_url: None,
             nats_nkey: None,
+            run_dir: crate::daemon::DEFAULT_RUN_DIR.into(),
         }
     }
 

@@ -11,6 +11,8 @@
 //!   bare ring.
 //! * `nats` ([`nats`]): a call between hosts, NATS request/reply through a
 //!   nats-server on loopback, against ZeroMQ REQ/REP over TCP.
+//! * `agent` ([`agent`]): a round trip to an agent process against the
+//!   in-daemon call across CPUs.
 //! * `wakeup` ([`wakeup`]): how late a pinned executor wakes from a timer,
 //!   against a plain `clock_nanosleep` thread (cyclictest's measurement).
 //! * `mesh` ([`mesh`]): the seed's voice-to-response flow through the
@@ -27,6 +29,7 @@
 //! every message arrived intact, so a fast wrong run cannot pass for a
 //! result.
 
+pub mod agent;
 pub mod hgrm;
 pub mod html;
 pub mod mesh;

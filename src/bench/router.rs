@@ -97,7 +97,7 @@ impl RouterBench {
     }
 
     /// Starts executors on the two CPUs and times calls from the caller.
-    fn runtime_calls(&self) -> Result<[Histogram<u64>; 2], BenchError> {
+    pub(super) fn runtime_calls(&self) -> Result<[Histogram<u64>; 2], BenchError> {
         let runtime_err = |err: RuntimeError| BenchError::Peer {
             reason: format!("runtime: {err}"),
         };
@@ -152,14 +152,6 @@ impl RouterBench {
     /// a far echo on the second, a near echo on the first.
     fn mesh(&self) -> Result<(topology::Topology, AgentSet), BenchError> {
         let [a, b] = self.cpus;
-        let wait = match self.wait {
-            WaitStrategy::Spin => "spin",
-            WaitStrategy::Park => "park",
-            WaitStrategy::Adaptive => "adaptive",
-        };
-        let topology = format!(
-            "schema = 1\n[host]\nname = \"bench\"\ncpus = {{ uniform = \"{a},{b}\" }}\n[class.uniform]\nwait = \"{wait}\"\npreempt_timer_us = 100\nrt_priority = 0\n"
-        );
         let agent = |name: &str, cpu: CpuId, calls: &str| {
             format!(
                 "[[agent]]\nname = \"{name}\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"synthetic\"\npriority = \"high\"\ncpu = {cpu}\ncalls = [{calls}]\n"
@@ -171,19 +163,38 @@ impl RouterBench {
             agent("Far", b, ""),
             agent("Near", a, "")
         );
-        let invalid = |err: String| BenchError::Peer {
-            reason: format!("bench mesh: {err}"),
-        };
-        let file = SourceFile::from_text(Path::new("bench-topology.toml"), &topology);
-        let raw = file.parse().map_err(|e| invalid(e.to_string()))?;
-        let topology = topology::validate(raw, &file, None).map_err(|e| invalid(e.to_string()))?;
-        let agents = AgentSet::from_sources(&[SourceFile::from_text(
-            Path::new("bench-agents.toml"),
-            &manifest,
-        )])
-        .map_err(|e| invalid(e.to_string()))?;
-        Ok((topology, agents))
+        bench_mesh(self.cpus, self.wait, &manifest)
     }
+}
+
+/// A bench's topology (one uniform class on `cpus`, waiting by `wait`)
+/// and its manifest from `manifest`.
+pub(super) fn bench_mesh(
+    cpus: [CpuId; 2],
+    wait: WaitStrategy,
+    manifest: &str,
+) -> Result<(topology::Topology, AgentSet), BenchError> {
+    let [a, b] = cpus;
+    let wait = match wait {
+        WaitStrategy::Spin => "spin",
+        WaitStrategy::Park => "park",
+        WaitStrategy::Adaptive => "adaptive",
+    };
+    let topology = format!(
+        "schema = 1\n[host]\nname = \"bench\"\ncpus = {{ uniform = \"{a},{b}\" }}\n[class.uniform]\nwait = \"{wait}\"\npreempt_timer_us = 100\nrt_priority = 0\n"
+    );
+    let invalid = |err: String| BenchError::Peer {
+        reason: format!("bench mesh: {err}"),
+    };
+    let file = SourceFile::from_text(Path::new("bench-topology.toml"), &topology);
+    let raw = file.parse().map_err(|e| invalid(e.to_string()))?;
+    let topology = topology::validate(raw, &file, None).map_err(|e| invalid(e.to_string()))?;
+    let agents = AgentSet::from_sources(&[SourceFile::from_text(
+        Path::new("bench-agents.toml"),
+        manifest,
+    )])
+    .map_err(|e| invalid(e.to_string()))?;
+    Ok((topology, agents))
 }
 
 /// What the caller leaves for the bench's thread.
@@ -199,7 +210,12 @@ enum BenchAgent {
 }
 
 /// Times `count` calls to `to` after a warm-up; `None` if one fails.
-async fn time_calls(ctx: &Ctx, to: AgentId, body: &[u8], count: u64) -> Option<Histogram<u64>> {
+pub(super) async fn time_calls(
+    ctx: &Ctx,
+    to: AgentId,
+    body: &[u8],
+    count: u64,
+) -> Option<Histogram<u64>> {
     let warmup = (count / 10).min(10_000);
     let mut histogram = new_histogram();
     for i in 0..warmup + count {

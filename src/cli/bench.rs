@@ -16,6 +16,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::CliError;
 use super::run::MAX_RATE;
+use crate::bench::agent::{AgentBench, default_echo_exe};
 use crate::bench::mesh::MeshBench;
 use crate::bench::ring::{PeerMode, RingBench, serve_peer};
 use crate::bench::router::RouterBench;
@@ -102,6 +103,9 @@ pub enum BenchCommand {
     /// What the runtime adds per message: a call between agents on two
     /// executors against the bare ring between two threads, same CPUs.
     Router(BenchRouterArgs),
+    /// A round trip to an agent process (the SDK's echo example) against
+    /// the in-daemon call across CPUs, same run, same CPUs.
+    Agent(BenchAgentArgs),
     /// A call between hosts: NATS request/reply through a nats-server on
     /// loopback, against ZeroMQ REQ/REP over TCP (`--baseline zmq`).
     Nats(BenchNatsArgs),
@@ -190,6 +194,34 @@ pub struct BenchRouterArgs {
     pub json: bool,
 }
 
+/// `pinwheel bench agent`.
+#[derive(Debug, Args)]
+pub struct BenchAgentArgs {
+    /// The caller's CPU and the echo process's.
+    #[arg(long, value_name = "A,B", default_value = "0,1")]
+    pub cpus: String,
+    /// How executors and the process wait for messages.
+    #[arg(long, value_enum, default_value_t = WaitArg::Spin)]
+    pub wait: WaitArg,
+    /// Request body size, bytes (at most 512).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Round trips per case.
+    #[arg(long, default_value_t = 100_000)]
+    pub msgs: u64,
+    /// How the echo process parks when it waits (with --wait park or
+    /// adaptive): one io_uring wait, or poll(2) then read(2).
+    #[arg(long, value_parser = ["uring", "poll"], default_value = "uring")]
+    pub park: String,
+    /// The echo agent (default: examples/echo beside this executable,
+    /// from `cargo build --release -p pinwheel-agent --example echo`).
+    #[arg(long, value_name = "FILE")]
+    pub echo: Option<std::path::PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `pinwheel bench nats`.
 #[derive(Debug, Args)]
 pub struct BenchNatsArgs {
@@ -250,6 +282,7 @@ pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
     match command {
         BenchCommand::Ring(args) => ring(&args, out),
         BenchCommand::Router(args) => router(&args, out),
+        BenchCommand::Agent(args) => agent(&args, out),
         BenchCommand::Nats(args) => nats(&args, out),
         BenchCommand::RingPeer(args) => Ok(serve_peer(args.mode, CpuId(args.cpu))?),
         BenchCommand::ZmqPeer(args) => Ok(crate::bench::zmq::serve_peer(
@@ -312,6 +345,34 @@ fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), CliError> {
         msgs: args.msgs.max(1),
     };
     let report = bench.run()?;
+    let text = if args.json {
+        report.to_json()
+    } else {
+        report.to_table()
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    if args.size > MAX_ROUTER_BODY {
+        return Err(DaemonError::Usage {
+            message: format!(
+                "--size {}: runtime messages carry at most {MAX_ROUTER_BODY} body bytes",
+                args.size
+            ),
+        }
+        .into());
+    }
+    let report = AgentBench {
+        cpus: bench_cpus(&args.cpus)?,
+        wait: args.wait.into(),
+        size: args.size,
+        msgs: args.msgs.max(1),
+        echo_exe: args.echo.clone().unwrap_or_else(default_echo_exe),
+        park: if args.park == "poll" { "poll" } else { "uring" },
+    }
+    .run()?;
     let text = if args.json {
         report.to_json()
     } else {

@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// topology's `[cluster] nkey_file`.
     #[arg(long, value_name = "FILE")]
     pub nats_nkey: Option<PathBuf>,
+    /// Run directory: the attach socket for external agents
+    /// (`<DIR>/agent.sock`) and process agents' credentials.
+    #[arg(long, value_name = "DIR", default_value = crate::daemon::DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
     /// File holding the admin API's bearer token (root-owned, mode 600).
     #[arg(long, value_name = "FILE", default_value = crate::observe::admin::DEFAULT_TOKEN_FILE)]
     pub admin_token_file: PathBuf,
@@ -127,6 +131,7 @@ impl RunArgs {
             host: self.host.clone(),
             nats_url: self.nats.clone(),
             nats_nkey: self.nats_nkey.clone(),
+            run_dir: self.run_dir.clone(),
         })
     }
 }

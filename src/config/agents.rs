@@ -25,6 +25,7 @@ use super::agents_file::{
     AgentEntry, AgentsFile, ClassWish, KindName, ModelEntry, NativeName, Priority,
 };
 use super::limits::{self, MAX_TOPIC_BYTES, MAX_VRAM_MIB};
+use super::process::{Account, ProcessSpec};
 use super::{ConfigError, Location, SourceFile, name_problem, suggest};
 
 /// Longest `role`, bytes (what the registry stores).
@@ -41,7 +42,9 @@ pub enum AgentKind {
     Native(NativeName),
     /// Simulated from the manifest.
     Synthetic,
-    /// A process outside the daemon.
+    /// A process the daemon starts and supervises.
+    Process,
+    /// A process started by something else that attaches.
     External,
 }
 
@@ -51,6 +54,7 @@ impl AgentKind {
         match self {
             AgentKind::Native(_) => "native",
             AgentKind::Synthetic => "synthetic",
+            AgentKind::Process => "process",
             AgentKind::External => "external",
         }
     }
@@ -144,6 +148,8 @@ pub struct AgentSpec {
     subscribes: Vec<String>,
     models: Vec<ModelNeed>,
     behaviour: Behaviour,
+    process: Option<Box<ProcessSpec>>,
+    account: Option<Account>,
     at: Location,
     placement_at: Location,
 }
@@ -200,6 +206,14 @@ impl AgentSpec {
     /// How it behaves when synthetic, and how many workers it runs.
     pub fn behaviour(&self) -> &Behaviour {
         &self.behaviour
+    }
+    /// How it is started and supervised (kind `process`).
+    pub fn process(&self) -> Option<&ProcessSpec> {
+        self.process.as_deref()
+    }
+    /// Who it runs as (`process`), or who may attach as it (`external`).
+    pub fn account(&self) -> Option<&Account> {
+        self.account.as_ref()
     }
     /// Its `[[agent]]` entry.
     pub fn location(&self) -> &Location {
@@ -365,7 +379,10 @@ fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, 
     };
     check_role(&raw.role, &name, &at)?;
     limits::check_agent_lists(&raw, file, &name)?;
+    let (process, account) = super::process::validate(&raw, file, &name)?;
     let spec = AgentSpec {
+        process: process.map(Box::new),
+        account,
         publishes: topics(&raw.publishes, file, &name)?,
         subscribes: topics(&raw.subscribes, file, &name)?,
         models: models(&raw.models, file, &name)?,
@@ -483,6 +500,7 @@ fn kind(raw: &AgentEntry, name: &str, file: &SourceFile) -> Result<AgentKind, Co
             format!("agent {name}: `native` goes with kind = \"native\" only"),
         )),
         (KindName::Synthetic, None) => Ok(AgentKind::Synthetic),
+        (KindName::Process, None) => Ok(AgentKind::Process),
         (KindName::External, None) => Ok(AgentKind::External),
     }
 }

@@ -8,7 +8,7 @@
 //! host = "mainpc"
 //! role = "speech-to-text service"
 //! ports = [5800]                 # the seed's legacy ports
-//! kind = "synthetic"             # native | synthetic | external
+//! kind = "synthetic"             # native | synthetic | process | external
 //! class = "P"                    # P | E | any; or cpu = 3 for an exact CPU
 //! priority = "high"              # critical | high | normal | low
 //! weight = 3.0                   # relative CPU load, for spreading
@@ -21,9 +21,25 @@
 //! calls_every = 25               # event-driven: call once per 25 events
 //! stream_hz = 50                 # a stream source: the load generator sends it frames
 //! faults = { fail_every = 0, stall_every = 0, stall_ms = 0 }
+//! # kind = "process" only (see `config::process`); `user`, `group` also
+//! # for kind = "external" (who may attach):
+//! command = ["../target/release/examples/echo", "--quiet"]
+//! env = { LOG_LEVEL = "info" }
+//! credentials = { api_key = "/etc/pinwheel/creds/api_key" }
+//! user = "nobody"
+//! group = "nogroup"
+//! allow_root = false
+//! cwd = "/"
+//! restart = "on-failure"         # on-failure | always | never
+//! max_restarts = 5
+//! restart_window_s = 60
+//! stop_timeout_ms = 3000
+//! memory_max_mib = 512
 //! ```
 //!
 //! `config::agents` validates these into `AgentSpec`s.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -87,6 +103,43 @@ pub struct AgentEntry {
     pub stream_hz: Option<Spanned<u32>>,
     /// Fault injection, for tests and drills.
     pub faults: Option<Spanned<FaultEntry>>,
+    /// Process agents: the program and its arguments.
+    pub command: Option<Spanned<Vec<String>>>,
+    /// Process agents: environment variables (never secrets).
+    pub env: Option<Spanned<BTreeMap<String, String>>>,
+    /// Process agents: credential files handed over as files.
+    pub credentials: Option<Spanned<BTreeMap<String, String>>>,
+    /// Process and external agents: the account it runs as.
+    pub user: Option<Spanned<String>>,
+    /// Process and external agents: the group it runs as.
+    pub group: Option<Spanned<String>>,
+    /// Process agents: whether it may run as root.
+    pub allow_root: Option<Spanned<bool>>,
+    /// Process agents: its working directory.
+    pub cwd: Option<Spanned<String>>,
+    /// Process agents: when to restart it.
+    pub restart: Option<Spanned<RestartMode>>,
+    /// Process agents: restarts allowed within `restart_window_s`.
+    pub max_restarts: Option<Spanned<u32>>,
+    /// Process agents: the restart intensity's window, seconds.
+    pub restart_window_s: Option<Spanned<u32>>,
+    /// Process agents: SIGTERM to SIGKILL, milliseconds.
+    pub stop_timeout_ms: Option<Spanned<u32>>,
+    /// Process agents: memory limit (cgroup v2 `memory.max`), MiB.
+    pub memory_max_mib: Option<Spanned<u64>>,
+}
+
+/// `restart`: when a process agent that ended is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartMode {
+    /// After a failure: a non-zero exit, a signal, a broken protocol or a
+    /// missed deadline (the default).
+    OnFailure,
+    /// After any exit.
+    Always,
+    /// Never: an ended agent stays down.
+    Never,
 }
 
 /// `service = { median_us = .., p99_us = .. }`: a log-normal service time.
@@ -122,7 +175,10 @@ pub enum KindName {
     Native,
     /// Simulated by the daemon from the manifest.
     Synthetic,
-    /// A process outside the daemon, attached through rings.
+    /// A process the daemon starts, supervises and connects by rings.
+    Process,
+    /// A process started by something else that attaches through the
+    /// daemon's attach socket.
     External,
 }
 

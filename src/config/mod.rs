@@ -10,6 +10,7 @@
 pub mod agents;
 pub mod agents_file;
 pub mod limits;
+pub mod process;
 mod source;
 pub mod topology_file;
 pub mod trust;
@@ -20,7 +21,8 @@ pub use agents::{
     AgentIndex, AgentKind, AgentSet, AgentSpec, Behaviour, CallTarget, Hint, MAX_ROLE_BYTES,
     ModelNeed, Placement,
 };
-pub use agents_file::{ClassWish, NativeName, Priority};
+pub use agents_file::{ClassWish, NativeName, Priority, RestartMode};
+pub use process::{Account, ProcessSpec};
 pub use source::{Location, SourceFile, suggest};
 
 /// Why a host, agent or cluster name is unusable, if it is. Names start

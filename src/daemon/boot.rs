@@ -10,27 +10,33 @@
 //! 3. Process privileges: locked memory (an error only if glommio's
 //!    minimum is impossible), each missing privilege one warning.
 //! 4. Lay out rings and executors (in a cluster, each executor's call
-//!    rings to the cluster link too), build the mesh, start the executors
-//!    (each applies its thread privileges first), then open the start
-//!    phases one at a time, each waiting for its agents.
+//!    rings to the cluster link too), build the mesh and the process side,
+//!    start the executors (each applies its thread privileges first), then
+//!    open the start phases one at a time: each phase's agent processes
+//!    are started and attached first, then the phase opens and waits for
+//!    its agents.
 //!
 //! Start-up time is measured from the command's start to the last phase's
 //! agents being up.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
 use super::RunOptions;
 use crate::agents::mesh::{Mesh, MeshOptions};
+use crate::agents::protocol::BUILTIN_METHODS;
 use crate::config::AgentSet;
 use crate::config::trust;
 use crate::error::DaemonError;
 use crate::observe::health::Health;
 use crate::observe::perf::{self, PerfEvent, PerfSet, ThreadPerf};
 use crate::plan::Plan;
+use crate::process::{ProcessOptions, ProcessSide, Slots};
+use crate::runtime::RuntimeError;
+use crate::runtime::ctx::now_ns;
 use crate::runtime::executor::{Control, IO_MEMORY, Runtime, ThreadSetup, start};
 use crate::runtime::layout::{Layout, layout};
 use crate::runtime::privileges::{DegradedReason, ThreadPolicy, prepare_process, prepare_thread};
@@ -63,6 +69,9 @@ pub struct Booted {
     pub health: Arc<Health>,
     /// The executor threads' perf counters.
     pub perf: Arc<PerfSet>,
+    /// The agent processes (ticked by the core loop, stopped after the
+    /// drain).
+    pub processes: Arc<Mutex<ProcessSide>>,
     /// When boot began.
     pub began: Instant,
 }
@@ -133,6 +142,7 @@ pub fn start_mesh(
         note(&health, &process.degraded);
     }
     let events = perf_events(&health);
+    let slots = Slots::new(&agents).map_err(|source| RuntimeError::Ring { source })?;
     let mesh = Arc::new(Mesh::new(
         &agents,
         &routes,
@@ -140,8 +150,27 @@ pub fn start_mesh(
             rate_per_s: options.rate_per_s,
             request_timeout: options.request_timeout,
             state_dir: options.state_dir.clone(),
+            processes: slots.clone(),
+            executor_waits: executors
+                .iter()
+                .map(|e| (e.settings.wait, e.settings.spin_before_park_us))
+                .collect(),
         },
     ));
+    let processes = ProcessSide::new(
+        &agents,
+        &plan,
+        &routes,
+        topology,
+        &slots,
+        &ProcessOptions {
+            attach_socket: options.run_dir.join("agent.sock"),
+            run_dir: options.run_dir.clone(),
+            cgroup_root: super::CGROUP_ROOT.into(),
+            builtin_methods: BUILTIN_METHODS.to_vec(),
+        },
+        Arc::clone(&health),
+    )?;
     let make = {
         let mesh = Arc::clone(&mesh);
         Arc::new(move |id| mesh.make(id))
@@ -167,6 +196,7 @@ pub fn start_mesh(
         phases,
         health,
         perf,
+        processes: Arc::new(Mutex::new(processes)),
         began,
     })
 }
@@ -192,6 +222,9 @@ pub fn open_phases(booted: &Booted) -> usize {
     let mut started = 0;
     let generator_phase = booted.phases.len().saturating_sub(1);
     for (phase, &expected) in booted.phases.iter().enumerate() {
+        if let Ok(mut processes) = booted.processes.lock() {
+            processes.start_phase(phase, now_ns());
+        }
         booted.runtime.open_phase(phase);
         if !booted.runtime.wait_started(phase, expected, PHASE_TIMEOUT) {
             warn!(

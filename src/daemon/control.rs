@@ -136,7 +136,14 @@ pub fn start(
         view.set_cluster_calls(Arc::clone(stats));
     }
     let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
-    let core = CoreLoop::start(control, Arc::clone(&view), inbox, gpus, cluster);
+    let core = CoreLoop::start(
+        control,
+        Arc::clone(&view),
+        inbox,
+        gpus,
+        cluster,
+        Arc::clone(&booted.processes),
+    );
     let config = AdminConfig {
         addr: options.admin_addr.unwrap_or_else(|| topology.admin_addr()),
         token_file: options.admin_token_file.clone(),

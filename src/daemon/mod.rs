@@ -7,7 +7,8 @@
 //!    ──▶ load generator (last phase) ──▶ core loop, admin API, NATS link
 //!    ──▶ status line each second ◀── SIGINT/SIGTERM or --duration
 //!    ──▶ admin stops (≤1 s, beside the core loop and link stopping)
-//!    ──▶ drain (≤1.2 s) ──▶ stop (≤0.3 s more) ──▶ control runtime stops
+//!    ──▶ drain (≤1.2 s) ──▶ stop (≤0.3 s more) ──▶ agent processes: SIGTERM,
+//!    SIGKILL after stop_timeout_ms, reaped ──▶ control runtime stops
 //!    ──▶ revert tuning ──▶ report
 //!
 //!  threads:  main (signals, status line)
@@ -56,6 +57,11 @@ use crate::error::DaemonError;
 use crate::runtime::control::ControlRuntime;
 use crate::tuning::Tuning;
 
+/// Where the attach socket and agents' credentials live by default.
+pub const DEFAULT_RUN_DIR: &str = "/run/pinwheel";
+/// The cgroup v2 root agent processes' cgroups go under.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
 /// How often the status line is redrawn.
 pub const STATUS_PERIOD: Duration = Duration::from_secs(1);
 
@@ -94,6 +100,9 @@ pub struct RunOptions {
     /// This host's nkey seed file, over the cluster section's
     /// (`--nats-nkey`).
     pub nats_nkey: Option<PathBuf>,
+    /// The run directory: the attach socket and agents' credentials
+    /// (`--run-dir`, default `/run/pinwheel`).
+    pub run_dir: PathBuf,
 }
 
 /// Runs the mesh; writes the text report to `out`.
@@ -191,14 +200,26 @@ fn finish(
         plan,
         agents,
         health,
+        processes,
         ..
     } = booted;
     let stopping = Instant::now();
-    let snapshots = runtime.stop()?;
+    let stopped = runtime.stop();
     info!(
         stop_ms = stopping.elapsed().as_secs_f64() * 1e3,
         "executors stopped"
     );
+    // After the drain, so that requests in flight to agent processes
+    // were answered; even when the executors failed, so that no child
+    // outlives the daemon unreaped.
+    let processes = match processes.lock() {
+        Ok(mut side) => {
+            side.stop(crate::runtime::ctx::now_ns());
+            side.statuses()
+        }
+        Err(_) => Vec::new(),
+    };
+    let snapshots = stopped?;
     let degraded = health.names();
     Ok(Report::build(ReportInputs {
         agents: &agents,
@@ -211,5 +232,6 @@ fn finish(
         run,
         rate_per_s: options.rate_per_s,
         degraded,
+        processes,
     }))
 }

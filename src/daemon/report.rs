@@ -8,8 +8,10 @@
 //! a [`LatencySummary`]),
 //! `requests` (`sent`, `completed`, `failed`, `timed_out`, `lost`),
 //! `placement_violations` and `per_agent`, then `voice_latency_ns`,
-//! `routes`, `coordinators`, `registries`, `stream_frames`, `router` and
-//! `degraded`. The text form is a summary for people.
+//! `routes`, `coordinators`, `registries`, `stream_frames`, `router`,
+//! `degraded` and `processes` (per agent process: `agent`, `pid`, `cpu`,
+//! `uid`, `restarts`, `last_exit`, with `kind`, `user`, `state` and
+//! `exits` by reason). The text form is a summary for people.
 //!
 //! A placement violation is an agent whose worker found itself, with
 //! `sched_getcpu`, on another CPU than the plan gave it. An agent that
@@ -27,6 +29,7 @@ use crate::agents::mesh::MeshCounters;
 use crate::config::{AgentIndex, AgentSet};
 use crate::latency::{LatencySummary, format_ns, new_histogram};
 use crate::plan::Plan;
+use crate::process::ProcessStatus;
 use crate::runtime::node::RouterTotals;
 use crate::runtime::remote::CallTotals;
 use crate::runtime::routes::Routes;
@@ -174,6 +177,9 @@ pub struct Report {
     pub degraded: Vec<String>,
     /// Calls between this host and others, in a cluster.
     pub cluster_calls: Option<CallTotals>,
+    /// Process and external agents: the last incarnation's pid and uid,
+    /// CPU, restarts and how it last ended.
+    pub processes: Vec<ProcessStatus>,
     /// The merged end-to-end and voice histograms, for `pinwheel bench`'s
     /// percentile distributions; not part of the JSON.
     #[serde(skip)]
@@ -203,6 +209,8 @@ pub struct ReportInputs<'a> {
     pub rate_per_s: f64,
     /// Degraded reasons.
     pub degraded: Vec<String>,
+    /// Agent processes, as they ended.
+    pub processes: Vec<ProcessStatus>,
 }
 
 impl Report {
@@ -260,6 +268,7 @@ impl Report {
             router: router_totals(snapshots),
             degraded: inputs.degraded,
             cluster_calls: None,
+            processes: inputs.processes,
             histograms: [e2e, voice],
         }
     }
@@ -400,12 +409,19 @@ fn agent_reports(inputs: &ReportInputs<'_>) -> Vec<AgentReport> {
         .map(|p| {
             let spec = inputs.agents.get(p.agent);
             let c = counts[p.agent.0].unwrap_or_default();
+            let name = inputs.agents.display_name(AgentIndex(p.agent.0));
+            // A process agent's own CPU is its affinity (set before exec);
+            // its bridge's CPU is the executor's, not the agent's.
+            let observed_cpu = match inputs.processes.iter().find(|s| s.agent == name) {
+                Some(process) => process.cpu_seen,
+                None => c.cpu_seen,
+            };
             AgentReport {
-                name: inputs.agents.display_name(AgentIndex(p.agent.0)),
+                name,
                 host: spec.host().to_owned(),
                 kind: spec.kind().as_str(),
                 planned_cpu: p.cpu.0,
-                observed_cpu: c.cpu_seen,
+                observed_cpu,
                 handled: c.handled,
                 failures: c.failures,
                 restarts: c.restarts,

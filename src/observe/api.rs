@@ -73,6 +73,18 @@ pub enum AgentState {
     Isolated,
     /// An external agent with no process attached.
     Detached,
+    /// An external agent whose process is attached.
+    Attached,
+    /// A process agent whose child is up and linked.
+    Running,
+    /// A process agent waiting out its restart backoff.
+    Backoff,
+    /// A process agent restarted too often: down for good.
+    Failed,
+    /// A process agent that ended and whose restart mode keeps it down.
+    Exited,
+    /// A process agent the daemon is stopping.
+    Stopping,
 }
 
 impl AgentState {
@@ -83,6 +95,12 @@ impl AgentState {
             AgentState::Up => "up",
             AgentState::Isolated => "isolated",
             AgentState::Detached => "detached",
+            AgentState::Attached => "attached",
+            AgentState::Running => "running",
+            AgentState::Backoff => "backoff",
+            AgentState::Failed => "failed",
+            AgentState::Exited => "exited",
+            AgentState::Stopping => "stopping",
         }
     }
 }
@@ -108,8 +126,15 @@ pub struct AgentStatus {
     pub handled: u64,
     /// Handler failures and overruns.
     pub failures: u64,
-    /// Restarts after isolation.
+    /// Restarts after isolation (a process agent: restarts of its
+    /// process).
     pub restarts: u64,
+    /// A process or external agent's process now.
+    pub pid: Option<u32>,
+    /// A process or external agent's manifest user.
+    pub user: Option<String>,
+    /// How a process agent's last incarnation ended.
+    pub last_exit: Option<String>,
 }
 
 /// An executor (one planned CPU) now.
@@ -345,4 +370,33 @@ pub struct ModelAnswer {
 pub struct ErrorBody {
     /// What went wrong, and what to do.
     pub error: String,
+}
+
+/// One agent process as views, metrics and reports show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    /// The agent.
+    pub agent: String,
+    /// `process` or `external`.
+    pub kind: String,
+    /// Its process now, or its last one.
+    pub pid: Option<u32>,
+    /// Its planned CPU.
+    pub cpu: u32,
+    /// The CPU its process was found pinned to when it attached
+    /// (`Cpus_allowed_list` in `/proc/PID/status`).
+    pub cpu_seen: Option<u32>,
+    /// The manifest's user.
+    pub user: Option<String>,
+    /// The uid it runs (or last ran) as.
+    pub uid: Option<u32>,
+    /// `starting`, `running`, `backoff`, `failed`, `exited`, `stopping`
+    /// (process); `attached`, `detached` (external).
+    pub state: AgentState,
+    /// Restarts so far.
+    pub restarts: u64,
+    /// How its last incarnation ended.
+    pub last_exit: Option<String>,
+    /// Exits by reason label.
+    pub exits: Vec<(String, u64)>,
 }

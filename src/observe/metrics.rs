@@ -13,6 +13,8 @@
 //! | `pinwheel_agent_handler_seconds` (histogram) | agent, cpu |
 //! | `pinwheel_agent_messages_total`, `_failures_total`, `_restarts_total`, `_expired_total` | agent |
 //! | `pinwheel_agent_isolated` (1 while the supervisor holds it out) | agent |
+//! | `pinwheel_agent_process_restarts_total` | agent |
+//! | `pinwheel_agent_process_exits_total` | agent, reason (`exit_ok`, `exit_error`, `signal`, `corrupt`, `silent`, `no_hello`, `spawn_failed`) |
 //! | `pinwheel_route_call_seconds` (histogram) | from, to, path (`local`, or `remote`: over NATS to another host) |
 //! | `pinwheel_requests_total` | outcome |
 //! | `pinwheel_cluster_calls_total` (in a cluster) | outcome (sent, completed, timed_out, host_lost, breaker_open, failed, served, answered, dropped_replies, bad) |
@@ -71,6 +73,7 @@ struct DaemonCollector {
 impl Collector for DaemonCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         agents(&self.view, &mut encoder)?;
+        processes(&self.view, &mut encoder)?;
         routes(&self.view, &mut encoder)?;
         executors(&self.view, &mut encoder)?;
         perf(&self.view, &mut encoder)?;
@@ -230,6 +233,40 @@ fn agents(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
         "pinwheel_agent_isolated",
         "1 while the supervisor holds the agent out after failures.",
         &isolated,
+    )
+}
+
+/// Process agents: restarts, and exits by reason.
+fn processes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let live = view.live();
+    let restarts: Vec<(Labels, u64)> = live
+        .processes
+        .iter()
+        .map(|p| (vec![("agent", p.agent.clone())], p.restarts))
+        .collect();
+    counters(
+        encoder,
+        "pinwheel_agent_process_restarts",
+        "Restarts of an agent's process by its supervisor.",
+        &restarts,
+    )?;
+    let exits: Vec<(Labels, u64)> = live
+        .processes
+        .iter()
+        .flat_map(|p| {
+            p.exits.iter().map(|(reason, n)| {
+                (
+                    vec![("agent", p.agent.clone()), ("reason", reason.clone())],
+                    *n,
+                )
+            })
+        })
+        .collect();
+    counters(
+        encoder,
+        "pinwheel_agent_process_exits",
+        "Ends of an agent's process, by reason.",
+        &exits,
     )
 }
 

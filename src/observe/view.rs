@@ -41,6 +41,8 @@ pub struct AgentFacts {
 pub struct LiveView {
     /// Agents, in plan order.
     pub agents: Vec<AgentStatus>,
+    /// Process and external agents' processes.
+    pub processes: Vec<super::api::ProcessStatus>,
     /// Executors, by index.
     pub executors: Vec<ExecutorStatus>,
     /// Each executor's statistics, for `/metrics`.

@@ -121,6 +121,11 @@ impl Message {
         read(wire::decode(&bytes).expect("Message::new checked this frame"))
     }
 
+    /// The whole frame: a valid envelope, to forward as it is.
+    pub fn bytes(&self) -> Ref<'_, [u8]> {
+        self.frame.bytes()
+    }
+
     /// The body of a request, reply or event.
     pub fn body(&self) -> Ref<'_, [u8]> {
         Ref::map(self.frame.bytes(), |bytes| {

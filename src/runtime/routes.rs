@@ -3,8 +3,11 @@
 //! Built once from the plan and shared, read-only, by every executor.
 //! Agents are numbered by their index in the agent set (their wire
 //! `AgentId`); one more id, the last, is the load generator, which runs on
-//! the first executor. An executor is a data-plane CPU that hosts agents;
-//! inside one, each agent has a slot (its inbox). Topics are numbered from
+//! the first executor. An executor is a data-plane CPU that hosts agents
+//! the daemon runs itself; an agent process is bridged by the executor of
+//! its own CPU when there is one, else by its first caller's (see
+//! `bridge_cpu`), and a route's ring joins the executors of its two ends.
+//! Inside an executor, each agent has a slot (its inbox). Topics are numbered from
 //! 1 in order of first appearance (`TopicId(0)` means none); for each topic
 //! the table lists the executors with subscribers and, per executor, the
 //! subscribers' slots, so a publication crosses each ring once and fans out
@@ -15,7 +18,7 @@
 use std::collections::HashMap;
 
 use super::remote::RemoteTable;
-use crate::config::{AgentIndex, AgentSet, CallTarget};
+use crate::config::{AgentIndex, AgentKind, AgentSet, CallTarget};
 use crate::plan::Plan;
 use crate::topology::CpuId;
 use pinwheel_ipc::wire::{AgentId, TopicId};
@@ -41,9 +44,7 @@ pub struct Routes {
 impl Routes {
     /// The table for `plan`.
     pub fn new(plan: &Plan, agents: &AgentSet) -> Self {
-        let mut executors: Vec<CpuId> = plan.placements().iter().map(|p| p.cpu).collect();
-        executors.sort_unstable();
-        executors.dedup();
+        let executors = executor_cpus(plan, agents);
         let (topics, ids) = topic_ids(agents);
         let total = agents.len() + 1;
         let mut routes = Self {
@@ -62,12 +63,16 @@ impl Routes {
             remote: RemoteTable::new(plan, agents),
         };
         for &agent in plan.start_order() {
-            routes.place(
-                agent.0,
-                plan.placement(agent)
-                    .expect("started agents are placed")
-                    .cpu,
-            );
+            let cpu = plan
+                .placement(agent)
+                .expect("started agents are placed")
+                .cpu;
+            let cpu = if routes.executors.binary_search(&cpu).is_ok() {
+                cpu
+            } else {
+                bridge_cpu(plan, agents, agent, &routes.executors)
+            };
+            routes.place(agent.0, cpu);
         }
         if let Some(&first) = routes.executors.first() {
             routes.place(total - 1, first);
@@ -218,11 +223,16 @@ impl Routes {
     /// Ordered executor pairs that need a ring: those the plan's routes
     /// use, and both ways between the load generator and every executor.
     pub fn ring_pairs(&self, plan: &Plan) -> Vec<(u16, u16)> {
-        let index = |cpu: CpuId| self.executors.binary_search(&cpu).map(|i| i as u16).ok();
+        let executor = |agent: crate::config::AgentIndex| {
+            Some(self.executor_of(AgentId(agent.0 as u32))).filter(|&e| e != NOWHERE)
+        };
         let mut pairs: Vec<(u16, u16)> = plan
             .rings()
             .iter()
-            .filter_map(|r| Some((index(r.from_cpu)?, index(r.to_cpu)?)))
+            .flat_map(|r| r.routes.iter())
+            .chain(plan.local_routes())
+            .filter_map(|r| Some((executor(r.from)?, executor(r.to)?)))
+            .filter(|(from, to)| from != to)
             .collect();
         let generator = self.executor_of(self.load_generator());
         for executor in 0..self.executors.len() as u16 {
@@ -235,6 +245,46 @@ impl Routes {
         pairs.dedup();
         pairs
     }
+}
+
+/// The CPUs executors run on: those of the agents the daemon runs itself.
+/// Agent processes need no executor of their own (their CPU is theirs);
+/// only when every planned agent is a process do their CPUs host the
+/// executors that bridge them.
+fn executor_cpus(plan: &Plan, agents: &AgentSet) -> Vec<CpuId> {
+    let in_daemon = |index: AgentIndex| {
+        !matches!(
+            agents.get(index).kind(),
+            AgentKind::Process | AgentKind::External
+        )
+    };
+    let mut cpus: Vec<CpuId> = plan
+        .placements()
+        .iter()
+        .filter(|p| in_daemon(p.agent))
+        .map(|p| p.cpu)
+        .collect();
+    if cpus.is_empty() {
+        cpus = plan.placements().iter().map(|p| p.cpu).collect();
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    cpus
+}
+
+/// Where an agent process whose CPU runs no executor is bridged: on the
+/// executor of its first caller the daemon runs itself, else on the first
+/// executor. Its own CPU stays its own, so a spinning agent never competes
+/// with the executor that serves it.
+fn bridge_cpu(plan: &Plan, agents: &AgentSet, agent: AgentIndex, executors: &[CpuId]) -> CpuId {
+    agents
+        .iter()
+        .filter(|(_, a)| a.calls().contains(&CallTarget::Local(agent)))
+        .filter_map(|(caller, _)| plan.placement(caller))
+        .map(|p| p.cpu)
+        .find(|cpu| executors.binary_search(cpu).is_ok())
+        .or_else(|| executors.first().copied())
+        .expect("a plan with agents has an executor")
 }
 
 fn topic_ids(agents: &AgentSet) -> (Vec<String>, HashMap<String, TopicId>) {

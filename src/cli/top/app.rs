@@ -462,6 +462,9 @@ pub(super) mod tests {
             handled: 1,
             failures: 0,
             restarts: 0,
+            pid: None,
+            user: None,
+            last_exit: None,
         }
     }
 

@@ -326,6 +326,7 @@ mod tests {
             host: host.map(str::to_owned),
             nats_url: nats.map(str::to_owned),
             nats_nkey: None,
+            run_dir: PathBuf::from("/run/pinwheel"),
         }
     }
 

@@ -349,10 +349,10 @@ fn agent_health(view: &DaemonView) -> Vec<AgentHealth> {
         .into_iter()
         .map(|a| AgentHealth {
             health: match a.state {
-                AgentState::Up => Health::Healthy,
-                AgentState::Isolated => Health::Unhealthy,
-                AgentState::Detached => Health::Stopped,
-                AgentState::Starting => Health::Starting,
+                AgentState::Up | AgentState::Running | AgentState::Attached => Health::Healthy,
+                AgentState::Isolated | AgentState::Failed => Health::Unhealthy,
+                AgentState::Detached | AgentState::Exited | AgentState::Stopping => Health::Stopped,
+                AgentState::Starting | AgentState::Backoff => Health::Starting,
             },
             agent: a.name.split('@').next().unwrap_or_default().to_owned(),
         })

@@ -52,6 +52,11 @@ impl ConsumerGroup {
         Ok(())
     }
 
+    /// Removes every consumer (their rings are dropped).
+    pub fn clear(&mut self) {
+        self.consumers.clear();
+    }
+
     /// The consumers, to read from.
     pub fn consumers_mut(&mut self) -> &mut [Consumer] {
         &mut self.consumers
