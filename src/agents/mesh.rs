@@ -32,6 +32,7 @@ use crate::config::{AgentIndex, AgentKind, AgentSet, NativeName};
 use crate::process::{BridgeSpec, ProcessBridge, Slots};
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
+use crate::runtime::board::{AgentFlags, vram_class};
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::layout::wire_priority;
 use crate::runtime::node::STATUS_UNAVAILABLE;
@@ -104,6 +105,13 @@ impl Mesh {
             .map(|(index, _)| blueprint(agents, routes, index, options, &mut counters))
             .collect();
         blueprints.push(Blueprint::Load(load_spec(agents, routes, options)));
+        for (id, blueprint) in blueprints.iter().enumerate() {
+            if matches!(blueprint, Blueprint::Detached) {
+                // Callers' balancers skip it until a process attaches.
+                let id = AgentId(id as u32);
+                routes.board().set_flag(id, AgentFlags::DOWN, true);
+            }
+        }
         let registries = counters.registries.iter().map(|(id, _)| *id).collect();
         Self {
             directory: directory(agents, routes),
@@ -129,7 +137,7 @@ impl Mesh {
             Blueprint::Coordinator(calls, priority, processors, counters) => {
                 let names = calls
                     .iter()
-                    .map(|&c| self.routes.name(c).to_owned())
+                    .map(|&c| self.routes.target_name(c).to_owned())
                     .collect();
                 Kind::Coordinator(CoordinatorAgent::new(
                     calls.clone(),
@@ -191,6 +199,8 @@ fn blueprint(
             priority,
             calls: routes.calls(id).to_vec(),
             publishes: routes.publishes(id).to_vec(),
+            models: routes.models(id).to_vec(),
+            model_class: vram_class(spec.priority()),
         }),
         AgentKind::Native(NativeName::Registry) => {
             let path = options

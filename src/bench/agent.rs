@@ -39,6 +39,8 @@ use pinwheel_ipc::wire::{AgentId, Priority};
 
 const CALLER: AgentId = AgentId(0);
 const ECHO: AgentId = AgentId(1);
+/// The chain's second echo (`--python`), which `Echo` calls.
+const BACK: AgentId = AgentId(2);
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
 /// What to run.
@@ -54,6 +56,11 @@ pub struct AgentBench {
     pub msgs: u64,
     /// The echo agent's executable.
     pub echo_exe: PathBuf,
+    /// Arguments after it (`--python`: the example's path after python3).
+    pub echo_args: Vec<String>,
+    /// `--python`: also time the seed's way, pyzmq REQ/REP (this script,
+    /// run by `echo_exe`, the Python interpreter) on the same CPUs.
+    pub pyzmq_script: Option<PathBuf>,
     /// How the echo process parks when it waits (`uring` or `poll`; see
     /// the SDK's `PINWHEEL_AGENT_PARK`).
     pub park: &'static str,
@@ -68,6 +75,12 @@ pub struct AgentReport {
     pub in_daemon: Histogram<u64>,
     /// The call to the echo process.
     pub process: Histogram<u64>,
+    /// `--python`: the caller -> Python echo -> Python echo chain.
+    pub chain: Option<Histogram<u64>>,
+    /// `--python`: one pyzmq REQ/REP hop between two Python processes.
+    pub pyzmq: Option<Histogram<u64>>,
+    /// `--python`: a pyzmq client -> Python -> Python chain.
+    pub pyzmq_chain: Option<Histogram<u64>>,
 }
 
 impl AgentBench {
@@ -80,26 +93,97 @@ impl AgentBench {
             msgs: self.msgs,
         }
         .runtime_calls()?;
-        let process = self.process_calls()?;
+        let process = self.process_calls(false)?;
+        let (chain, pyzmq, pyzmq_chain) = match &self.pyzmq_script {
+            Some(script) => (
+                // A spinning caller and two spinning Pythons are three
+                // spinners on two CPUs: the chain runs parked or adaptive.
+                (self.wait != WaitStrategy::Spin)
+                    .then(|| self.process_calls(true))
+                    .transpose()?,
+                Some(self.pyzmq_calls(script, 1)?),
+                Some(self.pyzmq_calls(script, 2)?),
+            ),
+            None => (None, None, None),
+        };
         Ok(AgentReport {
             bench: self.clone(),
             in_daemon,
             process,
+            chain,
+            pyzmq,
+            pyzmq_chain,
         })
     }
 
-    fn process_calls(&self) -> Result<Histogram<u64>, BenchError> {
+    /// Runs `script` (python/bench/zmq_chain.py) with the interpreter and
+    /// reads its round trips, one per line in ns.
+    fn pyzmq_calls(&self, script: &Path, hops: u8) -> Result<Histogram<u64>, BenchError> {
+        let failed = |reason: String| BenchError::Peer {
+            reason: format!("pyzmq baseline ({}): {reason}", script.display()),
+        };
+        let [a, b] = self.cpus;
+        let output = std::process::Command::new(&self.echo_exe)
+            .arg(script)
+            .arg(format!("--cpus={a},{b}"))
+            .arg(format!("--hops={hops}"))
+            .arg(format!("--size={}", self.size))
+            .arg(format!("--msgs={}", self.msgs))
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| failed(e.to_string()))?;
+        if !output.status.success() {
+            return Err(failed(format!(
+                "{} (is pyzmq installed in that Python? pip install pyzmq)",
+                output.status
+            )));
+        }
+        // Bounded (1 ns to 1 h): `saturating_record` never resizes.
+        let mut histogram = Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+            .map_err(|e| failed(e.to_string()))?;
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let ns: u64 = line
+                .trim()
+                .parse()
+                .map_err(|_| failed(format!("not ns: {line:?}")))?;
+            histogram.saturating_record(ns.max(1));
+        }
+        Ok(histogram)
+    }
+
+    /// The manifest: the caller, `Echo` on CPU B and, for a chain, `Back`
+    /// (the same echo) on CPU A, which `Echo` calls.
+    fn manifest(&self, chain: bool) -> String {
+        let [a, b] = self.cpus;
+        let process = |name: &str, cpu: CpuId, calls: &str| {
+            format!(
+                "[[agent]]\nname = \"{name}\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"process\"\npriority = \"high\"\ncpu = {cpu}\ncommand = [{:?}{}]\nuser = \"nobody\"\ncalls = [{calls}]\nenv = {{ {} = \"{}\" }}\n",
+                self.echo_exe.display().to_string(),
+                self.echo_args
+                    .iter()
+                    .map(|arg| format!(", {arg:?}"))
+                    .collect::<String>(),
+                pinwheel_agent::PARK_ENV,
+                self.park
+            )
+        };
+        let mut manifest = format!(
+            "schema = 1\n[[agent]]\nname = \"Caller\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"synthetic\"\npriority = \"high\"\ncpu = {a}\ncalls = [\"Echo\"]\n"
+        );
+        if chain {
+            manifest.push_str(&process("Echo", b, "\"Back\""));
+            manifest.push_str(&process("Back", a, ""));
+        } else {
+            manifest.push_str(&process("Echo", b, ""));
+        }
+        manifest
+    }
+
+    fn process_calls(&self, chain: bool) -> Result<Histogram<u64>, BenchError> {
         let failed = |what: &str, err: String| BenchError::Peer {
             reason: format!("{what}: {err}"),
         };
-        let [a, b] = self.cpus;
-        let manifest = format!(
-            "schema = 1\n[[agent]]\nname = \"Caller\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"synthetic\"\npriority = \"high\"\ncpu = {a}\ncalls = [\"Echo\"]\n[[agent]]\nname = \"Echo\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"process\"\npriority = \"high\"\ncpu = {b}\ncommand = [{:?}]\nuser = \"nobody\"\nenv = {{ {} = \"{}\" }}\n",
-            self.echo_exe.display().to_string(),
-            pinwheel_agent::PARK_ENV,
-            self.park
-        );
-        let (topology, agents) = bench_mesh(self.cpus, self.wait, &manifest)?;
+        let (topology, agents) = bench_mesh(self.cpus, self.wait, &self.manifest(chain))?;
         let plan = Plan::build(&topology, &agents).map_err(|e| failed("plan", e.to_string()))?;
         let Layout {
             routes,
@@ -107,20 +191,35 @@ impl AgentBench {
             phases,
         } = layout(&plan, &topology, &agents).map_err(|e| failed("layout", e.to_string()))?;
         let slots = Slots::new(&agents).map_err(|e| failed("slots", e.to_string()))?;
-        let slot = slots
-            .get(ECHO)
-            .cloned()
-            .ok_or_else(|| failed("slots", "no echo".into()))?;
-        let settings = executors[usize::from(routes.executor_of(ECHO))].settings;
-        let spec = bridge_spec(slot, settings.wait, settings.spin_before_park_us);
+        let spec = |me: AgentId, calls: Vec<AgentId>| {
+            let slot = slots
+                .get(me)
+                .cloned()
+                .ok_or_else(|| failed("slots", format!("no slot for agent {}", me.0)))?;
+            let settings = executors[usize::from(routes.executor_of(me))].settings;
+            Ok::<_, BenchError>(bridge_spec(
+                me,
+                slot,
+                calls,
+                settings.wait,
+                settings.spin_before_park_us,
+            ))
+        };
+        let echo = spec(ECHO, if chain { vec![BACK] } else { Vec::new() })?;
+        let back = if chain {
+            Some(spec(BACK, Vec::new())?)
+        } else {
+            None
+        };
         let run_dir = std::env::temp_dir().join(format!("pinwheel-bench-{}", std::process::id()));
         let mut processes = process_side(&agents, &plan, &routes, &topology, &slots, &run_dir)?;
         let results = Arc::new(Results::default());
         let make = {
             let (results, bench) = (Arc::clone(&results), self.clone());
-            Arc::new(move |id: AgentId| match id {
-                CALLER => Bench::Caller(Arc::clone(&results), bench.clone()),
-                ECHO => Bench::Echo(Box::new(ProcessBridge::new(spec.clone()))),
+            Arc::new(move |id: AgentId| match (id, &back) {
+                (CALLER, _) => Bench::Caller(Arc::clone(&results), bench.clone()),
+                (ECHO, _) => Bench::Echo(Box::new(ProcessBridge::new(echo.clone()))),
+                (BACK, Some(back)) => Bench::Echo(Box::new(ProcessBridge::new(back.clone()))),
                 _ => Bench::Idle,
             })
         };
@@ -162,14 +261,16 @@ impl AgentBench {
 
 /// The echo's bridge, on the caller's executor.
 fn bridge_spec(
+    me: AgentId,
     slot: Arc<crate::process::ProcessSlot>,
+    calls: Vec<AgentId>,
     wait: WaitStrategy,
     spin_us: u32,
 ) -> BridgeSpec {
     BridgeSpec {
-        me: ECHO,
+        me,
         slot,
-        calls: Vec::new(),
+        calls,
         publishes: Vec::new(),
         priority: Priority::High,
         wait,
@@ -279,6 +380,32 @@ impl AgentReport {
         self.process.value_at_quantile(0.5) as f64 / base
     }
 
+    /// The cases that ran, titled.
+    fn rows(&self) -> Vec<(&'static str, &Histogram<u64>)> {
+        let python = self.bench.pyzmq_script.is_some();
+        let mut rows = vec![
+            ("in-daemon call, across CPUs", &self.in_daemon),
+            (
+                if python {
+                    "Python echo process (pinwheel)"
+                } else {
+                    "echo process, across CPUs"
+                },
+                &self.process,
+            ),
+        ];
+        if let Some(h) = &self.chain {
+            rows.push(("Python chain of 2 (pinwheel)", h));
+        }
+        if let Some(h) = &self.pyzmq {
+            rows.push(("Python -> Python, pyzmq REQ/REP", h));
+        }
+        if let Some(h) = &self.pyzmq_chain {
+            rows.push(("Python chain of 2, pyzmq REQ/REP", h));
+        }
+        rows
+    }
+
     /// The report as a table.
     pub fn to_table(&self) -> String {
         use std::fmt::Write as _;
@@ -293,22 +420,27 @@ impl AgentReport {
         for title in PERCENTILE_TITLES {
             let _ = write!(out, "{title:>10}");
         }
-        let _ = writeln!(out);
-        for (name, histogram) in [
-            ("in-daemon call, across CPUs", &self.in_daemon),
-            ("echo process, across CPUs", &self.process),
-        ] {
+        let _ = writeln!(out, "{:>10}", "calls/s");
+        for (name, histogram) in self.rows() {
             let _ = write!(out, "{name:<34}");
             for ns in LatencySummary::of(histogram).columns() {
                 let _ = write!(out, "{:>10}", format_ns(ns));
             }
-            let _ = writeln!(out);
+            let _ = writeln!(out, "{:>10.0}", calls_per_s(histogram));
         }
         let _ = writeln!(
             out,
             "\necho process p50 / in-daemon p50: {:.2}x",
             self.ratio()
         );
+        if let Some(pyzmq) = &self.pyzmq {
+            let _ = writeln!(
+                out,
+                "pyzmq p50 / pinwheel Python echo p50: {:.2}x",
+                pyzmq.value_at_quantile(0.5) as f64
+                    / self.process.value_at_quantile(0.5).max(1) as f64
+            );
+        }
         out
     }
 
@@ -323,10 +455,22 @@ impl AgentReport {
             "call_far_rtt_ns": LatencySummary::of(&self.in_daemon),
             "process_rtt_ns": LatencySummary::of(&self.process),
             "p50_ratio": self.ratio(),
+            "process_calls_per_s": calls_per_s(&self.process),
+            "chain_rtt_ns": self.chain.as_ref().map(LatencySummary::of),
+            "chain_calls_per_s": self.chain.as_ref().map(calls_per_s),
+            "pyzmq_rtt_ns": self.pyzmq.as_ref().map(LatencySummary::of),
+            "pyzmq_calls_per_s": self.pyzmq.as_ref().map(calls_per_s),
+            "pyzmq_chain_rtt_ns": self.pyzmq_chain.as_ref().map(LatencySummary::of),
+            "pyzmq_chain_calls_per_s": self.pyzmq_chain.as_ref().map(calls_per_s),
         });
         let mut text =
             serde_json::to_string_pretty(&value).expect("a JSON value always serializes");
         text.push('\n');
         text
     }
+}
+
+/// Sequential round trips a second: one over the mean round trip.
+fn calls_per_s(histogram: &Histogram<u64>) -> f64 {
+    1e9 / histogram.mean().max(1.0)
 }

@@ -73,6 +73,7 @@ impl MeshBench {
             nats_url: None,
             nats_nkey: None,
             run_dir: crate::daemon::DEFAULT_RUN_DIR.into(),
+            faults: Vec::new(),
         }
     }
 

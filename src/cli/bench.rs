@@ -220,6 +220,20 @@ pub struct BenchAgentArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The echo is python/examples/echo.py run by --python-exe (the
+    /// `pinwheel` package installed there), and the same run times pyzmq
+    /// REQ/REP between Python processes (python/bench/zmq_chain.py; pyzmq
+    /// installed there too).
+    #[arg(long)]
+    pub python: bool,
+    /// With --python: the interpreter, a venv's (`pip install
+    /// './python[bench]'`); the agent runs as `nobody`, who must be able to
+    /// execute it.
+    #[arg(long, value_name = "FILE", default_value = "/usr/bin/python3")]
+    pub python_exe: std::path::PathBuf,
+    /// With --python: the repository's python/ directory.
+    #[arg(long, value_name = "DIR", default_value = "python")]
+    pub python_dir: std::path::PathBuf,
 }
 
 /// `pinwheel bench nats`.
@@ -364,12 +378,29 @@ fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), CliError> {
         }
         .into());
     }
+    let (echo_exe, echo_args, pyzmq_script) = if args.python {
+        let dir = std::path::absolute(&args.python_dir)?;
+        let echo = dir.join("examples/echo.py");
+        (
+            args.python_exe.clone(),
+            vec![echo.display().to_string()],
+            Some(dir.join("bench/zmq_chain.py")),
+        )
+    } else {
+        (
+            args.echo.clone().unwrap_or_else(default_echo_exe),
+            Vec::new(),
+            None,
+        )
+    };
     let report = AgentBench {
         cpus: bench_cpus(&args.cpus)?,
         wait: args.wait.into(),
         size: args.size,
         msgs: args.msgs.max(1),
-        echo_exe: args.echo.clone().unwrap_or_else(default_echo_exe),
+        echo_exe,
+        echo_args,
+        pyzmq_script,
         park: if args.park == "poll" { "poll" } else { "uring" },
     }
     .run()?;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use pinwheel_ipc::drill::FaultSpec;
 
 use super::{CliError, SysfsArg};
 use crate::bench::html::render_html;
@@ -89,6 +90,11 @@ pub struct RunArgs {
     /// --root`). Still needs root and no --unprivileged.
     #[arg(long, value_name = "DIR")]
     pub tuning_root: Option<PathBuf>,
+    /// Put an agent or replica under a fault drill from the start:
+    /// `Name#1:slow=10x`, `Name:error=0.2`, `Name#0:stall` (parts joined
+    /// by commas); repeat for several.
+    #[arg(long, value_name = "NAME:FAULT")]
+    pub fault: Vec<String>,
 }
 
 impl RunArgs {
@@ -115,7 +121,13 @@ impl RunArgs {
                 "--timeout-ms 0 would fail every request; pass at least 1".to_owned(),
             ));
         }
+        let faults = self
+            .fault
+            .iter()
+            .map(|f| parse_fault_arg(f).map_err(usage))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(RunOptions {
+            faults,
             topology: self.topology.clone(),
             agents: self.agents.clone(),
             sysfs_root: self.sysfs.sysfs_root.clone(),
@@ -150,6 +162,15 @@ pub(super) fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
         })?;
     }
     Ok(())
+}
+
+/// `Name#1:slow=10x` as an agent's name and its drill.
+fn parse_fault_arg(text: &str) -> Result<(String, FaultSpec), String> {
+    let (name, fault) = text.split_once(':').ok_or_else(|| {
+        format!("--fault {text:?}: write NAME:FAULT, e.g. \"STTService#1:slow=10x\"")
+    })?;
+    let spec = FaultSpec::parse(fault).map_err(|err| format!("--fault {text:?}: {err}"))?;
+    Ok((name.trim().to_owned(), spec))
 }
 
 /// Bad input before anything starts: the page's directory must exist.
@@ -188,6 +209,14 @@ mod tests {
     fn a_negative_rate_is_rejected_naming_the_flag() {
         let message = options_error(&["--rate", "-1"]);
         assert!(message.contains("--rate -1 is out of range"), "{message}");
+    }
+
+    #[test]
+    fn a_fault_without_a_name_or_with_a_bad_drill_is_rejected_naming_the_flag() {
+        let message = options_error(&["--fault", "slow=10x"]);
+        assert!(message.contains("write NAME:FAULT"), "{message}");
+        let message = options_error(&["--fault", "A#1:slow=0x"]);
+        assert!(message.contains("--fault \"A#1:slow=0x\""), "{message}");
     }
 
     #[test]

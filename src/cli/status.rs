@@ -155,6 +155,8 @@ mod tests {
                 pid: Some(4242),
                 user: Some("nobody".into()),
                 last_exit: Some("killed by SIGKILL".into()),
+                anomalies: Vec::new(),
+                fault: None,
             }],
             executors: Vec::new(),
         };

@@ -50,7 +50,7 @@ pub(super) async fn task(shared: Arc<Shared>, mut writes: mpsc::Receiver<WriteRe
             let bucket = shared.config.placements_bucket();
             let description = "pinwheel placements: <replica>.<model> -> owner, gpu, pinned";
             match bucket::open(&js, &bucket, description, shared.config.kv_replicas()).await {
-                Ok(store) => follow(&shared, &store, &mut writes).await,
+                Ok(store) => follow(&shared, &store, &mut writes, retry).await,
                 Err(reason) => nats_error(&shared, "open placements bucket", &reason),
             }
         }
@@ -71,9 +71,22 @@ pub(super) async fn task(shared: Arc<Shared>, mut writes: mpsc::Receiver<WriteRe
     }
 }
 
-/// Follows the bucket and carries out writes until the watch ends or the
-/// connection changes.
-async fn follow(shared: &Shared, store: &kv::Store, writes: &mut mpsc::Receiver<WriteRequest>) {
+/// Follows the bucket and carries out writes until the watch ends, stalls,
+/// or the connection changes.
+///
+/// A watch is an ordered consumer on one server of the stream's peers; if
+/// that server dies while the client stays connected to another, the
+/// consumer notices only after two missed idle heartbeats (10 s in
+/// async-nats), longer than an assignment may wait to be loaded. So every
+/// `check` period the bucket's last sequence is read: a watch that has not
+/// delivered, one period later, what the bucket already held is stalled,
+/// and the task starts over with a new watch.
+async fn follow(
+    shared: &Shared,
+    store: &kv::Store,
+    writes: &mut mpsc::Receiver<WriteRequest>,
+    check: Duration,
+) {
     let empty = store.status().await.is_ok_and(|s| s.values() == 0);
     let mut watch = match tokio::time::timeout(KV_TIMEOUT, store.watch_with_history(">")).await {
         Ok(Ok(watch)) => watch,
@@ -86,10 +99,27 @@ async fn follow(shared: &Shared, store: &kv::Store, writes: &mut mpsc::Receiver<
     }
     let mut aligned = AlignedVec::new();
     let mut last_warn: Option<Instant> = None;
+    let mut checks = tokio::time::interval(check);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The highest revision delivered, and the bucket's last one at the
+    // previous check when the watch was behind it.
+    let (mut delivered, mut held) = (0u64, None::<u64>);
     loop {
         tokio::select! {
+            _ = checks.tick() => {
+                if held.is_some_and(|h| delivered < h) {
+                    tracing::warn!("placements watch stalled; following the bucket again");
+                    return;
+                }
+                held = match tokio::time::timeout(KV_TIMEOUT, store.status()).await {
+                    Ok(Ok(status)) => Some(status.info.state.last_sequence)
+                        .filter(|&last| last > delivered),
+                    _ => None,
+                };
+            }
             entry = watch.next() => match entry {
                 Some(Ok(entry)) => {
+                    delivered = delivered.max(entry.revision);
                     let caught_up = entry.delta == 0 || entry.seen_current;
                     apply(shared, &entry, &mut aligned, &mut last_warn);
                     if caught_up && !synced {

@@ -35,6 +35,9 @@
 //! restart_window_s = 60
 //! stop_timeout_ms = 3000
 //! memory_max_mib = 512
+//! replicas = 4                   # instances STTService#0..#3; callers call STTService
+//! balance = "p2c_ewma"           # p2c_ewma | least_outstanding | round_robin | weighted | consistent_hash
+//! weights = [3, 1, 1, 1]         # balance = "weighted" only: one per replica
 //! ```
 //!
 //! `config::agents` validates these into `AgentSpec`s.
@@ -127,6 +130,12 @@ pub struct AgentEntry {
     pub stop_timeout_ms: Option<Spanned<u32>>,
     /// Process agents: memory limit (cgroup v2 `memory.max`), MiB.
     pub memory_max_mib: Option<Spanned<u64>>,
+    /// Instances of the agent (default 1).
+    pub replicas: Option<Spanned<u32>>,
+    /// How callers spread their calls over the replicas.
+    pub balance: Option<Spanned<Balance>>,
+    /// For `balance = "weighted"`: each replica's share.
+    pub weights: Option<Spanned<Vec<u32>>>,
 }
 
 /// `restart`: when a process agent that ended is started again.
@@ -140,6 +149,38 @@ pub enum RestartMode {
     Always,
     /// Never: an ended agent stays down.
     Never,
+}
+
+/// `balance`: how a call to a replicated agent picks its replica.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Power of two choices over a peak-EWMA of latency times outstanding
+    /// calls (Finagle's and Linkerd's default).
+    #[default]
+    P2cEwma,
+    /// The replica with the fewest calls outstanding.
+    LeastOutstanding,
+    /// Each replica in turn.
+    RoundRobin,
+    /// In proportion to `weights` (smooth weighted round robin).
+    Weighted,
+    /// By a key the caller gives, on a hash ring with bounded loads, so a
+    /// session sticks to its replica.
+    ConsistentHash,
+}
+
+impl Balance {
+    /// The name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::P2cEwma => "p2c_ewma",
+            Balance::LeastOutstanding => "least_outstanding",
+            Balance::RoundRobin => "round_robin",
+            Balance::Weighted => "weighted",
+            Balance::ConsistentHash => "consistent_hash",
+        }
+    }
 }
 
 /// `service = { median_us = .., p99_us = .. }`: a log-normal service time.

@@ -9,8 +9,10 @@
 
 pub mod agents;
 pub mod agents_file;
+mod calls;
 pub mod limits;
 pub mod process;
+pub mod replicas;
 mod source;
 pub mod topology_file;
 pub mod trust;
@@ -21,8 +23,9 @@ pub use agents::{
     AgentIndex, AgentKind, AgentSet, AgentSpec, Behaviour, CallTarget, Hint, MAX_ROLE_BYTES,
     ModelNeed, Placement,
 };
-pub use agents_file::{ClassWish, NativeName, Priority, RestartMode};
+pub use agents_file::{Balance, ClassWish, NativeName, Priority, RestartMode};
 pub use process::{Account, ProcessSpec};
+pub use replicas::{MAX_REPLICAS, ReplicaSet};
 pub use source::{Location, SourceFile, suggest};
 
 /// Why a host, agent or cluster name is unusable, if it is. Names start

@@ -116,6 +116,7 @@ pub fn start(
     let gpus = GpuSide::open(
         topology,
         &booted.agents,
+        Arc::clone(booted.routes.board()),
         &mut registry,
         &booted.health,
         control.handle(),

@@ -33,8 +33,9 @@ use tracing::{error, info};
 
 use super::cluster::ClusterSide;
 use super::gpus::GpuSide;
+use super::twin::Twin;
 use crate::observe::admin::Request;
-use crate::observe::api::{AgentState, AgentStatus, ExecutorStatus};
+use crate::observe::api::{AgentState, AgentStatus, ExecutorStatus, Signal};
 use crate::observe::view::{DaemonView, LiveView};
 use crate::observe::watchdog::{Systemd, Watchdog};
 use crate::process::{ProcessSide, ProcessStatus};
@@ -84,6 +85,7 @@ struct State {
     gpus: GpuSide,
     cluster: ClusterSide,
     processes: Arc<Mutex<ProcessSide>>,
+    twin: Twin,
     watchdog: Watchdog,
     systemd: Option<Systemd>,
     /// Handled counts per agent at the last refresh, and when.
@@ -110,6 +112,7 @@ impl State {
             last: (now, vec![0; agents], vec![0; executors]),
             next_view: now,
             next_alive: now,
+            twin: Twin::new(&view),
             view,
             commands,
             gpus,
@@ -134,6 +137,8 @@ impl State {
                 Some(request) = self.commands.recv() => self.answer(request),
             }
         }
+        // The run report reads the last counts.
+        self.view.set_gpus(self.gpus.view());
         if let Some(systemd) = &self.systemd {
             systemd.stopping();
         }
@@ -236,6 +241,8 @@ impl State {
             .lock()
             .map(|p| p.statuses())
             .unwrap_or_default();
+        let view = Arc::clone(&self.view);
+        self.twin.refresh(&view, &snapshots);
         let agents = self.agent_statuses(&snapshots, seconds, &processes);
         let executors = self.executor_statuses(&snapshots, seconds);
         self.last.0 = now;
@@ -303,6 +310,13 @@ impl State {
                     pid: process.and_then(|p| p.pid),
                     user: process.and_then(|p| p.user.clone()),
                     last_exit: process.and_then(|p| p.last_exit.clone()),
+                    anomalies: [Signal::Latency, Signal::Errors]
+                        .into_iter()
+                        .filter(|&s| self.twin.anomalous(id, s))
+                        .collect(),
+                    fault: Some(view.routes.board().drill(AgentId(id as u32)))
+                        .filter(|d| !d.is_none())
+                        .map(|d| d.to_string()),
                 }
             })
             .collect()

@@ -42,18 +42,25 @@ pub mod gpus;
 pub mod report;
 pub mod signals;
 pub mod status;
+pub mod twin;
+pub mod uses;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use pinwheel_ipc::drill::FaultSpec;
 use tracing::info;
 
 use self::boot::Booted;
 use self::report::{Report, ReportInputs};
 use self::signals::Signals;
 use self::status::StatusLine;
+use crate::config::{AgentIndex, AgentSet};
 use crate::error::DaemonError;
+use crate::observe::admin::agent_named;
+use crate::observe::api::{AnomalySeen, VramCounts};
+use crate::plan::Plan;
 use crate::runtime::control::ControlRuntime;
 use crate::tuning::Tuning;
 
@@ -103,12 +110,15 @@ pub struct RunOptions {
     /// The run directory: the attach socket and agents' credentials
     /// (`--run-dir`, default `/run/pinwheel`).
     pub run_dir: PathBuf,
+    /// Fault drills from the start (`--fault Name#1:slow=10x`).
+    pub faults: Vec<(String, FaultSpec)>,
 }
 
 /// Runs the mesh; writes the text report to `out`.
 pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonError> {
     let began = Instant::now();
     let (topology, agents, plan) = boot::load(options)?;
+    check_faults(options, &agents, &plan)?;
     boot::check_outputs(options)?;
     // Before any executor thread exists, so that they all inherit the mask.
     let mut signals = Signals::block().map_err(|source| DaemonError::Signals { source })?;
@@ -130,12 +140,23 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
     let up_at = Instant::now();
     let calls = booted.call_rings.take();
     let controls = control::start(options, &topology, &booted, calls, &control_rt)?;
+    for (name, spec) in &options.faults {
+        if let Some(agent) = agent_named(&controls.view, name) {
+            booted.routes.board().set_drill(agent, *spec);
+            info!(agent = %name, fault = %spec, "fault drill set");
+        }
+    }
     let waited = wait_for_stop(options, &booted, started, &mut signals);
     let cluster_calls = controls.call_stats();
+    let (anomalies, vram) = (controls.view.anomalies(), controls.view.gpus());
     let link = controls.stop();
+    let seen = Seen {
+        anomalies,
+        vram: (!vram.gpus.is_empty()).then_some(vram.vram),
+    };
     waited?;
     let run = up_at.elapsed();
-    let mut report = finish(booted, started, startup, run, options)?;
+    let mut report = finish(booted, started, startup, run, options, seen)?;
     // After the drain: the executors' last calls to other hosts got their
     // replies through it.
     if let Some(link) = link {
@@ -185,6 +206,34 @@ fn wait_for_stop(
     Ok(())
 }
 
+/// Every `--fault` must name an agent or replica planned here.
+fn check_faults(options: &RunOptions, agents: &AgentSet, plan: &Plan) -> Result<(), DaemonError> {
+    let names: Vec<String> = plan
+        .placements()
+        .iter()
+        .map(|p| agents.display_name(AgentIndex(p.agent.0)))
+        .collect();
+    match options
+        .faults
+        .iter()
+        .find(|(name, _)| !names.contains(name))
+    {
+        Some((name, _)) => Err(DaemonError::Usage {
+            message: format!(
+                "--fault {name}: no such agent here; name one of: {} (replicas as Name#N)",
+                names.join(", ")
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// What the control side saw, for the report.
+struct Seen {
+    anomalies: Vec<AnomalySeen>,
+    vram: Option<VramCounts>,
+}
+
 /// Stops the executors and builds the report.
 fn finish(
     booted: Booted,
@@ -192,6 +241,7 @@ fn finish(
     startup: Duration,
     run: Duration,
     options: &RunOptions,
+    seen: Seen,
 ) -> Result<Report, DaemonError> {
     let Booted {
         runtime,
@@ -233,5 +283,7 @@ fn finish(
         rate_per_s: options.rate_per_s,
         degraded,
         processes,
+        anomalies: seen.anomalies,
+        vram: seen.vram,
     }))
 }

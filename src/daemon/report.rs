@@ -28,6 +28,7 @@ use serde::Serialize;
 use crate::agents::mesh::MeshCounters;
 use crate::config::{AgentIndex, AgentSet};
 use crate::latency::{LatencySummary, format_ns, new_histogram};
+use crate::observe::api::{AnomalySeen, VramCounts};
 use crate::plan::Plan;
 use crate::process::ProcessStatus;
 use crate::runtime::node::RouterTotals;
@@ -180,6 +181,11 @@ pub struct Report {
     /// Process and external agents: the last incarnation's pid and uid,
     /// CPU, restarts and how it last ended.
     pub processes: Vec<ProcessStatus>,
+    /// Anomalies the detector raised, oldest first.
+    pub anomalies: Vec<AnomalySeen>,
+    /// The VRAM optimizer's counts (loads, evictions, hits, misses,
+    /// waits); absent on a host without GPUs.
+    pub vram: Option<VramCounts>,
     /// The merged end-to-end and voice histograms, for `pinwheel bench`'s
     /// percentile distributions; not part of the JSON.
     #[serde(skip)]
@@ -211,6 +217,10 @@ pub struct ReportInputs<'a> {
     pub degraded: Vec<String>,
     /// Agent processes, as they ended.
     pub processes: Vec<ProcessStatus>,
+    /// Anomalies seen.
+    pub anomalies: Vec<AnomalySeen>,
+    /// The VRAM optimizer's counts, if the host has GPUs.
+    pub vram: Option<VramCounts>,
 }
 
 impl Report {
@@ -269,6 +279,8 @@ impl Report {
             degraded: inputs.degraded,
             cluster_calls: None,
             processes: inputs.processes,
+            anomalies: inputs.anomalies,
+            vram: inputs.vram,
             histograms: [e2e, voice],
         }
     }
@@ -387,6 +399,32 @@ impl Report {
                 out,
                 "{}: {} agents registered ({} up), {} restored from the snapshot, {} saves, {} snapshot errors",
                 g.name, g.entries, g.up, g.restored, g.saves, g.snapshot_errors
+            );
+        }
+        if let Some(v) = &self.vram {
+            let _ = writeln!(
+                out,
+                "vram: {} loads, {} preloads, {} evictions, {} hits, {} misses, {} waited (p99 {}), {} denied",
+                v.loads,
+                v.preloads,
+                v.evictions,
+                v.hits,
+                v.misses,
+                v.waits,
+                format_ns(v.wait_p99_ns),
+                v.denied
+            );
+        }
+        for a in &self.anomalies {
+            let until = a
+                .cleared_s
+                .map_or_else(|| "the end".to_owned(), |s| format!("{s:.1} s"));
+            let _ = writeln!(
+                out,
+                "anomaly: {} {} from {:.1} s to {until}",
+                a.agent,
+                a.signal.as_str(),
+                a.raised_s
             );
         }
         if !self.degraded.is_empty() {

@@ -11,6 +11,7 @@
 //! | `GET /v1/cluster` | [`ClusterResponse`] |
 //! | `GET /v1/plan` | [`PlanResponse`] (`pinwheel plan --format json`) |
 //! | `POST /v1/gpu/place`, `/v1/models/pin`, `/v1/models/unpin` | [`ModelAnswer`] |
+//! | `POST /v1/agents/{name}/fault` ([`FaultRequest`]) | [`FaultAnswer`] |
 //! | any error (4xx, 5xx) | [`ErrorBody`] |
 //!
 //! The request bodies of the `POST` endpoints are
@@ -18,6 +19,8 @@
 //! behaviour beyond naming their states.
 
 use serde::{Deserialize, Serialize};
+
+pub use super::anomaly::Signal;
 
 pub use crate::plan::{
     PlacedAgent, PlanDoc as PlanResponse, PlannedRemote, PlannedRing, PlannedRoute,
@@ -135,6 +138,52 @@ pub struct AgentStatus {
     pub user: Option<String>,
     /// How a process agent's last incarnation ended.
     pub last_exit: Option<String>,
+    /// Its signals the anomaly detector holds anomalous now.
+    #[serde(default)]
+    pub anomalies: Vec<Signal>,
+    /// The fault drill it is under (`slow=10x`, ...), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+}
+
+/// An anomaly the detector raised, for the run report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalySeen {
+    /// The agent or replica (`Name#1`).
+    pub agent: String,
+    /// Which signal.
+    pub signal: Signal,
+    /// When it was raised, seconds since the mesh came up.
+    pub raised_s: f64,
+    /// When it cleared; `None` if it lasted to the end.
+    pub cleared_s: Option<f64>,
+    /// Its level when raised (ns for latency, a share for errors).
+    pub level: f64,
+    /// The baseline it was judged against.
+    pub baseline: f64,
+}
+
+/// `POST /v1/agents/{name}/fault`'s body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRequest {
+    /// The drill as `pinwheel run --fault` writes it (`slow=10x`,
+    /// `error=0.2`, `stall`, joined by commas), or `none` to end one.
+    pub fault: String,
+    /// End it after this many seconds; absent: until changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_s: Option<f64>,
+}
+
+/// `POST /v1/agents/{name}/fault`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultAnswer {
+    /// The agent or replica.
+    pub agent: String,
+    /// The drill now in force (`none` when ended).
+    pub fault: String,
+    /// Seconds until it ends by itself, if it does.
+    pub for_s: Option<f64>,
 }
 
 /// An executor (one planned CPU) now.
@@ -220,6 +269,12 @@ pub struct VramCounts {
     pub queued: u64,
     /// Uses and pins refused.
     pub denied: u64,
+    /// Agents' uses that asked and were admitted after a wait.
+    #[serde(default)]
+    pub waits: u64,
+    /// p99 of those waits, ns.
+    #[serde(default)]
+    pub wait_p99_ns: u64,
 }
 
 /// One of the optimizer's recent decisions.

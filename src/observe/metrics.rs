@@ -15,6 +15,7 @@
 //! | `pinwheel_agent_isolated` (1 while the supervisor holds it out) | agent |
 //! | `pinwheel_agent_process_restarts_total` | agent |
 //! | `pinwheel_agent_process_exits_total` | agent, reason (`exit_ok`, `exit_error`, `signal`, `corrupt`, `silent`, `no_hello`, `spawn_failed`) |
+//! | `pinwheel_agent_anomaly` (1 while the signal is anomalous) | agent, signal |
 //! | `pinwheel_route_call_seconds` (histogram) | from, to, path (`local`, or `remote`: over NATS to another host) |
 //! | `pinwheel_requests_total` | outcome |
 //! | `pinwheel_cluster_calls_total` (in a cluster) | outcome (sent, completed, timed_out, host_lost, breaker_open, failed, served, answered, dropped_replies, bad) |
@@ -38,6 +39,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::api::Signal;
 use super::view::DaemonView;
 use crate::runtime::ctx::now_ns;
 
@@ -233,6 +235,22 @@ fn agents(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
         "pinwheel_agent_isolated",
         "1 while the supervisor holds the agent out after failures.",
         &isolated,
+    )?;
+    let mut anomaly: Vec<(Labels, f64)> = Vec::new();
+    for a in &live.agents {
+        for signal in [Signal::Latency, Signal::Errors] {
+            let labels = vec![
+                ("agent", a.name.clone()),
+                ("signal", signal.as_str().to_owned()),
+            ];
+            anomaly.push((labels, f64::from(u8::from(a.anomalies.contains(&signal)))));
+        }
+    }
+    gauges(
+        encoder,
+        "pinwheel_agent_anomaly",
+        "1 while the anomaly detector holds the agent's signal (latency, errors) anomalous.",
+        &anomaly,
     )
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-use super::api::{AgentStatus, ClusterResponse, ExecutorStatus, GpusResponse};
+use super::api::{AgentStatus, AnomalySeen, ClusterResponse, ExecutorStatus, GpusResponse};
 use super::health::Health;
 use super::perf::PerfSet;
 use crate::runtime::executor::Control;
@@ -72,6 +72,7 @@ pub struct DaemonView {
     gpus: RwLock<GpusResponse>,
     cluster: RwLock<ClusterResponse>,
     cluster_calls: std::sync::OnceLock<Arc<CallStats>>,
+    anomalies: RwLock<Vec<AnomalySeen>>,
 }
 
 impl DaemonView {
@@ -97,6 +98,7 @@ impl DaemonView {
             gpus: RwLock::new(GpusResponse::default()),
             cluster: RwLock::new(cluster),
             cluster_calls: std::sync::OnceLock::new(),
+            anomalies: RwLock::new(Vec::new()),
         }
     }
 
@@ -138,6 +140,16 @@ impl DaemonView {
     /// Hands the view the call plane's counters (once, at start).
     pub fn set_cluster_calls(&self, stats: Arc<CallStats>) {
         let _ = self.cluster_calls.set(stats);
+    }
+
+    /// The anomalies the core loop's twin has seen, for the run report.
+    pub fn anomalies(&self) -> Vec<AnomalySeen> {
+        load(&self.anomalies)
+    }
+
+    /// Publishes the anomalies seen.
+    pub fn set_anomalies(&self, seen: Vec<AnomalySeen>) {
+        store(&self.anomalies, seen);
     }
 }
 

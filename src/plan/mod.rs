@@ -463,4 +463,60 @@ mod tests {
         assert_eq!(sut.placements().len(), 1);
         assert_eq!(sut.remote_routes().len(), 1);
     }
+
+    #[test]
+    fn replicas_go_to_distinct_cpus_of_their_class() {
+        let set = agents(&[
+            ("Svc", "class = \"P\"\nreplicas = 3\nweight = 2.0"),
+            ("Other", "class = \"P\"\nweight = 5.0"),
+        ]);
+        let sut = Plan::build(&hybrid(), &set).unwrap();
+        let mut cpus: Vec<u32> = ["Svc#0", "Svc#1", "Svc#2"]
+            .iter()
+            .map(|n| cpu_of(&sut, &set, n))
+            .collect();
+        cpus.sort_unstable();
+        cpus.dedup();
+        assert_eq!(cpus.len(), 3, "{cpus:?}");
+        assert!(cpus.iter().all(|&c| c < 4), "P CPUs are 0-3: {cpus:?}");
+        assert!(sut.warnings(&set).is_empty(), "{:?}", sut.warnings(&set));
+    }
+
+    #[test]
+    fn replicas_that_outnumber_their_cpus_share_and_the_plan_says_so() {
+        let uniform = topo("schema = 1\n[host]\nname = \"h\"\ncpus = { uniform = \"0-1\" }\n");
+        let set = agents(&[("Svc", "replicas = 4")]);
+        let sut = Plan::build(&uniform, &set).unwrap();
+        let on_0 = ["Svc#0", "Svc#1", "Svc#2", "Svc#3"]
+            .iter()
+            .filter(|n| cpu_of(&sut, &set, n) == 0)
+            .count();
+        assert_eq!(on_0, 2);
+        let warnings = sut.warnings(&set);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("agent Svc has 4 replicas but only 2 distinct CPU(s)"),
+            "{}",
+            warnings[0]
+        );
+    }
+
+    #[test]
+    fn a_call_to_a_replicated_agent_routes_to_every_replica_and_starts_after_them() {
+        let set = agents(&[
+            ("Caller", "cpu = 0\ncalls = [\"Svc\"]"),
+            ("Svc", "replicas = 2\nclass = \"P\""),
+        ]);
+        let sut = Plan::build(&hybrid(), &set).unwrap();
+        let requests: Vec<AgentIndex> = sut
+            .rings()
+            .iter()
+            .flat_map(|r| &r.routes)
+            .chain(sut.local_routes())
+            .filter(|r| r.kind == RouteKind::Request)
+            .map(|r| r.to)
+            .collect();
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        assert_eq!(names(&set, sut.start_order()), ["Svc#0", "Svc#1", "Caller"]);
+    }
 }

@@ -3,6 +3,11 @@
 //!
 //! * `affinity`: pinning threads, reading the current CPU.
 //! * `routes`: the routing table built from the plan.
+//! * `balance`: which replica of a replicated agent a call goes to
+//!   (pure; one balancer per service per executor).
+//! * `board`, `desk`: the words the control side and the executors share
+//!   while the mesh runs (replica states, drills), and the model-use desk
+//!   through which agents ask the VRAM optimizer for their models.
 //! * `pool`, `inbox`, `pending`: an executor's frame buffers, agents'
 //!   priority inboxes, and calls waiting for replies; all sized at boot.
 //! * `node`: an executor's router (send, accept, fan-out, replies).
@@ -26,9 +31,12 @@
 #[allow(unsafe_code)]
 pub mod affinity;
 pub mod agent;
+pub mod balance;
+pub mod board;
 pub mod breaker;
 pub mod control;
 pub mod ctx;
+pub mod desk;
 pub mod executor;
 pub mod guard;
 pub mod inbox;
@@ -95,6 +103,18 @@ pub enum RuntimeError {
     Failed {
         /// Why.
         reason: &'static str,
+    },
+    /// Every replica of a replicated agent is down, isolated or failing.
+    #[error("no replica of agent {} can take calls now", to.0)]
+    NoReplica {
+        /// The agent called (its first replica).
+        to: AgentId,
+    },
+    /// The VRAM optimizer refused an agent's model.
+    #[error("the VRAM optimizer refused model {model}")]
+    ModelDenied {
+        /// The model's slot on the board.
+        model: u16,
     },
     /// An executor could not start.
     #[error("executor on CPU {cpu} failed to start: {reason}")]

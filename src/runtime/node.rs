@@ -13,6 +13,11 @@
 //! checked (bytecheck), copied into a pool frame per recipient, and queued
 //! the same way.
 //!
+//! A call to a replicated agent picks its replica first ([`Node::pick`]):
+//! the executor keeps one [`Balancer`] per replicated agent, fed by the
+//! calls it makes ([`Node::finish`]) and by the replicas' states on the
+//! board, read at each pick.
+//!
 //! Nothing here allocates per message: frames come from the pool, inboxes
 //! and pending tables are sized at boot, and encoding uses one scratch area
 //! per executor. What cannot be delivered (no route, full inbox, empty
@@ -25,11 +30,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::RuntimeError;
+use super::balance::Balancer;
 use super::inbox::Inbox;
 use super::pending::Pending;
 use super::pool::{FrameBuf, FramePool};
 use super::remote::Uplink;
-use super::routes::{NOWHERE, Routes};
+use super::routes::{NO_SERVICE, NOWHERE, Routes};
 use pinwheel_ipc::ring::{Producer, RingError};
 use pinwheel_ipc::wire::{
     self, AgentId, ArchivedEnvelope, Envelope, Payload, PayloadKind, Scratch, TopicId,
@@ -128,6 +134,16 @@ pub struct Node {
     scratch: RefCell<Box<Scratch>>,
     counters: RouterCounters,
     busy: Cell<u64>,
+    balancers: RefCell<Vec<Balancer>>,
+}
+
+/// The replica a call goes to, and what finishing it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Picked {
+    /// The agent the envelope is sent to.
+    pub to: AgentId,
+    service: u16,
+    replica: u8,
 }
 
 impl Node {
@@ -151,12 +167,60 @@ impl Node {
             pool: FramePool::new(sizes.pool_frames, sizes.frame_bytes),
             pending: Pending::new(executor, sizes.pending_calls),
             inboxes,
-            routes,
             outgoing: RefCell::new(outgoing),
             uplink: RefCell::new(None),
             scratch: RefCell::new(Box::new(Scratch::new())),
             counters: RouterCounters::default(),
             busy: Cell::new(0),
+            balancers: RefCell::new(balancers(&routes, executor)),
+            routes,
+        }
+    }
+
+    /// Where a call to `to` goes: itself, or for a replicated agent's head
+    /// the replica its balancer picks at `now_ns` among the usable ones
+    /// (`key` for `consistent_hash`). Counts the call outstanding until
+    /// [`Node::finish`]. An error when no replica is usable.
+    pub fn pick(&self, to: AgentId, key: Option<u64>, now_ns: u64) -> Result<Picked, RuntimeError> {
+        let service = self.routes.service_of(to);
+        let Some(replicas) = self.routes.service(to).map(|s| &s.replicas) else {
+            return Ok(Picked {
+                to,
+                service: NO_SERVICE,
+                replica: 0,
+            });
+        };
+        let board = self.routes.board();
+        let (mut usable, mut suspect) = (0u64, 0u64);
+        for (i, &replica) in replicas.iter().enumerate() {
+            let flags = board.flags(replica);
+            usable |= u64::from(flags.usable()) << i;
+            suspect |= u64::from(flags.slow()) << i;
+        }
+        let mut balancers = self.balancers.borrow_mut();
+        let chosen = balancers
+            .get_mut(usize::from(service))
+            .and_then(|b| b.pick(now_ns, key, usable, suspect))
+            .ok_or(RuntimeError::NoReplica { to })?;
+        Ok(Picked {
+            to: replicas[chosen],
+            service,
+            replica: chosen as u8,
+        })
+    }
+
+    /// A call [`Node::pick`] sent ended at `now_ns` after `rtt_ns`; `ok`
+    /// if it succeeded.
+    pub fn finish(&self, picked: Picked, now_ns: u64, rtt_ns: u64, ok: bool) {
+        if picked.service == NO_SERVICE {
+            return;
+        }
+        if let Some(balancer) = self
+            .balancers
+            .borrow_mut()
+            .get_mut(usize::from(picked.service))
+        {
+            balancer.finish(usize::from(picked.replica), now_ns, rtt_ns, ok);
         }
     }
 
@@ -440,6 +504,21 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// One balancer per replicated agent, seeded by the executor so that
+/// executors do not pick in step.
+fn balancers(routes: &Routes, executor: u16) -> Vec<Balancer> {
+    let now = super::ctx::now_ns();
+    routes
+        .services()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let seed = u64::from(executor) << 32 | i as u64;
+            Balancer::new(s.balance, s.replicas.len(), &s.weights, seed, now)
+        })
+        .collect()
 }
 
 /// Sizes of a router's tables, fixed at boot.

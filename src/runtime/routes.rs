@@ -14,17 +14,41 @@
 //! on arrival. Calls to agents on other hosts are in an agent's `calls`
 //! too, with the ids [`RemoteTable`] gives them; they leave through the
 //! cluster link (`remote.rs`).
+//!
+//! Callers name a replicated agent by its first replica (the head); the
+//! table lists each such service's replicas and how calls to it are
+//! balanced ([`Service`]), so an executor can pick a replica per call.
+//! Beside the table, which is read-only, it carries the mesh's
+//! [`Board`]: the shared words (replica states, drills, model grants and
+//! use desks) that the control side writes while the mesh runs.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use super::board::{Board, ModelInfo, vram_class};
 use super::remote::RemoteTable;
-use crate::config::{AgentIndex, AgentKind, AgentSet, CallTarget};
+use crate::config::{AgentIndex, AgentKind, AgentSet, Balance, CallTarget};
 use crate::plan::Plan;
 use crate::topology::CpuId;
 use pinwheel_ipc::wire::{AgentId, TopicId};
 
 /// "Not on this host": the executor of an agent the plan did not place.
 pub const NOWHERE: u16 = u16::MAX;
+/// "Not a replicated agent's head."
+pub const NO_SERVICE: u16 = u16::MAX;
+
+/// A replicated agent, as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// The name callers use.
+    pub name: String,
+    /// Its replicas, first (the head, which callers name) to last.
+    pub replicas: Vec<AgentId>,
+    /// How a call picks one.
+    pub balance: Balance,
+    /// Each replica's weight (`weighted`).
+    pub weights: Vec<u32>,
+}
 
 /// The routing table.
 #[derive(Debug, Clone)]
@@ -39,6 +63,11 @@ pub struct Routes {
     calls: Vec<Vec<AgentId>>,
     names: Vec<String>,
     remote: RemoteTable,
+    services: Vec<Service>,
+    service_of: Vec<u16>,
+    heads: Vec<AgentId>,
+    models: Vec<Vec<u16>>,
+    board: Arc<Board>,
 }
 
 impl Routes {
@@ -61,6 +90,11 @@ impl Routes {
                 .chain(["LoadGenerator".to_owned()])
                 .collect(),
             remote: RemoteTable::new(plan, agents),
+            services: Vec::new(),
+            service_of: vec![NO_SERVICE; total],
+            heads: (0..total).map(|i| AgentId(i as u32)).collect(),
+            models: vec![Vec::new(); total],
+            board: Arc::new(Board::new(0, Vec::new(), &[])),
         };
         for &agent in plan.start_order() {
             let cpu = plan
@@ -85,7 +119,64 @@ impl Routes {
                 calls
             })
             .collect();
+        routes.fill_services(agents);
+        routes.fill_board(agents);
         routes
+    }
+
+    /// Lists each replicated agent placed here.
+    fn fill_services(&mut self, agents: &AgentSet) {
+        for (index, spec) in agents.iter() {
+            let set = spec.replicas();
+            if set.count() < 2 || spec.replica() != 0 || self.agent_executor[index.0] == NOWHERE {
+                continue;
+            }
+            self.service_of[index.0] = self.services.len() as u16;
+            for replica in agents.replicas_of(index) {
+                self.heads[replica.0] = AgentId(index.0 as u32);
+            }
+            self.services.push(Service {
+                name: agents.service_name(index),
+                replicas: agents
+                    .replicas_of(index)
+                    .map(|r| AgentId(r.0 as u32))
+                    .collect(),
+                balance: set.balance(),
+                weights: set.weights().to_vec(),
+            });
+        }
+    }
+
+    /// The board: every model the manifests name gets a slot, and each
+    /// executor a desk with room for every use its agents can have asking
+    /// at once (two per worker and model; see `desk`).
+    fn fill_board(&mut self, agents: &AgentSet) {
+        let mut models: Vec<ModelInfo> = Vec::new();
+        let mut desk_slots = vec![0; self.executors.len()];
+        for (index, spec) in agents.iter() {
+            let executor = self.agent_executor[index.0];
+            let class = vram_class(spec.priority());
+            for need in spec.models() {
+                let slot = match models.iter().position(|m| m.name == need.name) {
+                    Some(slot) => slot,
+                    None => {
+                        models.push(ModelInfo {
+                            name: need.name.clone(),
+                            vram_mib: need.vram_mib,
+                            class,
+                        });
+                        models.len() - 1
+                    }
+                };
+                models[slot].class = models[slot].class.max(class);
+                self.models[index.0].push(slot as u16);
+                if let Some(n) = desk_slots.get_mut(usize::from(executor)) {
+                    // One slot asking and one ended, per worker and model.
+                    *n += 2 * spec.behaviour().concurrency as usize;
+                }
+            }
+        }
+        self.board = Arc::new(Board::new(self.agent_executor.len(), models, &desk_slots));
     }
 
     /// Gives agent `agent` the next slot on the executor of `cpu`.
@@ -218,6 +309,51 @@ impl Routes {
     /// The agents on other hosts this host's agents call.
     pub fn remote(&self) -> &RemoteTable {
         &self.remote
+    }
+
+    /// The name to show for a call target: a replicated agent's service
+    /// name for its head, else the agent's name.
+    pub fn target_name(&self, agent: AgentId) -> &str {
+        match self.service(agent) {
+            Some(service) => &service.name,
+            None => self.name(agent),
+        }
+    }
+
+    /// The replicated agents placed here, by service number.
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    /// The service number of a replicated agent's head, else
+    /// [`NO_SERVICE`].
+    pub fn service_of(&self, agent: AgentId) -> u16 {
+        self.service_of
+            .get(agent.0 as usize)
+            .copied()
+            .unwrap_or(NO_SERVICE)
+    }
+
+    /// The replicated agent whose head is `agent`, if it is one.
+    pub fn service(&self, agent: AgentId) -> Option<&Service> {
+        self.services.get(usize::from(self.service_of(agent)))
+    }
+
+    /// The id callers name an agent by: a replica's head (its first
+    /// replica), else the agent itself. Traces record this id, so a
+    /// cycle through any replica is seen.
+    pub fn head_of(&self, agent: AgentId) -> AgentId {
+        self.heads.get(agent.0 as usize).copied().unwrap_or(agent)
+    }
+
+    /// The model slots (on the board) an agent uses.
+    pub fn models(&self, agent: AgentId) -> &[u16] {
+        self.models.get(agent.0 as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// The mesh's shared words.
+    pub fn board(&self) -> &Arc<Board> {
+        &self.board
     }
 
     /// Ordered executor pairs that need a ring: those the plan's routes

@@ -465,6 +465,8 @@ pub(super) mod tests {
             pid: None,
             user: None,
             last_exit: None,
+            anomalies: Vec::new(),
+            fault: None,
         }
     }
 

@@ -327,6 +327,7 @@ mod tests {
             nats_url: nats.map(str::to_owned),
             nats_nkey: None,
             run_dir: PathBuf::from("/run/pinwheel"),
+            faults: Vec::new(),
         }
     }
 
