@@ -138,7 +138,15 @@ pub struct Spawner {
 }
 
 impl Spawner {
-    fn start() -> Result<Self, ProcessError> {
+    /// Starts the thread when there are processes to start (`needed`);
+    /// a daemon without process agents runs no spawner thread.
+    fn start(needed: bool) -> Result<Self, ProcessError> {
+        if !needed {
+            return Ok(Self {
+                requests: None,
+                thread: None,
+            });
+        }
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
         let thread = std::thread::Builder::new()
             .name("pinwheel-spawner".into())
@@ -205,10 +213,11 @@ impl ProcessSide {
         }
         let cgroups = cgroups_for(&managed, &options.cgroup_root, &health);
         let attach = attach_socket(&managed, &options.attach_socket, &health);
+        let spawner = Spawner::start(managed.iter().any(|m| m.spec.is_some()))?;
         Ok(Self::assemble(
             managed,
             MethodTable::new(&options.builtin_methods),
-            Spawner::start()?,
+            spawner,
             cgroups,
             options.run_dir.join("credentials"),
             attach,
