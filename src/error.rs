@@ -10,6 +10,7 @@
 //! with code 2 after one message naming the file, line and column and what
 //! to change; a failure at run time exits with 1.
 
+use crate::cluster::ClusterError;
 use crate::config::{ConfigError, Location};
 use crate::gpu::vram::VramError;
 use crate::plan::PlanError;
@@ -90,6 +91,9 @@ pub enum DaemonError {
         /// Why.
         reason: String,
     },
+    /// The cluster link's settings, or its identity files.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// Writing the command's output.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -103,6 +107,7 @@ impl DaemonError {
             | DaemonError::Topology(_)
             | DaemonError::Plan(_)
             | DaemonError::Vram(_)
+            | DaemonError::Cluster(_)
             | DaemonError::Usage { .. } => EXIT_BAD_INPUT,
             DaemonError::Tuning(err) if err.is_bad_input() => EXIT_BAD_INPUT,
             DaemonError::Privileges(_)
@@ -135,6 +140,7 @@ impl DaemonError {
             | DaemonError::Thread { .. }
             | DaemonError::Admin { .. }
             | DaemonError::Gpu { .. }
+            | DaemonError::Cluster(_)
             | DaemonError::Output(_) => None,
         }
     }

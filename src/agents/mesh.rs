@@ -74,7 +74,12 @@ pub struct MeshCounters {
 #[derive(Debug, Clone)]
 enum Blueprint {
     Synthetic(SyntheticSpec),
-    Registry(Option<PathBuf>, Arc<RegistryCounters>),
+    Registry(
+        Option<PathBuf>,
+        Arc<RegistryCounters>,
+        Vec<AgentId>,
+        Priority,
+    ),
     Coordinator(Vec<AgentId>, Priority, usize, Arc<CoordinatorCounters>),
     Load(LoadSpec),
     Process(BridgeSpec),
@@ -121,11 +126,14 @@ impl Mesh {
     pub fn make(&self, id: AgentId) -> MeshAgent {
         let kind = match &self.blueprints[id.0 as usize] {
             Blueprint::Synthetic(spec) => Kind::Synthetic(Synthetic::new(spec.clone())),
-            Blueprint::Registry(path, counters) => Kind::Registry(RegistryAgent::new(
-                Arc::clone(&self.directory),
-                path.clone(),
-                Arc::clone(counters),
-            )),
+            Blueprint::Registry(path, counters, calls, priority) => Kind::Registry(
+                RegistryAgent::new(
+                    Arc::clone(&self.directory),
+                    path.clone(),
+                    Arc::clone(counters),
+                )
+                .with_calls(calls.clone(), *priority),
+            ),
             Blueprint::Coordinator(calls, priority, processors, counters) => {
                 let names = calls
                     .iter()
@@ -203,7 +211,7 @@ fn blueprint(
             if routes.executor_of(id) != NOWHERE {
                 counters.registries.push((id, Arc::clone(&shared)));
             }
-            Blueprint::Registry(path, shared)
+            Blueprint::Registry(path, shared, routes.calls(id).to_vec(), priority)
         }
         AgentKind::Native(NativeName::Coordinator) => {
             let shared = Arc::new(CoordinatorCounters::default());

@@ -71,6 +71,7 @@ impl MeshBench {
             admin_token_file: crate::observe::admin::DEFAULT_TOKEN_FILE.into(),
             host: None,
             nats_url: None,
+            nats_nkey: None,
             run_dir: crate::daemon::DEFAULT_RUN_DIR.into(),
             faults: Vec::new(),
         }

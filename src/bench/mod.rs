@@ -9,6 +9,8 @@
 //!   like.
 //! * `router` ([`router`]): what the runtime adds per call on top of the
 //!   bare ring.
+//! * `nats` ([`nats`]): a call between hosts, NATS request/reply through a
+//!   nats-server on loopback, against ZeroMQ REQ/REP over TCP.
 //! * `agent` ([`agent`]): a round trip to an agent process against the
 //!   in-daemon call across CPUs.
 //! * `wakeup` ([`wakeup`]): how late a pinned executor wakes from a timer,
@@ -31,6 +33,7 @@ pub mod agent;
 pub mod hgrm;
 pub mod html;
 pub mod mesh;
+pub mod nats;
 mod output;
 pub mod plot;
 mod report;
@@ -122,6 +125,14 @@ pub enum BenchError {
         /// Its line, from 1.
         line: usize,
         /// What is wrong.
+        reason: String,
+    },
+    /// A NATS operation of `bench nats` failed.
+    #[error("nats {what}: {reason}")]
+    Nats {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
         reason: String,
     },
     /// A ZeroMQ call failed.

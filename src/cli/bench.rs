@@ -106,6 +106,9 @@ pub enum BenchCommand {
     /// A round trip to an agent process (the SDK's echo example) against
     /// the in-daemon call across CPUs, same run, same CPUs.
     Agent(BenchAgentArgs),
+    /// A call between hosts: NATS request/reply through a nats-server on
+    /// loopback, against ZeroMQ REQ/REP over TCP (`--baseline zmq`).
+    Nats(BenchNatsArgs),
     /// The server side of a two-process ring benchmark (started by `bench ring`).
     #[command(hide = true)]
     RingPeer(RingPeerArgs),
@@ -233,6 +236,30 @@ pub struct BenchAgentArgs {
     pub python_dir: std::path::PathBuf,
 }
 
+/// `pinwheel bench nats`.
+#[derive(Debug, Args)]
+pub struct BenchNatsArgs {
+    /// The nats-server to go through.
+    #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+    /// The caller's and the responder's CPU.
+    #[arg(long, value_name = "A,B", default_value = "0,1")]
+    pub cpus: String,
+    /// Request body size, bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Round trips per transport.
+    #[arg(long, default_value_t = 20_000)]
+    pub msgs: u64,
+    /// Also measure this baseline in the same run (ZeroMQ REQ/REP over
+    /// TCP on loopback).
+    #[arg(long, value_enum)]
+    pub baseline: Option<Baseline>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `pinwheel bench ring-peer`.
 #[derive(Debug, Args)]
 pub struct RingPeerArgs {
@@ -270,6 +297,7 @@ pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
         BenchCommand::Ring(args) => ring(&args, out),
         BenchCommand::Router(args) => router(&args, out),
         BenchCommand::Agent(args) => agent(&args, out),
+        BenchCommand::Nats(args) => nats(&args, out),
         BenchCommand::RingPeer(args) => Ok(serve_peer(args.mode, CpuId(args.cpu))?),
         BenchCommand::ZmqPeer(args) => Ok(crate::bench::zmq::serve_peer(
             args.mode,
@@ -376,6 +404,36 @@ fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), CliError> {
         park: if args.park == "poll" { "poll" } else { "uring" },
     }
     .run()?;
+    let text = if args.json {
+        report.to_json()
+    } else {
+        report.to_table()
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn nats(args: &BenchNatsArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    if !["nats://", "tls://"]
+        .iter()
+        .any(|s| args.nats.starts_with(s))
+    {
+        return Err(DaemonError::Usage {
+            message: format!(
+                "--nats {:?} is not a NATS URL; pass e.g. nats://127.0.0.1:4222",
+                args.nats
+            ),
+        }
+        .into());
+    }
+    let bench = crate::bench::nats::NatsBench {
+        url: args.nats.clone(),
+        cpus: bench_cpus(&args.cpus)?,
+        size: args.size,
+        msgs: args.msgs.max(1),
+        zmq: args.baseline == Some(Baseline::Zmq),
+    };
+    let report = bench.run()?;
     let text = if args.json {
         report.to_json()
     } else {

@@ -27,7 +27,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use bench::{BenchArgs, BenchCommand, BenchRingArgs, BenchRouterArgs, BenchSuiteArgs};
 pub use client::AdminClient;
-pub use cluster::{ClusterCommand, ClusterStatusArgs, GpuCommand, GpuPlaceArgs};
+pub use cluster::{ClusterCommand, ClusterInitArgs, ClusterStatusArgs, GpuCommand, GpuPlaceArgs};
 pub use fault::FaultArgs;
 pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, ValidateArgs};
 pub use install::{InstallArgs, InstallError, UninstallArgs};
@@ -177,6 +177,7 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Install(args) => return install::install(&args, out),
         Command::Uninstall(args) => return install::uninstall(&args, out),
         Command::Cluster(ClusterCommand::Status(args)) => cluster::status(&args, out),
+        Command::Cluster(ClusterCommand::Init(args)) => cluster::init(&args, out),
         Command::Gpu(GpuCommand::Place(args)) => cluster::place(&args, out),
         Command::Vram(command) => vram::run(command, out),
         Command::Fault(args) => fault::run(&args, out),

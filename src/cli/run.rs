@@ -70,6 +70,11 @@ pub struct RunArgs {
     /// "pinwheel". With neither, the daemon runs alone and off the network.
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
+    /// This host's NATS identity: an nkey seed file (`pinwheel cluster
+    /// init` writes one per host; root-owned, mode 600), over the
+    /// topology's `[cluster] nkey_file`.
+    #[arg(long, value_name = "FILE")]
+    pub nats_nkey: Option<PathBuf>,
     /// Run directory: the attach socket for external agents
     /// (`<DIR>/agent.sock`) and process agents' credentials.
     #[arg(long, value_name = "DIR", default_value = crate::daemon::DEFAULT_RUN_DIR)]
@@ -137,6 +142,7 @@ impl RunArgs {
             admin_token_file: self.admin_token_file.clone(),
             host: self.host.clone(),
             nats_url: self.nats.clone(),
+            nats_nkey: self.nats_nkey.clone(),
             run_dir: self.run_dir.clone(),
         })
     }

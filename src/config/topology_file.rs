@@ -51,6 +51,11 @@
 //! nats_url = "nats://127.0.0.1:4222"
 //! heartbeat_ms = 250                   # host state period
 //! missed_heartbeats = 4                # silent this long: host lost
+//! nkey_file = "/etc/pinwheel/mainpc.nk" # this host's NATS identity (0600, root's)
+//! # password_file = "/etc/pinwheel/nats.pass"  # or "user:password", 0600
+//! # tls_ca = "/etc/pinwheel/nats-ca.pem"       # with a tls:// URL
+//! # tls_cert = "..."  tls_key = "..."          # a client certificate, optional
+//! kv_replicas = 3                      # JetStream replicas of the buckets
 //! ```
 
 use std::fmt;
@@ -253,6 +258,18 @@ pub struct ClusterSection {
     pub heartbeat_ms: Option<Spanned<u64>>,
     /// Heartbeats a host may miss before it is lost (default 4).
     pub missed_heartbeats: Option<Spanned<u32>>,
+    /// This host's NATS nkey seed file.
+    pub nkey_file: Option<Spanned<String>>,
+    /// A `user:password` file for NATS.
+    pub password_file: Option<Spanned<String>>,
+    /// The CA that signs the NATS server's certificate (tls:// URLs).
+    pub tls_ca: Option<Spanned<String>>,
+    /// A client certificate for NATS.
+    pub tls_cert: Option<Spanned<String>>,
+    /// Its key.
+    pub tls_key: Option<Spanned<String>>,
+    /// JetStream replicas of the cluster's KV buckets (default 1).
+    pub kv_replicas: Option<Spanned<u8>>,
 }
 
 /// `[vram]`: the VRAM optimizer's policy. Absent keys take the defaults

@@ -9,7 +9,8 @@
 //!    directory can be created.
 //! 3. Process privileges: locked memory (an error only if glommio's
 //!    minimum is impossible), each missing privilege one warning.
-//! 4. Lay out rings and executors, build the mesh and the process side,
+//! 4. Lay out rings and executors (in a cluster, each executor's call
+//!    rings to the cluster link too), build the mesh and the process side,
 //!    start the executors (each applies its thread privileges first), then
 //!    open the start phases one at a time: each phase's agent processes
 //!    are started and attached first, then the phase opens and waits for
@@ -39,6 +40,7 @@ use crate::runtime::ctx::now_ns;
 use crate::runtime::executor::{Control, IO_MEMORY, Runtime, ThreadSetup, start};
 use crate::runtime::layout::{Layout, layout};
 use crate::runtime::privileges::{DegradedReason, ThreadPolicy, prepare_process, prepare_thread};
+use crate::runtime::remote::CallRings;
 use crate::runtime::routes::Routes;
 use crate::topology::{self, Topology};
 
@@ -54,6 +56,9 @@ pub struct Booted {
     pub mesh: Arc<Mesh>,
     /// The routing table.
     pub routes: Arc<Routes>,
+    /// The cluster link's ends of the executors' call rings, in a cluster
+    /// (taken when the link starts).
+    pub call_rings: Option<CallRings>,
     /// The plan.
     pub plan: Plan,
     /// The manifests.
@@ -125,11 +130,12 @@ pub fn start_mesh(
     began: Instant,
     guard_on: &tokio::runtime::Handle,
 ) -> Result<Booted, DaemonError> {
+    let (laid, call_rings) = lay_out(&plan, topology, &agents)?;
     let Layout {
         routes,
         executors,
         phases,
-    } = layout(&plan, topology, &agents)?;
+    } = laid;
     let health = Arc::new(Health::default());
     if options.privileged {
         let process = prepare_process((IO_MEMORY * executors.len()) as u64)?;
@@ -184,6 +190,7 @@ pub fn start_mesh(
         runtime,
         mesh,
         routes,
+        call_rings,
         plan,
         agents,
         phases,
@@ -192,6 +199,21 @@ pub fn start_mesh(
         processes: Arc::new(Mutex::new(processes)),
         began,
     })
+}
+
+/// The rings and executors of `plan`; in a cluster, every executor also
+/// gets call rings to the cluster link, whose ends are returned.
+fn lay_out(
+    plan: &Plan,
+    topology: &Topology,
+    agents: &AgentSet,
+) -> Result<(Layout, Option<CallRings>), DaemonError> {
+    let mut laid = layout(plan, topology, agents)?;
+    let calls = match topology.cluster() {
+        Some(_) => Some(laid.add_call_rings()?),
+        None => None,
+    };
+    Ok((laid, calls))
 }
 
 /// Opens the phases in order; returns the manifest agents started (the

@@ -22,8 +22,9 @@
 //! others that drop and count when the core loop lags.
 //!
 //! Stopping: the admin API stops accepting first and its connections get
-//! [`SHUTDOWN_GRACE`] to finish while the core loop and the link stop, so
-//! a stuck client costs the shutdown that grace at most. The runtime
+//! [`SHUTDOWN_GRACE`] to finish while the core loop stops, so a stuck
+//! client costs the shutdown that grace at most. The link stops last,
+//! after the executors have drained: their calls to other hosts finish. The runtime
 //! itself (and the wake-up guard on it) outlives these tasks: the daemon
 //! stops it after the executors have drained.
 //!
@@ -48,6 +49,7 @@ use crate::observe::metrics;
 use crate::observe::view::{AgentFacts, DaemonView, ViewParts};
 use crate::plan::render_json;
 use crate::runtime::control::ControlRuntime;
+use crate::runtime::remote::{CallRings, CallStats};
 use crate::topology::Topology;
 
 /// Commands that may wait for the core loop at once.
@@ -61,12 +63,18 @@ pub struct Controls {
     core: CoreLoop,
     admin: Option<Admin>,
     link: Option<LinkTask>,
+    calls: Option<Arc<CallStats>>,
 }
 
 impl Controls {
     /// Where the admin API listens, if it does.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(Admin::addr)
+    }
+
+    /// The cluster call plane's counters, when the link carries calls.
+    pub fn call_stats(&self) -> Option<Arc<CallStats>> {
+        self.calls.clone()
     }
 
     /// Stops the admin API: it stops accepting, then its connections get
@@ -122,6 +130,7 @@ pub fn start(
     options: &RunOptions,
     topology: &Topology,
     booted: &Booted,
+    calls: Option<CallRings>,
     control: &ControlRuntime,
 ) -> Result<Controls, DaemonError> {
     let view = Arc::new(DaemonView::new(view_parts(topology, booted)));
@@ -135,8 +144,21 @@ pub fn start(
         &booted.health,
         control.handle(),
     )?;
-    let (cluster, link) =
-        cluster::start(topology, booted, &gpus, Arc::clone(&booted.health), control)?;
+    let cluster::Started {
+        side: cluster,
+        link,
+        calls,
+    } = cluster::start(
+        topology,
+        booted,
+        &gpus,
+        Arc::clone(&booted.health),
+        control,
+        calls,
+    )?;
+    if let Some(stats) = &calls {
+        view.set_cluster_calls(Arc::clone(stats));
+    }
     let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
     let core = CoreLoop::start(
         control,
@@ -163,6 +185,7 @@ pub fn start(
         core,
         admin,
         link,
+        calls,
     })
 }
 

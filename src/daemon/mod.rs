@@ -106,6 +106,9 @@ pub struct RunOptions {
     pub host: Option<String>,
     /// The NATS server, over the topology's cluster section (`--nats`).
     pub nats_url: Option<String>,
+    /// This host's nkey seed file, over the cluster section's
+    /// (`--nats-nkey`).
+    pub nats_nkey: Option<PathBuf>,
     /// The run directory: the attach socket and agents' credentials
     /// (`--run-dir`, default `/run/pinwheel`).
     pub run_dir: PathBuf,
@@ -132,11 +135,13 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
     // Stopped after the executors, by `stop` below or by its `Drop`.
     let control_rt = ControlRuntime::start(topology.control(), topology.housekeeping())
         .map_err(|source| DaemonError::Thread { source })?;
-    let booted = boot::start_mesh(options, &topology, agents, plan, began, control_rt.handle())?;
+    let mut booted =
+        boot::start_mesh(options, &topology, agents, plan, began, control_rt.handle())?;
     let started = boot::open_phases(&booted);
     let startup = began.elapsed();
     let up_at = Instant::now();
-    let controls = control::start(options, &topology, &booted, &control_rt)?;
+    let calls = booted.call_rings.take();
+    let controls = control::start(options, &topology, &booted, calls, &control_rt)?;
     for (name, spec) in &options.faults {
         if let Some(agent) = agent_named(&controls.view, name) {
             booted.routes.board().set_drill(agent, *spec);
@@ -144,6 +149,7 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
         }
     }
     let waited = wait_for_stop(options, &booted, started, &mut signals);
+    let cluster_calls = controls.call_stats();
     let (anomalies, vram) = (controls.view.anomalies(), controls.view.gpus());
     let mut draining = controls.stop_admin();
     let seen = Seen {
@@ -153,8 +159,11 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
     waited?;
     let run = up_at.elapsed();
     let finished = finish(booted, started, startup, run, options, seen, &mut draining);
+    // The link stops after the drain: the executors' last calls to other
+    // hosts got their replies through it.
     draining.stop();
-    let report = finished?;
+    let mut report = finished?;
+    report.cluster_calls = cluster_calls.map(|stats| stats.totals());
     control_rt.stop();
     tuning.map(Tuning::finish).transpose()?;
     out.write_all(report.to_text().as_bytes())?;

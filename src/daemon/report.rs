@@ -32,6 +32,7 @@ use crate::observe::api::{AnomalySeen, VramCounts};
 use crate::plan::Plan;
 use crate::process::ProcessStatus;
 use crate::runtime::node::RouterTotals;
+use crate::runtime::remote::CallTotals;
 use crate::runtime::routes::Routes;
 use crate::runtime::stats::{AgentCounts, Requests, StatsSnapshot};
 
@@ -81,8 +82,10 @@ pub struct AgentReport {
 pub struct RouteReport {
     /// Caller.
     pub from: String,
-    /// Callee.
+    /// Callee (`Name@host` when it is on another host).
     pub to: String,
+    /// Whether the callee is on another host (the call went over NATS).
+    pub remote: bool,
     /// Round trips, nanoseconds.
     pub latency_ns: LatencySummary,
 }
@@ -173,6 +176,8 @@ pub struct Report {
     pub router: RouterTotals,
     /// Why the run was degraded (privileges it did not get).
     pub degraded: Vec<String>,
+    /// Calls between this host and others, in a cluster.
+    pub cluster_calls: Option<CallTotals>,
     /// Process and external agents: the last incarnation's pid and uid,
     /// CPU, restarts and how it last ended.
     pub processes: Vec<ProcessStatus>,
@@ -272,6 +277,7 @@ impl Report {
             },
             router: router_totals(snapshots),
             degraded: inputs.degraded,
+            cluster_calls: None,
             processes: inputs.processes,
             anomalies: inputs.anomalies,
             vram: inputs.vram,
@@ -339,14 +345,36 @@ impl Report {
         row("voice: audio frame to response", &self.voice_latency_ns);
         let mut slowest: Vec<&RouteReport> = self.routes.iter().collect();
         slowest.sort_by_key(|r| std::cmp::Reverse(r.latency_ns.p99));
-        for route in slowest.iter().take(ROUTES_SHOWN) {
+        // Every remote route, then the slowest local ones.
+        let remote = slowest.iter().filter(|r| r.remote);
+        let local = slowest.iter().filter(|r| !r.remote).take(ROUTES_SHOWN);
+        for route in remote.chain(local) {
+            let mark = if route.remote { " (remote)" } else { "" };
             row(
-                &format!("{} -> {}", route.from, route.to),
+                &format!("{} -> {}{mark}", route.from, route.to),
                 &route.latency_ns,
             );
         }
+        self.cluster_text(&mut out);
         self.native_text(&mut out);
         out
+    }
+
+    fn cluster_text(&self, out: &mut String) {
+        let Some(c) = &self.cluster_calls else { return };
+        let _ = writeln!(
+            out,
+            "\ncluster calls: {} sent, {} completed, {} timed out, {} lost with their host, {} refused by a breaker, {} failed; {} served for other hosts, {} answered, {} replies dropped",
+            c.sent,
+            c.completed,
+            c.timed_out,
+            c.host_lost,
+            c.breaker_open,
+            c.failed,
+            c.served,
+            c.answered,
+            c.dropped_replies
+        );
     }
 
     fn native_text(&self, out: &mut String) {
@@ -445,10 +473,14 @@ fn route_reports(routes: &Routes, snapshots: &[StatsSnapshot]) -> Vec<RouteRepor
     snapshots
         .iter()
         .flat_map(|s| s.routes.iter())
-        .map(|(from, to, histogram)| RouteReport {
-            from: routes.name(*from).to_owned(),
-            to: routes.name(*to).to_owned(),
-            latency_ns: LatencySummary::of(histogram),
+        .map(|(from, to, histogram)| {
+            let (callee, remote) = routes.callee(*to);
+            RouteReport {
+                from: routes.name(*from).to_owned(),
+                to: callee,
+                remote,
+                latency_ns: LatencySummary::of(histogram),
+            }
         })
         .collect()
 }
@@ -501,6 +533,7 @@ fn router_totals(snapshots: &[StatsSnapshot]) -> RouterTotals {
             dropped: a.dropped + s.router.dropped,
             late_replies: a.late_replies + s.router.late_replies,
             unroutable: a.unroutable + s.router.unroutable,
+            cluster: a.cluster + s.router.cluster,
             parks: a.parks + s.router.parks,
             ring_backlog: a.ring_backlog + s.router.ring_backlog,
         })

@@ -360,8 +360,9 @@ pub struct PlacementView {
     pub replica: u32,
     /// Loaded (else assigned and loading).
     pub loaded: bool,
-    /// The ownership epoch.
-    pub epoch: u64,
+    /// The placement store's revision of its entry (0 while the write
+    /// that places it is on its way).
+    pub revision: u64,
     /// The VRAM optimizer's word for it, in a place's answer
     /// (`resident`, `waiting`, `assigned`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -16,8 +16,9 @@
 //! | `pinwheel_agent_process_restarts_total` | agent |
 //! | `pinwheel_agent_process_exits_total` | agent, reason (`exit_ok`, `exit_error`, `signal`, `corrupt`, `silent`, `no_hello`, `spawn_failed`) |
 //! | `pinwheel_agent_anomaly` (1 while the signal is anomalous) | agent, signal |
-//! | `pinwheel_route_call_seconds` (histogram) | from, to |
+//! | `pinwheel_route_call_seconds` (histogram) | from, to, path (`local`, or `remote`: over NATS to another host) |
 //! | `pinwheel_requests_total` | outcome |
+//! | `pinwheel_cluster_calls_total` (in a cluster) | outcome (sent, completed, timed_out, host_lost, breaker_open, failed, served, answered, dropped_replies, bad) |
 //! | `pinwheel_request_e2e_seconds` (histogram) | |
 //! | `pinwheel_ring_backlog_slots`, `pinwheel_ring_parks_total`, `pinwheel_router_dropped_total`, `pinwheel_router_messages_total` | cpu (and path) |
 //! | `pinwheel_executor_busy_seconds_total`, `_tasks_total`, `_stalls_total`, `_heartbeat_age_seconds` | cpu |
@@ -294,9 +295,12 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
     let (mut sent, mut completed, mut failed, mut timed_out) = (0, 0, 0, 0);
     for snapshot in &live.snapshots {
         for (from, to, histogram) in &snapshot.routes {
+            let (callee, remote) = view.routes.callee(*to);
+            let path = if remote { "remote" } else { "local" };
             let labels = vec![
                 ("from", view.routes.name(*from).to_owned()),
-                ("to", view.routes.name(*to).to_owned()),
+                ("to", callee),
+                ("path", path.to_owned()),
             ];
             calls.push((labels, Buckets::of(histogram)));
         }
@@ -336,6 +340,36 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
             outcome("completed", completed),
             outcome("failed", failed),
             outcome("timed_out", timed_out),
+        ],
+    )?;
+    cluster_calls(view, encoder)
+}
+
+/// The cluster link's call counters, in a cluster.
+fn cluster_calls(
+    view: &DaemonView,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let Some(stats) = view.cluster_calls() else {
+        return Ok(());
+    };
+    let c = stats.totals();
+    let outcome = |o: &str, v: u64| (vec![("outcome", o.to_owned())], v);
+    counters(
+        encoder,
+        "pinwheel_cluster_calls",
+        "Calls between this host and others, over NATS, by outcome.",
+        &[
+            outcome("sent", c.sent),
+            outcome("completed", c.completed),
+            outcome("timed_out", c.timed_out),
+            outcome("host_lost", c.host_lost),
+            outcome("breaker_open", c.breaker_open),
+            outcome("failed", c.failed),
+            outcome("served", c.served),
+            outcome("answered", c.answered),
+            outcome("dropped_replies", c.dropped_replies),
+            outcome("bad", c.bad),
         ],
     )
 }

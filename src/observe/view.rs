@@ -16,6 +16,7 @@ use super::api::{AgentStatus, AnomalySeen, ClusterResponse, ExecutorStatus, Gpus
 use super::health::Health;
 use super::perf::PerfSet;
 use crate::runtime::executor::Control;
+use crate::runtime::remote::CallStats;
 use crate::runtime::routes::Routes;
 use crate::runtime::stats::StatsSnapshot;
 
@@ -70,6 +71,7 @@ pub struct DaemonView {
     live: RwLock<LiveView>,
     gpus: RwLock<GpusResponse>,
     cluster: RwLock<ClusterResponse>,
+    cluster_calls: std::sync::OnceLock<Arc<CallStats>>,
     anomalies: RwLock<Vec<AnomalySeen>>,
 }
 
@@ -95,6 +97,7 @@ impl DaemonView {
             live: RwLock::new(LiveView::default()),
             gpus: RwLock::new(GpusResponse::default()),
             cluster: RwLock::new(cluster),
+            cluster_calls: std::sync::OnceLock::new(),
             anomalies: RwLock::new(Vec::new()),
         }
     }
@@ -127,6 +130,16 @@ impl DaemonView {
     /// Publishes `GET /v1/cluster`.
     pub fn set_cluster(&self, cluster: ClusterResponse) {
         store(&self.cluster, cluster);
+    }
+
+    /// The cluster link's call counters, once the link carries calls.
+    pub fn cluster_calls(&self) -> Option<&Arc<CallStats>> {
+        self.cluster_calls.get()
+    }
+
+    /// Hands the view the call plane's counters (once, at start).
+    pub fn set_cluster_calls(&self, stats: Arc<CallStats>) {
+        let _ = self.cluster_calls.set(stats);
     }
 
     /// The anomalies the core loop's twin has seen, for the run report.

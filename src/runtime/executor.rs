@@ -39,8 +39,9 @@ use super::ctx::{Ctx, Draining, now_ns};
 use super::guard::Guard;
 use super::node::{Node, NodeSizes};
 use super::pump::run_pump;
+use super::remote::Uplink;
 use super::routes::Routes;
-use super::stats::{ExecutorTotals, LiveCounters, NodeStats, StatsSnapshot};
+use super::stats::{LiveCounters, NodeStats, StatsSnapshot};
 use super::supervisor::{RestartPolicy, Supervisor};
 use super::worker::run_worker;
 use crate::topology::{ClassSettings, CpuId, TaskQueue};
@@ -87,6 +88,13 @@ impl Control {
             recent: (0..executors).map(|_| Mutex::new(None)).collect(),
             snapshots: Mutex::new(vec![None; executors]),
         })
+    }
+
+    /// Keeps executor `index`'s final statistics for the runtime's stop.
+    fn keep_final(&self, index: u16, snapshot: StatsSnapshot) {
+        if let Ok(mut slots) = self.snapshots.lock() {
+            slots[usize::from(index)] = Some(snapshot);
+        }
     }
 
     /// Whether shutdown was asked for.
@@ -185,6 +193,8 @@ pub struct ExecutorPlan {
     pub incoming: Vec<Consumer>,
     /// Its outgoing rings' producer ends, by destination executor.
     pub outgoing: Vec<Option<Producer>>,
+    /// Its uplink to the cluster link, in a cluster.
+    pub uplink: Option<Uplink>,
     /// Its agents, in start order.
     pub agents: Vec<AgentLaunch>,
     /// Table sizes.
@@ -378,13 +388,14 @@ async fn executor_main<A: Agent + 'static>(
 ) -> Result<(), RuntimeError> {
     setup(&plan.settings);
     let (cpu, index) = (plan.cpu, plan.index);
+    let node = Node::new(
+        index,
+        Arc::clone(&routes),
+        plan.sizes.clone(),
+        plan.outgoing,
+    );
     let local = Rc::new(Local {
-        node: Rc::new(Node::new(
-            index,
-            Arc::clone(&routes),
-            plan.sizes.clone(),
-            plan.outgoing,
-        )),
+        node: Rc::new(node.with_uplink(plan.uplink)),
         stats: Rc::new(NodeStats::new(&routes, index)),
         control,
         draining: Draining::new(),
@@ -423,10 +434,8 @@ async fn executor_main<A: Agent + 'static>(
     ticker.await;
     pump_done.set(true);
     pump.await;
-    let snapshot = full_snapshot(&local.stats, &local.node);
-    if let Ok(mut slots) = local.control.snapshots.lock() {
-        slots[index as usize] = Some(snapshot);
-    }
+    let snapshot = local.stats.full_snapshot(&local.node);
+    local.control.keep_final(index, snapshot);
     Ok(())
 }
 
@@ -499,20 +508,6 @@ async fn drain(node: &Node, control: &Control) {
     }
 }
 
-/// Everything an executor measured so far: its agents', its router's and
-/// glommio's own figures.
-fn full_snapshot(stats: &NodeStats, node: &Node) -> StatsSnapshot {
-    let mut snapshot = stats.snapshot();
-    snapshot.router = node.counters().totals();
-    let glommio = glommio::executor().executor_stats();
-    snapshot.executor = ExecutorTotals {
-        index: node.executor(),
-        busy_ns: u64::try_from(glommio.total_runtime().as_nanos()).unwrap_or(u64::MAX),
-        tasks: glommio.tasks_executed(),
-    };
-    snapshot
-}
-
 /// Expires calls every millisecond and beats the watchdog's heartbeat,
 /// publishes live totals every 100 ms and recent statistics every
 /// [`RECENT_PERIOD`].
@@ -533,7 +528,7 @@ async fn tick<A>(local: Rc<Local<A>>, index: u16) {
             local.stats.publish(live);
         }
         if ticks.is_multiple_of(recent_every) {
-            let snapshot = full_snapshot(&local.stats, &local.node);
+            let snapshot = local.stats.full_snapshot(&local.node);
             local.control.publish_recent(index, snapshot);
         }
         if local.control.stopping() {

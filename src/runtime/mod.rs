@@ -16,6 +16,10 @@
 //!   runtime, its handle on it, the task that runs its handler, and the
 //!   restart policy.
 //! * `stats`: what each executor measures.
+//! * `breaker`: the circuit breaker the coordinator puts before each
+//!   downstream and the cluster link before each remote host.
+//! * `remote`: calls to agents on other hosts: their ids, and the rings
+//!   that hand them to the control runtime and bring their replies back.
 //! * `executor`: starting, phasing and stopping the executors.
 //! * `control`: the one control thread (a current-thread tokio runtime on
 //!   the control CPU) and the tasks that run on it; `guard`: the wake-up
@@ -29,6 +33,7 @@ pub mod affinity;
 pub mod agent;
 pub mod balance;
 pub mod board;
+pub mod breaker;
 pub mod control;
 pub mod ctx;
 pub mod desk;
@@ -41,6 +46,7 @@ pub mod pending;
 pub mod pool;
 pub mod privileges;
 pub mod pump;
+pub mod remote;
 pub mod routes;
 pub mod stats;
 pub mod supervisor;

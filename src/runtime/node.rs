@@ -2,7 +2,9 @@
 //! calls, and the producer ends of its outgoing rings.
 //!
 //! Sending (`route`): a request, reply or heartbeat goes to the executor of
-//! its `to` agent. On this executor it is encoded straight into a pool
+//! its `to` agent; one to an agent on another host (or a reply to another
+//! host's caller, [`PROXY`](super::remote::PROXY)) goes up this
+//! executor's uplink to the cluster link (`remote.rs`). On this executor it is encoded straight into a pool
 //! frame and queued in the agent's inbox by priority (a reply completes the
 //! caller's pending call instead); elsewhere it is encoded straight into
 //! the ring to that executor and published at once. An event goes to its
@@ -32,6 +34,7 @@ use super::balance::Balancer;
 use super::inbox::Inbox;
 use super::pending::Pending;
 use super::pool::{FrameBuf, FramePool};
+use super::remote::Uplink;
 use super::routes::{NO_SERVICE, NOWHERE, Routes};
 use pinwheel_ipc::ring::{Producer, RingError};
 use pinwheel_ipc::wire::{
@@ -64,6 +67,8 @@ pub struct RouterCounters {
     pub late_replies: Cell<u64>,
     /// Envelopes with no route on this host.
     pub unroutable: Cell<u64>,
+    /// Envelopes handed to the cluster link for another host.
+    pub cluster: Cell<u64>,
     /// Times the pump parked on the executor's doorbell.
     pub parks: Cell<u64>,
     /// Slots still published in the incoming rings after the pump's last
@@ -81,6 +86,7 @@ impl RouterCounters {
             dropped: self.dropped.get(),
             late_replies: self.late_replies.get(),
             unroutable: self.unroutable.get(),
+            cluster: self.cluster.get(),
             parks: self.parks.get(),
             ring_backlog: self.ring_backlog.get(),
         }
@@ -102,6 +108,8 @@ pub struct RouterTotals {
     pub late_replies: u64,
     /// Envelopes with no route on this host.
     pub unroutable: u64,
+    /// Envelopes handed to the cluster link for another host.
+    pub cluster: u64,
     /// Times the pump parked on the executor's doorbell.
     pub parks: u64,
     /// Slots still published in the incoming rings after the pump's last
@@ -122,6 +130,7 @@ pub struct Node {
     inboxes: Vec<Inbox>,
     pending: Rc<Pending>,
     outgoing: RefCell<Vec<Option<Producer>>>,
+    uplink: RefCell<Option<Uplink>>,
     scratch: RefCell<Box<Scratch>>,
     counters: RouterCounters,
     busy: Cell<u64>,
@@ -159,6 +168,7 @@ impl Node {
             pending: Pending::new(executor, sizes.pending_calls),
             inboxes,
             outgoing: RefCell::new(outgoing),
+            uplink: RefCell::new(None),
             scratch: RefCell::new(Box::new(Scratch::new())),
             counters: RouterCounters::default(),
             busy: Cell::new(0),
@@ -212,6 +222,13 @@ impl Node {
         {
             balancer.finish(usize::from(picked.replica), now_ns, rtt_ns, ok);
         }
+    }
+
+    /// The router with its uplink to the cluster link, if any: messages
+    /// to agents on other hosts leave through it.
+    pub fn with_uplink(self, uplink: Option<Uplink>) -> Self {
+        *self.uplink.borrow_mut() = uplink;
+        self
     }
 
     /// Counts a piece of work in progress: a handler running, or a
@@ -275,8 +292,7 @@ impl Node {
         }
         let executor = self.routes.executor_of(env.to);
         if executor == NOWHERE {
-            bump(&self.counters.unroutable);
-            return Err(RuntimeError::NoRoute { to: env.to });
+            return self.write_cluster(env);
         }
         if executor == self.executor {
             let frame = self.encode(env)?;
@@ -320,6 +336,27 @@ impl Node {
         match producer.try_send(env) {
             Ok(()) => {
                 bump(&self.counters.remote);
+                Ok(())
+            }
+            Err(RingError::Full) => Err(RuntimeError::Full),
+            Err(source) => Err(RuntimeError::Ring { source }),
+        }
+    }
+
+    /// Hands a message for another host to the cluster link, if it is one
+    /// and this executor has an uplink.
+    fn write_cluster(&self, env: &Envelope<'_>) -> Result<(), RuntimeError> {
+        let mut uplink = self.uplink.borrow_mut();
+        let Some(uplink) = uplink
+            .as_mut()
+            .filter(|_| self.routes.remote().is_remote(env.to))
+        else {
+            bump(&self.counters.unroutable);
+            return Err(RuntimeError::NoRoute { to: env.to });
+        };
+        match uplink.send(env) {
+            Ok(()) => {
+                bump(&self.counters.cluster);
                 Ok(())
             }
             Err(RingError::Full) => Err(RuntimeError::Full),

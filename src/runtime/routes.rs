@@ -11,7 +11,9 @@
 //! 1 in order of first appearance (`TopicId(0)` means none); for each topic
 //! the table lists the executors with subscribers and, per executor, the
 //! subscribers' slots, so a publication crosses each ring once and fans out
-//! on arrival.
+//! on arrival. Calls to agents on other hosts are in an agent's `calls`
+//! too, with the ids [`RemoteTable`] gives them; they leave through the
+//! cluster link (`remote.rs`).
 //!
 //! Callers name a replicated agent by its first replica (the head); the
 //! table lists each such service's replicas and how calls to it are
@@ -24,6 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::board::{Board, ModelInfo, vram_class};
+use super::remote::RemoteTable;
 use crate::config::{AgentIndex, AgentKind, AgentSet, Balance, CallTarget};
 use crate::plan::Plan;
 use crate::topology::CpuId;
@@ -59,6 +62,7 @@ pub struct Routes {
     publishes: Vec<Vec<TopicId>>,
     calls: Vec<Vec<AgentId>>,
     names: Vec<String>,
+    remote: RemoteTable,
     services: Vec<Service>,
     service_of: Vec<u16>,
     heads: Vec<AgentId>,
@@ -85,6 +89,7 @@ impl Routes {
                 .map(|i| agents.display_name(AgentIndex(i)))
                 .chain(["LoadGenerator".to_owned()])
                 .collect(),
+            remote: RemoteTable::new(plan, agents),
             services: Vec::new(),
             service_of: vec![NO_SERVICE; total],
             heads: (0..total).map(|i| AgentId(i as u32)).collect(),
@@ -107,7 +112,13 @@ impl Routes {
             routes.place(total - 1, first);
         }
         routes.fill_topics(agents, &ids);
-        routes.calls = (0..total).map(|i| routes.local_calls(agents, i)).collect();
+        routes.calls = (0..total)
+            .map(|i| {
+                let mut calls = routes.local_calls(agents, i);
+                calls.extend_from_slice(routes.remote.calls(AgentId(i as u32)));
+                calls
+            })
+            .collect();
         routes.fill_services(agents);
         routes.fill_board(agents);
         routes
@@ -264,7 +275,8 @@ impl Routes {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// Agents an agent calls that run on this host.
+    /// Agents an agent calls: those that run on this host, then those on
+    /// other hosts.
     pub fn calls(&self, agent: AgentId) -> &[AgentId] {
         self.calls.get(agent.0 as usize).map_or(&[], Vec::as_slice)
     }
@@ -279,7 +291,24 @@ impl Routes {
 
     /// The name to show for an id.
     pub fn name(&self, agent: AgentId) -> &str {
-        self.names.get(agent.0 as usize).map_or("?", String::as_str)
+        match self.names.get(agent.0 as usize) {
+            Some(name) => name,
+            None => self.remote.target(agent).map_or("?", |t| t.name.as_str()),
+        }
+    }
+
+    /// The name to show for a callee: `Name@host` when it is on another
+    /// host (with whether it is), else [`name`](Self::name).
+    pub fn callee(&self, to: AgentId) -> (String, bool) {
+        match self.remote.target(to) {
+            Some(t) => (format!("{}@{}", t.name, t.host), true),
+            None => (self.name(to).to_owned(), false),
+        }
+    }
+
+    /// The agents on other hosts this host's agents call.
+    pub fn remote(&self) -> &RemoteTable {
+        &self.remote
     }
 
     /// The name to show for a call target: a replicated agent's service

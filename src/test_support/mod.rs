@@ -22,7 +22,7 @@ pub mod process_daemon;
 
 pub use alloc::{Counting, CountingAlloc, allocations_during};
 pub use daemon::{DaemonProcess, HANG_GUARD};
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 pub mod traces;
 
 /// A control runtime shared by the tests of one binary, started on first

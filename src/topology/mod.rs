@@ -273,6 +273,35 @@ pub struct ClusterSpec {
     pub heartbeat_ms: u64,
     /// Heartbeats a host may miss before it is lost.
     pub missed_heartbeats: u32,
+    /// How this host proves who it is to NATS.
+    pub auth: ClusterAuth,
+    /// TLS settings, for a `tls://` URL.
+    pub tls: ClusterTls,
+    /// JetStream replicas of the cluster's KV buckets (1 on one server, 3
+    /// on a three-node NATS cluster).
+    pub kv_replicas: u8,
+}
+
+/// How a host proves who it is to NATS: files read when the link starts,
+/// through the root daemon's secret check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub enum ClusterAuth {
+    /// No credentials: a NATS server without authorization.
+    #[default]
+    None,
+    /// An nkey seed file (`pinwheel cluster init` writes one per host).
+    Nkey(PathBuf),
+    /// A file holding `user:password`.
+    Password(PathBuf),
+}
+
+/// TLS files for the NATS connection; used when the URL is `tls://`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ClusterTls {
+    /// The CA that signs the server's certificate (else the system's).
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// A validated topology file.

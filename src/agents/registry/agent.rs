@@ -7,7 +7,11 @@
 //! for that id; later ones mark it heard from, and re-register it if the
 //! plan moved it. Requests: [`METHOD_LOOKUP`] finds an agent by name (the
 //! body) and answers its id, CPU and health; any other request is the
-//! seed's "context" call and answers how many agents are registered and up.
+//! seed's "context" call and answers how many agents are registered and up,
+//! after making the manifest's calls (SystemDigitalTwin asks
+//! MemoryOrchestratorService@pc2 for context), as a synthetic agent makes
+//! them: in turn, with the request's trace and within its deadline; the
+//! first failed call's status is the answer's.
 //!
 //! Snapshot. With a state directory, the registry loads
 //! `<dir>/<agent>.registry.json` when it starts, before it serves anything,
@@ -27,13 +31,14 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::{Health, Record, Registry, RegistryConfig, write_snapshot};
-use crate::agents::protocol::METHOD_LOOKUP;
 use crate::agents::protocol::STATUS_NOT_FOUND;
+use crate::agents::protocol::{METHOD_LOOKUP, Trace};
+use crate::agents::synthetic::call_all;
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::node::STATUS_OK;
-use pinwheel_ipc::wire::{AgentId, PayloadKind};
+use pinwheel_ipc::wire::{AgentId, PayloadKind, Priority};
 
 /// How long a change waits before it is saved (changes come in bursts at
 /// start-up).
@@ -74,6 +79,8 @@ pub struct RegistryAgent {
     counters: Arc<RegistryCounters>,
     registry: RefCell<Registry>,
     saving: Cell<bool>,
+    calls: Vec<AgentId>,
+    priority: Priority,
 }
 
 impl RegistryAgent {
@@ -90,6 +97,18 @@ impl RegistryAgent {
             counters,
             registry,
             saving: Cell::new(false),
+            calls: Vec::new(),
+            priority: Priority::Normal,
+        }
+    }
+
+    /// The same registry, making `calls` (at `priority`) for each context
+    /// request.
+    pub fn with_calls(self, calls: Vec<AgentId>, priority: Priority) -> Self {
+        Self {
+            calls,
+            priority,
+            ..self
         }
     }
 
@@ -213,11 +232,18 @@ impl Agent for RegistryAgent {
             }
             PayloadKind::Request => {
                 self.heard(head.from, now);
+                let status = if self.calls.is_empty() {
+                    STATUS_OK
+                } else {
+                    let trace = Trace::decode(&msg.body())
+                        .unwrap_or_else(|| Trace::new(head.sent_ns, false));
+                    call_all(ctx, &self.calls, &trace, self.priority, head.deadline_ns).await
+                };
                 let (entries, up) = self.census(now);
                 let mut answer = [0; 8];
                 answer[..4].copy_from_slice(&entries.to_le_bytes());
                 answer[4..].copy_from_slice(&up.to_le_bytes());
-                ctx.reply(msg, STATUS_OK, &answer).await
+                ctx.reply(msg, status, &answer).await
             }
             _ => Ok(()),
         }

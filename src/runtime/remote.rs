@@ -1,0 +1,299 @@
+//! Calls to agents on other hosts, the data plane's side: which ids stand
+//! for them, and the rings that carry them to the control runtime and
+//! bring the answers back.
+//!
+//! ```text
+//!  executor i ──Uplink (SPSC ring + Notify)──▶ control runtime: cluster call plane ──▶ NATS
+//!  executor i ◀═downlink (SPSC ring, i's bell)═ control runtime ◀── NATS
+//! ```
+//!
+//! * **Ids.** A call target on another host keeps its id in the agent set
+//!   when its manifest is loaded here (both hosts load the same files);
+//!   a `Name@host` whose manifest is not loaded gets an id from
+//!   [`REMOTE_BASE`] up. [`PROXY`] is the sender of every request that
+//!   arrives from another host: a local agent's reply to it goes up the
+//!   uplink like a call.
+//! * **Uplink.** One SPSC ring per executor into the control runtime, plus
+//!   a `tokio::sync::Notify` the producer pokes after each frame: the
+//!   control task parks on the notify, not on the ring, so it never spins
+//!   and never misses a frame (a poke with no waiter is kept as a permit).
+//!   Encoding goes straight into the ring, as between executors: nothing
+//!   is allocated per call on the data plane, and a full ring is
+//!   backpressure ([`RingError::Full`]), never a wait.
+//! * **Downlink.** One ring per executor from the control runtime, rung on
+//!   the executor's own bell: to the executor it is one more incoming
+//!   ring, drained by its pump like the others. Replies complete the
+//!   caller's pending call (in-daemon callers); requests from other hosts
+//!   queue at their agent like local ones.
+//!
+//! What it does not do: talk to NATS (the cluster link's call plane does),
+//! or decide where a name lives beyond the manifests (the call plane
+//! consults the cluster registry).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+use super::RuntimeError;
+use crate::config::{AgentSet, CallTarget};
+use crate::plan::Plan;
+use pinwheel_ipc::ring::{
+    Consumer, DataBell, Producer, RingConfig, RingError, WaitStrategy, heap_ring, shm_ring_into,
+};
+use pinwheel_ipc::wire::{AgentId, Envelope};
+
+/// The id of the sender of every request from another host.
+pub const PROXY: AgentId = AgentId(u32::MAX - 1);
+/// The first id of the `Name@host` targets whose manifest is not loaded.
+pub const REMOTE_BASE: u32 = 1 << 30;
+/// Slots of each uplink and downlink ring (frames are at most
+/// [`MAX_FRAME`](super::layout::MAX_FRAME)).
+pub const CALL_RING_SLOTS: u64 = 1024;
+
+/// Counters of the cluster link's call plane (what crossed hosts), here
+/// so that the report and `/metrics` read them without knowing the link.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    /// Calls sent to other hosts.
+    pub sent: AtomicU64,
+    /// Replies from other hosts delivered to their callers.
+    pub completed: AtomicU64,
+    /// Calls that timed out.
+    pub timed_out: AtomicU64,
+    /// Calls answered at once because their host was declared lost.
+    pub host_lost: AtomicU64,
+    /// Calls refused by an open breaker.
+    pub breaker_open: AtomicU64,
+    /// Calls that failed otherwise: no responders, a transport error, a
+    /// bad reply, no room.
+    pub failed: AtomicU64,
+    /// One-way messages sent to other hosts.
+    pub events_sent: AtomicU64,
+    /// Requests from other hosts handed to a local agent.
+    pub served: AtomicU64,
+    /// Replies to other hosts published.
+    pub answered: AtomicU64,
+    /// Requests from other hosts refused (no such agent, no room).
+    pub refused: AtomicU64,
+    /// Replies not sent: the caller's host was lost, or the budget ran out.
+    pub dropped_replies: AtomicU64,
+    /// Messages from other hosts that failed their checks.
+    pub bad: AtomicU64,
+}
+
+/// [`CallStats`] at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallTotals {
+    /// Calls sent to other hosts.
+    pub sent: u64,
+    /// Replies delivered to their callers.
+    pub completed: u64,
+    /// Calls that timed out.
+    pub timed_out: u64,
+    /// Calls answered at once because their host was lost.
+    pub host_lost: u64,
+    /// Calls refused by an open breaker.
+    pub breaker_open: u64,
+    /// Calls that failed otherwise.
+    pub failed: u64,
+    /// One-way messages sent.
+    pub events_sent: u64,
+    /// Requests from other hosts served.
+    pub served: u64,
+    /// Replies to other hosts published.
+    pub answered: u64,
+    /// Requests from other hosts refused.
+    pub refused: u64,
+    /// Replies dropped for a lost caller or a spent budget.
+    pub dropped_replies: u64,
+    /// Messages that failed their checks.
+    pub bad: u64,
+}
+
+impl CallTotals {
+    /// Calls that got no reply from their callee: timed out, lost with
+    /// their host, refused by a breaker, or failed in transport.
+    pub fn lost(&self) -> u64 {
+        self.timed_out + self.host_lost + self.breaker_open + self.failed
+    }
+}
+
+impl CallStats {
+    /// The counters now.
+    pub fn totals(&self) -> CallTotals {
+        // SYNC: Relaxed: statistics counters, incremented Relaxed by the
+        // call plane; a reading may lag by a few increments.
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CallTotals {
+            sent: get(&self.sent),
+            completed: get(&self.completed),
+            timed_out: get(&self.timed_out),
+            host_lost: get(&self.host_lost),
+            breaker_open: get(&self.breaker_open),
+            failed: get(&self.failed),
+            events_sent: get(&self.events_sent),
+            served: get(&self.served),
+            answered: get(&self.answered),
+            refused: get(&self.refused),
+            dropped_replies: get(&self.dropped_replies),
+            bad: get(&self.bad),
+        }
+    }
+}
+
+/// An agent on another host that agents here call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteTarget {
+    /// The id calls to it carry.
+    pub id: AgentId,
+    /// Its host, as the manifests say.
+    pub host: String,
+    /// Its name there.
+    pub name: String,
+}
+
+/// The remote targets of a plan, and this host's agents by name.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteTable {
+    targets: Vec<RemoteTarget>,
+    by_id: HashMap<u32, usize>,
+    calls: HashMap<u32, Vec<AgentId>>,
+    local: HashMap<String, AgentId>,
+}
+
+impl RemoteTable {
+    /// The table of `plan`'s calls to agents it does not run.
+    pub fn new(plan: &Plan, agents: &AgentSet) -> Self {
+        let mut table = RemoteTable::default();
+        for route in plan.remote_routes() {
+            let (id, host, name) = match &route.to {
+                CallTarget::Local(index) => {
+                    let spec = agents.get(*index);
+                    (AgentId(index.0 as u32), spec.host(), spec.name())
+                }
+                CallTarget::Remote { name, host } => {
+                    let known = table
+                        .targets
+                        .iter()
+                        .find(|t| &t.host == host && &t.name == name)
+                        .map(|t| t.id);
+                    let next = AgentId(REMOTE_BASE + table.targets.len() as u32);
+                    (known.unwrap_or(next), host.as_str(), name.as_str())
+                }
+            };
+            if host == plan.host() {
+                continue;
+            }
+            if !table.by_id.contains_key(&id.0) {
+                table.by_id.insert(id.0, table.targets.len());
+                table.targets.push(RemoteTarget {
+                    id,
+                    host: host.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
+            table.calls.entry(route.from.0 as u32).or_default().push(id);
+        }
+        for p in plan.placements() {
+            let name = agents.get(p.agent).name().to_owned();
+            table.local.insert(name, AgentId(p.agent.0 as u32));
+        }
+        table
+    }
+
+    /// The remote target `id` stands for.
+    pub fn target(&self, id: AgentId) -> Option<&RemoteTarget> {
+        self.by_id.get(&id.0).map(|&i| &self.targets[i])
+    }
+
+    /// Whether a message to `id` leaves this host: a remote target, or
+    /// the proxy of another host's caller.
+    pub fn is_remote(&self, id: AgentId) -> bool {
+        id == PROXY || self.by_id.contains_key(&id.0)
+    }
+
+    /// This host's agent named `name`.
+    pub fn local(&self, name: &str) -> Option<AgentId> {
+        self.local.get(name).copied()
+    }
+
+    /// The remote targets agent `agent` calls.
+    pub fn calls(&self, agent: AgentId) -> &[AgentId] {
+        self.calls.get(&agent.0).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every remote target.
+    pub fn targets(&self) -> &[RemoteTarget] {
+        &self.targets
+    }
+}
+
+/// An executor's end of its uplink: calls (and replies to other hosts)
+/// into the control runtime.
+#[derive(Debug)]
+pub struct Uplink {
+    producer: Producer,
+    wake: Arc<Notify>,
+}
+
+impl Uplink {
+    /// Encodes `env` into the ring and wakes the control side; a full ring
+    /// is [`RingError::Full`], the message left with the caller.
+    pub fn send(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
+        self.producer.try_send(env)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// The control runtime's ends of every executor's call rings.
+#[derive(Debug)]
+pub struct CallRings {
+    /// Each executor's uplink, by executor index.
+    pub uplinks: Vec<Consumer>,
+    /// Each executor's downlink, by executor index.
+    pub downlinks: Vec<Producer>,
+    /// What the uplinks poke.
+    pub wake: Arc<Notify>,
+}
+
+/// The executors' ends: each one's uplink, and the downlink consumer it
+/// adds to its incoming rings.
+pub type ExecutorEnds = Vec<(Uplink, Consumer)>;
+
+/// Call rings for executors whose bells are `bells`.
+pub fn call_rings(bells: &[DataBell]) -> Result<(ExecutorEnds, CallRings), RuntimeError> {
+    let ring = |source| RuntimeError::Ring { source };
+    let config = RingConfig {
+        slots: CALL_RING_SLOTS,
+        max_frame: super::layout::MAX_FRAME,
+        // The control side never waits on an uplink's doorbell (it parks
+        // on the Notify); the executor waits on its bell as it does for
+        // every incoming ring.
+        wait: WaitStrategy::Park,
+        spin_us: 0,
+    };
+    let wake = Arc::new(Notify::new());
+    let mut ends = Vec::with_capacity(bells.len());
+    let mut rings = CallRings {
+        uplinks: Vec::with_capacity(bells.len()),
+        downlinks: Vec::with_capacity(bells.len()),
+        wake: Arc::clone(&wake),
+    };
+    for bell in bells {
+        let (up_tx, up_rx) = heap_ring(config).map_err(ring)?;
+        let (down_tx, down_rx) = shm_ring_into(config, bell).map_err(ring)?;
+        ends.push((
+            Uplink {
+                producer: up_tx,
+                wake: Arc::clone(&wake),
+            },
+            down_rx,
+        ));
+        rings.uplinks.push(up_rx);
+        rings.downlinks.push(down_tx);
+    }
+    Ok((ends, rings))
+}
