@@ -1,10 +1,15 @@
 //! [`Agent`]: receive requests, answer them, call other agents, publish
 //! and subscribe; see the crate doc for the threading design.
+//!
+//! Drills: the daemon sends the drill the agent is under on its link; the
+//! reader keeps it in one atomic word, and [`Request::reply`] applies it
+//! (see there), so an application needs no code of its own for them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use pinwheel_ipc::drill::{FaultSpec, STATUS_DRILL_ERROR};
 use pinwheel_ipc::link::{Facts, LinkMessage, Named};
 use pinwheel_ipc::ring::{Consumer, PeerLink, Producer, RingError};
 use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
@@ -23,6 +28,10 @@ const BATCH: usize = 64;
 const SEND_PATIENCE: Duration = Duration::from_secs(1);
 /// Reply status the SDK answers a request with when its queue is full.
 pub const STATUS_OVERLOADED: u16 = 503;
+/// Reader passes that found frames after which it looks at the link even
+/// though no one waits for an answer there (a drill), so a busy ring
+/// cannot hold a link message off for long.
+const LINK_EVERY: u32 = 64;
 
 /// An agent attached to the daemon. Cheap to clone; every clone is the
 /// same agent.
@@ -41,12 +50,20 @@ struct Inner {
     arrived: Condvar,
     reader: Mutex<Reader>,
     next_correlation: AtomicU64,
+    /// The drill the daemon said the agent is under, as its word.
+    drill: AtomicU64,
+    /// The state of the error draws' generator (splitmix64).
+    draws: AtomicU64,
+    /// The next model use's number.
+    next_use: AtomicU32,
 }
 
 #[derive(Debug)]
 struct Reader {
     consumer: Consumer,
     parker: Parker,
+    /// Passes that found frames since the link was last read.
+    busy_passes: u32,
 }
 
 /// A request to this agent.
@@ -55,6 +72,9 @@ pub struct Request {
     agent: Agent,
     incoming: Incoming,
     method: Arc<str>,
+    /// When the application got it: a drill's slow-down scales the
+    /// handling from here to the reply.
+    received: Instant,
 }
 
 /// The answer to a call.
@@ -118,8 +138,12 @@ impl Agent {
                 reader: Mutex::new(Reader {
                     consumer: inbound,
                     parker,
+                    busy_passes: 0,
                 }),
                 next_correlation: AtomicU64::new(1),
+                drill: AtomicU64::new(facts.drill.to_bits()),
+                draws: AtomicU64::new(u64::from(std::process::id()) ^ now_ns()),
+                next_use: AtomicU32::new(1),
                 facts,
             }),
         })
@@ -145,6 +169,26 @@ impl Agent {
         self.inner.facts.epoch
     }
 
+    /// The drill the daemon has put the agent under
+    /// ([`FaultSpec::NONE`] when none); [`Request::reply`] applies it.
+    pub fn drill(&self) -> FaultSpec {
+        // SYNC: Relaxed; a value on its own, read once per reply.
+        let bits = self.inner.drill.load(Ordering::Relaxed);
+        FaultSpec::from_bits(bits).unwrap_or(FaultSpec::NONE)
+    }
+
+    /// A uniformly random `u32` for a drill's error chance.
+    fn draw(&self) -> u32 {
+        // SYNC: Relaxed; only the sequence of values matters.
+        let mut z = self
+            .inner
+            .draws
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 32) as u32
+    }
+
     /// How the reader parks: `uring` or `poll`.
     pub fn parking(&self) -> &'static str {
         lock(&self.inner.reader).parker.name()
@@ -163,6 +207,7 @@ impl Agent {
             agent: self.clone(),
             incoming,
             method,
+            received: Instant::now(),
         }))
     }
 
@@ -234,6 +279,7 @@ impl Agent {
             agent: self.clone(),
             incoming,
             method,
+            received: Instant::now(),
         })
     }
 
@@ -275,6 +321,20 @@ impl Agent {
             topic: id,
             name: topic.into(),
         })
+    }
+
+    /// A number for a new model use.
+    pub(crate) fn next_use_id(&self) -> u32 {
+        // SYNC: Relaxed; only uniqueness matters.
+        self.inner.next_use.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends a message on the link.
+    pub(crate) fn send_link(&self, message: &LinkMessage) -> Result<(), AgentError> {
+        self.inner
+            .link
+            .send_message(message)
+            .map_err(AgentError::link)
     }
 
     fn send(&self, env: &Envelope<'_>) -> Result<(), AgentError> {
@@ -335,7 +395,11 @@ impl Agent {
     pub(crate) fn read(&self, deadline: Instant) -> Result<(), AgentError> {
         let inner = &*self.inner;
         let mut reader = lock(&inner.reader);
-        let Reader { consumer, parker } = &mut *reader;
+        let Reader {
+            consumer,
+            parker,
+            busy_passes,
+        } = &mut *reader;
         let slice = deadline
             .saturating_duration_since(Instant::now())
             .min(LINK_CHECK);
@@ -343,7 +407,13 @@ impl Agent {
             .wait_with(slice, |bell, left| parker.park(bell, left))
             .map_err(AgentError::link)?;
         if !ready {
+            *busy_passes = 0;
             return self.read_link();
+        }
+        *busy_passes += 1;
+        if *busy_passes >= LINK_EVERY || lock(&inner.input).link_waiters > 0 {
+            *busy_passes = 0;
+            self.read_link()?;
         }
         let mut refused = Vec::new();
         for _ in 0..BATCH {
@@ -383,8 +453,21 @@ impl Agent {
                     } else {
                         input.methods.learn(&name, u32::from(id));
                     }
-                    #[cfg(feature = "async")]
-                    input.wake();
+                    self.filed(input);
+                }
+                Ok(Some(LinkMessage::Drill(fault))) => {
+                    // SYNC: Relaxed; see `drill`.
+                    self.inner.drill.store(fault.to_bits(), Ordering::Relaxed);
+                }
+                Ok(Some(LinkMessage::ModelGranted { id })) => {
+                    let mut input = lock(&self.inner.input);
+                    input.answer_use(id, Ok(()));
+                    self.filed(input);
+                }
+                Ok(Some(LinkMessage::ModelDenied { id, reason })) => {
+                    let mut input = lock(&self.inner.input);
+                    input.answer_use(id, Err(reason));
+                    self.filed(input);
                 }
                 Ok(Some(other)) => {
                     return Err(AgentError::Protocol {
@@ -397,16 +480,26 @@ impl Agent {
         }
     }
 
+    /// Wakes whoever waits for what was just filed in `input`.
+    fn filed(&self, input: MutexGuard<'_, Input>) {
+        #[cfg(feature = "async")]
+        let input = {
+            let mut input = input;
+            input.wake();
+            input
+        };
+        if input.waiters > 0 {
+            self.inner.arrived.notify_all();
+        }
+    }
+
     /// The number of method `name`, asking the daemon if new.
     fn method_id(&self, name: &str, deadline: Instant) -> Result<u16, AgentError> {
         if let Some(id) = lock(&self.inner.input).methods.id(name) {
             return Ok(id);
         }
-        self.inner
-            .link
-            .send_message(&LinkMessage::Method { name: name.into() })
-            .map_err(AgentError::link)?;
-        let found = self.wait_for(deadline, |input| input.methods.id(name))?;
+        self.send_link(&LinkMessage::Method { name: name.into() })?;
+        let found = self.wait_for_link(deadline, |input| input.methods.id(name))?;
         found.ok_or(AgentError::Timeout { waited_ms: 0 })
     }
 
@@ -421,13 +514,10 @@ impl Agent {
         if let Some(name) = known(&mut lock(&self.inner.input)) {
             return Ok(name);
         }
-        self.inner
-            .link
-            .send_message(&LinkMessage::MethodName { id })
-            .map_err(AgentError::link)?;
+        self.send_link(&LinkMessage::MethodName { id })?;
         let deadline = deadline.max(Instant::now() + Duration::from_secs(1));
         Ok(self
-            .wait_for(deadline, known)?
+            .wait_for_link(deadline, known)?
             .unwrap_or_else(|| format!("#{id}").into()))
     }
 
@@ -445,7 +535,19 @@ impl Agent {
         })
     }
 
-    #[cfg(feature = "async")]
+    /// Like `wait_for`, for an answer that comes on the link: while it
+    /// waits, the reader reads the link on every pass.
+    pub(crate) fn wait_for_link<T>(
+        &self,
+        deadline: Instant,
+        take: impl FnMut(&mut Input) -> Option<T>,
+    ) -> Result<Option<T>, AgentError> {
+        self.input().link_waiters += 1;
+        let found = self.wait_for(deadline, take);
+        self.input().link_waiters -= 1;
+        found
+    }
+
     pub(crate) fn input(&self) -> MutexGuard<'_, Input> {
         lock(&self.inner.input)
     }
@@ -468,7 +570,34 @@ impl Request {
     }
 
     /// Answers the request: `status` 0 for success.
+    ///
+    /// Under a drill ([`Agent::drill`]) the answer is what the drill
+    /// says: `stall` sends nothing (the caller times out); `error=P`
+    /// answers a share P with [`STATUS_DRILL_ERROR`] and no body instead,
+    /// at once; `slow=Kx` first waits, on this thread, until the request
+    /// has taken K times as long as its handling (from `recv` to this
+    /// call), and sends nothing if that is past its deadline (the daemon
+    /// has answered the caller "timed out" by then).
     pub fn reply(self, status: u16, body: &[u8]) -> Result<(), AgentError> {
+        let drill = self.agent.drill();
+        if drill.is_none() {
+            return self.agent.answer(&self.incoming, status, body);
+        }
+        if drill.stalls() {
+            return Ok(());
+        }
+        if drill.fails(self.agent.draw()) {
+            return self.agent.answer(&self.incoming, STATUS_DRILL_ERROR, &[]);
+        }
+        let handled = u64::try_from(self.received.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let extra = drill.extra_ns(handled);
+        let deadline = self.incoming.deadline_ns;
+        let left = deadline.saturating_sub(now_ns());
+        if deadline != 0 && extra > left {
+            std::thread::sleep(Duration::from_nanos(left));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_nanos(extra));
         self.agent.answer(&self.incoming, status, body)
     }
 }
