@@ -64,6 +64,7 @@ use tracing::warn;
 pub use bridge::{BridgeSpec, ProcessBridge};
 pub use link::MethodTable;
 pub use side::ProcessSide;
+use side::Resources;
 pub use slot::ProcessSlot;
 pub use spawn::nice_of;
 pub use supervisor::{ExitReason, RestartPolicy, State, Supervisor};
@@ -228,12 +229,14 @@ impl ProcessSide {
         Ok(Self::assemble(
             managed,
             MethodTable::new(&options.builtin_methods),
-            spawner,
-            cgroups,
-            options.run_dir.join("credentials"),
-            attach,
-            health,
-            Arc::clone(routes.board()),
+            Resources {
+                spawner,
+                cgroups,
+                credentials_root: options.run_dir.join("credentials"),
+                attach,
+                health,
+                board: Arc::clone(routes.board()),
+            },
         ))
     }
 }

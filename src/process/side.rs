@@ -65,17 +65,27 @@ pub struct ProcessSide {
     board: Arc<Board>,
 }
 
+/// What the process side holds for all its agents: where it starts them
+/// and what it reports to.
+pub(super) struct Resources {
+    pub spawner: Spawner,
+    pub cgroups: Cgroups,
+    pub credentials_root: std::path::PathBuf,
+    pub attach: Option<AttachSocket>,
+    pub health: Arc<Health>,
+    pub board: Arc<Board>,
+}
+
 impl ProcessSide {
-    pub(super) fn assemble(
-        agents: Vec<Managed>,
-        methods: MethodTable,
-        spawner: Spawner,
-        cgroups: Cgroups,
-        credentials_root: std::path::PathBuf,
-        attach: Option<AttachSocket>,
-        health: Arc<Health>,
-        board: Arc<Board>,
-    ) -> Self {
+    pub(super) fn assemble(agents: Vec<Managed>, methods: MethodTable, held: Resources) -> Self {
+        let Resources {
+            spawner,
+            cgroups,
+            credentials_root,
+            attach,
+            health,
+            board,
+        } = held;
         let mut watcher = Watcher::new(true);
         if let Some(socket) = &attach {
             watcher.watch(LISTENER, socket.fd());
