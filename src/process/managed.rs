@@ -9,12 +9,10 @@
 //! what is in flight at once), releases everything the incarnation held
 //! (its model uses among it) and asks the supervisor what next.
 //!
-//! While an incarnation is welcomed, each tick (`sync`) sends it the
-//! answers to its model uses the VRAM optimizer gave, and the drill the
-//! board holds for it whenever that differs from the last one it was
-//! sent (the welcome carries the drill in force, so a `--fault` given at
-//! start, or one set while the agent was down, holds from the first
-//! request of every incarnation).
+//! While an incarnation is welcomed, each tick sends it what it is owed
+//! (`owed.rs`); the welcome carries the drill in force, so a `--fault`
+//! given at start, or one set while the agent was down, holds from the
+//! first request of every incarnation.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -394,40 +392,12 @@ impl Managed {
         Ok(())
     }
 
-    /// Sends a welcomed incarnation what it is owed: answers to its model
-    /// uses, and the drill in force when it changed.
-    pub fn sync(&mut self, env: &mut Env<'_>) -> Result<(), LinkFault> {
-        let Some(current) = self.current.as_ref().filter(|c| c.rings.is_none()) else {
-            return Ok(());
-        };
-        let mut answers = Vec::new();
-        self.uses.poll(env.board, &mut answers);
-        for answer in &answers {
-            link::send(&current.link, answer)?;
-        }
-        self.send_drill(env.board)
-    }
-
-    /// Sends the drill in force if the incarnation was sent another; one
-    /// that does not fit in its link now is sent next tick.
-    fn send_drill(&mut self, board: &Board) -> Result<(), LinkFault> {
-        let Some(current) = &self.current else {
-            return Ok(());
-        };
-        let drill = board.drill(pinwheel_ipc::wire::AgentId(self.facts.agent));
-        if drill == self.drill_sent {
-            return Ok(());
-        }
-        match current.link.try_send_message(&LinkMessage::Drill(drill)) {
-            Ok(true) => {
-                info!(agent = %self.name, fault = %drill, "fault drill sent to the agent");
-                self.drill_sent = drill;
-                Ok(())
-            }
-            Ok(false) => Ok(()),
-            Err(pinwheel_ipc::ring::RingError::PeerGone) => Err(LinkFault::Gone),
-            Err(err) => Err(LinkFault::Corrupt(err.to_string())),
-        }
+    /// The link of the current incarnation once it is welcomed.
+    pub fn welcomed_link(&self) -> Option<&PeerLink> {
+        self.current
+            .as_ref()
+            .filter(|c| c.rings.is_none())
+            .map(|c| &c.link)
     }
 
     /// Drains its log pipes; `kind` is STDOUT or STDERR.

@@ -21,6 +21,7 @@
 //!   the board's agent-process desk on its behalf.
 //! * `attach`: the attach socket.
 //! * `managed`, `side`: one agent's incarnations; all of them.
+//! * `owed`: what a welcomed agent is sent each tick (use answers, drills).
 //! * `slot`, `bridge`: the hand-over to the executor, and the mesh agent
 //!   there that stands for the process.
 //!
@@ -43,6 +44,7 @@ mod credentials;
 mod link;
 mod logs;
 mod managed;
+mod owed;
 mod side;
 pub mod slot;
 #[allow(unsafe_code)]

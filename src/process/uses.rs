@@ -92,12 +92,7 @@ impl ModelUses {
             return Err(UseFault(format!("model use {id} asked for twice")));
         }
         let denied = |reason: String| Ok(Some(LinkMessage::ModelDenied { id, reason }));
-        let Some(slot) = self.allowed.iter().copied().find(|&m| {
-            board
-                .models()
-                .get(usize::from(m))
-                .is_some_and(|i| i.name == model)
-        }) else {
+        let Some(slot) = self.slot_of(board, model) else {
             return denied(format!(
                 "model {model:?} is not one of this agent's `models` in its manifest"
             ));
@@ -131,18 +126,32 @@ impl ModelUses {
         if self.ended >= MAX_PROCESS_USES {
             return denied("model uses ended and asked again too fast; retry".into());
         }
-        let posted = Posted {
-            state: SlotState::Asked,
-            model: slot,
-            class: self.class,
-            hold_ms: self.hold_ms,
-        };
-        let Some(at) = desk.post(posted) else {
+        let Some(at) = desk.post(self.posted(slot)) else {
             return denied("the agent processes' use desk is full".into());
         };
         open.slot = Some(at);
         self.open.push(open);
         Ok(None)
+    }
+
+    /// The board slot of `model`, if the agent's manifest names it.
+    fn slot_of(&self, board: &Board, model: &str) -> Option<u16> {
+        self.allowed.iter().copied().find(|&m| {
+            board
+                .models()
+                .get(usize::from(m))
+                .is_some_and(|i| i.name == model)
+        })
+    }
+
+    /// A use of model slot `slot` as it asks on the desk.
+    fn posted(&self, slot: u16) -> Posted {
+        Posted {
+            state: SlotState::Asked,
+            model: slot,
+            class: self.class,
+            hold_ms: self.hold_ms,
+        }
     }
 
     /// The answers the optimizer gave since the last tick.

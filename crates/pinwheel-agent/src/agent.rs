@@ -16,6 +16,7 @@ use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 use crate::AgentError;
 use crate::attach::{self, Attached};
+use crate::drill::{Draws, Handled, Shaped, shape};
 use crate::inbox::{Frame, Incoming, Input};
 use crate::park::Parker;
 
@@ -52,8 +53,8 @@ struct Inner {
     next_correlation: AtomicU64,
     /// The drill the daemon said the agent is under, as its word.
     drill: AtomicU64,
-    /// The state of the error draws' generator (splitmix64).
-    draws: AtomicU64,
+    /// Draws for a drill's error chance.
+    draws: Draws,
     /// The next model use's number.
     next_use: AtomicU32,
 }
@@ -84,23 +85,6 @@ pub struct Reply {
     pub status: u16,
     /// The callee's answer.
     pub body: Vec<u8>,
-}
-
-/// An event heard on a subscribed topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// The topic.
-    pub topic: Arc<str>,
-    /// The publisher's body.
-    pub body: Vec<u8>,
-}
-
-/// A subscription to one of the agent's topics.
-#[derive(Debug, Clone)]
-pub struct Subscription {
-    agent: Agent,
-    topic: u32,
-    name: Arc<str>,
 }
 
 impl Agent {
@@ -142,7 +126,7 @@ impl Agent {
                 }),
                 next_correlation: AtomicU64::new(1),
                 drill: AtomicU64::new(facts.drill.to_bits()),
-                draws: AtomicU64::new(u64::from(std::process::id()) ^ now_ns()),
+                draws: Draws::new(u64::from(std::process::id()) ^ now_ns()),
                 next_use: AtomicU32::new(1),
                 facts,
             }),
@@ -177,16 +161,9 @@ impl Agent {
         FaultSpec::from_bits(bits).unwrap_or(FaultSpec::NONE)
     }
 
-    /// A uniformly random `u32` for a drill's error chance.
-    fn draw(&self) -> u32 {
-        // SYNC: Relaxed; only the sequence of values matters.
-        let mut z = self
-            .inner
-            .draws
-            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 32) as u32
+    /// Its manifest facts.
+    pub(crate) fn facts(&self) -> &Facts {
+        &self.inner.facts
     }
 
     /// How the reader parks: `uring` or `poll`.
@@ -302,24 +279,6 @@ impl Agent {
             sent_ns: now_ns(),
             deadline_ns: 0,
             payload: Payload::Event { body },
-        })
-    }
-
-    /// Subscribes to `topic` (one of its manifest's `subscribes`: the
-    /// daemon routes those topics to it from the start, and events are
-    /// queued until taken).
-    pub fn subscribe(&self, topic: &str) -> Result<Subscription, AgentError> {
-        let id =
-            find(&self.inner.facts.subscribes, topic).ok_or_else(|| AgentError::NotAllowed {
-                reason: format!(
-                    "agent {} does not hear {topic:?}: add it to `subscribes` in the manifest",
-                    self.inner.name
-                ),
-            })?;
-        Ok(Subscription {
-            agent: self.clone(),
-            topic: id,
-            name: topic.into(),
         })
     }
 
@@ -583,45 +542,27 @@ impl Request {
         if drill.is_none() {
             return self.agent.answer(&self.incoming, status, body);
         }
-        if drill.stalls() {
-            return Ok(());
-        }
-        if drill.fails(self.agent.draw()) {
-            return self.agent.answer(&self.incoming, STATUS_DRILL_ERROR, &[]);
-        }
-        let handled = u64::try_from(self.received.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let extra = drill.extra_ns(handled);
         let deadline = self.incoming.deadline_ns;
-        let left = deadline.saturating_sub(now_ns());
-        if deadline != 0 && extra > left {
-            std::thread::sleep(Duration::from_nanos(left));
-            return Ok(());
+        let handled = Handled {
+            handled: self.received.elapsed(),
+            left: (deadline != 0).then(|| Duration::from_nanos(deadline.saturating_sub(now_ns()))),
+        };
+        match shape(drill, self.agent.inner.draws.next(), handled) {
+            Shaped::Send { after } => {
+                std::thread::sleep(after);
+                self.agent.answer(&self.incoming, status, body)
+            }
+            Shaped::Fail => self.agent.answer(&self.incoming, STATUS_DRILL_ERROR, &[]),
+            Shaped::Withhold { after } => {
+                std::thread::sleep(after);
+                Ok(())
+            }
         }
-        std::thread::sleep(Duration::from_nanos(extra));
-        self.agent.answer(&self.incoming, status, body)
     }
 }
 
-impl Subscription {
-    /// The topic.
-    pub fn topic(&self) -> &str {
-        &self.name
-    }
-
-    /// Waits up to `timeout` for the next event on the topic.
-    pub fn recv(&self, timeout: Duration) -> Result<Option<Event>, AgentError> {
-        let topic = self.topic;
-        let body = self.agent.wait_for(Instant::now() + timeout, |input| {
-            input.events.get_mut(&topic).and_then(|q| q.pop_front())
-        })?;
-        Ok(body.map(|body| Event {
-            topic: Arc::clone(&self.name),
-            body,
-        }))
-    }
-}
-
-fn find(list: &[Named], name: &str) -> Option<u32> {
+/// The number of `name` in `list`.
+pub(crate) fn find(list: &[Named], name: &str) -> Option<u32> {
     list.iter().find(|n| n.name == name).map(|n| n.id)
 }
 

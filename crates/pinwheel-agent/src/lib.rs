@@ -46,7 +46,8 @@
 //!
 //! GPU models: [`Agent::model`] asks the daemon's VRAM optimizer for a
 //! model the manifest names and returns a [`ModelGuard`] that holds it
-//! resident until dropped (`model.rs`).
+//! resident until dropped (`model.rs`). How a drill shapes a reply is
+//! `drill.rs`; subscriptions are `topic.rs`.
 //!
 //! Trust: the daemon's frames are checked (bytecheck) like any peer's,
 //! and nothing in them can make the SDK panic.
@@ -56,22 +57,25 @@
 
 mod agent;
 mod attach;
+mod drill;
 #[cfg(feature = "async")]
 mod future;
 mod inbox;
 mod model;
 #[allow(unsafe_code)]
 mod park;
+mod topic;
 
 use std::sync::Arc;
 
-pub use agent::{Agent, Event, Reply, Request, Subscription, now_ns};
+pub use agent::{Agent, Reply, Request, now_ns};
 #[cfg(feature = "async")]
 pub use future::AsyncAgent;
 pub use model::{MODEL_WAIT, ModelGuard};
 pub use park::PARK_ENV;
 pub use pinwheel_ipc::drill::{FaultSpec, STATUS_DRILL_ERROR};
 pub use pinwheel_ipc::wire::WIRE_VERSION;
+pub use topic::{Event, Subscription};
 
 /// Errors of the SDK.
 #[derive(Debug, Clone, thiserror::Error)]
