@@ -56,3 +56,14 @@ impl Managed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_drilled_agent_process_fails_a_request_with_the_status_a_synthetic_agent_does() {
+        assert_eq!(
+            pinwheel_ipc::drill::STATUS_DRILL_ERROR,
+            crate::runtime::node::STATUS_FAILED
+        );
+    }
+}
