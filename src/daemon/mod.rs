@@ -39,6 +39,7 @@ pub mod cluster;
 pub mod control;
 pub mod core;
 pub mod gpus;
+pub mod legacy;
 pub mod report;
 pub mod signals;
 pub mod status;
@@ -47,13 +48,14 @@ pub mod uses;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pinwheel_ipc::drill::FaultSpec;
 use tracing::info;
 
 use self::boot::Booted;
-use self::report::{Report, ReportInputs};
+use self::report::{LegacyReport, Report, ReportInputs};
 use self::signals::Signals;
 use self::status::StatusLine;
 use crate::config::{AgentIndex, AgentSet};
@@ -112,6 +114,9 @@ pub struct RunOptions {
     pub run_dir: PathBuf,
     /// Fault drills from the start (`--fault Name#1:slow=10x`).
     pub faults: Vec<(String, FaultSpec)>,
+    /// Where the legacy ZeroMQ gateway binds, over the topology's
+    /// `[legacy] bind` (`--legacy-bind`).
+    pub legacy_bind: Option<std::net::IpAddr>,
 }
 
 /// Runs the mesh; writes the text report to `out`.
@@ -140,6 +145,8 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
     let up_at = Instant::now();
     let calls = booted.call_rings.take();
     let controls = control::start(options, &topology, &booted, calls, &control_rt)?;
+    let gateway = legacy::start(&topology, &mut booted, &controls.view)?;
+    let legacy_book = Arc::clone(&booted.legacy_book);
     for (name, spec) in &options.faults {
         if let Some(agent) = agent_named(&controls.view, name) {
             booted.routes.board().set_drill(agent, *spec);
@@ -161,6 +168,15 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
     // replies through it.
     if let Some(link) = link {
         link.stop();
+    }
+    // After the drain too: the executors' calls to zmq agents finished.
+    if let Some(gateway) = gateway {
+        let stats = gateway.stats();
+        gateway.stop();
+        report.legacy = Some(LegacyReport {
+            totals: stats.totals(),
+            registered: legacy_book.registered(),
+        });
     }
     report.cluster_calls = cluster_calls.map(|stats| stats.totals());
     control_rt.stop();

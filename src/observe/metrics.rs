@@ -16,7 +16,11 @@
 //! | `pinwheel_agent_process_restarts_total` | agent |
 //! | `pinwheel_agent_process_exits_total` | agent, reason (`exit_ok`, `exit_error`, `signal`, `corrupt`, `silent`, `no_hello`, `spawn_failed`) |
 //! | `pinwheel_agent_anomaly` (1 while the signal is anomalous) | agent, signal |
-//! | `pinwheel_route_call_seconds` (histogram) | from, to, path (`local`, or `remote`: over NATS to another host) |
+//! | `pinwheel_route_call_seconds` (histogram) | from, to, path (`local`, `remote`: over NATS to another host, or `legacy`: through the gateway to a `zmq` agent) |
+//! | `pinwheel_legacy_messages_total`, `pinwheel_legacy_errors_total` (with the gateway) | port, agent, kind (`rep`, `pub`) |
+//! | `pinwheel_legacy_request_seconds` (histogram) | port, agent, kind |
+//! | `pinwheel_legacy_zmq_calls_total` | agent, outcome (sent, errors, timed_out, reconnects) |
+//! | `pinwheel_legacy_zmq_call_seconds` (histogram) | agent |
 //! | `pinwheel_requests_total` | outcome |
 //! | `pinwheel_cluster_calls_total` (in a cluster) | outcome (sent, completed, timed_out, host_lost, breaker_open, failed, served, answered, dropped_replies, bad) |
 //! | `pinwheel_request_e2e_seconds` (histogram) | |
@@ -30,6 +34,8 @@
 //! The GPU readings themselves (`DCGM_FI_DEV_*`) and the optimizer's
 //! counters (`pinwheel_vram_*_total`) are registered by
 //! [`crate::gpu::metrics`].
+
+mod legacy;
 
 use std::sync::Arc;
 
@@ -296,7 +302,11 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
     for snapshot in &live.snapshots {
         for (from, to, histogram) in &snapshot.routes {
             let (callee, remote) = view.routes.callee(*to);
-            let path = if remote { "remote" } else { "local" };
+            let path = match (remote, view.routes.is_legacy(*to)) {
+                (true, _) => "remote",
+                (_, true) => "legacy",
+                _ => "local",
+            };
             let labels = vec![
                 ("from", view.routes.name(*from).to_owned()),
                 ("to", callee),
@@ -342,7 +352,8 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
             outcome("timed_out", timed_out),
         ],
     )?;
-    cluster_calls(view, encoder)
+    cluster_calls(view, encoder)?;
+    legacy::legacy(view, encoder)
 }
 
 /// The cluster link's call counters, in a cluster.

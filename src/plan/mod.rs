@@ -20,6 +20,9 @@
 //! Which agents: with no cluster section every agent given is planned,
 //! whatever its host (the whole seed system on one box). With a cluster,
 //! only the topology host's agents; calls to others become remote routes.
+//! An agent of kind `zmq` is never planned: it is an unchanged seed
+//! process the legacy gateway reaches at its endpoint, so calls to it are
+//! remote routes too (the routing table sends them to the gateway).
 
 mod order;
 mod place;
@@ -28,7 +31,7 @@ mod rings;
 
 use serde::Serialize;
 
-use crate::config::{AgentIndex, AgentSet, CallTarget, Location};
+use crate::config::{AgentIndex, AgentKind, AgentSet, CallTarget, Location};
 use crate::topology::{CpuClass, CpuId, Topology};
 
 pub use render::{
@@ -122,6 +125,7 @@ impl Plan {
         let planned: Vec<AgentIndex> = agents
             .iter()
             .filter(|(_, a)| topology.cluster().is_none() || a.host() == topology.host())
+            .filter(|(_, a)| a.kind() != AgentKind::Zmq)
             .map(|(i, _)| i)
             .collect();
         let placed = place::place(topology, agents, &planned)?;

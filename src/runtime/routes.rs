@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::board::{Board, ModelInfo, vram_class};
-use super::remote::RemoteTable;
+use super::remote::{RemoteKind, RemoteTable};
 use crate::config::{AgentIndex, AgentKind, AgentSet, Balance, CallTarget};
 use crate::plan::Plan;
 use crate::topology::CpuId;
@@ -289,6 +289,12 @@ impl Routes {
             .map(|i| TopicId(i as u32 + 1))
     }
 
+    /// A topic's name by id.
+    pub fn topic_name(&self, topic: TopicId) -> Option<&str> {
+        let index = usize::try_from(topic.0).ok()?.checked_sub(1)?;
+        self.topics.get(index).map(String::as_str)
+    }
+
     /// The name to show for an id.
     pub fn name(&self, agent: AgentId) -> &str {
         match self.names.get(agent.0 as usize) {
@@ -301,9 +307,15 @@ impl Routes {
     /// host (with whether it is), else [`name`](Self::name).
     pub fn callee(&self, to: AgentId) -> (String, bool) {
         match self.remote.target(to) {
-            Some(t) => (format!("{}@{}", t.name, t.host), true),
-            None => (self.name(to).to_owned(), false),
+            Some(t) if t.kind == RemoteKind::Host => (format!("{}@{}", t.name, t.host), true),
+            _ => (self.name(to).to_owned(), false),
         }
+    }
+
+    /// Whether `to` is a legacy ZeroMQ agent (calls go through the
+    /// gateway).
+    pub fn is_legacy(&self, to: AgentId) -> bool {
+        self.remote.kind_of(to) == Some(RemoteKind::Legacy)
     }
 
     /// The agents on other hosts this host's agents call.

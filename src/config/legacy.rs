@@ -1,0 +1,241 @@
+//! The manifest fields of the legacy ZeroMQ edge: `legacy_rep` and
+//! `legacy_pub` (the seed's ports, which the gateway binds for an agent
+//! on pinwheel's rings) and `endpoint` (where an unchanged seed agent of
+//! kind `zmq` listens), validated into a [`LegacySpec`].
+//!
+//! * `legacy_rep` and `legacy_pub` go on any kind but `zmq`, whose own
+//!   socket is its REP; on a `zmq` agent `legacy_pub` names its own PUB
+//!   port, on its endpoint's host, which the gateway subscribes to.
+//! * `endpoint` is `tcp://HOST:PORT` (a name or an IPv4 address; no
+//!   wildcard: the gateway connects to it), required on kind `zmq` and an
+//!   error elsewhere.
+//! * A `zmq` agent has one instance: a legacy REP socket is one process.
+//! * No two agents of one host give the gateway the same port
+//!   ([`check_ports`]), and one agent's REP and PUB ports differ.
+//!
+//! What it does not check: whether the port is free on the host (the
+//! gateway binds at start and reports a port it cannot have).
+
+use toml::Spanned;
+
+use super::agents_file::{AgentEntry, KindName};
+use super::{AgentSpec, ConfigError, SourceFile};
+
+/// Longest host name of an `endpoint`.
+pub const MAX_ENDPOINT_HOST: usize = 253;
+
+/// A legacy agent's REP socket: `tcp://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZmqEndpoint {
+    host: String,
+    port: u16,
+}
+
+impl ZmqEndpoint {
+    /// Its host (a name or an IPv4 address).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The same host at another port (the agent's PUB socket).
+    pub fn at_port(&self, port: u16) -> ZmqEndpoint {
+        ZmqEndpoint {
+            host: self.host.clone(),
+            port,
+        }
+    }
+
+    /// Parses `tcp://host:port`; the reason when it is not one.
+    pub fn parse(text: &str) -> Result<ZmqEndpoint, String> {
+        let rest = text
+            .strip_prefix("tcp://")
+            .ok_or_else(|| format!("endpoint {text:?} must start with tcp://"))?;
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("endpoint {text:?} needs a port: tcp://host:port"))?;
+        let host_ok = !host.is_empty()
+            && host.len() <= MAX_ENDPOINT_HOST
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+        if !host_ok {
+            return Err(format!(
+                "endpoint {text:?}: the host may hold only letters, digits, '.' and '-' (no wildcard: the gateway connects to it)"
+            ));
+        }
+        match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(ZmqEndpoint {
+                host: host.to_owned(),
+                port,
+            }),
+            _ => Err(format!("endpoint {text:?}: the port must be 1 to 65535")),
+        }
+    }
+}
+
+impl std::fmt::Display for ZmqEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tcp://{}:{}", self.host, self.port)
+    }
+}
+
+/// An agent's place on the legacy edge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LegacySpec {
+    rep: Option<u16>,
+    publish: Option<u16>,
+    endpoint: Option<ZmqEndpoint>,
+}
+
+impl LegacySpec {
+    /// The REP port the gateway binds for it.
+    pub fn rep(&self) -> Option<u16> {
+        self.rep
+    }
+
+    /// The PUB port of its topics: the gateway's for an agent on the
+    /// rings, the agent's own for a `zmq` agent.
+    pub fn publish(&self) -> Option<u16> {
+        self.publish
+    }
+
+    /// A `zmq` agent's REP socket.
+    pub fn endpoint(&self) -> Option<&ZmqEndpoint> {
+        self.endpoint.as_ref()
+    }
+}
+
+/// The legacy fields of `raw` (agent `agent` of `file`).
+pub(super) fn validate(
+    raw: &AgentEntry,
+    file: &SourceFile,
+    agent: &str,
+) -> Result<LegacySpec, ConfigError> {
+    let invalid = |span: std::ops::Range<usize>, message: String| ConfigError::Invalid {
+        at: file.locate(span),
+        message,
+    };
+    let zmq = *raw.kind.get_ref() == KindName::Zmq;
+    let port = |field: &Option<Spanned<u16>>, what: &str| match field {
+        Some(p) if *p.get_ref() == 0 => Err(invalid(
+            p.span(),
+            format!("agent {agent}: {what} must be a port from 1 to 65535"),
+        )),
+        other => Ok(other.as_ref().map(|p| *p.get_ref())),
+    };
+    let rep = port(&raw.legacy_rep, "legacy_rep")?;
+    let publish = port(&raw.legacy_pub, "legacy_pub")?;
+    if let (true, Some(field)) = (zmq, &raw.legacy_rep) {
+        let message = format!(
+            "agent {agent} is kind \"zmq\": its own REP socket is its endpoint; remove legacy_rep"
+        );
+        return Err(invalid(field.span(), message));
+    }
+    if let (Some(r), Some(p), Some(field)) = (rep, publish, &raw.legacy_pub)
+        && r == p
+    {
+        let message = format!(
+            "agent {agent}: legacy_rep and legacy_pub are both {r}; one port holds one socket"
+        );
+        return Err(invalid(field.span(), message));
+    }
+    let endpoint = match (&raw.endpoint, zmq) {
+        (Some(text), true) => {
+            Some(ZmqEndpoint::parse(text.get_ref()).map_err(|why| invalid(text.span(), why))?)
+        }
+        (None, true) => {
+            let message = format!(
+                "agent {agent} is kind \"zmq\" but has no endpoint; add endpoint = \"tcp://host:port\" (its REP socket)"
+            );
+            return Err(invalid(raw.kind.span(), message));
+        }
+        (Some(text), false) => {
+            let message = format!("agent {agent}: `endpoint` goes with kind = \"zmq\" only");
+            return Err(invalid(text.span(), message));
+        }
+        (None, false) => None,
+    };
+    if let (true, Some(n)) = (zmq, &raw.replicas)
+        && *n.get_ref() != 1
+    {
+        let message = format!(
+            "agent {agent} is kind \"zmq\": a legacy agent is one process; remove replicas"
+        );
+        return Err(invalid(n.span(), message));
+    }
+    Ok(LegacySpec {
+        rep,
+        publish,
+        endpoint,
+    })
+}
+
+/// No two agents of one host give the gateway one port. Replicas share
+/// their entry's ports (the gateway binds them once, for the service).
+pub(super) fn check_ports(agents: &[AgentSpec]) -> Result<(), ConfigError> {
+    let mut seen: Vec<(&str, u16, &AgentSpec)> = Vec::new();
+    for agent in agents.iter().filter(|a| a.replica() == 0) {
+        let bound = [agent.legacy().rep(), agent.legacy().publish()];
+        // A zmq agent's PUB port is on its own host, not the gateway's.
+        let bound = bound
+            .into_iter()
+            .take(if agent.legacy().endpoint().is_some() {
+                1
+            } else {
+                2
+            })
+            .flatten();
+        for port in bound {
+            if let Some((_, _, first)) = seen
+                .iter()
+                .find(|(host, p, _)| *host == agent.host() && *p == port)
+            {
+                return Err(ConfigError::Invalid {
+                    at: agent.location().clone(),
+                    message: format!(
+                        "agent {} on {} asks the gateway for port {port}, which {} ({}) has; give one of them another port",
+                        agent.service(),
+                        agent.host(),
+                        first.service(),
+                        first.location()
+                    ),
+                });
+            }
+            seen.push((agent.host(), port, agent));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_parses_a_host_and_a_port_and_prints_back() {
+        let sut = ZmqEndpoint::parse("tcp://10.0.0.2:7140").expect("valid");
+        assert_eq!((sut.host(), sut.port()), ("10.0.0.2", 7140));
+        assert_eq!(sut.to_string(), "tcp://10.0.0.2:7140");
+        assert_eq!(sut.at_port(7150).to_string(), "tcp://10.0.0.2:7150");
+    }
+
+    #[test]
+    fn endpoints_without_tcp_a_port_or_with_a_wildcard_are_refused_with_the_reason() {
+        for (text, why) in [
+            ("ipc:///tmp/x", "tcp://"),
+            ("tcp://host", "needs a port"),
+            ("tcp://*:5555", "no wildcard"),
+            ("tcp://host:0", "1 to 65535"),
+            ("tcp://host:70000", "1 to 65535"),
+            ("tcp://:5555", "the host"),
+        ] {
+            let err = ZmqEndpoint::parse(text).expect_err(text);
+            assert!(err.contains(why), "{text}: {err}");
+        }
+    }
+}
