@@ -1,7 +1,10 @@
-//! The legacy gateway in the daemon's life: started once the mesh and the
-//! control side are up, pinned beside the control runtime, and stopped
-//! after the executors drained (their calls to `zmq` agents get their
-//! answers), before the report.
+//! The legacy gateway in the daemon's life: started once the executors
+//! run and before the start phases open (so the first calls to `zmq`
+//! agents find it connecting, and legacy clients find the ports as the
+//! agents come up), pinned beside the control runtime, and stopped after
+//! the executors drained (their calls to `zmq` agents get their answers),
+//! before the report. The admin view gets its counters once the control
+//! side is up.
 //!
 //! The gateway numbers actions with the host's method table, which the
 //! process side owns; [`HostMethods`] lends it through the process side's
@@ -16,7 +19,6 @@ use tracing::warn;
 use super::boot::Booted;
 use crate::error::DaemonError;
 use crate::gateway::{Gateway, GatewayParts, MethodNames};
-use crate::observe::view::DaemonView;
 use crate::process::ProcessSide;
 use crate::topology::Topology;
 
@@ -39,11 +41,7 @@ impl MethodNames for HostMethods {
 }
 
 /// Starts the gateway when the mesh has one to serve.
-pub fn start(
-    topology: &Topology,
-    booted: &mut Booted,
-    view: &DaemonView,
-) -> Result<Option<Gateway>, DaemonError> {
+pub fn start(topology: &Topology, booted: &mut Booted) -> Result<Option<Gateway>, DaemonError> {
     let Some((plan, rings)) = booted.gateway.take() else {
         return Ok(None);
     };
@@ -63,6 +61,5 @@ pub fn start(
         warn!(%detail, "legacy gateway degraded");
         booted.health.raise("legacy_port_unavailable", detail);
     }
-    view.set_legacy(gateway.stats(), Arc::clone(&booted.legacy_book));
     Ok(Some(gateway))
 }

@@ -140,12 +140,19 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
         .map_err(|source| DaemonError::Thread { source })?;
     let mut booted =
         boot::start_mesh(options, &topology, agents, plan, began, control_rt.handle())?;
+    // Before the phases open: the load's first calls to zmq agents find
+    // the gateway connecting to them, and legacy clients find the ports.
+    let gateway = legacy::start(&topology, &mut booted)?;
     let started = boot::open_phases(&booted);
     let startup = began.elapsed();
     let up_at = Instant::now();
     let calls = booted.call_rings.take();
     let controls = control::start(options, &topology, &booted, calls, &control_rt)?;
-    let gateway = legacy::start(&topology, &mut booted, &controls.view)?;
+    if let Some(gateway) = &gateway {
+        controls
+            .view
+            .set_legacy(gateway.stats(), Arc::clone(&booted.legacy_book));
+    }
     let legacy_book = Arc::clone(&booted.legacy_book);
     for (name, spec) in &options.faults {
         if let Some(agent) = agent_named(&controls.view, name) {

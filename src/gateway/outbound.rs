@@ -20,7 +20,10 @@
 //!   is back.
 //! * **Fail fast.** Sockets are `ZMQ_IMMEDIATE`: while the agent is not
 //!   connected a send fails at once and the call is answered
-//!   `unavailable` instead of waiting for its deadline.
+//!   `unavailable` instead of waiting for its deadline. A fresh socket
+//!   gets [`CONNECT_GRACE`] to connect first (its calls wait, retried
+//!   every [`RETRY_EVERY`]), so the first calls after the daemon starts
+//!   or a socket is replaced do not fail while TCP connects.
 //! * A reply over the gateway's message limit closes the connection
 //!   (`ZMQ_MAXMSGSIZE`); one that does not fit the mesh's frames is
 //!   answered as a failure.
@@ -40,6 +43,10 @@ use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 /// Calls waiting for one `zmq` agent, at most.
 pub const MAX_QUEUE: usize = 256;
+/// How long a fresh socket's calls wait for it to connect.
+pub const CONNECT_GRACE: Duration = Duration::from_millis(250);
+/// How often they try while it connects.
+pub const RETRY_EVERY: Duration = Duration::from_millis(5);
 
 /// A call to a `zmq` agent.
 pub(super) struct Call {
@@ -64,6 +71,10 @@ struct Target {
     socket: Option<zmq::Socket>,
     queue: VecDeque<Queued>,
     in_flight: Option<(Queued, Instant)>,
+    /// Until when a send that finds no connection waits for one.
+    connecting_until: Instant,
+    /// When the calls waiting for a connection try again.
+    retry_at: Option<Instant>,
     stats: usize,
 }
 
@@ -99,6 +110,8 @@ impl Outbound {
                 socket: None,
                 queue: VecDeque::new(),
                 in_flight: None,
+                connecting_until: Instant::now(),
+                retry_at: None,
                 stats: i,
             });
             out.reconnect(i);
@@ -110,6 +123,7 @@ impl Outbound {
     fn reconnect(&mut self, i: usize) {
         let target = &mut self.targets[i];
         target.socket = None;
+        target.connecting_until = Instant::now() + CONNECT_GRACE;
         let socket = self.context.socket(zmq::REQ).and_then(|s| {
             s.set_linger(0)?;
             s.set_immediate(true)?;
@@ -141,6 +155,7 @@ impl Outbound {
             return;
         };
         let target = &mut self.targets[i];
+        bump(&edge.stats.targets[target.stats].calls);
         if target.queue.len() >= MAX_QUEUE {
             bump(&edge.stats.targets[target.stats].errors);
             answer(to, &call, STATUS_OVERLOADED, &[], edge);
@@ -157,19 +172,20 @@ impl Outbound {
         self.pump(i, edge);
     }
 
-    /// Sends target `i`'s next call if none is in flight.
+    /// Sends target `i`'s next call if none is in flight (and none waits
+    /// for the socket to connect).
     fn pump(&mut self, i: usize, edge: &mut Edge) {
         loop {
             let target = &mut self.targets[i];
-            if target.in_flight.is_some() {
+            if target.in_flight.is_some() || target.retry_at.is_some() {
                 return;
             }
             let Some(queued) = target.queue.pop_front() else {
                 return;
             };
             let (id, stats) = (target.plan.id, target.stats);
-            bump(&edge.stats.targets[stats].calls);
-            if queued.deadline <= Instant::now() {
+            let now = Instant::now();
+            if queued.deadline <= now {
                 bump(&edge.stats.targets[stats].timeouts);
                 bump(&edge.stats.targets[stats].errors);
                 answer(id, &queued.call, STATUS_TIMEOUT, &[], edge);
@@ -181,7 +197,15 @@ impl Outbound {
                 None => Err(zmq::Error::ENOTSOCK),
             };
             match sent {
-                Ok(()) => target.in_flight = Some((queued, Instant::now())),
+                Ok(()) => {
+                    target.in_flight = Some((queued, now));
+                }
+                // Not connected yet, but the socket is fresh: wait a bit.
+                Err(zmq::Error::EAGAIN) if now < target.connecting_until => {
+                    target.queue.push_front(queued);
+                    target.retry_at = Some(now + RETRY_EVERY);
+                    return;
+                }
                 Err(err) => {
                     bump(&edge.stats.targets[stats].errors);
                     // EAGAIN: not connected (ZMQ_IMMEDIATE); anything else
@@ -243,6 +267,9 @@ impl Outbound {
                 self.reconnect(i);
             }
             let target = &mut self.targets[i];
+            if target.retry_at.is_some_and(|at| at <= now) {
+                target.retry_at = None;
+            }
             while let Some(at) = target.queue.iter().position(|q| q.deadline <= now) {
                 if let Some(queued) = target.queue.remove(at) {
                     bump(&edge.stats.targets[stats].timeouts);
@@ -254,7 +281,7 @@ impl Outbound {
         }
     }
 
-    /// When the next call expires, if any waits.
+    /// When the next call expires or retries, if any waits.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.targets
             .iter()
@@ -263,6 +290,7 @@ impl Outbound {
                     .iter()
                     .map(|(q, _)| q.deadline)
                     .chain(t.queue.iter().map(|q| q.deadline))
+                    .chain(t.retry_at)
             })
             .min()
     }

@@ -170,7 +170,7 @@ pub struct TargetStats {
     pub agent: String,
     /// Its REP endpoint.
     pub endpoint: String,
-    /// Calls sent to it.
+    /// Calls to it the gateway took.
     pub calls: AtomicU64,
     /// Calls answered with an error (its error replies, unavailable,
     /// overloaded, timed out).
@@ -262,7 +262,7 @@ pub struct TargetTotals {
     pub agent: String,
     /// Its REP endpoint.
     pub endpoint: String,
-    /// Calls sent.
+    /// Calls the gateway took.
     pub calls: u64,
     /// Calls answered with an error.
     pub errors: u64,

@@ -36,7 +36,7 @@ use super::balance::Balancer;
 use super::inbox::Inbox;
 use super::pending::Pending;
 use super::pool::{FrameBuf, FramePool};
-use super::remote::Uplinks;
+use super::remote::{RemoteKind, Uplinks};
 use super::routes::{NO_SERVICE, NOWHERE, Routes};
 use pinwheel_ipc::ring::{Producer, RingError};
 use pinwheel_ipc::wire::{
@@ -330,7 +330,30 @@ impl Node {
                 result = sent;
             }
         }
+        if self.routes.remote().publishes_legacy(env.from) {
+            let sent = self.write_legacy_pub(env);
+            if sent.is_err() {
+                result = sent;
+            }
+        }
         result
+    }
+
+    /// Hands an event of an agent with a legacy PUB port to the gateway,
+    /// when this executor has an uplink to it.
+    fn write_legacy_pub(&self, env: &Envelope<'_>) -> Result<(), RuntimeError> {
+        let mut uplinks = self.uplinks.borrow_mut();
+        let Some(uplink) = uplinks[RemoteKind::Legacy as usize].as_mut() else {
+            return Ok(());
+        };
+        match uplink.send(env) {
+            Ok(()) => {
+                bump(&self.counters.cluster);
+                Ok(())
+            }
+            Err(RingError::Full) => Err(RuntimeError::Full),
+            Err(source) => Err(RuntimeError::Ring { source }),
+        }
     }
 
     fn write_remote(&self, executor: u16, env: &Envelope<'_>) -> Result<(), RuntimeError> {

@@ -190,6 +190,7 @@ pub struct RemoteTable {
     by_id: HashMap<u32, usize>,
     calls: HashMap<u32, Vec<AgentId>>,
     local: HashMap<String, AgentId>,
+    legacy_publishers: Vec<bool>,
 }
 
 impl RemoteTable {
@@ -234,7 +235,20 @@ impl RemoteTable {
             let name = agents.get(p.agent).name().to_owned();
             table.local.insert(name, AgentId(p.agent.0 as u32));
         }
+        table.legacy_publishers = agents
+            .iter()
+            .map(|(_, a)| a.kind() != AgentKind::Zmq && a.legacy().publish().is_some())
+            .collect();
         table
+    }
+
+    /// Whether events of `agent` also go to the gateway (it has a legacy
+    /// PUB port).
+    pub fn publishes_legacy(&self, agent: AgentId) -> bool {
+        self.legacy_publishers
+            .get(agent.0 as usize)
+            .copied()
+            .unwrap_or(false)
     }
 
     /// The remote target `id` stands for.

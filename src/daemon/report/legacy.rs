@@ -33,7 +33,7 @@ impl Report {
             .filter(|p| p.kind == PortKind::Rep)
         {
             row(
-                &format!("legacy clients -> :{} {} (zmq)", port.port, port.agent),
+                &format!("legacy clients -> :{} {} (legacy)", port.port, port.agent),
                 &port.latency_ns,
             );
         }
