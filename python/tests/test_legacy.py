@@ -2,6 +2,7 @@
 seed clients and agents (REQ/REP with the seed's JSON contract) beside
 agents on pinwheel's rings, both ways."""
 
+import os
 import re
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from conftest import HANG_GUARD_S, HERE, free_port, python_agent
+from conftest import HANG_GUARD_S, HERE, free_port, python_agent, required_env
 
 ZMQ_TRANSLATION = HERE / "agents" / "zmq_translation.py"
 RELAY = HERE / "agents" / "relay.py"
@@ -245,3 +246,36 @@ def test_a_zmq_agent_killed_mid_call_is_answered_as_an_error_and_the_route_recov
     report = stop(daemon)
     target = report["legacy"]["targets"][0]
     assert target["timeouts"] >= 1 and target["reconnects"] >= 1, target
+
+
+def test_a_zmq_agent_with_a_command_is_started_pinned_and_restarted_by_the_daemon(start_daemon):
+    old_port, relay_port = free_port(), free_port()
+    python = required_env("PINWHEEL_PYTHON")
+    manifest = (python_agent("Relay", RELAY, 1,
+                             f'calls = ["CloudTranslationService"]\nlegacy_rep = {relay_port}')
+                + agent("CloudTranslationService", "zmq",
+                        f'endpoint = "tcp://127.0.0.1:{old_port}"\ncpu = 0\nuser = "nobody"\n'
+                        f'command = ["{python}", "{ZMQ_TRANSLATION}", "--port", "{old_port}"]'))
+    daemon = start_daemon(manifest, ["--rate", "0"] + LEGACY_BIND)
+    for name in ("Relay", "CloudTranslationService"):
+        daemon.wait_for(f"{name} running", lambda name=name: daemon.running(name))
+
+    def translated() -> bool:
+        return ask(relay_port, {"action": "translate", "text": "hello"})["status"] == "success"
+
+    daemon.wait_for("a first translation", translated)
+    old = daemon.agent("CloudTranslationService")
+    status = Path(f"/proc/{old['pid']}/status").read_text()
+    allowed = next(line.split(":")[1].strip() for line in status.splitlines()
+                   if line.startswith("Cpus_allowed_list:"))
+    assert (allowed, old["user"]) == ("0", "nobody"), (allowed, old)
+    os.kill(old["pid"], signal.SIGKILL)
+    daemon.wait_for("the legacy agent restarted",
+                    lambda: daemon.agent("CloudTranslationService").get("restarts", 0) >= 1
+                    and daemon.running("CloudTranslationService"))
+    daemon.wait_for("the route to recover", translated)
+
+    assert daemon.agent("CloudTranslationService")["pid"] != old["pid"]
+    report = stop(daemon)
+    process = next(p for p in report["processes"] if p["agent"] == "CloudTranslationService")
+    assert (process["kind"], process["restarts"], process["cpu_seen"]) == ("zmq", 1, 0), process

@@ -214,7 +214,94 @@ pub(super) fn check_ports(agents: &[AgentSpec]) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::config::{AgentKind, AgentSet};
+
+    fn sut(entries: &str) -> Result<AgentSet, ConfigError> {
+        let text = format!("schema = 1\n{entries}");
+        AgentSet::from_sources(&[SourceFile::from_text(Path::new("a.toml"), text)])
+    }
+
+    fn agent(name: &str, kind: &str, extra: &str) -> String {
+        format!(
+            "[[agent]]\nname = \"{name}\"\nhost = \"h\"\nrole = \"r\"\nkind = \"{kind}\"\n{extra}\n"
+        )
+    }
+
+    fn refused(entries: &str, why: &str) {
+        let err = sut(entries).expect_err(why).to_string();
+        assert!(err.contains(why), "{err}");
+    }
+
+    #[test]
+    fn a_zmq_agent_has_its_endpoint_and_agents_on_rings_their_ports() {
+        let set = sut(&(agent(
+            "Old",
+            "zmq",
+            "endpoint = \"tcp://10.0.0.2:7140\"\nlegacy_pub = 7150",
+        ) + &agent("New", "synthetic", "legacy_rep = 5800\nlegacy_pub = 5801")))
+        .expect("valid");
+
+        let old = &set.agents()[0];
+        assert_eq!(old.kind(), AgentKind::Zmq);
+        assert_eq!(
+            old.legacy().endpoint().map(ToString::to_string).as_deref(),
+            Some("tcp://10.0.0.2:7140")
+        );
+        assert_eq!(old.legacy().publish(), Some(7150));
+        assert_eq!(
+            (
+                set.agents()[1].legacy().rep(),
+                set.agents()[1].legacy().publish()
+            ),
+            (Some(5800), Some(5801))
+        );
+    }
+
+    #[test]
+    fn legacy_fields_in_the_wrong_place_are_errors_naming_the_fix() {
+        refused(&agent("Old", "zmq", ""), "has no endpoint");
+        refused(
+            &agent("Old", "zmq", "endpoint = \"tcp://h:1\"\nlegacy_rep = 2"),
+            "remove legacy_rep",
+        );
+        refused(
+            &agent("Old", "zmq", "endpoint = \"tcp://h:1\"\nreplicas = 2"),
+            "remove replicas",
+        );
+        refused(
+            &agent("New", "synthetic", "endpoint = \"tcp://h:1\""),
+            "kind = \"zmq\" only",
+        );
+        refused(&agent("New", "synthetic", "legacy_rep = 0"), "1 to 65535");
+        refused(
+            &agent("New", "synthetic", "legacy_rep = 5\nlegacy_pub = 5"),
+            "one port holds one socket",
+        );
+        refused(
+            &agent("Old", "zmq", "endpoint = \"tcp://*:1\""),
+            "no wildcard",
+        );
+    }
+
+    #[test]
+    fn two_agents_of_a_host_cannot_share_a_gateway_port_but_two_hosts_can() {
+        refused(
+            &(agent("A", "synthetic", "legacy_rep = 7000")
+                + &agent("B", "synthetic", "legacy_pub = 7000")),
+            "asks the gateway for port 7000, which A",
+        );
+        let two_hosts = agent("A", "synthetic", "legacy_rep = 7000")
+            + &agent("B", "synthetic", "legacy_rep = 7000").replace("host = \"h\"", "host = \"g\"");
+        assert!(sut(&two_hosts).is_ok());
+        let replicated = agent("R", "synthetic", "legacy_rep = 7001\nreplicas = 3");
+        assert!(
+            sut(&replicated).is_ok(),
+            "replicas share their entry's port"
+        );
+    }
 
     #[test]
     fn an_endpoint_parses_a_host_and_a_port_and_prints_back() {

@@ -20,9 +20,11 @@
 //! Which agents: with no cluster section every agent given is planned,
 //! whatever its host (the whole seed system on one box). With a cluster,
 //! only the topology host's agents; calls to others become remote routes.
-//! An agent of kind `zmq` is never planned: it is an unchanged seed
-//! process the legacy gateway reaches at its endpoint, so calls to it are
-//! remote routes too (the routing table sends them to the gateway).
+//! An agent of kind `zmq` is an unchanged seed process the legacy gateway
+//! reaches at its endpoint: it is on no ring, so calls to it are remote
+//! routes too (the routing table sends them to the gateway). It is placed
+//! and ordered only when the daemon starts it (`command`), for its CPU
+//! and its start phase.
 
 mod order;
 mod place;
@@ -125,7 +127,7 @@ impl Plan {
         let planned: Vec<AgentIndex> = agents
             .iter()
             .filter(|(_, a)| topology.cluster().is_none() || a.host() == topology.host())
-            .filter(|(_, a)| a.kind() != AgentKind::Zmq)
+            .filter(|(_, a)| a.kind() != AgentKind::Zmq || a.process().is_some())
             .map(|(i, _)| i)
             .collect();
         let placed = place::place(topology, agents, &planned)?;
@@ -145,7 +147,12 @@ impl Plan {
                     .map_or(0, |(_, p)| *p),
             })
             .collect::<Vec<_>>();
-        let flows = rings::routes(agents, &planned);
+        let on_rings: Vec<AgentIndex> = planned
+            .iter()
+            .copied()
+            .filter(|&i| agents.get(i).kind() != AgentKind::Zmq)
+            .collect();
+        let flows = rings::routes(agents, &on_rings);
         let cpu_of =
             |agent: AgentIndex| placements.iter().find(|p| p.agent == agent).map(|p| p.cpu);
         let (rings, local_routes) = rings::group(flows.local, cpu_of);

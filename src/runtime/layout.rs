@@ -144,6 +144,10 @@ fn launches(
             .phase;
         let spec = agents.get(index);
         let id = AgentId(index.0 as u32);
+        // A zmq agent's process runs on no executor (the gateway reaches it).
+        let Some(executor) = executors.get_mut(usize::from(routes.executor_of(id))) else {
+            continue;
+        };
         let latency = matches!(
             wire_priority(spec.priority()),
             Priority::Critical | Priority::High
@@ -154,9 +158,7 @@ fn launches(
             workers: spec.behaviour().concurrency as usize,
             latency,
         };
-        executors[routes.executor_of(id) as usize]
-            .agents
-            .push(launch);
+        executor.agents.push(launch);
         phases[phase] += 1;
     }
     let generator = routes.load_generator();

@@ -97,6 +97,10 @@ impl Routes {
             board: Arc::new(Board::new(0, Vec::new(), &[])),
         };
         for &agent in plan.start_order() {
+            // A zmq agent's process is on no ring: the gateway reaches it.
+            if agents.get(agent).kind() == AgentKind::Zmq {
+                continue;
+            }
             let cpu = plan
                 .placement(agent)
                 .expect("started agents are placed")
@@ -403,7 +407,7 @@ fn executor_cpus(plan: &Plan, agents: &AgentSet) -> Vec<CpuId> {
     let in_daemon = |index: AgentIndex| {
         !matches!(
             agents.get(index).kind(),
-            AgentKind::Process | AgentKind::External
+            AgentKind::Process | AgentKind::External | AgentKind::Zmq
         )
     };
     let mut cpus: Vec<CpuId> = plan
