@@ -2,6 +2,7 @@
 seed clients and agents (REQ/REP with the seed's JSON contract) beside
 agents on pinwheel's rings, both ways."""
 
+import json
 import os
 import re
 import signal
@@ -279,3 +280,53 @@ def test_a_zmq_agent_with_a_command_is_started_pinned_and_restarted_by_the_daemo
     report = stop(daemon)
     process = next(p for p in report["processes"] if p["agent"] == "CloudTranslationService")
     assert (process["kind"], process["restarts"], process["cpu_seen"]) == ("zmq", 1, 0), process
+
+
+def test_topics_cross_the_edge_both_ways(start_daemon):
+    alerts_port, announce_port = free_port(), free_port()
+    news_port, listen_port = free_port(), free_port()
+    manifest = (python_agent("Announcer", HERE / "agents" / "announcer.py", 1,
+                             f'publishes = ["alerts"]\nlegacy_rep = {announce_port}\n'
+                             f"legacy_pub = {alerts_port}")
+                + python_agent("Listener", HERE / "agents" / "listener.py", 0,
+                               f'subscribes = ["news"]\nlegacy_rep = {listen_port}')
+                + agent("OldNews", "zmq",
+                        f'endpoint = "tcp://127.0.0.1:{free_port()}"\nlegacy_pub = {news_port}\n'
+                        'publishes = ["news"]'))
+    news = zmq.Context.instance().socket(zmq.PUB)
+    news.setsockopt(zmq.LINGER, 0)
+    news.bind(f"tcp://127.0.0.1:{news_port}")
+    daemon = start_daemon(manifest, ["--rate", "0"] + LEGACY_BIND)
+    for name in ("Announcer", "Listener"):
+        daemon.wait_for(f"{name} running", lambda name=name: daemon.running(name))
+    alerts = zmq.Context.instance().socket(zmq.SUB)
+    alerts.setsockopt(zmq.LINGER, 0)
+    alerts.setsockopt(zmq.SUBSCRIBE, b"alerts")
+    alerts.connect(f"tcp://127.0.0.1:{alerts_port}")
+    out = []
+
+    def announced() -> bool:
+        # A SUB hears only what is published after it connected: ask again.
+        ask(announce_port, {"action": "announce", "level": "high"})
+        if alerts.poll(100):
+            out.append(alerts.recv_multipart())
+        return bool(out)
+
+    def heard() -> bool:
+        news.send_multipart([b"news", b'{"headline": "pinwheel ships"}'])
+        return bool(ask(listen_port, {"action": "heard"})["data"]["heard"])
+
+    daemon.wait_for("a legacy subscriber to hear the announcer", announced)
+    daemon.wait_for("the listener to hear the legacy publisher", heard)
+
+    topic, body = out[0]
+    assert topic == b"alerts"
+    assert json.loads(body) == {"action": "announce", "level": "high"}, body
+    last = ask(listen_port, {"action": "heard"})["data"]["heard"][-1]
+    assert json.loads(last) == {"headline": "pinwheel ships"}, last
+    report = stop(daemon)
+    ports = {p["port"]: p for p in report["legacy"]["ports"]}
+    assert ports[alerts_port]["kind"] == "pub" and ports[alerts_port]["messages"] >= 1, ports
+    assert report["legacy"]["events_in"] >= 1, report["legacy"]
+    news.close()
+    alerts.close()

@@ -114,7 +114,10 @@ impl Outbound {
                 retry_at: None,
                 stats: i,
             });
-            out.reconnect(i);
+            // A publisher nobody here calls needs no REQ socket.
+            if out.targets[i].plan.called {
+                out.reconnect(i);
+            }
         }
         out
     }

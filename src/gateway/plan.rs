@@ -8,8 +8,9 @@
 //!   agent's once, for the service: requests go to its replicas in turn),
 //!   and only with a bind address (`[legacy] bind` or `--legacy-bind`):
 //!   without one the ports in the manifests stay dormant.
-//! * The `zmq` agents are the routing table's legacy targets: those this
-//!   host's agents call. They need no bind address.
+//! * The `zmq` agents are those this host's agents call (the routing
+//!   table's legacy targets) and those whose PUB socket publishes topics
+//!   agents here hear. They need no bind address.
 
 use std::net::IpAddr;
 
@@ -58,6 +59,8 @@ pub struct ZmqTarget {
     pub publish: Option<String>,
     /// The topics of its PUB socket that agents here subscribe to.
     pub topics: Vec<(String, TopicId)>,
+    /// Whether agents here call it (it gets a REQ socket).
+    pub called: bool,
 }
 
 /// The gateway's plan.
@@ -93,12 +96,11 @@ impl GatewayPlan {
         if bind.is_some() {
             plan.ports(agents, routes);
         }
-        plan.targets = routes
-            .remote()
-            .targets()
+        plan.targets = agents
             .iter()
-            .filter(|t| t.kind == RemoteKind::Legacy)
-            .filter_map(|t| zmq_target(agents, routes, t.id))
+            .filter(|(_, a)| a.kind() == AgentKind::Zmq)
+            .filter_map(|(index, _)| zmq_target(agents, routes, AgentId(index.0 as u32)))
+            .filter(|t| t.called || (t.publish.is_some() && !t.topics.is_empty()))
             .collect();
         let idle = plan.reps.is_empty() && plan.pubs.is_empty() && plan.targets.is_empty();
         (!idle || edge.is_some()).then_some(plan)
@@ -182,6 +184,7 @@ fn zmq_target(agents: &AgentSet, routes: &Routes, id: AgentId) -> Option<ZmqTarg
         .filter(|(_, id)| !routes.subscribers(*id).is_empty())
         .collect();
     Some(ZmqTarget {
+        called: routes.remote().kind_of(id) == Some(RemoteKind::Legacy),
         id,
         name: agents.display_name(AgentIndex(id.0 as usize)),
         endpoint: endpoint.to_string(),
@@ -243,6 +246,21 @@ mod tests {
 
         assert!(plan.reps.is_empty() && plan.pubs.is_empty());
         assert_eq!(plan.targets.len(), 1);
+    }
+
+    #[test]
+    fn a_zmq_agent_nobody_calls_is_served_only_for_the_topics_heard_here() {
+        let agents = "[[agent]]\nname = \"News\"\nhost = \"h\"\nrole = \"r\"\nkind = \"zmq\"\nendpoint = \"tcp://10.0.0.2:5555\"\nlegacy_pub = 5556\npublishes = [\"news\", \"other\"]\n\
+            [[agent]]\nname = \"Reader\"\nhost = \"h\"\nrole = \"r\"\nkind = \"synthetic\"\nsubscribes = [\"news\"]\n\
+            [[agent]]\nname = \"Silent\"\nhost = \"h\"\nrole = \"r\"\nkind = \"zmq\"\nendpoint = \"tcp://10.0.0.3:5555\"\n";
+        let plan = sut(agents, None).expect("a gateway for the publisher");
+
+        assert_eq!(plan.targets.len(), 1, "{:?}", plan.targets);
+        let news = &plan.targets[0];
+        assert!(!news.called);
+        assert_eq!(news.publish.as_deref(), Some("tcp://10.0.0.2:5556"));
+        assert_eq!(news.topics.len(), 1);
+        assert_eq!(news.topics[0].0, "news");
     }
 
     #[test]
