@@ -17,6 +17,10 @@
 //!              GPU poller; pinwheel-block, its one blocking thread (NVML)
 //!            pw-exec-<cpu>-<n>: one glommio executor per data-plane CPU,
 //!              each with glommio's blocking helper (same name)
+//!            pinwheel-legacy: the legacy ZeroMQ gateway, when the mesh has
+//!              legacy ports or zmq agents (started before the phases
+//!              open, stopped after the drain; `legacy`), with libzmq's
+//!              I/O and reaper threads
 //! ```
 //!
 //! [`boot`] owns the steps up to a running mesh; [`signals`] turns SIGINT
