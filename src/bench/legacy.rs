@@ -29,7 +29,7 @@ use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
 use crate::plan::Plan;
 use crate::process::{MethodTable, Slots};
 use crate::runtime::control::ControlRuntime;
-use crate::runtime::executor::{Control, start};
+use crate::runtime::executor::{Control, Runtime, start};
 use crate::runtime::layout::{Layout, layout};
 use crate::runtime::legacy::LegacyBook;
 use crate::runtime::remote::RemoteKind;
@@ -150,65 +150,66 @@ impl LegacyBench {
     /// The gateway case: a registry on CPU B behind its legacy port; the
     /// client's round trips and the gateway's own times.
     fn gateway_calls(&self) -> Result<(Histogram<u64>, Histogram<u64>), BenchError> {
-        let failed = |what: &str, err: String| BenchError::Peer {
-            reason: format!("{what}: {err}"),
+        let port = free_port()?;
+        let server = self.server(port)?;
+        let timed = match server.unbound.first() {
+            Some(why) => Err(peer("legacy port", why.clone())),
+            None => self.client(&[
+                format!("--connect={port}"),
+                "--action=health_check".to_owned(),
+            ]),
         };
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0")
-                .map_err(|e| failed("a free port", e.to_string()))?;
-            probe
-                .local_addr()
-                .map_err(|e| failed("a free port", e.to_string()))?
-                .port()
-        };
+        let stats = server.gateway.stats();
+        server.gateway.stop();
+        server
+            .runtime
+            .stop()
+            .map_err(|e| peer("runtime", e.to_string()))?;
+        drop(server.control);
+        let inside = stats
+            .ports
+            .first()
+            .map_or_else(crate::latency::new_histogram, |p| p.latency.snapshot());
+        Ok((timed?, inside))
+    }
+
+    /// The server side, up: the registry's executor, the gateway with
+    /// its port bound (or the reason in `unbound`).
+    fn server(&self, port: u16) -> Result<Server, BenchError> {
         let [_, b] = self.cpus;
         let manifest = format!(
             "schema = 1\n[[agent]]\nname = \"SystemDigitalTwin\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"native\"\nnative = \"registry\"\npriority = \"high\"\ncpu = {b}\nlegacy_rep = {port}\n"
         );
         let (topology, agents) = bench_mesh(self.cpus, self.wait, &manifest)?;
-        let plan = Plan::build(&topology, &agents).map_err(|e| failed("plan", e.to_string()))?;
+        let plan = Plan::build(&topology, &agents).map_err(|e| peer("plan", e.to_string()))?;
         let mut laid =
-            layout(&plan, &topology, &agents).map_err(|e| failed("layout", e.to_string()))?;
+            layout(&plan, &topology, &agents).map_err(|e| peer("layout", e.to_string()))?;
         let edge = LegacyEdge::on(std::net::Ipv4Addr::LOCALHOST.into());
         let gateway_plan = GatewayPlan::new(&agents, &laid.routes, Some(&edge))
-            .ok_or_else(|| failed("gateway", "nothing to serve".to_owned()))?;
-        let wake = wake_fd().map_err(|e| failed("gateway", e.to_string()))?;
+            .ok_or_else(|| peer("gateway", "nothing to serve".to_owned()))?;
+        let wake = wake_fd().map_err(|e| peer("gateway", e.to_string()))?;
         let rings = laid
             .add_call_rings(RemoteKind::Legacy, wake)
-            .map_err(|e| failed("gateway rings", e.to_string()))?;
+            .map_err(|e| peer("gateway rings", e.to_string()))?;
         let Layout {
             routes,
             executors,
             phases,
         } = laid;
-        let slots = Slots::new(&agents).map_err(|e| failed("slots", e.to_string()))?;
-        let mesh = Arc::new(Mesh::new(
-            &agents,
-            &routes,
-            &MeshOptions {
-                rate_per_s: 0.0,
-                request_timeout: Duration::from_secs(2),
-                state_dir: None,
-                processes: slots,
-                executor_waits: Vec::new(),
-                legacy: Arc::new(LegacyBook::default()),
-            },
-        ));
-        let make = Arc::new(move |id| mesh.make(id));
-        // The executors' wake-up guard runs on it; it outlives them.
+        let mesh = Arc::new(Mesh::new(&agents, &routes, &mesh_options(&agents)?));
         let gateway_cpu = self.gateway_cpu.unwrap_or(b);
-        let control_rt = ControlRuntime::start(Some(gateway_cpu), &Default::default())
-            .map_err(|e| failed("control thread", e.to_string()))?;
-        let control = Control::new(executors.len(), phases.len());
+        // The executors' wake-up guard runs on it; it outlives them.
+        let control = ControlRuntime::start(Some(gateway_cpu), &Default::default())
+            .map_err(|e| peer("control thread", e.to_string()))?;
         let runtime = start(
             Arc::clone(&routes),
             executors,
-            make,
+            Arc::new(move |id| mesh.make(id)),
             Arc::new(|_| {}),
-            control,
-            control_rt.handle(),
+            Control::new(routes.executors().len(), phases.len()),
+            control.handle(),
         )
-        .map_err(|e| failed("runtime", e.to_string()))?;
+        .map_err(|e| peer("runtime", e.to_string()))?;
         let (gateway, unbound) = Gateway::start(GatewayParts {
             plan: gateway_plan,
             rings,
@@ -216,29 +217,52 @@ impl LegacyBench {
             names: Box::new(Table(Mutex::new(MethodTable::new(&BUILTIN_METHODS)))),
             cpu: Some(gateway_cpu),
         })
-        .map_err(|e| failed("gateway", e.to_string()))?;
+        .map_err(|e| peer("gateway", e.to_string()))?;
         for (phase, &expected) in phases.iter().enumerate() {
             runtime.open_phase(phase);
             runtime.wait_started(phase, expected, Duration::from_secs(10));
         }
-        let timed = match unbound.first() {
-            Some(why) => Err(failed("legacy port", why.clone())),
-            None => self.client(&[
-                format!("--connect={port}"),
-                "--action=health_check".to_owned(),
-            ]),
-        };
-        let stats = gateway.stats();
-        gateway.stop();
-        runtime
-            .stop()
-            .map_err(|e| failed("runtime", e.to_string()))?;
-        let inside = stats
-            .ports
-            .first()
-            .map_or_else(crate::latency::new_histogram, |p| p.latency.snapshot());
-        Ok((timed?, inside))
+        Ok(Server {
+            runtime,
+            gateway,
+            control,
+            unbound,
+        })
     }
+}
+
+/// The gateway case's server side.
+struct Server {
+    runtime: Runtime,
+    gateway: Gateway,
+    control: ControlRuntime,
+    unbound: Vec<String>,
+}
+
+fn peer(what: &str, err: String) -> BenchError {
+    BenchError::Peer {
+        reason: format!("{what}: {err}"),
+    }
+}
+
+/// A loopback port free now.
+fn free_port() -> Result<u16, BenchError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| peer("a free port", e.to_string()))
+}
+
+/// The mesh's options: no load, no processes.
+fn mesh_options(agents: &crate::config::AgentSet) -> Result<MeshOptions, BenchError> {
+    Ok(MeshOptions {
+        rate_per_s: 0.0,
+        request_timeout: Duration::from_secs(2),
+        state_dir: None,
+        processes: Slots::new(agents).map_err(|e| peer("slots", e.to_string()))?,
+        executor_waits: Vec::new(),
+        legacy: Arc::new(LegacyBook::default()),
+    })
 }
 
 impl LegacyReport {

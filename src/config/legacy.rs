@@ -144,22 +144,7 @@ pub(super) fn validate(
         );
         return Err(invalid(field.span(), message));
     }
-    let endpoint = match (&raw.endpoint, zmq) {
-        (Some(text), true) => {
-            Some(ZmqEndpoint::parse(text.get_ref()).map_err(|why| invalid(text.span(), why))?)
-        }
-        (None, true) => {
-            let message = format!(
-                "agent {agent} is kind \"zmq\" but has no endpoint; add endpoint = \"tcp://host:port\" (its REP socket)"
-            );
-            return Err(invalid(raw.kind.span(), message));
-        }
-        (Some(text), false) => {
-            let message = format!("agent {agent}: `endpoint` goes with kind = \"zmq\" only");
-            return Err(invalid(text.span(), message));
-        }
-        (None, false) => None,
-    };
+    let endpoint = endpoint(raw, file, agent)?;
     if let (true, Some(n)) = (zmq, &raw.replicas)
         && *n.get_ref() != 1
     {
@@ -173,6 +158,34 @@ pub(super) fn validate(
         publish,
         endpoint,
     })
+}
+
+/// A `zmq` agent's `endpoint`, required there and an error elsewhere.
+fn endpoint(
+    raw: &AgentEntry,
+    file: &SourceFile,
+    agent: &str,
+) -> Result<Option<ZmqEndpoint>, ConfigError> {
+    let invalid = |span: std::ops::Range<usize>, message: String| ConfigError::Invalid {
+        at: file.locate(span),
+        message,
+    };
+    match (&raw.endpoint, *raw.kind.get_ref() == KindName::Zmq) {
+        (Some(text), true) => ZmqEndpoint::parse(text.get_ref())
+            .map(Some)
+            .map_err(|why| invalid(text.span(), why)),
+        (None, true) => Err(invalid(
+            raw.kind.span(),
+            format!(
+                "agent {agent} is kind \"zmq\" but has no endpoint; add endpoint = \"tcp://host:port\" (its REP socket)"
+            ),
+        )),
+        (Some(text), false) => Err(invalid(
+            text.span(),
+            format!("agent {agent}: `endpoint` goes with kind = \"zmq\" only"),
+        )),
+        (None, false) => Ok(None),
+    }
 }
 
 /// No two agents of one host give the gateway one port. Replicas share

@@ -94,6 +94,10 @@ pub fn load(options: &RunOptions) -> Result<(Topology, AgentSet, Plan), DaemonEr
     let topology = topology::load(&options.topology, &options.sysfs_root)?;
     topology.check_live(&topology::detect_host(&options.sysfs_root)?)?;
     let topology = super::cluster::apply_overrides(topology, options)?;
+    let topology = match options.legacy_bind {
+        Some(bind) => topology.with_legacy_bind(bind),
+        None => topology,
+    };
     let agents = AgentSet::load(&options.agents)?;
     let plan = Plan::build(&topology, &agents)?;
     for warning in plan.warnings(&agents) {

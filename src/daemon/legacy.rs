@@ -17,9 +17,12 @@ use std::sync::{Arc, Mutex};
 use tracing::warn;
 
 use super::boot::Booted;
+use super::report::LegacyReport;
 use crate::error::DaemonError;
 use crate::gateway::{Gateway, GatewayParts, MethodNames};
+use crate::observe::view::DaemonView;
 use crate::process::ProcessSide;
+use crate::runtime::legacy::LegacyBook;
 use crate::topology::Topology;
 
 /// The process side's method table, for the gateway.
@@ -40,8 +43,32 @@ impl MethodNames for HostMethods {
     }
 }
 
+/// The running gateway, and the book the registries answer from.
+#[derive(Debug)]
+pub struct Running {
+    gateway: Gateway,
+    book: Arc<LegacyBook>,
+}
+
+impl Running {
+    /// Hands the admin view the gateway's counters and the book.
+    pub fn show(&self, view: &DaemonView) {
+        view.set_legacy(self.gateway.stats(), Arc::clone(&self.book));
+    }
+
+    /// Stops the gateway (after the drain); its part of the report.
+    pub fn finish(self) -> LegacyReport {
+        let stats = self.gateway.stats();
+        self.gateway.stop();
+        LegacyReport {
+            totals: stats.totals(),
+            registered: self.book.registered(),
+        }
+    }
+}
+
 /// Starts the gateway when the mesh has one to serve.
-pub fn start(topology: &Topology, booted: &mut Booted) -> Result<Option<Gateway>, DaemonError> {
+pub fn start(topology: &Topology, booted: &mut Booted) -> Result<Option<Running>, DaemonError> {
     let Some((plan, rings)) = booted.gateway.take() else {
         return Ok(None);
     };
@@ -61,5 +88,8 @@ pub fn start(topology: &Topology, booted: &mut Booted) -> Result<Option<Gateway>
         warn!(%detail, "legacy gateway degraded");
         booted.health.raise("legacy_port_unavailable", detail);
     }
-    Ok(Some(gateway))
+    Ok(Some(Running {
+        gateway,
+        book: Arc::clone(&booted.legacy_book),
+    }))
 }

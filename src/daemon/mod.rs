@@ -52,14 +52,13 @@ pub mod uses;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pinwheel_ipc::drill::FaultSpec;
 use tracing::info;
 
 use self::boot::Booted;
-use self::report::{LegacyReport, Report, ReportInputs};
+use self::report::{Report, ReportInputs};
 use self::signals::Signals;
 use self::status::StatusLine;
 use crate::config::{AgentIndex, AgentSet};
@@ -153,17 +152,9 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
     let calls = booted.call_rings.take();
     let controls = control::start(options, &topology, &booted, calls, &control_rt)?;
     if let Some(gateway) = &gateway {
-        controls
-            .view
-            .set_legacy(gateway.stats(), Arc::clone(&booted.legacy_book));
+        gateway.show(&controls.view);
     }
-    let legacy_book = Arc::clone(&booted.legacy_book);
-    for (name, spec) in &options.faults {
-        if let Some(agent) = agent_named(&controls.view, name) {
-            booted.routes.board().set_drill(agent, *spec);
-            info!(agent = %name, fault = %spec, "fault drill set");
-        }
-    }
+    set_faults(options, &booted, &controls.view);
     let waited = wait_for_stop(options, &booted, started, &mut signals);
     let cluster_calls = controls.call_stats();
     let (anomalies, vram) = (controls.view.anomalies(), controls.view.gpus());
@@ -181,14 +172,7 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
         link.stop();
     }
     // After the drain too: the executors' calls to zmq agents finished.
-    if let Some(gateway) = gateway {
-        let stats = gateway.stats();
-        gateway.stop();
-        report.legacy = Some(LegacyReport {
-            totals: stats.totals(),
-            registered: legacy_book.registered(),
-        });
-    }
+    report.legacy = gateway.map(legacy::Running::finish);
     report.cluster_calls = cluster_calls.map(|stats| stats.totals());
     control_rt.stop();
     tuning.map(Tuning::finish).transpose()?;
@@ -200,6 +184,16 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
         })?;
     }
     Ok(report)
+}
+
+/// Puts the `--fault` drills on the board.
+fn set_faults(options: &RunOptions, booted: &Booted, view: &crate::observe::view::DaemonView) {
+    for (name, spec) in &options.faults {
+        if let Some(agent) = agent_named(view, name) {
+            booted.routes.board().set_drill(agent, *spec);
+            info!(agent = %name, fault = %spec, "fault drill set");
+        }
+    }
 }
 
 /// Redraws the status line until a signal or the end of the duration.

@@ -357,9 +357,22 @@ impl Report {
         };
         row("request, end to end", &self.e2e_latency_ns);
         row("voice: audio frame to response", &self.voice_latency_ns);
+        self.route_rows(&mut row);
+        self.legacy_rows(&mut row);
+        if self.legacy.is_some() {
+            out.push('\n');
+        }
+        self.legacy_text(&mut out);
+        self.cluster_text(&mut out);
+        self.native_text(&mut out);
+        out
+    }
+
+    /// The routes' latency rows: every remote and legacy route, then the
+    /// slowest ring ones.
+    fn route_rows(&self, row: &mut impl FnMut(&str, &LatencySummary)) {
         let mut slowest: Vec<&RouteReport> = self.routes.iter().collect();
         slowest.sort_by_key(|r| std::cmp::Reverse(r.latency_ns.p99));
-        // Every remote and legacy route, then the slowest ring ones.
         let off_ring = slowest.iter().filter(|r| r.remote || r.legacy);
         let ring = slowest
             .iter()
@@ -376,14 +389,6 @@ impl Report {
                 &route.latency_ns,
             );
         }
-        self.legacy_rows(&mut row);
-        if self.legacy.is_some() {
-            out.push('\n');
-        }
-        self.legacy_text(&mut out);
-        self.cluster_text(&mut out);
-        self.native_text(&mut out);
-        out
     }
 
     fn cluster_text(&self, out: &mut String) {

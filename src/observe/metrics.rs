@@ -301,12 +301,7 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
     let (mut sent, mut completed, mut failed, mut timed_out) = (0, 0, 0, 0);
     for snapshot in &live.snapshots {
         for (from, to, histogram) in &snapshot.routes {
-            let (callee, remote) = view.routes.callee(*to);
-            let path = match (remote, view.routes.is_legacy(*to)) {
-                (true, _) => "remote",
-                (_, true) => "legacy",
-                _ => "local",
-            };
+            let (callee, path) = path_of(view, *to);
             let labels = vec![
                 ("from", view.routes.name(*from).to_owned()),
                 ("to", callee),
@@ -354,6 +349,18 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
     )?;
     cluster_calls(view, encoder)?;
     legacy::legacy(view, encoder)
+}
+
+/// A callee's name and the path calls to it take: `local`, `remote`
+/// (NATS) or `legacy` (the gateway).
+fn path_of(view: &DaemonView, to: pinwheel_ipc::wire::AgentId) -> (String, &'static str) {
+    let (callee, remote) = view.routes.callee(to);
+    let path = match (remote, view.routes.is_legacy(to)) {
+        (true, _) => "remote",
+        (_, true) => "legacy",
+        _ => "local",
+    };
+    (callee, path)
 }
 
 /// The cluster link's call counters, in a cluster.

@@ -91,9 +91,6 @@ pub const NAME_CLASH: &str = "cluster_name_clash";
 pub fn apply_overrides(topology: Topology, options: &RunOptions) -> Result<Topology, DaemonError> {
     let usage = |message: String| DaemonError::Usage { message };
     let mut topology = topology;
-    if let Some(bind) = options.legacy_bind {
-        topology = topology.with_legacy_bind(bind);
-    }
     if let Some(host) = &options.host {
         if let Some(problem) = name_problem(host) {
             return Err(usage(format!("--host {host:?} {problem}")));
