@@ -21,10 +21,21 @@
 //! parses with it, so JSON values look exactly as a ZeroMQ agent's
 //! `json.loads` gave them.
 //!
+//! GPU models: `with agent.model("whisper-large-v3"):` asks the daemon's
+//! VRAM optimizer for the model (waiting, without the GIL, for a load if
+//! need be) and holds it resident for the block; leaving the block, by
+//! any way, releases it.
+//!
+//! Drills: an operator's `pinwheel fault` reaches the agent through the
+//! SDK, which applies it to `req.reply` (slowed, failed or withheld
+//! replies; a slowed reply waits without the GIL); `agent.drill` says
+//! which is in force.
+//!
 //! Errors: `pinwheel.Error` (attaching failed, the link broke, the
 //! manifest refuses a call or topic), `pinwheel.CallError(Error)` for a
 //! reply with a non-zero status (its `.status` and `.body`),
-//! `pinwheel.Timeout(Error)` when no reply came in time.
+//! `pinwheel.Timeout(Error)` when no reply (or no model) came in time,
+//! `pinwheel.ModelDenied(Error)` when the daemon refuses a model.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -47,11 +58,18 @@ create_exception!(
     "A call was answered with a non-zero status (`.status`, `.body`)."
 );
 create_exception!(pinwheel, Timeout, Error, "A call got no reply in time.");
+create_exception!(
+    pinwheel,
+    ModelDenied,
+    Error,
+    "The daemon refused a GPU model (not in the manifest, larger than any GPU, too many uses)."
+);
 
 /// An SDK error as the Python exception that fits it.
 fn raise(err: AgentError) -> PyErr {
     match err {
         AgentError::Timeout { .. } => Timeout::new_err(err.to_string()),
+        AgentError::ModelDenied { .. } => ModelDenied::new_err(err.to_string()),
         other => Error::new_err(other.to_string()),
     }
 }
@@ -169,6 +187,26 @@ impl Agent {
         Ok(Subscription { sdk })
     }
 
+    /// GPU model `name` (one of the manifest's `models`) for a `with`
+    /// block: entering waits up to `timeout` seconds for the VRAM
+    /// optimizer and holds the model; leaving releases it.
+    #[pyo3(signature = (name, timeout = 30.0))]
+    fn model(&self, name: &str, timeout: f64) -> PyResult<Model> {
+        Ok(Model {
+            sdk: self.sdk.clone(),
+            name: name.to_owned(),
+            timeout: seconds(timeout)?,
+            guard: Mutex::new(None),
+        })
+    }
+
+    /// The fault drill the agent is under (`none`, `slow=10x`,
+    /// `error=0.2`, `stall`); `req.reply` applies it.
+    #[getter]
+    fn drill(&self) -> String {
+        self.sdk.drill().to_string()
+    }
+
     fn __repr__(&self) -> String {
         format!("pinwheel.Agent({:?})", self.sdk.name())
     }
@@ -248,17 +286,15 @@ impl Request {
     }
 
     /// Answers: `body` is bytes, or a value sent as JSON; `status` 0 for
-    /// success.
+    /// success. Under a drill the SDK answers as the drill says (a
+    /// slowed reply waits here, without the GIL).
     #[pyo3(signature = (body = None, status = 0))]
     fn reply(&self, py: Python<'_>, body: Option<&Bound<'_, PyAny>>, status: u16) -> PyResult<()> {
         let body = match body {
             Some(body) => body_bytes(py, body)?,
             None => Vec::new(),
         };
-        let sdk = self
-            .sdk
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let sdk = lock(&self.sdk)
             .take()
             .ok_or_else(|| Error::new_err("this request was already answered"))?;
         py.allow_threads(|| sdk.reply(status, &body)).map_err(raise)
@@ -267,6 +303,70 @@ impl Request {
     fn __repr__(&self) -> String {
         format!("pinwheel.Request(method={:?})", self.method)
     }
+}
+
+/// A GPU model for a `with` block (`agent.model(name)`).
+#[pyclass(module = "pinwheel", frozen)]
+struct Model {
+    sdk: pinwheel_agent::Agent,
+    name: String,
+    timeout: Duration,
+    guard: Mutex<Option<pinwheel_agent::ModelGuard>>,
+}
+
+#[pymethods]
+impl Model {
+    /// The model's name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the block holds it now.
+    #[getter]
+    fn held(&self) -> bool {
+        lock(&self.guard).is_some()
+    }
+
+    /// Asks for the model (without the GIL) and holds it.
+    fn __enter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Py<Self>> {
+        let this = slf.get();
+        if this.held() {
+            return Err(Error::new_err(format!(
+                "model {} is held by this block already",
+                this.name
+            )));
+        }
+        let guard = py
+            .allow_threads(|| this.sdk.model_within(&this.name, this.timeout))
+            .map_err(raise)?;
+        *lock(&this.guard) = Some(guard);
+        Ok(slf)
+    }
+
+    /// Releases the model, however the block ended; exceptions go on.
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _kind: Option<&Bound<'_, PyAny>>,
+        _value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
+        let guard = lock(&self.guard).take();
+        py.allow_threads(|| drop(guard));
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!("pinwheel.Model({:?}, held={})", self.name, self.held())
+    }
+}
+
+/// Locks `mutex`; a panic while holding it left plain data behind.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The answer to a call (status 0; other statuses raise `CallError`).
@@ -357,9 +457,11 @@ fn pinwheel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Reply>()?;
     m.add_class::<Subscription>()?;
     m.add_class::<Message>()?;
+    m.add_class::<Model>()?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("CallError", py.get_type::<CallError>())?;
     m.add("Timeout", py.get_type::<Timeout>())?;
+    m.add("ModelDenied", py.get_type::<ModelDenied>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,7 +1,8 @@
 """A real pinwheel daemon for the package's tests: `pinwheel run` in a
 subprocess with its manifest, run directory, report and log in a temporary
-directory, its admin API on a free loopback port, stopped and reaped after
-each test (see src/test_support/process_daemon.rs, its Rust twin).
+directory, its admin API on a free loopback port with a token for its
+writes (`Daemon.fault`), stopped and reaped after each test (see
+src/test_support/process_daemon.rs, its Rust twin).
 
 Environment (python/test.sh sets it): PINWHEEL_EXE (the daemon),
 PINWHEEL_ROOT (the repository: topology/vm-2cpu.toml), PINWHEEL_PYTHON
@@ -20,6 +21,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+import pinwheel
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples"
@@ -40,6 +43,14 @@ def python_agent(name: str, script: Path, cpu: int, extra: str = "") -> str:
     return (
         f'[[agent]]\nname = "{name}"\nhost = "h"\nrole = "r"\nkind = "process"\n'
         f'cpu = {cpu}\ncommand = ["{exe}", "{script}"]\nuser = "nobody"\n{extra}\n\n'
+    )
+
+
+def prober(calls: str) -> str:
+    """A manifest entry for this test process attached as an external agent."""
+    return (
+        '[[agent]]\nname = "Prober"\nhost = "h"\nrole = "r"\nkind = "external"\n'
+        f'cpu = 0\nuser = "root"\ncalls = ["{calls}"]\n\n'
     )
 
 
@@ -67,6 +78,10 @@ class Daemon:
         self.dir = Path(tempfile.mkdtemp(prefix="pinwheel-pytest."))
         os.chmod(self.dir, 0o755)
         (self.dir / "agents.toml").write_text("schema = 1\n\n" + manifest)
+        self.token = "pytest-admin-token"
+        token_file = self.dir / "admin.token"
+        token_file.write_text(self.token + "\n")
+        os.chmod(token_file, 0o600)
         topology = "topology/vm-2cpu.toml"
         if topology_extra:
             base = (Path(root) / topology).read_text()
@@ -80,7 +95,7 @@ class Daemon:
              "--run-dir", str(self.dir / "run"),
              "--report", str(self.dir / "report.json"),
              "--admin-addr", self.addr,
-             "--admin-token-file", str(self.dir / "no-token")] + args,
+             "--admin-token-file", str(token_file)] + args,
             cwd=root, stdout=subprocess.DEVNULL, stderr=self.log_file,
             env={"RUST_LOG": "info", "PATH": os.environ.get("PATH", "")},
         )
@@ -110,6 +125,26 @@ class Daemon:
     def running(self, name: str) -> bool:
         agent = self.agent(name)
         return agent.get("state") == "running" and agent.get("pid") is not None
+
+    def fault(self, name: str, fault: str) -> dict:
+        """Puts agent `name` under drill `fault` (`none` ends it) through
+        `POST /v1/agents/{name}/fault`; the daemon's answer."""
+        request = urllib.request.Request(
+            f"http://{self.addr}/v1/agents/{name}/fault",
+            data=json.dumps({"fault": fault}).encode(), method="POST",
+            headers={"Authorization": f"Bearer {self.token}",
+                     "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as rsp:
+            return json.load(rsp)
+
+    def attach(self, name: str, monkeypatch):
+        """This test process attached as external agent `name` (its
+        manifest's `user` must be root, the tests' user)."""
+        monkeypatch.setenv("PINWHEEL_AGENT", name)
+        monkeypatch.setenv("PINWHEEL_AGENT_SOCKET", str(self.dir / "run" / "agent.sock"))
+        monkeypatch.delenv("PINWHEEL_AGENT_FD", raising=False)
+        self.wait_for("the attach socket", (self.dir / "run" / "agent.sock").exists)
+        return pinwheel.Agent()
 
     def wait_for(self, what: str, done) -> None:
         end = time.monotonic() + HANG_GUARD_S

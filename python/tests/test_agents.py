@@ -2,18 +2,21 @@
 `process` agents (the venv's python3 running a script), pinned,
 supervised and restarted like any other."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import pinwheel
 from conftest import (
     EXAMPLES, HERE, assert_every_request_accounted_for, assert_every_request_answered,
-    coordinator, python_agent,
+    coordinator, prober, python_agent,
 )
 
 ECHO = EXAMPLES / "echo.py"
@@ -36,6 +39,7 @@ def test_an_agent_outside_pinwheel_raises_pinwheel_error_naming_the_fix():
 def test_the_exceptions_form_one_hierarchy():
     assert issubclass(pinwheel.CallError, pinwheel.Error)
     assert issubclass(pinwheel.Timeout, pinwheel.Error)
+    assert issubclass(pinwheel.ModelDenied, pinwheel.Error)
     assert issubclass(pinwheel.Error, Exception)
 
 
@@ -89,3 +93,57 @@ def test_a_stopped_daemon_stops_a_python_child_without_sigkill(start_daemon):
     echo = next(p for p in report["processes"] if p["agent"] == "Echo")
     # SIGTERM ends python3 (its default action), before stop_timeout_ms.
     assert echo["last_exit"] == "killed by signal 15", echo
+
+
+MODELS_AND_DRILLS = HERE / "agents" / "models_and_drills.py"
+PY_MODELS = 'models = [{ name = "m", vram_mib = 1000 }, { name = "huge", vram_mib = 30000 }]'
+
+
+def resident(daemon) -> list:
+    with urllib.request.urlopen(f"http://{daemon.addr}/v1/gpus", timeout=2) as rsp:
+        gpus = json.load(rsp)["gpus"]
+    return [m["model"] for gpu in gpus for m in gpu["resident"]]
+
+
+def test_a_with_block_holds_a_model_resident_and_a_denied_one_raises(start_daemon, monkeypatch):
+    manifest = prober("Py") + python_agent("Py", MODELS_AND_DRILLS, 1, PY_MODELS)
+    daemon = start_daemon(manifest, ["--rate", "0"])
+    daemon.wait_for("Py running", lambda: daemon.running("Py"))
+    agent = daemon.attach("Prober", monkeypatch)
+
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(agent.call, "Py", "use", {"model": "m", "hold_s": 3.0}, 30.0)
+        daemon.wait_for("m resident while the block holds it", lambda: "m" in resident(daemon))
+        assert held.result().json() == {"held": "m", "drill": "none"}
+
+    with pytest.raises(pinwheel.CallError) as denied:
+        agent.call("Py", "use", {"model": "huge"}, timeout=30.0)
+    assert denied.value.status == 409
+    assert "refused model" in json.loads(denied.value.body)["denied"]
+    with pytest.raises(pinwheel.CallError) as unknown:
+        agent.call("Py", "use", {"model": "elsewhere"}, timeout=30.0)
+    assert "not one of this agent's `models`" in json.loads(unknown.value.body)["denied"]
+
+
+def test_a_drill_reaches_a_python_agent_and_shapes_its_replies(start_daemon, monkeypatch):
+    manifest = prober("Py") + python_agent("Py", MODELS_AND_DRILLS, 1, PY_MODELS)
+    daemon = start_daemon(manifest, ["--rate", "0", "--fault", "Py:slow=2x"])
+    daemon.wait_for("Py running", lambda: daemon.running("Py"))
+    agent = daemon.attach("Prober", monkeypatch)
+
+    def replies(want, timeout=1.0):
+        def check():
+            try:
+                return want(agent.call("Py", "drill", b"", timeout=timeout).body)
+            except pinwheel.CallError as err:
+                return want(err)
+        return check
+
+    daemon.wait_for("the drill given at start", replies(lambda b: b == b"slow=2x"))
+    assert daemon.fault("Py", "error=1")["fault"] == "error=1"
+    daemon.wait_for("the injected error", replies(
+        lambda r: isinstance(r, pinwheel.CallError) and r.status == 500))
+    daemon.wait_for("/v1/agents showing it", lambda: daemon.agent("Py").get("fault") == "error=1")
+    daemon.fault("Py", "none")
+    daemon.wait_for("replies as usual", replies(lambda b: b == b"none"))
+    assert daemon.agent("Py")["restarts"] == 0

@@ -80,7 +80,10 @@ pub(super) async fn task(shared: Arc<Shared>, mut writes: mpsc::Receiver<WriteRe
 /// async-nats), longer than an assignment may wait to be loaded. So every
 /// `check` period the bucket's last sequence is read: a watch that has not
 /// delivered, one period later, what the bucket already held is stalled,
-/// and the task starts over with a new watch.
+/// and the task starts over with a new watch. The last sequence is asked
+/// of the stream each time: `Store::status` only repeats the stream info
+/// fetched when the bucket was opened, which made the check compare
+/// against a stale number and never fire.
 async fn follow(
     shared: &Shared,
     store: &kv::Store,
@@ -99,6 +102,9 @@ async fn follow(
     }
     let mut aligned = AlignedVec::new();
     let mut last_warn: Option<Instant> = None;
+    // A handle of its own to ask the stream for fresh info
+    // (`Store::status` answers what was known when the bucket was opened).
+    let mut stream = store.stream.clone();
     let mut checks = tokio::time::interval(check);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The highest revision delivered, and the bucket's last one at the
@@ -111,9 +117,8 @@ async fn follow(
                     tracing::warn!("placements watch stalled; following the bucket again");
                     return;
                 }
-                held = match tokio::time::timeout(KV_TIMEOUT, store.status()).await {
-                    Ok(Ok(status)) => Some(status.info.state.last_sequence)
-                        .filter(|&last| last > delivered),
+                held = match tokio::time::timeout(KV_TIMEOUT, stream.info()).await {
+                    Ok(Ok(info)) => Some(info.state.last_sequence).filter(|&last| last > delivered),
                     _ => None,
                 };
             }

@@ -77,27 +77,50 @@ impl Controls {
         self.calls.clone()
     }
 
-    /// Stops the API from accepting, stops the core loop, then waits for
-    /// the API's connections (at most
-    /// [`SHUTDOWN_GRACE`](crate::observe::admin::SHUTDOWN_GRACE) after it
-    /// stopped accepting). Returns the cluster link, still running: the
-    /// daemon stops it after the executors have drained, so that calls to
-    /// other hosts still in flight get their replies.
-    pub fn stop(self) -> Option<LinkTask> {
+    /// Stops the admin API: it stops accepting, then its connections get
+    /// at most [`SHUTDOWN_GRACE`](crate::observe::admin::SHUTDOWN_GRACE).
+    /// Returns what keeps running through the executors' drain
+    /// ([`Draining`]).
+    pub fn stop_admin(self) -> Draining {
         let Controls {
-            mut admin,
-            core,
-            link,
-            ..
+            admin, core, link, ..
         } = self;
-        if let Some(admin) = &mut admin {
+        if let Some(mut admin) = admin {
             admin.begin_stop();
-        }
-        core.stop();
-        if let Some(admin) = admin {
             admin.stop();
         }
-        link
+        Draining {
+            core: Some(core),
+            link,
+        }
+    }
+}
+
+/// The control tasks the data plane still needs while it drains: the
+/// core loop, which serves the agents' model uses (a request waiting for
+/// a grant gets one or a denial, instead of holding the drain to its
+/// budget) and supervises agent processes, and the cluster link.
+#[derive(Debug)]
+pub struct Draining {
+    core: Option<CoreLoop>,
+    link: Option<LinkTask>,
+}
+
+impl Draining {
+    /// Stops the core loop (once the executors have stopped, before the
+    /// agent processes are: their stop holds the process side).
+    pub fn stop_core(&mut self) {
+        if let Some(core) = self.core.take() {
+            core.stop();
+        }
+    }
+
+    /// Stops what is left: the core loop if still running, then the link.
+    pub fn stop(mut self) {
+        self.stop_core();
+        if let Some(link) = self.link.take() {
+            link.stop();
+        }
     }
 }
 

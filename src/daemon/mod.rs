@@ -6,9 +6,10 @@
 //!    ──▶ privileges ──▶ layout ──▶ executors up ──▶ phase 0 … phase N
 //!    ──▶ load generator (last phase) ──▶ core loop, admin API, NATS link
 //!    ──▶ status line each second ◀── SIGINT/SIGTERM or --duration
-//!    ──▶ admin stops (≤1 s, beside the core loop and link stopping)
-//!    ──▶ drain (≤1.2 s) ──▶ stop (≤0.3 s more) ──▶ agent processes: SIGTERM,
-//!    SIGKILL after stop_timeout_ms, reaped ──▶ control runtime stops
+//!    ──▶ admin stops (≤1 s) ──▶ drain (≤1.2 s; the core loop still serves
+//!    model uses) ──▶ stop (≤0.3 s more) ──▶ core loop stops ──▶ agent
+//!    processes: SIGTERM, SIGKILL after stop_timeout_ms, reaped ──▶ NATS
+//!    link stops ──▶ control runtime stops
 //!    ──▶ revert tuning ──▶ report
 //!
 //!  threads:  main (signals, status line)
@@ -58,6 +59,7 @@ use pinwheel_ipc::drill::FaultSpec;
 use tracing::info;
 
 use self::boot::Booted;
+use self::control::Draining;
 use self::report::{Report, ReportInputs};
 use self::signals::Signals;
 use self::status::StatusLine;
@@ -158,19 +160,18 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
     let waited = wait_for_stop(options, &booted, started, &mut signals);
     let cluster_calls = controls.call_stats();
     let (anomalies, vram) = (controls.view.anomalies(), controls.view.gpus());
-    let link = controls.stop();
+    let mut draining = controls.stop_admin();
     let seen = Seen {
         anomalies,
         vram: (!vram.gpus.is_empty()).then_some(vram.vram),
     };
     waited?;
     let run = up_at.elapsed();
-    let mut report = finish(booted, started, startup, run, options, seen)?;
-    // After the drain: the executors' last calls to other hosts got their
-    // replies through it.
-    if let Some(link) = link {
-        link.stop();
-    }
+    let finished = finish(booted, started, startup, run, options, seen, &mut draining);
+    // The link stops after the drain: the executors' last calls to other
+    // hosts got their replies through it.
+    draining.stop();
+    let mut report = finished?;
     // After the drain too: the executors' calls to zmq agents finished.
     report.legacy = gateway.map(legacy::Running::finish);
     report.cluster_calls = cluster_calls.map(|stats| stats.totals());
@@ -263,6 +264,7 @@ fn finish(
     run: Duration,
     options: &RunOptions,
     seen: Seen,
+    draining: &mut Draining,
 ) -> Result<Report, DaemonError> {
     let Booted {
         runtime,
@@ -280,6 +282,7 @@ fn finish(
         stop_ms = stopping.elapsed().as_secs_f64() * 1e3,
         "executors stopped"
     );
+    draining.stop_core();
     // After the drain, so that requests in flight to agent processes
     // were answered; even when the executors failed, so that no child
     // outlives the daemon unreaped.

@@ -20,6 +20,12 @@
 //! Which agents: with no cluster section every agent given is planned,
 //! whatever its host (the whole seed system on one box). With a cluster,
 //! only the topology host's agents; calls to others become remote routes.
+//! Calls to an agent named on another host (`Name@host`) that is not given
+//! cannot be made by a host with no cluster to carry them: the plan keeps
+//! them apart ([`Plan::unreachable`]) with a warning, so the agents that
+//! make them run as if those calls were not in their manifest, rather than
+//! failing every request over a call that has nowhere to go.
+//!
 //! An agent of kind `zmq` is an unchanged seed process the legacy gateway
 //! reaches at its endpoint: it is on no ring, so calls to it are remote
 //! routes too (the routing table sends them to the gateway). It is placed
@@ -116,6 +122,7 @@ pub struct Plan {
     rings: Vec<RingPlan>,
     local_routes: Vec<Route>,
     remote_routes: Vec<RemoteRoute>,
+    unreachable: Vec<RemoteRoute>,
     start_order: Vec<AgentIndex>,
     cycle_breaks: Vec<CycleBreak>,
     fallbacks: Vec<String>,
@@ -156,12 +163,23 @@ impl Plan {
         let cpu_of =
             |agent: AgentIndex| placements.iter().find(|p| p.agent == agent).map(|p| p.cpu);
         let (rings, local_routes) = rings::group(flows.local, cpu_of);
+        // Calls to a `zmq` agent given here go to the gateway, cluster or
+        // not; with no cluster, calls to agents only named on another host
+        // have nowhere to go.
+        let (remote_routes, unreachable) = match topology.cluster() {
+            Some(_) => (flows.remote, Vec::new()),
+            None => flows
+                .remote
+                .into_iter()
+                .partition(|r| matches!(r.to, CallTarget::Local(_))),
+        };
         Ok(Self {
             host: topology.host().to_owned(),
             placements,
             rings,
             local_routes,
-            remote_routes: flows.remote,
+            remote_routes,
+            unreachable,
             start_order,
             cycle_breaks,
             fallbacks: placed.fallbacks,
@@ -198,6 +216,12 @@ impl Plan {
         &self.remote_routes
     }
 
+    /// Calls to agents on other hosts that this plan cannot make: it has
+    /// no cluster to carry them.
+    pub fn unreachable(&self) -> &[RemoteRoute] {
+        &self.unreachable
+    }
+
     /// Agents in start order.
     pub fn start_order(&self) -> &[AgentIndex] {
         &self.start_order
@@ -208,9 +232,22 @@ impl Plan {
         &self.cycle_breaks
     }
 
-    /// Every warning: cycle breaks, then class fallbacks.
+    /// Every warning: cycle breaks, class fallbacks, then calls no cluster
+    /// carries.
     pub fn warnings(&self, agents: &AgentSet) -> Vec<String> {
         let name = |i: AgentIndex| agents.display_name(i);
+        let unreachable = (!self.unreachable.is_empty()).then(|| {
+            let calls: Vec<String> = self
+                .unreachable
+                .iter()
+                .map(|r| format!("{} -> {}", name(r.from), agents.target_name(&r.to)))
+                .collect();
+            format!(
+                "no cluster: {} not made ({}); the callee runs on another host, so give the topology a [cluster] section or run with --nats to carry it",
+                if calls.len() == 1 { "this call is" } else { "these calls are" },
+                calls.join(", "),
+            )
+        });
         self.cycle_breaks
             .iter()
             .map(|b| {
@@ -225,6 +262,7 @@ impl Plan {
                 )
             })
             .chain(self.fallbacks.iter().cloned())
+            .chain(unreachable)
             .collect()
     }
 }
@@ -473,6 +511,24 @@ mod tests {
         let sut = Plan::build(&clustered, &set).unwrap();
         assert_eq!(sut.placements().len(), 1);
         assert_eq!(sut.remote_routes().len(), 1);
+    }
+
+    #[test]
+    fn with_no_cluster_a_call_to_an_agent_on_another_host_is_not_made_and_warned() {
+        let single = topo("schema = 1\n[host]\nname = \"h\"\ncpus = { uniform = \"0-1\" }\n");
+        let text = "schema = 1\n[[agent]]\nname = \"A\"\nhost = \"h\"\nrole = \"r\"\nkind = \"synthetic\"\ncalls = [\"B@other\"]\n";
+        let set =
+            AgentSet::from_sources(&[SourceFile::from_text(Path::new("a.toml"), text)]).unwrap();
+        let sut = Plan::build(&single, &set).unwrap();
+        assert!(sut.remote_routes().is_empty());
+        assert_eq!(sut.unreachable().len(), 1);
+        let warnings = sut.warnings(&set);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("no cluster") && w.contains("A -> B@other")),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -289,6 +289,17 @@ fn rings(out: &mut String, plan: &Plan, agents: &AgentSet) {
             );
         }
     }
+    if !plan.unreachable().is_empty() {
+        let _ = writeln!(out, "\ncalls to other hosts, not made (no cluster):");
+        for remote in plan.unreachable() {
+            let _ = writeln!(
+                out,
+                "  {} -> {}",
+                agents.display_name(remote.from),
+                agents.target_name(&remote.to)
+            );
+        }
+    }
 }
 
 fn start_order(out: &mut String, plan: &Plan, agents: &AgentSet) {

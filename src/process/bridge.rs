@@ -18,7 +18,9 @@
 //! in flight to it is answered the same at once; a request whose deadline
 //! passes in the agent is answered `STATUS_TIMEOUT`, and an agent that
 //! lets [`SILENT_AFTER`] deadlines pass in a row without one reply is
-//! reported silent and disconnected.
+//! reported silent and disconnected, unless an operator put it under a
+//! drill (a stalled or slowed agent misses deadlines because it was told
+//! to, and is left running so the drill shows how the mesh copes).
 //!
 //! What the agent sends is untrusted: every frame is copied and checked
 //! (the ring is an untrusted consumer), a call may go only to an agent its
@@ -55,8 +57,10 @@ use super::supervisor::ExitReason;
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Head, Message};
 use crate::runtime::ctx::{Ctx, now_ns};
+use crate::runtime::inbox::Direct;
 use crate::runtime::node::{STATUS_FAILED, STATUS_OVERLOADED, STATUS_TIMEOUT, STATUS_UNAVAILABLE};
 use crate::runtime::pool::FrameBuf;
+use crate::runtime::pump::YieldNow;
 
 /// Requests in flight to one agent at most.
 pub const IN_FLIGHT: usize = 1024;
@@ -126,6 +130,86 @@ struct State {
     next_expiry_ns: u64,
 }
 
+impl State {
+    /// Writes a request (`bytes`, its frame as the router queued it: no
+    /// re-encoding) to the live incarnation's ring and files it in
+    /// flight: 0, or the status to answer it with at once.
+    fn forward(&mut self, head: &Head, bytes: &[u8]) -> u16 {
+        let (Some(live), slot) = (&mut self.live, self.free.pop()) else {
+            return STATUS_UNAVAILABLE;
+        };
+        let Some(slot) = slot else {
+            return STATUS_OVERLOADED;
+        };
+        // The frame's correlation (unique among calls in flight: it names
+        // the caller's executor and call slot) comes back on the reply.
+        let sent = if self.index.contains_key(&head.correlation) {
+            Err(RingError::Full)
+        } else {
+            live.to_agent.try_push(bytes)
+        };
+        match sent {
+            Ok(()) => {
+                self.slots[usize::from(slot)] = Some(InFlight { head: *head });
+                self.index.insert(head.correlation, slot);
+                0
+            }
+            Err(err) => {
+                self.free.push(slot);
+                if matches!(err, RingError::Full) {
+                    STATUS_OVERLOADED
+                } else {
+                    STATUS_FAILED
+                }
+            }
+        }
+    }
+}
+
+/// The bridge's [`Direct`] taker: a request goes to the agent's ring inside
+/// the caller's send, with no worker woken for it. A request it cannot
+/// forward at once (no live incarnation, table or ring full) is declined
+/// and queued, and `handle` answers it.
+#[derive(Debug)]
+struct Forward {
+    state: Rc<RefCell<State>>,
+    slot: Arc<ProcessSlot>,
+    ctx: Ctx,
+}
+
+impl Direct for Forward {
+    fn take(&self, frame: FrameBuf) -> Result<(), FrameBuf> {
+        let began = now_ns();
+        let head = {
+            let bytes = frame.bytes();
+            wire::decode(&bytes).map(Head::of)
+        };
+        let Ok(head) = head else {
+            return Err(frame);
+        };
+        if head.kind != PayloadKind::Request {
+            return Err(frame);
+        }
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return Err(frame);
+        };
+        if state.forward(&head, &frame.bytes()) != 0 {
+            return Err(frame);
+        }
+        drop(state);
+        bump(&self.slot.counters.forwarded);
+        // Held until answered, as `Ctx::defer` holds a request a handler
+        // took over (`Ctx::answer` releases it).
+        self.ctx.node().hold();
+        // As a worker counts a message its handler took.
+        let me = self.ctx.me();
+        let stats = self.ctx.stats();
+        stats.record_service(me, now_ns().saturating_sub(began));
+        stats.update_agent(me, |c| c.handled += 1);
+        Ok(())
+    }
+}
+
 /// A call the agent made, waiting for a call worker.
 struct AgentCall {
     epoch: u64,
@@ -138,7 +222,7 @@ type CallChannel = (LocalSender<AgentCall>, Rc<LocalReceiver<AgentCall>>);
 /// The bridge of one process agent.
 pub struct ProcessBridge {
     spec: BridgeSpec,
-    state: RefCell<State>,
+    state: Rc<RefCell<State>>,
     group: RefCell<Option<ConsumerGroup>>,
     calls: RefCell<Option<CallChannel>>,
 }
@@ -162,7 +246,7 @@ impl ProcessBridge {
         let group = ConsumerGroup::new(spec.slot.bell().clone(), spec.wait, spec.spin_us);
         let (tx, rx) = local_channel::new_bounded(CALL_QUEUE);
         Self {
-            state: RefCell::new(State {
+            state: Rc::new(RefCell::new(State {
                 live: None,
                 seen: (0, false),
                 slots: (0..IN_FLIGHT).map(|_| None).collect(),
@@ -170,7 +254,7 @@ impl ProcessBridge {
                 index: HashMap::with_capacity(IN_FLIGHT),
                 missed_in_a_row: 0,
                 next_expiry_ns: 0,
-            }),
+            })),
             group: RefCell::new(Some(group)),
             calls: RefCell::new(Some((tx, Rc::new(rx)))),
             spec,
@@ -227,49 +311,18 @@ impl ProcessBridge {
             self.calls.borrow_mut().take();
         };
         let workers = async { while workers.next().await.is_some() {} };
+        let inbox = ctx.node().inbox(ctx.me());
+        inbox.set_direct(Some(Rc::new(Forward {
+            state: Rc::clone(&self.state),
+            slot: Arc::clone(&self.spec.slot),
+            ctx: ctx.fork(),
+        })));
         join(pump, workers).await;
+        inbox.set_direct(None);
     }
 
     async fn forward_request(&self, ctx: &Ctx, msg: &Message) -> Result<(), RuntimeError> {
-        let status = {
-            let mut state = self.state.borrow_mut();
-            let state = &mut *state;
-            match (&mut state.live, state.free.pop()) {
-                (None, slot) => {
-                    if let Some(slot) = slot {
-                        state.free.push(slot);
-                    }
-                    STATUS_UNAVAILABLE
-                }
-                (Some(_), None) => STATUS_OVERLOADED,
-                (Some(live), Some(slot)) => {
-                    let correlation = msg.head().correlation;
-                    // The frame goes to the agent as it is: its correlation
-                    // (unique among calls in flight: it names the caller's
-                    // executor and call slot) comes back on the reply.
-                    let sent = if state.index.contains_key(&correlation) {
-                        Err(RingError::Full)
-                    } else {
-                        live.to_agent.try_push(&msg.bytes())
-                    };
-                    match sent {
-                        Ok(()) => {
-                            state.slots[usize::from(slot)] = Some(InFlight { head: *msg.head() });
-                            state.index.insert(correlation, slot);
-                            0
-                        }
-                        Err(err) => {
-                            state.free.push(slot);
-                            if matches!(err, RingError::Full) {
-                                STATUS_OVERLOADED
-                            } else {
-                                STATUS_FAILED
-                            }
-                        }
-                    }
-                }
-            }
-        };
+        let status = self.state.borrow_mut().forward(msg.head(), &msg.bytes());
         if status == 0 {
             bump(&self.spec.slot.counters.forwarded);
             ctx.defer();
@@ -364,6 +417,8 @@ impl ProcessBridge {
                 return;
             }
             if moved > 0 {
+                // Callers just answered run before the pump looks again.
+                YieldNow(false).await;
                 continue;
             }
             if self.state.borrow().live.is_none() {
@@ -555,7 +610,9 @@ impl ProcessBridge {
                     state.free.push(i as u16);
                 }
             }
-            state.missed_in_a_row = state.missed_in_a_row.saturating_add(heads.len() as u32);
+            if ctx.node().routes().board().drill(ctx.me()).is_none() {
+                state.missed_in_a_row = state.missed_in_a_row.saturating_add(heads.len() as u32);
+            }
             heads
         };
         if expired.is_empty() {

@@ -1,6 +1,7 @@
 //! The daemon's side of the link protocol (`pinwheel_ipc::link`): the
-//! hello check, the welcome with the agent's facts and rings, and the
-//! method-name questions an attached agent asks later.
+//! hello check, the welcome with the agent's facts and rings, and what an
+//! attached agent says later: method-name questions and model uses
+//! (`uses.rs` keeps those).
 //!
 //! The hello is untrusted: it must come within [`HELLO_TIMEOUT`], name the
 //! agent the link is for, speak this build's wire version, and carry the
@@ -8,7 +9,11 @@
 //! with `Refused` and the link is closed. After the welcome, an agent may
 //! ask about method names; at most [`MAX_QUESTIONS_PER_TICK`] questions are
 //! answered per core-loop tick, and one more in the same tick is a flood:
-//! the agent is disconnected as corrupt.
+//! the agent is disconnected as corrupt. After the welcome the daemon
+//! never blocks on the link: it sends with `try_send_message`, and an
+//! agent that lets its link fill up with answers it does not read is
+//! disconnected as corrupt too (a drill that does not fit is sent again
+//! next tick).
 //!
 //! The method table is the host's: names get numbers in the order they are
 //! first asked for, after the native agents' own (`work` = 1, ...), at
@@ -20,6 +25,9 @@ use std::time::Duration;
 use pinwheel_ipc::link::{Facts, LinkMessage, MAX_NAME_BYTES, Named};
 use pinwheel_ipc::ring::{PeerLink, RingError, RingHandoff};
 use pinwheel_ipc::wire::WIRE_VERSION;
+
+use super::uses::ModelUses;
+use crate::runtime::board::Board;
 
 /// How long an agent has to say hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -193,8 +201,24 @@ pub fn welcome(
     }
 }
 
-/// Answers what an attached agent asked since the last tick.
-pub fn serve(link: &PeerLink, methods: &mut MethodTable) -> Result<(), LinkFault> {
+/// What serving a welcomed agent's link needs: the host's method table,
+/// the agent's model uses and the board they go through.
+pub struct Serving<'a> {
+    /// The host's method names.
+    pub methods: &'a mut MethodTable,
+    /// The agent's model uses.
+    pub uses: &'a mut ModelUses,
+    /// The mesh's shared words.
+    pub board: &'a Board,
+}
+
+/// Answers what an attached agent said since the last tick.
+pub fn serve(link: &PeerLink, serving: Serving<'_>) -> Result<(), LinkFault> {
+    let Serving {
+        methods,
+        uses,
+        board,
+    } = serving;
     for _ in 0..=MAX_QUESTIONS_PER_TICK {
         let message = match link.try_recv_message() {
             Ok(Some(message)) => message,
@@ -203,14 +227,21 @@ pub fn serve(link: &PeerLink, methods: &mut MethodTable) -> Result<(), LinkFault
             Err(err) => return Err(LinkFault::Corrupt(err.to_string())),
         };
         let answer = match message {
-            LinkMessage::Method { name } => LinkMessage::MethodId {
+            LinkMessage::Method { name } => Some(LinkMessage::MethodId {
                 id: methods.intern(&name),
                 name,
-            },
-            LinkMessage::MethodName { id } => LinkMessage::MethodId {
+            }),
+            LinkMessage::MethodName { id } => Some(LinkMessage::MethodId {
                 id,
                 name: methods.name(id).unwrap_or_default().to_owned(),
-            },
+            }),
+            LinkMessage::ModelUse { id, model } => uses
+                .ask(board, id, &model)
+                .map_err(|fault| LinkFault::Corrupt(fault.0))?,
+            LinkMessage::ModelRelease { id } => {
+                uses.release(board, id);
+                None
+            }
             other => {
                 return Err(LinkFault::Corrupt(format!(
                     "unexpected {} after the welcome",
@@ -218,15 +249,26 @@ pub fn serve(link: &PeerLink, methods: &mut MethodTable) -> Result<(), LinkFault
                 )));
             }
         };
-        match link.send_message(&answer) {
-            Ok(()) => {}
-            Err(RingError::PeerGone) => return Err(LinkFault::Gone),
-            Err(err) => return Err(LinkFault::Corrupt(err.to_string())),
+        if let Some(answer) = answer {
+            send(link, &answer)?;
         }
     }
     Err(LinkFault::Corrupt(format!(
         "more than {MAX_QUESTIONS_PER_TICK} questions in one tick"
     )))
+}
+
+/// Sends `message` to a welcomed agent without blocking; a link full of
+/// what the agent did not read is a fault.
+pub fn send(link: &PeerLink, message: &LinkMessage) -> Result<(), LinkFault> {
+    match link.try_send_message(message) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(LinkFault::Corrupt(
+            "its link is full: it does not read the daemon's answers".into(),
+        )),
+        Err(RingError::PeerGone) => Err(LinkFault::Gone),
+        Err(err) => Err(LinkFault::Corrupt(err.to_string())),
+    }
 }
 
 fn kind_name(message: &LinkMessage) -> &'static str {
@@ -237,6 +279,11 @@ fn kind_name(message: &LinkMessage) -> &'static str {
         LinkMessage::Method { .. } => "method",
         LinkMessage::MethodName { .. } => "method name",
         LinkMessage::MethodId { .. } => "method id",
+        LinkMessage::Drill(_) => "drill",
+        LinkMessage::ModelUse { .. } => "model use",
+        LinkMessage::ModelGranted { .. } => "model grant",
+        LinkMessage::ModelDenied { .. } => "model denial",
+        LinkMessage::ModelRelease { .. } => "model release",
     }
 }
 
@@ -275,17 +322,71 @@ mod tests {
         ));
     }
 
+    fn serving<'a>(
+        methods: &'a mut MethodTable,
+        uses: &'a mut ModelUses,
+        board: &'a Board,
+    ) -> Serving<'a> {
+        Serving {
+            methods,
+            uses,
+            board,
+        }
+    }
+
+    #[test]
+    fn a_model_use_is_answered_and_daemon_messages_from_an_agent_are_corrupt() {
+        let (daemon, agent) = PeerLink::pair().unwrap();
+        let mut table = MethodTable::new(&[]);
+        let board = Board::new(1, Vec::new(), &[], 0);
+        let mut uses = ModelUses::default();
+        agent
+            .send_message(&LinkMessage::ModelUse {
+                id: 1,
+                model: "nope".into(),
+            })
+            .unwrap();
+        agent
+            .send_message(&LinkMessage::ModelRelease { id: 1 })
+            .unwrap();
+        serve(&daemon, serving(&mut table, &mut uses, &board)).unwrap();
+        let answer = agent.recv_message(Duration::from_secs(1)).unwrap();
+        assert!(
+            matches!(answer, LinkMessage::ModelDenied { id: 1, ref reason } if reason.contains("nope")),
+            "{answer:?}"
+        );
+        agent
+            .send_message(&LinkMessage::ModelGranted { id: 1 })
+            .unwrap();
+        assert!(matches!(
+            serve(&daemon, serving(&mut table, &mut uses, &board)),
+            Err(LinkFault::Corrupt(ref why)) if why.contains("model grant")
+        ));
+    }
+
+    #[test]
+    fn an_agent_that_does_not_read_its_link_is_a_fault_not_a_block() {
+        let (daemon, _agent) = PeerLink::pair().unwrap();
+        let message = LinkMessage::Drill(pinwheel_ipc::drill::FaultSpec::slow(2.0));
+        let fault = (0..1_000_000)
+            .find_map(|_| send(&daemon, &message).err())
+            .expect("the link fills up");
+        assert!(matches!(fault, LinkFault::Corrupt(ref why) if why.contains("full")));
+    }
+
     #[test]
     fn questions_are_answered_and_a_flood_is_corrupt() {
         let (daemon, agent) = PeerLink::pair().unwrap();
         let mut table = MethodTable::new(&[("work", 1)]);
+        let board = Board::new(1, Vec::new(), &[], 0);
+        let mut uses = ModelUses::default();
         agent
             .send_message(&LinkMessage::Method { name: "x".into() })
             .unwrap();
         agent
             .send_message(&LinkMessage::MethodName { id: 1 })
             .unwrap();
-        serve(&daemon, &mut table).unwrap();
+        serve(&daemon, serving(&mut table, &mut uses, &board)).unwrap();
         let first = agent.recv_message(Duration::from_secs(1)).unwrap();
         assert_eq!(
             first,
@@ -308,7 +409,7 @@ mod tests {
                 .unwrap();
         }
         assert!(matches!(
-            serve(&daemon, &mut table),
+            serve(&daemon, serving(&mut table, &mut uses, &board)),
             Err(LinkFault::Corrupt(_))
         ));
     }

@@ -7,7 +7,12 @@
 //! daemon ends handed to the bridge through the slot; and ends in
 //! `finish`, whatever ended it, which detaches the slot (the bridge fails
 //! what is in flight at once), releases everything the incarnation held
-//! and asks the supervisor what next.
+//! (its model uses among it) and asks the supervisor what next.
+//!
+//! While an incarnation is welcomed, each tick sends it what it is owed
+//! (`owed.rs`); the welcome carries the drill in force, so a `--fault`
+//! given at start, or one set while the agent was down, holds from the
+//! first request of every incarnation.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -15,6 +20,7 @@ use std::process::Child;
 use std::sync::Arc;
 
 use nix::unistd::{Gid, Uid};
+use pinwheel_ipc::drill::FaultSpec;
 use pinwheel_ipc::link::{Facts, LinkMessage};
 use pinwheel_ipc::ring::{
     Consumer, PeerLink, Producer, RingConfig, RingHandoff, export_consumer_into, export_producer,
@@ -22,15 +28,17 @@ use pinwheel_ipc::ring::{
 use tracing::{info, warn};
 
 use super::cgroup::{Cgroups, Leaf};
-use super::link::{self, LinkFault, MethodTable};
+use super::link::{self, LinkFault, MethodTable, Serving};
 use super::logs::LogPipe;
 use super::slot::{Attachment, ProcessSlot};
 use super::spawn::{Launch, Spawned, pidfd_signal};
 use super::supervisor::{Decision, ExitReason, State, Supervisor};
+use super::uses::ModelUses;
 use super::watch::Watcher;
 use super::{ProcessStatus, Spawner, credentials};
 use crate::config::ProcessSpec;
 use crate::observe::api::AgentState;
+use crate::runtime::board::Board;
 use crate::topology::CpuId;
 
 /// Watcher token kinds, in the low byte of a token.
@@ -54,6 +62,8 @@ pub struct Env<'a> {
     pub cgroups: &'a Cgroups,
     /// Where credentials go.
     pub credentials_root: &'a std::path::Path,
+    /// The mesh's shared words: drills, model grants, the use desk.
+    pub board: &'a Board,
 }
 
 /// Rings made for an incarnation, until its hello.
@@ -108,7 +118,7 @@ pub struct Managed {
     pub phase: usize,
     /// Its rings' numbers.
     pub ring: RingConfig,
-    /// Its facts, less the epoch and the method table.
+    /// Its facts, less the epoch, drill and method table.
     pub facts: Facts,
     /// Shared with its bridge.
     pub slot: Arc<ProcessSlot>,
@@ -126,6 +136,10 @@ pub struct Managed {
     pub exits: [u64; 7],
     /// Why it last ended.
     pub last_exit: Option<ExitReason>,
+    /// Its model uses (the current incarnation's).
+    pub uses: ModelUses,
+    /// The drill the current incarnation was last sent.
+    pub drill_sent: FaultSpec,
 }
 
 fn no_rings(err: pinwheel_ipc::ring::RingError) -> ExitReason {
@@ -331,7 +345,12 @@ impl Managed {
             return Ok(());
         };
         if current.rings.is_none() {
-            return link::serve(&current.link, env.methods);
+            let serving = Serving {
+                methods: env.methods,
+                uses: &mut self.uses,
+                board: env.board,
+            };
+            return link::serve(&current.link, serving);
         }
         let message = match current.link.try_recv_message() {
             Ok(Some(message)) => message,
@@ -363,9 +382,13 @@ impl Managed {
         let Some(rings) = current.rings.take() else {
             return Ok(());
         };
+        let drill = env
+            .board
+            .drill(pinwheel_ipc::wire::AgentId(self.facts.agent));
         let facts = Facts {
             epoch: current.epoch,
             methods: env.methods.all(),
+            drill,
             ..self.facts.clone()
         };
         link::welcome(&current.link, facts, &rings.inbound, &rings.outbound)?;
@@ -374,7 +397,16 @@ impl Managed {
             to_agent: rings.to_agent,
             from_agent: rings.from_agent,
         });
+        self.drill_sent = drill;
         Ok(())
+    }
+
+    /// The link of the current incarnation once it is welcomed.
+    pub fn welcomed_link(&self) -> Option<&PeerLink> {
+        self.current
+            .as_ref()
+            .filter(|c| c.rings.is_none())
+            .map(|c| &c.link)
     }
 
     /// Drains its log pipes; `kind` is STDOUT or STDERR.
@@ -401,6 +433,7 @@ impl Managed {
         };
         warn!(agent = %self.name, epoch = current.epoch, %reason, "disconnecting agent");
         self.slot.detach(current.epoch);
+        self.uses.release_all(env.board);
         match &current.pidfd {
             Some(pidfd) => {
                 current.killed_for.get_or_insert(reason);
@@ -482,6 +515,7 @@ impl Managed {
             log.drain();
         }
         self.slot.detach(current.epoch);
+        self.uses.release_all(env.board);
         if let Some(dir) = &current.credentials {
             credentials::remove(dir);
         }

@@ -20,10 +20,19 @@
 //! * `watch`: which descriptors are ready, once per tick.
 //! * `cgroup`, `credentials`, `logs`: what an incarnation holds.
 //! * `link`: the daemon's side of the link protocol; the method table.
+//! * `uses`: an agent's GPU model uses, asked over its link and posted on
+//!   the board's agent-process desk on its behalf.
 //! * `attach`: the attach socket.
 //! * `managed`, `side`: one agent's incarnations; all of them.
+//! * `owed`: what a welcomed agent is sent each tick (use answers, drills).
 //! * `slot`, `bridge`: the hand-over to the executor, and the mesh agent
 //!   there that stands for the process.
+//!
+//! Drills (`pinwheel fault`, `--fault`) reach an agent process as they
+//! reach a synthetic agent, through its word on the board; the control
+//! side sends it on the link when it changes, and the SDK applies it
+//! (slowed, failed or withheld replies). The bridge does not count the
+//! deadlines a drilled agent misses as silence.
 //!
 //! Spawning happens on the control side only, through one spawner thread
 //! that lives until every child is reaped: `PR_SET_PDEATHSIG` fires when
@@ -38,11 +47,13 @@ mod credentials;
 mod link;
 mod logs;
 mod managed;
+mod owed;
 mod side;
 pub mod slot;
 #[allow(unsafe_code)]
 mod spawn;
 pub mod supervisor;
+mod uses;
 #[allow(unsafe_code)]
 pub mod watch;
 
@@ -58,6 +69,7 @@ use tracing::warn;
 pub use bridge::{BridgeSpec, ProcessBridge};
 pub use link::MethodTable;
 pub use side::ProcessSide;
+use side::Resources;
 pub use slot::ProcessSlot;
 pub use spawn::nice_of;
 pub use supervisor::{ExitReason, RestartPolicy, State, Supervisor};
@@ -66,10 +78,12 @@ use self::attach::AttachSocket;
 use self::cgroup::Cgroups;
 use self::managed::Managed;
 use self::spawn::{Launch, Spawned};
+use self::uses::ModelUses;
 use crate::config::{AgentIndex, AgentKind, AgentSet};
 pub use crate::observe::api::ProcessStatus;
 use crate::observe::health::Health;
 use crate::plan::Plan;
+use crate::runtime::board::vram_class;
 use crate::runtime::layout::{MAX_FRAME, RING_SLOTS};
 use crate::runtime::routes::Routes;
 use crate::topology::{CpuClass, Topology};
@@ -147,7 +161,15 @@ pub struct Spawner {
 }
 
 impl Spawner {
-    fn start() -> Result<Self, ProcessError> {
+    /// Starts the thread when there are processes to start (`needed`);
+    /// a daemon without process agents runs no spawner thread.
+    fn start(needed: bool) -> Result<Self, ProcessError> {
+        if !needed {
+            return Ok(Self {
+                requests: None,
+                thread: None,
+            });
+        }
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
         let thread = std::thread::Builder::new()
             .name("pinwheel-spawner".into())
@@ -214,14 +236,18 @@ impl ProcessSide {
         }
         let cgroups = cgroups_for(&managed, &options.cgroup_root, &health);
         let attach = attach_socket(&managed, &options.attach_socket, &health);
+        let spawner = Spawner::start(managed.iter().any(|m| m.spec.is_some()))?;
         Ok(Self::assemble(
             managed,
             MethodTable::new(&options.builtin_methods),
-            Spawner::start()?,
-            cgroups,
-            options.run_dir.join("credentials"),
-            attach,
-            health,
+            Resources {
+                spawner,
+                cgroups,
+                credentials_root: options.run_dir.join("credentials"),
+                attach,
+                health,
+                board: Arc::clone(routes.board()),
+            },
         ))
     }
 }
@@ -241,6 +267,11 @@ fn managed_agent(
         Ok(ids) => (ids, None),
         Err(reason) => (None, Some(reason)),
     };
+    let uses = ModelUses::new(
+        routes.models(id).to_vec(),
+        vram_class(spec.priority()),
+        u32::try_from(spec.behaviour().median_ns / 1_000_000).unwrap_or(u32::MAX),
+    );
     let settings = topology.settings(
         topology
             .class_of(placement.cpu)
@@ -278,6 +309,8 @@ fn managed_agent(
         leaf: None,
         exits: [0; 7],
         last_exit: None,
+        uses,
+        drill_sent: pinwheel_ipc::drill::FaultSpec::NONE,
     }
 }
 
@@ -379,7 +412,7 @@ fn resolve(
     Ok(Some((user.uid, gid, user.dir)))
 }
 
-/// What an agent is told about itself, less its epoch and the method
+/// What an agent is told about itself, less its epoch, drill and method
 /// table.
 fn facts(routes: &Routes, id: AgentId, agents: &AgentSet, index: AgentIndex) -> Facts {
     let spec = agents.get(index);
@@ -397,6 +430,7 @@ fn facts(routes: &Routes, id: AgentId, agents: &AgentSet, index: AgentIndex) -> 
     Facts {
         agent: id.0,
         epoch: 0,
+        drill: pinwheel_ipc::drill::FaultSpec::NONE,
         calls: routes
             .calls(id)
             .iter()

@@ -6,9 +6,11 @@
 //!   (blocking, bounded), so agents of later phases find it up.
 //! * Each core-loop tick (`tick(now)`, never blocking): the watcher's
 //!   ready descriptors (exits, link messages, log output, connections on
-//!   the attach socket), the bridges' reports (corrupt or silent agents are
-//!   killed), hello and exit deadlines, due restarts, and the health
-//!   reasons of failed agents.
+//!   the attach socket, model uses asked and released), the bridges'
+//!   reports (corrupt or silent agents are killed), what each welcomed
+//!   agent is owed on its link (model-use answers, a changed drill), hello
+//!   and exit deadlines, due restarts, and the health reasons of failed
+//!   agents.
 //! * Stop (`stop`, on the boot thread after the executors drained):
 //!   SIGTERM to every child, SIGKILL to those still there after their
 //!   `stop_timeout_ms`, every child reaped, credentials, cgroups and the
@@ -29,6 +31,7 @@ use super::supervisor::{ExitReason, State};
 use super::watch::Watcher;
 use super::{ProcessStatus, Spawner};
 use crate::observe::health::Health;
+use crate::runtime::board::Board;
 
 const LISTENER: u64 = u64::MAX - 1;
 const PENDING: u64 = 1 << 63;
@@ -59,18 +62,30 @@ pub struct ProcessSide {
     ready: Vec<u64>,
     health: Arc<Health>,
     failed_reported: Vec<bool>,
+    board: Arc<Board>,
+}
+
+/// What the process side holds for all its agents: where it starts them
+/// and what it reports to.
+pub(super) struct Resources {
+    pub spawner: Spawner,
+    pub cgroups: Cgroups,
+    pub credentials_root: std::path::PathBuf,
+    pub attach: Option<AttachSocket>,
+    pub health: Arc<Health>,
+    pub board: Arc<Board>,
 }
 
 impl ProcessSide {
-    pub(super) fn assemble(
-        agents: Vec<Managed>,
-        methods: MethodTable,
-        spawner: Spawner,
-        cgroups: Cgroups,
-        credentials_root: std::path::PathBuf,
-        attach: Option<AttachSocket>,
-        health: Arc<Health>,
-    ) -> Self {
+    pub(super) fn assemble(agents: Vec<Managed>, methods: MethodTable, held: Resources) -> Self {
+        let Resources {
+            spawner,
+            cgroups,
+            credentials_root,
+            attach,
+            health,
+            board,
+        } = held;
         let mut watcher = Watcher::new(true);
         if let Some(socket) = &attach {
             watcher.watch(LISTENER, socket.fd());
@@ -89,6 +104,7 @@ impl ProcessSide {
             ready: Vec::with_capacity(64),
             health,
             failed_reported,
+            board,
         }
     }
 
@@ -101,6 +117,7 @@ impl ProcessSide {
                 spawner: &self.spawner,
                 cgroups: &self.cgroups,
                 credentials_root: &self.credentials_root,
+                board: &self.board,
             },
         )
     }
@@ -142,6 +159,9 @@ impl ProcessSide {
 
     /// One core-loop tick.
     pub fn tick(&mut self, now_ns: u64) {
+        for agent in &mut self.agents {
+            agent.uses.new_tick();
+        }
         self.ready.clear();
         let mut ready = std::mem::take(&mut self.ready);
         if let Err(err) = self.watcher.ready(&mut ready) {
@@ -157,6 +177,14 @@ impl ProcessSide {
                 && epoch == agent.epoch
             {
                 agent.kill(&mut env, reason, now_ns);
+            }
+            match agent.sync(&mut env) {
+                Ok(()) => {}
+                Err(LinkFault::Gone) => agent.on_link_gone(&mut env, now_ns),
+                Err(fault) => {
+                    warn!(agent = %agent.name, %fault, "agent link");
+                    agent.kill(&mut env, fault_reason(&fault), now_ns);
+                }
             }
             agent.check_deadlines(&mut env, now_ns);
             if agent.restart_due(now_ns) {

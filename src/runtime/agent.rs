@@ -67,7 +67,8 @@ pub struct Head {
 }
 
 impl Head {
-    fn of(env: &ArchivedEnvelope<'_>) -> Self {
+    /// The fixed fields of a checked envelope.
+    pub fn of(env: &ArchivedEnvelope<'_>) -> Self {
         let (code, seq) = match env.to_envelope().payload {
             Payload::Request { method, .. } => (method, 0),
             Payload::Reply { status, .. } => (status, 0),

@@ -9,7 +9,9 @@
 //!   drill, once per request.
 //! * Per GPU model the manifests name, a grant word and, per executor, a
 //!   use desk: the path by which agents ask the VRAM optimizer for their
-//!   models ([`super::desk`]).
+//!   models ([`super::desk`]). One more desk, after the executors', is
+//!   the agent processes': the control side posts their uses there on
+//!   their behalf.
 //!
 //! Built once with the routing table, sized by the plan; nothing here
 //! allocates after that. All orderings are Relaxed unless a comment says
@@ -87,20 +89,31 @@ pub struct Board {
     models: Box<[ModelInfo]>,
     grants: Box<[ModelGrant]>,
     desks: Box<[UseDesk]>,
+    /// The index of the agent processes' desk in `desks`, if it has one.
+    process_desk: Option<usize>,
     managed: AtomicBool,
 }
 
 impl Board {
-    /// A board for `agents` ids, `models`, and one desk per executor with
-    /// the given number of slots.
-    pub fn new(agents: usize, models: Vec<ModelInfo>, desk_slots: &[usize]) -> Self {
+    /// A board for `agents` ids, `models`, one desk per executor with the
+    /// given number of slots, and the agent processes' desk with
+    /// `process_slots` (none when 0).
+    pub fn new(
+        agents: usize,
+        models: Vec<ModelInfo>,
+        desk_slots: &[usize],
+        process_slots: usize,
+    ) -> Self {
+        let process = (process_slots > 0).then_some(process_slots);
         Self {
             agents: (0..agents).map(|_| AgentWords::default()).collect(),
             grants: models.iter().map(|_| ModelGrant::default()).collect(),
             desks: desk_slots
                 .iter()
+                .chain(process.as_ref())
                 .map(|&n| UseDesk::new(n, models.len()))
                 .collect(),
+            process_desk: process.map(|_| desk_slots.len()),
             models: models.into_boxed_slice(),
             managed: AtomicBool::new(false),
         }
@@ -182,7 +195,12 @@ impl Board {
         self.desks.get(usize::from(executor))
     }
 
-    /// Every executor's use desk.
+    /// The agent processes' use desk, if any agent process names a model.
+    pub fn process_desk(&self) -> Option<&UseDesk> {
+        self.desks.get(self.process_desk?)
+    }
+
+    /// Every use desk: the executors', then the agent processes'.
     pub fn desks(&self) -> &[UseDesk] {
         &self.desks
     }
@@ -194,7 +212,7 @@ mod tests {
 
     #[test]
     fn flags_and_drills_are_per_agent_and_out_of_range_ids_read_as_clear() {
-        let sut = Board::new(3, Vec::new(), &[]);
+        let sut = Board::new(3, Vec::new(), &[], 0);
         sut.set_flag(AgentId(1), AgentFlags::ISOLATED, true);
         sut.set_flag(AgentId(1), AgentFlags::SLOW, true);
         assert!(!sut.flags(AgentId(1)).usable() && sut.flags(AgentId(1)).slow());
@@ -205,5 +223,19 @@ mod tests {
         assert_eq!(sut.drill(AgentId(2)).slow_factor(), 10.0);
         assert_eq!(sut.drill(AgentId(9)), FaultSpec::NONE);
         assert!(sut.flags(AgentId(9)).usable());
+    }
+
+    #[test]
+    fn the_agent_processes_desk_comes_after_the_executors_and_only_when_sized() {
+        let models = vec![ModelInfo {
+            name: "m".into(),
+            vram_mib: 1,
+            class: 1,
+        }];
+        let sut = Board::new(1, models.clone(), &[2, 4], 6);
+        assert_eq!(sut.desks().len(), 3);
+        assert_eq!(sut.process_desk().map(UseDesk::len), Some(6));
+        assert_eq!(sut.desk(1).map(UseDesk::len), Some(4));
+        assert!(Board::new(1, models, &[2], 0).process_desk().is_none());
     }
 }

@@ -40,8 +40,10 @@
 //!
 //! States both sides may move (`ASKED`, `WAITING`) change only by
 //! compare-and-swap, so neither side's move is lost; every other state
-//! has one writer. An agent process goes through the same desk: the
-//! daemon side of its link asks and holds on its behalf, and a guard in
+//! has one writer. An agent process goes through a desk of the same kind,
+//! the board's last (`Board::process_desk`): the control side, which owns
+//! its link, posts, holds and ends its uses on its behalf, one open use at
+//! most [`MAX_PROCESS_USES`] per agent (`process::uses`), and a guard in
 //! its SDK stands for the [`ModelLease`].
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -52,6 +54,8 @@ use super::ctx::Ctx;
 
 /// How often a waiting use looks at its slot.
 pub const USE_POLL: Duration = Duration::from_millis(1);
+/// Model uses one agent process may have open (held or asking) at once.
+pub const MAX_PROCESS_USES: usize = 16;
 
 const GRANTED: u32 = 1 << 31;
 const HOLDERS: u32 = GRANTED - 1;

@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::board::{Board, ModelInfo, vram_class};
+use super::desk::MAX_PROCESS_USES;
 use super::remote::{RemoteKind, RemoteTable};
 use crate::config::{AgentIndex, AgentKind, AgentSet, Balance, CallTarget};
 use crate::plan::Plan;
@@ -94,7 +95,7 @@ impl Routes {
             service_of: vec![NO_SERVICE; total],
             heads: (0..total).map(|i| AgentId(i as u32)).collect(),
             models: vec![Vec::new(); total],
-            board: Arc::new(Board::new(0, Vec::new(), &[])),
+            board: Arc::new(Board::new(0, Vec::new(), &[], 0)),
         };
         for &agent in plan.start_order() {
             // A zmq agent's process is on no ring: the gateway reaches it.
@@ -153,13 +154,17 @@ impl Routes {
 
     /// The board: every model the manifests name gets a slot, and each
     /// executor a desk with room for every use its agents can have asking
-    /// at once (two per worker and model; see `desk`).
+    /// at once (two per worker and model; see `desk`); the agent
+    /// processes' desk has two per use an agent process may have open.
     fn fill_board(&mut self, agents: &AgentSet) {
         let mut models: Vec<ModelInfo> = Vec::new();
         let mut desk_slots = vec![0; self.executors.len()];
+        let mut process_slots = 0;
         for (index, spec) in agents.iter() {
             let executor = self.agent_executor[index.0];
             let class = vram_class(spec.priority());
+            // An agent process's uses go through the agent processes' desk.
+            let process = matches!(spec.kind(), AgentKind::Process | AgentKind::External);
             for need in spec.models() {
                 let slot = match models.iter().position(|m| m.name == need.name) {
                     Some(slot) => slot,
@@ -174,13 +179,25 @@ impl Routes {
                 };
                 models[slot].class = models[slot].class.max(class);
                 self.models[index.0].push(slot as u16);
-                if let Some(n) = desk_slots.get_mut(usize::from(executor)) {
+                if let Some(n) = desk_slots
+                    .get_mut(usize::from(executor))
+                    .filter(|_| !process)
+                {
                     // One slot asking and one ended, per worker and model.
                     *n += 2 * spec.behaviour().concurrency as usize;
                 }
             }
+            if process && !spec.models().is_empty() && executor != NOWHERE {
+                // One slot asking and one ended, per use open at once.
+                process_slots += 2 * MAX_PROCESS_USES;
+            }
         }
-        self.board = Arc::new(Board::new(self.agent_executor.len(), models, &desk_slots));
+        self.board = Arc::new(Board::new(
+            self.agent_executor.len(),
+            models,
+            &desk_slots,
+            process_slots,
+        ));
     }
 
     /// Gives agent `agent` the next slot on the executor of `cpu`.

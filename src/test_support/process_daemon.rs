@@ -1,8 +1,9 @@
 //! [`TestDaemon`]: a `pinwheel run` in a subprocess for the tests of
 //! agent processes, which need more of it than [`super::DaemonProcess`]
 //! gives: its manifest, run directory, report and log in a temporary
-//! directory it owns, its admin API on a free loopback port, the report
-//! read back when it ends, and `/proc` helpers (placement, zombies,
+//! directory it owns, its admin API on a free loopback port with a token
+//! for its writes ([`TestDaemon::token_file`]), the report read back when
+//! it ends, and `/proc` helpers (placement, zombies,
 //! `/dev/shm`) to check what it left behind.
 
 use std::net::SocketAddr;
@@ -43,6 +44,19 @@ impl TestDaemon {
     /// Starts `pinwheel` (`exe`) with `manifest` on the 2-CPU topology of
     /// the crate at `crate_dir`, plus `args`.
     pub fn start(exe: &str, crate_dir: &str, manifest: &str, args: &[&str]) -> Self {
+        let topology = Path::new("topology/vm-2cpu.toml");
+        Self::start_on(exe, crate_dir, topology, manifest, args)
+    }
+
+    /// [`TestDaemon::start`] on another topology file (relative to
+    /// `crate_dir`, or absolute).
+    pub fn start_on(
+        exe: &str,
+        crate_dir: &str,
+        topology: &Path,
+        manifest: &str,
+        args: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         // Agents running as nobody reach the attach socket through it.
         std::fs::set_permissions(
@@ -51,20 +65,26 @@ impl TestDaemon {
         )
         .expect("chmod");
         std::fs::write(dir.path().join("agents.toml"), manifest).expect("write manifest");
+        let token = dir.path().join("admin.token");
+        std::fs::write(&token, "process-test-token\n").expect("write token");
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod token");
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port");
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
         let child = Command::new(exe)
             .current_dir(crate_dir)
-            .args(["run", "--topology", "topology/vm-2cpu.toml", "--agents"])
+            .args(["run", "--topology"])
+            .arg(topology)
+            .arg("--agents")
             .arg(dir.path().join("agents.toml"))
             .arg("--run-dir")
             .arg(dir.path().join("run"))
             .arg("--report")
             .arg(dir.path().join("report.json"))
             .args(["--admin-addr", &addr.to_string(), "--admin-token-file"])
-            .arg(dir.path().join("no-token"))
+            .arg(&token)
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -84,6 +104,16 @@ impl TestDaemon {
     /// Its temporary directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The admin token file (for `pinwheel fault --token-file`).
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.path().join("admin.token")
+    }
+
+    /// The admin API's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The attach socket.

@@ -1,16 +1,22 @@
 //! [`Agent`]: receive requests, answer them, call other agents, publish
 //! and subscribe; see the crate doc for the threading design.
+//!
+//! Drills: the daemon sends the drill the agent is under on its link; the
+//! reader keeps it in one atomic word, and [`Request::reply`] applies it
+//! (see there), so an application needs no code of its own for them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use pinwheel_ipc::drill::{FaultSpec, STATUS_DRILL_ERROR};
 use pinwheel_ipc::link::{Facts, LinkMessage, Named};
 use pinwheel_ipc::ring::{Consumer, PeerLink, Producer, RingError};
 use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 use crate::AgentError;
 use crate::attach::{self, Attached};
+use crate::drill::{Draws, Handled, Shaped, shape};
 use crate::inbox::{Frame, Incoming, Input};
 use crate::park::Parker;
 
@@ -23,6 +29,10 @@ const BATCH: usize = 64;
 const SEND_PATIENCE: Duration = Duration::from_secs(1);
 /// Reply status the SDK answers a request with when its queue is full.
 pub const STATUS_OVERLOADED: u16 = 503;
+/// Reader passes that found frames after which it looks at the link even
+/// though no one waits for an answer there (a drill), so a busy ring
+/// cannot hold a link message off for long.
+const LINK_EVERY: u32 = 64;
 
 /// An agent attached to the daemon. Cheap to clone; every clone is the
 /// same agent.
@@ -41,12 +51,20 @@ struct Inner {
     arrived: Condvar,
     reader: Mutex<Reader>,
     next_correlation: AtomicU64,
+    /// The drill the daemon said the agent is under, as its word.
+    drill: AtomicU64,
+    /// Draws for a drill's error chance.
+    draws: Draws,
+    /// The next model use's number.
+    next_use: AtomicU32,
 }
 
 #[derive(Debug)]
 struct Reader {
     consumer: Consumer,
     parker: Parker,
+    /// Passes that found frames since the link was last read.
+    busy_passes: u32,
 }
 
 /// A request to this agent.
@@ -55,6 +73,9 @@ pub struct Request {
     agent: Agent,
     incoming: Incoming,
     method: Arc<str>,
+    /// When the application got it: a drill's slow-down scales the
+    /// handling from here to the reply.
+    received: Instant,
 }
 
 /// The answer to a call.
@@ -64,23 +85,6 @@ pub struct Reply {
     pub status: u16,
     /// The callee's answer.
     pub body: Vec<u8>,
-}
-
-/// An event heard on a subscribed topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// The topic.
-    pub topic: Arc<str>,
-    /// The publisher's body.
-    pub body: Vec<u8>,
-}
-
-/// A subscription to one of the agent's topics.
-#[derive(Debug, Clone)]
-pub struct Subscription {
-    agent: Agent,
-    topic: u32,
-    name: Arc<str>,
 }
 
 impl Agent {
@@ -118,8 +122,12 @@ impl Agent {
                 reader: Mutex::new(Reader {
                     consumer: inbound,
                     parker,
+                    busy_passes: 0,
                 }),
                 next_correlation: AtomicU64::new(1),
+                drill: AtomicU64::new(facts.drill.to_bits()),
+                draws: Draws::new(u64::from(std::process::id()) ^ now_ns()),
+                next_use: AtomicU32::new(1),
                 facts,
             }),
         })
@@ -145,6 +153,19 @@ impl Agent {
         self.inner.facts.epoch
     }
 
+    /// The drill the daemon has put the agent under
+    /// ([`FaultSpec::NONE`] when none); [`Request::reply`] applies it.
+    pub fn drill(&self) -> FaultSpec {
+        // SYNC: Relaxed; a value on its own, read once per reply.
+        let bits = self.inner.drill.load(Ordering::Relaxed);
+        FaultSpec::from_bits(bits).unwrap_or(FaultSpec::NONE)
+    }
+
+    /// Its manifest facts.
+    pub(crate) fn facts(&self) -> &Facts {
+        &self.inner.facts
+    }
+
     /// How the reader parks: `uring` or `poll`.
     pub fn parking(&self) -> &'static str {
         lock(&self.inner.reader).parker.name()
@@ -163,6 +184,7 @@ impl Agent {
             agent: self.clone(),
             incoming,
             method,
+            received: Instant::now(),
         }))
     }
 
@@ -234,6 +256,7 @@ impl Agent {
             agent: self.clone(),
             incoming,
             method,
+            received: Instant::now(),
         })
     }
 
@@ -259,22 +282,18 @@ impl Agent {
         })
     }
 
-    /// Subscribes to `topic` (one of its manifest's `subscribes`: the
-    /// daemon routes those topics to it from the start, and events are
-    /// queued until taken).
-    pub fn subscribe(&self, topic: &str) -> Result<Subscription, AgentError> {
-        let id =
-            find(&self.inner.facts.subscribes, topic).ok_or_else(|| AgentError::NotAllowed {
-                reason: format!(
-                    "agent {} does not hear {topic:?}: add it to `subscribes` in the manifest",
-                    self.inner.name
-                ),
-            })?;
-        Ok(Subscription {
-            agent: self.clone(),
-            topic: id,
-            name: topic.into(),
-        })
+    /// A number for a new model use.
+    pub(crate) fn next_use_id(&self) -> u32 {
+        // SYNC: Relaxed; only uniqueness matters.
+        self.inner.next_use.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends a message on the link.
+    pub(crate) fn send_link(&self, message: &LinkMessage) -> Result<(), AgentError> {
+        self.inner
+            .link
+            .send_message(message)
+            .map_err(AgentError::link)
     }
 
     fn send(&self, env: &Envelope<'_>) -> Result<(), AgentError> {
@@ -335,7 +354,11 @@ impl Agent {
     pub(crate) fn read(&self, deadline: Instant) -> Result<(), AgentError> {
         let inner = &*self.inner;
         let mut reader = lock(&inner.reader);
-        let Reader { consumer, parker } = &mut *reader;
+        let Reader {
+            consumer,
+            parker,
+            busy_passes,
+        } = &mut *reader;
         let slice = deadline
             .saturating_duration_since(Instant::now())
             .min(LINK_CHECK);
@@ -343,7 +366,13 @@ impl Agent {
             .wait_with(slice, |bell, left| parker.park(bell, left))
             .map_err(AgentError::link)?;
         if !ready {
+            *busy_passes = 0;
             return self.read_link();
+        }
+        *busy_passes += 1;
+        if *busy_passes >= LINK_EVERY || lock(&inner.input).link_waiters > 0 {
+            *busy_passes = 0;
+            self.read_link()?;
         }
         let mut refused = Vec::new();
         for _ in 0..BATCH {
@@ -383,8 +412,21 @@ impl Agent {
                     } else {
                         input.methods.learn(&name, u32::from(id));
                     }
-                    #[cfg(feature = "async")]
-                    input.wake();
+                    self.filed(input);
+                }
+                Ok(Some(LinkMessage::Drill(fault))) => {
+                    // SYNC: Relaxed; see `drill`.
+                    self.inner.drill.store(fault.to_bits(), Ordering::Relaxed);
+                }
+                Ok(Some(LinkMessage::ModelGranted { id })) => {
+                    let mut input = lock(&self.inner.input);
+                    input.answer_use(id, Ok(()));
+                    self.filed(input);
+                }
+                Ok(Some(LinkMessage::ModelDenied { id, reason })) => {
+                    let mut input = lock(&self.inner.input);
+                    input.answer_use(id, Err(reason));
+                    self.filed(input);
                 }
                 Ok(Some(other)) => {
                     return Err(AgentError::Protocol {
@@ -397,16 +439,26 @@ impl Agent {
         }
     }
 
+    /// Wakes whoever waits for what was just filed in `input`.
+    fn filed(&self, input: MutexGuard<'_, Input>) {
+        #[cfg(feature = "async")]
+        let input = {
+            let mut input = input;
+            input.wake();
+            input
+        };
+        if input.waiters > 0 {
+            self.inner.arrived.notify_all();
+        }
+    }
+
     /// The number of method `name`, asking the daemon if new.
     fn method_id(&self, name: &str, deadline: Instant) -> Result<u16, AgentError> {
         if let Some(id) = lock(&self.inner.input).methods.id(name) {
             return Ok(id);
         }
-        self.inner
-            .link
-            .send_message(&LinkMessage::Method { name: name.into() })
-            .map_err(AgentError::link)?;
-        let found = self.wait_for(deadline, |input| input.methods.id(name))?;
+        self.send_link(&LinkMessage::Method { name: name.into() })?;
+        let found = self.wait_for_link(deadline, |input| input.methods.id(name))?;
         found.ok_or(AgentError::Timeout { waited_ms: 0 })
     }
 
@@ -421,13 +473,10 @@ impl Agent {
         if let Some(name) = known(&mut lock(&self.inner.input)) {
             return Ok(name);
         }
-        self.inner
-            .link
-            .send_message(&LinkMessage::MethodName { id })
-            .map_err(AgentError::link)?;
+        self.send_link(&LinkMessage::MethodName { id })?;
         let deadline = deadline.max(Instant::now() + Duration::from_secs(1));
         Ok(self
-            .wait_for(deadline, known)?
+            .wait_for_link(deadline, known)?
             .unwrap_or_else(|| format!("#{id}").into()))
     }
 
@@ -445,7 +494,19 @@ impl Agent {
         })
     }
 
-    #[cfg(feature = "async")]
+    /// Like `wait_for`, for an answer that comes on the link: while it
+    /// waits, the reader reads the link on every pass.
+    pub(crate) fn wait_for_link<T>(
+        &self,
+        deadline: Instant,
+        take: impl FnMut(&mut Input) -> Option<T>,
+    ) -> Result<Option<T>, AgentError> {
+        self.input().link_waiters += 1;
+        let found = self.wait_for(deadline, take);
+        self.input().link_waiters -= 1;
+        found
+    }
+
     pub(crate) fn input(&self) -> MutexGuard<'_, Input> {
         lock(&self.inner.input)
     }
@@ -468,31 +529,40 @@ impl Request {
     }
 
     /// Answers the request: `status` 0 for success.
+    ///
+    /// Under a drill ([`Agent::drill`]) the answer is what the drill
+    /// says: `stall` sends nothing (the caller times out); `error=P`
+    /// answers a share P with [`STATUS_DRILL_ERROR`] and no body instead,
+    /// at once; `slow=Kx` first waits, on this thread, until the request
+    /// has taken K times as long as its handling (from `recv` to this
+    /// call), and sends nothing if that is past its deadline (the daemon
+    /// has answered the caller "timed out" by then).
     pub fn reply(self, status: u16, body: &[u8]) -> Result<(), AgentError> {
-        self.agent.answer(&self.incoming, status, body)
+        let drill = self.agent.drill();
+        if drill.is_none() {
+            return self.agent.answer(&self.incoming, status, body);
+        }
+        let deadline = self.incoming.deadline_ns;
+        let handled = Handled {
+            handled: self.received.elapsed(),
+            left: (deadline != 0).then(|| Duration::from_nanos(deadline.saturating_sub(now_ns()))),
+        };
+        match shape(drill, self.agent.inner.draws.next(), handled) {
+            Shaped::Send { after } => {
+                std::thread::sleep(after);
+                self.agent.answer(&self.incoming, status, body)
+            }
+            Shaped::Fail => self.agent.answer(&self.incoming, STATUS_DRILL_ERROR, &[]),
+            Shaped::Withhold { after } => {
+                std::thread::sleep(after);
+                Ok(())
+            }
+        }
     }
 }
 
-impl Subscription {
-    /// The topic.
-    pub fn topic(&self) -> &str {
-        &self.name
-    }
-
-    /// Waits up to `timeout` for the next event on the topic.
-    pub fn recv(&self, timeout: Duration) -> Result<Option<Event>, AgentError> {
-        let topic = self.topic;
-        let body = self.agent.wait_for(Instant::now() + timeout, |input| {
-            input.events.get_mut(&topic).and_then(|q| q.pop_front())
-        })?;
-        Ok(body.map(|body| Event {
-            topic: Arc::clone(&self.name),
-            body,
-        }))
-    }
-}
-
-fn find(list: &[Named], name: &str) -> Option<u32> {
+/// The number of `name` in `list`.
+pub(crate) fn find(list: &[Named], name: &str) -> Option<u32> {
     list.iter().find(|n| n.name == name).map(|n| n.id)
 }
 

@@ -1,12 +1,13 @@
-//! The async API (feature `async`): [`AsyncAgent`], whose `recv` and
-//! `call` are futures any executor can poll.
+//! The async API (feature `async`): [`AsyncAgent`], whose `recv`, `call`
+//! and `model` are futures any executor can poll.
 //!
 //! No runtime is assumed: a reader thread the agent owns does the blocking
 //! part (it is the ring's reader, as a blocking `recv` would be) and wakes
 //! the futures whenever it files something, and at least every 50 ms so
 //! that a call notices its deadline. A future never blocks its executor,
 //! except on the first use of a method name the daemon's table did not
-//! carry (one question on the link).
+//! carry (one question on the link). `Request::reply` stays blocking: under
+//! a `slow` drill it sleeps the thread that calls it.
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{Agent, AgentError, Reply, Request};
+use crate::model::Asking;
+use crate::{Agent, AgentError, ModelGuard, Reply, Request};
 
 const TICK: Duration = Duration::from_millis(50);
 
@@ -109,6 +111,38 @@ impl AsyncAgent {
             Poll::Pending
         })
         .await
+    }
+}
+
+impl AsyncAgent {
+    /// Asks for GPU model `model` and waits up to `timeout` for the VRAM
+    /// optimizer (see [`Agent::model`]); dropping the future gives the use
+    /// up.
+    pub async fn model(&self, model: &str, timeout: Duration) -> Result<ModelGuard, AgentError> {
+        let deadline = Instant::now() + timeout;
+        let asking = Asking::start(&self.agent, model)?;
+        let id = asking.id();
+        let answer = poll_fn(|cx| {
+            let mut input = self.agent.input();
+            if let Some(answer) = input.uses_answered.remove(&id) {
+                return Poll::Ready(Ok(Some(answer)));
+            }
+            if let Some(err) = &input.gone {
+                return Poll::Ready(Err(err.clone()));
+            }
+            if Instant::now() >= deadline {
+                return Poll::Ready(Ok(None));
+            }
+            input.wakers.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await?;
+        match answer {
+            Some(answer) => asking.finish(answer),
+            None => Err(AgentError::Timeout {
+                waited_ms: timeout.as_millis() as u64,
+            }),
+        }
     }
 }
 

@@ -1,13 +1,13 @@
 //! What the reader found and has not been taken yet: requests for
 //! `recv`, replies for waiting calls, events for subscriptions, and the
-//! daemon's answers about method names. All of it sits behind one mutex
+//! daemon's answers about method names and model uses. All of it sits behind one mutex
 //! ([`Input`]); the reader adds, the waiting threads take.
 //!
 //! Everything is bounded: requests beyond [`MAX_QUEUED_REQUESTS`] are
 //! answered "overloaded" by the reader instead of queued, events beyond
 //! [`MAX_QUEUED_EVENTS`] per topic push out the oldest, a reply no call
-//! waits for (it timed out) is dropped, and the method table holds the
-//! daemon's numbers only.
+//! waits for (it timed out) is dropped, and so is the answer to a model
+//! use no one waits for; the method table holds the daemon's numbers only.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -128,6 +128,14 @@ pub(crate) struct Input {
     /// Threads waiting on the condition variable (std's `notify_all` is a
     /// system call even with none, so it is made only when one waits).
     pub waiters: usize,
+    /// Waits for an answer on the link (a method's name or number, a
+    /// model use): while there are any, the reader reads the link on
+    /// every pass, not only when the ring is idle.
+    pub link_waiters: usize,
+    /// Model uses asked for and not answered yet.
+    pub uses_asked: HashSet<u32>,
+    /// The daemon's answers to them: granted, or denied with a reason.
+    pub uses_answered: HashMap<u32, Result<(), String>>,
     /// Why the agent can no longer talk to the daemon, once it cannot.
     pub gone: Option<AgentError>,
     /// Events dropped because their topic's queue was full.
@@ -175,6 +183,14 @@ impl Input {
             Frame::Other => {}
         }
         None
+    }
+
+    /// Files the daemon's answer to model use `id`, if it is still asked
+    /// for (one given up is released by the SDK already).
+    pub fn answer_use(&mut self, id: u32, answer: Result<(), String>) {
+        if self.uses_asked.remove(&id) {
+            self.uses_answered.insert(id, answer);
+        }
     }
 
     /// Wakes the futures waiting on this input.
@@ -228,6 +244,18 @@ mod tests {
         assert_eq!(sut.events[&1][0], vec![1u8]);
         assert_eq!(sut.dropped_events, 1);
         assert!(!sut.events.contains_key(&2));
+    }
+
+    #[test]
+    fn an_answer_to_a_model_use_no_one_asked_for_is_dropped() {
+        let mut sut = Input::new(&[]);
+        sut.uses_asked.insert(4);
+        sut.answer_use(5, Ok(()));
+        sut.answer_use(4, Err("too large".into()));
+        sut.answer_use(4, Ok(()));
+        assert_eq!(sut.uses_answered.len(), 1);
+        assert_eq!(sut.uses_answered[&4], Err("too large".into()));
+        assert!(sut.uses_asked.is_empty());
     }
 
     #[test]

@@ -39,6 +39,16 @@
 //! keeps one table for the host, sent with the facts; a name or number
 //! not seen yet costs one question on the link, once.
 //!
+//! Drills ([`FaultSpec`]): the daemon tells the agent on its link when an
+//! operator puts it under one (`pinwheel fault Name --slow 10x`), and
+//! [`Request::reply`] applies it (slowed, failed or withheld replies), so
+//! a drill on an agent process means what it means on a synthetic agent.
+//!
+//! GPU models: [`Agent::model`] asks the daemon's VRAM optimizer for a
+//! model the manifest names and returns a [`ModelGuard`] that holds it
+//! resident until dropped (`model.rs`). How a drill shapes a reply is
+//! `drill.rs`; subscriptions are `topic.rs`.
+//!
 //! Trust: the daemon's frames are checked (bytecheck) like any peer's,
 //! and nothing in them can make the SDK panic.
 //!
@@ -47,19 +57,25 @@
 
 mod agent;
 mod attach;
+mod drill;
 #[cfg(feature = "async")]
 mod future;
 mod inbox;
+mod model;
 #[allow(unsafe_code)]
 mod park;
+mod topic;
 
 use std::sync::Arc;
 
-pub use agent::{Agent, Event, Reply, Request, Subscription, now_ns};
+pub use agent::{Agent, Reply, Request, now_ns};
 #[cfg(feature = "async")]
 pub use future::AsyncAgent;
+pub use model::{MODEL_WAIT, ModelGuard};
 pub use park::PARK_ENV;
+pub use pinwheel_ipc::drill::{FaultSpec, STATUS_DRILL_ERROR};
 pub use pinwheel_ipc::wire::WIRE_VERSION;
+pub use topic::{Event, Subscription};
 
 /// Errors of the SDK.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -89,6 +105,14 @@ pub enum AgentError {
     #[error("{reason}")]
     NotAllowed {
         /// What, and which manifest field allows it.
+        reason: String,
+    },
+    /// The daemon refused a model use.
+    #[error("the daemon refused model {model}: {reason}")]
+    ModelDenied {
+        /// The model asked for.
+        model: String,
+        /// The daemon's reason.
         reason: String,
     },
     /// No answer in time.

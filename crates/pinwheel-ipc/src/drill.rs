@@ -12,7 +12,11 @@
 //!
 //! The daemon applies it to synthetic agents itself; an agent process
 //! applies it through its SDK, with [`FaultSpec::service_ns`] and
-//! [`FaultSpec::fails`], so both sides mean the same thing. It lives here,
+//! [`FaultSpec::fails`], so both sides mean the same thing: a slowed
+//! reply waits [`FaultSpec::extra_ns`] past the agent's own handling, and
+//! a failed one is answered [`STATUS_DRILL_ERROR`], the status a synthetic
+//! agent's injected error gets. The daemon hands the drill to an agent
+//! process over its link (`link::LinkMessage::Drill`). It lives here,
 //! below both, and packs into one `u64` ([`FaultSpec::to_bits`]), so the
 //! daemon keeps one atomic word per agent that executors read per request
 //! without a lock, and a word another process sends is checked
@@ -29,6 +33,10 @@ use core::fmt;
 
 /// Largest slow-down factor.
 pub const MAX_SLOW: f64 = 1000.0;
+
+/// The reply status of a request a drill fails: the daemon's "handler
+/// failed" (500), as a synthetic agent's injected error is answered.
+pub const STATUS_DRILL_ERROR: u16 = 500;
 
 /// Thousandths of a slow-down factor of 1.
 const ONE_X: u32 = 1000;
@@ -130,6 +138,12 @@ impl FaultSpec {
     pub fn service_ns(self, ns: u64) -> u64 {
         let scaled = u128::from(ns) * u128::from(self.slow_milli) / u128::from(ONE_X);
         u64::try_from(scaled).unwrap_or(u64::MAX)
+    }
+
+    /// How much longer than `ns` a service of `ns` takes under this drill
+    /// (what a slowed reply waits once its handler is done).
+    pub fn extra_ns(self, ns: u64) -> u64 {
+        self.service_ns(ns).saturating_sub(ns)
     }
 
     /// Whether a request fails, given `draw`, a uniformly random `u32`.
@@ -269,6 +283,9 @@ mod tests {
         let sut = FaultSpec::slow(10.0).with_error(0.25);
         assert_eq!(sut.service_ns(400_000), 4_000_000);
         assert_eq!(FaultSpec::NONE.service_ns(400_000), 400_000);
+        assert_eq!(sut.extra_ns(400_000), 3_600_000);
+        assert_eq!(FaultSpec::NONE.extra_ns(400_000), 0);
+        assert_eq!(FaultSpec::slow(1000.0).extra_ns(u64::MAX), 0);
         let failed = (0..1000u32)
             .filter(|i| sut.fails(i.wrapping_mul(4_294_967)))
             .count();

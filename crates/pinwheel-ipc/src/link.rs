@@ -6,7 +6,7 @@
 //!  agent                                   daemon
 //!  Hello { wire, pid, name }  ─────────▶   checks name, version (and the
 //!                                          peer's uid for an attach)
-//!                             ◀─────────   Welcome { agent, epoch, facts }
+//!                             ◀─────────   Welcome { agent, epoch, drill, facts }
 //!                             ◀─────────   ring handoff: inbound (agent reads)
 //!                             ◀─────────   ring handoff: outbound (agent writes)
 //!       or                    ◀─────────   Refused { reason }, then close
@@ -14,6 +14,11 @@
 //!  Method { name }            ─────────▶
 //!  MethodName { id }          ─────────▶
 //!                             ◀─────────   MethodId { id, name }
+//!  ModelUse { id, model }     ─────────▶   asks the VRAM optimizer
+//!                             ◀─────────   ModelGranted { id }
+//!                                       or ModelDenied { id, reason }
+//!  ModelRelease { id }        ─────────▶   the use is over (or given up)
+//!                             ◀─────────   Drill { fault } (each change)
 //! ```
 //!
 //! Every message is one datagram: a 8-byte header (`PWLK`, the protocol
@@ -29,11 +34,28 @@
 //! agent asks for a name it has not seen (`Method`) or a number it has not
 //! seen (`MethodName`).
 //!
+//! Drills: the welcome carries the drill an agent is under ([`FaultSpec`],
+//! one checked word), so it holds from the first request of every
+//! incarnation, and a `Drill` message brings each change (`none` when it
+//! ends); the SDK applies it to every reply.
+//!
+//! Model uses: an agent asks for a GPU model (one its manifest's `models`
+//! names) before it serves with it. `id` is the agent's own number for
+//! the use, unique among its uses open at once. The daemon answers each
+//! `ModelUse` once, at once when the model is resident, else when the
+//! VRAM optimizer has decided; a granted use is held (never evicted)
+//! until `ModelRelease`, and a `ModelRelease` of a use still waiting
+//! withdraws it (an agent that gave up waiting). A release of an id the
+//! daemon does not know (it was denied meanwhile) is ignored. When the
+//! link closes, every use it held is released.
+//!
 //! What this module does not do: sockets (`ring::PeerLink` sends and
 //! receives the datagrams) or deciding anything (the daemon's `process`
 //! module does).
 
 use std::fmt;
+
+use crate::drill::FaultSpec;
 
 /// The environment variable that names the agent a process is.
 pub const AGENT_ENV: &str = "PINWHEEL_AGENT";
@@ -49,7 +71,7 @@ pub const AGENT_FD: i32 = 3;
 
 const MAGIC: [u8; 4] = *b"PWLK";
 /// The link protocol's version; both sides must speak the same.
-pub const LINK_VERSION: u16 = 1;
+pub const LINK_VERSION: u16 = 2;
 /// The largest link message, bytes.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// The longest name (agent, topic, method) or reason, bytes.
@@ -77,6 +99,8 @@ pub struct Facts {
     /// The incarnation: counts up by one each time the daemon (re)starts or
     /// re-attaches the agent; the rings' epoch follows it.
     pub epoch: u64,
+    /// The drill it is under as it starts ([`FaultSpec::NONE`]: none).
+    pub drill: FaultSpec,
     /// Agents it may call, in the manifest's order.
     pub calls: Vec<Named>,
     /// Topics it may publish.
@@ -124,6 +148,33 @@ pub enum LinkMessage {
         /// The name.
         name: String,
     },
+    /// Daemon -> agent: the drill it is under from now on
+    /// ([`FaultSpec::NONE`]: none).
+    Drill(FaultSpec),
+    /// Agent -> daemon: asks for a GPU model for use `id`.
+    ModelUse {
+        /// The agent's number for the use.
+        id: u32,
+        /// The model, as the manifest's `models` names it.
+        model: String,
+    },
+    /// Daemon -> agent: use `id` may start; the model is held for it.
+    ModelGranted {
+        /// The use.
+        id: u32,
+    },
+    /// Daemon -> agent: use `id` is refused.
+    ModelDenied {
+        /// The use.
+        id: u32,
+        /// Why, for the agent's error.
+        reason: String,
+    },
+    /// Agent -> daemon: use `id` is over, or no longer wanted.
+    ModelRelease {
+        /// The use.
+        id: u32,
+    },
 }
 
 /// Why bytes are not a link message.
@@ -164,6 +215,11 @@ impl LinkMessage {
             LinkMessage::Method { .. } => 4,
             LinkMessage::MethodName { .. } => 5,
             LinkMessage::MethodId { .. } => 6,
+            LinkMessage::Drill(_) => 7,
+            LinkMessage::ModelUse { .. } => 8,
+            LinkMessage::ModelGranted { .. } => 9,
+            LinkMessage::ModelDenied { .. } => 10,
+            LinkMessage::ModelRelease { .. } => 11,
         }
     }
 
@@ -183,6 +239,7 @@ impl LinkMessage {
             LinkMessage::Welcome(facts) => {
                 out.u32(facts.agent);
                 out.u64(facts.epoch);
+                out.u64(facts.drill.to_bits());
                 for list in [
                     &facts.calls,
                     &facts.publishes,
@@ -201,6 +258,16 @@ impl LinkMessage {
             LinkMessage::MethodId { id, name } => {
                 out.u16(*id);
                 out.str(name, "method")?;
+            }
+            LinkMessage::Drill(fault) => out.u64(fault.to_bits()),
+            LinkMessage::ModelUse { id, model } => {
+                out.u32(*id);
+                out.str(model, "model")?;
+            }
+            LinkMessage::ModelGranted { id } | LinkMessage::ModelRelease { id } => out.u32(*id),
+            LinkMessage::ModelDenied { id, reason } => {
+                out.u32(*id);
+                out.str(truncate(reason, MAX_NAME_BYTES), "reason")?;
             }
         }
         if out.0.len() > MAX_MESSAGE_BYTES {
@@ -235,6 +302,7 @@ impl LinkMessage {
             2 => LinkMessage::Welcome(Facts {
                 agent: r.u32()?,
                 epoch: r.u64()?,
+                drill: r.drill()?,
                 calls: r.list()?,
                 publishes: r.list()?,
                 subscribes: r.list()?,
@@ -251,6 +319,17 @@ impl LinkMessage {
                 id: r.u16()?,
                 name: r.str("method")?,
             },
+            7 => LinkMessage::Drill(r.drill()?),
+            8 => LinkMessage::ModelUse {
+                id: r.u32()?,
+                model: r.str("model")?,
+            },
+            9 => LinkMessage::ModelGranted { id: r.u32()? },
+            10 => LinkMessage::ModelDenied {
+                id: r.u32()?,
+                reason: r.str("reason")?,
+            },
+            11 => LinkMessage::ModelRelease { id: r.u32()? },
             kind => return Err(LinkError::Kind { kind }),
         };
         if !r.0.is_empty() {
@@ -328,6 +407,13 @@ impl Reader<'_> {
     fn u64(&mut self) -> Result<u64, LinkError> {
         self.take().map(u64::from_le_bytes)
     }
+    /// A drill word, checked: only words `FaultSpec::to_bits` makes.
+    fn drill(&mut self) -> Result<FaultSpec, LinkError> {
+        let bits = self.u64()?;
+        FaultSpec::from_bits(bits)
+            .filter(|spec| spec.to_bits() == bits)
+            .ok_or(LinkError::Field { what: "drill" })
+    }
     fn str(&mut self, what: &'static str) -> Result<String, LinkError> {
         let len = usize::from(self.u16()?);
         if len > MAX_NAME_BYTES || len > self.0.len() {
@@ -386,6 +472,7 @@ mod tests {
             LinkMessage::Welcome(Facts {
                 agent: 4,
                 epoch: 9,
+                drill: FaultSpec::NONE.with_stall(),
                 calls: vec![named("Back", 5)],
                 publishes: vec![named("audio.raw", 1)],
                 subscribes: vec![],
@@ -402,6 +489,18 @@ mod tests {
                 id: 12,
                 name: "x".into(),
             },
+            LinkMessage::Drill(FaultSpec::slow(10.0).with_error(0.25)),
+            LinkMessage::Drill(FaultSpec::NONE),
+            LinkMessage::ModelUse {
+                id: 3,
+                model: "whisper-large-v3".into(),
+            },
+            LinkMessage::ModelGranted { id: 3 },
+            LinkMessage::ModelDenied {
+                id: 4,
+                reason: "too large".into(),
+            },
+            LinkMessage::ModelRelease { id: 3 },
         ];
         for message in all {
             let bytes = message.encode().unwrap();
@@ -443,12 +542,26 @@ mod tests {
             LinkMessage::decode(&bytes),
             Err(LinkError::Version { found: 9 })
         ));
-        bytes[4] = 1;
+        bytes[4] = LINK_VERSION as u8;
         bytes[6] = 42;
         assert!(matches!(
             LinkMessage::decode(&bytes),
             Err(LinkError::Kind { kind: 42 })
         ));
+    }
+
+    #[test]
+    fn a_drill_word_no_drill_makes_is_refused() {
+        let mut bytes = LinkMessage::Drill(FaultSpec::slow(2.0)).encode().unwrap();
+        let at = bytes.len() - 8;
+        for bad in [0u64, 1, u64::MAX, 1 << 60] {
+            bytes[at..].copy_from_slice(&bad.to_le_bytes());
+            assert_eq!(
+                LinkMessage::decode(&bytes),
+                Err(LinkError::Field { what: "drill" }),
+                "{bad:#x}"
+            );
+        }
     }
 
     proptest! {
@@ -459,7 +572,7 @@ mod tests {
 
         #[test]
         fn hostile_bodies_behind_a_valid_header_never_panic(
-            kind in 0u8..8,
+            kind in 0u8..13,
             body in proptest::collection::vec(any::<u8>(), 0..600),
         ) {
             let mut bytes = b"PWLK".to_vec();

@@ -1,9 +1,10 @@
 //! `POST /v1/agents/{name}/fault`: puts an agent or a replica (`Name#1`)
 //! under a fault drill ([`FaultSpec`]), or ends one (`"none"`).
 //!
-//! The drill is one atomic word on the board, which the agent reads per
-//! request, so the handler writes it itself rather than asking the core
-//! loop. A drill given `for_s` is ended by a timer task on the control
+//! The drill is one atomic word on the board, which a synthetic agent
+//! reads per request (and the control side sends an agent process over
+//! its link when it changes), so the handler writes it itself rather than
+//! asking the core loop. A drill given `for_s` is ended by a timer task on the control
 //! runtime, unless another drill replaced it meanwhile.
 
 use std::sync::Arc;

@@ -323,13 +323,24 @@ fn send(
     fds: &[i32],
     what: &'static str,
 ) -> Result<(), RingError> {
+    send_flags(socket, bytes, fds, MsgFlags::empty(), what)
+}
+
+/// [`send`] with `flags` besides `MSG_NOSIGNAL`.
+fn send_flags(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[i32],
+    flags: MsgFlags,
+    what: &'static str,
+) -> Result<(), RingError> {
     let rights = [ControlMessage::ScmRights(fds)];
     let control: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
     sendmsg::<()>(
         socket.as_raw_fd(),
         &[IoSlice::new(bytes)],
         control,
-        MsgFlags::MSG_NOSIGNAL,
+        MsgFlags::MSG_NOSIGNAL | flags,
         None,
     )
     .map_err(|errno| match errno {
@@ -466,6 +477,32 @@ impl PeerLink {
             reason: err.to_string(),
         })?;
         send(self.socket.as_fd(), &bytes, &[], "send link message")
+    }
+
+    /// Sends one link message if the peer's queue has room, never
+    /// blocking: `Ok(false)` when it has none (the peer does not read its
+    /// link), so a side that must not block (the daemon's control side)
+    /// cannot be held by a peer.
+    pub fn try_send_message(&self, message: &LinkMessage) -> Result<bool, RingError> {
+        let bytes = message.encode().map_err(|err| RingError::Handoff {
+            reason: err.to_string(),
+        })?;
+        let sent = send_flags(
+            self.socket.as_fd(),
+            &bytes,
+            &[],
+            MsgFlags::MSG_DONTWAIT,
+            "send link message",
+        );
+        match sent {
+            Ok(()) => Ok(true),
+            Err(RingError::Os { source, .. })
+                if source.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Receives one link message, waiting up to `timeout`. Descriptors sent
@@ -615,6 +652,18 @@ mod tests {
             theirs.try_recv_message(),
             Err(RingError::PeerGone)
         ));
+    }
+
+    #[test]
+    fn a_peer_that_does_not_read_its_link_fills_it_without_blocking_the_sender() {
+        let (ours, theirs) = PeerLink::pair().unwrap();
+        let message = LinkMessage::ModelGranted { id: 1 };
+        let sent = (0..1_000_000)
+            .take_while(|_| ours.try_send_message(&message).unwrap())
+            .count();
+        assert!(sent > 0 && sent < 1_000_000, "{sent}");
+        assert_eq!(theirs.try_recv_message().unwrap(), Some(message.clone()));
+        assert!(ours.try_send_message(&message).unwrap());
     }
 
     #[test]
