@@ -57,6 +57,9 @@ pub enum DaemonError {
     /// The agent processes' side could not start.
     #[error(transparent)]
     Process(#[from] crate::process::ProcessError),
+    /// The legacy ZeroMQ gateway could not start.
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
     /// The shutdown signals could not be set up or read.
     #[error("cannot handle SIGINT/SIGTERM: {source}")]
     Signals {
@@ -114,6 +117,7 @@ impl DaemonError {
             | DaemonError::Runtime(_)
             | DaemonError::Tuning(_)
             | DaemonError::Process(_)
+            | DaemonError::Gateway(_)
             | DaemonError::Signals { .. }
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }
@@ -135,6 +139,7 @@ impl DaemonError {
             | DaemonError::Privileges(_)
             | DaemonError::Runtime(_)
             | DaemonError::Process(_)
+            | DaemonError::Gateway(_)
             | DaemonError::Signals { .. }
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod gateway;
 pub mod gpu;
 pub mod latency;
 pub mod observe;

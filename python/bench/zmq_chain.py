@@ -8,6 +8,13 @@ hops 2: the client on CPU A calls a forwarder on CPU B, which calls a
 server on CPU A for every request before it answers (the chain of two
 Python processes behind a caller).
 
+    python3 zmq_chain.py --cpus 0,1 --connect 7220 --action health_check
+
+connect: the client on CPU A calls a server already listening on that
+loopback port (`pinwheel bench legacy`: the legacy gateway in front of a
+native agent) with `{"action": ACTION, "data": ...}`; nothing is started
+or stopped.
+
 Prints one round trip time per line, nanoseconds (time.perf_counter_ns
 around send_json + recv_json), after a warm-up of msgs / 10 calls; the
 servers are stopped when the client is done.
@@ -66,21 +73,25 @@ def start_server(port: int, cpu: int, forward_port: int) -> subprocess.Popen:
     return child
 
 
-def client(cpus: list, hops: int, size: int, msgs: int) -> None:
+def client(cpus: list, hops: int, size: int, msgs: int, connect: int, action: str) -> None:
     a, b = cpus
     servers = []
     back = 0
-    if hops == 2:
+    if hops == 2 and not connect:
         back = free_port()
         servers.append(start_server(back, a, 0))
-    front = free_port()
-    servers.append(start_server(front, b, back))
+    front = connect or free_port()
+    if not connect:
+        servers.append(start_server(front, b, back))
     os.sched_setaffinity(0, {a})
     ctx = zmq.Context()
     req = ctx.socket(zmq.REQ)
     req.connect(f"tcp://127.0.0.1:{front}")
-    # {"data": "xxx..."} is `size` bytes of JSON.
+    # {"data": "xxx..."} is `size` bytes of JSON (the action's key and
+    # value come on top when there is one).
     request = {"data": "x" * max(0, size - len('{"data": ""}'))}
+    if action:
+        request = {"action": action, **request}
     clock = time.perf_counter_ns
     out = []
     for i in range(msgs // 10 + msgs):
@@ -92,8 +103,9 @@ def client(cpus: list, hops: int, size: int, msgs: int) -> None:
             raise SystemExit(f"bad answer: {answer}")
         if i >= msgs // 10:
             out.append(took)
-    req.send_json({"stop": True})
-    req.recv_json()
+    if not connect:
+        req.send_json({"stop": True})
+        req.recv_json()
     for server in servers:
         server.wait(timeout=10)
     sys.stdout.write("\n".join(map(str, out)))
@@ -109,12 +121,14 @@ def main() -> None:
     p.add_argument("--serve", type=int, default=0)
     p.add_argument("--cpu", type=int, default=0)
     p.add_argument("--forward", type=int, default=0)
+    p.add_argument("--connect", type=int, default=0)
+    p.add_argument("--action", default="")
     args = p.parse_args()
     if args.serve:
         serve(args.serve, args.cpu, args.forward)
     else:
         cpus = [int(c) for c in args.cpus.split(",")]
-        client(cpus, args.hops, args.size, args.msgs)
+        client(cpus, args.hops, args.size, args.msgs, args.connect, args.action)
 
 
 if __name__ == "__main__":

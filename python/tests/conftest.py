@@ -61,10 +61,18 @@ def coordinator(calls: str) -> str:
     )
 
 
-class Daemon:
-    """A running `pinwheel run`."""
+def free_port() -> int:
+    """A loopback port free now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
-    def __init__(self, manifest: str, args: list):
+
+class Daemon:
+    """A running `pinwheel run`; `topology_extra` is appended to
+    topology/vm-2cpu.toml (a `[legacy]` section, say)."""
+
+    def __init__(self, manifest: str, args: list, topology_extra: str = ""):
         exe = required_env("PINWHEEL_EXE")
         root = required_env("PINWHEEL_ROOT")
         self.dir = Path(tempfile.mkdtemp(prefix="pinwheel-pytest."))
@@ -74,12 +82,15 @@ class Daemon:
         token_file = self.dir / "admin.token"
         token_file.write_text(self.token + "\n")
         os.chmod(token_file, 0o600)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.addr = "127.0.0.1:%d" % probe.getsockname()[1]
+        topology = "topology/vm-2cpu.toml"
+        if topology_extra:
+            base = (Path(root) / topology).read_text()
+            topology = str(self.dir / "topology.toml")
+            Path(topology).write_text(base + "\n" + topology_extra)
+        self.addr = "127.0.0.1:%d" % free_port()
         self.log_file = open(self.dir / "daemon.log", "wb")
         self.child = subprocess.Popen(
-            [exe, "run", "--topology", "topology/vm-2cpu.toml",
+            [exe, "run", "--topology", topology,
              "--agents", str(self.dir / "agents.toml"),
              "--run-dir", str(self.dir / "run"),
              "--report", str(self.dir / "report.json"),
@@ -93,12 +104,18 @@ class Daemon:
     def log(self) -> str:
         return (self.dir / "daemon.log").read_text(errors="replace")
 
-    def agents(self):
-        """`/v1/agents` by name, or None when the API does not answer."""
+    def agents_response(self):
+        """`/v1/agents` as it is, or None when the API does not answer."""
         try:
             with urllib.request.urlopen(f"http://{self.addr}/v1/agents", timeout=2) as rsp:
-                body = json.load(rsp)
+                return json.load(rsp)
         except OSError:
+            return None
+
+    def agents(self):
+        """`/v1/agents` by name, or None when the API does not answer."""
+        body = self.agents_response()
+        if body is None:
             return None
         return {a["name"]: a for a in body["agents"]}
 
@@ -163,8 +180,8 @@ class Daemon:
 def start_daemon():
     started = []
 
-    def start(manifest: str, args: list) -> Daemon:
-        daemon = Daemon(manifest, args)
+    def start(manifest: str, args: list, topology_extra: str = "") -> Daemon:
+        daemon = Daemon(manifest, args, topology_extra)
         started.append(daemon)
         return daemon
 

@@ -35,6 +35,7 @@ use crate::runtime::agent::{Agent, Message};
 use crate::runtime::board::{AgentFlags, vram_class};
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::layout::wire_priority;
+use crate::runtime::legacy::LegacyBook;
 use crate::runtime::node::STATUS_UNAVAILABLE;
 use crate::runtime::routes::{NOWHERE, Routes};
 use pinwheel_ipc::ring::WaitStrategy;
@@ -57,6 +58,8 @@ pub struct MeshOptions {
     /// Each executor's wait strategy and longest spin, microseconds (how
     /// its bridges wait for their agents' rings).
     pub executor_waits: Vec<(WaitStrategy, u32)>,
+    /// The seed's discovery data, for the registries' legacy actions.
+    pub legacy: Arc<LegacyBook>,
 }
 
 /// Everything the native agents and the generator count.
@@ -84,6 +87,9 @@ enum Blueprint {
     Load(LoadSpec),
     Process(BridgeSpec),
     Detached,
+    /// A `zmq` agent: the legacy gateway carries its calls, so no executor
+    /// runs it (the routing table places it nowhere).
+    Gateway,
 }
 
 /// The mesh of one daemon.
@@ -94,6 +100,7 @@ pub struct Mesh {
     directory: Directory,
     registries: Arc<[AgentId]>,
     counters: MeshCounters,
+    legacy: Arc<LegacyBook>,
 }
 
 impl Mesh {
@@ -119,6 +126,7 @@ impl Mesh {
             blueprints,
             registries,
             counters,
+            legacy: Arc::clone(&options.legacy),
         }
     }
 
@@ -132,7 +140,8 @@ impl Mesh {
                     path.clone(),
                     Arc::clone(counters),
                 )
-                .with_calls(calls.clone(), *priority),
+                .with_calls(calls.clone(), *priority)
+                .with_legacy(Arc::clone(&self.legacy), self.routes.name(id).to_owned()),
             ),
             Blueprint::Coordinator(calls, priority, processors, counters) => {
                 let names = calls
@@ -152,7 +161,7 @@ impl Mesh {
                 Arc::clone(&self.counters.streams),
             )),
             Blueprint::Process(spec) => Kind::Process(Box::new(ProcessBridge::new(spec.clone()))),
-            Blueprint::Detached => Kind::Detached,
+            Blueprint::Detached | Blueprint::Gateway => Kind::Detached,
         };
         MeshAgent {
             kind,
@@ -242,6 +251,7 @@ fn blueprint(
             }
             None => Blueprint::Detached,
         },
+        AgentKind::Zmq => Blueprint::Gateway,
     }
 }
 

@@ -38,19 +38,32 @@ pub const METHOD_WORK: u16 = 1;
 pub const METHOD_FRAME: u16 = 2;
 /// Registry: find an agent by name (the body is the name).
 pub const METHOD_LOOKUP: u16 = 3;
+/// Registry, the seed's action: a legacy agent registers itself (the body
+/// is the seed's JSON request).
+pub const METHOD_REGISTER_AGENT: u16 = 4;
+/// Registry, the seed's action: where an agent's legacy socket is.
+pub const METHOD_GET_AGENT_ENDPOINT: u16 = 5;
+/// Registry, the seed's action: is the registry well.
+pub const METHOD_HEALTH_CHECK: u16 = 6;
 
-/// The methods above by name, as agent processes see them (the first
-/// entries of the host's method table).
-pub const BUILTIN_METHODS: [(&str, u16); 3] = [
+/// The methods above by name, as agent processes and legacy clients see
+/// them (the first entries of the host's method table).
+pub const BUILTIN_METHODS: [(&str, u16); 6] = [
     ("work", METHOD_WORK),
     ("frame", METHOD_FRAME),
     ("lookup", METHOD_LOOKUP),
+    ("register_agent", METHOD_REGISTER_AGENT),
+    ("get_agent_endpoint", METHOD_GET_AGENT_ENDPOINT),
+    ("health_check", METHOD_HEALTH_CHECK),
 ];
 
 /// Reply status: a circuit breaker or a bulkhead refused the call.
 pub const STATUS_REJECTED: u16 = 429;
 /// Reply status: no such agent (registry lookup).
 pub const STATUS_NOT_FOUND: u16 = 404;
+/// Reply status: a request the agent cannot use (a registration without
+/// a name or an endpoint).
+pub const STATUS_BAD_REQUEST: u16 = 400;
 
 /// Most agents a trace's path holds.
 pub const MAX_PATH: usize = 12;

@@ -74,6 +74,7 @@ impl MeshBench {
             nats_nkey: None,
             run_dir: crate::daemon::DEFAULT_RUN_DIR.into(),
             faults: Vec::new(),
+            legacy_bind: None,
         }
     }
 

@@ -32,6 +32,7 @@
 pub mod agent;
 pub mod hgrm;
 pub mod html;
+pub mod legacy;
 pub mod mesh;
 pub mod nats;
 mod output;

@@ -17,6 +17,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::CliError;
 use super::run::MAX_RATE;
 use crate::bench::agent::{AgentBench, default_echo_exe};
+use crate::bench::legacy::LegacyBench;
 use crate::bench::mesh::MeshBench;
 use crate::bench::ring::{PeerMode, RingBench, serve_peer};
 use crate::bench::router::RouterBench;
@@ -109,6 +110,10 @@ pub enum BenchCommand {
     /// A call between hosts: NATS request/reply through a nats-server on
     /// loopback, against ZeroMQ REQ/REP over TCP (`--baseline zmq`).
     Nats(BenchNatsArgs),
+    /// The legacy gateway: a pyzmq client through it to a native agent,
+    /// against pyzmq client to pyzmq REP server (the seed), same run, same
+    /// CPUs.
+    Legacy(BenchLegacyArgs),
     /// The server side of a two-process ring benchmark (started by `bench ring`).
     #[command(hide = true)]
     RingPeer(RingPeerArgs),
@@ -236,6 +241,39 @@ pub struct BenchAgentArgs {
     pub python_dir: std::path::PathBuf,
 }
 
+/// `pinwheel bench legacy`.
+#[derive(Debug, Args)]
+pub struct BenchLegacyArgs {
+    /// The pyzmq client's CPU, and the server side's (the gateway and the
+    /// native agent, or the pyzmq REP server).
+    #[arg(long, value_name = "A,B", default_value = "0,1")]
+    pub cpus: String,
+    /// How the agent's executor waits (it shares its CPU with the gateway
+    /// thread, so it parks by default).
+    #[arg(long, value_enum, default_value_t = WaitArg::Park)]
+    pub wait: WaitArg,
+    /// The gateway thread's CPU, as a topology's control CPU (default:
+    /// the server's, B).
+    #[arg(long, value_name = "CPU")]
+    pub gateway_cpu: Option<u32>,
+    /// JSON bytes of each request's data (at most 512).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Round trips per case.
+    #[arg(long, default_value_t = 20_000)]
+    pub msgs: u64,
+    /// The Python interpreter, with pyzmq (`pip install
+    /// './python[bench]'`).
+    #[arg(long, value_name = "FILE", default_value = "/usr/bin/python3")]
+    pub python_exe: std::path::PathBuf,
+    /// The repository's python/ directory.
+    #[arg(long, value_name = "DIR", default_value = "python")]
+    pub python_dir: std::path::PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `pinwheel bench nats`.
 #[derive(Debug, Args)]
 pub struct BenchNatsArgs {
@@ -297,6 +335,7 @@ pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
         BenchCommand::Ring(args) => ring(&args, out),
         BenchCommand::Router(args) => router(&args, out),
         BenchCommand::Agent(args) => agent(&args, out),
+        BenchCommand::Legacy(args) => legacy(&args, out),
         BenchCommand::Nats(args) => nats(&args, out),
         BenchCommand::RingPeer(args) => Ok(serve_peer(args.mode, CpuId(args.cpu))?),
         BenchCommand::ZmqPeer(args) => Ok(crate::bench::zmq::serve_peer(
@@ -402,6 +441,36 @@ fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), CliError> {
         echo_args,
         pyzmq_script,
         park: if args.park == "poll" { "poll" } else { "uring" },
+    }
+    .run()?;
+    let text = if args.json {
+        report.to_json()
+    } else {
+        report.to_table()
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn legacy(args: &BenchLegacyArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    if args.size > MAX_ROUTER_BODY {
+        return Err(DaemonError::Usage {
+            message: format!(
+                "--size {}: runtime messages carry at most {MAX_ROUTER_BODY} body bytes",
+                args.size
+            ),
+        }
+        .into());
+    }
+    let dir = std::path::absolute(&args.python_dir)?;
+    let report = LegacyBench {
+        cpus: bench_cpus(&args.cpus)?,
+        wait: args.wait.into(),
+        gateway_cpu: args.gateway_cpu.map(CpuId),
+        size: args.size,
+        msgs: args.msgs.max(1),
+        python_exe: args.python_exe.clone(),
+        script: dir.join("bench/zmq_chain.py"),
     }
     .run()?;
     let text = if args.json {

@@ -95,6 +95,11 @@ pub struct RunArgs {
     /// by commas); repeat for several.
     #[arg(long, value_name = "NAME:FAULT")]
     pub fault: Vec<String>,
+    /// Bind the legacy ZeroMQ gateway on this IP address, over the
+    /// topology's `[legacy] bind`: every agent with `legacy_rep` (or
+    /// `legacy_pub`) in its manifest gets the seed's port there.
+    #[arg(long, value_name = "ADDR")]
+    pub legacy_bind: Option<std::net::IpAddr>,
 }
 
 impl RunArgs {
@@ -144,6 +149,7 @@ impl RunArgs {
             nats_url: self.nats.clone(),
             nats_nkey: self.nats_nkey.clone(),
             run_dir: self.run_dir.clone(),
+            legacy_bind: self.legacy_bind,
         })
     }
 }

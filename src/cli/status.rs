@@ -159,6 +159,8 @@ mod tests {
                 fault: None,
             }],
             executors: Vec::new(),
+            legacy: Vec::new(),
+            legacy_ports: Vec::new(),
         };
         let gpus = GpusResponse {
             gpus: vec![GpuStatus {

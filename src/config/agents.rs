@@ -28,6 +28,7 @@ use super::agents_file::{
     AgentEntry, AgentsFile, ClassWish, KindName, ModelEntry, NativeName, Priority,
 };
 use super::calls::resolve_calls;
+use super::legacy::{self, LegacySpec};
 use super::limits::{self, MAX_TOPIC_BYTES, MAX_VRAM_MIB};
 use super::process::{Account, ProcessSpec};
 use super::replicas::{self, ReplicaSet};
@@ -53,6 +54,8 @@ pub enum AgentKind {
     Process,
     /// A process started by something else that attaches.
     External,
+    /// An unchanged seed agent on ZeroMQ, reached through the gateway.
+    Zmq,
 }
 
 impl AgentKind {
@@ -63,6 +66,7 @@ impl AgentKind {
             AgentKind::Synthetic => "synthetic",
             AgentKind::Process => "process",
             AgentKind::External => "external",
+            AgentKind::Zmq => "zmq",
         }
     }
 }
@@ -158,6 +162,7 @@ pub struct AgentSpec {
     behaviour: Behaviour,
     process: Option<Box<ProcessSpec>>,
     account: Option<Account>,
+    legacy: LegacySpec,
     service: String,
     replica: u32,
     replicas: ReplicaSet,
@@ -242,6 +247,10 @@ impl AgentSpec {
     pub fn account(&self) -> Option<&Account> {
         self.account.as_ref()
     }
+    /// Its place on the legacy ZeroMQ edge.
+    pub fn legacy(&self) -> &LegacySpec {
+        &self.legacy
+    }
     /// Its `[[agent]]` entry.
     pub fn location(&self) -> &Location {
         &self.at
@@ -306,6 +315,7 @@ impl AgentSet {
             }
         }
         let agents = resolve_calls(pending)?;
+        legacy::check_ports(&agents)?;
         Ok(Self {
             agents,
             files: files.iter().map(|f| f.path().to_path_buf()).collect(),
@@ -455,6 +465,7 @@ fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, 
     let spec = AgentSpec {
         process: process.map(Box::new),
         account,
+        legacy: legacy::validate(&raw, file, &name)?,
         replicas: replicas::validate(&raw, file, &name)?,
         service: name.clone(),
         replica: 0,
@@ -577,6 +588,7 @@ fn kind(raw: &AgentEntry, name: &str, file: &SourceFile) -> Result<AgentKind, Co
         (KindName::Synthetic, None) => Ok(AgentKind::Synthetic),
         (KindName::Process, None) => Ok(AgentKind::Process),
         (KindName::External, None) => Ok(AgentKind::External),
+        (KindName::Zmq, None) => Ok(AgentKind::Zmq),
     }
 }
 

@@ -8,7 +8,10 @@
 //! host = "mainpc"
 //! role = "speech-to-text service"
 //! ports = [5800]                 # the seed's legacy ports
-//! kind = "synthetic"             # native | synthetic | process | external
+//! kind = "synthetic"             # native | synthetic | process | external | zmq
+//! legacy_rep = 5800              # the gateway binds the seed's REP port for it
+//! legacy_pub = 6550              # and its PUB port (topics it publishes)
+//! endpoint = "tcp://10.0.0.2:7140"   # kind = "zmq" only: the legacy agent's REP socket
 //! class = "P"                    # P | E | any; or cpu = 3 for an exact CPU
 //! priority = "high"              # critical | high | normal | low
 //! weight = 3.0                   # relative CPU load, for spreading
@@ -73,6 +76,13 @@ pub struct AgentEntry {
     pub ports: Vec<u16>,
     /// How it runs.
     pub kind: Spanned<KindName>,
+    /// The legacy gateway's ZeroMQ REP (ROUTER) port for this agent.
+    pub legacy_rep: Option<Spanned<u16>>,
+    /// The legacy gateway's ZeroMQ PUB port for this agent's topics; for
+    /// kind `zmq`, the agent's own PUB port on its endpoint's host.
+    pub legacy_pub: Option<Spanned<u16>>,
+    /// For `kind = "zmq"`: where the legacy agent's REP socket listens.
+    pub endpoint: Option<Spanned<String>>,
     /// For `kind = "native"`: which native implementation.
     pub native: Option<Spanned<NativeName>>,
     /// CPU class to place it on.
@@ -221,6 +231,9 @@ pub enum KindName {
     /// A process started by something else that attaches through the
     /// daemon's attach socket.
     External,
+    /// An unchanged seed agent on ZeroMQ REQ/REP, reached through the
+    /// legacy gateway.
+    Zmq,
 }
 
 /// `native`: the native agent implementations pinwheel ships.

@@ -10,6 +10,7 @@
 pub mod agents;
 pub mod agents_file;
 mod calls;
+pub mod legacy;
 pub mod limits;
 pub mod process;
 pub mod replicas;
@@ -24,6 +25,7 @@ pub use agents::{
     ModelNeed, Placement,
 };
 pub use agents_file::{Balance, ClassWish, NativeName, Priority, RestartMode};
+pub use legacy::{LegacySpec, ZmqEndpoint};
 pub use process::{Account, ProcessSpec};
 pub use replicas::{MAX_REPLICAS, ReplicaSet};
 pub use source::{Location, SourceFile, suggest};

@@ -110,20 +110,22 @@ impl ProcessSpec {
     }
 }
 
-/// The process fields of one entry: the spec for kind `process`, the
-/// account for `process` and `external`; every process field on another
-/// kind is an error naming it.
+/// The process fields of one entry: the spec for kind `process` (and
+/// for kind `zmq` with a `command`: a legacy agent the daemon starts and
+/// supervises), the account for those and `external`; every process field
+/// on another kind is an error naming it.
 pub fn validate(
     raw: &AgentEntry,
     file: &SourceFile,
     agent: &str,
 ) -> Result<(Option<ProcessSpec>, Option<Account>), ConfigError> {
     let kind = *raw.kind.get_ref();
-    if kind != KindName::Process {
+    let spawned = kind == KindName::Process || (kind == KindName::Zmq && raw.command.is_some());
+    if !spawned {
         forbid_process_fields(raw, file, agent, kind)?;
     }
     let account = match (&raw.user, kind) {
-        (Some(user), KindName::Process | KindName::External) => Some(Account {
+        (Some(user), KindName::Process | KindName::External | KindName::Zmq) => Some(Account {
             user: user.get_ref().clone(),
             group: raw.group.as_ref().map(|g| g.get_ref().clone()),
         }),
@@ -136,7 +138,7 @@ pub fn validate(
             None
         }
     };
-    if kind != KindName::Process {
+    if !spawned {
         return Ok((None, account));
     }
     Ok((Some(spec(raw, file, agent, account.as_ref())?), account))
@@ -386,7 +388,9 @@ fn only_process(
     invalid(
         file,
         span,
-        format!("agent {agent}: `{field}` goes with kind = \"process\"{also} only"),
+        format!(
+            "agent {agent}: `{field}` goes with kind = \"process\"{also} only (or \"zmq\" with a `command`)"
+        ),
     )
 }
 

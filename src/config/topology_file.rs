@@ -56,6 +56,11 @@
 //! # tls_ca = "/etc/pinwheel/nats-ca.pem"       # with a tls:// URL
 //! # tls_cert = "..."  tls_key = "..."          # a client certificate, optional
 //! kv_replicas = 3                      # JetStream replicas of the buckets
+//!
+//! [legacy]                             # the ZeroMQ gateway for unchanged seed agents
+//! bind = "127.0.0.1"                   # where agents' legacy_rep/legacy_pub ports are bound
+//! max_message_bytes = 1048576          # larger requests get an error reply
+//! timeout_ms = 5000                    # a legacy request's deadline (the seed's ZMQ_REQUEST_TIMEOUT)
 //! ```
 
 use std::fmt;
@@ -90,6 +95,21 @@ pub struct TopologyFile {
     pub cluster: Option<ClusterSection>,
     /// VRAM optimizer policy.
     pub vram: Option<VramSection>,
+    /// The legacy ZeroMQ gateway.
+    pub legacy: Option<LegacySection>,
+}
+
+/// `[legacy]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacySection {
+    /// The IP address the gateway binds its ports on.
+    pub bind: Spanned<String>,
+    /// Largest request accepted, bytes.
+    pub max_message_bytes: Option<Spanned<u64>>,
+    /// Deadline of a legacy request, and of a call to a `zmq` agent
+    /// whose caller gave none, milliseconds.
+    pub timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `[host]`.

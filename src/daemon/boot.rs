@@ -10,7 +10,8 @@
 //! 3. Process privileges: locked memory (an error only if glommio's
 //!    minimum is impossible), each missing privilege one warning.
 //! 4. Lay out rings and executors (in a cluster, each executor's call
-//!    rings to the cluster link too), build the mesh and the process side,
+//!    rings to the cluster link too; with a legacy gateway, to it), build
+//!    the mesh and the process side,
 //!    start the executors (each applies its thread privileges first), then
 //!    open the start phases one at a time: each phase's agent processes
 //!    are started and attached first, then the phase opens and waits for
@@ -23,6 +24,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::eventfd::EventFd;
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::RunOptions;
@@ -31,6 +34,7 @@ use crate::agents::protocol::BUILTIN_METHODS;
 use crate::config::AgentSet;
 use crate::config::trust;
 use crate::error::DaemonError;
+use crate::gateway::{self, GatewayPlan};
 use crate::observe::health::Health;
 use crate::observe::perf::{self, PerfEvent, PerfSet, ThreadPerf};
 use crate::plan::Plan;
@@ -39,8 +43,9 @@ use crate::runtime::RuntimeError;
 use crate::runtime::ctx::now_ns;
 use crate::runtime::executor::{Control, IO_MEMORY, Runtime, ThreadSetup, start};
 use crate::runtime::layout::{Layout, layout};
+use crate::runtime::legacy::LegacyBook;
 use crate::runtime::privileges::{DegradedReason, ThreadPolicy, prepare_process, prepare_thread};
-use crate::runtime::remote::CallRings;
+use crate::runtime::remote::{CallRings, RemoteKind};
 use crate::runtime::routes::Routes;
 use crate::topology::{self, Topology};
 
@@ -59,6 +64,11 @@ pub struct Booted {
     /// The cluster link's ends of the executors' call rings, in a cluster
     /// (taken when the link starts).
     pub call_rings: Option<CallRings>,
+    /// The legacy gateway's plan and its ends of the executors' call
+    /// rings, when it has something to serve (taken when it starts).
+    pub gateway: Option<(GatewayPlan, CallRings<EventFd>)>,
+    /// The seed's discovery data the registries answer from.
+    pub legacy_book: Arc<LegacyBook>,
     /// The plan.
     pub plan: Plan,
     /// The manifests.
@@ -84,6 +94,10 @@ pub fn load(options: &RunOptions) -> Result<(Topology, AgentSet, Plan), DaemonEr
     let topology = topology::load(&options.topology, &options.sysfs_root)?;
     topology.check_live(&topology::detect_host(&options.sysfs_root)?)?;
     let topology = super::cluster::apply_overrides(topology, options)?;
+    let topology = match options.legacy_bind {
+        Some(bind) => topology.with_legacy_bind(bind),
+        None => topology,
+    };
     let agents = AgentSet::load(&options.agents)?;
     let plan = Plan::build(&topology, &agents)?;
     for warning in plan.warnings(&agents) {
@@ -130,7 +144,12 @@ pub fn start_mesh(
     began: Instant,
     guard_on: &tokio::runtime::Handle,
 ) -> Result<Booted, DaemonError> {
-    let (laid, call_rings) = lay_out(&plan, topology, &agents)?;
+    let (laid, call_rings, gateway) = lay_out(&plan, topology, &agents)?;
+    let legacy_book = Arc::new(LegacyBook::new(
+        gateway
+            .as_ref()
+            .map_or_else(Vec::new, |(plan, _)| plan.endpoints(topology.host())),
+    ));
     let Layout {
         routes,
         executors,
@@ -151,6 +170,7 @@ pub fn start_mesh(
             request_timeout: options.request_timeout,
             state_dir: options.state_dir.clone(),
             processes: slots.clone(),
+            legacy: Arc::clone(&legacy_book),
             executor_waits: executors
                 .iter()
                 .map(|e| (e.settings.wait, e.settings.spin_before_park_us))
@@ -191,6 +211,8 @@ pub fn start_mesh(
         mesh,
         routes,
         call_rings,
+        gateway,
+        legacy_book,
         plan,
         agents,
         phases,
@@ -201,19 +223,30 @@ pub fn start_mesh(
     })
 }
 
+/// The legacy gateway's plan and ring ends, when it has one.
+type GatewayEnds = Option<(GatewayPlan, CallRings<EventFd>)>;
+
 /// The rings and executors of `plan`; in a cluster, every executor also
-/// gets call rings to the cluster link, whose ends are returned.
+/// gets call rings to the cluster link, and with a legacy gateway to it,
+/// whose ends are returned.
 fn lay_out(
     plan: &Plan,
     topology: &Topology,
     agents: &AgentSet,
-) -> Result<(Layout, Option<CallRings>), DaemonError> {
+) -> Result<(Layout, Option<CallRings>, GatewayEnds), DaemonError> {
     let mut laid = layout(plan, topology, agents)?;
     let calls = match topology.cluster() {
-        Some(_) => Some(laid.add_call_rings()?),
+        Some(_) => Some(laid.add_call_rings(RemoteKind::Host, Arc::new(Notify::new()))?),
         None => None,
     };
-    Ok((laid, calls))
+    let gateway = match GatewayPlan::new(agents, &laid.routes, topology.legacy()) {
+        Some(gateway) => {
+            let rings = laid.add_call_rings(RemoteKind::Legacy, gateway::wake_fd()?)?;
+            Some((gateway, rings))
+        }
+        None => None,
+    };
+    Ok((laid, calls, gateway))
 }
 
 /// Opens the phases in order; returns the manifest agents started (the

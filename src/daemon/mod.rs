@@ -18,6 +18,10 @@
 //!              GPU poller; pinwheel-block, its one blocking thread (NVML)
 //!            pw-exec-<cpu>-<n>: one glommio executor per data-plane CPU,
 //!              each with glommio's blocking helper (same name)
+//!            pinwheel-legacy: the legacy ZeroMQ gateway, when the mesh has
+//!              legacy ports or zmq agents (started before the phases
+//!              open, stopped after the drain; `legacy`), with libzmq's
+//!              I/O and reaper threads
 //! ```
 //!
 //! [`boot`] owns the steps up to a running mesh; [`signals`] turns SIGINT
@@ -40,6 +44,7 @@ pub mod cluster;
 pub mod control;
 pub mod core;
 pub mod gpus;
+pub mod legacy;
 pub mod report;
 pub mod signals;
 pub mod status;
@@ -114,6 +119,9 @@ pub struct RunOptions {
     pub run_dir: PathBuf,
     /// Fault drills from the start (`--fault Name#1:slow=10x`).
     pub faults: Vec<(String, FaultSpec)>,
+    /// Where the legacy ZeroMQ gateway binds, over the topology's
+    /// `[legacy] bind` (`--legacy-bind`).
+    pub legacy_bind: Option<std::net::IpAddr>,
 }
 
 /// Runs the mesh; writes the text report to `out`.
@@ -137,17 +145,18 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
         .map_err(|source| DaemonError::Thread { source })?;
     let mut booted =
         boot::start_mesh(options, &topology, agents, plan, began, control_rt.handle())?;
+    // Before the phases open: the load's first calls to zmq agents find
+    // the gateway connecting to them, and legacy clients find the ports.
+    let gateway = legacy::start(&topology, &mut booted)?;
     let started = boot::open_phases(&booted);
     let startup = began.elapsed();
     let up_at = Instant::now();
     let calls = booted.call_rings.take();
     let controls = control::start(options, &topology, &booted, calls, &control_rt)?;
-    for (name, spec) in &options.faults {
-        if let Some(agent) = agent_named(&controls.view, name) {
-            booted.routes.board().set_drill(agent, *spec);
-            info!(agent = %name, fault = %spec, "fault drill set");
-        }
+    if let Some(gateway) = &gateway {
+        gateway.show(&controls.view);
     }
+    set_faults(options, &booted, &controls.view);
     let waited = wait_for_stop(options, &booted, started, &mut signals);
     let cluster_calls = controls.call_stats();
     let (anomalies, vram) = (controls.view.anomalies(), controls.view.gpus());
@@ -163,6 +172,8 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
     // hosts got their replies through it.
     draining.stop();
     let mut report = finished?;
+    // After the drain too: the executors' calls to zmq agents finished.
+    report.legacy = gateway.map(legacy::Running::finish);
     report.cluster_calls = cluster_calls.map(|stats| stats.totals());
     control_rt.stop();
     tuning.map(Tuning::finish).transpose()?;
@@ -174,6 +185,16 @@ pub fn run(options: &RunOptions, out: &mut dyn Write) -> Result<Report, DaemonEr
         })?;
     }
     Ok(report)
+}
+
+/// Puts the `--fault` drills on the board.
+fn set_faults(options: &RunOptions, booted: &Booted, view: &crate::observe::view::DaemonView) {
+    for (name, spec) in &options.faults {
+        if let Some(agent) = agent_named(view, name) {
+            booted.routes.board().set_drill(agent, *spec);
+            info!(agent = %name, fault = %spec, "fault drill set");
+        }
+    }
 }
 
 /// Redraws the status line until a signal or the end of the duration.

@@ -11,7 +11,11 @@
 //! `routes`, `coordinators`, `registries`, `stream_frames`, `router`,
 //! `degraded` and `processes` (per agent process: `agent`, `pid`, `cpu`,
 //! `uid`, `restarts`, `last_exit`, with `kind`, `user`, `state` and
-//! `exits` by reason). The text form is a summary for people.
+//! `exits` by reason), and `legacy` when the legacy gateway ran (`ports`:
+//! per port `messages`, `errors`, `refused`, `latency_ns`; `targets`: per
+//! `zmq` agent `calls`, `errors`, `timeouts`, `reconnects`, `latency_ns`;
+//! `registered`). A route's `legacy` marks a call to a `zmq` agent. The
+//! text form is a summary for people.
 //!
 //! A placement violation is an agent whose worker found itself, with
 //! `sched_getcpu`, on another CPU than the plan gave it. An agent that
@@ -35,6 +39,10 @@ use crate::runtime::node::RouterTotals;
 use crate::runtime::remote::CallTotals;
 use crate::runtime::routes::Routes;
 use crate::runtime::stats::{AgentCounts, Requests, StatsSnapshot};
+
+mod legacy;
+
+pub use self::legacy::LegacyReport;
 
 /// Routes the text report lists (the slowest by p99).
 const ROUTES_SHOWN: usize = 8;
@@ -86,6 +94,9 @@ pub struct RouteReport {
     pub to: String,
     /// Whether the callee is on another host (the call went over NATS).
     pub remote: bool,
+    /// Whether the callee is a legacy ZeroMQ agent (the call went through
+    /// the gateway).
+    pub legacy: bool,
     /// Round trips, nanoseconds.
     pub latency_ns: LatencySummary,
 }
@@ -178,6 +189,8 @@ pub struct Report {
     pub degraded: Vec<String>,
     /// Calls between this host and others, in a cluster.
     pub cluster_calls: Option<CallTotals>,
+    /// The legacy ZeroMQ gateway's traffic, when it ran.
+    pub legacy: Option<LegacyReport>,
     /// Process and external agents: the last incarnation's pid and uid,
     /// CPU, restarts and how it last ended.
     pub processes: Vec<ProcessStatus>,
@@ -278,6 +291,7 @@ impl Report {
             router: router_totals(snapshots),
             degraded: inputs.degraded,
             cluster_calls: None,
+            legacy: None,
             processes: inputs.processes,
             anomalies: inputs.anomalies,
             vram: inputs.vram,
@@ -343,21 +357,38 @@ impl Report {
         };
         row("request, end to end", &self.e2e_latency_ns);
         row("voice: audio frame to response", &self.voice_latency_ns);
+        self.route_rows(&mut row);
+        self.legacy_rows(&mut row);
+        if self.legacy.is_some() {
+            out.push('\n');
+        }
+        self.legacy_text(&mut out);
+        self.cluster_text(&mut out);
+        self.native_text(&mut out);
+        out
+    }
+
+    /// The routes' latency rows: every remote and legacy route, then the
+    /// slowest ring ones.
+    fn route_rows(&self, row: &mut impl FnMut(&str, &LatencySummary)) {
         let mut slowest: Vec<&RouteReport> = self.routes.iter().collect();
         slowest.sort_by_key(|r| std::cmp::Reverse(r.latency_ns.p99));
-        // Every remote route, then the slowest local ones.
-        let remote = slowest.iter().filter(|r| r.remote);
-        let local = slowest.iter().filter(|r| !r.remote).take(ROUTES_SHOWN);
-        for route in remote.chain(local) {
-            let mark = if route.remote { " (remote)" } else { "" };
+        let off_ring = slowest.iter().filter(|r| r.remote || r.legacy);
+        let ring = slowest
+            .iter()
+            .filter(|r| !r.remote && !r.legacy)
+            .take(ROUTES_SHOWN);
+        for route in off_ring.chain(ring) {
+            let mark = match (route.remote, route.legacy) {
+                (true, _) => " (remote)",
+                (_, true) => " (zmq)",
+                _ => "",
+            };
             row(
                 &format!("{} -> {}{mark}", route.from, route.to),
                 &route.latency_ns,
             );
         }
-        self.cluster_text(&mut out);
-        self.native_text(&mut out);
-        out
     }
 
     fn cluster_text(&self, out: &mut String) {
@@ -479,6 +510,7 @@ fn route_reports(routes: &Routes, snapshots: &[StatsSnapshot]) -> Vec<RouteRepor
                 from: routes.name(*from).to_owned(),
                 to: callee,
                 remote,
+                legacy: routes.is_legacy(*to),
                 latency_ns: LatencySummary::of(histogram),
             }
         })

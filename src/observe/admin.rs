@@ -303,10 +303,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn agents(State(state): State<Arc<AppState>>) -> Json<AgentsResponse> {
     let live = state.view.live();
+    let (legacy, legacy_ports) = state.view.legacy_agents();
     Json(AgentsResponse {
         host: state.view.host.clone(),
         agents: live.agents,
         executors: live.executors,
+        legacy,
+        legacy_ports,
     })
 }
 

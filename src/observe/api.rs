@@ -25,6 +25,7 @@ pub use super::anomaly::Signal;
 pub use crate::plan::{
     PlacedAgent, PlanDoc as PlanResponse, PlannedRemote, PlannedRing, PlannedRoute,
 };
+pub use crate::runtime::legacy::PortTotals;
 
 /// `ok`, or `degraded` with reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +213,32 @@ pub struct AgentsResponse {
     pub agents: Vec<AgentStatus>,
     /// Executors, by index.
     pub executors: Vec<ExecutorStatus>,
+    /// Seed agents on the legacy ZeroMQ edge: the `zmq` agents this
+    /// host's agents call, then those that registered themselves.
+    #[serde(default)]
+    pub legacy: Vec<LegacyAgent>,
+    /// The legacy gateway's ports, with their traffic.
+    #[serde(default)]
+    pub legacy_ports: Vec<PortTotals>,
+}
+
+/// A seed agent on the legacy ZeroMQ edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyAgent {
+    /// Its name.
+    pub name: String,
+    /// `zmq` (a manifest's, called through the gateway) or `legacy`
+    /// (registered itself with a native registry).
+    pub kind: String,
+    /// Its REP socket, `tcp://host:port`.
+    pub endpoint: String,
+    /// The registry it registered with (`legacy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// Calls the gateway sent it (`zmq`).
+    pub calls: u64,
+    /// Of those, answered with an error.
+    pub errors: u64,
 }
 
 /// A model resident on a GPU.

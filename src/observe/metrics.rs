@@ -16,7 +16,11 @@
 //! | `pinwheel_agent_process_restarts_total` | agent |
 //! | `pinwheel_agent_process_exits_total` | agent, reason (`exit_ok`, `exit_error`, `signal`, `corrupt`, `silent`, `no_hello`, `spawn_failed`) |
 //! | `pinwheel_agent_anomaly` (1 while the signal is anomalous) | agent, signal |
-//! | `pinwheel_route_call_seconds` (histogram) | from, to, path (`local`, or `remote`: over NATS to another host) |
+//! | `pinwheel_route_call_seconds` (histogram) | from, to, path (`local`, `remote`: over NATS to another host, or `legacy`: through the gateway to a `zmq` agent) |
+//! | `pinwheel_legacy_messages_total`, `pinwheel_legacy_errors_total` (with the gateway) | port, agent, kind (`rep`, `pub`) |
+//! | `pinwheel_legacy_request_seconds` (histogram) | port, agent, kind |
+//! | `pinwheel_legacy_zmq_calls_total` | agent, outcome (sent, errors, timed_out, reconnects) |
+//! | `pinwheel_legacy_zmq_call_seconds` (histogram) | agent |
 //! | `pinwheel_requests_total` | outcome |
 //! | `pinwheel_cluster_calls_total` (in a cluster) | outcome (sent, completed, timed_out, host_lost, breaker_open, failed, served, answered, dropped_replies, bad) |
 //! | `pinwheel_request_e2e_seconds` (histogram) | |
@@ -30,6 +34,8 @@
 //! The GPU readings themselves (`DCGM_FI_DEV_*`) and the optimizer's
 //! counters (`pinwheel_vram_*_total`) are registered by
 //! [`crate::gpu::metrics`].
+
+mod legacy;
 
 use std::sync::Arc;
 
@@ -295,8 +301,7 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
     let (mut sent, mut completed, mut failed, mut timed_out) = (0, 0, 0, 0);
     for snapshot in &live.snapshots {
         for (from, to, histogram) in &snapshot.routes {
-            let (callee, remote) = view.routes.callee(*to);
-            let path = if remote { "remote" } else { "local" };
+            let (callee, path) = path_of(view, *to);
             let labels = vec![
                 ("from", view.routes.name(*from).to_owned()),
                 ("to", callee),
@@ -342,7 +347,20 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
             outcome("timed_out", timed_out),
         ],
     )?;
-    cluster_calls(view, encoder)
+    cluster_calls(view, encoder)?;
+    legacy::legacy(view, encoder)
+}
+
+/// A callee's name and the path calls to it take: `local`, `remote`
+/// (NATS) or `legacy` (the gateway).
+fn path_of(view: &DaemonView, to: pinwheel_ipc::wire::AgentId) -> (String, &'static str) {
+    let (callee, remote) = view.routes.callee(to);
+    let path = match (remote, view.routes.is_legacy(to)) {
+        (true, _) => "remote",
+        (_, true) => "legacy",
+        _ => "local",
+    };
+    (callee, path)
 }
 
 /// The cluster link's call counters, in a cluster.

@@ -25,6 +25,12 @@
 //! them apart ([`Plan::unreachable`]) with a warning, so the agents that
 //! make them run as if those calls were not in their manifest, rather than
 //! failing every request over a call that has nowhere to go.
+//!
+//! An agent of kind `zmq` is an unchanged seed process the legacy gateway
+//! reaches at its endpoint: it is on no ring, so calls to it are remote
+//! routes too (the routing table sends them to the gateway). It is placed
+//! and ordered only when the daemon starts it (`command`), for its CPU
+//! and its start phase.
 
 mod order;
 mod place;
@@ -33,7 +39,7 @@ mod rings;
 
 use serde::Serialize;
 
-use crate::config::{AgentIndex, AgentSet, CallTarget, Location};
+use crate::config::{AgentIndex, AgentKind, AgentSet, CallTarget, Location};
 use crate::topology::{CpuClass, CpuId, Topology};
 
 pub use render::{
@@ -128,6 +134,7 @@ impl Plan {
         let planned: Vec<AgentIndex> = agents
             .iter()
             .filter(|(_, a)| topology.cluster().is_none() || a.host() == topology.host())
+            .filter(|(_, a)| a.kind() != AgentKind::Zmq || a.process().is_some())
             .map(|(i, _)| i)
             .collect();
         let placed = place::place(topology, agents, &planned)?;
@@ -147,13 +154,24 @@ impl Plan {
                     .map_or(0, |(_, p)| *p),
             })
             .collect::<Vec<_>>();
-        let flows = rings::routes(agents, &planned);
+        let on_rings: Vec<AgentIndex> = planned
+            .iter()
+            .copied()
+            .filter(|&i| agents.get(i).kind() != AgentKind::Zmq)
+            .collect();
+        let flows = rings::routes(agents, &on_rings);
         let cpu_of =
             |agent: AgentIndex| placements.iter().find(|p| p.agent == agent).map(|p| p.cpu);
         let (rings, local_routes) = rings::group(flows.local, cpu_of);
+        // Calls to a `zmq` agent given here go to the gateway, cluster or
+        // not; with no cluster, calls to agents only named on another host
+        // have nowhere to go.
         let (remote_routes, unreachable) = match topology.cluster() {
             Some(_) => (flows.remote, Vec::new()),
-            None => (Vec::new(), flows.remote),
+            None => flows
+                .remote
+                .into_iter()
+                .partition(|r| matches!(r.to, CallTarget::Local(_))),
         };
         Ok(Self {
             host: topology.host().to_owned(),

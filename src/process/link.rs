@@ -82,6 +82,11 @@ impl MethodTable {
         table
     }
 
+    /// The number of `name`, if the table has it.
+    pub fn find(&self, name: &str) -> Option<u16> {
+        self.ids.get(name).copied()
+    }
+
     /// The number of `name`, added if new; 0 when the table is full or
     /// the name unusable.
     pub fn intern(&mut self, name: &str) -> u16 {

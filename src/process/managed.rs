@@ -101,6 +101,9 @@ pub struct Managed {
     pub name: String,
     /// How it is started; `None` for an external agent.
     pub spec: Option<ProcessSpec>,
+    /// A legacy ZeroMQ agent: started and supervised, but given no rings
+    /// (it says no hello and is up once started).
+    pub ringless: bool,
     /// The account it runs as, resolved; `None`: the daemon's.
     pub ids: Option<(Uid, Gid, PathBuf)>,
     /// Why it cannot run as its manifest's account, if it cannot.
@@ -160,7 +163,10 @@ impl Managed {
             return Err(ExitReason::SpawnFailed);
         }
         self.epoch += 1;
-        let rings = self.rings().map_err(no_rings)?;
+        let rings = match self.ringless {
+            true => None,
+            false => Some(self.rings().map_err(no_rings)?),
+        };
         let credentials = self.credentials(env, &spec)?;
         if self.leaf.is_none() {
             self.leaf = env
@@ -188,6 +194,9 @@ impl Managed {
         let incarnation = self.incarnation(spawned, rings, credentials, now_ns);
         self.watch(env.watcher, &incarnation);
         self.current = Some(incarnation);
+        if self.ringless {
+            self.up(now_ns);
+        }
         Ok(())
     }
 
@@ -225,7 +234,7 @@ impl Managed {
     fn incarnation(
         &self,
         spawned: Spawned,
-        rings: Rings,
+        rings: Option<Rings>,
         credentials: Option<PathBuf>,
         now_ns: u64,
     ) -> Incarnation {
@@ -256,7 +265,7 @@ impl Managed {
                 pipe(stdout.map(OwnedFd::from), "stdout"),
                 pipe(stderr.map(OwnedFd::from), "stderr"),
             ],
-            rings: Some(rings),
+            rings,
             hello_by_ns: now_ns + link::HELLO_TIMEOUT.as_nanos() as u64,
             credentials,
             killed_for: None,
@@ -445,7 +454,8 @@ impl Managed {
             self.slot.detach(current.epoch);
             info!(agent = %self.name, "external agent detached");
             self.finish(env, ExitReason::Exited(0), now_ns);
-        } else {
+        } else if !self.ringless {
+            // A legacy agent may close the descriptor it never uses.
             current.link_gone_at_ns.get_or_insert(now_ns);
         }
     }
@@ -554,10 +564,10 @@ impl Managed {
         };
         ProcessStatus {
             agent: self.name.clone(),
-            kind: if self.spec.is_some() {
-                "process"
-            } else {
-                "external"
+            kind: match (&self.spec, self.ringless) {
+                (Some(_), true) => "zmq",
+                (Some(_), false) => "process",
+                (None, _) => "external",
             }
             .into(),
             pid: self.current.as_ref().and_then(|c| c.pid).or(self.last.0),

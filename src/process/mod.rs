@@ -1,6 +1,9 @@
 //! Agent processes: pinwheel starts, pins, supervises and connects them
 //! (kind `process`), or lets them attach (kind `external`), and carries
-//! their messages between their rings and the runtime's router.
+//! their messages between their rings and the runtime's router. A legacy
+//! ZeroMQ agent with a `command` (kind `zmq`) is started, pinned and
+//! supervised the same way but gets no rings: the legacy gateway reaches
+//! it on its own socket, so it is up once started and never says hello.
 //!
 //! ```text
 //!  control side (boot thread, then the core loop's tick)      data plane
@@ -123,11 +126,17 @@ pub struct ProcessOptions {
 pub struct Slots(pub Vec<(AgentId, Arc<ProcessSlot>)>);
 
 impl Slots {
-    /// A slot for each process or external agent of `agents`.
+    /// A slot for each process or external agent of `agents`, and each
+    /// `zmq` agent the daemon starts (its slot never gets rings).
     pub fn new(agents: &AgentSet) -> Result<Self, pinwheel_ipc::ring::RingError> {
         let mut slots = Vec::new();
         for (index, agent) in agents.iter() {
-            if matches!(agent.kind(), AgentKind::Process | AgentKind::External) {
+            let managed = match agent.kind() {
+                AgentKind::Process | AgentKind::External => true,
+                AgentKind::Zmq => agent.process().is_some(),
+                AgentKind::Native(_) | AgentKind::Synthetic => false,
+            };
+            if managed {
                 let slot = Arc::new(ProcessSlot::new(DataBell::new()?));
                 slots.push((AgentId(index.0 as u32), slot));
             }
@@ -272,6 +281,7 @@ fn managed_agent(
         position: 0,
         name: agents.display_name(AgentIndex(placement.agent.0)),
         spec: spec.process().cloned(),
+        ringless: spec.kind() == AgentKind::Zmq,
         ids,
         account_error,
         user: spec.account().map(|a| a.user.clone()),

@@ -122,6 +122,12 @@ impl ProcessSide {
         )
     }
 
+    /// The host's method table, which agent processes ask and the legacy
+    /// gateway shares, so one name has one number.
+    pub fn methods(&mut self) -> &mut MethodTable {
+        &mut self.methods
+    }
+
     /// How descriptors are watched: `uring` or `poll`.
     pub fn watcher_name(&self) -> &'static str {
         self.watcher.name()

@@ -39,7 +39,7 @@ use super::ctx::{Ctx, Draining, now_ns};
 use super::guard::Guard;
 use super::node::{Node, NodeSizes};
 use super::pump::run_pump;
-use super::remote::Uplink;
+use super::remote::Uplinks;
 use super::routes::Routes;
 use super::stats::{LiveCounters, NodeStats, StatsSnapshot};
 use super::supervisor::{RestartPolicy, Supervisor};
@@ -193,8 +193,9 @@ pub struct ExecutorPlan {
     pub incoming: Vec<Consumer>,
     /// Its outgoing rings' producer ends, by destination executor.
     pub outgoing: Vec<Option<Producer>>,
-    /// Its uplink to the cluster link, in a cluster.
-    pub uplink: Option<Uplink>,
+    /// Its uplinks to the cluster link (in a cluster) and to the legacy
+    /// gateway (with one), by [`RemoteKind`](super::remote::RemoteKind).
+    pub uplinks: Uplinks,
     /// Its agents, in start order.
     pub agents: Vec<AgentLaunch>,
     /// Table sizes.
@@ -395,7 +396,7 @@ async fn executor_main<A: Agent + 'static>(
         plan.outgoing,
     );
     let local = Rc::new(Local {
-        node: Rc::new(node.with_uplink(plan.uplink)),
+        node: Rc::new(node.with_uplinks(plan.uplinks)),
         stats: Rc::new(NodeStats::new(&routes, index)),
         control,
         draining: Draining::new(),

@@ -41,6 +41,7 @@ pub mod executor;
 pub mod guard;
 pub mod inbox;
 pub mod layout;
+pub mod legacy;
 pub mod node;
 pub mod pending;
 pub mod pool;

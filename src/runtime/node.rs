@@ -4,7 +4,9 @@
 //! Sending (`route`): a request, reply or heartbeat goes to the executor of
 //! its `to` agent; one to an agent on another host (or a reply to another
 //! host's caller, [`PROXY`](super::remote::PROXY)) goes up this
-//! executor's uplink to the cluster link (`remote.rs`). On this executor it is encoded straight into a pool
+//! executor's uplink to the cluster link, one to a legacy ZeroMQ agent
+//! (or a reply to a legacy client, [`GATEWAY`](super::remote::GATEWAY))
+//! up its uplink to the legacy gateway (`remote.rs`). On this executor it is encoded straight into a pool
 //! frame and queued in the agent's inbox by priority (a reply completes the
 //! caller's pending call instead); elsewhere it is encoded straight into
 //! the ring to that executor and published at once. An event goes to its
@@ -34,7 +36,7 @@ use super::balance::Balancer;
 use super::inbox::Inbox;
 use super::pending::Pending;
 use super::pool::{FrameBuf, FramePool};
-use super::remote::Uplink;
+use super::remote::{RemoteKind, Uplinks};
 use super::routes::{NO_SERVICE, NOWHERE, Routes};
 use pinwheel_ipc::ring::{Producer, RingError};
 use pinwheel_ipc::wire::{
@@ -51,6 +53,9 @@ pub const STATUS_UNAVAILABLE: u16 = 502;
 pub const STATUS_OVERLOADED: u16 = 503;
 /// Reply status: a downstream call timed out.
 pub const STATUS_TIMEOUT: u16 = 504;
+/// Reply status: the agent has no such method (a legacy client's unknown
+/// action).
+pub const STATUS_UNKNOWN_METHOD: u16 = 501;
 
 /// Counters of one router, read by the daemon's reports.
 #[derive(Debug, Default)]
@@ -130,7 +135,7 @@ pub struct Node {
     inboxes: Vec<Inbox>,
     pending: Rc<Pending>,
     outgoing: RefCell<Vec<Option<Producer>>>,
-    uplink: RefCell<Option<Uplink>>,
+    uplinks: RefCell<Uplinks>,
     scratch: RefCell<Box<Scratch>>,
     counters: RouterCounters,
     busy: Cell<u64>,
@@ -168,7 +173,7 @@ impl Node {
             pending: Pending::new(executor, sizes.pending_calls),
             inboxes,
             outgoing: RefCell::new(outgoing),
-            uplink: RefCell::new(None),
+            uplinks: RefCell::new([None, None]),
             scratch: RefCell::new(Box::new(Scratch::new())),
             counters: RouterCounters::default(),
             busy: Cell::new(0),
@@ -224,10 +229,11 @@ impl Node {
         }
     }
 
-    /// The router with its uplink to the cluster link, if any: messages
-    /// to agents on other hosts leave through it.
-    pub fn with_uplink(self, uplink: Option<Uplink>) -> Self {
-        *self.uplink.borrow_mut() = uplink;
+    /// The router with its uplinks to the cluster link and the legacy
+    /// gateway, where they are on: messages to agents on other hosts and
+    /// to legacy agents leave through them.
+    pub fn with_uplinks(self, uplinks: Uplinks) -> Self {
+        *self.uplinks.borrow_mut() = uplinks;
         self
     }
 
@@ -324,7 +330,30 @@ impl Node {
                 result = sent;
             }
         }
+        if self.routes.remote().publishes_legacy(env.from) {
+            let sent = self.write_legacy_pub(env);
+            if sent.is_err() {
+                result = sent;
+            }
+        }
         result
+    }
+
+    /// Hands an event of an agent with a legacy PUB port to the gateway,
+    /// when this executor has an uplink to it.
+    fn write_legacy_pub(&self, env: &Envelope<'_>) -> Result<(), RuntimeError> {
+        let mut uplinks = self.uplinks.borrow_mut();
+        let Some(uplink) = uplinks[RemoteKind::Legacy as usize].as_mut() else {
+            return Ok(());
+        };
+        match uplink.send(env) {
+            Ok(()) => {
+                bump(&self.counters.cluster);
+                Ok(())
+            }
+            Err(RingError::Full) => Err(RuntimeError::Full),
+            Err(source) => Err(RuntimeError::Ring { source }),
+        }
     }
 
     fn write_remote(&self, executor: u16, env: &Envelope<'_>) -> Result<(), RuntimeError> {
@@ -343,14 +372,17 @@ impl Node {
         }
     }
 
-    /// Hands a message for another host to the cluster link, if it is one
-    /// and this executor has an uplink.
+    /// Hands a message for another host to the cluster link, or one for a
+    /// legacy agent or client to the gateway, if it is one and this
+    /// executor has an uplink to that plane.
     fn write_cluster(&self, env: &Envelope<'_>) -> Result<(), RuntimeError> {
-        let mut uplink = self.uplink.borrow_mut();
-        let Some(uplink) = uplink
-            .as_mut()
-            .filter(|_| self.routes.remote().is_remote(env.to))
-        else {
+        let mut uplinks = self.uplinks.borrow_mut();
+        let uplink = self
+            .routes
+            .remote()
+            .kind_of(env.to)
+            .and_then(|kind| uplinks[kind as usize].as_mut());
+        let Some(uplink) = uplink else {
             bump(&self.counters.unroutable);
             return Err(RuntimeError::NoRoute { to: env.to });
         };

@@ -1,18 +1,32 @@
-//! Calls to agents on other hosts, the data plane's side: which ids stand
-//! for them, and the rings that carry them to the control runtime and
-//! bring the answers back.
+//! Calls that leave the data plane, the data plane's side: which ids stand
+//! for agents on other hosts (carried by the cluster link) and for legacy
+//! ZeroMQ agents (carried by the legacy gateway), and the rings that carry
+//! them to their plane and bring the answers back.
 //!
 //! ```text
 //!  executor i ──Uplink (SPSC ring + Notify)──▶ control runtime: cluster call plane ──▶ NATS
 //!  executor i ◀═downlink (SPSC ring, i's bell)═ control runtime ◀── NATS
+//!  executor i ──Uplink (SPSC ring + eventfd)──▶ legacy gateway thread ──▶ ZeroMQ
+//!  executor i ◀═downlink (SPSC ring, i's bell)═ legacy gateway thread ◀── ZeroMQ
 //! ```
+//!
+//! * **Two planes, one machinery.** Each plane ([`RemoteKind`]) gives
+//!   every executor its own uplink and downlink ([`call_rings`]); the
+//!   router sends a message whose target has no executor up the uplink
+//!   of the target's kind ([`RemoteTable::kind_of`]). The planes differ
+//!   only in how an uplink wakes its consumer: the cluster plane is a
+//!   task on the control runtime and parks on a `Notify`; the gateway is
+//!   a thread in `zmq_poll`, which polls an eventfd beside its sockets.
 //!
 //! * **Ids.** A call target on another host keeps its id in the agent set
 //!   when its manifest is loaded here (both hosts load the same files);
 //!   a `Name@host` whose manifest is not loaded gets an id from
 //!   [`REMOTE_BASE`] up. [`PROXY`] is the sender of every request that
 //!   arrives from another host: a local agent's reply to it goes up the
-//!   uplink like a call.
+//!   uplink like a call. A `zmq` agent keeps its id too, on whatever host
+//!   its manifest names (its endpoint is a network address the gateway
+//!   here reaches), and [`GATEWAY`] is the sender of every request from a
+//!   legacy ZeroMQ client.
 //! * **Uplink.** One SPSC ring per executor into the control runtime, plus
 //!   a `tokio::sync::Notify` the producer pokes after each frame: the
 //!   control task parks on the notify, not on the ring, so it never spins
@@ -34,10 +48,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use nix::sys::eventfd::EventFd;
 use tokio::sync::Notify;
 
 use super::RuntimeError;
-use crate::config::{AgentSet, CallTarget};
+use crate::config::{AgentKind, AgentSet, CallTarget};
 use crate::plan::Plan;
 use pinwheel_ipc::ring::{
     Consumer, DataBell, Producer, RingConfig, RingError, WaitStrategy, heap_ring, shm_ring_into,
@@ -46,6 +61,17 @@ use pinwheel_ipc::wire::{AgentId, Envelope};
 
 /// The id of the sender of every request from another host.
 pub const PROXY: AgentId = AgentId(u32::MAX - 1);
+/// The id of the sender of every request from a legacy ZeroMQ client.
+pub const GATEWAY: AgentId = AgentId(u32::MAX - 2);
+
+/// Which plane carries a message that leaves the data plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RemoteKind {
+    /// To another host: the cluster link's call plane.
+    Host = 0,
+    /// To a legacy ZeroMQ agent or client: the legacy gateway.
+    Legacy = 1,
+}
 /// The first id of the `Name@host` targets whose manifest is not loaded.
 pub const REMOTE_BASE: u32 = 1 << 30;
 /// Slots of each uplink and downlink ring (frames are at most
@@ -143,7 +169,8 @@ impl CallStats {
     }
 }
 
-/// An agent on another host that agents here call.
+/// An agent agents here call that no executor here runs: on another
+/// host, or a legacy ZeroMQ agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteTarget {
     /// The id calls to it carry.
@@ -152,6 +179,8 @@ pub struct RemoteTarget {
     pub host: String,
     /// Its name there.
     pub name: String,
+    /// Which plane carries calls to it.
+    pub kind: RemoteKind,
 }
 
 /// The remote targets of a plan, and this host's agents by name.
@@ -161,6 +190,7 @@ pub struct RemoteTable {
     by_id: HashMap<u32, usize>,
     calls: HashMap<u32, Vec<AgentId>>,
     local: HashMap<String, AgentId>,
+    legacy_publishers: Vec<bool>,
 }
 
 impl RemoteTable {
@@ -168,9 +198,13 @@ impl RemoteTable {
     pub fn new(plan: &Plan, agents: &AgentSet) -> Self {
         let mut table = RemoteTable::default();
         for route in plan.remote_routes() {
+            let mut kind = RemoteKind::Host;
             let (id, host, name) = match &route.to {
                 CallTarget::Local(index) => {
                     let spec = agents.get(*index);
+                    if spec.kind() == AgentKind::Zmq {
+                        kind = RemoteKind::Legacy;
+                    }
                     (AgentId(index.0 as u32), spec.host(), spec.name())
                 }
                 CallTarget::Remote { name, host } => {
@@ -183,7 +217,7 @@ impl RemoteTable {
                     (known.unwrap_or(next), host.as_str(), name.as_str())
                 }
             };
-            if host == plan.host() {
+            if host == plan.host() && kind == RemoteKind::Host {
                 continue;
             }
             if !table.by_id.contains_key(&id.0) {
@@ -192,6 +226,7 @@ impl RemoteTable {
                     id,
                     host: host.to_owned(),
                     name: name.to_owned(),
+                    kind,
                 });
             }
             table.calls.entry(route.from.0 as u32).or_default().push(id);
@@ -200,7 +235,20 @@ impl RemoteTable {
             let name = agents.get(p.agent).name().to_owned();
             table.local.insert(name, AgentId(p.agent.0 as u32));
         }
+        table.legacy_publishers = agents
+            .iter()
+            .map(|(_, a)| a.kind() != AgentKind::Zmq && a.legacy().publish().is_some())
+            .collect();
         table
+    }
+
+    /// Whether events of `agent` also go to the gateway (it has a legacy
+    /// PUB port).
+    pub fn publishes_legacy(&self, agent: AgentId) -> bool {
+        self.legacy_publishers
+            .get(agent.0 as usize)
+            .copied()
+            .unwrap_or(false)
     }
 
     /// The remote target `id` stands for.
@@ -208,10 +256,15 @@ impl RemoteTable {
         self.by_id.get(&id.0).map(|&i| &self.targets[i])
     }
 
-    /// Whether a message to `id` leaves this host: a remote target, or
-    /// the proxy of another host's caller.
-    pub fn is_remote(&self, id: AgentId) -> bool {
-        id == PROXY || self.by_id.contains_key(&id.0)
+    /// The plane a message to `id` leaves by, if it leaves the data
+    /// plane: a remote target's, the cluster link for the proxy of another
+    /// host's caller, the gateway for a legacy client's.
+    pub fn kind_of(&self, id: AgentId) -> Option<RemoteKind> {
+        match id {
+            PROXY => Some(RemoteKind::Host),
+            GATEWAY => Some(RemoteKind::Legacy),
+            _ => self.target(id).map(|t| t.kind),
+        }
     }
 
     /// This host's agent named `name`.
@@ -230,41 +283,145 @@ impl RemoteTable {
     }
 }
 
-/// An executor's end of its uplink: calls (and replies to other hosts)
-/// into the control runtime.
+/// What an uplink pokes after each frame, so that its plane wakes: a
+/// `Notify` a control-runtime task parks on (the cluster plane), or a
+/// non-blocking eventfd a polling thread watches beside its sockets (the
+/// gateway).
+pub trait Poke: std::fmt::Debug + Send + Sync {
+    /// Wakes the plane; a poke nobody waits for is kept for its next wait.
+    fn poke(&self);
+}
+
+impl Poke for Notify {
+    fn poke(&self) {
+        self.notify_one();
+    }
+}
+
+impl Poke for EventFd {
+    fn poke(&self) {
+        // A counter at its maximum is still readable, and a non-blocking
+        // write then fails with EAGAIN: the poller wakes either way.
+        let _ = self.write(1);
+    }
+}
+
+/// A fixed table of requests a plane serves for callers outside the data
+/// plane (another host's, a legacy client's): the correlation id the
+/// agent sees is a token naming the slot and its generation, so a reply
+/// that comes after its slot was freed (the caller stopped waiting) finds
+/// another generation and is dropped.
+#[derive(Debug)]
+pub struct Tokens<T> {
+    slots: Vec<(u32, Option<T>)>,
+    free: Vec<u16>,
+}
+
+impl<T> Tokens<T> {
+    /// A table of `capacity` slots (at most 65536).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.min(1 << 16);
+        Tokens {
+            slots: (0..capacity).map(|_| (0, None)).collect(),
+            free: (0..capacity as u32).rev().map(|s| s as u16).collect(),
+        }
+    }
+
+    /// Keeps `entry`; its token, or `None` when the table is full.
+    pub fn insert(&mut self, entry: T) -> Option<u64> {
+        let slot = self.free.pop()?;
+        let (generation, held) = &mut self.slots[usize::from(slot)];
+        *generation = generation.wrapping_add(1);
+        *held = Some(entry);
+        Some(u64::from(*generation) << 16 | u64::from(slot))
+    }
+
+    /// The entry of `token`, once; `None` for a token of a freed slot.
+    pub fn take(&mut self, token: u64) -> Option<T> {
+        let slot = (token & 0xffff) as usize;
+        let generation = (token >> 16) as u32;
+        let entry = self.slots.get_mut(slot).filter(|e| e.0 == generation)?;
+        let taken = entry.1.take()?;
+        self.free.push(slot as u16);
+        Some(taken)
+    }
+
+    /// The entry of `token`, if it is still held.
+    pub fn get(&self, token: u64) -> Option<&T> {
+        let slot = (token & 0xffff) as usize;
+        let generation = (token >> 16) as u32;
+        self.slots
+            .get(slot)
+            .filter(|e| e.0 == generation)
+            .and_then(|e| e.1.as_ref())
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Frees every slot `drop` picks; returns how many.
+    pub fn drop_where(&mut self, mut drop: impl FnMut(&T) -> bool) -> usize {
+        let mut dropped = 0;
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            if entry.1.as_ref().is_some_and(&mut drop) {
+                entry.1 = None;
+                self.free.push(slot as u16);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+}
+
+/// An executor's end of one plane's uplink: calls (and replies to other
+/// hosts' or legacy clients' callers) into that plane.
 #[derive(Debug)]
 pub struct Uplink {
     producer: Producer,
-    wake: Arc<Notify>,
+    wake: Arc<dyn Poke>,
 }
 
 impl Uplink {
-    /// Encodes `env` into the ring and wakes the control side; a full ring
-    /// is [`RingError::Full`], the message left with the caller.
+    /// Encodes `env` into the ring and wakes the plane; a full ring is
+    /// [`RingError::Full`], the message left with the caller.
     pub fn send(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
         self.producer.try_send(env)?;
-        self.wake.notify_one();
+        self.wake.poke();
         Ok(())
     }
 }
 
-/// The control runtime's ends of every executor's call rings.
+/// One plane's ends of every executor's call rings.
 #[derive(Debug)]
-pub struct CallRings {
+pub struct CallRings<W = Notify> {
     /// Each executor's uplink, by executor index.
     pub uplinks: Vec<Consumer>,
     /// Each executor's downlink, by executor index.
     pub downlinks: Vec<Producer>,
     /// What the uplinks poke.
-    pub wake: Arc<Notify>,
+    pub wake: Arc<W>,
 }
+
+/// An executor's uplinks, by [`RemoteKind`] (`None`: that plane is off).
+pub type Uplinks = [Option<Uplink>; 2];
 
 /// The executors' ends: each one's uplink, and the downlink consumer it
 /// adds to its incoming rings.
 pub type ExecutorEnds = Vec<(Uplink, Consumer)>;
 
-/// Call rings for executors whose bells are `bells`.
-pub fn call_rings(bells: &[DataBell]) -> Result<(ExecutorEnds, CallRings), RuntimeError> {
+/// One plane's call rings for executors whose bells are `bells`; each
+/// uplink pokes `wake`.
+pub fn call_rings<W: Poke + 'static>(
+    bells: &[DataBell],
+    wake: Arc<W>,
+) -> Result<(ExecutorEnds, CallRings<W>), RuntimeError> {
     let ring = |source| RuntimeError::Ring { source };
     let config = RingConfig {
         slots: CALL_RING_SLOTS,
@@ -275,7 +432,6 @@ pub fn call_rings(bells: &[DataBell]) -> Result<(ExecutorEnds, CallRings), Runti
         wait: WaitStrategy::Park,
         spin_us: 0,
     };
-    let wake = Arc::new(Notify::new());
     let mut ends = Vec::with_capacity(bells.len());
     let mut rings = CallRings {
         uplinks: Vec::with_capacity(bells.len()),
@@ -288,7 +444,7 @@ pub fn call_rings(bells: &[DataBell]) -> Result<(ExecutorEnds, CallRings), Runti
         ends.push((
             Uplink {
                 producer: up_tx,
-                wake: Arc::clone(&wake),
+                wake: Arc::clone(&wake) as Arc<dyn Poke>,
             },
             down_rx,
         ));
@@ -296,4 +452,40 @@ pub fn call_rings(bells: &[DataBell]) -> Result<(ExecutorEnds, CallRings), Runti
         rings.downlinks.push(down_tx);
     }
     Ok((ends, rings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_finds_its_entry_once_and_a_reused_slot_refuses_the_old_token() {
+        let mut sut = Tokens::new(1);
+
+        let first = sut.insert("a").expect("room");
+        let full = sut.insert("b");
+        let taken = sut.take(first);
+        let second = sut.insert("c").expect("room again");
+
+        assert_eq!(full, None);
+        assert_eq!(taken, Some("a"));
+        assert_ne!(first, second);
+        assert!(sut.take(first).is_none(), "the old generation");
+        assert_eq!(sut.get(second), Some(&"c"));
+        assert_eq!(sut.take(second), Some("c"));
+        assert!(sut.is_empty());
+    }
+
+    #[test]
+    fn entries_picked_together_are_dropped_together() {
+        let mut sut = Tokens::new(4);
+        let a = sut.insert("lost").expect("room");
+        let b = sut.insert("live").expect("room");
+
+        let dropped = sut.drop_where(|s| *s == "lost");
+
+        assert_eq!(dropped, 1);
+        assert!(sut.take(a).is_none());
+        assert!(sut.take(b).is_some());
+    }
 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use super::board::{Board, ModelInfo, vram_class};
 use super::desk::MAX_PROCESS_USES;
-use super::remote::RemoteTable;
+use super::remote::{RemoteKind, RemoteTable};
 use crate::config::{AgentIndex, AgentKind, AgentSet, Balance, CallTarget};
 use crate::plan::Plan;
 use crate::topology::CpuId;
@@ -98,6 +98,10 @@ impl Routes {
             board: Arc::new(Board::new(0, Vec::new(), &[], 0)),
         };
         for &agent in plan.start_order() {
+            // A zmq agent's process is on no ring: the gateway reaches it.
+            if agents.get(agent).kind() == AgentKind::Zmq {
+                continue;
+            }
             let cpu = plan
                 .placement(agent)
                 .expect("started agents are placed")
@@ -306,6 +310,12 @@ impl Routes {
             .map(|i| TopicId(i as u32 + 1))
     }
 
+    /// A topic's name by id.
+    pub fn topic_name(&self, topic: TopicId) -> Option<&str> {
+        let index = usize::try_from(topic.0).ok()?.checked_sub(1)?;
+        self.topics.get(index).map(String::as_str)
+    }
+
     /// The name to show for an id.
     pub fn name(&self, agent: AgentId) -> &str {
         match self.names.get(agent.0 as usize) {
@@ -318,9 +328,15 @@ impl Routes {
     /// host (with whether it is), else [`name`](Self::name).
     pub fn callee(&self, to: AgentId) -> (String, bool) {
         match self.remote.target(to) {
-            Some(t) => (format!("{}@{}", t.name, t.host), true),
-            None => (self.name(to).to_owned(), false),
+            Some(t) if t.kind == RemoteKind::Host => (format!("{}@{}", t.name, t.host), true),
+            _ => (self.name(to).to_owned(), false),
         }
+    }
+
+    /// Whether `to` is a legacy ZeroMQ agent (calls go through the
+    /// gateway).
+    pub fn is_legacy(&self, to: AgentId) -> bool {
+        self.remote.kind_of(to) == Some(RemoteKind::Legacy)
     }
 
     /// The agents on other hosts this host's agents call.
@@ -408,7 +424,7 @@ fn executor_cpus(plan: &Plan, agents: &AgentSet) -> Vec<CpuId> {
     let in_daemon = |index: AgentIndex| {
         !matches!(
             agents.get(index).kind(),
-            AgentKind::Process | AgentKind::External
+            AgentKind::Process | AgentKind::External | AgentKind::Zmq
         )
     };
     let mut cpus: Vec<CpuId> = plan

@@ -16,6 +16,7 @@ mod classify;
 mod cpuset;
 mod detect;
 mod error;
+mod legacy;
 mod live;
 mod render;
 mod roles;
@@ -32,6 +33,9 @@ use serde::Serialize;
 pub use cpuset::{CpuId, CpuSet, CpuSetError, MAX_CPU_ID};
 pub use detect::detect;
 pub use error::{HostMismatch, TopologyError};
+pub use legacy::{
+    DEFAULT_LEGACY_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES, LegacyEdge, MAX_MESSAGE_BYTES,
+};
 pub use live::{LiveLimits, live_limits};
 pub use render::{render_detect_json, render_detect_toml};
 pub use validate::{DEFAULT_ADMIN_ADDR, load, validate};
@@ -320,6 +324,7 @@ pub struct Topology {
     admin_addr: SocketAddr,
     tuning_profile: Option<PathBuf>,
     cluster: Option<ClusterSpec>,
+    legacy: Option<LegacyEdge>,
 }
 
 impl Topology {
@@ -424,6 +429,23 @@ impl Topology {
     /// The cluster section, if any.
     pub fn cluster(&self) -> Option<&ClusterSpec> {
         self.cluster.as_ref()
+    }
+
+    /// The legacy ZeroMQ gateway's section, if any.
+    pub fn legacy(&self) -> Option<&LegacyEdge> {
+        self.legacy.as_ref()
+    }
+
+    /// This topology with its gateway bound on `bind` (`pinwheel run
+    /// --legacy-bind`): the section's other settings stay, or are the
+    /// defaults when the file has none.
+    pub fn with_legacy_bind(mut self, bind: std::net::IpAddr) -> Self {
+        let edge = match self.legacy.take() {
+            Some(edge) => LegacyEdge { bind, ..edge },
+            None => LegacyEdge::on(bind),
+        };
+        self.legacy = Some(edge);
+        self
     }
 
     /// This topology under another host name (`pinwheel run --host`): one

@@ -84,6 +84,11 @@ pub fn validate(
         admin_addr: admin_addr(raw.admin.as_ref().and_then(|a| a.addr.as_ref()), file)?,
         tuning_profile: tuning_profile(raw.tuning.as_ref().map(|t| &t.profile), file)?,
         cluster: raw.cluster.as_ref().map(|c| cluster(c, file)).transpose()?,
+        legacy: raw
+            .legacy
+            .as_ref()
+            .map(|l| super::legacy::legacy(l, file))
+            .transpose()?,
         classes,
     })
 }

@@ -498,6 +498,8 @@ pub(super) mod tests {
                     agent("Mid", 1, 1.0, 10),
                 ],
                 executors: Vec::new(),
+                legacy: Vec::new(),
+                legacy_ports: Vec::new(),
             },
             gpus: GpusResponse {
                 gpus: vec![GpuStatus {

@@ -3,9 +3,10 @@
 //! back on the request's reply subject, rewritten to the caller's ids.
 //!
 //! Requests served are kept in a fixed table of [`MAX_REMOTE_IN_FLIGHT`]
-//! slots; the correlation id the agent sees names the slot and its
-//! generation, so a reply that comes after its slot was freed (budget
-//! spent, caller's host lost) finds another generation and is dropped.
+//! slots ([`Tokens`], shared with the legacy gateway); the correlation id
+//! the agent sees names the slot and its generation, so a reply that comes
+//! after its slot was freed (budget spent, caller's host lost) finds
+//! another generation and is dropped.
 
 use std::time::{Duration, Instant};
 
@@ -16,12 +17,12 @@ use crate::cluster::link::LinkStats;
 use crate::cluster::peers::liveness;
 use crate::runtime::ctx::now_ns;
 use crate::runtime::node::{STATUS_OVERLOADED, STATUS_UNAVAILABLE};
-use crate::runtime::remote::PROXY;
+use crate::runtime::remote::{PROXY, Tokens};
 use pinwheel_ipc::wire::{AgentId, Envelope, Payload, PayloadKind, Priority, TopicId};
 
 /// A request from another host, being served here.
 #[derive(Debug)]
-struct Served {
+pub(super) struct Served {
     reply: Subject,
     caller: String,
     /// The caller's own ids and correlation, to answer with.
@@ -36,52 +37,7 @@ struct Served {
 }
 
 /// The table of requests being served.
-#[derive(Debug)]
-pub(super) struct Inbound {
-    slots: Vec<(u32, Option<Served>)>,
-    free: Vec<u16>,
-}
-
-impl Inbound {
-    /// A table of `capacity` slots (at most 65536).
-    pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.min(1 << 16);
-        Inbound {
-            slots: (0..capacity).map(|_| (0, None)).collect(),
-            free: (0..capacity as u32).rev().map(|s| s as u16).collect(),
-        }
-    }
-
-    fn insert(&mut self, served: Served) -> Option<u64> {
-        let slot = self.free.pop()?;
-        let entry = &mut self.slots[usize::from(slot)];
-        entry.0 = entry.0.wrapping_add(1);
-        entry.1 = Some(served);
-        Some(u64::from(entry.0) << 16 | u64::from(slot))
-    }
-
-    fn take(&mut self, token: u64) -> Option<Served> {
-        let slot = (token & 0xffff) as usize;
-        let generation = (token >> 16) as u32;
-        let entry = self.slots.get_mut(slot).filter(|e| e.0 == generation)?;
-        let served = entry.1.take()?;
-        self.free.push(slot as u16);
-        Some(served)
-    }
-
-    /// Frees every slot `drop` picks; returns how many.
-    fn drop_where(&mut self, mut drop: impl FnMut(&Served) -> bool) -> usize {
-        let mut dropped = 0;
-        for (slot, entry) in self.slots.iter_mut().enumerate() {
-            if entry.1.as_ref().is_some_and(&mut drop) {
-                entry.1 = None;
-                self.free.push(slot as u16);
-                dropped += 1;
-            }
-        }
-        dropped
-    }
-}
+pub(super) type Inbound = Tokens<Served>;
 
 /// The caller's host and the agent of a call subject,
 /// `pinwheel.<cluster>.call.<me>.<caller>.<agent...>`.
@@ -239,49 +195,6 @@ impl Plane {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn served(caller: &str) -> Served {
-        Served {
-            reply: Subject::from("r"),
-            caller: caller.to_owned(),
-            from: AgentId(1),
-            to: AgentId(2),
-            correlation: 9,
-            priority: Priority::Normal,
-            sent_ns: 0,
-            deadline_ns: 0,
-            expires: Instant::now(),
-        }
-    }
-
-    #[test]
-    fn a_token_finds_its_request_once_and_a_reused_slot_refuses_the_old_token() {
-        let mut sut = Inbound::new(1);
-
-        let first = sut.insert(served("a")).expect("room");
-        let full = sut.insert(served("b"));
-        let taken = sut.take(first).map(|s| s.caller);
-        let second = sut.insert(served("c")).expect("room again");
-
-        assert_eq!(full, None);
-        assert_eq!(taken.as_deref(), Some("a"));
-        assert_ne!(first, second);
-        assert!(sut.take(first).is_none(), "the old generation");
-        assert_eq!(sut.take(second).map(|s| s.caller).as_deref(), Some("c"));
-    }
-
-    #[test]
-    fn requests_from_one_caller_are_dropped_together() {
-        let mut sut = Inbound::new(4);
-        let a = sut.insert(served("lost")).expect("room");
-        let b = sut.insert(served("live")).expect("room");
-
-        let dropped = sut.drop_where(|s| s.caller == "lost");
-
-        assert_eq!(dropped, 1);
-        assert!(sut.take(a).is_none());
-        assert!(sut.take(b).is_some());
-    }
 
     #[test]
     fn a_call_subject_names_the_caller_then_the_agent_with_its_dots() {

@@ -328,6 +328,7 @@ mod tests {
             nats_nkey: None,
             run_dir: PathBuf::from("/run/pinwheel"),
             faults: Vec::new(),
+            legacy_bind: None,
         }
     }
 
