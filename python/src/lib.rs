@@ -11,10 +11,9 @@
 //! Sync`, so Python threads may call, publish and answer at once. Every
 //! wait gives up the GIL (`allow_threads`) for a bounded slice
 //! ([`SLICE`]) and checks for signals between slices, so Ctrl-C raises
-//! `KeyboardInterrupt` within a slice even while `requests()` or a
-//! subscription waits. A call waits at most its own `timeout` in one
-//! piece (the SDK files its reply by correlation; giving up halfway would
-//! drop it), so Ctrl-C during a call is raised when the call returns.
+//! `KeyboardInterrupt` within a slice while `requests()`, a subscription
+//! or a `call` waits (an interrupted call is given up: its reply, if it
+//! comes later, is dropped).
 //!
 //! Bodies are `bytes` both ways; anything else given as a body (a dict, a
 //! list) is sent as JSON through Python's own `json` module, and `json()`
@@ -156,9 +155,17 @@ impl Agent {
     ) -> PyResult<Reply> {
         let body = body_bytes(py, body)?;
         let timeout = seconds(timeout)?;
-        let reply = py
-            .allow_threads(|| self.sdk.call(name, method, &body, timeout))
+        let pending = py
+            .allow_threads(|| self.sdk.send_call(name, method, &body, timeout))
             .map_err(raise)?;
+        let reply = loop {
+            match py.allow_threads(|| pending.wait(SLICE)) {
+                Ok(Some(reply)) => break reply,
+                // Ctrl-C: raising drops `pending`, which gives the call up.
+                Ok(None) => py.check_signals()?,
+                Err(err) => return Err(raise(err)),
+            }
+        };
         let body: Py<PyBytes> = PyBytes::new(py, &reply.body).unbind();
         if reply.status != 0 {
             let err =

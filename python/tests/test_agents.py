@@ -4,6 +4,7 @@ supervised and restarted like any other."""
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 
 import pinwheel
 from conftest import (
-    EXAMPLES, HERE, assert_every_request_accounted_for, assert_every_request_answered,
+    EXAMPLES, HANG_GUARD_S, HERE, assert_every_request_accounted_for,
+    assert_every_request_answered,
     coordinator, prober, python_agent,
 )
 
@@ -147,3 +149,53 @@ def test_a_drill_reaches_a_python_agent_and_shapes_its_replies(start_daemon, mon
     daemon.fault("Py", "none")
     daemon.wait_for("replies as usual", replies(lambda b: b == b"none"))
     assert daemon.agent("Py")["restarts"] == 0
+
+
+INTERRUPTED_CALLER = """
+import sys
+import pinwheel
+agent = pinwheel.Agent()
+print("calling", flush=True)
+try:
+    agent.call("Py", "echo", b"first", timeout=600.0)
+    print("returned", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+sys.stdin.readline()
+print(agent.call("Py", "echo", b"second", timeout=10.0).body.decode(), flush=True)
+"""
+
+
+def line_from(child: subprocess.Popen) -> str:
+    """The child's next stdout line, failing after HANG_GUARD_S."""
+    ready, _, _ = select.select([child.stdout], [], [], HANG_GUARD_S)
+    if not ready:
+        child.kill()
+        pytest.fail(f"no line from the caller in {HANG_GUARD_S} s: {child.stderr.read()}")
+    return child.stdout.readline()
+
+
+def test_ctrl_c_interrupts_a_call_and_the_agent_goes_on_calling(start_daemon):
+    manifest = prober("Py") + python_agent("Py", ECHO, 1)
+    daemon = start_daemon(manifest, ["--rate", "0", "--fault", "Py:stall"])
+    daemon.wait_for("Py running", lambda: daemon.running("Py"))
+    env = dict(os.environ, PINWHEEL_AGENT="Prober",
+               PINWHEEL_AGENT_SOCKET=str(daemon.dir / "run" / "agent.sock"))
+    env.pop("PINWHEEL_AGENT_FD", None)
+    caller = subprocess.Popen([sys.executable, "-c", INTERRUPTED_CALLER], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert line_from(caller) == "calling\n", caller.stderr.read()
+        time.sleep(0.5)
+        caller.send_signal(signal.SIGINT)
+        # The stalled call would wait 600 s; the interrupt ends it first.
+        assert line_from(caller) == "interrupted\n", caller.stderr.read()
+        daemon.fault("Py", "none")
+        caller.stdin.write("go\n")
+        caller.stdin.flush()
+        assert line_from(caller) == "second\n", caller.stderr.read()
+        assert caller.wait(timeout=60) == 0
+    finally:
+        caller.kill()
+        caller.wait()

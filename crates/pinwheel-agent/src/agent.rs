@@ -19,6 +19,7 @@ use crate::attach::{self, Attached};
 use crate::drill::{Draws, Handled, Shaped, shape};
 use crate::inbox::{Frame, Incoming, Input};
 use crate::park::Parker;
+use crate::pending::PendingCall;
 
 /// Longest a reader parks before it looks at the link again (a spinning
 /// reader never parks, so this is how it notices a daemon that left).
@@ -197,23 +198,31 @@ impl Agent {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Reply, AgentError> {
-        let deadline = Instant::now() + timeout;
-        let correlation = self.start_call(callee, method, body, timeout)?;
-        match self.wait_for(deadline, |input| input.replies.remove(&correlation)) {
-            Ok(Some((status, body))) => Ok(Reply { status, body }),
-            other => {
-                lock(&self.inner.input).waiting.remove(&correlation);
-                other?;
-                Err(AgentError::Timeout {
-                    waited_ms: timeout.as_millis() as u64,
-                })
+        let pending = self.send_call(callee, method, body, timeout)?;
+        loop {
+            if let Some(reply) = pending.wait(timeout)? {
+                return Ok(reply);
             }
         }
     }
 
+    /// Sends a call to `callee` (one of [`Agent::calls`]) whose reply is
+    /// waited for up to `timeout`, in as many pieces as the caller likes
+    /// ([`PendingCall::wait`]); dropping the [`PendingCall`] gives it up.
+    pub fn send_call(
+        &self,
+        callee: &str,
+        method: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<PendingCall, AgentError> {
+        let correlation = self.start_call(callee, method, body, timeout)?;
+        Ok(PendingCall::new(self.clone(), correlation, timeout))
+    }
+
     /// Sends a call's request; returns the correlation its reply will
     /// carry (registered as waited for).
-    pub(crate) fn start_call(
+    fn start_call(
         &self,
         callee: &str,
         method: &str,

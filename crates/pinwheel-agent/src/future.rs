@@ -91,24 +91,16 @@ impl AsyncAgent {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Reply, AgentError> {
-        let deadline = Instant::now() + timeout;
-        let correlation = self.agent.start_call(callee, method, body, timeout)?;
+        let pending = self.agent.send_call(callee, method, body, timeout)?;
         poll_fn(|cx| {
             let mut input = self.agent.input();
-            if let Some((status, body)) = input.replies.remove(&correlation) {
-                return Poll::Ready(Ok(Reply { status, body }));
+            match pending.check(&mut input) {
+                Some(answer) => Poll::Ready(answer),
+                None => {
+                    input.wakers.push(cx.waker().clone());
+                    Poll::Pending
+                }
             }
-            if let Some(err) = &input.gone {
-                return Poll::Ready(Err(err.clone()));
-            }
-            if Instant::now() >= deadline {
-                input.waiting.remove(&correlation);
-                return Poll::Ready(Err(AgentError::Timeout {
-                    waited_ms: timeout.as_millis() as u64,
-                }));
-            }
-            input.wakers.push(cx.waker().clone());
-            Poll::Pending
         })
         .await
     }

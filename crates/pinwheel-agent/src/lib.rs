@@ -64,6 +64,7 @@ mod inbox;
 mod model;
 #[allow(unsafe_code)]
 mod park;
+mod pending;
 mod topic;
 
 use std::sync::Arc;
@@ -73,6 +74,7 @@ pub use agent::{Agent, Reply, Request, now_ns};
 pub use future::AsyncAgent;
 pub use model::{MODEL_WAIT, ModelGuard};
 pub use park::PARK_ENV;
+pub use pending::PendingCall;
 pub use pinwheel_ipc::drill::{FaultSpec, STATUS_DRILL_ERROR};
 pub use pinwheel_ipc::wire::WIRE_VERSION;
 pub use topic::{Event, Subscription};
