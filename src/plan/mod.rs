@@ -522,6 +522,14 @@ mod tests {
         let sut = Plan::build(&single, &set).unwrap();
         assert!(sut.remote_routes().is_empty());
         assert_eq!(sut.unreachable().len(), 1);
+        let doc = plan_doc(&sut, &single, &set);
+        assert_eq!(
+            doc.unreachable_routes,
+            [PlannedRemote {
+                from: "A".into(),
+                to: "B@other".into()
+            }]
+        );
         let warnings = sut.warnings(&set);
         assert!(
             warnings

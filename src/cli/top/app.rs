@@ -541,6 +541,7 @@ pub(super) mod tests {
                 }],
                 local_routes: Vec::new(),
                 remote_routes: Vec::new(),
+                unreachable_routes: Vec::new(),
                 start_order: Vec::new(),
                 warnings: Vec::new(),
             },
