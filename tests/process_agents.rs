@@ -314,3 +314,39 @@ fn sigterm_stops_children_with_sigterm_then_sigkill_and_reaps_them() {
     }
     assert_eq!(dev_shm(), shm_before);
 }
+
+/// CPU time `pid` has used, in clock ticks (utime + stime).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis: state is field 3,
+    // utime 14 and stime 15.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_process_waits_as_its_manifest_says_whatever_its_cpu_class_does() {
+    let _one = one_daemon_at_a_time();
+    // vm-2cpu's class adapts; one echo is told to spin, one to park.
+    let text = manifest(&[
+        process("Spinner", 1, "echo", "wait = \"spin\""),
+        process("Sleeper", 0, "echo", "wait = \"park\""),
+    ]);
+    let daemon = TestDaemon::start(PINWHEEL, CRATE, &text, &["--rate", "0"]);
+    daemon.wait_for("both running", |d| {
+        running(d, "Spinner") && running(d, "Sleeper")
+    });
+    let pids = [pid_of(&daemon, "Spinner"), pid_of(&daemon, "Sleeper")];
+    let before = pids.map(cpu_ticks);
+    std::thread::sleep(Duration::from_secs(2));
+    let [spun, slept] = [0, 1].map(|i| cpu_ticks(pids[i]) - before[i]);
+    // With no requests at all, a spinning reader keeps its CPU busy and a
+    // parked one sleeps: the spinner used most of the two seconds' ticks.
+    assert!(
+        spun > 10 * slept.max(1),
+        "idle CPU ticks: spinning {spun}, parked {slept}"
+    );
+    let ended = daemon.stop(Signal::SIGTERM);
+    assert!(ended.status.success(), "{}", ended.log);
+}

@@ -21,7 +21,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::BenchError;
-use super::router::{RouterBench, bench_mesh, time_calls};
+use super::router::{RouterBench, bench_mesh, time_calls, wait_word};
 use crate::agents::protocol::BUILTIN_METHODS;
 use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
 use crate::observe::health::Health;
@@ -48,8 +48,10 @@ const RUN_LIMIT: Duration = Duration::from_secs(300);
 pub struct AgentBench {
     /// Caller CPU, then the callee's (the echo process's) CPU.
     pub cpus: [CpuId; 2],
-    /// How the executors and the process wait.
+    /// How the executors wait.
     pub wait: WaitStrategy,
+    /// How the echo processes wait (their manifest's `wait`).
+    pub agent_wait: WaitStrategy,
     /// Request body bytes.
     pub size: usize,
     /// Round trips per case.
@@ -96,9 +98,10 @@ impl AgentBench {
         let process = self.process_calls(false)?;
         let (chain, pyzmq, pyzmq_chain) = match &self.pyzmq_script {
             Some(script) => (
-                // A spinning caller and two spinning Pythons are three
-                // spinners on two CPUs: the chain runs parked or adaptive.
-                (self.wait != WaitStrategy::Spin)
+                // Two spinning Pythons beside the caller's executor are
+                // three spinners on two CPUs: the chain runs with agents
+                // that park (or adapt).
+                (self.agent_wait != WaitStrategy::Spin)
                     .then(|| self.process_calls(true))
                     .transpose()?,
                 Some(self.pyzmq_calls(script, 1)?),
@@ -157,14 +160,15 @@ impl AgentBench {
         let [a, b] = self.cpus;
         let process = |name: &str, cpu: CpuId, calls: &str| {
             format!(
-                "[[agent]]\nname = \"{name}\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"process\"\npriority = \"high\"\ncpu = {cpu}\ncommand = [{:?}{}]\nuser = \"nobody\"\ncalls = [{calls}]\nenv = {{ {} = \"{}\" }}\n",
+                "[[agent]]\nname = \"{name}\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"process\"\npriority = \"high\"\ncpu = {cpu}\ncommand = [{:?}{}]\nuser = \"nobody\"\ncalls = [{calls}]\nenv = {{ {} = \"{}\" }}\nwait = \"{}\"\n",
                 self.echo_exe.display().to_string(),
                 self.echo_args
                     .iter()
                     .map(|arg| format!(", {arg:?}"))
                     .collect::<String>(),
                 pinwheel_agent::PARK_ENV,
-                self.park
+                self.park,
+                wait_word(self.agent_wait)
             )
         };
         let mut manifest = format!(
@@ -413,8 +417,14 @@ impl AgentReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "pinwheel bench agent: CPUs {} and {}, {}-byte bodies, {} round trips per case, the process parks with {}",
-            b.cpus[0], b.cpus[1], b.size, b.msgs, b.park
+            "pinwheel bench agent: CPUs {} and {}, {}-byte bodies, {} round trips per case, executors {}, agent processes {} (parking with {})",
+            b.cpus[0],
+            b.cpus[1],
+            b.size,
+            b.msgs,
+            wait_word(b.wait),
+            wait_word(b.agent_wait),
+            b.park
         );
         let _ = write!(out, "\n{:<34}", "round trip");
         for title in PERCENTILE_TITLES {
@@ -452,6 +462,8 @@ impl AgentReport {
             "size": b.size,
             "msgs": b.msgs,
             "park": b.park,
+            "wait": wait_word(b.wait),
+            "agent_wait": wait_word(b.agent_wait),
             "call_far_rtt_ns": LatencySummary::of(&self.in_daemon),
             "process_rtt_ns": LatencySummary::of(&self.process),
             "p50_ratio": self.ratio(),

@@ -175,11 +175,7 @@ pub(super) fn bench_mesh(
     manifest: &str,
 ) -> Result<(topology::Topology, AgentSet), BenchError> {
     let [a, b] = cpus;
-    let wait = match wait {
-        WaitStrategy::Spin => "spin",
-        WaitStrategy::Park => "park",
-        WaitStrategy::Adaptive => "adaptive",
-    };
+    let wait = wait_word(wait);
     let topology = format!(
         "schema = 1\n[host]\nname = \"bench\"\ncpus = {{ uniform = \"{a},{b}\" }}\n[class.uniform]\nwait = \"{wait}\"\npreempt_timer_us = 100\nrt_priority = 0\n"
     );
@@ -195,6 +191,15 @@ pub(super) fn bench_mesh(
     )])
     .map_err(|e| invalid(e.to_string()))?;
     Ok((topology, agents))
+}
+
+/// `wait` as the topology and the manifest spell it.
+pub(super) fn wait_word(wait: WaitStrategy) -> &'static str {
+    match wait {
+        WaitStrategy::Spin => "spin",
+        WaitStrategy::Park => "park",
+        WaitStrategy::Adaptive => "adaptive",
+    }
 }
 
 /// What the caller leaves for the bench's thread.

@@ -208,6 +208,12 @@ pub struct BenchAgentArgs {
     /// How executors and the process wait for messages.
     #[arg(long, value_enum, default_value_t = WaitArg::Spin)]
     pub wait: WaitArg,
+    /// How the echo processes wait (their manifest's `wait`; default: as
+    /// --wait). `--wait spin --agent-wait park` is a spinning caller and
+    /// parked agents: the daemon's side polls, each agent sleeps until a
+    /// request wakes it.
+    #[arg(long, value_enum)]
+    pub agent_wait: Option<WaitArg>,
     /// Request body size, bytes (at most 512).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
@@ -435,6 +441,7 @@ fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let report = AgentBench {
         cpus: bench_cpus(&args.cpus)?,
         wait: args.wait.into(),
+        agent_wait: args.agent_wait.unwrap_or(args.wait).into(),
         size: args.size,
         msgs: args.msgs.max(1),
         echo_exe,

@@ -38,6 +38,7 @@
 //! restart_window_s = 60
 //! stop_timeout_ms = 3000
 //! memory_max_mib = 512
+//! wait = "park"                  # spin | park | adaptive (default: its CPU class's wait)
 //! replicas = 4                   # instances STTService#0..#3; callers call STTService
 //! balance = "p2c_ewma"           # p2c_ewma | least_outstanding | round_robin | weighted | consistent_hash
 //! weights = [3, 1, 1, 1]         # balance = "weighted" only: one per replica
@@ -47,6 +48,7 @@
 
 use std::collections::BTreeMap;
 
+use pinwheel_ipc::ring::WaitStrategy;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -140,6 +142,9 @@ pub struct AgentEntry {
     pub stop_timeout_ms: Option<Spanned<u32>>,
     /// Process agents: memory limit (cgroup v2 `memory.max`), MiB.
     pub memory_max_mib: Option<Spanned<u64>>,
+    /// Process agents: how the process waits for its requests (default:
+    /// the `wait` of its CPU's class).
+    pub wait: Option<Spanned<WaitStrategy>>,
     /// Instances of the agent (default 1).
     pub replicas: Option<Spanned<u32>>,
     /// How callers spread their calls over the replicas.

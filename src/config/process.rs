@@ -18,6 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
+use pinwheel_ipc::ring::WaitStrategy;
 use toml::Spanned;
 
 use super::agents_file::{AgentEntry, KindName, RestartMode};
@@ -65,6 +66,7 @@ pub struct ProcessSpec {
     restart_window_s: u32,
     stop_timeout_ms: u32,
     memory_max_mib: Option<u64>,
+    wait: Option<WaitStrategy>,
 }
 
 impl ProcessSpec {
@@ -108,6 +110,12 @@ impl ProcessSpec {
     pub fn memory_max_mib(&self) -> Option<u64> {
         self.memory_max_mib
     }
+    /// How it waits for its requests, when the manifest says (else its
+    /// CPU class's `wait`): a rarely called agent may park on a CPU whose
+    /// executors spin.
+    pub fn wait(&self) -> Option<WaitStrategy> {
+        self.wait
+    }
 }
 
 /// The process fields of one entry: the spec for kind `process` (and
@@ -123,6 +131,14 @@ pub fn validate(
     let spawned = kind == KindName::Process || (kind == KindName::Zmq && raw.command.is_some());
     if !spawned {
         forbid_process_fields(raw, file, agent, kind)?;
+    }
+    if let Some(wait) = &raw.wait
+        && kind != KindName::Process
+    {
+        let message = format!(
+            "agent {agent}: `wait` goes with kind = \"process\" only (an agent on a ring of its own); other agents wait as their CPU class says"
+        );
+        return Err(invalid(file, wait.span(), message));
     }
     let account = match (&raw.user, kind) {
         (Some(user), KindName::Process | KindName::External | KindName::Zmq) => Some(Account {
@@ -196,6 +212,7 @@ fn spec(
             }
             other => other.as_ref().map(|m| *m.get_ref()),
         },
+        wait: raw.wait.as_ref().map(|w| *w.get_ref()),
     })
 }
 
@@ -409,6 +426,7 @@ fn invalid(file: &SourceFile, span: std::ops::Range<usize>, message: String) -> 
 #[cfg(test)]
 mod tests {
     use crate::config::{AgentIndex, AgentKind, AgentSet, ConfigError, SourceFile};
+    use pinwheel_ipc::ring::WaitStrategy;
     use std::path::Path;
 
     fn sut(extra: &str, kind: &str) -> Result<AgentSet, ConfigError> {
@@ -478,6 +496,21 @@ mod tests {
         let err = sut("user = \"nobody\"", "synthetic").unwrap_err();
         assert!(err.to_string().contains("`user` goes with"), "{err}");
         assert!(sut("user = \"nobody\"", "external").is_ok());
+        let err = sut("wait = \"park\"", "synthetic").unwrap_err();
+        assert!(err.to_string().contains("`wait` goes with"), "{err}");
+        assert_eq!(err.location().unwrap().line(), 7);
+    }
+
+    #[test]
+    fn a_process_may_wait_otherwise_than_its_cpu_class() {
+        let base = "command = [\"/bin/true\"]\nuser = \"nobody\"\n";
+        let set = sut(&format!("{base}wait = \"park\""), "process").unwrap();
+        let process = set.get(AgentIndex(0)).process().unwrap();
+        assert_eq!(process.wait(), Some(WaitStrategy::Park));
+        let set = sut(base, "process").unwrap();
+        assert_eq!(set.get(AgentIndex(0)).process().unwrap().wait(), None);
+        let err = sut(&format!("{base}wait = \"doze\""), "process").unwrap_err();
+        assert_eq!(err.location().unwrap().line(), 9, "{err}");
     }
 
     #[test]

@@ -79,7 +79,7 @@ use self::cgroup::Cgroups;
 use self::managed::Managed;
 use self::spawn::{Launch, Spawned};
 use self::uses::ModelUses;
-use crate::config::{AgentIndex, AgentKind, AgentSet};
+use crate::config::{AgentIndex, AgentKind, AgentSet, ProcessSpec};
 pub use crate::observe::api::ProcessStatus;
 use crate::observe::health::Health;
 use crate::plan::Plan;
@@ -291,7 +291,10 @@ fn managed_agent(
         ring: RingConfig {
             slots: RING_SLOTS,
             max_frame: MAX_FRAME,
-            wait: settings.wait,
+            wait: spec
+                .process()
+                .and_then(ProcessSpec::wait)
+                .unwrap_or(settings.wait),
             spin_us: settings.spin_before_park_us,
         },
         facts: facts(routes, id, agents, placement.agent),
