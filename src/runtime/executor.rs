@@ -24,12 +24,15 @@
 //! end, a mutex-protected slot per executor for its statistics.
 
 use std::cell::{Cell, RefCell};
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use glommio::timer::Timer;
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
 
@@ -70,6 +73,9 @@ pub struct Control {
     live: Vec<LiveCounters>,
     /// Nudges the guard gave each executor.
     nudges: Vec<AtomicU64>,
+    /// Each executor's ticker, to wake from another thread (the guard's
+    /// nudge; [`super::guard`]).
+    tickers: Vec<AtomicWaker>,
     /// Each executor's statistics as of its last second, for the admin API.
     recent: Vec<Mutex<Option<StatsSnapshot>>>,
     snapshots: Mutex<Vec<Option<StatsSnapshot>>>,
@@ -85,6 +91,7 @@ impl Control {
             quiet: (0..executors).map(|_| AtomicBool::new(false)).collect(),
             live: (0..executors).map(|_| LiveCounters::default()).collect(),
             nudges: (0..executors).map(|_| AtomicU64::new(0)).collect(),
+            tickers: (0..executors).map(|_| AtomicWaker::new()).collect(),
             recent: (0..executors).map(|_| Mutex::new(None)).collect(),
             snapshots: Mutex::new(vec![None; executors]),
         })
@@ -138,6 +145,23 @@ impl Control {
             .iter()
             .map(|n| n.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// Wakes executor `index`'s ticker from another thread: glommio
+    /// queues the wake and writes the executor's own eventfd, which its
+    /// reactor always watches, so a sleeping executor wakes and runs its
+    /// due timers whatever its tasks wait on. False if the ticker has not
+    /// waited yet (or a nudge since has not been answered).
+    pub(super) fn wake_ticker(&self, index: usize) -> bool {
+        let waker = self.tickers.get(index).and_then(AtomicWaker::take);
+        waker.map(std::task::Waker::wake).is_some()
+    }
+
+    /// Registers `waker` as executor `index`'s ticker.
+    pub(super) fn register_ticker(&self, index: usize, waker: &std::task::Waker) {
+        if let Some(ticker) = self.tickers.get(index) {
+            ticker.register(waker);
+        }
     }
 
     pub(super) fn count_nudge(&self, index: usize) {
@@ -389,6 +413,12 @@ async fn executor_main<A: Agent + 'static>(
 ) -> Result<(), RuntimeError> {
     setup(&plan.settings);
     let (cpu, index) = (plan.cpu, plan.index);
+    // A first heartbeat, so that the guard sees an executor that falls
+    // asleep before its ticker ever beats.
+    // SYNC: Relaxed; see `tick`.
+    control.live[usize::from(index)]
+        .heartbeat_ns
+        .store(now_ns(), Ordering::Relaxed);
     let node = Node::new(
         index,
         Arc::clone(&routes),
@@ -518,7 +548,13 @@ async fn tick<A>(local: Rc<Local<A>>, index: u16) {
     let live = &local.control.live[index as usize];
     let recent_every = RECENT_PERIOD.as_millis() as u64;
     loop {
-        (&mut timer).await;
+        poll_fn(|cx| {
+            local
+                .control
+                .register_ticker(usize::from(index), cx.waker());
+            Pin::new(&mut timer).poll(cx)
+        })
+        .await;
         timer.reset(Duration::from_millis(1));
         let now = now_ns();
         // SYNC: Relaxed; the watchdog only compares the value with its clock.
