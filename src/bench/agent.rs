@@ -21,7 +21,8 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::BenchError;
-use super::router::{RouterBench, bench_mesh, time_calls, wait_word};
+use super::report::wait_name;
+use super::router::{RouterBench, bench_mesh, time_calls};
 use crate::agents::protocol::BUILTIN_METHODS;
 use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
 use crate::observe::health::Health;
@@ -141,17 +142,7 @@ impl AgentBench {
                 output.status
             )));
         }
-        // Bounded (1 ns to 1 h): `saturating_record` never resizes.
-        let mut histogram = Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
-            .map_err(|e| failed(e.to_string()))?;
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            let ns: u64 = line
-                .trim()
-                .parse()
-                .map_err(|_| failed(format!("not ns: {line:?}")))?;
-            histogram.saturating_record(ns.max(1));
-        }
-        Ok(histogram)
+        ns_histogram(&output.stdout).map_err(failed)
     }
 
     /// The manifest: the caller, `Echo` on CPU B and, for a chain, `Back`
@@ -168,7 +159,7 @@ impl AgentBench {
                     .collect::<String>(),
                 pinwheel_agent::PARK_ENV,
                 self.park,
-                wait_word(self.agent_wait)
+                wait_name(self.agent_wait)
             )
         };
         let mut manifest = format!(
@@ -261,6 +252,21 @@ impl AgentBench {
             )
         })
     }
+}
+
+/// Round trips a Python script printed, one per line in ns.
+pub(super) fn ns_histogram(stdout: &[u8]) -> Result<Histogram<u64>, String> {
+    // Bounded (1 ns to 1 h): `saturating_record` never resizes.
+    let mut histogram =
+        Histogram::new_with_bounds(1, 3_600_000_000_000, 3).map_err(|e| e.to_string())?;
+    for line in String::from_utf8_lossy(stdout).lines() {
+        let ns: u64 = line
+            .trim()
+            .parse()
+            .map_err(|_| format!("not ns: {line:?}"))?;
+        histogram.saturating_record(ns.max(1));
+    }
+    Ok(histogram)
 }
 
 /// The echo's bridge, on the caller's executor.
@@ -422,8 +428,8 @@ impl AgentReport {
             b.cpus[1],
             b.size,
             b.msgs,
-            wait_word(b.wait),
-            wait_word(b.agent_wait),
+            wait_name(b.wait),
+            wait_name(b.agent_wait),
             b.park
         );
         let _ = write!(out, "\n{:<34}", "round trip");
@@ -462,8 +468,8 @@ impl AgentReport {
             "size": b.size,
             "msgs": b.msgs,
             "park": b.park,
-            "wait": wait_word(b.wait),
-            "agent_wait": wait_word(b.agent_wait),
+            "wait": wait_name(b.wait),
+            "agent_wait": wait_name(b.agent_wait),
             "call_far_rtt_ns": LatencySummary::of(&self.in_daemon),
             "process_rtt_ns": LatencySummary::of(&self.process),
             "p50_ratio": self.ratio(),

@@ -21,6 +21,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::BenchError;
+use super::agent::ns_histogram;
 use super::router::bench_mesh;
 use crate::agents::mesh::{Mesh, MeshOptions};
 use crate::agents::protocol::BUILTIN_METHODS;
@@ -135,16 +136,7 @@ impl LegacyBench {
                 output.status
             )));
         }
-        let mut histogram = Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
-            .map_err(|e| failed(e.to_string()))?;
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            let ns: u64 = line
-                .trim()
-                .parse()
-                .map_err(|_| failed(format!("not ns: {line:?}")))?;
-            histogram.saturating_record(ns.max(1));
-        }
-        Ok(histogram)
+        ns_histogram(&output.stdout).map_err(failed)
     }
 
     /// The gateway case: a registry on CPU B behind its legacy port; the

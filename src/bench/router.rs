@@ -27,6 +27,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::BenchError;
+use super::report::wait_name;
 use super::ring::RingBench;
 use crate::config::{AgentSet, SourceFile};
 use crate::latency::{
@@ -175,7 +176,7 @@ pub(super) fn bench_mesh(
     manifest: &str,
 ) -> Result<(topology::Topology, AgentSet), BenchError> {
     let [a, b] = cpus;
-    let wait = wait_word(wait);
+    let wait = wait_name(wait);
     let topology = format!(
         "schema = 1\n[host]\nname = \"bench\"\ncpus = {{ uniform = \"{a},{b}\" }}\n[class.uniform]\nwait = \"{wait}\"\npreempt_timer_us = 100\nrt_priority = 0\n"
     );
@@ -191,15 +192,6 @@ pub(super) fn bench_mesh(
     )])
     .map_err(|e| invalid(e.to_string()))?;
     Ok((topology, agents))
-}
-
-/// `wait` as the topology and the manifest spell it.
-pub(super) fn wait_word(wait: WaitStrategy) -> &'static str {
-    match wait {
-        WaitStrategy::Spin => "spin",
-        WaitStrategy::Park => "park",
-        WaitStrategy::Adaptive => "adaptive",
-    }
 }
 
 /// What the caller leaves for the bench's thread.

@@ -126,6 +126,18 @@ fn bump(counter: &Cell<u64>) {
     counter.set(counter.get() + 1);
 }
 
+/// A ring write's outcome as the node's: counted in `counter` when it went.
+fn counted(sent: Result<(), RingError>, counter: &Cell<u64>) -> Result<(), RuntimeError> {
+    match sent {
+        Ok(()) => {
+            bump(counter);
+            Ok(())
+        }
+        Err(RingError::Full) => Err(RuntimeError::Full),
+        Err(source) => Err(RuntimeError::Ring { source }),
+    }
+}
+
 /// One executor's router.
 #[derive(Debug)]
 pub struct Node {
@@ -346,14 +358,7 @@ impl Node {
         let Some(uplink) = uplinks[RemoteKind::Legacy as usize].as_mut() else {
             return Ok(());
         };
-        match uplink.send(env) {
-            Ok(()) => {
-                bump(&self.counters.cluster);
-                Ok(())
-            }
-            Err(RingError::Full) => Err(RuntimeError::Full),
-            Err(source) => Err(RuntimeError::Ring { source }),
-        }
+        counted(uplink.send(env), &self.counters.cluster)
     }
 
     fn write_remote(&self, executor: u16, env: &Envelope<'_>) -> Result<(), RuntimeError> {
@@ -362,14 +367,7 @@ impl Node {
             bump(&self.counters.unroutable);
             return Err(RuntimeError::NoRoute { to: env.to });
         };
-        match producer.try_send(env) {
-            Ok(()) => {
-                bump(&self.counters.remote);
-                Ok(())
-            }
-            Err(RingError::Full) => Err(RuntimeError::Full),
-            Err(source) => Err(RuntimeError::Ring { source }),
-        }
+        counted(producer.try_send(env), &self.counters.remote)
     }
 
     /// Hands a message for another host to the cluster link, or one for a
@@ -386,14 +384,7 @@ impl Node {
             bump(&self.counters.unroutable);
             return Err(RuntimeError::NoRoute { to: env.to });
         };
-        match uplink.send(env) {
-            Ok(()) => {
-                bump(&self.counters.cluster);
-                Ok(())
-            }
-            Err(RingError::Full) => Err(RuntimeError::Full),
-            Err(source) => Err(RuntimeError::Ring { source }),
-        }
+        counted(uplink.send(env), &self.counters.cluster)
     }
 
     fn encode(&self, env: &Envelope<'_>) -> Result<FrameBuf, RuntimeError> {
