@@ -24,7 +24,7 @@ use super::BenchError;
 use super::report::wait_name;
 use super::router::{RouterBench, bench_mesh, time_calls};
 use crate::agents::protocol::BUILTIN_METHODS;
-use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
+use crate::latency::LatencySummary;
 use crate::observe::health::Health;
 use crate::plan::Plan;
 use crate::process::{BridgeSpec, ProcessBridge, ProcessOptions, ProcessSide, Slots};
@@ -432,16 +432,10 @@ impl AgentReport {
             wait_name(b.agent_wait),
             b.park
         );
-        let _ = write!(out, "\n{:<34}", "round trip");
-        for title in PERCENTILE_TITLES {
-            let _ = write!(out, "{title:>10}");
-        }
+        super::percentile_titles(&mut out, "round trip", 34);
         let _ = writeln!(out, "{:>10}", "calls/s");
         for (name, histogram) in self.rows() {
-            let _ = write!(out, "{name:<34}");
-            for ns in LatencySummary::of(histogram).columns() {
-                let _ = write!(out, "{:>10}", format_ns(ns));
-            }
+            super::percentile_cells(&mut out, name, 34, histogram);
             let _ = writeln!(out, "{:>10.0}", calls_per_s(histogram));
         }
         let _ = writeln!(

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use super::BenchError;
 use super::hgrm::Distribution;
 use super::plot::{Series, render_svg};
-use crate::daemon::report::{Report, RouteReport};
+use crate::daemon::report::{LATENCY_TITLES, Report, RouteReport, latency_cells};
 use crate::latency::{LatencySummary, format_ns};
 use crate::observe::api::{AnomalySeen, Signal, VramCounts};
 
@@ -92,23 +92,19 @@ fn summary(out: &mut String, report: &Report) {
 }
 
 fn percentile_header(out: &mut String, first: &str) {
-    let _ = writeln!(
-        out,
-        "<thead><tr><th>{first}</th><th>count</th><th>p50</th><th>p99</th><th>p99.9</th><th>max</th></tr></thead>"
-    );
+    let _ = write!(out, "<thead><tr><th>{first}</th>");
+    for title in LATENCY_TITLES {
+        let _ = write!(out, "<th>{title}</th>");
+    }
+    out.push_str("</tr></thead>\n");
 }
 
 fn percentile_row(out: &mut String, name: &str, p: &LatencySummary) {
-    let _ = writeln!(
-        out,
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-        escape(name),
-        p.count,
-        format_ns(p.p50),
-        format_ns(p.p99),
-        format_ns(p.p999),
-        format_ns(p.max)
-    );
+    let _ = write!(out, "<tr><td>{}</td>", escape(name));
+    for cell in latency_cells(p) {
+        let _ = write!(out, "<td>{cell}</td>");
+    }
+    out.push_str("</tr>\n");
 }
 
 fn latency_table(out: &mut String, report: &Report) {

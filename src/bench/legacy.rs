@@ -26,7 +26,7 @@ use super::router::bench_mesh;
 use crate::agents::mesh::{Mesh, MeshOptions};
 use crate::agents::protocol::BUILTIN_METHODS;
 use crate::gateway::{Gateway, GatewayParts, GatewayPlan, MethodNames, wake_fd};
-use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
+use crate::latency::LatencySummary;
 use crate::plan::Plan;
 use crate::process::{MethodTable, Slots};
 use crate::runtime::control::ControlRuntime;
@@ -278,20 +278,14 @@ impl LegacyReport {
             b.size,
             b.msgs
         );
-        let _ = write!(out, "\n{:<40}", "round trip");
-        for title in PERCENTILE_TITLES {
-            let _ = write!(out, "{title:>10}");
-        }
+        super::percentile_titles(&mut out, "round trip", 40);
         out.push('\n');
         for (name, histogram) in [
             ("pyzmq -> gateway -> native agent", &self.gateway),
             ("  of which in the gateway and agent", &self.inside),
             ("pyzmq -> pyzmq REP (the seed)", &self.pyzmq),
         ] {
-            let _ = write!(out, "{name:<40}");
-            for ns in LatencySummary::of(histogram).columns() {
-                let _ = write!(out, "{:>10}", format_ns(ns));
-            }
+            super::percentile_cells(&mut out, name, 40, histogram);
             out.push('\n');
         }
         let _ = writeln!(

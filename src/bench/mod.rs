@@ -44,12 +44,16 @@ pub mod suite;
 pub mod wakeup;
 pub mod zmq;
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
+
+use hdrhistogram::Histogram;
 
 pub use hgrm::Distribution;
 pub use output::{render_suite_table, write_suite_files};
 pub use report::{Case, RingReport, render_ring_json, render_ring_table};
 
+use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
 use crate::topology::CpuId;
 use pinwheel_ipc::ring::RingError;
 
@@ -144,4 +148,25 @@ pub enum BenchError {
         /// zmq's message.
         reason: String,
     },
+}
+
+/// Writes a bench table's percentile title row, without its newline (a
+/// table may add columns): `first` left-aligned in `width` after a blank
+/// line, then [`PERCENTILE_TITLES`] right-aligned in 10 characters each.
+fn percentile_titles(out: &mut String, first: &str, width: usize) {
+    let _ = write!(out, "\n{first:<width$}");
+    for title in PERCENTILE_TITLES {
+        let _ = write!(out, "{title:>10}");
+    }
+}
+
+/// Writes the start of a bench table's row, without its newline: `name`
+/// left-aligned in `width`, then the histogram's
+/// [`LatencySummary::columns`] as [`format_ns`] prints them, under
+/// [`percentile_titles`].
+fn percentile_cells(out: &mut String, name: &str, width: usize, histogram: &Histogram<u64>) {
+    let _ = write!(out, "{name:<width$}");
+    for ns in LatencySummary::of(histogram).columns() {
+        let _ = write!(out, "{:>10}", format_ns(ns));
+    }
 }

@@ -24,9 +24,7 @@ use hdrhistogram::Histogram;
 use rkyv::util::AlignedVec;
 
 use super::BenchError;
-use crate::latency::{
-    LatencySummary, PERCENTILE_TITLES, format_ns, new_histogram, record_duration,
-};
+use crate::latency::{LatencySummary, new_histogram, record_duration};
 use crate::runtime::affinity::pin_current_thread;
 use crate::topology::CpuId;
 use pinwheel_ipc::wire::{
@@ -290,20 +288,14 @@ impl NatsReport {
             "pinwheel bench nats: CPUs {} and {}, {}-byte bodies, {} round trips each, via {}",
             b.cpus[0], b.cpus[1], b.size, b.msgs, b.url
         );
-        let _ = write!(out, "\n{:<36}", "round trip");
-        for title in PERCENTILE_TITLES {
-            let _ = write!(out, "{title:>10}");
-        }
+        super::percentile_titles(&mut out, "round trip", 36);
         let _ = writeln!(out);
         let mut rows = vec![("NATS request/reply (loopback)", &self.nats)];
         if let Some(zmq) = &self.zmq {
             rows.push(("ZeroMQ REQ/REP tcp (loopback)", zmq));
         }
         for (name, histogram) in rows {
-            let _ = write!(out, "{name:<36}");
-            for ns in LatencySummary::of(histogram).columns() {
-                let _ = write!(out, "{:>10}", format_ns(ns));
-            }
+            super::percentile_cells(&mut out, name, 36, histogram);
             let _ = writeln!(out);
         }
         if let Some(zmq) = &self.zmq {

@@ -30,9 +30,7 @@ use super::BenchError;
 use super::report::wait_name;
 use super::ring::RingBench;
 use crate::config::{AgentSet, SourceFile};
-use crate::latency::{
-    LatencySummary, PERCENTILE_TITLES, format_ns, new_histogram, record_duration,
-};
+use crate::latency::{LatencySummary, new_histogram, record_duration};
 use crate::plan::Plan;
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
@@ -280,20 +278,14 @@ impl RouterReport {
             "pinwheel bench router: CPUs {} and {}, {}-byte bodies, {} round trips per case",
             b.cpus[0], b.cpus[1], b.size, b.msgs
         );
-        let _ = write!(out, "\n{:<34}", "round trip");
-        for title in PERCENTILE_TITLES {
-            let _ = write!(out, "{title:>10}");
-        }
+        super::percentile_titles(&mut out, "round trip", 34);
         let _ = writeln!(out);
         for (name, histogram) in [
             ("bare ring (2 threads)", &self.ring),
             ("runtime call, across CPUs", &self.far),
             ("runtime call, same CPU", &self.near),
         ] {
-            let _ = write!(out, "{name:<34}");
-            for ns in LatencySummary::of(histogram).columns() {
-                let _ = write!(out, "{:>10}", format_ns(ns));
-            }
+            super::percentile_cells(&mut out, name, 34, histogram);
             let _ = writeln!(out);
         }
         let _ = writeln!(

@@ -150,6 +150,26 @@ pub enum Baseline {
     Zmq,
 }
 
+/// `--json`, which every bench that prints a report takes.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--size` and `--msgs` of the benches that call through the runtime
+/// (`bench router`, `bench agent`): the same limit and count for both.
+#[derive(Debug, Args)]
+pub struct CallLoadArgs {
+    /// Request body size, bytes (at most 512).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Round trips per case.
+    #[arg(long, default_value_t = 100_000)]
+    pub msgs: u64,
+}
+
 /// `pinwheel bench ring`.
 #[derive(Debug, Args)]
 pub struct BenchRingArgs {
@@ -174,9 +194,9 @@ pub struct BenchRingArgs {
     /// Also measure this baseline in the same run and print the ratios.
     #[arg(long, value_enum)]
     pub baseline: Option<Baseline>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// Table or JSON.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `pinwheel bench router`.
@@ -188,15 +208,12 @@ pub struct BenchRouterArgs {
     /// How ring consumers and executors wait for messages.
     #[arg(long, value_enum, default_value_t = WaitArg::Spin)]
     pub wait: WaitArg,
-    /// Request body size, bytes (at most 512).
-    #[arg(long, default_value_t = 64)]
-    pub size: usize,
-    /// Round trips per case.
-    #[arg(long, default_value_t = 100_000)]
-    pub msgs: u64,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// Body size and round trips.
+    #[command(flatten)]
+    pub load: CallLoadArgs,
+    /// Table or JSON.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `pinwheel bench agent`.
@@ -214,12 +231,9 @@ pub struct BenchAgentArgs {
     /// request wakes it.
     #[arg(long, value_enum)]
     pub agent_wait: Option<WaitArg>,
-    /// Request body size, bytes (at most 512).
-    #[arg(long, default_value_t = 64)]
-    pub size: usize,
-    /// Round trips per case.
-    #[arg(long, default_value_t = 100_000)]
-    pub msgs: u64,
+    /// Body size and round trips.
+    #[command(flatten)]
+    pub load: CallLoadArgs,
     /// How the echo process parks when it waits (with --wait park or
     /// adaptive): one io_uring wait, or poll(2) then read(2).
     #[arg(long, value_parser = ["uring", "poll"], default_value = "uring")]
@@ -228,9 +242,9 @@ pub struct BenchAgentArgs {
     /// from `cargo build --release -p pinwheel-agent --example echo`).
     #[arg(long, value_name = "FILE")]
     pub echo: Option<std::path::PathBuf>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// Table or JSON.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// The echo is python/examples/echo.py run by --python-exe (the
     /// `pinwheel` package installed there), and the same run times pyzmq
     /// REQ/REP between Python processes (python/bench/zmq_chain.py; pyzmq
@@ -275,9 +289,9 @@ pub struct BenchLegacyArgs {
     /// The repository's python/ directory.
     #[arg(long, value_name = "DIR", default_value = "python")]
     pub python_dir: std::path::PathBuf,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// Table or JSON.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `pinwheel bench nats`.
@@ -299,9 +313,9 @@ pub struct BenchNatsArgs {
     /// TCP on loopback).
     #[arg(long, value_enum)]
     pub baseline: Option<Baseline>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// Table or JSON.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `pinwheel bench ring-peer`.
@@ -378,7 +392,7 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), CliError> {
     };
     let ring = bench.run()?;
     let report = RingReport { bench, ring, zmq };
-    let text = if args.json {
+    let text = if args.output.json {
         render_ring_json(&report)
     } else {
         render_ring_table(&report)
@@ -388,23 +402,15 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), CliError> {
 }
 
 fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    if args.size > MAX_ROUTER_BODY {
-        return Err(DaemonError::Usage {
-            message: format!(
-                "--size {}: runtime messages carry at most {MAX_ROUTER_BODY} body bytes",
-                args.size
-            ),
-        }
-        .into());
-    }
+    check_router_body(args.load.size)?;
     let bench = RouterBench {
         cpus: bench_cpus(&args.cpus)?,
         wait: args.wait.into(),
-        size: args.size,
-        msgs: args.msgs.max(1),
+        size: args.load.size,
+        msgs: args.load.msgs.max(1),
     };
     let report = bench.run()?;
-    let text = if args.json {
+    let text = if args.output.json {
         report.to_json()
     } else {
         report.to_table()
@@ -414,15 +420,7 @@ fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), CliError> {
 }
 
 fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    if args.size > MAX_ROUTER_BODY {
-        return Err(DaemonError::Usage {
-            message: format!(
-                "--size {}: runtime messages carry at most {MAX_ROUTER_BODY} body bytes",
-                args.size
-            ),
-        }
-        .into());
-    }
+    check_router_body(args.load.size)?;
     let (echo_exe, echo_args, pyzmq_script) = if args.python {
         let dir = std::path::absolute(&args.python_dir)?;
         let echo = dir.join("examples/echo.py");
@@ -442,15 +440,15 @@ fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), CliError> {
         cpus: bench_cpus(&args.cpus)?,
         wait: args.wait.into(),
         agent_wait: args.agent_wait.unwrap_or(args.wait).into(),
-        size: args.size,
-        msgs: args.msgs.max(1),
+        size: args.load.size,
+        msgs: args.load.msgs.max(1),
         echo_exe,
         echo_args,
         pyzmq_script,
         park: if args.park == "poll" { "poll" } else { "uring" },
     }
     .run()?;
-    let text = if args.json {
+    let text = if args.output.json {
         report.to_json()
     } else {
         report.to_table()
@@ -460,15 +458,7 @@ fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), CliError> {
 }
 
 fn legacy(args: &BenchLegacyArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    if args.size > MAX_ROUTER_BODY {
-        return Err(DaemonError::Usage {
-            message: format!(
-                "--size {}: runtime messages carry at most {MAX_ROUTER_BODY} body bytes",
-                args.size
-            ),
-        }
-        .into());
-    }
+    check_router_body(args.size)?;
     let dir = std::path::absolute(&args.python_dir)?;
     let report = LegacyBench {
         cpus: bench_cpus(&args.cpus)?,
@@ -480,7 +470,7 @@ fn legacy(args: &BenchLegacyArgs, out: &mut dyn Write) -> Result<(), CliError> {
         script: dir.join("bench/zmq_chain.py"),
     }
     .run()?;
-    let text = if args.json {
+    let text = if args.output.json {
         report.to_json()
     } else {
         report.to_table()
@@ -510,7 +500,7 @@ fn nats(args: &BenchNatsArgs, out: &mut dyn Write) -> Result<(), CliError> {
         zmq: args.baseline == Some(Baseline::Zmq),
     };
     let report = bench.run()?;
-    let text = if args.json {
+    let text = if args.output.json {
         report.to_json()
     } else {
         report.to_table()
@@ -521,6 +511,19 @@ fn nats(args: &BenchNatsArgs, out: &mut dyn Write) -> Result<(), CliError> {
 
 /// Largest body `bench router` sends (frames are 1 KiB with the envelope).
 const MAX_ROUTER_BODY: usize = 512;
+
+/// Refuses a `--size` larger than a runtime message carries (`bench
+/// router`, `agent` and `legacy` all send runtime messages).
+fn check_router_body(size: usize) -> Result<(), DaemonError> {
+    if size > MAX_ROUTER_BODY {
+        return Err(DaemonError::Usage {
+            message: format!(
+                "--size {size}: runtime messages carry at most {MAX_ROUTER_BODY} body bytes"
+            ),
+        });
+    }
+    Ok(())
+}
 
 fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, CliError> {
     let zmq = crate::bench::zmq::ZmqBench {

@@ -47,6 +47,24 @@ pub use self::legacy::LegacyReport;
 /// Routes the text report lists (the slowest by p99).
 const ROUTES_SHOWN: usize = 8;
 
+/// Titles of a latency row's columns after its name, in the text report
+/// and the HTML page alike ([`latency_cells`]).
+pub const LATENCY_TITLES: [&str; 5] = ["count", "p50", "p99", "p99.9", "max"];
+
+/// A latency row's cells under [`LATENCY_TITLES`]: the count, then the
+/// percentiles as people read durations. The text report and the HTML
+/// page both build their rows from these, so the two show the same
+/// columns.
+pub fn latency_cells(p: &LatencySummary) -> [String; 5] {
+    [
+        p.count.to_string(),
+        format_ns(p.p50),
+        format_ns(p.p99),
+        format_ns(p.p999),
+        format_ns(p.max),
+    ]
+}
+
 /// Outcomes of the load generator's requests.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct RequestsReport {
@@ -339,20 +357,17 @@ impl Report {
             "placement: {} violations (agents off their planned CPU)",
             self.placement_violations
         );
+        let [count, p50, p99, p999, max] = LATENCY_TITLES;
         let _ = writeln!(
             out,
-            "\n{:<48} {:>8} {:>10} {:>10} {:>10} {:>10}",
-            "latency", "count", "p50", "p99", "p99.9", "max"
+            "\n{:<48} {count:>8} {p50:>10} {p99:>10} {p999:>10} {max:>10}",
+            "latency"
         );
         let mut row = |name: &str, p: &LatencySummary| {
+            let [count, p50, p99, p999, max] = latency_cells(p);
             let _ = writeln!(
                 out,
-                "{name:<48} {:>8} {:>10} {:>10} {:>10} {:>10}",
-                p.count,
-                format_ns(p.p50),
-                format_ns(p.p99),
-                format_ns(p.p999),
-                format_ns(p.max)
+                "{name:<48} {count:>8} {p50:>10} {p99:>10} {p999:>10} {max:>10}"
             );
         };
         row("request, end to end", &self.e2e_latency_ns);
