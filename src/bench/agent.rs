@@ -123,26 +123,15 @@ impl AgentBench {
     /// Runs `script` (python/bench/zmq_chain.py) with the interpreter and
     /// reads its round trips, one per line in ns.
     fn pyzmq_calls(&self, script: &Path, hops: u8) -> Result<Histogram<u64>, BenchError> {
-        let failed = |reason: String| BenchError::Peer {
-            reason: format!("pyzmq baseline ({}): {reason}", script.display()),
-        };
-        let [a, b] = self.cpus;
-        let output = std::process::Command::new(&self.echo_exe)
-            .arg(script)
-            .arg(format!("--cpus={a},{b}"))
-            .arg(format!("--hops={hops}"))
-            .arg(format!("--size={}", self.size))
-            .arg(format!("--msgs={}", self.msgs))
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| failed(e.to_string()))?;
-        if !output.status.success() {
-            return Err(failed(format!(
-                "{} (is pyzmq installed in that Python? pip install pyzmq)",
-                output.status
-            )));
+        PyzmqScript {
+            python: &self.echo_exe,
+            script,
+            what: "pyzmq baseline",
+            cpus: self.cpus,
+            size: self.size,
+            msgs: self.msgs,
         }
-        ns_histogram(&output.stdout).map_err(failed)
+        .run(&[format!("--hops={hops}")])
     }
 
     /// The manifest: the caller, `Echo` on CPU B and, for a chain, `Back`
@@ -254,8 +243,51 @@ impl AgentBench {
     }
 }
 
+/// A run of python/bench/zmq_chain.py: pyzmq round trips between Python
+/// processes on two CPUs.
+pub(super) struct PyzmqScript<'a> {
+    /// The interpreter (with pyzmq installed).
+    pub python: &'a Path,
+    /// The script.
+    pub script: &'a Path,
+    /// What it times, for errors.
+    pub what: &'a str,
+    /// The client's CPU and the server's.
+    pub cpus: [CpuId; 2],
+    /// Body bytes.
+    pub size: usize,
+    /// Round trips.
+    pub msgs: u64,
+}
+
+impl PyzmqScript<'_> {
+    /// Runs the script with `args` after the common ones; its round trips.
+    pub(super) fn run(&self, args: &[String]) -> Result<Histogram<u64>, BenchError> {
+        let failed = |reason: String| BenchError::Peer {
+            reason: format!("{} ({}): {reason}", self.what, self.script.display()),
+        };
+        let [a, b] = self.cpus;
+        let output = std::process::Command::new(self.python)
+            .arg(self.script)
+            .arg(format!("--cpus={a},{b}"))
+            .arg(format!("--size={}", self.size))
+            .arg(format!("--msgs={}", self.msgs))
+            .args(args)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| failed(e.to_string()))?;
+        if !output.status.success() {
+            return Err(failed(format!(
+                "{} (is pyzmq installed in that Python? pip install pyzmq)",
+                output.status
+            )));
+        }
+        ns_histogram(&output.stdout).map_err(failed)
+    }
+}
+
 /// Round trips a Python script printed, one per line in ns.
-pub(super) fn ns_histogram(stdout: &[u8]) -> Result<Histogram<u64>, String> {
+fn ns_histogram(stdout: &[u8]) -> Result<Histogram<u64>, String> {
     // Bounded (1 ns to 1 h): `saturating_record` never resizes.
     let mut histogram =
         Histogram::new_with_bounds(1, 3_600_000_000_000, 3).map_err(|e| e.to_string())?;

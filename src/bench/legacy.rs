@@ -21,7 +21,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::BenchError;
-use super::agent::ns_histogram;
+use super::agent::PyzmqScript;
 use super::router::bench_mesh;
 use crate::agents::mesh::{Mesh, MeshOptions};
 use crate::agents::protocol::BUILTIN_METHODS;
@@ -117,26 +117,15 @@ impl LegacyBench {
     /// The client's round trips, one per line in ns, with `args` after
     /// the common ones.
     fn client(&self, args: &[String]) -> Result<Histogram<u64>, BenchError> {
-        let failed = |reason: String| BenchError::Peer {
-            reason: format!("pyzmq client ({}): {reason}", self.script.display()),
-        };
-        let [a, b] = self.cpus;
-        let output = std::process::Command::new(&self.python_exe)
-            .arg(&self.script)
-            .arg(format!("--cpus={a},{b}"))
-            .arg(format!("--size={}", self.size))
-            .arg(format!("--msgs={}", self.msgs))
-            .args(args)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| failed(e.to_string()))?;
-        if !output.status.success() {
-            return Err(failed(format!(
-                "{} (is pyzmq installed in that Python? pip install pyzmq)",
-                output.status
-            )));
+        PyzmqScript {
+            python: &self.python_exe,
+            script: &self.script,
+            what: "pyzmq client",
+            cpus: self.cpus,
+            size: self.size,
+            msgs: self.msgs,
         }
-        ns_histogram(&output.stdout).map_err(failed)
+        .run(args)
     }
 
     /// The gateway case: a registry on CPU B behind its legacy port; the

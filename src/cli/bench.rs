@@ -158,6 +158,20 @@ pub struct OutputArgs {
     pub json: bool,
 }
 
+impl OutputArgs {
+    /// Writes the report as JSON or as a table, as asked.
+    fn write(
+        &self,
+        out: &mut dyn Write,
+        json: impl FnOnce() -> String,
+        table: impl FnOnce() -> String,
+    ) -> Result<(), CliError> {
+        let text = if self.json { json() } else { table() };
+        out.write_all(text.as_bytes())?;
+        Ok(())
+    }
+}
+
 /// `--size` and `--msgs` of the benches that call through the runtime
 /// (`bench router`, `bench agent`): the same limit and count for both.
 #[derive(Debug, Args)]
@@ -392,13 +406,11 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), CliError> {
     };
     let ring = bench.run()?;
     let report = RingReport { bench, ring, zmq };
-    let text = if args.output.json {
-        render_ring_json(&report)
-    } else {
-        render_ring_table(&report)
-    };
-    out.write_all(text.as_bytes())?;
-    Ok(())
+    args.output.write(
+        out,
+        || render_ring_json(&report),
+        || render_ring_table(&report),
+    )
 }
 
 fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), CliError> {
@@ -410,13 +422,8 @@ fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), CliError> {
         msgs: args.load.msgs.max(1),
     };
     let report = bench.run()?;
-    let text = if args.output.json {
-        report.to_json()
-    } else {
-        report.to_table()
-    };
-    out.write_all(text.as_bytes())?;
-    Ok(())
+    args.output
+        .write(out, || report.to_json(), || report.to_table())
 }
 
 fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), CliError> {
@@ -448,13 +455,8 @@ fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), CliError> {
         park: if args.park == "poll" { "poll" } else { "uring" },
     }
     .run()?;
-    let text = if args.output.json {
-        report.to_json()
-    } else {
-        report.to_table()
-    };
-    out.write_all(text.as_bytes())?;
-    Ok(())
+    args.output
+        .write(out, || report.to_json(), || report.to_table())
 }
 
 fn legacy(args: &BenchLegacyArgs, out: &mut dyn Write) -> Result<(), CliError> {
@@ -470,13 +472,8 @@ fn legacy(args: &BenchLegacyArgs, out: &mut dyn Write) -> Result<(), CliError> {
         script: dir.join("bench/zmq_chain.py"),
     }
     .run()?;
-    let text = if args.output.json {
-        report.to_json()
-    } else {
-        report.to_table()
-    };
-    out.write_all(text.as_bytes())?;
-    Ok(())
+    args.output
+        .write(out, || report.to_json(), || report.to_table())
 }
 
 fn nats(args: &BenchNatsArgs, out: &mut dyn Write) -> Result<(), CliError> {
@@ -500,13 +497,8 @@ fn nats(args: &BenchNatsArgs, out: &mut dyn Write) -> Result<(), CliError> {
         zmq: args.baseline == Some(Baseline::Zmq),
     };
     let report = bench.run()?;
-    let text = if args.output.json {
-        report.to_json()
-    } else {
-        report.to_table()
-    };
-    out.write_all(text.as_bytes())?;
-    Ok(())
+    args.output
+        .write(out, || report.to_json(), || report.to_table())
 }
 
 /// Largest body `bench router` sends (frames are 1 KiB with the envelope).
