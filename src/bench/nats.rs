@@ -26,6 +26,7 @@ use rkyv::util::AlignedVec;
 use super::BenchError;
 use crate::latency::{LatencySummary, new_histogram, record_duration};
 use crate::runtime::affinity::pin_current_thread;
+use crate::runtime::node::reply_to;
 use crate::topology::CpuId;
 use pinwheel_ipc::wire::{
     self, AgentId, Envelope, Payload, PayloadKind, Priority, Scratch, TopicId,
@@ -248,19 +249,7 @@ async fn echo(
         aligned.extend_from_slice(&msg.payload);
         let env = wire::decode(&aligned).map_err(|e| nats_err("decode")(e.to_string()))?;
         let stop = env.correlation() == STOP;
-        let reply = Envelope {
-            from: env.to(),
-            to: env.from(),
-            topic: TopicId::NONE,
-            correlation: env.correlation(),
-            priority: env.priority(),
-            sent_ns: env.sent_ns(),
-            deadline_ns: env.deadline_ns(),
-            payload: Payload::Reply {
-                status: 0,
-                body: env.body(),
-            },
-        };
+        let reply = reply_to(env, 0, env.body());
         let bytes = encode(&reply, &mut buffer, &mut scratch)?;
         let Some(to) = msg.reply else { continue };
         client
