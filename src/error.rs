@@ -10,6 +10,7 @@
 //! with code 2 after one message naming the file, line and column and what
 //! to change; a failure at run time exits with 1.
 
+use crate::cluster::ClusterError;
 use crate::config::{ConfigError, Location};
 use crate::gpu::vram::VramError;
 use crate::plan::PlanError;
@@ -53,6 +54,12 @@ pub enum DaemonError {
     /// A tuning profile, or tuning the host.
     #[error(transparent)]
     Tuning(#[from] TuningError),
+    /// The agent processes' side could not start.
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
+    /// The legacy ZeroMQ gateway could not start.
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
     /// The shutdown signals could not be set up or read.
     #[error("cannot handle SIGINT/SIGTERM: {source}")]
     Signals {
@@ -87,6 +94,9 @@ pub enum DaemonError {
         /// Why.
         reason: String,
     },
+    /// The cluster link's settings, or its identity files.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// Writing the command's output.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -100,11 +110,14 @@ impl DaemonError {
             | DaemonError::Topology(_)
             | DaemonError::Plan(_)
             | DaemonError::Vram(_)
+            | DaemonError::Cluster(_)
             | DaemonError::Usage { .. } => EXIT_BAD_INPUT,
             DaemonError::Tuning(err) if err.is_bad_input() => EXIT_BAD_INPUT,
             DaemonError::Privileges(_)
             | DaemonError::Runtime(_)
             | DaemonError::Tuning(_)
+            | DaemonError::Process(_)
+            | DaemonError::Gateway(_)
             | DaemonError::Signals { .. }
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }
@@ -125,11 +138,14 @@ impl DaemonError {
             | DaemonError::Vram(_)
             | DaemonError::Privileges(_)
             | DaemonError::Runtime(_)
+            | DaemonError::Process(_)
+            | DaemonError::Gateway(_)
             | DaemonError::Signals { .. }
             | DaemonError::Report { .. }
             | DaemonError::Thread { .. }
             | DaemonError::Admin { .. }
             | DaemonError::Gpu { .. }
+            | DaemonError::Cluster(_)
             | DaemonError::Output(_) => None,
         }
     }

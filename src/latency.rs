@@ -51,7 +51,7 @@ pub fn record_duration(histogram: &mut Histogram<u64>, duration: Duration) {
 /// Percentiles of one latency distribution, nanoseconds. Serializes as
 /// `{"count", "p50", "p90", "p99", "p999", "p9999", "max"}`, the shape of
 /// every latency in the run report and the benches' JSON.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct LatencySummary {
     /// Number of values.
     pub count: u64,

@@ -153,6 +153,53 @@ const SEED_FLOW_EDGES: [(&str, &str); 10] = [
     ("TTSService@mainpc", "StreamingTTSAgent@mainpc"),
 ];
 
+/// The seed's ZMQ REP rows (communication table): agent, host, port.
+#[rustfmt::skip]
+const SEED_REP: [(&str, &str, u16); 65] = [
+    ("ServiceRegistry", "mainpc", 7200), ("SystemDigitalTwin", "mainpc", 7220),
+    ("RequestCoordinator", "mainpc", 26002), ("ModelManagerSuite", "mainpc", 7211),
+    ("VRAMOptimizerAgent", "mainpc", 5572), ("UnifiedSystemAgent", "mainpc", 7201),
+    ("MemoryClient", "mainpc", 5713), ("SessionMemoryAgent", "mainpc", 5574),
+    ("KnowledgeBase", "mainpc", 5715), ("CodeGenerator", "mainpc", 5650),
+    ("PredictiveHealthMonitor", "mainpc", 5613), ("Executor", "mainpc", 5606),
+    ("TinyLlamaServiceEnhanced", "mainpc", 5615), ("SmartHomeAgent", "mainpc", 7125),
+    ("ChainOfThoughtAgent", "mainpc", 5612), ("GoTToTAgent", "mainpc", 5646),
+    ("CognitiveModelAgent", "mainpc", 5641), ("FaceRecognitionAgent", "mainpc", 5610),
+    ("LearningOrchestrationService", "mainpc", 7210),
+    ("LearningOpportunityDetector", "mainpc", 7202), ("LearningManager", "mainpc", 5580),
+    ("ActiveLearningMonitor", "mainpc", 5638), ("ModelOrchestrator", "mainpc", 7213),
+    ("GoalManager", "mainpc", 7205), ("IntentionValidatorAgent", "mainpc", 5701),
+    ("NLUAgent", "mainpc", 5709), ("AdvancedCommandHandler", "mainpc", 5710),
+    ("ChitchatAgent", "mainpc", 5711), ("FeedbackHandler", "mainpc", 5636),
+    ("Responder", "mainpc", 5637), ("DynamicIdentityAgent", "mainpc", 5802),
+    ("EmotionSynthesisAgent", "mainpc", 5706), ("STTService", "mainpc", 5800),
+    ("TTSService", "mainpc", 5801), ("StreamingInterruptHandler", "mainpc", 5576),
+    ("StreamingTTSAgent", "mainpc", 5562), ("ProactiveAgent", "mainpc", 5624),
+    ("EmotionEngine", "mainpc", 5590), ("MoodTrackerAgent", "mainpc", 5704),
+    ("HumanAwarenessAgent", "mainpc", 5705), ("ToneDetector", "mainpc", 5625),
+    ("VoiceProfilingAgent", "mainpc", 5708), ("EmpathyAgent", "mainpc", 5703),
+    ("CloudTranslationService", "mainpc", 5592), ("MemoryOrchestratorService", "pc2", 7140),
+    ("TieredResponder", "pc2", 7100), ("AsyncProcessor", "pc2", 7101),
+    ("CacheManager", "pc2", 7102), ("VisionProcessingAgent", "pc2", 7150),
+    ("DreamWorldAgent", "pc2", 7104), ("UnifiedMemoryReasoningAgent", "pc2", 7105),
+    ("ContextManager", "pc2", 7111), ("ExperienceTracker", "pc2", 7112),
+    ("ResourceManager", "pc2", 7113), ("TaskScheduler", "pc2", 7115),
+    ("AuthenticationAgent", "pc2", 7116), ("UnifiedUtilsAgent", "pc2", 7118),
+    ("ProactiveContextMonitor", "pc2", 7119), ("AgentTrustScorer", "pc2", 7122),
+    ("FileSystemAssistantAgent", "pc2", 7123), ("RemoteConnectorAgent", "pc2", 7124),
+    ("UnifiedWebAgent", "pc2", 7126), ("DreamingModeAgent", "pc2", 7127),
+    ("AdvancedRouter", "pc2", 7129), ("TutoringServiceAgent", "pc2", 7108),
+];
+
+/// The seed's ZMQ PUB rows whose port no REP row of the host has too.
+#[rustfmt::skip]
+const SEED_PUB: [(&str, &str, u16); 7] = [
+    ("ObservabilityHub", "mainpc", 7152), ("AudioCapture", "mainpc", 6550),
+    ("FusedAudioPreprocessor", "mainpc", 6551), ("StreamingSpeechRecognition", "mainpc", 6553),
+    ("WakeWordDetector", "mainpc", 6552), ("StreamingLanguageAnalyzer", "mainpc", 5579),
+    ("EmotionEngine", "mainpc", 5591),
+];
+
 fn load(paths: &[&str]) -> AgentSet {
     let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
     AgentSet::load(&paths).unwrap_or_else(|e| panic!("{e}"))
@@ -429,4 +476,35 @@ fn every_model_need_is_marked_as_an_estimate() {
             assert!(model.estimate, "{agent}: {} is not an estimate", model.name);
         }
     }
+}
+
+#[test]
+fn every_zmq_rep_and_pub_row_of_the_seed_is_a_legacy_port_of_its_agent() {
+    let sut = load(&[MAINPC, PC2]);
+    let on = |name: &str, host: &str| {
+        sut.agents()
+            .iter()
+            .find(|a| a.name() == name && a.host() == host)
+            .unwrap_or_else(|| panic!("{name}@{host} is not in the manifests"))
+    };
+
+    for (name, host, port) in SEED_REP {
+        assert_eq!(on(name, host).legacy().rep(), Some(port), "{name}@{host}");
+    }
+    for (name, host, port) in SEED_PUB {
+        assert_eq!(
+            on(name, host).legacy().publish(),
+            Some(port),
+            "{name}@{host}"
+        );
+    }
+    let reps = sut.agents().iter().filter(|a| a.legacy().rep().is_some());
+    let pubs = sut
+        .agents()
+        .iter()
+        .filter(|a| a.legacy().publish().is_some());
+    assert_eq!(
+        (reps.count(), pubs.count()),
+        (SEED_REP.len(), SEED_PUB.len())
+    );
 }

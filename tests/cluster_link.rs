@@ -8,10 +8,13 @@
 use std::time::{Duration, Instant};
 
 use pinwheel::cluster::{
-    AgentRecord, ClusterConfig, ClusterEvent, ClusterLink, GpuState, Health, HostState, LinkStats,
-    MAX_ENTRIES, ModelState, encode_state,
+    AgentRecord, ClusterConfig, ClusterEvent, ClusterLink, GpuState, Health, HostState, LinkIo,
+    LinkStats, MAX_ENTRIES, encode_state,
 };
-use pinwheel::gpu::sched::MAX_PEERS;
+use pinwheel::gpu::sched::{
+    GpuIndex, HostName, MAX_PEERS, ModelName, Ownership, Policy, Slot, Write, WriteOutcome,
+    WriteRequest,
+};
 use pinwheel::test_support::NatsServer;
 use tokio::sync::{mpsc, watch};
 
@@ -22,12 +25,17 @@ struct Node {
     link: ClusterLink,
     state: watch::Sender<HostState>,
     events: mpsc::Receiver<ClusterEvent>,
+    writes: mpsc::Sender<WriteRequest>,
 }
 
 async fn node(url: &str, host: &str) -> Node {
     let config = ClusterConfig::try_new("test", host, url, 100, 4).expect("valid config");
+    node_with(config).await
+}
+
+async fn node_with(config: ClusterConfig) -> Node {
     let (state, source) = watch::channel(HostState {
-        host: host.to_owned(),
+        host: config.host().to_owned(),
         incarnation: 1,
         gpus: vec![GpuState {
             index: 0,
@@ -37,14 +45,29 @@ async fn node(url: &str, host: &str) -> Node {
         ..HostState::default()
     });
     let (tx, events) = mpsc::channel(4096);
-    let link = ClusterLink::start(config, source, tx)
+    let (writes, writes_rx) = mpsc::channel(64);
+    let io = LinkIo {
+        source,
+        events: tx,
+        writes: writes_rx,
+    };
+    let link = ClusterLink::start(config, io, None)
         .await
         .expect("link starts");
     Node {
         link,
         state,
         events,
+        writes,
     }
+}
+
+/// Unix time now, ms.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
 }
 
 impl Node {
@@ -182,20 +205,6 @@ async fn corrupted_bytes_on_the_state_subject_are_rejected_and_counted() {
     assert_eq!(LinkStats::get(&b.link.stats().bad_frames), 4);
 }
 
-fn model(name: String, vram_mib: u64) -> ModelState {
-    ModelState {
-        model: name,
-        replica: 0,
-        gpu: 0,
-        vram_mib,
-        pinned: true,
-        active: false,
-        priority: 0,
-        spread: false,
-        epoch: 1,
-    }
-}
-
 #[tokio::test]
 async fn hostile_host_states_are_dropped_and_counted_and_peers_are_bounded() {
     let nats = NatsServer::start();
@@ -204,21 +213,21 @@ async fn hostile_host_states_are_dropped_and_counted_and_peers_are_bounded() {
     let raw = async_nats::connect(nats.url())
         .await
         .expect("raw client connects");
-    let eve = |models: Vec<ModelState>| {
+    let eve = |gpus: Vec<GpuState>| {
         encode_state(&HostState {
             host: "eve".to_owned(),
-            models,
+            gpus,
             ..HostState::default()
         })
         .expect("encodes")
     };
-    let crowded = eve((0..=MAX_ENTRIES)
-        .map(|i| model(format!("m{i}"), 1))
-        .collect());
-    let overflowing = eve(vec![
-        model("llm".to_owned(), u64::MAX),
-        model("stt".to_owned(), u64::MAX),
-    ]);
+    let gpu = |total_mib| GpuState {
+        index: 0,
+        total_mib,
+        free_mib: 0,
+    };
+    let crowded = eve((0..=MAX_ENTRIES).map(|_| gpu(1)).collect());
+    let overflowing = eve(vec![gpu(u64::MAX), gpu(u64::MAX)]);
 
     for frame in [crowded, overflowing] {
         raw.publish("pinwheel.test.host.eve.state", frame.into())
@@ -231,6 +240,7 @@ async fn hostile_host_states_are_dropped_and_counted_and_peers_are_bounded() {
             host: host.clone(),
             incarnation: 1,
             seq: 1,
+            sent_ms: unix_ms(),
             ..HostState::default()
         })
         .expect("encodes");
@@ -381,6 +391,159 @@ async fn links_report_disconnected_while_nats_is_down_and_recover_when_it_return
     let mut c = node(&url, "gamma").await;
     c.expect("the record, from the new server", |e| {
         *e == ClusterEvent::Agent(record.clone())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_forged_far_future_state_is_refused_and_does_not_silence_the_real_host() {
+    let nats = NatsServer::start();
+    let _alpha = node(&nats.url(), "alpha").await;
+    let mut b = node(&nats.url(), "beta").await;
+    b.expect("alpha up", |e| {
+        *e == ClusterEvent::PeerUp {
+            host: "alpha".to_owned(),
+        }
+    })
+    .await;
+    let raw = async_nats::connect(nats.url())
+        .await
+        .expect("raw client connects");
+    let forged = encode_state(&HostState {
+        host: "alpha".to_owned(),
+        incarnation: u64::MAX - 1,
+        seq: u64::MAX,
+        sent_ms: u64::MAX,
+        ..HostState::default()
+    })
+    .expect("encodes");
+
+    raw.publish("pinwheel.test.host.alpha.state", forged.into())
+        .await
+        .expect("publish");
+    raw.flush().await.expect("flush");
+    eventually("the forged frame counted as bad", || {
+        LinkStats::get(&b.link.stats().bad_frames) >= 1
+    })
+    .await;
+    let mut real_after = 0;
+    while real_after < 10 {
+        let event = b
+            .expect("alpha's states, or its loss", |e| {
+                state_from(e, "alpha").is_some() || matches!(e, ClusterEvent::PeerLost { .. })
+            })
+            .await;
+        assert!(
+            state_from(&event, "alpha").is_some_and(|(s, _)| s.incarnation == 1),
+            "the real alpha still heard: {event:?}"
+        );
+        real_after += 1;
+    }
+}
+
+fn owner(host: &str) -> Ownership {
+    Ownership {
+        host: HostName::from(host),
+        gpu: GpuIndex(0),
+        vram_mib: 3100,
+        pinned: true,
+        active: false,
+        priority: 0,
+        policy: Policy::Binpack,
+        loaded: true,
+    }
+}
+
+impl Node {
+    /// Writes `write` to `slot` and waits for the bucket's answer.
+    async fn write(&mut self, slot: &Slot, write: Write) -> WriteOutcome {
+        let req = WriteRequest {
+            slot: slot.clone(),
+            write,
+        };
+        self.writes.send(req).await.expect("the link takes writes");
+        let answer = self
+            .expect(
+                "the write's outcome",
+                |e| matches!(e, ClusterEvent::Written { slot: s, .. } if s == slot),
+            )
+            .await;
+        let ClusterEvent::Written { outcome, .. } = answer else {
+            unreachable!("matched above")
+        };
+        outcome
+    }
+}
+
+#[tokio::test]
+async fn placements_change_only_by_compare_and_set_and_every_link_sees_each_change() {
+    let nats = NatsServer::start();
+    let mut a = node(&nats.url(), "alpha").await;
+    let mut b = node(&nats.url(), "beta").await;
+    for n in [&mut a, &mut b] {
+        n.expect("placements synced", |e| {
+            *e == ClusterEvent::PlacementsSynced(true)
+        })
+        .await;
+    }
+    let slot = Slot {
+        model: ModelName::from("whisper-large-v3"),
+        replica: 0,
+    };
+
+    let created = a.write(&slot, Write::Create(owner("alpha"))).await;
+    let WriteOutcome::Written { revision } = created else {
+        panic!("the first create wins: {created:?}");
+    };
+    b.expect("alpha's entry", |e| {
+        *e == ClusterEvent::Placement {
+            slot: slot.clone(),
+            revision,
+            owner: Some(owner("alpha")),
+        }
+    })
+    .await;
+    let second_create = b.write(&slot, Write::Create(owner("beta"))).await;
+    let moved = b
+        .write(
+            &slot,
+            Write::Update {
+                owner: owner("beta"),
+                revision,
+            },
+        )
+        .await;
+    let stale = a
+        .write(
+            &slot,
+            Write::Update {
+                owner: owner("alpha"),
+                revision,
+            },
+        )
+        .await;
+    let WriteOutcome::Written { revision: moved_at } = moved else {
+        panic!("beta's update on the current revision wins: {moved:?}");
+    };
+    let deleted = a.write(&slot, Write::Delete { revision: moved_at }).await;
+
+    assert_eq!(second_create, WriteOutcome::Conflict);
+    assert_eq!(stale, WriteOutcome::Conflict, "alpha's revision is gone");
+    assert!(matches!(deleted, WriteOutcome::Written { .. }));
+    b.expect(
+        "the deletion",
+        |e| matches!(e, ClusterEvent::Placement { slot: s, owner: None, .. } if *s == slot),
+    )
+    .await;
+    // A link that starts now replays the bucket, deletion included.
+    let mut c = node(&nats.url(), "gamma").await;
+    c.expect(
+        "the deletion, replayed",
+        |e| matches!(e, ClusterEvent::Placement { slot: s, owner: None, .. } if *s == slot),
+    )
+    .await;
+    c.expect("synced after the replay", |e| {
+        *e == ClusterEvent::PlacementsSynced(true)
     })
     .await;
 }

@@ -126,3 +126,81 @@ fn a_report_html_in_a_missing_directory_is_bad_input_before_anything_starts() {
     assert!(stderr.contains("--report-html"), "{stderr}");
     assert!(!Path::new("/nonexistent-dir").exists());
 }
+
+/// A coordinator calling a four-replica service that uses a GPU model.
+const REPLICAS_WITH_A_MODEL: &str = r#"
+schema = 1
+
+[[agent]]
+name = "RequestCoordinator"
+host = "vm"
+role = "Task coordination"
+kind = "native"
+native = "coordinator"
+class = "P"
+priority = "high"
+concurrency = 64
+calls = ["Svc"]
+
+[[agent]]
+name = "Svc"
+host = "vm"
+role = "A replicated service with a model"
+kind = "synthetic"
+class = "P"
+priority = "high"
+service = { median_us = 1000, p99_us = 3000 }
+concurrency = 16
+replicas = 4
+models = [{ name = "svc-model", vram_mib = 2000 }]
+"#;
+
+#[test]
+fn the_html_report_shows_the_vram_counts_and_the_anomalies_the_run_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("replicas.toml");
+    std::fs::write(&manifest, REPLICAS_WITH_A_MODEL).unwrap();
+    let path = dir.path().join("report.html");
+    let out = Command::new(PINWHEEL)
+        .current_dir(CRATE)
+        .args(["run", "--topology", "topology/vm-2cpu.toml", "--agents"])
+        .arg(&manifest)
+        .args([
+            "--unprivileged",
+            "--duration",
+            "6",
+            "--rate",
+            "200",
+            "--fault",
+            "Svc#1:slow=20x",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--report-html",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let page = Html::parse_document(&std::fs::read_to_string(&path).unwrap());
+    assert!(page.errors.is_empty(), "HTML errors: {:?}", page.errors);
+    let vram = select(&page, "table#vram tbody tr");
+    assert_eq!(vram.len(), 1, "one row of VRAM counts");
+    let counts = cells(&vram[0]);
+    let hits: u64 = counts[3].parse().unwrap();
+    assert!(hits > 0, "the model's uses were counted: {counts:?}");
+    let anomalies: Vec<Vec<String>> = select(&page, "table#anomalies tbody tr")
+        .iter()
+        .map(cells)
+        .collect();
+    assert!(
+        anomalies
+            .iter()
+            .any(|a| a[0] == "Svc#1" && a[1] == "latency"),
+        "the slowed replica's anomaly is listed: {anomalies:?}"
+    );
+}

@@ -540,6 +540,35 @@ fn registry_snapshots_are_restored_by_the_next_run() {
 }
 
 #[test]
+fn a_host_alone_serves_its_pipeline_and_warns_of_the_calls_to_another_host_it_cannot_make() {
+    // voice-pipeline.toml's SystemDigitalTwin calls
+    // MemoryOrchestratorService@pc2, which no file given defines; with no
+    // cluster that call has nowhere to go and must not fail the requests
+    // that reach the twin.
+    let _one = one_daemon_at_a_time();
+    let (finished, report) = run_pinwheel(&[
+        "--topology",
+        VM_2CPU,
+        "--agents",
+        "agents/voice-pipeline.toml",
+        "--rate",
+        "200",
+        "--duration",
+        "2",
+        "--unprivileged",
+    ]);
+    assert!(
+        u64_at(&report, "/requests/sent") > 0,
+        "{:#}",
+        report["requests"]
+    );
+    assert_every_request_completed(&report);
+    let warning =
+        "no cluster: this call is not made (SystemDigitalTwin -> MemoryOrchestratorService@pc2)";
+    assert!(finished.stderr.contains(warning), "{}", finished.stderr);
+}
+
+#[test]
 fn a_cycle_in_calls_is_broken_by_the_trace_and_warned_about() {
     let _one = one_daemon_at_a_time();
     let case = Case::new();

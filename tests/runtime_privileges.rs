@@ -258,9 +258,10 @@ fn world_runnable_copy() -> (tempfile::TempDir, std::path::PathBuf) {
 
 #[test]
 fn an_unprivileged_process_below_glommios_minimum_gets_an_error_saying_how_to_fix_it() {
-    if !nix::unistd::geteuid().is_root() {
-        return;
-    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs a child as another user: run the tests as root, as CI does"
+    );
     let (_dir, binary) = world_runnable_copy();
     let test = "child_fails_under_a_64_kib_memlock_limit";
     let output = run_child(test, &binary, "ulimit -l 64 &&", Some(NOBODY));
@@ -293,9 +294,10 @@ fn child_fails_under_a_64_kib_memlock_limit() {
 
 #[test]
 fn an_unprivileged_process_runs_degraded() {
-    if !nix::unistd::geteuid().is_root() {
-        return;
-    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs a child as another user: run the tests as root, as CI does"
+    );
     let (_dir, binary) = world_runnable_copy();
     let test = "child_runs_without_privileges";
     let output = run_child(test, &binary, "", Some(NOBODY));

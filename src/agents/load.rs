@@ -16,6 +16,10 @@
 //! quietly lower rate. `offered` is `sent` plus `not_sent`: the due times
 //! before the drain, less those a free sender was still waiting on (due
 //! within a timer's lateness of the drain), which the drain cancelled.
+//! Each request belongs to one of [`SESSIONS`] sessions, in turn (the
+//! mesh's users, each coming back every `SESSIONS` requests); its trace
+//! carries the session, so its calls to a `consistent_hash` agent stick to
+//! the session's replica along the whole flow.
 //!
 //! Stream sources (`stream_hz` in a manifest: the audio capture) get one
 //! frame per period, each carrying a voice [`Trace`] stamped with its due
@@ -40,6 +44,8 @@ use pinwheel_ipc::wire::{AgentId, Priority};
 
 /// Requests in flight at most.
 pub const SENDERS: usize = 256;
+/// Sessions the requests take turns in.
+pub const SESSIONS: u64 = 64;
 
 /// What the generator drives.
 #[derive(Debug, Clone)]
@@ -81,22 +87,24 @@ impl LoadGenerator {
         }
     }
 
-    /// Takes the next due time; `None` once draining.
-    async fn next_due(&self, ctx: &Ctx, start_ns: u64, period_ns: f64) -> Option<u64> {
+    /// Takes the next due time and its request's number; `None` once
+    /// draining.
+    async fn next_due(&self, ctx: &Ctx, start_ns: u64, period_ns: f64) -> Option<(u64, u64)> {
         let n = self.next.get();
         self.next.set(n + 1);
         let due = start_ns + (n as f64 * period_ns) as u64;
         let now = now_ns();
         let on_time = due <= now || ctx.pause(Duration::from_nanos(due - now)).await;
-        (on_time && !ctx.draining()).then_some(due)
+        (on_time && !ctx.draining()).then_some((due, n))
     }
 
     /// One sender: requests until the runtime drains.
     async fn send_requests(&self, ctx: Ctx, to: AgentId, start_ns: u64) {
         let period_ns = 1e9 / self.spec.rate_per_s;
         let mut buf = [0; TRACE_BYTES];
-        while let Some(due) = self.next_due(&ctx, start_ns, period_ns).await {
-            let body = Trace::new(due, false).encode(&mut buf);
+        while let Some((due, n)) = self.next_due(&ctx, start_ns, period_ns).await {
+            let trace = Trace::new(due, false).with_session(n % SESSIONS);
+            let body = trace.encode(&mut buf);
             ctx.stats().update_requests(|r| r.sent += 1);
             let outcome = ctx
                 .call(to, METHOD_WORK, body, Priority::Normal, self.spec.timeout)

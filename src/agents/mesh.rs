@@ -3,8 +3,9 @@
 //!
 //! [`Mesh::new`] decides, for every id on this host, what to run: a
 //! [`Synthetic`] agent, a native [`RegistryAgent`] or [`CoordinatorAgent`],
-//! the [`LoadGenerator`] (the last id), or, for an external agent that no
-//! process has attached, a stand-in that answers "unavailable". Each
+//! the [`LoadGenerator`] (the last id), or, for a process or external
+//! agent, the [`ProcessBridge`] that carries its messages to and from its
+//! rings (answering "unavailable" while no process is attached). Each
 //! executor thread then calls [`Mesh::make`] for its agents, so agent
 //! state is created on the thread that owns it.
 //!
@@ -28,12 +29,16 @@ use super::load::{LoadGenerator, LoadSpec, StreamCounters};
 use super::registry::{Directory, Record, RegistryAgent, RegistryCounters};
 use super::synthetic::{Synthetic, SyntheticSpec};
 use crate::config::{AgentIndex, AgentKind, AgentSet, Behaviour, NativeName};
+use crate::process::{BridgeSpec, ProcessBridge, Slots};
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
+use crate::runtime::board::{AgentFlags, vram_class};
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::layout::wire_priority;
+use crate::runtime::legacy::LegacyBook;
 use crate::runtime::node::STATUS_UNAVAILABLE;
 use crate::runtime::routes::{NOWHERE, Routes};
+use pinwheel_ipc::ring::WaitStrategy;
 use pinwheel_ipc::wire::{AgentId, Envelope, Payload, PayloadKind, Priority, TopicId};
 
 /// How often agents tell the registries they are alive.
@@ -50,6 +55,13 @@ pub struct MeshOptions {
     pub state_dir: Option<PathBuf>,
     /// Synthetic agents serve at once: no service time, no stalls.
     pub overhead: bool,
+    /// The slots of process and external agents.
+    pub processes: Slots,
+    /// Each executor's wait strategy and longest spin, microseconds (how
+    /// its bridges wait for their agents' rings).
+    pub executor_waits: Vec<(WaitStrategy, u32)>,
+    /// The seed's discovery data, for the registries' legacy actions.
+    pub legacy: Arc<LegacyBook>,
 }
 
 /// Everything the native agents and the generator count.
@@ -67,10 +79,19 @@ pub struct MeshCounters {
 #[derive(Debug, Clone)]
 enum Blueprint {
     Synthetic(SyntheticSpec),
-    Registry(Option<PathBuf>, Arc<RegistryCounters>),
+    Registry(
+        Option<PathBuf>,
+        Arc<RegistryCounters>,
+        Vec<AgentId>,
+        Priority,
+    ),
     Coordinator(Vec<AgentId>, Priority, usize, Arc<CoordinatorCounters>),
     Load(LoadSpec),
+    Process(BridgeSpec),
     Detached,
+    /// A `zmq` agent: the legacy gateway carries its calls, so no executor
+    /// runs it (the routing table places it nowhere).
+    Gateway,
 }
 
 /// The mesh of one daemon.
@@ -81,6 +102,7 @@ pub struct Mesh {
     directory: Directory,
     registries: Arc<[AgentId]>,
     counters: MeshCounters,
+    legacy: Arc<LegacyBook>,
 }
 
 impl Mesh {
@@ -92,6 +114,13 @@ impl Mesh {
             .map(|(index, _)| blueprint(agents, routes, index, options, &mut counters))
             .collect();
         blueprints.push(Blueprint::Load(load_spec(agents, routes, options)));
+        for (id, blueprint) in blueprints.iter().enumerate() {
+            if matches!(blueprint, Blueprint::Detached) {
+                // Callers' balancers skip it until a process attaches.
+                let id = AgentId(id as u32);
+                routes.board().set_flag(id, AgentFlags::DOWN, true);
+            }
+        }
         let registries = counters.registries.iter().map(|(id, _)| *id).collect();
         Self {
             directory: directory(agents, routes),
@@ -99,6 +128,7 @@ impl Mesh {
             blueprints,
             registries,
             counters,
+            legacy: Arc::clone(&options.legacy),
         }
     }
 
@@ -106,15 +136,19 @@ impl Mesh {
     pub fn make(&self, id: AgentId) -> MeshAgent {
         let kind = match &self.blueprints[id.0 as usize] {
             Blueprint::Synthetic(spec) => Kind::Synthetic(Synthetic::new(spec.clone())),
-            Blueprint::Registry(path, counters) => Kind::Registry(RegistryAgent::new(
-                Arc::clone(&self.directory),
-                path.clone(),
-                Arc::clone(counters),
-            )),
+            Blueprint::Registry(path, counters, calls, priority) => Kind::Registry(
+                RegistryAgent::new(
+                    Arc::clone(&self.directory),
+                    path.clone(),
+                    Arc::clone(counters),
+                )
+                .with_calls(calls.clone(), *priority)
+                .with_legacy(Arc::clone(&self.legacy), self.routes.name(id).to_owned()),
+            ),
             Blueprint::Coordinator(calls, priority, processors, counters) => {
                 let names = calls
                     .iter()
-                    .map(|&c| self.routes.name(c).to_owned())
+                    .map(|&c| self.routes.target_name(c).to_owned())
                     .collect();
                 Kind::Coordinator(CoordinatorAgent::new(
                     calls.clone(),
@@ -128,7 +162,8 @@ impl Mesh {
                 spec.clone(),
                 Arc::clone(&self.counters.streams),
             )),
-            Blueprint::Detached => Kind::Detached,
+            Blueprint::Process(spec) => Kind::Process(Box::new(ProcessBridge::new(spec.clone()))),
+            Blueprint::Detached | Blueprint::Gateway => Kind::Detached,
         };
         MeshAgent {
             kind,
@@ -146,6 +181,14 @@ impl Mesh {
         matches!(
             self.blueprints.get(id.0 as usize),
             Some(Blueprint::Detached)
+        )
+    }
+
+    /// Whether `id` is a process or external agent (run by its bridge).
+    pub fn is_process(&self, id: AgentId) -> bool {
+        matches!(
+            self.blueprints.get(id.0 as usize),
+            Some(Blueprint::Process(_))
         )
     }
 }
@@ -176,6 +219,8 @@ fn blueprint(
             priority,
             calls: routes.calls(id).to_vec(),
             publishes: routes.publishes(id).to_vec(),
+            models: routes.models(id).to_vec(),
+            model_class: vram_class(spec.priority()),
         }),
         AgentKind::Native(NativeName::Registry) => {
             let path = options
@@ -186,7 +231,7 @@ fn blueprint(
             if routes.executor_of(id) != NOWHERE {
                 counters.registries.push((id, Arc::clone(&shared)));
             }
-            Blueprint::Registry(path, shared)
+            Blueprint::Registry(path, shared, routes.calls(id).to_vec(), priority)
         }
         AgentKind::Native(NativeName::Coordinator) => {
             let shared = Arc::new(CoordinatorCounters::default());
@@ -196,7 +241,28 @@ fn blueprint(
             let processors = spec.behaviour().concurrency as usize;
             Blueprint::Coordinator(routes.calls(id).to_vec(), priority, processors, shared)
         }
-        AgentKind::External => Blueprint::Detached,
+        AgentKind::Process | AgentKind::External => match options.processes.get(id) {
+            Some(slot) => {
+                let executor = usize::from(routes.executor_of(id));
+                let (wait, spin_us) = options
+                    .executor_waits
+                    .get(executor)
+                    .copied()
+                    .unwrap_or((WaitStrategy::Park, 0));
+                Blueprint::Process(BridgeSpec {
+                    me: id,
+                    slot: Arc::clone(slot),
+                    calls: routes.calls(id).to_vec(),
+                    publishes: routes.publishes(id).to_vec(),
+                    priority,
+                    wait,
+                    wait_first: spec.kind() == AgentKind::Process,
+                    spin_us,
+                })
+            }
+            None => Blueprint::Detached,
+        },
+        AgentKind::Zmq => Blueprint::Gateway,
     }
 }
 
@@ -250,6 +316,7 @@ enum Kind {
     Registry(RegistryAgent),
     Coordinator(CoordinatorAgent),
     Load(LoadGenerator),
+    Process(Box<ProcessBridge>),
     Detached,
 }
 
@@ -291,6 +358,7 @@ impl Agent for MeshAgent {
             Kind::Registry(agent) => agent.start(ctx).await,
             Kind::Coordinator(agent) => agent.start(ctx).await,
             Kind::Load(agent) => agent.start(ctx).await,
+            Kind::Process(agent) => agent.start(ctx).await,
             Kind::Detached => Ok(()),
         }
     }
@@ -301,6 +369,7 @@ impl Agent for MeshAgent {
             Kind::Registry(agent) => agent.handle(ctx, msg).await,
             Kind::Coordinator(agent) => agent.handle(ctx, msg).await,
             Kind::Load(agent) => agent.handle(ctx, msg).await,
+            Kind::Process(agent) => agent.handle(ctx, msg).await,
             Kind::Detached if msg.head().kind == PayloadKind::Request => {
                 ctx.reply(msg, STATUS_UNAVAILABLE, &[]).await
             }
@@ -314,6 +383,7 @@ impl Agent for MeshAgent {
             Kind::Registry(agent) => agent.reset(),
             Kind::Coordinator(agent) => agent.reset(),
             Kind::Load(agent) => agent.reset(),
+            Kind::Process(agent) => agent.reset(),
             Kind::Detached => {}
         }
     }
@@ -325,6 +395,7 @@ impl Agent for MeshAgent {
                 Kind::Registry(agent) => agent.run(ctx).await,
                 Kind::Coordinator(agent) => agent.run(ctx).await,
                 Kind::Load(agent) => agent.run(ctx).await,
+                Kind::Process(agent) => agent.run(ctx).await,
                 Kind::Detached => {}
             }
         };

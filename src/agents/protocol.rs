@@ -13,6 +13,11 @@
 //! depth limit: a trace holds at most [`MAX_PATH`] agents, and an agent
 //! whose trace is full makes no further calls.
 //!
+//! A trace may carry a session (a user's conversation, as the load
+//! generator numbers them): agents pass it on, and call with it as their
+//! affinity key, so a session's calls to a `consistent_hash` agent stick
+//! to one replica all along the flow.
+//!
 //! Bodies come from other agents and, later, other processes: [`Trace::decode`]
 //! checks every length and refuses what does not fit, and a request whose
 //! body is not a trace is served as the start of a new one.
@@ -22,6 +27,7 @@
 //!      +-------+-------+------+------------------+
 //!      | origin| flags | len  | path: len x u32  |   little-endian
 //!      +-------+-------+------+------------------+
+//!  with flag 2 (session), 8 bytes of session follow the path
 //! ```
 
 use pinwheel_ipc::wire::AgentId;
@@ -32,18 +38,40 @@ pub const METHOD_WORK: u16 = 1;
 pub const METHOD_FRAME: u16 = 2;
 /// Registry: find an agent by name (the body is the name).
 pub const METHOD_LOOKUP: u16 = 3;
+/// Registry, the seed's action: a legacy agent registers itself (the body
+/// is the seed's JSON request).
+pub const METHOD_REGISTER_AGENT: u16 = 4;
+/// Registry, the seed's action: where an agent's legacy socket is.
+pub const METHOD_GET_AGENT_ENDPOINT: u16 = 5;
+/// Registry, the seed's action: is the registry well.
+pub const METHOD_HEALTH_CHECK: u16 = 6;
+
+/// The methods above by name, as agent processes and legacy clients see
+/// them (the first entries of the host's method table).
+pub const BUILTIN_METHODS: [(&str, u16); 6] = [
+    ("work", METHOD_WORK),
+    ("frame", METHOD_FRAME),
+    ("lookup", METHOD_LOOKUP),
+    ("register_agent", METHOD_REGISTER_AGENT),
+    ("get_agent_endpoint", METHOD_GET_AGENT_ENDPOINT),
+    ("health_check", METHOD_HEALTH_CHECK),
+];
 
 /// Reply status: a circuit breaker or a bulkhead refused the call.
 pub const STATUS_REJECTED: u16 = 429;
 /// Reply status: no such agent (registry lookup).
 pub const STATUS_NOT_FOUND: u16 = 404;
+/// Reply status: a request the agent cannot use (a registration without
+/// a name or an endpoint).
+pub const STATUS_BAD_REQUEST: u16 = 400;
 
 /// Most agents a trace's path holds.
 pub const MAX_PATH: usize = 12;
 /// Bytes of the largest encoded trace.
-pub const TRACE_BYTES: usize = 10 + 4 * MAX_PATH;
+pub const TRACE_BYTES: usize = 10 + 4 * MAX_PATH + 8;
 
 const FLAG_VOICE: u8 = 1;
+const FLAG_SESSION: u8 = 2;
 
 /// The body of synthetic traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +80,7 @@ pub struct Trace {
     voice: bool,
     len: u8,
     path: [u32; MAX_PATH],
+    session: Option<u64>,
 }
 
 impl Trace {
@@ -63,7 +92,21 @@ impl Trace {
             voice,
             len: 0,
             path: [0; MAX_PATH],
+            session: None,
         }
+    }
+
+    /// This trace as part of session `session`.
+    pub fn with_session(self, session: u64) -> Self {
+        Self {
+            session: Some(session),
+            ..self
+        }
+    }
+
+    /// The session it belongs to, if any.
+    pub fn session(&self) -> Option<u64> {
+        self.session
     }
 
     /// Reads a trace from untrusted bytes; `None` if they are not one.
@@ -71,13 +114,19 @@ impl Trace {
         let origin_ns = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
         let flags = *bytes.get(8)?;
         let len = *bytes.get(9)?;
-        if flags & !FLAG_VOICE != 0 || usize::from(len) > MAX_PATH {
+        if flags & !(FLAG_VOICE | FLAG_SESSION) != 0 || usize::from(len) > MAX_PATH {
             return None;
         }
-        let ids = bytes.get(10..)?;
-        if ids.len() != 4 * usize::from(len) {
+        let path_end = 10 + 4 * usize::from(len);
+        let session = if flags & FLAG_SESSION != 0 {
+            let tail = bytes.get(path_end..)?;
+            Some(u64::from_le_bytes(tail.try_into().ok()?))
+        } else if bytes.len() == path_end {
+            None
+        } else {
             return None;
-        }
+        };
+        let ids = bytes.get(10..path_end)?;
         let mut path = [0; MAX_PATH];
         for (slot, chunk) in path.iter_mut().zip(ids.chunks_exact(4)) {
             *slot = u32::from_le_bytes(chunk.try_into().ok()?);
@@ -87,18 +136,31 @@ impl Trace {
             voice: flags & FLAG_VOICE != 0,
             len,
             path,
+            session,
         })
     }
 
     /// Writes the trace into `out`; returns the bytes used.
     pub fn encode<'a>(&self, out: &'a mut [u8; TRACE_BYTES]) -> &'a [u8] {
         out[..8].copy_from_slice(&self.origin_ns.to_le_bytes());
-        out[8] = if self.voice { FLAG_VOICE } else { 0 };
+        let session = if self.session.is_some() {
+            FLAG_SESSION
+        } else {
+            0
+        };
+        out[8] = session | if self.voice { FLAG_VOICE } else { 0 };
         out[9] = self.len;
         for (i, id) in self.path().iter().enumerate() {
             out[10 + 4 * i..14 + 4 * i].copy_from_slice(&id.to_le_bytes());
         }
-        &out[..10 + 4 * usize::from(self.len)]
+        let end = 10 + 4 * usize::from(self.len);
+        match self.session {
+            Some(key) => {
+                out[end..end + 8].copy_from_slice(&key.to_le_bytes());
+                &out[..end + 8]
+            }
+            None => &out[..end],
+        }
     }
 
     /// When the work started (CLOCK_MONOTONIC ns).
@@ -153,6 +215,21 @@ mod tests {
         assert_eq!(back.path(), &[7, 9]);
         assert!(back.voice() && back.visited(AgentId(9)) && !back.visited(AgentId(8)));
         assert_eq!(back.origin_ns(), 42);
+    }
+
+    #[test]
+    fn a_session_rides_after_the_path_and_passes_through() {
+        let sut = Trace::new(5, false)
+            .with_session(77)
+            .through(AgentId(3))
+            .unwrap();
+        let mut buf = [0; TRACE_BYTES];
+        let bytes = sut.encode(&mut buf).to_vec();
+        assert_eq!(bytes.len(), 10 + 4 + 8);
+        let back = Trace::decode(&bytes).unwrap();
+        assert_eq!((back.session(), back.path()), (Some(77), &[3][..]));
+        assert!(Trace::decode(&bytes[..bytes.len() - 1]).is_none());
+        assert_eq!(Trace::new(0, false).session(), None);
     }
 
     #[test]

@@ -16,7 +16,16 @@
 //!
 //! Faults from the manifest apply to requests: every `fail_every`th fails
 //! and every `stall_every`th stalls for `stall_ms` first, for drills and for
-//! the supervisor's tests.
+//! the supervisor's tests. So does the drill an operator puts the agent
+//! under at run time (`--fault`, `POST /v1/agents/{name}/fault`), read
+//! from the board once per request: the service time times its slow-down,
+//! a failure with its chance, or no answer at all (a stall).
+//!
+//! An agent with `models` asks the VRAM optimizer for each of them on each
+//! request, through its executor's use desk, and holds them for its
+//! service time; a use that has to wait for a load waits inside the
+//! request, so the wait is in its latency, and a refused use fails the
+//! request.
 //!
 //! Service time is a sleep on the worker's timer, not a busy loop: the mesh
 //! measures the runtime's overhead, and 79 agents fit on two CPUs.
@@ -33,13 +42,18 @@ use crate::config::Behaviour;
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
 use crate::runtime::ctx::{Ctx, now_ns};
+use crate::runtime::desk::{self, ModelLease};
 use crate::runtime::node::{
     STATUS_FAILED, STATUS_OK, STATUS_OVERLOADED, STATUS_TIMEOUT, STATUS_UNAVAILABLE,
 };
 use pinwheel_ipc::wire::{AgentId, PayloadKind, Priority, TopicId};
+use rand::Rng;
 
 /// A call's timeout when the request being served has no deadline.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most models one agent holds at once (more in a manifest are not
+/// asked for).
+pub const MAX_HELD: usize = 4;
 
 /// The standard normal quantile of 0.99: p99 = median * exp(Z99 * sigma).
 const Z99: f64 = 2.326_347_874_040_841;
@@ -83,6 +97,10 @@ pub struct SyntheticSpec {
     pub calls: Vec<AgentId>,
     /// Topics it publishes.
     pub publishes: Vec<TopicId>,
+    /// Its models' slots on the board.
+    pub models: Vec<u16>,
+    /// The VRAM class of its uses: 0 batch, 1 interactive, 2 realtime.
+    pub model_class: u8,
 }
 
 /// A synthetic agent.
@@ -108,18 +126,35 @@ impl Synthetic {
         }
     }
 
-    /// Waits out one service time (none at all when the median is zero:
-    /// `bench mesh --overhead`).
+    /// Waits out one service time, slowed by the agent's drill (none at
+    /// all when the median is zero: `bench mesh --overhead`).
     async fn serve(&self, ctx: &Ctx) {
         if self.spec.behaviour.median_ns == 0 {
             return;
         }
         let time = self.service.sample(&mut self.rng.borrow_mut());
-        ctx.sleep(time).await;
+        let drill = ctx.node().routes().board().drill(ctx.me());
+        let slowed = drill.service_ns(u64::try_from(time.as_nanos()).unwrap_or(u64::MAX));
+        ctx.sleep(Duration::from_nanos(slowed)).await;
     }
 
-    /// Applies the manifest's faults to request `n`.
-    async fn faults(&self, ctx: &Ctx, n: u64) -> Result<(), RuntimeError> {
+    /// Serves a request with its models held: asks the optimizer for each
+    /// (in order, so two agents never wait for each other's models
+    /// crosswise), waits out the service time, lets them go.
+    async fn serve_with_models(&self, ctx: &Ctx) -> Result<(), RuntimeError> {
+        let hold_ms = u32::try_from(self.spec.behaviour.median_ns / 1_000_000)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let mut leases: [Option<ModelLease<'_>>; MAX_HELD] = Default::default();
+        for (slot, &model) in leases.iter_mut().zip(&self.spec.models) {
+            *slot = Some(desk::acquire(ctx, model, self.spec.model_class, hold_ms).await?);
+        }
+        self.serve(ctx).await;
+        Ok(())
+    }
+
+    /// Applies the manifest's faults, then the drill, to request `n`.
+    async fn faults(&self, ctx: &Ctx, n: u64, deadline_ns: u64) -> Result<(), RuntimeError> {
         let b = &self.spec.behaviour;
         if b.fail_every > 0 && n.is_multiple_of(u64::from(b.fail_every)) {
             return Err(RuntimeError::Failed {
@@ -128,6 +163,21 @@ impl Synthetic {
         }
         if b.stall_every > 0 && n.is_multiple_of(u64::from(b.stall_every)) {
             ctx.sleep(Duration::from_nanos(b.stall_ns)).await;
+        }
+        let drill = ctx.node().routes().board().drill(ctx.me());
+        if drill.stalls() {
+            let left = deadline_ns.saturating_sub(now_ns());
+            let stall = if deadline_ns == 0 {
+                CALL_TIMEOUT
+            } else {
+                Duration::from_nanos(left)
+            };
+            ctx.sleep(stall).await;
+        }
+        if drill.fails(self.rng.borrow_mut().random()) {
+            return Err(RuntimeError::Failed {
+                reason: "fault injected by a drill (error)",
+            });
         }
         Ok(())
     }
@@ -152,7 +202,7 @@ pub async fn call_all(
     priority: Priority,
     deadline_ns: u64,
 ) -> u16 {
-    let Some(child) = trace.through(ctx.me()) else {
+    let Some(child) = trace.through(ctx.head()) else {
         return STATUS_OK;
     };
     let mut buf = [0; TRACE_BYTES];
@@ -166,14 +216,10 @@ pub async fn call_all(
         if until_ns <= now {
             return STATUS_TIMEOUT;
         }
+        let method = super::protocol::METHOD_WORK;
+        let key = child.session();
         let status = match ctx
-            .call_until(
-                target,
-                super::protocol::METHOD_WORK,
-                body,
-                priority,
-                until_ns,
-            )
+            .call_keyed_until(target, key, method, body, priority, until_ns)
             .await
         {
             Ok(reply) => reply.head().code,
@@ -191,7 +237,8 @@ pub fn status_of(err: &RuntimeError) -> u16 {
     match err {
         RuntimeError::TimedOut => STATUS_TIMEOUT,
         RuntimeError::Busy | RuntimeError::Full | RuntimeError::Overloaded => STATUS_OVERLOADED,
-        RuntimeError::Closed => STATUS_UNAVAILABLE,
+        RuntimeError::Closed | RuntimeError::NoReplica { .. } => STATUS_UNAVAILABLE,
+        RuntimeError::ModelDenied { .. } => STATUS_OVERLOADED,
         _ => STATUS_FAILED,
     }
 }
@@ -208,12 +255,12 @@ impl Agent for Synthetic {
             PayloadKind::Request => {
                 let n = self.requests.get() + 1;
                 self.requests.set(n);
-                self.faults(ctx, n).await?;
-                self.serve(ctx).await;
+                self.faults(ctx, n, head.deadline_ns).await?;
+                self.serve_with_models(ctx).await?;
                 let calls = &self.spec.calls;
                 let status =
                     call_all(ctx, calls, &trace, self.spec.priority, head.deadline_ns).await;
-                self.publish_all(ctx, &trace.through(ctx.me()).unwrap_or(trace))
+                self.publish_all(ctx, &trace.through(ctx.head()).unwrap_or(trace))
                     .await?;
                 ctx.reply(msg, status, &[]).await
             }
@@ -224,7 +271,7 @@ impl Agent for Synthetic {
                 if n.is_multiple_of(u64::from(self.spec.behaviour.calls_every.max(1))) {
                     call_all(ctx, &self.spec.calls, &trace, self.spec.priority, 0).await;
                 }
-                self.publish_all(ctx, &trace.through(ctx.me()).unwrap_or(trace))
+                self.publish_all(ctx, &trace.through(ctx.head()).unwrap_or(trace))
                     .await
             }
             _ => Ok(()),

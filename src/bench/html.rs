@@ -2,8 +2,9 @@
 //! --report-html FILE`): the summary, the latency table, the SVG
 //! percentile plot of the end-to-end and voice latencies (drawn by
 //! [`super::plot`] from the same [`Distribution`] the `.hgrm` files hold),
-//! every route, every agent, the native agents' counters and why the run
-//! was degraded.
+//! every route, every agent, the native agents' counters, the VRAM
+//! optimizer's counts (on a host with GPUs), the anomalies the detector
+//! raised, and why the run was degraded.
 //!
 //! Self-contained means no request leaves the page: the style sheet is
 //! inline, the plot is inline SVG, there are no scripts, fonts or images.
@@ -15,8 +16,9 @@ use std::fmt::Write as _;
 use super::BenchError;
 use super::hgrm::Distribution;
 use super::plot::{Series, render_svg};
-use crate::daemon::report::{Report, RouteReport};
+use crate::daemon::report::{LATENCY_TITLES, Report, RouteReport, latency_cells};
 use crate::latency::{LatencySummary, format_ns};
+use crate::observe::api::{AnomalySeen, Signal, VramCounts};
 
 /// The page's style sheet: plain tables, readable without colour.
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:70em}\
@@ -39,6 +41,10 @@ pub fn render_html(report: &Report) -> Result<String, BenchError> {
     routes(&mut out, &report.routes);
     agents(&mut out, report);
     native(&mut out, report);
+    if let Some(counts) = &report.vram {
+        vram(&mut out, counts);
+    }
+    anomalies(&mut out, &report.anomalies);
     out.push_str("</body>\n</html>\n");
     Ok(out)
 }
@@ -93,23 +99,19 @@ fn summary(out: &mut String, report: &Report) {
 }
 
 fn percentile_header(out: &mut String, first: &str) {
-    let _ = writeln!(
-        out,
-        "<thead><tr><th>{first}</th><th>count</th><th>p50</th><th>p99</th><th>p99.9</th><th>max</th></tr></thead>"
-    );
+    let _ = write!(out, "<thead><tr><th>{first}</th>");
+    for title in LATENCY_TITLES {
+        let _ = write!(out, "<th>{title}</th>");
+    }
+    out.push_str("</tr></thead>\n");
 }
 
 fn percentile_row(out: &mut String, name: &str, p: &LatencySummary) {
-    let _ = writeln!(
-        out,
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-        escape(name),
-        p.count,
-        format_ns(p.p50),
-        format_ns(p.p99),
-        format_ns(p.p999),
-        format_ns(p.max)
-    );
+    let _ = write!(out, "<tr><td>{}</td>", escape(name));
+    for cell in latency_cells(p) {
+        let _ = write!(out, "<td>{cell}</td>");
+    }
+    out.push_str("</tr>\n");
 }
 
 fn latency_table(out: &mut String, report: &Report) {
@@ -237,9 +239,114 @@ fn native(out: &mut String, report: &Report) {
     out.push_str("</ul>\n");
 }
 
+fn vram(out: &mut String, v: &VramCounts) {
+    out.push_str(
+        "<h2>VRAM</h2>\n<table id=\"vram\">\n<thead><tr><th>loads</th><th>preloads</th>\
+         <th>evictions</th><th>hits</th><th>misses</th><th>uses that waited</th>\
+         <th>wait p99</th><th>denied</th></tr></thead>\n<tbody>\n",
+    );
+    let _ = writeln!(
+        out,
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+         <td>{}</td></tr>",
+        v.loads,
+        v.preloads,
+        v.evictions,
+        v.hits,
+        v.misses,
+        v.waits,
+        format_ns(v.wait_p99_ns),
+        v.denied
+    );
+    out.push_str("</tbody>\n</table>\n");
+}
+
+fn anomalies(out: &mut String, seen: &[AnomalySeen]) {
+    out.push_str("<h2>Anomalies</h2>\n");
+    if seen.is_empty() {
+        out.push_str("<p id=\"anomalies\">No anomaly was raised.</p>\n");
+        return;
+    }
+    out.push_str(
+        "<table id=\"anomalies\">\n<thead><tr><th>agent</th><th>signal</th><th>raised</th>\
+         <th>cleared</th><th>level</th><th>baseline</th></tr></thead>\n<tbody>\n",
+    );
+    for a in seen {
+        let cleared = a
+            .cleared_s
+            .map_or_else(|| "at the end".to_owned(), |s| format!("{s:.1} s"));
+        let (level, baseline) = match a.signal {
+            Signal::Latency => (format_ns(a.level as u64), format_ns(a.baseline as u64)),
+            Signal::Errors => (
+                format!("{:.1}%", a.level * 100.0),
+                format!("{:.1}%", a.baseline * 100.0),
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{:.1} s</td><td>{cleared}</td><td>{level}</td>\
+             <td>{baseline}</td></tr>",
+            escape(&a.agent),
+            a.signal.as_str(),
+            a.raised_s
+        );
+    }
+    out.push_str("</tbody>\n</table>\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn seen(agent: &str, signal: Signal, cleared_s: Option<f64>) -> AnomalySeen {
+        AnomalySeen {
+            agent: agent.into(),
+            signal,
+            raised_s: 2.0,
+            cleared_s,
+            level: 0.25,
+            baseline: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_vram_counts_are_one_table_row() {
+        let mut out = String::new();
+        let counts = VramCounts {
+            loads: 3,
+            hits: 40,
+            wait_p99_ns: 1_500_000,
+            ..VramCounts::default()
+        };
+        vram(&mut out, &counts);
+        assert!(out.contains("<table id=\"vram\">"), "{out}");
+        assert!(
+            out.contains("<td>3</td><td>0</td><td>0</td><td>40</td>"),
+            "{out}"
+        );
+        assert!(out.contains(&format_ns(1_500_000)), "{out}");
+    }
+
+    #[test]
+    fn anomalies_are_listed_escaped_with_their_units_or_said_to_be_none() {
+        let mut out = String::new();
+        anomalies(&mut out, &[]);
+        assert!(out.contains("No anomaly was raised"), "{out}");
+        let mut out = String::new();
+        anomalies(
+            &mut out,
+            &[
+                seen("<Svc#1>", Signal::Errors, None),
+                seen("Svc#2", Signal::Latency, Some(5.0)),
+            ],
+        );
+        assert!(
+            out.contains("<td>&lt;Svc#1&gt;</td><td>errors</td>"),
+            "{out}"
+        );
+        assert!(out.contains("<td>at the end</td><td>25.0%</td>"), "{out}");
+        assert!(out.contains("<td>5.0 s</td>"), "{out}");
+    }
 
     #[test]
     fn markup_in_names_is_escaped() {

@@ -99,6 +99,10 @@ impl MeshBench {
             host: None,
             nats_url: None,
             overhead: self.overhead,
+            nats_nkey: None,
+            run_dir: crate::daemon::DEFAULT_RUN_DIR.into(),
+            faults: Vec::new(),
+            legacy_bind: None,
         }
     }
 

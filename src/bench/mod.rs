@@ -9,6 +9,10 @@
 //!   like.
 //! * `router` ([`router`]): what the runtime adds per call on top of the
 //!   bare ring.
+//! * `nats` ([`nats`]): a call between hosts, NATS request/reply through a
+//!   nats-server on loopback, against ZeroMQ REQ/REP over TCP.
+//! * `agent` ([`agent`]): a round trip to an agent process against the
+//!   in-daemon call across CPUs.
 //! * `wakeup` ([`wakeup`]): how late a pinned executor wakes from a timer,
 //!   against a plain `clock_nanosleep` thread (cyclictest's measurement).
 //! * `mesh` ([`mesh`]): the seed's voice-to-response flow through the
@@ -25,11 +29,14 @@
 //! every message arrived intact, so a fast wrong run cannot pass for a
 //! result.
 
+pub mod agent;
 pub mod harness;
 pub mod hgrm;
 pub mod html;
 pub mod json;
+pub mod legacy;
 pub mod mesh;
+pub mod nats;
 mod output;
 pub mod plot;
 mod report;
@@ -39,12 +46,16 @@ pub mod suite;
 pub mod wakeup;
 pub mod zmq;
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
+
+use hdrhistogram::Histogram;
 
 pub use hgrm::Distribution;
 pub use output::{render_suite_table, write_suite_files};
 pub use report::{Case, RingReport, render_ring_json, render_ring_table};
 
+use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
 use crate::topology::CpuId;
 use pinwheel_ipc::ring::RingError;
 
@@ -123,6 +134,14 @@ pub enum BenchError {
         /// What is wrong.
         reason: String,
     },
+    /// A NATS operation of `bench nats` failed.
+    #[error("nats {what}: {reason}")]
+    Nats {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// A ZeroMQ call failed.
     #[error("zeromq {what}: {reason}")]
     Zmq {
@@ -131,4 +150,25 @@ pub enum BenchError {
         /// zmq's message.
         reason: String,
     },
+}
+
+/// Writes a bench table's percentile title row, without its newline (a
+/// table may add columns): `first` left-aligned in `width` after a blank
+/// line, then [`PERCENTILE_TITLES`] right-aligned in 10 characters each.
+fn percentile_titles(out: &mut String, first: &str, width: usize) {
+    let _ = write!(out, "\n{first:<width$}");
+    for title in PERCENTILE_TITLES {
+        let _ = write!(out, "{title:>10}");
+    }
+}
+
+/// Writes the start of a bench table's row, without its newline: `name`
+/// left-aligned in `width`, then the histogram's
+/// [`LatencySummary::columns`] as [`format_ns`] prints them, under
+/// [`percentile_titles`].
+fn percentile_cells(out: &mut String, name: &str, width: usize, histogram: &Histogram<u64>) {
+    let _ = write!(out, "{name:<width$}");
+    for ns in LatencySummary::of(histogram).columns() {
+        let _ = write!(out, "{:>10}", format_ns(ns));
+    }
 }

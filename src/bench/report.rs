@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::json::render_json;
 use super::ring::RingBench;
-use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
+use crate::latency::LatencySummary;
 use crate::topology::CpuId;
 use pinwheel_ipc::ring::WaitStrategy;
 
@@ -155,10 +155,7 @@ pub fn render_ring_table(report: &RingReport) -> String {
         bench.msgs,
         bench.msgs
     );
-    let _ = write!(out, "\n{:<22}", "case");
-    for title in PERCENTILE_TITLES {
-        let _ = write!(out, "{title:>10}");
-    }
+    super::percentile_titles(&mut out, "case", 22);
     let _ = writeln!(out, "{:>14}{:>10}", "stream", "idle CPU");
     row(
         &mut out,
@@ -188,10 +185,7 @@ pub fn render_ring_table(report: &RingReport) -> String {
 }
 
 fn row(out: &mut String, name: &str, case: &Case) {
-    let _ = write!(out, "{name:<22}");
-    for ns in LatencySummary::of(&case.rtt).columns() {
-        let _ = write!(out, "{:>10}", format_ns(ns));
-    }
+    super::percentile_cells(out, name, 22, &case.rtt);
     let idle = case
         .idle_cpu_percent
         .map_or("-".to_owned(), |p| format!("{p:.1}%"));

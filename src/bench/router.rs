@@ -18,6 +18,7 @@
 //! the bare ring at the same percentile.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,15 +29,16 @@ use serde::Serialize;
 use super::BenchError;
 use super::harness::{BenchAgent as AgentSpec, Harness};
 use super::json::render_json;
+use super::report::wait_name;
 use super::ring::RingBench;
-use crate::latency::{
-    LatencySummary, PERCENTILE_TITLES, format_ns, new_histogram, record_duration,
-};
+use crate::config::{AgentSet, SourceFile};
+use crate::latency::{LatencySummary, new_histogram, record_duration};
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
 use crate::runtime::ctx::Ctx;
 use crate::runtime::node::STATUS_OK;
 use crate::runtime::stats::StatsSnapshot;
+use crate::topology;
 use crate::topology::{ClassSettings, CpuId, TaskQueue};
 use pinwheel_ipc::ring::WaitStrategy;
 use pinwheel_ipc::wire::{AgentId, Priority};
@@ -141,7 +143,7 @@ impl RouterBench {
     /// Starts executors on the two CPUs and times calls from the caller: a
     /// caller on the first CPU, a far echo on the second, a near echo on
     /// the first.
-    fn runtime_calls(&self) -> Result<([Histogram<u64>; 2], ExecutorWork), BenchError> {
+    pub(super) fn runtime_calls(&self) -> Result<([Histogram<u64>; 2], ExecutorWork), BenchError> {
         let [a, b] = self.cpus;
         let harness = Harness {
             cpus: vec![a, b],
@@ -199,6 +201,32 @@ fn warmup(count: u64) -> u64 {
     (count / 10).min(10_000)
 }
 
+/// A bench's topology (one uniform class on `cpus`, waiting by `wait`)
+/// and its manifest from `manifest`.
+pub(super) fn bench_mesh(
+    cpus: [CpuId; 2],
+    wait: WaitStrategy,
+    manifest: &str,
+) -> Result<(topology::Topology, AgentSet), BenchError> {
+    let [a, b] = cpus;
+    let wait = wait_name(wait);
+    let topology = format!(
+        "schema = 1\n[host]\nname = \"bench\"\ncpus = {{ uniform = \"{a},{b}\" }}\n[class.uniform]\nwait = \"{wait}\"\npreempt_timer_us = 100\nrt_priority = 0\n"
+    );
+    let invalid = |err: String| BenchError::Peer {
+        reason: format!("bench mesh: {err}"),
+    };
+    let file = SourceFile::from_text(Path::new("bench-topology.toml"), &topology);
+    let raw = file.parse().map_err(|e| invalid(e.to_string()))?;
+    let topology = topology::validate(raw, &file, None).map_err(|e| invalid(e.to_string()))?;
+    let agents = AgentSet::from_sources(&[SourceFile::from_text(
+        Path::new("bench-agents.toml"),
+        manifest,
+    )])
+    .map_err(|e| invalid(e.to_string()))?;
+    Ok((topology, agents))
+}
+
 /// What the caller leaves for the bench's thread.
 #[derive(Debug, Default)]
 struct Results {
@@ -212,7 +240,12 @@ enum BenchAgent {
 }
 
 /// Times `count` calls to `to` after a warm-up; `None` if one fails.
-async fn time_calls(ctx: &Ctx, to: AgentId, body: &[u8], count: u64) -> Option<Histogram<u64>> {
+pub(super) async fn time_calls(
+    ctx: &Ctx,
+    to: AgentId,
+    body: &[u8],
+    count: u64,
+) -> Option<Histogram<u64>> {
     let warmup = warmup(count);
     let mut histogram = new_histogram();
     for i in 0..warmup + count {
@@ -280,20 +313,14 @@ impl RouterReport {
             "pinwheel bench router: CPUs {} and {}, {}-byte bodies, {} round trips per case",
             b.cpus[0], b.cpus[1], b.size, b.msgs
         );
-        let _ = write!(out, "\n{:<34}", "round trip");
-        for title in PERCENTILE_TITLES {
-            let _ = write!(out, "{title:>10}");
-        }
+        super::percentile_titles(&mut out, "round trip", 34);
         let _ = writeln!(out);
         for (name, histogram) in [
             ("bare ring (2 threads)", &self.ring),
             ("runtime call, across CPUs", &self.far),
             ("runtime call, same CPU", &self.near),
         ] {
-            let _ = write!(out, "{name:<34}");
-            for ns in LatencySummary::of(histogram).columns() {
-                let _ = write!(out, "{:>10}", format_ns(ns));
-            }
+            super::percentile_cells(&mut out, name, 34, histogram);
             let _ = writeln!(out);
         }
         let _ = writeln!(

@@ -126,6 +126,19 @@ impl ZmqBench {
         })
     }
 
+    /// REQ/REP round trips over TCP on loopback (the transport the seed's
+    /// hosts use between them), for `bench nats`.
+    pub fn tcp_round_trips(&self) -> Result<Histogram<u64>, BenchError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|source| BenchError::Spawn {
+                exe: PathBuf::from("tcp port"),
+                source,
+            })?
+            .port();
+        self.ping_pong(&format!("tcp://127.0.0.1:{port}"))
+    }
+
     fn ping_pong(&self, endpoint: &str) -> Result<Histogram<u64>, BenchError> {
         let context = zmq::Context::new();
         let socket = context.socket(zmq::REQ).map_err(zmq_err("socket"))?;

@@ -16,6 +16,8 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::CliError;
 use super::run::MAX_RATE;
+use crate::bench::agent::{AgentBench, default_echo_exe};
+use crate::bench::legacy::LegacyBench;
 use crate::bench::mesh::MeshBench;
 use crate::bench::ring::{PeerMode, RingBench, serve_peer};
 use crate::bench::router::RouterBench;
@@ -109,6 +111,16 @@ pub enum BenchCommand {
     /// The daemon's mesh under an offered load: what was offered, sent,
     /// completed, and how long it took; `--overhead`, `--find-max`.
     Mesh(super::bench_mesh::BenchMeshArgs),
+    /// A round trip to an agent process (the SDK's echo example) against
+    /// the in-daemon call across CPUs, same run, same CPUs.
+    Agent(BenchAgentArgs),
+    /// A call between hosts: NATS request/reply through a nats-server on
+    /// loopback, against ZeroMQ REQ/REP over TCP (`--baseline zmq`).
+    Nats(BenchNatsArgs),
+    /// The legacy gateway: a pyzmq client through it to a native agent,
+    /// against pyzmq client to pyzmq REP server (the seed), same run, same
+    /// CPUs.
+    Legacy(BenchLegacyArgs),
     /// The server side of a two-process ring benchmark (started by `bench ring`).
     #[command(hide = true)]
     RingPeer(RingPeerArgs),
@@ -145,6 +157,40 @@ pub enum Baseline {
     Zmq,
 }
 
+/// `--json`, which every bench that prints a report takes.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl OutputArgs {
+    /// Writes the report as JSON or as a table, as asked.
+    fn write(
+        &self,
+        out: &mut dyn Write,
+        json: impl FnOnce() -> String,
+        table: impl FnOnce() -> String,
+    ) -> Result<(), CliError> {
+        let text = if self.json { json() } else { table() };
+        out.write_all(text.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// `--size` and `--msgs` of the benches that call through the runtime
+/// (`bench router`, `bench agent`): the same limit and count for both.
+#[derive(Debug, Args)]
+pub struct CallLoadArgs {
+    /// Request body size, bytes (at most 512).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Round trips per case.
+    #[arg(long, default_value_t = 100_000)]
+    pub msgs: u64,
+}
+
 /// `pinwheel bench ring`.
 #[derive(Debug, Args)]
 pub struct BenchRingArgs {
@@ -169,9 +215,9 @@ pub struct BenchRingArgs {
     /// Also measure this baseline in the same run and print the ratios.
     #[arg(long, value_enum)]
     pub baseline: Option<Baseline>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// Table or JSON.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `pinwheel bench router`.
@@ -183,15 +229,114 @@ pub struct BenchRouterArgs {
     /// How ring consumers and executors wait for messages.
     #[arg(long, value_enum, default_value_t = WaitArg::Spin)]
     pub wait: WaitArg,
-    /// Request body size, bytes (at most 512).
+    /// Body size and round trips.
+    #[command(flatten)]
+    pub load: CallLoadArgs,
+    /// Table or JSON.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `pinwheel bench agent`.
+#[derive(Debug, Args)]
+pub struct BenchAgentArgs {
+    /// The caller's CPU and the echo process's.
+    #[arg(long, value_name = "A,B", default_value = "0,1")]
+    pub cpus: String,
+    /// How executors and the process wait for messages.
+    #[arg(long, value_enum, default_value_t = WaitArg::Spin)]
+    pub wait: WaitArg,
+    /// How the echo processes wait (their manifest's `wait`; default: as
+    /// --wait). `--wait spin --agent-wait park` is a spinning caller and
+    /// parked agents: the daemon's side polls, each agent sleeps until a
+    /// request wakes it.
+    #[arg(long, value_enum)]
+    pub agent_wait: Option<WaitArg>,
+    /// Body size and round trips.
+    #[command(flatten)]
+    pub load: CallLoadArgs,
+    /// How the echo process parks when it waits (with --wait park or
+    /// adaptive): one io_uring wait, or poll(2) then read(2).
+    #[arg(long, value_parser = ["uring", "poll"], default_value = "uring")]
+    pub park: String,
+    /// The echo agent (default: examples/echo beside this executable,
+    /// from `cargo build --release -p pinwheel-agent --example echo`).
+    #[arg(long, value_name = "FILE")]
+    pub echo: Option<std::path::PathBuf>,
+    /// Table or JSON.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// The echo is python/examples/echo.py run by --python-exe (the
+    /// `pinwheel` package installed there), and the same run times pyzmq
+    /// REQ/REP between Python processes (python/bench/zmq_chain.py; pyzmq
+    /// installed there too).
+    #[arg(long)]
+    pub python: bool,
+    /// With --python: the interpreter, a venv's (`pip install
+    /// './python[bench]'`); the agent runs as `nobody`, who must be able to
+    /// execute it.
+    #[arg(long, value_name = "FILE", default_value = "/usr/bin/python3")]
+    pub python_exe: std::path::PathBuf,
+    /// With --python: the repository's python/ directory.
+    #[arg(long, value_name = "DIR", default_value = "python")]
+    pub python_dir: std::path::PathBuf,
+}
+
+/// `pinwheel bench legacy`.
+#[derive(Debug, Args)]
+pub struct BenchLegacyArgs {
+    /// The pyzmq client's CPU, and the server side's (the gateway and the
+    /// native agent, or the pyzmq REP server).
+    #[arg(long, value_name = "A,B", default_value = "0,1")]
+    pub cpus: String,
+    /// How the agent's executor waits (it shares its CPU with the gateway
+    /// thread, so it parks by default).
+    #[arg(long, value_enum, default_value_t = WaitArg::Park)]
+    pub wait: WaitArg,
+    /// The gateway thread's CPU, as a topology's control CPU (default:
+    /// the server's, B).
+    #[arg(long, value_name = "CPU")]
+    pub gateway_cpu: Option<u32>,
+    /// JSON bytes of each request's data (at most 512).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
     /// Round trips per case.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 20_000)]
     pub msgs: u64,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// The Python interpreter, with pyzmq (`pip install
+    /// './python[bench]'`).
+    #[arg(long, value_name = "FILE", default_value = "/usr/bin/python3")]
+    pub python_exe: std::path::PathBuf,
+    /// The repository's python/ directory.
+    #[arg(long, value_name = "DIR", default_value = "python")]
+    pub python_dir: std::path::PathBuf,
+    /// Table or JSON.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `pinwheel bench nats`.
+#[derive(Debug, Args)]
+pub struct BenchNatsArgs {
+    /// The nats-server to go through.
+    #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+    /// The caller's and the responder's CPU.
+    #[arg(long, value_name = "A,B", default_value = "0,1")]
+    pub cpus: String,
+    /// Request body size, bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Round trips per transport.
+    #[arg(long, default_value_t = 20_000)]
+    pub msgs: u64,
+    /// Also measure this baseline in the same run (ZeroMQ REQ/REP over
+    /// TCP on loopback).
+    #[arg(long, value_enum)]
+    pub baseline: Option<Baseline>,
+    /// Table or JSON.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `pinwheel bench wakeup`.
@@ -253,6 +398,9 @@ pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
         BenchCommand::Router(args) => router(&args, out),
         BenchCommand::Wakeup(args) => wakeup(&args, out),
         BenchCommand::Mesh(args) => super::bench_mesh::mesh(&args, out),
+        BenchCommand::Agent(args) => agent(&args, out),
+        BenchCommand::Legacy(args) => legacy(&args, out),
+        BenchCommand::Nats(args) => nats(&args, out),
         BenchCommand::RingPeer(args) => Ok(serve_peer(args.mode, CpuId(args.cpu))?),
         BenchCommand::ZmqPeer(args) => Ok(crate::bench::zmq::serve_peer(
             args.mode,
@@ -288,39 +436,99 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), CliError> {
     };
     let ring = bench.run()?;
     let report = RingReport { bench, ring, zmq };
-    let text = if args.json {
-        render_ring_json(&report)
-    } else {
-        render_ring_table(&report)
-    };
-    out.write_all(text.as_bytes())?;
-    Ok(())
+    args.output.write(
+        out,
+        || render_ring_json(&report),
+        || render_ring_table(&report),
+    )
 }
 
 fn router(args: &BenchRouterArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    if args.size > MAX_ROUTER_BODY {
+    check_router_body(args.load.size)?;
+    let bench = RouterBench {
+        cpus: bench_cpus(&args.cpus)?,
+        wait: args.wait.into(),
+        size: args.load.size,
+        msgs: args.load.msgs.max(1),
+    };
+    let report = bench.run()?;
+    args.output
+        .write(out, || report.to_json(), || report.to_table())
+}
+
+fn agent(args: &BenchAgentArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    check_router_body(args.load.size)?;
+    let (echo_exe, echo_args, pyzmq_script) = if args.python {
+        let dir = std::path::absolute(&args.python_dir)?;
+        let echo = dir.join("examples/echo.py");
+        (
+            args.python_exe.clone(),
+            vec![echo.display().to_string()],
+            Some(dir.join("bench/zmq_chain.py")),
+        )
+    } else {
+        (
+            args.echo.clone().unwrap_or_else(default_echo_exe),
+            Vec::new(),
+            None,
+        )
+    };
+    let report = AgentBench {
+        cpus: bench_cpus(&args.cpus)?,
+        wait: args.wait.into(),
+        agent_wait: args.agent_wait.unwrap_or(args.wait).into(),
+        size: args.load.size,
+        msgs: args.load.msgs.max(1),
+        echo_exe,
+        echo_args,
+        pyzmq_script,
+        park: if args.park == "poll" { "poll" } else { "uring" },
+    }
+    .run()?;
+    args.output
+        .write(out, || report.to_json(), || report.to_table())
+}
+
+fn legacy(args: &BenchLegacyArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    check_router_body(args.size)?;
+    let dir = std::path::absolute(&args.python_dir)?;
+    let report = LegacyBench {
+        cpus: bench_cpus(&args.cpus)?,
+        wait: args.wait.into(),
+        gateway_cpu: args.gateway_cpu.map(CpuId),
+        size: args.size,
+        msgs: args.msgs.max(1),
+        python_exe: args.python_exe.clone(),
+        script: dir.join("bench/zmq_chain.py"),
+    }
+    .run()?;
+    args.output
+        .write(out, || report.to_json(), || report.to_table())
+}
+
+fn nats(args: &BenchNatsArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    if !["nats://", "tls://"]
+        .iter()
+        .any(|s| args.nats.starts_with(s))
+    {
         return Err(DaemonError::Usage {
             message: format!(
-                "--size {}: runtime messages carry at most {MAX_ROUTER_BODY} body bytes",
-                args.size
+                "--nats {:?} is not a NATS URL; pass e.g. nats://127.0.0.1:4222",
+                args.nats
             ),
         }
         .into());
     }
-    let bench = RouterBench {
+    let bench = crate::bench::nats::NatsBench {
+        url: args.nats.clone(),
         cpus: bench_cpus(&args.cpus)?,
-        wait: args.wait.into(),
         size: args.size,
         msgs: args.msgs.max(1),
+        zmq: args.baseline == Some(Baseline::Zmq),
     };
     let report = bench.run()?;
-    let text = if args.json {
-        report.to_json()
-    } else {
-        report.to_table()
-    };
-    out.write_all(text.as_bytes())?;
-    Ok(())
+    args.output
+        .write(out, || report.to_json(), || report.to_table())
 }
 
 fn wakeup(args: &BenchWakeupArgs, out: &mut dyn Write) -> Result<(), CliError> {
@@ -359,6 +567,19 @@ fn wakeup(args: &BenchWakeupArgs, out: &mut dyn Write) -> Result<(), CliError> {
 
 /// Largest body `bench router` sends (frames are 1 KiB with the envelope).
 const MAX_ROUTER_BODY: usize = 512;
+
+/// Refuses a `--size` larger than a runtime message carries (`bench
+/// router`, `agent` and `legacy` all send runtime messages).
+fn check_router_body(size: usize) -> Result<(), DaemonError> {
+    if size > MAX_ROUTER_BODY {
+        return Err(DaemonError::Usage {
+            message: format!(
+                "--size {size}: runtime messages carry at most {MAX_ROUTER_BODY} body bytes"
+            ),
+        });
+    }
+    Ok(())
+}
 
 fn zmq_baseline(bench: &RingBench) -> Result<crate::bench::Case, CliError> {
     let zmq = crate::bench::zmq::ZmqBench {

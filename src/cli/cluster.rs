@@ -27,6 +27,26 @@ pub enum ClusterCommand {
     /// The hosts (up, degraded, lost), the models placed across them and
     /// the agent registry, as a running daemon sees them.
     Status(ClusterStatusArgs),
+    /// Write one NATS identity per host (DIR/<host>.nk, mode 600) and a
+    /// nats-server configuration (DIR/nats-server.conf, JetStream on,
+    /// including DIR/auth.conf) whose permissions let each host speak only
+    /// as itself.
+    Init(ClusterInitArgs),
+}
+
+/// `pinwheel cluster init`.
+#[derive(Debug, Args)]
+pub struct ClusterInitArgs {
+    /// The cluster's name (the topologies' `[cluster] name`).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: String,
+    /// The hosts, comma-separated.
+    #[arg(long, value_name = "HOST,...", value_delimiter = ',', required = true)]
+    pub hosts: Vec<String>,
+    /// The directory to write (created, mode 700); existing seed files are
+    /// not overwritten.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// `pinwheel cluster status`.
@@ -73,6 +93,49 @@ pub struct GpuPlaceArgs {
     /// File holding the daemon's admin token.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_TOKEN_FILE)]
     pub token_file: PathBuf,
+}
+
+pub(super) fn init(args: &ClusterInitArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = std::path::absolute(&args.out)?;
+    let files = crate::cluster::init_files(&args.cluster, &args.hosts, &dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    for (host, _, _) in &files.seeds {
+        let path = dir.join(format!("{host}.nk"));
+        if path.exists() {
+            return Err(DaemonError::Usage {
+                message: format!(
+                    "{} exists; init writes fresh identities only (remove it, or write elsewhere)",
+                    path.display()
+                ),
+            });
+        }
+    }
+    let mut written = String::new();
+    for (host, seed, public) in &files.seeds {
+        let path = dir.join(format!("{host}.nk"));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(format!("{seed}\n").as_bytes())?;
+        let _ = writeln!(written, "{}  {host} ({public})", path.display());
+    }
+    std::fs::write(dir.join("auth.conf"), &files.auth_conf)?;
+    let conf = dir.join("nats-server.conf");
+    std::fs::write(&conf, &files.server_conf)?;
+    let _ = writeln!(
+        written,
+        "{}  run: nats-server -c {} -p 4222\n\ngive each host its seed (root-owned, mode 600) as [cluster] nkey_file or --nats-nkey",
+        conf.display(),
+        conf.display()
+    );
+    out.write_all(written.as_bytes())?;
+    Ok(())
 }
 
 pub(super) fn status(args: &ClusterStatusArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
@@ -244,11 +307,11 @@ fn model(p: &PlacementView) -> String {
 /// A placement's state: the VRAM optimizer's word where the daemon gives
 /// one (`resident`, `waiting`), else loaded or assigned.
 fn state(p: &PlacementView) -> String {
-    let epoch = p.epoch;
+    let revision = p.revision;
     match &p.state {
-        Some(state) => format!("{state} (epoch {epoch})"),
-        None if !p.loaded => format!("assigned, loading (epoch {epoch})"),
-        None => format!("loaded (epoch {epoch})"),
+        Some(state) => format!("{state} (revision {revision})"),
+        None if !p.loaded => format!("assigned, loading (revision {revision})"),
+        None => format!("loaded (revision {revision})"),
     }
 }
 
@@ -266,7 +329,7 @@ mod tests {
             pinned: true,
             replica,
             loaded,
-            epoch: 2,
+            revision: 2,
             state: None,
         }
     }
@@ -325,7 +388,7 @@ mod tests {
         assert!(!sut.contains("no_pmu"), "{sut}");
         assert!(sut.contains("beta (here)"), "{sut}");
         assert!(sut.contains("1.24 s") && sut.contains("323.0 us"), "{sut}");
-        assert!(sut.contains("loaded (epoch 2)"), "{sut}");
+        assert!(sut.contains("loaded (revision 2)"), "{sut}");
         assert!(
             sut.contains("registry: 2 agents on 2 hosts (1 on lost hosts)"),
             "{sut}"
@@ -345,11 +408,11 @@ mod tests {
         first.gpu = 1;
         first.vram_mib = 8000;
         first.pinned = false;
-        first.epoch = 1;
+        first.revision = 1;
         let mut second = placement("llm", "solo", 0, true);
         second.vram_mib = 8000;
         second.pinned = false;
-        second.epoch = 1;
+        second.revision = 1;
         second.state = Some("waiting".into());
         let answer = ModelAnswer {
             model: "llm".into(),
@@ -372,7 +435,7 @@ mod tests {
         assert!(status.contains("no models placed"), "{status}");
         assert_eq!(
             placed,
-            "llm#1 on pc2 GPU 1: 8000 MiB, assigned, loading (epoch 1)\nllm on solo GPU 0: 8000 MiB, waiting (epoch 1)\n"
+            "llm#1 on pc2 GPU 1: 8000 MiB, assigned, loading (revision 1)\nllm on solo GPU 0: 8000 MiB, waiting (revision 1)\n"
         );
     }
 }

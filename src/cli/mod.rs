@@ -12,6 +12,7 @@ mod bench;
 mod bench_mesh;
 mod client;
 mod cluster;
+mod fault;
 mod files;
 mod install;
 mod run;
@@ -27,7 +28,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use bench::{BenchArgs, BenchCommand, BenchRingArgs, BenchRouterArgs, BenchSuiteArgs};
 pub use client::AdminClient;
-pub use cluster::{ClusterCommand, ClusterStatusArgs, GpuCommand, GpuPlaceArgs};
+pub use cluster::{ClusterCommand, ClusterInitArgs, ClusterStatusArgs, GpuCommand, GpuPlaceArgs};
+pub use fault::FaultArgs;
 pub use files::{DetectArgs, DetectFormat, PlanArgs, PlanFormat, TopoCommand, ValidateArgs};
 pub use install::{InstallArgs, InstallError, UninstallArgs};
 pub use run::RunArgs;
@@ -103,6 +105,9 @@ pub enum Command {
     /// The VRAM optimizer: replay traces against it and its baselines.
     #[command(subcommand)]
     Vram(VramCommand),
+    /// Put an agent or replica of a running daemon under a fault drill
+    /// (`--slow 10x`, `--error 0.2`, `--stall`, `--for 30s`), or end it.
+    Fault(FaultArgs),
 }
 
 /// Where sysfs is.
@@ -173,8 +178,10 @@ pub fn run(command: Command, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Install(args) => return install::install(&args, out),
         Command::Uninstall(args) => return install::uninstall(&args, out),
         Command::Cluster(ClusterCommand::Status(args)) => cluster::status(&args, out),
+        Command::Cluster(ClusterCommand::Init(args)) => cluster::init(&args, out),
         Command::Gpu(GpuCommand::Place(args)) => cluster::place(&args, out),
         Command::Vram(command) => vram::run(command, out),
+        Command::Fault(args) => fault::run(&args, out),
     };
     Ok(done?)
 }

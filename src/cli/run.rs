@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use pinwheel_ipc::drill::FaultSpec;
 
 use super::{CliError, SysfsArg};
 use crate::bench::html::render_html;
@@ -69,6 +70,15 @@ pub struct RunArgs {
     /// "pinwheel". With neither, the daemon runs alone and off the network.
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
+    /// This host's NATS identity: an nkey seed file (`pinwheel cluster
+    /// init` writes one per host; root-owned, mode 600), over the
+    /// topology's `[cluster] nkey_file`.
+    #[arg(long, value_name = "FILE")]
+    pub nats_nkey: Option<PathBuf>,
+    /// Run directory: the attach socket for external agents
+    /// (`<DIR>/agent.sock`) and process agents' credentials.
+    #[arg(long, value_name = "DIR", default_value = crate::daemon::DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
     /// File holding the admin API's bearer token (root-owned, mode 600).
     #[arg(long, value_name = "FILE", default_value = crate::observe::admin::DEFAULT_TOKEN_FILE)]
     pub admin_token_file: PathBuf,
@@ -80,6 +90,16 @@ pub struct RunArgs {
     /// --root`). Still needs root and no --unprivileged.
     #[arg(long, value_name = "DIR")]
     pub tuning_root: Option<PathBuf>,
+    /// Put an agent or replica under a fault drill from the start:
+    /// `Name#1:slow=10x`, `Name:error=0.2`, `Name#0:stall` (parts joined
+    /// by commas); repeat for several.
+    #[arg(long, value_name = "NAME:FAULT")]
+    pub fault: Vec<String>,
+    /// Bind the legacy ZeroMQ gateway on this IP address, over the
+    /// topology's `[legacy] bind`: every agent with `legacy_rep` (or
+    /// `legacy_pub`) in its manifest gets the seed's port there.
+    #[arg(long, value_name = "ADDR")]
+    pub legacy_bind: Option<std::net::IpAddr>,
 }
 
 impl RunArgs {
@@ -106,7 +126,13 @@ impl RunArgs {
                 "--timeout-ms 0 would fail every request; pass at least 1".to_owned(),
             ));
         }
+        let faults = self
+            .fault
+            .iter()
+            .map(|f| parse_fault_arg(f).map_err(usage))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(RunOptions {
+            faults,
             topology: self.topology.clone(),
             agents: self.agents.clone(),
             sysfs_root: self.sysfs.sysfs_root.clone(),
@@ -122,6 +148,9 @@ impl RunArgs {
             host: self.host.clone(),
             nats_url: self.nats.clone(),
             overhead: false,
+            nats_nkey: self.nats_nkey.clone(),
+            run_dir: self.run_dir.clone(),
+            legacy_bind: self.legacy_bind,
         })
     }
 }
@@ -140,6 +169,15 @@ pub(super) fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
         })?;
     }
     Ok(())
+}
+
+/// `Name#1:slow=10x` as an agent's name and its drill.
+fn parse_fault_arg(text: &str) -> Result<(String, FaultSpec), String> {
+    let (name, fault) = text.split_once(':').ok_or_else(|| {
+        format!("--fault {text:?}: write NAME:FAULT, e.g. \"STTService#1:slow=10x\"")
+    })?;
+    let spec = FaultSpec::parse(fault).map_err(|err| format!("--fault {text:?}: {err}"))?;
+    Ok((name.trim().to_owned(), spec))
 }
 
 /// Bad input before anything starts: the page's directory must exist.
@@ -178,6 +216,14 @@ mod tests {
     fn a_negative_rate_is_rejected_naming_the_flag() {
         let message = options_error(&["--rate", "-1"]);
         assert!(message.contains("--rate -1 is out of range"), "{message}");
+    }
+
+    #[test]
+    fn a_fault_without_a_name_or_with_a_bad_drill_is_rejected_naming_the_flag() {
+        let message = options_error(&["--fault", "slow=10x"]);
+        assert!(message.contains("write NAME:FAULT"), "{message}");
+        let message = options_error(&["--fault", "A#1:slow=0x"]);
+        assert!(message.contains("--fault \"A#1:slow=0x\""), "{message}");
     }
 
     #[test]

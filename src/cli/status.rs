@@ -63,18 +63,23 @@ pub fn render(health: &HealthReport, agents: &AgentsResponse, gpus: &GpusRespons
     }
     let _ = writeln!(
         out,
-        "\n{:<34} {:>4} {:<9} {:>10} {:>10}",
-        "agent", "cpu", "state", "msgs/s", "p99"
+        "\n{:<34} {:>4} {:<9} {:>10} {:>10} {:>8} {:<10} {:>8}  last exit",
+        "agent", "cpu", "state", "msgs/s", "p99", "pid", "user", "restarts"
     );
     for agent in &agents.agents {
+        let pid = agent.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
         let _ = writeln!(
             out,
-            "{:<34} {:>4} {:<9} {:>10.1} {:>10}",
+            "{:<34} {:>4} {:<9} {:>10.1} {:>10} {:>8} {:<10} {:>8}  {}",
             agent.name,
             agent.cpu,
             agent.state.as_str(),
             agent.msgs_per_s,
             latency(agent.p99_ns),
+            pid,
+            agent.user.as_deref().unwrap_or("-"),
+            agent.restarts,
+            agent.last_exit.as_deref().unwrap_or("-"),
         );
     }
     if gpus.gpus.is_empty() {
@@ -146,9 +151,16 @@ mod tests {
                 p99_ns: 2_500_000,
                 handled: 10,
                 failures: 0,
-                restarts: 0,
+                restarts: 2,
+                pid: Some(4242),
+                user: Some("nobody".into()),
+                last_exit: Some("killed by SIGKILL".into()),
+                anomalies: Vec::new(),
+                fault: None,
             }],
             executors: Vec::new(),
+            legacy: Vec::new(),
+            legacy_ports: Vec::new(),
         };
         let gpus = GpusResponse {
             gpus: vec![GpuStatus {
@@ -178,5 +190,9 @@ mod tests {
         assert!(text.contains("STTService"), "{text}");
         assert!(text.contains("2.50 ms"), "{text}");
         assert!(text.contains("whisper (pinned)"), "{text}");
+        assert!(
+            text.contains("4242 nobody            2  killed by SIGKILL"),
+            "{text}"
+        );
     }
 }

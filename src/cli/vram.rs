@@ -31,7 +31,7 @@ pub struct ReplayArgs {
     /// Trace, one JSON object per line.
     #[arg(long, value_name = "FILE")]
     pub trace: PathBuf,
-    /// Replay one policy only (default: all three, in one run).
+    /// Replay one policy only (default: all four, in one run).
     #[arg(long, value_enum)]
     pub policy: Option<PolicyKind>,
     /// Print JSON instead of a table.

@@ -1,12 +1,12 @@
-//! Between the link's [`HostState`] and the scheduler's [`HostReport`]:
-//! the core loop turns each peer's state into a report for
-//! `GpuScheduler::observe`, and the scheduler's own report into the state
-//! the link publishes (adding queue depths and agent health itself).
+//! Between the link's frames and the scheduler's types: the core loop
+//! turns each peer's [`HostState`] into a report for
+//! `GpuScheduler::observe` and the scheduler's own report into the state
+//! the link publishes (adding queue depths and agent health itself), and
+//! placement store entries into [`Ownership`]s and back.
 
-use super::proto::{AssignmentState, GpuState, HostState, ModelState, OrphanState};
+use super::proto::{GpuState, HostState, OwnershipRecord, parse_slot_key, slot_key};
 use crate::gpu::sched::{
-    Assignment, Claim, Epoch, GpuIndex, GpuReport, HostName, HostReport, ModelName, Orphan, Policy,
-    Slot,
+    GpuIndex, GpuReport, HostName, HostReport, ModelName, Ownership, Policy, Slot,
 };
 
 /// A peer's state as the scheduler reads it.
@@ -24,28 +24,11 @@ pub fn report_from_state(state: &HostState) -> HostReport {
                 free_mib: g.free_mib,
             })
             .collect(),
-        owned: state.models.iter().map(claim).collect(),
-        assignments: state
-            .assignments
-            .iter()
-            .map(|a| Assignment {
-                target: HostName(a.target.clone()),
-                claim: claim(&a.model),
-            })
-            .collect(),
-        orphans: state
-            .orphans
-            .iter()
-            .map(|o| Orphan {
-                host: HostName(o.host.clone()),
-                claim: claim(&o.model),
-            })
-            .collect(),
     }
 }
 
 /// This host's scheduler report as the link publishes it; queues, agents,
-/// `seq` and acks are left for the core loop and the link.
+/// `seq`, `sent_ms` and acks are left for the core loop and the link.
 pub fn state_from_report(report: &HostReport) -> HostState {
     HostState {
         host: report.host.0.clone(),
@@ -60,89 +43,98 @@ pub fn state_from_report(report: &HostReport) -> HostState {
                 free_mib: g.free_mib,
             })
             .collect(),
-        models: report.owned.iter().map(model).collect(),
-        assignments: report
-            .assignments
-            .iter()
-            .map(|a| AssignmentState {
-                target: a.target.0.clone(),
-                model: model(&a.claim),
-            })
-            .collect(),
-        orphans: report
-            .orphans
-            .iter()
-            .map(|o| OrphanState {
-                host: o.host.0.clone(),
-                model: model(&o.claim),
-            })
-            .collect(),
         ..HostState::default()
     }
 }
 
-fn claim(m: &ModelState) -> Claim {
-    Claim {
-        slot: Slot {
-            model: ModelName(m.model.clone()),
-            replica: m.replica,
-        },
-        gpu: GpuIndex(m.gpu),
-        vram_mib: m.vram_mib,
-        pinned: m.pinned,
-        active: m.active,
-        priority: m.priority,
-        policy: if m.spread {
+/// A placement store entry as the scheduler reads it.
+pub fn ownership_from_record(record: &OwnershipRecord) -> Ownership {
+    Ownership {
+        host: HostName(record.host.clone()),
+        gpu: GpuIndex(record.gpu),
+        vram_mib: record.vram_mib,
+        pinned: record.pinned,
+        active: record.active,
+        priority: record.priority,
+        policy: if record.spread {
             Policy::Spread
         } else {
             Policy::Binpack
         },
-        epoch: Epoch(m.epoch),
+        loaded: record.loaded,
     }
 }
 
-fn model(c: &Claim) -> ModelState {
-    ModelState {
-        model: c.slot.model.0.clone(),
-        replica: c.slot.replica,
-        gpu: c.gpu.0,
-        vram_mib: c.vram_mib,
-        pinned: c.pinned,
-        active: c.active,
-        priority: c.priority,
-        spread: c.policy == Policy::Spread,
-        epoch: c.epoch.0,
+/// An ownership as the placement store holds it.
+pub fn record_from_ownership(owner: &Ownership) -> OwnershipRecord {
+    OwnershipRecord {
+        host: owner.host.0.clone(),
+        gpu: owner.gpu.0,
+        vram_mib: owner.vram_mib,
+        pinned: owner.pinned,
+        active: owner.active,
+        priority: owner.priority,
+        spread: owner.policy == Policy::Spread,
+        loaded: owner.loaded,
     }
+}
+
+/// The store key of `slot`, if its model name can be one.
+pub fn key_of(slot: &Slot) -> Option<String> {
+    slot_key(&slot.model.0, slot.replica)
+}
+
+/// The slot a store key names, if it names one.
+pub fn slot_of(key: &str) -> Option<Slot> {
+    parse_slot_key(key).map(|(model, replica)| Slot {
+        model: ModelName(model),
+        replica,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::sched::{GpuScheduler, ModelRequest, SchedConfig};
 
     #[test]
     fn a_scheduler_report_survives_the_trip_through_a_host_state() {
-        let mut sched =
-            GpuScheduler::cluster(HostName::from("a"), 7, SchedConfig::default()).expect("valid");
-        sched.set_local_gpus(&[GpuReport {
-            gpu: GpuIndex(0),
-            total_mib: 8192,
-            free_mib: 8192,
-        }]);
-        let req = ModelRequest {
-            model: ModelName::from("tts"),
-            vram_mib: 2048,
-            pinned: true,
-            priority: 1,
-            policy: Policy::Spread,
-            replicas: 1,
-            host: None,
+        let sut = HostReport {
+            host: HostName::from("a"),
+            incarnation: 7,
+            degraded: true,
+            gpus: vec![GpuReport {
+                gpu: GpuIndex(0),
+                total_mib: 8192,
+                free_mib: 4096,
+            }],
         };
-        sched.place(&req, 0, &mut Vec::new()).expect("fits");
-        let sut = sched.local_report();
 
         let back = report_from_state(&state_from_report(&sut));
 
         assert_eq!(back, sut);
+    }
+
+    #[test]
+    fn an_ownership_and_its_slot_survive_the_trip_through_the_store() {
+        let owner = Ownership {
+            host: HostName::from("pc2"),
+            gpu: GpuIndex(1),
+            vram_mib: 3100,
+            pinned: true,
+            active: false,
+            priority: 2,
+            policy: Policy::Spread,
+            loaded: false,
+        };
+        let slot = Slot {
+            model: ModelName::from("whisper-large-v3"),
+            replica: 1,
+        };
+
+        let back = ownership_from_record(&record_from_ownership(&owner));
+        let key = key_of(&slot).expect("a usable name");
+
+        assert_eq!(back, owner);
+        assert_eq!(slot_of(&key), Some(slot));
     }
 }

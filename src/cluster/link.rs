@@ -1,16 +1,22 @@
-//! [`ClusterLink`]: the tasks that carry host state, the error bus and the
-//! registry between this host and NATS, and the handle the daemon holds.
+//! [`ClusterLink`]: the tasks that carry host state, the error bus, the
+//! registry, the placements and calls between this host and NATS, and the
+//! handle the daemon holds.
 //!
 //! Tasks, all on the caller's tokio runtime:
 //! * **connection**: turns async-nats events into `Connection` events and
-//!   the `connected` flag, and wakes the registry after a reconnect;
-//! * **heartbeat**: every `heartbeat_ms` (and when the core loop's state
-//!   changes, at most five times a heartbeat) publishes the host state,
-//!   skipping beats while disconnected, and declares silent peers lost;
-//! * **states**: receives peers' states, checks them, measures latency;
-//!   keeps at most [`MAX_PEERS`] peers (a new one past that is a bad frame);
+//!   the `connected` flag, and wakes the buckets' tasks after a reconnect;
+//! * **heartbeat** and **states** (`peers.rs`): host state out and in,
+//!   liveness and latency;
 //! * **errors**: publishes this host's error reports and receives peers';
-//! * **registry** (`registry.rs`): the KV bucket and its local copy.
+//! * **registry** (`registry.rs`) and **placements** (`placements.rs`):
+//!   the KV buckets and what the core loop learns of them;
+//! * **calls** (`calls/`), when the daemon hands the link a [`CallPlane`]:
+//!   calls between this host's executors and other hosts' agents.
+//!
+//! The connection is made as this host's identity (`auth.rs`), with an
+//! inbox prefix of its own (`pinwheel.<cluster>.inbox.<host>`): replies,
+//! JetStream's answers and the watches' deliveries all arrive under it,
+//! which the server lets only this host subscribe to.
 //!
 //! Shared state sits behind `std::sync::Mutex`es held for a few map
 //! operations, never across an `.await`. Events to the core loop go through
@@ -22,26 +28,35 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use async_nats::{Client, ConnectOptions, Event, HeaderMap};
+use async_nats::{Client, ConnectOptions, Event};
 use futures_util::StreamExt;
 use rkyv::util::AlignedVec;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::proto::{self, Ack, AgentRecord, HostState};
-use super::registry;
-use super::{ClusterConfig, ClusterError, ClusterEvent};
-use crate::gpu::sched::MAX_PEERS;
+use super::calls::{self, CallPlane};
+use super::peers::{self, PeerLink, SENT_KEPT};
+use super::proto::{self, AgentRecord, HostState};
+use super::{ClusterConfig, ClusterError, ClusterEvent, auth, placements, registry};
+use crate::gpu::sched::WriteRequest;
+use crate::runtime::remote::CallStats;
 
-/// The NATS header naming the host that published an error report.
-const HOST_HEADER: &str = "Pinwheel-Host";
 /// Error reports waiting to go out.
 const OUTBOX: usize = 256;
-/// This host's heartbeats remembered for round-trip measurement.
-const SENT_KEPT: usize = 64;
 /// At most one warning about bad frames per this long.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The channels between the core loop and the link.
+#[derive(Debug)]
+pub struct LinkIo {
+    /// The core loop's latest host state.
+    pub source: watch::Receiver<HostState>,
+    /// Where the link's events go.
+    pub events: mpsc::Sender<ClusterEvent>,
+    /// The scheduler's writes to the placements bucket.
+    pub writes: mpsc::Receiver<WriteRequest>,
+}
 
 /// Counters of one link. Read with [`ClusterLink::stats`].
 #[derive(Debug, Default)]
@@ -77,34 +92,35 @@ impl LinkStats {
     }
 }
 
-/// What one peer's link looks like from here.
-#[derive(Debug)]
-struct PeerLink {
-    incarnation: u64,
-    seq: u64,
-    last_seen: Instant,
-    lost: bool,
-    latency_us: u64,
-}
-
 /// State the tasks share.
 pub(super) struct Shared {
     pub config: ClusterConfig,
     pub client: Client,
     pub stats: LinkStats,
     connected: AtomicBool,
-    peers: Mutex<BTreeMap<String, PeerLink>>,
-    sent: Mutex<VecDeque<(u64, Instant)>>,
+    pub peers: Mutex<BTreeMap<String, PeerLink>>,
+    pub sent: Mutex<VecDeque<(u64, Instant)>>,
+    /// Woken on a connection change and when an own record is added.
     pub reconnected: Notify,
+    /// Woken on a connection change, for the placements watch.
+    pub placements_restart: Notify,
+    /// Woken when a peer is lost or comes up, for the call plane.
+    pub peers_changed: Notify,
     pub registry: Mutex<BTreeMap<String, AgentRecord>>,
     pub own_records: Mutex<BTreeMap<String, AgentRecord>>,
     events: mpsc::Sender<ClusterEvent>,
 }
 
 impl Shared {
-    pub fn emit(&self, event: ClusterEvent) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
-            LinkStats::bump(&self.stats.dropped_events);
+    /// Hands the core loop an event; false (and counted) when its channel
+    /// is full.
+    pub fn emit(&self, event: ClusterEvent) -> bool {
+        match self.events.try_send(event) {
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                LinkStats::bump(&self.stats.dropped_events);
+                false
+            }
+            _ => true,
         }
     }
 
@@ -130,23 +146,28 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct ClusterLink {
     shared: Arc<Shared>,
     outbox: mpsc::Sender<Vec<u8>>,
+    calls: Option<Arc<CallStats>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl ClusterLink {
     /// Connects (in the background: NATS down at start is the ordinary
     /// disconnected state) and starts the link's tasks on the current tokio
-    /// runtime. `source` is the core loop's latest host state; `events`
-    /// receives what the link learns.
+    /// runtime; with a `calls` plane, carries the executors' calls to and
+    /// from other hosts too.
     pub async fn start(
         config: ClusterConfig,
-        source: watch::Receiver<HostState>,
-        events: mpsc::Sender<ClusterEvent>,
+        io: LinkIo,
+        calls: Option<CallPlane>,
     ) -> Result<ClusterLink, ClusterError> {
         let (conn_tx, conn_rx) = mpsc::channel(64);
         let client = connect(&config, conn_tx).await?;
         let states = subscribe(&client, config.all_states_subject()).await?;
-        let errors = subscribe(&client, config.errors_subject()).await?;
+        let errors = subscribe(&client, config.all_errors_subject()).await?;
+        let incoming = match &calls {
+            Some(_) => Some(subscribe(&client, config.incoming_calls_subject()).await?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             config,
             client,
@@ -155,19 +176,30 @@ impl ClusterLink {
             peers: Mutex::new(BTreeMap::new()),
             sent: Mutex::new(VecDeque::with_capacity(SENT_KEPT)),
             reconnected: Notify::new(),
+            placements_restart: Notify::new(),
+            peers_changed: Notify::new(),
             registry: Mutex::new(BTreeMap::new()),
             own_records: Mutex::new(BTreeMap::new()),
-            events,
+            events: io.events,
         });
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(connection_task(shared.clone(), conn_rx)),
-            tokio::spawn(heartbeat_task(shared.clone(), source)),
-            tokio::spawn(states_task(shared.clone(), states)),
+            tokio::spawn(peers::heartbeat_task(shared.clone(), io.source)),
+            tokio::spawn(peers::states_task(shared.clone(), states)),
             tokio::spawn(errors_in_task(shared.clone(), errors)),
             tokio::spawn(errors_out_task(shared.clone(), outbox_rx)),
             tokio::spawn(registry::task(shared.clone())),
+            tokio::spawn(placements::task(shared.clone(), io.writes)),
         ];
+        let call_stats = match (calls, incoming) {
+            (Some(plane), Some(incoming)) => {
+                let stats = plane.stats();
+                tasks.push(tokio::spawn(calls::task(shared.clone(), plane, incoming)));
+                Some(stats)
+            }
+            _ => None,
+        };
         info!(
             cluster = shared.config.cluster(),
             host = shared.config.host(),
@@ -177,8 +209,14 @@ impl ClusterLink {
         Ok(ClusterLink {
             shared,
             outbox,
+            calls: call_stats,
             tasks,
         })
+    }
+
+    /// The call plane's counters, if the link carries calls.
+    pub fn call_stats(&self) -> Option<&Arc<CallStats>> {
+        self.calls.as_ref()
     }
 
     /// Whether NATS is connected now. While it is not, this host is
@@ -257,8 +295,16 @@ async fn connect(
     events: mpsc::Sender<Event>,
 ) -> Result<Client, ClusterError> {
     let heartbeat = Duration::from_millis(config.heartbeat_ms());
-    ConnectOptions::new()
+    let options = config.credentials.apply(ConnectOptions::new());
+    let options = auth::apply_tls(
+        options,
+        config.nats_url(),
+        config.tls_ca.as_deref(),
+        config.tls_client.as_ref(),
+    );
+    options
         .name(format!("pinwheel {}", config.host()))
+        .custom_inbox_prefix(config.inbox_prefix())
         .no_echo()
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -277,12 +323,27 @@ async fn connect(
                 let _ = events.try_send(event);
             }
         })
-        .connect(config.nats_url())
+        .connect(servers(config.nats_url())?)
         .await
         .map_err(|e| ClusterError::Connect {
             url: config.nats_url().to_owned(),
             reason: e.to_string(),
         })
+}
+
+/// The servers of a URL list (`nats://a:4222,nats://b:4222`): async-nats
+/// takes one URL a string, or a list.
+fn servers(urls: &str) -> Result<Vec<async_nats::ServerAddr>, ClusterError> {
+    urls.split(',')
+        .map(|url| {
+            url.trim()
+                .parse()
+                .map_err(|e: std::io::Error| ClusterError::Connect {
+                    url: url.trim().to_owned(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
 }
 
 async fn subscribe(
@@ -318,9 +379,10 @@ fn set_connection(shared: &Shared, up: bool) {
         return;
     }
     shared.set_connected(up);
-    // Either way the registry starts over: on a new connection, or waiting
+    // Either way the buckets start over: on a new connection, or waiting
     // for one.
     shared.reconnected.notify_one();
+    shared.placements_restart.notify_one();
     if up {
         info!(url = shared.config.nats_url(), "cluster link connected");
     } else {
@@ -330,97 +392,6 @@ fn set_connection(shared: &Shared, up: bool) {
         );
     }
     shared.emit(ClusterEvent::Connection { connected: up });
-}
-
-async fn heartbeat_task(shared: Arc<Shared>, mut source: watch::Receiver<HostState>) {
-    let period = Duration::from_millis(shared.config.heartbeat_ms());
-    let min_gap = period / 5;
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut seq = 0;
-    let mut last_beat = Instant::now();
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            changed = source.changed() => {
-                if changed.is_err() {
-                    info!("host state source closed, heartbeats stop");
-                    return;
-                }
-                if last_beat.elapsed() < min_gap {
-                    continue;
-                }
-            }
-        }
-        detect_lost(&shared);
-        if !shared.is_connected() {
-            LinkStats::bump(&shared.stats.skipped);
-            continue;
-        }
-        seq += 1;
-        last_beat = Instant::now();
-        let state = source.borrow_and_update().clone();
-        publish_state(&shared, state, seq).await;
-    }
-}
-
-async fn publish_state(shared: &Shared, mut state: HostState, seq: u64) {
-    let now = Instant::now();
-    state.host = shared.config.host().to_owned();
-    state.seq = seq;
-    state.acks = acks(shared, now);
-    let frame = match proto::encode_state(&state) {
-        Ok(frame) => frame,
-        Err(problem) => {
-            warn!(%problem, "cannot encode host state");
-            return;
-        }
-    };
-    {
-        let mut sent = lock(&shared.sent);
-        if sent.len() == SENT_KEPT {
-            sent.pop_front();
-        }
-        sent.push_back((seq, now));
-    }
-    let wait = Duration::from_millis(shared.config.heartbeat_ms());
-    let publish = shared
-        .client
-        .publish(shared.config.state_subject(), frame.into());
-    match tokio::time::timeout(wait, publish).await {
-        Ok(Ok(())) => LinkStats::bump(&shared.stats.published),
-        Ok(Err(e)) => nats_error(shared, "publish host state", &e.to_string()),
-        Err(_) => nats_error(shared, "publish host state", "timed out"),
-    }
-}
-
-/// Acknowledgements of each live peer's latest heartbeat.
-fn acks(shared: &Shared, now: Instant) -> Vec<Ack> {
-    lock(&shared.peers)
-        .iter()
-        .filter(|(_, p)| !p.lost)
-        .map(|(host, p)| Ack {
-            host: host.clone(),
-            seq: p.seq,
-            held_us: u32::try_from(now.duration_since(p.last_seen).as_micros()).unwrap_or(u32::MAX),
-        })
-        .collect()
-}
-
-fn detect_lost(shared: &Shared) {
-    let lost_after =
-        Duration::from_millis(shared.config.heartbeat_ms()) * shared.config.missed_heartbeats();
-    let mut lost = Vec::new();
-    for (host, peer) in lock(&shared.peers).iter_mut() {
-        if !peer.lost && peer.last_seen.elapsed() > lost_after {
-            peer.lost = true;
-            lost.push(host.clone());
-        }
-    }
-    for host in lost {
-        warn!(peer = %host, "cluster peer lost");
-        shared.emit(ClusterEvent::PeerLost { host });
-    }
 }
 
 pub(super) fn nats_error(shared: &Shared, what: &'static str, reason: &str) {
@@ -443,103 +414,10 @@ pub(super) fn bad_frame(
     }
 }
 
-async fn states_task(shared: Arc<Shared>, mut sub: async_nats::Subscriber) {
-    let mut aligned = AlignedVec::new();
-    let mut last_warn = None;
-    while let Some(msg) = sub.next().await {
-        // pinwheel.<cluster>.host.<host>.state: the host is token 3.
-        let from = msg.subject.split('.').nth(3).unwrap_or("").to_owned();
-        match proto::decode_state(&msg.payload, &mut aligned) {
-            Ok(state) if state.host == from => {
-                if let Err(problem) = accept_state(&shared, state) {
-                    bad_frame(&shared, &mut last_warn, &from, &problem);
-                }
-            }
-            Ok(state) => {
-                let problem = proto::FrameProblem::Name {
-                    what: "host",
-                    name: state.host,
-                    problem: "differs from the host in the subject",
-                };
-                bad_frame(&shared, &mut last_warn, &from, &problem);
-            }
-            Err(problem) => bad_frame(&shared, &mut last_warn, &from, &problem),
-        }
-    }
-}
-
-/// Takes in a checked state; refuses a new peer past [`MAX_PEERS`].
-fn accept_state(shared: &Shared, state: HostState) -> Result<(), proto::FrameProblem> {
-    let now = Instant::now();
-    let rtt = own_ack(shared, &state, now);
-    let mut peers = lock(&shared.peers);
-    let fresh = |p: &PeerLink| (state.incarnation, state.seq) > (p.incarnation, p.seq);
-    if peers.get(&state.host).is_some_and(|p| !fresh(p)) {
-        drop(peers);
-        LinkStats::bump(&shared.stats.stale_frames);
-        return Ok(());
-    }
-    if !peers.contains_key(&state.host) && peers.len() >= MAX_PEERS {
-        return Err(proto::FrameProblem::TooMany {
-            what: "peers",
-            len: peers.len() + 1,
-            max: MAX_PEERS,
-        });
-    }
-    let peer = peers.entry(state.host.clone()).or_insert(PeerLink {
-        incarnation: 0,
-        seq: 0,
-        last_seen: now,
-        lost: true,
-        latency_us: 0,
-    });
-    let up = peer.lost || peer.incarnation != state.incarnation;
-    if let Some(rtt) = rtt {
-        let half = u64::try_from(rtt.as_micros() / 2).unwrap_or(u64::MAX);
-        // An exponential average over about 8 heartbeats.
-        peer.latency_us = if peer.latency_us == 0 {
-            half
-        } else {
-            (peer.latency_us.saturating_mul(7).saturating_add(half)) / 8
-        };
-    }
-    peer.incarnation = state.incarnation;
-    peer.seq = state.seq;
-    peer.last_seen = now;
-    peer.lost = false;
-    let latency_us = peer.latency_us;
-    drop(peers);
-    LinkStats::bump(&shared.stats.received);
-    if up {
-        info!(peer = %state.host, "cluster peer up");
-        shared.emit(ClusterEvent::PeerUp {
-            host: state.host.clone(),
-        });
-    }
-    shared.emit(ClusterEvent::PeerState { state, latency_us });
-    Ok(())
-}
-
-/// The round trip of this host's heartbeat that `state` acknowledges.
-fn own_ack(shared: &Shared, state: &HostState, now: Instant) -> Option<Duration> {
-    let ack = state.acks.iter().find(|a| a.host == shared.config.host())?;
-    let sent = lock(&shared.sent)
-        .iter()
-        .find(|(seq, _)| *seq == ack.seq)?
-        .1;
-    now.duration_since(sent)
-        .checked_sub(Duration::from_micros(u64::from(ack.held_us)))
-}
-
 async fn errors_out_task(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Vec<u8>>) {
-    let mut headers = HeaderMap::new();
-    headers.insert(HOST_HEADER, shared.config.host());
     while let Some(frame) = outbox.recv().await {
         let subject = shared.config.errors_subject();
-        let publish = shared
-            .client
-            .publish_with_headers(subject, headers.clone(), frame.into());
-        if let Err(e) = publish.await {
+        if let Err(e) = shared.client.publish(subject, frame.into()).await {
             nats_error(&shared, "publish error report", &e.to_string());
         }
     }
@@ -549,14 +427,13 @@ async fn errors_in_task(shared: Arc<Shared>, mut sub: async_nats::Subscriber) {
     let mut aligned = AlignedVec::new();
     let mut last_warn = None;
     while let Some(msg) = sub.next().await {
-        let host = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(HOST_HEADER))
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_default();
+        // pinwheel.<cluster>.errors.<host>: the host is token 3, and only
+        // that host may publish there.
+        let host = msg.subject.split('.').nth(3).unwrap_or("").to_owned();
         match proto::decode_error(&host, &msg.payload, &mut aligned) {
-            Ok(report) => shared.emit(ClusterEvent::Error(report)),
+            Ok(report) => {
+                shared.emit(ClusterEvent::Error(report));
+            }
             Err(problem) => bad_frame(&shared, &mut last_warn, &host, &problem),
         }
     }

@@ -8,9 +8,15 @@
 //!   8  body: rkyv bytes, root at the end
 //!
 //!  kind 1 HostState    version CLUSTER_VERSION   pinwheel.<cluster>.host.<host>.state
-//!  kind 2 ErrorReport  version WIRE_VERSION      pinwheel.<cluster>.errors (a wire Envelope)
-//!  kind 3 AgentRecord  version CLUSTER_VERSION   JetStream KV bucket pinwheel-<cluster>-registry
+//!  kind 2 ErrorReport  version WIRE_VERSION      pinwheel.<cluster>.errors.<host> (a wire Envelope)
+//!  kind 3 AgentRecord  version CLUSTER_VERSION   KV pinwheel-<cluster>-registry, key <host>.<agent>
+//!  kind 4 Ownership    version CLUSTER_VERSION   KV pinwheel-<cluster>-placements, key <replica>.<model>
 //! ```
+//!
+//! Keys and subjects put the host first, so that a NATS permission on
+//! `<prefix>.<host>.>` lets a host write only its own (host names hold no
+//! `.`). Calls between hosts carry plain wire envelopes (`calls.rs`), not
+//! frames: the envelope has its own version and checks.
 //!
 //! Invariants:
 //! * Bytes from NATS are untrusted. [`decode_state`] and friends check the
@@ -18,6 +24,11 @@
 //!   the body, then check names, counts ([`MAX_ENTRIES`] a list) and VRAM
 //!   sizes ([`MAX_VRAM_MIB`] each); any input gives `Ok` or `Err`, never a
 //!   panic, and nothing a frame holds can overflow a sum downstream.
+//! * Host state carries time: its incarnation (start) and `sent_ms`, Unix
+//!   ms. [`check_time`] refuses a frame sent in the future (past
+//!   [`MAX_SKEW_MS`]) or with more heartbeats than its host can have sent
+//!   since it started, so a forged frame cannot claim a later incarnation
+//!   or sequence than the real host will reach, and so silence it.
 //! * The version travels in every frame, since NATS has no connection
 //!   handshake between peers; it must match exactly (see `wire/version.rs`
 //!   for why). Bump [`CLUSTER_VERSION`] whenever a type here changes; the
@@ -34,7 +45,7 @@ use crate::config::name_problem;
 use pinwheel_ipc::wire::{self, Envelope, ErrorReport, Payload, Priority, Scratch, TopicId};
 
 /// The version of the types in this file.
-pub const CLUSTER_VERSION: u16 = 1;
+pub const CLUSTER_VERSION: u16 = 2;
 
 /// The largest frame accepted, bytes. A host state with a few hundred
 /// models and agents is a few tens of KiB.
@@ -42,6 +53,14 @@ pub const MAX_FRAME_BYTES: usize = 256 * 1024;
 
 /// The most entries any list in a host state may hold.
 pub const MAX_ENTRIES: usize = 4096;
+
+/// How far ahead of this host's clock a peer's clock may be, ms: hosts
+/// are expected to run NTP; a minute covers a host that has not synced yet.
+pub const MAX_SKEW_MS: u64 = 60_000;
+
+/// The most host states a host publishes per heartbeat (one per beat, and
+/// at most four more when its state changes: the link's `min_gap`).
+pub const STATES_PER_HEARTBEAT: u64 = 5;
 
 const MAGIC: &[u8; 3] = b"PWC";
 const HEADER_BYTES: usize = 8;
@@ -55,6 +74,8 @@ pub enum FrameKind {
     ErrorReport = 2,
     /// An [`AgentRecord`].
     AgentRecord = 3,
+    /// An [`OwnershipRecord`].
+    Ownership = 4,
 }
 
 /// One GPU of a host.
@@ -66,48 +87,6 @@ pub struct GpuState {
     pub total_mib: u64,
     /// VRAM free for new models, MiB.
     pub free_mib: u64,
-}
-
-/// A model replica a host holds (or is told to load, or knows is orphaned).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct ModelState {
-    /// The model.
-    pub model: String,
-    /// Which replica.
-    pub replica: u8,
-    /// Its GPU on the host.
-    pub gpu: u32,
-    /// VRAM it holds, MiB.
-    pub vram_mib: u64,
-    /// Pinned.
-    pub pinned: bool,
-    /// Serving a job.
-    pub active: bool,
-    /// 0 is the highest.
-    pub priority: u8,
-    /// Spread rather than binpack when placed again.
-    pub spread: bool,
-    /// Ownership generation.
-    pub epoch: u64,
-}
-
-/// A model this host told `target` to load.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct AssignmentState {
-    /// The host that should load it.
-    pub target: String,
-    /// What it should claim.
-    pub model: ModelState,
-}
-
-/// A model no live host holds, that must be placed again; `host` held it
-/// last.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct OrphanState {
-    /// Its last holder.
-    pub host: String,
-    /// Its last claim.
-    pub model: ModelState,
 }
 
 /// Requests waiting at one agent.
@@ -155,7 +134,8 @@ pub struct Ack {
 }
 
 /// Everything a host publishes each heartbeat. The core loop fills all but
-/// `seq` and `acks`, which the link stamps.
+/// `seq`, `sent_ms` and `acks`, which the link stamps. Which host owns
+/// which model is not here: that is the placement store's.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct HostState {
     /// The host.
@@ -164,16 +144,12 @@ pub struct HostState {
     pub incarnation: u64,
     /// Heartbeat number within this incarnation, from 1.
     pub seq: u64,
+    /// When it was sent, Unix ms.
+    pub sent_ms: u64,
     /// Whether the host sees itself as degraded.
     pub degraded: bool,
     /// Its GPUs.
     pub gpus: Vec<GpuState>,
-    /// Models it holds.
-    pub models: Vec<ModelState>,
-    /// Models it told other hosts to load.
-    pub assignments: Vec<AssignmentState>,
-    /// Models it knows must be placed again.
-    pub orphans: Vec<OrphanState>,
     /// Its agents' queues.
     pub queues: Vec<QueueDepth>,
     /// Its agents' health.
@@ -196,11 +172,54 @@ pub struct AgentRecord {
 }
 
 impl AgentRecord {
-    /// Its key in the registry bucket: `<host>.<agent>` could be ambiguous
-    /// with dotted names, `/` cannot appear in either.
+    /// Its key in the registry bucket, `<host>.<agent>`: the host first
+    /// (it holds no `.`), so that a permission on `<host>.>` covers
+    /// exactly this host's records.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.host, self.agent)
+        format!("{}.{}", self.host, self.agent)
     }
+}
+
+/// A slot's entry in the placement store: who owns it. The key names the
+/// slot ([`slot_key`]).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct OwnershipRecord {
+    /// The owner.
+    pub host: String,
+    /// Its GPU there.
+    pub gpu: u32,
+    /// VRAM, MiB.
+    pub vram_mib: u64,
+    /// Pinned.
+    pub pinned: bool,
+    /// Serving a job.
+    pub active: bool,
+    /// 0 is the highest.
+    pub priority: u8,
+    /// Spread rather than binpack when placed again.
+    pub spread: bool,
+    /// Loaded by its owner (false: assigned).
+    pub loaded: bool,
+}
+
+/// The placement store's key of `model` replica `replica`:
+/// `<replica>.<model>`, or `None` for a model name that cannot end a
+/// NATS subject (empty tokens: a `.` at the end or two in a row).
+pub fn slot_key(model: &str, replica: u8) -> Option<String> {
+    subject_tail(model).then(|| format!("{replica}.{model}"))
+}
+
+/// The model and replica a placement key names, if it is one.
+pub fn parse_slot_key(key: &str) -> Option<(String, u8)> {
+    let (replica, model) = key.split_once('.')?;
+    let replica = replica.parse().ok()?;
+    (name_problem(model).is_none() && subject_tail(model)).then(|| (model.to_owned(), replica))
+}
+
+/// Whether a name (already a valid name) can be the last tokens of a
+/// subject: no empty token.
+pub fn subject_tail(name: &str) -> bool {
+    !name.is_empty() && name.split('.').all(|t| !t.is_empty())
 }
 
 /// An error report from the error bus.
@@ -267,6 +286,16 @@ pub enum FrameProblem {
         /// Its bound ([`MAX_ENTRIES`] for the lists of a frame).
         max: usize,
     },
+    /// A time or a count ahead of what the clock allows.
+    #[error("{what} {value} is past {bound}, which this host's clock allows")]
+    Future {
+        /// Which value.
+        what: &'static str,
+        /// The value.
+        value: u64,
+        /// The most allowed.
+        bound: u64,
+    },
     /// A VRAM size no GPU has.
     #[error("{what} of {mib} MiB is above {MAX_VRAM_MIB} MiB")]
     Vram {
@@ -291,6 +320,14 @@ pub fn encode_record(record: &AgentRecord) -> Result<Vec<u8>, FrameProblem> {
         reason: e.to_string(),
     })?;
     Ok(frame(FrameKind::AgentRecord, CLUSTER_VERSION, &body))
+}
+
+/// Encodes a placement entry as a frame.
+pub fn encode_ownership(record: &OwnershipRecord) -> Result<Vec<u8>, FrameProblem> {
+    let body = rkyv::to_bytes::<rancor::Error>(record).map_err(|e| FrameProblem::Body {
+        reason: e.to_string(),
+    })?;
+    Ok(frame(FrameKind::Ownership, CLUSTER_VERSION, &body))
 }
 
 fn frame(kind: FrameKind, version: u16, body: &[u8]) -> Vec<u8> {
@@ -374,6 +411,52 @@ pub fn decode_record(frame: &[u8], aligned: &mut AlignedVec) -> Result<AgentReco
     Ok(record)
 }
 
+/// Checks and decodes a placement entry frame.
+pub fn decode_ownership(
+    frame: &[u8],
+    aligned: &mut AlignedVec,
+) -> Result<OwnershipRecord, FrameProblem> {
+    let bytes = body(frame, FrameKind::Ownership, CLUSTER_VERSION, aligned)?;
+    let archived = rkyv::access::<ArchivedOwnershipRecord, rancor::Error>(bytes).map_err(|e| {
+        FrameProblem::Body {
+            reason: e.to_string(),
+        }
+    })?;
+    let record = rkyv::deserialize::<OwnershipRecord, rancor::Error>(archived).map_err(|e| {
+        FrameProblem::Body {
+            reason: e.to_string(),
+        }
+    })?;
+    check_name("host", &record.host)?;
+    check_vram("vram_mib", record.vram_mib)?;
+    Ok(record)
+}
+
+/// Checks a decoded host state's clock against this host's, `now_ms`
+/// (Unix ms): not sent in the future, not started after it was sent, and
+/// no more heartbeats than a host beating every `heartbeat_ms` can have
+/// sent since it started ([`STATES_PER_HEARTBEAT`] a beat, plus one).
+pub fn check_time(state: &HostState, now_ms: u64, heartbeat_ms: u64) -> Result<(), FrameProblem> {
+    let latest = now_ms.saturating_add(MAX_SKEW_MS);
+    if state.sent_ms > latest || state.incarnation > state.sent_ms {
+        return Err(FrameProblem::Future {
+            what: "sent or started",
+            value: state.sent_ms.max(state.incarnation),
+            bound: latest.min(state.sent_ms),
+        });
+    }
+    let beats = (state.sent_ms - state.incarnation) / heartbeat_ms.max(1) + 1;
+    let bound = beats.saturating_mul(STATES_PER_HEARTBEAT).saturating_add(1);
+    if state.seq > bound {
+        return Err(FrameProblem::Future {
+            what: "heartbeat sequence",
+            value: state.seq,
+            bound,
+        });
+    }
+    Ok(())
+}
+
 /// Encodes an error report as a wire envelope in a frame. `agent` is the
 /// reporting host's own agent number.
 pub fn encode_error(agent: u32, code: u32, message: &str) -> Result<Vec<u8>, FrameProblem> {
@@ -436,32 +519,14 @@ pub fn decode_error(
 fn check_state(s: &HostState) -> Result<(), FrameProblem> {
     check_name("host", &s.host)?;
     check_len("gpus", s.gpus.len())?;
-    check_len("models", s.models.len())?;
-    check_len("assignments", s.assignments.len())?;
-    check_len("orphans", s.orphans.len())?;
     check_len("queues", s.queues.len())?;
     check_len("agents", s.agents.len())?;
     check_len("acks", s.acks.len())?;
-    let models = s
-        .models
-        .iter()
-        .chain(s.assignments.iter().map(|a| &a.model))
-        .chain(s.orphans.iter().map(|o| &o.model));
-    for m in models {
-        check_name("model", &m.model)?;
-        check_vram("model vram_mib", m.vram_mib)?;
-    }
     for g in &s.gpus {
         check_vram("gpu total_mib", g.total_mib)?;
         check_vram("gpu free_mib", g.free_mib)?;
     }
-    let hosts = s
-        .assignments
-        .iter()
-        .map(|a| &a.target)
-        .chain(s.orphans.iter().map(|o| &o.host))
-        .chain(s.acks.iter().map(|a| &a.host));
-    for h in hosts {
+    for h in s.acks.iter().map(|a| &a.host) {
         check_name("host", h)?;
     }
     let agents = s
@@ -520,25 +585,13 @@ mod tests {
             host: "mainpc".to_owned(),
             incarnation: 1_700_000_000_000,
             seq: 9,
+            sent_ms: 1_700_000_002_500,
             degraded: false,
             gpus: vec![GpuState {
                 index: 0,
                 total_mib: 24_564,
                 free_mib: 20_000,
             }],
-            models: vec![ModelState {
-                model: "whisper-large-v3".to_owned(),
-                replica: 0,
-                gpu: 0,
-                vram_mib: 3100,
-                pinned: true,
-                active: false,
-                priority: 0,
-                spread: false,
-                epoch: 3,
-            }],
-            assignments: Vec::new(),
-            orphans: Vec::new(),
             queues: vec![QueueDepth {
                 agent: "STTService".to_owned(),
                 depth: 2,
@@ -564,15 +617,16 @@ mod tests {
         assert_eq!(sut, Ok(state()));
     }
 
-    /// The layout of version 1, a host state with one GPU and nothing
+    /// The layout of version 2, a host state with one GPU and nothing
     /// else. If this fails you changed a type here: bump CLUSTER_VERSION,
     /// then update these bytes.
     #[test]
-    fn the_version_1_layout_has_not_changed() {
+    fn the_version_2_layout_has_not_changed() {
         let small = HostState {
             host: "h".to_owned(),
             incarnation: 2,
             seq: 3,
+            sent_ms: 6,
             gpus: vec![GpuState {
                 index: 1,
                 total_mib: 4,
@@ -584,43 +638,44 @@ mod tests {
         let sut = encode_state(&small).expect("encodes");
 
         assert_eq!(
-            sut, GOLDEN_V1,
-            "the archived layout changed: bump CLUSTER_VERSION and update GOLDEN_V1"
+            sut, GOLDEN_V2,
+            "the archived layout changed: bump CLUSTER_VERSION and update GOLDEN_V2"
         );
     }
 
     #[rustfmt::skip]
-    const GOLDEN_V1: &[u8] = &[
-        // 0: header: "PWC", kind 1 (host state), version 1, reserved
-        b'P', b'W', b'C', 1, 1, 0, 0, 0,
+    const GOLDEN_V2: &[u8] = &[
+        // 0: header: "PWC", kind 1 (host state), version 2, reserved
+        b'P', b'W', b'C', 1, 2, 0, 0, 0,
         // 8: the one GpuState: index 1, padding, total_mib 4, free_mib 5
         1, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0,
         // 32: the root. host "h", inline (an rkyv string of up to 8 bytes)
         b'h', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        // 40: incarnation 2, seq 3, degraded false and padding
-        2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        // 60: gpus: pointer -52 (to 8), length 1
-        0xcc, 0xff, 0xff, 0xff, 1, 0, 0, 0,
-        // 68: models, assignments, orphans, queues, agents, acks: empty
-        // vectors (a relative pointer and length 0 each)
-        0xdc, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0xd4, 0xff, 0xff, 0xff, 0, 0, 0, 0,
-        0xcc, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0xc4, 0xff, 0xff, 0xff, 0, 0, 0, 0,
-        0xbc, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0xb4, 0xff, 0xff, 0xff, 0, 0, 0, 0,
-        // 116: padding to the root's alignment
+        // 40: incarnation 2, seq 3, sent_ms 6
+        2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0,
+        // 64: degraded false and padding
+        0, 0, 0, 0,
+        // 68: gpus: pointer -60 (to 8), length 1
+        0xc4, 0xff, 0xff, 0xff, 1, 0, 0, 0,
+        // 76: queues, agents, acks: empty vectors (a relative pointer and
+        // length 0 each)
+        0xd4, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0xcc, 0xff, 0xff, 0xff, 0, 0, 0, 0,
+        0xc4, 0xff, 0xff, 0xff, 0, 0, 0, 0,
+        // 100: padding to the root's alignment
         0, 0, 0, 0,
     ];
 
     #[test]
     fn another_version_is_refused_with_both_numbers() {
         let mut frame = encode_state(&state()).expect("encodes");
-        frame[4] = 2;
+        frame[4] = 1;
 
         let sut = decode_state(&frame, &mut AlignedVec::new());
 
         assert_eq!(
             sut,
             Err(FrameProblem::Version {
-                found: 2,
+                found: 1,
                 expected: CLUSTER_VERSION
             })
         );
@@ -684,25 +739,15 @@ mod tests {
         );
     }
 
-    fn model(name: &str, vram_mib: u64) -> ModelState {
-        ModelState {
-            model: name.to_owned(),
-            replica: 0,
-            gpu: 0,
-            vram_mib,
-            pinned: true,
-            active: false,
-            priority: 0,
-            spread: false,
-            epoch: 1,
-        }
-    }
-
     #[test]
-    fn a_state_with_one_model_too_many_is_refused() {
+    fn a_state_with_one_gpu_too_many_is_refused() {
         let crowded = HostState {
-            models: (0..=MAX_ENTRIES)
-                .map(|i| model(&format!("m{i}"), 1))
+            gpus: (0..=MAX_ENTRIES)
+                .map(|i| GpuState {
+                    index: i as u32,
+                    total_mib: 1,
+                    free_mib: 1,
+                })
                 .collect(),
             ..state()
         };
@@ -714,7 +759,7 @@ mod tests {
         assert_eq!(
             sut,
             Err(FrameProblem::TooMany {
-                what: "models",
+                what: "gpus",
                 len: MAX_ENTRIES + 1,
                 max: MAX_ENTRIES
             })
@@ -723,10 +768,6 @@ mod tests {
 
     #[test]
     fn vram_sizes_that_could_overflow_a_sum_are_refused() {
-        let huge_model = HostState {
-            models: vec![model("a", u64::MAX), model("b", u64::MAX)],
-            ..state()
-        };
         let huge_gpu = HostState {
             gpus: vec![GpuState {
                 index: 0,
@@ -735,22 +776,100 @@ mod tests {
             }],
             ..state()
         };
-        let decode = |s: &HostState| {
-            decode_state(&encode_state(s).expect("encodes"), &mut AlignedVec::new())
+        let huge_model = OwnershipRecord {
+            vram_mib: u64::MAX,
+            ..ownership()
         };
 
-        assert_eq!(
-            decode(&huge_model),
-            Err(FrameProblem::Vram {
-                what: "model vram_mib",
-                mib: u64::MAX
-            })
+        let state = decode_state(
+            &encode_state(&huge_gpu).expect("encodes"),
+            &mut AlignedVec::new(),
         );
+        let record = decode_ownership(
+            &encode_ownership(&huge_model).expect("encodes"),
+            &mut AlignedVec::new(),
+        );
+
         assert_eq!(
-            decode(&huge_gpu),
+            state,
             Err(FrameProblem::Vram {
                 what: "gpu total_mib",
                 mib: MAX_VRAM_MIB + 1
+            })
+        );
+        assert_eq!(
+            record,
+            Err(FrameProblem::Vram {
+                what: "vram_mib",
+                mib: u64::MAX
+            })
+        );
+    }
+
+    fn ownership() -> OwnershipRecord {
+        OwnershipRecord {
+            host: "pc2".to_owned(),
+            gpu: 0,
+            vram_mib: 3100,
+            pinned: true,
+            active: false,
+            priority: 0,
+            spread: false,
+            loaded: true,
+        }
+    }
+
+    #[test]
+    fn an_ownership_record_comes_back_and_its_key_names_replica_then_model() {
+        let frame = encode_ownership(&ownership()).expect("encodes");
+
+        let sut = decode_ownership(&frame, &mut AlignedVec::new());
+        let key = slot_key("whisper.large", 1);
+
+        assert_eq!(sut, Ok(ownership()));
+        assert_eq!(key.as_deref(), Some("1.whisper.large"));
+        assert_eq!(
+            parse_slot_key("1.whisper.large"),
+            Some(("whisper.large".to_owned(), 1))
+        );
+        assert_eq!(slot_key("trailing.", 0), None);
+        assert_eq!(parse_slot_key("x.m"), None);
+        assert_eq!(parse_slot_key("0.a..b"), None);
+    }
+
+    #[test]
+    fn a_state_sent_in_the_future_or_with_more_beats_than_time_allows_is_refused() {
+        let now = 1_700_000_003_000;
+        let sane = state();
+        let far_future = HostState {
+            incarnation: u64::MAX - 1,
+            sent_ms: u64::MAX,
+            ..state()
+        };
+        let started_after_sent = HostState {
+            incarnation: sane.sent_ms + 1,
+            ..state()
+        };
+        let too_many_beats = HostState {
+            seq: 1_000,
+            ..state()
+        };
+
+        assert_eq!(check_time(&sane, now, 250), Ok(()));
+        assert!(matches!(
+            check_time(&far_future, now, 250),
+            Err(FrameProblem::Future { .. })
+        ));
+        assert!(matches!(
+            check_time(&started_after_sent, now, 250),
+            Err(FrameProblem::Future { .. })
+        ));
+        assert_eq!(
+            check_time(&too_many_beats, now, 250),
+            Err(FrameProblem::Future {
+                what: "heartbeat sequence",
+                value: 1_000,
+                bound: 56
             })
         );
     }
@@ -769,22 +888,10 @@ mod tests {
             }),
             0..4,
         );
-        let models = proptest::collection::vec(
-            (0usize..3, 0u32..4, mib(), any::<bool>(), any::<u64>()).prop_map(
-                |(name, gpu, vram_mib, pinned, epoch)| ModelState {
-                    gpu,
-                    pinned,
-                    epoch,
-                    ..model(["llm", "stt", "tts"][name], vram_mib)
-                },
-            ),
-            0..6,
-        );
-        (gpus, models).prop_map(|(gpus, models)| HostState {
+        gpus.prop_map(|gpus| HostState {
             host: "peer".to_owned(),
             incarnation: 1,
             gpus,
-            models,
             ..HostState::default()
         })
     }
@@ -793,8 +900,7 @@ mod tests {
         #[test]
         fn a_hostile_state_is_refused_unless_every_vram_size_is_bounded_and_the_scheduler_takes_it(sent in hostile_state()) {
             use crate::gpu::sched::{Decision, GpuReport, GpuScheduler, HostName, SchedConfig};
-            let bounded = sent.gpus.iter().all(|g| g.total_mib <= MAX_VRAM_MIB && g.free_mib <= MAX_VRAM_MIB)
-                && sent.models.iter().all(|m| m.vram_mib <= MAX_VRAM_MIB);
+            let bounded = sent.gpus.iter().all(|g| g.total_mib <= MAX_VRAM_MIB && g.free_mib <= MAX_VRAM_MIB);
 
             let sut = decode_state(&encode_state(&sent).expect("encodes"), &mut AlignedVec::new());
 
@@ -803,10 +909,27 @@ mod tests {
                 let mut sched = GpuScheduler::cluster(HostName::from("me"), 2, SchedConfig::default())
                     .expect("valid");
                 sched.set_local_gpus(&[GpuReport { gpu: crate::gpu::sched::GpuIndex(0), total_mib: 8192, free_mib: 8192 }]);
+                sched.set_synced(true, 0);
                 let mut out: Vec<Decision> = Vec::new();
                 sched.observe(crate::cluster::report_from_state(&state), 100, 0, &mut out).expect("taken");
+                let req = crate::gpu::sched::ModelRequest {
+                    model: crate::gpu::sched::ModelName::from("m"),
+                    vram_mib: MAX_VRAM_MIB,
+                    pinned: true,
+                    priority: 0,
+                    policy: crate::gpu::sched::Policy::Spread,
+                    replicas: 2,
+                    host: None,
+                };
+                let _ = sched.place(&req, 1, &mut out);
                 sched.tick(10_000, &mut out);
             }
+        }
+
+        #[test]
+        fn any_bytes_give_a_record_or_a_refusal_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut aligned = AlignedVec::new();
+            let _ = decode_ownership(&bytes, &mut aligned);
         }
 
         #[test]

@@ -1,6 +1,8 @@
 //! The cross-host agent registry: a JetStream KV bucket
-//! (`pinwheel-<cluster>-registry`, key `<host>/<agent>`, value an
-//! [`AgentRecord`] frame) and each link's full local copy of it.
+//! (`pinwheel-<cluster>-registry`, key `<host>.<agent>`, value an
+//! [`AgentRecord`] frame) and each link's full local copy of it. The host
+//! comes first in the key, so the NATS server can let each host write
+//! only its own keys (`$KV.<bucket>.<host>.>`).
 //!
 //! One task per link: once connected it opens (or creates) the bucket,
 //! writes this host's own records, and follows a watch with history, which
@@ -14,6 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
+
+use super::bucket::{self, KV_TIMEOUT};
 use futures_util::StreamExt;
 use rkyv::util::AlignedVec;
 use tracing::debug;
@@ -23,9 +27,6 @@ use super::proto::{self, AgentRecord, FrameProblem};
 use super::{ClusterConfig, ClusterError, ClusterEvent};
 use crate::config::limits::MAX_AGENTS;
 use crate::config::name_problem;
-
-/// How long one KV operation may take.
-const KV_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The most agents the registry's local copies hold: every host's
 /// [`MAX_AGENTS`], sixteen hosts' worth. A new key past it is a bad frame,
@@ -73,34 +74,15 @@ pub(super) async fn task(shared: Arc<Shared>) {
     }
 }
 
-/// Opens the bucket, creating it if missing. The bucket's stream is
-/// created by hand, as async-nats's `create_key_value` would create it:
-/// that call first reads account fields (`reserved_memory`) which Debian's
-/// nats-server 2.9 does not send, and fails.
+/// Opens the bucket, creating it if missing.
 async fn open(js: &jetstream::Context, shared: &Shared) -> Result<kv::Store, String> {
-    let bucket = shared.config.registry_bucket();
-    let stream = jetstream::stream::Config {
-        name: format!("KV_{bucket}"),
-        description: Some("pinwheel agents: <host>/<agent> -> host, ports, health".to_owned()),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: jetstream::stream::DiscardPolicy::New,
-        num_replicas: 1,
-        ..jetstream::stream::Config::default()
-    };
-    match tokio::time::timeout(KV_TIMEOUT, js.get_or_create_stream(stream)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err("timed out".to_owned()),
-    }
-    match tokio::time::timeout(KV_TIMEOUT, js.get_key_value(bucket)).await {
-        Ok(Ok(store)) => Ok(store),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".to_owned()),
-    }
+    bucket::open(
+        js,
+        &shared.config.registry_bucket(),
+        "pinwheel agents: <host>.<agent> -> host, ports, health",
+        shared.config.kv_replicas(),
+    )
+    .await
 }
 
 /// Writes the own records, then applies the bucket's changes until the
@@ -168,7 +150,7 @@ fn apply(
             Err(FrameProblem::Name {
                 what: "registry key",
                 name: entry.key.chars().take(64).collect(),
-                problem: "does not match its record's host/agent",
+                problem: "does not match its record's host.agent",
             })
         }
     });
@@ -185,7 +167,9 @@ fn apply(
         Ok(record)
     });
     match record {
-        Ok(record) => shared.emit(ClusterEvent::Agent(record)),
+        Ok(record) => {
+            shared.emit(ClusterEvent::Agent(record));
+        }
         Err(problem) => bad_frame(shared, last_warn, &entry.key, &problem),
     }
 }

@@ -12,11 +12,14 @@
 //!   only agent of that name on any loaded host; two candidates elsewhere
 //!   make it ambiguous, and none makes it unknown.
 //!
+//! An entry with `replicas = N` is N agents, `Name#0 .. Name#N-1`, with
+//! consecutive indices; callers still write `Name`, which resolves to the
+//! first replica ([`AgentSet::replicas_of`] gives them all; see
+//! `replicas.rs`).
+//!
 //! What this module does not check: anything about CPUs or the host's
 //! topology (that is `plan`'s job).
 
-use std::collections::HashMap;
-use std::fmt;
 use std::path::PathBuf;
 
 use toml::Spanned;
@@ -24,8 +27,14 @@ use toml::Spanned;
 use super::agents_file::{
     AgentEntry, AgentsFile, ClassWish, KindName, ModelEntry, NativeName, Priority,
 };
+use super::calls::resolve_calls;
+use super::legacy::{self, LegacySpec};
 use super::limits::{self, MAX_TOPIC_BYTES, MAX_VRAM_MIB};
-use super::{ConfigError, Location, SourceFile, name_problem, suggest};
+use super::process::{Account, ProcessSpec};
+use super::replicas::{self, ReplicaSet};
+use super::{ConfigError, Location, SourceFile, name_problem};
+
+pub use super::calls::Hint;
 
 /// Longest `role`, bytes (what the registry stores).
 pub const MAX_ROLE_BYTES: usize = 256;
@@ -41,8 +50,12 @@ pub enum AgentKind {
     Native(NativeName),
     /// Simulated from the manifest.
     Synthetic,
-    /// A process outside the daemon.
+    /// A process the daemon starts and supervises.
+    Process,
+    /// A process started by something else that attaches.
     External,
+    /// An unchanged seed agent on ZeroMQ, reached through the gateway.
+    Zmq,
 }
 
 impl AgentKind {
@@ -51,7 +64,9 @@ impl AgentKind {
         match self {
             AgentKind::Native(_) => "native",
             AgentKind::Synthetic => "synthetic",
+            AgentKind::Process => "process",
             AgentKind::External => "external",
+            AgentKind::Zmq => "zmq",
         }
     }
 }
@@ -68,7 +83,8 @@ pub enum Placement {
 /// Where a call goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallTarget {
-    /// An agent of this set.
+    /// An agent of this set: its first replica when it has several
+    /// ([`AgentSet::replicas_of`]).
     Local(AgentIndex),
     /// An agent on a host whose manifest was not loaded.
     Remote {
@@ -144,14 +160,36 @@ pub struct AgentSpec {
     subscribes: Vec<String>,
     models: Vec<ModelNeed>,
     behaviour: Behaviour,
+    process: Option<Box<ProcessSpec>>,
+    account: Option<Account>,
+    legacy: LegacySpec,
+    service: String,
+    replica: u32,
+    replicas: ReplicaSet,
     at: Location,
     placement_at: Location,
 }
 
 impl AgentSpec {
-    /// Name, as in the seed.
+    /// Name, as in the seed; `Name#i` for replica `i` of several.
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// The name callers use: the manifest's `name`, without `#i`.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+    /// Which replica this is (0 for an agent of one instance).
+    pub fn replica(&self) -> u32 {
+        self.replica
+    }
+    /// Its replica set: how many, and how calls are spread.
+    pub fn replicas(&self) -> &ReplicaSet {
+        &self.replicas
+    }
+    /// The spec with its calls resolved.
+    pub(super) fn with_calls(self, calls: Vec<CallTarget>) -> Self {
+        Self { calls, ..self }
     }
     /// Host it belongs to.
     pub fn host(&self) -> &str {
@@ -200,6 +238,18 @@ impl AgentSpec {
     /// How it behaves when synthetic, and how many workers it runs.
     pub fn behaviour(&self) -> &Behaviour {
         &self.behaviour
+    }
+    /// How it is started and supervised (kind `process`).
+    pub fn process(&self) -> Option<&ProcessSpec> {
+        self.process.as_deref()
+    }
+    /// Who it runs as (`process`), or who may attach as it (`external`).
+    pub fn account(&self) -> Option<&Account> {
+        self.account.as_ref()
+    }
+    /// Its place on the legacy ZeroMQ edge.
+    pub fn legacy(&self) -> &LegacySpec {
+        &self.legacy
     }
     /// Its `[[agent]]` entry.
     pub fn location(&self) -> &Location {
@@ -252,19 +302,20 @@ impl AgentSet {
                 let next = entry_spec(entry, file)?;
                 if let Some(first) = pending
                     .iter()
-                    .find(|p| p.spec.name == next.spec.name && p.spec.host == next.spec.host)
+                    .find(|p| p.spec.service == next.spec.service && p.spec.host == next.spec.host)
                 {
                     return Err(ConfigError::DuplicateAgent {
                         at: next.spec.at.clone(),
-                        name: next.spec.name,
+                        name: next.spec.service,
                         host: next.spec.host,
                         first: first.spec.at.clone(),
                     });
                 }
-                pending.push(next);
+                pending.extend(instances(next));
             }
         }
         let agents = resolve_calls(pending)?;
+        legacy::check_ports(&agents)?;
         Ok(Self {
             agents,
             files: files.iter().map(|f| f.path().to_path_buf()).collect(),
@@ -316,19 +367,64 @@ impl AgentSet {
         }
     }
 
-    /// The name to show for a call target.
+    /// The name to show for a call target: the service name, not a
+    /// replica's.
     pub fn target_name(&self, target: &CallTarget) -> String {
         match target {
-            CallTarget::Local(index) => self.display_name(*index),
+            CallTarget::Local(index) => self.service_name(*index),
             CallTarget::Remote { name, host } => format!("{name}@{host}"),
         }
     }
+
+    /// The name callers use for `index`'s agent: its service name, with
+    /// `@host` when two hosts share it.
+    pub fn service_name(&self, index: AgentIndex) -> String {
+        let agent = self.get(index);
+        let clash = self
+            .agents
+            .iter()
+            .any(|a| a.service == agent.service && a.host != agent.host);
+        if clash {
+            format!("{}@{}", agent.service, agent.host)
+        } else {
+            agent.service.clone()
+        }
+    }
+
+    /// Every replica of the agent `index` belongs to, first to last (just
+    /// `index` for an agent of one instance).
+    pub fn replicas_of(&self, index: AgentIndex) -> impl Iterator<Item = AgentIndex> + use<> {
+        let agent = self.get(index);
+        let first = index.0 - agent.replica as usize;
+        (first..first + agent.replicas.count() as usize).map(AgentIndex)
+    }
 }
 
-struct Pending {
-    spec: AgentSpec,
-    raw_calls: Vec<Spanned<String>>,
-    file: SourceFile,
+/// `next` as its replicas: itself when it has one instance, else one
+/// copy per replica, named `Name#i`.
+fn instances(next: Pending) -> Vec<Pending> {
+    let count = next.spec.replicas.count();
+    if count == 1 {
+        return vec![next];
+    }
+    (0..count)
+        .map(|i| Pending {
+            spec: AgentSpec {
+                name: format!("{}#{i}", next.spec.service),
+                replica: i,
+                ..next.spec.clone()
+            },
+            raw_calls: next.raw_calls.clone(),
+            file: next.file.clone(),
+        })
+        .collect()
+}
+
+/// An entry validated but for its calls.
+pub(super) struct Pending {
+    pub spec: AgentSpec,
+    pub raw_calls: Vec<Spanned<String>>,
+    pub file: SourceFile,
 }
 
 fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, ConfigError> {
@@ -365,7 +461,14 @@ fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, 
     };
     check_role(&raw.role, &name, &at)?;
     limits::check_agent_lists(&raw, file, &name)?;
+    let (process, account) = super::process::validate(&raw, file, &name)?;
     let spec = AgentSpec {
+        process: process.map(Box::new),
+        account,
+        legacy: legacy::validate(&raw, file, &name)?,
+        replicas: replicas::validate(&raw, file, &name)?,
+        service: name.clone(),
+        replica: 0,
         publishes: topics(&raw.publishes, file, &name)?,
         subscribes: topics(&raw.subscribes, file, &name)?,
         models: models(&raw.models, file, &name)?,
@@ -483,7 +586,9 @@ fn kind(raw: &AgentEntry, name: &str, file: &SourceFile) -> Result<AgentKind, Co
             format!("agent {name}: `native` goes with kind = \"native\" only"),
         )),
         (KindName::Synthetic, None) => Ok(AgentKind::Synthetic),
+        (KindName::Process, None) => Ok(AgentKind::Process),
         (KindName::External, None) => Ok(AgentKind::External),
+        (KindName::Zmq, None) => Ok(AgentKind::Zmq),
     }
 }
 
@@ -558,142 +663,6 @@ fn topics(
         });
     }
     Ok(out)
-}
-
-fn resolve_calls(pending: Vec<Pending>) -> Result<Vec<AgentSpec>, ConfigError> {
-    let mut by_name: HashMap<&str, Vec<AgentIndex>> = HashMap::new();
-    for (i, p) in pending.iter().enumerate() {
-        by_name
-            .entry(p.spec.name.as_str())
-            .or_default()
-            .push(AgentIndex(i));
-    }
-    let hosts: Vec<&str> = pending.iter().map(|p| p.spec.host.as_str()).collect();
-    let mut resolved: Vec<Vec<CallTarget>> = Vec::with_capacity(pending.len());
-    for (me, p) in pending.iter().enumerate() {
-        let mut targets: Vec<CallTarget> = Vec::new();
-        for call in &p.raw_calls {
-            let target = resolve_one(call, me, &pending, &by_name, &hosts)?;
-            let at = || p.file.locate(call.span());
-            if target == CallTarget::Local(AgentIndex(me)) {
-                return Err(ConfigError::Invalid {
-                    at: at(),
-                    message: format!("agent {} calls itself; remove it from `calls`", p.spec.name),
-                });
-            }
-            if targets.contains(&target) {
-                return Err(ConfigError::Invalid {
-                    at: at(),
-                    message: format!(
-                        "agent {} calls {} twice; remove one",
-                        p.spec.name,
-                        call.get_ref()
-                    ),
-                });
-            }
-            targets.push(target);
-        }
-        resolved.push(targets);
-    }
-    Ok(pending
-        .into_iter()
-        .zip(resolved)
-        .map(|(p, calls)| AgentSpec { calls, ..p.spec })
-        .collect())
-}
-
-fn resolve_one(
-    call: &Spanned<String>,
-    me: usize,
-    pending: &[Pending],
-    by_name: &HashMap<&str, Vec<AgentIndex>>,
-    hosts: &[&str],
-) -> Result<CallTarget, ConfigError> {
-    let caller = &pending[me];
-    let text = call.get_ref();
-    let (name, host) = match text.split_once('@') {
-        Some((name, host)) => (name, Some(host)),
-        None => (text.as_str(), None),
-    };
-    let candidates = by_name.get(name).map(Vec::as_slice).unwrap_or_default();
-    let on = |host: &str| {
-        candidates
-            .iter()
-            .copied()
-            .find(|i| pending[i.0].spec.host == host)
-    };
-    let found = match host {
-        Some(host) => match on(host) {
-            Some(index) => Ok(index),
-            None if !hosts.contains(&host) => {
-                return Ok(CallTarget::Remote {
-                    name: name.to_owned(),
-                    host: host.to_owned(),
-                });
-            }
-            None => Err(None),
-        },
-        None => match (on(&caller.spec.host), candidates) {
-            (Some(index), _) => Ok(index),
-            (None, [only]) => Ok(*only),
-            (None, []) => Err(None),
-            (None, several) => Err(Some(several)),
-        },
-    };
-    found
-        .map(CallTarget::Local)
-        .map_err(|several| call_error(call, caller, several, pending, by_name))
-}
-
-/// An unknown call (`several` is `None`) or one that fits agents on
-/// several hosts.
-fn call_error(
-    call: &Spanned<String>,
-    caller: &Pending,
-    several: Option<&[AgentIndex]>,
-    pending: &[Pending],
-    by_name: &HashMap<&str, Vec<AgentIndex>>,
-) -> ConfigError {
-    let at = caller.file.locate(call.span());
-    let agent = caller.spec.name.clone();
-    let target = call.get_ref().clone();
-    match several {
-        Some(several) => {
-            let hosts: Vec<&str> = several
-                .iter()
-                .map(|i| pending[i.0].spec.host.as_str())
-                .collect();
-            ConfigError::AmbiguousCall {
-                at,
-                agent,
-                target,
-                hosts: hosts.join(", "),
-            }
-        }
-        None => {
-            let name = target.split('@').next().unwrap_or_default();
-            let hint = Hint(suggest(name, by_name.keys().copied()).map(str::to_owned));
-            ConfigError::UnknownCall {
-                at,
-                agent,
-                target,
-                hint,
-            }
-        }
-    }
-}
-
-/// A "did you mean" for an unknown name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hint(pub Option<String>);
-
-impl fmt::Display for Hint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Some(name) => write!(f, "did you mean {name:?}?"),
-            None => f.write_str("add the agent to a manifest, or qualify it as Name@host if it runs on another host"),
-        }
-    }
 }
 
 #[cfg(test)]

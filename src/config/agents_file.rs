@@ -8,7 +8,10 @@
 //! host = "mainpc"
 //! role = "speech-to-text service"
 //! ports = [5800]                 # the seed's legacy ports
-//! kind = "synthetic"             # native | synthetic | external
+//! kind = "synthetic"             # native | synthetic | process | external | zmq
+//! legacy_rep = 5800              # the gateway binds the seed's REP port for it
+//! legacy_pub = 6550              # and its PUB port (topics it publishes)
+//! endpoint = "tcp://10.0.0.2:7140"   # kind = "zmq" only: the legacy agent's REP socket
 //! class = "P"                    # P | E | any; or cpu = 3 for an exact CPU
 //! priority = "high"              # critical | high | normal | low
 //! weight = 3.0                   # relative CPU load, for spreading
@@ -21,10 +24,31 @@
 //! calls_every = 25               # event-driven: call once per 25 events
 //! stream_hz = 50                 # a stream source: the load generator sends it frames
 //! faults = { fail_every = 0, stall_every = 0, stall_ms = 0 }
+//! # kind = "process" only (see `config::process`); `user`, `group` also
+//! # for kind = "external" (who may attach):
+//! command = ["../target/release/examples/echo", "--quiet"]
+//! env = { LOG_LEVEL = "info" }
+//! credentials = { api_key = "/etc/pinwheel/creds/api_key" }
+//! user = "nobody"
+//! group = "nogroup"
+//! allow_root = false
+//! cwd = "/"
+//! restart = "on-failure"         # on-failure | always | never
+//! max_restarts = 5
+//! restart_window_s = 60
+//! stop_timeout_ms = 3000
+//! memory_max_mib = 512
+//! wait = "park"                  # spin | park | adaptive (default: its CPU class's wait)
+//! replicas = 4                   # instances STTService#0..#3; callers call STTService
+//! balance = "p2c_ewma"           # p2c_ewma | least_outstanding | round_robin | weighted | consistent_hash
+//! weights = [3, 1, 1, 1]         # balance = "weighted" only: one per replica
 //! ```
 //!
 //! `config::agents` validates these into `AgentSpec`s.
 
+use std::collections::BTreeMap;
+
+use pinwheel_ipc::ring::WaitStrategy;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -54,6 +78,13 @@ pub struct AgentEntry {
     pub ports: Vec<u16>,
     /// How it runs.
     pub kind: Spanned<KindName>,
+    /// The legacy gateway's ZeroMQ REP (ROUTER) port for this agent.
+    pub legacy_rep: Option<Spanned<u16>>,
+    /// The legacy gateway's ZeroMQ PUB port for this agent's topics; for
+    /// kind `zmq`, the agent's own PUB port on its endpoint's host.
+    pub legacy_pub: Option<Spanned<u16>>,
+    /// For `kind = "zmq"`: where the legacy agent's REP socket listens.
+    pub endpoint: Option<Spanned<String>>,
     /// For `kind = "native"`: which native implementation.
     pub native: Option<Spanned<NativeName>>,
     /// CPU class to place it on.
@@ -87,6 +118,84 @@ pub struct AgentEntry {
     pub stream_hz: Option<Spanned<u32>>,
     /// Fault injection, for tests and drills.
     pub faults: Option<Spanned<FaultEntry>>,
+    /// Process agents: the program and its arguments.
+    pub command: Option<Spanned<Vec<String>>>,
+    /// Process agents: environment variables (never secrets).
+    pub env: Option<Spanned<BTreeMap<String, String>>>,
+    /// Process agents: credential files handed over as files.
+    pub credentials: Option<Spanned<BTreeMap<String, String>>>,
+    /// Process and external agents: the account it runs as.
+    pub user: Option<Spanned<String>>,
+    /// Process and external agents: the group it runs as.
+    pub group: Option<Spanned<String>>,
+    /// Process agents: whether it may run as root.
+    pub allow_root: Option<Spanned<bool>>,
+    /// Process agents: its working directory.
+    pub cwd: Option<Spanned<String>>,
+    /// Process agents: when to restart it.
+    pub restart: Option<Spanned<RestartMode>>,
+    /// Process agents: restarts allowed within `restart_window_s`.
+    pub max_restarts: Option<Spanned<u32>>,
+    /// Process agents: the restart intensity's window, seconds.
+    pub restart_window_s: Option<Spanned<u32>>,
+    /// Process agents: SIGTERM to SIGKILL, milliseconds.
+    pub stop_timeout_ms: Option<Spanned<u32>>,
+    /// Process agents: memory limit (cgroup v2 `memory.max`), MiB.
+    pub memory_max_mib: Option<Spanned<u64>>,
+    /// Process agents: how the process waits for its requests (default:
+    /// the `wait` of its CPU's class).
+    pub wait: Option<Spanned<WaitStrategy>>,
+    /// Instances of the agent (default 1).
+    pub replicas: Option<Spanned<u32>>,
+    /// How callers spread their calls over the replicas.
+    pub balance: Option<Spanned<Balance>>,
+    /// For `balance = "weighted"`: each replica's share.
+    pub weights: Option<Spanned<Vec<u32>>>,
+}
+
+/// `restart`: when a process agent that ended is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartMode {
+    /// After a failure: a non-zero exit, a signal, a broken protocol or a
+    /// missed deadline (the default).
+    OnFailure,
+    /// After any exit.
+    Always,
+    /// Never: an ended agent stays down.
+    Never,
+}
+
+/// `balance`: how a call to a replicated agent picks its replica.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Power of two choices over a peak-EWMA of latency times outstanding
+    /// calls (Finagle's and Linkerd's default).
+    #[default]
+    P2cEwma,
+    /// The replica with the fewest calls outstanding.
+    LeastOutstanding,
+    /// Each replica in turn.
+    RoundRobin,
+    /// In proportion to `weights` (smooth weighted round robin).
+    Weighted,
+    /// By a key the caller gives, on a hash ring with bounded loads, so a
+    /// session sticks to its replica.
+    ConsistentHash,
+}
+
+impl Balance {
+    /// The name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::P2cEwma => "p2c_ewma",
+            Balance::LeastOutstanding => "least_outstanding",
+            Balance::RoundRobin => "round_robin",
+            Balance::Weighted => "weighted",
+            Balance::ConsistentHash => "consistent_hash",
+        }
+    }
 }
 
 /// `service = { median_us = .., p99_us = .. }`: a log-normal service time.
@@ -122,8 +231,14 @@ pub enum KindName {
     Native,
     /// Simulated by the daemon from the manifest.
     Synthetic,
-    /// A process outside the daemon, attached through rings.
+    /// A process the daemon starts, supervises and connects by rings.
+    Process,
+    /// A process started by something else that attaches through the
+    /// daemon's attach socket.
     External,
+    /// An unchanged seed agent on ZeroMQ REQ/REP, reached through the
+    /// legacy gateway.
+    Zmq,
 }
 
 /// `native`: the native agent implementations pinwheel ships.

@@ -9,7 +9,11 @@
 
 pub mod agents;
 pub mod agents_file;
+mod calls;
+pub mod legacy;
 pub mod limits;
+pub mod process;
+pub mod replicas;
 mod source;
 pub mod topology_file;
 pub mod trust;
@@ -20,7 +24,10 @@ pub use agents::{
     AgentIndex, AgentKind, AgentSet, AgentSpec, Behaviour, CallTarget, Hint, MAX_ROLE_BYTES,
     ModelNeed, Placement,
 };
-pub use agents_file::{ClassWish, NativeName, Priority};
+pub use agents_file::{Balance, ClassWish, NativeName, Priority, RestartMode};
+pub use legacy::{LegacySpec, ZmqEndpoint};
+pub use process::{Account, ProcessSpec};
+pub use replicas::{MAX_REPLICAS, ReplicaSet};
 pub use source::{Location, SourceFile, suggest};
 
 /// Why a host, agent or cluster name is unusable, if it is. Names start

@@ -51,6 +51,16 @@
 //! nats_url = "nats://127.0.0.1:4222"
 //! heartbeat_ms = 250                   # host state period
 //! missed_heartbeats = 4                # silent this long: host lost
+//! nkey_file = "/etc/pinwheel/mainpc.nk" # this host's NATS identity (0600, root's)
+//! # password_file = "/etc/pinwheel/nats.pass"  # or "user:password", 0600
+//! # tls_ca = "/etc/pinwheel/nats-ca.pem"       # with a tls:// URL
+//! # tls_cert = "..."  tls_key = "..."          # a client certificate, optional
+//! kv_replicas = 3                      # JetStream replicas of the buckets
+//!
+//! [legacy]                             # the ZeroMQ gateway for unchanged seed agents
+//! bind = "127.0.0.1"                   # where agents' legacy_rep/legacy_pub ports are bound
+//! max_message_bytes = 1048576          # larger requests get an error reply
+//! timeout_ms = 5000                    # a legacy request's deadline (the seed's ZMQ_REQUEST_TIMEOUT)
 //! ```
 
 use std::fmt;
@@ -85,6 +95,21 @@ pub struct TopologyFile {
     pub cluster: Option<ClusterSection>,
     /// VRAM optimizer policy.
     pub vram: Option<VramSection>,
+    /// The legacy ZeroMQ gateway.
+    pub legacy: Option<LegacySection>,
+}
+
+/// `[legacy]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacySection {
+    /// The IP address the gateway binds its ports on.
+    pub bind: Spanned<String>,
+    /// Largest request accepted, bytes.
+    pub max_message_bytes: Option<Spanned<u64>>,
+    /// Deadline of a legacy request, and of a call to a `zmq` agent
+    /// whose caller gave none, milliseconds.
+    pub timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `[host]`.
@@ -253,6 +278,18 @@ pub struct ClusterSection {
     pub heartbeat_ms: Option<Spanned<u64>>,
     /// Heartbeats a host may miss before it is lost (default 4).
     pub missed_heartbeats: Option<Spanned<u32>>,
+    /// This host's NATS nkey seed file.
+    pub nkey_file: Option<Spanned<String>>,
+    /// A `user:password` file for NATS.
+    pub password_file: Option<Spanned<String>>,
+    /// The CA that signs the NATS server's certificate (tls:// URLs).
+    pub tls_ca: Option<Spanned<String>>,
+    /// A client certificate for NATS.
+    pub tls_cert: Option<Spanned<String>>,
+    /// Its key.
+    pub tls_key: Option<Spanned<String>>,
+    /// JetStream replicas of the cluster's KV buckets (default 1).
+    pub kv_replicas: Option<Spanned<u8>>,
 }
 
 /// `[vram]`: the VRAM optimizer's policy. Absent keys take the defaults

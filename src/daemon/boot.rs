@@ -9,30 +9,43 @@
 //!    directory can be created.
 //! 3. Process privileges: locked memory (an error only if glommio's
 //!    minimum is impossible), each missing privilege one warning.
-//! 4. Lay out rings and executors, build the mesh, start the executors
-//!    (each applies its thread privileges first), then open the start
-//!    phases one at a time, each waiting for its agents.
+//! 4. Lay out rings and executors (in a cluster, each executor's call
+//!    rings to the cluster link too; with a legacy gateway, to it), build
+//!    the mesh and the process side,
+//!    start the executors (each applies its thread privileges first), then
+//!    open the start phases one at a time: each phase's agent processes
+//!    are started and attached first, then the phase opens and waits for
+//!    its agents.
 //!
 //! Start-up time is measured from the command's start to the last phase's
 //! agents being up.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::eventfd::EventFd;
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::RunOptions;
 use crate::agents::mesh::{Mesh, MeshOptions};
+use crate::agents::protocol::BUILTIN_METHODS;
 use crate::config::AgentSet;
 use crate::config::trust;
 use crate::error::DaemonError;
+use crate::gateway::{self, GatewayPlan};
 use crate::observe::health::Health;
 use crate::observe::perf::{self, PerfEvent, PerfSet, ThreadPerf};
 use crate::plan::Plan;
+use crate::process::{ProcessOptions, ProcessSide, Slots};
+use crate::runtime::RuntimeError;
+use crate::runtime::ctx::now_ns;
 use crate::runtime::executor::{Control, IO_MEMORY, Runtime, ThreadSetup, start};
 use crate::runtime::layout::{Layout, layout};
+use crate::runtime::legacy::LegacyBook;
 use crate::runtime::privileges::{DegradedReason, ThreadPolicy, prepare_process, prepare_thread};
+use crate::runtime::remote::{CallRings, RemoteKind};
 use crate::runtime::routes::Routes;
 use crate::topology::{self, Topology};
 
@@ -48,6 +61,14 @@ pub struct Booted {
     pub mesh: Arc<Mesh>,
     /// The routing table.
     pub routes: Arc<Routes>,
+    /// The cluster link's ends of the executors' call rings, in a cluster
+    /// (taken when the link starts).
+    pub call_rings: Option<CallRings>,
+    /// The legacy gateway's plan and its ends of the executors' call
+    /// rings, when it has something to serve (taken when it starts).
+    pub gateway: Option<(GatewayPlan, CallRings<EventFd>)>,
+    /// The seed's discovery data the registries answer from.
+    pub legacy_book: Arc<LegacyBook>,
     /// The plan.
     pub plan: Plan,
     /// The manifests.
@@ -58,6 +79,9 @@ pub struct Booted {
     pub health: Arc<Health>,
     /// The executor threads' perf counters.
     pub perf: Arc<PerfSet>,
+    /// The agent processes (ticked by the core loop, stopped after the
+    /// drain).
+    pub processes: Arc<Mutex<ProcessSide>>,
     /// When boot began.
     pub began: Instant,
 }
@@ -70,6 +94,10 @@ pub fn load(options: &RunOptions) -> Result<(Topology, AgentSet, Plan), DaemonEr
     let topology = topology::load(&options.topology, &options.sysfs_root)?;
     topology.check_live(&topology::detect_host(&options.sysfs_root)?)?;
     let topology = super::cluster::apply_overrides(topology, options)?;
+    let topology = match options.legacy_bind {
+        Some(bind) => topology.with_legacy_bind(bind),
+        None => topology,
+    };
     let agents = AgentSet::load(&options.agents)?;
     let plan = Plan::build(&topology, &agents)?;
     for warning in plan.warnings(&agents) {
@@ -116,17 +144,24 @@ pub fn start_mesh(
     began: Instant,
     guard_on: &tokio::runtime::Handle,
 ) -> Result<Booted, DaemonError> {
+    let (laid, call_rings, gateway) = lay_out(&plan, topology, &agents)?;
+    let legacy_book = Arc::new(LegacyBook::new(
+        gateway
+            .as_ref()
+            .map_or_else(Vec::new, |(plan, _)| plan.endpoints(topology.host())),
+    ));
     let Layout {
         routes,
         executors,
         phases,
-    } = layout(&plan, topology, &agents)?;
+    } = laid;
     let health = Arc::new(Health::default());
     if options.privileged {
         let process = prepare_process((IO_MEMORY * executors.len()) as u64)?;
         note(&health, &process.degraded);
     }
     let events = perf_events(&health);
+    let slots = Slots::new(&agents).map_err(|source| RuntimeError::Ring { source })?;
     let mesh = Arc::new(Mesh::new(
         &agents,
         &routes,
@@ -135,8 +170,28 @@ pub fn start_mesh(
             request_timeout: options.request_timeout,
             state_dir: options.state_dir.clone(),
             overhead: options.overhead,
+            processes: slots.clone(),
+            legacy: Arc::clone(&legacy_book),
+            executor_waits: executors
+                .iter()
+                .map(|e| (e.settings.wait, e.settings.spin_before_park_us))
+                .collect(),
         },
     ));
+    let processes = ProcessSide::new(
+        &agents,
+        &plan,
+        &routes,
+        topology,
+        &slots,
+        &ProcessOptions {
+            attach_socket: options.run_dir.join("agent.sock"),
+            run_dir: options.run_dir.clone(),
+            cgroup_root: super::CGROUP_ROOT.into(),
+            builtin_methods: BUILTIN_METHODS.to_vec(),
+        },
+        Arc::clone(&health),
+    )?;
     let make = {
         let mesh = Arc::clone(&mesh);
         Arc::new(move |id| mesh.make(id))
@@ -156,13 +211,43 @@ pub fn start_mesh(
         runtime,
         mesh,
         routes,
+        call_rings,
+        gateway,
+        legacy_book,
         plan,
         agents,
         phases,
         health,
         perf,
+        processes: Arc::new(Mutex::new(processes)),
         began,
     })
+}
+
+/// The legacy gateway's plan and ring ends, when it has one.
+type GatewayEnds = Option<(GatewayPlan, CallRings<EventFd>)>;
+
+/// The rings and executors of `plan`; in a cluster, every executor also
+/// gets call rings to the cluster link, and with a legacy gateway to it,
+/// whose ends are returned.
+fn lay_out(
+    plan: &Plan,
+    topology: &Topology,
+    agents: &AgentSet,
+) -> Result<(Layout, Option<CallRings>, GatewayEnds), DaemonError> {
+    let mut laid = layout(plan, topology, agents)?;
+    let calls = match topology.cluster() {
+        Some(_) => Some(laid.add_call_rings(RemoteKind::Host, Arc::new(Notify::new()))?),
+        None => None,
+    };
+    let gateway = match GatewayPlan::new(agents, &laid.routes, topology.legacy()) {
+        Some(gateway) => {
+            let rings = laid.add_call_rings(RemoteKind::Legacy, gateway::wake_fd()?)?;
+            Some((gateway, rings))
+        }
+        None => None,
+    };
+    Ok((laid, calls, gateway))
 }
 
 /// Opens the phases in order; returns the manifest agents started (the
@@ -171,6 +256,9 @@ pub fn open_phases(booted: &Booted) -> usize {
     let mut started = 0;
     let generator_phase = booted.phases.len().saturating_sub(1);
     for (phase, &expected) in booted.phases.iter().enumerate() {
+        if let Ok(mut processes) = booted.processes.lock() {
+            processes.start_phase(phase, now_ns());
+        }
         booted.runtime.open_phase(phase);
         if !booted.runtime.wait_started(phase, expected, PHASE_TIMEOUT) {
             warn!(

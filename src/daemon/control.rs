@@ -22,8 +22,9 @@
 //! others that drop and count when the core loop lags.
 //!
 //! Stopping: the admin API stops accepting first and its connections get
-//! [`SHUTDOWN_GRACE`] to finish while the core loop and the link stop, so
-//! a stuck client costs the shutdown that grace at most. The runtime
+//! [`SHUTDOWN_GRACE`] to finish while the core loop stops, so a stuck
+//! client costs the shutdown that grace at most. The link stops last,
+//! after the executors have drained: their calls to other hosts finish. The runtime
 //! itself (and the wake-up guard on it) outlives these tasks: the daemon
 //! stops it after the executors have drained.
 //!
@@ -48,6 +49,7 @@ use crate::observe::metrics;
 use crate::observe::view::{AgentFacts, DaemonView, ViewParts};
 use crate::plan::render_json;
 use crate::runtime::control::ControlRuntime;
+use crate::runtime::remote::{CallRings, CallStats};
 use crate::topology::Topology;
 
 /// Commands that may wait for the core loop at once.
@@ -61,6 +63,7 @@ pub struct Controls {
     core: CoreLoop,
     admin: Option<Admin>,
     link: Option<LinkTask>,
+    calls: Option<Arc<CallStats>>,
 }
 
 impl Controls {
@@ -69,26 +72,54 @@ impl Controls {
         self.admin.as_ref().map(Admin::addr)
     }
 
-    /// Stops the API from accepting, stops the core loop and the cluster
-    /// link, then waits for the API's connections (at most
-    /// [`SHUTDOWN_GRACE`](crate::observe::admin::SHUTDOWN_GRACE) after
-    /// it stopped accepting).
-    pub fn stop(self) {
+    /// The cluster call plane's counters, when the link carries calls.
+    pub fn call_stats(&self) -> Option<Arc<CallStats>> {
+        self.calls.clone()
+    }
+
+    /// Stops the admin API: it stops accepting, then its connections get
+    /// at most [`SHUTDOWN_GRACE`](crate::observe::admin::SHUTDOWN_GRACE).
+    /// Returns what keeps running through the executors' drain
+    /// ([`Draining`]).
+    pub fn stop_admin(self) -> Draining {
         let Controls {
-            mut admin,
-            core,
-            link,
-            ..
+            admin, core, link, ..
         } = self;
-        if let Some(admin) = &mut admin {
+        if let Some(mut admin) = admin {
             admin.begin_stop();
-        }
-        core.stop();
-        if let Some(link) = link {
-            link.stop();
-        }
-        if let Some(admin) = admin {
             admin.stop();
+        }
+        Draining {
+            core: Some(core),
+            link,
+        }
+    }
+}
+
+/// The control tasks the data plane still needs while it drains: the
+/// core loop, which serves the agents' model uses (a request waiting for
+/// a grant gets one or a denial, instead of holding the drain to its
+/// budget) and supervises agent processes, and the cluster link.
+#[derive(Debug)]
+pub struct Draining {
+    core: Option<CoreLoop>,
+    link: Option<LinkTask>,
+}
+
+impl Draining {
+    /// Stops the core loop (once the executors have stopped, before the
+    /// agent processes are: their stop holds the process side).
+    pub fn stop_core(&mut self) {
+        if let Some(core) = self.core.take() {
+            core.stop();
+        }
+    }
+
+    /// Stops what is left: the core loop if still running, then the link.
+    pub fn stop(mut self) {
+        self.stop_core();
+        if let Some(link) = self.link.take() {
+            link.stop();
         }
     }
 }
@@ -99,6 +130,7 @@ pub fn start(
     options: &RunOptions,
     topology: &Topology,
     booted: &Booted,
+    calls: Option<CallRings>,
     control: &ControlRuntime,
 ) -> Result<Controls, DaemonError> {
     let view = Arc::new(DaemonView::new(view_parts(topology, booted)));
@@ -107,14 +139,35 @@ pub fn start(
     let gpus = GpuSide::open(
         topology,
         &booted.agents,
+        Arc::clone(booted.routes.board()),
         &mut registry,
         &booted.health,
         control.handle(),
     )?;
-    let (cluster, link) =
-        cluster::start(topology, booted, &gpus, Arc::clone(&booted.health), control)?;
+    let cluster::Started {
+        side: cluster,
+        link,
+        calls,
+    } = cluster::start(
+        topology,
+        booted,
+        &gpus,
+        Arc::clone(&booted.health),
+        control,
+        calls,
+    )?;
+    if let Some(stats) = &calls {
+        view.set_cluster_calls(Arc::clone(stats));
+    }
     let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
-    let core = CoreLoop::start(control, Arc::clone(&view), inbox, gpus, cluster);
+    let core = CoreLoop::start(
+        control,
+        Arc::clone(&view),
+        inbox,
+        gpus,
+        cluster,
+        Arc::clone(&booted.processes),
+    );
     let config = AdminConfig {
         addr: options.admin_addr.unwrap_or_else(|| topology.admin_addr()),
         token_file: options.admin_token_file.clone(),
@@ -132,6 +185,7 @@ pub fn start(
         core,
         admin,
         link,
+        calls,
     })
 }
 

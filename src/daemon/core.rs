@@ -23,8 +23,8 @@
 //! (GPU samples from the poller, which calls the driver through
 //! `spawn_blocking`), its outputs go to the view and to logs.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -33,10 +33,12 @@ use tracing::{error, info};
 
 use super::cluster::ClusterSide;
 use super::gpus::GpuSide;
+use super::twin::Twin;
 use crate::observe::admin::Request;
-use crate::observe::api::{AgentState, AgentStatus, ExecutorStatus};
+use crate::observe::api::{AgentState, AgentStatus, ExecutorStatus, Signal};
 use crate::observe::view::{DaemonView, LiveView};
 use crate::observe::watchdog::{Systemd, Watchdog};
+use crate::process::{ProcessSide, ProcessStatus};
 use crate::runtime::control::{ControlRuntime, ControlTask};
 use crate::runtime::ctx::now_ns;
 use crate::runtime::stats::{AgentCounts, StatsSnapshot};
@@ -63,8 +65,9 @@ impl CoreLoop {
         commands: mpsc::Receiver<Request>,
         gpus: GpuSide,
         cluster: ClusterSide,
+        processes: Arc<Mutex<ProcessSide>>,
     ) -> CoreLoop {
-        let state = State::new(view, commands, gpus, cluster);
+        let state = State::new(view, commands, gpus, cluster, processes);
         CoreLoop {
             task: control.spawn(|stopped| state.run(stopped)),
         }
@@ -81,6 +84,8 @@ struct State {
     commands: mpsc::Receiver<Request>,
     gpus: GpuSide,
     cluster: ClusterSide,
+    processes: Arc<Mutex<ProcessSide>>,
+    twin: Twin,
     watchdog: Watchdog,
     systemd: Option<Systemd>,
     /// Handled counts per agent at the last refresh, and when.
@@ -96,6 +101,7 @@ impl State {
         commands: mpsc::Receiver<Request>,
         gpus: GpuSide,
         cluster: ClusterSide,
+        processes: Arc<Mutex<ProcessSide>>,
     ) -> Self {
         let executors = view.executor_cpus.len();
         let agents = view.routes.agent_count();
@@ -106,10 +112,12 @@ impl State {
             last: (now, vec![0; agents], vec![0; executors]),
             next_view: now,
             next_alive: now,
+            twin: Twin::new(&view),
             view,
             commands,
             gpus,
             cluster,
+            processes,
         }
     }
 
@@ -129,6 +137,8 @@ impl State {
                 Some(request) = self.commands.recv() => self.answer(request),
             }
         }
+        // The run report reads the last counts.
+        self.view.set_gpus(self.gpus.view());
         if let Some(systemd) = &self.systemd {
             systemd.stopping();
         }
@@ -138,6 +148,9 @@ impl State {
         let tick = Instant::now();
         self.gpus.tick();
         self.cluster.tick(tick, &self.view, &mut self.gpus);
+        if let Ok(mut processes) = self.processes.lock() {
+            processes.tick(now_ns());
+        }
         let stalled = self.check_heartbeats();
         if tick >= self.next_view {
             self.refresh_view();
@@ -223,18 +236,31 @@ impl State {
         let snapshots = self.view.control.recent();
         let now = Instant::now();
         let seconds = now.duration_since(self.last.0).as_secs_f64().max(1e-3);
-        let agents = self.agent_statuses(&snapshots, seconds);
+        let processes = self
+            .processes
+            .lock()
+            .map(|p| p.statuses())
+            .unwrap_or_default();
+        let view = Arc::clone(&self.view);
+        self.twin.refresh(&view, &snapshots);
+        let agents = self.agent_statuses(&snapshots, seconds, &processes);
         let executors = self.executor_statuses(&snapshots, seconds);
         self.last.0 = now;
         self.view.set_gpus(self.gpus.view());
         self.view.set_live(LiveView {
             agents,
+            processes,
             executors,
             snapshots,
         });
     }
 
-    fn agent_statuses(&mut self, snapshots: &[StatsSnapshot], seconds: f64) -> Vec<AgentStatus> {
+    fn agent_statuses(
+        &mut self,
+        snapshots: &[StatsSnapshot],
+        seconds: f64,
+        processes: &[ProcessStatus],
+    ) -> Vec<AgentStatus> {
         let count = self.view.routes.agent_count();
         let mut counts: Vec<Option<AgentCounts>> = vec![None; count];
         let mut p50_p99 = vec![(0u64, 0u64); count];
@@ -256,23 +282,41 @@ impl State {
                 let id = facts.id;
                 let c = counts[id].unwrap_or_default();
                 let before = std::mem::replace(&mut self.last.1[id], c.handled);
-                let state = match (facts.kind, counts[id].is_some(), c.isolated, c.cpu_seen) {
-                    ("external", ..) => AgentState::Detached,
-                    (_, _, true, _) => AgentState::Isolated,
-                    (_, true, false, Some(_)) => AgentState::Up,
+                let process = processes.iter().find(|p| p.agent == facts.name);
+                let state = match (
+                    process,
+                    facts.kind,
+                    counts[id].is_some(),
+                    c.isolated,
+                    c.cpu_seen,
+                ) {
+                    (Some(p), ..) => p.state,
+                    (None, "external", ..) => AgentState::Detached,
+                    (None, _, _, true, _) => AgentState::Isolated,
+                    (None, _, true, false, Some(_)) => AgentState::Up,
                     _ => AgentState::Starting,
                 };
                 AgentStatus {
                     name: facts.name.clone(),
                     cpu: facts.cpu,
-                    observed_cpu: c.cpu_seen,
+                    observed_cpu: if process.is_some() { None } else { c.cpu_seen },
                     state,
                     msgs_per_s: c.handled.saturating_sub(before) as f64 / seconds,
                     p50_ns: p50_p99[id].0,
                     p99_ns: p50_p99[id].1,
                     handled: c.handled,
                     failures: c.failures,
-                    restarts: c.restarts,
+                    restarts: process.map_or(c.restarts, |p| p.restarts),
+                    pid: process.and_then(|p| p.pid),
+                    user: process.and_then(|p| p.user.clone()),
+                    last_exit: process.and_then(|p| p.last_exit.clone()),
+                    anomalies: [Signal::Latency, Signal::Errors]
+                        .into_iter()
+                        .filter(|&s| self.twin.anomalous(id, s))
+                        .collect(),
+                    fault: Some(view.routes.board().drill(AgentId(id as u32)))
+                        .filter(|d| !d.is_none())
+                        .map(|d| d.to_string()),
                 }
             })
             .collect()

@@ -11,6 +11,14 @@
 //! usage (so samples and metrics show it); on NVML GPUs the models belong
 //! to the agents' processes and a load is taken as done once decided.
 //! The admin API's pins and local placements arrive as commands.
+//!
+//! The agents' model uses arrive through the use desks ([`UseService`]):
+//! each tick tells the optimizer what the executors did, then answers the
+//! uses that asked. A model is granted to the executors while resident; an
+//! eviction revokes the grant first, and on simulated GPUs the unload
+//! waits until no use holds the model. Simulated loads complete at once,
+//! so a use that misses waits a tick or two.
+//!
 //! `GET /v1/gpus` shows the last [`RECENT_DECISIONS`] decisions that
 //! changed something (admissions of resident models left out), so an
 //! operator sees why a model went or waits.
@@ -34,7 +42,10 @@ use crate::observe::api::{
     GpuStatus, GpusResponse, ModelAnswer, RECENT_DECISIONS, ResidentModel, VramCounts, VramDecision,
 };
 use crate::observe::health::Health;
+use crate::runtime::board::Board;
 use crate::topology::{GpuPlan, GpuSource, Topology};
+
+use super::uses::UseService;
 
 /// How often the poller samples the GPUs.
 pub const POLL_PERIOD: Duration = Duration::from_millis(500);
@@ -87,6 +98,9 @@ pub struct GpuSide {
     /// Simulated processes holding loaded models.
     processes: Vec<(ModelId, GpuIndex, u32)>,
     decisions: Vec<Decision>,
+    uses: UseService,
+    /// Evicted models whose unload waits for the uses holding them.
+    unloading: Vec<(ModelId, GpuIndex, u32)>,
     /// The last decisions that changed something, for `/v1/gpus`.
     recent: VecDeque<VramDecision>,
     began: Instant,
@@ -98,6 +112,7 @@ impl GpuSide {
     pub fn open(
         topology: &Topology,
         agents: &AgentSet,
+        board: Arc<Board>,
         registry: &mut Registry,
         health: &Health,
         on: &Handle,
@@ -117,8 +132,14 @@ impl GpuSide {
                 optimizer.model(&model.name, model.vram_mib);
             }
         }
+        let uses = UseService::new(board, &mut optimizer);
+        if !infos.is_empty() {
+            uses.start();
+        }
         let (poller, events) = GpuPoller::spawn(on, backend, POLL_PERIOD, EVENT_QUEUE);
         Ok(GpuSide {
+            uses,
+            unloading: Vec::new(),
             samples: vec![None; infos.len()],
             metrics: GpuMetrics::register(registry, topology.host()),
             infos,
@@ -154,6 +175,7 @@ impl GpuSide {
                 GpuEvent::Lost { gpu } => self.optimizer.gpu_lost(now, *gpu),
             }
         }
+        self.uses.serve(now, &mut self.optimizer);
         let mut decisions = std::mem::take(&mut self.decisions);
         decisions.clear();
         self.optimizer.tick(now, &mut decisions);
@@ -161,8 +183,27 @@ impl GpuSide {
             self.carry_out(now, decision);
             self.remember(now, decision);
         }
+        self.uses.sync(&self.optimizer);
+        self.uses.answer(now, &decisions);
+        self.finish_unloads();
         self.metrics.observe_vram(self.optimizer.stats());
         self.decisions = decisions;
+    }
+
+    /// Unloads evicted models that no use holds any more.
+    fn finish_unloads(&mut self) {
+        let mut i = 0;
+        while i < self.unloading.len() {
+            let (model, gpu, pid) = self.unloading[i];
+            if self.uses.holders(model) == 0 {
+                self.unloading.swap_remove(i);
+                if let Some(sim) = &self.sim {
+                    let _ = lock(sim).unload(gpu, pid);
+                }
+            } else {
+                i += 1;
+            }
+        }
     }
 
     fn carry_out(&mut self, now: u64, decision: &Decision) {
@@ -191,11 +232,10 @@ impl GpuSide {
                 }
             }
             Decision::Evict { model, gpu, .. } => {
+                self.uses.revoke(model);
                 if let Some(at) = self.processes.iter().position(|p| p.0 == model) {
                     let (_, _, pid) = self.processes.swap_remove(at);
-                    if let Some(sim) = &self.sim {
-                        let _ = lock(sim).unload(gpu, pid);
-                    }
+                    self.unloading.push((model, gpu, pid));
                 }
             }
             Decision::Admit { .. } | Decision::Queue { .. } | Decision::Deny { .. } => {}
@@ -365,6 +405,8 @@ impl GpuSide {
                 misses: s.misses,
                 queued: s.queued,
                 denied: s.denied,
+                waits: self.uses.waits().len(),
+                wait_p99_ns: self.uses.waits().value_at_quantile(0.99),
             },
             decisions: self.recent.iter().cloned().collect(),
         }

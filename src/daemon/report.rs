@@ -9,8 +9,14 @@
 //! `requests` (`offered`, `sent`, `not_sent`, `completed`, `failed`,
 //! `timed_out`, `lost`),
 //! `placement_violations` and `per_agent`, then `voice_latency_ns`,
-//! `routes`, `coordinators`, `registries`, `stream_frames`, `router` and
-//! `degraded`. The text form is a summary for people.
+//! `routes`, `coordinators`, `registries`, `stream_frames`, `router`,
+//! `degraded` and `processes` (per agent process: `agent`, `pid`, `cpu`,
+//! `uid`, `restarts`, `last_exit`, with `kind`, `user`, `state` and
+//! `exits` by reason), and `legacy` when the legacy gateway ran (`ports`:
+//! per port `messages`, `errors`, `refused`, `latency_ns`; `targets`: per
+//! `zmq` agent `calls`, `errors`, `timeouts`, `reconnects`, `latency_ns`;
+//! `registered`). A route's `legacy` marks a call to a `zmq` agent. The
+//! text form is a summary for people.
 //!
 //! A placement violation is an agent whose worker found itself, with
 //! `sched_getcpu`, on another CPU than the plan gave it. An agent that
@@ -27,13 +33,38 @@ use serde::Serialize;
 use crate::agents::mesh::MeshCounters;
 use crate::config::{AgentIndex, AgentSet};
 use crate::latency::{LatencySummary, format_ns, new_histogram};
+use crate::observe::api::{AnomalySeen, VramCounts};
 use crate::plan::Plan;
+use crate::process::ProcessStatus;
 use crate::runtime::node::RouterTotals;
+use crate::runtime::remote::CallTotals;
 use crate::runtime::routes::Routes;
 use crate::runtime::stats::{AgentCounts, Requests, StatsSnapshot};
 
+mod legacy;
+
+pub use self::legacy::LegacyReport;
+
 /// Routes the text report lists (the slowest by p99).
 const ROUTES_SHOWN: usize = 8;
+
+/// Titles of a latency row's columns after its name, in the text report
+/// and the HTML page alike ([`latency_cells`]).
+pub const LATENCY_TITLES: [&str; 5] = ["count", "p50", "p99", "p99.9", "max"];
+
+/// A latency row's cells under [`LATENCY_TITLES`]: the count, then the
+/// percentiles as people read durations. The text report and the HTML
+/// page both build their rows from these, so the two show the same
+/// columns.
+pub fn latency_cells(p: &LatencySummary) -> [String; 5] {
+    [
+        p.count.to_string(),
+        format_ns(p.p50),
+        format_ns(p.p99),
+        format_ns(p.p999),
+        format_ns(p.max),
+    ]
+}
 
 /// Outcomes of the load generator's requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,8 +114,13 @@ pub struct AgentReport {
 pub struct RouteReport {
     /// Caller.
     pub from: String,
-    /// Callee.
+    /// Callee (`Name@host` when it is on another host).
     pub to: String,
+    /// Whether the callee is on another host (the call went over NATS).
+    pub remote: bool,
+    /// Whether the callee is a legacy ZeroMQ agent (the call went through
+    /// the gateway).
+    pub legacy: bool,
     /// Round trips, nanoseconds.
     pub latency_ns: LatencySummary,
 }
@@ -175,6 +211,18 @@ pub struct Report {
     pub router: RouterTotals,
     /// Why the run was degraded (privileges it did not get).
     pub degraded: Vec<String>,
+    /// Calls between this host and others, in a cluster.
+    pub cluster_calls: Option<CallTotals>,
+    /// The legacy ZeroMQ gateway's traffic, when it ran.
+    pub legacy: Option<LegacyReport>,
+    /// Process and external agents: the last incarnation's pid and uid,
+    /// CPU, restarts and how it last ended.
+    pub processes: Vec<ProcessStatus>,
+    /// Anomalies the detector raised, oldest first.
+    pub anomalies: Vec<AnomalySeen>,
+    /// The VRAM optimizer's counts (loads, evictions, hits, misses,
+    /// waits); absent on a host without GPUs.
+    pub vram: Option<VramCounts>,
     /// The merged end-to-end and voice histograms, for `pinwheel bench`'s
     /// percentile distributions; not part of the JSON.
     #[serde(skip)]
@@ -204,6 +252,12 @@ pub struct ReportInputs<'a> {
     pub rate_per_s: f64,
     /// Degraded reasons.
     pub degraded: Vec<String>,
+    /// Agent processes, as they ended.
+    pub processes: Vec<ProcessStatus>,
+    /// Anomalies seen.
+    pub anomalies: Vec<AnomalySeen>,
+    /// The VRAM optimizer's counts, if the host has GPUs.
+    pub vram: Option<VramCounts>,
 }
 
 impl Report {
@@ -263,6 +317,11 @@ impl Report {
             },
             router: router_totals(snapshots),
             degraded: inputs.degraded,
+            cluster_calls: None,
+            legacy: None,
+            processes: inputs.processes,
+            anomalies: inputs.anomalies,
+            vram: inputs.vram,
             histograms: [e2e, voice],
         }
     }
@@ -307,34 +366,70 @@ impl Report {
             "placement: {} violations (agents off their planned CPU)",
             self.placement_violations
         );
+        let [count, p50, p99, p999, max] = LATENCY_TITLES;
         let _ = writeln!(
             out,
-            "\n{:<48} {:>8} {:>10} {:>10} {:>10} {:>10}",
-            "latency", "count", "p50", "p99", "p99.9", "max"
+            "\n{:<48} {count:>8} {p50:>10} {p99:>10} {p999:>10} {max:>10}",
+            "latency"
         );
         let mut row = |name: &str, p: &LatencySummary| {
+            let [count, p50, p99, p999, max] = latency_cells(p);
             let _ = writeln!(
                 out,
-                "{name:<48} {:>8} {:>10} {:>10} {:>10} {:>10}",
-                p.count,
-                format_ns(p.p50),
-                format_ns(p.p99),
-                format_ns(p.p999),
-                format_ns(p.max)
+                "{name:<48} {count:>8} {p50:>10} {p99:>10} {p999:>10} {max:>10}"
             );
         };
         row("request, end to end", &self.e2e_latency_ns);
         row("voice: audio frame to response", &self.voice_latency_ns);
+        self.route_rows(&mut row);
+        self.legacy_rows(&mut row);
+        if self.legacy.is_some() {
+            out.push('\n');
+        }
+        self.legacy_text(&mut out);
+        self.cluster_text(&mut out);
+        self.native_text(&mut out);
+        out
+    }
+
+    /// The routes' latency rows: every remote and legacy route, then the
+    /// slowest ring ones.
+    fn route_rows(&self, row: &mut impl FnMut(&str, &LatencySummary)) {
         let mut slowest: Vec<&RouteReport> = self.routes.iter().collect();
         slowest.sort_by_key(|r| std::cmp::Reverse(r.latency_ns.p99));
-        for route in slowest.iter().take(ROUTES_SHOWN) {
+        let off_ring = slowest.iter().filter(|r| r.remote || r.legacy);
+        let ring = slowest
+            .iter()
+            .filter(|r| !r.remote && !r.legacy)
+            .take(ROUTES_SHOWN);
+        for route in off_ring.chain(ring) {
+            let mark = match (route.remote, route.legacy) {
+                (true, _) => " (remote)",
+                (_, true) => " (zmq)",
+                _ => "",
+            };
             row(
-                &format!("{} -> {}", route.from, route.to),
+                &format!("{} -> {}{mark}", route.from, route.to),
                 &route.latency_ns,
             );
         }
-        self.native_text(&mut out);
-        out
+    }
+
+    fn cluster_text(&self, out: &mut String) {
+        let Some(c) = &self.cluster_calls else { return };
+        let _ = writeln!(
+            out,
+            "\ncluster calls: {} sent, {} completed, {} timed out, {} lost with their host, {} refused by a breaker, {} failed; {} served for other hosts, {} answered, {} replies dropped",
+            c.sent,
+            c.completed,
+            c.timed_out,
+            c.host_lost,
+            c.breaker_open,
+            c.failed,
+            c.served,
+            c.answered,
+            c.dropped_replies
+        );
     }
 
     fn native_text(&self, out: &mut String) {
@@ -361,6 +456,32 @@ impl Report {
                 g.name, g.entries, g.up, g.restored, g.saves, g.snapshot_errors
             );
         }
+        if let Some(v) = &self.vram {
+            let _ = writeln!(
+                out,
+                "vram: {} loads, {} preloads, {} evictions, {} hits, {} misses, {} waited (p99 {}), {} denied",
+                v.loads,
+                v.preloads,
+                v.evictions,
+                v.hits,
+                v.misses,
+                v.waits,
+                format_ns(v.wait_p99_ns),
+                v.denied
+            );
+        }
+        for a in &self.anomalies {
+            let until = a
+                .cleared_s
+                .map_or_else(|| "the end".to_owned(), |s| format!("{s:.1} s"));
+            let _ = writeln!(
+                out,
+                "anomaly: {} {} from {:.1} s to {until}",
+                a.agent,
+                a.signal.as_str(),
+                a.raised_s
+            );
+        }
         if !self.degraded.is_empty() {
             let _ = writeln!(out, "degraded: {}", self.degraded.join(", "));
         }
@@ -381,12 +502,19 @@ fn agent_reports(inputs: &ReportInputs<'_>) -> Vec<AgentReport> {
         .map(|p| {
             let spec = inputs.agents.get(p.agent);
             let c = counts[p.agent.0].unwrap_or_default();
+            let name = inputs.agents.display_name(AgentIndex(p.agent.0));
+            // A process agent's own CPU is its affinity (set before exec);
+            // its bridge's CPU is the executor's, not the agent's.
+            let observed_cpu = match inputs.processes.iter().find(|s| s.agent == name) {
+                Some(process) => process.cpu_seen,
+                None => c.cpu_seen,
+            };
             AgentReport {
-                name: inputs.agents.display_name(AgentIndex(p.agent.0)),
+                name,
                 host: spec.host().to_owned(),
                 kind: spec.kind().as_str(),
                 planned_cpu: p.cpu.0,
-                observed_cpu: c.cpu_seen,
+                observed_cpu,
                 handled: c.handled,
                 failures: c.failures,
                 restarts: c.restarts,
@@ -400,10 +528,15 @@ fn route_reports(routes: &Routes, snapshots: &[StatsSnapshot]) -> Vec<RouteRepor
     snapshots
         .iter()
         .flat_map(|s| s.routes.iter())
-        .map(|(from, to, histogram)| RouteReport {
-            from: routes.name(*from).to_owned(),
-            to: routes.name(*to).to_owned(),
-            latency_ns: LatencySummary::of(histogram),
+        .map(|(from, to, histogram)| {
+            let (callee, remote) = routes.callee(*to);
+            RouteReport {
+                from: routes.name(*from).to_owned(),
+                to: callee,
+                remote,
+                legacy: routes.is_legacy(*to),
+                latency_ns: LatencySummary::of(histogram),
+            }
         })
         .collect()
 }
@@ -456,6 +589,7 @@ fn router_totals(snapshots: &[StatsSnapshot]) -> RouterTotals {
             dropped: a.dropped + s.router.dropped,
             late_replies: a.late_replies + s.router.late_replies,
             unroutable: a.unroutable + s.router.unroutable,
+            cluster: a.cluster + s.router.cluster,
             parks: a.parks + s.router.parks,
             ring_backlog: a.ring_backlog + s.router.ring_backlog,
             reactor_passes: a.reactor_passes + s.router.reactor_passes,

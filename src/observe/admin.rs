@@ -15,10 +15,12 @@
 //! | `GET /v1/plan` | the running plan, as `pinwheel plan --format json` |
 //! | `GET /v1/gpus`, `/v1/cluster` | what the core loop last published |
 //! | `POST /v1/gpu/place`, `/v1/models/pin`, `/v1/models/unpin` | a command to the core loop, answered when it has decided |
+//! | `POST /v1/agents/{name}/fault` | a fault drill on an agent or replica, written to the board (`admin/fault.rs`) |
 //!
 //! Handlers never touch the data plane: they read the [`DaemonView`] and
 //! send commands to the core loop over a bounded channel, each with a
-//! reply slot and a timeout; a full channel answers 503, never waits.
+//! reply slot and a timeout; a full channel answers 503, never waits. The
+//! one exception is a fault drill: a single atomic word on the board.
 //!
 //! A body over [`MAX_BODY_BYTES`] is answered 413 before the token is
 //! checked, so an unauthenticated client cannot make the daemon buffer
@@ -30,6 +32,9 @@
 //! holding the daemon.
 
 mod edge;
+mod fault;
+
+pub use self::fault::{agent_named, parse_fault};
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
@@ -258,6 +263,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/gpu/place", post(place))
         .route("/v1/models/pin", post(pin))
         .route("/v1/models/unpin", post(unpin))
+        .route("/v1/agents/{name}/fault", post(fault::fault))
         // Bodies extracted as strings stop at the limit...
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // ... and a body declared larger is refused before it is read.
@@ -297,10 +303,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn agents(State(state): State<Arc<AppState>>) -> Json<AgentsResponse> {
     let live = state.view.live();
+    let (legacy, legacy_ports) = state.view.legacy_agents();
     Json(AgentsResponse {
         host: state.view.host.clone(),
         agents: live.agents,
         executors: live.executors,
+        legacy,
+        legacy_ports,
     })
 }
 
@@ -344,16 +353,10 @@ async fn command(
     body: Body,
     op: &str,
 ) -> Response {
-    let body = match body {
+    let body = match authorised(&state, &headers, body) {
         Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return too_large();
-        }
-        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
+        Err(refused) => return *refused,
     };
-    if let Err((status, why)) = state.auth.check(&headers) {
-        return error(status, &why);
-    }
     let mut map = match serde_json::from_str(&body) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return error(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
@@ -382,6 +385,25 @@ async fn command(
             "the core loop did not answer in time",
         ),
     }
+}
+
+/// The body of a changing request, once its size and token are checked;
+/// else the refusal to answer.
+fn authorised(state: &AppState, headers: &HeaderMap, body: Body) -> Result<String, Box<Response>> {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(Box::new(too_large()));
+        }
+        Err(rejection) => {
+            return Err(Box::new(error(rejection.status(), &rejection.body_text())));
+        }
+    };
+    state
+        .auth
+        .check(headers)
+        .map_err(|(status, why)| Box::new(error(status, &why)))?;
+    Ok(body)
 }
 
 fn error(status: StatusCode, why: &str) -> Response {

@@ -11,6 +11,7 @@
 //! | `GET /v1/cluster` | [`ClusterResponse`] |
 //! | `GET /v1/plan` | [`PlanResponse`] (`pinwheel plan --format json`) |
 //! | `POST /v1/gpu/place`, `/v1/models/pin`, `/v1/models/unpin` | [`ModelAnswer`] |
+//! | `POST /v1/agents/{name}/fault` ([`FaultRequest`]) | [`FaultAnswer`] |
 //! | any error (4xx, 5xx) | [`ErrorBody`] |
 //!
 //! The request bodies of the `POST` endpoints are
@@ -19,9 +20,12 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::anomaly::Signal;
+
 pub use crate::plan::{
     PlacedAgent, PlanDoc as PlanResponse, PlannedRemote, PlannedRing, PlannedRoute,
 };
+pub use crate::runtime::legacy::PortTotals;
 
 /// `ok`, or `degraded` with reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +77,18 @@ pub enum AgentState {
     Isolated,
     /// An external agent with no process attached.
     Detached,
+    /// An external agent whose process is attached.
+    Attached,
+    /// A process agent whose child is up and linked.
+    Running,
+    /// A process agent waiting out its restart backoff.
+    Backoff,
+    /// A process agent restarted too often: down for good.
+    Failed,
+    /// A process agent that ended and whose restart mode keeps it down.
+    Exited,
+    /// A process agent the daemon is stopping.
+    Stopping,
 }
 
 impl AgentState {
@@ -83,6 +99,12 @@ impl AgentState {
             AgentState::Up => "up",
             AgentState::Isolated => "isolated",
             AgentState::Detached => "detached",
+            AgentState::Attached => "attached",
+            AgentState::Running => "running",
+            AgentState::Backoff => "backoff",
+            AgentState::Failed => "failed",
+            AgentState::Exited => "exited",
+            AgentState::Stopping => "stopping",
         }
     }
 }
@@ -108,8 +130,61 @@ pub struct AgentStatus {
     pub handled: u64,
     /// Handler failures and overruns.
     pub failures: u64,
-    /// Restarts after isolation.
+    /// Restarts after isolation (a process agent: restarts of its
+    /// process).
     pub restarts: u64,
+    /// A process or external agent's process now.
+    pub pid: Option<u32>,
+    /// A process or external agent's manifest user.
+    pub user: Option<String>,
+    /// How a process agent's last incarnation ended.
+    pub last_exit: Option<String>,
+    /// Its signals the anomaly detector holds anomalous now.
+    #[serde(default)]
+    pub anomalies: Vec<Signal>,
+    /// The fault drill it is under (`slow=10x`, ...), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+}
+
+/// An anomaly the detector raised, for the run report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalySeen {
+    /// The agent or replica (`Name#1`).
+    pub agent: String,
+    /// Which signal.
+    pub signal: Signal,
+    /// When it was raised, seconds since the mesh came up.
+    pub raised_s: f64,
+    /// When it cleared; `None` if it lasted to the end.
+    pub cleared_s: Option<f64>,
+    /// Its level when raised (ns for latency, a share for errors).
+    pub level: f64,
+    /// The baseline it was judged against.
+    pub baseline: f64,
+}
+
+/// `POST /v1/agents/{name}/fault`'s body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRequest {
+    /// The drill as `pinwheel run --fault` writes it (`slow=10x`,
+    /// `error=0.2`, `stall`, joined by commas), or `none` to end one.
+    pub fault: String,
+    /// End it after this many seconds; absent: until changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_s: Option<f64>,
+}
+
+/// `POST /v1/agents/{name}/fault`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultAnswer {
+    /// The agent or replica.
+    pub agent: String,
+    /// The drill now in force (`none` when ended).
+    pub fault: String,
+    /// Seconds until it ends by itself, if it does.
+    pub for_s: Option<f64>,
 }
 
 /// An executor (one planned CPU) now.
@@ -138,6 +213,32 @@ pub struct AgentsResponse {
     pub agents: Vec<AgentStatus>,
     /// Executors, by index.
     pub executors: Vec<ExecutorStatus>,
+    /// Seed agents on the legacy ZeroMQ edge: the `zmq` agents this
+    /// host's agents call, then those that registered themselves.
+    #[serde(default)]
+    pub legacy: Vec<LegacyAgent>,
+    /// The legacy gateway's ports, with their traffic.
+    #[serde(default)]
+    pub legacy_ports: Vec<PortTotals>,
+}
+
+/// A seed agent on the legacy ZeroMQ edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyAgent {
+    /// Its name.
+    pub name: String,
+    /// `zmq` (a manifest's, called through the gateway) or `legacy`
+    /// (registered itself with a native registry).
+    pub kind: String,
+    /// Its REP socket, `tcp://host:port`.
+    pub endpoint: String,
+    /// The registry it registered with (`legacy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// Calls the gateway sent it (`zmq`).
+    pub calls: u64,
+    /// Of those, answered with an error.
+    pub errors: u64,
 }
 
 /// A model resident on a GPU.
@@ -195,6 +296,12 @@ pub struct VramCounts {
     pub queued: u64,
     /// Uses and pins refused.
     pub denied: u64,
+    /// Agents' uses that asked and were admitted after a wait.
+    #[serde(default)]
+    pub waits: u64,
+    /// p99 of those waits, ns.
+    #[serde(default)]
+    pub wait_p99_ns: u64,
 }
 
 /// One of the optimizer's recent decisions.
@@ -280,8 +387,9 @@ pub struct PlacementView {
     pub replica: u32,
     /// Loaded (else assigned and loading).
     pub loaded: bool,
-    /// The ownership epoch.
-    pub epoch: u64,
+    /// The placement store's revision of its entry (0 while the write
+    /// that places it is on its way).
+    pub revision: u64,
     /// The VRAM optimizer's word for it, in a place's answer
     /// (`resident`, `waiting`, `assigned`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -344,4 +452,33 @@ pub struct ModelAnswer {
 pub struct ErrorBody {
     /// What went wrong, and what to do.
     pub error: String,
+}
+
+/// One agent process as views, metrics and reports show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    /// The agent.
+    pub agent: String,
+    /// `process` or `external`.
+    pub kind: String,
+    /// Its process now, or its last one.
+    pub pid: Option<u32>,
+    /// Its planned CPU.
+    pub cpu: u32,
+    /// The CPU its process was found pinned to when it attached
+    /// (`Cpus_allowed_list` in `/proc/PID/status`).
+    pub cpu_seen: Option<u32>,
+    /// The manifest's user.
+    pub user: Option<String>,
+    /// The uid it runs (or last ran) as.
+    pub uid: Option<u32>,
+    /// `starting`, `running`, `backoff`, `failed`, `exited`, `stopping`
+    /// (process); `attached`, `detached` (external).
+    pub state: AgentState,
+    /// Restarts so far.
+    pub restarts: u64,
+    /// How its last incarnation ended.
+    pub last_exit: Option<String>,
+    /// Exits by reason label.
+    pub exits: Vec<(String, u64)>,
 }

@@ -13,8 +13,16 @@
 //! | `pinwheel_agent_handler_seconds` (histogram) | agent, cpu |
 //! | `pinwheel_agent_messages_total`, `_failures_total`, `_restarts_total`, `_expired_total` | agent |
 //! | `pinwheel_agent_isolated` (1 while the supervisor holds it out) | agent |
-//! | `pinwheel_route_call_seconds` (histogram) | from, to |
+//! | `pinwheel_agent_process_restarts_total` | agent |
+//! | `pinwheel_agent_process_exits_total` | agent, reason (`exit_ok`, `exit_error`, `signal`, `corrupt`, `silent`, `no_hello`, `spawn_failed`) |
+//! | `pinwheel_agent_anomaly` (1 while the signal is anomalous) | agent, signal |
+//! | `pinwheel_route_call_seconds` (histogram) | from, to, path (`local`, `remote`: over NATS to another host, or `legacy`: through the gateway to a `zmq` agent) |
+//! | `pinwheel_legacy_messages_total`, `pinwheel_legacy_errors_total` (with the gateway) | port, agent, kind (`rep`, `pub`) |
+//! | `pinwheel_legacy_request_seconds` (histogram) | port, agent, kind |
+//! | `pinwheel_legacy_zmq_calls_total` | agent, outcome (sent, errors, timed_out, reconnects) |
+//! | `pinwheel_legacy_zmq_call_seconds` (histogram) | agent |
 //! | `pinwheel_requests_total` | outcome |
+//! | `pinwheel_cluster_calls_total` (in a cluster) | outcome (sent, completed, timed_out, host_lost, breaker_open, failed, served, answered, dropped_replies, bad) |
 //! | `pinwheel_request_e2e_seconds` (histogram) | |
 //! | `pinwheel_ring_backlog_slots`, `pinwheel_ring_parks_total`, `pinwheel_router_dropped_total`, `pinwheel_router_messages_total` | cpu (and path) |
 //! | `pinwheel_executor_busy_seconds_total`, `_tasks_total`, `_stalls_total`, `_heartbeat_age_seconds` | cpu |
@@ -27,6 +35,8 @@
 //! counters (`pinwheel_vram_*_total`) are registered by
 //! [`crate::gpu::metrics`].
 
+mod legacy;
+
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
@@ -35,6 +45,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::api::Signal;
 use super::view::DaemonView;
 use crate::runtime::ctx::now_ns;
 
@@ -70,6 +81,7 @@ struct DaemonCollector {
 impl Collector for DaemonCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         agents(&self.view, &mut encoder)?;
+        processes(&self.view, &mut encoder)?;
         routes(&self.view, &mut encoder)?;
         executors(&self.view, &mut encoder)?;
         perf(&self.view, &mut encoder)?;
@@ -229,6 +241,56 @@ fn agents(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
         "pinwheel_agent_isolated",
         "1 while the supervisor holds the agent out after failures.",
         &isolated,
+    )?;
+    let mut anomaly: Vec<(Labels, f64)> = Vec::new();
+    for a in &live.agents {
+        for signal in [Signal::Latency, Signal::Errors] {
+            let labels = vec![
+                ("agent", a.name.clone()),
+                ("signal", signal.as_str().to_owned()),
+            ];
+            anomaly.push((labels, f64::from(u8::from(a.anomalies.contains(&signal)))));
+        }
+    }
+    gauges(
+        encoder,
+        "pinwheel_agent_anomaly",
+        "1 while the anomaly detector holds the agent's signal (latency, errors) anomalous.",
+        &anomaly,
+    )
+}
+
+/// Process agents: restarts, and exits by reason.
+fn processes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let live = view.live();
+    let restarts: Vec<(Labels, u64)> = live
+        .processes
+        .iter()
+        .map(|p| (vec![("agent", p.agent.clone())], p.restarts))
+        .collect();
+    counters(
+        encoder,
+        "pinwheel_agent_process_restarts",
+        "Restarts of an agent's process by its supervisor.",
+        &restarts,
+    )?;
+    let exits: Vec<(Labels, u64)> = live
+        .processes
+        .iter()
+        .flat_map(|p| {
+            p.exits.iter().map(|(reason, n)| {
+                (
+                    vec![("agent", p.agent.clone()), ("reason", reason.clone())],
+                    *n,
+                )
+            })
+        })
+        .collect();
+    counters(
+        encoder,
+        "pinwheel_agent_process_exits",
+        "Ends of an agent's process, by reason.",
+        &exits,
     )
 }
 
@@ -239,9 +301,11 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
     let (mut sent, mut completed, mut failed, mut timed_out) = (0, 0, 0, 0);
     for snapshot in &live.snapshots {
         for (from, to, histogram) in &snapshot.routes {
+            let (callee, path) = path_of(view, *to);
             let labels = vec![
                 ("from", view.routes.name(*from).to_owned()),
-                ("to", view.routes.name(*to).to_owned()),
+                ("to", callee),
+                ("path", path.to_owned()),
             ];
             calls.push((labels, Buckets::of(histogram)));
         }
@@ -281,6 +345,49 @@ fn routes(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), std:
             outcome("completed", completed),
             outcome("failed", failed),
             outcome("timed_out", timed_out),
+        ],
+    )?;
+    cluster_calls(view, encoder)?;
+    legacy::legacy(view, encoder)
+}
+
+/// A callee's name and the path calls to it take: `local`, `remote`
+/// (NATS) or `legacy` (the gateway).
+fn path_of(view: &DaemonView, to: pinwheel_ipc::wire::AgentId) -> (String, &'static str) {
+    let (callee, remote) = view.routes.callee(to);
+    let path = match (remote, view.routes.is_legacy(to)) {
+        (true, _) => "remote",
+        (_, true) => "legacy",
+        _ => "local",
+    };
+    (callee, path)
+}
+
+/// The cluster link's call counters, in a cluster.
+fn cluster_calls(
+    view: &DaemonView,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let Some(stats) = view.cluster_calls() else {
+        return Ok(());
+    };
+    let c = stats.totals();
+    let outcome = |o: &str, v: u64| (vec![("outcome", o.to_owned())], v);
+    counters(
+        encoder,
+        "pinwheel_cluster_calls",
+        "Calls between this host and others, over NATS, by outcome.",
+        &[
+            outcome("sent", c.sent),
+            outcome("completed", c.completed),
+            outcome("timed_out", c.timed_out),
+            outcome("host_lost", c.host_lost),
+            outcome("breaker_open", c.breaker_open),
+            outcome("failed", c.failed),
+            outcome("served", c.served),
+            outcome("answered", c.answered),
+            outcome("dropped_replies", c.dropped_replies),
+            outcome("bad", c.bad),
         ],
     )
 }

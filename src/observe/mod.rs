@@ -15,11 +15,14 @@
 //!   edge no client can hold (timeouts, a connection cap, bounded
 //!   shutdown), answering with the types of [`api`], which its clients
 //!   share.
+//! * [`anomaly`]: the robust-baseline anomaly detector (pure) that flags an
+//!   agent or replica whose latency or error rate has gone wrong.
 //!
 //! Nothing here runs on an executor: the data plane publishes counters it
 //! owns, and everything else reads them from other threads.
 
 pub mod admin;
+pub mod anomaly;
 pub mod api;
 pub mod health;
 pub mod metrics;

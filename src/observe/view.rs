@@ -12,10 +12,15 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-use super::api::{AgentStatus, ClusterResponse, ExecutorStatus, GpusResponse};
+use super::api::{
+    AgentStatus, AnomalySeen, ClusterResponse, ExecutorStatus, GpusResponse, LegacyAgent,
+    PortTotals,
+};
 use super::health::Health;
 use super::perf::PerfSet;
 use crate::runtime::executor::Control;
+use crate::runtime::legacy::{LegacyBook, LegacyStats};
+use crate::runtime::remote::CallStats;
 use crate::runtime::routes::Routes;
 use crate::runtime::stats::StatsSnapshot;
 
@@ -40,6 +45,8 @@ pub struct AgentFacts {
 pub struct LiveView {
     /// Agents, in plan order.
     pub agents: Vec<AgentStatus>,
+    /// Process and external agents' processes.
+    pub processes: Vec<super::api::ProcessStatus>,
     /// Executors, by index.
     pub executors: Vec<ExecutorStatus>,
     /// Each executor's statistics, for `/metrics`.
@@ -68,6 +75,9 @@ pub struct DaemonView {
     live: RwLock<LiveView>,
     gpus: RwLock<GpusResponse>,
     cluster: RwLock<ClusterResponse>,
+    cluster_calls: std::sync::OnceLock<Arc<CallStats>>,
+    legacy: std::sync::OnceLock<(Arc<LegacyStats>, Arc<LegacyBook>)>,
+    anomalies: RwLock<Vec<AnomalySeen>>,
 }
 
 impl DaemonView {
@@ -92,6 +102,9 @@ impl DaemonView {
             live: RwLock::new(LiveView::default()),
             gpus: RwLock::new(GpusResponse::default()),
             cluster: RwLock::new(cluster),
+            cluster_calls: std::sync::OnceLock::new(),
+            legacy: std::sync::OnceLock::new(),
+            anomalies: RwLock::new(Vec::new()),
         }
     }
 
@@ -123,6 +136,64 @@ impl DaemonView {
     /// Publishes `GET /v1/cluster`.
     pub fn set_cluster(&self, cluster: ClusterResponse) {
         store(&self.cluster, cluster);
+    }
+
+    /// The cluster link's call counters, once the link carries calls.
+    pub fn cluster_calls(&self) -> Option<&Arc<CallStats>> {
+        self.cluster_calls.get()
+    }
+
+    /// Hands the view the call plane's counters (once, at start).
+    pub fn set_cluster_calls(&self, stats: Arc<CallStats>) {
+        let _ = self.cluster_calls.set(stats);
+    }
+
+    /// The legacy gateway's counters and the seed's discovery data, once
+    /// the gateway runs.
+    pub fn legacy(&self) -> Option<&(Arc<LegacyStats>, Arc<LegacyBook>)> {
+        self.legacy.get()
+    }
+
+    /// Hands the view the gateway's counters and the book (once, at
+    /// start).
+    pub fn set_legacy(&self, stats: Arc<LegacyStats>, book: Arc<LegacyBook>) {
+        let _ = self.legacy.set((stats, book));
+    }
+
+    /// The seed agents on the legacy edge, for `GET /v1/agents`: the
+    /// `zmq` agents called from here, then those that registered.
+    pub fn legacy_agents(&self) -> (Vec<LegacyAgent>, Vec<PortTotals>) {
+        let Some((stats, book)) = self.legacy.get() else {
+            return (Vec::new(), Vec::new());
+        };
+        let totals = stats.totals();
+        let zmq = totals.targets.into_iter().map(|t| LegacyAgent {
+            name: t.agent,
+            kind: "zmq".to_owned(),
+            endpoint: t.endpoint,
+            registry: None,
+            calls: t.calls,
+            errors: t.errors,
+        });
+        let registered = book.registered().into_iter().map(|r| LegacyAgent {
+            name: r.name,
+            kind: "legacy".to_owned(),
+            endpoint: r.endpoint,
+            registry: Some(r.registry),
+            calls: 0,
+            errors: 0,
+        });
+        (zmq.chain(registered).collect(), totals.ports)
+    }
+
+    /// The anomalies the core loop's twin has seen, for the run report.
+    pub fn anomalies(&self) -> Vec<AnomalySeen> {
+        load(&self.anomalies)
+    }
+
+    /// Publishes the anomalies seen.
+    pub fn set_anomalies(&self, seen: Vec<AnomalySeen>) {
+        store(&self.anomalies, seen);
     }
 }
 

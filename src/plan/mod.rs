@@ -20,6 +20,17 @@
 //! Which agents: with no cluster section every agent given is planned,
 //! whatever its host (the whole seed system on one box). With a cluster,
 //! only the topology host's agents; calls to others become remote routes.
+//! Calls to an agent named on another host (`Name@host`) that is not given
+//! cannot be made by a host with no cluster to carry them: the plan keeps
+//! them apart ([`Plan::unreachable`]) with a warning, so the agents that
+//! make them run as if those calls were not in their manifest, rather than
+//! failing every request over a call that has nowhere to go.
+//!
+//! An agent of kind `zmq` is an unchanged seed process the legacy gateway
+//! reaches at its endpoint: it is on no ring, so calls to it are remote
+//! routes too (the routing table sends them to the gateway). It is placed
+//! and ordered only when the daemon starts it (`command`), for its CPU
+//! and its start phase.
 
 mod order;
 mod place;
@@ -28,7 +39,7 @@ mod rings;
 
 use serde::Serialize;
 
-use crate::config::{AgentIndex, AgentSet, CallTarget, Location};
+use crate::config::{AgentIndex, AgentKind, AgentSet, CallTarget, Location};
 use crate::topology::{CpuClass, CpuId, Topology};
 
 pub use render::{
@@ -111,6 +122,7 @@ pub struct Plan {
     rings: Vec<RingPlan>,
     local_routes: Vec<Route>,
     remote_routes: Vec<RemoteRoute>,
+    unreachable: Vec<RemoteRoute>,
     start_order: Vec<AgentIndex>,
     cycle_breaks: Vec<CycleBreak>,
     fallbacks: Vec<String>,
@@ -122,6 +134,7 @@ impl Plan {
         let planned: Vec<AgentIndex> = agents
             .iter()
             .filter(|(_, a)| topology.cluster().is_none() || a.host() == topology.host())
+            .filter(|(_, a)| a.kind() != AgentKind::Zmq || a.process().is_some())
             .map(|(i, _)| i)
             .collect();
         let placed = place::place(topology, agents, &planned)?;
@@ -141,16 +154,32 @@ impl Plan {
                     .map_or(0, |(_, p)| *p),
             })
             .collect::<Vec<_>>();
-        let flows = rings::routes(agents, &planned);
+        let on_rings: Vec<AgentIndex> = planned
+            .iter()
+            .copied()
+            .filter(|&i| agents.get(i).kind() != AgentKind::Zmq)
+            .collect();
+        let flows = rings::routes(agents, &on_rings);
         let cpu_of =
             |agent: AgentIndex| placements.iter().find(|p| p.agent == agent).map(|p| p.cpu);
         let (rings, local_routes) = rings::group(flows.local, cpu_of);
+        // Calls to a `zmq` agent given here go to the gateway, cluster or
+        // not; with no cluster, calls to agents only named on another host
+        // have nowhere to go.
+        let (remote_routes, unreachable) = match topology.cluster() {
+            Some(_) => (flows.remote, Vec::new()),
+            None => flows
+                .remote
+                .into_iter()
+                .partition(|r| matches!(r.to, CallTarget::Local(_))),
+        };
         Ok(Self {
             host: topology.host().to_owned(),
             placements,
             rings,
             local_routes,
-            remote_routes: flows.remote,
+            remote_routes,
+            unreachable,
             start_order,
             cycle_breaks,
             fallbacks: placed.fallbacks,
@@ -187,6 +216,12 @@ impl Plan {
         &self.remote_routes
     }
 
+    /// Calls to agents on other hosts that this plan cannot make: it has
+    /// no cluster to carry them.
+    pub fn unreachable(&self) -> &[RemoteRoute] {
+        &self.unreachable
+    }
+
     /// Agents in start order.
     pub fn start_order(&self) -> &[AgentIndex] {
         &self.start_order
@@ -197,9 +232,22 @@ impl Plan {
         &self.cycle_breaks
     }
 
-    /// Every warning: cycle breaks, then class fallbacks.
+    /// Every warning: cycle breaks, class fallbacks, then calls no cluster
+    /// carries.
     pub fn warnings(&self, agents: &AgentSet) -> Vec<String> {
         let name = |i: AgentIndex| agents.display_name(i);
+        let unreachable = (!self.unreachable.is_empty()).then(|| {
+            let calls: Vec<String> = self
+                .unreachable
+                .iter()
+                .map(|r| format!("{} -> {}", name(r.from), agents.target_name(&r.to)))
+                .collect();
+            format!(
+                "no cluster: {} not made ({}); the callee runs on another host, so give the topology a [cluster] section or run with --nats to carry it",
+                if calls.len() == 1 { "this call is" } else { "these calls are" },
+                calls.join(", "),
+            )
+        });
         self.cycle_breaks
             .iter()
             .map(|b| {
@@ -214,6 +262,7 @@ impl Plan {
                 )
             })
             .chain(self.fallbacks.iter().cloned())
+            .chain(unreachable)
             .collect()
     }
 }
@@ -462,5 +511,87 @@ mod tests {
         let sut = Plan::build(&clustered, &set).unwrap();
         assert_eq!(sut.placements().len(), 1);
         assert_eq!(sut.remote_routes().len(), 1);
+    }
+
+    #[test]
+    fn with_no_cluster_a_call_to_an_agent_on_another_host_is_not_made_and_warned() {
+        let single = topo("schema = 1\n[host]\nname = \"h\"\ncpus = { uniform = \"0-1\" }\n");
+        let text = "schema = 1\n[[agent]]\nname = \"A\"\nhost = \"h\"\nrole = \"r\"\nkind = \"synthetic\"\ncalls = [\"B@other\"]\n";
+        let set =
+            AgentSet::from_sources(&[SourceFile::from_text(Path::new("a.toml"), text)]).unwrap();
+        let sut = Plan::build(&single, &set).unwrap();
+        assert!(sut.remote_routes().is_empty());
+        assert_eq!(sut.unreachable().len(), 1);
+        let doc = plan_doc(&sut, &single, &set);
+        assert_eq!(
+            doc.unreachable_routes,
+            [PlannedRemote {
+                from: "A".into(),
+                to: "B@other".into()
+            }]
+        );
+        let warnings = sut.warnings(&set);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("no cluster") && w.contains("A -> B@other")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn replicas_go_to_distinct_cpus_of_their_class() {
+        let set = agents(&[
+            ("Svc", "class = \"P\"\nreplicas = 3\nweight = 2.0"),
+            ("Other", "class = \"P\"\nweight = 5.0"),
+        ]);
+        let sut = Plan::build(&hybrid(), &set).unwrap();
+        let mut cpus: Vec<u32> = ["Svc#0", "Svc#1", "Svc#2"]
+            .iter()
+            .map(|n| cpu_of(&sut, &set, n))
+            .collect();
+        cpus.sort_unstable();
+        cpus.dedup();
+        assert_eq!(cpus.len(), 3, "{cpus:?}");
+        assert!(cpus.iter().all(|&c| c < 4), "P CPUs are 0-3: {cpus:?}");
+        assert!(sut.warnings(&set).is_empty(), "{:?}", sut.warnings(&set));
+    }
+
+    #[test]
+    fn replicas_that_outnumber_their_cpus_share_and_the_plan_says_so() {
+        let uniform = topo("schema = 1\n[host]\nname = \"h\"\ncpus = { uniform = \"0-1\" }\n");
+        let set = agents(&[("Svc", "replicas = 4")]);
+        let sut = Plan::build(&uniform, &set).unwrap();
+        let on_0 = ["Svc#0", "Svc#1", "Svc#2", "Svc#3"]
+            .iter()
+            .filter(|n| cpu_of(&sut, &set, n) == 0)
+            .count();
+        assert_eq!(on_0, 2);
+        let warnings = sut.warnings(&set);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("agent Svc has 4 replicas but only 2 distinct CPU(s)"),
+            "{}",
+            warnings[0]
+        );
+    }
+
+    #[test]
+    fn a_call_to_a_replicated_agent_routes_to_every_replica_and_starts_after_them() {
+        let set = agents(&[
+            ("Caller", "cpu = 0\ncalls = [\"Svc\"]"),
+            ("Svc", "replicas = 2\nclass = \"P\""),
+        ]);
+        let sut = Plan::build(&hybrid(), &set).unwrap();
+        let requests: Vec<AgentIndex> = sut
+            .rings()
+            .iter()
+            .flat_map(|r| &r.routes)
+            .chain(sut.local_routes())
+            .filter(|r| r.kind == RouteKind::Request)
+            .map(|r| r.to)
+            .collect();
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        assert_eq!(names(&set, sut.start_order()), ["Svc#0", "Svc#1", "Caller"]);
     }
 }

@@ -38,10 +38,13 @@ pub(super) fn start_order(
                 .get(n)
                 .calls()
                 .iter()
-                .filter_map(|c| match c {
-                    CallTarget::Local(i) if planned.contains(i) => Some(*i),
+                .flat_map(|c| match c {
+                    // Every replica of a callee starts before the caller.
+                    CallTarget::Local(i) if planned.contains(i) => Some(agents.replicas_of(*i)),
                     _ => None,
                 })
+                .flatten()
+                .filter(|i| planned.contains(i))
                 .collect();
             out.sort_by_key(key);
             (n, out)

@@ -6,8 +6,14 @@
 //! data-plane CPUs; ties go to the CPU with fewer agents, then the lowest
 //! id. This is the longest-processing-time rule: simple, deterministic and
 //! within 4/3 of the best possible spread.
+//!
+//! Replicas of one agent go to distinct CPUs of their class: each replica
+//! takes the least-loaded CPU that holds none of its siblings yet. Where
+//! the class has fewer CPUs than replicas (or the entry pins them all to
+//! one `cpu`), replicas share, and the plan says so in a warning.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use super::PlanError;
 use crate::config::{AgentIndex, AgentSet, ClassWish, Placement};
@@ -68,21 +74,67 @@ pub(super) fn place(
         if let Some(warning) = fallback_warning(wish, class, &agents.display_name(index)) {
             fallbacks.push(warning);
         }
-        let best = loads
+        let taken = |cpu: CpuId| {
+            agents
+                .replicas_of(index)
+                .any(|sibling| sibling != index && chosen.contains(&(sibling, cpu)))
+        };
+        let free = loads
             .iter()
-            .filter(|l| pool.contains(l.cpu))
-            .min_by(|a, b| lighter(a, b))
+            .filter(|l| pool.contains(l.cpu) && !taken(l.cpu))
+            .min_by(|a, b| lighter(a, b));
+        let best = free
+            .or_else(|| {
+                loads
+                    .iter()
+                    .filter(|l| pool.contains(l.cpu))
+                    .min_by(|a, b| lighter(a, b))
+            })
             .map(|l| l.cpu)
             .expect("validation guarantees a non-empty data plane");
         add(&mut loads, best, agents.get(index).weight());
         chosen.push((index, best));
     }
+    fallbacks.extend(shared_replicas(agents, &chosen));
     let order = |i: &AgentIndex| planned.iter().position(|p| p == i);
     chosen.sort_by_key(|(i, _)| order(i));
     Ok(Placed {
         cpus: chosen,
         fallbacks,
     })
+}
+
+/// A warning for each replicated agent whose replicas share a CPU.
+fn shared_replicas(agents: &AgentSet, chosen: &[(AgentIndex, CpuId)]) -> Vec<String> {
+    let mut by_service: BTreeMap<AgentIndex, Vec<(AgentIndex, CpuId)>> = BTreeMap::new();
+    for &(index, cpu) in chosen {
+        if agents.get(index).replicas().count() > 1 {
+            let first = agents.replicas_of(index).next().unwrap_or(index);
+            by_service.entry(first).or_default().push((index, cpu));
+        }
+    }
+    by_service
+        .into_iter()
+        .filter_map(|(first, mut placed)| {
+            placed.sort();
+            let mut cpus: Vec<u32> = placed.iter().map(|(_, cpu)| cpu.0).collect();
+            cpus.sort_unstable();
+            cpus.dedup();
+            (cpus.len() < placed.len()).then(|| {
+                let list: Vec<String> = placed
+                    .iter()
+                    .map(|(i, cpu)| format!("{} on {}", agents.display_name(*i), cpu.0))
+                    .collect();
+                format!(
+                    "agent {} has {} replicas but only {} distinct CPU(s) of its class or pin; replicas share: {}",
+                    agents.service_name(first),
+                    placed.len(),
+                    cpus.len(),
+                    list.join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 fn lighter(a: &Load, b: &Load) -> Ordering {

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Plan, Route, RouteKind};
+use super::{Plan, RemoteRoute, Route, RouteKind};
 use crate::config::AgentSet;
 use crate::topology::{CpuClass, Topology};
 
@@ -26,6 +26,10 @@ pub struct PlanDoc {
     pub local_routes: Vec<PlannedRoute>,
     /// Calls to agents of other hosts.
     pub remote_routes: Vec<PlannedRemote>,
+    /// Calls to agents of other hosts that are not made: the topology has
+    /// no `[cluster]` to carry them (the plan warns of each).
+    #[serde(default)]
+    pub unreachable_routes: Vec<PlannedRemote>,
     /// Agents in start order.
     pub start_order: Vec<String>,
     /// What the planner had to bend (cycle breaks, ...).
@@ -93,6 +97,10 @@ pub fn plan_doc(plan: &Plan, topology: &Topology, agents: &AgentSet) -> PlanDoc 
             _ => None,
         },
     };
+    let remote = |r: &RemoteRoute| PlannedRemote {
+        from: name(r.from),
+        to: agents.target_name(&r.to),
+    };
     PlanDoc {
         host: plan.host().to_string(),
         topology: topology.path().display().to_string(),
@@ -118,14 +126,8 @@ pub fn plan_doc(plan: &Plan, topology: &Topology, agents: &AgentSet) -> PlanDoc 
             })
             .collect(),
         local_routes: plan.local_routes().iter().map(route).collect(),
-        remote_routes: plan
-            .remote_routes()
-            .iter()
-            .map(|r| PlannedRemote {
-                from: name(r.from),
-                to: agents.target_name(&r.to),
-            })
-            .collect(),
+        remote_routes: plan.remote_routes().iter().map(remote).collect(),
+        unreachable_routes: plan.unreachable().iter().map(remote).collect(),
         start_order: plan.start_order().iter().map(|&i| name(i)).collect(),
         warnings: plan.warnings(agents),
     }
@@ -281,6 +283,17 @@ fn rings(out: &mut String, plan: &Plan, agents: &AgentSet) {
     if !plan.remote_routes().is_empty() {
         let _ = writeln!(out, "\nremote calls (through the cluster):");
         for remote in plan.remote_routes() {
+            let _ = writeln!(
+                out,
+                "  {} -> {}",
+                agents.display_name(remote.from),
+                agents.target_name(&remote.to)
+            );
+        }
+    }
+    if !plan.unreachable().is_empty() {
+        let _ = writeln!(out, "\ncalls to other hosts, not made (no cluster):");
+        for remote in plan.unreachable() {
             let _ = writeln!(
                 out,
                 "  {} -> {}",

@@ -26,16 +26,19 @@ pub(super) fn routes(agents: &AgentSet, planned: &[AgentIndex]) -> Flows {
         for call in agent.calls() {
             match call {
                 CallTarget::Local(to) if planned.contains(to) => {
-                    local.push(Route {
-                        from,
-                        to: *to,
-                        kind: RouteKind::Request,
-                    });
-                    local.push(Route {
-                        from: *to,
-                        to: from,
-                        kind: RouteKind::Reply,
-                    });
+                    // A call to a replicated agent may reach any replica.
+                    for to in agents.replicas_of(*to).filter(|r| planned.contains(r)) {
+                        local.push(Route {
+                            from,
+                            to,
+                            kind: RouteKind::Request,
+                        });
+                        local.push(Route {
+                            from: to,
+                            to: from,
+                            kind: RouteKind::Reply,
+                        });
+                    }
                 }
                 other => remote.push(RemoteRoute {
                     from,

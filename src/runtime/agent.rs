@@ -67,7 +67,8 @@ pub struct Head {
 }
 
 impl Head {
-    fn of(env: &ArchivedEnvelope<'_>) -> Self {
+    /// The fixed fields of a checked envelope.
+    pub fn of(env: &ArchivedEnvelope<'_>) -> Self {
         let (code, seq) = match env.to_envelope().payload {
             Payload::Request { method, .. } => (method, 0),
             Payload::Reply { status, .. } => (status, 0),
@@ -123,6 +124,11 @@ impl Message {
     pub fn with_envelope<R>(&self, read: impl FnOnce(&ArchivedEnvelope<'_>) -> R) -> R {
         let bytes = self.frame.bytes();
         read(wire::decode(&bytes).expect("Message::new checked this frame"))
+    }
+
+    /// The whole frame: a valid envelope, to forward as it is.
+    pub fn bytes(&self) -> Ref<'_, [u8]> {
+        self.frame.bytes()
     }
 
     /// The body of a request, reply or event.

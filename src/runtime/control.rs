@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Everything on the control side that used to own a thread is a task
-//! here, so the daemon has three threads besides its executors: main,
+//! here, so the daemon has three threads besides its executors (and the
+//! legacy gateway's, whose ZeroMQ sockets block: `gateway`): main,
 //! `pinwheel-ctrl`, and `pinwheel-block` while GPUs are sampled (tokio
 //! keeps an idle blocking thread for ten seconds, longer than the sampling
 //! period). The blocking pool is capped at one thread: a driver call that

@@ -4,7 +4,12 @@
 //! A call opens a slot in the executor's pending table, sends a request
 //! carrying the slot's correlation id, and waits for the reply or the
 //! deadline (enforced by the executor's ticker). Its round-trip time goes
-//! into the route's histogram. A send that finds the ring to another
+//! into the route's histogram. A call to a replicated agent goes to the
+//! replica the executor's balancer picks, and its outcome feeds the
+//! balancer back, also when the call is dropped half-way (a guard
+//! finishes it as failed). A caller that wants its calls to stick to one
+//! replica (`balance = "consistent_hash"`) gives a key with
+//! [`Ctx::call_keyed_until`]; synthetic flows carry theirs in their trace. A send that finds the ring to another
 //! executor full retries, yielding, until the message's deadline (or
 //! [`SEND_PATIENCE`]): backpressure slows senders instead of losing
 //! messages. Each worker owns one reusable timer for its sleeps, a slot of
@@ -22,7 +27,7 @@ use glommio::sync::Semaphore;
 
 use super::RuntimeError;
 use super::agent::{Head, Message};
-use super::node::Node;
+use super::node::{Node, Picked, STATUS_OK};
 use super::pending::CallFailure;
 use super::stats::NodeStats;
 use super::timers::Timer;
@@ -147,6 +152,12 @@ impl Ctx {
         self.me
     }
 
+    /// The id callers name this agent by: its first replica's when it is
+    /// one of several ([`super::routes::Routes::head_of`]).
+    pub fn head(&self) -> AgentId {
+        self.node.routes().head_of(self.me)
+    }
+
     /// The executor's router.
     pub fn node(&self) -> &Node {
         &self.node
@@ -200,8 +211,14 @@ impl Ctx {
     ) -> Result<Message, RuntimeError> {
         let sent_ns = now_ns();
         let deadline_ns = sent_ns + timeout.as_nanos() as u64;
-        self.call_at(to, method, body, priority, sent_ns, deadline_ns)
-            .await
+        let request = Request {
+            method,
+            body,
+            priority,
+            sent_ns,
+            deadline_ns,
+        };
+        self.call_at(to, None, request).await
     }
 
     /// Calls `to` and waits for its reply until `deadline_ns`
@@ -217,19 +234,69 @@ impl Ctx {
         priority: Priority,
         deadline_ns: u64,
     ) -> Result<Message, RuntimeError> {
-        self.call_at(to, method, body, priority, now_ns(), deadline_ns)
-            .await
+        let request = Request {
+            method,
+            body,
+            priority,
+            sent_ns: now_ns(),
+            deadline_ns,
+        };
+        self.call_at(to, None, request).await
     }
 
-    async fn call_at(
+    /// [`Ctx::call_until`] with an affinity key: calls with the same key
+    /// to a `consistent_hash` agent go to the same replica while it is
+    /// usable and not overloaded (`None`: no affinity).
+    pub async fn call_keyed_until(
         &self,
         to: AgentId,
+        key: Option<u64>,
         method: u16,
         body: &[u8],
         priority: Priority,
-        sent_ns: u64,
         deadline_ns: u64,
     ) -> Result<Message, RuntimeError> {
+        let request = Request {
+            method,
+            body,
+            priority,
+            sent_ns: now_ns(),
+            deadline_ns,
+        };
+        self.call_at(to, key, request).await
+    }
+
+    /// Calls `to` (a replica of it, when it has several), recording the
+    /// round trip on the route to `to`.
+    async fn call_at(
+        &self,
+        to: AgentId,
+        key: Option<u64>,
+        request: Request<'_>,
+    ) -> Result<Message, RuntimeError> {
+        let picked = self.node.pick(to, key, request.sent_ns)?;
+        let mut outcome = Outstanding {
+            node: &self.node,
+            picked,
+            sent_ns: request.sent_ns,
+            ok: false,
+        };
+        let reply = self.exchange(picked.to, request).await?;
+        self.stats
+            .record_call(self.me, to, now_ns().saturating_sub(request.sent_ns));
+        outcome.ok = reply.head().code == STATUS_OK;
+        Ok(reply)
+    }
+
+    /// Sends one request to `to` and waits for its reply.
+    async fn exchange(&self, to: AgentId, request: Request<'_>) -> Result<Message, RuntimeError> {
+        let Request {
+            method,
+            body,
+            priority,
+            sent_ns,
+            deadline_ns,
+        } = request;
         let pending = self.node.pending();
         let Some(id) = pending.open(deadline_ns) else {
             return Err(if pending.is_closed() {
@@ -255,8 +322,6 @@ impl Ctx {
             CallFailure::Busy => RuntimeError::Busy,
             CallFailure::Closed => RuntimeError::Closed,
         })?;
-        self.stats
-            .record_call(self.me, to, now_ns().saturating_sub(sent_ns));
         Message::new(frame)
     }
 
@@ -339,6 +404,33 @@ fn reply_from<'a>(request: &Head, status: u16, body: &'a [u8]) -> Envelope<'a> {
 
 fn duration_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What a call sends.
+#[derive(Debug, Clone, Copy)]
+struct Request<'b> {
+    method: u16,
+    body: &'b [u8],
+    priority: Priority,
+    sent_ns: u64,
+    deadline_ns: u64,
+}
+
+/// A call counted outstanding by a balancer: finished when dropped, so a
+/// call that ends by error or by being dropped mid-way counts too.
+struct Outstanding<'a> {
+    node: &'a Node,
+    picked: Picked,
+    sent_ns: u64,
+    ok: bool,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        let now = now_ns();
+        self.node
+            .finish(self.picked, now, now.saturating_sub(self.sent_ns), self.ok);
+    }
 }
 
 /// Waits on the worker's timer without holding its `RefCell` borrow

@@ -6,6 +6,7 @@
 //! which the pump fires.
 
 use std::cell::RefCell;
+use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use super::executor::{
     AgentLaunch, Control, DRAIN_LIMIT, MakeAgent, QUIET_ROUNDS, RECENT_PERIOD, STOP_LIMIT,
 };
 use super::node::Node;
-use super::stats::{ExecutorTotals, NodeStats, StatsSnapshot};
+use super::stats::NodeStats;
 use super::supervisor::{RestartPolicy, Supervisor};
 use super::tasks::Census;
 use super::timers::{Timer, Timers};
@@ -93,21 +94,6 @@ async fn drain(node: &Node, control: &Control, timer: &mut Timer) {
     }
 }
 
-/// Everything an executor measured so far: its agents', its router's and
-/// glommio's own figures.
-pub(super) fn full_snapshot(stats: &NodeStats, node: &Node) -> StatsSnapshot {
-    let mut snapshot = stats.snapshot();
-    snapshot.router = node.counters().totals();
-    let glommio = glommio::executor().executor_stats();
-    snapshot.executor = ExecutorTotals {
-        index: node.executor(),
-        busy_ns: u64::try_from(glommio.total_runtime().as_nanos()).unwrap_or(u64::MAX),
-        tasks: glommio.tasks_executed(),
-        scheduler_runs: glommio.scheduler_runs(),
-    };
-    snapshot
-}
-
 /// Expires calls every millisecond and beats the watchdog's heartbeat,
 /// publishes live totals every 100 ms and recent statistics every
 /// [`RECENT_PERIOD`].
@@ -117,7 +103,17 @@ pub(super) async fn tick<A>(local: Rc<Local<A>>, index: u16) {
     let live = &local.control.live[index as usize];
     let recent_every = RECENT_PERIOD.as_millis() as u64;
     loop {
-        sleep(&mut timer, Duration::from_millis(1)).await;
+        timer.arm(now_ns().saturating_add(1_000_000));
+        let mut wait = pin!(timer.wait());
+        // The guard wakes this waker from its thread when the executor
+        // is late (see `super::guard`).
+        poll_fn(|cx| {
+            local
+                .control
+                .register_ticker(usize::from(index), cx.waker());
+            wait.as_mut().poll(cx)
+        })
+        .await;
         let now = now_ns();
         // SYNC: Relaxed; the watchdog only compares the value with its clock.
         live.heartbeat_ns.store(now, Ordering::Relaxed);
@@ -127,7 +123,7 @@ pub(super) async fn tick<A>(local: Rc<Local<A>>, index: u16) {
             local.stats.publish(live);
         }
         if ticks.is_multiple_of(recent_every) {
-            let snapshot = full_snapshot(&local.stats, &local.node);
+            let snapshot = local.stats.full_snapshot(&local.node);
             local.control.publish_recent(index, snapshot);
         }
         if local.control.stopping() {

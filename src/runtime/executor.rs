@@ -30,15 +30,17 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
 
 use super::RuntimeError;
 use super::agent::Agent;
-use super::ctx::Draining;
-use super::duties::{Local, full_snapshot, launch_agent, shut_down, sleep, tick};
+use super::ctx::{Draining, now_ns};
+use super::duties::{Local, launch_agent, shut_down, sleep, tick};
 use super::guard::Guard;
 use super::node::{Node, NodeSizes};
 use super::pump::{PREEMPT, Pump, REACTOR_SPIN, run_pump};
+use super::remote::Uplinks;
 use super::routes::Routes;
 use super::stats::{LiveCounters, NodeStats, StatsSnapshot};
 use super::tasks::Census;
@@ -69,6 +71,9 @@ pub struct Control {
     pub(super) live: Vec<LiveCounters>,
     /// Nudges the guard gave each executor.
     nudges: Vec<AtomicU64>,
+    /// Each executor's ticker, to wake from another thread (the guard's
+    /// nudge; [`super::guard`]).
+    tickers: Vec<AtomicWaker>,
     /// Each executor's statistics as of its last second, for the admin API.
     recent: Vec<Mutex<Option<StatsSnapshot>>>,
     pub(super) snapshots: Mutex<Vec<Option<StatsSnapshot>>>,
@@ -84,9 +89,17 @@ impl Control {
             quiet: (0..executors).map(|_| AtomicBool::new(false)).collect(),
             live: (0..executors).map(|_| LiveCounters::default()).collect(),
             nudges: (0..executors).map(|_| AtomicU64::new(0)).collect(),
+            tickers: (0..executors).map(|_| AtomicWaker::new()).collect(),
             recent: (0..executors).map(|_| Mutex::new(None)).collect(),
             snapshots: Mutex::new(vec![None; executors]),
         })
+    }
+
+    /// Keeps executor `index`'s final statistics for the runtime's stop.
+    fn keep_final(&self, index: u16, snapshot: StatsSnapshot) {
+        if let Ok(mut slots) = self.snapshots.lock() {
+            slots[usize::from(index)] = Some(snapshot);
+        }
     }
 
     /// Whether shutdown was asked for.
@@ -130,6 +143,23 @@ impl Control {
             .iter()
             .map(|n| n.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// Wakes executor `index`'s ticker from another thread: glommio
+    /// queues the wake and writes the executor's own eventfd, which its
+    /// reactor always watches, so a sleeping executor wakes and runs its
+    /// due timers whatever its tasks wait on. False if the ticker has not
+    /// waited yet (or a nudge since has not been answered).
+    pub(super) fn wake_ticker(&self, index: usize) -> bool {
+        let waker = self.tickers.get(index).and_then(AtomicWaker::take);
+        waker.map(std::task::Waker::wake).is_some()
+    }
+
+    /// Registers `waker` as executor `index`'s ticker.
+    pub(super) fn register_ticker(&self, index: usize, waker: &std::task::Waker) {
+        if let Some(ticker) = self.tickers.get(index) {
+            ticker.register(waker);
+        }
     }
 
     pub(super) fn count_nudge(&self, index: usize) {
@@ -185,6 +215,9 @@ pub struct ExecutorPlan {
     pub incoming: Vec<Consumer>,
     /// Its outgoing rings' producer ends, by destination executor.
     pub outgoing: Vec<Option<Producer>>,
+    /// Its uplinks to the cluster link (in a cluster) and to the legacy
+    /// gateway (with one), by [`RemoteKind`](super::remote::RemoteKind).
+    pub uplinks: Uplinks,
     /// Its agents, in start order.
     pub agents: Vec<AgentLaunch>,
     /// Table sizes.
@@ -396,13 +429,20 @@ async fn executor_main<A: Agent + 'static>(
 ) -> Result<(), RuntimeError> {
     setup(&plan.settings);
     let (cpu, index) = (plan.cpu, plan.index);
+    // A first heartbeat, so that the guard sees an executor that falls
+    // asleep before its ticker ever beats.
+    // SYNC: Relaxed; see `tick`.
+    control.live[usize::from(index)]
+        .heartbeat_ns
+        .store(now_ns(), Ordering::Relaxed);
+    let node = Node::new(
+        index,
+        Arc::clone(&routes),
+        plan.sizes.clone(),
+        plan.outgoing,
+    );
     let local = Rc::new(Local {
-        node: Rc::new(Node::new(
-            index,
-            Arc::clone(&routes),
-            plan.sizes.clone(),
-            plan.outgoing,
-        )),
+        node: Rc::new(node.with_uplinks(plan.uplinks)),
         stats: Rc::new(NodeStats::new(&routes, index)),
         control,
         draining: Draining::new(),
@@ -427,10 +467,8 @@ async fn executor_main<A: Agent + 'static>(
     spawned.ticker.await;
     spawned.pump_done.set(true);
     spawned.pump.await;
-    let snapshot = full_snapshot(&local.stats, &local.node);
-    if let Ok(mut slots) = local.control.snapshots.lock() {
-        slots[index as usize] = Some(snapshot);
-    }
+    let snapshot = local.stats.full_snapshot(&local.node);
+    local.control.keep_final(index, snapshot);
     Ok(())
 }
 

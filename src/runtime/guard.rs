@@ -14,12 +14,20 @@
 //! wake-up and the reproduction no longer stalls.
 //!
 //! The guard checks every executor's heartbeat each [`GUARD_PERIOD`]; one
-//! older than [`LATE`] gets a write on its data bell, the eventfd its pump
-//! parks on through io_uring. The completion wakes the executor, which
-//! then runs its expired timers. An executor that is busy is never late,
-//! and one that is asleep by design (parked on its bell) wakes to a
-//! spurious bell it already handles, so the cost is one `write(2)` per
-//! late executor per period and nothing on the hot path. Nudges are
+//! older than [`LATE`] is nudged twice over: its ticker's waker is woken
+//! from the guard's thread (glommio queues a foreign wake and writes the
+//! executor's own eventfd, which its reactor watches in every state, so
+//! the executor wakes and runs its due timers), and its data bell gets a
+//! write (completing the read its pump parks on). The bell alone was not
+//! enough: an executor whose pump spins (`wait = "spin"`) never has that
+//! read pending, so one that fell asleep stayed asleep (a bench with a
+//! spinning executor and two parked agent processes hung in about one run
+//! of ten). Every executor beats once when it starts, so one that falls
+//! asleep before its ticker first runs is seen late too. An executor that
+//! is busy is never late, and one that is asleep by design (parked on its
+//! bell) wakes to a spurious bell and a spurious tick it already handles,
+//! so the cost is a wake and one `write(2)` per late executor per period,
+//! and nothing on the hot path. Nudges are
 //! counted ([`Control::nudges`]) so a host where they are frequent shows
 //! it.
 //!
@@ -92,8 +100,13 @@ fn nudge_late(control: &Control, bells: &[DataBell], now: u64) {
     for (index, (live, bell)) in control.live().iter().zip(bells).enumerate() {
         // SYNC: Relaxed; a clock value compared with ours.
         let beat = live.heartbeat_ns.load(Ordering::Relaxed);
-        if beat != 0 && now.saturating_sub(beat) > late && bell.nudge().is_ok() {
-            control.count_nudge(index);
+        if beat != 0 && now.saturating_sub(beat) > late {
+            // Both: the ticker's wake reaches the executor's reactor in any
+            // state; the bell completes the pump's read when it parks.
+            let woke = control.wake_ticker(index);
+            if bell.nudge().is_ok() || woke {
+                control.count_nudge(index);
+            }
         }
     }
 }
@@ -116,5 +129,36 @@ mod tests {
         assert_eq!(control.nudges(), vec![0, 1, 0]);
         nudge_late(&control, &bells, now);
         assert_eq!(control.nudges(), vec![0, 2, 0]);
+    }
+
+    /// Counts its wakes.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_late_executor_s_ticker_is_woken_once_per_registration() {
+        let control = Control::new(2, 1);
+        let bells: Vec<DataBell> = (0..2).map(|_| DataBell::new().unwrap()).collect();
+        let wakes: Vec<Arc<Wakes>> = (0..2)
+            .map(|_| Arc::new(Wakes(std::sync::atomic::AtomicUsize::new(0))))
+            .collect();
+        for (index, wake) in wakes.iter().enumerate() {
+            control.register_ticker(index, &Arc::clone(wake).into());
+        }
+        let now = 10_000_000_000;
+        let beats = [now, now - LATE.as_nanos() as u64 - 1];
+        for (live, beat) in control.live().iter().zip(beats) {
+            live.heartbeat_ns.store(beat, Ordering::Relaxed);
+        }
+        nudge_late(&control, &bells, now);
+        nudge_late(&control, &bells, now);
+        let woken: Vec<usize> = wakes.iter().map(|w| w.0.load(Ordering::Relaxed)).collect();
+        // The second look finds no waker until the ticker waits again.
+        assert_eq!(woken, [0, 1]);
     }
 }

@@ -12,11 +12,18 @@
 //! shutdown) wakes every worker and makes `recv` return `None` once the
 //! lanes are empty. Pausing it (the supervisor isolating the agent) refuses
 //! new messages and holds the workers waiting until it resumes.
+//!
+//! An agent whose handling of a message is a non-blocking hand-off (a
+//! process agent's bridge writing a request to the process's ring) may set
+//! a [`Direct`] taker: a push offers it the message first, inside the
+//! sender's call, so the message costs no worker wake-up and no pass of the
+//! executor's scheduler; what it declines is queued as usual.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use super::pool::FrameBuf;
@@ -26,9 +33,17 @@ use pinwheel_ipc::wire::Priority;
 pub const STARVE_LIMIT: u32 = 8;
 const LANES: usize = 4;
 
+/// Takes an agent's messages as they are pushed, ahead of its workers.
+pub trait Direct: std::fmt::Debug {
+    /// Takes `frame` (handled: the agent answers it later), or gives it
+    /// back to be queued for a worker.
+    fn take(&self, frame: FrameBuf) -> Result<(), FrameBuf>;
+}
+
 /// An agent's inbox.
 #[derive(Debug)]
 pub struct Inbox {
+    direct: RefCell<Option<Rc<dyn Direct>>>,
     lanes: [RefCell<VecDeque<FrameBuf>>; LANES],
     capacity: usize,
     passed_over: [Cell<u32>; LANES],
@@ -51,6 +66,7 @@ impl Inbox {
     /// workers.
     pub fn new(capacity: usize, workers: usize) -> Self {
         Self {
+            direct: RefCell::new(None),
             lanes: std::array::from_fn(|_| RefCell::new(VecDeque::with_capacity(capacity))),
             capacity,
             passed_over: std::array::from_fn(|_| Cell::new(0)),
@@ -63,8 +79,21 @@ impl Inbox {
     /// Queues a message; gives it back when its lane is full or the inbox
     /// is closed.
     pub fn push(&self, priority: Priority, frame: FrameBuf) -> Result<(), FrameBuf> {
+        if self.closed.get() || self.paused.get() {
+            return Err(frame);
+        }
+        // A clone of the Rc (no allocation), so a taker that pushes to
+        // this inbox again finds it unborrowed.
+        let direct = self.direct.borrow().clone();
+        let frame = match direct {
+            Some(direct) => match direct.take(frame) {
+                Ok(()) => return Ok(()),
+                Err(frame) => frame,
+            },
+            None => frame,
+        };
         let mut lane = self.lanes[lane(priority)].borrow_mut();
-        if self.closed.get() || self.paused.get() || lane.len() >= self.capacity {
+        if lane.len() >= self.capacity {
             return Err(frame);
         }
         lane.push_back(frame);
@@ -73,6 +102,12 @@ impl Inbox {
             waker.wake();
         }
         Ok(())
+    }
+
+    /// Sets (or, with `None`, removes) the taker offered every message
+    /// before it is queued.
+    pub fn set_direct(&self, direct: Option<Rc<dyn Direct>>) {
+        *self.direct.borrow_mut() = direct;
     }
 
     /// Messages waiting, all lanes.
@@ -189,6 +224,45 @@ mod tests {
 
     fn tag(frame: &FrameBuf) -> u8 {
         frame.bytes()[0]
+    }
+
+    /// Takes odd tags, declines even ones.
+    #[derive(Debug, Default)]
+    struct OddTaker(RefCell<Vec<u8>>);
+
+    impl Direct for OddTaker {
+        fn take(&self, frame: FrameBuf) -> Result<(), FrameBuf> {
+            if tag(&frame) % 2 == 1 {
+                self.0.borrow_mut().push(tag(&frame));
+                Ok(())
+            } else {
+                Err(frame)
+            }
+        }
+    }
+
+    #[test]
+    fn a_direct_taker_gets_each_message_first_and_what_it_declines_is_queued() {
+        let pool = FramePool::new(16, 8);
+        let sut = Inbox::new(4, 1);
+        let taker = Rc::new(OddTaker::default());
+        sut.set_direct(Some(Rc::clone(&taker) as Rc<dyn Direct>));
+        for t in 1..=4 {
+            sut.push(Priority::Normal, frame(&pool, t)).unwrap();
+        }
+        assert_eq!(*taker.0.borrow(), vec![1, 3]);
+        let queued: Vec<u8> = std::iter::from_fn(|| sut.try_pop())
+            .map(|f| tag(&f))
+            .collect();
+        assert_eq!(queued, vec![2, 4]);
+
+        sut.pause();
+        assert!(sut.push(Priority::Normal, frame(&pool, 5)).is_err());
+        sut.resume();
+        sut.set_direct(None);
+        sut.push(Priority::Normal, frame(&pool, 7)).unwrap();
+        assert_eq!(*taker.0.borrow(), vec![1, 3], "a paused inbox or no taker");
+        assert_eq!(sut.try_pop().map(|f| tag(&f)), Some(7));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::RuntimeError;
 use super::executor::{AgentLaunch, ExecutorPlan};
 use super::node::NodeSizes;
+use super::remote::{CallRings, Poke, RemoteKind, call_rings};
 use super::routes::Routes;
 use crate::config::AgentSet;
 use crate::plan::Plan;
@@ -69,6 +70,26 @@ pub fn layout(plan: &Plan, topology: &Topology, agents: &AgentSet) -> Result<Lay
     })
 }
 
+impl Layout {
+    /// Adds the call rings between each executor and the plane of `kind`
+    /// (`remote.rs`): each executor gets its uplink, which pokes `wake`,
+    /// and one more incoming ring, on its own bell. Returns the plane's
+    /// ends.
+    pub fn add_call_rings<W: Poke + 'static>(
+        &mut self,
+        kind: RemoteKind,
+        wake: std::sync::Arc<W>,
+    ) -> Result<CallRings<W>, RuntimeError> {
+        let bells: Vec<DataBell> = self.executors.iter().map(|e| e.bell.clone()).collect();
+        let (ends, rings) = call_rings(&bells, wake)?;
+        for (plan, (uplink, downlink)) in self.executors.iter_mut().zip(ends) {
+            plan.uplinks[kind as usize] = Some(uplink);
+            plan.incoming.push(downlink);
+        }
+        Ok(rings)
+    }
+}
+
 /// One plan per executor, without rings or agents yet.
 fn executor_plans(
     routes: &Routes,
@@ -99,6 +120,7 @@ fn executor_plans(
             bell: bells[index].clone(),
             incoming: Vec::new(),
             outgoing: (0..count).map(|_| None).collect(),
+            uplinks: [None, None],
             agents: Vec::new(),
             sizes: sizes.clone(),
         })
@@ -122,6 +144,10 @@ fn launches(
             .phase;
         let spec = agents.get(index);
         let id = AgentId(index.0 as u32);
+        // A zmq agent's process runs on no executor (the gateway reaches it).
+        let Some(executor) = executors.get_mut(usize::from(routes.executor_of(id))) else {
+            continue;
+        };
         let latency = matches!(
             wire_priority(spec.priority()),
             Priority::Critical | Priority::High
@@ -132,9 +158,7 @@ fn launches(
             workers: spec.behaviour().concurrency as usize,
             latency,
         };
-        executors[routes.executor_of(id) as usize]
-            .agents
-            .push(launch);
+        executor.agents.push(launch);
         phases[phase] += 1;
     }
     let generator = routes.load_generator();

@@ -3,6 +3,11 @@
 //!
 //! * `affinity`: pinning threads, reading the current CPU.
 //! * `routes`: the routing table built from the plan.
+//! * `balance`: which replica of a replicated agent a call goes to
+//!   (pure; one balancer per service per executor).
+//! * `board`, `desk`: the words the control side and the executors share
+//!   while the mesh runs (replica states, drills), and the model-use desk
+//!   through which agents ask the VRAM optimizer for their models.
 //! * `pool`, `inbox`, `pending`: an executor's frame buffers, agents'
 //!   priority inboxes, and calls waiting for replies; all sized at boot.
 //! * `node`: an executor's router (send, accept, fan-out, replies).
@@ -11,11 +16,16 @@
 //!   the next message or due time.
 //! * `timers`, `tasks`: an executor's timers (fired by the pump, not by
 //!   glommio's reactor) and its task census (which tasks are ready, so
-//!   the pump knows when it may hold the thread).
+//!   the pump knows when it may hold the thread); `watch`: other rings its
+//!   tasks wait on (a process agent's), which the pump parks on too.
 //! * `agent`, `ctx`, `worker`, `supervisor`: what an agent is to the
 //!   runtime, its handle on it, the task that runs its handler, and the
 //!   restart policy.
 //! * `stats`: what each executor measures.
+//! * `breaker`: the circuit breaker the coordinator puts before each
+//!   downstream and the cluster link before each remote host.
+//! * `remote`: calls to agents on other hosts: their ids, and the rings
+//!   that hand them to the control runtime and bring their replies back.
 //! * `executor`: starting, phasing and stopping the executors; `duties`:
 //!   an executor's ticker, agent launchers and drain.
 //! * `control`: the one control thread (a current-thread tokio runtime on
@@ -28,23 +38,30 @@
 #[allow(unsafe_code)]
 pub mod affinity;
 pub mod agent;
+pub mod balance;
+pub mod board;
+pub mod breaker;
 pub mod control;
 pub mod ctx;
+pub mod desk;
 mod duties;
 pub mod executor;
 pub mod guard;
 pub mod inbox;
 pub mod layout;
+pub mod legacy;
 pub mod node;
 pub mod pending;
 pub mod pool;
 pub mod privileges;
 pub mod pump;
+pub mod remote;
 pub mod routes;
 pub mod stats;
 pub mod supervisor;
 pub mod tasks;
 pub mod timers;
+pub mod watch;
 pub mod worker;
 
 use crate::topology::CpuId;
@@ -98,6 +115,18 @@ pub enum RuntimeError {
     Failed {
         /// Why.
         reason: &'static str,
+    },
+    /// Every replica of a replicated agent is down, isolated or failing.
+    #[error("no replica of agent {} can take calls now", to.0)]
+    NoReplica {
+        /// The agent called (its first replica).
+        to: AgentId,
+    },
+    /// The VRAM optimizer refused an agent's model.
+    #[error("the VRAM optimizer refused model {model}")]
+    ModelDenied {
+        /// The model's slot on the board.
+        model: u16,
     },
     /// An executor could not start.
     #[error("executor on CPU {cpu} failed to start: {reason}")]

@@ -2,7 +2,11 @@
 //! calls, its timers, and the producer ends of its outgoing rings.
 //!
 //! Sending (`route`): a request, reply or heartbeat goes to the executor of
-//! its `to` agent. On this executor it is encoded straight into a pool
+//! its `to` agent; one to an agent on another host (or a reply to another
+//! host's caller, [`PROXY`](super::remote::PROXY)) goes up this
+//! executor's uplink to the cluster link, one to a legacy ZeroMQ agent
+//! (or a reply to a legacy client, [`GATEWAY`](super::remote::GATEWAY))
+//! up its uplink to the legacy gateway (`remote.rs`). On this executor it is encoded straight into a pool
 //! frame and queued in the agent's inbox by priority (a reply completes the
 //! caller's pending call instead); elsewhere it is encoded straight into
 //! the ring to that executor and published at once. An event goes to its
@@ -10,6 +14,11 @@
 //! arrival. Receiving (`accept`): a frame read from an incoming ring is
 //! checked (bytecheck), copied into a pool frame per recipient, and queued
 //! the same way.
+//!
+//! A call to a replicated agent picks its replica first ([`Node::pick`]):
+//! the executor keeps one [`Balancer`] per replicated agent, fed by the
+//! calls it makes ([`Node::finish`]) and by the replicas' states on the
+//! board, read at each pick.
 //!
 //! Nothing here allocates per message: frames come from the pool, inboxes
 //! and pending tables are sized at boot, and encoding uses one scratch area
@@ -23,11 +32,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::RuntimeError;
+use super::balance::Balancer;
 use super::inbox::Inbox;
 use super::pending::Pending;
 use super::pool::{FrameBuf, FramePool};
-use super::routes::{NOWHERE, Routes};
+use super::remote::{RemoteKind, Uplinks};
+use super::routes::{NO_SERVICE, NOWHERE, Routes};
 use super::timers::Timers;
+use super::watch::Watches;
 use pinwheel_ipc::ring::{Producer, RingError};
 use pinwheel_ipc::wire::{
     self, AgentId, ArchivedEnvelope, Envelope, Payload, PayloadKind, Scratch, TopicId,
@@ -43,6 +55,9 @@ pub const STATUS_UNAVAILABLE: u16 = 502;
 pub const STATUS_OVERLOADED: u16 = 503;
 /// Reply status: a downstream call timed out.
 pub const STATUS_TIMEOUT: u16 = 504;
+/// Reply status: the agent has no such method (a legacy client's unknown
+/// action).
+pub const STATUS_UNKNOWN_METHOD: u16 = 501;
 
 /// Counters of one router, read by the daemon's reports.
 #[derive(Debug, Default)]
@@ -59,6 +74,8 @@ pub struct RouterCounters {
     pub late_replies: Cell<u64>,
     /// Envelopes with no route on this host.
     pub unroutable: Cell<u64>,
+    /// Envelopes handed to the cluster link for another host.
+    pub cluster: Cell<u64>,
     /// Times the pump parked on the executor's doorbell.
     pub parks: Cell<u64>,
     /// Slots still published in the incoming rings after the pump's last
@@ -81,6 +98,7 @@ impl RouterCounters {
             dropped: self.dropped.get(),
             late_replies: self.late_replies.get(),
             unroutable: self.unroutable.get(),
+            cluster: self.cluster.get(),
             parks: self.parks.get(),
             ring_backlog: self.ring_backlog.get(),
             reactor_passes: self.reactor_passes.get(),
@@ -104,6 +122,8 @@ pub struct RouterTotals {
     pub late_replies: u64,
     /// Envelopes with no route on this host.
     pub unroutable: u64,
+    /// Envelopes handed to the cluster link for another host.
+    pub cluster: u64,
     /// Times the pump parked on the executor's doorbell.
     pub parks: u64,
     /// Slots still published in the incoming rings after the pump's last
@@ -119,6 +139,18 @@ fn bump(counter: &Cell<u64>) {
     counter.set(counter.get() + 1);
 }
 
+/// A ring write's outcome as the node's: counted in `counter` when it went.
+fn counted(sent: Result<(), RingError>, counter: &Cell<u64>) -> Result<(), RuntimeError> {
+    match sent {
+        Ok(()) => {
+            bump(counter);
+            Ok(())
+        }
+        Err(RingError::Full) => Err(RuntimeError::Full),
+        Err(source) => Err(RuntimeError::Ring { source }),
+    }
+}
+
 /// One executor's router.
 #[derive(Debug)]
 pub struct Node {
@@ -128,10 +160,22 @@ pub struct Node {
     inboxes: Vec<Inbox>,
     pending: Rc<Pending>,
     timers: Rc<Timers>,
+    watches: Watches,
     outgoing: RefCell<Vec<Option<Producer>>>,
+    uplinks: RefCell<Uplinks>,
     scratch: RefCell<Box<Scratch>>,
     counters: RouterCounters,
     busy: Cell<u64>,
+    balancers: RefCell<Vec<Balancer>>,
+}
+
+/// The replica a call goes to, and what finishing it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Picked {
+    /// The agent the envelope is sent to.
+    pub to: AgentId,
+    service: u16,
+    replica: u8,
 }
 
 impl Node {
@@ -155,13 +199,71 @@ impl Node {
             pool: FramePool::new(sizes.pool_frames, sizes.frame_bytes),
             pending: Pending::new(executor, sizes.pending_calls),
             timers: Timers::new(),
+            watches: Watches::default(),
             inboxes,
-            routes,
             outgoing: RefCell::new(outgoing),
+            uplinks: RefCell::new([None, None]),
             scratch: RefCell::new(Box::new(Scratch::new())),
             counters: RouterCounters::default(),
             busy: Cell::new(0),
+            balancers: RefCell::new(balancers(&routes, executor)),
+            routes,
         }
+    }
+
+    /// Where a call to `to` goes: itself, or for a replicated agent's head
+    /// the replica its balancer picks at `now_ns` among the usable ones
+    /// (`key` for `consistent_hash`). Counts the call outstanding until
+    /// [`Node::finish`]. An error when no replica is usable.
+    pub fn pick(&self, to: AgentId, key: Option<u64>, now_ns: u64) -> Result<Picked, RuntimeError> {
+        let service = self.routes.service_of(to);
+        let Some(replicas) = self.routes.service(to).map(|s| &s.replicas) else {
+            return Ok(Picked {
+                to,
+                service: NO_SERVICE,
+                replica: 0,
+            });
+        };
+        let board = self.routes.board();
+        let (mut usable, mut suspect) = (0u64, 0u64);
+        for (i, &replica) in replicas.iter().enumerate() {
+            let flags = board.flags(replica);
+            usable |= u64::from(flags.usable()) << i;
+            suspect |= u64::from(flags.slow()) << i;
+        }
+        let mut balancers = self.balancers.borrow_mut();
+        let chosen = balancers
+            .get_mut(usize::from(service))
+            .and_then(|b| b.pick(now_ns, key, usable, suspect))
+            .ok_or(RuntimeError::NoReplica { to })?;
+        Ok(Picked {
+            to: replicas[chosen],
+            service,
+            replica: chosen as u8,
+        })
+    }
+
+    /// A call [`Node::pick`] sent ended at `now_ns` after `rtt_ns`; `ok`
+    /// if it succeeded.
+    pub fn finish(&self, picked: Picked, now_ns: u64, rtt_ns: u64, ok: bool) {
+        if picked.service == NO_SERVICE {
+            return;
+        }
+        if let Some(balancer) = self
+            .balancers
+            .borrow_mut()
+            .get_mut(usize::from(picked.service))
+        {
+            balancer.finish(usize::from(picked.replica), now_ns, rtt_ns, ok);
+        }
+    }
+
+    /// The router with its uplinks to the cluster link and the legacy
+    /// gateway, where they are on: messages to agents on other hosts and
+    /// to legacy agents leave through them.
+    pub fn with_uplinks(self, uplinks: Uplinks) -> Self {
+        *self.uplinks.borrow_mut() = uplinks;
+        self
     }
 
     /// Counts a piece of work in progress: a handler running, or a
@@ -213,6 +315,11 @@ impl Node {
         &self.timers
     }
 
+    /// The rings its tasks wait on besides the pump's.
+    pub fn watches(&self) -> &Watches {
+        &self.watches
+    }
+
     /// The frame pool.
     pub fn pool(&self) -> &Rc<FramePool> {
         &self.pool
@@ -230,8 +337,7 @@ impl Node {
         }
         let executor = self.routes.executor_of(env.to);
         if executor == NOWHERE {
-            bump(&self.counters.unroutable);
-            return Err(RuntimeError::NoRoute { to: env.to });
+            return self.write_cluster(env);
         }
         if executor == self.executor {
             let frame = self.encode(env)?;
@@ -263,7 +369,23 @@ impl Node {
                 result = sent;
             }
         }
+        if self.routes.remote().publishes_legacy(env.from) {
+            let sent = self.write_legacy_pub(env);
+            if sent.is_err() {
+                result = sent;
+            }
+        }
         result
+    }
+
+    /// Hands an event of an agent with a legacy PUB port to the gateway,
+    /// when this executor has an uplink to it.
+    fn write_legacy_pub(&self, env: &Envelope<'_>) -> Result<(), RuntimeError> {
+        let mut uplinks = self.uplinks.borrow_mut();
+        let Some(uplink) = uplinks[RemoteKind::Legacy as usize].as_mut() else {
+            return Ok(());
+        };
+        counted(uplink.send(env), &self.counters.cluster)
     }
 
     fn write_remote(&self, executor: u16, env: &Envelope<'_>) -> Result<(), RuntimeError> {
@@ -272,14 +394,24 @@ impl Node {
             bump(&self.counters.unroutable);
             return Err(RuntimeError::NoRoute { to: env.to });
         };
-        match producer.try_send(env) {
-            Ok(()) => {
-                bump(&self.counters.remote);
-                Ok(())
-            }
-            Err(RingError::Full) => Err(RuntimeError::Full),
-            Err(source) => Err(RuntimeError::Ring { source }),
-        }
+        counted(producer.try_send(env), &self.counters.remote)
+    }
+
+    /// Hands a message for another host to the cluster link, or one for a
+    /// legacy agent or client to the gateway, if it is one and this
+    /// executor has an uplink to that plane.
+    fn write_cluster(&self, env: &Envelope<'_>) -> Result<(), RuntimeError> {
+        let mut uplinks = self.uplinks.borrow_mut();
+        let uplink = self
+            .routes
+            .remote()
+            .kind_of(env.to)
+            .and_then(|kind| uplinks[kind as usize].as_mut());
+        let Some(uplink) = uplink else {
+            bump(&self.counters.unroutable);
+            return Err(RuntimeError::NoRoute { to: env.to });
+        };
+        counted(uplink.send(env), &self.counters.cluster)
     }
 
     fn encode(&self, env: &Envelope<'_>) -> Result<FrameBuf, RuntimeError> {
@@ -422,6 +554,21 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// One balancer per replicated agent, seeded by the executor so that
+/// executors do not pick in step.
+fn balancers(routes: &Routes, executor: u16) -> Vec<Balancer> {
+    let now = super::ctx::now_ns();
+    routes
+        .services()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let seed = u64::from(executor) << 32 | i as u64;
+            Balancer::new(s.balance, s.replicas.len(), &s.weights, seed, now)
+        })
+        .collect()
 }
 
 /// Sizes of a router's tables, fixed at boot.

@@ -12,9 +12,10 @@
 //! Ready work goes first: whenever the census ([`super::tasks`]) counts a
 //! task ready (a handler woken by a frame, a sleeper by a timer), the pump
 //! yields its task queue so glommio runs it now. Otherwise the pump waits
-//! in [`ConsumerGroup::wait_until`], holding the thread: spin by the
-//! class's strategy, then `ppoll` on the executor's bell with the next
-//! timer's due time as the deadline. The ring, the kernel and the task
+//! in [`ConsumerGroup::wait_until_also`], holding the thread: spin by the
+//! class's strategy, then `ppoll` on the executor's bell (and the bells of
+//! rings its tasks wait on, [`super::watch`]) with the next timer's due
+//! time as the deadline. The ring, the kernel and the task
 //! are all there is between a message (or a due time) and its handler.
 //!
 //! glommio's own reactor (io_uring completions, its timer wheel, wakes
@@ -93,8 +94,9 @@ pub async fn run_pump(mut pump: Pump) {
         if moved > 0 {
             let _ = pump.node.flush();
         }
+        let woken = pump.node.watches().wake_ready();
         let preempt = glommio::executor().need_preempt();
-        let ready = moved > 0 || fired > 0 || pump.census.ready() > 0;
+        let ready = moved > 0 || fired > 0 || woken > 0 || pump.census.ready() > 0;
         if pump.census.take_foreign() || (preempt && !ready) {
             reactor_pass(&pump.node).await;
             (last_pass, exposed) = (Instant::now(), false);
@@ -139,11 +141,24 @@ fn idle(pump: &mut Pump, cap: Instant) {
         None => cap,
     };
     let census = &pump.census;
+    let watches = pump.node.watches();
+    let also = match watches.arm() {
+        Ok(Some(bells)) => bells,
+        // A watched ring has a frame: the next loop wakes its task.
+        Ok(None) => return,
+        Err(err) => {
+            tracing::error!(executor = pump.node.executor(), error = %err, "cannot arm a watched ring");
+            Vec::new()
+        }
+    };
     census.set_parked(true);
-    let wake = pump.group.wait_until(deadline, || {
-        census.ready() > 0 || glommio::executor().need_preempt()
-    });
+    let wake = pump.group.wait_until_also(
+        deadline,
+        || census.ready() > 0 || glommio::executor().need_preempt() || watches.any_frames(),
+        &also,
+    );
     census.set_parked(false);
+    watches.disarm();
     if let Err(err) = wake {
         tracing::error!(executor = pump.node.executor(), error = %err, "cannot wait on the executor's rings");
     }

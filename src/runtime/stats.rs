@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
 
-use super::node::RouterTotals;
+use super::node::{Node, RouterTotals};
 use super::routes::Routes;
 use crate::latency::{new_histogram, record_ns};
 use pinwheel_ipc::wire::AgentId;
@@ -66,6 +66,21 @@ pub struct NodeStats {
 }
 
 impl NodeStats {
+    /// Everything an executor measured so far: its agents', its router's and
+    /// glommio's own figures.
+    pub fn full_snapshot(&self, node: &Node) -> StatsSnapshot {
+        let mut snapshot = self.snapshot();
+        snapshot.router = node.counters().totals();
+        let glommio = glommio::executor().executor_stats();
+        snapshot.executor = ExecutorTotals {
+            index: node.executor(),
+            busy_ns: u64::try_from(glommio.total_runtime().as_nanos()).unwrap_or(u64::MAX),
+            tasks: glommio.tasks_executed(),
+            scheduler_runs: glommio.scheduler_runs(),
+        };
+        snapshot
+    }
+
     /// Statistics for `executor`, with a histogram per route its agents
     /// (and the load generator, if here) may call.
     pub fn new(routes: &Routes, executor: u16) -> Self {

@@ -8,7 +8,9 @@
 //! answer is answered for it: failed, or timed out. Failures go to the
 //! supervisor; when it isolates the agent, the worker that saw the last
 //! failure pauses the inbox, answers what was queued with "unavailable",
-//! waits out the backoff, resets and restarts the agent, and resumes. The
+//! waits out the backoff, resets and restarts the agent, and resumes
+//! (marked isolated on the board meanwhile, so callers' balancers skip
+//! it). The
 //! other workers simply wait, and the executor's other agents go on. A
 //! request that waited in the inbox past its deadline is answered as timed
 //! out without running the handler, and is not held against the agent.
@@ -20,6 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::agent::{Agent, Message};
+use super::board::AgentFlags;
 use super::ctx::{Ctx, now_ns};
 use super::node::{STATUS_FAILED, STATUS_TIMEOUT, STATUS_UNAVAILABLE};
 use super::supervisor::{Supervisor, Verdict};
@@ -117,6 +120,8 @@ async fn handle_one<A: Agent>(
 async fn isolate<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Supervisor>, until_ns: u64) {
     let inbox = ctx.node().inbox(ctx.me());
     inbox.pause();
+    let board = ctx.node().routes().board();
+    board.set_flag(ctx.me(), AgentFlags::ISOLATED, true);
     ctx.stats().update_agent(ctx.me(), |c| c.isolated = true);
     while let Some(frame) = inbox.try_pop() {
         if let Ok(msg) = Message::new(frame)
@@ -134,6 +139,7 @@ async fn isolate<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Supervisor
         c.restarts += 1;
         c.isolated = false;
     });
+    board.set_flag(ctx.me(), AgentFlags::ISOLATED, false);
     inbox.resume();
 }
 

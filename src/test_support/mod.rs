@@ -7,6 +7,8 @@
 //!   cluster tests.
 //! * [`DaemonProcess`]: a `pinwheel run` child with its admin API on a
 //!   free port, for tests that watch a running daemon from outside.
+//! * [`process_daemon::TestDaemon`]: `pinwheel run` in a subprocess with
+//!   its files in a temporary directory, for the agent-process tests.
 //! * [`traces::generate`]: the VRAM traces of `tests/fixtures/traces/`,
 //!   from the seed's agent manifests.
 //! * [`control_runtime`]: a control runtime for tests that start executors
@@ -16,10 +18,11 @@
 mod alloc;
 mod daemon;
 mod nats;
+pub mod process_daemon;
 
 pub use alloc::{Counting, CountingAlloc, allocations_during};
 pub use daemon::{DaemonProcess, HANG_GUARD};
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 pub mod traces;
 
 /// A control runtime shared by the tests of one binary, started on first

@@ -16,6 +16,7 @@ mod classify;
 mod cpuset;
 mod detect;
 mod error;
+mod legacy;
 mod live;
 mod render;
 mod roles;
@@ -32,6 +33,9 @@ use serde::Serialize;
 pub use cpuset::{CpuId, CpuSet, CpuSetError, MAX_CPU_ID};
 pub use detect::detect;
 pub use error::{HostMismatch, TopologyError};
+pub use legacy::{
+    DEFAULT_LEGACY_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES, LegacyEdge, MAX_MESSAGE_BYTES,
+};
 pub use live::{LiveLimits, live_limits};
 pub use render::{render_detect_json, render_detect_toml};
 pub use validate::{DEFAULT_ADMIN_ADDR, load, validate};
@@ -273,6 +277,35 @@ pub struct ClusterSpec {
     pub heartbeat_ms: u64,
     /// Heartbeats a host may miss before it is lost.
     pub missed_heartbeats: u32,
+    /// How this host proves who it is to NATS.
+    pub auth: ClusterAuth,
+    /// TLS settings, for a `tls://` URL.
+    pub tls: ClusterTls,
+    /// JetStream replicas of the cluster's KV buckets (1 on one server, 3
+    /// on a three-node NATS cluster).
+    pub kv_replicas: u8,
+}
+
+/// How a host proves who it is to NATS: files read when the link starts,
+/// through the root daemon's secret check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub enum ClusterAuth {
+    /// No credentials: a NATS server without authorization.
+    #[default]
+    None,
+    /// An nkey seed file (`pinwheel cluster init` writes one per host).
+    Nkey(PathBuf),
+    /// A file holding `user:password`.
+    Password(PathBuf),
+}
+
+/// TLS files for the NATS connection; used when the URL is `tls://`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ClusterTls {
+    /// The CA that signs the server's certificate (else the system's).
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// A validated topology file.
@@ -291,6 +324,7 @@ pub struct Topology {
     admin_addr: SocketAddr,
     tuning_profile: Option<PathBuf>,
     cluster: Option<ClusterSpec>,
+    legacy: Option<LegacyEdge>,
 }
 
 impl Topology {
@@ -395,6 +429,23 @@ impl Topology {
     /// The cluster section, if any.
     pub fn cluster(&self) -> Option<&ClusterSpec> {
         self.cluster.as_ref()
+    }
+
+    /// The legacy ZeroMQ gateway's section, if any.
+    pub fn legacy(&self) -> Option<&LegacyEdge> {
+        self.legacy.as_ref()
+    }
+
+    /// This topology with its gateway bound on `bind` (`pinwheel run
+    /// --legacy-bind`): the section's other settings stay, or are the
+    /// defaults when the file has none.
+    pub fn with_legacy_bind(mut self, bind: std::net::IpAddr) -> Self {
+        let edge = match self.legacy.take() {
+            Some(edge) => LegacyEdge { bind, ..edge },
+            None => LegacyEdge::on(bind),
+        };
+        self.legacy = Some(edge);
+        self
     }
 
     /// This topology under another host name (`pinwheel run --host`): one

@@ -84,6 +84,11 @@ pub fn validate(
         admin_addr: admin_addr(raw.admin.as_ref().and_then(|a| a.addr.as_ref()), file)?,
         tuning_profile: tuning_profile(raw.tuning.as_ref().map(|t| &t.profile), file)?,
         cluster: raw.cluster.as_ref().map(|c| cluster(c, file)).transpose()?,
+        legacy: raw
+            .legacy
+            .as_ref()
+            .map(|l| super::legacy::legacy(l, file))
+            .transpose()?,
         classes,
     })
 }
@@ -513,11 +518,70 @@ fn cluster(section: &ClusterSection, file: &SourceFile) -> Result<ClusterSpec, T
         Some(n) => *n.get_ref(),
         None => 4,
     };
+    let kv_replicas = match &section.kv_replicas {
+        Some(n) if !(1..=5).contains(n.get_ref()) => {
+            return Err(invalid(
+                file,
+                n.span(),
+                "kv_replicas must be between 1 and 5 (JetStream's limit)",
+            ));
+        }
+        Some(n) => *n.get_ref(),
+        None => 1,
+    };
     Ok(ClusterSpec {
         name,
         nats_url: url.clone(),
         heartbeat_ms,
         missed_heartbeats,
+        auth: cluster_auth(section, file)?,
+        tls: cluster_tls(section, file)?,
+        kv_replicas,
+    })
+}
+
+/// A path of the cluster section, relative to the topology file's
+/// directory. Only its form is checked here: the files are secrets, read
+/// (and checked) when the link starts.
+fn cluster_path(value: &Spanned<String>, file: &SourceFile) -> PathBuf {
+    let base = file.path().parent().unwrap_or(Path::new("."));
+    base.join(value.get_ref())
+}
+
+fn cluster_auth(
+    section: &ClusterSection,
+    file: &SourceFile,
+) -> Result<super::ClusterAuth, TopologyError> {
+    match (&section.nkey_file, &section.password_file) {
+        (Some(_), Some(password)) => Err(invalid(
+            file,
+            password.span(),
+            "give nkey_file or password_file, not both",
+        )),
+        (Some(nkey), None) => Ok(super::ClusterAuth::Nkey(cluster_path(nkey, file))),
+        (None, Some(password)) => Ok(super::ClusterAuth::Password(cluster_path(password, file))),
+        (None, None) => Ok(super::ClusterAuth::None),
+    }
+}
+
+fn cluster_tls(
+    section: &ClusterSection,
+    file: &SourceFile,
+) -> Result<super::ClusterTls, TopologyError> {
+    let client = match (&section.tls_cert, &section.tls_key) {
+        (Some(cert), Some(key)) => Some((cluster_path(cert, file), cluster_path(key, file))),
+        (None, None) => None,
+        (Some(one), None) | (None, Some(one)) => {
+            return Err(invalid(
+                file,
+                one.span(),
+                "a client certificate needs both tls_cert and tls_key",
+            ));
+        }
+    };
+    Ok(super::ClusterTls {
+        ca: section.tls_ca.as_ref().map(|ca| cluster_path(ca, file)),
+        client,
     })
 }
 

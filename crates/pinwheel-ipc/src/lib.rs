@@ -10,8 +10,15 @@
 //! the doorbell awaitable on a glommio executor for the daemon's data
 //! plane; `serde` lets configuration files name a [`ring::WaitStrategy`].
 //!
+//! The [`link`] protocol is what an agent process and the daemon say on
+//! the socket its rings are handed over on (hello, facts, method names).
+//! A [`drill`] (an injected fault: slow, failing or stalled service) is
+//! here too, so the daemon and an agent's SDK apply it alike.
+//!
 //! Dependencies point one way: `ring` uses `wire` to encode and check the
 //! envelopes it carries; `wire` knows nothing of rings.
 
+pub mod drill;
+pub mod link;
 pub mod ring;
 pub mod wire;

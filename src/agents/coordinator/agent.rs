@@ -199,7 +199,7 @@ impl CoordinatorAgent {
 
     /// Calls every downstream not on the trace; the first failure's status.
     async fn serve(&self, ctx: &Ctx, job: &Job) -> u16 {
-        let Some(child) = job.trace.through(ctx.me()) else {
+        let Some(child) = job.trace.through(ctx.head()) else {
             return STATUS_OK;
         };
         let mut buf = [0; TRACE_BYTES];
@@ -209,9 +209,8 @@ impl CoordinatorAgent {
             if child.visited(target) {
                 continue;
             }
-            let status = self
-                .call(ctx, DownstreamId(i as u16), target, body, deadline_ns)
-                .await;
+            let downstream = (DownstreamId(i as u16), target, child.session());
+            let status = self.call(ctx, downstream, body, deadline_ns).await;
             if status != STATUS_OK {
                 return status;
             }
@@ -219,13 +218,13 @@ impl CoordinatorAgent {
         STATUS_OK
     }
 
-    /// Calls one downstream through its bulkhead and breaker, retrying as
-    /// the policy allows.
+    /// Calls one downstream (its id, its agent and the request's session
+    /// key) through its bulkhead and breaker, retrying as the policy
+    /// allows.
     async fn call(
         &self,
         ctx: &Ctx,
-        id: DownstreamId,
-        target: AgentId,
+        (id, target, key): (DownstreamId, AgentId, Option<u64>),
         body: &[u8],
         deadline_ns: u64,
     ) -> u16 {
@@ -247,7 +246,7 @@ impl CoordinatorAgent {
             };
             let until_ns = deadline_ns.min(now + CALL_TIMEOUT.as_nanos() as u64);
             let status = match ctx
-                .call_until(target, METHOD_WORK, body, self.priority, until_ns)
+                .call_keyed_until(target, key, METHOD_WORK, body, self.priority, until_ns)
                 .await
             {
                 Ok(reply) => reply.head().code,

@@ -29,14 +29,15 @@
 //! a delay, or give up. Nothing here allocates after construction.
 
 mod agent;
-mod breaker;
 mod bulkhead;
 mod policy;
 mod queue;
 mod retry;
 
 pub use agent::{CoordinatorAgent, CoordinatorConfig, CoordinatorCounters};
-pub use breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
+// The breaker lives in the runtime: the cluster link breaks calls to
+// other hosts with it too.
+pub use crate::runtime::breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
 pub use bulkhead::{Bulkhead, Permit};
 pub use policy::{
     AfterCall, CallOutcome, CoordinatorPolicy, Decision, DownstreamConfig, DownstreamId,

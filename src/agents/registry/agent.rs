@@ -6,8 +6,16 @@
 //! with the name, host, role and planned CPU the daemon's directory gives
 //! for that id; later ones mark it heard from, and re-register it if the
 //! plan moved it. Requests: [`METHOD_LOOKUP`] finds an agent by name (the
-//! body) and answers its id, CPU and health; any other request is the
-//! seed's "context" call and answers how many agents are registered and up.
+//! body) and answers its id, CPU and health; the seed's discovery actions
+//! (`register_agent`, `get_agent_endpoint`, `health_check`, from legacy
+//! clients through the gateway) are answered from the host's legacy book
+//! (see `legacy.rs`); [`METHOD_WORK`] is the seed's "context" call and
+//! answers how many agents are registered and up, after making the
+//! manifest's calls (SystemDigitalTwin asks MemoryOrchestratorService@pc2
+//! for context), as a synthetic agent makes them: in turn, with the
+//! request's trace and within its deadline; the first failed call's status
+//! is the answer's. Any other method is answered
+//! [`STATUS_UNKNOWN_METHOD`].
 //!
 //! Snapshot. With a state directory, the registry loads
 //! `<dir>/<agent>.registry.json` when it starts, before it serves anything,
@@ -26,14 +34,19 @@ use std::time::Duration;
 
 use tracing::warn;
 
+use super::legacy;
 use super::{Health, Record, Registry, RegistryConfig, write_snapshot};
-use crate::agents::protocol::METHOD_LOOKUP;
-use crate::agents::protocol::STATUS_NOT_FOUND;
+use crate::agents::protocol::{
+    METHOD_GET_AGENT_ENDPOINT, METHOD_HEALTH_CHECK, METHOD_LOOKUP, METHOD_REGISTER_AGENT,
+    METHOD_WORK, STATUS_NOT_FOUND, Trace,
+};
+use crate::agents::synthetic::call_all;
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
 use crate::runtime::ctx::{Ctx, now_ns};
-use crate::runtime::node::STATUS_OK;
-use pinwheel_ipc::wire::{AgentId, PayloadKind};
+use crate::runtime::legacy::LegacyBook;
+use crate::runtime::node::{STATUS_OK, STATUS_UNKNOWN_METHOD};
+use pinwheel_ipc::wire::{AgentId, PayloadKind, Priority};
 
 /// How long a change waits before it is saved (changes come in bursts at
 /// start-up).
@@ -74,6 +87,10 @@ pub struct RegistryAgent {
     counters: Arc<RegistryCounters>,
     registry: RefCell<Registry>,
     saving: Cell<bool>,
+    calls: Vec<AgentId>,
+    priority: Priority,
+    legacy: Arc<LegacyBook>,
+    name: String,
 }
 
 impl RegistryAgent {
@@ -90,6 +107,30 @@ impl RegistryAgent {
             counters,
             registry,
             saving: Cell::new(false),
+            calls: Vec::new(),
+            priority: Priority::Normal,
+            legacy: Arc::new(LegacyBook::default()),
+            name: String::new(),
+        }
+    }
+
+    /// The same registry, answering the seed's discovery actions from
+    /// `book` as `name`.
+    pub fn with_legacy(self, book: Arc<LegacyBook>, name: String) -> Self {
+        Self {
+            legacy: book,
+            name,
+            ..self
+        }
+    }
+
+    /// The same registry, making `calls` (at `priority`) for each context
+    /// request.
+    pub fn with_calls(self, calls: Vec<AgentId>, priority: Priority) -> Self {
+        Self {
+            calls,
+            priority,
+            ..self
         }
     }
 
@@ -211,13 +252,31 @@ impl Agent for RegistryAgent {
                     None => ctx.reply(msg, STATUS_NOT_FOUND, &[]).await,
                 }
             }
+            PayloadKind::Request if head.code != METHOD_WORK => {
+                let (entries, up) = self.census(now);
+                let body = msg.body().to_vec();
+                let (status, answer) = match head.code {
+                    METHOD_REGISTER_AGENT => legacy::register(&self.legacy, &self.name, &body),
+                    METHOD_GET_AGENT_ENDPOINT => legacy::endpoint(&self.legacy, &body),
+                    METHOD_HEALTH_CHECK => legacy::health(&self.legacy, entries, up),
+                    _ => (STATUS_UNKNOWN_METHOD, Vec::new()),
+                };
+                ctx.reply(msg, status, &answer).await
+            }
             PayloadKind::Request => {
                 self.heard(head.from, now);
+                let status = if self.calls.is_empty() {
+                    STATUS_OK
+                } else {
+                    let trace = Trace::decode(&msg.body())
+                        .unwrap_or_else(|| Trace::new(head.sent_ns, false));
+                    call_all(ctx, &self.calls, &trace, self.priority, head.deadline_ns).await
+                };
                 let (entries, up) = self.census(now);
                 let mut answer = [0; 8];
                 answer[..4].copy_from_slice(&entries.to_le_bytes());
                 answer[4..].copy_from_slice(&up.to_le_bytes());
-                ctx.reply(msg, STATUS_OK, &answer).await
+                ctx.reply(msg, status, &answer).await
             }
             _ => Ok(()),
         }

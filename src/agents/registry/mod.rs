@@ -46,6 +46,7 @@
 
 mod agent;
 mod health;
+mod legacy;
 mod snapshot;
 mod table;
 

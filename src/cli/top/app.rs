@@ -462,6 +462,11 @@ pub(super) mod tests {
             handled: 1,
             failures: 0,
             restarts: 0,
+            pid: None,
+            user: None,
+            last_exit: None,
+            anomalies: Vec::new(),
+            fault: None,
         }
     }
 
@@ -493,6 +498,8 @@ pub(super) mod tests {
                     agent("Mid", 1, 1.0, 10),
                 ],
                 executors: Vec::new(),
+                legacy: Vec::new(),
+                legacy_ports: Vec::new(),
             },
             gpus: GpusResponse {
                 gpus: vec![GpuStatus {
@@ -534,6 +541,7 @@ pub(super) mod tests {
                 }],
                 local_routes: Vec::new(),
                 remote_routes: Vec::new(),
+                unreachable_routes: Vec::new(),
                 start_order: Vec::new(),
                 warnings: Vec::new(),
             },

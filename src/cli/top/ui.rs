@@ -220,10 +220,10 @@ fn draw_agents(frame: &mut Frame<'_>, app: &mut App, area: Rect, palette: Palett
 
 fn state_colour(state: AgentState) -> Color {
     match state {
-        AgentState::Up => Color::Green,
-        AgentState::Starting => Color::Yellow,
-        AgentState::Isolated => Color::Red,
-        AgentState::Detached => Color::DarkGray,
+        AgentState::Up | AgentState::Running | AgentState::Attached => Color::Green,
+        AgentState::Starting | AgentState::Backoff | AgentState::Stopping => Color::Yellow,
+        AgentState::Isolated | AgentState::Failed => Color::Red,
+        AgentState::Detached | AgentState::Exited => Color::DarkGray,
     }
 }
 

@@ -3,13 +3,16 @@
 //! host it goes to loads and pins it.
 //!
 //! * **Place** (`POST /v1/gpu/place`): one replica, normal priority,
-//!   binpack, pinned if asked. Placed here, it is loaded through the
-//!   optimizer at once and the answer carries the optimizer's state
-//!   (`resident`, or `waiting` for room); placed on a peer, it is
-//!   `assigned` until the peer's next heartbeat claims it.
-//! * **Pin / unpin**: pin here, in the optimizer (never evicted) and in the
-//!   cluster (placed again on a survivor if this host is lost). A model the
-//!   cluster placed on another host is that host's to pin: 409, naming it.
+//!   binpack, pinned if asked. On a single host the placement store answers
+//!   at once and the model is loaded through the optimizer: the answer
+//!   carries the optimizer's state (`resident`, or `waiting` for room). In
+//!   a cluster the placement is `placing` until the bucket takes the
+//!   write, then `assigned` until its host loads it.
+//! * **Pin / unpin**: in the placement store (any host may ask; the store
+//!   orders concurrent changes), which every host follows: the owner's
+//!   optimizer pins it (never evicted), and a pinned placement is placed
+//!   again on a survivor if its host is lost. A model held here is pinned
+//!   in the optimizer at once.
 //!
 //! Answers: the first replica's placement flattened (`model`, `host`,
 //! `gpu`, `vram_mib`, `pinned`, `state`, ...) and every replica under
@@ -43,8 +46,8 @@ impl ClusterSide {
                 pin,
                 host,
             } => self.place(model, *vram_mib, *pin, host.as_deref(), now, gpus),
-            Command::Pin { model } => self.pin(model, true, gpus),
-            Command::Unpin { model } => self.pin(model, false, gpus),
+            Command::Pin { model } => self.pin(model, true, now, gpus),
+            Command::Unpin { model } => self.pin(model, false, now, gpus),
         };
         // Peers learn of a change at once, not at the next period.
         self.next_state = now;
@@ -64,6 +67,12 @@ impl ClusterSide {
         if let Some(problem) = name_problem(model) {
             return Err((400, format!("model name {model:?} {problem}")));
         }
+        if crate::cluster::slot_key(model, 0).is_none() {
+            return Err((
+                400,
+                format!("model name {model:?} may not end with '.' or hold '..'"),
+            ));
+        }
         let request = ModelRequest {
             model: ModelName::from(model),
             vram_mib,
@@ -78,47 +87,59 @@ impl ClusterSide {
             .sched
             .place(&request, now_ms, &mut self.decisions)
             .map_err(|err| (status_of(&err), err.to_string()))?;
-        let loads = self.carry_out(gpus);
+        let loads = self.carry_out(now_ms, gpus);
         let mut states = Vec::with_capacity(placed.len());
-        for p in &placed {
+        let mut settled = Vec::with_capacity(placed.len());
+        for p in placed {
+            // The write may have been answered already (a single host).
+            let p = self.sched.where_is(&p.slot).unwrap_or(p);
             let state = match loads.iter().find(|(slot, _)| *slot == p.slot) {
                 Some((_, Err(refused))) => return Err(refused.clone()),
                 Some((_, Ok(local))) => local.state.clone(),
+                // Not in the store yet: the write is on its way.
+                None if p.revision == 0 => "placing".to_owned(),
                 // Resident here already: a pin reaches the optimizer too.
-                None if p.host == *self.sched.host() && pinned => gpus.pin(model)?.state,
+                None if p.host == *self.sched.host() && p.loaded && pinned => {
+                    gpus.pin(model)?.state
+                }
                 None if p.loaded => "resident".to_owned(),
                 None => "assigned".to_owned(),
             };
             states.push(state);
+            settled.push(p);
         }
-        answer(model, &placed, &states)
+        answer(model, &settled, &states)
     }
 
-    fn pin(&mut self, model: &str, pinned: bool, gpus: &mut GpuSide) -> Answer {
+    fn pin(&mut self, model: &str, pinned: bool, now: Instant, gpus: &mut GpuSide) -> Answer {
         let name = ModelName::from(model);
-        let held = self.sched.set_pinned(&name, pinned);
+        let now_ms = self.ms(now);
+        let placed_anywhere = self
+            .sched
+            .set_pinned(&name, pinned, now_ms, &mut self.decisions);
+        self.carry_out(now_ms, gpus);
         let placed: Vec<Placement> = self
             .sched
             .placements()
             .into_iter()
             .filter(|p| p.slot.model == name)
             .collect();
-        if held == 0
-            && let Some(elsewhere) = placed.iter().find(|p| p.host != *self.sched.host())
-        {
-            let verb = if pinned { "pin" } else { "unpin" };
-            return Err((
-                409,
-                format!(
-                    "model {model} is held by host {}; {verb} it through that host's admin API",
-                    elsewhere.host
-                ),
-            ));
-        }
-        let mut local = if pinned {
-            gpus.pin(model)?
-        } else {
-            gpus.unpin(model)?
+        let held_here = placed
+            .iter()
+            .any(|p| p.host == *self.sched.host() && p.loaded);
+        let elsewhere = placed.first().filter(|_| !held_here && placed_anywhere > 0);
+        let mut local = match elsewhere {
+            Some(first) => ModelAnswer {
+                model: model.to_owned(),
+                host: Some(first.host.0.clone()),
+                gpu: Some(first.gpu.0),
+                vram_mib: Some(first.vram_mib),
+                pinned,
+                state: if first.loaded { "resident" } else { "assigned" }.to_owned(),
+                placements: Vec::new(),
+            },
+            None if pinned => gpus.pin(model)?,
+            None => gpus.unpin(model)?,
         };
         local.placements = render::placements(&placed);
         Ok(local)

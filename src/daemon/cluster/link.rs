@@ -10,11 +10,11 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 use tracing::{error, warn};
 
 use super::LINK_DOWN;
-use crate::cluster::{AgentRecord, ClusterConfig, ClusterEvent, ClusterLink, HostState};
+use crate::cluster::{AgentRecord, CallPlane, ClusterConfig, ClusterLink, LinkIo};
 use crate::observe::health::Health;
 use crate::runtime::control::{ControlRuntime, ControlTask};
 
@@ -22,10 +22,10 @@ use crate::runtime::control::{ControlRuntime, ControlTask};
 pub(super) struct LinkInputs {
     /// The link's settings.
     pub config: ClusterConfig,
-    /// The core loop's latest host state.
-    pub source: watch::Receiver<HostState>,
-    /// Where the link's events go.
-    pub events: mpsc::Sender<ClusterEvent>,
+    /// The channels to and from the core loop.
+    pub io: LinkIo,
+    /// The executors' calls to other hosts, and theirs to this one.
+    pub calls: Option<CallPlane>,
     /// This host's agents, for the registry.
     pub records: Vec<AgentRecord>,
     /// Where a failure to start is reported.
@@ -56,13 +56,13 @@ impl LinkTask {
 async fn run(inputs: LinkInputs, stopped: oneshot::Receiver<()>) {
     let LinkInputs {
         config,
-        source,
-        events,
+        io,
+        calls,
         records,
         health,
     } = inputs;
     let url = config.nats_url().to_owned();
-    let link = match ClusterLink::start(config, source, events).await {
+    let link = match ClusterLink::start(config, io, calls).await {
         Ok(link) => link,
         Err(err) => {
             error!(error = %err, "cluster link not started; running alone");

@@ -6,10 +6,11 @@
 //!  ┌──────────────────────────────┐  watch<HostState>  ┌──────────────────────┐
 //!  │ ClusterSide::tick            │ ─────────────────> │ ClusterLink          │ <──> NATS
 //!  │   events -> GpuScheduler     │ <───────────────── │  heartbeats, registry│
-//!  │   tick, decisions, health    │  mpsc<ClusterEvent>└──────────────────────┘
-//!  │   /v1/cluster -> DaemonView  │
-//!  │ ClusterSide::answer (admin)  │
-//!  └──────────────────────────────┘
+//!  │   tick, decisions, health    │  mpsc<ClusterEvent>│  placements (KV CAS) │
+//!  │   /v1/cluster -> DaemonView  │ ─────────────────> │  call plane          │
+//!  │ ClusterSide::answer (admin)  │  mpsc<WriteRequest>└──────────────────────┘
+//!  └──────────────────────────────┘                      ▲ uplink/downlink rings
+//!                                                  executors (data plane)
 //! ```
 //!
 //! * **Single host by default.** With no `[cluster]` section and no
@@ -30,13 +31,23 @@
 //!   a model; that host's VRAM optimizer ([`GpuSide`]) loads it (pinned if
 //!   the placement is), and tells the scheduler how much room each GPU has.
 //!
+//! * **Calls between hosts.** In a cluster, boot gives every executor an
+//!   uplink and a downlink ring to the link's call plane
+//!   (`runtime::remote`); calls to agents of other hosts, found in the
+//!   manifests (`Name@host`, or a name whose manifest says another host)
+//!   and checked against the cluster registry, travel over NATS.
+//! * **Identity.** `--nats-nkey FILE` (or `[cluster] nkey_file`) names
+//!   this host's nkey seed; a password file and TLS files come from the
+//!   section. All are read through the root daemon's secret check at boot.
+//!
 //! What it does not do: choose among this host's GPUs for the optimizer,
-//! which keeps its own residency, or carry calls to other hosts' agents.
+//! which keeps its own residency.
 //!
 //! [`GpuScheduler::single_host`]: crate::gpu::sched::GpuScheduler::single_host
 //! [`GpuSide`]: super::gpus::GpuSide
 
 mod commands;
+mod decisions;
 mod link;
 mod render;
 mod side;
@@ -51,13 +62,14 @@ use self::side::{LinkEnds, Timing};
 use super::RunOptions;
 use super::boot::Booted;
 use super::gpus::GpuSide;
-use crate::cluster::{AgentRecord, ClusterConfig, Health, state_from_report};
+use crate::cluster::{AgentRecord, CallPlane, ClusterConfig, Health, LinkIo, state_from_report};
 use crate::config::name_problem;
 use crate::error::DaemonError;
-use crate::gpu::sched::{GpuScheduler, HostName, SchedConfig, SchedError};
+use crate::gpu::sched::{GpuScheduler, HostName, SchedConfig};
 use crate::observe::health::Health as DaemonHealth;
 use crate::runtime::control::ControlRuntime;
-use crate::topology::{ClusterSpec, Topology};
+use crate::runtime::remote::{CallRings, CallStats};
+use crate::topology::{ClusterAuth, ClusterSpec, ClusterTls, Topology};
 
 pub use link::LinkTask;
 pub use side::ClusterSide;
@@ -104,7 +116,23 @@ pub fn apply_overrides(topology: Topology, options: &RunOptions) -> Result<Topol
                 nats_url: url.clone(),
                 heartbeat_ms: 250,
                 missed_heartbeats: 4,
+                auth: ClusterAuth::None,
+                tls: ClusterTls::default(),
+                kv_replicas: 1,
             },
+        };
+        topology = topology.with_cluster(spec);
+    }
+    if let Some(seed) = &options.nats_nkey {
+        let Some(spec) = topology.cluster() else {
+            return Err(usage(
+                "--nats-nkey names a NATS identity, but there is no cluster: pass --nats too"
+                    .to_owned(),
+            ));
+        };
+        let spec = ClusterSpec {
+            auth: ClusterAuth::Nkey(seed.clone()),
+            ..spec.clone()
         };
         topology = topology.with_cluster(spec);
     }
@@ -124,42 +152,41 @@ pub fn apply_overrides(topology: Topology, options: &RunOptions) -> Result<Topol
 /// Events the link may hold for the core loop (about 40 ticks of a busy
 /// cluster's heartbeats).
 const EVENT_QUEUE: usize = 1024;
+/// The scheduler's writes that may wait for the link.
+const WRITE_QUEUE: usize = 256;
+
+/// What [`start`] starts.
+pub struct Started {
+    /// The scheduler's side of the core loop.
+    pub side: ClusterSide,
+    /// The link task, in a cluster.
+    pub link: Option<LinkTask>,
+    /// The call plane's counters, when the link carries calls.
+    pub calls: Option<Arc<CallStats>>,
+}
 
 /// Starts the cluster side of `topology`: the scheduler for the core loop,
-/// and, when a cluster is configured, the link task on `control`. `gpus`
-/// tells the first heartbeat this host's room.
+/// and, when a cluster is configured, the link task on `control`, carrying
+/// the executors' calls through `calls` (their call rings) if given.
+/// `gpus` tells the first heartbeat this host's room.
 pub fn start(
     topology: &Topology,
     booted: &Booted,
     gpus: &GpuSide,
     health: Arc<DaemonHealth>,
     control: &ControlRuntime,
-) -> Result<(ClusterSide, Option<LinkTask>), DaemonError> {
+    calls: Option<CallRings>,
+) -> Result<Started, DaemonError> {
     let me = HostName::from(topology.host());
     let Some(spec) = topology.cluster() else {
-        let config = SchedConfig::default();
-        let sched = GpuScheduler::single_host(me, config).map_err(sched_error)?;
-        let timing = Timing {
-            state_every: Duration::from_millis(config.heartbeat_ms),
-            lost_after_ms: config.lost_after_ms(),
-        };
-        return Ok((ClusterSide::new(sched, None, timing, health), None));
-    };
-    let usage = |err: crate::cluster::ClusterError| DaemonError::Usage {
-        message: err.to_string(),
+        return single_host(me, health);
     };
     let config = ClusterConfig::from_spec(spec, topology.host()).map_err(usage)?;
-    let sched_config = SchedConfig {
-        heartbeat_ms: spec.heartbeat_ms,
-        missed_heartbeats: spec.missed_heartbeats,
-        assignment_timeout_ms: spec.heartbeat_ms.saturating_mul(8).max(2000),
-        ..SchedConfig::default()
-    };
-    let mut sched = GpuScheduler::cluster(me, incarnation(), sched_config).map_err(sched_error)?;
-    sched.set_local_gpus(&gpus.room());
+    let (sched, sched_config) = cluster_sched(spec, me, gpus)?;
     // The link's first heartbeat already says who this host is.
     let (state, source) = watch::channel(state_from_report(&sched.local_report()));
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+    let (writes, writes_rx) = mpsc::channel(WRITE_QUEUE);
     let timing = Timing {
         // The link publishes at most five times a heartbeat.
         state_every: Duration::from_millis((spec.heartbeat_ms / 5).max(10)),
@@ -168,6 +195,7 @@ pub fn start(
     let ends = LinkEnds {
         state,
         events,
+        writes,
         url: spec.nats_url.clone(),
     };
     let side = ClusterSide::new(
@@ -176,20 +204,66 @@ pub fn start(
         timing,
         Arc::clone(&health),
     );
+    let plane = calls.map(|rings| CallPlane::new(Arc::clone(&booted.routes), rings));
+    let call_stats = plane.as_ref().map(CallPlane::stats);
+    let io = LinkIo {
+        source,
+        events: events_tx,
+        writes: writes_rx,
+    };
     let link = LinkTask::spawn(
         control,
         LinkInputs {
             config,
-            source,
-            events: events_tx,
+            io,
+            calls: plane,
             records: own_agents(topology, booted),
             health,
         },
     );
-    Ok((side, Some(link)))
+    Ok(Started {
+        side,
+        link: Some(link),
+        calls: call_stats,
+    })
 }
 
-fn sched_error(err: SchedError) -> DaemonError {
+/// The scheduler of a host of the cluster `spec` describes, with this
+/// host's room.
+fn cluster_sched(
+    spec: &ClusterSpec,
+    me: HostName,
+    gpus: &GpuSide,
+) -> Result<(GpuScheduler, SchedConfig), DaemonError> {
+    let config = SchedConfig {
+        heartbeat_ms: spec.heartbeat_ms,
+        missed_heartbeats: spec.missed_heartbeats,
+        assignment_timeout_ms: spec.heartbeat_ms.saturating_mul(8).max(2000),
+        ..SchedConfig::default()
+    };
+    let mut sched = GpuScheduler::cluster(me, incarnation(), config).map_err(usage)?;
+    sched.set_local_gpus(&gpus.room());
+    Ok((sched, config))
+}
+
+/// The side of a host with no cluster: the scheduler alone, its store in
+/// memory, no link.
+fn single_host(me: HostName, health: Arc<DaemonHealth>) -> Result<Started, DaemonError> {
+    let config = SchedConfig::default();
+    let sched = GpuScheduler::single_host(me, config).map_err(usage)?;
+    let timing = Timing {
+        state_every: Duration::from_millis(config.heartbeat_ms),
+        lost_after_ms: config.lost_after_ms(),
+    };
+    Ok(Started {
+        side: ClusterSide::new(sched, None, timing, health),
+        link: None,
+        calls: None,
+    })
+}
+
+/// A configuration the scheduler or the link refuses, as bad input.
+fn usage(err: impl std::fmt::Display) -> DaemonError {
     DaemonError::Usage {
         message: err.to_string(),
     }
@@ -252,6 +326,10 @@ mod tests {
             host: host.map(str::to_owned),
             nats_url: nats.map(str::to_owned),
             overhead: false,
+            nats_nkey: None,
+            run_dir: PathBuf::from("/run/pinwheel"),
+            faults: Vec::new(),
+            legacy_bind: None,
         }
     }
 

@@ -6,13 +6,14 @@
 //! {"cluster": "home", "host": "mainpc",
 //!  "hosts": [{"host": "mainpc", "state": "up", "last_seen_ms": 0, "latency_us": 0}, ...],
 //!  "placements": [{"model": "whisper", "host": "pc2", "gpu": 0, "vram_mib": 3100,
-//!                  "pinned": true, "replica": 0, "loaded": true, "epoch": 2}],
+//!                  "pinned": true, "replica": 0, "loaded": true, "revision": 2}],
 //!  "agents": [{"agent": "STTService", "host": "mainpc", "ports": [5800], "health": "healthy"}]}
 //! ```
 //!
 //! `hosts` lists this host first; `last_seen_ms` is how long ago its last
 //! heartbeat arrived (0 for this host). A placement that is not `loaded`
-//! is assigned to its host and loading. `agents` is the cluster registry
+//! is assigned to its host and loading; `revision` is its entry's in the
+//! placement store (0 while this host's write of it is in flight). `agents` is the cluster registry
 //! (an agent of a lost host shows `lost`). On a single host `cluster` is
 //! `null` and `agents` empty.
 
@@ -65,7 +66,7 @@ fn placement(p: &Placement) -> PlacementView {
         pinned: p.pinned,
         replica: u32::from(p.slot.replica),
         loaded: p.loaded,
-        epoch: p.epoch.0,
+        revision: p.revision,
         state: None,
     }
 }
@@ -96,7 +97,7 @@ fn health(health: Health) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::sched::{Epoch, GpuIndex, HostName, ModelName, Slot};
+    use crate::gpu::sched::{GpuIndex, HostName, ModelName, Slot};
 
     #[test]
     fn hosts_show_how_long_ago_they_were_seen_placements_the_issues_fields_and_lost_hosts_agents_lost()
@@ -124,7 +125,7 @@ mod tests {
             gpu: GpuIndex(1),
             vram_mib: 2048,
             pinned: true,
-            epoch: Epoch(3),
+            revision: 3,
             loaded: true,
         }];
 

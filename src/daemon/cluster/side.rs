@@ -7,6 +7,10 @@
 //! and publishes `/v1/cluster`. Between ticks it answers the admin API's
 //! place, pin and unpin commands (`commands.rs`).
 //!
+//! The scheduler's placement store is the link's KV bucket in a cluster:
+//! its writes go to the link, its entries and the answers come back as
+//! events. On a single host it is a [`MemoryKv`] here, written at once.
+//!
 //! Time is the core loop's monotonic clock, as ms since the side started:
 //! the scheduler's clock for heartbeats and timeouts.
 //!
@@ -27,8 +31,9 @@ use crate::cluster::{
     report_from_state, state_from_report,
 };
 use crate::daemon::gpus::GpuSide;
-use crate::gpu::sched::{Decision, GpuScheduler, HostState as SchedHostState, SchedError, Slot};
-use crate::observe::admin::Answer;
+use crate::gpu::sched::{
+    Decision, GpuScheduler, HostState as SchedHostState, MemoryKv, SchedError, WriteRequest,
+};
 use crate::observe::api::{AgentState, ClusterResponse};
 use crate::observe::health::Health as DaemonHealth;
 use crate::observe::view::DaemonView;
@@ -49,6 +54,8 @@ pub(super) struct LinkEnds {
     pub state: watch::Sender<HostState>,
     /// What the link heard.
     pub events: mpsc::Receiver<ClusterEvent>,
+    /// The scheduler's writes to the placements bucket.
+    pub writes: mpsc::Sender<WriteRequest>,
     /// The NATS server, for health details.
     pub url: String,
 }
@@ -68,7 +75,9 @@ pub(super) struct Timing {
 pub struct ClusterSide {
     pub(super) sched: GpuScheduler,
     cluster: Option<String>,
-    link: Option<LinkEnds>,
+    pub(super) link: Option<LinkEnds>,
+    /// The placement store of a single host.
+    pub(super) kv: Option<MemoryKv>,
     connected: bool,
     health: Arc<DaemonHealth>,
     started: Instant,
@@ -83,7 +92,7 @@ pub struct ClusterSide {
     last_error_log: Option<Instant>,
     pub(super) decisions: Vec<Decision>,
     /// Whether decisions were carried out since the last `after_change`.
-    decided: bool,
+    pub(super) decided: bool,
 }
 
 impl std::fmt::Debug for ClusterSide {
@@ -109,10 +118,12 @@ impl ClusterSide {
         let (cluster, link) = cluster.unzip();
         // Not connected until the link says so.
         sched.set_link_up(link.is_none());
+        let kv = link.is_none().then(MemoryKv::new);
         let side = ClusterSide {
             sched,
             cluster,
             link,
+            kv,
             connected: false,
             health,
             started: now,
@@ -143,7 +154,7 @@ impl ClusterSide {
         self.sched.set_local_gpus(&gpus.room());
         self.sched.tick(now_ms, &mut self.decisions);
         self.expire_clash(now_ms);
-        self.carry_out(gpus);
+        self.carry_out(now_ms, gpus);
         self.after_change(now, view, heard);
     }
 
@@ -188,6 +199,20 @@ impl ClusterSide {
                 // link has logged both.
                 ClusterEvent::PeerUp { .. } | ClusterEvent::PeerLost { .. } => {}
                 ClusterEvent::Error(report) => self.heard_error(&report),
+                ClusterEvent::Placement {
+                    slot,
+                    revision,
+                    owner,
+                } => {
+                    if let Err(err) = self.sched.saw(slot, revision, owner, now_ms) {
+                        debug!(error = %err, "placement not taken");
+                    }
+                }
+                ClusterEvent::PlacementsSynced(synced) => self.sched.set_synced(synced, now_ms),
+                ClusterEvent::Written { slot, outcome } => {
+                    self.sched
+                        .written(&slot, outcome, now_ms, &mut self.decisions);
+                }
                 ClusterEvent::Agent(record) => {
                     let key = record.key();
                     // The link bounds its copy, but deletions do not
@@ -248,70 +273,6 @@ impl ClusterSide {
         }
     }
 
-    /// Carries out the scheduler's decisions through the VRAM optimizer;
-    /// returns what the optimizer answered to each load, by slot.
-    pub(super) fn carry_out(&mut self, gpus: &mut GpuSide) -> Vec<(Slot, Answer)> {
-        let mut loads = Vec::new();
-        let mut hosts_changed = false;
-        let decisions = std::mem::take(&mut self.decisions);
-        self.decided |= !decisions.is_empty();
-        for decision in &decisions {
-            match decision {
-                Decision::Load { slot, .. } => loads.push((slot.clone(), self.load(slot, gpus))),
-                Decision::Yield {
-                    slot,
-                    gpu,
-                    epoch,
-                    to,
-                } => {
-                    info!(model = %slot.model, replica = slot.replica, gpu = gpu.0, epoch = epoch.0, to = %to, "model yielded to its newer owner");
-                    if let Err((_, why)) = gpus.unpin(&slot.model.0) {
-                        debug!(model = %slot.model, why, "yielded model not known to the VRAM optimizer");
-                    }
-                }
-                Decision::Assigned {
-                    slot,
-                    host,
-                    gpu,
-                    epoch,
-                } => {
-                    info!(model = %slot.model, replica = slot.replica, host = %host, gpu = gpu.0, epoch = epoch.0, "model assigned to a peer");
-                }
-                Decision::Unplaced { slot, vram_mib } => {
-                    warn!(model = %slot.model, replica = slot.replica, vram_mib, "no GPU in the cluster has room for a model that must stay placed; retrying each tick");
-                }
-                Decision::HostLost { host } | Decision::HostUp { host } => {
-                    debug!(peer = %host, "cluster host changed state");
-                    hosts_changed = true;
-                }
-                Decision::Degraded(degraded) => debug!(degraded, "cluster view"),
-            }
-        }
-        // Keep the vector's capacity for the next tick.
-        self.decisions = decisions;
-        self.decisions.clear();
-        if hosts_changed {
-            self.note_peers();
-        }
-        loads
-    }
-
-    /// Loads a slot placed here through the VRAM optimizer, pinned there if
-    /// it is pinned in the cluster. A refusal gives the slot up, so that a
-    /// slot which must survive is placed again elsewhere.
-    fn load(&mut self, slot: &Slot, gpus: &mut GpuSide) -> Answer {
-        let Some(placed) = self.sched.where_is(slot) else {
-            return Err((500, format!("{slot} was placed here but is not held")));
-        };
-        info!(model = %slot.model, replica = slot.replica, gpu = placed.gpu.0, vram_mib = placed.vram_mib, epoch = placed.epoch.0, "model placed on this host");
-        let answer = gpus.place(&slot.model.0, placed.vram_mib, placed.pinned);
-        if let Err((_, why)) = &answer {
-            warn!(model = %slot.model, why, "the VRAM optimizer refused a model placed here; giving it up");
-            self.sched.load_failed(slot);
-        }
-        answer
-    }
-
     fn note_link(&self) {
         let Some(link) = &self.link else { return };
         if self.connected {
@@ -327,7 +288,7 @@ impl ClusterSide {
         }
     }
 
-    fn note_peers(&self) {
+    pub(super) fn note_peers(&self) {
         let lost: Vec<String> = self
             .sched
             .hosts()
@@ -388,10 +349,10 @@ fn agent_health(view: &DaemonView) -> Vec<AgentHealth> {
         .into_iter()
         .map(|a| AgentHealth {
             health: match a.state {
-                AgentState::Up => Health::Healthy,
-                AgentState::Isolated => Health::Unhealthy,
-                AgentState::Detached => Health::Stopped,
-                AgentState::Starting => Health::Starting,
+                AgentState::Up | AgentState::Running | AgentState::Attached => Health::Healthy,
+                AgentState::Isolated | AgentState::Failed => Health::Unhealthy,
+                AgentState::Detached | AgentState::Exited | AgentState::Stopping => Health::Stopped,
+                AgentState::Starting | AgentState::Backoff => Health::Starting,
             },
             agent: a.name.split('@').next().unwrap_or_default().to_owned(),
         })

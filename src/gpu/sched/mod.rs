@@ -1,60 +1,65 @@
 //! The cross-host GPU scheduler: where each model and GPU job runs, across
 //! every host of the cluster. A pure state machine in the core loop, beside
-//! the VRAM optimizer: reports, requests and the time go in; decisions and
-//! this host's report come out. No I/O, no clock, no randomness, so the
-//! simulation in `tests/gpu_sched_sim.rs` drives many of them in virtual
-//! time.
+//! the VRAM optimizer: reports, store entries, requests and the time go in;
+//! decisions (writes to the placement store among them) and this host's
+//! report come out. No I/O, no clock, no randomness, so the simulation in
+//! `tests/gpu_sched_sim.rs` drives many of them in virtual time.
 //!
 //! ```text
-//!   cluster link ──HostReport──> observe()        place(), place_job()
-//!                                   │                  │
-//!   core loop tick ───now_ms──> tick() ──Decision──> VRAM optimizer
-//!                                   │               (Load, Yield)
+//!   cluster link ──HostReport──> observe()          place(), place_job()
+//!   KV watch ──(slot, revision, Ownership)──> saw()      │
+//!   core loop tick ───now_ms──> tick() ──Decision──> Write ──> KV (CAS) ──> written()
+//!                                   │              └──> Load, Yield ──> VRAM optimizer
 //!   cluster link <──local_report()──┘
 //! ```
 //!
-//! # Protocol: no consensus, state gossip plus epochs
+//! # Protocol: ownership in a compare-and-set store
 //!
-//! Every host runs its own scheduler; none is the leader of record. Each
-//! publishes a [`HostReport`] every heartbeat: its GPUs, the slots (model
-//! replicas) it holds, each with an [`Epoch`], and the placements it
-//! decided for other hosts (*assignments*). A host takes up an assignment
-//! addressed to it by loading the slot and claiming it in its next report.
+//! Placements and their owners live in a store with compare-and-set: a
+//! JetStream KV bucket in a cluster (`pinwheel-<cluster>-placements`,
+//! replicated by JetStream), a [`MemoryKv`] on a single host. One entry per
+//! slot (model replica) holds its [`Ownership`]: the owner, its GPU,
+//! pinned, active, loaded. Every host follows every entry (a watch) and
+//! changes one only by a write on the revision it saw ([`Write::Update`],
+//! [`Write::Delete`]) or, for a first placement, a [`Write::Create`] that
+//! succeeds only if the slot has no entry. So two owners of one slot are
+//! impossible by construction: of two hosts that decide on the same
+//! revision, the store takes the first write and refuses the second.
 //!
 //! * **Placement.** The host where the model is resident first; else the
 //!   best GPU by free VRAM, binpack or spread per model, weighted by the
 //!   link latency from the deciding host, replicas on distinct hosts
-//!   (`fit.rs`).
+//!   (`fit.rs`). The deciding host creates the entry naming the chosen
+//!   host; that host loads it once a write of its own (`loaded: true`)
+//!   succeeds, never before.
 //! * **Host loss.** A peer silent for [`SchedConfig::missed_heartbeats`]
-//!   heartbeats is lost. Its pinned and active slots become orphans; the
-//!   *placer* (the live host that has run longest) re-places them in
-//!   priority order in the same tick that detects the loss, each with the
-//!   highest epoch known plus one.
-//! * **Partitions.** Each side keeps what it holds and reports degraded;
-//!   each side's placer re-places the other side's pinned slots where room
-//!   allows. On heal, a host that sees a live peer hold one of its slots
-//!   with a higher rank (higher epoch, or at equal epochs the smaller host
-//!   name) yields it, so no slot keeps two owners. Lower epochs yield.
+//!   heartbeats is lost. Every live host that sees an entry owned by a
+//!   lost host places it again (pinned or active) or deletes it (neither);
+//!   whichever write lands first wins, the rest are refused. Pinned
+//!   entries stay in the store until unpinned, so a host that starts after
+//!   every holder of a pinned slot died still finds and places it.
+//! * **Partitions.** A host cut off from the store changes nothing (it
+//!   keeps what it has loaded and reports degraded); the side that reaches
+//!   the store places the other side's slots again. On heal, a host that
+//!   sees the store name another owner of a slot it holds unloads it.
 //! * **Single host.** With no cluster configured the scheduler has no
 //!   peers and places everything locally ([`GpuScheduler::single_host`]).
 //!
-//! * **Orphans are gossiped.** Each report lists the orphans its host
-//!   knows of, so the placer learns of a lost host's models even when it
-//!   started after that host's last report. The knowledge lives in the
-//!   hosts' memory, not in a store: it is lost only if every host that
-//!   knew it is lost before passing it on.
+//! * **Bounds.** Reports and entries come from others, so the peers kept
+//!   ([`MAX_PEERS`]), the slots held ([`MAX_SLOTS`]) and every VRAM size
+//!   ([`MAX_VRAM_MIB`]) are bounded, and VRAM sums saturate instead of
+//!   wrapping.
 //!
-//! * **Bounds.** Reports come from peers, so the peers kept
-//!   ([`MAX_PEERS`]), the slots remembered ([`MAX_SLOTS`]) and every VRAM
-//!   size ([`MAX_VRAM_MIB`]) are bounded, and VRAM sums saturate instead
-//!   of wrapping.
-//!
-//! What it does not do: load anything (the daemon carries out
-//! [`Decision::Load`] and [`Decision::Yield`] through the VRAM optimizer)
+//! What it does not do: talk to the store or load anything (the daemon
+//! carries out [`Decision::Write`] through the cluster link, and
+//! [`Decision::Load`] and [`Decision::Yield`] through the VRAM optimizer),
 //! or measure latency (the cluster link does).
 
 mod fit;
-mod replace;
+mod kv;
+mod reconcile;
+mod requests;
+mod room;
 mod scheduler;
 mod status;
 #[cfg(test)]
@@ -63,20 +68,22 @@ mod types;
 mod view;
 
 pub use crate::config::limits::MAX_VRAM_MIB;
+pub use kv::{Change, MemoryKv};
+pub use reconcile::WRITE_TIMEOUT_MS;
 pub use scheduler::{GpuScheduler, MAX_REPLICAS};
+pub use view::PRUNE_AFTER_MS;
 
 /// The most peers one host keeps track of. A peer past it is refused (by
 /// the cluster link, counted as a bad frame, and here), so hosts that
 /// anyone can name cannot grow the maps without bound.
 pub const MAX_PEERS: usize = 256;
 
-/// The most slots the catalogue remembers. Slots of lost hosts stay in it
-/// until placed again; a report that would take it past this bound is not
-/// taken.
+/// The most slots the table of the placement store holds (deleted ones
+/// included); an entry that would take it past this bound is not taken.
 pub const MAX_SLOTS: usize = 16_384;
 pub use types::{
-    Assignment, Claim, Decision, Epoch, GpuIndex, GpuReport, HostName, HostReport, HostState,
-    HostStatus, JobRequest, ModelName, ModelRequest, Orphan, Placement, Policy, Slot, outranks,
+    Decision, GpuIndex, GpuReport, HostName, HostReport, HostState, HostStatus, JobRequest,
+    ModelName, ModelRequest, Ownership, Placement, Policy, Slot, Write, WriteOutcome, WriteRequest,
 };
 
 /// Timing and weights of a [`GpuScheduler`].
@@ -89,8 +96,8 @@ pub struct SchedConfig {
     /// How much one ms of link latency costs in a placement, in MiB of
     /// fit (see `fit.rs`).
     pub latency_weight_mib_per_ms: u64,
-    /// How long an assignment waits to be taken up before its slot is
-    /// placed again, ms.
+    /// How long an entry assigned to a host may stay not loaded before
+    /// its slot is placed elsewhere, ms.
     pub assignment_timeout_ms: u64,
 }
 
@@ -186,15 +193,11 @@ pub enum SchedError {
         /// [`MAX_PEERS`].
         max: usize,
     },
-    /// A report would take the catalogue past [`MAX_SLOTS`].
-    #[error(
-        "host {host} reports {new} slots this host never heard of; at most {max} are remembered"
-    )]
+    /// An entry would take the table past [`MAX_SLOTS`].
+    #[error("slot {slot} would be one more than the {max} slots a host keeps; not taken")]
     TooManySlots {
-        /// The reporting host.
-        host: HostName,
-        /// Slots new to this host in the report.
-        new: usize,
+        /// The new slot.
+        slot: Slot,
         /// [`MAX_SLOTS`].
         max: usize,
     },

@@ -1,20 +1,21 @@
-//! [`GpuScheduler`]: the state and the public surface. Inputs are reports
-//! from other hosts, this host's GPUs, placement requests and the time;
-//! outputs are [`Decision`]s pushed onto a caller's vector, and this
-//! host's [`HostReport`] for the cluster link to publish.
+//! [`GpuScheduler`]: the state and the public surface. Inputs are peers'
+//! reports, the placement store's entries (as a watch delivers them) and
+//! the answers to this host's writes, this host's GPUs, placement requests
+//! and the time; outputs are [`Decision`]s pushed onto a caller's vector
+//! (writes for the store among them) and this host's [`HostReport`].
 //!
-//! The periodic work (liveness, yielding, taking up assignments, placing
-//! orphans) is in `replace.rs`; choosing a GPU is in `fit.rs`.
+//! The periodic work (liveness, yielding, claiming, placing again) is in
+//! `reconcile.rs`; requests (place, place a job) in `requests.rs`; room and
+//! choosing a GPU in `room.rs` and `fit.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::fit::{self, Candidate};
 use super::types::{
-    Assignment, Claim, Decision, GpuIndex, GpuReport, HostName, HostReport, JobRequest, ModelName,
-    ModelRequest, Orphan, Placement, Slot,
+    Decision, GpuIndex, GpuReport, HostName, HostReport, ModelName, Ownership, Placement, Slot,
+    Write, WriteOutcome, WriteRequest,
 };
-use super::view::{Catalogue, Peer};
-use super::{MAX_VRAM_MIB, SchedConfig, SchedError};
+use super::view::{Peer, Seen};
+use super::{MAX_SLOTS, MAX_VRAM_MIB, SchedConfig, SchedError};
 
 /// The most replicas one model may ask for.
 pub const MAX_REPLICAS: u8 = 8;
@@ -28,23 +29,18 @@ pub(super) enum Mode {
     Cluster,
 }
 
-/// A slot this host holds.
+/// A slot this host has loaded, with what the store said of it (to
+/// write it again if the store loses it).
 #[derive(Debug, Clone)]
-pub(super) struct Owned {
-    pub claim: Claim,
-    /// The slot is active until then, ms.
+pub(super) struct Loaded {
+    pub gpu: GpuIndex,
+    pub vram_mib: u64,
+    /// The slot is active until then, ms (0: not active).
     pub active_until_ms: u64,
+    pub pinned: bool,
+    pub priority: u8,
+    pub policy: super::types::Policy,
 }
-
-/// A placement this host decided for another host, not yet taken up.
-#[derive(Debug, Clone)]
-pub(super) struct Pending {
-    pub assignment: Assignment,
-    pub issued_ms: u64,
-}
-
-/// VRAM promised to loads in flight, per (host, GPU), MiB.
-pub(super) type Reserved = BTreeMap<(HostName, GpuIndex), u64>;
 
 /// The cross-host GPU scheduler of one host. See the module doc of
 /// [`crate::gpu::sched`] for the protocol.
@@ -55,30 +51,41 @@ pub struct GpuScheduler {
     pub(super) mode: Mode,
     pub(super) config: SchedConfig,
     pub(super) local_gpus: Vec<GpuReport>,
-    pub(super) owned: BTreeMap<Slot, Owned>,
-    pub(super) assignments: BTreeMap<Slot, Pending>,
+    /// What this host has loaded (the daemon carried out a `Load`).
+    pub(super) loaded: BTreeMap<Slot, Loaded>,
+    /// The placement store as the watch delivered it.
+    pub(super) table: BTreeMap<Slot, Seen>,
+    /// This host's writes waiting for the store's answer, one per slot,
+    /// with when they were issued, ms.
+    pub(super) writing: BTreeMap<Slot, (Write, u64)>,
+    /// No new write to a slot before this time, ms (after a refusal).
+    pub(super) backoff: BTreeMap<Slot, u64>,
     pub(super) peers: BTreeMap<HostName, Peer>,
-    pub(super) catalogue: Catalogue,
+    /// Since when the table holds the whole store, ms; `None` while not.
+    pub(super) synced_since_ms: Option<u64>,
+    /// Grows each time the table stops being synced; entries carry the
+    /// generation they were last seen in, so a replay can replace them.
+    pub(super) generation: u64,
     pub(super) link_up: bool,
     pub(super) degraded: bool,
     pub(super) unplaced: BTreeSet<Slot>,
     /// VRAM of local loads decided since the last GPU sample, per GPU: the
     /// sample cannot show them yet.
     pub(super) loaded_since_sample: BTreeMap<GpuIndex, u64>,
-    /// Orphans as of the last tick, for the report.
-    pub(super) orphans: Vec<Orphan>,
 }
 
 impl GpuScheduler {
-    /// A scheduler for a host with no cluster: every placement is local.
+    /// A scheduler for a host with no cluster: every placement is local,
+    /// and its store is the daemon's own [`MemoryKv`](super::MemoryKv).
     pub fn single_host(me: HostName, config: SchedConfig) -> Result<Self, SchedError> {
-        Self::build(me, 0, Mode::SingleHost, config)
+        let mut sched = Self::build(me, 0, Mode::SingleHost, config)?;
+        sched.synced_since_ms = Some(0);
+        Ok(sched)
     }
 
     /// A scheduler for `me`, one host of a cluster. `incarnation` must grow
     /// each time the host starts (the daemon uses its start time, Unix ms):
-    /// peers tell a restart by it, and the longest-running host re-places
-    /// lost hosts' models.
+    /// peers tell a restart by it.
     pub fn cluster(
         me: HostName,
         incarnation: u64,
@@ -100,15 +107,17 @@ impl GpuScheduler {
             mode,
             config,
             local_gpus: Vec::new(),
-            owned: BTreeMap::new(),
-            assignments: BTreeMap::new(),
+            loaded: BTreeMap::new(),
+            table: BTreeMap::new(),
+            writing: BTreeMap::new(),
+            backoff: BTreeMap::new(),
             peers: BTreeMap::new(),
-            catalogue: Catalogue::default(),
+            synced_since_ms: None,
+            generation: 0,
             link_up: true,
             degraded: false,
             unplaced: BTreeSet::new(),
             loaded_since_sample: BTreeMap::new(),
-            orphans: Vec::new(),
         })
     }
 
@@ -135,6 +144,35 @@ impl GpuScheduler {
         self.link_up = up;
     }
 
+    /// Whether the table holds the whole store now (the watch replayed it),
+    /// as of `now_ms`. Until it does, the scheduler changes nothing: a
+    /// partial view would re-create or yield slots it has not heard of yet.
+    /// Going unsynced marks every entry for replacement: the replay that
+    /// follows (perhaps of a store that restarted empty, its revisions
+    /// from 1 again) replaces them, and those it does not deliver are gone
+    /// when it says it is synced again.
+    pub fn set_synced(&mut self, synced: bool, now_ms: u64) {
+        match (synced, self.synced_since_ms) {
+            (true, None) => {
+                let (generation, writing) = (self.generation, &self.writing);
+                self.table.retain(|slot, seen| {
+                    seen.generation == generation || writing.contains_key(slot)
+                });
+                self.synced_since_ms = Some(now_ms);
+            }
+            (false, Some(_)) => {
+                self.synced_since_ms = None;
+                self.generation += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the table holds the whole store.
+    pub fn is_synced(&self) -> bool {
+        self.synced_since_ms.is_some()
+    }
+
     /// Takes in a peer's report, which arrived at `now_ms` over a link of
     /// `latency_us`. Reports older than the peer's latest incarnation are
     /// ignored, as is this host's own echo.
@@ -155,160 +193,161 @@ impl GpuScheduler {
                 Err(SchedError::SameName { host: report.host })
             };
         }
-        if self
-            .peers
-            .get(&report.host)
-            .is_some_and(|p| report.incarnation < p.report.incarnation)
-        {
-            return Ok(());
-        }
-        self.admit(&report)?;
-        self.catalogue.learn(
-            &report.host,
-            &report.owned,
-            &report.assignments,
-            &report.orphans,
-        );
-        match self.peers.get_mut(&report.host) {
-            Some(peer) => {
-                if peer.lost || report.incarnation > peer.report.incarnation {
-                    out.push(Decision::HostUp {
-                        host: report.host.clone(),
-                    });
-                }
-                *peer = Peer {
-                    report,
-                    last_seen_ms: now_ms,
-                    latency_us,
-                    lost: false,
-                };
+        if let Some(peer) = self.peers.get_mut(&report.host) {
+            if report.incarnation < peer.report.incarnation && !peer.lost {
+                return Ok(());
             }
-            None => {
+            if peer.lost || report.incarnation != peer.report.incarnation {
                 out.push(Decision::HostUp {
                     host: report.host.clone(),
                 });
-                let peer = Peer {
-                    report,
-                    last_seen_ms: now_ms,
-                    latency_us,
-                    lost: false,
-                };
-                self.peers.insert(peer.report.host.clone(), peer);
             }
+            *peer = Peer::new(report, now_ms, latency_us);
+            return Ok(());
         }
+        if self.peers.len() >= super::MAX_PEERS {
+            return Err(SchedError::TooManyPeers {
+                host: report.host,
+                max: super::MAX_PEERS,
+            });
+        }
+        out.push(Decision::HostUp {
+            host: report.host.clone(),
+        });
+        let peer = Peer::new(report, now_ms, latency_us);
+        self.peers.insert(peer.report.host.clone(), peer);
         Ok(())
     }
 
-    /// Places each replica of a model: where it is resident already, else
-    /// on the best GPU (see `fit.rs`), locally (a [`Decision::Load`]) or on
-    /// a peer (an assignment it takes up from this host's next report).
-    pub fn place(
+    /// Takes in one entry of the placement store: `owner` at `revision`,
+    /// or a deletion (`None`). Revisions only grow, so an entry older than
+    /// the one held is ignored (unless the held one predates a resync). A new slot past [`MAX_SLOTS`] is refused:
+    /// whoever can write the store cannot grow every host's memory.
+    pub fn saw(
         &mut self,
-        req: &ModelRequest,
+        slot: Slot,
+        revision: u64,
+        owner: Option<Ownership>,
         now_ms: u64,
-        out: &mut Vec<Decision>,
-    ) -> Result<Vec<Placement>, SchedError> {
-        self.check_request(&req.model, req.vram_mib, req.replicas, req.host.as_ref())?;
-        let mut placed = Vec::with_capacity(usize::from(req.replicas));
-        for replica in 0..req.replicas {
-            let slot = Slot {
-                model: req.model.clone(),
-                replica,
-            };
-            if let Some(found) = self.where_is(&slot) {
-                if req.pinned {
-                    self.pin_local(&slot);
-                }
-                placed.push(found);
-                continue;
+    ) -> Result<(), SchedError> {
+        match self.table.get(&slot) {
+            Some(seen) if seen.generation == self.generation && seen.revision >= revision => {
+                return Ok(());
             }
-            let claim = Claim {
-                epoch: self.catalogue.max_epoch(&slot).next(),
-                slot,
-                gpu: GpuIndex(0),
-                vram_mib: req.vram_mib,
-                pinned: req.pinned,
-                active: false,
-                priority: req.priority,
-                policy: req.policy,
-            };
-            placed.push(self.place_claim(claim, req.host.as_ref(), now_ms, out)?);
+            None if self.table.len() >= MAX_SLOTS => {
+                return Err(SchedError::TooManySlots {
+                    slot,
+                    max: MAX_SLOTS,
+                });
+            }
+            _ => {}
         }
-        Ok(placed)
+        let owner = owner.map(|mut o| {
+            o.vram_mib = o.vram_mib.min(MAX_VRAM_MIB);
+            o
+        });
+        self.table.insert(
+            slot,
+            Seen {
+                revision,
+                owner,
+                since_ms: now_ms,
+                generation: self.generation,
+            },
+        );
+        Ok(())
     }
 
-    /// Places a GPU job: on a host where its model is resident (this host
-    /// first, then the nearest), else it loads the model like an unpinned
-    /// [`place`](Self::place). The model stays active `hold_ms` after.
-    pub fn place_job(
+    /// The store's answer to this host's write to `slot`. A write that made
+    /// this host the owner of a loaded slot is when it loads: never before
+    /// the store agreed.
+    pub fn written(
         &mut self,
-        job: &JobRequest,
+        slot: &Slot,
+        outcome: WriteOutcome,
         now_ms: u64,
         out: &mut Vec<Decision>,
-    ) -> Result<Placement, SchedError> {
-        self.check_request(&job.model, job.vram_mib, 1, None)?;
-        self.touch(&job.model, job.hold_ms, now_ms);
-        if let Some(found) = self.resident_replica(&job.model) {
-            return Ok(found);
-        }
-        let slot = Slot {
-            model: job.model.clone(),
-            replica: 0,
+    ) {
+        let Some((write, _)) = self.writing.remove(slot) else {
+            return;
         };
-        if let Some(found) = self.where_is(&slot) {
-            return Ok(found);
-        }
-        let claim = Claim {
-            epoch: self.catalogue.max_epoch(&slot).next(),
-            slot,
-            gpu: GpuIndex(0),
-            vram_mib: job.vram_mib,
-            pinned: false,
-            active: true,
-            priority: job.priority,
-            policy: job.policy,
+        let WriteOutcome::Written { revision } = outcome else {
+            let retry = now_ms.saturating_add(self.config.heartbeat_ms);
+            self.backoff.insert(slot.clone(), retry);
+            return;
         };
-        let placed = self.place_claim(claim, None, now_ms, out)?;
-        self.touch(&job.model, job.hold_ms, now_ms);
-        Ok(placed)
+        self.backoff.remove(slot);
+        let owner = write.owner().cloned();
+        // The watch delivers the same entry; whichever comes first counts.
+        let _ = self.saw(slot.clone(), revision, owner.clone(), now_ms);
+        let current = self.table.get(slot).is_some_and(|s| s.revision == revision);
+        let Some(owner) = owner.filter(|_| current) else {
+            return;
+        };
+        if owner.host != self.me {
+            if !owner.loaded {
+                out.push(Decision::Assigned {
+                    slot: slot.clone(),
+                    host: owner.host,
+                    gpu: owner.gpu,
+                    revision,
+                });
+            }
+        } else if owner.loaded && !self.loaded.contains_key(slot) {
+            self.load_local(slot, &owner, revision, now_ms, out);
+        }
     }
 
     /// Marks this host's replicas of `model` active for `hold_ms` more (a
-    /// job for it arrived here).
-    pub fn touch(&mut self, model: &ModelName, hold_ms: u64, now_ms: u64) {
-        for owned in self
-            .owned
-            .values_mut()
-            .filter(|o| &o.claim.slot.model == model)
-        {
-            owned.active_until_ms = owned.active_until_ms.max(now_ms.saturating_add(hold_ms));
-            owned.claim.active = true;
+    /// job for it arrived here), telling the store if they were not.
+    pub fn touch(&mut self, model: &ModelName, hold_ms: u64, now_ms: u64, out: &mut Vec<Decision>) {
+        let until = now_ms.saturating_add(hold_ms);
+        let mut stale = Vec::new();
+        for (slot, loaded) in self.loaded.iter_mut().filter(|(s, _)| &s.model == model) {
+            loaded.active_until_ms = loaded.active_until_ms.max(until);
+            stale.push(slot.clone());
+        }
+        for slot in stale {
+            self.change(&slot, |o| o.active = true, now_ms, out);
         }
     }
 
-    /// Pins (or unpins) this host's replicas of `model`: a pinned replica
-    /// is placed again elsewhere if this host is lost. Returns how many
-    /// replicas this host holds; replicas on other hosts are theirs to
-    /// change.
-    pub fn set_pinned(&mut self, model: &ModelName, pinned: bool) -> usize {
-        let mut held = 0;
-        for owned in self
-            .owned
-            .values_mut()
-            .filter(|o| &o.claim.slot.model == model)
-        {
-            owned.claim.pinned = pinned;
-            self.catalogue
-                .learn(&self.me, std::slice::from_ref(&owned.claim), &[], &[]);
-            held += 1;
+    /// Pins (or unpins) every replica of `model` the store holds: a pinned
+    /// replica stays in the store, and is placed again when its owner is
+    /// lost, until it is unpinned. Any host may do it; the store orders
+    /// concurrent changes. Returns how many replicas the store holds.
+    pub fn set_pinned(
+        &mut self,
+        model: &ModelName,
+        pinned: bool,
+        now_ms: u64,
+        out: &mut Vec<Decision>,
+    ) -> usize {
+        let slots: Vec<Slot> = self
+            .table
+            .iter()
+            .filter(|(s, seen)| &s.model == model && seen.owner.is_some())
+            .map(|(s, _)| s.clone())
+            .collect();
+        for slot in &slots {
+            self.backoff.remove(slot);
+            self.change(slot, |o| o.pinned = pinned, now_ms, out);
         }
-        held
+        slots.len()
     }
 
     /// The daemon could not load a slot after all: this host no longer
-    /// holds it, and if it must survive it is placed again elsewhere.
-    pub fn load_failed(&mut self, slot: &Slot) {
-        self.owned.remove(slot);
+    /// holds it; one that must survive is placed elsewhere, another is
+    /// deleted from the store.
+    pub fn load_failed(&mut self, slot: &Slot, now_ms: u64, out: &mut Vec<Decision>) {
+        self.loaded.remove(slot);
+        let Some(seen) = self.table.get(slot) else {
+            return;
+        };
+        if seen.owner.as_ref().is_some_and(|o| o.host == self.me) {
+            let me = self.me.clone();
+            self.move_away(slot, Some(&me), now_ms, out);
+        }
     }
 
     /// What this host tells the cluster now.
@@ -325,272 +364,137 @@ impl GpuScheduler {
                     ..*g
                 })
                 .collect(),
-            owned: self.owned.values().map(|o| o.claim.clone()).collect(),
-            assignments: self
-                .assignments
-                .values()
-                .map(|p| p.assignment.clone())
-                .collect(),
-            orphans: self.orphans.clone(),
         }
     }
 
-    /// Where `slot` is in this view: held here, held by the best-ranked
-    /// live peer, or assigned and loading.
+    /// Where the store has `slot`, or where this host's write in flight
+    /// puts it (revision 0).
     pub fn where_is(&self, slot: &Slot) -> Option<Placement> {
-        if let Some(owned) = self.owned.get(slot) {
-            return Some(placement(&self.me, &owned.claim, true));
+        if let Some(owner) = self.writing.get(slot).and_then(|(w, _)| w.owner()) {
+            return Some(placement(slot, owner, 0));
         }
-        let held = self
-            .live_peers()
-            .filter_map(|p| p.holds(slot).map(|c| (&p.report.host, c)))
-            .reduce(|best, next| {
-                let better = super::types::outranks(next.1.epoch, next.0, best.1.epoch, best.0);
-                if better { next } else { best }
-            });
-        if let Some((host, claim)) = held {
-            return Some(placement(host, claim, true));
-        }
-        self.pending_assignment(slot)
-            .map(|a| placement(&a.target, &a.claim, false))
+        let seen = self.table.get(slot)?;
+        seen.owner
+            .as_ref()
+            .map(|owner| placement(slot, owner, seen.revision))
     }
 
     pub(super) fn live_peers(&self) -> impl Iterator<Item = &Peer> {
         self.peers.values().filter(|p| !p.lost)
     }
 
-    /// An assignment of `slot` to a live host, by this host or a live peer.
-    pub(super) fn pending_assignment(&self, slot: &Slot) -> Option<&Assignment> {
-        let live =
-            |host: &HostName| *host == self.me || self.peers.get(host).is_some_and(|p| !p.lost);
-        self.assignments
-            .get(slot)
-            .map(|p| &p.assignment)
-            .into_iter()
-            .chain(self.live_peers().flat_map(|p| {
-                p.report
-                    .assignments
-                    .iter()
-                    .filter(|a| &a.claim.slot == slot)
-            }))
-            .find(|a| live(&a.target))
+    /// Whether `host` is this host or a peer heard from and not lost.
+    pub(super) fn is_live(&self, host: &HostName) -> bool {
+        *host == self.me || self.peers.get(host).is_some_and(|p| !p.lost)
     }
 
-    /// VRAM free on a local GPU: the backend's figure less the loads
-    /// decided since it was sampled, and never more than what this host's
-    /// own claims leave, since the driver's figure lags loads.
-    pub(super) fn local_free(&self, gpu: &GpuReport) -> u64 {
-        let since = self.loaded_since_sample.get(&gpu.gpu).copied().unwrap_or(0);
-        let held: u64 = self
-            .owned
-            .values()
-            .filter(|o| o.claim.gpu == gpu.gpu)
-            .map(|o| o.claim.vram_mib)
-            .fold(0, u64::saturating_add);
-        gpu.free_mib
-            .saturating_sub(since)
-            .min(gpu.total_mib.saturating_sub(held))
-    }
-
-    /// VRAM assigned to live hosts that have not loaded it yet.
-    pub(super) fn reserved(&self) -> Reserved {
-        let mut reserved = Reserved::new();
-        let mine = self.assignments.values().map(|p| &p.assignment);
-        let theirs = self.live_peers().flat_map(|p| p.report.assignments.iter());
-        for a in mine.chain(theirs) {
-            let loaded = self
-                .peers
-                .get(&a.target)
-                .is_some_and(|p| p.holds(&a.claim.slot).is_some());
-            if a.target != self.me && !loaded {
-                let taken = reserved.entry((a.target.clone(), a.claim.gpu)).or_default();
-                *taken = taken.saturating_add(a.claim.vram_mib);
-            }
-        }
-        reserved
-    }
-
-    /// Every GPU of this host and of live peers, with room after
-    /// reservations, for a slot of `model` other than `slot`.
-    pub(super) fn candidates<'s>(&'s self, reserved: &Reserved, slot: &Slot) -> Vec<Candidate<'s>> {
-        let other_replica =
-            |c: &Claim| c.slot.model == slot.model && c.slot.replica != slot.replica;
-        let assigned_replica = |host: &HostName| {
-            self.assignments
-                .values()
-                .any(|p| &p.assignment.target == host && other_replica(&p.assignment.claim))
-        };
-        let mut out: Vec<Candidate<'s>> = Vec::new();
-        let mine =
-            self.owned.values().any(|o| other_replica(&o.claim)) || assigned_replica(&self.me);
-        out.extend(self.local_gpus.iter().map(|g| Candidate {
-            host: &self.me,
-            gpu: g.gpu,
-            free_mib: self.local_free(g),
-            latency_us: 0,
-            holds_replica: mine,
-        }));
-        for peer in self.live_peers() {
-            let host = &peer.report.host;
-            let holds = peer.report.owned.iter().any(other_replica) || assigned_replica(host);
-            out.extend(peer.report.gpus.iter().map(|g| {
-                let taken = reserved.get(&(host.clone(), g.gpu)).copied().unwrap_or(0);
-                Candidate {
-                    host,
-                    gpu: g.gpu,
-                    free_mib: g.free_mib.saturating_sub(taken),
-                    latency_us: peer.latency_us,
-                    holds_replica: holds,
-                }
-            }));
-        }
-        out
-    }
-
-    /// Chooses a GPU for `claim` and places it there (see `assign`).
-    fn place_claim(
+    /// Chooses where `owner`'s slot goes and asks the store to create it.
+    pub(super) fn create(
         &mut self,
-        mut claim: Claim,
+        slot: &Slot,
+        mut owner: Ownership,
         only: Option<&HostName>,
         now_ms: u64,
         out: &mut Vec<Decision>,
     ) -> Result<Placement, SchedError> {
-        let reserved = self.reserved();
-        let mut cands = self.candidates(&reserved, &claim.slot);
-        cands.retain(|c| only.is_none_or(|h| c.host == h));
-        let weight = self.config.latency_weight_mib_per_ms;
-        let Some(chosen) = fit::choose(&cands, claim.vram_mib, claim.policy, weight) else {
-            let largest_free_mib = cands.iter().map(|c| c.free_mib).max().unwrap_or(0);
-            return Err(SchedError::NoRoom {
-                model: claim.slot.model.clone(),
-                vram_mib: claim.vram_mib,
-                largest_free_mib,
-            });
-        };
-        let target = chosen.host.clone();
-        claim.gpu = chosen.gpu;
-        let placed = placement(&target, &claim, target == self.me);
-        self.assign(target, claim, now_ms, out);
+        self.choose(slot, &mut owner, only, None)?;
+        self.backoff.remove(slot);
+        let placed = placement(slot, &owner, 0);
+        self.issue(slot, Write::Create(owner), now_ms, out);
         Ok(placed)
     }
 
-    /// Loads `claim` here, or records it as assigned to `target`.
-    pub(super) fn assign(
+    /// Asks the store to change the entry of `slot` with `edit`, if it has
+    /// one and the edit changes it.
+    pub(super) fn change(
         &mut self,
-        target: HostName,
-        claim: Claim,
+        slot: &Slot,
+        edit: impl FnOnce(&mut Ownership),
         now_ms: u64,
         out: &mut Vec<Decision>,
     ) {
-        self.catalogue.saw_epoch(&claim.slot, claim.epoch);
-        self.unplaced.remove(&claim.slot);
-        if target == self.me {
-            self.load_local(claim, now_ms, out);
+        let Some(seen) = self.table.get(slot) else {
             return;
+        };
+        let Some(mut owner) = seen.owner.clone() else {
+            return;
+        };
+        let revision = seen.revision;
+        let before = owner.clone();
+        edit(&mut owner);
+        if owner != before {
+            self.issue(slot, Write::Update { owner, revision }, now_ms, out);
         }
-        out.push(Decision::Assigned {
-            slot: claim.slot.clone(),
-            host: target.clone(),
-            gpu: claim.gpu,
-            epoch: claim.epoch,
-        });
-        let slot = claim.slot.clone();
-        let assignment = Assignment { target, claim };
-        self.catalogue
-            .learn(&self.me, &[], std::slice::from_ref(&assignment), &[]);
-        self.assignments.insert(
-            slot,
-            Pending {
-                assignment,
-                issued_ms: now_ms,
-            },
-        );
     }
 
-    /// Takes ownership of `claim` on this host.
-    pub(super) fn load_local(&mut self, claim: Claim, now_ms: u64, out: &mut Vec<Decision>) {
+    /// Hands a write to the daemon, unless one to the same slot is in
+    /// flight or the slot is backing off after a refusal. Returns whether
+    /// it was issued.
+    pub(super) fn issue(
+        &mut self,
+        slot: &Slot,
+        write: Write,
+        now_ms: u64,
+        out: &mut Vec<Decision>,
+    ) -> bool {
+        let backing_off = self.backoff.get(slot).is_some_and(|&t| now_ms < t);
+        if self.writing.contains_key(slot) || backing_off {
+            return false;
+        }
+        self.writing.insert(slot.clone(), (write.clone(), now_ms));
+        out.push(Decision::Write(WriteRequest {
+            slot: slot.clone(),
+            write,
+        }));
+        true
+    }
+
+    /// Takes ownership of `slot` on this host: the store named it.
+    pub(super) fn load_local(
+        &mut self,
+        slot: &Slot,
+        owner: &Ownership,
+        revision: u64,
+        now_ms: u64,
+        out: &mut Vec<Decision>,
+    ) {
         out.push(Decision::Load {
-            slot: claim.slot.clone(),
-            gpu: claim.gpu,
-            vram_mib: claim.vram_mib,
-            epoch: claim.epoch,
+            slot: slot.clone(),
+            gpu: owner.gpu,
+            vram_mib: owner.vram_mib,
+            revision,
         });
-        let active_until_ms = if claim.active {
+        let active_until_ms = if owner.active {
             now_ms.saturating_add(self.config.lost_after_ms())
         } else {
             0
         };
-        self.catalogue
-            .learn(&self.me, std::slice::from_ref(&claim), &[], &[]);
-        let since = self.loaded_since_sample.entry(claim.gpu).or_default();
-        *since = since.saturating_add(claim.vram_mib);
-        self.owned.insert(
-            claim.slot.clone(),
-            Owned {
-                claim,
+        let since = self.loaded_since_sample.entry(owner.gpu).or_default();
+        *since = since.saturating_add(owner.vram_mib);
+        self.unplaced.remove(slot);
+        self.loaded.insert(
+            slot.clone(),
+            Loaded {
+                gpu: owner.gpu,
+                vram_mib: owner.vram_mib,
                 active_until_ms,
+                pinned: owner.pinned,
+                priority: owner.priority,
+                policy: owner.policy,
             },
         );
     }
-
-    fn pin_local(&mut self, slot: &Slot) {
-        if let Some(owned) = self.owned.get_mut(slot) {
-            owned.claim.pinned = true;
-        }
-    }
-
-    /// A loaded replica of `model`: this host's, else the nearest peer's.
-    fn resident_replica(&self, model: &ModelName) -> Option<Placement> {
-        if let Some(o) = self.owned.values().find(|o| &o.claim.slot.model == model) {
-            return Some(placement(&self.me, &o.claim, true));
-        }
-        self.live_peers()
-            .filter_map(|p| {
-                let claim = p.report.owned.iter().find(|c| &c.slot.model == model)?;
-                Some((p.latency_us, &p.report.host, claim))
-            })
-            .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
-            .map(|(_, host, claim)| placement(host, claim, true))
-    }
-
-    fn check_request(
-        &self,
-        model: &ModelName,
-        vram_mib: u64,
-        replicas: u8,
-        host: Option<&HostName>,
-    ) -> Result<(), SchedError> {
-        if !(1..=MAX_VRAM_MIB).contains(&vram_mib) {
-            return Err(SchedError::Vram {
-                model: model.clone(),
-                vram_mib,
-                max: MAX_VRAM_MIB,
-            });
-        }
-        if replicas == 0 || replicas > MAX_REPLICAS {
-            return Err(SchedError::Replicas {
-                model: model.clone(),
-                replicas,
-                max: MAX_REPLICAS,
-            });
-        }
-        match host {
-            Some(h) if *h != self.me && self.peers.get(h).is_none_or(|p| p.lost) => {
-                Err(SchedError::UnknownHost { host: h.clone() })
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
-fn placement(host: &HostName, claim: &Claim, loaded: bool) -> Placement {
+/// `slot` as `owner` holds it at `revision`.
+pub(super) fn placement(slot: &Slot, owner: &Ownership, revision: u64) -> Placement {
     Placement {
-        slot: claim.slot.clone(),
-        host: host.clone(),
-        gpu: claim.gpu,
-        vram_mib: claim.vram_mib,
-        pinned: claim.pinned,
-        epoch: claim.epoch,
-        loaded,
+        slot: slot.clone(),
+        host: owner.host.clone(),
+        gpu: owner.gpu,
+        vram_mib: owner.vram_mib,
+        pinned: owner.pinned,
+        revision,
+        loaded: owner.loaded,
     }
 }

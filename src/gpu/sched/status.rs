@@ -1,9 +1,7 @@
 //! What this host's scheduler can tell an operator (`GET /v1/cluster`,
 //! `pinwheel cluster status`): hosts with their state, and placements.
 
-use std::collections::BTreeSet;
-
-use super::scheduler::GpuScheduler;
+use super::scheduler::{GpuScheduler, placement};
 use super::types::{HostName, HostState, HostStatus, Placement, Slot};
 
 impl GpuScheduler {
@@ -32,22 +30,27 @@ impl GpuScheduler {
         std::iter::once(me).chain(peers).collect()
     }
 
-    /// Every slot live hosts hold or are about to load, by slot.
+    /// Every slot the store holds, by slot, with this host's writes in
+    /// flight in place of what they replace.
     pub fn placements(&self) -> Vec<Placement> {
-        let mut slots = BTreeSet::new();
-        slots.extend(self.owned.keys());
-        slots.extend(self.assignments.keys());
-        for peer in self.live_peers() {
-            slots.extend(peer.report.owned.iter().map(|c| &c.slot));
-            slots.extend(peer.report.assignments.iter().map(|a| &a.claim.slot));
-        }
-        slots
-            .into_iter()
-            .filter_map(|slot| self.where_is(slot))
-            .collect()
+        let stored = self
+            .table
+            .iter()
+            .filter(|(slot, _)| !self.writing.contains_key(*slot))
+            .filter_map(|(slot, seen)| {
+                let owner = seen.owner.as_ref()?;
+                Some(placement(slot, owner, seen.revision))
+            });
+        let writing = self
+            .writing
+            .iter()
+            .filter_map(|(slot, (w, _))| w.owner().map(|o| placement(slot, o, 0)));
+        let mut all: Vec<Placement> = stored.chain(writing).collect();
+        all.sort_by(|a, b| a.slot.cmp(&b.slot));
+        all
     }
 
-    /// The host holding `slot` in this view, if any (for tests and status).
+    /// The host that has `slot` loaded in the store, if any.
     pub fn holder(&self, slot: &Slot) -> Option<HostName> {
         self.where_is(slot).filter(|p| p.loaded).map(|p| p.host)
     }

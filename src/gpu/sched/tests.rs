@@ -1,5 +1,6 @@
 //! Unit tests of the scheduler through its public surface: a few hosts
-//! wired together by hand, reports passed directly.
+//! sharing a [`MemoryKv`] by hand, writes applied and changes delivered at
+//! once (the simulation adds delays and failures).
 
 use proptest::prelude::*;
 
@@ -18,19 +19,20 @@ fn gpus(free: &[u64]) -> Vec<GpuReport> {
         .collect()
 }
 
-fn host(name: &str, incarnation: u64, free: &[u64]) -> GpuScheduler {
-    let mut sut = GpuScheduler::cluster(HostName::from(name), incarnation, SchedConfig::default())
+fn host(name: &str, free: &[u64]) -> GpuScheduler {
+    let mut sut = GpuScheduler::cluster(HostName::from(name), 1, SchedConfig::default())
         .expect("default config is valid");
     sut.set_local_gpus(&gpus(free));
+    sut.set_synced(true, 0);
     sut
 }
 
-fn pinned(model: &str, vram_mib: u64, priority: u8) -> ModelRequest {
+fn pinned(model: &str, vram_mib: u64) -> ModelRequest {
     ModelRequest {
         model: ModelName::from(model),
         vram_mib,
         pinned: true,
-        priority,
+        priority: 1,
         policy: Policy::Binpack,
         replicas: 1,
         host: None,
@@ -44,23 +46,109 @@ fn slot(model: &str, replica: u8) -> Slot {
     }
 }
 
-/// Every host hears every other's current report, with 500 µs links.
-fn gossip(hosts: &mut [&mut GpuScheduler], now_ms: u64) {
-    let reports: Vec<HostReport> = hosts.iter().map(|h| h.local_report()).collect();
-    for h in hosts.iter_mut() {
-        for r in &reports {
-            if &r.host != h.host() {
-                h.observe(r.clone(), 500, now_ms, &mut Vec::new())
-                    .expect("cluster mode");
+/// Hosts around one store: what each decided, carried out.
+struct Cluster {
+    kv: MemoryKv,
+    hosts: Vec<GpuScheduler>,
+    /// How many changes each host has been given.
+    seen: Vec<usize>,
+    /// Every decision each host made, in order.
+    log: Vec<Vec<Decision>>,
+}
+
+impl Cluster {
+    fn new(hosts: Vec<GpuScheduler>) -> Self {
+        let n = hosts.len();
+        Cluster {
+            kv: MemoryKv::new(),
+            hosts,
+            seen: vec![0; n],
+            log: vec![Vec::new(); n],
+        }
+    }
+
+    /// Every host hears every other's report, with 500 µs links.
+    fn gossip(&mut self, now_ms: u64, alive: &[usize]) {
+        let reports: Vec<HostReport> = alive
+            .iter()
+            .map(|&i| self.hosts[i].local_report())
+            .collect();
+        for &i in alive {
+            for r in &reports {
+                if &r.host != self.hosts[i].host() {
+                    self.hosts[i]
+                        .observe(r.clone(), 500, now_ms, &mut Vec::new())
+                        .expect("cluster mode");
+                }
             }
         }
     }
-}
 
-fn tick(h: &mut GpuScheduler, now_ms: u64) -> Vec<Decision> {
-    let mut out = Vec::new();
-    h.tick(now_ms, &mut out);
-    out
+    /// Carries out host `i`'s decisions: writes to the store, answers back.
+    fn carry_out(&mut self, i: usize, out: Vec<Decision>, now_ms: u64) {
+        let mut queue = out;
+        while !queue.is_empty() {
+            let mut next = Vec::new();
+            for d in queue {
+                if let Decision::Write(req) = &d {
+                    let outcome = self.kv.apply(req);
+                    self.hosts[i].written(&req.slot, outcome, now_ms, &mut next);
+                }
+                self.log[i].push(d);
+            }
+            queue = next;
+        }
+    }
+
+    /// Delivers the store's changes to the hosts in `alive`.
+    fn deliver(&mut self, now_ms: u64, alive: &[usize]) {
+        for &i in alive {
+            for change in &self.kv.changes()[self.seen[i]..] {
+                self.hosts[i]
+                    .saw(
+                        change.slot.clone(),
+                        change.revision,
+                        change.owner.clone(),
+                        now_ms,
+                    )
+                    .expect("bounded");
+            }
+            self.seen[i] = self.kv.changes().len();
+        }
+    }
+
+    /// One round: gossip, deliver, tick and carry out, for `alive` hosts.
+    fn round(&mut self, now_ms: u64, alive: &[usize]) {
+        self.gossip(now_ms, alive);
+        self.deliver(now_ms, alive);
+        for &i in alive {
+            let mut out = Vec::new();
+            self.hosts[i].tick(now_ms, &mut out);
+            self.carry_out(i, out, now_ms);
+        }
+        self.deliver(now_ms, alive);
+    }
+
+    fn place(&mut self, i: usize, req: &ModelRequest, now_ms: u64) -> Vec<Placement> {
+        let mut out = Vec::new();
+        let placed = self.hosts[i].place(req, now_ms, &mut out).expect("fits");
+        self.carry_out(i, out, now_ms);
+        self.deliver(now_ms, &(0..self.hosts.len()).collect::<Vec<_>>());
+        placed
+    }
+
+    fn loads(&self, i: usize, model: &str) -> usize {
+        self.log[i]
+            .iter()
+            .filter(|d| matches!(d, Decision::Load { slot, .. } if slot.model.0 == model))
+            .count()
+    }
+
+    fn owner(&self, model: &str) -> Option<(String, bool)> {
+        self.kv
+            .get(&slot(model, 0))
+            .map(|(_, o)| (o.host.0.clone(), o.loaded))
+    }
 }
 
 #[test]
@@ -68,251 +156,280 @@ fn a_single_host_places_everything_locally_and_refuses_peers() {
     let mut sut =
         GpuScheduler::single_host(HostName::from("solo"), SchedConfig::default()).expect("valid");
     sut.set_local_gpus(&gpus(&[10 * GIB, 4 * GIB]));
-    let mut out = Vec::new();
+    let peer = host("other", &[GIB]).local_report();
+    let mut one = Cluster::new(vec![sut]);
 
-    let placed = sut
-        .place(&pinned("llm", 3 * GIB, 1), 0, &mut out)
-        .expect("fits");
-    let peer = host("other", 1, &[GIB]).local_report();
+    one.place(0, &pinned("llm", 3 * GIB), 0);
+    let refused = one.hosts[0].observe(peer, 0, 0, &mut Vec::new());
 
-    assert_eq!(
-        (placed[0].host.0.as_str(), placed[0].gpu),
-        ("solo", GpuIndex(1))
-    );
-    assert!(matches!(
-        out[..],
-        [Decision::Load {
-            gpu: GpuIndex(1),
-            ..
-        }]
-    ));
-    assert!(matches!(
-        sut.observe(peer, 0, 0, &mut out),
-        Err(SchedError::SingleHost { .. })
-    ));
-}
-
-#[test]
-fn a_resident_model_is_placed_where_it_is_without_a_new_load() {
-    let mut sut = host("a", 1, &[20 * GIB]);
-    let mut out = Vec::new();
-    sut.place(&pinned("stt", 3 * GIB, 0), 0, &mut out)
-        .expect("fits");
-    out.clear();
-
-    let again = sut
-        .place(&pinned("stt", 3 * GIB, 0), 10, &mut out)
-        .expect("resident");
-
-    assert!(out.is_empty(), "{out:?}");
-    assert!(again[0].loaded);
-}
-
-#[test]
-fn a_placement_on_a_peer_is_taken_up_from_the_deciders_report() {
-    let mut a = host("a", 1, &[GIB]);
-    let mut b = host("b", 2, &[20 * GIB]);
-    gossip(&mut [&mut a, &mut b], 0);
-    let mut out = Vec::new();
-
-    let placed = a
-        .place(&pinned("llm", 8 * GIB, 1), 0, &mut out)
-        .expect("fits on b");
-    gossip(&mut [&mut a, &mut b], 50);
-    let on_b = tick(&mut b, 50);
-
-    assert_eq!((placed[0].host.0.as_str(), placed[0].loaded), ("b", false));
-    assert!(matches!(out[..], [Decision::Assigned { .. }]));
-    assert!(
-        on_b.iter()
-            .any(|d| matches!(d, Decision::Load { vram_mib, .. } if *vram_mib == 8 * GIB))
-    );
-    assert_eq!(b.holder(&slot("llm", 0)), Some(HostName::from("b")));
-}
-
-#[test]
-fn a_silent_host_is_lost_after_its_missed_heartbeats_and_its_pinned_models_move_in_priority_order()
-{
-    let mut a = host("a", 1, &[6 * GIB]);
-    let mut b = host("b", 2, &[20 * GIB]);
-    let mut c = host("c", 3, &[20 * GIB]);
-    gossip(&mut [&mut a, &mut b, &mut c], 0);
-    let mut out = Vec::new();
-    let on_c = |req: ModelRequest| ModelRequest {
-        host: Some(HostName::from("c")),
-        ..req
-    };
-    c.place(&on_c(pinned("low", 5 * GIB, 3)), 0, &mut out)
-        .expect("fits");
-    c.place(&on_c(pinned("high", 5 * GIB, 0)), 0, &mut out)
-        .expect("fits");
-    gossip(&mut [&mut a, &mut b, &mut c], 0);
-    b.set_local_gpus(&gpus(&[0]));
-    gossip(&mut [&mut a, &mut b], 900);
-
-    let before = tick(&mut a, 1000);
-    let at_loss = tick(&mut a, 1001);
-
-    assert!(
-        !before
-            .iter()
-            .any(|d| matches!(d, Decision::HostLost { .. })),
-        "{before:?}"
-    );
-    assert!(at_loss.contains(&Decision::HostLost {
-        host: HostName::from("c")
-    }));
-    assert!(at_loss.contains(&Decision::Degraded(true)));
-    // Only a has room, for one of the two: the higher priority goes first.
-    let loads: Vec<_> = at_loss
-        .iter()
-        .filter_map(|d| match d {
-            Decision::Load { slot, epoch, .. } => Some((slot.model.0.as_str(), *epoch)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(loads, [("high", Epoch(2))]);
-    assert!(at_loss.contains(&Decision::Unplaced {
-        slot: slot("low", 0),
-        vram_mib: 5 * GIB
-    }));
-}
-
-#[test]
-fn after_a_partition_heals_the_lower_epoch_yields() {
-    let mut a = host("a", 1, &[20 * GIB]);
-    let mut b = host("b", 2, &[20 * GIB]);
-    gossip(&mut [&mut a, &mut b], 0);
-    let mut out = Vec::new();
-    b.place(&pinned("tts", 2 * GIB, 1), 0, &mut out)
-        .expect("fits");
-    gossip(&mut [&mut a, &mut b], 0);
-    // Partition: each side hears nothing; a re-places b's pinned model.
-    let a_side = tick(&mut a, 1500);
-    let b_side = tick(&mut b, 1500);
-    assert!(a_side.iter().any(|d| matches!(
-        d,
-        Decision::Load {
-            epoch: Epoch(2),
-            ..
-        }
-    )));
-    assert!(b_side.contains(&Decision::Degraded(true)));
-    assert!(b.holder(&slot("tts", 0)).is_some(), "b keeps what it holds");
-
-    gossip(&mut [&mut a, &mut b], 1600);
-    let healed_b = tick(&mut b, 1600);
-    let healed_a = tick(&mut a, 1600);
-
-    assert!(healed_b.iter().any(|d| matches!(
-        d,
-        Decision::Yield {
-            epoch: Epoch(1),
-            ..
-        }
-    )));
-    assert!(!healed_a.iter().any(|d| matches!(d, Decision::Yield { .. })));
-    assert!(healed_b.contains(&Decision::Degraded(false)));
-}
-
-#[test]
-fn replicas_go_to_distinct_hosts_while_hosts_have_room() {
-    let mut a = host("a", 1, &[20 * GIB]);
-    let mut b = host("b", 2, &[10 * GIB]);
-    gossip(&mut [&mut a, &mut b], 0);
-    let req = ModelRequest {
-        replicas: 2,
-        ..pinned("embed", GIB, 2)
-    };
-
-    let placed = a.place(&req, 0, &mut Vec::new()).expect("fits");
-
-    let hosts: Vec<&str> = placed.iter().map(|p| p.host.0.as_str()).collect();
-    // b first: a tighter fit outweighs its 0.5 ms link; then a, the other host.
-    assert_eq!(hosts, ["b", "a"]);
-}
-
-#[test]
-fn a_model_that_fits_nowhere_is_refused_with_the_most_room_named() {
-    let mut sut = host("a", 1, &[3 * GIB, 5 * GIB]);
-
-    let refused = sut.place(&pinned("huge", 40 * GIB, 0), 0, &mut Vec::new());
-
-    assert_eq!(
-        refused,
-        Err(SchedError::NoRoom {
-            model: ModelName::from("huge"),
-            vram_mib: 40 * GIB,
-            largest_free_mib: 5 * GIB
-        })
-    );
-}
-
-#[test]
-fn a_job_runs_where_its_model_is_resident_and_keeps_it_active_for_its_hold() {
-    let mut sut = host("a", 1, &[20 * GIB]);
-    let job = JobRequest {
-        model: ModelName::from("whisper"),
+    assert_eq!(one.owner("llm"), Some(("solo".to_owned(), true)));
+    assert!(one.log[0].contains(&Decision::Load {
+        slot: slot("llm", 0),
+        gpu: GpuIndex(1),
         vram_mib: 3 * GIB,
-        priority: 1,
-        hold_ms: 1500,
-        policy: Policy::Spread,
-    };
-    let mut out = Vec::new();
-    sut.place_job(&job, 0, &mut out).expect("fits");
-    out.clear();
-
-    let again = sut.place_job(&job, 100, &mut out).expect("resident");
-    tick(&mut sut, 1200);
-    let active_at_1200 = sut.local_report().owned[0].active;
-    tick(&mut sut, 1600);
-    let active_at_1600 = sut.local_report().owned[0].active;
-
-    assert!(again.loaded && out.is_empty());
-    assert!(active_at_1200 && !active_at_1600);
+        revision: 1
+    }));
+    assert!(matches!(refused, Err(SchedError::SingleHost { .. })));
 }
 
 #[test]
-fn the_link_going_down_makes_the_view_degraded_until_it_returns() {
-    let mut sut = host("a", 1, &[GIB]);
+fn a_placement_on_a_peer_is_loaded_there_only_once_the_peers_claim_is_written() {
+    let mut c = Cluster::new(vec![host("a", &[GIB]), host("b", &[20 * GIB])]);
+    c.gossip(0, &[0, 1]);
 
-    sut.set_link_up(false);
-    let down = tick(&mut sut, 10);
-    sut.set_link_up(true);
-    let up = tick(&mut sut, 20);
+    let placed = c.place(0, &pinned("vision", 4 * GIB), 0);
+    let before_claim = c.loads(1, "vision");
+    c.round(10, &[0, 1]);
 
-    assert_eq!(down, [Decision::Degraded(true)]);
-    assert_eq!(up, [Decision::Degraded(false)]);
+    assert_eq!((placed[0].host.0.as_str(), placed[0].revision), ("b", 0));
+    assert_eq!(before_claim, 0, "assigned, not loaded");
+    assert_eq!(c.loads(1, "vision"), 1);
+    assert_eq!(c.owner("vision"), Some(("b".to_owned(), true)));
+    assert_eq!(
+        c.hosts[0].holder(&slot("vision", 0)),
+        Some(HostName::from("b"))
+    );
 }
 
 #[test]
-fn a_restarted_host_is_up_again_and_its_old_pinned_models_are_placed_again() {
-    let mut a = host("a", 1, &[2 * GIB]);
-    let mut b = host("b", 2, &[20 * GIB]);
-    gossip(&mut [&mut a, &mut b], 0);
-    b.place(&pinned("vision", 4 * GIB, 1), 0, &mut Vec::new())
+fn two_hosts_placing_one_model_at_once_make_one_owner() {
+    let mut c = Cluster::new(vec![host("a", &[20 * GIB]), host("b", &[20 * GIB])]);
+    c.gossip(0, &[0, 1]);
+    let mut out_a = Vec::new();
+    let mut out_b = Vec::new();
+
+    c.hosts[0]
+        .place(&pinned("llm", 4 * GIB), 0, &mut out_a)
         .expect("fits");
-    gossip(&mut [&mut a, &mut b], 0);
-    let mut b2 = host("b", 3, &[20 * GIB]);
+    c.hosts[1]
+        .place(&pinned("llm", 4 * GIB), 0, &mut out_b)
+        .expect("fits");
+    c.carry_out(0, out_a, 0);
+    c.carry_out(1, out_b, 0);
+    for t in 1..5 {
+        c.round(t * 10, &[0, 1]);
+    }
 
+    assert_eq!(c.loads(0, "llm") + c.loads(1, "llm"), 1);
+    assert_eq!(
+        c.owner("llm"),
+        Some(("a".to_owned(), true)),
+        "the first create won"
+    );
+}
+
+#[test]
+fn a_lost_owners_pinned_model_is_placed_again_by_one_survivor_and_an_unpinned_one_deleted() {
+    let mut c = Cluster::new(vec![
+        host("a", &[20 * GIB]),
+        host("b", &[20 * GIB]),
+        host("c", &[20 * GIB]),
+    ]);
+    c.gossip(0, &[0, 1, 2]);
+    let on_a = ModelRequest {
+        host: Some(HostName::from("a")),
+        ..pinned("stt", 2 * GIB)
+    };
+    let loose = ModelRequest {
+        pinned: false,
+        ..on_a.clone()
+    };
+    c.place(1, &on_a, 0);
+    c.place(
+        1,
+        &ModelRequest {
+            model: ModelName::from("cache"),
+            ..loose
+        },
+        0,
+    );
+    c.round(10, &[0, 1, 2]);
+    assert_eq!(c.owner("stt"), Some(("a".to_owned(), true)));
+
+    for t in 0..8 {
+        c.round(1_300 + t * 10, &[1, 2]);
+    }
+
+    let owner = c.owner("stt").expect("still in the store");
+    assert!(owner.0 == "b" || owner.0 == "c", "{owner:?}");
+    assert!(owner.1, "loaded by its new owner");
+    assert_eq!(c.loads(1, "stt") + c.loads(2, "stt"), 1);
+    assert_eq!(c.owner("cache"), None, "deleted, not placed again");
+}
+
+#[test]
+fn a_host_that_starts_after_every_holder_died_places_the_pinned_models_it_finds() {
+    let mut c = Cluster::new(vec![host("a", &[20 * GIB]), host("late", &[20 * GIB])]);
+    c.hosts[1].set_synced(false, 0);
+    c.place(0, &pinned("tts", 2 * GIB), 0);
+    c.round(10, &[0]);
+
+    // "a" dies; "late" starts, syncs and never hears of it.
+    c.hosts[1].set_synced(true, 5_000);
+    c.round(5_000, &[1]);
+    let during_grace = c.owner("tts");
+    for t in 1..4 {
+        c.round(5_000 + t * 600, &[1]);
+    }
+
+    assert_eq!(
+        during_grace,
+        Some(("a".to_owned(), true)),
+        "a may not have reported yet"
+    );
+    assert_eq!(c.owner("tts"), Some(("late".to_owned(), true)));
+}
+
+#[test]
+fn a_host_yields_a_slot_the_store_gives_another_owner_and_recreates_one_the_store_lost() {
+    let mut c = Cluster::new(vec![host("a", &[20 * GIB]), host("b", &[20 * GIB])]);
+    c.gossip(0, &[0, 1]);
+    c.place(0, &pinned("llm", 4 * GIB), 0);
+    let (revision, owner) =
+        c.kv.get(&slot("llm", 0))
+            .map(|(r, o)| (r, o.clone()))
+            .expect("placed");
+    c.kv.apply(&WriteRequest {
+        slot: slot("llm", 0),
+        write: Write::Update {
+            owner: Ownership {
+                host: HostName::from("b"),
+                loaded: false,
+                ..owner
+            },
+            revision,
+        },
+    });
+
+    c.round(10, &[0, 1]);
+    let yielded = c.log[0]
+        .iter()
+        .any(|d| matches!(d, Decision::Yield { to: Some(h), .. } if h.0 == "b"));
+    let mut fresh = Cluster::new(vec![host("a", &[20 * GIB])]);
+    fresh.place(0, &pinned("tts", GIB), 0);
+    // The store restarts empty: the link reconnects and replays nothing.
+    fresh.hosts[0].set_synced(false, 5);
+    fresh.kv = MemoryKv::new();
+    fresh.seen[0] = 0;
+    fresh.hosts[0].set_synced(true, 10);
+    fresh.round(10, &[0]);
+
+    assert!(yielded, "{:?}", c.log[0]);
+    assert_eq!(c.owner("llm"), Some(("b".to_owned(), true)));
+    assert_eq!(fresh.owner("tts"), Some(("a".to_owned(), true)));
+    assert!(
+        fresh.kv.get(&slot("tts", 0)).is_some_and(|(_, o)| o.pinned),
+        "still pinned"
+    );
+    assert_eq!(fresh.loads(0, "tts"), 1, "kept, not loaded twice");
+}
+
+#[test]
+fn an_assignment_not_loaded_in_time_moves_to_another_host() {
+    let mut c = Cluster::new(vec![host("a", &[20 * GIB]), host("b", &[20 * GIB])]);
+    c.gossip(0, &[0, 1]);
+    let on_b = ModelRequest {
+        host: Some(HostName::from("b")),
+        ..pinned("ocr", 3 * GIB)
+    };
+    c.place(0, &on_b, 0);
+    // b fills up before it claims.
+    c.hosts[1].set_local_gpus(&gpus(&[GIB]));
+
+    c.round(100, &[0, 1]);
+    let still_assigned = c.owner("ocr");
+    c.round(2_200, &[0, 1]);
+    c.round(2_210, &[0, 1]);
+
+    assert_eq!(still_assigned, Some(("b".to_owned(), false)));
+    assert_eq!(c.owner("ocr"), Some(("a".to_owned(), true)));
+}
+
+#[test]
+fn replicas_land_on_distinct_hosts_while_hosts_have_room() {
+    let mut c = Cluster::new(vec![host("a", &[20 * GIB]), host("b", &[20 * GIB])]);
+    c.gossip(0, &[0, 1]);
+
+    let placed = c.place(
+        0,
+        &ModelRequest {
+            replicas: 2,
+            ..pinned("llm", 4 * GIB)
+        },
+        0,
+    );
+
+    assert_ne!(placed[0].host, placed[1].host);
+}
+
+#[test]
+fn nothing_changes_while_the_table_is_not_synced_or_the_link_is_down() {
+    let mut sut = host("a", &[20 * GIB]);
+    sut.set_synced(false, 0);
+    let other = Ownership {
+        host: HostName::from("gone"),
+        gpu: GpuIndex(0),
+        vram_mib: GIB,
+        pinned: true,
+        active: false,
+        priority: 0,
+        policy: Policy::Binpack,
+        loaded: true,
+    };
+    sut.saw(slot("m", 0), 3, Some(other), 0).expect("bounded");
     let mut out = Vec::new();
-    a.observe(b2.local_report(), 500, 100, &mut out)
-        .expect("cluster");
-    a.tick(100, &mut out);
-    gossip(&mut [&mut a, &mut b2], 150);
-    let on_b2 = tick(&mut b2, 150);
 
-    assert!(out.contains(&Decision::HostUp {
+    sut.tick(60_000, &mut out);
+    sut.set_synced(true, 60_000);
+    sut.set_link_up(false);
+    sut.tick(120_000, &mut out);
+
+    assert!(
+        !out.iter().any(|d| matches!(d, Decision::Write(_))),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn peers_and_slots_past_their_bounds_are_refused() {
+    let mut sut = host("a", &[GIB]);
+    let mut out = Vec::new();
+    for i in 0..MAX_PEERS {
+        let report = host(&format!("p{i}"), &[GIB]).local_report();
+        sut.observe(report, 0, 0, &mut out)
+            .expect("within the bound");
+    }
+    let one_more = host("extra", &[GIB]).local_report();
+    for i in 0..MAX_SLOTS {
+        sut.saw(slot(&format!("m{i}"), 0), 1, None, 0)
+            .expect("within");
+    }
+
+    assert!(matches!(
+        sut.observe(one_more, 0, 0, &mut out),
+        Err(SchedError::TooManyPeers { .. })
+    ));
+    assert!(matches!(
+        sut.saw(slot("x", 0), 1, None, 0),
+        Err(SchedError::TooManySlots { .. })
+    ));
+}
+
+#[test]
+fn a_lost_peer_is_forgotten_after_the_prune_period() {
+    let mut sut = host("a", &[GIB]);
+    let mut out = Vec::new();
+    sut.observe(host("b", &[GIB]).local_report(), 0, 0, &mut out)
+        .expect("cluster");
+
+    sut.tick(2_000, &mut out);
+    let lost = sut.hosts().len();
+    sut.tick(2_000 + PRUNE_AFTER_MS + 1, &mut out);
+
+    assert!(out.contains(&Decision::HostLost {
         host: HostName::from("b")
     }));
-    assert!(out.iter().any(|d| matches!(
-        d,
-        Decision::Assigned {
-            epoch: Epoch(2),
-            ..
-        }
-    )));
-    assert!(on_b2.iter().any(|d| matches!(d, Decision::Load { .. })));
+    assert_eq!((lost, sut.hosts().len()), (2, 1));
 }
 
 #[test]
@@ -341,14 +458,15 @@ proptest! {
     fn random_requests_on_one_host_never_overfill_a_gpu(
         sizes in proptest::collection::vec((1u64..12_000, any::<bool>(), 0u8..4), 1..40),
     ) {
-        let mut sut = GpuScheduler::single_host(HostName::from("solo"), SchedConfig::default()).expect("valid");
+        let sut = GpuScheduler::single_host(HostName::from("solo"), SchedConfig::default()).expect("valid");
+        let mut one = Cluster::new(vec![sut]);
         let mut used = [0u64; 2];
+        let total = [24 * GIB, 12 * GIB];
         for (i, &(mib, spread, prio)) in sizes.iter().enumerate() {
-            let total = [24 * GIB, 12 * GIB];
             let report: Vec<GpuReport> = (0..2).map(|g| GpuReport {
                 gpu: GpuIndex(g as u32), total_mib: total[g], free_mib: total[g] - used[g],
             }).collect();
-            sut.set_local_gpus(&report);
+            one.hosts[0].set_local_gpus(&report);
             let req = ModelRequest {
                 model: ModelName(format!("m{i}")),
                 vram_mib: mib,
@@ -360,8 +478,10 @@ proptest! {
             };
             let could_fit = total.iter().zip(used).any(|(t, u)| t - u >= mib);
             let mut out = Vec::new();
-            let placed = sut.place(&req, i as u64, &mut out);
-            for d in &out {
+            let placed = one.hosts[0].place(&req, i as u64, &mut out);
+            let before = one.log[0].len();
+            one.carry_out(0, out, i as u64);
+            for d in &one.log[0][before..] {
                 if let Decision::Load { gpu, vram_mib, .. } = d {
                     used[gpu.0 as usize] += vram_mib;
                     prop_assert!(used[gpu.0 as usize] <= total[gpu.0 as usize]);
@@ -370,28 +490,4 @@ proptest! {
             prop_assert_eq!(placed.is_ok(), could_fit);
         }
     }
-}
-
-#[test]
-fn a_model_pinned_after_placement_moves_on_loss_and_an_unpinned_one_does_not() {
-    let mut a = host("a", 1, &[20 * GIB]);
-    let mut b = host("b", 2, &[20 * GIB]);
-    gossip(&mut [&mut a, &mut b], 0);
-    let mut out = Vec::new();
-    let unpinned = |model: &str| ModelRequest {
-        pinned: false,
-        host: Some(HostName::from("b")),
-        ..pinned(model, 2 * GIB, 1)
-    };
-    b.place(&unpinned("kept"), 0, &mut out).expect("fits");
-    b.place(&unpinned("dropped"), 0, &mut out).expect("fits");
-
-    let held = b.set_pinned(&ModelName::from("kept"), true);
-    let elsewhere = a.set_pinned(&ModelName::from("kept"), true);
-    gossip(&mut [&mut a, &mut b], 0);
-    let at_loss = tick(&mut a, 1500);
-
-    assert_eq!((held, elsewhere), (1, 0));
-    assert_eq!(a.holder(&slot("kept", 0)), Some(HostName::from("a")));
-    assert_eq!(a.holder(&slot("dropped", 0)), None, "{at_loss:?}");
 }

@@ -1,9 +1,11 @@
-//! The scheduler's vocabulary: names, claims, reports, requests and the
-//! decisions it hands back. Plain data, no behaviour beyond ordering.
+//! The scheduler's vocabulary: names, ownership records, the writes the
+//! scheduler asks of the placement store, reports, requests and the
+//! decisions it hands back. Plain data, no behaviour.
 //!
-//! A *slot* is one replica of one model. Every slot has at most one owner
-//! in a healthy cluster; an owner's [`Claim`] carries an [`Epoch`], and of
-//! two claims to one slot the one that [`outranks`] the other keeps it.
+//! A *slot* is one replica of one model. Its owner is whatever the
+//! placement store (a JetStream KV bucket; [`MemoryKv`](super::MemoryKv)
+//! in tests and on a single host) says: one [`Ownership`] record per slot,
+//! at a revision, changed only by a compare-and-set on that revision.
 
 use std::fmt;
 
@@ -19,19 +21,6 @@ pub struct ModelName(pub String);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GpuIndex(pub u32);
 
-/// The generation of a slot's ownership. Each re-placement takes the
-/// highest epoch known for the slot plus one, so a newer owner always
-/// outranks the one it replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Epoch(pub u64);
-
-impl Epoch {
-    /// The epoch after this one.
-    pub fn next(self) -> Epoch {
-        Epoch(self.0.saturating_add(1))
-    }
-}
-
 macro_rules! display_as_inner {
     ($($t:ty),*) => {$(
         impl fmt::Display for $t {
@@ -41,7 +30,7 @@ macro_rules! display_as_inner {
         }
     )*};
 }
-display_as_inner!(HostName, ModelName, GpuIndex, Epoch);
+display_as_inner!(HostName, ModelName, GpuIndex);
 
 impl From<&str> for HostName {
     fn from(name: &str) -> Self {
@@ -80,55 +69,93 @@ pub enum Policy {
     Spread,
 }
 
-/// A host's claim to own a slot, as its report states it.
+/// Who holds a slot, as the placement store records it: the value of the
+/// slot's entry. Exactly one per slot at any revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    /// The slot.
-    pub slot: Slot,
-    /// Where on the host it is loaded.
+pub struct Ownership {
+    /// The owner: the host that holds the slot, or is to load it.
+    pub host: HostName,
+    /// Its GPU there.
     pub gpu: GpuIndex,
     /// VRAM it holds, MiB.
     pub vram_mib: u64,
-    /// Pinned: kept resident, re-placed when its host is lost.
+    /// Pinned: kept in the store until unpinned, placed again when its
+    /// owner is lost.
     pub pinned: bool,
-    /// Serving a GPU job now: re-placed like a pinned model if its host
+    /// Serving a GPU job now: placed again like a pinned slot if its owner
     /// is lost.
     pub active: bool,
-    /// 0 is the highest; lost hosts' models are re-placed in this order.
+    /// 0 is the highest.
     pub priority: u8,
-    /// How to choose its GPU when it is re-placed.
+    /// How to choose its GPU when it is placed again.
     pub policy: Policy,
-    /// The ownership generation.
-    pub epoch: Epoch,
+    /// Whether the owner has loaded it (false: assigned, loading).
+    pub loaded: bool,
 }
 
-impl Claim {
-    /// Whether losing its host means placing it again elsewhere.
+impl Ownership {
+    /// Whether losing its owner means placing it again elsewhere.
     pub fn must_survive(&self) -> bool {
         self.pinned || self.active
     }
 }
 
-/// A placement one host decided for another: `target` should load
-/// `claim` (on `claim.gpu`) and then claim it itself.
+/// A change the scheduler asks of the placement store. Every change but
+/// the first claim names the revision it was decided on, so the store
+/// refuses it if anyone changed the slot since: two hosts can never both
+/// win.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assignment {
-    /// The host that should load the slot.
-    pub target: HostName,
-    /// What it should claim once loaded.
-    pub claim: Claim,
+pub enum Write {
+    /// The first claim: succeeds only if the slot has no entry (or only a
+    /// deleted one).
+    Create(Ownership),
+    /// Replaces the entry at `revision`.
+    Update {
+        /// The new record.
+        owner: Ownership,
+        /// The revision it replaces.
+        revision: u64,
+    },
+    /// Deletes the entry at `revision` (a slot that need not survive its
+    /// lost owner).
+    Delete {
+        /// The revision it deletes.
+        revision: u64,
+    },
 }
 
-/// A slot that must survive but that no live host holds or is loading, as
-/// one host knows it: `host` held it last. Hosts pass their orphans on in
-/// their reports, so the placer learns of a lost host's models even if it
-/// started after that host's last report.
+impl Write {
+    /// The record the write leaves, if any.
+    pub fn owner(&self) -> Option<&Ownership> {
+        match self {
+            Write::Create(owner) | Write::Update { owner, .. } => Some(owner),
+            Write::Delete { .. } => None,
+        }
+    }
+}
+
+/// A write to one slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Orphan {
-    /// The host that held it last.
-    pub host: HostName,
-    /// Its last claim.
-    pub claim: Claim,
+pub struct WriteRequest {
+    /// The slot.
+    pub slot: Slot,
+    /// The change.
+    pub write: Write,
+}
+
+/// What the store answered to a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Done; the slot's entry is now at `revision`.
+    Written {
+        /// The new revision.
+        revision: u64,
+    },
+    /// Someone changed the slot first (the revision moved, or a create
+    /// found an entry).
+    Conflict,
+    /// The store could not be reached, or refused for another reason.
+    Failed,
 }
 
 /// One GPU as a host reports it.
@@ -142,7 +169,9 @@ pub struct GpuReport {
     pub free_mib: u64,
 }
 
-/// Everything one host tells the others, each heartbeat.
+/// Everything one host tells the others, each heartbeat, that the
+/// scheduler reads: who it is and how much room its GPUs have. Ownership
+/// is not in it; it lives in the placement store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostReport {
     /// The reporting host.
@@ -154,13 +183,6 @@ pub struct HostReport {
     pub degraded: bool,
     /// Its GPUs.
     pub gpus: Vec<GpuReport>,
-    /// The slots it owns.
-    pub owned: Vec<Claim>,
-    /// Placements it decided for hosts (itself never included) that have
-    /// not loaded them yet.
-    pub assignments: Vec<Assignment>,
-    /// Slots it knows must be placed again.
-    pub orphans: Vec<Orphan>,
 }
 
 /// A request to place a model (`pinwheel gpu place`).
@@ -211,16 +233,20 @@ pub struct Placement {
     pub vram_mib: u64,
     /// Whether it is pinned.
     pub pinned: bool,
-    /// Its ownership generation.
-    pub epoch: Epoch,
-    /// Whether it is loaded and claimed (false: assigned, not loaded yet).
+    /// The revision of its entry in the placement store (0: being
+    /// written).
+    pub revision: u64,
+    /// Whether its owner has loaded it (false: assigned, loading).
     pub loaded: bool,
 }
 
 /// What the scheduler decided; the daemon carries it out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Load a slot on a local GPU (this host now owns it).
+    /// Ask the placement store for a change, then hand its answer to
+    /// [`GpuScheduler::written`](super::GpuScheduler::written).
+    Write(WriteRequest),
+    /// Load a slot on a local GPU: the store names this host its owner.
     Load {
         /// The slot.
         slot: Slot,
@@ -228,21 +254,27 @@ pub enum Decision {
         gpu: GpuIndex,
         /// VRAM it takes, MiB.
         vram_mib: u64,
-        /// The ownership generation.
-        epoch: Epoch,
+        /// The revision that made this host its owner.
+        revision: u64,
     },
-    /// Unload a local slot: another host owns it with a higher rank.
+    /// Unload a local slot: the store names another owner (`to`), or none.
     Yield {
         /// The slot.
         slot: Slot,
         /// The local GPU it was on.
         gpu: GpuIndex,
-        /// The epoch this host held.
-        epoch: Epoch,
-        /// The host that keeps it.
-        to: HostName,
+        /// The owner the store names, if any.
+        to: Option<HostName>,
     },
-    /// Another host was told to load a slot.
+    /// The store pinned (or unpinned) a slot this host holds: the VRAM
+    /// optimizer keeps it resident (or may evict it again).
+    Pinned {
+        /// The slot.
+        slot: Slot,
+        /// Pinned now.
+        pinned: bool,
+    },
+    /// This host's write made another host a slot's owner, to load it.
     Assigned {
         /// The slot.
         slot: Slot,
@@ -250,8 +282,8 @@ pub enum Decision {
         host: HostName,
         /// Its GPU.
         gpu: GpuIndex,
-        /// The ownership generation.
-        epoch: Epoch,
+        /// The entry's revision.
+        revision: u64,
     },
     /// A slot that must be placed fits on no GPU now; retried each tick.
     Unplaced {
@@ -308,34 +340,4 @@ pub struct HostStatus {
     pub last_seen_ms: Option<u64>,
     /// The link latency to it, µs (0 for this host).
     pub latency_us: u64,
-}
-
-/// Whether claim `a` (held by `a_host`) outranks claim `b` (held by
-/// `b_host`): the higher epoch wins; at equal epochs (two sides of a
-/// partition each re-placed the slot) the smaller host name wins, so every
-/// host resolves the tie the same way.
-pub fn outranks(a: Epoch, a_host: &HostName, b: Epoch, b_host: &HostName) -> bool {
-    a > b || (a == b && a_host < b_host)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_higher_epoch_outranks_a_lower_one_whatever_the_hosts() {
-        let (a, b) = (HostName::from("zeta"), HostName::from("alpha"));
-
-        assert!(outranks(Epoch(3), &a, Epoch(2), &b));
-        assert!(!outranks(Epoch(2), &b, Epoch(3), &a));
-    }
-
-    #[test]
-    fn at_equal_epochs_the_smaller_host_name_wins_and_ranking_is_strict() {
-        let (a, b) = (HostName::from("alpha"), HostName::from("beta"));
-
-        assert!(outranks(Epoch(4), &a, Epoch(4), &b));
-        assert!(!outranks(Epoch(4), &b, Epoch(4), &a));
-        assert!(!outranks(Epoch(4), &a, Epoch(4), &a));
-    }
 }

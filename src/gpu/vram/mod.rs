@@ -21,7 +21,10 @@
 //!   idle models go until it is back under, then models nobody is
 //!   expected to use go down to `low_water`, so a GPU that keeps bumping
 //!   into its mark frees a margin once. Preloads fill only up to
-//!   `low_water`, never evict, and wait until pressure has cleared.
+//!   `low_water`, never evict, and wait until pressure has cleared; a
+//!   confident one (chance 0.8 or more) that is due now stands for the
+//!   demand load it anticipates and may fill up to `high_water`, in the
+//!   hysteresis band too (it still evicts nothing).
 //! * **Never evicted:** pinned models, busy models (a use in progress or
 //!   waiting for them) and, unless nothing else can bring the GPU back
 //!   under its budget, models younger than `min_residency_ms`. No model

@@ -63,6 +63,9 @@ pub(super) struct Model {
     pub class: Priority,
     /// Uses in progress.
     pub busy: u32,
+    /// Uses the executors run on the model's grant without asking, in
+    /// progress (as busy as admitted ones).
+    pub held: u32,
     /// Uses waiting for it (it is about to be busy).
     pub wanted: u32,
     /// Arrival of the latest use, ms; `None` before the first.
@@ -97,6 +100,7 @@ impl Model {
             pin_gpu: None,
             class: Priority::Batch,
             busy: 0,
+            held: 0,
             wanted: 0,
             last_arrival_ms: None,
             last_used_ms: 0,
@@ -118,6 +122,7 @@ impl Model {
             if g == gpu && now_ms.saturating_sub(since_ms) >= min_residency_ms)
             && !self.pinned
             && self.busy == 0
+            && self.held == 0
             && self.wanted == 0
     }
 

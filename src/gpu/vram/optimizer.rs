@@ -222,6 +222,52 @@ impl VramOptimizer {
         id
     }
 
+    /// Uses that ran on `model` without asking, because the executor
+    /// found it granted (resident): `started` of them began since the
+    /// last call, and `holding` hold it now. Each is a hit (and an
+    /// arrival for the history); a held model is busy, never evicted.
+    /// Uses of a model no longer resident (it was evicted as they began:
+    /// the executor's unload waits for them) are not hits.
+    pub fn note_held(
+        &mut self,
+        now_ms: u64,
+        model: ModelId,
+        priority: super::Priority,
+        started: u64,
+        holding: u32,
+    ) {
+        let Some(m) = self.models.get_mut(model.0 as usize) else {
+            return;
+        };
+        let resident = matches!(m.residency, Residency::Resident { .. });
+        m.held = if resident { holding } else { 0 };
+        if holding > 0 || started > 0 {
+            m.last_used_ms = now_ms;
+        }
+        if started == 0 || !resident {
+            return;
+        }
+        m.arrive(now_ms, priority);
+        if m.preload_unused {
+            m.preload_unused = false;
+            m.preloads_used += 1;
+        }
+        self.stats.hits += started;
+        self.predictor.observe(model, now_ms);
+    }
+
+    /// Takes back a use submitted earlier: dropped from the queue if it
+    /// still waits, released if it was admitted.
+    pub fn withdraw(&mut self, now_ms: u64, request: RequestId) {
+        if let Some(at) = self.waiting.iter().position(|w| w.request == request) {
+            let w = self.waiting.remove(at);
+            let m = &mut self.models[w.model.0 as usize];
+            m.wanted = m.wanted.saturating_sub(1);
+            return;
+        }
+        self.release(now_ms, request);
+    }
+
     /// An admitted use is done with its model.
     pub fn release(&mut self, now_ms: u64, request: RequestId) {
         if let Some(model) = self.active.remove(&request) {

@@ -18,6 +18,10 @@ use crate::gpu::backend::GpuIndex;
 
 /// Reuse chance under which a model counts as cold.
 const COLD: f64 = 0.1;
+/// Chance from which a due prediction preloads like a demand load: a
+/// regular periodic session (0.8) or a chain seen at least four times in
+/// five.
+const CONFIDENT_CHANCE: f64 = 0.8;
 
 /// Where a model can go.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -252,13 +256,20 @@ impl VramOptimizer {
             }
             let size = m.size_mib;
             let home = m.pin_gpu;
+            // A confident prediction due now is the demand load it
+            // anticipates, moved a few seconds earlier: it may fill up to
+            // the high-water mark as that load would, pressure's
+            // hysteresis band included (it still evicts nothing).
+            let confident = p.chance >= CONFIDENT_CHANCE;
             let best = self
                 .gpus
                 .iter()
-                .filter(|g| !g.lost && !g.pressure && home.is_none_or(|h| h == g.index))
+                .filter(|g| {
+                    !g.lost && (confident || !g.pressure) && home.is_none_or(|h| h == g.index)
+                })
                 .filter_map(|g| {
-                    g.low_mib
-                        .checked_sub(g.used_mib() + size)
+                    let mark = if confident { g.high_mib } else { g.low_mib };
+                    mark.checked_sub(g.used_mib() + size)
                         .map(|left| (left, g.index))
                 })
                 .min();

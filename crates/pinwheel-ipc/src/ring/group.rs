@@ -73,6 +73,11 @@ impl ConsumerGroup {
         Ok(())
     }
 
+    /// Removes every consumer (their rings are dropped).
+    pub fn clear(&mut self) {
+        self.consumers.clear();
+    }
+
     /// The consumers, to read from.
     pub fn consumers_mut(&mut self) -> &mut [Consumer] {
         &mut self.consumers
@@ -94,6 +99,27 @@ impl ConsumerGroup {
     }
 
     /// Declares every ring asleep; false (all undeclared) if any has frames.
+    /// The bell the group's producers ring.
+    pub fn bell(&self) -> &DataBell {
+        &self.bell
+    }
+
+    /// Declares every ring asleep for a park that someone else does (an
+    /// executor's pump parking on this group's bell beside its own):
+    /// false, and nothing armed, if a ring has a frame. Undo it with
+    /// [`ConsumerGroup::disarm`] after the park.
+    pub fn arm(&mut self) -> Result<bool, RingError> {
+        self.arm_all()
+    }
+
+    /// Declares every ring awake again after [`ConsumerGroup::arm`], and
+    /// takes the bell's count so that the next park does not return at
+    /// once.
+    pub fn disarm(&mut self) {
+        self.disarm_all();
+        let _ = self.bell.0.wait(Duration::ZERO);
+    }
+
     fn arm_all(&mut self) -> Result<bool, RingError> {
         for consumer in &mut self.consumers {
             consumer.release_idle()?;
@@ -121,7 +147,21 @@ impl ConsumerGroup {
     pub fn wait_until(
         &mut self,
         deadline: Instant,
+        interrupt: impl FnMut() -> bool,
+    ) -> Result<GroupWake, RingError> {
+        self.wait_until_also(deadline, interrupt, &[])
+    }
+
+    /// [`ConsumerGroup::wait_until`], parking on `also` beside the group's
+    /// own bell: the bells of other groups, armed by their owners'
+    /// [`ConsumerGroup::arm`]. One of them rung ends the wait as
+    /// [`GroupWake::Interrupted`]; its count stays for its owner's
+    /// [`ConsumerGroup::disarm`] to take.
+    pub fn wait_until_also(
+        &mut self,
+        deadline: Instant,
         mut interrupt: impl FnMut() -> bool,
+        also: &[DataBell],
     ) -> Result<GroupWake, RingError> {
         for _ in 0..POLLS_FIRST {
             if self.any_frames()? {
@@ -147,7 +187,7 @@ impl ConsumerGroup {
         if Instant::now() >= deadline {
             return Ok(GroupWake::Deadline);
         }
-        self.park(started, deadline, &mut interrupt)
+        self.park(started, deadline, &mut interrupt, also)
     }
 
     /// Spins until `stop`; `None` when the spin ran out.
@@ -179,6 +219,7 @@ impl ConsumerGroup {
         started: Instant,
         deadline: Instant,
         interrupt: &mut impl FnMut() -> bool,
+        also: &[DataBell],
     ) -> Result<GroupWake, RingError> {
         loop {
             if !self.arm_all()? {
@@ -195,9 +236,11 @@ impl ConsumerGroup {
                 return Ok(GroupWake::Deadline);
             }
             self.parks += 1;
-            let rung = self.sleep(deadline - now);
+            let rung = self.sleep(deadline - now, also);
             self.disarm_all();
-            rung?;
+            if rung? {
+                return Ok(GroupWake::Interrupted);
+            }
             if self.any_frames()? {
                 self.waiter.waited(started.elapsed());
                 return Ok(GroupWake::Frames);
@@ -208,20 +251,35 @@ impl ConsumerGroup {
         }
     }
 
-    /// Sleeps on the bell for at most `timeout`, to the nanosecond
-    /// (`ppoll`; `poll`'s millisecond timeout would round a 300 µs timer
-    /// up to 1 ms), and takes the bell's count when it rang.
-    fn sleep(&self, timeout: Duration) -> Result<(), RingError> {
+    /// Sleeps on the bell (and on `also`) for at most `timeout`, to the
+    /// nanosecond (`ppoll`; `poll`'s millisecond timeout would round a
+    /// 300 µs timer up to 1 ms), and takes the bell's count when it rang;
+    /// true when one of `also` rang.
+    fn sleep(&self, timeout: Duration, also: &[DataBell]) -> Result<bool, RingError> {
         let doorbell = &self.bell.0;
-        let mut fds = [PollFd::new(doorbell.as_fd(), PollFlags::POLLIN)];
+        let mut fds = Vec::with_capacity(1 + also.len());
+        fds.push(PollFd::new(doorbell.as_fd(), PollFlags::POLLIN));
+        fds.extend(
+            also.iter()
+                .map(|bell| PollFd::new(bell.0.as_fd(), PollFlags::POLLIN)),
+        );
         let timeout = TimeSpec::from_duration(timeout);
         match ppoll(&mut fds, Some(timeout), None) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(()),
-            // Readable: the count is there, so this wait returns at once.
-            Ok(_) => doorbell
-                .wait(Duration::ZERO)
-                .map(drop)
-                .map_err(os("take ring doorbell")),
+            Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(false),
+            Ok(_) => {
+                let readable = |fd: &PollFd<'_>| {
+                    fd.revents()
+                        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
+                };
+                let others = fds[1..].iter().any(readable);
+                if readable(&fds[0]) {
+                    // Readable: the count is there, so this wait returns at once.
+                    doorbell
+                        .wait(Duration::ZERO)
+                        .map_err(os("take ring doorbell"))?;
+                }
+                Ok(others)
+            }
             Err(err) => Err(RingError::Os {
                 what: "wait for ring data",
                 source: err.into(),

@@ -2,6 +2,7 @@
 //! constructors of in-process rings. See the module doc of `ring` for the
 //! full-ring policies and wait strategies they offer.
 
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use super::layout::{ConsumerEnd, ProducerEnd, Shared, WriteFail};
 use super::peer::Export;
 use super::sync::Doorbell;
 use super::wait::Waiter;
-use super::{RingConfig, RingError, RingStats, WaitStrategy, os, shm};
+use super::{Parked, RingConfig, RingError, RingStats, WaitStrategy, os, shm};
 use crate::wire::{self, ArchivedEnvelope, Envelope, Scratch, WireError};
 
 /// The doorbells of one ring: `data` wakes the consumer, `space` the
@@ -437,6 +438,26 @@ impl Consumer {
     /// Waits up to `timeout` for a frame by the ring's wait strategy, on a
     /// plain thread. Returns whether one is ready.
     pub fn wait(&mut self, timeout: Duration) -> Result<bool, RingError> {
+        let bell = Arc::clone(&self.bells.data);
+        self.wait_with(timeout, |_, left| {
+            bell.wait(left)
+                .map(|rung| if rung { Parked::Bell } else { Parked::Timeout })
+        })
+    }
+
+    /// [`Consumer::wait`] with the parking done by `park`, so that a thread
+    /// can sleep on the doorbell and its own descriptors at once (an agent
+    /// process parks on its ring and its link to the daemon). `park` gets
+    /// the doorbell's eventfd and the time left; it returns
+    /// [`Parked::Bell`] once the eventfd was readable and its counter read,
+    /// [`Parked::Timeout`], or [`Parked::Other`] when something else woke
+    /// it: then this returns `Ok(false)` at once, frames or not checked by
+    /// the caller.
+    pub fn wait_with(
+        &mut self,
+        timeout: Duration,
+        mut park: impl FnMut(BorrowedFd<'_>, Duration) -> std::io::Result<Parked>,
+    ) -> Result<bool, RingError> {
         if self.waiter.poll_first(&mut self.end)? {
             return Ok(true);
         }
@@ -456,14 +477,15 @@ impl Consumer {
                 return Ok(false);
             }
             self.stats.parks += 1;
-            self.bells
-                .data
-                .wait(deadline - now)
-                .map_err(os("wait for ring data"))?;
+            let parked =
+                park(self.bells.data.as_fd(), deadline - now).map_err(os("wait for ring data"))?;
             self.end.disarm();
             if self.end.has_frames()? {
                 self.waiter.waited(started.elapsed());
                 return Ok(true);
+            }
+            if parked == Parked::Other {
+                return Ok(false);
             }
         }
     }

@@ -67,7 +67,8 @@ pub use handle::{Consumer, DataBell, Producer, heap_ring, shm_ring, shm_ring_int
 pub use layout::{DATA_OFFSET, FRAME_HEADER_BYTES, SLOT_BYTES, frame_slots, ring_bytes};
 #[cfg(not(loom))]
 pub use peer::{
-    PEER_FD, PEER_FD_ENV, PeerLink, RingHandoff, Role, export_consumer, export_producer,
+    PEER_FD, PEER_FD_ENV, PeerLink, RingHandoff, Role, export_consumer, export_consumer_into,
+    export_producer,
 };
 
 /// How a consumer waits for the next message on its rings.
@@ -87,6 +88,17 @@ pub enum WaitStrategy {
     Park,
     /// Spin for a budget that follows recent traffic, then park.
     Adaptive,
+}
+
+/// How a parking hook of [`Consumer::wait_with`] woke up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parked {
+    /// The doorbell rang (its counter was read).
+    Bell,
+    /// The time ran out.
+    Timeout,
+    /// Something else needs the caller: stop waiting.
+    Other,
 }
 
 /// The most slots a ring may have (64 MiB of frames).

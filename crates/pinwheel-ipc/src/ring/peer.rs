@@ -28,10 +28,11 @@ use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
 };
 
-use super::handle::Bells;
+use super::handle::{Bells, DataBell};
 use super::layout::{ConsumerEnd, ProducerEnd, Shared};
 use super::sync::{Doorbell, Ordering};
 use super::{Consumer, MAX_SLOTS, Producer, RingConfig, RingError, WaitStrategy, os, shm};
+use crate::link::{LinkMessage, MAX_MESSAGE_BYTES};
 
 /// Environment variable that names an inherited [`PeerLink`] descriptor.
 pub const PEER_FD_ENV: &str = "PINWHEEL_PEER_FD";
@@ -85,7 +86,16 @@ pub fn export_producer(config: RingConfig) -> Result<(Producer, RingHandoff), Ri
 /// Creates a ring in a memfd whose consumer is this process; the handoff
 /// gives its producer end to a peer.
 pub fn export_consumer(config: RingConfig) -> Result<(Consumer, RingHandoff), RingError> {
-    let (memfd, shared, bells) = create(config)?;
+    export_consumer_into(config, &DataBell::new()?)
+}
+
+/// [`export_consumer`] whose consumer is woken by `bell`, shared with the
+/// other rings the same thread consumes (a `ConsumerGroup`).
+pub fn export_consumer_into(
+    config: RingConfig,
+    bell: &DataBell,
+) -> Result<(Consumer, RingHandoff), RingError> {
+    let (memfd, shared, bells) = create_with(config, Arc::clone(&bell.0))?;
     record_pid(&shared, Role::Consumer);
     let handoff = handoff(&memfd, &bells, config, 1, Role::Producer)?;
     let mut consumer = Consumer::new(ConsumerEnd::new(shared, config.max_frame), bells, config);
@@ -94,10 +104,17 @@ pub fn export_consumer(config: RingConfig) -> Result<(Consumer, RingHandoff), Ri
 }
 
 fn create(config: RingConfig) -> Result<(OwnedFd, Arc<Shared>, Arc<Bells>), RingError> {
+    create_with(config, Arc::new(Doorbell::new().map_err(os("eventfd"))?))
+}
+
+fn create_with(
+    config: RingConfig,
+    data: Arc<Doorbell>,
+) -> Result<(OwnedFd, Arc<Shared>, Arc<Bells>), RingError> {
     config.validate()?;
     let (memfd, shared) = shm::create(config.slots, 1)?;
     let bells = Bells {
-        data: Arc::new(Doorbell::new().map_err(os("eventfd"))?),
+        data,
         space: Doorbell::new().map_err(os("eventfd"))?,
     };
     Ok((memfd, Arc::new(shared), Arc::new(bells)))
@@ -299,6 +316,43 @@ impl RingHandoff {
     }
 }
 
+/// Sends one datagram, with `fds` as `SCM_RIGHTS` when there are any.
+fn send(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[i32],
+    what: &'static str,
+) -> Result<(), RingError> {
+    send_flags(socket, bytes, fds, MsgFlags::empty(), what)
+}
+
+/// [`send`] with `flags` besides `MSG_NOSIGNAL`.
+fn send_flags(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[i32],
+    flags: MsgFlags,
+    what: &'static str,
+) -> Result<(), RingError> {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let control: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[IoSlice::new(bytes)],
+        control,
+        MsgFlags::MSG_NOSIGNAL | flags,
+        None,
+    )
+    .map_err(|errno| match errno {
+        nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET => RingError::PeerGone,
+        errno => RingError::Os {
+            what,
+            source: errno.into(),
+        },
+    })?;
+    Ok(())
+}
+
 fn record_pid(shared: &Shared, role: Role) {
     let header = &shared.control().header;
     let slot = match role {
@@ -357,6 +411,14 @@ impl PeerLink {
         })
     }
 
+    /// The link a parent left this process as descriptor `fd` (checked to
+    /// be a socket; the link owns and closes it from here).
+    pub fn inherited(fd: i32) -> Result<PeerLink, RingError> {
+        Ok(PeerLink {
+            socket: shm::inherited_socket(fd)?,
+        })
+    }
+
     /// Wraps a connected `SOCK_SEQPACKET` Unix socket.
     pub fn from_socket(socket: OwnedFd) -> Self {
         Self { socket }
@@ -375,22 +437,7 @@ impl PeerLink {
             handoff.data_bell.as_raw_fd(),
             handoff.space_bell.as_raw_fd(),
         ];
-        let control = [ControlMessage::ScmRights(&fds)];
-        sendmsg::<()>(
-            self.socket.as_raw_fd(),
-            &[IoSlice::new(&message)],
-            &control,
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(|errno| match errno {
-            nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET => RingError::PeerGone,
-            errno => RingError::Os {
-                what: "send ring handoff",
-                source: errno.into(),
-            },
-        })?;
-        Ok(())
+        send(self.socket.as_fd(), &message, &fds, "send ring handoff")
     }
 
     /// Receives a ring from the peer, waiting up to `timeout`.
@@ -417,6 +464,76 @@ impl PeerLink {
                 source: errno.into(),
             }),
         }
+    }
+
+    /// The socket, to wait on it together with other descriptors.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    /// Sends one link message ([`crate::link`]).
+    pub fn send_message(&self, message: &LinkMessage) -> Result<(), RingError> {
+        let bytes = message.encode().map_err(|err| RingError::Handoff {
+            reason: err.to_string(),
+        })?;
+        send(self.socket.as_fd(), &bytes, &[], "send link message")
+    }
+
+    /// Sends one link message if the peer's queue has room, never
+    /// blocking: `Ok(false)` when it has none (the peer does not read its
+    /// link), so a side that must not block (the daemon's control side)
+    /// cannot be held by a peer.
+    pub fn try_send_message(&self, message: &LinkMessage) -> Result<bool, RingError> {
+        let bytes = message.encode().map_err(|err| RingError::Handoff {
+            reason: err.to_string(),
+        })?;
+        let sent = send_flags(
+            self.socket.as_fd(),
+            &bytes,
+            &[],
+            MsgFlags::MSG_DONTWAIT,
+            "send link message",
+        );
+        match sent {
+            Ok(()) => Ok(true),
+            Err(RingError::Os { source, .. })
+                if source.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Receives one link message, waiting up to `timeout`. Descriptors sent
+    /// with it are closed: link messages carry none.
+    pub fn recv_message(&self, timeout: Duration) -> Result<LinkMessage, RingError> {
+        if !self.readable(timeout)? {
+            return Err(RingError::Timeout { waited: timeout });
+        }
+        self.try_recv_message()?
+            .ok_or(RingError::Timeout { waited: timeout })
+    }
+
+    /// Receives one link message if one is waiting, without blocking.
+    /// A message that is not a valid link message is an error: the peer
+    /// broke the protocol.
+    pub fn try_recv_message(&self) -> Result<Option<LinkMessage>, RingError> {
+        let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
+        let Some((len, fds)) =
+            shm::recv_with_fds_flags(self.socket.as_fd(), &mut buf, MsgFlags::MSG_DONTWAIT)?
+        else {
+            return Ok(None);
+        };
+        drop(fds);
+        if len == 0 {
+            return Err(RingError::PeerGone);
+        }
+        LinkMessage::decode(&buf[..len])
+            .map(Some)
+            .map_err(|err| RingError::Handoff {
+                reason: err.to_string(),
+            })
     }
 
     /// Waits up to `timeout` for the peer to go away; true when it has
@@ -516,6 +633,37 @@ mod tests {
             Err(RingError::Handoff { .. })
         ));
         assert!(fresh.into_consumer().is_ok());
+    }
+
+    #[test]
+    fn link_messages_cross_and_garbage_is_an_error() {
+        let (ours, theirs) = PeerLink::pair().unwrap();
+        assert!(theirs.try_recv_message().unwrap().is_none());
+        let hello = LinkMessage::MethodName { id: 7 };
+        ours.send_message(&hello).unwrap();
+        assert_eq!(theirs.recv_message(Duration::from_secs(1)).unwrap(), hello);
+        send(ours.as_fd(), b"garbage!", &[], "test").unwrap();
+        assert!(matches!(
+            theirs.try_recv_message(),
+            Err(RingError::Handoff { .. })
+        ));
+        drop(ours);
+        assert!(matches!(
+            theirs.try_recv_message(),
+            Err(RingError::PeerGone)
+        ));
+    }
+
+    #[test]
+    fn a_peer_that_does_not_read_its_link_fills_it_without_blocking_the_sender() {
+        let (ours, theirs) = PeerLink::pair().unwrap();
+        let message = LinkMessage::ModelGranted { id: 1 };
+        let sent = (0..1_000_000)
+            .take_while(|_| ours.try_send_message(&message).unwrap())
+            .count();
+        assert!(sent > 0 && sent < 1_000_000, "{sent}");
+        assert_eq!(theirs.try_recv_message().unwrap(), Some(message.clone()));
+        assert!(ours.try_send_message(&message).unwrap());
     }
 
     #[test]

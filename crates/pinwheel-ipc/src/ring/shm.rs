@@ -184,18 +184,37 @@ pub(super) fn recv_with_fds(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> Result<(usize, Vec<OwnedFd>), RingError> {
+    recv_with_fds_flags(socket, buf, MsgFlags::empty())?.ok_or(RingError::Os {
+        what: "receive ring handoff",
+        source: std::io::ErrorKind::WouldBlock.into(),
+    })
+}
+
+/// [`recv_with_fds`] with extra flags (`MSG_DONTWAIT`): `None` when that
+/// finds nothing to read.
+pub(super) fn recv_with_fds_flags(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: MsgFlags,
+) -> Result<Option<(usize, Vec<OwnedFd>)>, RingError> {
     let mut space = nix::cmsg_space!([RawFd; 4]);
     let mut iov = [IoSliceMut::new(buf)];
-    let message = recvmsg::<()>(
+    let message = match recvmsg::<()>(
         socket.as_raw_fd(),
         &mut iov,
         Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|errno| RingError::Os {
-        what: "receive ring handoff",
-        source: errno.into(),
-    })?;
+        MsgFlags::MSG_CMSG_CLOEXEC | flags,
+    ) {
+        Ok(message) => message,
+        Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+        Err(nix::errno::Errno::ECONNRESET) => return Err(RingError::PeerGone),
+        Err(errno) => {
+            return Err(RingError::Os {
+                what: "receive on peer link",
+                source: errno.into(),
+            });
+        }
+    };
     let mut fds = Vec::new();
     for cmsg in message.cmsgs().map_err(|errno| RingError::Os {
         what: "read handoff descriptors",
@@ -218,7 +237,7 @@ pub(super) fn recv_with_fds(
             reason: "handoff message or its descriptors were truncated".into(),
         });
     }
-    Ok((message.bytes, fds))
+    Ok(Some((message.bytes, fds)))
 }
 
 /// Arranges for `fd` to become descriptor `target` in the child `command`

@@ -5,6 +5,9 @@
 //! * `world.rs`: the harness, a [`SimBackend`] host that carries out
 //!   decisions and grades them with its own books.
 //! * `lru.rs`, `ollama.rs`: the baselines, sharing `base.rs`.
+//! * `oracle.rs`: Belady's furthest-in-future eviction with the whole
+//!   trace in view, the yardstick (a heuristic bound: see its docs for
+//!   how model sizes are handled).
 //!
 //! A hit is a use admitted on arrival; a miss is a use that had to wait
 //! for a load; `wait_ms` covers every admitted use (hits wait 0). Loads
@@ -14,6 +17,7 @@
 mod base;
 mod lru;
 mod ollama;
+mod oracle;
 pub mod trace;
 mod world;
 
@@ -40,11 +44,18 @@ pub enum PolicyKind {
     Lru,
     /// Ollama's scheduler with its defaults.
     Ollama,
+    /// Belady's furthest-in-future eviction over the whole trace.
+    Oracle,
 }
 
 impl PolicyKind {
-    /// Every policy, the optimizer first.
-    pub const ALL: [PolicyKind; 3] = [PolicyKind::Pinwheel, PolicyKind::Lru, PolicyKind::Ollama];
+    /// Every policy, the optimizer first and the oracle last.
+    pub const ALL: [PolicyKind; 4] = [
+        PolicyKind::Pinwheel,
+        PolicyKind::Lru,
+        PolicyKind::Ollama,
+        PolicyKind::Oracle,
+    ];
 
     /// The name on the command line and in output.
     pub fn as_str(self) -> &'static str {
@@ -52,6 +63,7 @@ impl PolicyKind {
             PolicyKind::Pinwheel => "pinwheel",
             PolicyKind::Lru => "lru",
             PolicyKind::Ollama => "ollama",
+            PolicyKind::Oracle => "oracle",
         }
     }
 }

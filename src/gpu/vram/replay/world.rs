@@ -29,6 +29,7 @@ use super::super::{Decision, ModelId, RequestId, UseRequest, VramOptimizer};
 use super::base::Base;
 use super::lru::Lru;
 use super::ollama::Ollama;
+use super::oracle::Oracle;
 use super::trace::{Trace, TraceOp};
 use super::{PolicyKind, Report};
 use crate::gpu::backend::{GpuBackend, GpuIndex, GpuInfo};
@@ -46,6 +47,7 @@ enum Subject {
     Pinwheel(Box<VramOptimizer>),
     Lru(Lru),
     Ollama(Ollama),
+    Oracle(Oracle),
 }
 
 impl Subject {
@@ -54,6 +56,7 @@ impl Subject {
             Subject::Pinwheel(_) => None,
             Subject::Lru(p) => Some(&mut p.base),
             Subject::Ollama(p) => Some(&mut p.base),
+            Subject::Oracle(p) => Some(&mut p.base),
         }
     }
 
@@ -62,6 +65,17 @@ impl Subject {
             Subject::Pinwheel(o) => o.model(name, vram_mib),
             Subject::Lru(p) => p.base.model(name, vram_mib),
             Subject::Ollama(p) => p.base.model(name, vram_mib),
+            Subject::Oracle(p) => p.model(name, vram_mib),
+        }
+    }
+
+    /// Pins a model, for the policies that honour pins (the baselines
+    /// model caches that have none).
+    fn pin(&mut self, now: u64, model: ModelId) {
+        match self {
+            Subject::Pinwheel(o) => o.pin(now, model),
+            Subject::Oracle(p) => p.pin(model),
+            Subject::Lru(_) | Subject::Ollama(_) => {}
         }
     }
 
@@ -70,6 +84,7 @@ impl Subject {
             Subject::Pinwheel(o) => o.submit(now, request),
             Subject::Lru(p) => p.base.submit(now, request),
             Subject::Ollama(p) => p.base.submit(now, request),
+            Subject::Oracle(p) => p.base.submit(now, request),
         }
     }
 
@@ -78,6 +93,7 @@ impl Subject {
             Subject::Pinwheel(o) => o.release(now, request),
             Subject::Lru(p) => p.base.release(now, request),
             Subject::Ollama(p) => p.base.release(now, request),
+            Subject::Oracle(p) => p.base.release(now, request),
         }
     }
 
@@ -86,6 +102,7 @@ impl Subject {
             Subject::Pinwheel(o) => o.loaded(now, model, Some(pid)),
             Subject::Lru(p) => p.base.loaded(now, model),
             Subject::Ollama(p) => p.base.loaded(now, model),
+            Subject::Oracle(p) => p.base.loaded(now, model),
         }
     }
 
@@ -94,6 +111,7 @@ impl Subject {
             Subject::Pinwheel(o) => o.load_failed(now, model),
             Subject::Lru(p) => p.base.load_failed(model),
             Subject::Ollama(p) => p.base.load_failed(model),
+            Subject::Oracle(p) => p.base.load_failed(model),
         }
     }
 
@@ -102,6 +120,7 @@ impl Subject {
             Subject::Pinwheel(o) => o.tick(now, out),
             Subject::Lru(p) => p.tick(now, out),
             Subject::Ollama(p) => p.tick(now, out),
+            Subject::Oracle(p) => p.tick(now, out),
         }
     }
 }
@@ -172,6 +191,9 @@ pub(super) fn run(
         }
         PolicyKind::Lru => Subject::Lru(Lru::new(Base::new(policy.clone(), &infos))),
         PolicyKind::Ollama => Subject::Ollama(Ollama::new(Base::new(policy.clone(), &infos))),
+        PolicyKind::Oracle => {
+            Subject::Oracle(Oracle::new(Base::new(policy.clone(), &infos), trace))
+        }
     };
     let mut world = World {
         policy: policy.clone(),
@@ -194,6 +216,10 @@ pub(super) fn run(
     };
     for pin in &policy.pins {
         let model = world.subject.model(&pin.model, pin.vram_mib);
+        if !matches!(world.subject, Subject::Pinwheel(_)) {
+            // The optimizer took the topology's pins at construction.
+            world.subject.pin(0, model);
+        }
         world.pinned.insert(model);
     }
     world.run(trace);
@@ -277,9 +303,7 @@ impl World {
                 // The trace checked that an earlier use gave the size.
                 let id = self.subject.model(model, vram_mib.unwrap_or(1));
                 self.pinned.insert(id);
-                if let Subject::Pinwheel(o) = &mut self.subject {
-                    o.pin(now, id);
-                }
+                self.subject.pin(now, id);
             }
             TraceOp::External { gpu, vram_mib, .. } => {
                 // A lost GPU has no other programs either.
