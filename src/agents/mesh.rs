@@ -53,7 +53,8 @@ pub struct MeshOptions {
     pub request_timeout: Duration,
     /// Where registries keep their snapshots.
     pub state_dir: Option<PathBuf>,
-    /// Synthetic agents serve at once: no service time, no stalls.
+    /// Synthetic agents serve at once: no service time, no stalls, no
+    /// model uses.
     pub overhead: bool,
     /// The slots of process and external agents.
     pub processes: Slots,
@@ -219,7 +220,13 @@ fn blueprint(
             priority,
             calls: routes.calls(id).to_vec(),
             publishes: routes.publishes(id).to_vec(),
-            models: routes.models(id).to_vec(),
+            // A model use waits for the (simulated) GPU's loads: the
+            // GPU's time, not pinwheel's.
+            models: if options.overhead {
+                Vec::new()
+            } else {
+                routes.models(id).to_vec()
+            },
             model_class: vram_class(spec.priority()),
         }),
         AgentKind::Native(NativeName::Registry) => {

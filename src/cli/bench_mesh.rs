@@ -49,7 +49,8 @@ pub struct BenchMeshArgs {
         allow_negative_numbers = true
     )]
     pub rate: f64,
-    /// Zero service time for every synthetic agent: pinwheel's overhead.
+    /// Zero service time for every synthetic agent, and no model uses
+    /// (their waits are the simulated GPU's loads): pinwheel's overhead.
     #[arg(long)]
     pub overhead: bool,
     /// Search the highest rate with p99 under 1 ms and nothing unsent.
