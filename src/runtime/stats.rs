@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 
 use super::node::{Node, RouterTotals};
 use super::routes::Routes;
-use crate::latency::{new_histogram, record_ns};
+use crate::latency::{new_histogram, new_live_histogram, record_ns};
 use pinwheel_ipc::wire::AgentId;
 
 /// Outcomes of the load generator's requests.
@@ -88,7 +88,7 @@ impl NodeStats {
         let mut pairs = Vec::new();
         for &agent in local {
             for &target in routes.calls(agent) {
-                pairs.push((agent, target, new_histogram()));
+                pairs.push((agent, target, new_live_histogram()));
             }
         }
         Self {
@@ -97,7 +97,7 @@ impl NodeStats {
             voice: RefCell::new(new_histogram()),
             requests: Cell::new(Requests::default()),
             agents: RefCell::new(local.iter().map(|&a| (a, AgentCounts::default())).collect()),
-            service: RefCell::new(local.iter().map(|_| new_histogram()).collect()),
+            service: RefCell::new(local.iter().map(|_| new_live_histogram()).collect()),
         }
     }
 
