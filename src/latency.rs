@@ -33,6 +33,16 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).expect("constant bounds are valid")
 }
 
+/// A histogram of nanoseconds from 1 ns to 60 s with 2 significant digits
+/// (1% resolution), for what an executor keeps per route and per agent
+/// and copies every second for the live view: a 3-digit one is 220 KB,
+/// and copying one per route and agent of a seed mesh held each executor
+/// for 7-15 ms every second (the mesh's p99 at 1,000 req/s was 6 ms).
+/// This one is 31 KB.
+pub fn new_live_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HISTOGRAM_MAX_NS, 2).expect("constant bounds are valid")
+}
+
 /// Records `ns` into a histogram from [`new_histogram`]: 0 counts as 1 ns
 /// (the lowest trackable value) and anything past 60 s as 60 s, so a
 /// sample is never lost to the bounds.

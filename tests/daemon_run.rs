@@ -58,7 +58,15 @@ const NESTED_KEYS: [(&str, &[&str]); 4] = [
     ("e2e_latency_ns", &["count", "p50", "p99", "p999", "max"]),
     (
         "requests",
-        &["sent", "completed", "failed", "timed_out", "lost"],
+        &[
+            "offered",
+            "sent",
+            "not_sent",
+            "completed",
+            "failed",
+            "timed_out",
+            "lost",
+        ],
     ),
     ("stream_frames", &["sent", "completed"]),
     (
@@ -321,10 +329,15 @@ fn assert_report_schema(report: &Value) {
     );
 }
 
-/// Every request sent was answered OK, and none went missing.
+/// Every request sent was answered OK, and none went missing; the
+/// offered count is every sent one plus every one not sent.
 fn assert_every_request_completed(report: &Value) {
     let sent = u64_at(report, "/requests/sent");
     assert_eq!(u64_at(report, "/requests/completed"), sent, "{report:#}");
+    let offered = u64_at(report, "/requests/offered");
+    let not_sent = u64_at(report, "/requests/not_sent");
+    assert_eq!(offered, sent + not_sent, "{report:#}");
+    assert!(offered > 0, "{report:#}");
     for outcome in ["failed", "timed_out", "lost"] {
         let count = u64_at(report, &format!("/requests/{outcome}"));
         assert_eq!(count, 0, "{outcome}: {:#}", report["requests"]);

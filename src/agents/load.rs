@@ -9,6 +9,13 @@
 //! (coordinated omission). Every request ends as completed, failed or
 //! timed out; the report's `sent` minus those three is what was lost.
 //!
+//! The generator also counts what it was asked to send. When the runtime
+//! starts draining, every due time up to that moment that no sender had
+//! taken yet is `not_sent`: all [`SENDERS`] were waiting for answers, so
+//! a mesh that cannot keep up shows as unsent requests rather than as a
+//! quietly lower rate. `offered` is `sent` plus `not_sent`: the due times
+//! before the drain, less those a free sender was still waiting on (due
+//! within a timer's lateness of the drain), which the drain cancelled.
 //! Each request belongs to one of [`SESSIONS`] sessions, in turn (the
 //! mesh's users, each coming back every `SESSIONS` requests); its trace
 //! carries the session, so its calls to a `consistent_hash` agent stick to
@@ -116,6 +123,20 @@ impl LoadGenerator {
         }
     }
 
+    /// Waits for the drain, then records how many requests were offered:
+    /// those sent, and those due before the drain that no sender took.
+    /// Senders send nothing once the drain is raised, so `sent` is final
+    /// here.
+    async fn count_offered(&self, ctx: &Ctx, start_ns: u64) {
+        while ctx.pause(Duration::from_secs(3_600)).await {}
+        let period_ns = 1e9 / self.spec.rate_per_s;
+        let elapsed = now_ns().saturating_sub(start_ns) as f64;
+        let due = (elapsed / period_ns).floor() as u64 + 1;
+        let not_sent = due.saturating_sub(self.next.get());
+        ctx.stats()
+            .update_requests(|r| r.offered = r.sent + not_sent);
+    }
+
     /// Frames to one stream source until the runtime drains.
     async fn send_frames(&self, ctx: Ctx, to: AgentId, hz: u32, start_ns: u64) {
         let period_ns = 1e9 / f64::from(hz);
@@ -167,11 +188,16 @@ impl Agent for LoadGenerator {
         };
         let to = self.spec.requests_to.unwrap_or(ctx.me());
         let requests = (0..senders).map(|_| self.send_requests(ctx.fork(), to, start_ns));
+        let offered = async {
+            if senders > 0 {
+                self.count_offered(ctx, start_ns).await;
+            }
+        };
         let streams = self
             .spec
             .streams
             .iter()
             .map(|&(source, hz)| self.send_frames(ctx.fork(), source, hz, start_ns));
-        join(join_all(requests), join_all(streams)).await;
+        join(join(join_all(requests), join_all(streams)), offered).await;
     }
 }

@@ -28,7 +28,7 @@ use super::coordinator::{CoordinatorAgent, CoordinatorConfig, CoordinatorCounter
 use super::load::{LoadGenerator, LoadSpec, StreamCounters};
 use super::registry::{Directory, Record, RegistryAgent, RegistryCounters};
 use super::synthetic::{Synthetic, SyntheticSpec};
-use crate::config::{AgentIndex, AgentKind, AgentSet, NativeName};
+use crate::config::{AgentIndex, AgentKind, AgentSet, Behaviour, NativeName};
 use crate::process::{BridgeSpec, ProcessBridge, Slots};
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
@@ -53,6 +53,9 @@ pub struct MeshOptions {
     pub request_timeout: Duration,
     /// Where registries keep their snapshots.
     pub state_dir: Option<PathBuf>,
+    /// Synthetic agents serve at once: no service time, no stalls, no
+    /// model uses.
+    pub overhead: bool,
     /// The slots of process and external agents.
     pub processes: Slots,
     /// Each executor's wait strategy and longest spin, microseconds (how
@@ -204,11 +207,26 @@ fn blueprint(
     match spec.kind() {
         AgentKind::Synthetic => Blueprint::Synthetic(SyntheticSpec {
             me: id,
-            behaviour: *spec.behaviour(),
+            behaviour: if options.overhead {
+                Behaviour {
+                    median_ns: 0,
+                    p99_ns: 0,
+                    stall_every: 0,
+                    ..*spec.behaviour()
+                }
+            } else {
+                *spec.behaviour()
+            },
             priority,
             calls: routes.calls(id).to_vec(),
             publishes: routes.publishes(id).to_vec(),
-            models: routes.models(id).to_vec(),
+            // A model use waits for the (simulated) GPU's loads: the
+            // GPU's time, not pinwheel's.
+            models: if options.overhead {
+                Vec::new()
+            } else {
+                routes.models(id).to_vec()
+            },
             model_class: vram_class(spec.priority()),
         }),
         AgentKind::Native(NativeName::Registry) => {

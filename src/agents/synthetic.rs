@@ -126,8 +126,12 @@ impl Synthetic {
         }
     }
 
-    /// Waits out one service time, slowed by the agent's drill.
+    /// Waits out one service time, slowed by the agent's drill (none at
+    /// all when the median is zero: `bench mesh --overhead`).
     async fn serve(&self, ctx: &Ctx) {
+        if self.spec.behaviour.median_ns == 0 {
+            return;
+        }
         let time = self.service.sample(&mut self.rng.borrow_mut());
         let drill = ctx.node().routes().board().drill(ctx.me());
         let slowed = drill.service_ns(u64::try_from(time.as_nanos()).unwrap_or(u64::MAX));

@@ -89,7 +89,7 @@ pub struct AgentReport {
 impl AgentBench {
     /// Runs both cases.
     pub fn run(&self) -> Result<AgentReport, BenchError> {
-        let [in_daemon, _] = RouterBench {
+        let ([in_daemon, _], _) = RouterBench {
             cpus: self.cpus,
             wait: self.wait,
             size: self.size,

@@ -78,9 +78,16 @@ fn summary(out: &mut String, report: &Report) {
     );
     let _ = writeln!(
         out,
-        "<p id=\"requests\">Requests: {} sent, {} completed, {} failed, {} timed out, {} lost. \
-         Placement: {} violations (agents off their planned CPU).</p>",
-        r.sent, r.completed, r.failed, r.timed_out, r.lost, report.placement_violations
+        "<p id=\"requests\">Requests: {} offered, {} sent, {} not sent, {} completed, {} failed, \
+         {} timed out, {} lost. Placement: {} violations (agents off their planned CPU).</p>",
+        r.offered,
+        r.sent,
+        r.not_sent,
+        r.completed,
+        r.failed,
+        r.timed_out,
+        r.lost,
+        report.placement_violations
     );
     if !report.degraded.is_empty() {
         let _ = writeln!(

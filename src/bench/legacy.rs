@@ -243,6 +243,7 @@ fn mesh_options(agents: &crate::config::AgentSet) -> Result<MeshOptions, BenchEr
         processes: Slots::new(agents).map_err(|e| peer("slots", e.to_string()))?,
         executor_waits: Vec::new(),
         legacy: Arc::new(LegacyBook::default()),
+        overhead: false,
     })
 }
 

@@ -14,22 +14,45 @@
 //!   end, through its fan-out over the voice path's agents.
 //!
 //! The daemon's text report is discarded; its JSON report is not written.
+//! The load's counts (offered, sent, not sent, completed, failed, timed
+//! out) come with the latencies, so a mesh that could not keep up with
+//! the offered rate shows as unsent requests, not as a good p99.
+//!
+//! `pinwheel bench mesh` runs any manifests (the seed's two by default).
+//! `--overhead` sets every synthetic agent's service time to zero, so what
+//! is left is pinwheel's own cost; `--find-max` searches the highest
+//! offered rate that the mesh serves with a p99 under [`MAX_P99_NS`] and
+//! nothing unsent or timed out ([`MeshBench::find_max`]).
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use serde::Serialize;
 
 use super::BenchError;
+use crate::daemon::report::RequestsReport;
 use crate::daemon::{self, RunOptions};
+use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
+
+/// The p99 a rate must stay under to pass `--find-max`, ns.
+pub const MAX_P99_NS: u64 = 1_000_000;
+/// The rate `--find-max` starts from, requests a second.
+const FIRST_RATE: f64 = 1_000.0;
+/// Halvings of the interval between the last passing rate and the first
+/// failing one.
+const REFINE_STEPS: u32 = 4;
+/// Highest rate `--find-max` tries.
+const MAX_RATE: f64 = 1_024_000.0;
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeshBench {
     /// Topology file.
     pub topology: PathBuf,
-    /// The voice pipeline's manifest.
-    pub agents: PathBuf,
+    /// The manifests.
+    pub agents: Vec<PathBuf>,
     /// Where sysfs is.
     pub sysfs_root: PathBuf,
     /// How long the mesh runs after start-up.
@@ -38,6 +61,8 @@ pub struct MeshBench {
     pub rate_per_s: f64,
     /// Ask for SCHED_FIFO, locked memory and timer slack.
     pub privileged: bool,
+    /// Every synthetic agent's service time zero.
+    pub overhead: bool,
 }
 
 /// What the mesh measured.
@@ -49,6 +74,8 @@ pub struct MeshReport {
     pub requests: Histogram<u64>,
     /// Agents started, of those planned.
     pub agents: (usize, usize),
+    /// What became of the load generator's requests.
+    pub counts: RequestsReport,
 }
 
 impl MeshBench {
@@ -56,7 +83,7 @@ impl MeshBench {
     pub fn options(&self) -> RunOptions {
         RunOptions {
             topology: self.topology.clone(),
-            agents: vec![self.agents.clone()],
+            agents: self.agents.clone(),
             sysfs_root: self.sysfs_root.clone(),
             tuning_root: None,
             duration: Some(self.duration),
@@ -71,6 +98,7 @@ impl MeshBench {
             admin_token_file: crate::observe::admin::DEFAULT_TOKEN_FILE.into(),
             host: None,
             nats_url: None,
+            overhead: self.overhead,
             nats_nkey: None,
             run_dir: crate::daemon::DEFAULT_RUN_DIR.into(),
             faults: Vec::new(),
@@ -88,6 +116,216 @@ impl MeshBench {
             voice: report.voice_histogram().clone(),
             requests: report.e2e_histogram().clone(),
             agents: (report.agents_started, report.agents_planned),
+            counts: report.requests,
         })
     }
+
+    /// The highest offered rate the mesh serves with a p99 under
+    /// [`MAX_P99_NS`] and nothing unsent or timed out: doubles the rate
+    /// from [`FIRST_RATE`] until a run fails, then halves the interval
+    /// between the last pass and the first failure [`REFINE_STEPS`]
+    /// times. Each probe is a whole run of `duration`. `None` when even
+    /// the first rate fails.
+    pub fn find_max(&self) -> Result<FindMax, BenchError> {
+        let mut probes = Vec::new();
+        let mut probe = |rate: f64| -> Result<Option<MeshJson>, BenchError> {
+            let bench = Self {
+                rate_per_s: rate,
+                ..self.clone()
+            };
+            let json = bench.run()?.to_json(&bench);
+            let passed = json.passes();
+            probes.push(Probe {
+                rate_per_s: rate,
+                p99_ns: json.e2e_ns.p99,
+                not_sent: json.requests.not_sent,
+                timed_out: json.requests.timed_out,
+                passed,
+            });
+            Ok(passed.then_some(json))
+        };
+        let (mut best, mut failed_at) = (None, None);
+        let mut rate = FIRST_RATE;
+        while rate <= MAX_RATE {
+            match probe(rate)? {
+                Some(json) => best = Some(json),
+                None => {
+                    failed_at = Some(rate);
+                    break;
+                }
+            }
+            rate *= 2.0;
+        }
+        if let (Some(mut low), Some(mut high)) = (best.as_ref().map(|b| b.rate_per_s), failed_at) {
+            for _ in 0..REFINE_STEPS {
+                let mid = ((low + high) / 2.0).round();
+                match probe(mid)? {
+                    Some(json) => (low, best) = (mid, Some(json)),
+                    None => high = mid,
+                }
+            }
+        }
+        Ok(FindMax {
+            max_rate_per_s: best.as_ref().map_or(0.0, |b| b.rate_per_s),
+            at_max: best,
+            probes,
+        })
+    }
+}
+
+impl MeshReport {
+    /// The report as [`MeshJson`].
+    pub fn to_json(&self, bench: &MeshBench) -> MeshJson {
+        MeshJson {
+            topology: bench.topology.clone(),
+            agents: bench.agents.clone(),
+            duration_s: bench.duration.as_secs_f64(),
+            rate_per_s: bench.rate_per_s,
+            overhead: bench.overhead,
+            agents_started: self.agents.0,
+            agents_planned: self.agents.1,
+            requests: self.counts,
+            e2e_ns: LatencySummary::of(&self.requests),
+            voice_ns: LatencySummary::of(&self.voice),
+        }
+    }
+}
+
+/// `pinwheel bench mesh --json`: one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeshJson {
+    /// The topology.
+    pub topology: PathBuf,
+    /// The manifests.
+    pub agents: Vec<PathBuf>,
+    /// How long the load ran, seconds.
+    pub duration_s: f64,
+    /// The offered rate, requests a second.
+    pub rate_per_s: f64,
+    /// Whether synthetic agents' service times were zero.
+    pub overhead: bool,
+    /// Agents started.
+    pub agents_started: usize,
+    /// Agents planned.
+    pub agents_planned: usize,
+    /// `offered`, `sent`, `not_sent`, `completed`, `failed`, `timed_out`,
+    /// `lost`, at the top level.
+    #[serde(flatten)]
+    pub requests: RequestsReport,
+    /// Completed requests, due time to answer.
+    pub e2e_ns: LatencySummary,
+    /// Audio frame to the coordinator's answer.
+    pub voice_ns: LatencySummary,
+}
+
+impl MeshJson {
+    /// The run for people: the load's counts, then the latencies.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let names: Vec<String> = self
+            .agents
+            .iter()
+            .map(|a| a.display().to_string())
+            .collect();
+        let _ = writeln!(
+            out,
+            "pinwheel bench mesh: {} with {}, {}/{} agents, {} req/s for {:.1} s{}",
+            self.topology.display(),
+            names.join(" "),
+            self.agents_started,
+            self.agents_planned,
+            self.rate_per_s,
+            self.duration_s,
+            if self.overhead {
+                ", no service time (overhead)"
+            } else {
+                ""
+            }
+        );
+        let r = &self.requests;
+        let _ = writeln!(
+            out,
+            "requests: {} offered, {} sent, {} not sent, {} completed, {} failed, {} timed out, {} lost",
+            r.offered, r.sent, r.not_sent, r.completed, r.failed, r.timed_out, r.lost
+        );
+        let _ = write!(out, "\n{:<24}", "latency");
+        for title in PERCENTILE_TITLES {
+            let _ = write!(out, "{title:>10}");
+        }
+        let _ = writeln!(out);
+        for (name, summary) in [
+            ("request, end to end", self.e2e_ns),
+            ("voice", self.voice_ns),
+        ] {
+            let _ = write!(out, "{name:<24}");
+            for ns in summary.columns() {
+                let _ = write!(out, "{:>10}", format_ns(ns));
+            }
+            let _ = writeln!(out);
+        }
+        out
+    }
+
+    /// Whether the run meets `--find-max`'s bar.
+    fn passes(&self) -> bool {
+        let r = &self.requests;
+        r.completed > 0 && r.not_sent == 0 && r.timed_out == 0 && self.e2e_ns.p99 < MAX_P99_NS
+    }
+}
+
+impl FindMax {
+    /// The search for people: every probe, then the best run.
+    pub fn to_table(&self, bench: &MeshBench) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "pinwheel bench mesh --find-max: p99 under {}, nothing unsent or timed out, {:.1} s a probe",
+            format_ns(MAX_P99_NS),
+            bench.duration.as_secs_f64()
+        );
+        for p in &self.probes {
+            let _ = writeln!(
+                out,
+                "  {:>10} req/s: p99 {:>9}, {} not sent, {} timed out: {}",
+                p.rate_per_s,
+                format_ns(p.p99_ns),
+                p.not_sent,
+                p.timed_out,
+                if p.passed { "pass" } else { "fail" }
+            );
+        }
+        let _ = writeln!(out, "max rate: {} req/s\n", self.max_rate_per_s);
+        if let Some(best) = &self.at_max {
+            out.push_str(&best.to_table());
+        }
+        out
+    }
+}
+
+/// One rate `--find-max` tried.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Probe {
+    /// Offered rate, requests a second.
+    pub rate_per_s: f64,
+    /// End-to-end p99, ns.
+    pub p99_ns: u64,
+    /// Requests that never left.
+    pub not_sent: u64,
+    /// Requests not answered in time.
+    pub timed_out: u64,
+    /// Whether it met the bar.
+    pub passed: bool,
+}
+
+/// `pinwheel bench mesh --find-max --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindMax {
+    /// The highest passing rate (0 when none passed).
+    pub max_rate_per_s: f64,
+    /// The run at that rate: `offered`, `sent`, `completed`, `e2e_ns`, ...
+    /// at the top level.
+    #[serde(flatten)]
+    pub at_max: Option<MeshJson>,
+    /// Every rate tried, in order.
+    pub probes: Vec<Probe>,
 }

@@ -30,8 +30,10 @@
 //! result.
 
 pub mod agent;
+pub mod harness;
 pub mod hgrm;
 pub mod html;
+pub mod json;
 pub mod legacy;
 pub mod mesh;
 pub mod nats;

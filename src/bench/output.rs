@@ -41,7 +41,7 @@ fn row_values(summary: &LatencySummary) -> [u64; 5] {
     ]
 }
 
-fn policy_name(policy: SchedPolicy) -> String {
+pub(super) fn policy_name(policy: SchedPolicy) -> String {
     match policy {
         SchedPolicy::Other => "SCHED_OTHER".into(),
         SchedPolicy::Fifo { priority } => format!("SCHED_FIFO {priority}"),
@@ -84,7 +84,11 @@ fn setup(out: &mut String, results: &TargetResults) {
     let _ = writeln!(
         out,
         "  mesh    {}, {}/{} agents started, {:.1} s at {} req/s",
-        m.agents.display(),
+        m.agents
+            .iter()
+            .map(|a| a.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
         results.mesh_agents.0,
         results.mesh_agents.1,
         m.duration.as_secs_f64(),

@@ -4,10 +4,12 @@
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
-use serde_json::{Value, json};
+use serde::Serialize;
 
+use super::json::render_json;
 use super::ring::RingBench;
 use crate::latency::LatencySummary;
+use crate::topology::CpuId;
 use pinwheel_ipc::ring::WaitStrategy;
 
 /// One measured case.
@@ -41,42 +43,97 @@ pub(super) fn wait_name(wait: WaitStrategy) -> &'static str {
     }
 }
 
-fn case_json(case: &Case) -> Value {
-    let mut value = json!({
-        "rtt_ns": LatencySummary::of(&case.rtt),
-        "throughput_msgs_per_s": case.throughput_msgs_per_s.round(),
-    });
-    if let Some(idle) = case.idle_cpu_percent {
-        value["idle_cpu_percent"] = json!((idle * 10.0).round() / 10.0);
+/// One case's JSON.
+#[derive(Debug, Serialize)]
+pub struct CaseJson {
+    /// Round trips.
+    pub rtt_ns: LatencySummary,
+    /// One-way streaming rate.
+    pub throughput_msgs_per_s: f64,
+    /// Share of a core the server used under sparse traffic, when measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_cpu_percent: Option<f64>,
+}
+
+impl CaseJson {
+    fn of(case: &Case) -> Self {
+        Self {
+            rtt_ns: LatencySummary::of(&case.rtt),
+            throughput_msgs_per_s: case.throughput_msgs_per_s.round(),
+            idle_cpu_percent: case
+                .idle_cpu_percent
+                .map(|idle| (idle * 10.0).round() / 10.0),
+        }
     }
-    value
+}
+
+/// `pinwheel bench ring --json`: the ring's case at the top level.
+#[derive(Debug, Serialize)]
+pub struct RingJson {
+    /// pinwheel's rings.
+    #[serde(flatten)]
+    pub ring: CaseJson,
+    /// How consumers waited.
+    pub wait: &'static str,
+    /// Client CPU, then server CPU.
+    pub cpus: [CpuId; 2],
+    /// 2 for a peer process, 1 for a thread.
+    pub processes: u8,
+    /// Request body bytes.
+    pub size: usize,
+    /// Round trips, and messages streamed.
+    pub msgs: u64,
+    /// The baseline, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineJson>,
+}
+
+/// A baseline's case and its ratios to pinwheel's.
+#[derive(Debug, Serialize)]
+pub struct BaselineJson {
+    /// ZeroMQ's case.
+    pub zmq: CaseJson,
+    /// Baseline over pinwheel.
+    pub ratio: Ratios,
+}
+
+/// Baseline over pinwheel (higher is better for pinwheel, throughput
+/// inverted).
+#[derive(Debug, Serialize)]
+pub struct Ratios {
+    /// Round trip p50.
+    pub rtt_p50: f64,
+    /// Round trip p99.
+    pub rtt_p99: f64,
+    /// pinwheel's throughput over the baseline's.
+    pub throughput: f64,
 }
 
 /// `{"rtt_ns": {..}, "throughput_msgs_per_s": .., "wait": .., "cpus": [..],
 /// "processes": .., ..}`, with a `baseline` object when one ran.
 pub fn render_ring_json(report: &RingReport) -> String {
     let bench = &report.bench;
-    let mut value = case_json(&report.ring);
-    value["wait"] = json!(wait_name(bench.wait));
-    value["cpus"] = json!(bench.cpus);
-    value["processes"] = json!(if bench.peer_exe.is_some() { 2 } else { 1 });
-    value["size"] = json!(bench.size);
-    value["msgs"] = json!(bench.msgs);
-    if let Some(zmq) = &report.zmq {
+    let baseline = report.zmq.as_ref().map(|zmq| {
         let ring = LatencySummary::of(&report.ring.rtt);
         let base = LatencySummary::of(&zmq.rtt);
-        value["baseline"] = json!({
-            "zmq": case_json(zmq),
-            "ratio": {
-                "rtt_p50": base.p50 as f64 / ring.p50.max(1) as f64,
-                "rtt_p99": base.p99 as f64 / ring.p99.max(1) as f64,
-                "throughput": report.ring.throughput_msgs_per_s / zmq.throughput_msgs_per_s.max(1.0),
+        BaselineJson {
+            zmq: CaseJson::of(zmq),
+            ratio: Ratios {
+                rtt_p50: base.p50 as f64 / ring.p50.max(1) as f64,
+                rtt_p99: base.p99 as f64 / ring.p99.max(1) as f64,
+                throughput: report.ring.throughput_msgs_per_s / zmq.throughput_msgs_per_s.max(1.0),
             },
-        });
-    }
-    let mut text = serde_json::to_string_pretty(&value).expect("a JSON value always serializes");
-    text.push('\n');
-    text
+        }
+    });
+    render_json(&RingJson {
+        ring: CaseJson::of(&report.ring),
+        wait: wait_name(bench.wait),
+        cpus: bench.cpus,
+        processes: if bench.peer_exe.is_some() { 2 } else { 1 },
+        size: bench.size,
+        msgs: bench.msgs,
+        baseline,
+    })
 }
 
 /// The report as a table.

@@ -24,22 +24,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde_json::json;
+use serde::Serialize;
 
 use super::BenchError;
+use super::harness::{BenchAgent as AgentSpec, Harness};
+use super::json::render_json;
 use super::report::wait_name;
 use super::ring::RingBench;
 use crate::config::{AgentSet, SourceFile};
 use crate::latency::{LatencySummary, new_histogram, record_duration};
-use crate::plan::Plan;
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
-use crate::runtime::control::ControlRuntime;
 use crate::runtime::ctx::Ctx;
-use crate::runtime::executor::{Control, start};
-use crate::runtime::layout::{Layout, layout};
 use crate::runtime::node::STATUS_OK;
-use crate::topology::{self, CpuId};
+use crate::runtime::stats::StatsSnapshot;
+use crate::topology;
+use crate::topology::{ClassSettings, CpuId, TaskQueue};
 use pinwheel_ipc::ring::WaitStrategy;
 use pinwheel_ipc::wire::{AgentId, Priority};
 
@@ -72,6 +72,50 @@ pub struct RouterReport {
     pub far: Histogram<u64>,
     /// A runtime call on one CPU.
     pub near: Histogram<u64>,
+    /// What the executors did meanwhile (both runtime cases).
+    pub executors: ExecutorWork,
+}
+
+/// What the executors did during the runtime cases: where a message's
+/// time can go besides the ring and the handler.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExecutorWork {
+    /// Runtime calls made (both cases, warm-up included).
+    pub calls: u64,
+    /// glommio reactor passes the pumps let happen while idle.
+    pub reactor_passes: u64,
+    /// Reactor passes that fell between a ring message and its handler.
+    pub late_passes: u64,
+    /// Times a pump parked on its bell.
+    pub parks: u64,
+    /// glommio task-queue selections.
+    pub scheduler_runs: u64,
+    /// Tasks glommio ran.
+    pub tasks: u64,
+}
+
+impl ExecutorWork {
+    pub(super) fn of(snapshots: &[StatsSnapshot], calls: u64) -> Self {
+        snapshots.iter().fold(
+            Self {
+                calls,
+                ..Self::default()
+            },
+            |a, s| Self {
+                calls: a.calls,
+                reactor_passes: a.reactor_passes + s.router.reactor_passes,
+                late_passes: a.late_passes + s.router.late_passes,
+                parks: a.parks + s.router.parks,
+                scheduler_runs: a.scheduler_runs + s.executor.scheduler_runs,
+                tasks: a.tasks + s.executor.tasks,
+            },
+        )
+    }
+
+    /// `n` per 1000 calls.
+    pub(super) fn per_1000(&self, n: u64) -> f64 {
+        n as f64 * 1000.0 / self.calls.max(1) as f64
+    }
 }
 
 impl RouterBench {
@@ -86,29 +130,50 @@ impl RouterBench {
             spin_us: 50,
         }
         .round_trips()?;
-        let [far, near] = self.runtime_calls()?;
+        let ([far, near], executors) = self.runtime_calls()?;
         Ok(RouterReport {
             bench: self.clone(),
             ring,
             far,
             near,
+            executors,
         })
     }
 
-    /// Starts executors on the two CPUs and times calls from the caller.
-    pub(super) fn runtime_calls(&self) -> Result<[Histogram<u64>; 2], BenchError> {
-        let runtime_err = |err: RuntimeError| BenchError::Peer {
-            reason: format!("runtime: {err}"),
+    /// Starts executors on the two CPUs and times calls from the caller: a
+    /// caller on the first CPU, a far echo on the second, a near echo on
+    /// the first.
+    pub(super) fn runtime_calls(&self) -> Result<([Histogram<u64>; 2], ExecutorWork), BenchError> {
+        let [a, b] = self.cpus;
+        let harness = Harness {
+            cpus: vec![a, b],
+            settings: ClassSettings {
+                wait: self.wait,
+                spin_before_park_us: 50,
+                preempt_timer_us: 100,
+                task_queue: TaskQueue::Latency,
+                rt_priority: 0,
+            },
+            agents: vec![
+                AgentSpec {
+                    name: "Caller",
+                    cpu: a,
+                    calls: &["Far", "Near"],
+                },
+                AgentSpec {
+                    name: "Far",
+                    cpu: b,
+                    calls: &[],
+                },
+                AgentSpec {
+                    name: "Near",
+                    cpu: a,
+                    calls: &[],
+                },
+            ],
+            privileged: false,
+            limit: RUN_LIMIT,
         };
-        let (topology, agents) = self.mesh()?;
-        let plan = Plan::build(&topology, &agents).map_err(|err| BenchError::Peer {
-            reason: format!("plan: {err}"),
-        })?;
-        let Layout {
-            routes,
-            executors,
-            phases,
-        } = layout(&plan, &topology, &agents).map_err(runtime_err)?;
         let results = Arc::new(Results::default());
         let make = {
             let (results, bench) = (Arc::clone(&results), self.clone());
@@ -117,53 +182,23 @@ impl RouterBench {
                 _ => BenchAgent::Echo,
             })
         };
-        let control = Control::new(executors.len(), phases.len());
-        // The executors' wake-up guard runs on it; it outlives them.
-        let control_rt =
-            ControlRuntime::start(None, &Default::default()).map_err(|err| BenchError::Peer {
-                reason: format!("control thread: {err}"),
-            })?;
-        let guard_on = control_rt.handle();
-        let runtime = start(routes, executors, make, Arc::new(|_| {}), control, guard_on)
-            .map_err(runtime_err)?;
-        for (phase, &expected) in phases.iter().enumerate() {
-            runtime.open_phase(phase);
-            runtime.wait_started(phase, expected, Duration::from_secs(10));
-        }
-        let began = Instant::now();
-        // SYNC: Acquire pairs with the Release store when the caller is done.
-        while !results.done.load(Ordering::Acquire) && began.elapsed() < RUN_LIMIT {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        runtime.stop().map_err(runtime_err)?;
+        let snapshots = harness.run(make, &results.done)?;
         let mut slots = results.histograms.lock().map_err(|_| BenchError::Peer {
             reason: "the caller panicked".into(),
         })?;
+        let calls = 2 * (self.msgs + warmup(self.msgs));
         match (slots[0].take(), slots[1].take()) {
-            (Some(far), Some(near)) => Ok([far, near]),
+            (Some(far), Some(near)) => Ok(([far, near], ExecutorWork::of(&snapshots, calls))),
             _ => Err(BenchError::Peer {
                 reason: "a runtime call failed or the run hit its time limit".into(),
             }),
         }
     }
+}
 
-    /// The topology and manifest of the bench: a caller on the first CPU,
-    /// a far echo on the second, a near echo on the first.
-    fn mesh(&self) -> Result<(topology::Topology, AgentSet), BenchError> {
-        let [a, b] = self.cpus;
-        let agent = |name: &str, cpu: CpuId, calls: &str| {
-            format!(
-                "[[agent]]\nname = \"{name}\"\nhost = \"bench\"\nrole = \"bench\"\nkind = \"synthetic\"\npriority = \"high\"\ncpu = {cpu}\ncalls = [{calls}]\n"
-            )
-        };
-        let manifest = format!(
-            "schema = 1\n{}{}{}",
-            agent("Caller", a, "\"Far\", \"Near\""),
-            agent("Far", b, ""),
-            agent("Near", a, "")
-        );
-        bench_mesh(self.cpus, self.wait, &manifest)
-    }
+/// Untimed calls before the timed ones.
+fn warmup(count: u64) -> u64 {
+    (count / 10).min(10_000)
 }
 
 /// A bench's topology (one uniform class on `cpus`, waiting by `wait`)
@@ -211,7 +246,7 @@ pub(super) async fn time_calls(
     body: &[u8],
     count: u64,
 ) -> Option<Histogram<u64>> {
-    let warmup = (count / 10).min(10_000);
+    let warmup = warmup(count);
     let mut histogram = new_histogram();
     for i in 0..warmup + count {
         let start = Instant::now();
@@ -294,24 +329,64 @@ impl RouterReport {
             self.overhead_ns(0.5),
             self.overhead_ns(0.99)
         );
+        let w = &self.executors;
+        let _ = writeln!(
+            out,
+            "executors, per 1000 calls: {:.2} reactor passes while idle, {:.3} between a message and its handler, {:.2} parks, {:.0} scheduler runs, {:.0} tasks run",
+            w.per_1000(w.reactor_passes),
+            w.per_1000(w.late_passes),
+            w.per_1000(w.parks),
+            w.per_1000(w.scheduler_runs),
+            w.per_1000(w.tasks)
+        );
         out
     }
 
-    /// The report as JSON.
+    /// The report as JSON ([`RouterJson`]).
     pub fn to_json(&self) -> String {
         let b = &self.bench;
-        let value = json!({
-            "cpus": b.cpus,
-            "size": b.size,
-            "msgs": b.msgs,
-            "ring_rtt_ns": LatencySummary::of(&self.ring),
-            "call_far_rtt_ns": LatencySummary::of(&self.far),
-            "call_near_rtt_ns": LatencySummary::of(&self.near),
-            "overhead_per_hop_ns": {"p50": self.overhead_ns(0.5), "p99": self.overhead_ns(0.99)},
-        });
-        let mut text =
-            serde_json::to_string_pretty(&value).expect("a JSON value always serializes");
-        text.push('\n');
-        text
+        render_json(&RouterJson {
+            cpus: b.cpus,
+            size: b.size,
+            msgs: b.msgs,
+            ring_rtt_ns: LatencySummary::of(&self.ring),
+            call_far_rtt_ns: LatencySummary::of(&self.far),
+            call_near_rtt_ns: LatencySummary::of(&self.near),
+            overhead_per_hop_ns: Overhead {
+                p50: self.overhead_ns(0.5),
+                p99: self.overhead_ns(0.99),
+            },
+            executors: self.executors,
+        })
     }
+}
+
+/// `pinwheel bench router --json`.
+#[derive(Debug, Serialize)]
+pub struct RouterJson {
+    /// Caller CPU, then callee CPU.
+    pub cpus: [CpuId; 2],
+    /// Request body bytes.
+    pub size: usize,
+    /// Round trips per case.
+    pub msgs: u64,
+    /// The bare ring's round trips.
+    pub ring_rtt_ns: LatencySummary,
+    /// Runtime calls across CPUs.
+    pub call_far_rtt_ns: LatencySummary,
+    /// Runtime calls on one CPU.
+    pub call_near_rtt_ns: LatencySummary,
+    /// Cross-CPU call minus bare ring, halved.
+    pub overhead_per_hop_ns: Overhead,
+    /// What the executors did meanwhile.
+    pub executors: ExecutorWork,
+}
+
+/// Router overhead per hop at two percentiles, ns.
+#[derive(Debug, Serialize)]
+pub struct Overhead {
+    /// At the median.
+    pub p50: i64,
+    /// At p99.
+    pub p99: i64,
 }

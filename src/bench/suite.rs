@@ -82,7 +82,6 @@ impl Target {
                 reason: "it has one CPU; the ring bench needs two".into(),
             });
         };
-        let wakeup_cpu = topology.data_plane().first().unwrap_or(first);
         let class_settings = |cpu| {
             topology
                 .class_of(cpu)
@@ -104,20 +103,20 @@ impl Target {
                 msgs: options.msgs,
                 spin_us: ring_settings.spin_before_park_us,
             },
-            wakeup: WakeupBench {
-                cpu: wakeup_cpu,
-                settings: class_settings(wakeup_cpu)?,
-                period: options.period,
-                loops: options.loops,
-                privileged: options.privileged,
-            },
+            wakeup: WakeupBench::for_topology(
+                topology,
+                options.period,
+                options.loops,
+                options.privileged,
+            )?,
             mesh: MeshBench {
                 topology: topology.path().to_owned(),
-                agents: options.agents.clone(),
+                agents: vec![options.agents.clone()],
                 sysfs_root: options.sysfs_root.clone(),
                 duration: options.mesh_duration,
                 rate_per_s: options.rate_per_s,
                 privileged: options.privileged,
+                overhead: false,
             },
         })
     }

@@ -5,9 +5,10 @@
 //! thread policy (the CPU class's SCHED_FIFO priority and timer slack, as
 //! an executor thread of that class gets them):
 //!
-//! * a glommio executor built like the daemon's (the class's preempt
-//!   timer and spin-before-park, `Placement::Fixed`, its agents' task
-//!   queue) awaits `glommio::timer::sleep` to each deadline;
+//! * an agent on an executor started the way `pinwheel run` starts one
+//!   (the class's wait strategy, preempt timer and task queue,
+//!   `Placement::Fixed`, the pump driving its timers) sleeps to each
+//!   deadline with `Ctx::sleep_until`;
 //! * a plain thread calls `clock_nanosleep(CLOCK_MONOTONIC,
 //!   TIMER_ABSTIME)`, the reference: what the kernel alone gives.
 //!
@@ -17,18 +18,32 @@
 //! not skipped), as in cyclictest. Each lateness (actual wake minus
 //! deadline, nanoseconds) goes into an HdrHistogram.
 
-use std::time::{Duration, Instant};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 use hdrhistogram::Histogram;
 use nix::time::{ClockId, ClockNanosleepFlags, clock_gettime, clock_nanosleep};
+use serde::Serialize;
 
 use super::BenchError;
-use crate::latency::{new_histogram, record_duration, record_ns};
+use super::harness::{BenchAgent, Harness};
+use super::json::render_json;
+use super::output::policy_name;
+use super::router::ExecutorWork;
+use super::suite::CaseKind;
+use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns, new_histogram, record_ns};
+use crate::runtime::RuntimeError;
 use crate::runtime::affinity::{SchedPolicy, current_policy, pin_current_thread};
+use crate::runtime::agent::{Agent, Message};
+use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::executor::IO_MEMORY;
 use crate::runtime::privileges::{ThreadPolicy, prepare_process, prepare_thread};
-use crate::topology::{ClassSettings, CpuId, TaskQueue};
+use crate::topology::{ClassSettings, CpuId, Topology};
+
+/// Longest the executor case may take beyond its deadlines.
+const SLACK: Duration = Duration::from_secs(30);
 
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,57 +64,100 @@ pub struct WakeupBench {
 /// Lateness of both cases.
 #[derive(Debug)]
 pub struct WakeupReport {
-    /// The glommio executor's.
+    /// The executor's.
     pub executor: Histogram<u64>,
     /// The plain thread's.
     pub thread: Histogram<u64>,
     /// The scheduling policy both ran under.
     pub policy: SchedPolicy,
+    /// What the executor did meanwhile (`calls` counts wake-ups).
+    pub work: ExecutorWork,
 }
 
 impl WakeupBench {
+    /// The bench a topology calls for: its first data-plane CPU (its first
+    /// CPU if it has no data plane) and that CPU's class settings.
+    pub fn for_topology(
+        topology: &Topology,
+        period: Duration,
+        loops: u64,
+        privileged: bool,
+    ) -> Result<Self, BenchError> {
+        let no_cpu = || BenchError::Topology {
+            path: topology.path().to_owned(),
+            reason: "it has no CPU".into(),
+        };
+        let cpu = match topology.data_plane().first() {
+            Some(cpu) => cpu,
+            None => topology.cpus().iter().next().ok_or_else(no_cpu)?,
+        };
+        let settings = topology
+            .class_of(cpu)
+            .map(|class| topology.settings(class))
+            .ok_or_else(|| BenchError::Topology {
+                path: topology.path().to_owned(),
+                reason: format!("CPU {cpu} has no class"),
+            })?;
+        Ok(Self {
+            cpu,
+            settings,
+            period,
+            loops,
+            privileged,
+        })
+    }
+
     /// Runs the executor case, then the thread case.
     pub fn run(&self) -> Result<WakeupReport, BenchError> {
         if self.privileged {
             prepare_process(IO_MEMORY as u64).map_err(|err| wakeup_error(err.to_string()))?;
         }
-        let (executor, policy) = self.executor_case()?;
+        let (executor, policy, work) = self.executor_case()?;
         let thread = self.thread_case()?;
         Ok(WakeupReport {
             executor,
             thread,
             policy,
+            work,
         })
     }
 
-    fn executor_case(&self) -> Result<(Histogram<u64>, SchedPolicy), BenchError> {
-        let bench = *self;
-        let micros = |us: u32| Duration::from_micros(u64::from(us));
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(self.cpu.0 as usize))
-            .name(&format!("pw-wakeup-{}", self.cpu))
-            .preempt_timer(micros(self.settings.preempt_timer_us))
-            .spin_before_park(micros(self.settings.spin_before_park_us))
-            .io_memory(IO_MEMORY)
-            .spawn(move || async move {
-                let policy = bench.thread_policy();
-                let (shares, latency) = match bench.settings.task_queue {
-                    TaskQueue::Latency => (
-                        Shares::Static(1000),
-                        Latency::Matters(micros(bench.settings.preempt_timer_us)),
-                    ),
-                    TaskQueue::Shares(shares) => {
-                        (Shares::Static(usize::from(shares)), Latency::NotImportant)
-                    }
-                };
-                let queue = glommio::executor().create_task_queue(shares, latency, "wakeup");
-                let task = glommio::spawn_local_into(sleep_on_executor(bench), queue)
-                    .map_err(|err| wakeup_error(err.to_string()))?;
-                Ok::<_, BenchError>((task.await, policy))
+    /// An agent on an executor of the class, alone on the CPU, sleeping
+    /// to each deadline with [`Ctx::sleep_until`].
+    fn executor_case(&self) -> Result<(Histogram<u64>, SchedPolicy, ExecutorWork), BenchError> {
+        let harness = Harness {
+            cpus: vec![self.cpu],
+            settings: self.settings,
+            agents: vec![BenchAgent {
+                name: "Sleeper",
+                cpu: self.cpu,
+                calls: &[],
+            }],
+            privileged: self.privileged,
+            limit: self
+                .period
+                .saturating_mul(u32::try_from(self.loops).unwrap_or(u32::MAX))
+                + SLACK,
+        };
+        let outcome = Arc::new(Outcome::default());
+        let make = {
+            let (outcome, bench) = (Arc::clone(&outcome), *self);
+            Arc::new(move |_| Sleeper {
+                bench,
+                outcome: Arc::clone(&outcome),
             })
-            .map_err(|err| wakeup_error(format!("cannot start the executor: {err}")))?;
-        handle
-            .join()
-            .map_err(|err| wakeup_error(format!("the executor failed: {err}")))?
+        };
+        let snapshots = harness.run(make, &outcome.done)?;
+        let slot = outcome
+            .result
+            .lock()
+            .map_err(|_| wakeup_error("the sleeper panicked".into()))?
+            .take();
+        let Some((histogram, policy)) = slot else {
+            return Err(wakeup_error("the executor case hit its time limit".into()));
+        };
+        let work = ExecutorWork::of(&snapshots, self.loops);
+        Ok((histogram, policy, work))
     }
 
     fn thread_case(&self) -> Result<Histogram<u64>, BenchError> {
@@ -131,21 +189,46 @@ impl WakeupBench {
     }
 }
 
-/// The executor case's loop.
-async fn sleep_on_executor(bench: WakeupBench) -> Histogram<u64> {
-    let mut histogram = new_histogram();
-    let period_ns = duration_ns(bench.period);
-    let start = Instant::now();
-    for i in 1..=bench.loops {
-        let deadline = start + Duration::from_nanos(period_ns.saturating_mul(i));
-        let now = Instant::now();
-        if deadline > now {
-            glommio::timer::sleep(deadline - now).await;
-        }
-        let late = Instant::now().saturating_duration_since(deadline);
-        record_duration(&mut histogram, late);
+/// What the sleeper leaves for the bench's thread.
+#[derive(Debug, Default)]
+struct Outcome {
+    done: AtomicBool,
+    result: Mutex<Option<(Histogram<u64>, SchedPolicy)>>,
+}
+
+/// The executor case's agent.
+struct Sleeper {
+    bench: WakeupBench,
+    outcome: Arc<Outcome>,
+}
+
+impl Agent for Sleeper {
+    async fn start(&self, _ctx: &Ctx) -> Result<(), RuntimeError> {
+        Ok(())
     }
-    histogram
+
+    async fn handle(&self, _ctx: &Ctx, _msg: &Message) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    fn reset(&self) {}
+
+    async fn run(&self, ctx: &Ctx) {
+        let mut histogram = new_histogram();
+        let period_ns = duration_ns(self.bench.period);
+        let start = now_ns();
+        for i in 1..=self.bench.loops {
+            let deadline = start + period_ns.saturating_mul(i);
+            ctx.sleep_until(deadline).await;
+            record_ns(&mut histogram, now_ns().saturating_sub(deadline));
+        }
+        let policy = current_policy().unwrap_or(SchedPolicy::Other);
+        if let Ok(mut slot) = self.outcome.result.lock() {
+            *slot = Some((histogram, policy));
+        }
+        // SYNC: Release pairs with the Acquire load in Harness::run.
+        self.outcome.done.store(true, Ordering::Release);
+    }
 }
 
 /// The thread case's loop.
@@ -187,4 +270,88 @@ fn duration_ns(duration: Duration) -> u64 {
 
 fn wakeup_error(reason: String) -> BenchError {
     BenchError::Wakeup { reason }
+}
+
+impl WakeupReport {
+    /// The report as a table.
+    pub fn to_table(&self, bench: &WakeupBench) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "pinwheel bench wakeup: CPU {}, a deadline every {} us, {} per case, {}, preempt timer {} us, spin before park {} us",
+            bench.cpu,
+            bench.period.as_micros(),
+            bench.loops,
+            policy_name(self.policy),
+            bench.settings.preempt_timer_us,
+            bench.settings.spin_before_park_us
+        );
+        let _ = write!(out, "\n{:<34}", "lateness");
+        for title in PERCENTILE_TITLES {
+            let _ = write!(out, "{title:>10}");
+        }
+        let _ = writeln!(out);
+        let executor = LatencySummary::of(&self.executor);
+        let thread = LatencySummary::of(&self.thread);
+        for (name, summary) in [
+            (CaseKind::WakeupExecutor.name(), executor),
+            (CaseKind::WakeupThread.name(), thread),
+        ] {
+            let _ = write!(out, "{name:<34}");
+            for ns in summary.columns() {
+                let _ = write!(out, "{:>10}", format_ns(ns));
+            }
+            let _ = writeln!(out);
+        }
+        let _ = write!(out, "{:<34}", "executor / thread");
+        for (e, t) in executor.columns().iter().zip(thread.columns()) {
+            let _ = write!(
+                out,
+                "{:>10}",
+                format!("{:.2}x", *e as f64 / t.max(1) as f64)
+            );
+        }
+        let _ = writeln!(out);
+        let w = &self.work;
+        let _ = writeln!(
+            out,
+            "\nexecutor, per 1000 wake-ups: {:.1} reactor passes while idle, {:.1} parks, {:.0} tasks run",
+            w.per_1000(w.reactor_passes),
+            w.per_1000(w.parks),
+            w.per_1000(w.tasks)
+        );
+        out
+    }
+
+    /// The report as JSON ([`WakeupJson`]).
+    pub fn to_json(&self, bench: &WakeupBench) -> String {
+        render_json(&WakeupJson {
+            cpu: bench.cpu,
+            period_us: u64::try_from(bench.period.as_micros()).unwrap_or(u64::MAX),
+            loops: bench.loops,
+            policy: policy_name(self.policy),
+            executor_ns: LatencySummary::of(&self.executor),
+            thread_ns: LatencySummary::of(&self.thread),
+            executor: self.work,
+        })
+    }
+}
+
+/// `pinwheel bench wakeup --json`.
+#[derive(Debug, Serialize)]
+pub struct WakeupJson {
+    /// The CPU both cases ran on.
+    pub cpu: CpuId,
+    /// Time between deadlines, microseconds.
+    pub period_us: u64,
+    /// Deadlines per case.
+    pub loops: u64,
+    /// The scheduling policy both ran under.
+    pub policy: String,
+    /// The executor's lateness.
+    pub executor_ns: LatencySummary,
+    /// The `clock_nanosleep` thread's lateness.
+    pub thread_ns: LatencySummary,
+    /// What the executor did meanwhile (`calls` counts wake-ups).
+    pub executor: ExecutorWork,
 }

@@ -22,6 +22,7 @@ use crate::bench::mesh::MeshBench;
 use crate::bench::ring::{PeerMode, RingBench, serve_peer};
 use crate::bench::router::RouterBench;
 use crate::bench::suite::{SuiteOptions, Target, run_suite};
+use crate::bench::wakeup::WakeupBench;
 use crate::bench::{
     RingReport, render_ring_json, render_ring_table, render_suite_table, write_suite_files,
 };
@@ -104,6 +105,12 @@ pub enum BenchCommand {
     /// What the runtime adds per message: a call between agents on two
     /// executors against the bare ring between two threads, same CPUs.
     Router(BenchRouterArgs),
+    /// How late an agent sleeping in an executor wakes, against a plain
+    /// clock_nanosleep thread on the same CPU.
+    Wakeup(BenchWakeupArgs),
+    /// The daemon's mesh under an offered load: what was offered, sent,
+    /// completed, and how long it took; `--overhead`, `--find-max`.
+    Mesh(super::bench_mesh::BenchMeshArgs),
     /// A round trip to an agent process (the SDK's echo example) against
     /// the in-daemon call across CPUs, same run, same CPUs.
     Agent(BenchAgentArgs),
@@ -332,6 +339,27 @@ pub struct BenchNatsArgs {
     pub output: OutputArgs,
 }
 
+/// `pinwheel bench wakeup`.
+#[derive(Debug, Args)]
+pub struct BenchWakeupArgs {
+    /// Topology whose first data-plane CPU and its class settings the
+    /// bench uses.
+    #[arg(long, value_name = "FILE", default_value = "topology/auto.toml")]
+    pub topology: PathBuf,
+    /// Wake-ups per case.
+    #[arg(long, default_value_t = 2_000)]
+    pub loops: u64,
+    /// Time between deadlines, microseconds.
+    #[arg(long, value_name = "US", default_value_t = 1_000)]
+    pub period_us: u64,
+    /// Do not ask for SCHED_FIFO, locked memory or timer slack.
+    #[arg(long)]
+    pub unprivileged: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `pinwheel bench ring-peer`.
 #[derive(Debug, Args)]
 pub struct RingPeerArgs {
@@ -368,6 +396,8 @@ pub(super) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
     match command {
         BenchCommand::Ring(args) => ring(&args, out),
         BenchCommand::Router(args) => router(&args, out),
+        BenchCommand::Wakeup(args) => wakeup(&args, out),
+        BenchCommand::Mesh(args) => super::bench_mesh::mesh(&args, out),
         BenchCommand::Agent(args) => agent(&args, out),
         BenchCommand::Legacy(args) => legacy(&args, out),
         BenchCommand::Nats(args) => nats(&args, out),
@@ -499,6 +529,40 @@ fn nats(args: &BenchNatsArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let report = bench.run()?;
     args.output
         .write(out, || report.to_json(), || report.to_table())
+}
+
+fn wakeup(args: &BenchWakeupArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let usage = |message: String| DaemonError::Usage { message };
+    if args.loops == 0 || !(1..=MAX_PERIOD_US).contains(&args.period_us) {
+        return Err(usage(format!(
+            "--loops {} --period-us {}: pass at least 1 wake-up and 1 to {MAX_PERIOD_US} microseconds",
+            args.loops, args.period_us
+        ))
+        .into());
+    }
+    existing_file(
+        "--topology",
+        &args.topology,
+        "a topology file (see topology/*.toml, or write one with `pinwheel topo detect`)",
+    )?;
+    let sysfs = Path::new(LIVE_SYSFS);
+    let topology = crate::topology::load(&args.topology, sysfs).map_err(DaemonError::from)?;
+    let host = crate::topology::detect_host(sysfs).map_err(DaemonError::from)?;
+    topology.check_live(&host).map_err(DaemonError::from)?;
+    let bench = WakeupBench::for_topology(
+        &topology,
+        Duration::from_micros(args.period_us),
+        args.loops,
+        !args.unprivileged,
+    )?;
+    let report = bench.run()?;
+    let text = if args.json {
+        report.to_json(&bench)
+    } else {
+        report.to_table(&bench)
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 /// Largest body `bench router` sends (frames are 1 KiB with the envelope).
@@ -674,11 +738,12 @@ fn target(
     )?;
     let probe = MeshBench {
         topology: path.to_owned(),
-        agents: options.agents.clone(),
+        agents: vec![options.agents.clone()],
         sysfs_root: options.sysfs_root.clone(),
         duration: options.mesh_duration,
         rate_per_s: options.rate_per_s,
         privileged: options.privileged,
+        overhead: false,
     };
     let (topology, _, _) = boot::load(&probe.options())?;
     Target::new(label, &topology, options).map_err(|err| DaemonError::Usage {

@@ -9,6 +9,7 @@
 //! [`CliError`] is the error that ends the process.
 
 mod bench;
+mod bench_mesh;
 mod client;
 mod cluster;
 mod fault;

@@ -147,6 +147,7 @@ impl RunArgs {
             admin_token_file: self.admin_token_file.clone(),
             host: self.host.clone(),
             nats_url: self.nats.clone(),
+            overhead: false,
             nats_nkey: self.nats_nkey.clone(),
             run_dir: self.run_dir.clone(),
             legacy_bind: self.legacy_bind,

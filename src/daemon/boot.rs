@@ -169,6 +169,7 @@ pub fn start_mesh(
             rate_per_s: options.rate_per_s,
             request_timeout: options.request_timeout,
             state_dir: options.state_dir.clone(),
+            overhead: options.overhead,
             processes: slots.clone(),
             legacy: Arc::clone(&legacy_book),
             executor_waits: executors

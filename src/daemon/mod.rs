@@ -111,6 +111,9 @@ pub struct RunOptions {
     pub host: Option<String>,
     /// The NATS server, over the topology's cluster section (`--nats`).
     pub nats_url: Option<String>,
+    /// Every synthetic agent's service time (and stalls) zero: what is
+    /// left is pinwheel's own cost (`pinwheel bench mesh --overhead`).
+    pub overhead: bool,
     /// This host's nkey seed file, over the cluster section's
     /// (`--nats-nkey`).
     pub nats_nkey: Option<PathBuf>,

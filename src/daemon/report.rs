@@ -6,7 +6,8 @@
 //! keys are stable: `agents_planned`, `agents_started`, `startup_ms`,
 //! `e2e_latency_ns` (`count`, `p50`, `p90`, `p99`, `p999`, `p9999`, `max`:
 //! a [`LatencySummary`]),
-//! `requests` (`sent`, `completed`, `failed`, `timed_out`, `lost`),
+//! `requests` (`offered`, `sent`, `not_sent`, `completed`, `failed`,
+//! `timed_out`, `lost`),
 //! `placement_violations` and `per_agent`, then `voice_latency_ns`,
 //! `routes`, `coordinators`, `registries`, `stream_frames`, `router`,
 //! `degraded` and `processes` (per agent process: `agent`, `pid`, `cpu`,
@@ -66,10 +67,15 @@ pub fn latency_cells(p: &LatencySummary) -> [String; 5] {
 }
 
 /// Outcomes of the load generator's requests.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RequestsReport {
+    /// Fell due before the run drained: the offered load, rate × time.
+    pub offered: u64,
     /// Sent.
     pub sent: u64,
+    /// Fell due but never left: every sender was busy waiting for an
+    /// answer (the mesh could not keep up with the offered rate).
+    pub not_sent: u64,
     /// Answered OK.
     pub completed: u64,
     /// Answered with a failure.
@@ -268,6 +274,7 @@ impl Report {
         };
         let (e2e, voice) = (merged(|s| &s.e2e), merged(|s| &s.voice));
         let requests = snapshots.iter().fold(Requests::default(), |a, s| Requests {
+            offered: a.offered + s.requests.offered,
             sent: a.sent + s.requests.sent,
             completed: a.completed + s.requests.completed,
             failed: a.failed + s.requests.failed,
@@ -286,7 +293,9 @@ impl Report {
             rate_per_s: inputs.rate_per_s,
             e2e_latency_ns: LatencySummary::of(&e2e),
             requests: RequestsReport {
+                offered: requests.offered,
                 sent: requests.sent,
+                not_sent: requests.offered.saturating_sub(requests.sent),
                 completed: requests.completed,
                 failed: requests.failed,
                 timed_out: requests.timed_out,
@@ -349,8 +358,8 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "requests: {} sent, {} completed, {} failed, {} timed out, {} lost",
-            r.sent, r.completed, r.failed, r.timed_out, r.lost
+            "requests: {} offered, {} sent, {} not sent, {} completed, {} failed, {} timed out, {} lost",
+            r.offered, r.sent, r.not_sent, r.completed, r.failed, r.timed_out, r.lost
         );
         let _ = writeln!(
             out,
@@ -583,5 +592,7 @@ fn router_totals(snapshots: &[StatsSnapshot]) -> RouterTotals {
             cluster: a.cluster + s.router.cluster,
             parks: a.parks + s.router.parks,
             ring_backlog: a.ring_backlog + s.router.ring_backlog,
+            reactor_passes: a.reactor_passes + s.router.reactor_passes,
+            late_passes: a.late_passes + s.router.late_passes,
         })
 }

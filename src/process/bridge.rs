@@ -40,13 +40,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use futures_util::future::join;
+use futures_util::future::{join, select};
 use futures_util::stream::FuturesUnordered;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use pinwheel_ipc::ring::{ConsumerGroup, Producer, RingError, WaitStrategy};
@@ -61,6 +62,7 @@ use crate::runtime::inbox::Direct;
 use crate::runtime::node::{STATUS_FAILED, STATUS_OVERLOADED, STATUS_TIMEOUT, STATUS_UNAVAILABLE};
 use crate::runtime::pool::FrameBuf;
 use crate::runtime::pump::YieldNow;
+use crate::runtime::watch::SharedGroup;
 
 /// Requests in flight to one agent at most.
 pub const IN_FLIGHT: usize = 1024;
@@ -223,7 +225,7 @@ type CallChannel = (LocalSender<AgentCall>, Rc<LocalReceiver<AgentCall>>);
 pub struct ProcessBridge {
     spec: BridgeSpec,
     state: Rc<RefCell<State>>,
-    group: RefCell<Option<ConsumerGroup>>,
+    group: SharedGroup,
     calls: RefCell<Option<CallChannel>>,
 }
 
@@ -255,7 +257,7 @@ impl ProcessBridge {
                 missed_in_a_row: 0,
                 next_expiry_ns: 0,
             })),
-            group: RefCell::new(Some(group)),
+            group: Rc::new(RefCell::new(Some(group))),
             calls: RefCell::new(Some((tx, Rc::new(rx)))),
             spec,
         }
@@ -425,11 +427,10 @@ impl ProcessBridge {
                 ctx.sleep(IDLE_CHECK).await;
                 continue;
             }
-            let taken = self.group.borrow_mut().take();
-            if let Some(mut group) = taken {
-                let _ = group.wait_async(IDLE_CHECK).await;
-                *self.group.borrow_mut() = Some(group);
-            }
+            // The executor's pump watches the ring from the agent (and
+            // parks on its bell) while this waits.
+            let frames = pin!(ctx.node().watches().wait(&self.group));
+            let _ = select(frames, pin!(ctx.sleep(IDLE_CHECK))).await;
         }
     }
 

@@ -95,20 +95,24 @@ impl Head {
 pub struct Message {
     head: Head,
     frame: FrameBuf,
+    /// Where the body lies in the frame, found by the one checked decode
+    /// in [`Message::new`], so reading it or answering does not decode
+    /// again.
+    body: std::ops::Range<usize>,
 }
 
 impl Message {
     /// Wraps a frame from an inbox or a reply; frames there are valid
     /// envelopes (checked when they arrived on a ring, or encoded here).
     pub fn new(frame: FrameBuf) -> Result<Self, RuntimeError> {
-        let head = {
+        let (head, body) = {
             let bytes = frame.bytes();
             let env = wire::decode(&bytes).map_err(|source| RuntimeError::Decode {
                 source: Box::new(source),
             })?;
-            Head::of(env)
+            (Head::of(env), body_range(&bytes, env.body()))
         };
-        Ok(Self { head, frame })
+        Ok(Self { head, frame, body })
     }
 
     /// The fixed fields.
@@ -129,10 +133,16 @@ impl Message {
 
     /// The body of a request, reply or event.
     pub fn body(&self) -> Ref<'_, [u8]> {
-        Ref::map(self.frame.bytes(), |bytes| {
-            wire::decode(bytes)
-                .expect("Message::new checked this frame")
-                .body()
-        })
+        Ref::map(self.frame.bytes(), |bytes| &bytes[self.body.clone()])
+    }
+}
+
+/// Where `body`, a slice of `bytes`, lies in it (empty when it is not in
+/// it: an empty body need not point into the frame).
+fn body_range(bytes: &[u8], body: &[u8]) -> std::ops::Range<usize> {
+    let start = body.as_ptr().addr().wrapping_sub(bytes.as_ptr().addr());
+    match start.checked_add(body.len()) {
+        Some(end) if !body.is_empty() && end <= bytes.len() => start..end,
+        _ => 0..0,
     }
 }

@@ -12,7 +12,8 @@
 //! [`Ctx::call_keyed_until`]; synthetic flows carry theirs in their trace. A send that finds the ring to another
 //! executor full retries, yielding, until the message's deadline (or
 //! [`SEND_PATIENCE`]): backpressure slows senders instead of losing
-//! messages. Each worker owns one reusable timer for its sleeps.
+//! messages. Each worker owns one reusable timer for its sleeps, a slot of
+//! the executor's timers ([`super::timers`]).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -23,13 +24,13 @@ use std::time::Duration;
 
 use futures_util::future::{Either, select};
 use glommio::sync::Semaphore;
-use glommio::timer::Timer;
 
 use super::RuntimeError;
 use super::agent::{Head, Message};
-use super::node::{Node, Picked, STATUS_OK, reply_to};
+use super::node::{Node, Picked, STATUS_OK};
 use super::pending::CallFailure;
 use super::stats::NodeStats;
+use super::timers::Timer;
 use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 /// How long a send waits for room on a full ring when its message has no
@@ -131,10 +132,17 @@ impl Ctx {
     /// it slept the whole time. Periodic tasks (heartbeats, saves) wait
     /// with this so that shutdown does not wait out their periods.
     pub async fn pause(&self, duration: Duration) -> bool {
+        self.pause_until(now_ns().saturating_add(duration_ns(duration)))
+            .await
+    }
+
+    /// Sleeps until `deadline_ns` (CLOCK_MONOTONIC) or until the runtime
+    /// starts draining; true if it slept the whole time.
+    pub async fn pause_until(&self, deadline_ns: u64) -> bool {
         if self.draining() {
             return false;
         }
-        let sleep = pin!(self.sleep(duration));
+        let sleep = pin!(self.sleep_until(deadline_ns));
         let notice = pin!(self.draining.wait());
         matches!(select(sleep, notice).await, Either::Left(_))
     }
@@ -325,8 +333,7 @@ impl Ctx {
         body: &[u8],
     ) -> Result<(), RuntimeError> {
         self.replied.set(true);
-        let reply = request.with_envelope(|env| reply_to(env, status, body));
-        self.send(&reply).await
+        self.send(&reply_from(request.head(), status, body)).await
     }
 
     /// Answers a request taken over with [`Ctx::defer`], from its head.
@@ -338,17 +345,7 @@ impl Ctx {
         status: u16,
         body: &[u8],
     ) -> Result<(), RuntimeError> {
-        let reply = Envelope {
-            from: request.to,
-            to: request.from,
-            topic: TopicId::NONE,
-            correlation: request.correlation,
-            priority: request.priority,
-            sent_ns: request.sent_ns,
-            deadline_ns: request.deadline_ns,
-            payload: Payload::Reply { status, body },
-        };
-        let sent = self.send(&reply).await;
+        let sent = self.send(&reply_from(request, status, body)).await;
         self.node.release();
         sent
     }
@@ -376,15 +373,37 @@ impl Ctx {
 
     /// Sleeps for `duration` on the worker's own timer.
     pub async fn sleep(&self, duration: Duration) {
-        {
-            let mut slot = self.timer.borrow_mut();
-            match slot.as_mut() {
-                Some(timer) => timer.reset(duration),
-                None => *slot = Some(Timer::new(duration)),
-            }
-        }
+        self.sleep_until(now_ns().saturating_add(duration_ns(duration)))
+            .await;
+    }
+
+    /// Sleeps until `deadline_ns` (CLOCK_MONOTONIC) on the worker's own
+    /// timer, one of the executor's timers, which the pump fires.
+    pub async fn sleep_until(&self, deadline_ns: u64) {
+        self.timer
+            .borrow_mut()
+            .get_or_insert_with(|| Timer::new(self.node.timers()))
+            .arm(deadline_ns);
         TimerWait { ctx: self }.await;
     }
+}
+
+/// The reply to the request whose head is `request`.
+fn reply_from<'a>(request: &Head, status: u16, body: &'a [u8]) -> Envelope<'a> {
+    Envelope {
+        from: request.to,
+        to: request.from,
+        topic: TopicId::NONE,
+        correlation: request.correlation,
+        priority: request.priority,
+        sent_ns: request.sent_ns,
+        deadline_ns: request.deadline_ns,
+        payload: Payload::Reply { status, body },
+    }
+}
+
+fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// What a call sends.
@@ -425,7 +444,7 @@ impl Future for TimerWait<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut slot = self.ctx.timer.borrow_mut();
-        let timer = slot.as_mut().expect("sleep sets the timer before waiting");
-        Pin::new(timer).poll(cx).map(drop)
+        let timer = slot.as_mut().expect("sleep arms the timer before waiting");
+        Pin::new(&mut timer.wait()).poll(cx)
     }
 }

@@ -23,9 +23,7 @@
 //! Executors share nothing mutable but [`Control`]'s atomics and, at the
 //! end, a mutex-protected slot per executor for its statistics.
 
-use std::cell::{Cell, RefCell};
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -33,20 +31,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
-use glommio::timer::Timer;
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
 
 use super::RuntimeError;
 use super::agent::Agent;
-use super::ctx::{Ctx, Draining, now_ns};
+use super::ctx::{Draining, now_ns};
+use super::duties::{Local, launch_agent, shut_down, sleep, tick};
 use super::guard::Guard;
 use super::node::{Node, NodeSizes};
-use super::pump::run_pump;
+use super::pump::{PREEMPT, Pump, REACTOR_SPIN, run_pump};
 use super::remote::Uplinks;
 use super::routes::Routes;
 use super::stats::{LiveCounters, NodeStats, StatsSnapshot};
-use super::supervisor::{RestartPolicy, Supervisor};
-use super::worker::run_worker;
+use super::tasks::Census;
+use super::timers::Timer;
 use crate::topology::{ClassSettings, CpuId, TaskQueue};
 use pinwheel_ipc::ring::{Consumer, ConsumerGroup, DataBell, Producer};
 use pinwheel_ipc::wire::AgentId;
@@ -68,9 +66,9 @@ pub const RECENT_PERIOD: Duration = Duration::from_secs(1);
 pub struct Control {
     stop: AtomicBool,
     phase: AtomicUsize,
-    started: Vec<AtomicUsize>,
+    pub(super) started: Vec<AtomicUsize>,
     quiet: Vec<AtomicBool>,
-    live: Vec<LiveCounters>,
+    pub(super) live: Vec<LiveCounters>,
     /// Nudges the guard gave each executor.
     nudges: Vec<AtomicU64>,
     /// Each executor's ticker, to wake from another thread (the guard's
@@ -78,7 +76,7 @@ pub struct Control {
     tickers: Vec<AtomicWaker>,
     /// Each executor's statistics as of its last second, for the admin API.
     recent: Vec<Mutex<Option<StatsSnapshot>>>,
-    snapshots: Mutex<Vec<Option<StatsSnapshot>>>,
+    pub(super) snapshots: Mutex<Vec<Option<StatsSnapshot>>>,
 }
 
 impl Control {
@@ -110,7 +108,7 @@ impl Control {
         self.stop.load(Ordering::Acquire)
     }
 
-    fn phase_open(&self, phase: usize) -> bool {
+    pub(super) fn phase_open(&self, phase: usize) -> bool {
         // SYNC: Acquire pairs with the Release store in Runtime::open_phase.
         self.phase.load(Ordering::Acquire) >= phase
     }
@@ -125,7 +123,7 @@ impl Control {
 
     /// Records whether executor `index` is quiet; true if every executor
     /// last said it was.
-    fn all_quiet(&self, index: u16, quiet: bool) -> bool {
+    pub(super) fn all_quiet(&self, index: u16, quiet: bool) -> bool {
         // SYNC: Release/Acquire so an executor that reads "quiet" also
         // sees the state that executor had when it said so.
         self.quiet[usize::from(index)].store(quiet, Ordering::Release);
@@ -182,7 +180,7 @@ impl Control {
 
     /// Publishes executor `index`'s statistics unless a reader holds the
     /// slot (the executor never waits for a reader; it tries next period).
-    fn publish_recent(&self, index: u16, snapshot: StatsSnapshot) {
+    pub(super) fn publish_recent(&self, index: u16, snapshot: StatsSnapshot) {
         if let Some(Ok(mut slot)) = self.recent.get(usize::from(index)).map(Mutex::try_lock) {
             *slot = Some(snapshot);
         }
@@ -256,30 +254,15 @@ pub fn start<A: Agent + 'static>(
     let bells: Vec<DataBell> = plans.iter().map(|p| p.bell.clone()).collect();
     for plan in plans {
         let cpu = plan.cpu;
-        let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu.0 as usize))
-            .name(&format!("pw-exec-{cpu}"))
-            .preempt_timer(Duration::from_micros(u64::from(
-                plan.settings.preempt_timer_us,
-            )))
-            .spin_before_park(Duration::from_micros(u64::from(
-                plan.settings.spin_before_park_us,
-            )))
-            .io_memory(IO_MEMORY)
-            .ring_depth(RING_DEPTH);
-        let (routes, make, setup, control, ready) = (
+        let spawned = spawn_executor(
+            plan,
             Arc::clone(&routes),
             Arc::clone(&make),
             Arc::clone(&setup),
             Arc::clone(&control),
             ready_tx.clone(),
-        );
-        let handle = builder
-            .spawn(move || executor_main(plan, routes, make, setup, control, ready))
-            .map_err(|err| RuntimeError::Executor {
-                cpu,
-                reason: err.to_string(),
-            })?;
-        handles.push((cpu, handle));
+        )?;
+        handles.push((cpu, spawned));
     }
     drop(ready_tx);
     let guard = Guard::spawn(guard_on, Arc::clone(&control), bells);
@@ -298,6 +281,47 @@ pub fn start<A: Agent + 'static>(
         }
     }
     Ok(runtime)
+}
+
+/// Starts one executor's thread running [`executor_main`].
+fn spawn_executor<A: Agent + 'static>(
+    plan: ExecutorPlan,
+    routes: Arc<Routes>,
+    make: MakeAgent<A>,
+    setup: ThreadSetup,
+    control: Arc<Control>,
+    ready: mpsc::Sender<u16>,
+) -> Result<glommio::ExecutorJoinHandle<Result<(), RuntimeError>>, RuntimeError> {
+    let cpu = plan.cpu;
+    let failed = move |reason: String| RuntimeError::Executor { cpu, reason };
+    // The class's preempt timer applies to its latency queue; the
+    // executor's default is longer than any park of the pump, and glommio
+    // parks its own reactor only in the pump's reactor passes (see `pump`).
+    LocalExecutorBuilder::new(Placement::Fixed(cpu.0 as usize))
+        .name(&format!("pw-exec-{cpu}"))
+        .preempt_timer(PREEMPT)
+        .spin_before_park(REACTOR_SPIN)
+        .io_memory(IO_MEMORY)
+        .ring_depth(RING_DEPTH)
+        .spawn(move || async move {
+            // Every task of the executor is counted, this one too.
+            let census = Census::new(plan.bell.clone());
+            let queue = glommio::executor().current_task_queue();
+            let main = executor_main(
+                plan,
+                Arc::clone(&census),
+                routes,
+                make,
+                setup,
+                control,
+                ready,
+            );
+            match census.spawn(queue, main) {
+                Ok(task) => task.await,
+                Err(err) => Err(failed(err.to_string())),
+            }
+        })
+        .map_err(|err| failed(err.to_string()))
 }
 
 /// glommio's io memory per executor: pinwheel does no file I/O through it,
@@ -394,17 +418,9 @@ impl Runtime {
     }
 }
 
-/// Everything the tasks of one executor share.
-struct Local<A> {
-    node: Rc<Node>,
-    stats: Rc<NodeStats>,
-    control: Arc<Control>,
-    draining: Rc<Draining>,
-    make: MakeAgent<A>,
-}
-
 async fn executor_main<A: Agent + 'static>(
     plan: ExecutorPlan,
+    census: Arc<Census>,
     routes: Arc<Routes>,
     make: MakeAgent<A>,
     setup: ThreadSetup,
@@ -430,44 +446,77 @@ async fn executor_main<A: Agent + 'static>(
         stats: Rc::new(NodeStats::new(&routes, index)),
         control,
         draining: Draining::new(),
+        census,
         make,
     });
-    let (latency, background) = task_queues(&plan.settings);
     let group = consumer_group(plan.bell, &plan.settings, plan.incoming)?;
-    let spawn_error = |err: glommio::GlommioError<()>| RuntimeError::Executor {
-        cpu,
-        reason: err.to_string(),
-    };
-    let pump_done = Rc::new(Cell::new(false));
-    let pump = glommio::spawn_local_into(
-        run_pump(Rc::clone(&local.node), group, Rc::clone(&pump_done)),
-        latency,
-    )
-    .map_err(spawn_error)?;
-    let ticker =
-        glommio::spawn_local_into(tick(Rc::clone(&local), index), latency).map_err(spawn_error)?;
-    let mut launched = Vec::with_capacity(plan.agents.len());
-    for launch in plan.agents {
-        let queue = if launch.latency { latency } else { background };
-        launched.push(
-            glommio::spawn_local_into(launch_agent(Rc::clone(&local), launch, queue), queue)
-                .map_err(spawn_error)?,
-        );
-    }
+    let spawned = spawn_tasks(&local, group, &plan.settings, plan.agents).map_err(|err| {
+        RuntimeError::Executor {
+            cpu,
+            reason: err.to_string(),
+        }
+    })?;
     let _ = ready.send(index);
+    let mut timer = Timer::new(local.timers());
     while !local.control.stopping() {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        sleep(&mut timer, Duration::from_millis(5)).await;
     }
-    shut_down(&local, launched).await;
-    // The pump ends last: parked on the executor's bell, it is what the
-    // wake-up guard's nudge completes, so a timer glommio fails to fire
-    // (see `guard`) cannot leave this executor asleep while it stops.
-    ticker.await;
-    pump_done.set(true);
-    pump.await;
+    shut_down(&local, spawned.launched, &mut timer).await;
+    // The pump ends last: it fires the timers everything before it waits
+    // on.
+    spawned.ticker.await;
+    spawned.pump_done.set(true);
+    spawned.pump.await;
     let snapshot = local.stats.full_snapshot(&local.node);
     local.control.keep_final(index, snapshot);
     Ok(())
+}
+
+/// An executor's tasks, spawned.
+struct Spawned {
+    pump: glommio::Task<()>,
+    pump_done: Rc<Cell<bool>>,
+    ticker: glommio::Task<()>,
+    launched: Vec<glommio::Task<()>>,
+}
+
+/// Spawns the pump, the ticker and a launcher per agent, each into its
+/// task queue and counted by the census.
+fn spawn_tasks<A: Agent + 'static>(
+    local: &Rc<Local<A>>,
+    group: ConsumerGroup,
+    settings: &ClassSettings,
+    agents: Vec<AgentLaunch>,
+) -> Result<Spawned, glommio::GlommioError<()>> {
+    let queues = task_queues(settings);
+    let pump_done = Rc::new(Cell::new(false));
+    let pump = Pump {
+        node: Rc::clone(&local.node),
+        group,
+        census: Arc::clone(&local.census),
+        stop: Rc::clone(&pump_done),
+    };
+    let pump = local.census.spawn(queues.pump, run_pump(pump))?;
+    let index = local.node.executor();
+    let ticker = local
+        .census
+        .spawn(queues.latency, tick(Rc::clone(local), index))?;
+    let mut launched = Vec::with_capacity(agents.len());
+    for launch in agents {
+        let queue = if launch.latency {
+            queues.latency
+        } else {
+            queues.background
+        };
+        let launcher = launch_agent(Rc::clone(local), launch, queue);
+        launched.push(local.census.spawn(queue, launcher)?);
+    }
+    Ok(Spawned {
+        pump,
+        pump_done,
+        ticker,
+        launched,
+    })
 }
 
 /// One bell for every ring this executor consumes, so it parks once.
@@ -485,147 +534,34 @@ fn consumer_group(
     Ok(group)
 }
 
-/// Drains, closes inboxes and calls, and waits for (or cancels) agents.
-async fn shut_down<A>(local: &Local<A>, launched: Vec<glommio::Task<()>>) {
-    local.draining.raise();
-    drain(&local.node, &local.control).await;
-    for inbox in local.node.inboxes() {
-        inbox.close();
-    }
-    local.node.pending().close_all();
-    // Agents that ignore `draining` are cancelled: dropping a task cancels it.
-    let _ = glommio::timer::timeout(STOP_LIMIT, async move {
-        for task in launched {
-            task.await;
-        }
-        Ok(())
-    })
-    .await;
+/// An executor's task queues.
+struct Queues {
+    /// The pump's own.
+    pump: TaskQueueHandle,
+    /// The ticker's and CRITICAL/HIGH agents'.
+    latency: TaskQueueHandle,
+    /// Other agents'.
+    background: TaskQueueHandle,
 }
 
-fn task_queues(settings: &ClassSettings) -> (TaskQueueHandle, TaskQueueHandle) {
+fn task_queues(settings: &ClassSettings) -> Queues {
     let preempt = Duration::from_micros(u64::from(settings.preempt_timer_us));
     let shares = match settings.task_queue {
         TaskQueue::Shares(shares) => usize::from(shares),
         TaskQueue::Latency => 100,
     };
     let executor = glommio::executor();
-    let latency =
-        executor.create_task_queue(Shares::Static(1000), Latency::Matters(preempt), "latency");
-    let background =
-        executor.create_task_queue(Shares::Static(shares), Latency::NotImportant, "background");
-    (latency, background)
-}
-
-/// Waits until every executor is quiet (nothing queued, running, held or
-/// waiting for a reply) for [`QUIET_ROUNDS`] checks in a row, or the drain
-/// limit. Quiet must be global: an executor that closed its inboxes while
-/// another still served a request would drop that request's calls to it.
-/// The rounds are apart by more than a pump pass, so a message still on a
-/// ring is queued, and counted, before the next check.
-async fn drain(node: &Node, control: &Control) {
-    let deadline = Instant::now() + DRAIN_LIMIT;
-    let mut rounds = 0;
-    while Instant::now() < deadline {
-        if control.all_quiet(node.executor(), node.is_quiet()) {
-            rounds += 1;
-            if rounds == QUIET_ROUNDS {
-                return;
-            }
-        } else {
-            rounds = 0;
-        }
-        glommio::timer::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Expires calls every millisecond and beats the watchdog's heartbeat,
-/// publishes live totals every 100 ms and recent statistics every
-/// [`RECENT_PERIOD`].
-async fn tick<A>(local: Rc<Local<A>>, index: u16) {
-    let mut timer = Timer::new(Duration::from_millis(1));
-    let mut ticks = 0u64;
-    let live = &local.control.live[index as usize];
-    let recent_every = RECENT_PERIOD.as_millis() as u64;
-    loop {
-        poll_fn(|cx| {
-            local
-                .control
-                .register_ticker(usize::from(index), cx.waker());
-            Pin::new(&mut timer).poll(cx)
-        })
-        .await;
-        timer.reset(Duration::from_millis(1));
-        let now = now_ns();
-        // SYNC: Relaxed; the watchdog only compares the value with its clock.
-        live.heartbeat_ns.store(now, Ordering::Relaxed);
-        local.node.pending().expire(now);
-        ticks += 1;
-        if ticks.is_multiple_of(100) {
-            local.stats.publish(live);
-        }
-        if ticks.is_multiple_of(recent_every) {
-            let snapshot = local.stats.full_snapshot(&local.node);
-            local.control.publish_recent(index, snapshot);
-        }
-        if local.control.stopping() {
-            local.draining.raise();
-            if local.node.inboxes().iter().all(|i| i.is_closed()) {
-                local.stats.publish(&local.control.live[index as usize]);
-                return;
-            }
-        }
-    }
-}
-
-/// Starts one agent when its phase opens, then runs its workers.
-async fn launch_agent<A: Agent + 'static>(
-    local: Rc<Local<A>>,
-    launch: AgentLaunch,
-    queue: TaskQueueHandle,
-) {
-    while !local.control.phase_open(launch.phase) {
-        if local.control.stopping() {
-            return;
-        }
-        glommio::timer::sleep(Duration::from_micros(200)).await;
-    }
-    let agent = Rc::new((local.make)(launch.id));
-    let ctx = Ctx::new(
-        Rc::clone(&local.node),
-        Rc::clone(&local.stats),
-        Rc::clone(&local.draining),
-        launch.id,
-    );
-    if agent.start(&ctx).await.is_err() {
-        local.stats.update_agent(launch.id, |c| c.failures += 1);
-    }
-    let cpu = super::affinity::current_cpu().ok().map(|c| c.0);
-    local.stats.update_agent(launch.id, |c| c.cpu_seen = cpu);
-    if let Some(counter) = local.control.started.get(launch.phase) {
-        // SYNC: AcqRel; the daemon's Acquire load sees the start complete.
-        counter.fetch_add(1, Ordering::AcqRel);
-    }
-    let supervisor = Rc::new(RefCell::new(Supervisor::new(RestartPolicy::default())));
-    let mut tasks = Vec::with_capacity(launch.workers + 1);
-    for _ in 0..launch.workers {
-        let (agent, supervisor) = (Rc::clone(&agent), Rc::clone(&supervisor));
-        let ctx = Ctx::new(
-            Rc::clone(&local.node),
-            Rc::clone(&local.stats),
-            Rc::clone(&local.draining),
-            launch.id,
-        );
-        let worker = async move { run_worker(&*agent, &ctx, &supervisor).await };
-        if let Ok(task) = glommio::spawn_local_into(worker, queue) {
-            tasks.push(task);
-        }
-    }
-    let runner = async move { agent.run(&ctx).await };
-    if let Ok(task) = glommio::spawn_local_into(runner, queue) {
-        tasks.push(task);
-    }
-    for task in tasks {
-        task.await;
+    Queues {
+        pump: executor.create_task_queue(Shares::Static(1000), Latency::NotImportant, "pump"),
+        latency: executor.create_task_queue(
+            Shares::Static(1000),
+            Latency::Matters(preempt),
+            "latency",
+        ),
+        background: executor.create_task_queue(
+            Shares::Static(shares),
+            Latency::NotImportant,
+            "background",
+        ),
     }
 }

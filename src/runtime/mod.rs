@@ -11,7 +11,13 @@
 //! * `pool`, `inbox`, `pending`: an executor's frame buffers, agents'
 //!   priority inboxes, and calls waiting for replies; all sized at boot.
 //! * `node`: an executor's router (send, accept, fan-out, replies).
-//! * `pump`: the task that drains an executor's incoming rings.
+//! * `pump`: the task that drives an executor: drains its incoming rings,
+//!   fires its timers and, when nothing is ready, holds the thread until
+//!   the next message or due time.
+//! * `timers`, `tasks`: an executor's timers (fired by the pump, not by
+//!   glommio's reactor) and its task census (which tasks are ready, so
+//!   the pump knows when it may hold the thread); `watch`: other rings its
+//!   tasks wait on (a process agent's), which the pump parks on too.
 //! * `agent`, `ctx`, `worker`, `supervisor`: what an agent is to the
 //!   runtime, its handle on it, the task that runs its handler, and the
 //!   restart policy.
@@ -20,7 +26,8 @@
 //!   downstream and the cluster link before each remote host.
 //! * `remote`: calls to agents on other hosts: their ids, and the rings
 //!   that hand them to the control runtime and bring their replies back.
-//! * `executor`: starting, phasing and stopping the executors.
+//! * `executor`: starting, phasing and stopping the executors; `duties`:
+//!   an executor's ticker, agent launchers and drain.
 //! * `control`: the one control thread (a current-thread tokio runtime on
 //!   the control CPU) and the tasks that run on it; `guard`: the wake-up
 //!   guard, one of them, kept while glommio loses timer wake-ups.
@@ -37,6 +44,7 @@ pub mod breaker;
 pub mod control;
 pub mod ctx;
 pub mod desk;
+mod duties;
 pub mod executor;
 pub mod guard;
 pub mod inbox;
@@ -51,6 +59,9 @@ pub mod remote;
 pub mod routes;
 pub mod stats;
 pub mod supervisor;
+pub mod tasks;
+pub mod timers;
+pub mod watch;
 pub mod worker;
 
 use crate::topology::CpuId;

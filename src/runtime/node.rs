@@ -1,5 +1,5 @@
 //! One executor's router: its agents' inboxes, its frame pool, its pending
-//! calls, and the producer ends of its outgoing rings.
+//! calls, its timers, and the producer ends of its outgoing rings.
 //!
 //! Sending (`route`): a request, reply or heartbeat goes to the executor of
 //! its `to` agent; one to an agent on another host (or a reply to another
@@ -38,6 +38,8 @@ use super::pending::Pending;
 use super::pool::{FrameBuf, FramePool};
 use super::remote::{RemoteKind, Uplinks};
 use super::routes::{NO_SERVICE, NOWHERE, Routes};
+use super::timers::Timers;
+use super::watch::Watches;
 use pinwheel_ipc::ring::{Producer, RingError};
 use pinwheel_ipc::wire::{
     self, AgentId, ArchivedEnvelope, Envelope, Payload, PayloadKind, Scratch, TopicId,
@@ -79,6 +81,11 @@ pub struct RouterCounters {
     /// Slots still published in the incoming rings after the pump's last
     /// pass: the rings' depth.
     pub ring_backlog: Cell<u64>,
+    /// glommio reactor passes the pump let happen while idle.
+    pub reactor_passes: Cell<u64>,
+    /// Reactor passes that fell between a ring message and its handler
+    /// (glommio's preempt timer had fired as the message came).
+    pub late_passes: Cell<u64>,
 }
 
 impl RouterCounters {
@@ -94,6 +101,8 @@ impl RouterCounters {
             cluster: self.cluster.get(),
             parks: self.parks.get(),
             ring_backlog: self.ring_backlog.get(),
+            reactor_passes: self.reactor_passes.get(),
+            late_passes: self.late_passes.get(),
         }
     }
 }
@@ -120,6 +129,10 @@ pub struct RouterTotals {
     /// Slots still published in the incoming rings after the pump's last
     /// pass.
     pub ring_backlog: u64,
+    /// glommio reactor passes the pump let happen while idle.
+    pub reactor_passes: u64,
+    /// Reactor passes between a ring message and its handler.
+    pub late_passes: u64,
 }
 
 fn bump(counter: &Cell<u64>) {
@@ -146,6 +159,8 @@ pub struct Node {
     pool: Rc<FramePool>,
     inboxes: Vec<Inbox>,
     pending: Rc<Pending>,
+    timers: Rc<Timers>,
+    watches: Watches,
     outgoing: RefCell<Vec<Option<Producer>>>,
     uplinks: RefCell<Uplinks>,
     scratch: RefCell<Box<Scratch>>,
@@ -183,6 +198,8 @@ impl Node {
             executor,
             pool: FramePool::new(sizes.pool_frames, sizes.frame_bytes),
             pending: Pending::new(executor, sizes.pending_calls),
+            timers: Timers::new(),
+            watches: Watches::default(),
             inboxes,
             outgoing: RefCell::new(outgoing),
             uplinks: RefCell::new([None, None]),
@@ -291,6 +308,16 @@ impl Node {
     /// The pending-call table.
     pub fn pending(&self) -> &Rc<Pending> {
         &self.pending
+    }
+
+    /// The executor's timers.
+    pub fn timers(&self) -> &Rc<Timers> {
+        &self.timers
+    }
+
+    /// The rings its tasks wait on besides the pump's.
+    pub fn watches(&self) -> &Watches {
+        &self.watches
     }
 
     /// The frame pool.

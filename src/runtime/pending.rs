@@ -55,6 +55,9 @@ pub struct Pending {
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<u16>>,
     closed: std::cell::Cell<bool>,
+    /// No waiting call's deadline is before this (a lower bound: a call
+    /// that ended early leaves it low until the next expiry scan).
+    earliest_ns: std::cell::Cell<u64>,
 }
 
 /// A slot taken by a call.
@@ -80,6 +83,7 @@ impl Pending {
             slots: RefCell::new(slots),
             free: RefCell::new(free),
             closed: std::cell::Cell::new(false),
+            earliest_ns: std::cell::Cell::new(u64::MAX),
         })
     }
 
@@ -96,6 +100,8 @@ impl Pending {
             deadline_ns,
             waker: None,
         };
+        self.earliest_ns
+            .set(self.earliest_ns.get().min(deadline_ns));
         Some(CallId {
             slot,
             generation: entry.generation,
@@ -136,7 +142,12 @@ impl Pending {
     }
 
     /// Fails every call whose deadline is before `now_ns`; returns how many.
+    /// The ticker calls it every millisecond; it scans the table only
+    /// when a deadline may be due.
     pub fn expire(&self, now_ns: u64) -> usize {
+        if now_ns < self.earliest_ns.get() {
+            return 0;
+        }
         self.fail_where(CallFailure::TimedOut, |deadline| deadline <= now_ns)
     }
 
@@ -153,18 +164,23 @@ impl Pending {
 
     fn fail_where(&self, failure: CallFailure, due: impl Fn(u64) -> bool) -> usize {
         let mut woken = 0;
+        let mut earliest = u64::MAX;
         let mut slots = self.slots.borrow_mut();
         for entry in slots.iter_mut() {
-            if let State::Waiting { deadline_ns, waker } = &mut entry.state
-                && due(*deadline_ns)
-            {
-                if let Some(waker) = waker.take() {
-                    waker.wake();
-                }
-                entry.state = State::Failed(failure);
-                woken += 1;
+            let State::Waiting { deadline_ns, waker } = &mut entry.state else {
+                continue;
+            };
+            if !due(*deadline_ns) {
+                earliest = earliest.min(*deadline_ns);
+                continue;
             }
+            if let Some(waker) = waker.take() {
+                waker.wake();
+            }
+            entry.state = State::Failed(failure);
+            woken += 1;
         }
+        self.earliest_ns.set(earliest);
         woken
     }
 

@@ -1,22 +1,48 @@
-//! The pump: one task per executor that moves frames from the executor's
-//! incoming rings into its router.
+//! The pump: the task that drives an executor. It moves frames from the
+//! executor's incoming rings into its router, fires its timers, and, when
+//! nothing is ready, holds the thread until the next ring message or due
+//! time.
 //!
 //! Each pass takes at most [`BATCH`] frames per ring, so one busy ring
-//! cannot starve the others, then yields so the agents' workers run. When
-//! the frame pool is nearly empty the pump leaves frames in the rings:
-//! producers find them full and slow down, which is the backpressure the
-//! design asks for (every queue bounded, nothing dropped for lack of a
-//! frame). When every ring is empty it waits on the executor's bell by the
-//! class's wait strategy, waking every [`IDLE_CHECK`] to notice shutdown.
+//! cannot starve the others. When the frame pool is nearly empty the pump
+//! leaves frames in the rings: producers find them full and slow down,
+//! which is the backpressure the design asks for (every queue bounded,
+//! nothing dropped for lack of a frame).
+//!
+//! Ready work goes first: whenever the census ([`super::tasks`]) counts a
+//! task ready (a handler woken by a frame, a sleeper by a timer), the pump
+//! yields its task queue so glommio runs it now. Otherwise the pump waits
+//! in [`ConsumerGroup::wait_until_also`], holding the thread: spin by the
+//! class's strategy, then `ppoll` on the executor's bell (and the bells of
+//! rings its tasks wait on, [`super::watch`]) with the next timer's due
+//! time as the deadline. The ring, the kernel and the task
+//! are all there is between a message (or a due time) and its handler.
+//!
+//! glommio's own reactor (io_uring completions, its timer wheel, wakes
+//! from other threads) runs only in a reactor pass, which costs tens of
+//! microseconds on a VM. The pump keeps passes off the message path: it
+//! lets one happen ([`reactor_pass`]) only while idle: when glommio's
+//! preempt timer has fired (the pass would otherwise come at the next
+//! yield, between a message and its handler), when a task was woken from
+//! another thread, at least every [`PASS_PERIOD`], and before waiting
+//! again after a pass came at a yield (that pass may have armed a latency
+//! queue's shorter preempt timer; the pump's own passes come when nothing
+//! else is ready, so they arm the executor's default, [`PREEMPT`], which
+//! outlasts any wait of the pump).
+//! Passes that still fell between a message and its handler are counted
+//! ([`super::node::RouterCounters::late_passes`]).
 
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::ctx::now_ns;
 use super::node::Node;
+use super::tasks::Census;
 use pinwheel_ipc::ring::ConsumerGroup;
 
 /// Frames taken from one ring per pass.
@@ -24,32 +50,129 @@ pub const BATCH: usize = 32;
 /// Pool frames kept free for local traffic and fan-out before the pump
 /// stops draining.
 pub const RESERVE: usize = 64;
-/// Longest idle wait before the pump checks whether to stop.
-pub const IDLE_CHECK: Duration = Duration::from_millis(20);
+/// Longest the pump lets glommio's reactor go without a pass (I/O
+/// completions, foreign wakes): the longest idle park, too.
+pub const PASS_PERIOD: Duration = Duration::from_millis(10);
+/// The executors' default preempt timer: longer than any park, so it
+/// never fires while the pump holds the thread.
+pub const PREEMPT: Duration = Duration::from_millis(40);
+/// How long glommio spins before parking its own reactor: only the pump's
+/// reactor pass waits on glommio, for a timer of [`PASS_TIMER`].
+pub const REACTOR_SPIN: Duration = Duration::from_micros(100);
+/// The glommio timer a reactor pass waits for.
+const PASS_TIMER: Duration = Duration::from_micros(1);
 
-/// Moves frames until `stop` is set and the rings are empty.
-pub async fn run_pump(node: Rc<Node>, mut group: ConsumerGroup, stop: Rc<Cell<bool>>) {
+/// What the pump drives.
+pub struct Pump {
+    /// The executor's router (and its timers).
+    pub node: Rc<Node>,
+    /// Its incoming rings.
+    pub group: ConsumerGroup,
+    /// Its task census.
+    pub census: Arc<Census>,
+    /// Set when the executor is done: the pump ends once the rings are
+    /// empty.
+    pub stop: Rc<Cell<bool>>,
+}
+
+/// Moves frames and fires timers until `stop` is set and the rings are
+/// empty.
+pub async fn run_pump(mut pump: Pump) {
+    let mut last_pass = Instant::now();
+    // Whether a reactor pass may have come at a yield since the last one
+    // the pump let happen: it may have armed a latency queue's shorter
+    // preempt timer, which must not fire during a park.
+    let mut exposed = false;
     loop {
-        let moved = pass(&node, &mut group);
-        let counters = node.counters();
+        let moved = pass(&pump.node, &mut pump.group);
+        let fired = pump.node.timers().fire(now_ns());
+        let counters = pump.node.counters();
         counters
             .ring_backlog
-            .set(group.consumers_mut().iter().map(|c| c.backlog()).sum());
-        counters.parks.set(group.parks());
+            .set(pump.group.consumers_mut().iter().map(|c| c.backlog()).sum());
+        counters.parks.set(pump.group.parks());
         if moved > 0 {
-            let _ = node.flush();
-            YieldNow(false).await;
+            let _ = pump.node.flush();
+        }
+        let woken = pump.node.watches().wake_ready();
+        let preempt = glommio::executor().need_preempt();
+        let ready = moved > 0 || fired > 0 || woken > 0 || pump.census.ready() > 0;
+        if pump.census.take_foreign() || (preempt && !ready) {
+            reactor_pass(&pump.node).await;
+            (last_pass, exposed) = (Instant::now(), false);
             continue;
         }
-        if stop.get() {
+        if ready {
+            if preempt {
+                // glommio passes before it runs the ready tasks.
+                exposed = true;
+                if moved > 0 {
+                    bump(&counters.late_passes);
+                }
+            }
+            glommio::executor().yield_task_queue_now().await;
+            continue;
+        }
+        if pump.stop.get() {
             return;
         }
-        if node.pool().available() < RESERVE {
-            YieldNow(false).await;
+        if pump.node.pool().available() < RESERVE {
+            glommio::executor().yield_task_queue_now().await;
             continue;
         }
-        let _ = group.wait_async(IDLE_CHECK).await;
+        if exposed || last_pass.elapsed() >= PASS_PERIOD {
+            reactor_pass(&pump.node).await;
+            (last_pass, exposed) = (Instant::now(), false);
+            continue;
+        }
+        idle(&mut pump, last_pass + PASS_PERIOD);
     }
+}
+
+/// Holds the thread until a frame, the next due time (or `cap`), or a
+/// task made ready from another thread.
+fn idle(pump: &mut Pump, cap: Instant) {
+    let deadline = match pump.node.timers().next_deadline() {
+        Some(due_ns) => {
+            let now = Instant::now();
+            let wait = Duration::from_nanos(due_ns.saturating_sub(now_ns()));
+            (now + wait).min(cap)
+        }
+        None => cap,
+    };
+    let census = &pump.census;
+    let watches = pump.node.watches();
+    let also = match watches.arm() {
+        Ok(Some(bells)) => bells,
+        // A watched ring has a frame: the next loop wakes its task.
+        Ok(None) => return,
+        Err(err) => {
+            tracing::error!(executor = pump.node.executor(), error = %err, "cannot arm a watched ring");
+            Vec::new()
+        }
+    };
+    census.set_parked(true);
+    let wake = pump.group.wait_until_also(
+        deadline,
+        || census.ready() > 0 || glommio::executor().need_preempt() || watches.any_frames(),
+        &also,
+    );
+    census.set_parked(false);
+    watches.disarm();
+    if let Err(err) = wake {
+        tracing::error!(executor = pump.node.executor(), error = %err, "cannot wait on the executor's rings");
+    }
+}
+
+/// Lets glommio run one reactor pass: waits on a glommio timer, which
+/// only its reactor fires.
+async fn reactor_pass(node: &Node) {
+    bump(&node.counters().reactor_passes);
+    glommio::timer::sleep(PASS_TIMER).await;
+}
+
+fn bump(counter: &Cell<u64>) {
+    counter.set(counter.get() + 1);
 }
 
 /// One pass over the rings; returns the frames moved.

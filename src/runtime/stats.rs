@@ -16,12 +16,14 @@ use hdrhistogram::Histogram;
 
 use super::node::{Node, RouterTotals};
 use super::routes::Routes;
-use crate::latency::{new_histogram, record_ns};
+use crate::latency::{new_histogram, new_live_histogram, record_ns};
 use pinwheel_ipc::wire::AgentId;
 
 /// Outcomes of the load generator's requests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Requests {
+    /// Fell due before the runtime drained (rate × time).
+    pub offered: u64,
     /// Sent.
     pub sent: u64,
     /// Answered with success.
@@ -74,6 +76,7 @@ impl NodeStats {
             index: node.executor(),
             busy_ns: u64::try_from(glommio.total_runtime().as_nanos()).unwrap_or(u64::MAX),
             tasks: glommio.tasks_executed(),
+            scheduler_runs: glommio.scheduler_runs(),
         };
         snapshot
     }
@@ -85,7 +88,7 @@ impl NodeStats {
         let mut pairs = Vec::new();
         for &agent in local {
             for &target in routes.calls(agent) {
-                pairs.push((agent, target, new_histogram()));
+                pairs.push((agent, target, new_live_histogram()));
             }
         }
         Self {
@@ -94,7 +97,7 @@ impl NodeStats {
             voice: RefCell::new(new_histogram()),
             requests: Cell::new(Requests::default()),
             agents: RefCell::new(local.iter().map(|&a| (a, AgentCounts::default())).collect()),
-            service: RefCell::new(local.iter().map(|_| new_histogram()).collect()),
+            service: RefCell::new(local.iter().map(|_| new_live_histogram()).collect()),
         }
     }
 
@@ -224,6 +227,8 @@ pub struct ExecutorTotals {
     pub busy_ns: u64,
     /// Tasks run.
     pub tasks: u64,
+    /// Task-queue selections by glommio's scheduler.
+    pub scheduler_runs: u64,
 }
 
 /// Totals an executor publishes for the status line, on their own cache

@@ -21,13 +21,12 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use glommio::timer::Timer;
-
 use super::agent::{Agent, Message};
 use super::board::AgentFlags;
 use super::ctx::{Ctx, now_ns};
 use super::node::{STATUS_FAILED, STATUS_TIMEOUT, STATUS_UNAVAILABLE};
 use super::supervisor::{Supervisor, Verdict};
+use super::timers::Timer;
 use pinwheel_ipc::wire::PayloadKind;
 
 /// How long a handler may run on a message without a deadline.
@@ -44,7 +43,7 @@ enum Outcome {
 
 /// Serves the agent's inbox until it closes.
 pub async fn run_worker<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Supervisor>) {
-    let mut deadline = Timer::new(DEFAULT_LIMIT);
+    let mut deadline = Timer::new(ctx.node().timers());
     let inbox = ctx.node().inbox(ctx.me());
     while let Some(frame) = inbox.recv().await {
         let Ok(msg) = Message::new(frame) else {
@@ -52,7 +51,7 @@ pub async fn run_worker<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Sup
         };
         ctx.node().hold();
         let began = now_ns();
-        let outcome = handle_one(agent, ctx, &msg, &mut deadline).await;
+        let outcome = handle_one(agent, ctx, &msg, &mut deadline, began).await;
         ctx.stats()
             .record_service(ctx.me(), now_ns().saturating_sub(began));
         ctx.node().release();
@@ -82,9 +81,9 @@ async fn handle_one<A: Agent>(
     ctx: &Ctx,
     msg: &Message,
     deadline: &mut Timer,
+    now: u64,
 ) -> Outcome {
     let head = *msg.head();
-    let now = now_ns();
     let limit = match head.deadline_ns {
         0 => DEFAULT_LIMIT,
         end if end > now => Duration::from_nanos(end - now),
@@ -94,17 +93,19 @@ async fn handle_one<A: Agent>(
     let outcome = if limit.is_zero() {
         Outcome::Expired
     } else {
-        deadline.reset(limit);
-        match (Race {
+        let outcome = match (Race {
             work: pin!(agent.handle(ctx, msg)),
             timer: deadline,
+            due_ns: Some(now.saturating_add(u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX))),
         })
         .await
         {
             Some(Ok(())) => Outcome::Done,
             Some(Err(_)) => Outcome::Failed,
             None => Outcome::Overran,
-        }
+        };
+        deadline.disarm();
+        outcome
     };
     if head.kind == PayloadKind::Request && !ctx.replied() {
         let status = match outcome {
@@ -142,10 +143,13 @@ async fn isolate<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Supervisor
     inbox.resume();
 }
 
-/// Runs `work` until done or until `timer` fires (`None`).
+/// Runs `work` until done or until `timer` fires (`None`). The timer is
+/// armed for `due_ns` only when the work first waits: a handler that
+/// finishes in its first poll (most do) costs no timer.
 struct Race<'a, F> {
     work: Pin<&'a mut F>,
     timer: &'a mut Timer,
+    due_ns: Option<u64>,
 }
 
 impl<F: Future> Future for Race<'_, F> {
@@ -155,7 +159,10 @@ impl<F: Future> Future for Race<'_, F> {
         if let Poll::Ready(out) = self.work.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
         }
-        match Pin::new(&mut *self.timer).poll(cx) {
+        if let Some(due_ns) = self.due_ns.take() {
+            self.timer.arm(due_ns);
+        }
+        match Pin::new(&mut self.timer.wait()).poll(cx) {
             Poll::Ready(_) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

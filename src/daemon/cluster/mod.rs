@@ -325,6 +325,7 @@ mod tests {
             admin_token_file: PathBuf::from("t"),
             host: host.map(str::to_owned),
             nats_url: nats.map(str::to_owned),
+            overhead: false,
             nats_nkey: None,
             run_dir: PathBuf::from("/run/pinwheel"),
             faults: Vec::new(),

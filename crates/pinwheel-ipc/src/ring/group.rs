@@ -5,13 +5,20 @@
 //! group: publish every tail, declare every ring asleep, re-check every
 //! head, and sleep only if all are still empty; a producer of any of them
 //! that publishes after the declaration sees it and rings the shared bell.
-//! The spin phase is the consumers' wait strategy, clock-free first polls
-//! included; on an executor it yields to other tasks between polls.
+//!
+//! The wait ([`ConsumerGroup::wait_until`]) holds the calling thread: it
+//! spins by the consumers' wait strategy (clock-free first polls
+//! included), then parks in `ppoll(2)` on the bell with a nanosecond
+//! deadline. An executor lends it its thread when it has nothing else to
+//! run, so a ring message or a timer deadline wakes the executor as
+//! promptly as a plain thread, with no reactor between the kernel and the
+//! consumer. The caller's `interrupt` ends the spin early (other work
+//! became ready); the caller wakes a park with [`DataBell::nudge`].
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::time::TimeSpec;
 
 use super::handle::DataBell;
 use super::wait::Waiter;
@@ -23,9 +30,24 @@ pub struct ConsumerGroup {
     bell: DataBell,
     consumers: Vec<Consumer>,
     waiter: Waiter,
-    file: Option<glommio::io::BufferedFile>,
     parks: u64,
 }
+
+/// Why [`ConsumerGroup::wait_until`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupWake {
+    /// A ring has a frame.
+    Frames,
+    /// The deadline came.
+    Deadline,
+    /// The caller's interrupt said to stop waiting.
+    Interrupted,
+}
+
+/// Polls across the group before the clock is read.
+const POLLS_FIRST: u32 = 16;
+/// Spin iterations between clock reads.
+const CLOCK_EVERY: u32 = 32;
 
 impl ConsumerGroup {
     /// An empty group woken by `bell`, waiting by `wait` with at most
@@ -36,7 +58,6 @@ impl ConsumerGroup {
             bell,
             consumers: Vec::new(),
             waiter,
-            file: None,
             parks: 0,
         }
     }
@@ -67,7 +88,8 @@ impl ConsumerGroup {
         self.parks
     }
 
-    fn any_frames(&mut self) -> Result<bool, RingError> {
+    /// Whether any ring has a published frame.
+    pub fn any_frames(&mut self) -> Result<bool, RingError> {
         for consumer in &mut self.consumers {
             if consumer.has_frames()? {
                 return Ok(true);
@@ -77,6 +99,29 @@ impl ConsumerGroup {
     }
 
     /// Declares every ring asleep; false (all undeclared) if any has frames.
+    /// The bell the group's producers ring.
+    pub fn bell(&self) -> &DataBell {
+        &self.bell
+    }
+
+    /// Declares every ring asleep for a park that someone else does (an
+    /// executor's pump parking on this group's bell beside its own):
+    /// false, and nothing armed, if a ring has a frame. Undo it with
+    /// [`ConsumerGroup::disarm`] after the park.
+    pub fn arm(&mut self) -> Result<bool, RingError> {
+        self.arm_all()
+    }
+
+    /// Declares every ring awake again after [`ConsumerGroup::arm`], and
+    /// takes the bell's count so that the next park does not return at
+    /// once.
+    pub fn disarm(&mut self) {
+        self.disarm_all();
+        // A failed read leaves the count: the next park returns at once
+        // and this runs again.
+        let _ = self.bell.0.take();
+    }
+
     fn arm_all(&mut self) -> Result<bool, RingError> {
         for consumer in &mut self.consumers {
             consumer.release_idle()?;
@@ -96,122 +141,155 @@ impl ConsumerGroup {
         }
     }
 
-    /// Waits up to `timeout` for a frame on any ring, on a glommio
-    /// executor; returns whether one is ready. Must be called on the
-    /// executor thread that keeps calling it (the bell's io_uring handle is
-    /// created there on first use).
-    pub async fn wait_async(&mut self, timeout: Duration) -> Result<bool, RingError> {
+    /// Waits, holding the calling thread, until a ring has a frame, until
+    /// `deadline`, or until `interrupt` returns true (asked between spins
+    /// and once more just before parking; a park ends only on a frame, the
+    /// bell or the deadline, so whoever makes `interrupt` true while the
+    /// group may be parked must also nudge the bell).
+    pub fn wait_until(
+        &mut self,
+        deadline: Instant,
+        interrupt: impl FnMut() -> bool,
+    ) -> Result<GroupWake, RingError> {
+        self.wait_until_also(deadline, interrupt, &[])
+    }
+
+    /// [`ConsumerGroup::wait_until`], parking on `also` beside the group's
+    /// own bell: the bells of other groups, armed by their owners'
+    /// [`ConsumerGroup::arm`]. One of them rung ends the wait as
+    /// [`GroupWake::Interrupted`]; its count stays for its owner's
+    /// [`ConsumerGroup::disarm`] to take.
+    pub fn wait_until_also(
+        &mut self,
+        deadline: Instant,
+        mut interrupt: impl FnMut() -> bool,
+        also: &[DataBell],
+    ) -> Result<GroupWake, RingError> {
         for _ in 0..POLLS_FIRST {
             if self.any_frames()? {
                 self.waiter.waited(Duration::ZERO);
-                return Ok(true);
+                return Ok(GroupWake::Frames);
+            }
+            if interrupt() {
+                return Ok(GroupWake::Interrupted);
             }
             std::hint::spin_loop();
         }
         let started = Instant::now();
-        let deadline = started + timeout;
-        let spin = match self.waiter.budget() {
-            None => Some(timeout),
+        let stop = match self.waiter.budget() {
+            None => Some(deadline),
             Some(budget) if budget.is_zero() => None,
-            Some(budget) => Some(budget),
+            Some(budget) => Some((started + budget).min(deadline)),
         };
-        if let Some(budget) = spin {
-            let stop = (started + budget).min(deadline);
-            while Instant::now() < stop {
-                if self.any_frames()? {
-                    self.waiter.waited(started.elapsed());
-                    return Ok(true);
-                }
-                YieldNow(false).await;
-            }
+        if let Some(stop) = stop
+            && let Some(wake) = self.spin(started, stop, &mut interrupt)?
+        {
+            return Ok(wake);
         }
-        self.park(started, deadline).await
+        if Instant::now() >= deadline {
+            return Ok(GroupWake::Deadline);
+        }
+        self.park(started, deadline, &mut interrupt, also)
     }
 
-    async fn park(&mut self, started: Instant, deadline: Instant) -> Result<bool, RingError> {
-        if self.file.is_none() {
-            self.file = Some(
-                self.bell
-                    .0
-                    .async_handle()
-                    .map_err(os("duplicate ring doorbell"))?,
-            );
+    /// Spins until `stop`; `None` when the spin ran out.
+    fn spin(
+        &mut self,
+        started: Instant,
+        stop: Instant,
+        interrupt: &mut impl FnMut() -> bool,
+    ) -> Result<Option<GroupWake>, RingError> {
+        let mut polls = 0u32;
+        loop {
+            if self.any_frames()? {
+                self.waiter.waited(started.elapsed());
+                return Ok(Some(GroupWake::Frames));
+            }
+            if interrupt() {
+                return Ok(Some(GroupWake::Interrupted));
+            }
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(CLOCK_EVERY) && Instant::now() >= stop {
+                return Ok(None);
+            }
+            std::hint::spin_loop();
         }
+    }
+
+    fn park(
+        &mut self,
+        started: Instant,
+        deadline: Instant,
+        interrupt: &mut impl FnMut() -> bool,
+        also: &[DataBell],
+    ) -> Result<GroupWake, RingError> {
         loop {
             if !self.arm_all()? {
                 self.waiter.waited(started.elapsed());
-                return Ok(true);
+                return Ok(GroupWake::Frames);
+            }
+            if interrupt() {
+                self.disarm_all();
+                return Ok(GroupWake::Interrupted);
             }
             let now = Instant::now();
             if now >= deadline {
                 self.disarm_all();
-                return Ok(false);
+                return Ok(GroupWake::Deadline);
             }
             self.parks += 1;
-            let file = self.file.as_ref().expect("created above");
-            let read = glommio::timer::timeout(deadline - now, async {
-                file.read_at(0, 8).await.map(drop)
-            })
-            .await;
+            let rung = self.sleep(deadline - now, also);
             self.disarm_all();
-            match read {
-                Ok(()) | Err(glommio::GlommioError::TimedOut(_)) => {}
-                Err(err) => {
-                    return Err(RingError::Os {
-                        what: "await ring doorbell",
-                        source: err.into(),
-                    });
-                }
+            if rung? {
+                return Ok(GroupWake::Interrupted);
             }
             if self.any_frames()? {
                 self.waiter.waited(started.elapsed());
-                return Ok(true);
+                return Ok(GroupWake::Frames);
+            }
+            if interrupt() {
+                return Ok(GroupWake::Interrupted);
             }
         }
     }
 
-    /// Like [`ConsumerGroup::wait_async`] on a plain thread (tests, tools).
+    /// Sleeps on the bell (and on `also`) for at most `timeout`, to the
+    /// nanosecond (`ppoll`; `poll`'s millisecond timeout would round a
+    /// 300 µs timer up to 1 ms), and takes the bell's count when it rang;
+    /// true when one of `also` rang.
+    fn sleep(&self, timeout: Duration, also: &[DataBell]) -> Result<bool, RingError> {
+        let doorbell = &self.bell.0;
+        let mut fds = Vec::with_capacity(1 + also.len());
+        fds.push(PollFd::new(doorbell.as_fd(), PollFlags::POLLIN));
+        fds.extend(
+            also.iter()
+                .map(|bell| PollFd::new(bell.0.as_fd(), PollFlags::POLLIN)),
+        );
+        let timeout = TimeSpec::from_duration(timeout);
+        match ppoll(&mut fds, Some(timeout), None) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(false),
+            Ok(_) => {
+                let readable = |fd: &PollFd<'_>| {
+                    fd.revents()
+                        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
+                };
+                let others = fds[1..].iter().any(readable);
+                if readable(&fds[0]) {
+                    doorbell.take().map_err(os("take ring doorbell"))?;
+                }
+                Ok(others)
+            }
+            Err(err) => Err(RingError::Os {
+                what: "wait for ring data",
+                source: err.into(),
+            }),
+        }
+    }
+
+    /// Waits up to `timeout` for a frame on any ring, on a plain thread
+    /// (tests, tools); returns whether one is ready.
     pub fn wait(&mut self, timeout: Duration) -> Result<bool, RingError> {
-        let started = Instant::now();
-        let deadline = started + timeout;
-        loop {
-            if self.any_frames()? {
-                return Ok(true);
-            }
-            if !self.arm_all()? {
-                return Ok(true);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                self.disarm_all();
-                return Ok(false);
-            }
-            self.parks += 1;
-            self.bell
-                .0
-                .wait(deadline - now)
-                .map_err(os("wait for ring data"))?;
-            self.disarm_all();
-        }
-    }
-}
-
-/// Polls across the group before the clock is read.
-const POLLS_FIRST: u32 = 16;
-
-/// Yields once to the executor's other tasks.
-struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
+        let wake = self.wait_until(Instant::now() + timeout, || false)?;
+        Ok(wake == GroupWake::Frames)
     }
 }

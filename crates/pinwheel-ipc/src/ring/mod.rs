@@ -61,7 +61,7 @@ mod tests;
 use std::time::Duration;
 
 #[cfg(all(not(loom), feature = "glommio"))]
-pub use group::ConsumerGroup;
+pub use group::{ConsumerGroup, GroupWake};
 #[cfg(not(loom))]
 pub use handle::{Consumer, DataBell, Producer, heap_ring, shm_ring, shm_ring_into};
 pub use layout::{DATA_OFFSET, FRAME_HEADER_BYTES, SLOT_BYTES, frame_slots, ring_bytes};

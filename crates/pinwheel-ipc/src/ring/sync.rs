@@ -345,6 +345,17 @@ mod raw {
             }
         }
 
+        /// Takes the count if the bell was rung, without waiting; true
+        /// when it was.
+        pub(in crate::ring) fn take(&self) -> std::io::Result<bool> {
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(false),
+                Ok(_) => self.fd.read().map(|_| true).map_err(std::io::Error::from),
+                Err(err) => Err(err.into()),
+            }
+        }
+
         #[cfg(feature = "glommio")]
         /// A glommio file over a duplicate of the eventfd, to await rings on
         /// the executor's io_uring reactor with [`Doorbell::wait_async`].

@@ -1,10 +1,11 @@
 //! Consumer groups: one thread parked on one bell for several rings.
 
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::ring::{
-    ConsumerGroup, DataBell, RingConfig, RingError, WaitStrategy, shm_ring, shm_ring_into,
+    ConsumerGroup, DataBell, GroupWake, RingConfig, RingError, WaitStrategy, shm_ring,
+    shm_ring_into,
 };
 
 fn config(wait: WaitStrategy) -> RingConfig {
@@ -51,7 +52,7 @@ fn a_group_wakes_for_a_frame_on_any_of_its_rings() {
 }
 
 #[test]
-fn a_group_waits_on_a_glommio_executor() {
+fn an_adaptive_group_spins_then_parks_and_wakes_for_every_frame() {
     let bell = DataBell::new().unwrap();
     let mut group = ConsumerGroup::new(bell.clone(), WaitStrategy::Adaptive, 20);
     let (mut a, ca) = shm_ring_into(config(WaitStrategy::Adaptive), &bell).unwrap();
@@ -68,23 +69,66 @@ fn a_group_waits_on_a_glommio_executor() {
             }
         }
     });
-    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .unwrap();
-    let (count, parks) = executor.run(async move {
-        let mut count = 0;
-        while count < 40 {
-            if group.wait_async(Duration::from_secs(5)).await.unwrap() {
-                for consumer in group.consumers_mut() {
-                    count += consumer.recv_batch(64, |_| {}).unwrap();
-                }
+    let mut count = 0;
+    while count < 40 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        if group.wait_until(deadline, || false).unwrap() == GroupWake::Frames {
+            for consumer in group.consumers_mut() {
+                count += consumer.recv_batch(64, |_| {}).unwrap();
             }
         }
-        (count, group.parks())
-    });
+    }
     writer.join().unwrap();
     assert_eq!(count, 40);
-    assert!(parks > 0, "it parked on the shared bell");
+    assert!(group.parks() > 0, "it parked on the shared bell");
+}
+
+#[test]
+fn an_interrupt_ends_a_spinning_wait() {
+    let bell = DataBell::new().unwrap();
+    let mut group = ConsumerGroup::new(bell.clone(), WaitStrategy::Spin, 0);
+    let (_producer, consumer) = shm_ring_into(config(WaitStrategy::Spin), &bell).unwrap();
+    group.add(consumer).unwrap();
+    let mut asked = 0;
+    let sut = group.wait_until(Instant::now() + Duration::from_secs(5), || {
+        asked += 1;
+        asked > 100
+    });
+    assert_eq!(sut.unwrap(), GroupWake::Interrupted);
+}
+
+#[test]
+fn a_nudge_wakes_a_parked_group_that_then_asks_its_interrupt() {
+    let bell = DataBell::new().unwrap();
+    let mut group = ConsumerGroup::new(bell.clone(), WaitStrategy::Park, 0);
+    let (_producer, consumer) = shm_ring_into(config(WaitStrategy::Park), &bell).unwrap();
+    group.add(consumer).unwrap();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (nudger_flag, nudger_bell) = (flag.clone(), bell.clone());
+    let nudger = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(20));
+        nudger_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        nudger_bell.nudge().unwrap();
+    });
+    let sut = group.wait_until(Instant::now() + Duration::from_secs(5), || {
+        flag.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    nudger.join().unwrap();
+    assert_eq!(sut.unwrap(), GroupWake::Interrupted);
+    assert_eq!(group.parks(), 1);
+}
+
+#[test]
+fn a_deadline_under_a_millisecond_ends_the_park_as_a_deadline() {
+    let bell = DataBell::new().unwrap();
+    let mut group = ConsumerGroup::new(bell.clone(), WaitStrategy::Park, 0);
+    let (_producer, consumer) = shm_ring_into(config(WaitStrategy::Park), &bell).unwrap();
+    group.add(consumer).unwrap();
+    let deadline = Instant::now() + Duration::from_micros(300);
+    assert_eq!(
+        group.wait_until(deadline, || false).unwrap(),
+        GroupWake::Deadline
+    );
 }
 
 #[test]
