@@ -345,6 +345,7 @@ mod raw {
             }
         }
 
+        #[cfg(feature = "glommio")]
         /// Takes the count if the bell was rung, without waiting; true
         /// when it was.
         pub(in crate::ring) fn take(&self) -> std::io::Result<bool> {
