@@ -38,7 +38,6 @@ use crate::runtime::layout::wire_priority;
 use crate::runtime::legacy::LegacyBook;
 use crate::runtime::node::STATUS_UNAVAILABLE;
 use crate::runtime::routes::{NOWHERE, Routes};
-use pinwheel_ipc::ring::WaitStrategy;
 use pinwheel_ipc::wire::{AgentId, Envelope, Payload, PayloadKind, Priority, TopicId};
 
 /// How often agents tell the registries they are alive.
@@ -58,9 +57,6 @@ pub struct MeshOptions {
     pub overhead: bool,
     /// The slots of process and external agents.
     pub processes: Slots,
-    /// Each executor's wait strategy and longest spin, microseconds (how
-    /// its bridges wait for their agents' rings).
-    pub executor_waits: Vec<(WaitStrategy, u32)>,
     /// The seed's discovery data, for the registries' legacy actions.
     pub legacy: Arc<LegacyBook>,
 }
@@ -249,24 +245,14 @@ fn blueprint(
             Blueprint::Coordinator(routes.calls(id).to_vec(), priority, processors, shared)
         }
         AgentKind::Process | AgentKind::External => match options.processes.get(id) {
-            Some(slot) => {
-                let executor = usize::from(routes.executor_of(id));
-                let (wait, spin_us) = options
-                    .executor_waits
-                    .get(executor)
-                    .copied()
-                    .unwrap_or((WaitStrategy::Park, 0));
-                Blueprint::Process(BridgeSpec {
-                    me: id,
-                    slot: Arc::clone(slot),
-                    calls: routes.calls(id).to_vec(),
-                    publishes: routes.publishes(id).to_vec(),
-                    priority,
-                    wait,
-                    wait_first: spec.kind() == AgentKind::Process,
-                    spin_us,
-                })
-            }
+            Some(slot) => Blueprint::Process(BridgeSpec {
+                me: id,
+                slot: Arc::clone(slot),
+                calls: routes.calls(id).to_vec(),
+                publishes: routes.publishes(id).to_vec(),
+                priority,
+                wait_first: spec.kind() == AgentKind::Process,
+            }),
             None => Blueprint::Detached,
         },
         AgentKind::Zmq => Blueprint::Gateway,

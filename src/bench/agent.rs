@@ -180,14 +180,7 @@ impl AgentBench {
                 .get(me)
                 .cloned()
                 .ok_or_else(|| failed("slots", format!("no slot for agent {}", me.0)))?;
-            let settings = executors[usize::from(routes.executor_of(me))].settings;
-            Ok::<_, BenchError>(bridge_spec(
-                me,
-                slot,
-                calls,
-                settings.wait,
-                settings.spin_before_park_us,
-            ))
+            Ok::<_, BenchError>(bridge_spec(me, slot, calls))
         };
         let echo = spec(ECHO, if chain { vec![BACK] } else { Vec::new() })?;
         let back = if chain {
@@ -306,8 +299,6 @@ fn bridge_spec(
     me: AgentId,
     slot: Arc<crate::process::ProcessSlot>,
     calls: Vec<AgentId>,
-    wait: WaitStrategy,
-    spin_us: u32,
 ) -> BridgeSpec {
     BridgeSpec {
         me,
@@ -315,9 +306,7 @@ fn bridge_spec(
         calls,
         publishes: Vec::new(),
         priority: Priority::High,
-        wait,
         wait_first: true,
-        spin_us,
     }
 }
 

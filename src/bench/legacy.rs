@@ -241,7 +241,6 @@ fn mesh_options(agents: &crate::config::AgentSet) -> Result<MeshOptions, BenchEr
         request_timeout: Duration::from_secs(2),
         state_dir: None,
         processes: Slots::new(agents).map_err(|e| peer("slots", e.to_string()))?,
-        executor_waits: Vec::new(),
         legacy: Arc::new(LegacyBook::default()),
         overhead: false,
     })

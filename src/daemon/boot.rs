@@ -172,10 +172,6 @@ pub fn start_mesh(
             overhead: options.overhead,
             processes: slots.clone(),
             legacy: Arc::clone(&legacy_book),
-            executor_waits: executors
-                .iter()
-                .map(|e| (e.settings.wait, e.settings.spin_before_park_us))
-                .collect(),
         },
     ));
     let processes = ProcessSide::new(

@@ -97,12 +97,8 @@ pub struct BridgeSpec {
     pub publishes: Vec<TopicId>,
     /// Priority of its calls and events.
     pub priority: Priority,
-    /// How the bridge waits for the agent's ring.
-    pub wait: WaitStrategy,
     /// Whether `start` waits for the first incarnation (kind `process`).
     pub wait_first: bool,
-    /// Longest adaptive spin, microseconds.
-    pub spin_us: u32,
 }
 
 /// One request in the agent's hands.
@@ -245,7 +241,9 @@ fn bump(counter: &std::sync::atomic::AtomicU64) {
 impl ProcessBridge {
     /// A bridge (built on its executor's thread).
     pub fn new(spec: BridgeSpec) -> Self {
-        let group = ConsumerGroup::new(spec.slot.bell().clone(), spec.wait, spec.spin_us);
+        // The group never waits by itself: the executor's pump watches it
+        // (spinning or parked as the executor's class says).
+        let group = ConsumerGroup::new(spec.slot.bell().clone(), WaitStrategy::Park, 0);
         let (tx, rx) = local_channel::new_bounded(CALL_QUEUE);
         Self {
             state: Rc::new(RefCell::new(State {
