@@ -1,5 +1,6 @@
 //! `pinwheel bench ring` as a user runs it: the JSON the issue specifies,
-//! two processes and two threads, the ZeroMQ baseline, and bad arguments.
+//! two processes and two threads, the ZeroMQ and hand-ring baselines, and
+//! bad arguments.
 //! Runs are short; they check shapes and sanity, never speed.
 
 // The crate is test code as a whole; marking it so lets the lints that
@@ -88,6 +89,30 @@ fn the_zeromq_baseline_runs_in_the_same_run_and_gives_ratios() {
             > 0.0
     );
     assert!(json["baseline"]["ratio"]["rtt_p50"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn the_hand_ring_baseline_runs_in_the_same_run_under_its_own_name() {
+    let json = json_of(&["--msgs", "2000", "--baseline", "hand", "--json"]);
+    assert_percentiles(&json["baseline"]["hand"]["rtt_ns"]);
+    assert!(json["baseline"].get("zmq").is_none(), "{json}");
+    assert!(
+        json["baseline"]["hand"]["throughput_msgs_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(json["baseline"]["ratio"]["rtt_p50"].as_f64().unwrap() > 0.0);
+
+    let out = bench(&["--msgs", "2000", "--baseline", "hand"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for row in [
+        "hand ring (spin)",
+        "hand / pinwheel",
+        "hand: a minimal SPSC ring",
+    ] {
+        assert!(text.contains(row), "{row} in {text}");
+    }
 }
 
 #[test]

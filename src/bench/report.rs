@@ -31,8 +31,47 @@ pub struct RingReport {
     pub bench: RingBench,
     /// pinwheel's rings.
     pub ring: Case,
-    /// ZeroMQ ipc, when `--baseline zmq` ran.
-    pub zmq: Option<Case>,
+    /// The baseline that ran in the same run, if one did.
+    pub baseline: Option<(BaselineKind, Case)>,
+}
+
+/// What `bench ring` compares pinwheel's rings with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaselineKind {
+    /// ZeroMQ ipc (`--baseline zmq`).
+    Zmq,
+    /// The minimal hand-written ring (`--baseline hand`, [`super::hand`]).
+    Hand,
+}
+
+impl BaselineKind {
+    /// Its row in the table.
+    fn label(self) -> &'static str {
+        match self {
+            BaselineKind::Zmq => "zeromq ipc",
+            BaselineKind::Hand => "hand ring (spin)",
+        }
+    }
+
+    /// Its short name in the ratio row.
+    fn short(self) -> &'static str {
+        match self {
+            BaselineKind::Zmq => "zeromq",
+            BaselineKind::Hand => "hand",
+        }
+    }
+
+    /// What it is, under the table.
+    fn note(self) -> &'static str {
+        match self {
+            BaselineKind::Zmq => {
+                "zeromq: REQ/REP round trips, PUSH/PULL streaming, the same envelopes encoded and checked"
+            }
+            BaselineKind::Hand => {
+                "hand: a minimal SPSC ring, 64-byte slots, Release head store and Acquire tail load, two threads spinning, a raw 64-byte slot per message (no envelope, no checks)"
+            }
+        }
+    }
 }
 
 pub(super) fn wait_name(wait: WaitStrategy) -> &'static str {
@@ -88,11 +127,15 @@ pub struct RingJson {
     pub baseline: Option<BaselineJson>,
 }
 
-/// A baseline's case and its ratios to pinwheel's.
+/// A baseline's case (under its name) and its ratios to pinwheel's.
 #[derive(Debug, Serialize)]
 pub struct BaselineJson {
-    /// ZeroMQ's case.
-    pub zmq: CaseJson,
+    /// ZeroMQ's case (`--baseline zmq`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zmq: Option<CaseJson>,
+    /// The hand ring's case (`--baseline hand`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hand: Option<CaseJson>,
     /// Baseline over pinwheel.
     pub ratio: Ratios,
 }
@@ -113,15 +156,21 @@ pub struct Ratios {
 /// "processes": .., ..}`, with a `baseline` object when one ran.
 pub fn render_ring_json(report: &RingReport) -> String {
     let bench = &report.bench;
-    let baseline = report.zmq.as_ref().map(|zmq| {
+    let baseline = report.baseline.as_ref().map(|(kind, case)| {
         let ring = LatencySummary::of(&report.ring.rtt);
-        let base = LatencySummary::of(&zmq.rtt);
+        let base = LatencySummary::of(&case.rtt);
+        let json = Some(CaseJson::of(case));
+        let (zmq, hand) = match kind {
+            BaselineKind::Zmq => (json, None),
+            BaselineKind::Hand => (None, json),
+        };
         BaselineJson {
-            zmq: CaseJson::of(zmq),
+            zmq,
+            hand,
             ratio: Ratios {
                 rtt_p50: base.p50 as f64 / ring.p50.max(1) as f64,
                 rtt_p99: base.p99 as f64 / ring.p99.max(1) as f64,
-                throughput: report.ring.throughput_msgs_per_s / zmq.throughput_msgs_per_s.max(1.0),
+                throughput: report.ring.throughput_msgs_per_s / case.throughput_msgs_per_s.max(1.0),
             },
         }
     });
@@ -162,11 +211,11 @@ pub fn render_ring_table(report: &RingReport) -> String {
         &format!("pinwheel ring ({})", wait_name(bench.wait)),
         &report.ring,
     );
-    if let Some(zmq) = &report.zmq {
-        row(&mut out, "zeromq ipc", zmq);
+    if let Some((kind, case)) = &report.baseline {
+        row(&mut out, kind.label(), case);
         let ring = LatencySummary::of(&report.ring.rtt).columns();
-        let base = LatencySummary::of(&zmq.rtt).columns();
-        let _ = write!(out, "{:<22}", "zeromq / pinwheel");
+        let base = LatencySummary::of(&case.rtt).columns();
+        let _ = write!(out, "{:<22}", format!("{} / pinwheel", kind.short()));
         for (b, r) in base.iter().zip(ring) {
             let _ = write!(
                 out,
@@ -174,12 +223,9 @@ pub fn render_ring_table(report: &RingReport) -> String {
                 format!("{:.1}x", *b as f64 / r.max(1) as f64)
             );
         }
-        let ratio = report.ring.throughput_msgs_per_s / zmq.throughput_msgs_per_s.max(1.0);
-        let _ = writeln!(out, "{:>14}", format!("{ratio:.1}x faster"));
-        let _ = writeln!(
-            out,
-            "\nzeromq: REQ/REP round trips, PUSH/PULL streaming, the same envelopes encoded and checked"
-        );
+        let ratio = report.ring.throughput_msgs_per_s / case.throughput_msgs_per_s.max(1.0);
+        let _ = writeln!(out, "{:>14}", format!("{ratio:.2}x"));
+        let _ = writeln!(out, "\n{}", kind.note());
     }
     out
 }

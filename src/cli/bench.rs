@@ -17,6 +17,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::CliError;
 use super::run::MAX_RATE;
 use crate::bench::agent::{AgentBench, default_echo_exe};
+use crate::bench::hand::HandBench;
 use crate::bench::legacy::LegacyBench;
 use crate::bench::mesh::MeshBench;
 use crate::bench::ring::{PeerMode, RingBench, serve_peer};
@@ -24,7 +25,8 @@ use crate::bench::router::RouterBench;
 use crate::bench::suite::{SuiteOptions, Target, run_suite};
 use crate::bench::wakeup::WakeupBench;
 use crate::bench::{
-    RingReport, render_ring_json, render_ring_table, render_suite_table, write_suite_files,
+    BaselineKind, RingReport, render_ring_json, render_ring_table, render_suite_table,
+    write_suite_files,
 };
 use crate::daemon::boot;
 use crate::error::DaemonError;
@@ -155,6 +157,9 @@ impl From<WaitArg> for WaitStrategy {
 pub enum Baseline {
     /// ZeroMQ ipc:// REQ/REP and PUSH/PULL (libzmq, built from source).
     Zmq,
+    /// A minimal hand-written SPSC ring (64-byte slots, two threads
+    /// spinning): the least a ring between the two CPUs costs.
+    Hand,
 }
 
 /// `--json`, which every bench that prints a report takes.
@@ -430,12 +435,24 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), CliError> {
         msgs: args.msgs.max(1),
         spin_us: args.spin_us,
     };
-    let zmq = match args.baseline {
+    let baseline = match args.baseline {
         None => None,
-        Some(Baseline::Zmq) => Some(zmq_baseline(&bench)?),
+        Some(Baseline::Zmq) => Some((BaselineKind::Zmq, zmq_baseline(&bench)?)),
+        Some(Baseline::Hand) => Some((
+            BaselineKind::Hand,
+            HandBench {
+                cpus: bench.cpus,
+                msgs: bench.msgs,
+            }
+            .run()?,
+        )),
     };
     let ring = bench.run()?;
-    let report = RingReport { bench, ring, zmq };
+    let report = RingReport {
+        bench,
+        ring,
+        baseline,
+    };
     args.output.write(
         out,
         || render_ring_json(&report),

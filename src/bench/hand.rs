@@ -1,0 +1,243 @@
+//! `pinwheel bench ring --baseline hand`: the least a ring between two
+//! CPUs can cost, measured in the same run as pinwheel's rings.
+//!
+//! The hand ring is the minimal single-producer single-consumer ring the
+//! data-plane issue names: 64-byte slots, a producer that writes a slot
+//! and publishes it with a Release store of its head, a consumer that
+//! sees it with an Acquire load and frees it with a Release store of its
+//! tail; both sides spin. Nothing else: no envelope (a message is one raw
+//! 64-byte slot whatever `--size` says), no frame header, no checks, no
+//! doorbell, no batching. Its two ends are threads over one heap
+//! allocation: for two threads a memfd mapping would be the same memory
+//! and the same cache lines. What pinwheel's ring costs above it is its
+//! envelope, frames and (between processes) the copy and check of every
+//! untrusted frame.
+//!
+//! Slots are words of `AtomicU64` written and read `Relaxed` (plain moves
+//! on x86-64), so the ring needs no `unsafe`; the head and tail, each on a
+//! cache line of its own, carry the ordering.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::BenchError;
+use super::report::Case;
+use crate::latency::{new_histogram, record_duration};
+use crate::runtime::affinity::pin_current_thread;
+use crate::topology::CpuId;
+
+/// Slots of each hand ring (as many as pinwheel's bench rings).
+const SLOTS: usize = 4096;
+/// Words of one 64-byte slot.
+const WORDS: usize = 8;
+/// Longest a side spins for the other before the run fails.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A cache line of its own.
+#[repr(align(64))]
+#[derive(Debug, Default)]
+struct Line(AtomicU64);
+
+/// One slot: 64 bytes on a cache line.
+#[repr(align(64))]
+#[derive(Debug, Default)]
+struct Slot([AtomicU64; WORDS]);
+
+/// The hand ring.
+#[derive(Debug)]
+struct HandRing {
+    head: Line,
+    tail: Line,
+    slots: Box<[Slot]>,
+}
+
+impl HandRing {
+    fn new() -> Arc<Self> {
+        Arc::new(HandRing {
+            head: Line::default(),
+            tail: Line::default(),
+            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+        })
+    }
+
+    /// Writes `message` at `*at` once there is room, and publishes it.
+    fn push(&self, at: &mut u64, message: &[u64; WORDS]) -> Result<(), BenchError> {
+        let started = Instant::now();
+        // SYNC: Acquire pairs with the consumer's Release store of its
+        // tail: the slot it freed is not read again.
+        while *at - self.tail.0.load(Ordering::Acquire) >= SLOTS as u64 {
+            spin(started)?;
+        }
+        let slot = &self.slots[*at as usize % SLOTS];
+        for (word, value) in slot.0.iter().zip(message) {
+            // SYNC: Relaxed; published by the Release store of the head.
+            word.store(*value, Ordering::Relaxed);
+        }
+        *at += 1;
+        // SYNC: Release publishes the slot's words to the Acquire load in
+        // `pop`.
+        self.head.0.store(*at, Ordering::Release);
+        Ok(())
+    }
+
+    /// Reads the message at `*at` once it is published, and frees it.
+    fn pop(&self, at: &mut u64, message: &mut [u64; WORDS]) -> Result<(), BenchError> {
+        let started = Instant::now();
+        // SYNC: Acquire pairs with the producer's Release store of its head.
+        while self.head.0.load(Ordering::Acquire) <= *at {
+            spin(started)?;
+        }
+        let slot = &self.slots[*at as usize % SLOTS];
+        for (value, word) in message.iter_mut().zip(&slot.0) {
+            // SYNC: Relaxed; ordered by the Acquire load of the head.
+            *value = word.load(Ordering::Relaxed);
+        }
+        *at += 1;
+        // SYNC: Release; the producer's Acquire load of the tail sees the
+        // slot read before it writes it again.
+        self.tail.0.store(*at, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// One spin of a wait that began at `started`.
+fn spin(started: Instant) -> Result<(), BenchError> {
+    std::hint::spin_loop();
+    if started.elapsed() > WAIT {
+        return Err(BenchError::Peer {
+            reason: "the hand ring's other side stopped for 10 s".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The hand ring's case of a `bench ring` run.
+#[derive(Debug, Clone, Copy)]
+pub struct HandBench {
+    /// The client's CPU, then the server's.
+    pub cpus: [CpuId; 2],
+    /// Round trips, and messages streamed.
+    pub msgs: u64,
+}
+
+impl HandBench {
+    /// Ping-pong then streaming, as pinwheel's case runs them.
+    pub fn run(&self) -> Result<Case, BenchError> {
+        Ok(Case {
+            rtt: self.round_trips()?,
+            throughput_msgs_per_s: self.stream()?,
+            idle_cpu_percent: None,
+        })
+    }
+
+    fn round_trips(&self) -> Result<hdrhistogram::Histogram<u64>, BenchError> {
+        let (requests, replies) = (HandRing::new(), HandRing::new());
+        let warmup = (self.msgs / 10).min(10_000);
+        let total = warmup + self.msgs;
+        let server = {
+            let (requests, replies, cpu) =
+                (Arc::clone(&requests), Arc::clone(&replies), self.cpus[1]);
+            std::thread::spawn(move || -> Result<(), BenchError> {
+                pin(cpu)?;
+                let (mut read, mut write) = (0, 0);
+                let mut message = [0; WORDS];
+                for _ in 0..total {
+                    requests.pop(&mut read, &mut message)?;
+                    replies.push(&mut write, &message)?;
+                }
+                Ok(())
+            })
+        };
+        pin(self.cpus[0])?;
+        let mut histogram = new_histogram();
+        let (mut write, mut read) = (0, 0);
+        let mut reply = [0; WORDS];
+        for i in 0..total {
+            let message = [i; WORDS];
+            let start = Instant::now();
+            requests.push(&mut write, &message)?;
+            replies.pop(&mut read, &mut reply)?;
+            if reply != message {
+                return Err(BenchError::Peer {
+                    reason: format!("hand ring: round trip {i} came back changed"),
+                });
+            }
+            if i >= warmup {
+                record_duration(&mut histogram, start.elapsed());
+            }
+        }
+        join(server)?;
+        Ok(histogram)
+    }
+
+    fn stream(&self) -> Result<f64, BenchError> {
+        let ring = HandRing::new();
+        let msgs = self.msgs;
+        let sink = {
+            let (ring, cpu) = (Arc::clone(&ring), self.cpus[1]);
+            std::thread::spawn(move || -> Result<(), BenchError> {
+                pin(cpu)?;
+                let mut read = 0;
+                let mut message = [0; WORDS];
+                for i in 0..msgs {
+                    ring.pop(&mut read, &mut message)?;
+                    if message[0] != i {
+                        return Err(BenchError::Peer {
+                            reason: format!("hand ring: message {i} came out of order"),
+                        });
+                    }
+                }
+                Ok(())
+            })
+        };
+        pin(self.cpus[0])?;
+        let started = Instant::now();
+        let mut write = 0;
+        for i in 0..msgs {
+            ring.push(&mut write, &[i; WORDS])?;
+        }
+        join(sink)?;
+        Ok(msgs as f64 / started.elapsed().as_secs_f64().max(1e-9))
+    }
+}
+
+fn pin(cpu: CpuId) -> Result<(), BenchError> {
+    pin_current_thread(cpu).map_err(|source| BenchError::Pin { cpu, source })
+}
+
+fn join(side: std::thread::JoinHandle<Result<(), BenchError>>) -> Result<(), BenchError> {
+    side.join().map_err(|_| BenchError::Peer {
+        reason: "the hand ring's other side panicked".into(),
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_come_out_in_order_across_a_wrap_of_the_ring() {
+        let ring = HandRing::new();
+        let (mut write, mut read) = (0, 0);
+        let mut out = [0; WORDS];
+        for i in 0..(3 * SLOTS as u64) {
+            ring.push(&mut write, &[i; WORDS]).unwrap();
+            ring.pop(&mut read, &mut out).unwrap();
+            assert_eq!(out, [i; WORDS]);
+        }
+    }
+
+    #[test]
+    fn a_run_on_two_cpus_times_every_round_trip_and_streams() {
+        let case = HandBench {
+            cpus: [CpuId(0), CpuId(1)],
+            msgs: 1000,
+        }
+        .run()
+        .unwrap();
+
+        assert_eq!(case.rtt.len(), 1000);
+        assert!(case.throughput_msgs_per_s > 0.0);
+    }
+}
