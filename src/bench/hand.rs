@@ -63,11 +63,11 @@ impl HandRing {
 
     /// Writes `message` at `*at` once there is room, and publishes it.
     fn push(&self, at: &mut u64, message: &[u64; WORDS]) -> Result<(), BenchError> {
-        let started = Instant::now();
+        let mut waiting = Waiting::default();
         // SYNC: Acquire pairs with the consumer's Release store of its
         // tail: the slot it freed is not read again.
         while *at - self.tail.0.load(Ordering::Acquire) >= SLOTS as u64 {
-            spin(started)?;
+            waiting.spin()?;
         }
         let slot = &self.slots[*at as usize % SLOTS];
         for (word, value) in slot.0.iter().zip(message) {
@@ -83,10 +83,10 @@ impl HandRing {
 
     /// Reads the message at `*at` once it is published, and frees it.
     fn pop(&self, at: &mut u64, message: &mut [u64; WORDS]) -> Result<(), BenchError> {
-        let started = Instant::now();
+        let mut waiting = Waiting::default();
         // SYNC: Acquire pairs with the producer's Release store of its head.
         while self.head.0.load(Ordering::Acquire) <= *at {
-            spin(started)?;
+            waiting.spin()?;
         }
         let slot = &self.slots[*at as usize % SLOTS];
         for (value, word) in message.iter_mut().zip(&slot.0) {
@@ -101,15 +101,32 @@ impl HandRing {
     }
 }
 
-/// One spin of a wait that began at `started`.
-fn spin(started: Instant) -> Result<(), BenchError> {
-    std::hint::spin_loop();
-    if started.elapsed() > WAIT {
-        return Err(BenchError::Peer {
-            reason: "the hand ring's other side stopped for 10 s".into(),
-        });
+/// Spins between clock reads: a clock read costs as much as a round
+/// trip's share of the ring, so a wait reads it rarely, and not at all
+/// when the other side is there at once.
+const SPINS_PER_CLOCK: u32 = 4096;
+
+/// One side's wait for the other, failing after [`WAIT`].
+#[derive(Debug, Default)]
+struct Waiting {
+    spins: u32,
+    since: Option<Instant>,
+}
+
+impl Waiting {
+    fn spin(&mut self) -> Result<(), BenchError> {
+        std::hint::spin_loop();
+        self.spins = self.spins.wrapping_add(1);
+        if self.spins.is_multiple_of(SPINS_PER_CLOCK) {
+            let since = *self.since.get_or_insert_with(Instant::now);
+            if since.elapsed() > WAIT {
+                return Err(BenchError::Peer {
+                    reason: "the hand ring's other side stopped for 10 s".into(),
+                });
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The hand ring's case of a `bench ring` run.
