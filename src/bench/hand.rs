@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use super::BenchError;
 use super::report::Case;
+use super::ring::pin;
 use crate::latency::{new_histogram, record_duration};
-use crate::runtime::affinity::pin_current_thread;
 use crate::topology::CpuId;
 
 /// Slots of each hand ring (as many as pinwheel's bench rings).
@@ -217,10 +217,6 @@ impl HandBench {
         join(sink)?;
         Ok(msgs as f64 / started.elapsed().as_secs_f64().max(1e-9))
     }
-}
-
-fn pin(cpu: CpuId) -> Result<(), BenchError> {
-    pin_current_thread(cpu).map_err(|source| BenchError::Pin { cpu, source })
 }
 
 fn join(side: std::thread::JoinHandle<Result<(), BenchError>>) -> Result<(), BenchError> {

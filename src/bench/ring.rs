@@ -377,7 +377,7 @@ fn thread_cpu_ns() -> u64 {
     (time.tv_sec() as u64).saturating_mul(1_000_000_000) + time.tv_nsec() as u64
 }
 
-fn pin(cpu: CpuId) -> Result<(), BenchError> {
+pub(super) fn pin(cpu: CpuId) -> Result<(), BenchError> {
     pin_current_thread(cpu).map_err(|source| BenchError::Pin { cpu, source })
 }
 
