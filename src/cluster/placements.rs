@@ -41,6 +41,11 @@ use super::link::{Shared, bad_frame, nats_error};
 use super::proto::{self, FrameProblem};
 use crate::gpu::sched::{Write, WriteOutcome, WriteRequest};
 
+/// How long a watch that has not finished its replay may deliver nothing
+/// before it is taken for stalled: twice what one bucket operation may
+/// take.
+const REPLAY_PATIENCE: Duration = KV_TIMEOUT.saturating_mul(2);
+
 pub(super) async fn task(shared: Arc<Shared>, mut writes: mpsc::Receiver<WriteRequest>) {
     let js = jetstream::new(shared.client.clone());
     let retry = Duration::from_millis(shared.config.heartbeat_ms());
@@ -84,6 +89,12 @@ pub(super) async fn task(shared: Arc<Shared>, mut writes: mpsc::Receiver<WriteRe
 /// of the stream each time: `Store::status` only repeats the stream info
 /// fetched when the bucket was opened, which made the check compare
 /// against a stale number and never fire.
+///
+/// That check needs the stream to answer. Right after a node of the
+/// cluster dies it may not (its stream leader is being elected again),
+/// while a watch made in that window can stay silent for good: so a
+/// watch that has not finished its replay also starts over when it has
+/// delivered nothing for [`REPLAY_PATIENCE`], whatever the stream says.
 async fn follow(
     shared: &Shared,
     store: &kv::Store,
@@ -97,6 +108,7 @@ async fn follow(
         Err(_) => return nats_error(shared, "watch placements", "timed out"),
     };
     let mut synced = empty;
+    let mut progress = Instant::now();
     if synced {
         shared.emit(ClusterEvent::PlacementsSynced(true));
     }
@@ -117,14 +129,29 @@ async fn follow(
                     tracing::warn!("placements watch stalled; following the bucket again");
                     return;
                 }
+                if !synced && progress.elapsed() >= REPLAY_PATIENCE {
+                    tracing::warn!(
+                        delivered,
+                        "placements watch silent before its replay ended; following the bucket again"
+                    );
+                    return;
+                }
                 held = match tokio::time::timeout(KV_TIMEOUT, stream.info()).await {
                     Ok(Ok(info)) => Some(info.state.last_sequence).filter(|&last| last > delivered),
-                    _ => None,
+                    Ok(Err(e)) => {
+                        nats_error(shared, "read placements stream info", &e.to_string());
+                        None
+                    }
+                    Err(_) => {
+                        nats_error(shared, "read placements stream info", "timed out");
+                        None
+                    }
                 };
             }
             entry = watch.next() => match entry {
                 Some(Ok(entry)) => {
                     delivered = delivered.max(entry.revision);
+                    progress = Instant::now();
                     let caught_up = entry.delta == 0 || entry.seen_current;
                     apply(shared, &entry, &mut aligned, &mut last_warn);
                     if caught_up && !synced {
@@ -152,6 +179,9 @@ async fn follow(
 }
 
 fn answer(shared: &Shared, req: WriteRequest, outcome: WriteOutcome) {
+    if outcome == WriteOutcome::Failed {
+        tracing::debug!(slot = %req.slot, "placement write failed; the scheduler asks again");
+    }
     shared.emit(ClusterEvent::Written {
         slot: req.slot,
         outcome,

@@ -7,7 +7,8 @@
 //! 3. note whether the view is degraded;
 //!
 //! and, only while the table holds the whole store (a partial view would
-//! re-create or yield slots it has not heard of yet):
+//! re-create or yield slots it has not heard of yet), asks again for the
+//! placements asked of this host whose create failed, then:
 //!
 //! 4. **yield** each local slot the store gives another owner;
 //! 5. **re-create** each local slot the store has no entry for (a store
@@ -47,6 +48,7 @@ impl GpuScheduler {
         if !self.link_up || !self.is_synced() {
             return;
         }
+        self.ask_again(now_ms, out);
         self.yield_and_recreate(now_ms, out);
         let slots: Vec<Slot> = self.table.keys().cloned().collect();
         for slot in slots {
@@ -82,7 +84,9 @@ impl GpuScheduler {
             if let Some(loaded) = self.loaded.get_mut(&slot) {
                 loaded.active_until_ms = 0;
             }
-            self.change(&slot, |o| o.active = false, now_ms, out);
+            if self.owns(&slot) {
+                self.change(&slot, |o| o.active = false, now_ms, out);
+            }
         }
     }
 

@@ -60,6 +60,12 @@ pub struct GpuScheduler {
     pub(super) writing: BTreeMap<Slot, (Write, u64)>,
     /// No new write to a slot before this time, ms (after a refusal).
     pub(super) backoff: BTreeMap<Slot, u64>,
+    /// Placements asked of this host whose entry the store has not shown
+    /// yet, with the request (where it may go) to ask again: a create that
+    /// failed (the link was down, the store did not answer in time) is
+    /// issued again after its backoff, so an accepted placement is never
+    /// dropped.
+    pub(super) asked: BTreeMap<Slot, (Ownership, Option<HostName>)>,
     pub(super) peers: BTreeMap<HostName, Peer>,
     /// Since when the table holds the whole store, ms; `None` while not.
     pub(super) synced_since_ms: Option<u64>,
@@ -111,6 +117,7 @@ impl GpuScheduler {
             table: BTreeMap::new(),
             writing: BTreeMap::new(),
             backoff: BTreeMap::new(),
+            asked: BTreeMap::new(),
             peers: BTreeMap::new(),
             synced_since_ms: None,
             generation: 0,
@@ -246,6 +253,9 @@ impl GpuScheduler {
             o.vram_mib = o.vram_mib.min(MAX_VRAM_MIB);
             o
         });
+        if owner.is_some() {
+            self.asked.remove(&slot);
+        }
         self.table.insert(
             slot,
             Seen {
@@ -274,8 +284,13 @@ impl GpuScheduler {
         let WriteOutcome::Written { revision } = outcome else {
             let retry = now_ms.saturating_add(self.config.heartbeat_ms);
             self.backoff.insert(slot.clone(), retry);
+            if outcome == WriteOutcome::Conflict {
+                // Another entry holds the key: the watch shows whose.
+                self.asked.remove(slot);
+            }
             return;
         };
+        self.asked.remove(slot);
         self.backoff.remove(slot);
         let owner = write.owner().cloned();
         // The watch delivers the same entry; whichever comes first counts.
@@ -307,9 +322,22 @@ impl GpuScheduler {
             loaded.active_until_ms = loaded.active_until_ms.max(until);
             stale.push(slot.clone());
         }
+        stale.retain(|s| self.owns(s));
         for slot in stale {
             self.change(&slot, |o| o.active = true, now_ms, out);
         }
+    }
+
+    /// Whether the store names this host the owner of `slot`. A local
+    /// slot's active mark is written only to this host's own entry: one
+    /// the store has given another owner is not this host's to change
+    /// (and the write, while in flight, would hold back this host's
+    /// yield of it: the two hosts would hold it at once).
+    pub(super) fn owns(&self, slot: &Slot) -> bool {
+        self.table
+            .get(slot)
+            .and_then(|s| s.owner.as_ref())
+            .is_some_and(|o| o.host == self.me)
     }
 
     /// Pins (or unpins) every replica of `model` the store holds: a pinned
@@ -388,20 +416,52 @@ impl GpuScheduler {
         *host == self.me || self.peers.get(host).is_some_and(|p| !p.lost)
     }
 
-    /// Chooses where `owner`'s slot goes and asks the store to create it.
+    /// Chooses where `owner`'s slot goes and asks the store to create it,
+    /// remembering the request until the store shows the slot.
     pub(super) fn create(
         &mut self,
         slot: &Slot,
-        mut owner: Ownership,
+        owner: Ownership,
         only: Option<&HostName>,
         now_ms: u64,
         out: &mut Vec<Decision>,
     ) -> Result<Placement, SchedError> {
-        self.choose(slot, &mut owner, only, None)?;
+        if self.asked.len() >= MAX_SLOTS && !self.asked.contains_key(slot) {
+            return Err(SchedError::TooManySlots {
+                slot: slot.clone(),
+                max: MAX_SLOTS,
+            });
+        }
+        let mut chosen = owner.clone();
+        self.choose(slot, &mut chosen, only, None)?;
+        self.asked.insert(slot.clone(), (owner, only.cloned()));
         self.backoff.remove(slot);
-        let placed = placement(slot, &owner, 0);
-        self.issue(slot, Write::Create(owner), now_ms, out);
+        let placed = placement(slot, &chosen, 0);
+        self.issue(slot, Write::Create(chosen), now_ms, out);
         Ok(placed)
+    }
+
+    /// Asks the store again for each asked placement whose create failed,
+    /// once its backoff is over: where it goes is chosen again (the host
+    /// first chosen may be gone). One that no longer fits anywhere waits
+    /// for room.
+    pub(super) fn ask_again(&mut self, now_ms: u64, out: &mut Vec<Decision>) {
+        let due: Vec<Slot> = self
+            .asked
+            .keys()
+            .filter(|s| !self.writing.contains_key(*s))
+            .filter(|s| self.table.get(*s).is_none_or(|seen| seen.owner.is_none()))
+            .filter(|s| self.backoff.get(*s).is_none_or(|&t| now_ms >= t))
+            .cloned()
+            .collect();
+        for slot in due {
+            let Some((mut owner, only)) = self.asked.get(&slot).cloned() else {
+                continue;
+            };
+            if self.choose(&slot, &mut owner, only.as_ref(), None).is_ok() {
+                self.issue(&slot, Write::Create(owner), now_ms, out);
+            }
+        }
     }
 
     /// Asks the store to change the entry of `slot` with `edit`, if it has

@@ -219,6 +219,117 @@ fn two_hosts_placing_one_model_at_once_make_one_owner() {
 }
 
 #[test]
+fn a_placement_whose_create_failed_is_asked_again_until_the_store_takes_it() {
+    let mut c = Cluster::new(vec![host("a", &[20 * GIB]), host("b", &[20 * GIB])]);
+    c.gossip(0, &[0, 1]);
+    let mut out = Vec::new();
+    c.hosts[0]
+        .place(&pinned("ocr", 2 * GIB), 0, &mut out)
+        .expect("fits");
+    // The link failed that write (down, or the store did not answer).
+    for d in &out {
+        if let Decision::Write(req) = d {
+            c.hosts[0].written(&req.slot, WriteOutcome::Failed, 0, &mut Vec::new());
+        }
+    }
+
+    c.round(100, &[0, 1]);
+    let during_backoff = c.owner("ocr");
+    c.round(300, &[0, 1]);
+
+    assert_eq!(during_backoff, None, "not asked again before its backoff");
+    assert_eq!(c.owner("ocr"), Some(("a".to_owned(), true)));
+    assert_eq!(c.loads(0, "ocr"), 1);
+    let writes = c.log[0]
+        .iter()
+        .filter(|d| matches!(d, Decision::Write(r) if r.slot == slot("ocr", 0)))
+        .count();
+    c.round(600, &[0, 1]);
+    let writes_after = c.log[0]
+        .iter()
+        .filter(|d| matches!(d, Decision::Write(r) if r.slot == slot("ocr", 0)))
+        .count();
+    assert_eq!(writes, writes_after, "asked no more once the store took it");
+}
+
+#[test]
+fn a_create_refused_because_another_host_placed_the_slot_is_not_asked_again() {
+    let mut c = Cluster::new(vec![host("a", &[20 * GIB]), host("b", &[20 * GIB])]);
+    c.gossip(0, &[0, 1]);
+    let mut out_a = Vec::new();
+    c.hosts[0]
+        .place(&pinned("llm", 4 * GIB), 0, &mut out_a)
+        .expect("fits");
+    c.place(1, &pinned("llm", 4 * GIB), 0);
+    // a's create reaches the store after b's and is refused; a has not
+    // seen b's entry yet.
+    let mut refused = Vec::new();
+    for d in &out_a {
+        if let Decision::Write(req) = d {
+            let outcome = c.kv.apply(req);
+            assert_eq!(outcome, WriteOutcome::Conflict);
+            c.hosts[0].written(&req.slot, outcome, 0, &mut refused);
+        }
+    }
+    let mut later = Vec::new();
+    c.hosts[0].tick(1_000, &mut later);
+
+    assert!(
+        !later
+            .iter()
+            .any(|d| matches!(d, Decision::Write(r) if r.slot == slot("llm", 0))),
+        "{later:?}"
+    );
+    assert_eq!(c.owner("llm"), Some(("b".to_owned(), true)));
+}
+
+#[test]
+fn an_active_mark_that_runs_out_after_the_store_gave_the_slot_away_is_not_written() {
+    // Found by the simulation: the host's write of its expired mark on
+    // the new owner's entry held back its yield, so two hosts held it.
+    let mut c = Cluster::new(vec![host("a", &[20 * GIB]), host("b", &[20 * GIB])]);
+    c.gossip(0, &[0, 1]);
+    let job = JobRequest {
+        model: ModelName::from("asr"),
+        vram_mib: 2 * GIB,
+        priority: 1,
+        hold_ms: 100,
+        policy: Policy::Binpack,
+    };
+    let mut out = Vec::new();
+    c.hosts[0].place_job(&job, 0, &mut out).expect("fits");
+    c.carry_out(0, out, 0);
+    c.deliver(0, &[0, 1]);
+    assert_eq!(c.loads(0, "asr"), 1);
+    // The store gives the slot to b (b re-placed it while it thought a
+    // lost), and a hears of it.
+    let (revision, owner) = c.kv.get(&slot("asr", 0)).expect("created");
+    let mut owner = owner.clone();
+    owner.host = HostName::from("b");
+    let moved = WriteRequest {
+        slot: slot("asr", 0),
+        write: Write::Update { owner, revision },
+    };
+    assert!(matches!(c.kv.apply(&moved), WriteOutcome::Written { .. }));
+    c.deliver(10, &[0, 1]);
+
+    c.gossip(1_990, &[0, 1]);
+    let mut later = Vec::new();
+    c.hosts[0].tick(2_000, &mut later);
+
+    assert!(
+        !later.iter().any(|d| matches!(d, Decision::Write(_))),
+        "{later:?}"
+    );
+    assert!(
+        later
+            .iter()
+            .any(|d| matches!(d, Decision::Yield { slot: s, .. } if *s == slot("asr", 0))),
+        "{later:?}"
+    );
+}
+
+#[test]
 fn a_lost_owners_pinned_model_is_placed_again_by_one_survivor_and_an_unpinned_one_deleted() {
     let mut c = Cluster::new(vec![
         host("a", &[20 * GIB]),
