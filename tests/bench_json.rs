@@ -135,6 +135,23 @@ fn find_max_names_the_highest_passing_rate_and_that_run_s_counts() {
         max,
         "{report:#}"
     );
+    // The search brackets the maximum: every failing rate lies above it,
+    // and a failing first rate is followed by lower ones.
+    let failed: Vec<f64> = probes
+        .iter()
+        .filter(|p| p["passed"] == Value::Bool(false))
+        .map(|p| p["rate_per_s"].as_f64().unwrap())
+        .collect();
+    assert!(failed.iter().all(|&rate| rate > max), "{report:#}");
+    let first = probes[0]["rate_per_s"].as_f64().unwrap();
+    if probes[0]["passed"] == Value::Bool(false) {
+        assert!(
+            probes
+                .iter()
+                .any(|p| p["rate_per_s"].as_f64().unwrap() < first),
+            "{report:#}"
+        );
+    }
     if max > 0.0 {
         assert_eq!(report["rate_per_s"].as_f64(), Some(max), "{report:#}");
         assert_percentiles(&report, "e2e_ns");

@@ -45,6 +45,8 @@ const FIRST_RATE: f64 = 1_000.0;
 const REFINE_STEPS: u32 = 4;
 /// Highest rate `--find-max` tries.
 const MAX_RATE: f64 = 1_024_000.0;
+/// Lowest rate `--find-max` tries when [`FIRST_RATE`] fails.
+const MIN_RATE: f64 = FIRST_RATE / 64.0;
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,10 +124,11 @@ impl MeshBench {
 
     /// The highest offered rate the mesh serves with a p99 under
     /// [`MAX_P99_NS`] and nothing unsent or timed out: doubles the rate
-    /// from [`FIRST_RATE`] until a run fails, then halves the interval
-    /// between the last pass and the first failure [`REFINE_STEPS`]
-    /// times. Each probe is a whole run of `duration`. `None` when even
-    /// the first rate fails.
+    /// from [`FIRST_RATE`] until a run fails (or, when that first rate
+    /// fails, halves it until one passes, down to [`MIN_RATE`]), then
+    /// halves the interval between the highest pass and the lowest
+    /// failure [`REFINE_STEPS`] times. Each probe is a whole run of
+    /// `duration`. The maximum is 0 when even [`MIN_RATE`] fails.
     pub fn find_max(&self) -> Result<FindMax, BenchError> {
         let mut probes = Vec::new();
         let mut probe = |rate: f64| -> Result<Option<MeshJson>, BenchError> {
@@ -155,6 +158,15 @@ impl MeshBench {
                 }
             }
             rate *= 2.0;
+        }
+        // The first rate failed: down until a rate passes.
+        rate = FIRST_RATE / 2.0;
+        while best.is_none() && rate >= MIN_RATE {
+            match probe(rate)? {
+                Some(json) => best = Some(json),
+                None => failed_at = Some(rate),
+            }
+            rate /= 2.0;
         }
         if let (Some(mut low), Some(mut high)) = (best.as_ref().map(|b| b.rate_per_s), failed_at) {
             for _ in 0..REFINE_STEPS {
