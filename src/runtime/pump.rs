@@ -142,20 +142,20 @@ fn idle(pump: &mut Pump, cap: Instant) {
     };
     let census = &pump.census;
     let watches = pump.node.watches();
-    let also = match watches.arm() {
-        Ok(Some(bells)) => bells,
+    match watches.arm() {
+        Ok(true) => {}
         // A watched ring has a frame: the next loop wakes its task.
-        Ok(None) => return,
+        Ok(false) => return,
+        // Nothing armed: the park is the executor's own.
         Err(err) => {
             tracing::error!(executor = pump.node.executor(), error = %err, "cannot arm a watched ring");
-            Vec::new()
         }
-    };
+    }
     census.set_parked(true);
     let wake = pump.group.wait_until_also(
         deadline,
         || census.ready() > 0 || glommio::executor().need_preempt() || watches.any_frames(),
-        &also,
+        &watches.armed(),
     );
     census.set_parked(false);
     watches.disarm();

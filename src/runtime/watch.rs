@@ -16,7 +16,7 @@
 //! A watched group is shared with its owner (`Rc<RefCell<..>>`); the pump
 //! borrows it only between the owner's awaits, never across one.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -32,6 +32,7 @@ pub type SharedGroup = Rc<RefCell<Option<ConsumerGroup>>>;
 #[derive(Debug, Default)]
 pub struct Watches {
     waiting: RefCell<Vec<Entry>>,
+    armed: RefCell<Vec<DataBell>>,
     next_id: Cell<u64>,
 }
 
@@ -87,13 +88,14 @@ impl Watches {
         woken
     }
 
-    /// Arms every watched group for a park and returns their bells, or
-    /// `None` when one has a frame (the pump should not park; its next
-    /// [`Watches::wake_ready`] wakes the task). Call [`Watches::disarm`]
-    /// after the park.
-    pub fn arm(&self) -> Result<Option<Vec<DataBell>>, RingError> {
+    /// Arms every watched group for a park, their bells then in
+    /// [`Watches::armed`]; false, nothing armed, when one has a frame (the
+    /// pump should not park; its next [`Watches::wake_ready`] wakes the
+    /// task). Call [`Watches::disarm`] after the park.
+    pub fn arm(&self) -> Result<bool, RingError> {
         let waiting = self.waiting.borrow();
-        let mut bells = Vec::with_capacity(waiting.len());
+        let mut bells = self.armed.borrow_mut();
+        bells.clear();
         for (i, entry) in waiting.iter().enumerate() {
             // A group its owner holds (never across an await, so not while
             // the pump runs) is left out of this park: the pump parks at
@@ -101,26 +103,29 @@ impl Watches {
             let Ok(mut slot) = entry.group.try_borrow_mut() else {
                 continue;
             };
-            let Some(group) = slot.as_mut() else {
-                drop(slot);
-                disarm_all(&waiting[..i]);
-                return Ok(None);
+            let armed = match slot.as_mut() {
+                None => Ok(false),
+                Some(group) => group.arm().inspect(|&armed| {
+                    if armed {
+                        bells.push(group.bell().clone());
+                    }
+                }),
             };
-            match group.arm() {
-                Ok(true) => bells.push(group.bell().clone()),
-                Ok(false) => {
-                    drop(slot);
-                    disarm_all(&waiting[..i]);
-                    return Ok(None);
-                }
-                Err(err) => {
-                    drop(slot);
-                    disarm_all(&waiting[..i]);
-                    return Err(err);
-                }
+            if armed.as_ref().is_ok_and(|&armed| armed) {
+                continue;
             }
+            drop(slot);
+            bells.clear();
+            disarm_all(&waiting[..i]);
+            return armed;
         }
-        Ok(Some(bells))
+        Ok(true)
+    }
+
+    /// The bells of the groups the last [`Watches::arm`] armed (a buffer
+    /// kept between parks, so a park allocates nothing).
+    pub fn armed(&self) -> Ref<'_, [DataBell]> {
+        Ref::map(self.armed.borrow(), Vec::as_slice)
     }
 
     /// Declares every watched group awake after a park, taking their
@@ -303,12 +308,12 @@ mod tests {
             producer
         });
 
-        let bells = watches.arm().expect("arm").expect("no frame yet");
+        assert!(watches.arm().expect("arm"), "no frame yet");
         let woke = own
             .wait_until_also(
                 Instant::now() + std::time::Duration::from_secs(10),
                 || false,
-                &bells,
+                &watches.armed(),
             )
             .expect("wait");
         watches.disarm();

@@ -98,7 +98,6 @@ impl ConsumerGroup {
         Ok(false)
     }
 
-    /// Declares every ring asleep; false (all undeclared) if any has frames.
     /// The bell the group's producers ring.
     pub fn bell(&self) -> &DataBell {
         &self.bell
@@ -107,22 +106,9 @@ impl ConsumerGroup {
     /// Declares every ring asleep for a park that someone else does (an
     /// executor's pump parking on this group's bell beside its own):
     /// false, and nothing armed, if a ring has a frame. Undo it with
-    /// [`ConsumerGroup::disarm`] after the park.
+    /// [`ConsumerGroup::disarm`] after the park. The group's own parks
+    /// arm the same way.
     pub fn arm(&mut self) -> Result<bool, RingError> {
-        self.arm_all()
-    }
-
-    /// Declares every ring awake again after [`ConsumerGroup::arm`], and
-    /// takes the bell's count so that the next park does not return at
-    /// once.
-    pub fn disarm(&mut self) {
-        self.disarm_all();
-        // A failed read leaves the count: the next park returns at once
-        // and this runs again.
-        let _ = self.bell.0.take();
-    }
-
-    fn arm_all(&mut self) -> Result<bool, RingError> {
         for consumer in &mut self.consumers {
             consumer.release_idle()?;
         }
@@ -133,6 +119,16 @@ impl ConsumerGroup {
             }
         }
         Ok(true)
+    }
+
+    /// Declares every ring awake again after [`ConsumerGroup::arm`], and
+    /// takes the bell's count so that the next park does not return at
+    /// once.
+    pub fn disarm(&mut self) {
+        self.disarm_all();
+        // A failed read leaves the count: the next park returns at once
+        // and this runs again.
+        let _ = self.bell.0.take();
     }
 
     fn disarm_all(&mut self) {
@@ -167,7 +163,7 @@ impl ConsumerGroup {
     ) -> Result<GroupWake, RingError> {
         for _ in 0..POLLS_FIRST {
             if self.any_frames()? {
-                self.waiter.waited(Duration::ZERO);
+                self.waiter.caught();
                 return Ok(GroupWake::Frames);
             }
             if interrupt() {
@@ -181,28 +177,28 @@ impl ConsumerGroup {
             Some(budget) if budget.is_zero() => None,
             Some(budget) => Some((started + budget).min(deadline)),
         };
-        if let Some(stop) = stop
-            && let Some(wake) = self.spin(started, stop, &mut interrupt)?
-        {
-            return Ok(wake);
+        if let Some(stop) = stop {
+            match self.spin(stop, &mut interrupt)? {
+                Some(wake) => return Ok(wake),
+                None => self.waiter.ran_out(started.elapsed()),
+            }
         }
         if Instant::now() >= deadline {
             return Ok(GroupWake::Deadline);
         }
-        self.park(started, deadline, &mut interrupt, also)
+        self.park(deadline, &mut interrupt, also)
     }
 
     /// Spins until `stop`; `None` when the spin ran out.
     fn spin(
         &mut self,
-        started: Instant,
         stop: Instant,
         interrupt: &mut impl FnMut() -> bool,
     ) -> Result<Option<GroupWake>, RingError> {
         let mut polls = 0u32;
         loop {
             if self.any_frames()? {
-                self.waiter.waited(started.elapsed());
+                self.waiter.caught();
                 return Ok(Some(GroupWake::Frames));
             }
             if interrupt() {
@@ -218,14 +214,12 @@ impl ConsumerGroup {
 
     fn park(
         &mut self,
-        started: Instant,
         deadline: Instant,
         interrupt: &mut impl FnMut() -> bool,
         also: &[DataBell],
     ) -> Result<GroupWake, RingError> {
         loop {
-            if !self.arm_all()? {
-                self.waiter.waited(started.elapsed());
+            if !self.arm()? {
                 return Ok(GroupWake::Frames);
             }
             if interrupt() {
@@ -244,7 +238,6 @@ impl ConsumerGroup {
                 return Ok(GroupWake::Interrupted);
             }
             if self.any_frames()? {
-                self.waiter.waited(started.elapsed());
                 return Ok(GroupWake::Frames);
             }
             if interrupt() {
@@ -259,14 +252,23 @@ impl ConsumerGroup {
     /// true when one of `also` rang.
     fn sleep(&self, timeout: Duration, also: &[DataBell]) -> Result<bool, RingError> {
         let doorbell = &self.bell.0;
-        let mut fds = Vec::with_capacity(1 + also.len());
-        fds.push(PollFd::new(doorbell.as_fd(), PollFlags::POLLIN));
-        fds.extend(
-            also.iter()
-                .map(|bell| PollFd::new(bell.0.as_fd(), PollFlags::POLLIN)),
-        );
+        let own = PollFd::new(doorbell.as_fd(), PollFlags::POLLIN);
+        // No allocation on a park without watched bells (most of them).
+        let (mut one, mut many);
+        let fds: &mut [PollFd<'_>] = if also.is_empty() {
+            one = [own];
+            &mut one
+        } else {
+            many = Vec::with_capacity(1 + also.len());
+            many.push(own);
+            many.extend(
+                also.iter()
+                    .map(|bell| PollFd::new(bell.0.as_fd(), PollFlags::POLLIN)),
+            );
+            &mut many
+        };
         let timeout = TimeSpec::from_duration(timeout);
-        match ppoll(&mut fds, Some(timeout), None) {
+        match ppoll(fds, Some(timeout), None) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(false),
             Ok(_) => {
                 let readable = |fd: &PollFd<'_>| {

@@ -3,19 +3,27 @@
 //! * `spin`: poll the ring until the deadline; never park, so the producer
 //!   never pays the doorbell fence. For dedicated cores only.
 //! * `park`: no spin; declare itself asleep and block on the doorbell.
-//! * `adaptive`: spin for a budget that follows the recent traffic, then
-//!   park. The budget follows the *wait*: how long the consumer recently
-//!   had to wait for each arrival, an exponentially weighted mean (weight
-//!   1/8). The wait is the idle part of the gap between arrivals, and it is
-//!   what spinning is for: when frames come every few microseconds the
-//!   budget is four waits, so the next frame is caught by spinning instead
-//!   of a wake-up; when waits exceed the class's `spin_before_park_us`,
-//!   spinning would only burn the CPU, so the budget falls to [`MIN_SPIN`],
-//!   which still catches a producer's back-to-back batches. The budget never
-//!   exceeds `spin_before_park_us`.
+//! * `adaptive`: spin for the class's `spin_before_park_us` while spinning
+//!   pays, else only [`MIN_SPIN`] (which still catches a producer's
+//!   back-to-back batches), then park. Spinning pays when it catches the
+//!   next frame: the waiter keeps the share of recent waits that ended
+//!   within a full spin (an exponentially weighted share, weight 1/8), and
+//!   spins the full length while at least [`SPIN_WHILE_CAUGHT`] of them
+//!   did. The share counts a wait only when its outcome is known: caught
+//!   within its spin (any length), or a full spin that ran out. A wait
+//!   that parked after a short spin says nothing of what a full one would
+//!   have caught, so in short mode every [`PROBE_EVERY`]th wait spins the
+//!   full length to find out.
+//!
+//!   Why not the mean wait (what this followed before): traffic in chains
+//!   (a request's calls, each answered in microseconds) separated by idle
+//!   gaps has a mean wait far above any spin, though most single waits
+//!   are short. One gap in twenty waits moved the mean past the cap, the
+//!   chain's next hops parked, and parked waits (they include the wake-up)
+//!   kept the mean there: every hop of the chain paid a wake-up.
 //!
 //! The clock is read only when a wait has to spin: frames found by the
-//! first [`CLOCK_EVERY`] polls count as no wait and cost no clock read, so
+//! first [`CLOCK_EVERY`] polls count as caught and cost no clock read, so
 //! dense traffic pays nothing for adaptation. While spinning, time is read
 //! every [`CLOCK_EVERY`] polls: a clock read costs about as much as 20
 //! polls of an idle ring.
@@ -30,39 +38,54 @@ use super::layout::ConsumerEnd;
 pub(super) const MIN_SPIN: Duration = Duration::from_micros(1);
 /// Polls between clock reads while spinning.
 const CLOCK_EVERY: u32 = 64;
+/// The share of recent waits (in 1/256ths) a full spin must catch to be
+/// kept: one in eight. A full spin costs at most `spin_before_park_us` of
+/// CPU; each catch saves a park and a wake-up (two system calls, a context
+/// switch, and tens of microseconds of latency on a VM).
+const SPIN_WHILE_CAUGHT: u32 = 256 / 8;
+/// In short mode, every this many waits spins the full length.
+const PROBE_EVERY: u32 = 8;
 
 /// The spin-phase state of a consumer.
 #[derive(Debug)]
 pub(super) struct Waiter {
     strategy: WaitStrategy,
-    max_spin: Duration,
-    /// Mean wait per arrival, nanoseconds; `None` before the first.
-    wait_ns: Option<u64>,
+    /// An adaptive waiter's full spin.
+    full: Duration,
+    /// Recent waits that ended within a full spin, in 1/256ths.
+    caught: u32,
+    /// Short-mode waits since the last full spin.
+    since_probe: u32,
 }
 
 impl Waiter {
     pub(super) fn new(strategy: WaitStrategy, max_spin: Duration) -> Self {
         Self {
             strategy,
-            max_spin,
-            wait_ns: None,
+            full: max_spin.max(MIN_SPIN),
+            caught: 256,
+            since_probe: 0,
         }
     }
 
-    /// Records how long the consumer waited for an arrival.
-    pub(super) fn waited(&mut self, wait: Duration) {
-        if self.strategy != WaitStrategy::Adaptive {
-            return;
+    /// Records a wait that ended with a frame within its spin.
+    pub(super) fn caught(&mut self) {
+        if self.strategy == WaitStrategy::Adaptive {
+            self.caught += (256 - self.caught) / 8;
         }
-        let wait = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
-        self.wait_ns = Some(match self.wait_ns {
-            None => wait,
-            Some(mean) => mean - mean / 8 + wait / 8,
-        });
+    }
+
+    /// Records a spin that ran out after `spun` without a frame: a miss
+    /// when it was a full spin (one cut short by the caller's deadline,
+    /// or a short-mode spin, tells nothing).
+    pub(super) fn ran_out(&mut self, spun: Duration) {
+        if self.strategy == WaitStrategy::Adaptive && spun >= self.full {
+            self.caught -= self.caught / 8;
+        }
     }
 
     /// Polls the ring a few times without reading the clock: frames that
-    /// are there, or arrive within [`CLOCK_EVERY`] polls, count as no wait.
+    /// are there, or arrive within [`CLOCK_EVERY`] polls, count as caught.
     /// `park` polls once.
     pub(super) fn poll_first(&mut self, end: &mut ConsumerEnd) -> Result<bool, RingError> {
         let polls = if self.strategy == WaitStrategy::Park {
@@ -72,7 +95,7 @@ impl Waiter {
         };
         for _ in 0..polls {
             if end.has_frames()? {
-                self.waited(Duration::ZERO);
+                self.caught();
                 return Ok(true);
             }
             std::hint::spin_loop();
@@ -80,23 +103,22 @@ impl Waiter {
         Ok(false)
     }
 
-    /// How long the next wait spins before parking.
-    pub(super) fn budget(&self) -> Option<Duration> {
+    /// How long the next wait spins before parking (`None`: until its
+    /// deadline).
+    pub(super) fn budget(&mut self) -> Option<Duration> {
         match self.strategy {
             WaitStrategy::Spin => None,
             WaitStrategy::Park => Some(Duration::ZERO),
             WaitStrategy::Adaptive => {
-                let Some(wait_ns) = self.wait_ns else {
-                    return Some(MIN_SPIN);
-                };
-                let wait = Duration::from_nanos(wait_ns);
-                let follow = Duration::from_nanos(wait_ns.saturating_mul(4));
-                let budget = if wait <= self.max_spin {
-                    follow.min(self.max_spin)
-                } else {
-                    MIN_SPIN
-                };
-                Some(budget.max(MIN_SPIN))
+                if self.caught >= SPIN_WHILE_CAUGHT {
+                    return Some(self.full);
+                }
+                self.since_probe += 1;
+                if self.since_probe >= PROBE_EVERY {
+                    self.since_probe = 0;
+                    return Some(self.full);
+                }
+                Some(MIN_SPIN)
             }
         }
     }
@@ -118,11 +140,12 @@ impl Waiter {
         let mut polls = 0u32;
         loop {
             if end.has_frames()? {
-                self.waited(started.elapsed());
+                self.caught();
                 return Ok(true);
             }
             polls = polls.wrapping_add(1);
             if polls.is_multiple_of(CLOCK_EVERY) && Instant::now() >= stop {
+                self.ran_out(started.elapsed());
                 return Ok(false);
             }
             std::hint::spin_loop();
@@ -145,10 +168,11 @@ impl Waiter {
         };
         loop {
             if end.has_frames()? {
-                self.waited(started.elapsed());
+                self.caught();
                 return Ok(true);
             }
             if Instant::now() >= stop {
+                self.ran_out(started.elapsed());
                 return Ok(false);
             }
             glommio::yield_if_needed().await;
@@ -160,14 +184,18 @@ impl Waiter {
 mod tests {
     use super::*;
 
+    const FULL: Duration = Duration::from_micros(50);
+
     fn sut(strategy: WaitStrategy) -> Waiter {
-        Waiter::new(strategy, Duration::from_micros(50))
+        Waiter::new(strategy, FULL)
     }
 
-    fn with_wait(wait: Duration) -> Waiter {
+    /// An adaptive waiter after `n` full spins that ran out.
+    fn after_misses(n: usize) -> Waiter {
         let mut waiter = sut(WaitStrategy::Adaptive);
-        for _ in 0..64 {
-            waiter.waited(wait);
+        for _ in 0..n {
+            let budget = waiter.budget().expect("adaptive has a budget");
+            waiter.ran_out(budget);
         }
         waiter
     }
@@ -179,46 +207,62 @@ mod tests {
     }
 
     #[test]
-    fn adaptive_budget_follows_short_waits() {
-        assert_eq!(
-            with_wait(Duration::from_micros(5)).budget(),
-            Some(Duration::from_micros(20))
-        );
+    fn adaptive_spins_the_full_length_until_full_spins_keep_running_out() {
+        assert_eq!(sut(WaitStrategy::Adaptive).budget(), Some(FULL));
+        assert_eq!(after_misses(8).budget(), Some(FULL));
+        let mut idle = after_misses(64);
+        let short = (0..PROBE_EVERY)
+            .filter(|_| idle.budget() == Some(MIN_SPIN))
+            .count();
+        assert_eq!(short, PROBE_EVERY as usize - 1, "all but the probe");
     }
 
     #[test]
-    fn adaptive_budget_is_capped_by_the_class_maximum() {
-        assert_eq!(
-            with_wait(Duration::from_micros(20)).budget(),
-            Some(Duration::from_micros(50))
-        );
-        assert_eq!(
-            with_wait(Duration::from_micros(60)).budget(),
-            Some(MIN_SPIN)
-        );
+    fn chains_of_short_waits_between_long_gaps_keep_the_full_spin() {
+        // A request's chain: nineteen waits caught, then one idle gap that
+        // a full spin does not bridge; over and over.
+        let mut sut = sut(WaitStrategy::Adaptive);
+        for _ in 0..50 {
+            for _ in 0..19 {
+                assert_eq!(sut.budget(), Some(FULL));
+                sut.caught();
+            }
+            assert_eq!(sut.budget(), Some(FULL));
+            sut.ran_out(FULL);
+        }
+        assert_eq!(sut.budget(), Some(FULL));
     }
 
     #[test]
-    fn adaptive_budget_falls_to_the_minimum_when_idle_or_dense() {
-        assert_eq!(
-            with_wait(Duration::from_millis(10)).budget(),
-            Some(MIN_SPIN)
-        );
-        assert_eq!(with_wait(Duration::ZERO).budget(), Some(MIN_SPIN));
-        assert_eq!(sut(WaitStrategy::Adaptive).budget(), Some(MIN_SPIN));
+    fn in_short_mode_every_eighth_wait_probes_and_a_catch_brings_the_full_spin_back() {
+        let mut sut = after_misses(64);
+        while sut.budget() != Some(FULL) {}
+        let budgets: Vec<_> = (0..PROBE_EVERY).map(|_| sut.budget()).collect();
+        assert_eq!(budgets[..7], [Some(MIN_SPIN); 7]);
+        assert_eq!(budgets[7], Some(FULL));
+        // Parks after short spins tell nothing; a probe that catches does.
+        sut.ran_out(MIN_SPIN);
+        assert_eq!(sut.budget(), Some(MIN_SPIN));
+        for _ in 0..4 {
+            sut.caught();
+        }
+        assert_eq!(sut.budget(), Some(FULL));
     }
 
     #[test]
-    fn the_mean_wait_moves_an_eighth_of_the_way_per_arrival() {
-        let mut sut = with_wait(Duration::from_micros(8));
-        sut.waited(Duration::ZERO);
-        assert_eq!(sut.wait_ns, Some(7_000));
+    fn a_spin_cut_short_by_the_deadline_is_not_a_miss() {
+        let mut sut = sut(WaitStrategy::Adaptive);
+        for _ in 0..64 {
+            sut.ran_out(FULL / 2);
+        }
+        assert_eq!(sut.budget(), Some(FULL));
     }
 
     #[test]
     fn other_strategies_keep_no_history() {
         let mut sut = sut(WaitStrategy::Park);
-        sut.waited(Duration::from_micros(3));
-        assert_eq!(sut.wait_ns, None);
+        sut.caught();
+        sut.ran_out(FULL);
+        assert_eq!(sut.caught, 256);
     }
 }
