@@ -172,7 +172,7 @@ impl ConsumerGroup {
             std::hint::spin_loop();
         }
         let started = Instant::now();
-        let stop = match self.waiter.budget() {
+        let stop = match self.waiter.budget(started) {
             None => Some(deadline),
             Some(budget) if budget.is_zero() => None,
             Some(budget) => Some((started + budget).min(deadline)),
@@ -233,6 +233,7 @@ impl ConsumerGroup {
             }
             self.parks += 1;
             let rung = self.sleep(deadline - now, also);
+            self.waiter.parked(now.elapsed());
             self.disarm_all();
             if rung? {
                 return Ok(GroupWake::Interrupted);
