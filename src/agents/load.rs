@@ -37,7 +37,7 @@ use futures_util::future::{join, join_all};
 
 use super::protocol::{METHOD_FRAME, METHOD_WORK, TRACE_BYTES, Trace};
 use crate::runtime::RuntimeError;
-use crate::runtime::agent::{Agent, Message};
+use crate::runtime::agent::Agent;
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::node::{STATUS_OK, STATUS_TIMEOUT};
 use pinwheel_ipc::wire::{AgentId, Priority};
@@ -170,16 +170,6 @@ impl LoadGenerator {
 }
 
 impl Agent for LoadGenerator {
-    async fn start(&self, _ctx: &Ctx) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-
-    async fn handle(&self, _ctx: &Ctx, _msg: &Message) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-
-    fn reset(&self) {}
-
     async fn run(&self, ctx: &Ctx) {
         let start_ns = now_ns();
         let senders = match self.spec.requests_to {

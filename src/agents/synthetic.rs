@@ -244,10 +244,6 @@ pub fn status_of(err: &RuntimeError) -> u16 {
 }
 
 impl Agent for Synthetic {
-    async fn start(&self, _ctx: &Ctx) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-
     async fn handle(&self, ctx: &Ctx, msg: &Message) -> Result<(), RuntimeError> {
         let head = *msg.head();
         let trace = Trace::decode(&msg.body()).unwrap_or_else(|| Trace::new(head.sent_ns, false));

@@ -386,8 +386,6 @@ impl Agent for Bench {
         }
     }
 
-    fn reset(&self) {}
-
     async fn run(&self, ctx: &Ctx) {
         match self {
             Bench::Echo(bridge) => bridge.run(ctx).await,

@@ -265,10 +265,6 @@ pub(super) async fn time_calls(
 }
 
 impl Agent for BenchAgent {
-    async fn start(&self, _ctx: &Ctx) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-
     async fn handle(&self, ctx: &Ctx, msg: &Message) -> Result<(), RuntimeError> {
         let mut body = [0u8; 1024];
         let len = {
@@ -279,8 +275,6 @@ impl Agent for BenchAgent {
         };
         ctx.reply(msg, STATUS_OK, &body[..len]).await
     }
-
-    fn reset(&self) {}
 
     async fn run(&self, ctx: &Ctx) {
         let BenchAgent::Caller(results, bench) = self else {

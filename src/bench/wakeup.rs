@@ -34,9 +34,8 @@ use super::output::policy_name;
 use super::router::ExecutorWork;
 use super::suite::CaseKind;
 use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns, new_histogram, record_ns};
-use crate::runtime::RuntimeError;
 use crate::runtime::affinity::{SchedPolicy, current_policy, pin_current_thread};
-use crate::runtime::agent::{Agent, Message};
+use crate::runtime::agent::Agent;
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::executor::IO_MEMORY;
 use crate::runtime::privileges::{ThreadPolicy, prepare_process, prepare_thread};
@@ -203,16 +202,6 @@ struct Sleeper {
 }
 
 impl Agent for Sleeper {
-    async fn start(&self, _ctx: &Ctx) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-
-    async fn handle(&self, _ctx: &Ctx, _msg: &Message) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-
-    fn reset(&self) {}
-
     async fn run(&self, ctx: &Ctx) {
         let mut histogram = new_histogram();
         let period_ns = duration_ns(self.bench.period);

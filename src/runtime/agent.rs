@@ -22,15 +22,24 @@ use pinwheel_ipc::wire::{
 /// A native or synthetic agent.
 pub trait Agent {
     /// Runs once before the agent takes messages (and again after a
-    /// restart): registration, preparing state.
-    fn start(&self, ctx: &Ctx) -> impl Future<Output = Result<(), RuntimeError>>;
+    /// restart): registration, preparing state. By default, nothing.
+    fn start(&self, ctx: &Ctx) -> impl Future<Output = Result<(), RuntimeError>> {
+        let _ = ctx;
+        async { Ok(()) }
+    }
 
     /// Handles one message. An error counts against the agent with its
-    /// supervisor; an unanswered request is answered as failed.
-    fn handle(&self, ctx: &Ctx, msg: &Message) -> impl Future<Output = Result<(), RuntimeError>>;
+    /// supervisor; an unanswered request is answered as failed. By
+    /// default every message is dropped (so every request fails): for
+    /// agents that only send.
+    fn handle(&self, ctx: &Ctx, msg: &Message) -> impl Future<Output = Result<(), RuntimeError>> {
+        let _ = (ctx, msg);
+        async { Ok(()) }
+    }
 
-    /// Forgets the agent's state before a restart.
-    fn reset(&self);
+    /// Forgets the agent's state before a restart. By default there is
+    /// none.
+    fn reset(&self) {}
 
     /// The agent's own activity besides answering messages (a generator,
     /// periodic heartbeats), run on its executor once it has started; it

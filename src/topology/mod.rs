@@ -220,8 +220,8 @@ pub enum TaskQueue {
 pub struct ClassSettings {
     /// How consumers on this class wait.
     pub wait: WaitStrategy,
-    /// Longest spin before parking (adaptive budget ceiling, glommio
-    /// `spin_before_park`), microseconds.
+    /// Longest spin before parking (the `adaptive` wait's full spin),
+    /// microseconds.
     pub spin_before_park_us: u32,
     /// glommio `preempt_timer`, microseconds.
     pub preempt_timer_us: u32,

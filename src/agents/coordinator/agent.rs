@@ -327,10 +327,6 @@ fn policy(config: &CoordinatorConfig, downstreams: usize) -> CoordinatorPolicy {
 }
 
 impl Agent for CoordinatorAgent {
-    async fn start(&self, _ctx: &Ctx) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-
     async fn handle(&self, ctx: &Ctx, msg: &Message) -> Result<(), RuntimeError> {
         match msg.head().kind {
             PayloadKind::Request => self.intake(ctx, msg).await,
