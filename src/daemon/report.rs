@@ -591,6 +591,7 @@ fn router_totals(snapshots: &[StatsSnapshot]) -> RouterTotals {
             unroutable: a.unroutable + s.router.unroutable,
             cluster: a.cluster + s.router.cluster,
             parks: a.parks + s.router.parks,
+            naps: a.naps + s.router.naps,
             ring_backlog: a.ring_backlog + s.router.ring_backlog,
             reactor_passes: a.reactor_passes + s.router.reactor_passes,
             late_passes: a.late_passes + s.router.late_passes,

@@ -78,6 +78,9 @@ pub struct RouterCounters {
     pub cluster: Cell<u64>,
     /// Times the pump parked on the executor's doorbell.
     pub parks: Cell<u64>,
+    /// Times the pump napped with work waiting, to give the CPU the idle
+    /// time real-time throttling demands (see `ConsumerGroup::nap`).
+    pub naps: Cell<u64>,
     /// Slots still published in the incoming rings after the pump's last
     /// pass: the rings' depth.
     pub ring_backlog: Cell<u64>,
@@ -100,6 +103,7 @@ impl RouterCounters {
             unroutable: self.unroutable.get(),
             cluster: self.cluster.get(),
             parks: self.parks.get(),
+            naps: self.naps.get(),
             ring_backlog: self.ring_backlog.get(),
             reactor_passes: self.reactor_passes.get(),
             late_passes: self.late_passes.get(),
@@ -126,6 +130,8 @@ pub struct RouterTotals {
     pub cluster: u64,
     /// Times the pump parked on the executor's doorbell.
     pub parks: u64,
+    /// Times the pump napped with work waiting.
+    pub naps: u64,
     /// Slots still published in the incoming rings after the pump's last
     /// pass.
     pub ring_backlog: u64,

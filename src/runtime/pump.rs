@@ -31,6 +31,14 @@
 //! outlasts any wait of the pump).
 //! Passes that still fell between a message and its handler are counted
 //! ([`super::node::RouterCounters::late_passes`]).
+//!
+//! An executor thread runs under SCHED_FIFO, and one that never sleeps
+//! meets the kernel's real-time throttling: nothing of it runs for the
+//! last 50 ms of a second. Under a stream too dense to park in (every
+//! park finds a frame already there), the pump naps [`NAP`] between
+//! batches, work or not, whenever its group says it owes the CPU idle
+//! time ([`ConsumerGroup::owes_nap`]); naps are counted
+//! ([`super::node::RouterCounters::naps`]).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -61,6 +69,11 @@ pub const PREEMPT: Duration = Duration::from_millis(40);
 pub const REACTOR_SPIN: Duration = Duration::from_micros(100);
 /// The glommio timer a reactor pass waits for.
 const PASS_TIMER: Duration = Duration::from_micros(1);
+/// How long the pump naps when its thread owes the CPU idle time.
+const NAP: Duration = Duration::from_micros(50);
+/// Loops of the pump between two looks at whether it owes a nap (a clock
+/// read).
+const NAP_CHECK_EVERY: u32 = 16;
 
 /// What the pump drives.
 pub struct Pump {
@@ -83,7 +96,15 @@ pub async fn run_pump(mut pump: Pump) {
     // the pump let happen: it may have armed a latency queue's shorter
     // preempt timer, which must not fire during a park.
     let mut exposed = false;
+    let mut loops = 0u32;
     loop {
+        loops = loops.wrapping_add(1);
+        // A SCHED_FIFO thread that never sleeps is throttled by the kernel
+        // (50 ms with nothing run, once a second); under a stream too dense
+        // to park in, the pump sleeps a little instead, work or not.
+        if loops.is_multiple_of(NAP_CHECK_EVERY) && pump.group.owes_nap() {
+            pump.group.nap(NAP);
+        }
         let moved = pass(&pump.node, &mut pump.group);
         let fired = pump.node.timers().fire(now_ns());
         let counters = pump.node.counters();
@@ -91,6 +112,7 @@ pub async fn run_pump(mut pump: Pump) {
             .ring_backlog
             .set(pump.group.consumers_mut().iter().map(|c| c.backlog()).sum());
         counters.parks.set(pump.group.parks());
+        counters.naps.set(pump.group.naps());
         if moved > 0 {
             let _ = pump.node.flush();
         }

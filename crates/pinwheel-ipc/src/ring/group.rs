@@ -31,6 +31,7 @@ pub struct ConsumerGroup {
     consumers: Vec<Consumer>,
     waiter: Waiter,
     parks: u64,
+    naps: u64,
 }
 
 /// Why [`ConsumerGroup::wait_until`] returned.
@@ -59,6 +60,7 @@ impl ConsumerGroup {
             consumers: Vec::new(),
             waiter,
             parks: 0,
+            naps: 0,
         }
     }
 
@@ -287,6 +289,27 @@ impl ConsumerGroup {
                 source: err.into(),
             }),
         }
+    }
+
+    /// Whether the thread that waits on this group owes the CPU a nap (see
+    /// `wait.rs`: under a dense stream it could not park often enough for
+    /// the kernel's real-time throttling). Reads the clock.
+    pub fn owes_nap(&mut self) -> bool {
+        self.waiter.owes_nap(Instant::now())
+    }
+
+    /// Sleeps `slice`, whatever the rings hold (their frames wait), and
+    /// counts it as parked.
+    pub fn nap(&mut self, slice: Duration) {
+        let started = Instant::now();
+        std::thread::sleep(slice);
+        self.naps += 1;
+        self.waiter.parked(started.elapsed());
+    }
+
+    /// Times the group's thread napped ([`ConsumerGroup::nap`]).
+    pub fn naps(&self) -> u64 {
+        self.naps
     }
 
     /// Waits up to `timeout` for a frame on any ring, on a plain thread
