@@ -192,9 +192,13 @@ def test_ctrl_c_interrupts_a_call_and_the_agent_goes_on_calling(start_daemon):
     env = dict(os.environ, PINWHEEL_AGENT="Prober",
                PINWHEEL_AGENT_SOCKET=str(daemon.dir / "run" / "agent.sock"))
     env.pop("PINWHEEL_AGENT_FD", None)
+    # A shell that ran this suite in the background left SIGINT ignored,
+    # and Python installs no KeyboardInterrupt handler for an ignored
+    # SIGINT: the caller starts with it at its default.
     caller = subprocess.Popen([sys.executable, "-c", INTERRUPTED_CALLER], env=env,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert line_from(caller) == "calling\n", caller.stderr.read()
         time.sleep(0.5)
