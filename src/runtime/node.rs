@@ -78,7 +78,7 @@ pub struct RouterCounters {
     pub cluster: Cell<u64>,
     /// Times the pump parked on the executor's doorbell.
     pub parks: Cell<u64>,
-    /// Times the pump napped with work waiting, to give the CPU the idle
+    /// Times the pump napped, work waiting or not, to give the CPU the idle
     /// time real-time throttling demands (see `ConsumerGroup::nap`).
     pub naps: Cell<u64>,
     /// Slots still published in the incoming rings after the pump's last
@@ -130,7 +130,7 @@ pub struct RouterTotals {
     pub cluster: u64,
     /// Times the pump parked on the executor's doorbell.
     pub parks: u64,
-    /// Times the pump napped with work waiting.
+    /// Times the pump napped, work waiting or not.
     pub naps: u64,
     /// Slots still published in the incoming rings after the pump's last
     /// pass.

@@ -123,7 +123,7 @@ impl Watches {
     }
 
     /// The bells of the groups the last [`Watches::arm`] armed (a buffer
-    /// kept between parks, so a park allocates nothing).
+    /// kept between parks: no new `Vec` of bells per park).
     pub fn armed(&self) -> Ref<'_, [DataBell]> {
         Ref::map(self.armed.borrow(), Vec::as_slice)
     }
