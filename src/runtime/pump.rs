@@ -32,12 +32,13 @@
 //! Passes that still fell between a message and its handler are counted
 //! ([`super::node::RouterCounters::late_passes`]).
 //!
-//! An executor thread runs under SCHED_FIFO, and one that never sleeps
-//! meets the kernel's real-time throttling: nothing of it runs for the
-//! last 50 ms of a second. Under a stream too dense to park in (every
-//! park finds a frame already there), the pump naps [`NAP`] between
-//! batches, work or not, whenever its group says it owes the CPU idle
-//! time ([`ConsumerGroup::owes_nap`]); naps are counted
+//! An executor thread runs under SCHED_FIFO (when it may), and one that
+//! never sleeps meets the kernel's real-time throttling: nothing of it
+//! runs for the last 50 ms of a second. Under a stream too dense to park
+//! in (every park finds a frame already there), the pump naps [`NAP`]
+//! between batches, work or not, whenever its group says it owes the CPU
+//! idle time ([`ConsumerGroup::owes_nap`]: only a real-time thread does,
+//! as the kernel reports its policy); naps are counted
 //! ([`super::node::RouterCounters::naps`]).
 
 use std::cell::Cell;

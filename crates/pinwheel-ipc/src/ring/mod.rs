@@ -53,6 +53,7 @@ mod shm;
 #[allow(unsafe_code)]
 mod sync;
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod wait;
 
 #[cfg(test)]

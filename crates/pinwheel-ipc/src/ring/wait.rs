@@ -15,13 +15,18 @@
 //!   have caught, so in short mode every [`PROBE_EVERY`]th wait spins the
 //!   full length to find out.
 //!
-//!   Spinning never takes the whole CPU, though: an executor thread runs
-//!   under SCHED_FIFO, and a thread that never sleeps gets the kernel's
-//!   real-time throttling (no RT task on that CPU for the last 50 ms of
-//!   each second: requests stall 50 ms). So in each [`PARK_WINDOW`], once
-//!   a tenth of it has passed, the waiter spins only while it has spent
-//!   at least [`PARKED_SHARE`] of the window parked; below that it parks
-//!   at each gap until it has. Under a dense stream the gaps are too short
+//!   Spinning never takes the whole CPU of a real-time thread, though: an
+//!   executor thread runs under SCHED_FIFO, and such a thread that never
+//!   sleeps gets the kernel's real-time throttling (no RT task on that CPU
+//!   for the last 50 ms of each second: requests stall 50 ms). So in each
+//!   [`PARK_WINDOW`], once a tenth of it has passed, a waiter on a
+//!   real-time thread spins only while it has spent at least
+//!   [`PARKED_SHARE`] of the window parked; below that it parks at each
+//!   gap until it has. Whether the thread is real-time is asked of the
+//!   kernel (`sched_getscheduler`) at the start of each window, so a
+//!   thread moved to or from SCHED_FIFO (`chrt`, a tuning profile) is
+//!   followed within one window; a SCHED_OTHER thread is never throttled
+//!   and keeps no share. Under a dense stream the gaps are too short
 //!   to park in (a park finds the next frame already there), so a thread
 //!   below that share also naps, frames or not
 //!   ([`ConsumerGroup::nap`](super::ConsumerGroup::nap), asked by an
@@ -66,10 +71,30 @@ const PARK_WINDOW: Duration = Duration::from_millis(100);
 /// real-time throttling demands (5%).
 const PARKED_SHARE: u32 = 10;
 
+/// Whether the calling thread runs under a real-time policy (SCHED_FIFO
+/// or SCHED_RR), which the kernel throttles when it never sleeps. A
+/// failed read counts as not real-time: the share then costs nothing.
+fn thread_is_realtime() -> bool {
+    use nix::libc;
+    // SAFETY: pid 0 is the calling thread; the call takes no pointers.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    policy >= 0
+        && matches!(
+            policy & !libc::SCHED_RESET_ON_FORK,
+            libc::SCHED_FIFO | libc::SCHED_RR
+        )
+}
+
 /// The spin-phase state of a consumer.
 #[derive(Debug)]
 pub(super) struct Waiter {
     strategy: WaitStrategy,
+    /// Asks whether the waiting thread is real-time ([`thread_is_realtime`];
+    /// tests give their own answer).
+    realtime_now: fn() -> bool,
+    /// Its answer at the start of the current window: only a real-time
+    /// thread keeps a parked share.
+    realtime: bool,
     /// An adaptive waiter's full spin.
     full: Duration,
     /// Recent waits that ended within a full spin, in 1/256ths.
@@ -84,12 +109,24 @@ pub(super) struct Waiter {
 
 impl Waiter {
     pub(super) fn new(strategy: WaitStrategy, max_spin: Duration) -> Self {
+        Self::asking(strategy, max_spin, thread_is_realtime)
+    }
+
+    /// A waiter that asks `realtime_now` whether its thread is real-time.
+    fn asking(strategy: WaitStrategy, max_spin: Duration, realtime_now: fn() -> bool) -> Self {
         Self {
             strategy,
+            realtime_now,
+            realtime: false,
             full: max_spin.max(MIN_SPIN),
             caught: 256,
             since_probe: 0,
-            window: Instant::now(),
+            // A window that has already ended: the first wait opens the
+            // next one and asks the kernel from the waiting thread (a
+            // waiter may be built on another).
+            window: Instant::now()
+                .checked_sub(PARK_WINDOW)
+                .unwrap_or_else(Instant::now),
             parked: Duration::ZERO,
         }
     }
@@ -100,23 +137,25 @@ impl Waiter {
     }
 
     /// Whether less than `percent` of the current window was parked, once
-    /// a tenth of it has passed (a new window starts afresh).
+    /// a tenth of it has passed, on a real-time thread (a new window
+    /// starts afresh and asks the kernel again).
     fn parked_below(&mut self, now: Instant, percent: u32) -> bool {
         let elapsed = now.saturating_duration_since(self.window);
         if elapsed >= PARK_WINDOW {
             (self.window, self.parked) = (now, Duration::ZERO);
+            self.realtime = (self.realtime_now)();
             return false;
         }
-        elapsed >= PARK_WINDOW / 10 && self.parked * 100 < elapsed * percent
+        self.realtime && elapsed >= PARK_WINDOW / 10 && self.parked * 100 < elapsed * percent
     }
 
-    /// Whether the waiter owes the CPU a park: less than [`PARKED_SHARE`]
-    /// of the window parked.
+    /// Whether the waiter owes the CPU a park: a real-time thread with
+    /// less than [`PARKED_SHARE`] of the window parked.
     fn owes_park(&mut self, now: Instant) -> bool {
         self.parked_below(now, PARKED_SHARE)
     }
 
-    /// Whether the thread owes the CPU a nap, work or not: less than
+    /// Whether the thread owes the CPU a nap, work or not: real-time, less than
     /// [`PARKED_SHARE`] of the window parked, though the waiter parks at
     /// every gap then (the gaps were too short to park in: a park finds
     /// the next frame already there). A thread that spins never naps.
@@ -247,8 +286,16 @@ mod tests {
 
     const FULL: Duration = Duration::from_micros(50);
 
+    /// A waiter on a thread that counts as real-time, its first window
+    /// open.
     fn sut(strategy: WaitStrategy) -> Waiter {
-        Waiter::new(strategy, FULL)
+        opened(Waiter::asking(strategy, FULL, || true))
+    }
+
+    fn opened(mut waiter: Waiter) -> Waiter {
+        let start = waiter.window + PARK_WINDOW;
+        assert!(!waiter.parked_below(start, PARKED_SHARE), "a new window");
+        waiter
     }
 
     /// The next budget, asked at the start of the waiter's window (so
@@ -356,8 +403,51 @@ mod tests {
         assert!(sut.owes_nap(later(40)), "7.5% parked");
         sut.parked(Duration::from_millis(1));
         assert!(!sut.owes_nap(later(40)), "10% parked");
-        let mut spinner = super::Waiter::new(WaitStrategy::Spin, FULL);
+        let mut spinner = self::sut(WaitStrategy::Spin);
         assert!(!spinner.owes_nap(spinner.window + Duration::from_millis(40)));
+    }
+
+    #[test]
+    fn a_thread_that_is_not_real_time_keeps_no_parked_share() {
+        let mut sut = opened(Waiter::asking(WaitStrategy::Adaptive, FULL, || false));
+        let later = sut.window + Duration::from_millis(50);
+        assert!(!sut.owes_nap(later), "nothing parked, yet never throttled");
+        assert_eq!(sut.budget(later), Some(FULL));
+    }
+
+    #[test]
+    fn the_kernel_is_asked_again_at_each_window() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static REALTIME: AtomicBool = AtomicBool::new(false);
+        // SYNC: Relaxed; one test thread reads and writes it.
+        let mut sut = opened(Waiter::asking(WaitStrategy::Adaptive, FULL, || {
+            REALTIME.load(Ordering::Relaxed)
+        }));
+        let start = sut.window;
+        let at = |ms| start + Duration::from_millis(ms);
+        assert!(!sut.owes_nap(at(50)));
+        // SYNC: Relaxed, as above.
+        REALTIME.store(true, Ordering::Relaxed);
+        assert!(!sut.owes_nap(at(60)), "the window's answer holds");
+        assert!(!sut.owes_nap(at(100)), "a new window, asked again");
+        assert!(sut.owes_nap(at(150)), "now real-time, nothing parked");
+    }
+
+    #[test]
+    fn the_kernel_says_whether_the_calling_thread_is_real_time() {
+        let answers = std::thread::spawn(|| {
+            let before = thread_is_realtime();
+            let param = nix::libc::sched_param { sched_priority: 1 };
+            // SAFETY: pid 0 is this test's own thread; `param` is valid
+            // and outlives the call. The thread only reads the policy back
+            // and ends, so SCHED_FIFO cannot starve the machine.
+            let rc = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_FIFO, &param) };
+            assert_eq!(rc, 0, "the tests run as root");
+            (before, thread_is_realtime())
+        })
+        .join()
+        .expect("the thread ends");
+        assert_eq!(answers, (false, true));
     }
 
     #[test]
