@@ -49,6 +49,9 @@ pub enum GroupWake {
 const POLLS_FIRST: u32 = 16;
 /// Spin iterations between clock reads.
 const CLOCK_EVERY: u32 = 32;
+/// Descriptors a park polls from the stack: the group's bell and up to 15
+/// watched ones (an executor's process agents); more take a `Vec`.
+const INLINE_FDS: usize = 16;
 
 impl ConsumerGroup {
     /// An empty group woken by `bell`, waiting by `wait` with at most
@@ -255,19 +258,19 @@ impl ConsumerGroup {
     /// true when one of `also` rang.
     fn sleep(&self, timeout: Duration, also: &[DataBell]) -> Result<bool, RingError> {
         let doorbell = &self.bell.0;
-        let own = PollFd::new(doorbell.as_fd(), PollFlags::POLLIN);
-        // No allocation on a park without watched bells (most of them).
-        let (mut one, mut many);
-        let fds: &mut [PollFd<'_>] = if also.is_empty() {
-            one = [own];
-            &mut one
+        let fd = |i: usize| match i.checked_sub(1).and_then(|i| also.get(i)) {
+            Some(bell) => PollFd::new(bell.0.as_fd(), PollFlags::POLLIN),
+            None => PollFd::new(doorbell.as_fd(), PollFlags::POLLIN),
+        };
+        // The set lives on the stack up to INLINE_FDS descriptors (the
+        // group's bell first, then the watched ones): a park allocates
+        // only beside more watched bells than that.
+        let (mut inline, mut many);
+        let fds: &mut [PollFd<'_>] = if also.len() < INLINE_FDS {
+            inline = std::array::from_fn::<_, INLINE_FDS, _>(fd);
+            &mut inline[..=also.len()]
         } else {
-            many = Vec::with_capacity(1 + also.len());
-            many.push(own);
-            many.extend(
-                also.iter()
-                    .map(|bell| PollFd::new(bell.0.as_fd(), PollFlags::POLLIN)),
-            );
+            many = (0..=also.len()).map(fd).collect::<Vec<_>>();
             &mut many
         };
         let timeout = TimeSpec::from_duration(timeout);

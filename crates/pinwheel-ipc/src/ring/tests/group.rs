@@ -146,3 +146,40 @@ fn an_idle_group_times_out() {
     group.add(consumer).unwrap();
     assert!(!group.wait(Duration::from_millis(5)).unwrap());
 }
+
+#[test]
+fn a_park_beside_many_watched_bells_ends_when_the_last_one_rings() {
+    // 15 watched bells fit the park's descriptor set on the stack; 16 and
+    // more take the other path.
+    for watched in [1, 15, 16, 40] {
+        let bell = DataBell::new().unwrap();
+        let mut group = ConsumerGroup::new(bell.clone(), WaitStrategy::Park, 0);
+        let (_producer, consumer) = shm_ring_into(config(WaitStrategy::Park), &bell).unwrap();
+        group.add(consumer).unwrap();
+        let mut others = Vec::new();
+        let mut producers = Vec::new();
+        for _ in 0..watched {
+            let other_bell = DataBell::new().unwrap();
+            let mut other = ConsumerGroup::new(other_bell.clone(), WaitStrategy::Park, 0);
+            let (producer, consumer) =
+                shm_ring_into(config(WaitStrategy::Park), &other_bell).unwrap();
+            other.add(consumer).unwrap();
+            assert!(other.arm().unwrap(), "nothing published yet");
+            others.push(other);
+            producers.push(producer);
+        }
+        let bells: Vec<DataBell> = others.iter().map(|g| g.bell().clone()).collect();
+        let mut last = producers.pop().unwrap();
+        let writer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(10));
+            last.try_push(&[1]).unwrap();
+        });
+        let woke = group.wait_until_also(Instant::now() + Duration::from_secs(5), || false, &bells);
+        writer.join().unwrap();
+        assert_eq!(woke.unwrap(), GroupWake::Interrupted, "{watched} watched");
+        for other in &mut others {
+            other.disarm();
+        }
+        assert!(others.last_mut().unwrap().any_frames().unwrap());
+    }
+}
