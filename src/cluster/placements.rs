@@ -93,8 +93,10 @@ pub(super) async fn task(shared: Arc<Shared>, mut writes: mpsc::Receiver<WriteRe
 /// That check needs the stream to answer. Right after a node of the
 /// cluster dies it may not (its stream leader is being elected again),
 /// while a watch made in that window can stay silent for good: so a
-/// watch that has not finished its replay also starts over when it has
-/// delivered nothing for [`REPLAY_PATIENCE`], whatever the stream says.
+/// watch that has not finished its replay starts over when it has
+/// delivered nothing for [`REPLAY_PATIENCE`] (time spent carrying out
+/// writes meanwhile not counted), and the stream is asked only once the
+/// replay has ended.
 async fn follow(
     shared: &Shared,
     store: &kv::Store,
@@ -129,12 +131,18 @@ async fn follow(
                     tracing::warn!("placements watch stalled; following the bucket again");
                     return;
                 }
-                if !synced && progress.elapsed() >= REPLAY_PATIENCE {
-                    tracing::warn!(
-                        delivered,
-                        "placements watch silent before its replay ended; following the bucket again"
-                    );
-                    return;
+                if !synced {
+                    // The replay has its own patience; the stream check
+                    // waits for it (an awaited info is time the watch is
+                    // not read, which would count as silence).
+                    if progress.elapsed() >= REPLAY_PATIENCE {
+                        tracing::warn!(
+                            delivered,
+                            "placements watch silent before its replay ended; following the bucket again"
+                        );
+                        return;
+                    }
+                    continue;
                 }
                 held = match tokio::time::timeout(KV_TIMEOUT, stream.info()).await {
                     Ok(Ok(info)) => Some(info.state.last_sequence).filter(|&last| last > delivered),
@@ -164,12 +172,15 @@ async fn follow(
             },
             write = writes.recv() => match write {
                 Some(req) => {
+                    let began = Instant::now();
                     let outcome = if shared.is_connected() {
                         execute(shared, store, &req).await
                     } else {
                         WriteOutcome::Failed
                     };
                     answer(shared, req, outcome);
+                    // Time spent on the write is not the watch's silence.
+                    progress += began.elapsed();
                 }
                 None => return,
             },
@@ -184,6 +195,7 @@ fn answer(shared: &Shared, req: WriteRequest, outcome: WriteOutcome) {
     }
     shared.emit(ClusterEvent::Written {
         slot: req.slot,
+        id: req.id,
         outcome,
     });
 }
