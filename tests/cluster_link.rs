@@ -460,6 +460,7 @@ impl Node {
         let req = WriteRequest {
             slot: slot.clone(),
             write,
+            id: 1,
         };
         self.writes.send(req).await.expect("the link takes writes");
         let answer = self

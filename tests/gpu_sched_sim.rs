@@ -382,7 +382,7 @@ impl Sim {
             };
             let mut out = Vec::new();
             let outcome = w.outcome.expect("answered");
-            sched.written(&w.req.slot, outcome, now, &mut out);
+            sched.written(&w.req.slot, w.req.id, outcome, now, &mut out);
             self.apply(w.host, &out);
         }
     }

@@ -337,6 +337,8 @@ pub enum ClusterEvent {
     Written {
         /// The slot written.
         slot: Slot,
+        /// The write's number (`WriteRequest::id`).
+        id: u64,
         /// What the bucket answered.
         outcome: WriteOutcome,
     },

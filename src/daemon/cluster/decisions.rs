@@ -69,7 +69,7 @@ impl ClusterSide {
             (None, None) => WriteOutcome::Failed,
         };
         self.sched
-            .written(&req.slot, outcome, now_ms, &mut self.decisions);
+            .written(&req.slot, req.id, outcome, now_ms, &mut self.decisions);
     }
 
     /// Loads a slot placed here through the VRAM optimizer, pinned there if
@@ -116,6 +116,9 @@ fn note(decision: &Decision, gpus: &mut GpuSide) {
             revision,
         } => {
             info!(model = %slot.model, replica = slot.replica, host = %host, gpu = gpu.0, revision, "model assigned to a peer");
+        }
+        Decision::GaveUp { slot, tries } => {
+            warn!(model = %slot.model, replica = slot.replica, tries, "placement given up: the placement store kept refusing to create it; place it again");
         }
         Decision::Unplaced { slot, vram_mib } => {
             warn!(model = %slot.model, replica = slot.replica, vram_mib, "no GPU in the cluster has room for a model that must stay placed; retrying each tick");

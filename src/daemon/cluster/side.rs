@@ -209,9 +209,9 @@ impl ClusterSide {
                     }
                 }
                 ClusterEvent::PlacementsSynced(synced) => self.sched.set_synced(synced, now_ms),
-                ClusterEvent::Written { slot, outcome } => {
+                ClusterEvent::Written { slot, id, outcome } => {
                     self.sched
-                        .written(&slot, outcome, now_ms, &mut self.decisions);
+                        .written(&slot, id, outcome, now_ms, &mut self.decisions);
                 }
                 ClusterEvent::Agent(record) => {
                     let key = record.key();

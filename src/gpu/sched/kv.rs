@@ -112,6 +112,7 @@ mod tests {
                 replica: 0,
             },
             write,
+            id: 0,
         }
     }
 

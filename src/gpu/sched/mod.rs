@@ -55,6 +55,7 @@
 //! [`Decision::Load`] and [`Decision::Yield`] through the VRAM optimizer),
 //! or measure latency (the cluster link does).
 
+mod asks;
 mod fit;
 mod kv;
 mod reconcile;
@@ -68,6 +69,7 @@ mod types;
 mod view;
 
 pub use crate::config::limits::MAX_VRAM_MIB;
+pub use asks::{ASK_PATIENCE_MS, ASK_TRIES};
 pub use kv::{Change, MemoryKv};
 pub use reconcile::WRITE_TIMEOUT_MS;
 pub use scheduler::{GpuScheduler, MAX_REPLICAS};

@@ -64,11 +64,13 @@ impl GpuScheduler {
         let expired: Vec<Slot> = self
             .writing
             .iter()
-            .filter(|(_, (_, at))| now_ms.saturating_sub(*at) >= WRITE_TIMEOUT_MS)
+            .filter(|(_, f)| now_ms.saturating_sub(f.at_ms) >= WRITE_TIMEOUT_MS)
             .map(|(s, _)| s.clone())
             .collect();
         for slot in expired {
-            self.writing.remove(&slot);
+            if let Some(f) = self.writing.remove(&slot) {
+                self.create_failed(&slot, &f.write);
+            }
             self.backoff.insert(slot, retry);
         }
     }

@@ -31,7 +31,7 @@ impl GpuScheduler {
             .writing
             .iter()
             .filter(|(slot, _)| !self.loaded.contains_key(*slot))
-            .filter_map(|(_, (w, _))| w.owner())
+            .filter_map(|(_, f)| f.write.owner())
             .filter(|o| o.host == self.me && o.loaded && o.gpu == gpu.gpu)
             .map(|o| o.vram_mib)
             .fold(0, u64::saturating_add);
@@ -53,7 +53,7 @@ impl GpuScheduler {
         let writes = self
             .writing
             .iter()
-            .filter_map(|(slot, (w, _))| w.owner().map(|o| (slot, o)));
+            .filter_map(|(slot, f)| f.write.owner().map(|o| (slot, o)));
         for (slot, owner) in pending.chain(writes) {
             let local = owner.host == self.me && (owner.loaded || self.loaded.contains_key(slot));
             if owner.loaded && owner.host != self.me || local || !self.is_live(&owner.host) {
@@ -83,7 +83,7 @@ impl GpuScheduler {
             let writing = self
                 .writing
                 .iter()
-                .any(|(s, (w, _))| other(s) && w.owner().is_some_and(|o| &o.host == host));
+                .any(|(s, f)| other(s) && f.write.owner().is_some_and(|o| &o.host == host));
             stored || writing
         };
         let room = |host: &HostName, g: &GpuReport| {

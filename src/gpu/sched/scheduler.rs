@@ -10,9 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::asks::{Asked, InFlight};
 use super::types::{
     Decision, GpuIndex, GpuReport, HostName, HostReport, ModelName, Ownership, Placement, Slot,
-    Write, WriteOutcome, WriteRequest,
+    Write, WriteOutcome,
 };
 use super::view::{Peer, Seen};
 use super::{MAX_SLOTS, MAX_VRAM_MIB, SchedConfig, SchedError};
@@ -55,17 +56,15 @@ pub struct GpuScheduler {
     pub(super) loaded: BTreeMap<Slot, Loaded>,
     /// The placement store as the watch delivered it.
     pub(super) table: BTreeMap<Slot, Seen>,
-    /// This host's writes waiting for the store's answer, one per slot,
-    /// with when they were issued, ms.
-    pub(super) writing: BTreeMap<Slot, (Write, u64)>,
+    /// This host's writes waiting for the store's answer, one per slot.
+    pub(super) writing: BTreeMap<Slot, InFlight>,
+    /// The number of the last write issued.
+    pub(super) next_write_id: u64,
     /// No new write to a slot before this time, ms (after a refusal).
     pub(super) backoff: BTreeMap<Slot, u64>,
     /// Placements asked of this host whose entry the store has not shown
-    /// yet, with the request (where it may go) to ask again: a create that
-    /// failed (the link was down, the store did not answer in time) is
-    /// issued again after its backoff, so an accepted placement is never
-    /// dropped.
-    pub(super) asked: BTreeMap<Slot, (Ownership, Option<HostName>)>,
+    /// yet, asked again while their create fails (`asks.rs`).
+    pub(super) asked: BTreeMap<Slot, Asked>,
     pub(super) peers: BTreeMap<HostName, Peer>,
     /// Since when the table holds the whole store, ms; `None` while not.
     pub(super) synced_since_ms: Option<u64>,
@@ -116,6 +115,7 @@ impl GpuScheduler {
             loaded: BTreeMap::new(),
             table: BTreeMap::new(),
             writing: BTreeMap::new(),
+            next_write_id: 0,
             backoff: BTreeMap::new(),
             asked: BTreeMap::new(),
             peers: BTreeMap::new(),
@@ -268,17 +268,22 @@ impl GpuScheduler {
         Ok(())
     }
 
-    /// The store's answer to this host's write to `slot`. A write that made
-    /// this host the owner of a loaded slot is when it loads: never before
-    /// the store agreed.
+    /// The store's answer to this host's write `id` to `slot`
+    /// ([`WriteRequest::id`]); an answer to a write no longer in flight
+    /// (it timed out) is ignored. A write that made this host the owner of
+    /// a loaded slot is when it loads: never before the store agreed.
     pub fn written(
         &mut self,
         slot: &Slot,
+        id: u64,
         outcome: WriteOutcome,
         now_ms: u64,
         out: &mut Vec<Decision>,
     ) {
-        let Some((write, _)) = self.writing.remove(slot) else {
+        if self.writing.get(slot).is_none_or(|f| f.id != id) {
+            return;
+        }
+        let Some(InFlight { write, .. }) = self.writing.remove(slot) else {
             return;
         };
         let WriteOutcome::Written { revision } = outcome else {
@@ -287,6 +292,8 @@ impl GpuScheduler {
             if outcome == WriteOutcome::Conflict {
                 // Another entry holds the key: the watch shows whose.
                 self.asked.remove(slot);
+            } else {
+                self.create_failed(slot, &write);
             }
             return;
         };
@@ -398,7 +405,7 @@ impl GpuScheduler {
     /// Where the store has `slot`, or where this host's write in flight
     /// puts it (revision 0).
     pub fn where_is(&self, slot: &Slot) -> Option<Placement> {
-        if let Some(owner) = self.writing.get(slot).and_then(|(w, _)| w.owner()) {
+        if let Some(owner) = self.writing.get(slot).and_then(|f| f.write.owner()) {
             return Some(placement(slot, owner, 0));
         }
         let seen = self.table.get(slot)?;
@@ -414,54 +421,6 @@ impl GpuScheduler {
     /// Whether `host` is this host or a peer heard from and not lost.
     pub(super) fn is_live(&self, host: &HostName) -> bool {
         *host == self.me || self.peers.get(host).is_some_and(|p| !p.lost)
-    }
-
-    /// Chooses where `owner`'s slot goes and asks the store to create it,
-    /// remembering the request until the store shows the slot.
-    pub(super) fn create(
-        &mut self,
-        slot: &Slot,
-        owner: Ownership,
-        only: Option<&HostName>,
-        now_ms: u64,
-        out: &mut Vec<Decision>,
-    ) -> Result<Placement, SchedError> {
-        if self.asked.len() >= MAX_SLOTS && !self.asked.contains_key(slot) {
-            return Err(SchedError::TooManySlots {
-                slot: slot.clone(),
-                max: MAX_SLOTS,
-            });
-        }
-        let mut chosen = owner.clone();
-        self.choose(slot, &mut chosen, only, None)?;
-        self.asked.insert(slot.clone(), (owner, only.cloned()));
-        self.backoff.remove(slot);
-        let placed = placement(slot, &chosen, 0);
-        self.issue(slot, Write::Create(chosen), now_ms, out);
-        Ok(placed)
-    }
-
-    /// Asks the store again for each asked placement whose create failed,
-    /// once its backoff is over: where it goes is chosen again (the host
-    /// first chosen may be gone). One that no longer fits anywhere waits
-    /// for room.
-    pub(super) fn ask_again(&mut self, now_ms: u64, out: &mut Vec<Decision>) {
-        let due: Vec<Slot> = self
-            .asked
-            .keys()
-            .filter(|s| !self.writing.contains_key(*s))
-            .filter(|s| self.table.get(*s).is_none_or(|seen| seen.owner.is_none()))
-            .filter(|s| self.backoff.get(*s).is_none_or(|&t| now_ms >= t))
-            .cloned()
-            .collect();
-        for slot in due {
-            let Some((mut owner, only)) = self.asked.get(&slot).cloned() else {
-                continue;
-            };
-            if self.choose(&slot, &mut owner, only.as_ref(), None).is_ok() {
-                self.issue(&slot, Write::Create(owner), now_ms, out);
-            }
-        }
     }
 
     /// Asks the store to change the entry of `slot` with `edit`, if it has
@@ -485,28 +444,6 @@ impl GpuScheduler {
         if owner != before {
             self.issue(slot, Write::Update { owner, revision }, now_ms, out);
         }
-    }
-
-    /// Hands a write to the daemon, unless one to the same slot is in
-    /// flight or the slot is backing off after a refusal. Returns whether
-    /// it was issued.
-    pub(super) fn issue(
-        &mut self,
-        slot: &Slot,
-        write: Write,
-        now_ms: u64,
-        out: &mut Vec<Decision>,
-    ) -> bool {
-        let backing_off = self.backoff.get(slot).is_some_and(|&t| now_ms < t);
-        if self.writing.contains_key(slot) || backing_off {
-            return false;
-        }
-        self.writing.insert(slot.clone(), (write.clone(), now_ms));
-        out.push(Decision::Write(WriteRequest {
-            slot: slot.clone(),
-            write,
-        }));
-        true
     }
 
     /// Takes ownership of `slot` on this host: the store named it.

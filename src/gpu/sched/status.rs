@@ -44,7 +44,7 @@ impl GpuScheduler {
         let writing = self
             .writing
             .iter()
-            .filter_map(|(slot, (w, _))| w.owner().map(|o| placement(slot, o, 0)));
+            .filter_map(|(slot, f)| f.write.owner().map(|o| placement(slot, o, 0)));
         let mut all: Vec<Placement> = stored.chain(writing).collect();
         all.sort_by(|a, b| a.slot.cmp(&b.slot));
         all

@@ -92,7 +92,7 @@ impl Cluster {
             for d in queue {
                 if let Decision::Write(req) = &d {
                     let outcome = self.kv.apply(req);
-                    self.hosts[i].written(&req.slot, outcome, now_ms, &mut next);
+                    self.hosts[i].written(&req.slot, req.id, outcome, now_ms, &mut next);
                 }
                 self.log[i].push(d);
             }
@@ -229,7 +229,7 @@ fn a_placement_whose_create_failed_is_asked_again_until_the_store_takes_it() {
     // The link failed that write (down, or the store did not answer).
     for d in &out {
         if let Decision::Write(req) = d {
-            c.hosts[0].written(&req.slot, WriteOutcome::Failed, 0, &mut Vec::new());
+            c.hosts[0].written(&req.slot, req.id, WriteOutcome::Failed, 0, &mut Vec::new());
         }
     }
 
@@ -268,7 +268,7 @@ fn a_create_refused_because_another_host_placed_the_slot_is_not_asked_again() {
         if let Decision::Write(req) = d {
             let outcome = c.kv.apply(req);
             assert_eq!(outcome, WriteOutcome::Conflict);
-            c.hosts[0].written(&req.slot, outcome, 0, &mut refused);
+            c.hosts[0].written(&req.slot, req.id, outcome, 0, &mut refused);
         }
     }
     let mut later = Vec::new();
@@ -309,6 +309,7 @@ fn an_active_mark_that_runs_out_after_the_store_gave_the_slot_away_is_not_writte
     let moved = WriteRequest {
         slot: slot("asr", 0),
         write: Write::Update { owner, revision },
+        id: 0,
     };
     assert!(matches!(c.kv.apply(&moved), WriteOutcome::Written { .. }));
     c.deliver(10, &[0, 1]);
@@ -410,6 +411,7 @@ fn a_host_yields_a_slot_the_store_gives_another_owner_and_recreates_one_the_stor
             },
             revision,
         },
+        id: 0,
     });
 
     c.round(10, &[0, 1]);
@@ -601,4 +603,135 @@ proptest! {
             prop_assert_eq!(placed.is_ok(), could_fit);
         }
     }
+}
+
+/// Answers every write in `out` with `outcome` at `now_ms`; returns the
+/// other decisions and how many writes there were.
+fn answer_all(
+    sut: &mut GpuScheduler,
+    out: &mut Vec<Decision>,
+    outcome: WriteOutcome,
+    now_ms: u64,
+) -> (Vec<Decision>, usize) {
+    let (mut rest, mut writes) = (Vec::new(), 0);
+    while !out.is_empty() {
+        for d in std::mem::take(out) {
+            match d {
+                Decision::Write(req) => {
+                    writes += 1;
+                    sut.written(&req.slot, req.id, outcome, now_ms, out);
+                }
+                other => rest.push(other),
+            }
+        }
+    }
+    (rest, writes)
+}
+
+#[test]
+fn a_placement_the_store_keeps_refusing_is_given_up_after_its_tries_and_its_patience() {
+    let mut sut = host("a", &[20 * GIB]);
+    let mut out = Vec::new();
+    sut.place(&pinned("ocr", 2 * GIB), 0, &mut out)
+        .expect("fits");
+    let (mut tries, mut gave_up) = (0, Vec::new());
+    let mut now = 0;
+    while now <= ASK_PATIENCE_MS + 10_000 {
+        let (rest, writes) = answer_all(&mut sut, &mut out, WriteOutcome::Failed, now);
+        tries += writes;
+        gave_up.extend(
+            rest.into_iter()
+                .filter(|d| matches!(d, Decision::GaveUp { .. }))
+                .map(|d| (now, tries, d)),
+        );
+        now += 1_000;
+        sut.tick(now, &mut out);
+    }
+
+    assert_eq!(gave_up.len(), 1, "{gave_up:?}");
+    let (at, tried, decision) = &gave_up[0];
+    assert!(*at >= ASK_PATIENCE_MS, "not before its patience: {at}");
+    assert!(*tried >= ASK_TRIES as usize);
+    assert!(matches!(decision, Decision::GaveUp { slot: s, .. } if *s == slot("ocr", 0)));
+    assert_eq!(tries, *tried, "no create after it was given up");
+    assert_eq!(sut.where_is(&slot("ocr", 0)), None);
+}
+
+#[test]
+fn an_answer_that_comes_after_its_write_timed_out_is_not_taken_for_the_next_write() {
+    let mut sut = host("a", &[20 * GIB]);
+    let mut out = Vec::new();
+    sut.place(&pinned("ocr", 2 * GIB), 0, &mut out)
+        .expect("fits");
+    let late = match out.as_slice() {
+        [Decision::Write(req)] => req.clone(),
+        other => panic!("one create: {other:?}"),
+    };
+    let mut again = Vec::new();
+    sut.tick(WRITE_TIMEOUT_MS, &mut again);
+    sut.tick(WRITE_TIMEOUT_MS + 2_000, &mut again);
+    let retry = again
+        .iter()
+        .find_map(|d| match d {
+            Decision::Write(req) => Some(req.clone()),
+            _ => None,
+        })
+        .expect("asked again after the timeout");
+    assert_ne!(retry.id, late.id);
+
+    let mut after = Vec::new();
+    let outcome = WriteOutcome::Written { revision: 1 };
+    sut.written(
+        &late.slot,
+        late.id,
+        outcome,
+        WRITE_TIMEOUT_MS + 2_001,
+        &mut after,
+    );
+
+    let shown = sut.where_is(&slot("ocr", 0)).expect("still placing");
+    assert_eq!(
+        shown.revision, 0,
+        "the retry is still waiting for its answer"
+    );
+    assert!(after.is_empty(), "{after:?}");
+    sut.written(
+        &retry.slot,
+        retry.id,
+        outcome,
+        WRITE_TIMEOUT_MS + 2_002,
+        &mut after,
+    );
+    assert_eq!(sut.where_is(&slot("ocr", 0)).map(|p| p.revision), Some(1));
+}
+
+#[test]
+fn an_asked_placement_that_no_longer_fits_is_reported_once_and_placed_when_room_comes() {
+    let mut sut = host("a", &[20 * GIB]);
+    let mut out = Vec::new();
+    sut.place(&pinned("ocr", 8 * GIB), 0, &mut out)
+        .expect("fits");
+    answer_all(&mut sut, &mut out, WriteOutcome::Failed, 0);
+    sut.set_local_gpus(&gpus(&[GIB]));
+    let mut unplaced = 0;
+    for second in 1..10 {
+        sut.tick(second * 1_000, &mut out);
+        let (rest, writes) = answer_all(&mut sut, &mut out, WriteOutcome::Failed, second * 1_000);
+        assert_eq!(writes, 0, "nowhere to create it");
+        unplaced += rest
+            .iter()
+            .filter(|d| matches!(d, Decision::Unplaced { .. }))
+            .count();
+    }
+    assert_eq!(unplaced, 1);
+
+    sut.set_local_gpus(&gpus(&[20 * GIB]));
+    sut.tick(10_000, &mut out);
+    let (_, writes) = answer_all(
+        &mut sut,
+        &mut out,
+        WriteOutcome::Written { revision: 1 },
+        10_000,
+    );
+    assert_eq!(writes, 1, "created once room came");
 }

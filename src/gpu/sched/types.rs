@@ -141,6 +141,9 @@ pub struct WriteRequest {
     pub slot: Slot,
     /// The change.
     pub write: Write,
+    /// The scheduler's number for this write: its answer names it
+    /// ([`GpuScheduler::written`](super::GpuScheduler::written)).
+    pub id: u64,
 }
 
 /// What the store answered to a write.
@@ -284,6 +287,14 @@ pub enum Decision {
         gpu: GpuIndex,
         /// The entry's revision.
         revision: u64,
+    },
+    /// A placement asked of this host that the store kept refusing to
+    /// create is given up (see `asks.rs`): ask for it again.
+    GaveUp {
+        /// The slot.
+        slot: Slot,
+        /// Creates the store failed.
+        tries: u32,
     },
     /// A slot that must be placed fits on no GPU now; retried each tick.
     Unplaced {
