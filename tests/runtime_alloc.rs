@@ -208,16 +208,10 @@ fn a_request_and_its_reply_through_the_router_allocate_nothing() {
 struct Echo;
 
 impl Agent for Echo {
-    async fn start(&self, _ctx: &Ctx) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-
     async fn handle(&self, ctx: &Ctx, msg: &Message) -> Result<(), RuntimeError> {
         let body = msg.body().to_owned_array();
         ctx.reply(msg, STATUS_OK, &body).await
     }
-
-    fn reset(&self) {}
 }
 
 /// Calls `NEAR` `count` times and checks each answer.

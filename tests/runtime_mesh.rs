@@ -63,16 +63,10 @@ enum TestAgent {
 }
 
 impl Agent for TestAgent {
-    async fn start(&self, _ctx: &Ctx) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-
     async fn handle(&self, ctx: &Ctx, msg: &Message) -> Result<(), RuntimeError> {
         let body = msg.body().to_vec();
         ctx.reply(msg, STATUS_OK, &body).await
     }
-
-    fn reset(&self) {}
 
     async fn run(&self, ctx: &Ctx) {
         let TestAgent::Pinger(tally) = self else {
