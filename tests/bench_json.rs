@@ -107,6 +107,20 @@ fn mesh_json_counts_every_offered_request_as_sent_or_not_and_every_sent_one_once
         .sum();
     assert_eq!(ended, sent, "{report:#}");
     assert_eq!(report["overhead"], Value::Bool(true), "{report:#}");
+    // The busiest agents, busiest first, each with its workers' count.
+    let busiest = report["busiest_agents"].as_array().expect("a list");
+    assert!(!busiest.is_empty() && busiest.len() <= 3, "{report:#}");
+    let shares: Vec<f64> = busiest
+        .iter()
+        .map(|a| a["busy_share"].as_f64().expect("a number"))
+        .collect();
+    assert!(shares.windows(2).all(|w| w[0] >= w[1]), "{report:#}");
+    assert!(
+        busiest
+            .iter()
+            .all(|a| a["agent"].is_string() && u64_at(a, "concurrency") >= 1),
+        "{report:#}"
+    );
 }
 
 #[test]

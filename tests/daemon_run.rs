@@ -81,7 +81,7 @@ const NESTED_KEYS: [(&str, &[&str]); 4] = [
         ],
     ),
 ];
-const AGENT_KEYS: [&str; 9] = [
+const AGENT_KEYS: [&str; 11] = [
     "name",
     "host",
     "kind",
@@ -91,6 +91,8 @@ const AGENT_KEYS: [&str; 9] = [
     "failures",
     "restarts",
     "expired",
+    "concurrency",
+    "busy_share",
 ];
 const COORDINATOR_KEYS: [&str; 10] = [
     "name",
@@ -397,7 +399,25 @@ fn a_short_run_of_both_hosts_writes_a_complete_report() {
     for agent in array(&report, "per_agent") {
         assert!(agent["observed_cpu"].is_u64(), "never ran: {agent}");
         assert_eq!(agent["observed_cpu"], agent["planned_cpu"], "{agent}");
+        // Handler time over its workers' time: some for every synthetic
+        // agent that handled a message (each takes its service time),
+        // never more than its workers had (a 1% histogram, and handlers
+        // that finish in the drain, allow a little over).
+        let busy = agent["busy_share"].as_f64().expect("a number");
+        assert!((0.0..1.05).contains(&busy), "{agent}");
+        if agent["kind"] == "synthetic" && u64_at(agent, "/handled") > 0 {
+            assert!(busy > 0.0, "{agent}");
+        }
     }
+    let coordinator = array(&report, "per_agent")
+        .iter()
+        .find(|a| a["name"] == "RequestCoordinator")
+        .expect("the coordinator");
+    assert_eq!(
+        u64_at(coordinator, "/concurrency"),
+        64,
+        "as its manifest says"
+    );
     assert!(
         u64_at(&report, "/requests/sent") > 0,
         "{:#}",

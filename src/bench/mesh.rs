@@ -78,6 +78,24 @@ pub struct MeshReport {
     pub agents: (usize, usize),
     /// What became of the load generator's requests.
     pub counts: RequestsReport,
+    /// The agents whose workers were busiest, busiest first.
+    pub busiest: Vec<BusyAgent>,
+}
+
+/// Agents listed as the busiest: where a mesh that cannot keep up queues.
+pub const BUSIEST: usize = 3;
+
+/// An agent and how busy its workers were: handler time (the calls it
+/// awaits included) over run time x concurrency. Near 1 the agent is
+/// saturated and requests queue in its inbox.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BusyAgent {
+    /// Its name.
+    pub agent: String,
+    /// Requests it serves at once.
+    pub concurrency: u32,
+    /// Handler time over its workers' run time.
+    pub busy_share: f64,
 }
 
 impl MeshBench {
@@ -114,11 +132,23 @@ impl MeshBench {
             daemon::run(&self.options(), &mut std::io::sink()).map_err(|err| BenchError::Mesh {
                 source: Box::new(err),
             })?;
+        let mut busiest: Vec<BusyAgent> = report
+            .per_agent
+            .iter()
+            .map(|a| BusyAgent {
+                agent: a.name.clone(),
+                concurrency: a.concurrency,
+                busy_share: a.busy_share,
+            })
+            .collect();
+        busiest.sort_by(|a, b| b.busy_share.total_cmp(&a.busy_share));
+        busiest.truncate(BUSIEST);
         Ok(MeshReport {
             voice: report.voice_histogram().clone(),
             requests: report.e2e_histogram().clone(),
             agents: (report.agents_started, report.agents_planned),
             counts: report.requests,
+            busiest,
         })
     }
 
@@ -199,6 +229,7 @@ impl MeshReport {
             requests: self.counts,
             e2e_ns: LatencySummary::of(&self.requests),
             voice_ns: LatencySummary::of(&self.voice),
+            busiest_agents: self.busiest.clone(),
         }
     }
 }
@@ -228,6 +259,8 @@ pub struct MeshJson {
     pub e2e_ns: LatencySummary,
     /// Audio frame to the coordinator's answer.
     pub voice_ns: LatencySummary,
+    /// The [`BUSIEST`] agents by busy share, busiest first.
+    pub busiest_agents: Vec<BusyAgent>,
 }
 
 impl MeshJson {
@@ -275,6 +308,15 @@ impl MeshJson {
             }
             let _ = writeln!(out);
         }
+        let busiest: Vec<String> = self
+            .busiest_agents
+            .iter()
+            .map(|a| {
+                let share = a.busy_share * 100.0;
+                format!("{} {share:.0}% (concurrency {})", a.agent, a.concurrency)
+            })
+            .collect();
+        let _ = writeln!(out, "\nbusiest agents: {}", busiest.join(", "));
         out
     }
 

@@ -8,7 +8,9 @@
 //! a [`LatencySummary`]),
 //! `requests` (`offered`, `sent`, `not_sent`, `completed`, `failed`,
 //! `timed_out`, `lost`),
-//! `placement_violations` and `per_agent`, then `voice_latency_ns`,
+//! `placement_violations` and `per_agent` (per agent: `name`, `host`,
+//! `kind`, `planned_cpu`, `observed_cpu`, `handled`, `failures`,
+//! `restarts`, `expired`, `concurrency`, `busy_share`), then `voice_latency_ns`,
 //! `routes`, `coordinators`, `registries`, `stream_frames`, `router`,
 //! `degraded` and `processes` (per agent process: `agent`, `pid`, `cpu`,
 //! `uid`, `restarts`, `last_exit`, with `kind`, `user`, `state` and
@@ -31,7 +33,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::agents::mesh::MeshCounters;
-use crate::config::{AgentIndex, AgentSet};
+use crate::config::AgentSet;
 use crate::latency::{LatencySummary, format_ns, new_histogram};
 use crate::observe::api::{AnomalySeen, VramCounts};
 use crate::plan::Plan;
@@ -39,10 +41,12 @@ use crate::process::ProcessStatus;
 use crate::runtime::node::RouterTotals;
 use crate::runtime::remote::CallTotals;
 use crate::runtime::routes::Routes;
-use crate::runtime::stats::{AgentCounts, Requests, StatsSnapshot};
+use crate::runtime::stats::{Requests, StatsSnapshot};
 
+mod agents;
 mod legacy;
 
+pub use self::agents::AgentReport;
 pub use self::legacy::LegacyReport;
 
 /// Routes the text report lists (the slowest by p99).
@@ -84,29 +88,6 @@ pub struct RequestsReport {
     pub timed_out: u64,
     /// Sent and never accounted for (should be 0).
     pub lost: u64,
-}
-
-/// One agent.
-#[derive(Debug, Clone, Serialize)]
-pub struct AgentReport {
-    /// Its name (`Name@host` where two hosts share it).
-    pub name: String,
-    /// Its host in the manifest.
-    pub host: String,
-    /// native, synthetic or external.
-    pub kind: &'static str,
-    /// The CPU the plan gave it.
-    pub planned_cpu: u32,
-    /// The CPU its worker found itself on.
-    pub observed_cpu: Option<u32>,
-    /// Messages handled.
-    pub handled: u64,
-    /// Handler failures and overruns.
-    pub failures: u64,
-    /// Restarts after isolation.
-    pub restarts: u64,
-    /// Requests that expired in its inbox.
-    pub expired: u64,
 }
 
 /// One route that carried calls.
@@ -280,7 +261,7 @@ impl Report {
             failed: a.failed + s.requests.failed,
             timed_out: a.timed_out + s.requests.timed_out,
         });
-        let per_agent = agent_reports(&inputs);
+        let per_agent = agents::agent_reports(&inputs);
         let placement_violations = per_agent
             .iter()
             .filter(|a| a.observed_cpu.is_some_and(|cpu| cpu != a.planned_cpu))
@@ -486,42 +467,6 @@ impl Report {
             let _ = writeln!(out, "degraded: {}", self.degraded.join(", "));
         }
     }
-}
-
-fn agent_reports(inputs: &ReportInputs<'_>) -> Vec<AgentReport> {
-    let mut counts: Vec<Option<AgentCounts>> = vec![None; inputs.routes.agent_count()];
-    for snapshot in inputs.snapshots {
-        for &(id, c) in &snapshot.agents {
-            counts[id.0 as usize] = Some(c);
-        }
-    }
-    inputs
-        .plan
-        .placements()
-        .iter()
-        .map(|p| {
-            let spec = inputs.agents.get(p.agent);
-            let c = counts[p.agent.0].unwrap_or_default();
-            let name = inputs.agents.display_name(AgentIndex(p.agent.0));
-            // A process agent's own CPU is its affinity (set before exec);
-            // its bridge's CPU is the executor's, not the agent's.
-            let observed_cpu = match inputs.processes.iter().find(|s| s.agent == name) {
-                Some(process) => process.cpu_seen,
-                None => c.cpu_seen,
-            };
-            AgentReport {
-                name,
-                host: spec.host().to_owned(),
-                kind: spec.kind().as_str(),
-                planned_cpu: p.cpu.0,
-                observed_cpu,
-                handled: c.handled,
-                failures: c.failures,
-                restarts: c.restarts,
-                expired: c.expired,
-            }
-        })
-        .collect()
 }
 
 fn route_reports(routes: &Routes, snapshots: &[StatsSnapshot]) -> Vec<RouteReport> {
