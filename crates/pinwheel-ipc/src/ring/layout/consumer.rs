@@ -81,8 +81,12 @@ impl ConsumerEnd {
         // SYNC: Acquire pairs with the Release store in ProducerEnd::publish:
         // frames below head are fully written.
         let head = self.shared.control().producer.head.load(Ordering::Acquire);
-        if self.untrusted && (head < self.head_cache || head - self.tail > self.shared.slots()) {
-            let expected = format!("{}..={}", self.head_cache, self.tail + self.shared.slots());
+        // Wrapping and saturating: a peer may have scribbled this end's
+        // starting tail too (it is read from the header at attach).
+        let ahead = head.wrapping_sub(self.tail);
+        if self.untrusted && (head < self.head_cache || ahead > self.shared.slots()) {
+            let last = self.tail.saturating_add(self.shared.slots());
+            let expected = format!("{}..={last}", self.head_cache);
             return Err(RingError::Corrupt {
                 what: "head",
                 value: head,

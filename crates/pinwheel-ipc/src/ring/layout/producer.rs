@@ -114,8 +114,14 @@ impl ProducerEnd {
         Ok(())
     }
 
+    /// Free slots. Wrapping and saturating: an end attached to a ring a
+    /// peer scribbled on may start from a `head` below, or too far above,
+    /// the tail it read; that shows as no room, and the tail then read
+    /// is refused as corrupt, instead of an overflow.
     fn free(&self) -> u64 {
-        self.shared.slots() - (self.head - self.tail_cache)
+        self.shared
+            .slots()
+            .saturating_sub(self.head.wrapping_sub(self.tail_cache))
     }
 
     /// Prefetches, for writing, slots a little ahead of `head` that the
@@ -127,7 +133,7 @@ impl ProducerEnd {
         for ahead in PREFETCH_AHEAD..end {
             self.shared
                 .data
-                .prefetch_write(self.shared.offset(self.head + ahead));
+                .prefetch_write(self.shared.offset(self.head.wrapping_add(ahead)));
         }
     }
 
@@ -137,7 +143,7 @@ impl ProducerEnd {
         for ahead in 0..slots.min(self.free()) {
             self.shared
                 .data
-                .prefetch_write(self.shared.offset(self.head + ahead));
+                .prefetch_write(self.shared.offset(self.head.wrapping_add(ahead)));
         }
     }
 

@@ -212,7 +212,7 @@ fn run(seed: u64, daemon_produces: bool) -> Seen {
 fn a_peer_scribbling_on_the_header_while_both_ends_run_gets_corrupt_never_a_panic() {
     let mut total = Seen::default();
     for round in 1..=ROUNDS {
-        let seen = run(round * 0x9e37_79b9_7f4a_7c15, round % 2 == 0);
+        let seen = run(round.wrapping_mul(0x9e37_79b9_7f4a_7c15), round % 2 == 0);
         total.frames += seen.frames;
         total.corrupt += seen.corrupt;
     }
