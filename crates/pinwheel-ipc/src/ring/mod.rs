@@ -54,6 +54,8 @@ mod shm;
 mod sync;
 #[cfg(not(loom))]
 #[allow(unsafe_code)]
+mod thread;
+#[cfg(not(loom))]
 mod wait;
 
 #[cfg(test)]

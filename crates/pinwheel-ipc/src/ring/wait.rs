@@ -52,6 +52,7 @@ use std::time::{Duration, Instant};
 use super::RingError;
 use super::WaitStrategy;
 use super::layout::ConsumerEnd;
+use super::thread::thread_is_realtime;
 
 /// Shortest adaptive spin.
 pub(super) const MIN_SPIN: Duration = Duration::from_micros(1);
@@ -70,20 +71,6 @@ const PARK_WINDOW: Duration = Duration::from_millis(100);
 /// are gaps to park in): twice the idle time the kernel's default
 /// real-time throttling demands (5%).
 const PARKED_SHARE: u32 = 10;
-
-/// Whether the calling thread runs under a real-time policy (SCHED_FIFO
-/// or SCHED_RR), which the kernel throttles when it never sleeps. A
-/// failed read counts as not real-time: the share then costs nothing.
-fn thread_is_realtime() -> bool {
-    use nix::libc;
-    // SAFETY: pid 0 is the calling thread; the call takes no pointers.
-    let policy = unsafe { libc::sched_getscheduler(0) };
-    policy >= 0
-        && matches!(
-            policy & !libc::SCHED_RESET_ON_FORK,
-            libc::SCHED_FIFO | libc::SCHED_RR
-        )
-}
 
 /// The spin-phase state of a consumer.
 #[derive(Debug)]
@@ -431,23 +418,6 @@ mod tests {
         assert!(!sut.owes_nap(at(60)), "the window's answer holds");
         assert!(!sut.owes_nap(at(100)), "a new window, asked again");
         assert!(sut.owes_nap(at(150)), "now real-time, nothing parked");
-    }
-
-    #[test]
-    fn the_kernel_says_whether_the_calling_thread_is_real_time() {
-        let answers = std::thread::spawn(|| {
-            let before = thread_is_realtime();
-            let param = nix::libc::sched_param { sched_priority: 1 };
-            // SAFETY: pid 0 is this test's own thread; `param` is valid
-            // and outlives the call. The thread only reads the policy back
-            // and ends, so SCHED_FIFO cannot starve the machine.
-            let rc = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_FIFO, &param) };
-            assert_eq!(rc, 0, "the tests run as root");
-            (before, thread_is_realtime())
-        })
-        .join()
-        .expect("the thread ends");
-        assert_eq!(answers, (false, true));
     }
 
     #[test]
