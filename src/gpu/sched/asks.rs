@@ -12,11 +12,15 @@
 //! create failed (the link was down, the store did not answer in time) is
 //! created again after its backoff, where it fits then, until the store
 //! shows the slot. One that fits nowhere waits for room, reported once as
-//! [`Decision::Unplaced`]. One the store keeps refusing is given up once
-//! [`ASK_TRIES`] creates have failed and [`ASK_PATIENCE_MS`] have passed
-//! since it was asked ([`Decision::GaveUp`]): long past any recovery of a
-//! JetStream cluster that lost a node (tens of seconds), so only a store
-//! that cannot take the create (permissions, a full bucket) ends there.
+//! [`Decision::Unplaced`]. One the store keeps refusing is given up when a
+//! create fails after [`ASK_TRIES`] failed before it and [`ASK_PATIENCE_MS`]
+//! have passed since it was asked ([`Decision::GaveUp`]): long past any
+//! recovery of a JetStream cluster that lost a node (tens of seconds), so
+//! only a store that cannot take the create (permissions, a full bucket)
+//! ends there. Only failures while the view is synced count, and both
+//! the count and the patience start over when it is synced again after
+//! the link or the store went away: an outage alone never gives a
+//! placement up.
 //!
 //! [`WRITE_TIMEOUT_MS`]: super::reconcile::WRITE_TIMEOUT_MS
 //! [`GpuScheduler::place`]: super::GpuScheduler::place
@@ -103,15 +107,6 @@ impl GpuScheduler {
             let Some(asked) = self.asked.get(&slot) else {
                 continue;
             };
-            let waited = now_ms.saturating_sub(asked.since_ms);
-            if asked.failed >= ASK_TRIES && waited >= ASK_PATIENCE_MS {
-                out.push(Decision::GaveUp {
-                    slot: slot.clone(),
-                    tries: asked.failed,
-                });
-                self.asked.remove(&slot);
-                continue;
-            }
             let (mut owner, only) = (asked.owner.clone(), asked.only.clone());
             if self.choose(&slot, &mut owner, only.as_ref(), None).is_ok() {
                 self.unplaced.remove(&slot);
@@ -155,10 +150,47 @@ impl GpuScheduler {
         true
     }
 
-    /// Counts a failed create of an asked placement (`written` calls it).
-    pub(super) fn create_failed(&mut self, slot: &Slot, write: &Write) {
-        if let (Write::Create(_), Some(asked)) = (write, self.asked.get_mut(slot)) {
-            asked.failed = asked.failed.saturating_add(1);
+    /// Counts a failed create of an asked placement (the store failed it,
+    /// or its answer never came), giving the placement up when the store
+    /// has refused it long enough.
+    pub(super) fn create_failed(
+        &mut self,
+        slot: &Slot,
+        write: &Write,
+        now_ms: u64,
+        out: &mut Vec<Decision>,
+    ) {
+        if !self.is_synced() {
+            return;
+        }
+        let (Write::Create(_), Some(asked)) = (write, self.asked.get_mut(slot)) else {
+            return;
+        };
+        asked.failed = asked.failed.saturating_add(1);
+        let waited = now_ms.saturating_sub(asked.since_ms);
+        if asked.failed > ASK_TRIES && waited >= ASK_PATIENCE_MS {
+            out.push(Decision::GaveUp {
+                slot: slot.clone(),
+                tries: asked.failed,
+            });
+            self.forget_asked(slot);
+        }
+    }
+
+    /// Drops an asked placement: the store showed it, another host's
+    /// entry holds its key, or it was given up.
+    pub(super) fn forget_asked(&mut self, slot: &Slot) {
+        self.asked.remove(slot);
+        self.unplaced.remove(slot);
+    }
+
+    /// Starts every asked placement's count of failures and its patience
+    /// over: the view is synced again after the link or the store went
+    /// away, and an outage says nothing of whether the store would take
+    /// it.
+    pub(super) fn forgive_asked(&mut self, now_ms: u64) {
+        for asked in self.asked.values_mut() {
+            (asked.failed, asked.since_ms) = (0, now_ms);
         }
     }
 }

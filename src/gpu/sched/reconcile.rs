@@ -41,7 +41,7 @@ pub const WRITE_TIMEOUT_MS: u64 = 5_000;
 impl GpuScheduler {
     /// Runs one tick at `now_ms` and pushes what it decided onto `out`.
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Decision>) {
-        self.expire_writes(now_ms);
+        self.expire_writes(now_ms, out);
         self.expire_active(now_ms, out);
         self.detect_lost(now_ms, out);
         self.update_degraded(out);
@@ -59,7 +59,7 @@ impl GpuScheduler {
     /// A write whose answer never came (a dropped event, a lost link)
     /// counts as failed after [`WRITE_TIMEOUT_MS`], so the slot is not held
     /// forever.
-    fn expire_writes(&mut self, now_ms: u64) {
+    fn expire_writes(&mut self, now_ms: u64, out: &mut Vec<Decision>) {
         let retry = now_ms.saturating_add(self.config.heartbeat_ms);
         let expired: Vec<Slot> = self
             .writing
@@ -69,7 +69,7 @@ impl GpuScheduler {
             .collect();
         for slot in expired {
             if let Some(f) = self.writing.remove(&slot) {
-                self.create_failed(&slot, &f.write);
+                self.create_failed(&slot, &f.write, now_ms, out);
             }
             self.backoff.insert(slot, retry);
         }

@@ -166,6 +166,7 @@ impl GpuScheduler {
                     seen.generation == generation || writing.contains_key(slot)
                 });
                 self.synced_since_ms = Some(now_ms);
+                self.forgive_asked(now_ms);
             }
             (false, Some(_)) => {
                 self.synced_since_ms = None;
@@ -254,7 +255,7 @@ impl GpuScheduler {
             o
         });
         if owner.is_some() {
-            self.asked.remove(&slot);
+            self.forget_asked(&slot);
         }
         self.table.insert(
             slot,
@@ -291,13 +292,13 @@ impl GpuScheduler {
             self.backoff.insert(slot.clone(), retry);
             if outcome == WriteOutcome::Conflict {
                 // Another entry holds the key: the watch shows whose.
-                self.asked.remove(slot);
+                self.forget_asked(slot);
             } else {
-                self.create_failed(slot, &write);
+                self.create_failed(slot, &write, now_ms, out);
             }
             return;
         };
-        self.asked.remove(slot);
+        self.forget_asked(slot);
         self.backoff.remove(slot);
         let owner = write.owner().cloned();
         // The watch delivers the same entry; whichever comes first counts.

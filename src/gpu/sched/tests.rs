@@ -735,3 +735,91 @@ fn an_asked_placement_that_no_longer_fits_is_reported_once_and_placed_when_room_
     );
     assert_eq!(writes, 1, "created once room came");
 }
+
+/// Ticks `sut` each second from `from` to `to` ms, failing every write
+/// with `outcome` (`None`: never answered); returns when it gave up.
+fn fail_until(
+    sut: &mut GpuScheduler,
+    from: u64,
+    to: u64,
+    outcome: Option<WriteOutcome>,
+) -> Option<u64> {
+    let mut out = Vec::new();
+    let mut now = from;
+    while now <= to {
+        sut.tick(now, &mut out);
+        let rest = match outcome {
+            Some(outcome) => answer_all(sut, &mut out, outcome, now).0,
+            None => std::mem::take(&mut out),
+        };
+        if rest.iter().any(|d| matches!(d, Decision::GaveUp { .. })) {
+            return Some(now);
+        }
+        now += 1_000;
+    }
+    None
+}
+
+#[test]
+fn creates_whose_answers_never_come_count_as_failed_and_end_in_giving_up() {
+    let mut sut = host("a", &[20 * GIB]);
+    sut.place(&pinned("ocr", 2 * GIB), 0, &mut Vec::new())
+        .expect("fits");
+    let gave_up = fail_until(&mut sut, 1_000, 3 * ASK_PATIENCE_MS, None);
+    assert!(
+        gave_up.is_some_and(|at| at >= ASK_PATIENCE_MS),
+        "{gave_up:?}"
+    );
+}
+
+#[test]
+fn failures_before_an_outage_do_not_give_a_placement_up_after_it() {
+    let mut sut = host("a", &[20 * GIB]);
+    let failed = Some(WriteOutcome::Failed);
+    sut.place(&pinned("ocr", 2 * GIB), 0, &mut Vec::new())
+        .expect("fits");
+    assert_eq!(fail_until(&mut sut, 1_000, 30_000, failed), None);
+    // The store goes away for longer than the patience, then comes back.
+    let back = 31_000 + 2 * ASK_PATIENCE_MS;
+    sut.set_synced(false, 31_000);
+    sut.set_synced(true, back);
+
+    let gave_up = fail_until(&mut sut, back + 1_000, back + 2 * ASK_PATIENCE_MS, failed);
+
+    let at = gave_up.expect("given up once refused long enough again");
+    assert!(
+        at >= back + ASK_PATIENCE_MS,
+        "{at} came too soon after {back}"
+    );
+}
+
+#[test]
+fn a_placement_unplaced_then_given_up_is_reported_unplaced_again_when_asked_anew() {
+    let mut sut = host("a", &[20 * GIB]);
+    let mut out = Vec::new();
+    sut.place(&pinned("ocr", 8 * GIB), 0, &mut out)
+        .expect("fits");
+    answer_all(&mut sut, &mut out, WriteOutcome::Failed, 0);
+    sut.set_local_gpus(&gpus(&[GIB]));
+    sut.tick(1_000, &mut out);
+    let (first, _) = answer_all(&mut sut, &mut out, WriteOutcome::Failed, 1_000);
+    sut.set_local_gpus(&gpus(&[20 * GIB]));
+    let failed = Some(WriteOutcome::Failed);
+    let gave_up = fail_until(&mut sut, 2_000, 3 * ASK_PATIENCE_MS, failed);
+    assert!(gave_up.is_some(), "the store refused it long enough");
+
+    let now = 3 * ASK_PATIENCE_MS + 1_000;
+    sut.place(&pinned("ocr", 8 * GIB), now, &mut out)
+        .expect("fits");
+    answer_all(&mut sut, &mut out, WriteOutcome::Failed, now);
+    sut.set_local_gpus(&gpus(&[GIB]));
+    sut.tick(now + 1_000, &mut out);
+    let (again, _) = answer_all(&mut sut, &mut out, WriteOutcome::Failed, now + 1_000);
+
+    let unplaced = |d: &[Decision]| {
+        d.iter()
+            .filter(|d| matches!(d, Decision::Unplaced { .. }))
+            .count()
+    };
+    assert_eq!((unplaced(&first), unplaced(&again)), (1, 1));
+}
