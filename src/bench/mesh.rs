@@ -135,10 +135,12 @@ impl MeshBench {
         let mut busiest: Vec<BusyAgent> = report
             .per_agent
             .iter()
-            .map(|a| BusyAgent {
-                agent: a.name.clone(),
-                concurrency: a.concurrency,
-                busy_share: a.busy_share,
+            .filter_map(|a| {
+                a.busy_share.map(|busy_share| BusyAgent {
+                    agent: a.name.clone(),
+                    concurrency: a.concurrency,
+                    busy_share,
+                })
             })
             .collect();
         busiest.sort_by(|a, b| b.busy_share.total_cmp(&a.busy_share));
@@ -316,7 +318,9 @@ impl MeshJson {
                 format!("{} {share:.0}% (concurrency {})", a.agent, a.concurrency)
             })
             .collect();
-        let _ = writeln!(out, "\nbusiest agents: {}", busiest.join(", "));
+        if !busiest.is_empty() {
+            let _ = writeln!(out, "\nbusiest agents: {}", busiest.join(", "));
+        }
         out
     }
 

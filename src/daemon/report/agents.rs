@@ -7,13 +7,17 @@
 //! before the CPUs are full when a serial agent (concurrency 1) sits on
 //! the request path. Handler time includes the calls a handler awaits.
 //! It comes from the executors' handler-time histograms (1% resolution),
-//! so it is an estimate to two digits.
+//! so it is an estimate to two digits. It is given only where a handler
+//! serves a message whole (synthetic agents, registries): the coordinator
+//! hands requests to its own queue and answers them later (its queue's
+//! counters tell its load), and a process, external or ZeroMQ agent's
+//! handler only forwards to another process; theirs is `null`.
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::ReportInputs;
-use crate::config::AgentIndex;
+use crate::config::{AgentIndex, AgentKind, NativeName};
 use crate::runtime::stats::AgentCounts;
 
 /// One agent.
@@ -39,8 +43,17 @@ pub struct AgentReport {
     pub expired: u64,
     /// Requests it serves at once (its workers).
     pub concurrency: u32,
-    /// Handler time over the workers' run time (see the module doc).
-    pub busy_share: f64,
+    /// Handler time over the workers' run time (see the module doc);
+    /// `None` where the handler is not the agent's work.
+    pub busy_share: Option<f64>,
+}
+
+/// Whether an agent's handler time is its work (see the module doc).
+fn handler_is_the_work(kind: AgentKind) -> bool {
+    matches!(
+        kind,
+        AgentKind::Synthetic | AgentKind::Native(NativeName::Registry)
+    )
 }
 
 /// Total time a handler-time histogram recorded, ns (its mean times its
@@ -78,11 +91,8 @@ pub(super) fn agent_reports(inputs: &ReportInputs<'_>) -> Vec<AgentReport> {
             };
             let concurrency = spec.behaviour().concurrency;
             let capacity_ns = run_ns * f64::from(concurrency.max(1));
-            let busy_share = if capacity_ns > 0.0 {
-                handler_ns[p.agent.0] / capacity_ns
-            } else {
-                0.0
-            };
+            let busy_share = (handler_is_the_work(spec.kind()) && capacity_ns > 0.0)
+                .then(|| handler_ns[p.agent.0] / capacity_ns);
             AgentReport {
                 name,
                 host: spec.host().to_owned(),
