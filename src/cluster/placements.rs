@@ -109,9 +109,8 @@ async fn follow(
         Ok(Err(e)) => return nats_error(shared, "watch placements", &e.to_string()),
         Err(_) => return nats_error(shared, "watch placements", "timed out"),
     };
-    let mut synced = empty;
-    let mut progress = Instant::now();
-    if synced {
+    let mut progress = Progress::new(empty);
+    if progress.synced {
         shared.emit(ClusterEvent::PlacementsSynced(true));
     }
     let mut aligned = AlignedVec::new();
@@ -121,49 +120,20 @@ async fn follow(
     let mut stream = store.stream.clone();
     let mut checks = tokio::time::interval(check);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The highest revision delivered, and the bucket's last one at the
-    // previous check when the watch was behind it.
-    let (mut delivered, mut held) = (0u64, None::<u64>);
     loop {
         tokio::select! {
             _ = checks.tick() => {
-                if held.is_some_and(|h| delivered < h) {
-                    tracing::warn!("placements watch stalled; following the bucket again");
+                if !progress.check(shared, &mut stream).await {
                     return;
                 }
-                if !synced {
-                    // The replay has its own patience; the stream check
-                    // waits for it (an awaited info is time the watch is
-                    // not read, which would count as silence).
-                    if progress.elapsed() >= REPLAY_PATIENCE {
-                        tracing::warn!(
-                            delivered,
-                            "placements watch silent before its replay ended; following the bucket again"
-                        );
-                        return;
-                    }
-                    continue;
-                }
-                held = match tokio::time::timeout(KV_TIMEOUT, stream.info()).await {
-                    Ok(Ok(info)) => Some(info.state.last_sequence).filter(|&last| last > delivered),
-                    Ok(Err(e)) => {
-                        nats_error(shared, "read placements stream info", &e.to_string());
-                        None
-                    }
-                    Err(_) => {
-                        nats_error(shared, "read placements stream info", "timed out");
-                        None
-                    }
-                };
             }
             entry = watch.next() => match entry {
                 Some(Ok(entry)) => {
-                    delivered = delivered.max(entry.revision);
-                    progress = Instant::now();
+                    progress.delivered(entry.revision);
                     let caught_up = entry.delta == 0 || entry.seen_current;
                     apply(shared, &entry, &mut aligned, &mut last_warn);
-                    if caught_up && !synced {
-                        synced = true;
+                    if caught_up && !progress.synced {
+                        progress.synced = true;
                         shared.emit(ClusterEvent::PlacementsSynced(true));
                     }
                 }
@@ -179,13 +149,85 @@ async fn follow(
                         WriteOutcome::Failed
                     };
                     answer(shared, req, outcome);
-                    // Time spent on the write is not the watch's silence.
-                    progress += began.elapsed();
+                    progress.busy(began.elapsed());
                 }
                 None => return,
             },
             () = shared.placements_restart.notified() => return,
         }
+    }
+}
+
+/// Where a watch stands: whether it has replayed the bucket, what it
+/// delivered and when.
+struct Progress {
+    synced: bool,
+    /// When the watch last delivered, moved on by the time spent carrying
+    /// out writes since (that is not the watch's silence), at most
+    /// [`REPLAY_PATIENCE`] of it: a stream of writes cannot put a restart
+    /// off for ever.
+    last: Instant,
+    /// How far `last` was moved on.
+    credit: Duration,
+    /// The highest revision delivered.
+    delivered: u64,
+    /// The bucket's last revision at the previous check, when the watch
+    /// was behind it.
+    held: Option<u64>,
+}
+
+impl Progress {
+    fn new(synced: bool) -> Self {
+        Self {
+            synced,
+            last: Instant::now(),
+            credit: Duration::ZERO,
+            delivered: 0,
+            held: None,
+        }
+    }
+
+    fn delivered(&mut self, revision: u64) {
+        self.delivered = self.delivered.max(revision);
+        (self.last, self.credit) = (Instant::now(), Duration::ZERO);
+    }
+
+    fn busy(&mut self, spent: Duration) {
+        let spent = spent.min(REPLAY_PATIENCE.saturating_sub(self.credit));
+        (self.last, self.credit) = (self.last + spent, self.credit + spent);
+    }
+
+    /// The periodic check; false when the watch must start over: it
+    /// stalled behind the bucket, or its replay stayed silent too long.
+    /// The stream is asked only after the replay (an awaited info is time
+    /// the watch is not read, which would count as silence).
+    async fn check(&mut self, shared: &Shared, stream: &mut jetstream::stream::Stream) -> bool {
+        if self.held.is_some_and(|h| self.delivered < h) {
+            tracing::warn!("placements watch stalled; following the bucket again");
+            return false;
+        }
+        if !self.synced {
+            let silent = self.last.elapsed() >= REPLAY_PATIENCE;
+            if silent {
+                tracing::warn!(
+                    delivered = self.delivered,
+                    "placements watch silent before its replay ended; following the bucket again"
+                );
+            }
+            return !silent;
+        }
+        self.held = match tokio::time::timeout(KV_TIMEOUT, stream.info()).await {
+            Ok(Ok(info)) => Some(info.state.last_sequence).filter(|&last| last > self.delivered),
+            Ok(Err(e)) => {
+                nats_error(shared, "read placements stream info", &e.to_string());
+                None
+            }
+            Err(_) => {
+                nats_error(shared, "read placements stream info", "timed out");
+                None
+            }
+        };
+        true
     }
 }
 
