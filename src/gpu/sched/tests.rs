@@ -705,14 +705,21 @@ fn an_answer_that_comes_after_its_write_timed_out_is_not_taken_for_the_next_writ
     assert_eq!(sut.where_is(&slot("ocr", 0)).map(|p| p.revision), Some(1));
 }
 
+/// Asks `sut` to place an 8 GiB model at `now_ms`, fails that create,
+/// and leaves no GPU room for it.
+fn asked_then_squeezed(sut: &mut GpuScheduler, now_ms: u64) {
+    let mut out = Vec::new();
+    sut.place(&pinned("ocr", 8 * GIB), now_ms, &mut out)
+        .expect("fits");
+    answer_all(sut, &mut out, WriteOutcome::Failed, now_ms);
+    sut.set_local_gpus(&gpus(&[GIB]));
+}
+
 #[test]
 fn an_asked_placement_that_no_longer_fits_is_reported_once_and_placed_when_room_comes() {
     let mut sut = host("a", &[20 * GIB]);
+    asked_then_squeezed(&mut sut, 0);
     let mut out = Vec::new();
-    sut.place(&pinned("ocr", 8 * GIB), 0, &mut out)
-        .expect("fits");
-    answer_all(&mut sut, &mut out, WriteOutcome::Failed, 0);
-    sut.set_local_gpus(&gpus(&[GIB]));
     let mut unplaced = 0;
     for second in 1..10 {
         sut.tick(second * 1_000, &mut out);
@@ -797,10 +804,7 @@ fn failures_before_an_outage_do_not_give_a_placement_up_after_it() {
 fn a_placement_unplaced_then_given_up_is_reported_unplaced_again_when_asked_anew() {
     let mut sut = host("a", &[20 * GIB]);
     let mut out = Vec::new();
-    sut.place(&pinned("ocr", 8 * GIB), 0, &mut out)
-        .expect("fits");
-    answer_all(&mut sut, &mut out, WriteOutcome::Failed, 0);
-    sut.set_local_gpus(&gpus(&[GIB]));
+    asked_then_squeezed(&mut sut, 0);
     sut.tick(1_000, &mut out);
     let (first, _) = answer_all(&mut sut, &mut out, WriteOutcome::Failed, 1_000);
     sut.set_local_gpus(&gpus(&[20 * GIB]));
@@ -809,10 +813,7 @@ fn a_placement_unplaced_then_given_up_is_reported_unplaced_again_when_asked_anew
     assert!(gave_up.is_some(), "the store refused it long enough");
 
     let now = 3 * ASK_PATIENCE_MS + 1_000;
-    sut.place(&pinned("ocr", 8 * GIB), now, &mut out)
-        .expect("fits");
-    answer_all(&mut sut, &mut out, WriteOutcome::Failed, now);
-    sut.set_local_gpus(&gpus(&[GIB]));
+    asked_then_squeezed(&mut sut, now);
     sut.tick(now + 1_000, &mut out);
     let (again, _) = answer_all(&mut sut, &mut out, WriteOutcome::Failed, now + 1_000);
 
