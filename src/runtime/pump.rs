@@ -35,10 +35,13 @@
 //! An executor thread runs under SCHED_FIFO (when it may), and one that
 //! never sleeps meets the kernel's real-time throttling: nothing of it
 //! runs for the last 50 ms of a second. Under a stream too dense to park
-//! in (every park finds a frame already there), the pump naps [`NAP`]
-//! between batches, work or not, whenever its group says it owes the CPU
-//! idle time ([`ConsumerGroup::owes_nap`]: only a real-time thread does,
-//! as the kernel reports its policy); naps are counted
+//! in (every park finds a frame already there), the pump naps between
+//! batches, work or not, whenever its group says it owes the CPU idle
+//! time ([`ConsumerGroup::owed_nap`]: only a real-time thread does, as
+//! the kernel reports its policy and its CPU time). It naps what is owed,
+//! within [`NAP`] and [`NAP_MAX`]: a shorter sleep costs a VM's thread
+//! nearly as much CPU time as it sleeps (entering and leaving it, ~20 us),
+//! a longer one holds every request in flight longer. Naps are counted
 //! ([`super::node::RouterCounters::naps`]).
 
 use std::cell::Cell;
@@ -70,10 +73,13 @@ pub const PREEMPT: Duration = Duration::from_millis(40);
 pub const REACTOR_SPIN: Duration = Duration::from_micros(100);
 /// The glommio timer a reactor pass waits for.
 const PASS_TIMER: Duration = Duration::from_micros(1);
-/// How long the pump naps when its thread owes the CPU idle time.
+/// The shortest nap the pump takes when its thread owes the CPU idle
+/// time.
 const NAP: Duration = Duration::from_micros(50);
-/// Loops of the pump between two looks at whether it owes a nap (a clock
-/// read).
+/// The longest.
+const NAP_MAX: Duration = Duration::from_micros(200);
+/// Loops of the pump between two questions whether it owes a nap (a
+/// clock read).
 const NAP_CHECK_EVERY: u32 = 16;
 
 /// What the pump drives.
@@ -103,8 +109,11 @@ pub async fn run_pump(mut pump: Pump) {
         // A SCHED_FIFO thread that never sleeps is throttled by the kernel
         // (50 ms with nothing run, once a second); under a stream too dense
         // to park in, the pump sleeps a little instead, work or not.
-        if loops.is_multiple_of(NAP_CHECK_EVERY) && pump.group.owes_nap() {
-            pump.group.nap(NAP);
+        if loops.is_multiple_of(NAP_CHECK_EVERY) {
+            let owed = pump.group.owed_nap();
+            if !owed.is_zero() {
+                pump.group.nap(owed.clamp(NAP, NAP_MAX));
+            }
         }
         let moved = pass(&pump.node, &mut pump.group);
         let fired = pump.node.timers().fire(now_ns());

@@ -238,7 +238,6 @@ impl ConsumerGroup {
             }
             self.parks += 1;
             let rung = self.sleep(deadline - now, also);
-            self.waiter.parked(now.elapsed());
             self.disarm_all();
             if rung? {
                 return Ok(GroupWake::Interrupted);
@@ -294,20 +293,21 @@ impl ConsumerGroup {
         }
     }
 
-    /// Whether the thread that waits on this group owes the CPU a nap (see
-    /// `wait.rs`: under a dense stream it could not park often enough for
-    /// the kernel's real-time throttling). Reads the clock.
-    pub fn owes_nap(&mut self) -> bool {
-        self.waiter.owes_nap(Instant::now())
+    /// The nap the thread that waits on this group owes the CPU (zero:
+    /// none; see `wait.rs`: under a dense stream it could not park often
+    /// enough for the kernel's real-time throttling): the idle time it is
+    /// short of in the current window. Reads the clock, and now and then
+    /// the thread's CPU time.
+    pub fn owed_nap(&mut self) -> Duration {
+        self.waiter.owed_nap(Instant::now())
     }
 
-    /// Sleeps `slice`, whatever the rings hold (their frames wait), and
-    /// counts it as parked.
+    /// Sleeps `slice`, whatever the rings hold (their frames wait): idle
+    /// time the kernel sees, which the waiter reads back as the thread's
+    /// CPU time.
     pub fn nap(&mut self, slice: Duration) {
-        let started = Instant::now();
         std::thread::sleep(slice);
         self.naps += 1;
-        self.waiter.parked(started.elapsed());
     }
 
     /// Times the group's thread napped ([`ConsumerGroup::nap`]).

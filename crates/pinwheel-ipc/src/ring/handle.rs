@@ -479,7 +479,6 @@ impl Consumer {
             self.stats.parks += 1;
             let parked =
                 park(self.bells.data.as_fd(), deadline - now).map_err(os("wait for ring data"))?;
-            self.waiter.parked(now.elapsed());
             self.end.disarm();
             if self.end.has_frames()? {
                 return Ok(true);
@@ -530,7 +529,6 @@ impl Consumer {
                     .map_err(glommio::GlommioError::from)
             })
             .await;
-            self.waiter.parked(now.elapsed());
             self.end.disarm();
             match read {
                 Ok(()) | Err(glommio::GlommioError::TimedOut(_)) => {}
