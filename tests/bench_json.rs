@@ -149,16 +149,17 @@ fn find_max_names_the_highest_passing_rate_and_that_run_s_counts() {
         max,
         "{report:#}"
     );
-    // The search brackets the maximum: every failing rate lies above it,
-    // and a failing first rate is followed by lower ones.
-    let failed: Vec<f64> = probes
-        .iter()
-        .filter(|p| p["passed"] == Value::Bool(false))
-        .map(|p| p["rate_per_s"].as_f64().unwrap())
-        .collect();
-    assert!(failed.iter().all(|&rate| rate > max), "{report:#}");
+    // The search brackets the maximum: a failing rate below it failed
+    // only by its p99 (a saturated run ends the way up), and when nothing
+    // passed from the first rate up, lower rates were tried.
+    let below_max_saturated = probes.iter().any(|p| {
+        p["passed"] == Value::Bool(false)
+            && p["rate_per_s"].as_f64().unwrap() < max
+            && (u64_at(p, "not_sent") > 0 || u64_at(p, "timed_out") > 0)
+    });
+    assert!(!below_max_saturated, "{report:#}");
     let first = probes[0]["rate_per_s"].as_f64().unwrap();
-    if probes[0]["passed"] == Value::Bool(false) {
+    if max < first {
         assert!(
             probes
                 .iter()

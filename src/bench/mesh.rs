@@ -32,21 +32,13 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::BenchError;
+use super::search::{self, Verdict};
 use crate::daemon::report::RequestsReport;
 use crate::daemon::{self, RunOptions};
 use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
 
 /// The p99 a rate must stay under to pass `--find-max`, ns.
 pub const MAX_P99_NS: u64 = 1_000_000;
-/// The rate `--find-max` starts from, requests a second.
-const FIRST_RATE: f64 = 1_000.0;
-/// Halvings of the interval between the last passing rate and the first
-/// failing one.
-const REFINE_STEPS: u32 = 4;
-/// Highest rate `--find-max` tries.
-const MAX_RATE: f64 = 1_024_000.0;
-/// Lowest rate `--find-max` tries when [`FIRST_RATE`] fails.
-const MIN_RATE: f64 = FIRST_RATE / 64.0;
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,63 +147,35 @@ impl MeshBench {
     }
 
     /// The highest offered rate the mesh serves with a p99 under
-    /// [`MAX_P99_NS`] and nothing unsent or timed out: doubles the rate
-    /// from [`FIRST_RATE`] until a run fails (or, when that first rate
-    /// fails, halves it until one passes, down to [`MIN_RATE`]), then
-    /// halves the interval between the highest pass and the lowest
-    /// failure [`REFINE_STEPS`] times. Each probe is a whole run of
-    /// `duration`. The maximum is 0 when even [`MIN_RATE`] fails.
+    /// [`MAX_P99_NS`] and nothing unsent or timed out, as
+    /// [`search::highest_passing`] searches it. Each probe is a whole run
+    /// of `duration`. The maximum is 0 when even the lowest rate fails.
     pub fn find_max(&self) -> Result<FindMax, BenchError> {
         let mut probes = Vec::new();
-        let mut probe = |rate: f64| -> Result<Option<MeshJson>, BenchError> {
+        let mut passed = Vec::new();
+        let best = search::highest_passing(|rate| -> Result<Verdict, BenchError> {
             let bench = Self {
                 rate_per_s: rate,
                 ..self.clone()
             };
             let json = bench.run()?.to_json(&bench);
-            let passed = json.passes();
+            let verdict = json.verdict();
             probes.push(Probe {
                 rate_per_s: rate,
                 p99_ns: json.e2e_ns.p99,
                 not_sent: json.requests.not_sent,
                 timed_out: json.requests.timed_out,
-                passed,
+                passed: verdict == Verdict::Pass,
             });
-            Ok(passed.then_some(json))
-        };
-        let (mut best, mut failed_at) = (None, None);
-        let mut rate = FIRST_RATE;
-        while rate <= MAX_RATE {
-            match probe(rate)? {
-                Some(json) => best = Some(json),
-                None => {
-                    failed_at = Some(rate);
-                    break;
-                }
+            if verdict == Verdict::Pass {
+                passed.push(json);
             }
-            rate *= 2.0;
-        }
-        // The first rate failed: down until a rate passes.
-        rate = FIRST_RATE / 2.0;
-        while best.is_none() && rate >= MIN_RATE {
-            match probe(rate)? {
-                Some(json) => best = Some(json),
-                None => failed_at = Some(rate),
-            }
-            rate /= 2.0;
-        }
-        if let (Some(mut low), Some(mut high)) = (best.as_ref().map(|b| b.rate_per_s), failed_at) {
-            for _ in 0..REFINE_STEPS {
-                let mid = ((low + high) / 2.0).round();
-                match probe(mid)? {
-                    Some(json) => (low, best) = (mid, Some(json)),
-                    None => high = mid,
-                }
-            }
-        }
+            Ok(verdict)
+        })?;
+        let at_max = best.and_then(|rate| passed.into_iter().find(|json| json.rate_per_s == rate));
         Ok(FindMax {
-            max_rate_per_s: best.as_ref().map_or(0.0, |b| b.rate_per_s),
-            at_max: best,
+            max_rate_per_s: best.unwrap_or(0.0),
+            at_max,
             probes,
         })
     }
@@ -324,10 +288,16 @@ impl MeshJson {
         out
     }
 
-    /// Whether the run meets `--find-max`'s bar.
-    fn passes(&self) -> bool {
+    /// How the run measures up to `--find-max`'s bar.
+    fn verdict(&self) -> Verdict {
         let r = &self.requests;
-        r.completed > 0 && r.not_sent == 0 && r.timed_out == 0 && self.e2e_ns.p99 < MAX_P99_NS
+        if r.completed == 0 || r.not_sent > 0 || r.timed_out > 0 {
+            Verdict::Saturated
+        } else if self.e2e_ns.p99 < MAX_P99_NS {
+            Verdict::Pass
+        } else {
+            Verdict::Slow
+        }
     }
 }
 

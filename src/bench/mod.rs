@@ -43,6 +43,7 @@ pub mod plot;
 mod report;
 pub mod ring;
 pub mod router;
+pub mod search;
 pub mod suite;
 pub mod wakeup;
 pub mod zmq;
