@@ -43,6 +43,8 @@
 mod group;
 #[cfg(not(loom))]
 mod handle;
+#[cfg(not(loom))]
+mod idle;
 #[allow(unsafe_code)]
 mod layout;
 #[cfg(not(loom))]

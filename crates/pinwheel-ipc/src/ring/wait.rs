@@ -15,33 +15,15 @@
 //!   have caught, so in short mode every [`PROBE_EVERY`]th wait spins the
 //!   full length to find out.
 //!
-//!   Spinning never takes the whole CPU of a real-time thread, though: an
-//!   executor thread runs under SCHED_FIFO, and such a thread that never
-//!   sleeps gets the kernel's real-time throttling (no RT task on that CPU
-//!   for the last 50 ms of each second: requests stall 50 ms). So in each
-//!   [`IDLE_WINDOW`], once a tenth of it has passed, a waiter on a
-//!   real-time thread spins only while the thread has left at least
-//!   [`IDLE_SHARE`] of the window idle; below that it parks at each gap
-//!   until it has. Idle is what the kernel counts: the window's wall time
-//!   less the CPU time the thread used in it ([`thread_cpu_time`], read at
-//!   most every [`LOOK_EVERY`]), not the time spent in sleeps. The two
-//!   differ a lot on a VM: entering and leaving a short sleep there costs
-//!   ~20 us of the thread's CPU time (a 1 us `ppoll` between 80 us spins
-//!   measured 23 us asleep by the wall clock and left the thread at 95%
-//!   CPU), and a waiter that counted its sleeps as idle believed it had
-//!   parked 18% of each second while the kernel charged it 95% and
-//!   throttled it (`bench mesh` at 20,000 req/s: p99 34 ms; 0.6 ms now). Whether the
-//!   thread is real-time is asked of the kernel (`sched_getscheduler`)
-//!   at the start of each window, so a thread moved to or from SCHED_FIFO
-//!   (`chrt`, a tuning profile) is followed within one window; a
-//!   SCHED_OTHER thread is never throttled and keeps no share. Under a
-//!   dense stream the gaps are too short to park in (a park finds the
-//!   next frame already there), so a thread below that share also naps,
-//!   frames or not ([`ConsumerGroup::nap`](super::ConsumerGroup::nap),
-//!   asked by an executor's pump between batches, for the idle time it
-//!   is short of): many naps of tens of microseconds instead of one
-//!   50 ms stall. (`bench mesh` at 24,000
-//!   req/s with neither: p99 38.5 ms, max 49.6 ms.)
+//!   Spinning never takes the whole CPU of a real-time thread, though:
+//!   while the thread owes the CPU idle time (`idle.rs`: a SCHED_FIFO
+//!   thread that never sleeps is throttled by the kernel), the waiter
+//!   parks at each gap, and under a stream too dense to park in (a park
+//!   finds the next frame already there) an executor's pump also naps,
+//!   frames or not, for the idle time owed
+//!   ([`ConsumerGroup::owed_nap`](super::ConsumerGroup::owed_nap)): many
+//!   naps of 50-200 us instead of one 50 ms stall. (`bench mesh` at
+//!   24,000 req/s with neither: p99 38.5 ms, max 49.6 ms.)
 //!
 //!   Why not the mean wait (what this followed before): traffic in chains
 //!   (a request's calls, each answered in microseconds) separated by idle
@@ -60,8 +42,8 @@ use std::time::{Duration, Instant};
 
 use super::RingError;
 use super::WaitStrategy;
+use super::idle::IdleShare;
 use super::layout::ConsumerEnd;
-use super::thread::{thread_cpu_time, thread_is_realtime};
 
 /// Shortest adaptive spin.
 pub(super) const MIN_SPIN: Duration = Duration::from_micros(1);
@@ -74,51 +56,18 @@ const CLOCK_EVERY: u32 = 64;
 const SPIN_WHILE_CAUGHT: u32 = 256 / 8;
 /// In short mode, every this many waits spins the full length.
 const PROBE_EVERY: u32 = 8;
-/// The window over which an adaptive waiter keeps its thread's idle
-/// share.
-const IDLE_WINDOW: Duration = Duration::from_millis(100);
-/// The share (percent) of each window an adaptive waiter on a real-time
-/// thread leaves idle. The kernel's default real-time throttling demands
-/// 5% of each second. Idle is read from the kernel's own count, so the
-/// margin only has to cover a window's first tenth (unchecked: at most
-/// 0.7 ms owed at each end of a second) and the time between two looks:
-/// 2% (20 ms a second) does. Each point of share is a point of CPU the
-/// busiest executor cannot use (`bench mesh` at 24,000 req/s, with the
-/// pump's naps then a fixed 50 us, p99: 1.7-1.8 ms at 7%, 2.6-3.2 ms at
-/// 10%).
-const IDLE_SHARE: u32 = 7;
-/// How often, at most, the waiter reads its thread's CPU time (a system
-/// call) to know whether it owes the CPU idle time; the answer holds in
-/// between.
-const LOOK_EVERY: Duration = Duration::from_micros(500);
-
 /// The spin-phase state of a consumer.
 #[derive(Debug)]
 pub(super) struct Waiter {
     strategy: WaitStrategy,
-    /// Whether the waiting thread was real-time ([`thread_is_realtime`])
-    /// at the start of the current window: only a real-time thread keeps
-    /// an idle share.
-    realtime: bool,
-    /// Whether the thread owed the CPU idle time at the last look.
-    owes: bool,
-    /// Tests answer for the kernel. (Only there: see the size check
-    /// below.)
-    #[cfg(test)]
-    kernel: Kernel,
-    /// An adaptive waiter's full spin.
-    full: Duration,
+    /// An adaptive waiter's full spin, in nanoseconds (at most ~4.3 s).
+    full_ns: u32,
     /// Recent waits that ended within a full spin, in 1/256ths.
     caught: u32,
     /// Short-mode waits since the last full spin.
     since_probe: u32,
-    /// When the current [`IDLE_WINDOW`] began.
-    window: Instant,
-    /// The thread's CPU time then.
-    cpu_at_window: Duration,
-    /// When, in nanoseconds into the window, the thread's CPU time is
-    /// next read.
-    next_look_ns: u32,
+    /// Whether the waiting thread owes the CPU idle time.
+    idle: IdleShare,
 }
 
 // A consumer's waiter sits beside its ring indices, in every consumer: it
@@ -127,114 +76,38 @@ pub(super) struct Waiter {
 #[cfg(not(test))]
 const _: () = assert!(std::mem::size_of::<Waiter>() <= 64);
 
-/// What tests make the kernel say of the waiting thread.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy)]
-struct Kernel {
-    realtime: fn() -> bool,
-    cpu_time: fn() -> Duration,
-}
-
 impl Waiter {
     pub(super) fn new(strategy: WaitStrategy, max_spin: Duration) -> Self {
+        Self::with(strategy, max_spin, IdleShare::new())
+    }
+
+    fn with(strategy: WaitStrategy, max_spin: Duration, idle: IdleShare) -> Self {
+        let full = max_spin.max(MIN_SPIN).as_nanos();
         Self {
             strategy,
-            realtime: false,
-            owes: false,
-            #[cfg(test)]
-            kernel: Kernel {
-                realtime: thread_is_realtime,
-                cpu_time: thread_cpu_time,
-            },
-            full: max_spin.max(MIN_SPIN),
+            full_ns: u32::try_from(full).unwrap_or(u32::MAX),
             caught: 256,
             since_probe: 0,
-            // A window that has already ended: the first wait opens the
-            // next one and asks the kernel from the waiting thread (a
-            // waiter may be built on another).
-            window: Instant::now()
-                .checked_sub(IDLE_WINDOW)
-                .unwrap_or_else(Instant::now),
-            cpu_at_window: Duration::ZERO,
-            next_look_ns: 0,
+            idle,
         }
     }
 
-    /// A waiter whose thread the kernel answers for as `kernel` says.
-    #[cfg(test)]
-    fn asking(strategy: WaitStrategy, max_spin: Duration, kernel: Kernel) -> Self {
-        Self {
-            kernel,
-            ..Self::new(strategy, max_spin)
-        }
+    /// An adaptive waiter's full spin.
+    fn full(&self) -> Duration {
+        Duration::from_nanos(u64::from(self.full_ns))
     }
 
-    /// Whether the waiting thread is real-time now.
-    fn ask_realtime(&self) -> bool {
-        #[cfg(test)]
-        return (self.kernel.realtime)();
-        #[cfg(not(test))]
-        thread_is_realtime()
-    }
-
-    /// The waiting thread's CPU time.
-    fn ask_cpu_time(&self) -> Duration {
-        #[cfg(test)]
-        return (self.kernel.cpu_time)();
-        #[cfg(not(test))]
-        thread_cpu_time()
-    }
-
-    /// Whether the thread, real-time, left less than [`IDLE_SHARE`] of
-    /// the current window idle, once a tenth of it has passed (a new
-    /// window starts afresh and asks the kernel again). Reads the
-    /// thread's CPU time at most every [`LOOK_EVERY`].
-    fn owes_idle(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.window);
-        if elapsed >= IDLE_WINDOW {
-            self.window = now;
-            self.realtime = self.ask_realtime();
-            self.owes = false;
-            if self.realtime {
-                self.cpu_at_window = self.ask_cpu_time();
-            }
-            self.next_look_ns = nanos(IDLE_WINDOW / 10);
-            return false;
-        }
-        if !self.realtime || nanos(elapsed) < self.next_look_ns {
-            return self.owes;
-        }
-        let used = self.ask_cpu_time().saturating_sub(self.cpu_at_window);
-        let idle = elapsed.saturating_sub(used);
-        self.owes = idle * 100 < elapsed * IDLE_SHARE;
-        self.next_look_ns = nanos(elapsed + LOOK_EVERY);
-        self.owes
-    }
-
-    /// Whether the waiter owes the CPU a park: a real-time thread that
-    /// left less than [`IDLE_SHARE`] of the window idle.
-    fn owes_park(&mut self, now: Instant) -> bool {
-        self.owes_idle(now)
-    }
-
-    /// The idle time the thread owes the CPU now, work or not: zero
-    /// unless it is real-time with less than [`IDLE_SHARE`] of the window
-    /// idle, though the waiter parks at every gap then (the gaps were too
-    /// short to park in: a park finds the next frame already there). A
-    /// thread that spins never owes a nap. When it owes one, the amount is
-    /// read afresh (a system call), and the next question reads the CPU
-    /// time again: the nap that follows pays some of it back. (Asked by
+    /// The idle time the thread owes the CPU now, work or not (zero:
+    /// none; `idle.rs`), though the waiter parks at every gap then (the
+    /// gaps were too short to park in: a park finds the next frame
+    /// already there). A thread that spins never owes a nap. (Asked by
     /// [`ConsumerGroup`](super::ConsumerGroup)'s owner only.)
     #[cfg(any(test, feature = "glommio"))]
     pub(super) fn owed_nap(&mut self, now: Instant) -> Duration {
-        if self.strategy == WaitStrategy::Spin || !self.owes_idle(now) {
+        if self.strategy == WaitStrategy::Spin {
             return Duration::ZERO;
         }
-        let elapsed = now.saturating_duration_since(self.window);
-        let used = self.ask_cpu_time().saturating_sub(self.cpu_at_window);
-        let idle = elapsed.saturating_sub(used);
-        self.next_look_ns = 0;
-        (elapsed * IDLE_SHARE / 100).saturating_sub(idle)
+        self.idle.owed(now)
     }
 
     /// Records a wait that ended with a frame within its spin.
@@ -248,7 +121,7 @@ impl Waiter {
     /// when it was a full spin (one cut short by the caller's deadline,
     /// or a short-mode spin, tells nothing).
     pub(super) fn ran_out(&mut self, spun: Duration) {
-        if self.strategy == WaitStrategy::Adaptive && spun >= self.full {
+        if self.strategy == WaitStrategy::Adaptive && spun >= self.full() {
             self.caught -= self.caught / 8;
         }
     }
@@ -279,16 +152,16 @@ impl Waiter {
             WaitStrategy::Spin => None,
             WaitStrategy::Park => Some(Duration::ZERO),
             WaitStrategy::Adaptive => {
-                if self.owes_park(now) {
+                if self.idle.owes(now) {
                     return Some(MIN_SPIN);
                 }
                 if self.caught >= SPIN_WHILE_CAUGHT {
-                    return Some(self.full);
+                    return Some(self.full());
                 }
                 self.since_probe += 1;
                 if self.since_probe >= PROBE_EVERY {
                     self.since_probe = 0;
-                    return Some(self.full);
+                    return Some(self.full());
                 }
                 Some(MIN_SPIN)
             }
@@ -352,61 +225,23 @@ impl Waiter {
     }
 }
 
-/// `d` in nanoseconds, within a window (saturating far beyond one).
-fn nanos(d: Duration) -> u32 {
-    u32::try_from(d.as_nanos()).unwrap_or(u32::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use std::cell::Cell;
+    use super::super::idle::test_kernel::{Kernel, cpu_used, ms};
 
     const FULL: Duration = Duration::from_micros(50);
 
-    thread_local! {
-        /// The CPU time the kernel reports for the test's thread.
-        static CPU: Cell<Duration> = const { Cell::new(Duration::ZERO) };
-    }
-
-    /// Makes the kernel report `ms` of CPU time used by this thread.
-    fn cpu_used(ms: f64) {
-        CPU.with(|cpu| cpu.set(Duration::from_secs_f64(ms / 1000.0)));
-    }
-
-    /// A kernel that says the thread is real-time when `realtime` does,
-    /// and reports [`CPU`].
-    fn kernel(realtime: fn() -> bool) -> Kernel {
-        Kernel {
-            realtime,
-            cpu_time: || CPU.with(Cell::get),
-        }
-    }
-
-    /// A waiter on a thread that counts as real-time, its first window
-    /// open with no CPU time used.
+    /// A waiter on a thread that is not real-time (it never owes the CPU
+    /// idle time, so only the strategy decides).
     fn sut(strategy: WaitStrategy) -> Waiter {
-        opened(Waiter::asking(strategy, FULL, kernel(|| true)))
+        Waiter::with(strategy, FULL, IdleShare::asking(Kernel::fake(|| false)))
     }
 
-    fn opened(mut waiter: Waiter) -> Waiter {
-        cpu_used(0.0);
-        let start = waiter.window + IDLE_WINDOW;
-        assert!(!waiter.owes_idle(start), "a new window");
-        waiter
-    }
-
-    /// `ms` into the waiter's window.
-    fn at(waiter: &Waiter, ms: f64) -> Instant {
-        waiter.window + Duration::from_secs_f64(ms / 1000.0)
-    }
-
-    /// The next budget, asked at the start of the waiter's window (so
-    /// the idle share plays no part).
+    /// The next budget.
     fn next(waiter: &mut Waiter) -> Option<Duration> {
-        let at = waiter.window;
-        waiter.budget(at)
+        waiter.budget(Instant::now())
     }
 
     /// An adaptive waiter after `n` full spins that ran out.
@@ -477,128 +312,32 @@ mod tests {
         assert_eq!(next(&mut sut), Some(FULL));
     }
 
-    /// `ms` as a duration.
-    fn ms(ms: f64) -> Duration {
-        Duration::from_secs_f64(ms / 1000.0)
-    }
-
     #[test]
-    fn a_thread_that_left_too_little_of_its_window_idle_parks_until_it_has() {
-        let mut sut = sut(WaitStrategy::Adaptive);
-        cpu_used(5.0);
-        assert_eq!(sut.budget(at(&sut, 5.0)), Some(FULL), "early in the window");
-        cpu_used(50.0);
-        assert_eq!(sut.budget(at(&sut, 50.0)), Some(MIN_SPIN), "nothing idle");
-        cpu_used(47.5);
-        assert_eq!(
-            sut.budget(at(&sut, 50.2)),
-            Some(MIN_SPIN),
-            "the last look's answer holds until the next"
-        );
-        assert_eq!(sut.budget(at(&sut, 50.6)), Some(MIN_SPIN), "6% idle");
-        assert_eq!(sut.budget(at(&sut, 51.2)), Some(FULL), "7% idle");
-        let start = sut.window;
-        cpu_used(90.0);
-        assert_eq!(
-            sut.budget(start + IDLE_WINDOW),
-            Some(FULL),
-            "a new window starts afresh"
-        );
-        cpu_used(101.0);
-        assert_eq!(sut.budget(at(&sut, 11.0)), Some(MIN_SPIN));
-    }
-
-    #[test]
-    fn time_asleep_that_the_kernel_charged_as_cpu_time_is_not_idle() {
-        // A VM: each short sleep costs its thread ~20 us of CPU time.
-        // Half the window spent in sleeps, 95% of it charged: 5% idle.
-        let mut sut = sut(WaitStrategy::Adaptive);
-        cpu_used(47.5);
-        assert_eq!(
-            sut.owed_nap(at(&sut, 50.0)),
-            ms(1.0),
-            "7% of 50 ms, less 2.5 ms"
-        );
-        assert_eq!(sut.budget(at(&sut, 50.0)), Some(MIN_SPIN));
-    }
-
-    #[test]
-    fn a_thread_that_could_not_park_at_its_gaps_owes_the_idle_time_it_is_short_of() {
-        let mut sut = sut(WaitStrategy::Adaptive);
-        cpu_used(5.0);
-        assert_eq!(
-            sut.owed_nap(at(&sut, 5.0)),
-            Duration::ZERO,
-            "early in the window"
-        );
-        cpu_used(40.0);
-        assert_eq!(
-            sut.owed_nap(at(&sut, 40.0)),
-            ms(2.8),
-            "nothing idle: 7% of 40 ms"
-        );
-        // A nap of 0.4 ms: the next question looks again at once.
-        assert_eq!(sut.owed_nap(at(&sut, 40.4)), ms(2.428), "0.4 ms idle");
-        assert_eq!(
-            sut.owed_nap(at(&sut, 43.1)),
-            Duration::ZERO,
-            "3.1 ms idle: 7.2%"
-        );
-        let mut spinner = self::sut(WaitStrategy::Spin);
-        cpu_used(40.0);
-        assert_eq!(spinner.owed_nap(at(&spinner, 40.0)), Duration::ZERO);
-    }
-
-    #[test]
-    fn a_thread_that_is_not_real_time_keeps_no_idle_share() {
-        let mut sut = opened(Waiter::asking(
+    fn a_real_time_thread_that_owes_idle_time_parks_at_every_gap_and_naps_unless_it_spins() {
+        for strategy in [
             WaitStrategy::Adaptive,
-            FULL,
-            kernel(|| false),
-        ));
-        cpu_used(50.0);
-        let later = at(&sut, 50.0);
-        assert_eq!(
-            sut.owed_nap(later),
-            Duration::ZERO,
-            "nothing idle, yet never throttled"
-        );
-        assert_eq!(sut.budget(later), Some(FULL));
-    }
-
-    #[test]
-    fn the_kernel_is_asked_again_at_each_window() {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        static REALTIME: AtomicBool = AtomicBool::new(false);
-        // SYNC: Relaxed; one test thread reads and writes it.
-        let mut sut = opened(Waiter::asking(
-            WaitStrategy::Adaptive,
-            FULL,
-            kernel(|| REALTIME.load(Ordering::Relaxed)),
-        ));
-        let start = sut.window;
-        let at = |ms| start + Duration::from_millis(ms);
-        cpu_used(50.0);
-        assert_eq!(sut.owed_nap(at(50)), Duration::ZERO);
-        // SYNC: Relaxed, as above.
-        REALTIME.store(true, Ordering::Relaxed);
-        cpu_used(60.0);
-        assert_eq!(
-            sut.owed_nap(at(60)),
-            Duration::ZERO,
-            "the window's answer holds"
-        );
-        cpu_used(100.0);
-        assert_eq!(
-            sut.owed_nap(at(100)),
-            Duration::ZERO,
-            "a new window, asked again"
-        );
-        cpu_used(150.0);
-        assert!(
-            !sut.owed_nap(at(150)).is_zero(),
-            "now real-time, nothing idle"
-        );
+            WaitStrategy::Park,
+            WaitStrategy::Spin,
+        ] {
+            let mut sut = Waiter::with(strategy, FULL, IdleShare::asking(Kernel::fake(|| true)));
+            cpu_used(0.0);
+            let start = Instant::now();
+            assert_eq!(sut.owed_nap(start), Duration::ZERO, "a new window");
+            let fresh = sut.budget(start);
+            assert_eq!(
+                sut.budget(start + ms(5.0)),
+                fresh,
+                "{strategy:?}: early in the window"
+            );
+            cpu_used(50.0);
+            let (budget, nap) = (sut.budget(start + ms(50.0)), sut.owed_nap(start + ms(50.0)));
+            let expected = match strategy {
+                WaitStrategy::Adaptive => (Some(MIN_SPIN), ms(3.5)),
+                WaitStrategy::Park => (Some(Duration::ZERO), ms(3.5)),
+                WaitStrategy::Spin => (None, Duration::ZERO),
+            };
+            assert_eq!((budget, nap), expected, "{strategy:?}: nothing idle");
+        }
     }
 
     #[test]
