@@ -166,6 +166,7 @@ impl MeshBench {
                 not_sent: json.requests.not_sent,
                 timed_out: json.requests.timed_out,
                 passed: verdict == Verdict::Pass,
+                verdict,
             });
             if verdict == Verdict::Pass {
                 passed.push(json);
@@ -343,6 +344,9 @@ pub struct Probe {
     pub timed_out: u64,
     /// Whether it met the bar.
     pub passed: bool,
+    /// How it measured up: `pass`, `slow` (p99 over the bar only) or
+    /// `saturated` (anything unsent or timed out, or nothing completed).
+    pub verdict: Verdict,
 }
 
 /// `pinwheel bench mesh --find-max --json`.

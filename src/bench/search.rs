@@ -10,26 +10,30 @@
 //! than at 16,000 (measured on vm-2cpu: 0.97-1.48 ms at 1,000 req/s,
 //! 0.18-0.37 ms at 8,000). So the search doubles the rate from
 //! [`FIRST_RATE`] past a slow run, and stops at a saturated one, at a
-//! second failure in a row, or at [`MAX_RATE`]. When nothing passed on
+//! second failure in a row, or at [`HIGHEST_RATE`]. When nothing passed on
 //! the way up it halves the rate from [`FIRST_RATE`] until a run passes,
 //! down to [`MIN_RATE`]. Then it bisects [`REFINE_STEPS`] times between
 //! the highest pass and the first failure above it. Every run is kept in
 //! the probes, so a slow run below the maximum stays in sight.
+
+use serde::Serialize;
 
 /// The rate `--find-max` starts from, requests a second.
 pub const FIRST_RATE: f64 = 1_000.0;
 /// Halvings of the interval between the highest passing rate and the
 /// first failing one above it.
 pub const REFINE_STEPS: u32 = 4;
-/// Highest rate `--find-max` tries.
-pub const MAX_RATE: f64 = 1_024_000.0;
+/// Highest rate `--find-max` tries: [`FIRST_RATE`] doubled ten times
+/// (above `--rate`'s limit, which is for a run people ask for).
+pub const HIGHEST_RATE: f64 = 1_024_000.0;
 /// Lowest rate `--find-max` tries when nothing passed on the way up.
 pub const MIN_RATE: f64 = FIRST_RATE / 64.0;
 /// Failures in a row that end the way up.
 const MISSES_UP: u32 = 2;
 
-/// How one run went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How one run went (`verdict` in `--find-max --json`'s probes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Met the bar.
     Pass,
@@ -47,7 +51,7 @@ pub fn highest_passing<E>(
 ) -> Result<Option<f64>, E> {
     let (mut best, mut failed_above) = (None, None);
     let (mut rate, mut misses) = (FIRST_RATE, 0);
-    while rate <= MAX_RATE {
+    while rate <= HIGHEST_RATE {
         match probe(rate)? {
             Verdict::Pass => (best, failed_above, misses) = (Some(rate), None, 0),
             verdict => {
@@ -160,7 +164,7 @@ mod tests {
     #[test]
     fn a_mesh_that_passes_everything_stops_at_the_highest_rate() {
         let (ran, best) = search(|_| Verdict::Pass);
-        assert_eq!(ran.last(), Some(&MAX_RATE));
-        assert_eq!(best, Some(MAX_RATE));
+        assert_eq!(ran.last(), Some(&HIGHEST_RATE));
+        assert_eq!(best, Some(HIGHEST_RATE));
     }
 }

@@ -43,8 +43,8 @@
 //! nearly as much CPU time as it sleeps (entering and leaving it, ~20 us),
 //! a longer one holds every request in flight longer. Naps are counted
 //! ([`super::node::RouterCounters::naps`]). One nap per [`NAP_CHECK_EVERY`]
-//! loops pays the share only while those loops take under ~2.9 ms
-//! (200 us is 7% of it); handlers that hold the thread longer than that
+//! loops pays the share only while those loops take under ~2.7 ms
+//! (200 us is 7% of 2.86 ms); handlers that hold the thread longer than that
 //! leave it to the parks at their gaps.
 
 use std::cell::Cell;

@@ -294,7 +294,7 @@ impl ConsumerGroup {
     }
 
     /// The nap the thread that waits on this group owes the CPU (zero:
-    /// none; see `wait.rs`: under a dense stream it could not park often
+    /// none; see `idle.rs`: under a dense stream it could not park often
     /// enough for the kernel's real-time throttling): the idle time it is
     /// short of in the current window. Reads the clock, and now and then
     /// the thread's CPU time.

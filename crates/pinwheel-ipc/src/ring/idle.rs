@@ -13,7 +13,8 @@
 //!
 //! Idle is what the kernel counts: the window's wall time less the CPU
 //! time the thread used in it ([`thread_cpu_time`], read at most every
-//! [`LOOK_EVERY`]; the answer holds in between), not the time spent in
+//! [`LOOK_EVERY`] while the thread owes nothing, the answer holding in
+//! between, and at each question while it owes), not the time spent in
 //! sleeps. The two differ a lot on a VM: entering and leaving a short
 //! sleep there costs ~20 us of the thread's CPU time (a 1 us `ppoll`
 //! between 80 us spins measured 23 us asleep by the wall clock and left
@@ -27,10 +28,14 @@
 //! to or from SCHED_FIFO (`chrt`, a tuning profile) is followed within one
 //! window; a SCHED_OTHER thread is never throttled and owes nothing. A
 //! window measures one thread: a waiter used from another thread (an
-//! agent's consumer, shared under a lock) starts a new window there.
+//! agent's consumer, shared under a lock) starts a new window there, so
+//! threads that take turns faster than a tenth of a window are never
+//! held to the share (no agent thread is real-time unless its owner makes
+//! it so).
 //! Windows run back to back: the stretch between a window's end and the
 //! first question after it (a task that held the thread, say) counts as
-//! used, since nothing read the CPU time at the boundary.
+//! used, as far as the thread's CPU time grew (nothing read it at the
+//! boundary).
 //!
 //! What this does not cover: the kernel throttles all the real-time tasks
 //! of a CPU together (threaded interrupt handlers on a PREEMPT_RT kernel,
@@ -113,7 +118,8 @@ impl IdleShare {
     }
 
     /// Whether the thread owes the CPU idle time now (see the module's
-    /// doc). Reads its CPU time at most every [`LOOK_EVERY`].
+    /// doc). Reads its CPU time at most every [`LOOK_EVERY`], and at the
+    /// first question after a nap was owed.
     pub(super) fn owes(&mut self, now: Instant) -> bool {
         let Some(elapsed) = self.checked(now) else {
             return false;
@@ -149,8 +155,7 @@ impl IdleShare {
         let elapsed = now.saturating_duration_since(self.window);
         if elapsed >= IDLE_WINDOW {
             // Back to back after a window that just ended; afresh after a
-            // longer silence (the thread owed nothing in it, or it would
-            // have asked).
+            // longer silence.
             let start = if elapsed < IDLE_WINDOW * 2 {
                 self.window + IDLE_WINDOW
             } else {
@@ -162,16 +167,22 @@ impl IdleShare {
         (self.realtime && elapsed >= IDLE_WINDOW / 10).then_some(elapsed)
     }
 
-    /// Starts a window at `start` (at most `now`), on the calling thread;
-    /// the stretch from `start` to `now` counts as used.
+    /// Starts a window at `start` (at most `now`), on the calling thread,
+    /// owing nothing. The stretch from `start` to `now` counts as used,
+    /// but never more than the CPU time used since the last window opened
+    /// (a park across the boundary was idle).
     fn open(&mut self, start: Instant, now: Instant) {
+        let previous = Duration::from_nanos(self.cpu_at_window_ns);
         self.window = start;
         self.thread = std::thread::current().id();
         self.realtime = self.ask_realtime();
+        self.owes = false;
         self.next_look_ns = nanos(IDLE_WINDOW / 10);
         if self.realtime {
             let cpu = self.ask_cpu_time().unwrap_or_default();
-            let since = now.saturating_duration_since(start);
+            let since = now
+                .saturating_duration_since(start)
+                .min(cpu.saturating_sub(previous));
             self.cpu_at_window_ns = nanos_u64(cpu.saturating_sub(since));
         }
     }
@@ -396,13 +407,37 @@ mod tests {
         assert!(sut.owes(start + ms(50.0)));
         // This thread used 50 ms; the next one, by its own clock, none.
         let (owed_there, window_there) = std::thread::spawn(move || {
+            let owes = sut.owes(start + ms(51.0));
             let owed = sut.owed(start + ms(51.0));
-            (owed, sut.window)
+            ((owed, owes), sut.window)
         })
         .join()
         .expect("the thread ends");
-        assert_eq!(owed_there, Duration::ZERO, "its own window, just opened");
+        assert_eq!(
+            owed_there,
+            (Duration::ZERO, false),
+            "its own window, just opened"
+        );
         assert_eq!(window_there, start + ms(51.0));
+    }
+
+    #[test]
+    fn a_park_across_the_end_of_a_window_is_not_counted_as_used() {
+        let mut sut = IdleShare::asking(Kernel::fake(|| true));
+        // A thread that has run for 10 s opens a window, works 20 ms,
+        // then parks until 150 ms, and works 11 ms more.
+        cpu_used(10_000.0);
+        let start = Instant::now();
+        assert!(!sut.owes(start));
+        cpu_used(10_020.0);
+        assert!(!sut.owes(start + ms(150.0)), "a new window");
+        assert_eq!(sut.window, start + IDLE_WINDOW, "back to back");
+        cpu_used(10_031.0);
+        assert_eq!(
+            sut.owed(start + ms(161.0)),
+            Duration::ZERO,
+            "31 of 61 ms used"
+        );
     }
 
     #[test]

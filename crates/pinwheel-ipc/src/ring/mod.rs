@@ -5,8 +5,10 @@
 //! A ring is a memfd (or, for tests, heap memory) holding a control block
 //! and a power-of-two number of 64-byte slots; see `layout.rs` for the
 //! layout and the index protocol, `sync.rs` for atomics and doorbells,
-//! `shm.rs` for the memfd, `wait.rs` for the consumer's wait strategies and
-//! `peer.rs` for handing a ring to another process.
+//! `shm.rs` for the memfd, `wait.rs` for the consumer's wait strategies
+//! (`idle.rs` for the idle time a real-time waiter owes the CPU, `thread.rs`
+//! for what it asks the kernel), `group.rs` for one thread waiting on many
+//! rings, and `peer.rs` for handing a ring to another process.
 //!
 //! Handles. [`Producer`] and [`Consumer`] are unique (not `Clone`) and own
 //! all unsafe access. A producer writes frames and publishes them in

@@ -324,6 +324,7 @@ mod tests {
             let start = Instant::now();
             assert_eq!(sut.owed_nap(start), Duration::ZERO, "a new window");
             let fresh = sut.budget(start);
+            cpu_used(5.0);
             assert_eq!(
                 sut.budget(start + ms(5.0)),
                 fresh,
