@@ -152,7 +152,7 @@ impl MeshBench {
     /// of `duration`. The maximum is 0 when even the lowest rate fails.
     pub fn find_max(&self) -> Result<FindMax, BenchError> {
         let mut probes = Vec::new();
-        let mut passed = Vec::new();
+        let mut last_pass = None;
         let best = search::highest_passing(|rate| -> Result<Verdict, BenchError> {
             let bench = Self {
                 rate_per_s: rate,
@@ -169,14 +169,14 @@ impl MeshBench {
                 verdict,
             });
             if verdict == Verdict::Pass {
-                passed.push(json);
+                last_pass = Some(json);
             }
             Ok(verdict)
         })?;
-        let at_max = best.and_then(|rate| passed.into_iter().find(|json| json.rate_per_s == rate));
         Ok(FindMax {
             max_rate_per_s: best.unwrap_or(0.0),
-            at_max,
+            // The highest rate that passed is the last one (search.rs).
+            at_max: last_pass,
             probes,
         })
     }

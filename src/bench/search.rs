@@ -45,7 +45,9 @@ pub enum Verdict {
 }
 
 /// Runs `probe` at the rates the search picks and returns the highest
-/// rate that passed (`None` when even [`MIN_RATE`] failed).
+/// rate that passed (`None` when even [`MIN_RATE`] failed). That rate is
+/// always the last one that passed: each pass is above every earlier one
+/// (a caller keeps the run of its last pass).
 pub fn highest_passing<E>(
     mut probe: impl FnMut(f64) -> Result<Verdict, E>,
 ) -> Result<Option<f64>, E> {
@@ -89,14 +91,20 @@ mod tests {
     use super::*;
 
     /// The rates a search ran, and what it found, against a mesh that
-    /// answers `verdict(rate)`.
+    /// answers `verdict(rate)`; checks that the highest rate found is the
+    /// last that passed.
     fn search(verdict: impl Fn(f64) -> Verdict) -> (Vec<f64>, Option<f64>) {
-        let mut ran = Vec::new();
+        let (mut ran, mut last_pass) = (Vec::new(), None);
         let best = highest_passing(|rate| {
             ran.push(rate);
-            Ok::<_, ()>(verdict(rate))
+            let v = verdict(rate);
+            if v == Verdict::Pass {
+                last_pass = Some(rate);
+            }
+            Ok::<_, ()>(v)
         })
         .expect("the fake never fails");
+        assert_eq!(best, last_pass, "the highest pass is the last: {ran:?}");
         (ran, best)
     }
 

@@ -301,40 +301,33 @@ mod tests {
         (sut, start)
     }
 
+    /// What `sut` says it owes `at_ms` into its window, the thread
+    /// having used `cpu_ms` of CPU time.
+    fn owed(sut: &mut IdleShare, start: Instant, cpu_ms: f64, at_ms: f64) -> Duration {
+        cpu_used(cpu_ms);
+        sut.owed(start + ms(at_ms))
+    }
+
     #[test]
     fn idle_is_the_window_less_the_cpu_time_the_kernel_charged() {
         // Half the window spent in sleeps by the wall clock, yet 95% of
         // it charged (a VM's cost of entering and leaving them): 5% idle.
         let (mut sut, start) = sut(|| true);
-        cpu_used(47.5);
-        assert_eq!(
-            sut.owed(start + ms(50.0)),
-            ms(1.0),
-            "7% of 50 ms, less 2.5 ms"
-        );
+        let short = owed(&mut sut, start, 47.5, 50.0);
+        assert_eq!(short, ms(1.0), "7% of 50 ms, less 2.5 ms");
     }
 
     #[test]
     fn a_thread_owes_the_idle_time_it_is_short_of_and_looks_again_after_each_nap() {
         let (mut sut, start) = sut(|| true);
-        cpu_used(5.0);
-        assert_eq!(
-            sut.owed(start + ms(5.0)),
-            Duration::ZERO,
-            "early in the window"
-        );
-        cpu_used(40.0);
-        assert_eq!(
-            sut.owed(start + ms(40.0)),
-            ms(2.8),
-            "nothing idle: 7% of 40 ms"
-        );
-        assert_eq!(sut.owed(start + ms(40.4)), ms(2.428), "a 0.4 ms nap");
-        assert_eq!(
-            sut.owed(start + ms(43.1)),
-            Duration::ZERO,
-            "3.1 ms idle: 7.2%"
-        );
+        let early = owed(&mut sut, start, 5.0, 5.0);
+        assert_eq!(early, Duration::ZERO, "early in the window");
+        let busy = owed(&mut sut, start, 40.0, 40.0);
+        assert_eq!(busy, ms(2.8), "nothing idle: 7% of 40 ms");
+        let napped = owed(&mut sut, start, 40.0, 40.4);
+        assert_eq!(napped, ms(2.428), "a 0.4 ms nap");
+        let paid = owed(&mut sut, start, 40.0, 43.1);
+        assert_eq!(paid, Duration::ZERO, "3.1 ms idle: 7.2%");
     }
 
     #[test]
@@ -347,8 +340,7 @@ mod tests {
         assert!(!sut.owes(start + ms(50.6)), "looked at");
         // Owing 0.1 ms, then a nap of 0.2 ms: the next question looks,
         // well before the next look was due.
-        cpu_used(47.716);
-        assert_eq!(sut.owed(start + ms(51.2)), ms(0.1));
+        assert_eq!(owed(&mut sut, start, 47.716, 51.2), ms(0.1));
         assert!(!sut.owes(start + ms(51.4)), "7.2% idle after the nap");
     }
 
@@ -362,8 +354,8 @@ mod tests {
         cpu_used(104.0);
         assert!(!sut.owes(start + ms(105.0)), "early in a new window");
         assert_eq!(sut.window, start + IDLE_WINDOW);
-        cpu_used(110.0);
-        assert_eq!(sut.owed(start + ms(111.0)), ms(0.77), "11 ms, none idle");
+        let short = owed(&mut sut, start, 110.0, 111.0);
+        assert_eq!(short, ms(0.77), "11 ms, none idle");
         // After a longer silence the next window starts afresh.
         cpu_used(150.0);
         let later = start + ms(400.0);
@@ -432,12 +424,8 @@ mod tests {
         cpu_used(10_020.0);
         assert!(!sut.owes(start + ms(150.0)), "a new window");
         assert_eq!(sut.window, start + IDLE_WINDOW, "back to back");
-        cpu_used(10_031.0);
-        assert_eq!(
-            sut.owed(start + ms(161.0)),
-            Duration::ZERO,
-            "31 of 61 ms used"
-        );
+        let short = owed(&mut sut, start, 10_031.0, 161.0);
+        assert_eq!(short, Duration::ZERO, "31 of 61 ms used");
     }
 
     #[test]

@@ -56,6 +56,7 @@ const CLOCK_EVERY: u32 = 64;
 const SPIN_WHILE_CAUGHT: u32 = 256 / 8;
 /// In short mode, every this many waits spins the full length.
 const PROBE_EVERY: u32 = 8;
+
 /// The spin-phase state of a consumer.
 #[derive(Debug)]
 pub(super) struct Waiter {
