@@ -1,6 +1,9 @@
 //! [`DaemonProcess`]: a `pinwheel run` child process with its admin API
 //! on a free loopback port, for tests that look at a running daemon from
 //! outside (`pinwheel top`, the dashboards' metrics). SIGTERMed on drop.
+//! Its log (`RUST_LOG=info`) goes to a temporary file, and a wait that
+//! fails shows its tail: a test that fails once in many runs on a CI
+//! machine leaves what the daemon did.
 //!
 //! The binary is the test's `env!("CARGO_BIN_EXE_pinwheel")`, passed in:
 //! only integration tests know it.
@@ -25,11 +28,16 @@ pub const HANG_GUARD: Duration = Duration::from_secs(120);
 pub struct DaemonProcess {
     child: Child,
     addr: SocketAddr,
+    /// Holds its log (`daemon.log`) and run directory (`run`).
+    dir: tempfile::TempDir,
 }
 
+/// Lines of the log a failed wait shows.
+const LOG_TAIL: usize = 60;
+
 impl DaemonProcess {
-    /// Starts `exe run ARGS --admin-addr <free port> --duration 600` in
-    /// `dir` and waits until every agent of `/v1/agents` is up (external
+    /// Starts `exe run ARGS --admin-addr <free port> --duration 600
+    /// --run-dir <temporary>` in `dir` and waits until every agent of `/v1/agents` is up (external
     /// agents detached).
     pub fn start(exe: &Path, dir: &Path, args: &[&str]) -> DaemonProcess {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -37,16 +45,26 @@ impl DaemonProcess {
             .expect("a free loopback port")
             .port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let logs = tempfile::tempdir().expect("a temporary directory");
+        let log = std::fs::File::create(logs.path().join("daemon.log")).expect("a log file");
         let child = Command::new(exe)
             .current_dir(dir)
             .arg("run")
             .args(args)
             .args(["--duration", "600", "--admin-addr", &addr.to_string()])
+            // Its own attach socket: tests run side by side.
+            .arg("--run-dir")
+            .arg(logs.path().join("run"))
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("pinwheel run starts");
-        let daemon = DaemonProcess { child, addr };
+        let daemon = DaemonProcess {
+            child,
+            addr,
+            dir: logs,
+        };
         daemon.wait_for("every agent up", |client| {
             client.get::<AgentsResponse>("/v1/agents").is_ok_and(|a| {
                 !a.agents.is_empty()
@@ -68,35 +86,53 @@ impl DaemonProcess {
         AdminClient::new(self.addr)
     }
 
-    /// Polls `done` every 100 ms; panics naming `what` after [`HANG_GUARD`].
+    /// Polls `done` every 100 ms; panics naming `what` after
+    /// [`HANG_GUARD`], with the tail of the daemon's log.
     pub fn wait_for(&self, what: &str, done: impl Fn(&AdminClient) -> bool) {
         let client = self.client();
         let began = Instant::now();
         while !done(&client) {
             assert!(
                 began.elapsed() < HANG_GUARD,
-                "the daemon never got to: {what}"
+                "the daemon never got to: {what}; the last {LOG_TAIL} lines of its log:\n{}",
+                self.log_tail()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// SIGTERM, and its exit status.
-    pub fn terminate(mut self) -> ExitStatus {
-        self.stop()
+    /// The last [`LOG_TAIL`] lines of its log.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
     }
 
-    fn stop(&mut self) -> ExitStatus {
+    /// SIGTERM, and its exit status; panics, with the tail of its log,
+    /// when it does not exit within [`HANG_GUARD`] (it is killed).
+    pub fn terminate(mut self) -> ExitStatus {
+        match self.stop() {
+            Ok(status) => status,
+            Err(_) => panic!(
+                "the daemon did not exit within {HANG_GUARD:?} of SIGTERM; the last {LOG_TAIL} lines of its log:\n{}",
+                self.log_tail()
+            ),
+        }
+    }
+
+    /// SIGTERM, and its exit status (`Err`: it did not exit within
+    /// [`HANG_GUARD`] and was killed).
+    fn stop(&mut self) -> Result<ExitStatus, ExitStatus> {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("a pid fits i32"));
         let _ = kill(pid, Signal::SIGTERM);
         let began = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
+                return Ok(status);
             }
             if began.elapsed() > HANG_GUARD {
                 let _ = self.child.kill();
-                return self.child.wait().expect("a killed child can be waited for");
+                return Err(self.child.wait().expect("a killed child can be waited for"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -106,7 +142,7 @@ impl DaemonProcess {
 impl Drop for DaemonProcess {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            self.stop();
+            let _ = self.stop();
         }
     }
 }
