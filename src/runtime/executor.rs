@@ -25,7 +25,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +38,7 @@ use super::agent::Agent;
 use super::ctx::{Draining, now_ns};
 use super::duties::{Local, launch_agent, shut_down, sleep, tick};
 use super::guard::Guard;
+use super::interrupt;
 use super::node::{Node, NodeSizes};
 use super::pump::{PREEMPT, Pump, REACTOR_SPIN, run_pump};
 use super::remote::Uplinks;
@@ -74,6 +75,9 @@ pub struct Control {
     /// Each executor's ticker, to wake from another thread (the guard's
     /// nudge; [`super::guard`]).
     tickers: Vec<AtomicWaker>,
+    /// Each executor's thread id while it runs (0: none), for the guard's
+    /// last resort ([`super::interrupt`]).
+    threads: Vec<AtomicI32>,
     /// Each executor's statistics as of its last second, for the admin API.
     recent: Vec<Mutex<Option<StatsSnapshot>>>,
     pub(super) snapshots: Mutex<Vec<Option<StatsSnapshot>>>,
@@ -90,6 +94,7 @@ impl Control {
             live: (0..executors).map(|_| LiveCounters::default()).collect(),
             nudges: (0..executors).map(|_| AtomicU64::new(0)).collect(),
             tickers: (0..executors).map(|_| AtomicWaker::new()).collect(),
+            threads: (0..executors).map(|_| AtomicI32::new(0)).collect(),
             recent: (0..executors).map(|_| Mutex::new(None)).collect(),
             snapshots: Mutex::new(vec![None; executors]),
         })
@@ -162,6 +167,26 @@ impl Control {
         }
     }
 
+    /// Marks executor `index` as running on the calling thread until the
+    /// mark is dropped.
+    pub(super) fn mark_thread(self: &Arc<Self>, index: u16) -> ThreadMark {
+        if let Some(thread) = self.threads.get(usize::from(index)) {
+            // SYNC: Relaxed; the guard only signals the id it reads.
+            thread.store(interrupt::this_thread(), Ordering::Relaxed);
+        }
+        ThreadMark {
+            control: Arc::clone(self),
+            index,
+        }
+    }
+
+    /// Executor `index`'s thread id while it runs.
+    pub(super) fn thread(&self, index: usize) -> Option<i32> {
+        // SYNC: Relaxed; see `mark_thread`.
+        let tid = self.threads.get(index)?.load(Ordering::Relaxed);
+        (tid != 0).then_some(tid)
+    }
+
     pub(super) fn count_nudge(&self, index: usize) {
         if let Some(counter) = self.nudges.get(index) {
             // SYNC: Relaxed; a counter.
@@ -183,6 +208,21 @@ impl Control {
     pub(super) fn publish_recent(&self, index: u16, snapshot: StatsSnapshot) {
         if let Some(Ok(mut slot)) = self.recent.get(usize::from(index)).map(Mutex::try_lock) {
             *slot = Some(snapshot);
+        }
+    }
+}
+
+/// An executor's thread, marked in [`Control`] while it runs.
+pub(super) struct ThreadMark {
+    control: Arc<Control>,
+    index: u16,
+}
+
+impl Drop for ThreadMark {
+    fn drop(&mut self) {
+        if let Some(thread) = self.control.threads.get(usize::from(self.index)) {
+            // SYNC: Relaxed; see `Control::mark_thread`.
+            thread.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -429,6 +469,8 @@ async fn executor_main<A: Agent + 'static>(
 ) -> Result<(), RuntimeError> {
     setup(&plan.settings);
     let (cpu, index) = (plan.cpu, plan.index);
+    // Until this returns, however it returns.
+    let _thread = control.mark_thread(index);
     // A first heartbeat, so that the guard sees an executor that falls
     // asleep before its ticker ever beats.
     // SYNC: Relaxed; see `tick`.

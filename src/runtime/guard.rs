@@ -31,6 +31,12 @@
 //! counted ([`Control::nudges`]) so a host where they are frequent shows
 //! it.
 //!
+//! A nudge does not always wake an executor: one sometimes sleeps in
+//! glommio's `io_uring_enter` through every nudge, and only a signal ends
+//! that wait. So an executor whose heartbeat is older than [`STUCK`] has
+//! its wait interrupted as well ([`super::interrupt`]), at most once per
+//! [`STUCK`], and the guard warns each time.
+//!
 //! It used to own a thread; as a task on the control runtime
 //! ([`super::control`]) it is as prompt. The control CPU is never a
 //! data-plane CPU (a role overlap is a topology error), so no SCHED_FIFO
@@ -49,15 +55,20 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
+use tracing::warn;
 
 use super::ctx::now_ns;
 use super::executor::Control;
+use super::interrupt;
 use pinwheel_ipc::ring::DataBell;
 
 /// How often the guard looks.
 pub const GUARD_PERIOD: Duration = Duration::from_millis(5);
 /// A heartbeat older than this gets a nudge (the ticker beats every 1 ms).
 pub const LATE: Duration = Duration::from_millis(20);
+/// A heartbeat older than this, after nudges every [`GUARD_PERIOD`], has
+/// its executor's wait interrupted, and so again each time this passes.
+pub const STUCK: Duration = Duration::from_millis(100);
 
 /// The running guard. Dropping it stops the guard.
 #[derive(Debug)]
@@ -69,6 +80,13 @@ impl Guard {
     /// Starts guarding the executors whose bells are `bells` (by index),
     /// as a task on the control runtime `on`.
     pub fn spawn(on: &Handle, control: Arc<Control>, bells: Vec<DataBell>) -> Guard {
+        let mut interrupted = match interrupt::install() {
+            Ok(()) => Some(vec![0; bells.len()]),
+            Err(err) => {
+                warn!(error = %err, signal = %interrupt::SIGNAL, "cannot handle the signal that interrupts a stuck executor's wait; the wake-up guard only nudges");
+                None
+            }
+        };
         let task = on.spawn(async move {
             let mut period = tokio::time::interval(GUARD_PERIOD);
             // A late look is followed by the next on the grid, never by a
@@ -76,7 +94,11 @@ impl Guard {
             period.set_missed_tick_behavior(MissedTickBehavior::Skip);
             loop {
                 period.tick().await;
-                nudge_late(&control, &bells, now_ns());
+                let now = now_ns();
+                nudge_late(&control, &bells, now);
+                if let Some(last) = &mut interrupted {
+                    interrupt_stuck(&control, now, last);
+                }
             }
         });
         Guard { task }
@@ -106,6 +128,40 @@ fn nudge_late(control: &Control, bells: &[DataBell], now: u64) {
             let woke = control.wake_ticker(index);
             if bell.nudge().is_ok() || woke {
                 control.count_nudge(index);
+            }
+        }
+    }
+}
+
+/// Interrupts the wait of each executor whose heartbeat is older than
+/// [`STUCK`] at `now`, unless `last` (when each was last interrupted)
+/// says that was under [`STUCK`] ago.
+fn interrupt_stuck(control: &Control, now: u64, last: &mut [u64]) {
+    let stuck = STUCK.as_nanos() as u64;
+    for (index, (live, last)) in control.live().iter().zip(last).enumerate() {
+        // SYNC: Relaxed; a clock value compared with ours.
+        let beat = live.heartbeat_ns.load(Ordering::Relaxed);
+        let silent = now.saturating_sub(beat);
+        if beat == 0 || silent <= stuck || now.saturating_sub(*last) <= stuck {
+            continue;
+        }
+        let Some(tid) = control.thread(index) else {
+            continue;
+        };
+        *last = now;
+        match interrupt::interrupt(tid) {
+            Ok(()) => {
+                control.count_nudge(index);
+                warn!(
+                    executor = index,
+                    silent_ms = silent / 1_000_000,
+                    "executor asleep through the wake-up guard's nudges: its wait interrupted"
+                );
+            }
+            // It ended between the look and the signal.
+            Err(nix::errno::Errno::ESRCH) => {}
+            Err(err) => {
+                warn!(executor = index, error = %err, "cannot interrupt a stuck executor's wait")
             }
         }
     }
@@ -160,5 +216,83 @@ mod tests {
         let woken: Vec<usize> = wakes.iter().map(|w| w.0.load(Ordering::Relaxed)).collect();
         // The second look finds no waker until the ticker waits again.
         assert_eq!(woken, [0, 1]);
+    }
+
+    /// An executor thread marked in `control` as `index`, waiting for
+    /// ever in `poll(2)`; it sends what the wait returned, then ends.
+    fn waiting_executor(
+        control: &Arc<Control>,
+        index: u16,
+    ) -> std::sync::mpsc::Receiver<nix::Result<i32>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (marked_tx, marked_rx) = std::sync::mpsc::channel();
+        let control = Arc::clone(control);
+        std::thread::spawn(move || {
+            let _mark = control.mark_thread(index);
+            marked_tx.send(()).unwrap();
+            let mut none: [nix::poll::PollFd<'_>; 0] = [];
+            let _ = tx.send(nix::poll::poll(&mut none, nix::poll::PollTimeout::NONE));
+        });
+        marked_rx.recv().unwrap();
+        rx
+    }
+
+    #[test]
+    fn a_stuck_executor_s_wait_is_interrupted_at_most_once_per_stuck_period() {
+        interrupt::install().unwrap();
+        let control = Control::new(3, 1);
+        let (late, stuck) = (LATE.as_nanos() as u64, STUCK.as_nanos() as u64);
+        let mut now = 10_000_000_000;
+        let beats = [now - 1_000_000, now - late - 1, now - stuck - 1];
+        for (live, beat) in control.live().iter().zip(beats) {
+            live.heartbeat_ns.store(beat, Ordering::Relaxed);
+        }
+        let woke = waiting_executor(&control, 2);
+        let mut last = [0; 3];
+        interrupt_stuck(&control, now, &mut last);
+        // Only the one silent for over STUCK (and no thread is marked for
+        // the first two).
+        assert_eq!(last, [0, 0, now]);
+        assert_eq!(control.nudges(), vec![0, 0, 1]);
+        interrupt_stuck(&control, now + stuck, &mut last);
+        assert_eq!(last, [0, 0, now], "again within STUCK");
+        // The signal may have come before the thread was in its wait: the
+        // guard signals again each STUCK until the wait ends.
+        let mut tries = 0;
+        let result = loop {
+            if let Ok(result) = woke.recv_timeout(Duration::from_millis(10)) {
+                break result;
+            }
+            tries += 1;
+            assert!(tries < 10_000, "the waiter was never interrupted");
+            now += stuck + 1;
+            interrupt_stuck(&control, now, &mut last);
+        };
+        assert_eq!(result, Err(nix::errno::Errno::EINTR));
+    }
+
+    #[test]
+    fn an_executor_that_is_only_late_is_not_interrupted_and_one_that_ended_has_no_thread() {
+        interrupt::install().unwrap();
+        let control = Control::new(2, 1);
+        let now = 10_000_000_000;
+        let late = LATE.as_nanos() as u64;
+        for live in control.live() {
+            live.heartbeat_ns.store(now - late - 1, Ordering::Relaxed);
+        }
+        let woke = waiting_executor(&control, 0);
+        let mut last = [0; 2];
+        interrupt_stuck(&control, now, &mut last);
+        assert_eq!(last, [0, 0]);
+        assert_eq!(control.nudges(), vec![0, 0]);
+        // End the waiter: its mark goes with it.
+        let tid = control.thread(0).unwrap();
+        while woke.try_recv().is_err() {
+            let _ = interrupt::interrupt(tid);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        while control.thread(0).is_some() {
+            std::thread::yield_now();
+        }
     }
 }

@@ -30,7 +30,9 @@
 //!   an executor's ticker, agent launchers and drain.
 //! * `control`: the one control thread (a current-thread tokio runtime on
 //!   the control CPU) and the tasks that run on it; `guard`: the wake-up
-//!   guard, one of them, kept while glommio loses timer wake-ups.
+//!   guard, one of them, kept while glommio loses timer wake-ups;
+//!   `interrupt`: its last resort, a signal that ends a stuck executor's
+//!   wait.
 //! * `privileges`: what the daemon asks of the kernel at boot (locked
 //!   memory) and on each executor thread (SCHED_FIFO, timer slack), and
 //!   how it runs without them.
@@ -48,6 +50,8 @@ mod duties;
 pub mod executor;
 pub mod guard;
 pub mod inbox;
+#[allow(unsafe_code)]
+pub mod interrupt;
 pub mod layout;
 pub mod legacy;
 pub mod node;
