@@ -489,7 +489,7 @@ fn executors(view: &DaemonView, encoder: &mut DescriptorEncoder) -> Result<(), s
     counters(
         encoder,
         "pinwheel_executor_nudges",
-        "Times the wake-up guard woke the executor because its ticker was late.",
+        "Times the wake-up guard woke the executor because its ticker was late (nudges, and interrupts of a wait it slept through).",
         &nudges,
     )?;
     let now = now_ns();

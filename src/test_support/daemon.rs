@@ -8,6 +8,7 @@
 //! The binary is the test's `env!("CARGO_BIN_EXE_pinwheel")`, passed in:
 //! only integration tests know it.
 
+use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -26,7 +27,7 @@ pub const HANG_GUARD: Duration = Duration::from_secs(120);
 /// A running `pinwheel run`.
 #[derive(Debug)]
 pub struct DaemonProcess {
-    child: Child,
+    child: RefCell<Child>,
     addr: SocketAddr,
     /// Holds its log (`daemon.log`) and run directory (`run`).
     dir: tempfile::TempDir,
@@ -36,9 +37,9 @@ pub struct DaemonProcess {
 const LOG_TAIL: usize = 60;
 
 impl DaemonProcess {
-    /// Starts `exe run ARGS --admin-addr <free port> --duration 600
-    /// --run-dir <temporary>` in `dir` and waits until every agent of `/v1/agents` is up (external
-    /// agents detached).
+    /// Starts `exe run ARGS --admin-addr <free port> --duration 600` in
+    /// `dir` (with `--run-dir <temporary>` unless ARGS name one) and waits
+    /// until every agent of `/v1/agents` is up (external agents detached).
     pub fn start(exe: &Path, dir: &Path, args: &[&str]) -> DaemonProcess {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -47,21 +48,25 @@ impl DaemonProcess {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let logs = tempfile::tempdir().expect("a temporary directory");
         let log = std::fs::File::create(logs.path().join("daemon.log")).expect("a log file");
-        let child = Command::new(exe)
-            .current_dir(dir)
-            .arg("run")
-            .args(args)
-            .args(["--duration", "600", "--admin-addr", &addr.to_string()])
+        let mut command = Command::new(exe);
+        command.current_dir(dir).arg("run").args(args).args([
+            "--duration",
+            "600",
+            "--admin-addr",
+            &addr.to_string(),
+        ]);
+        if !args.contains(&"--run-dir") {
             // Its own attach socket: tests run side by side.
-            .arg("--run-dir")
-            .arg(logs.path().join("run"))
+            command.arg("--run-dir").arg(logs.path().join("run"));
+        }
+        let child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("pinwheel run starts");
         let daemon = DaemonProcess {
-            child,
+            child: RefCell::new(child),
             addr,
             dir: logs,
         };
@@ -87,11 +92,18 @@ impl DaemonProcess {
     }
 
     /// Polls `done` every 100 ms; panics naming `what` after
-    /// [`HANG_GUARD`], with the tail of the daemon's log.
+    /// [`HANG_GUARD`], or as soon as the daemon has exited, with the tail
+    /// of its log.
     pub fn wait_for(&self, what: &str, done: impl Fn(&AdminClient) -> bool) {
         let client = self.client();
         let began = Instant::now();
         while !done(&client) {
+            if let Ok(Some(status)) = self.child.borrow_mut().try_wait() {
+                panic!(
+                    "the daemon exited ({status}) before it got to: {what}; the last {LOG_TAIL} lines of its log:\n{}",
+                    self.log_tail()
+                );
+            }
             assert!(
                 began.elapsed() < HANG_GUARD,
                 "the daemon never got to: {what}; the last {LOG_TAIL} lines of its log:\n{}",
@@ -123,16 +135,17 @@ impl DaemonProcess {
     /// SIGTERM, and its exit status (`Err`: it did not exit within
     /// [`HANG_GUARD`] and was killed).
     fn stop(&mut self) -> Result<ExitStatus, ExitStatus> {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("a pid fits i32"));
+        let child = self.child.get_mut();
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("a pid fits i32"));
         let _ = kill(pid, Signal::SIGTERM);
         let began = Instant::now();
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = child.try_wait() {
                 return Ok(status);
             }
             if began.elapsed() > HANG_GUARD {
-                let _ = self.child.kill();
-                return Err(self.child.wait().expect("a killed child can be waited for"));
+                let _ = child.kill();
+                return Err(child.wait().expect("a killed child can be waited for"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -141,7 +154,7 @@ impl DaemonProcess {
 
 impl Drop for DaemonProcess {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
+        if matches!(self.child.get_mut().try_wait(), Ok(None)) {
             let _ = self.stop();
         }
     }
