@@ -161,7 +161,7 @@ fn interrupt_stuck(control: &Control, now: u64, last: &mut [u64]) {
                     warn!(
                         executor = index,
                         silent_ms = silent / 1_000_000,
-                        "executor silent through the wake-up guard's nudges: interrupting its wait (again every 100 ms while it stays silent)"
+                        "executor silent through the wake-up guard's nudges: interrupting its wait (again every {STUCK:?} while it stays silent)"
                     );
                 }
             }
