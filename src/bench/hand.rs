@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::BenchError;
 use super::report::Case;
-use super::ring::pin;
+use super::ring::{pin, warmup};
 use crate::latency::{new_histogram, record_duration};
 use crate::topology::CpuId;
 
@@ -78,6 +78,16 @@ impl HandRing {
         // SYNC: Release publishes the slot's words to the Acquire load in
         // `pop`.
         self.head.0.store(*at, Ordering::Release);
+        Ok(())
+    }
+
+    /// Waits until the consumer has read every message below `head`.
+    fn drained(&self, head: u64) -> Result<(), BenchError> {
+        let mut waiting = Waiting::default();
+        // SYNC: Acquire pairs with the consumer's Release store of its tail.
+        while self.tail.0.load(Ordering::Acquire) < head {
+            waiting.spin()?;
+        }
         Ok(())
     }
 
@@ -150,7 +160,7 @@ impl HandBench {
 
     fn round_trips(&self) -> Result<hdrhistogram::Histogram<u64>, BenchError> {
         let (requests, replies) = (HandRing::new(), HandRing::new());
-        let warmup = (self.msgs / 10).min(10_000);
+        let warmup = warmup(self.msgs);
         let total = warmup + self.msgs;
         let server = {
             let (requests, replies, cpu) =
@@ -188,9 +198,12 @@ impl HandBench {
         Ok(histogram)
     }
 
+    /// Streams a warm-up, waits until the sink has read it, then times
+    /// `msgs` more, as pinwheel's case does.
     fn stream(&self) -> Result<f64, BenchError> {
         let ring = HandRing::new();
-        let msgs = self.msgs;
+        let warmup = warmup(self.msgs);
+        let msgs = warmup + self.msgs;
         let sink = {
             let (ring, cpu) = (Arc::clone(&ring), self.cpus[1]);
             std::thread::spawn(move || -> Result<(), BenchError> {
@@ -209,13 +222,17 @@ impl HandBench {
             })
         };
         pin(self.cpus[0])?;
-        let started = Instant::now();
         let mut write = 0;
-        for i in 0..msgs {
+        for i in 0..warmup {
+            ring.push(&mut write, &[i; WORDS])?;
+        }
+        ring.drained(write)?;
+        let started = Instant::now();
+        for i in warmup..msgs {
             ring.push(&mut write, &[i; WORDS])?;
         }
         join(sink)?;
-        Ok(msgs as f64 / started.elapsed().as_secs_f64().max(1e-9))
+        Ok(self.msgs as f64 / started.elapsed().as_secs_f64().max(1e-9))
     }
 }
 

@@ -1,15 +1,21 @@
 //! `pinwheel bench ring`: round trips and one-way streaming of real
 //! envelopes over rings between two pinned CPUs.
 //!
+//! Both timed phases start after an un-timed warm-up of a tenth of the run
+//! (at most 10 000 messages, [`warmup`]): it faults the rings' pages in on
+//! both sides and brings the two CPUs up to speed.
+//!
 //! Ping-pong: the client on the first CPU sends a request envelope with a
 //! `size`-byte body and waits for the reply; the server on the second CPU
-//! echoes the body back in a reply. Every round trip after a warm-up of a
-//! tenth of the run (at most 10 000) goes into an HdrHistogram.
+//! echoes the body back in a reply. Every round trip after the warm-up
+//! goes into an HdrHistogram.
 //!
-//! Streaming: the client encodes `msgs` requests as fast as the ring takes
-//! them, publishing every [`BATCH`] frames (batched publish); the server
-//! decodes each (checked) and, at the end, acknowledges the count. The
-//! rate is messages over the time from the first send to the ack.
+//! Streaming: the client encodes requests as fast as the ring takes them,
+//! publishing every [`BATCH`] frames (batched publish); the server decodes
+//! each (checked). After the warm-up the client asks the server for its
+//! count ([`SYNC`]), which also waits until the ring is empty, then streams
+//! `msgs` more and asks again with the stop. The rate is `msgs` over the
+//! time from the first timed send to the stop's answer.
 //!
 //! The server runs on a thread (`--threads`: trusted rings, frames read in
 //! place) or, by default, in a second process: the same binary started as
@@ -43,7 +49,10 @@ pub const BATCH: u64 = 32;
 /// How long any single wait of a run may take.
 const WAIT: Duration = Duration::from_secs(10);
 /// Heartbeat sequence number that ends a server.
-const STOP: u64 = u64::MAX;
+pub(super) const STOP: u64 = u64::MAX;
+/// Heartbeat sequence number that asks a server for what it answers the
+/// stop with (a sink's count, an echo's CPU time), and lets it go on.
+pub(super) const SYNC: u64 = u64::MAX - 1;
 /// Gap between round trips in the idle phase.
 const IDLE_GAP: Duration = Duration::from_millis(10);
 /// Round trips in the idle phase (half a second).
@@ -102,7 +111,7 @@ impl RingBench {
         let mut link = self.connect(PeerMode::Echo)?;
         pin(self.cpus[0])?;
         let body = vec![0x5a; self.size];
-        let warmup = (self.msgs / 10).min(10_000);
+        let warmup = warmup(self.msgs);
         let mut histogram = new_histogram();
         for i in 0..warmup + self.msgs {
             let start = Instant::now();
@@ -132,10 +141,7 @@ impl RingBench {
                 .map_err(ring("send request"))?;
             next_envelope(&mut link.replies, |reply| check_reply(reply, i, self.size))??;
         }
-        link.requests
-            .send(&heartbeat(STOP), WAIT)
-            .map_err(ring("send stop"))?;
-        let cpu_ns = next_envelope(&mut link.replies, stop_answer)??;
+        let cpu_ns = link.ask(STOP)?;
         let wall = start.elapsed();
         link.wait_peer()?;
         Ok(cpu_ns as f64 / wall.as_nanos() as f64 * 100.0)
@@ -145,37 +151,15 @@ impl RingBench {
         let mut link = self.connect(PeerMode::Sink)?;
         pin(self.cpus[0])?;
         let body = vec![0xa5; self.size];
+        let warmup = warmup(self.msgs);
+        link.stream(0..warmup, &body)?;
+        sink_counted(link.ask(SYNC)?, warmup)?;
         let start = Instant::now();
-        for i in 0..self.msgs {
-            let envelope = request(i, &body);
-            match link.requests.try_write_envelope(&envelope) {
-                Ok(()) => {}
-                Err(RingError::Full) => link
-                    .requests
-                    .send(&envelope, WAIT)
-                    .map_err(ring("stream"))?,
-                Err(err) => return Err(ring("stream")(err)),
-            }
-            if i % BATCH == BATCH - 1 {
-                link.requests.flush().map_err(ring("publish"))?;
-            }
-        }
-        link.requests
-            .send(&heartbeat(STOP), WAIT)
-            .map_err(ring("send stop"))?;
-        let count = next_envelope(&mut link.replies, |ack| match ack.to_envelope().payload {
-            Payload::Heartbeat { seq } => Ok(seq),
-            _ => Err(BenchError::Peer {
-                reason: "sink did not acknowledge with a count".into(),
-            }),
-        })??;
+        link.stream(warmup..warmup + self.msgs, &body)?;
+        let count = link.ask(STOP)?;
         let elapsed = start.elapsed();
         link.wait_peer()?;
-        if count != self.msgs {
-            return Err(BenchError::Peer {
-                reason: format!("sink counted {count} of {} messages", self.msgs),
-            });
-        }
+        sink_counted(count, warmup + self.msgs)?;
         Ok(self.msgs as f64 / elapsed.as_secs_f64())
     }
 
@@ -267,9 +251,10 @@ fn serve(mode: PeerMode, mut requests: Consumer, mut replies: Producer) -> Resul
     }
 }
 
-/// Handles one request; true when it was the stop. The stop is answered
-/// with a heartbeat: a sink's carries the count of requests, an echo's the
-/// CPU time, in nanoseconds, its thread used since it started serving.
+/// Handles one request; true when it was the stop. The stop, and a
+/// [`SYNC`], are answered with a heartbeat: a sink's carries the count of
+/// requests, an echo's the CPU time, in nanoseconds, its thread used since
+/// it started serving.
 fn handle(
     mode: PeerMode,
     env: &ArchivedEnvelope<'_>,
@@ -278,6 +263,7 @@ fn handle(
     cpu_start: u64,
 ) -> Result<bool, BenchError> {
     if env.kind() == PayloadKind::Heartbeat {
+        let asked = heartbeat_answer(env)?;
         let seq = match mode {
             PeerMode::Sink => *count,
             PeerMode::Echo => thread_cpu_ns().saturating_sub(cpu_start),
@@ -285,7 +271,7 @@ fn handle(
         replies
             .send(&heartbeat(seq), WAIT)
             .map_err(ring("acknowledge"))?;
-        return Ok(true);
+        return Ok(asked != SYNC);
     }
     match mode {
         PeerMode::Sink => *count += 1,
@@ -329,13 +315,30 @@ fn heartbeat(seq: u64) -> Envelope<'static> {
     }
 }
 
-/// The number a server answers the stop with.
-fn stop_answer(ack: &ArchivedEnvelope<'_>) -> Result<u64, BenchError> {
+/// Un-timed messages before a timed phase of `msgs`: a tenth, at most
+/// 10 000 (the ring's 4096 slots five times over at two slots a message).
+pub(super) fn warmup(msgs: u64) -> u64 {
+    (msgs / 10).min(10_000)
+}
+
+/// The number a server answers a heartbeat ([`SYNC`] or [`STOP`]) with.
+fn heartbeat_answer(ack: &ArchivedEnvelope<'_>) -> Result<u64, BenchError> {
     match ack.to_envelope().payload {
         Payload::Heartbeat { seq } => Ok(seq),
         _ => Err(BenchError::Peer {
-            reason: "server did not answer the stop with a heartbeat".into(),
+            reason: "server did not answer a heartbeat with one".into(),
         }),
+    }
+}
+
+/// Fails unless the sink counted `sent` requests.
+pub(super) fn sink_counted(count: u64, sent: u64) -> Result<(), BenchError> {
+    if count == sent {
+        Ok(())
+    } else {
+        Err(BenchError::Peer {
+            reason: format!("sink counted {count} of {sent} messages"),
+        })
     }
 }
 
@@ -398,6 +401,36 @@ enum Peer {
 }
 
 impl Link {
+    /// Writes requests numbered `numbers` as fast as the ring takes them,
+    /// publishing every [`BATCH`] frames and at the end.
+    fn stream(&mut self, numbers: std::ops::Range<u64>, body: &[u8]) -> Result<(), BenchError> {
+        for i in numbers {
+            let envelope = request(i, body);
+            match self.requests.try_write_envelope(&envelope) {
+                Ok(()) => {}
+                Err(RingError::Full) => self
+                    .requests
+                    .send(&envelope, WAIT)
+                    .map_err(ring("stream"))?,
+                Err(err) => return Err(ring("stream")(err)),
+            }
+            if i % BATCH == BATCH - 1 {
+                self.requests.flush().map_err(ring("publish"))?;
+            }
+        }
+        self.requests.flush().map_err(ring("publish"))
+    }
+
+    /// Sends the heartbeat `seq` ([`SYNC`] or [`STOP`]) once every request
+    /// before it is in the ring, and returns the server's answer (which
+    /// comes after it has read them all).
+    fn ask(&mut self, seq: u64) -> Result<u64, BenchError> {
+        self.requests
+            .send(&heartbeat(seq), WAIT)
+            .map_err(ring("send heartbeat"))?;
+        next_envelope(&mut self.replies, heartbeat_answer)?
+    }
+
     /// Stops the server and waits for it.
     fn finish(&mut self) -> Result<(), BenchError> {
         self.requests
@@ -429,5 +462,44 @@ impl Link {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink on a thread of its own, and the client's ends of its rings.
+    fn sink() -> Link {
+        RingBench {
+            cpus: [CpuId(0), CpuId(1)],
+            peer_exe: None,
+            wait: WaitStrategy::Spin,
+            size: 64,
+            msgs: 0,
+            spin_us: 0,
+        }
+        .connect(PeerMode::Sink)
+        .unwrap()
+    }
+
+    #[test]
+    fn a_sink_answers_a_sync_with_its_count_and_goes_on_until_the_stop() {
+        let mut link = sink();
+        let body = [0xa5; 64];
+
+        link.stream(0..100, &body).unwrap();
+        assert_eq!(link.ask(SYNC).unwrap(), 100);
+        link.stream(100..250, &body).unwrap();
+        assert_eq!(link.ask(SYNC).unwrap(), 250);
+        assert_eq!(link.ask(STOP).unwrap(), 250);
+        link.wait_peer().unwrap();
+    }
+
+    #[test]
+    fn a_sink_that_counted_other_than_was_sent_fails_the_run() {
+        sink_counted(7, 7).unwrap();
+        let err = sink_counted(6, 7).unwrap_err().to_string();
+        assert!(err.contains("counted 6 of 7"), "{err}");
     }
 }

@@ -17,9 +17,8 @@ use hdrhistogram::Histogram;
 
 use super::BenchError;
 use super::report::Case;
-use super::ring::PeerMode;
+use super::ring::{PeerMode, STOP, SYNC, pin, sink_counted, warmup};
 use crate::latency::{new_histogram, record_duration};
-use crate::runtime::affinity::pin_current_thread;
 use crate::topology::CpuId;
 use pinwheel_ipc::wire::{
     self, AgentId, Envelope, Payload, PayloadKind, Priority, Scratch, TopicId,
@@ -27,7 +26,6 @@ use pinwheel_ipc::wire::{
 
 /// How long a receive may wait before the peer counts as gone.
 const WAIT_MS: i32 = 10_000;
-const STOP: u64 = u64::MAX;
 
 /// A ZeroMQ run.
 #[derive(Debug, Clone)]
@@ -152,7 +150,7 @@ impl ZmqBench {
             zmq::Message::new(),
         );
         let body = vec![0x5a; self.size];
-        let warmup = (self.msgs / 10).min(10_000);
+        let warmup = warmup(self.msgs);
         let mut histogram = new_histogram();
         for i in 0..=warmup + self.msgs {
             let last = i == warmup + self.msgs;
@@ -201,38 +199,21 @@ impl ZmqBench {
         ack.bind(&ack_endpoint).map_err(zmq_err("bind"))?;
         let peer = self.start_peer(PeerMode::Sink, endpoint)?;
         pin(self.cpus[0])?;
-        let mut codec = Codec::new(self.size);
-        let body = vec![0xa5; self.size];
+        let mut stream = Stream {
+            push,
+            ack,
+            codec: Codec::new(self.size),
+            body: vec![0xa5; self.size],
+        };
+        let warmup = warmup(self.msgs);
+        stream.send(0..warmup)?;
+        sink_counted(stream.ask(SYNC)?, warmup)?;
         let start = Instant::now();
-        for i in 0..self.msgs {
-            push.send(
-                codec.encode(&envelope(
-                    i,
-                    Payload::Request {
-                        method: 1,
-                        body: &body,
-                    },
-                ))?,
-                0,
-            )
-            .map_err(zmq_err("push"))?;
-        }
-        push.send(
-            codec.encode(&envelope(STOP, Payload::Heartbeat { seq: STOP }))?,
-            0,
-        )
-        .map_err(zmq_err("push stop"))?;
-        let mut message = zmq::Message::new();
-        ack.recv(&mut message, 0)
-            .map_err(zmq_err("receive count"))?;
+        stream.send(warmup..warmup + self.msgs)?;
+        let count = stream.ask(STOP)?;
         let elapsed = start.elapsed();
         peer.wait()?;
-        let (_, count, _) = check(&message, &mut rkyv::util::AlignedVec::new())?;
-        if count != self.msgs {
-            return Err(BenchError::Peer {
-                reason: format!("zeromq sink counted {count} of {}", self.msgs),
-            });
-        }
+        sink_counted(count, warmup + self.msgs)?;
         Ok(self.msgs as f64 / elapsed.as_secs_f64())
     }
 
@@ -329,19 +310,29 @@ pub fn serve_peer(
     );
     let body = vec![0x5a; size];
     let mut count = 0u64;
+    let mut ack = None;
     loop {
         socket.recv(&mut message, 0).map_err(zmq_err("receive"))?;
         let (kind, seq, len) = check(&message, &mut aligned)?;
-        let stop = kind == PayloadKind::Heartbeat;
+        let heartbeat = kind == PayloadKind::Heartbeat;
+        let stop = heartbeat && seq != SYNC;
         match mode {
             PeerMode::Echo => socket
                 .send(codec.encode(&echo(stop, seq, &body[..len]))?, 0)
                 .map_err(zmq_err("reply"))?,
-            PeerMode::Sink if stop => {
-                let ack = context.socket(zmq::PUSH).map_err(zmq_err("socket"))?;
-                ack.connect(&format!("{endpoint}-ack"))
-                    .map_err(zmq_err("connect"))?;
-                // The context's default linger delivers this before it closes.
+            PeerMode::Sink if heartbeat => {
+                let ack = match &mut ack {
+                    Some(ack) => ack,
+                    None => {
+                        let socket = context.socket(zmq::PUSH).map_err(zmq_err("socket"))?;
+                        socket
+                            .connect(&format!("{endpoint}-ack"))
+                            .map_err(zmq_err("connect"))?;
+                        ack.insert(socket)
+                    }
+                };
+                // The context's default linger delivers the last answer
+                // before it closes.
                 ack.send(
                     codec.encode(&envelope(count, Payload::Heartbeat { seq: count }))?,
                     0,
@@ -356,6 +347,51 @@ pub fn serve_peer(
     }
 }
 
+/// The client's side of a streaming run.
+struct Stream {
+    push: zmq::Socket,
+    ack: zmq::Socket,
+    codec: Codec,
+    body: Vec<u8>,
+}
+
+impl Stream {
+    /// Pushes requests numbered `numbers`.
+    fn send(&mut self, numbers: std::ops::Range<u64>) -> Result<(), BenchError> {
+        for i in numbers {
+            let request = envelope(
+                i,
+                Payload::Request {
+                    method: 1,
+                    body: &self.body,
+                },
+            );
+            self.push
+                .send(self.codec.encode(&request)?, 0)
+                .map_err(zmq_err("push"))?;
+        }
+        Ok(())
+    }
+
+    /// Pushes the heartbeat `seq` ([`SYNC`] or [`STOP`]) and returns the
+    /// sink's count, which it sends once it has read every request before.
+    fn ask(&mut self, seq: u64) -> Result<u64, BenchError> {
+        self.push
+            .send(
+                self.codec
+                    .encode(&envelope(seq, Payload::Heartbeat { seq }))?,
+                0,
+            )
+            .map_err(zmq_err("push heartbeat"))?;
+        let mut message = zmq::Message::new();
+        self.ack
+            .recv(&mut message, 0)
+            .map_err(zmq_err("receive count"))?;
+        let (_, count, _) = check(&message, &mut rkyv::util::AlignedVec::new())?;
+        Ok(count)
+    }
+}
+
 /// The echo peer's answer: the same sequence and length back, or the stop
 /// marker returned so the driver knows the peer saw it.
 fn echo(stop: bool, seq: u64, body: &[u8]) -> Envelope<'_> {
@@ -364,8 +400,4 @@ fn echo(stop: bool, seq: u64, body: &[u8]) -> Envelope<'_> {
     } else {
         envelope(seq, Payload::Reply { status: 0, body })
     }
-}
-
-fn pin(cpu: CpuId) -> Result<(), BenchError> {
-    pin_current_thread(cpu).map_err(|source| BenchError::Pin { cpu, source })
 }
