@@ -23,7 +23,6 @@
 //! (GPU samples from the poller, which calls the driver through
 //! `spawn_blocking`), its outputs go to the view and to logs.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -178,14 +177,7 @@ impl State {
 
     /// The watchdog; returns how many executors are stalled now.
     fn check_heartbeats(&mut self) -> usize {
-        let beats: Vec<u64> = self
-            .view
-            .control
-            .live()
-            .iter()
-            // SYNC: Relaxed; a clock value compared with our clock.
-            .map(|l| l.heartbeat_ns.load(Ordering::Relaxed))
-            .collect();
+        let beats = self.view.control.running_heartbeats();
         let check = self.watchdog.check(now_ns(), &beats);
         for stall in &check.new_stalls {
             let cpu = self.view.executor_cpus[stall.executor];

@@ -141,6 +141,19 @@ impl Control {
         &self.live
     }
 
+    /// Each executor's last heartbeat (ns, [`now_ns`] clock), or 0 for one
+    /// not running: not started yet, or ended (so a watchdog does not take
+    /// an executor that finished its drain for one that stalled).
+    pub fn running_heartbeats(&self) -> Vec<u64> {
+        (0..self.live.len())
+            .map(|index| match self.thread(index) {
+                // SYNC: Relaxed; a clock value compared with the reader's.
+                Some(_) => self.live[index].heartbeat_ns.load(Ordering::Relaxed),
+                None => 0,
+            })
+            .collect()
+    }
+
     /// Nudges the wake-up guard gave each executor ([`super::guard`]).
     pub fn nudges(&self) -> Vec<u64> {
         // SYNC: Relaxed; monotonic counters read for metrics.
@@ -605,5 +618,23 @@ fn task_queues(settings: &ClassSettings) -> Queues {
             Latency::NotImportant,
             "background",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_running_executor_s_heartbeat_is_read() {
+        let control = Control::new(2, 1);
+        for live in control.live() {
+            live.heartbeat_ns.store(5, Ordering::Relaxed);
+        }
+        assert_eq!(control.running_heartbeats(), [0, 0], "none started");
+        let mark = control.mark_thread(1);
+        assert_eq!(control.running_heartbeats(), [0, 5]);
+        drop(mark);
+        assert_eq!(control.running_heartbeats(), [0, 0], "ended");
     }
 }
