@@ -13,12 +13,14 @@
 //! [`super::executor::start`], once a glommio release fixes the lost
 //! wake-up and the reproduction no longer stalls.
 //!
-//! The guard checks every executor's heartbeat each [`GUARD_PERIOD`]; one
-//! older than [`LATE`] is nudged twice over: its ticker's waker is woken
-//! from the guard's thread (glommio queues a foreign wake and writes the
-//! executor's own eventfd, which its reactor watches in every state, so
-//! the executor wakes and runs its due timers), and its data bell gets a
-//! write (completing the read its pump parks on). The bell alone was not
+//! The guard reads every running executor's heartbeat once each
+//! [`GUARD_PERIOD`] ([`Control::running_heartbeats`]: one not started or
+//! already ended is left alone); one older than [`LATE`] is nudged twice
+//! over: its ticker's waker is woken from the guard's thread (glommio
+//! queues a foreign wake and writes the executor's own eventfd, which its
+//! reactor watches in every state, so the executor wakes and runs its due
+//! timers), and its data bell gets a write (completing the read its pump
+//! parks on). The bell alone was not
 //! enough: an executor whose pump spins (`wait = "spin"`) never has that
 //! read pending, so one that fell asleep stayed asleep (a bench with a
 //! spinning executor and two parked agent processes hung in about one run
@@ -51,7 +53,6 @@
 //! lost wake-up hurts most).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -97,9 +98,10 @@ impl Guard {
             loop {
                 period.tick().await;
                 let now = now_ns();
-                nudge_late(&control, &bells, now);
+                let beats = control.running_heartbeats();
+                nudge_late(&control, &bells, &beats, now);
                 if let Some(last) = &mut interrupted {
-                    interrupt_stuck(&control, now, last);
+                    interrupt_stuck(&control, &beats, now, last);
                 }
             }
         });
@@ -118,12 +120,11 @@ impl Drop for Guard {
     }
 }
 
-/// Nudges each executor whose heartbeat is older than [`LATE`] at `now`.
-fn nudge_late(control: &Control, bells: &[DataBell], now: u64) {
+/// Nudges each executor whose heartbeat in `beats` (0: not running) is
+/// older than [`LATE`] at `now`.
+fn nudge_late(control: &Control, bells: &[DataBell], beats: &[u64], now: u64) {
     let late = LATE.as_nanos() as u64;
-    for (index, (live, bell)) in control.live().iter().zip(bells).enumerate() {
-        // SYNC: Relaxed; a clock value compared with ours.
-        let beat = live.heartbeat_ns.load(Ordering::Relaxed);
+    for (index, (&beat, bell)) in beats.iter().zip(bells).enumerate() {
         if beat != 0 && now.saturating_sub(beat) > late {
             // Both: the ticker's wake reaches the executor's reactor in any
             // state; the bell completes the pump's read when it parks.
@@ -135,14 +136,12 @@ fn nudge_late(control: &Control, bells: &[DataBell], now: u64) {
     }
 }
 
-/// Interrupts the wait of each executor whose heartbeat is older than
-/// [`STUCK`] at `now`, unless `last` (when each was last interrupted)
-/// says that was under [`STUCK`] ago.
-fn interrupt_stuck(control: &Control, now: u64, last: &mut [u64]) {
+/// Interrupts the wait of each executor whose heartbeat in `beats` (0:
+/// not running) is older than [`STUCK`] at `now`, unless `last` (when each
+/// was last interrupted) says that was under [`STUCK`] ago.
+fn interrupt_stuck(control: &Control, beats: &[u64], now: u64, last: &mut [u64]) {
     let stuck = STUCK.as_nanos() as u64;
-    for (index, (live, last)) in control.live().iter().zip(last).enumerate() {
-        // SYNC: Relaxed; a clock value compared with ours.
-        let beat = live.heartbeat_ns.load(Ordering::Relaxed);
+    for (index, (&beat, last)) in beats.iter().zip(last).enumerate() {
         let silent = now.saturating_sub(beat);
         if beat == 0 || silent <= stuck || now.saturating_sub(*last) <= stuck {
             continue;
@@ -177,6 +176,7 @@ fn interrupt_stuck(control: &Control, now: u64, last: &mut [u64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn only_an_executor_whose_heartbeat_is_late_is_nudged() {
@@ -185,12 +185,9 @@ mod tests {
         let now = 10_000_000_000;
         let late = LATE.as_nanos() as u64;
         let beats = [now - 1_000_000, now - late - 1, 0];
-        for (live, beat) in control.live().iter().zip(beats) {
-            live.heartbeat_ns.store(beat, Ordering::Relaxed);
-        }
-        nudge_late(&control, &bells, now);
+        nudge_late(&control, &bells, &beats, now);
         assert_eq!(control.nudges(), vec![0, 1, 0]);
-        nudge_late(&control, &bells, now);
+        nudge_late(&control, &bells, &beats, now);
         assert_eq!(control.nudges(), vec![0, 2, 0]);
     }
 
@@ -215,11 +212,8 @@ mod tests {
         }
         let now = 10_000_000_000;
         let beats = [now, now - LATE.as_nanos() as u64 - 1];
-        for (live, beat) in control.live().iter().zip(beats) {
-            live.heartbeat_ns.store(beat, Ordering::Relaxed);
-        }
-        nudge_late(&control, &bells, now);
-        nudge_late(&control, &bells, now);
+        nudge_late(&control, &bells, &beats, now);
+        nudge_late(&control, &bells, &beats, now);
         let woken: Vec<usize> = wakes.iter().map(|w| w.0.load(Ordering::Relaxed)).collect();
         // The second look finds no waker until the ticker waits again.
         assert_eq!(woken, [0, 1]);
@@ -251,17 +245,14 @@ mod tests {
         let (late, stuck) = (LATE.as_nanos() as u64, STUCK.as_nanos() as u64);
         let mut now = 10_000_000_000;
         let beats = [now - 1_000_000, now - late - 1, now - stuck - 1];
-        for (live, beat) in control.live().iter().zip(beats) {
-            live.heartbeat_ns.store(beat, Ordering::Relaxed);
-        }
         let woke = waiting_executor(&control, 2);
         let mut last = [0; 3];
-        interrupt_stuck(&control, now, &mut last);
+        interrupt_stuck(&control, &beats, now, &mut last);
         // Only the one silent for over STUCK (and no thread is marked for
         // the first two).
         assert_eq!(last, [0, 0, now]);
         assert_eq!(control.nudges(), vec![0, 0, 1]);
-        interrupt_stuck(&control, now + stuck, &mut last);
+        interrupt_stuck(&control, &beats, now + stuck, &mut last);
         assert_eq!(last, [0, 0, now], "again within STUCK");
         // The signal may have come before the thread was in its wait: the
         // guard signals again each STUCK until the wait ends.
@@ -273,7 +264,7 @@ mod tests {
             tries += 1;
             assert!(tries < 500, "the waiter was never interrupted");
             now += stuck + 1;
-            interrupt_stuck(&control, now, &mut last);
+            interrupt_stuck(&control, &beats, now, &mut last);
         };
         assert_eq!(result, Err(nix::errno::Errno::EINTR));
     }
@@ -284,12 +275,9 @@ mod tests {
         let control = Control::new(2, 1);
         let now = 10_000_000_000;
         let late = LATE.as_nanos() as u64;
-        for live in control.live() {
-            live.heartbeat_ns.store(now - late - 1, Ordering::Relaxed);
-        }
         let woke = waiting_executor(&control, 0);
         let mut last = [0; 2];
-        interrupt_stuck(&control, now, &mut last);
+        interrupt_stuck(&control, &[now - late - 1; 2], now, &mut last);
         assert_eq!(last, [0, 0]);
         assert_eq!(control.nudges(), vec![0, 0]);
         // End the waiter: its mark goes with it, and a stuck heartbeat
@@ -304,10 +292,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         let stuck = STUCK.as_nanos() as u64;
-        control.live()[0]
-            .heartbeat_ns
-            .store(now - stuck - 1, Ordering::Relaxed);
-        interrupt_stuck(&control, now, &mut last);
+        interrupt_stuck(&control, &[now - stuck - 1, 0], now, &mut last);
         assert_eq!(last, [0, 0]);
         assert_eq!(control.nudges(), vec![0, 0]);
     }
