@@ -13,8 +13,8 @@
 //! Streaming: the client encodes requests as fast as the ring takes them,
 //! publishing every [`BATCH`] frames (batched publish); the server decodes
 //! each (checked). After the warm-up the client asks the server for its
-//! count ([`SYNC`]), which also waits until the ring is empty, then streams
-//! `msgs` more and asks again with the stop. The rate is `msgs` over the
+//! count ([`SYNC`]), answered once the server has read the warm-up, then
+//! streams `msgs` more and asks again with the stop. The rate is `msgs` over the
 //! time from the first timed send to the stop's answer.
 //!
 //! The server runs on a thread (`--threads`: trusted rings, frames read in
@@ -421,9 +421,9 @@ impl Link {
         self.requests.flush().map_err(ring("publish"))
     }
 
-    /// Sends the heartbeat `seq` ([`SYNC`] or [`STOP`]) once every request
-    /// before it is in the ring, and returns the server's answer (which
-    /// comes after it has read them all).
+    /// Sends the heartbeat `seq` ([`SYNC`] or [`STOP`]) behind the requests
+    /// already written, and returns the server's answer, which comes once
+    /// it has read them all.
     fn ask(&mut self, seq: u64) -> Result<u64, BenchError> {
         self.requests
             .send(&heartbeat(seq), WAIT)
