@@ -433,9 +433,7 @@ impl Link {
 
     /// Stops the server and waits for it.
     fn finish(&mut self) -> Result<(), BenchError> {
-        self.requests
-            .send(&heartbeat(STOP), WAIT)
-            .map_err(ring("send stop"))?;
+        self.ask(STOP)?;
         self.wait_peer()
     }
 
