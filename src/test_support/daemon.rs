@@ -99,25 +99,23 @@ impl DaemonProcess {
         let began = Instant::now();
         while !done(&client) {
             if let Ok(Some(status)) = self.child.borrow_mut().try_wait() {
-                panic!(
-                    "the daemon exited ({status}) before it got to: {what}; the last {LOG_TAIL} lines of its log:\n{}",
-                    self.log_tail()
-                );
+                self.fail(&format!(
+                    "the daemon exited ({status}) before it got to: {what}"
+                ));
             }
-            assert!(
-                began.elapsed() < HANG_GUARD,
-                "the daemon never got to: {what}; the last {LOG_TAIL} lines of its log:\n{}",
-                self.log_tail()
-            );
+            if began.elapsed() >= HANG_GUARD {
+                self.fail(&format!("the daemon never got to: {what}"));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// The last [`LOG_TAIL`] lines of its log.
-    fn log_tail(&self) -> String {
+    /// Panics with `why` and the last [`LOG_TAIL`] lines of its log.
+    fn fail(&self, why: &str) -> ! {
         let log = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
+        let tail = lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n");
+        panic!("{why}; the last {LOG_TAIL} lines of its log:\n{tail}")
     }
 
     /// SIGTERM, and its exit status; panics, with the tail of its log,
@@ -125,10 +123,9 @@ impl DaemonProcess {
     pub fn terminate(mut self) -> ExitStatus {
         match self.stop() {
             Ok(status) => status,
-            Err(_) => panic!(
-                "the daemon did not exit within {HANG_GUARD:?} of SIGTERM; the last {LOG_TAIL} lines of its log:\n{}",
-                self.log_tail()
-            ),
+            Err(_) => self.fail(&format!(
+                "the daemon did not exit within {HANG_GUARD:?} of SIGTERM"
+            )),
         }
     }
 
