@@ -176,6 +176,7 @@ fn interrupt_stuck(control: &Control, beats: &[u64], now: u64, last: &mut [u64])
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::interrupt::tests::until;
     use std::sync::atomic::Ordering;
 
     #[test]
@@ -256,17 +257,16 @@ mod tests {
         assert_eq!(last, [0, 0, now], "again within STUCK");
         // The signal may have come before the thread was in its wait: the
         // guard signals again each STUCK until the wait ends.
-        let mut tries = 0;
-        let result = loop {
-            if let Ok(result) = woke.recv_timeout(Duration::from_millis(10)) {
-                break result;
+        let mut result = None;
+        until("the waiter's interrupt", || {
+            result = woke.try_recv().ok();
+            result.is_some() || {
+                now += stuck + 1;
+                interrupt_stuck(&control, &beats, now, &mut last);
+                false
             }
-            tries += 1;
-            assert!(tries < 500, "the waiter was never interrupted");
-            now += stuck + 1;
-            interrupt_stuck(&control, &beats, now, &mut last);
-        };
-        assert_eq!(result, Err(nix::errno::Errno::EINTR));
+        });
+        assert_eq!(result, Some(Err(nix::errno::Errno::EINTR)));
     }
 
     #[test]
@@ -283,14 +283,12 @@ mod tests {
         // End the waiter: its mark goes with it, and a stuck heartbeat
         // then gets no signal.
         let tid = control.thread(0).unwrap();
-        let (mut tries, mut ended) = (0, false);
-        while !ended || control.thread(0).is_some() {
+        let mut ended = false;
+        until("the waiter's end", || {
             ended |= woke.try_recv().is_ok();
-            tries += 1;
-            assert!(tries < 5_000, "the waiter never ended");
             let _ = interrupt::interrupt(tid);
-            std::thread::sleep(Duration::from_millis(1));
-        }
+            ended && control.thread(0).is_none()
+        });
         let stuck = STUCK.as_nanos() as u64;
         interrupt_stuck(&control, &[now - stuck - 1, 0], now, &mut last);
         assert_eq!(last, [0, 0]);

@@ -68,7 +68,7 @@ pub fn interrupt(tid: i32) -> nix::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -77,7 +77,8 @@ mod tests {
     use super::*;
 
     /// Tries `step` every 10 ms until it says done; fails after 5 s.
-    fn until(what: &str, mut step: impl FnMut() -> bool) {
+    /// (The guard's tests wait the same way.)
+    pub(in crate::runtime) fn until(what: &str, mut step: impl FnMut() -> bool) {
         for _ in 0..500 {
             if step() {
                 return;
