@@ -260,11 +260,11 @@ mod tests {
         let mut result = None;
         until("the waiter's interrupt", || {
             result = woke.try_recv().ok();
-            result.is_some() || {
+            if result.is_none() {
                 now += stuck + 1;
                 interrupt_stuck(&control, &beats, now, &mut last);
-                false
             }
+            result.is_some()
         });
         assert_eq!(result, Some(Err(nix::errno::Errno::EINTR)));
     }
