@@ -1,14 +1,18 @@
 //! External agents attach through the attach socket: the kernel's
 //! `SO_PEERCRED` decides who may attach as which agent. A process of the
 //! wrong uid is refused with a reason; one of the manifest's user attaches
-//! and serves requests.
+//! and serves requests, until the drain's end: a request sent before
+//! the drain may still call agents that have nothing in flight.
 
 #![cfg(test)]
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use pinwheel::observe::api::AgentState;
 use pinwheel::test_support::process_daemon::TestDaemon;
 use pinwheel_agent::{Agent, AgentError};
@@ -78,4 +82,96 @@ fn an_attach_from_the_wrong_uid_is_refused_and_the_right_one_is_served() {
         "the refusal is logged: {}",
         ended.log
     );
+}
+
+const CHAIN: &str = r#"schema = 1
+
+[[agent]]
+name = "Prober"
+host = "h"
+role = "r"
+kind = "external"
+cpu = 0
+user = "root"
+calls = ["Front"]
+
+[[agent]]
+name = "Front"
+host = "h"
+role = "r"
+kind = "external"
+cpu = 1
+user = "root"
+calls = ["Back"]
+
+[[agent]]
+name = "Back"
+host = "h"
+role = "r"
+kind = "external"
+cpu = 0
+user = "root"
+"#;
+
+/// Serves `agent`'s requests with their own bodies until its link closes.
+fn echo(agent: Agent) {
+    loop {
+        match agent.recv(Duration::from_millis(100)) {
+            Ok(Some(request)) => {
+                let body = request.body().to_vec();
+                let _ = request.reply(0, &body);
+            }
+            Ok(None) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+#[test]
+fn a_request_sent_before_the_drain_may_still_call_an_agent_with_nothing_in_flight() {
+    let daemon = TestDaemon::start(PINWHEEL, CRATE, CHAIN, &["--rate", "0"]);
+    daemon.wait_for("the attach socket", |d| d.socket().exists());
+    let back = Agent::connect(&daemon.socket(), "Back").unwrap();
+    let front = Agent::connect(&daemon.socket(), "Front").unwrap();
+    let prober = Agent::connect(&daemon.socket(), "Prober").unwrap();
+    let back = std::thread::spawn(move || echo(back));
+
+    // Front calls Back once, waits for the test to start the drain, then
+    // calls Back again: Back has nothing in flight while the drain begins.
+    let (between, between_rx) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let front = std::thread::spawn(move || -> Result<(), AgentError> {
+        let request = loop {
+            if let Some(request) = front.recv(Duration::from_secs(1))? {
+                break request;
+            }
+        };
+        let timeout = Duration::from_secs(10);
+        let first = front.call("Back", "echo", b"first", timeout)?;
+        between.send(()).unwrap();
+        go_rx.recv().unwrap();
+        let second = front.call("Back", "echo", b"second", timeout)?;
+        let status = first.status.max(second.status);
+        request.reply(status, &[first.body, second.body].concat())
+    });
+    let call = std::thread::spawn(move || prober.call("Front", "go", b"", Duration::from_secs(20)));
+
+    between_rx.recv().unwrap();
+    kill(Pid::from_raw(daemon.pid() as i32), Signal::SIGTERM).unwrap();
+    daemon.wait_for("the drain", |d| d.log().contains("draining"));
+    // The executors see the stop at their next tick (a millisecond); the
+    // drain waits for the Prober's call, up to its limit (1.2 s).
+    std::thread::sleep(Duration::from_millis(100));
+    go.send(()).unwrap();
+
+    let reply = call.join().unwrap();
+    assert!(
+        matches!(&reply, Ok(r) if r.status == 0 && r.body == b"firstsecond"),
+        "the call sent before the drain: {reply:?}"
+    );
+    let served = front.join().unwrap();
+    assert!(served.is_ok(), "Front: {served:?}");
+    let ended = daemon.wait();
+    assert!(ended.status.success(), "{}", ended.log);
+    back.join().unwrap();
 }

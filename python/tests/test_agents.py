@@ -51,7 +51,7 @@ def test_a_chain_of_two_python_echo_agents_answers_every_request(start_daemon):
                 + python_agent("Back", ECHO, 0))
     daemon = start_daemon(manifest, ["--rate", "200", "--duration", "4"])
     report = daemon.wait()
-    assert_every_request_answered(report)
+    assert_every_request_answered(report, daemon)
     names = {p["agent"]: p for p in report["processes"]}
     assert set(names) >= {"Front", "Back"}, report["processes"]
 
@@ -83,7 +83,7 @@ def test_the_translation_port_answers_the_seed_contract_to_callers_on_four_threa
     daemon = start_daemon(manifest, ["--rate", "50", "--duration", "3"])
     report = daemon.wait()
     # The checker answers 500 when any reply broke the contract.
-    assert_every_request_answered(report)
+    assert_every_request_answered(report, daemon)
 
 
 def test_a_stopped_daemon_stops_a_python_child_without_sigkill(start_daemon):

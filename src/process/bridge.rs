@@ -295,7 +295,7 @@ impl ProcessBridge {
     pub fn reset(&self) {}
 
     /// The pump from the agent's ring and the call workers, until the
-    /// runtime drains and nothing is in flight.
+    /// executor closes the agent's inbox at the end of the drain.
     pub async fn run(&self, ctx: &Ctx) {
         let receiver = self.calls.borrow().as_ref().map(|(_, rx)| Rc::clone(rx));
         // FuturesUnordered polls a worker only when its own waker fired: the
@@ -407,12 +407,19 @@ impl ProcessBridge {
         }
     }
 
+    /// Serves the agent until its inbox closes. Draining alone does not
+    /// end it, nor does an empty in-flight table: a request sent before
+    /// the drain may still be calling this agent (a caller between two of
+    /// its calls has nothing in flight here), and the inbox closes only
+    /// when every executor is quiet, or at the drain limit, when what is
+    /// still in flight is answered unavailable.
     async fn pump(&self, ctx: &Ctx) {
+        let inbox = ctx.node().inbox(ctx.me());
         loop {
             self.sync_slot(ctx).await;
             let moved = self.drain(ctx).await;
             self.expire(ctx).await;
-            if ctx.draining() && self.in_flight() == 0 {
+            if inbox.is_closed() {
                 self.drop_live(ctx, STATUS_UNAVAILABLE).await;
                 return;
             }
@@ -430,10 +437,6 @@ impl ProcessBridge {
             let frames = pin!(ctx.node().watches().wait(&self.group));
             let _ = select(frames, pin!(ctx.sleep(IDLE_CHECK))).await;
         }
-    }
-
-    fn in_flight(&self) -> usize {
-        IN_FLIGHT - self.state.borrow().free.len()
     }
 
     /// Reads up to a batch of the agent's frames and acts on them.
