@@ -5,9 +5,10 @@
 //!
 //! * Placement ([`place`]): agents pinned to a CPU get it if it is a
 //!   data-plane CPU of the host; the others are spread by weight (heaviest
-//!   first, each onto the least-loaded CPU of its class). A class falls back
-//!   P -> uniform -> E, and E -> uniform -> P; `any` takes any data-plane
-//!   CPU.
+//!   first, each onto the least-loaded CPU of its class, or one at most its
+//!   own weight heavier that its calls pull it to: [`affinity`]). A class
+//!   falls back P -> uniform -> E, and E -> uniform -> P; `any` takes any
+//!   data-plane CPU.
 //! * Rings ([`rings`]): one SPSC ring per directed pair of CPUs that carries
 //!   traffic. A call A -> B across CPUs puts requests on ring cpu(A) ->
 //!   cpu(B) and replies on cpu(B) -> cpu(A); a topic puts events on
@@ -32,6 +33,7 @@
 //! and ordered only when the daemon starts it (`command`), for its CPU
 //! and its start phase.
 
+mod affinity;
 mod order;
 mod place;
 mod render;
@@ -373,6 +375,109 @@ mod tests {
         assert_eq!(heavy, vec![0, 1, 2]);
         assert_eq!(cpu_of(&sut, &set, "C"), 3);
         assert!([4, 5].contains(&cpu_of(&sut, &set, "E1")));
+    }
+
+    fn two_cpus() -> Topology {
+        topo("schema = 1\n[host]\nname = \"h\"\ncpus = { uniform = \"0-1\" }\n")
+    }
+
+    fn loads(plan: &Plan, set: &AgentSet) -> Vec<f64> {
+        let mut loads = vec![0.0; 2];
+        for (index, agent) in set.iter() {
+            loads[plan.placement(index).unwrap().cpu.0 as usize] += agent.weight();
+        }
+        loads
+    }
+
+    #[test]
+    fn a_serial_caller_and_its_callee_share_a_cpu_when_balance_allows() {
+        // Without the call, the least-loaded rule puts Hub and Leaf apart.
+        let set = agents(&[
+            ("Hub", "calls = [\"Leaf\"]"),
+            ("Leaf", ""),
+            ("A", ""),
+            ("B", ""),
+        ]);
+        let sut = Plan::build(&two_cpus(), &set).unwrap();
+        assert_eq!(cpu_of(&sut, &set, "Hub"), cpu_of(&sut, &set, "Leaf"));
+        assert_eq!(loads(&sut, &set), vec![2.0, 2.0]);
+        assert!(sut.rings().is_empty(), "the call needs no ring");
+    }
+
+    #[test]
+    fn calls_never_cost_more_than_one_agent_s_weight_of_balance() {
+        // Leaf would join Hub at 1.0 against 0.0; it may not at 2.0.
+        let set = agents(&[("Hub", "weight = 2.0\ncalls = [\"Leaf\"]"), ("Leaf", "")]);
+        let sut = Plan::build(&two_cpus(), &set).unwrap();
+        assert_ne!(cpu_of(&sut, &set, "Hub"), cpu_of(&sut, &set, "Leaf"));
+    }
+
+    #[test]
+    fn a_hub_s_one_call_outweighs_many_calls_few_wait_on() {
+        // Mem's callers: Hub, whom three agents wait on (strength 4), on
+        // CPU 0; five serial agents no one calls (1 each, 5 in all) on 1,
+        // the lighter one (5.0 against 6.0).
+        let mut entries = vec![("Hub", "cpu = 0\ncalls = [\"Mem\"]")];
+        entries.extend([("X1", "cpu = 0"), ("X2", "cpu = 0")]);
+        entries.extend([
+            ("C1", "cpu = 0\ncalls = [\"Hub\"]"),
+            ("C2", "cpu = 0\ncalls = [\"Hub\"]"),
+        ]);
+        entries.push(("C3", "cpu = 0\ncalls = [\"Hub\"]"));
+        entries.extend(["W1", "W2", "W3", "W4", "W5"].map(|w| (w, "cpu = 1\ncalls = [\"Mem\"]")));
+        entries.push(("Mem", ""));
+        let set = agents(&entries);
+        let sut = Plan::build(&two_cpus(), &set).unwrap();
+        assert_eq!(cpu_of(&sut, &set, "Mem"), 0);
+    }
+
+    #[test]
+    fn a_caller_with_many_workers_pulls_its_callee_less_than_a_serial_one() {
+        // Both CPUs weigh 1.0; the tie would go to CPU 0.
+        let set = agents(&[
+            ("Pool", "cpu = 0\nconcurrency = 8\ncalls = [\"Leaf\"]"),
+            ("Serial", "cpu = 1\ncalls = [\"Leaf\"]"),
+            ("Leaf", ""),
+        ]);
+        let sut = Plan::build(&two_cpus(), &set).unwrap();
+        assert_eq!(cpu_of(&sut, &set, "Leaf"), 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn whatever_the_calls_loads_differ_by_at_most_twice_the_heaviest_agent(
+            agents_spec in proptest::collection::vec(
+                (1u8..=8, proptest::collection::vec(0usize..12, 0..4), 1u32..=4),
+                1..12,
+            )
+        ) {
+            let names: Vec<String> = (0..agents_spec.len()).map(|i| format!("A{i}")).collect();
+            let extras: Vec<String> = agents_spec
+                .iter()
+                .enumerate()
+                .map(|(i, (weight, calls, workers))| {
+                    let mut targets: Vec<String> = calls
+                        .iter()
+                        .filter(|&&c| c < names.len() && c != i)
+                        .map(|&c| format!("\"{}\"", names[c]))
+                        .collect();
+                    targets.sort();
+                    targets.dedup();
+                    format!(
+                        "weight = {}\nconcurrency = {workers}\ncalls = [{}]",
+                        f64::from(*weight) / 2.0,
+                        targets.join(", ")
+                    )
+                })
+                .collect();
+            let entries: Vec<(&str, &str)> =
+                names.iter().zip(&extras).map(|(n, e)| (n.as_str(), e.as_str())).collect();
+            let set = agents(&entries);
+            let sut = Plan::build(&two_cpus(), &set).unwrap();
+            let loads = loads(&sut, &set);
+            let heaviest = set.iter().map(|(_, a)| a.weight()).fold(0.0, f64::max);
+            proptest::prop_assert!((loads[0] - loads[1]).abs() <= 2.0 * heaviest, "{loads:?}");
+        }
     }
 
     #[test]

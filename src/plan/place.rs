@@ -2,10 +2,15 @@
 //!
 //! Pinned agents are checked and placed first. The others are placed
 //! heaviest first (ties: higher priority, then manifest order), each onto
-//! the least-loaded CPU of the first class in its fallback chain that has
-//! data-plane CPUs; ties go to the CPU with fewer agents, then the lowest
-//! id. This is the longest-processing-time rule: simple, deterministic and
-//! within 4/3 of the best possible spread.
+//! a CPU of the first class in its fallback chain that has data-plane
+//! CPUs. Of that class's CPUs, those at most the agent's own weight
+//! heavier than the least-loaded one may take it, and the one its calls
+//! pull hardest ([`Affinity`]: a serial caller and its callees belong
+//! together) does; with no pull, the least-loaded one, then the one with
+//! fewer agents, then the lowest id. Without calls this is the
+//! longest-processing-time rule: simple, deterministic and within 4/3 of
+//! the best possible spread; calls may cost one more agent's weight of
+//! balance, never more.
 //!
 //! Replicas of one agent go to distinct CPUs of their class: each replica
 //! takes the least-loaded CPU that holds none of its siblings yet. Where
@@ -16,6 +21,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use super::PlanError;
+use super::affinity::Affinity;
 use crate::config::{AgentIndex, AgentSet, ClassWish, Placement};
 use crate::topology::{CpuClass, CpuId, CpuSet, Topology};
 
@@ -68,30 +74,14 @@ pub(super) fn place(
             .then(a_spec.priority().cmp(&b_spec.priority()))
             .then(a.cmp(b))
     });
+    let affinity = Affinity::new(agents, planned);
     let mut fallbacks = Vec::new();
     for (index, wish) in floating {
         let (class, pool) = pool_for(topology, wish);
         if let Some(warning) = fallback_warning(wish, class, &agents.display_name(index)) {
             fallbacks.push(warning);
         }
-        let taken = |cpu: CpuId| {
-            agents
-                .replicas_of(index)
-                .any(|sibling| sibling != index && chosen.contains(&(sibling, cpu)))
-        };
-        let free = loads
-            .iter()
-            .filter(|l| pool.contains(l.cpu) && !taken(l.cpu))
-            .min_by(|a, b| lighter(a, b));
-        let best = free
-            .or_else(|| {
-                loads
-                    .iter()
-                    .filter(|l| pool.contains(l.cpu))
-                    .min_by(|a, b| lighter(a, b))
-            })
-            .map(|l| l.cpu)
-            .expect("validation guarantees a non-empty data plane");
+        let best = choose(agents, &affinity, &loads, &chosen, index, &pool);
         add(&mut loads, best, agents.get(index).weight());
         chosen.push((index, best));
     }
@@ -102,6 +92,45 @@ pub(super) fn place(
         cpus: chosen,
         fallbacks,
     })
+}
+
+/// The CPU of `pool` that takes `index`: of those holding none of its
+/// replicas (any, if all do), the one its calls pull hardest among those at
+/// most its own weight heavier than the lightest; with no pull, the
+/// lightest.
+fn choose(
+    agents: &AgentSet,
+    affinity: &Affinity,
+    loads: &[Load],
+    chosen: &[(AgentIndex, CpuId)],
+    index: AgentIndex,
+    pool: &CpuSet,
+) -> CpuId {
+    let taken = |cpu: CpuId| {
+        agents
+            .replicas_of(index)
+            .any(|sibling| sibling != index && chosen.contains(&(sibling, cpu)))
+    };
+    let mut candidates: Vec<&Load> = loads
+        .iter()
+        .filter(|l| pool.contains(l.cpu) && !taken(l.cpu))
+        .collect();
+    if candidates.is_empty() {
+        candidates = loads.iter().filter(|l| pool.contains(l.cpu)).collect();
+    }
+    let lightest = candidates
+        .iter()
+        .min_by(|a, b| lighter(a, b))
+        .expect("validation guarantees a non-empty data plane");
+    // Balance first, calls next: affinity may cost one of this agent's
+    // weight of balance, never more.
+    let limit = lightest.weight + agents.get(index).weight();
+    let pull = |load: &Load| affinity.pull(index, chosen, load.cpu);
+    candidates
+        .iter()
+        .filter(|l| l.weight <= limit)
+        .max_by(|a, b| pull(a).order(&pull(b)).then(lighter(b, a)))
+        .map_or(lightest.cpu, |l| l.cpu)
 }
 
 /// A warning for each replicated agent whose replicas share a CPU.
