@@ -39,6 +39,10 @@ pub use super::calls::Hint;
 /// Longest `role`, bytes (what the registry stores).
 pub const MAX_ROLE_BYTES: usize = 256;
 
+/// An agent's `weight` when its entry gives none: one ordinary agent's
+/// CPU load, the unit weights are counted in.
+pub const DEFAULT_WEIGHT: f64 = 1.0;
+
 /// Position of an agent in its [`AgentSet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AgentIndex(pub usize);
@@ -457,7 +461,7 @@ fn entry_spec(entry: Spanned<AgentEntry>, file: &SourceFile) -> Result<Pending, 
             return Err(invalid(file, w.span(), message));
         }
         Some(w) => *w.get_ref(),
-        None => 1.0,
+        None => DEFAULT_WEIGHT,
     };
     check_role(&raw.role, &name, &at)?;
     limits::check_agent_lists(&raw, file, &name)?;

@@ -21,8 +21,8 @@ pub mod trust;
 use std::path::PathBuf;
 
 pub use agents::{
-    AgentIndex, AgentKind, AgentSet, AgentSpec, Behaviour, CallTarget, Hint, MAX_ROLE_BYTES,
-    ModelNeed, Placement,
+    AgentIndex, AgentKind, AgentSet, AgentSpec, Behaviour, CallTarget, DEFAULT_WEIGHT, Hint,
+    MAX_ROLE_BYTES, ModelNeed, Placement,
 };
 pub use agents_file::{Balance, ClassWish, NativeName, Priority, RestartMode};
 pub use legacy::{LegacySpec, ZmqEndpoint};

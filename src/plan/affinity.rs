@@ -18,8 +18,8 @@
 //! any one slow call. A call to a replicated agent reaches each replica.
 //! Placement ([`super::place`]) uses the sum of these strengths between an
 //! agent and those already on a CPU to choose among CPUs that are nearly
-//! equally loaded; it never trades more than one agent's weight of balance
-//! for it.
+//! equally loaded; it never trades more balance for it than the agent's
+//! own weight, or an ordinary agent's if that is less.
 //!
 //! What this does not know: how often each call is made. The manifests
 //! give the call graph, not rates, so a hub is judged by how many wait on

@@ -4,13 +4,15 @@
 //! heaviest first (ties: higher priority, then manifest order), each onto
 //! a CPU of the first class in its fallback chain that has data-plane
 //! CPUs. Of that class's CPUs, those at most the agent's own weight
-//! heavier than the least-loaded one may take it, and the one its calls
-//! pull hardest ([`Affinity`]: a serial caller and its callees belong
-//! together) does; with no pull, the least-loaded one, then the one with
-//! fewer agents, then the lowest id. Without calls this is the
+//! heavier than the least-loaded one (at most [`DEFAULT_WEIGHT`], one
+//! ordinary agent's, for a heavier agent) may take it, and the one its
+//! calls pull hardest ([`Affinity`]: a serial caller and its callees
+//! belong together) does; with no pull, the least-loaded one, then the one
+//! with fewer agents, then the lowest id. Without calls this is the
 //! longest-processing-time rule: simple, deterministic and within 4/3 of
-//! the best possible spread; calls may cost one more agent's weight of
-//! balance, never more.
+//! the best possible spread; calls may cost one more ordinary agent's
+//! weight of balance, never more, and never pile two heavy agents onto one
+//! CPU while a lighter one has room.
 //!
 //! Replicas of one agent go to distinct CPUs of their class: each replica
 //! takes the least-loaded CPU that holds none of its siblings yet. Where
@@ -22,7 +24,7 @@ use std::collections::BTreeMap;
 
 use super::PlanError;
 use super::affinity::Affinity;
-use crate::config::{AgentIndex, AgentSet, ClassWish, Placement};
+use crate::config::{AgentIndex, AgentSet, ClassWish, DEFAULT_WEIGHT, Placement};
 use crate::topology::{CpuClass, CpuId, CpuSet, Topology};
 
 /// The result of placement.
@@ -96,8 +98,8 @@ pub(super) fn place(
 
 /// The CPU of `pool` that takes `index`: of those holding none of its
 /// replicas (any, if all do), the one its calls pull hardest among those at
-/// most its own weight heavier than the lightest; with no pull, the
-/// lightest.
+/// most its own weight (at most [`DEFAULT_WEIGHT`]) heavier than the
+/// lightest; with no pull, the lightest.
 fn choose(
     agents: &AgentSet,
     affinity: &Affinity,
@@ -122,9 +124,10 @@ fn choose(
         .iter()
         .min_by(|a, b| lighter(a, b))
         .expect("validation guarantees a non-empty data plane");
-    // Balance first, calls next: affinity may cost one of this agent's
-    // weight of balance, never more.
-    let limit = lightest.weight + agents.get(index).weight();
+    // Balance first, calls next: affinity may cost this agent's weight of
+    // balance, at most an ordinary agent's (so two heavy agents are not
+    // piled onto one CPU while another stands empty).
+    let limit = lightest.weight + agents.get(index).weight().min(DEFAULT_WEIGHT);
     let pull = |load: &Load| affinity.pull(index, chosen, load.cpu);
     candidates
         .iter()
