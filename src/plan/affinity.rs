@@ -16,10 +16,12 @@
 //! concurrency of A`. The `1` is A's own slot; each caller of A is one more
 //! agent that queues behind it; a caller with many workers loses little to
 //! any one slow call. A call to a replicated agent reaches each replica.
-//! Placement ([`super::place`]) uses the sum of these strengths between an
-//! agent and those already on a CPU to choose among CPUs that are nearly
-//! equally loaded; it never trades more balance for it than the agent's
-//! own weight, or an ordinary agent's if that is less.
+//! Placement ([`super::place`]) weighs a CPU by the strongest link between
+//! an agent and those already there, then by the sum of its links there
+//! (so many calls few wait on do not outvote one serial hub's), to choose
+//! among CPUs that are nearly equally loaded; it never trades more balance
+//! for it than the agent's own weight, or an ordinary agent's if that is
+//! less.
 //!
 //! What this does not know: how often each call is made. The manifests
 //! give the call graph, not rates, so a hub is judged by how many wait on
@@ -76,31 +78,27 @@ impl Affinity {
         Self { links }
     }
 
-    /// How strongly `agent` is pulled to `cpu` by the agents `placed`
-    /// there: its strongest link to one of them, then the sum of all.
-    pub(super) fn pull(
+    /// How strongly `agent` is pulled to each CPU by the agents `placed`
+    /// there (a CPU it has no link to is absent): one pass over its links.
+    pub(super) fn pulls(
         &self,
         agent: AgentIndex,
         placed: &[(AgentIndex, CpuId)],
-        cpu: CpuId,
-    ) -> Pull {
-        let mut pull = Pull::default();
-        for (_, strength) in self
-            .links
-            .get(&agent)
-            .into_iter()
-            .flatten()
-            .filter(|(other, _)| placed.contains(&(*other, cpu)))
-        {
-            pull.strongest = pull.strongest.max(*strength);
-            pull.total += strength;
+    ) -> BTreeMap<CpuId, Pull> {
+        let mut pulls: BTreeMap<CpuId, Pull> = BTreeMap::new();
+        for (other, strength) in self.links.get(&agent).into_iter().flatten() {
+            if let Some((_, cpu)) = placed.iter().find(|(placed, _)| placed == other) {
+                let pull = pulls.entry(*cpu).or_default();
+                pull.strongest = pull.strongest.max(*strength);
+                pull.total += strength;
+            }
         }
-        pull
+        pulls
     }
 }
 
 /// An agent's pull towards one CPU.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Pull {
     /// Its strongest link there.
     pub strongest: f64,

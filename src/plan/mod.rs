@@ -405,22 +405,21 @@ mod tests {
     }
 
     #[test]
-    fn calls_never_cost_more_than_one_agent_s_weight_of_balance() {
-        // Leaf would join Hub at 1.0 against 0.0; it may not at 2.0.
-        let set = agents(&[("Hub", "weight = 2.0\ncalls = [\"Leaf\"]"), ("Leaf", "")]);
-        let sut = Plan::build(&two_cpus(), &set).unwrap();
-        assert_ne!(cpu_of(&sut, &set, "Hub"), cpu_of(&sut, &set, "Leaf"));
-    }
-
-    #[test]
-    fn heavy_callees_are_not_piled_onto_their_caller_s_cpu() {
-        // The old bound (the agent's own weight) let Leaf join Hub: 8 to 0.
-        let set = agents(&[
-            ("Hub", "weight = 4.0\ncalls = [\"Leaf\"]"),
-            ("Leaf", "weight = 4.0"),
-        ]);
-        let sut = Plan::build(&two_cpus(), &set).unwrap();
-        assert_ne!(cpu_of(&sut, &set, "Hub"), cpu_of(&sut, &set, "Leaf"));
+    fn calls_cost_at_most_the_agent_s_weight_of_balance_or_an_ordinary_agent_s() {
+        // Leaf (1.0) may not join Hub (2.0) against an empty CPU; a heavy
+        // Leaf may not join a heavy Hub either (the agent's own weight as
+        // the only bound let it: 8.0 against 0.0).
+        for (hub, leaf) in [("2.0", "1.0"), ("4.0", "4.0")] {
+            let hub = format!("weight = {hub}\ncalls = [\"Leaf\"]");
+            let leaf = format!("weight = {leaf}");
+            let set = agents(&[("Hub", &hub), ("Leaf", &leaf)]);
+            let sut = Plan::build(&two_cpus(), &set).unwrap();
+            assert_ne!(
+                cpu_of(&sut, &set, "Hub"),
+                cpu_of(&sut, &set, "Leaf"),
+                "{hub} {leaf}"
+            );
+        }
     }
 
     #[test]
@@ -428,13 +427,14 @@ mod tests {
         // Mem's callers: Hub, whom three agents wait on (strength 4), on
         // CPU 0; five serial agents no one calls (1 each, 5 in all) on 1,
         // the lighter one (5.0 against 6.0).
-        let mut entries = vec![("Hub", "cpu = 0\ncalls = [\"Mem\"]")];
-        entries.extend([("X1", "cpu = 0"), ("X2", "cpu = 0")]);
-        entries.extend([
+        let mut entries = vec![
+            ("Hub", "cpu = 0\ncalls = [\"Mem\"]"),
+            ("X1", "cpu = 0"),
+            ("X2", "cpu = 0"),
             ("C1", "cpu = 0\ncalls = [\"Hub\"]"),
             ("C2", "cpu = 0\ncalls = [\"Hub\"]"),
-        ]);
-        entries.push(("C3", "cpu = 0\ncalls = [\"Hub\"]"));
+            ("C3", "cpu = 0\ncalls = [\"Hub\"]"),
+        ];
         entries.extend(["W1", "W2", "W3", "W4", "W5"].map(|w| (w, "cpu = 1\ncalls = [\"Mem\"]")));
         entries.push(("Mem", ""));
         let set = agents(&entries);

@@ -11,8 +11,8 @@
 //! with fewer agents, then the lowest id. Without calls this is the
 //! longest-processing-time rule: simple, deterministic and within 4/3 of
 //! the best possible spread; calls may cost one more ordinary agent's
-//! weight of balance, never more, and never pile two heavy agents onto one
-//! CPU while a lighter one has room.
+//! weight of balance, never more (so a heavy callee does not join its
+//! heavy caller while a CPU lighter by more than that stands by).
 //!
 //! Replicas of one agent go to distinct CPUs of their class: each replica
 //! takes the least-loaded CPU that holds none of its siblings yet. Where
@@ -128,7 +128,8 @@ fn choose(
     // balance, at most an ordinary agent's (so two heavy agents are not
     // piled onto one CPU while another stands empty).
     let limit = lightest.weight + agents.get(index).weight().min(DEFAULT_WEIGHT);
-    let pull = |load: &Load| affinity.pull(index, chosen, load.cpu);
+    let pulls = affinity.pulls(index, chosen);
+    let pull = |load: &Load| pulls.get(&load.cpu).copied().unwrap_or_default();
     candidates
         .iter()
         .filter(|l| l.weight <= limit)
