@@ -5,10 +5,10 @@
 //!
 //! * Placement ([`place`]): agents pinned to a CPU get it if it is a
 //!   data-plane CPU of the host; the others are spread by weight (heaviest
-//!   first, each onto the least-loaded CPU of its class, or one at most its
-//!   own weight, or 1.0, heavier that its calls pull it to: [`affinity`]). A class
-//!   falls back P -> uniform -> E, and E -> uniform -> P; `any` takes any
-//!   data-plane CPU.
+//!   first, each onto the least-loaded CPU of its class, or onto one at
+//!   most its own weight (at most 1.0) heavier that its calls pull it to:
+//!   [`affinity`]). A class falls back P -> uniform -> E, and E -> uniform
+//!   -> P; `any` takes any data-plane CPU.
 //! * Rings ([`rings`]): one SPSC ring per directed pair of CPUs that carries
 //!   traffic. A call A -> B across CPUs puts requests on ring cpu(A) ->
 //!   cpu(B) and replies on cpu(B) -> cpu(A); a topic puts events on
