@@ -86,6 +86,8 @@ struct State {
     processes: Arc<Mutex<ProcessSide>>,
     twin: Twin,
     watchdog: Watchdog,
+    /// The executors' heartbeats at the watchdog's last look.
+    beats: Vec<u64>,
     systemd: Option<Systemd>,
     /// Handled counts per agent at the last refresh, and when.
     last: (Instant, Vec<u64>, Vec<u64>),
@@ -107,6 +109,7 @@ impl State {
         let now = Instant::now();
         Self {
             watchdog: Watchdog::new(executors, STALL_THRESHOLD),
+            beats: Vec::with_capacity(executors),
             systemd: Systemd::from_env(),
             last: (now, vec![0; agents], vec![0; executors]),
             next_view: now,
@@ -177,8 +180,8 @@ impl State {
 
     /// The watchdog; returns how many executors are stalled now.
     fn check_heartbeats(&mut self) -> usize {
-        let beats = self.view.control.running_heartbeats();
-        let check = self.watchdog.check(now_ns(), &beats);
+        self.view.control.running_heartbeats(&mut self.beats);
+        let check = self.watchdog.check(now_ns(), &self.beats);
         for stall in &check.new_stalls {
             let cpu = self.view.executor_cpus[stall.executor];
             error!(

@@ -143,15 +143,15 @@ impl Control {
 
     /// Each executor's last heartbeat (ns, [`now_ns`] clock), or 0 for one
     /// not running: not started yet, or ended (so a watchdog does not take
-    /// an executor that finished its drain for one that stalled).
-    pub fn running_heartbeats(&self) -> Vec<u64> {
-        (0..self.live.len())
-            .map(|index| match self.thread(index) {
-                // SYNC: Relaxed; a clock value compared with the reader's.
-                Some(_) => self.live[index].heartbeat_ns.load(Ordering::Relaxed),
-                None => 0,
-            })
-            .collect()
+    /// an executor that finished its drain for one that stalled). Written
+    /// over `beats`, which a watcher keeps from one look to the next.
+    pub fn running_heartbeats(&self, beats: &mut Vec<u64>) {
+        beats.clear();
+        beats.extend((0..self.live.len()).map(|index| match self.thread(index) {
+            // SYNC: Relaxed; a clock value compared with the reader's.
+            Some(_) => self.live[index].heartbeat_ns.load(Ordering::Relaxed),
+            None => 0,
+        }));
     }
 
     /// Nudges the wake-up guard gave each executor ([`super::guard`]).
@@ -631,10 +631,14 @@ mod tests {
         for live in control.live() {
             live.heartbeat_ns.store(5, Ordering::Relaxed);
         }
-        assert_eq!(control.running_heartbeats(), [0, 0], "none started");
+        let mut beats = vec![7; 3];
+        control.running_heartbeats(&mut beats);
+        assert_eq!(beats, [0, 0], "none started");
         let mark = control.mark_thread(1);
-        assert_eq!(control.running_heartbeats(), [0, 5]);
+        control.running_heartbeats(&mut beats);
+        assert_eq!(beats, [0, 5]);
         drop(mark);
-        assert_eq!(control.running_heartbeats(), [0, 0], "ended");
+        control.running_heartbeats(&mut beats);
+        assert_eq!(beats, [0, 0], "ended");
     }
 }

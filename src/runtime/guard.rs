@@ -95,10 +95,11 @@ impl Guard {
             // A late look is followed by the next on the grid, never by a
             // burst of looks at the same heartbeats.
             period.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            let mut beats = Vec::with_capacity(bells.len());
             loop {
                 period.tick().await;
                 let now = now_ns();
-                let beats = control.running_heartbeats();
+                control.running_heartbeats(&mut beats);
                 nudge_late(&control, &bells, &beats, now);
                 if let Some(last) = &mut interrupted {
                     interrupt_stuck(&control, &beats, now, last);
