@@ -55,7 +55,7 @@ impl DaemonProcess {
             "--admin-addr",
             &addr.to_string(),
         ]);
-        if !args.contains(&"--run-dir") {
+        if !names_run_dir(args) {
             // Its own attach socket: tests run side by side.
             command.arg("--run-dir").arg(logs.path().join("run"));
         }
@@ -154,5 +154,25 @@ impl Drop for DaemonProcess {
         if matches!(self.child.get_mut().try_wait(), Ok(None)) {
             let _ = self.stop();
         }
+    }
+}
+
+/// Whether `args` name a run directory, as `--run-dir DIR` or
+/// `--run-dir=DIR` (a second one would make `pinwheel run` refuse).
+fn names_run_dir(args: &[&str]) -> bool {
+    args.iter()
+        .any(|a| *a == "--run-dir" || a.starts_with("--run-dir="))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_directory_is_named_in_either_form() {
+        assert!(names_run_dir(&["--agents", "a.toml", "--run-dir", "/r"]));
+        assert!(names_run_dir(&["--run-dir=/r"]));
+        assert!(!names_run_dir(&["--agents", "a.toml", "--run-dirt"]));
+        assert!(!names_run_dir(&[]));
     }
 }
