@@ -169,12 +169,7 @@ impl RegistryAgent {
 
     /// Registered agents and those up, as the seed's context answer.
     fn census(&self, now: u64) -> (u32, u32) {
-        let registry = self.registry.borrow();
-        let up = registry
-            .iter()
-            .filter(|(_, e)| e.health(now, registry.thresholds()) == Health::Up)
-            .count();
-        (registry.len() as u32, up as u32)
+        self.registry.borrow().census(now)
     }
 
     /// Saves if a change is due (or, with `force`, if anything changed).

@@ -5,7 +5,17 @@
 //! `entries`, mapping its record's id back to its name; `entries.len() <=
 //! config.capacity`; `saved_generation <= generation`, and `dirty_since_ns`
 //! is `Some` exactly when they differ.
+//!
+//! The census (entries, and how many are up) answers every work request
+//! to a registry agent, so it is kept instead of counted per request (a
+//! scan of every entry's health). A census taken at `t` holds until the
+//! first entry up at `t` would go stale, unless the table changed in a way
+//! that could add an entry or raise the count: an entry added, removed,
+//! restored or changed, or one heard from while not up (`census_epoch`).
+//! A heartbeat of an entry already up only postpones its going stale, so
+//! the census's end stays a safe bound and it is not retaken.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use crate::config::name_problem;
@@ -92,14 +102,29 @@ impl Entry {
         }
     }
 
-    fn hear(&mut self, now_ns: u64) {
+    /// Notes the agent heard from at `now_ns`; whether it was up just
+    /// before (judged at `now_ns`).
+    fn hear(&mut self, now_ns: u64, thresholds: &HealthThresholds) -> bool {
+        let was_up = self.health(now_ns, thresholds) == Health::Up;
         // A late heartbeat (an older `now_ns` from another task) must not
         // move the time back.
         self.seen = match self.seen {
             Seen::Heartbeat(at_ns) => Seen::Heartbeat(at_ns.max(now_ns)),
             Seen::Restored(_) => Seen::Heartbeat(now_ns),
         };
+        was_up
     }
+}
+
+/// The census as taken at `from_ns`, good until `until_ns` unless
+/// `epoch` is no longer the table's (module doc).
+#[derive(Debug, Clone, Copy)]
+struct Census {
+    epoch: u64,
+    from_ns: u64,
+    until_ns: u64,
+    entries: u32,
+    up: u32,
 }
 
 /// What [`Registry::register`] did.
@@ -123,6 +148,9 @@ pub struct Registry {
     generation: u64,
     saved_generation: u64,
     dirty_since_ns: Option<u64>,
+    /// Bumped by every change that may add to the census (module doc).
+    census_epoch: u64,
+    census: Cell<Option<Census>>,
 }
 
 impl Registry {
@@ -140,6 +168,8 @@ impl Registry {
             generation: 0,
             saved_generation: 0,
             dirty_since_ns: None,
+            census_epoch: 0,
+            census: Cell::new(None),
         }
     }
 
@@ -164,7 +194,9 @@ impl Registry {
         let Some(entry) = self.entries.get_mut(name) else {
             return self.add(name, record, now_ns);
         };
-        entry.hear(now_ns);
+        if !entry.hear(now_ns, &self.config.thresholds) {
+            self.census_epoch += 1;
+        }
         if entry.record == record {
             return Ok(RegisterOutcome::Unchanged);
         }
@@ -209,7 +241,9 @@ impl Registry {
     /// name is unknown.
     pub fn heartbeat(&mut self, name: &str, now_ns: u64) -> Result<(), RegistryError> {
         let entry = self.entries.get_mut(name).ok_or_else(|| unknown(name))?;
-        entry.hear(now_ns);
+        if !entry.hear(now_ns, &self.config.thresholds) {
+            self.census_epoch += 1;
+        }
         Ok(())
     }
 
@@ -222,7 +256,9 @@ impl Registry {
             .and_then(|name| self.entries.get_mut(name.as_str()));
         match entry {
             Some(entry) => {
-                entry.hear(now_ns);
+                if !entry.hear(now_ns, &self.config.thresholds) {
+                    self.census_epoch += 1;
+                }
                 true
             }
             None => false,
@@ -306,7 +342,38 @@ impl Registry {
 
     fn note_change(&mut self, now_ns: u64) {
         self.generation += 1;
+        self.census_epoch += 1;
         self.dirty_since_ns.get_or_insert(now_ns);
+    }
+
+    /// How many agents are registered, and how many of them are up at
+    /// `now_ns`: kept, and retaken only when the module doc says.
+    pub fn census(&self, now_ns: u64) -> (u32, u32) {
+        if let Some(c) = self.census.get()
+            && c.epoch == self.census_epoch
+            && (c.from_ns..c.until_ns).contains(&now_ns)
+        {
+            return (c.entries, c.up);
+        }
+        let thresholds = &self.config.thresholds;
+        let (mut up, mut until_ns) = (0, u64::MAX);
+        for entry in self.entries.values() {
+            if let Seen::Heartbeat(at_ns) = entry.seen
+                && entry.health(now_ns, thresholds) == Health::Up
+            {
+                up += 1;
+                until_ns = until_ns.min(at_ns.saturating_add(thresholds.stale_after_ns()));
+            }
+        }
+        let census = Census {
+            epoch: self.census_epoch,
+            from_ns: now_ns,
+            until_ns,
+            entries: self.entries.len() as u32,
+            up,
+        };
+        self.census.set(Some(census));
+        (census.entries, census.up)
     }
 
     /// Adds an entry read from a snapshot: not heard from yet, and not a
@@ -333,6 +400,7 @@ impl Registry {
         self.names_by_id.insert(record.id, name.clone());
         let seen = Seen::Restored(now_ns);
         self.entries.insert(name, Entry { record, seen });
+        self.census_epoch += 1;
         Ok(())
     }
 }
@@ -373,6 +441,8 @@ fn check_record(name: &str, record: &Record) -> Result<(), RegistryError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     const SECOND_NS: u64 = 1_000_000_000;
@@ -602,5 +672,84 @@ mod tests {
         sut.heartbeat("a", 10).unwrap();
 
         assert!(!sut.is_dirty());
+    }
+
+    /// What the census must say: every entry's health, counted now.
+    fn counted(sut: &Registry, now_ns: u64) -> (u32, u32) {
+        let up = sut
+            .iter()
+            .filter(|(_, e)| e.health(now_ns, sut.thresholds()) == Health::Up)
+            .count();
+        (sut.len() as u32, up as u32)
+    }
+
+    #[test]
+    fn the_census_is_kept_until_an_up_agent_goes_stale_or_one_comes_up() {
+        let mut sut = Registry::new(4);
+        sut.register("a", record(1, ""), 0).unwrap();
+        sut.register("b", record(2, ""), SECOND_NS).unwrap();
+        assert_eq!(sut.census(2 * SECOND_NS), (2, 2));
+        // a goes stale at 3 s, b at 4 s.
+        assert_eq!(sut.census(3 * SECOND_NS), (2, 1));
+        assert_eq!(sut.census(4 * SECOND_NS), (2, 0));
+        // A heartbeat brings b back up: the kept census is retaken.
+        assert!(sut.heartbeat_id(AgentId(2), 4 * SECOND_NS));
+        assert_eq!(sut.census(4 * SECOND_NS), (2, 1));
+        sut.deregister("a", 5 * SECOND_NS).unwrap();
+        assert_eq!(sut.census(5 * SECOND_NS), (1, 1));
+    }
+
+    /// A step of the property below.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Register(u8),
+        Heartbeat(u8),
+        Deregister(u8),
+        Restore(u8),
+        Wait(u64),
+        Back(u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..6u8).prop_map(Step::Register),
+            (0..6u8).prop_map(Step::Heartbeat),
+            (0..6u8).prop_map(Step::Deregister),
+            (0..6u8).prop_map(Step::Restore),
+            (0..5 * SECOND_NS).prop_map(Step::Wait),
+            // A late clock reading from another task.
+            (0..SECOND_NS).prop_map(Step::Back),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn the_kept_census_always_equals_a_count_of_every_entry(
+            steps in proptest::collection::vec(step(), 1..60)
+        ) {
+            let mut sut = Registry::new(4);
+            let mut now = 10 * SECOND_NS;
+            for step in steps {
+                let name = |n: u8| format!("agent{n}");
+                let mut at = now;
+                match step {
+                    Step::Register(n) => {
+                        let _ = sut.register(&name(n), record(u32::from(n) + 1, ""), now);
+                    }
+                    Step::Heartbeat(n) => {
+                        let _ = sut.heartbeat_id(AgentId(u32::from(n) + 1), now);
+                    }
+                    Step::Deregister(n) => {
+                        let _ = sut.deregister(&name(n), now);
+                    }
+                    Step::Restore(n) => {
+                        let _ = sut.restore(name(n), record(u32::from(n) + 1, ""), now);
+                    }
+                    Step::Wait(ns) => now += ns,
+                    Step::Back(ns) => at = now.saturating_sub(ns),
+                }
+                prop_assert_eq!(sut.census(at), counted(&sut, at));
+            }
+        }
     }
 }
