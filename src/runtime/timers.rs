@@ -20,8 +20,11 @@
 //! message does not grow the heap). The heap keeps its capacity, so
 //! steady-state arming allocates nothing.
 //!
-//! A timer also checks the clock when polled: a due time is met even if
-//! the pump has not fired it yet. Times are CLOCK_MONOTONIC nanoseconds
+//! A timer also checks the clock at its first poll after each arming, so
+//! a due time already past is met at once; after that the pump fires it.
+//! (A worker's deadline timer is polled beside its handler at every
+//! wake-up of the handler: reading the clock there each time was one read
+//! per call the handler made.) Times are CLOCK_MONOTONIC nanoseconds
 //! ([`super::ctx::now_ns`]), the clock envelopes carry.
 
 use std::cell::{Cell, RefCell};
@@ -43,6 +46,8 @@ struct Slot {
     /// Due time; 0 when not armed.
     deadline_ns: u64,
     fired: bool,
+    /// Whether a poll since the last arming read the clock.
+    checked: bool,
     waker: Option<Waker>,
 }
 
@@ -126,6 +131,7 @@ impl Timers {
             slot.generation = slot.generation.wrapping_add(1);
             slot.deadline_ns = deadline_ns;
             slot.fired = false;
+            slot.checked = false;
             slot.generation
         };
         self.heap
@@ -170,7 +176,10 @@ impl Timers {
             slot.fired = false;
             return Poll::Ready(());
         }
-        if now_ns() >= slot.deadline_ns {
+        if !slot.checked && {
+            slot.checked = true;
+            now_ns() >= slot.deadline_ns
+        } {
             drop(slots);
             self.disarm(index);
             return Poll::Ready(());
@@ -279,6 +288,30 @@ mod tests {
         let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
         assert!(poll(&mut sut.wait(), &waker).is_ready());
         assert_eq!(timers.armed(), 0);
+    }
+
+    #[test]
+    fn only_the_first_poll_after_arming_reads_the_clock_then_the_pump_fires() {
+        let timers = Timers::new();
+        let mut sut = Timer::new(&timers);
+        let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        let due = now_ns() + 1_000_000;
+        sut.arm(due);
+        assert!(poll(&mut sut.wait(), &waker).is_pending());
+        while now_ns() < due {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(
+            poll(&mut sut.wait(), &waker).is_pending(),
+            "past due, but only the pump fires it now"
+        );
+        assert_eq!(timers.fire(now_ns()), 1);
+        assert!(poll(&mut sut.wait(), &waker).is_ready());
+        sut.arm(due);
+        assert!(
+            poll(&mut sut.wait(), &waker).is_ready(),
+            "a new arming reads the clock again"
+        );
     }
 
     #[test]
