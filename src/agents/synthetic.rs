@@ -41,7 +41,7 @@ use super::protocol::{TRACE_BYTES, Trace};
 use crate::config::Behaviour;
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
-use crate::runtime::ctx::{Ctx, now_ns};
+use crate::runtime::ctx::{Ctx, Request, now_ns};
 use crate::runtime::desk::{self, ModelLease};
 use crate::runtime::node::{
     STATUS_FAILED, STATUS_OK, STATUS_OVERLOADED, STATUS_TIMEOUT, STATUS_UNAVAILABLE,
@@ -216,12 +216,14 @@ pub async fn call_all(
         if until_ns <= now {
             return STATUS_TIMEOUT;
         }
-        let method = super::protocol::METHOD_WORK;
-        let key = child.session();
-        let status = match ctx
-            .call_keyed_until(target, key, method, body, priority, until_ns)
-            .await
-        {
+        let request = Request {
+            method: super::protocol::METHOD_WORK,
+            body,
+            priority,
+            sent_ns: now,
+            deadline_ns: until_ns,
+        };
+        let status = match ctx.call_keyed(target, child.session(), request).await {
             Ok(reply) => reply.head().code,
             Err(err) => status_of(&err),
         };

@@ -9,7 +9,7 @@
 //! balancer back, also when the call is dropped half-way (a guard
 //! finishes it as failed). A caller that wants its calls to stick to one
 //! replica (`balance = "consistent_hash"`) gives a key with
-//! [`Ctx::call_keyed_until`]; synthetic flows carry theirs in their trace. A send that finds the ring to another
+//! [`Ctx::call_keyed`]; synthetic flows carry theirs in their trace. A send that finds the ring to another
 //! executor full retries, yielding, until the message's deadline (or
 //! [`SEND_PATIENCE`]): backpressure slows senders instead of losing
 //! messages. Each worker owns one reusable timer for its sleeps, a slot of
@@ -244,25 +244,16 @@ impl Ctx {
         self.call_at(to, None, request).await
     }
 
-    /// [`Ctx::call_until`] with an affinity key: calls with the same key
-    /// to a `consistent_hash` agent go to the same replica while it is
-    /// usable and not overloaded (`None`: no affinity).
-    pub async fn call_keyed_until(
+    /// [`Ctx::call_until`] with an affinity key, for a caller that has
+    /// just read the clock: `request` carries its own send time. Calls with
+    /// the same key to a `consistent_hash` agent go to the same replica
+    /// while it is usable and not overloaded (`None`: no affinity).
+    pub async fn call_keyed(
         &self,
         to: AgentId,
         key: Option<u64>,
-        method: u16,
-        body: &[u8],
-        priority: Priority,
-        deadline_ns: u64,
+        request: Request<'_>,
     ) -> Result<Message, RuntimeError> {
-        let request = Request {
-            method,
-            body,
-            priority,
-            sent_ns: now_ns(),
-            deadline_ns,
-        };
         self.call_at(to, key, request).await
     }
 
@@ -411,12 +402,18 @@ fn duration_ns(duration: Duration) -> u64 {
 
 /// What a call sends.
 #[derive(Debug, Clone, Copy)]
-struct Request<'b> {
-    method: u16,
-    body: &'b [u8],
-    priority: Priority,
-    sent_ns: u64,
-    deadline_ns: u64,
+pub struct Request<'b> {
+    /// The callee's method.
+    pub method: u16,
+    /// The request's body.
+    pub body: &'b [u8],
+    /// Its priority.
+    pub priority: Priority,
+    /// When it is sent (CLOCK_MONOTONIC): its round trip is measured
+    /// from here.
+    pub sent_ns: u64,
+    /// When the call gives up.
+    pub deadline_ns: u64,
 }
 
 /// A call counted outstanding by a balancer: finished when dropped, so a

@@ -43,7 +43,7 @@ use crate::agents::protocol::{METHOD_WORK, STATUS_REJECTED, TRACE_BYTES, Trace};
 use crate::agents::synthetic::{CALL_TIMEOUT, status_of};
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Head, Message};
-use crate::runtime::ctx::{Ctx, now_ns};
+use crate::runtime::ctx::{Ctx, Request, now_ns};
 use crate::runtime::node::{STATUS_OK, STATUS_OVERLOADED, STATUS_TIMEOUT, STATUS_UNAVAILABLE};
 use pinwheel_ipc::wire::{AgentId, PayloadKind, Priority};
 
@@ -245,10 +245,14 @@ impl CoordinatorAgent {
                 Err(_) => return STATUS_UNAVAILABLE,
             };
             let until_ns = deadline_ns.min(now + CALL_TIMEOUT.as_nanos() as u64);
-            let status = match ctx
-                .call_keyed_until(target, key, METHOD_WORK, body, self.priority, until_ns)
-                .await
-            {
+            let request = Request {
+                method: METHOD_WORK,
+                body,
+                priority: self.priority,
+                sent_ns: now,
+                deadline_ns: until_ns,
+            };
+            let status = match ctx.call_keyed(target, key, request).await {
                 Ok(reply) => reply.head().code,
                 Err(err) => status_of(&err),
             };
