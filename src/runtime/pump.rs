@@ -47,8 +47,8 @@
 //! forth (about twenty in the seed's mesh), and while each executor napped
 //! at its own times a request waited out the naps of each in turn; now it
 //! waits out one slot at most. (`bench mesh --overhead --find-max` on
-//! `vm-2cpu`, alternating runs: 42,000-64,000 req/s with naps of their
-//! own, 64,000-88,000 in shared slots.) The slots are 10% of the time and
+//! `vm-2cpu`, alternating runs: 50,000-62,000 req/s with naps of their
+//! own, 76,000-80,000 in shared slots.) The slots are 10% of the time and
 //! the waiter keeps 7% idle (`idle.rs`); a shorter nap than [`NAP`] costs
 //! a VM's thread nearly as much CPU time as it sleeps (~20 us to enter
 //! and leave it), and a longer slot holds each request it catches longer.

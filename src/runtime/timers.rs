@@ -176,13 +176,13 @@ impl Timers {
             slot.fired = false;
             return Poll::Ready(());
         }
-        if !slot.checked && {
+        if !slot.checked {
             slot.checked = true;
-            now_ns() >= slot.deadline_ns
-        } {
-            drop(slots);
-            self.disarm(index);
-            return Poll::Ready(());
+            if now_ns() >= slot.deadline_ns {
+                drop(slots);
+                self.disarm(index);
+                return Poll::Ready(());
+            }
         }
         if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             slot.waker = Some(cx.waker().clone());
