@@ -102,17 +102,18 @@ impl Entry {
         }
     }
 
-    /// Notes the agent heard from at `now_ns`; whether it was up just
-    /// before (judged at `now_ns`).
-    fn hear(&mut self, now_ns: u64, thresholds: &HealthThresholds) -> bool {
-        let was_up = self.health(now_ns, thresholds) == Health::Up;
+    /// Notes the agent heard from at `now_ns`, and bumps `census_epoch`
+    /// when it was not up just before (judged at `now_ns`): it may come up.
+    fn hear(&mut self, now_ns: u64, thresholds: &HealthThresholds, census_epoch: &mut u64) {
+        if self.health(now_ns, thresholds) != Health::Up {
+            *census_epoch += 1;
+        }
         // A late heartbeat (an older `now_ns` from another task) must not
         // move the time back.
         self.seen = match self.seen {
             Seen::Heartbeat(at_ns) => Seen::Heartbeat(at_ns.max(now_ns)),
             Seen::Restored(_) => Seen::Heartbeat(now_ns),
         };
-        was_up
     }
 }
 
@@ -194,9 +195,7 @@ impl Registry {
         let Some(entry) = self.entries.get_mut(name) else {
             return self.add(name, record, now_ns);
         };
-        if !entry.hear(now_ns, &self.config.thresholds) {
-            self.census_epoch += 1;
-        }
+        entry.hear(now_ns, &self.config.thresholds, &mut self.census_epoch);
         if entry.record == record {
             return Ok(RegisterOutcome::Unchanged);
         }
@@ -241,9 +240,7 @@ impl Registry {
     /// name is unknown.
     pub fn heartbeat(&mut self, name: &str, now_ns: u64) -> Result<(), RegistryError> {
         let entry = self.entries.get_mut(name).ok_or_else(|| unknown(name))?;
-        if !entry.hear(now_ns, &self.config.thresholds) {
-            self.census_epoch += 1;
-        }
+        entry.hear(now_ns, &self.config.thresholds, &mut self.census_epoch);
         Ok(())
     }
 
@@ -256,9 +253,7 @@ impl Registry {
             .and_then(|name| self.entries.get_mut(name.as_str()));
         match entry {
             Some(entry) => {
-                if !entry.hear(now_ns, &self.config.thresholds) {
-                    self.census_epoch += 1;
-                }
+                entry.hear(now_ns, &self.config.thresholds, &mut self.census_epoch);
                 true
             }
             None => false,
