@@ -28,7 +28,7 @@
 //! it, not by how much traffic it carries.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{AgentIndex, AgentSet, CallTarget};
 use crate::topology::CpuId;
@@ -43,34 +43,36 @@ impl Affinity {
     /// The calls among `planned`; calls to agents not planned here pull
     /// nothing.
     pub(super) fn new(agents: &AgentSet, planned: &[AgentIndex]) -> Self {
-        let callees = |caller: AgentIndex| {
-            agents
-                .get(caller)
-                .calls()
-                .iter()
-                .filter_map(|call| match call {
-                    CallTarget::Local(first) => Some(agents.replicas_of(*first)),
-                    CallTarget::Remote { .. } => None,
-                })
-                .flatten()
-                .filter(|callee| *callee != caller && planned.contains(callee))
-                .collect::<Vec<_>>()
-        };
-        let mut callers: BTreeMap<AgentIndex, Vec<AgentIndex>> = BTreeMap::new();
-        for &caller in planned {
-            for callee in callees(caller) {
-                let list = callers.entry(callee).or_default();
-                if !list.contains(&caller) {
-                    list.push(caller);
-                }
+        let here: BTreeSet<AgentIndex> = planned.iter().copied().collect();
+        let calls: Vec<(AgentIndex, Vec<AgentIndex>)> = planned
+            .iter()
+            .map(|&caller| {
+                let callees = agents
+                    .get(caller)
+                    .calls()
+                    .iter()
+                    .filter_map(|call| match call {
+                        CallTarget::Local(first) => Some(agents.replicas_of(*first)),
+                        CallTarget::Remote { .. } => None,
+                    })
+                    .flatten()
+                    .filter(|callee| *callee != caller && here.contains(callee))
+                    .collect();
+                (caller, callees)
+            })
+            .collect();
+        let mut callers: BTreeMap<AgentIndex, BTreeSet<AgentIndex>> = BTreeMap::new();
+        for (caller, callees) in &calls {
+            for callee in callees {
+                callers.entry(*callee).or_default().insert(*caller);
             }
         }
         let mut links: BTreeMap<AgentIndex, Vec<(AgentIndex, f64)>> = BTreeMap::new();
-        for &caller in planned {
-            let waiting = callers.get(&caller).map_or(0, Vec::len);
+        for (caller, callees) in calls {
+            let waiting = callers.get(&caller).map_or(0, BTreeSet::len);
             let workers = agents.get(caller).behaviour().concurrency.max(1);
             let strength = (1 + waiting) as f64 / f64::from(workers);
-            for callee in callees(caller) {
+            for callee in callees {
                 links.entry(caller).or_default().push((callee, strength));
                 links.entry(callee).or_default().push((caller, strength));
             }
