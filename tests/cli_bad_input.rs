@@ -272,3 +272,68 @@ fn a_manifest_with_too_many_calls_is_rejected_at_the_first_call_too_many() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_plan_rate_out_of_range_is_rejected_and_a_good_one_is_the_request_load() {
+    let case = Case::new(TOPOLOGY, AGENTS);
+    let plan = |rate: &str| {
+        Command::new(env!("CARGO_BIN_EXE_pinwheel"))
+            .args([
+                "plan",
+                "--format",
+                "json",
+                &format!("--rate={rate}"),
+                "--topology",
+            ])
+            .arg(case.path("topo.toml"))
+            .arg("--agents")
+            .arg(case.path("agents.toml"))
+            .output()
+            .unwrap()
+    };
+    for bad in ["-1", "NaN", "2000000"] {
+        let out = plan(bad);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(out.stdout.is_empty(), "{bad}");
+        assert!(stderr.contains("--rate"), "{stderr}");
+        assert!(stderr.contains("requests a second"), "{stderr}");
+    }
+    // These agents have no coordinator for requests to enter by: no load.
+    let out = plan("1000");
+    assert_eq!(out.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json.get("request_load").is_none(), "{json}");
+    let agents = with_line(
+        AGENTS,
+        "role = \"models\"\nkind = \"synthetic\"\n",
+        "\n[[agent]]\nname = \"RequestCoordinator\"\nhost = \"box\"\nrole = \"requests\"\nkind = \"native\"\nnative = \"coordinator\"\ncalls = [\"STTService\"]\n",
+    );
+    let case = Case::new(TOPOLOGY, &agents);
+    let out = Command::new(env!("CARGO_BIN_EXE_pinwheel"))
+        .args(["plan", "--format", "json", "--rate", "1000", "--topology"])
+        .arg(case.path("topo.toml"))
+        .arg("--agents")
+        .arg(case.path("agents.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let load = &json["request_load"];
+    assert_eq!(load["rate_per_s"], 1000.0);
+    assert_eq!(load["entry"], "RequestCoordinator");
+    // Two calls a request, each 2 messages at each end: 8,000 a second,
+    // and more for each call that crosses CPUs.
+    let total: f64 = load["messages_per_s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cpu| cpu["per_s"].as_f64().unwrap())
+        .sum();
+    assert!(total >= 8000.0, "{load}");
+}

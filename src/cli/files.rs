@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::SysfsArg;
+use super::run::MAX_RATE;
 use crate::config::AgentSet;
 use crate::error::DaemonError;
 use crate::plan::{Plan, render_json, render_table};
@@ -55,6 +56,11 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
     pub format: PlanFormat,
+    /// Plan as a daemon sending this many requests a second to its
+    /// coordinator does (`pinwheel run --rate`, `pinwheel bench mesh`):
+    /// the agents that load reaches are spread by their messages.
+    #[arg(long, value_name = "REQ_PER_S", default_value_t = 0.0)]
+    pub rate: f64,
     /// Where sysfs is (for topology files with cpus = "auto").
     #[command(flatten)]
     pub sysfs: SysfsArg,
@@ -142,8 +148,16 @@ fn load(
 }
 
 pub(super) fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
+    if !(args.rate.is_finite() && (0.0..=MAX_RATE).contains(&args.rate)) {
+        return Err(DaemonError::Usage {
+            message: format!(
+                "--rate {} is out of range; pass 0 (no request load) to {MAX_RATE} requests a second",
+                args.rate
+            ),
+        });
+    }
     let (topology, agents) = load(&args.topology, &args.agents, &args.sysfs)?;
-    let plan = Plan::build(&topology, &agents)?;
+    let plan = Plan::build_for_requests(&topology, &agents, args.rate)?;
     let text = match args.format {
         PlanFormat::Table => render_table(&plan, &topology, &agents),
         PlanFormat::Json => render_json(&plan, &topology, &agents),

@@ -99,7 +99,7 @@ pub fn load(options: &RunOptions) -> Result<(Topology, AgentSet, Plan), DaemonEr
         None => topology,
     };
     let agents = AgentSet::load(&options.agents)?;
-    let plan = Plan::build(&topology, &agents)?;
+    let plan = Plan::build_for_requests(&topology, &agents, options.rate_per_s)?;
     for warning in plan.warnings(&agents) {
         warn!(%warning, "plan");
     }

@@ -25,7 +25,10 @@
 //!
 //! What this does not know: how often each call is made. The manifests
 //! give the call graph, not rates, so a hub is judged by how many wait on
-//! it, not by how much traffic it carries.
+//! it, not by how much traffic it carries. Where the daemon drives a
+//! request load itself, the rates are known and the agents that load
+//! reaches are spread by their messages instead ([`super::traffic`]);
+//! affinity places the rest.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};

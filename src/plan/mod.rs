@@ -8,7 +8,11 @@
 //!   first, each onto the least-loaded CPU of its class, or onto one at
 //!   most its own weight (at most 1.0) heavier that its calls pull it to:
 //!   [`affinity`]). A class falls back P -> uniform -> E, and E -> uniform
-//!   -> P; `any` takes any data-plane CPU.
+//!   -> P; `any` takes any data-plane CPU. For a daemon that drives a
+//!   request load ([`Plan::build_for_requests`]), the agents the load
+//!   reaches go first and by their messages a second ([`traffic`]): each
+//!   onto the CPU that leaves the busiest CPU least busy, a call between
+//!   CPUs counted again at both ends.
 //! * Rings ([`rings`]): one SPSC ring per directed pair of CPUs that carries
 //!   traffic. A call A -> B across CPUs puts requests on ring cpu(A) ->
 //!   cpu(B) and replies on cpu(B) -> cpu(A); a topic puts events on
@@ -38,6 +42,7 @@ mod order;
 mod place;
 mod render;
 mod rings;
+mod traffic;
 
 use serde::Serialize;
 
@@ -45,8 +50,8 @@ use crate::config::{AgentIndex, AgentKind, AgentSet, CallTarget, Location};
 use crate::topology::{CpuClass, CpuId, Topology};
 
 pub use render::{
-    PlacedAgent, PlanDoc, PlannedRemote, PlannedRing, PlannedRoute, plan_doc, render_json,
-    render_table,
+    CpuMessages, PlacedAgent, PlanDoc, PlannedLoad, PlannedRemote, PlannedRing, PlannedRoute,
+    plan_doc, render_json, render_table,
 };
 
 /// Where one agent runs.
@@ -128,19 +133,45 @@ pub struct Plan {
     start_order: Vec<AgentIndex>,
     cycle_breaks: Vec<CycleBreak>,
     fallbacks: Vec<String>,
+    request_load: Option<RequestLoad>,
+}
+
+/// The request load a plan spreads agents for ([`Plan::build_for_requests`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestLoad {
+    /// Requests a second.
+    pub rate_per_s: f64,
+    /// The agent they go to: the first coordinator planned.
+    pub entry: AgentIndex,
+    /// Each data-plane CPU's messages a second: those of the calls its
+    /// agents serve and make, a call between two CPUs counted again at
+    /// each end.
+    pub messages_per_s: Vec<(CpuId, f64)>,
 }
 
 impl Plan {
     /// Plans `agents` on the host `topology` describes.
     pub fn build(topology: &Topology, agents: &AgentSet) -> Result<Self, PlanError> {
+        Self::build_for_requests(topology, agents, 0.0)
+    }
+
+    /// Plans `agents` for a daemon that sends `rate_per_s` requests a
+    /// second to its coordinator: agents that load reaches are spread by
+    /// their messages ([`traffic`]); at 0, as [`Plan::build`].
+    pub fn build_for_requests(
+        topology: &Topology,
+        agents: &AgentSet,
+        rate_per_s: f64,
+    ) -> Result<Self, PlanError> {
         let planned: Vec<AgentIndex> = agents
             .iter()
             .filter(|(_, a)| topology.cluster().is_none() || a.host() == topology.host())
             .filter(|(_, a)| a.kind() != AgentKind::Zmq || a.process().is_some())
             .map(|(i, _)| i)
             .collect();
-        let placed = place::place(topology, agents, &planned)?;
         let (start_order, phases, cycle_breaks) = order::start_order(agents, &planned);
+        let traffic = traffic::Traffic::of_requests(agents, &planned, &phases, rate_per_s);
+        let placed = place::place(topology, agents, &planned, &traffic)?;
         let placements = placed
             .cpus
             .iter()
@@ -185,6 +216,11 @@ impl Plan {
             start_order,
             cycle_breaks,
             fallbacks: placed.fallbacks,
+            request_load: traffic.entry().map(|(entry, rate_per_s)| RequestLoad {
+                rate_per_s,
+                entry,
+                messages_per_s: placed.messages,
+            }),
         })
     }
 
@@ -222,6 +258,11 @@ impl Plan {
     /// no cluster to carry them.
     pub fn unreachable(&self) -> &[RemoteRoute] {
         &self.unreachable
+    }
+
+    /// The request load the plan spreads agents for, if any.
+    pub fn request_load(&self) -> Option<&RequestLoad> {
+        self.request_load.as_ref()
     }
 
     /// Agents in start order.
@@ -339,7 +380,15 @@ mod tests {
     fn agents(entries: &[(&str, &str)]) -> AgentSet {
         let text: String = entries
             .iter()
-            .map(|(name, extra)| format!("[[agent]]\nname = \"{name}\"\nhost = \"h\"\nrole = \"r\"\nkind = \"synthetic\"\n{extra}\n"))
+            .map(|(name, extra)| {
+                // A native agent gives its own kind.
+                let kind = if extra.contains("kind =") {
+                    ""
+                } else {
+                    "kind = \"synthetic\"\n"
+                };
+                format!("[[agent]]\nname = \"{name}\"\nhost = \"h\"\nrole = \"r\"\n{kind}{extra}\n")
+            })
             .collect();
         AgentSet::from_sources(&[SourceFile::from_text(
             Path::new("agents.toml"),
@@ -710,5 +759,131 @@ mod tests {
             .collect();
         assert_eq!(requests.len(), 2, "{requests:?}");
         assert_eq!(names(&set, sut.start_order()), ["Svc#0", "Svc#1", "Caller"]);
+    }
+
+    const ENTRY: &str = "kind = \"native\"\nnative = \"coordinator\"\nconcurrency = 64";
+
+    fn messages_of(traffic: &traffic::Traffic, set: &AgentSet, name: &str) -> f64 {
+        let (index, _) = set
+            .iter()
+            .find(|(i, _)| set.display_name(*i) == name)
+            .unwrap();
+        traffic.messages(index)
+    }
+
+    fn traffic_of(set: &AgentSet, rate: f64) -> traffic::Traffic {
+        let planned: Vec<AgentIndex> = set.iter().map(|(i, _)| i).collect();
+        let (_, phases, _) = order::start_order(set, &planned);
+        traffic::Traffic::of_requests(set, &planned, &phases, rate)
+    }
+
+    #[test]
+    fn a_request_makes_each_call_once_per_request_served_and_none_that_closes_a_cycle() {
+        // A -> C -> A closes a cycle; the start order breaks C -> A, and a
+        // synthetic C skips A, already on the request's trace.
+        let entry = format!("{ENTRY}\ncalls = [\"A\", \"B\", \"R\"]");
+        let set = agents(&[
+            ("Entry", &entry),
+            ("A", "calls = [\"C\"]"),
+            ("B", "calls = [\"C\"]"),
+            ("C", "calls = [\"A\"]"),
+            ("R", "replicas = 2"),
+            ("Idle", "calls = [\"C\"]"),
+        ]);
+        let sut = traffic_of(&set, 100.0);
+        // Each call: a request and a reply at each end.
+        let expected = [
+            ("Entry", 2.0 * (100.0 + 300.0)),
+            ("A", 2.0 * (100.0 + 100.0)),
+            ("B", 2.0 * (100.0 + 100.0)),
+            ("C", 2.0 * 200.0),
+            ("R#0", 2.0 * 50.0),
+            ("R#1", 2.0 * 50.0),
+            ("Idle", 0.0),
+        ];
+        for (name, messages) in expected {
+            assert_eq!(messages_of(&sut, &set, name), messages, "{name}");
+        }
+        assert_eq!(sut.entry().map(|(_, rate)| rate), Some(100.0));
+        assert_eq!(traffic_of(&set, 0.0).entry(), None, "no load at rate 0");
+        let no_coordinator = agents(&[("A", "calls = [\"C\"]"), ("C", "")]);
+        assert_eq!(traffic_of(&no_coordinator, 100.0).entry(), None);
+    }
+
+    #[test]
+    fn a_request_load_spreads_the_agents_it_reaches_by_their_messages() {
+        // Per request: Entry 6 messages, each hub 4, each leaf 2. Spread
+        // by messages, each hub keeps its leaf and the hubs part: a hub on
+        // the entry's CPU, the other with its leaf on the second. Spread by
+        // weight, the idle heavy agent Big takes a CPU of its own and all
+        // the traffic shares the other.
+        let entry = format!("{ENTRY}\ncalls = [\"H1\", \"H2\"]");
+        let set = agents(&[
+            ("Entry", &entry),
+            ("H1", "calls = [\"L1\"]"),
+            ("H2", "calls = [\"L2\"]"),
+            ("L1", ""),
+            ("L2", ""),
+            ("Big", "weight = 5.0"),
+        ]);
+        let sut = Plan::build_for_requests(&two_cpus(), &set, 1000.0).unwrap();
+        let cpu = |name| cpu_of(&sut, &set, name);
+        assert_eq!(cpu("H1"), cpu("L1"));
+        assert_eq!(cpu("H2"), cpu("L2"));
+        assert_ne!(cpu("H1"), cpu("H2"));
+        let load = sut.request_load().unwrap();
+        assert_eq!(load.rate_per_s, 1000.0);
+        assert_eq!(set.display_name(load.entry), "Entry");
+        // Entry's call to the hub on the other CPU crosses: 2 more at each
+        // end (Entry, a hub and its leaf: 6 + 4 + 2 + 2; the other hub and
+        // its leaf: 4 + 2 + 2).
+        let mut per_cpu: Vec<f64> = load.messages_per_s.iter().map(|(_, m)| *m).collect();
+        per_cpu.sort_by(f64::total_cmp);
+        assert_eq!(per_cpu, vec![8000.0, 14000.0]);
+
+        let by_weight = Plan::build(&two_cpus(), &set).unwrap();
+        assert!(by_weight.request_load().is_none());
+        let cpu = |name| cpu_of(&by_weight, &set, name);
+        assert!(
+            ["Entry", "H1", "H2", "L1", "L2"]
+                .iter()
+                .all(|n| cpu(n) != cpu("Big")),
+            "weights alone put the traffic on one CPU"
+        );
+    }
+
+    #[test]
+    fn the_seed_mesh_under_a_request_load_keeps_its_serial_hub_with_its_callees_and_balances() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let topology =
+            topology::load(&root.join("topology/vm-2cpu.toml"), Path::new("/sys")).unwrap();
+        let set = AgentSet::load(&[
+            root.join("agents/mainpc.toml"),
+            root.join("agents/pc2.toml"),
+        ])
+        .unwrap();
+        let sut = Plan::build_for_requests(&topology, &set, 100_000.0).unwrap();
+        let cpu = |name| cpu_of(&sut, &set, name);
+        for callee in ["ServiceRegistry", "MemoryOrchestratorService"] {
+            assert_eq!(cpu(callee), cpu("SystemDigitalTwin"), "{callee}");
+        }
+        let load = sut.request_load().unwrap();
+        let busiest = load
+            .messages_per_s
+            .iter()
+            .map(|(_, m)| *m)
+            .fold(0.0, f64::max);
+        let lightest = load
+            .messages_per_s
+            .iter()
+            .map(|(_, m)| *m)
+            .fold(f64::MAX, f64::min);
+        // 19 calls a request: 76 messages at their ends, plus crossings.
+        assert!(busiest + lightest >= 76.0 * 100_000.0, "{load:?}");
+        assert!(busiest <= 1.1 * lightest, "{load:?}");
+        // Without a load the plan is the weights' and affinity's alone.
+        let by_weight = Plan::build(&topology, &set).unwrap();
+        let unloaded = Plan::build_for_requests(&topology, &set, 0.0).unwrap();
+        assert_eq!(by_weight.placements(), unloaded.placements());
     }
 }

@@ -30,6 +30,10 @@ pub struct PlanDoc {
     /// no `[cluster]` to carry them (the plan warns of each).
     #[serde(default)]
     pub unreachable_routes: Vec<PlannedRemote>,
+    /// The request load agents were spread for (`pinwheel plan --rate`,
+    /// a daemon driving requests), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_load: Option<PlannedLoad>,
     /// Agents in start order.
     pub start_order: Vec<String>,
     /// What the planner had to bend (cycle breaks, ...).
@@ -74,6 +78,27 @@ pub struct PlannedRoute {
     /// The topic of a `topic` route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
+}
+
+/// The request load a plan spreads agents for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedLoad {
+    /// Requests a second.
+    pub rate_per_s: f64,
+    /// The agent they go to.
+    pub entry: String,
+    /// Each data-plane CPU's messages a second, a call between two CPUs
+    /// counted again at each end.
+    pub messages_per_s: Vec<CpuMessages>,
+}
+
+/// One CPU's messages a second under a plan's request load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CpuMessages {
+    /// The CPU.
+    pub cpu: u32,
+    /// Its messages a second.
+    pub per_s: f64,
 }
 
 /// A call to an agent on another host.
@@ -128,6 +153,15 @@ pub fn plan_doc(plan: &Plan, topology: &Topology, agents: &AgentSet) -> PlanDoc 
         local_routes: plan.local_routes().iter().map(route).collect(),
         remote_routes: plan.remote_routes().iter().map(remote).collect(),
         unreachable_routes: plan.unreachable().iter().map(remote).collect(),
+        request_load: plan.request_load().map(|load| PlannedLoad {
+            rate_per_s: load.rate_per_s,
+            entry: name(load.entry),
+            messages_per_s: load
+                .messages_per_s
+                .iter()
+                .map(|&(cpu, per_s)| CpuMessages { cpu: cpu.0, per_s })
+                .collect(),
+        }),
         start_order: plan.start_order().iter().map(|&i| name(i)).collect(),
         warnings: plan.warnings(agents),
     }
@@ -205,9 +239,30 @@ fn header(out: &mut String, plan: &Plan, topology: &Topology, agents: &AgentSet)
     };
     let _ = writeln!(
         out,
-        "data plane: CPUs {} ({})   control: {control}   housekeeping: {housekeeping}\n",
+        "data plane: CPUs {} ({})   control: {control}   housekeeping: {housekeeping}",
         topology.data_plane(),
         classes.join(", ")
+    );
+    request_load(out, plan, agents);
+    out.push('\n');
+}
+
+/// The request load's line: requests in, and each CPU's messages.
+fn request_load(out: &mut String, plan: &Plan, agents: &AgentSet) {
+    let Some(load) = plan.request_load() else {
+        return;
+    };
+    let cpus: Vec<String> = load
+        .messages_per_s
+        .iter()
+        .map(|(cpu, per_s)| format!("CPU {cpu} {per_s:.0}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "request load: {} req/s to {}; messages/s (calls between CPUs counted at both ends): {}",
+        load.rate_per_s,
+        agents.display_name(load.entry),
+        cpus.join(", ")
     );
 }
 

@@ -542,6 +542,7 @@ pub(super) mod tests {
                 local_routes: Vec::new(),
                 remote_routes: Vec::new(),
                 unreachable_routes: Vec::new(),
+                request_load: None,
                 start_order: Vec::new(),
                 warnings: Vec::new(),
             },
