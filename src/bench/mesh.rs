@@ -18,6 +18,10 @@
 //! out) come with the latencies, so a mesh that could not keep up with
 //! the offered rate shows as unsent requests, not as a good p99.
 //!
+//! The daemon plans for the load it drives (`Plan::build_for_requests`):
+//! the agents the requests reach are spread by their messages a second,
+//! as `pinwheel plan --rate` shows.
+//!
 //! `pinwheel bench mesh` runs any manifests (the seed's two by default).
 //! `--overhead` sets every synthetic agent's service time to zero, so what
 //! is left is pinwheel's own cost; `--find-max` searches the highest
