@@ -278,13 +278,7 @@ fn a_plan_rate_out_of_range_is_rejected_and_a_good_one_is_the_request_load() {
     let case = Case::new(TOPOLOGY, AGENTS);
     let plan = |rate: &str| {
         Command::new(env!("CARGO_BIN_EXE_pinwheel"))
-            .args([
-                "plan",
-                "--format",
-                "json",
-                &format!("--rate={rate}"),
-                "--topology",
-            ])
+            .args(["plan", "--format", "json", "--rate", rate, "--topology"])
             .arg(case.path("topo.toml"))
             .arg("--agents")
             .arg(case.path("agents.toml"))

@@ -59,7 +59,12 @@ pub struct PlanArgs {
     /// Plan as a daemon sending this many requests a second to its
     /// coordinator does (`pinwheel run --rate`, `pinwheel bench mesh`):
     /// the agents that load reaches are spread by their messages.
-    #[arg(long, value_name = "REQ_PER_S", default_value_t = 0.0)]
+    #[arg(
+        long,
+        value_name = "REQ_PER_S",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     pub rate: f64,
     /// Where sysfs is (for topology files with cpus = "auto").
     #[command(flatten)]
