@@ -51,11 +51,12 @@ pub(super) struct Placed {
 }
 
 /// What a call between two CPUs costs each end beyond the call's own two
-/// messages, in messages: a ring slot written or read, a pump pass and a
-/// wake-up for each of them, about what a local message costs again (the
-/// seed's mesh at 70,000 req/s: `Producer::try_send`, `next_frame`,
-/// `release_idle` and `any_frames` took 15% of the executors' samples,
-/// for the 37% of messages that crossed).
+/// messages, in messages: each of them once more, for its ring slot
+/// written or read, its pump pass and its wake-up. (The seed's mesh at
+/// 70,000 req/s: the ring's `Producer::try_send`, `next_frame`,
+/// `release_idle` and `any_frames` took 15% of the executors' samples for
+/// the 37% of messages that crossed, about two thirds of a local
+/// message's cost again before the wake-up.)
 const CROSSING: f64 = 2.0;
 
 #[derive(Clone, Copy)]
