@@ -360,6 +360,7 @@ impl PlanError {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::path::Path;
 
     use super::*;
@@ -538,6 +539,57 @@ mod tests {
             let heaviest = set.iter().map(|(_, a)| a.weight()).fold(0.0, f64::max);
             let bound = heaviest + DEFAULT_WEIGHT;
             proptest::prop_assert!((loads[0] - loads[1]).abs() <= bound, "{loads:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn under_a_request_load_each_cpu_s_messages_are_its_agents_and_their_crossings(
+            calls in proptest::collection::vec(proptest::collection::vec(0usize..10, 0..4), 1..10),
+            cpus in 1u32..=4,
+        ) {
+            let names: Vec<String> = (0..calls.len()).map(|i| format!("A{i}")).collect();
+            let list = |targets: &[usize], me: Option<usize>| {
+                let mut out: Vec<String> = targets
+                    .iter()
+                    .filter(|&&c| c < names.len() && Some(c) != me)
+                    .map(|&c| format!("\"{}\"", names[c]))
+                    .collect();
+                out.sort();
+                out.dedup();
+                out.join(", ")
+            };
+            let entry = format!("{ENTRY}\ncalls = [{}]", list(&calls[0], None));
+            let extras: Vec<String> = calls
+                .iter()
+                .enumerate()
+                .map(|(i, targets)| format!("calls = [{}]", list(targets, Some(i))))
+                .collect();
+            let mut entries: Vec<(&str, &str)> = vec![("Entry", entry.as_str())];
+            entries.extend(names.iter().zip(&extras).map(|(n, e)| (n.as_str(), e.as_str())));
+            let set = agents(&entries);
+            let topology = topo(&format!(
+                "schema = 1\n[host]\nname = \"h\"\ncpus = {{ uniform = \"0-{}\" }}\n",
+                cpus - 1
+            ));
+            let sut = Plan::build_for_requests(&topology, &set, 1000.0).unwrap();
+            let traffic = traffic_of(&set, 1000.0);
+            let cpu = |i: AgentIndex| sut.placement(i).unwrap().cpu;
+            let mut recount: BTreeMap<CpuId, f64> = BTreeMap::new();
+            for (index, _) in set.iter() {
+                *recount.entry(cpu(index)).or_default() += traffic.messages(index);
+                for &(other, per_s) in traffic.links(index) {
+                    if cpu(other) != cpu(index) {
+                        // Each end of a crossing call, once from each side.
+                        *recount.entry(cpu(index)).or_default() += 2.0 * per_s;
+                    }
+                }
+            }
+            let load = sut.request_load().unwrap();
+            for &(at, per_s) in &load.messages_per_s {
+                let expected = recount.get(&at).copied().unwrap_or(0.0);
+                proptest::prop_assert!((per_s - expected).abs() < 1e-6, "CPU {at}: {per_s} != {expected}");
+            }
         }
     }
 
