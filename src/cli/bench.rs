@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::CliError;
-use super::run::MAX_RATE;
+use super::run::check_rate;
 use crate::bench::agent::{AgentBench, default_echo_exe};
 use crate::bench::hand::HandBench;
 use crate::bench::legacy::LegacyBench;
@@ -667,12 +667,7 @@ impl BenchSuiteArgs {
                 "--mesh-duration {seconds}: pass a number of seconds above 0 and at most {MAX_MESH_SECONDS}"
             ));
         }
-        if !(self.mesh_rate.is_finite() && (0.0..=MAX_RATE).contains(&self.mesh_rate)) {
-            return usage(format!(
-                "--mesh-rate {} is out of range; pass 0 (no requests) to {MAX_RATE} requests a second",
-                self.mesh_rate
-            ));
-        }
+        check_rate("--mesh-rate", self.mesh_rate)?;
         existing_file(
             "--mesh-agents",
             &self.mesh_agents,

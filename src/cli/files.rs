@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::SysfsArg;
-use super::run::MAX_RATE;
+use super::run::check_rate;
 use crate::config::AgentSet;
 use crate::error::DaemonError;
 use crate::plan::{Plan, render_json, render_table};
@@ -153,14 +153,7 @@ fn load(
 }
 
 pub(super) fn plan(args: &PlanArgs, out: &mut dyn Write) -> Result<(), DaemonError> {
-    if !(args.rate.is_finite() && (0.0..=MAX_RATE).contains(&args.rate)) {
-        return Err(DaemonError::Usage {
-            message: format!(
-                "--rate {} is out of range; pass 0 (no request load) to {MAX_RATE} requests a second",
-                args.rate
-            ),
-        });
-    }
+    check_rate("--rate", args.rate)?;
     let (topology, agents) = load(&args.topology, &args.agents, &args.sysfs)?;
     let plan = Plan::build_for_requests(&topology, &agents, args.rate)?;
     let text = match args.format {

@@ -16,6 +16,18 @@ use crate::error::DaemonError;
 /// Highest `--rate` accepted, requests a second.
 pub const MAX_RATE: f64 = 1e6;
 
+/// Checks a request rate given as `flag`: 0 (no requests) to [`MAX_RATE`].
+pub(super) fn check_rate(flag: &str, rate: f64) -> Result<(), DaemonError> {
+    if rate.is_finite() && (0.0..=MAX_RATE).contains(&rate) {
+        return Ok(());
+    }
+    Err(DaemonError::Usage {
+        message: format!(
+            "{flag} {rate} is out of range; pass 0 (no requests) to {MAX_RATE} requests a second"
+        ),
+    })
+}
+
 /// `pinwheel run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -106,12 +118,7 @@ impl RunArgs {
     /// The checked options.
     pub fn options(&self) -> Result<RunOptions, DaemonError> {
         let usage = |message: String| DaemonError::Usage { message };
-        if !(self.rate.is_finite() && (0.0..=MAX_RATE).contains(&self.rate)) {
-            return Err(usage(format!(
-                "--rate {} is out of range; pass 0 (no requests) to {MAX_RATE} requests a second",
-                self.rate
-            )));
-        }
+        check_rate("--rate", self.rate)?;
         let duration = match self.duration {
             Some(s) if !(s.is_finite() && s > 0.0 && s <= 1e9) => {
                 return Err(usage(format!(
