@@ -263,10 +263,7 @@ fn blueprint(
 /// source on it.
 fn load_spec(agents: &AgentSet, routes: &Routes, options: &MeshOptions) -> LoadSpec {
     let here = |index: AgentIndex| routes.executor_of(AgentId(index.0 as u32)) != NOWHERE;
-    let requests_to = agents
-        .iter()
-        .find(|(i, a)| here(*i) && a.kind() == AgentKind::Native(NativeName::Coordinator))
-        .map(|(i, _)| AgentId(i.0 as u32));
+    let requests_to = agents.request_entry(here).map(|i| AgentId(i.0 as u32));
     let streams = agents
         .iter()
         .filter(|(i, a)| here(*i) && a.behaviour().stream_hz > 0)

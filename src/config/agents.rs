@@ -336,6 +336,15 @@ impl AgentSet {
         &self.agents[index.0]
     }
 
+    /// Where a daemon's own request load goes (the load generator's
+    /// requests, and the plan that spreads agents for them): the first
+    /// coordinator for which `here` holds.
+    pub fn request_entry(&self, here: impl Fn(AgentIndex) -> bool) -> Option<AgentIndex> {
+        self.iter()
+            .find(|(i, a)| here(*i) && a.kind() == AgentKind::Native(NativeName::Coordinator))
+            .map(|(i, _)| i)
+    }
+
     /// Every agent with its index.
     pub fn iter(&self) -> impl Iterator<Item = (AgentIndex, &AgentSpec)> {
         self.agents

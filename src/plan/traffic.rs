@@ -15,8 +15,8 @@
 //!
 //! When the daemon drives a request load itself (`pinwheel run --rate`,
 //! `pinwheel bench mesh`), the plan knows where requests enter (the first
-//! coordinator it plans, as the load generator picks) and how many a
-//! second, and the manifests say who calls whom. Each request an agent
+//! coordinator it plans: `AgentSet::request_entry`, the load generator's
+//! own rule) and how many a second, and the manifests say who calls whom. Each request an agent
 //! serves makes each of its calls once, as the synthetic agents and the
 //! seed's synchronous REQ/REP flows do, and a call to a replicated agent
 //! reaches one replica, the load split evenly. Rates flow from callers to
@@ -33,7 +33,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::config::{AgentIndex, AgentKind, AgentSet, CallTarget, NativeName};
+use crate::config::{AgentIndex, AgentSet, CallTarget};
 
 /// Messages a call puts on each of its ends: a request and a reply.
 const MESSAGES_PER_CALL: f64 = 2.0;
@@ -65,10 +65,7 @@ impl Traffic {
         phases: &[(AgentIndex, usize)],
         rate_per_s: f64,
     ) -> Self {
-        let entry = planned
-            .iter()
-            .copied()
-            .find(|&i| agents.get(i).kind() == AgentKind::Native(NativeName::Coordinator));
+        let entry = agents.request_entry(|i| planned.contains(&i));
         let Some(entry) = entry.filter(|_| rate_per_s > 0.0) else {
             return Self::default();
         };
