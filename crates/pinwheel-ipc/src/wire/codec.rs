@@ -5,7 +5,9 @@
 //! shared-pointer map and so never allocates:
 //! * [`encode_into`] serializes straight into the caller's slot through
 //!   `rkyv::ser::writer::Buffer`, with a `SubAllocator` over the sender's
-//!   [`Scratch`] for rkyv's temporary space.
+//!   [`Scratch`] for rkyv's temporary space. The four kinds whose payload
+//!   is in line (request, reply, event, heartbeat) skip the serializer:
+//!   `inline.rs` writes the same bytes directly.
 //! * [`decode`] runs bytecheck over the frame (`rkyv::api::low::access`)
 //!   before handing out `&ArchivedEnvelope`: any bytes give `Ok` or `Err`,
 //!   never a panic or undefined behaviour. It checks with rancor's
@@ -45,6 +47,7 @@ use rkyv::ser::{Positional, Writer};
 
 use super::WireError;
 use super::fault::{Fault, Reason};
+use super::inline;
 use super::msg::{ArchivedEnvelope, Envelope};
 
 /// The alignment a frame must start on (the alignment of
@@ -99,13 +102,27 @@ impl Default for Scratch {
 ///
 /// Never allocates. Fails with [`WireError::TooLarge`] (carrying the exact
 /// size needed) when `out` is too small, and [`WireError::Misaligned`] when
-/// `out` is misaligned.
+/// `out` is misaligned. Requests, replies, events and heartbeats are
+/// written by [`inline`]'s encoder, the other kinds by rkyv; the bytes are
+/// rkyv's either way.
 pub fn encode_into(
     env: &Envelope<'_>,
     out: &mut [u8],
     scratch: &mut Scratch,
 ) -> Result<usize, WireError> {
     check_aligned(out)?;
+    match inline::encode(env, out) {
+        Some(written) => written,
+        None => encode_rkyv(env, out, scratch),
+    }
+}
+
+/// [`encode_into`] through rkyv's serializer, whatever the payload.
+pub(super) fn encode_rkyv(
+    env: &Envelope<'_>,
+    out: &mut [u8],
+    scratch: &mut Scratch,
+) -> Result<usize, WireError> {
     let capacity = out.len();
     let result = low::to_bytes_in_with_alloc::<_, _, Fault>(
         env,

@@ -31,6 +31,7 @@
 
 mod codec;
 mod fault;
+mod inline;
 mod msg;
 mod version;
 
