@@ -51,6 +51,9 @@
 //! * A change to any type here changes the archived layout: bump
 //!   [`WIRE_VERSION`](super::WIRE_VERSION). The golden-bytes test in
 //!   `version.rs` fails until you do.
+//! * `inline.rs` writes the archived envelope of the in-line kinds word by
+//!   word; its proptest against rkyv fails if the two ever differ, so a
+//!   layout change updates it too.
 //!
 //! This file does not encode or check bytes; `codec.rs` does.
 
