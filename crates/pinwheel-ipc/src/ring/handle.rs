@@ -11,7 +11,7 @@ use super::peer::Export;
 use super::sync::Doorbell;
 use super::wait::Waiter;
 use super::{Parked, RingConfig, RingError, RingStats, WaitStrategy, os, shm};
-use crate::wire::{self, ArchivedEnvelope, Envelope, Scratch, WireError};
+use crate::wire::{self, ArchivedEnvelope, Envelope, InlineFrame, Scratch, WireError};
 
 /// The doorbells of one ring: `data` wakes the consumer, `space` the
 /// producer.
@@ -167,9 +167,20 @@ impl Producer {
     }
 
     /// Encodes `env` into the ring without publishing it, nothing
-    /// allocated: rkyv serializes into the slot on an in-process ring, and
+    /// allocated. A request, reply, event or heartbeat is written straight
+    /// into the slots as its body and words ([`InlineFrame`]); rkyv
+    /// serializes the other kinds into the slot on an in-process ring, and
     /// into staging memory then copied in on a ring another process maps.
     pub fn try_write_envelope(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
+        if let Some(frame) = InlineFrame::of(env) {
+            return match self.end.write_words(frame.body(), frame.root())? {
+                Ok(()) => {
+                    self.stats.frames += 1;
+                    Ok(())
+                }
+                Err(fail) => Err(self.fail(fail, frame.len())),
+            };
+        }
         let scratch = &mut *self.scratch;
         let mut failure = None;
         let written = self

@@ -47,7 +47,7 @@ use rkyv::ser::{Positional, Writer};
 
 use super::WireError;
 use super::fault::{Fault, Reason};
-use super::inline;
+use super::inline::InlineFrame;
 use super::msg::{ArchivedEnvelope, Envelope};
 
 /// The alignment a frame must start on (the alignment of
@@ -103,7 +103,7 @@ impl Default for Scratch {
 /// Never allocates. Fails with [`WireError::TooLarge`] (carrying the exact
 /// size needed) when `out` is too small, and [`WireError::Misaligned`] when
 /// `out` is misaligned. Requests, replies, events and heartbeats are
-/// written by [`inline`]'s encoder, the other kinds by rkyv; the bytes are
+/// written by [`InlineFrame`], the other kinds by rkyv; the bytes are
 /// rkyv's either way.
 pub fn encode_into(
     env: &Envelope<'_>,
@@ -111,8 +111,8 @@ pub fn encode_into(
     scratch: &mut Scratch,
 ) -> Result<usize, WireError> {
     check_aligned(out)?;
-    match inline::encode(env, out) {
-        Some(written) => written,
+    match InlineFrame::of(env) {
+        Some(frame) => frame.write(out),
         None => encode_rkyv(env, out, scratch),
     }
 }

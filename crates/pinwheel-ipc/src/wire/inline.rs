@@ -41,65 +41,103 @@ const TAG_REPLY: u8 = 1;
 const TAG_EVENT: u8 = 2;
 const TAG_HEARTBEAT: u8 = 3;
 
-/// Encodes `env` into `out` (8-byte aligned, checked by the caller) if
-/// its payload is in line; `None` for the kinds rkyv encodes.
-pub(super) fn encode(env: &Envelope<'_>, out: &mut [u8]) -> Option<Result<usize, WireError>> {
-    let (tag, code, body) = match env.payload {
-        Payload::Request { method, body } => (TAG_REQUEST, method, body),
-        Payload::Reply { status, body } => (TAG_REPLY, status, body),
-        Payload::Event { body } => (TAG_EVENT, 0, body),
-        Payload::Heartbeat { seq } => {
-            let payload = [u64::from(TAG_HEARTBEAT), seq];
-            return Some(write(out, &[], root(env, payload)));
+/// An envelope whose payload is in line, as the two parts of its frame:
+/// the body, zero padding to 8 bytes, then the archived envelope.
+///
+/// Senders that copy frames word by word (the ring, into memory a peer
+/// maps) write the parts directly instead of encoding into a buffer and
+/// copying that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InlineFrame<'a> {
+    body: &'a [u8],
+    root: [u64; ROOT_WORDS],
+}
+
+impl<'a> InlineFrame<'a> {
+    /// `env`'s frame, if its payload is in line (a request, reply, event or
+    /// heartbeat); `None` for the kinds rkyv encodes.
+    pub fn of(env: &Envelope<'a>) -> Option<Self> {
+        let (tag, code, body) = match env.payload {
+            Payload::Request { method, body } => (TAG_REQUEST, method, body),
+            Payload::Reply { status, body } => (TAG_REPLY, status, body),
+            Payload::Event { body } => (TAG_EVENT, 0, body),
+            Payload::Heartbeat { seq } => {
+                let payload = [u64::from(TAG_HEARTBEAT), seq];
+                return Some(Self::new(env, &[], payload));
+            }
+            Payload::GpuJob(_) | Payload::GpuPlacement(_) | Payload::ErrorReport(_) => {
+                return None;
+            }
+        };
+        if body.len() > MAX_BODY {
+            return None;
         }
-        Payload::GpuJob(_) | Payload::GpuPlacement(_) | Payload::ErrorReport(_) => return None,
-    };
-    if body.len() > MAX_BODY {
-        return None;
+        // Both fit their fields: the body is at most MAX_BODY bytes.
+        let pointer = -((body.len().next_multiple_of(8) + BODY_PTR_AT) as i64) as i32;
+        let payload = [
+            u64::from(tag) | u64::from(code) << 16 | u64::from(pointer as u32) << 32,
+            body.len() as u64,
+        ];
+        Some(Self::new(env, body, payload))
     }
-    // Both fit their fields: the body is at most MAX_BODY bytes.
-    let pointer = -((body.len().next_multiple_of(8) + BODY_PTR_AT) as i64) as i32;
-    let payload = [
-        u64::from(tag) | u64::from(code) << 16 | u64::from(pointer as u32) << 32,
-        body.len() as u64,
-    ];
-    Some(write(out, body, root(env, payload)))
-}
 
-/// The archived envelope as seven little-endian words, its payload's two
-/// given.
-fn root(env: &Envelope<'_>, payload: [u64; 2]) -> [u64; ROOT_WORDS] {
-    [
-        u64::from(env.from.0) | u64::from(env.to.0) << 32,
-        u64::from(env.topic.0) | u64::from(env.priority as u8) << 32,
-        env.correlation,
-        env.sent_ns,
-        env.deadline_ns,
-        payload[0],
-        payload[1],
-    ]
-}
+    /// The frame of `env`, its payload's two words given.
+    fn new(env: &Envelope<'_>, body: &'a [u8], payload: [u64; 2]) -> Self {
+        let root = [
+            u64::from(env.from.0) | u64::from(env.to.0) << 32,
+            u64::from(env.topic.0) | u64::from(env.priority as u8) << 32,
+            env.correlation,
+            env.sent_ns,
+            env.deadline_ns,
+            payload[0],
+            payload[1],
+        ];
+        Self { body, root }
+    }
 
-/// Writes the body, its padding and the root; the frame's length.
-fn write(out: &mut [u8], body: &[u8], root: [u64; ROOT_WORDS]) -> Result<usize, WireError> {
-    let at = body.len().next_multiple_of(8);
-    let len = at + ROOT_WORDS * 8;
-    let Some(frame) = out.get_mut(..len) else {
-        return Err(WireError::TooLarge {
-            needed: len,
-            capacity: out.len(),
-        });
-    };
-    let (head, tail) = frame.split_at_mut(at);
-    if at > body.len() {
-        // The body's last word, zeroed first so its padding is.
-        head[at - 8..].fill(0);
+    /// The body: the frame's first bytes, before the zero padding.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
     }
-    head[..body.len()].copy_from_slice(body);
-    for (bytes, word) in tail.chunks_exact_mut(8).zip(root) {
-        bytes.copy_from_slice(&word.to_le_bytes());
+
+    /// The archived envelope as seven words, each stored little-endian:
+    /// the frame's last 56 bytes.
+    pub fn root(&self) -> &[u64; ROOT_WORDS] {
+        &self.root
     }
-    Ok(len)
+
+    /// The frame's length in bytes.
+    pub fn len(&self) -> usize {
+        self.body.len().next_multiple_of(8) + ROOT_WORDS * 8
+    }
+
+    /// Never empty: an envelope is 56 bytes.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes the frame into `out` (8-byte aligned, checked by the
+    /// caller); its length.
+    pub(super) fn write(&self, out: &mut [u8]) -> Result<usize, WireError> {
+        let len = self.len();
+        let Some(frame) = out.get_mut(..len) else {
+            return Err(WireError::TooLarge {
+                needed: len,
+                capacity: out.len(),
+            });
+        };
+        let at = len - ROOT_WORDS * 8;
+        let (head, tail) = frame.split_at_mut(at);
+        if at > self.body.len() {
+            // The body's last word, zeroed first so its padding is.
+            head[at - 8..].fill(0);
+        }
+        head[..self.body.len()].copy_from_slice(self.body);
+        for (bytes, word) in tail.chunks_exact_mut(8).zip(self.root) {
+            bytes.copy_from_slice(&word.to_le_bytes());
+        }
+        Ok(len)
+    }
 }
 
 #[cfg(test)]
@@ -171,11 +209,12 @@ mod tests {
             };
             let (mut ours, mut rkyvs) = (Slot::filled(STALE), Slot::filled(STALE));
 
-            let sut = encode(&env, &mut ours.bytes_mut()[..capacity]);
+            let sut = InlineFrame::of(&env).map(|frame| frame.write(&mut ours.bytes_mut()[..capacity]));
             let expected = encode_rkyv(&env, &mut rkyvs.bytes_mut()[..capacity], &mut Scratch::new());
 
             prop_assert_eq!(sut, Some(expected));
             if let Ok(len) = expected {
+                prop_assert_eq!(InlineFrame::of(&env).map(|frame| frame.len()), Some(len));
                 prop_assert_eq!(&ours.bytes()[..len], &rkyvs.bytes()[..len]);
                 prop_assert!(ours.bytes()[len..].iter().all(|&b| b == STALE), "wrote past the frame");
             }
@@ -201,12 +240,6 @@ mod tests {
                 epoch: 1,
             }),
         };
-        let mut out = Slot::new();
-
-        assert_eq!(encode(&env, out.bytes_mut()), None);
-        assert!(
-            out.bytes().iter().all(|&b| b == 0),
-            "wrote a kind it leaves to rkyv"
-        );
+        assert_eq!(InlineFrame::of(&env), None);
     }
 }

@@ -39,6 +39,7 @@ pub use codec::{
     ENVELOPE_ALIGN, ENVELOPE_MIN_LEN, SCRATCH_BYTES, Scratch, decode, encode_into, encoded_len,
 };
 pub use fault::{REASON_BYTES, Reason};
+pub use inline::InlineFrame;
 pub use msg::{
     AgentId, ArchivedAgentId, ArchivedEnvelope, ArchivedErrorReport, ArchivedGpuJob,
     ArchivedGpuPlacement, ArchivedPayload, ArchivedPriority, ArchivedTopicId, Envelope,

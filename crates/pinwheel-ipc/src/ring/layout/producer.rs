@@ -8,7 +8,9 @@
 //! process maps, and into private staging memory first on a ring a peer
 //! maps: rkyv writes through a `&mut [u8]`, and such a reference to bytes a
 //! peer may write at the same moment would be undefined behaviour. The
-//! staging buffer is allocated once, at the largest frame.
+//! staging buffer is allocated once, at the largest frame. A frame known
+//! as a byte prefix and words ([`ProducerEnd::write_words`]: an envelope
+//! of an in-line kind) is written straight in on either kind of ring.
 
 use std::sync::Arc;
 
@@ -26,6 +28,8 @@ const PREFETCH_SLOTS: u64 = 4;
 /// Slots from `head` prefetched before a staged frame is built: two hold
 /// a request with a 64-byte body.
 const STAGED_PREFETCH_SLOTS: u64 = 2;
+/// Bytes of a word of [`ProducerEnd::write_words`].
+const WORD_BYTES: usize = 8;
 
 /// Where a writer may put one frame.
 struct Room {
@@ -244,24 +248,63 @@ impl ProducerEnd {
         &mut self,
         bytes: &[u8],
     ) -> Result<Result<(), WriteFail>, RingError> {
-        if frame_slots(bytes.len()) > self.max_frame_slots {
+        let slot = match self.reserve(bytes.len())? {
+            Ok(slot) => slot,
+            Err(fail) => return Ok(Err(fail)),
+        };
+        self.copy_payload(self.shared.offset(slot) + FRAME_HEADER_BYTES, bytes);
+        self.commit(slot, bytes.len());
+        Ok(Ok(()))
+    }
+
+    /// Writes one frame from its parts: `prefix`, zero padding to a whole
+    /// word, then `words`, each stored little-endian. A sender that knows
+    /// its frame as such parts (an envelope of an in-line kind) writes them
+    /// straight into the slots, with no staging copy on a peer's ring.
+    pub(in crate::ring) fn write_words(
+        &mut self,
+        prefix: &[u8],
+        words: &[u64],
+    ) -> Result<Result<(), WriteFail>, RingError> {
+        let at = prefix.len().next_multiple_of(WORD_BYTES);
+        let len = at + words.len() * WORD_BYTES;
+        let slot = match self.reserve(len)? {
+            Ok(slot) => slot,
+            Err(fail) => return Ok(Err(fail)),
+        };
+        let offset = self.shared.offset(slot) + FRAME_HEADER_BYTES;
+        if at > prefix.len() {
+            // The prefix's last word, zeroed first so its padding is.
+            self.shared.data.store_u64(offset + at - WORD_BYTES, 0);
+        }
+        self.copy_payload(offset, prefix);
+        for (i, word) in words.iter().enumerate() {
+            self.shared
+                .data
+                .store_u64(offset + at + i * WORD_BYTES, *word);
+        }
+        self.commit(slot, len);
+        Ok(Ok(()))
+    }
+
+    /// Finds room for a frame of `len` bytes: the slot it starts at, after
+    /// padding to the ring's end if it would not fit before it.
+    #[inline(always)]
+    fn reserve(&mut self, len: usize) -> Result<Result<u64, WriteFail>, RingError> {
+        if frame_slots(len) > self.max_frame_slots {
             return Ok(Err(WriteFail::TooLarge));
         }
-        if self.free() < frame_slots(bytes.len()) {
+        if self.free() < frame_slots(len) {
             self.refresh_tail()?;
         }
         self.prefetch_ahead();
         loop {
             let room = self.room();
-            if room.capacity >= bytes.len() {
-                let offset = self.shared.offset(room.slot) + FRAME_HEADER_BYTES;
-                self.copy_payload(offset, bytes);
-                self.commit(room.slot, bytes.len());
-                return Ok(Ok(()));
+            if room.capacity >= len {
+                return Ok(Ok(room.slot));
             }
-            match self.after_no_fit(room.limit)? {
-                Some(fail) => return Ok(Err(fail)),
-                None => continue,
+            if let Some(fail) = self.after_no_fit(room.limit)? {
+                return Ok(Err(fail));
             }
         }
     }
