@@ -221,6 +221,18 @@ mod raw {
             self.words(offset, WORD)[0].store(value.to_le(), Ordering::Relaxed);
         }
 
+        /// Writes `values` as little-endian u64s from the 8-byte aligned
+        /// `offset`, with one bounds check for them all.
+        #[inline]
+        pub(in crate::ring) fn store_words(&self, offset: usize, values: &[u64]) {
+            let words = self.words(offset, values.len() * WORD);
+            for (word, value) in words.iter().zip(values) {
+                // SYNC: Relaxed; published with the frame by the Release
+                // store of head (see copy_in).
+                word.store(value.to_le(), Ordering::Relaxed);
+            }
+        }
+
         /// Reads a little-endian u64 at an 8-byte aligned `offset`.
         #[inline]
         pub(in crate::ring) fn load_u64(&self, offset: usize) -> u64 {
@@ -416,6 +428,13 @@ mod model {
         /// See the non-loom version.
         pub(in crate::ring) fn store_u64(&self, offset: usize, value: u64) {
             self.copy_in(offset, &value.to_le_bytes());
+        }
+
+        /// See the non-loom version.
+        pub(in crate::ring) fn store_words(&self, offset: usize, values: &[u64]) {
+            for (i, value) in values.iter().enumerate() {
+                self.store_u64(offset + i * WORD, *value);
+            }
         }
 
         /// See the non-loom version.

@@ -273,16 +273,10 @@ impl ProducerEnd {
             Err(fail) => return Ok(Err(fail)),
         };
         let offset = self.shared.offset(slot) + FRAME_HEADER_BYTES;
-        if at > prefix.len() {
-            // The prefix's last word, zeroed first so its padding is.
-            self.shared.data.store_u64(offset + at - WORD_BYTES, 0);
-        }
-        self.copy_payload(offset, prefix);
-        for (i, word) in words.iter().enumerate() {
-            self.shared
-                .data
-                .store_u64(offset + at + i * WORD_BYTES, *word);
-        }
+        // Atomic words on either kind of ring: copy_in zeroes the padding
+        // in the prefix's last word, which a memcpy would leave stale.
+        self.shared.data.copy_in(offset, prefix);
+        self.shared.data.store_words(offset + at, words);
         self.commit(slot, len);
         Ok(Ok(()))
     }
