@@ -433,7 +433,7 @@ mod model {
         /// See the non-loom version.
         pub(in crate::ring) fn store_words(&self, offset: usize, values: &[u64]) {
             for (i, value) in values.iter().enumerate() {
-                self.store_u64(offset + i * WORD, *value);
+                self.store_u64(offset + i * size_of::<u64>(), *value);
             }
         }
 
