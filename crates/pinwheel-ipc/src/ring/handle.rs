@@ -178,7 +178,7 @@ impl Producer {
                     self.stats.frames += 1;
                     Ok(())
                 }
-                Err(fail) => Err(self.fail(fail, frame.len())),
+                Err(fail) => Err(self.fail(fail, frame.encoded_len())),
             };
         }
         let scratch = &mut *self.scratch;

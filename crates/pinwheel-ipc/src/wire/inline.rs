@@ -106,20 +106,15 @@ impl<'a> InlineFrame<'a> {
         &self.root
     }
 
-    /// The frame's length in bytes.
-    pub fn len(&self) -> usize {
+    /// The frame's length in bytes, as [`super::encoded_len`] gives it.
+    pub fn encoded_len(&self) -> usize {
         self.body.len().next_multiple_of(8) + ROOT_WORDS * 8
-    }
-
-    /// Never empty: an envelope is 56 bytes.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Writes the frame into `out` (8-byte aligned, checked by the
     /// caller); its length.
     pub(super) fn write(&self, out: &mut [u8]) -> Result<usize, WireError> {
-        let len = self.len();
+        let len = self.encoded_len();
         let Some(frame) = out.get_mut(..len) else {
             return Err(WireError::TooLarge {
                 needed: len,
@@ -214,7 +209,7 @@ mod tests {
 
             prop_assert_eq!(sut, Some(expected));
             if let Ok(len) = expected {
-                prop_assert_eq!(InlineFrame::of(&env).map(|frame| frame.len()), Some(len));
+                prop_assert_eq!(InlineFrame::of(&env).map(|frame| frame.encoded_len()), Some(len));
                 prop_assert_eq!(&ours.bytes()[..len], &rkyvs.bytes()[..len]);
                 prop_assert!(ours.bytes()[len..].iter().all(|&b| b == STALE), "wrote past the frame");
             }
