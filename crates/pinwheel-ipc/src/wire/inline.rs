@@ -44,9 +44,8 @@ const TAG_HEARTBEAT: u8 = 3;
 /// An envelope whose payload is in line, as the two parts of its frame:
 /// the body, zero padding to 8 bytes, then the archived envelope.
 ///
-/// Senders that copy frames word by word (the ring, into memory a peer
-/// maps) write the parts directly instead of encoding into a buffer and
-/// copying that.
+/// The ring writes the parts straight into its slots, as atomic words,
+/// instead of encoding into a buffer and copying that in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InlineFrame<'a> {
     body: &'a [u8],
