@@ -16,13 +16,14 @@
 //! When the daemon drives a request load itself (`pinwheel run --rate`,
 //! `pinwheel bench mesh`), the plan knows where requests enter (the first
 //! coordinator it plans: `AgentSet::request_entry`, the load generator's
-//! own rule) and how many a second, and the manifests say who calls whom. Each request an agent
-//! serves makes each of its calls once, as the synthetic agents and the
-//! seed's synchronous REQ/REP flows do, and a call to a replicated agent
-//! reaches one replica, the load split evenly. Rates flow from callers to
-//! callees in the start order's phases, callers first: a call the start
-//! order leaves out to break a cycle carries nothing, as a synthetic agent
-//! skips a callee already on the request's trace. Events (topics) and the
+//! own rule) and how many a second, and the manifests say who calls whom.
+//! Each request an agent serves makes each of its calls once, as the
+//! synthetic agents and the seed's synchronous REQ/REP flows do, and a
+//! call to a replicated agent reaches one replica, the load split evenly.
+//! Rates flow from callers to callees in the start order's phases,
+//! callers first: a call the start order leaves out to break a cycle
+//! carries nothing, as a synthetic agent skips a callee already on the
+//! request's trace. Events (topics) and the
 //! load's audio frames are not counted: they are a few hundred a second
 //! beside the requests' hundreds of thousands.
 //!
