@@ -11,7 +11,10 @@
 //!
 //! Ready work goes first: whenever the census ([`super::tasks`]) counts a
 //! task ready (a handler woken by a frame, a sleeper by a timer), the pump
-//! yields its task queue so glommio runs it now. Otherwise the pump waits
+//! yields its task queue so glommio runs it now. After a pass that moved
+//! frames it yields before anything else: their handlers run before the
+//! pump reads the clock (~20 ns on a VM), fires timers or keeps its
+//! counters. Otherwise the pump waits
 //! in [`ConsumerGroup::wait_until_also`], holding the thread: spin by the
 //! class's strategy, then `ppoll` on the executor's bell (and the bells of
 //! rings its tasks wait on, [`super::watch`]) with the next timer's due
@@ -112,13 +115,21 @@ pub struct Pump {
 /// Moves frames and fires timers until `stop` is set and the rings are
 /// empty.
 pub async fn run_pump(mut pump: Pump) {
-    let mut last_pass = Instant::now();
+    let mut last_pass_ns = now_ns();
     // Whether a reactor pass may have come at a yield since the last one
     // the pump let happen: it may have armed a latency queue's shorter
     // preempt timer, which must not fire during a park.
     let mut exposed = false;
     loop {
         let moved = pass(&pump.node, &mut pump.group);
+        if moved > 0 {
+            let _ = pump.node.flush();
+            // The handlers of what came run first: the clock read, the
+            // timers and the bookkeeping below wait for the next yield.
+            if pump.census.ready() > 0 {
+                exposed |= run_ready(&pump.node, true).await;
+            }
+        }
         let now = now_ns();
         let fired = pump.node.timers().fire(now);
         // A SCHED_FIFO thread that never sleeps is throttled by the kernel
@@ -129,6 +140,8 @@ pub async fn run_pump(mut pump: Pump) {
             let owed = pump.group.owed_nap();
             if !owed.is_zero() {
                 pump.group.nap(left.max(owed.min(NAP_MAX)));
+                // `now` is stale: start over from the rings.
+                continue;
             }
         }
         let counters = pump.node.counters();
@@ -137,26 +150,16 @@ pub async fn run_pump(mut pump: Pump) {
             .set(pump.group.consumers_mut().iter().map(|c| c.backlog()).sum());
         counters.parks.set(pump.group.parks());
         counters.naps.set(pump.group.naps());
-        if moved > 0 {
-            let _ = pump.node.flush();
-        }
         let woken = pump.node.watches().wake_ready();
         let preempt = glommio::executor().need_preempt();
-        let ready = moved > 0 || fired > 0 || woken > 0 || pump.census.ready() > 0;
+        let ready = fired > 0 || woken > 0 || pump.census.ready() > 0;
         if pump.census.take_foreign() || (preempt && !ready) {
             reactor_pass(&pump.node).await;
-            (last_pass, exposed) = (Instant::now(), false);
+            (last_pass_ns, exposed) = (now_ns(), false);
             continue;
         }
         if ready {
-            if preempt {
-                // glommio passes before it runs the ready tasks.
-                exposed = true;
-                if moved > 0 {
-                    bump(&counters.late_passes);
-                }
-            }
-            glommio::executor().yield_task_queue_now().await;
+            exposed |= run_ready(&pump.node, false).await;
             continue;
         }
         if pump.stop.get() {
@@ -166,13 +169,26 @@ pub async fn run_pump(mut pump: Pump) {
             glommio::executor().yield_task_queue_now().await;
             continue;
         }
-        if exposed || last_pass.elapsed() >= PASS_PERIOD {
+        let since_pass = Duration::from_nanos(now.saturating_sub(last_pass_ns));
+        if exposed || since_pass >= PASS_PERIOD {
             reactor_pass(&pump.node).await;
-            (last_pass, exposed) = (Instant::now(), false);
+            (last_pass_ns, exposed) = (now_ns(), false);
             continue;
         }
-        idle(&mut pump, last_pass + PASS_PERIOD);
+        idle(&mut pump, now, PASS_PERIOD - since_pass);
     }
+}
+
+/// Yields the pump's task queue so that glommio runs the ready tasks;
+/// `frames`: they were woken by ring frames. Returns whether glommio
+/// passes first (its preempt timer has fired).
+async fn run_ready(node: &Node, frames: bool) -> bool {
+    let preempt = glommio::executor().need_preempt();
+    if preempt && frames {
+        bump(&node.counters().late_passes);
+    }
+    glommio::executor().yield_task_queue_now().await;
+    preempt
 }
 
 /// What is left of the quiet slot `now_ns` falls in, when at least
@@ -183,17 +199,14 @@ fn quiet_left(now_ns: u64) -> Option<Duration> {
     (left >= NAP).then_some(left)
 }
 
-/// Holds the thread until a frame, the next due time (or `cap`), or a
-/// task made ready from another thread.
-fn idle(pump: &mut Pump, cap: Instant) {
-    let deadline = match pump.node.timers().next_deadline() {
-        Some(due_ns) => {
-            let now = Instant::now();
-            let wait = Duration::from_nanos(due_ns.saturating_sub(now_ns()));
-            (now + wait).min(cap)
-        }
+/// Holds the thread until a frame, the next due time (or `cap` after
+/// `now_ns`), or a task made ready from another thread.
+fn idle(pump: &mut Pump, now_ns: u64, cap: Duration) {
+    let wait = match pump.node.timers().next_deadline() {
+        Some(due_ns) => Duration::from_nanos(due_ns.saturating_sub(now_ns)).min(cap),
         None => cap,
     };
+    let deadline = Instant::now() + wait;
     let census = &pump.census;
     let watches = pump.node.watches();
     match watches.arm() {
