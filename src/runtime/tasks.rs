@@ -20,8 +20,10 @@
 //! pump sets `parked` then reads the count; a waker adds to the count then
 //! reads `parked`; one of them sees the other.
 //!
-//! Cost per task poll or wake: one compare-and-swap, one uncontended lock
-//! to keep glommio's waker, no allocation (the waker is made once per
+//! Cost per task poll or wake: one compare-and-swap and one count, no
+//! lock and no allocation. The wrapper keeps glommio's waker from the
+//! task's first poll: glommio polls a task only with that task's own
+//! waker, so it never changes (and waking any of them schedules the same
 //! task). A task spawned around the census (plain `glommio::spawn_local`)
 //! still runs; only the pump cannot see it ready and may hold the thread
 //! up to its idle limit before it does.
@@ -29,7 +31,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
 use glommio::TaskQueueHandle;
@@ -106,7 +108,7 @@ impl Census {
     ) -> glommio::Result<glommio::Task<T>, ()> {
         let state = Arc::new(TaskWaker {
             status: AtomicU8::new(QUEUED),
-            inner: Mutex::new(None),
+            inner: OnceLock::new(),
             census: Arc::clone(self),
         });
         // SYNC: SeqCst, as every change of the count.
@@ -127,8 +129,8 @@ impl Census {
 #[derive(Debug)]
 struct TaskWaker {
     status: AtomicU8,
-    /// glommio's waker of the task, as of its last poll.
-    inner: Mutex<Option<Waker>>,
+    /// glommio's waker of the task, from its first poll.
+    inner: OnceLock<Waker>,
     census: Arc<Census>,
 }
 
@@ -155,9 +157,7 @@ impl Wake for TaskWaker {
             // SYNC: Relaxed; see Census::take_foreign.
             census.foreign.store(true, Ordering::Relaxed);
         }
-        if let Ok(inner) = self.inner.lock()
-            && let Some(waker) = inner.as_ref()
-        {
+        if let Some(waker) = self.inner.get() {
             waker.wake_by_ref();
         }
         // SYNC: SeqCst pairs with the SeqCst store in Census::set_parked.
@@ -194,10 +194,8 @@ impl<F: Future> Future for Counted<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         self.state.unqueue(IDLE);
-        if let Ok(mut inner) = self.state.inner.lock()
-            && !inner.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            *inner = Some(cx.waker().clone());
+        if self.state.inner.get().is_none() {
+            let _ = self.state.inner.set(cx.waker().clone());
         }
         let this = &mut *self;
         let mut counted = Context::from_waker(&this.waker);
@@ -219,6 +217,7 @@ impl<F> Drop for Counted<F> {
 mod tests {
     use super::*;
     use crate::runtime::pump::YieldNow;
+    use std::sync::Mutex;
 
     fn on_executor<T: Send + 'static>(
         body: impl FnOnce(Arc<Census>) -> std::pin::Pin<Box<dyn Future<Output = T>>> + Send + 'static,
