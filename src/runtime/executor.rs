@@ -536,7 +536,9 @@ struct Spawned {
 }
 
 /// Spawns the pump, the ticker and a launcher per agent, each into its
-/// task queue and counted by the census.
+/// task queue. All but the pump are counted by the census, which is
+/// there for the pump to read: counting the pump's own wakes (one per
+/// yield) cost atomic operations on every hop for nothing.
 fn spawn_tasks<A: Agent + 'static>(
     local: &Rc<Local<A>>,
     group: ConsumerGroup,
@@ -551,7 +553,7 @@ fn spawn_tasks<A: Agent + 'static>(
         census: Arc::clone(&local.census),
         stop: Rc::clone(&pump_done),
     };
-    let pump = local.census.spawn(queues.pump, run_pump(pump))?;
+    let pump = glommio::spawn_local_into(run_pump(pump), queues.pump)?;
     let index = local.node.executor();
     let ticker = local
         .census

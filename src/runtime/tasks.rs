@@ -6,11 +6,13 @@
 //! instead of handing the wait to glommio's io_uring reactor, whose
 //! wake-up path and per-pass timer rearming cost tens of microseconds on a
 //! VM. It may do so only while no other task of its executor is ready.
-//! glommio does not say that, so every task the runtime spawns goes
+//! glommio does not say that, so every other task the runtime spawns goes
 //! through [`Census::spawn`], which wraps it: the wrapper polls the task
 //! with a waker of its own that, when woken, marks the task queued (and
 //! counts it) before waking glommio's. Polling unmarks it. The pump asks
-//! [`Census::ready`]: the number of queued tasks other than itself.
+//! [`Census::ready`]: the number of queued tasks. The pump itself is
+//! spawned around the census: it is the one task that never needs
+//! counting.
 //!
 //! A wake from another thread (none of pinwheel's own tasks do that, but
 //! a waker may travel) also raises a flag the pump reads as "let glommio
