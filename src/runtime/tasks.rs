@@ -10,7 +10,9 @@
 //! through [`Census::spawn`], which wraps it: the wrapper polls the task
 //! with a waker of its own that, when woken, marks the task queued (and
 //! counts it) before waking glommio's. Polling unmarks it. The pump asks
-//! [`Census::ready`]: the number of queued tasks. The pump itself is
+//! [`Census::ready`]: the number of queued tasks, and
+//! [`Census::ready_apart`]: how many of them are in another task queue
+//! than its own (it yields the whole queue for those). The pump itself is
 //! spawned around the census: it is the one task that never needs
 //! counting.
 //!
@@ -51,6 +53,10 @@ const DONE: u8 = 2;
 #[derive(Debug)]
 pub struct Census {
     queued: AtomicUsize,
+    /// Of `queued`, those outside the pump's task queue.
+    queued_apart: AtomicUsize,
+    /// The pump's task queue, once it is made.
+    pump_queue: OnceLock<TaskQueueHandle>,
     parked: AtomicBool,
     foreign: AtomicBool,
     bell: DataBell,
@@ -74,6 +80,8 @@ impl Census {
     pub fn new(bell: DataBell) -> Arc<Self> {
         Arc::new(Self {
             queued: AtomicUsize::new(0),
+            queued_apart: AtomicUsize::new(0),
+            pump_queue: OnceLock::new(),
             parked: AtomicBool::new(false),
             foreign: AtomicBool::new(false),
             bell,
@@ -86,6 +94,20 @@ impl Census {
         // SYNC: SeqCst pairs with the SeqCst increment in TaskWaker::wake_by_ref
         // (Dekker with `parked`, see the module doc).
         self.queued.load(Ordering::SeqCst)
+    }
+
+    /// Of [`Census::ready`], the tasks outside the pump's task queue.
+    pub fn ready_apart(&self) -> usize {
+        // SYNC: Relaxed; the count only picks how the pump yields, and a
+        // stale one costs a loop of the pump, not a wake (`queued` is the
+        // one that decides whether it may park).
+        self.queued_apart.load(Ordering::Relaxed)
+    }
+
+    /// Names the pump's task queue: tasks spawned into any other from now
+    /// on are counted apart too.
+    pub fn set_pump_queue(&self, queue: TaskQueueHandle) {
+        let _ = self.pump_queue.set(queue);
     }
 
     /// Whether a task was woken from another thread since the last call:
@@ -108,13 +130,14 @@ impl Census {
         queue: TaskQueueHandle,
         future: impl Future<Output = T> + 'static,
     ) -> glommio::Result<glommio::Task<T>, ()> {
+        let apart = self.pump_queue.get() != Some(&queue);
         let state = Arc::new(TaskWaker {
             status: AtomicU8::new(QUEUED),
+            apart,
             inner: OnceLock::new(),
             census: Arc::clone(self),
         });
-        // SYNC: SeqCst, as every change of the count.
-        self.queued.fetch_add(1, Ordering::SeqCst);
+        state.count(true);
         let waker = Waker::from(Arc::clone(&state));
         glommio::spawn_local_into(
             Counted {
@@ -131,6 +154,8 @@ impl Census {
 #[derive(Debug)]
 struct TaskWaker {
     status: AtomicU8,
+    /// Outside the pump's task queue.
+    apart: bool,
     /// glommio's waker of the task, from its first poll.
     inner: OnceLock<Waker>,
     census: Arc<Census>,
@@ -152,9 +177,8 @@ impl Wake for TaskWaker {
             // Already queued (glommio was told) or gone.
             return;
         }
+        self.count(true);
         let census = &self.census;
-        // SYNC: SeqCst: Dekker with `parked` (module doc).
-        census.queued.fetch_add(1, Ordering::SeqCst);
         if thread_mark() != census.thread {
             // SYNC: Relaxed; see Census::take_foreign.
             census.foreign.store(true, Ordering::Relaxed);
@@ -177,10 +201,32 @@ impl TaskWaker {
         // SYNC: AcqRel on the task's status word, as in wake_by_ref.
         let was = self.status.swap(to, Ordering::AcqRel);
         if was == QUEUED {
-            // SYNC: SeqCst, as every change of the count.
-            self.census.queued.fetch_sub(1, Ordering::SeqCst);
+            self.count(false);
         }
         was == QUEUED
+    }
+
+    /// Adds the task to the census's counts (`queued`) or takes it off.
+    fn count(&self, queued: bool) {
+        let census = &self.census;
+        if queued {
+            if self.apart {
+                // SYNC: Relaxed; see Census::ready_apart. Counted before
+                // `queued`, so that the pump, on its own thread, never
+                // sees the task in `queued` alone.
+                census.queued_apart.fetch_add(1, Ordering::Relaxed);
+            }
+            // SYNC: SeqCst: Dekker with `parked` (module doc), as every
+            // change of the count.
+            census.queued.fetch_add(1, Ordering::SeqCst);
+        } else {
+            // SYNC: SeqCst, as every change of the count.
+            census.queued.fetch_sub(1, Ordering::SeqCst);
+            if self.apart {
+                // SYNC: Relaxed; see Census::ready_apart.
+                census.queued_apart.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -243,6 +289,31 @@ mod tests {
             })
         });
         assert_eq!((before, after), (1, 0));
+    }
+
+    #[test]
+    fn only_tasks_outside_the_pump_s_queue_count_apart() {
+        let seen = on_executor(|sut| {
+            Box::pin(async move {
+                let executor = glommio::executor();
+                let pump_queue = executor.current_task_queue();
+                let other = executor.create_task_queue(
+                    glommio::Shares::Static(100),
+                    glommio::Latency::NotImportant,
+                    "other",
+                );
+                let before = sut.spawn(other, async {}).unwrap();
+                sut.set_pump_queue(pump_queue);
+                let beside = sut.spawn(pump_queue, async {}).unwrap();
+                let after = sut.spawn(other, async {}).unwrap();
+                let counted = (sut.ready(), sut.ready_apart());
+                before.await;
+                beside.await;
+                after.await;
+                (counted, (sut.ready(), sut.ready_apart()))
+            })
+        });
+        assert_eq!(seen, ((3, 2), (0, 0)));
     }
 
     #[test]
