@@ -2,9 +2,10 @@
 //! (`Placement::Fixed`), and the lifecycle the daemon drives.
 //!
 //! Boot. Each executor thread applies its thread privileges, builds its
-//! router, statistics and consumer group, creates two task queues — a
+//! router, statistics and consumer group, creates three task queues — a
 //! `Latency::Matters` queue (the class's preempt timer) for the pump, the
-//! ticker and CRITICAL/HIGH agents, and a `Shares` queue for the others —
+//! ticker and CRITICAL/HIGH agents, a `Shares` queue for the others, and
+//! one where the pump's reactor passes wait (`pump.rs`) —
 //! starts a launcher per agent, and reports that it is up. glommio reports
 //! some failures (memlock, affinity) only when the thread is joined, so the
 //! daemon waits for every report with a timeout and joins the silent ones
@@ -41,6 +42,7 @@ use super::guard::Guard;
 use super::interrupt;
 use super::node::{Node, NodeSizes};
 use super::pump::{PREEMPT, Pump, REACTOR_SPIN, run_pump};
+use super::relay::Relay;
 use super::remote::Uplinks;
 use super::routes::Routes;
 use super::stats::{LiveCounters, NodeStats, StatsSnapshot};
@@ -552,8 +554,10 @@ fn spawn_tasks<A: Agent + 'static>(
         group,
         census: Arc::clone(&local.census),
         stop: Rc::clone(&pump_done),
+        relay: Relay::spawn(queues.passes)?,
     };
-    let pump = glommio::spawn_local_into(run_pump(pump), queues.pump)?;
+    local.census.set_pump_queue(queues.latency);
+    let pump = glommio::spawn_local_into(run_pump(pump), queues.latency)?;
     let index = local.node.executor();
     let ticker = local
         .census
@@ -593,10 +597,10 @@ fn consumer_group(
 
 /// An executor's task queues.
 struct Queues {
-    /// The pump's own.
-    pump: TaskQueueHandle,
-    /// The ticker's and CRITICAL/HIGH agents'.
+    /// The pump's, the ticker's and CRITICAL/HIGH agents'.
     latency: TaskQueueHandle,
+    /// Where the pump's reactor passes wait.
+    passes: TaskQueueHandle,
     /// Other agents'.
     background: TaskQueueHandle,
 }
@@ -609,7 +613,7 @@ fn task_queues(settings: &ClassSettings) -> Queues {
     };
     let executor = glommio::executor();
     Queues {
-        pump: executor.create_task_queue(Shares::Static(1000), Latency::NotImportant, "pump"),
+        passes: executor.create_task_queue(Shares::Static(1000), Latency::NotImportant, "passes"),
         latency: executor.create_task_queue(
             Shares::Static(1000),
             Latency::Matters(preempt),

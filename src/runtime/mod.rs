@@ -59,6 +59,7 @@ pub mod pending;
 pub mod pool;
 pub mod privileges;
 pub mod pump;
+pub mod relay;
 pub mod remote;
 pub mod routes;
 pub mod stats;

@@ -11,10 +11,18 @@
 //!
 //! Ready work goes first: whenever the census ([`super::tasks`]) counts a
 //! task ready (a handler woken by a frame, a sleeper by a timer), the pump
-//! yields its task queue so glommio runs it now. After a pass that moved
-//! frames it yields before anything else: their handlers run before the
-//! pump reads the clock (~20 ns on a VM), fires timers or keeps its
-//! counters. Otherwise the pump waits
+//! lets glommio run it now. The pump lives in the latency queue with the
+//! CRITICAL/HIGH agents and the ticker. When frames woke them, it yields
+//! as a task does (to the back of the queue): their handlers run next,
+//! with no switch of task queue, whose accounting reads the clock twice
+//! (~20 ns each on a VM) on every hop. When local work woke them (timers,
+//! calls between agents of this executor), it steps behind the whole
+//! queue ([`super::relay`]) so as not to run between each of those tasks.
+//! It yields the queue when a task of another queue is ready, or glommio's
+//! preempt timer has fired. Its own bookkeeping (the clock read, timers,
+//! counters, quiet-slot naps) waits for the handlers: it runs when
+//! nothing is ready, and at least every [`BOOKKEEPING`] loops. Otherwise
+//! the pump waits
 //! in [`ConsumerGroup::wait_until_also`], holding the thread: spin by the
 //! class's strategy, then `ppoll` on the executor's bell (and the bells of
 //! rings its tasks wait on, [`super::watch`]) with the next timer's due
@@ -31,7 +39,8 @@
 //! again after a pass came at a yield (that pass may have armed a latency
 //! queue's shorter preempt timer; the pump's own passes come when nothing
 //! else is ready, so they arm the executor's default, [`PREEMPT`], which
-//! outlasts any wait of the pump).
+//! outlasts any wait of the pump; they wait in the helper's queue,
+//! [`super::relay`], for that).
 //! Passes that still fell between a message and its handler are counted
 //! ([`super::node::RouterCounters::late_passes`]).
 //!
@@ -69,11 +78,16 @@ use std::time::{Duration, Instant};
 
 use super::ctx::now_ns;
 use super::node::Node;
+use super::relay::Relay;
 use super::tasks::Census;
 use pinwheel_ipc::ring::ConsumerGroup;
 
 /// Frames taken from one ring per pass.
 pub const BATCH: usize = 32;
+/// Most loops the pump makes, yielding to ready tasks, between two rounds
+/// of bookkeeping (clock read, timers, counters): the timers are late by
+/// at most this many rounds of handlers.
+pub const BOOKKEEPING: u32 = 8;
 /// Pool frames kept free for local traffic and fan-out before the pump
 /// stops draining.
 pub const RESERVE: usize = 64;
@@ -84,10 +98,9 @@ pub const PASS_PERIOD: Duration = Duration::from_millis(10);
 /// never fires while the pump holds the thread.
 pub const PREEMPT: Duration = Duration::from_millis(40);
 /// How long glommio spins before parking its own reactor: only the pump's
-/// reactor pass waits on glommio, for a timer of [`PASS_TIMER`].
+/// reactor pass waits on glommio, for a timer of
+/// [`super::relay::PASS_TIMER`].
 pub const REACTOR_SPIN: Duration = Duration::from_micros(100);
-/// The glommio timer a reactor pass waits for.
-const PASS_TIMER: Duration = Duration::from_micros(1);
 /// How often the host's executors have a quiet slot to nap in, ns of
 /// CLOCK_MONOTONIC.
 const QUIET_PERIOD: u64 = 1_000_000;
@@ -110,6 +123,8 @@ pub struct Pump {
     /// Set when the executor is done: the pump ends once the rings are
     /// empty.
     pub stop: Rc<Cell<bool>>,
+    /// Its helper in a task queue of its own.
+    pub relay: Relay,
 }
 
 /// Moves frames and fires timers until `stop` is set and the rings are
@@ -120,16 +135,21 @@ pub async fn run_pump(mut pump: Pump) {
     // the pump let happen: it may have armed a latency queue's shorter
     // preempt timer, which must not fire during a park.
     let mut exposed = false;
+    // Loops since the last bookkeeping.
+    let mut deferred = 0;
     loop {
         let moved = pass(&pump.node, &mut pump.group);
         if moved > 0 {
             let _ = pump.node.flush();
-            // The handlers of what came run first: the clock read, the
-            // timers and the bookkeeping below wait for the next yield.
-            if pump.census.ready() > 0 {
-                exposed |= run_ready(&pump.node, true).await;
-            }
         }
+        // The handlers of what came run first: the clock read, the timers
+        // and the counters below wait for a loop with nothing ready.
+        if pump.census.ready() > 0 && deferred < BOOKKEEPING {
+            deferred += 1;
+            exposed |= run_ready(&pump, moved > 0).await;
+            continue;
+        }
+        deferred = 0;
         let now = now_ns();
         let fired = pump.node.timers().fire(now);
         // A SCHED_FIFO thread that never sleeps is throttled by the kernel
@@ -154,12 +174,12 @@ pub async fn run_pump(mut pump: Pump) {
         let preempt = glommio::executor().need_preempt();
         let ready = fired > 0 || woken > 0 || pump.census.ready() > 0;
         if pump.census.take_foreign() || (preempt && !ready) {
-            reactor_pass(&pump.node).await;
+            reactor_pass(&pump).await;
             (last_pass_ns, exposed) = (now_ns(), false);
             continue;
         }
         if ready {
-            exposed |= run_ready(&pump.node, false).await;
+            exposed |= run_ready(&pump, false).await;
             continue;
         }
         if pump.stop.get() {
@@ -171,7 +191,7 @@ pub async fn run_pump(mut pump: Pump) {
         }
         let since_pass = Duration::from_nanos(now.saturating_sub(last_pass_ns));
         if exposed || since_pass >= PASS_PERIOD {
-            reactor_pass(&pump.node).await;
+            reactor_pass(&pump).await;
             (last_pass_ns, exposed) = (now_ns(), false);
             continue;
         }
@@ -179,15 +199,20 @@ pub async fn run_pump(mut pump: Pump) {
     }
 }
 
-/// Yields the pump's task queue so that glommio runs the ready tasks;
-/// `frames`: they were woken by ring frames. Returns whether glommio
-/// passes first (its preempt timer has fired).
-async fn run_ready(node: &Node, frames: bool) -> bool {
+/// Lets glommio run the ready tasks; `frames`: ring frames woke them.
+/// Returns whether glommio passes first (its preempt timer has fired).
+async fn run_ready(pump: &Pump, frames: bool) -> bool {
     let preempt = glommio::executor().need_preempt();
     if preempt && frames {
-        bump(&node.counters().late_passes);
+        bump(&pump.node.counters().late_passes);
     }
-    glommio::executor().yield_task_queue_now().await;
+    if preempt || pump.census.ready_apart() > 0 {
+        glommio::executor().yield_task_queue_now().await;
+    } else if frames {
+        YieldNow(false).await;
+    } else {
+        pump.relay.behind().await;
+    }
     preempt
 }
 
@@ -231,11 +256,10 @@ fn idle(pump: &mut Pump, now_ns: u64, cap: Duration) {
     }
 }
 
-/// Lets glommio run one reactor pass: waits on a glommio timer, which
-/// only its reactor fires.
-async fn reactor_pass(node: &Node) {
-    bump(&node.counters().reactor_passes);
-    glommio::timer::sleep(PASS_TIMER).await;
+/// Lets glommio run one reactor pass (through the relay; module doc).
+async fn reactor_pass(pump: &Pump) {
+    bump(&pump.node.counters().reactor_passes);
+    pump.relay.pass().await;
 }
 
 fn bump(counter: &Cell<u64>) {

@@ -1,0 +1,163 @@
+//! The pump's stand-in: a helper task in a task queue of its own, for the
+//! two things the pump cannot do from the latency queue it shares with
+//! the CRITICAL/HIGH agents and the ticker (`pump.rs`). The pump asks, and
+//! waits until the helper says it is done.
+//!
+//! * Stepping behind the queue ([`Relay::behind`]). When the ready tasks
+//!   are local work (a handler calling an agent of the same executor, the
+//!   reply waking it), a pump that yielded as a task does would run
+//!   between each of them and the next: a yielding task goes to the back
+//!   of its queue. It waits instead. glommio runs the latency queue until
+//!   it is empty, then the helper's queue, and the helper wakes the pump.
+//! * A reactor pass ([`Relay::pass`]). The helper waits on a glommio timer,
+//!   which only glommio's reactor fires. glommio arms its preempt timer
+//!   for the queues ready when a pass ends; the pump's own queue would
+//!   bring the latency queue's shorter timer, which would fire during the
+//!   pump's waits. The helper's queue is `Latency::NotImportant`, so the
+//!   pass arms the executor's default.
+//!
+//! The helper is spawned around the census ([`super::tasks`]), as the pump
+//! is: it is the pump's own, and never ready when the pump looks.
+
+use std::time::Duration;
+
+use glommio::TaskQueueHandle;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+/// The glommio timer a reactor pass waits for.
+pub const PASS_TIMER: Duration = Duration::from_micros(1);
+
+/// What the pump asks of the helper.
+#[derive(Debug, Clone, Copy)]
+enum Ask {
+    /// Wake the pump when glommio gets to the helper's queue.
+    Behind,
+    /// The same, after a reactor pass.
+    Pass,
+}
+
+/// The pump's end of its helper.
+#[derive(Debug)]
+pub struct Relay {
+    asks: LocalSender<Ask>,
+    done: LocalReceiver<()>,
+    /// Ends when `asks` closes (the relay dropped).
+    _helper: glommio::Task<()>,
+}
+
+impl Relay {
+    /// Spawns the helper into `queue` of the current executor.
+    pub fn spawn(queue: TaskQueueHandle) -> Result<Self, glommio::GlommioError<()>> {
+        let (asks, asked) = local_channel::new_bounded(1);
+        let (finished, done) = local_channel::new_bounded(1);
+        let helper = glommio::spawn_local_into(
+            async move {
+                while let Some(ask) = asked.recv().await {
+                    if let Ask::Pass = ask {
+                        glommio::timer::sleep(PASS_TIMER).await;
+                    }
+                    if finished.send(()).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            queue,
+        )?;
+        Ok(Self {
+            asks,
+            done,
+            _helper: helper,
+        })
+    }
+
+    /// Waits until glommio has run every ready task of the caller's queue
+    /// and come to the helper's.
+    pub async fn behind(&self) {
+        self.ask(Ask::Behind).await;
+    }
+
+    /// Waits until glommio has run a reactor pass.
+    pub async fn pass(&self) {
+        self.ask(Ask::Pass).await;
+    }
+
+    /// Asks and waits for the answer. The helper ends only when the relay
+    /// is dropped, so both channels stay open while the pump can ask.
+    async fn ask(&self, ask: Ask) {
+        if self.asks.send(ask).await.is_ok() {
+            let _ = self.done.recv().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use glommio::{Latency, Shares};
+
+    use super::*;
+
+    #[test]
+    fn the_pump_steps_behind_every_ready_task_of_its_queue() {
+        let order = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async {
+                let executor = glommio::executor();
+                let own = executor.create_task_queue(
+                    Shares::Static(1000),
+                    Latency::NotImportant,
+                    "latency",
+                );
+                let apart = executor.create_task_queue(
+                    Shares::Static(1000),
+                    Latency::NotImportant,
+                    "passes",
+                );
+                let log = Rc::new(Cell::new(Vec::new()));
+                let pump_log = Rc::clone(&log);
+                let pump = glommio::spawn_local_into(
+                    async move {
+                        let relay = Relay::spawn(apart).unwrap();
+                        let chain = Rc::clone(&pump_log);
+                        // Local work: a task that wakes another, which
+                        // wakes a third, all in the pump's queue.
+                        glommio::spawn_local_into(
+                            async move {
+                                push(&chain, "first");
+                                let next = Rc::clone(&chain);
+                                glommio::spawn_local(async move {
+                                    push(&next, "second");
+                                    let last = Rc::clone(&next);
+                                    glommio::spawn_local(async move { push(&last, "third") })
+                                        .detach();
+                                })
+                                .detach();
+                            },
+                            own,
+                        )
+                        .unwrap()
+                        .detach();
+                        relay.behind().await;
+                        push(&pump_log, "pump");
+                        relay.pass().await;
+                        push(&pump_log, "after a pass");
+                    },
+                    own,
+                )
+                .unwrap();
+                pump.await;
+                log.take()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(order, ["first", "second", "third", "pump", "after a pass"]);
+    }
+
+    fn push(log: &Rc<Cell<Vec<&'static str>>>, what: &'static str) {
+        let mut seen = log.take();
+        seen.push(what);
+        log.set(seen);
+    }
+}
