@@ -92,56 +92,84 @@ impl Relay {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
+    use std::cell::{Cell, RefCell};
+    use std::future::poll_fn;
     use std::rc::Rc;
+    use std::task::{Poll, Waker};
 
     use glommio::{Latency, Shares};
 
     use super::*;
 
+    /// A one-shot gate a task waits at.
+    #[derive(Default)]
+    struct Gate {
+        open: Cell<bool>,
+        waiter: RefCell<Option<Waker>>,
+    }
+
+    impl Gate {
+        fn open(&self) {
+            self.open.set(true);
+            if let Some(waker) = self.waiter.take() {
+                waker.wake();
+            }
+        }
+
+        async fn wait(&self) {
+            poll_fn(|cx| {
+                if self.open.get() {
+                    Poll::Ready(())
+                } else {
+                    *self.waiter.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+    }
+
     #[test]
-    fn the_pump_steps_behind_every_ready_task_of_its_queue() {
+    fn the_pump_steps_behind_a_chain_of_wakes_in_its_queue() {
         let order = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .spawn(|| async {
                 let executor = glommio::executor();
-                let own = executor.create_task_queue(
-                    Shares::Static(1000),
-                    Latency::NotImportant,
-                    "latency",
-                );
+                let own =
+                    executor.create_task_queue(Shares::Static(1000), Latency::NotImportant, "own");
                 let apart = executor.create_task_queue(
                     Shares::Static(1000),
                     Latency::NotImportant,
                     "passes",
                 );
-                let log = Rc::new(Cell::new(Vec::new()));
+                let log: Rc<RefCell<Vec<&str>>> = Rc::default();
+                let gates: Rc<[Gate; 3]> = Rc::default();
+                for (i, name) in ["first", "second", "third"].into_iter().enumerate() {
+                    let (log, gates) = (Rc::clone(&log), Rc::clone(&gates));
+                    glommio::spawn_local_into(
+                        async move {
+                            gates[i].wait().await;
+                            log.borrow_mut().push(name);
+                            if let Some(next) = gates.get(i + 1) {
+                                next.open();
+                            }
+                        },
+                        own,
+                    )
+                    .unwrap()
+                    .detach();
+                }
                 let pump_log = Rc::clone(&log);
                 let pump = glommio::spawn_local_into(
                     async move {
                         let relay = Relay::spawn(apart).unwrap();
-                        let chain = Rc::clone(&pump_log);
-                        // Local work: a task that wakes another, which
-                        // wakes a third, all in the pump's queue.
-                        glommio::spawn_local_into(
-                            async move {
-                                push(&chain, "first");
-                                let next = Rc::clone(&chain);
-                                glommio::spawn_local(async move {
-                                    push(&next, "second");
-                                    let last = Rc::clone(&next);
-                                    glommio::spawn_local(async move { push(&last, "third") })
-                                        .detach();
-                                })
-                                .detach();
-                            },
-                            own,
-                        )
-                        .unwrap()
-                        .detach();
+                        // The three wait at their gates.
                         relay.behind().await;
-                        push(&pump_log, "pump");
+                        // Local work: each wakes the next.
+                        gates[0].open();
+                        relay.behind().await;
+                        pump_log.borrow_mut().push("pump");
                         relay.pass().await;
-                        push(&pump_log, "after a pass");
+                        pump_log.borrow_mut().push("after a pass");
                     },
                     own,
                 )
@@ -153,11 +181,5 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(order, ["first", "second", "third", "pump", "after a pass"]);
-    }
-
-    fn push(log: &Rc<Cell<Vec<&'static str>>>, what: &'static str) {
-        let mut seen = log.take();
-        seen.push(what);
-        log.set(seen);
     }
 }
