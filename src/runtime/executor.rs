@@ -5,7 +5,7 @@
 //! router, statistics and consumer group, creates three task queues — a
 //! `Latency::Matters` queue (the class's preempt timer) for the pump, the
 //! ticker and CRITICAL/HIGH agents, a `Shares` queue for the others, and
-//! one where the pump's reactor passes wait (`pump.rs`) —
+//! one for the pump's helper (`relay.rs`) —
 //! starts a launcher per agent, and reports that it is up. glommio reports
 //! some failures (memlock, affinity) only when the thread is joined, so the
 //! daemon waits for every report with a timeout and joins the silent ones

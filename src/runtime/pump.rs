@@ -85,8 +85,8 @@ use pinwheel_ipc::ring::ConsumerGroup;
 /// Frames taken from one ring per pass.
 pub const BATCH: usize = 32;
 /// Most loops the pump makes, yielding to ready tasks, between two rounds
-/// of bookkeeping (clock read, timers, counters): the timers are late by
-/// at most this many rounds of handlers.
+/// of bookkeeping (clock read, timers, watched rings, counters): timers
+/// and watched rings are late by at most this many rounds of handlers.
 pub const BOOKKEEPING: u32 = 8;
 /// Pool frames kept free for local traffic and fan-out before the pump
 /// stops draining.
@@ -123,7 +123,7 @@ pub struct Pump {
     /// Set when the executor is done: the pump ends once the rings are
     /// empty.
     pub stop: Rc<Cell<bool>>,
-    /// Its helper in a task queue of its own.
+    /// Its helper, in a task queue of its own.
     pub relay: Relay,
 }
 
