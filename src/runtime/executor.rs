@@ -538,9 +538,10 @@ struct Spawned {
 }
 
 /// Spawns the pump, the ticker and a launcher per agent, each into its
-/// task queue. All but the pump are counted by the census, which is
-/// there for the pump to read: counting the pump's own wakes (one per
-/// yield) cost atomic operations on every hop for nothing.
+/// task queue. All but the pump (and its relay's helper) are counted by
+/// the census, which is there for the pump to read: counting the pump's
+/// own wakes (one per yield) cost atomic operations on every hop for
+/// nothing.
 fn spawn_tasks<A: Agent + 'static>(
     local: &Rc<Local<A>>,
     group: ConsumerGroup,

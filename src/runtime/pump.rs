@@ -177,7 +177,7 @@ pub async fn run_pump(mut pump: Pump) {
             continue;
         }
         if ready {
-            exposed |= run_ready(&pump, false).await;
+            exposed |= run_ready(&pump, moved > 0).await;
             continue;
         }
         if pump.stop.get() {

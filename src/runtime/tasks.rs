@@ -104,8 +104,8 @@ impl Census {
         self.queued_apart.load(Ordering::Relaxed)
     }
 
-    /// Names the pump's task queue: tasks spawned into any other from now
-    /// on are counted apart too.
+    /// Names the pump's task queue. Tasks spawned from now on count apart
+    /// unless they are in it; until then, every task does.
     pub fn set_pump_queue(&self, queue: TaskQueueHandle) {
         let _ = self.pump_queue.set(queue);
     }
