@@ -41,7 +41,8 @@ enum Ask {
 pub struct Relay {
     asks: LocalSender<Ask>,
     done: LocalReceiver<()>,
-    /// Ends when `asks` closes (the relay dropped).
+    /// Dropped with the relay, which cancels it (glommio cancels a task
+    /// whose handle is dropped).
     _helper: glommio::Task<()>,
 }
 
@@ -81,8 +82,8 @@ impl Relay {
         self.ask(Ask::Pass).await;
     }
 
-    /// Asks and waits for the answer. The helper ends only when the relay
-    /// is dropped, so both channels stay open while the pump can ask.
+    /// Asks and waits for the answer. The helper lives as long as the
+    /// relay, so both channels stay open while the pump can ask.
     async fn ask(&self, ask: Ask) {
         if self.asks.send(ask).await.is_ok() {
             let _ = self.done.recv().await;
