@@ -103,16 +103,39 @@ fn the_hand_ring_baseline_runs_in_the_same_run_under_its_own_name() {
             > 0.0
     );
     assert!(json["baseline"]["ratio"]["rtt_p50"].as_f64().unwrap() > 0.0);
+    // A 64-byte body's frame takes two slots: the hand ring runs again
+    // moving two a message.
+    let frame = &json["baseline"]["hand_frame"];
+    assert_eq!(frame["slots_per_message"], 2, "{json}");
+    assert_percentiles(&frame["rtt_ns"]);
+    assert!(frame["ratio"]["rtt_p50"].as_f64().unwrap() > 0.0);
 
     let out = bench(&["--msgs", "2000", "--baseline", "hand"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for row in [
         "hand ring (spin)",
         "hand / pinwheel",
+        "hand ring, 2 slots",
+        "hand 2-slot / pinwheel",
         "hand: a minimal SPSC ring",
     ] {
         assert!(text.contains(row), "{row} in {text}");
     }
+}
+
+#[test]
+fn an_empty_body_fits_one_slot_so_the_hand_ring_runs_once() {
+    let json = json_of(&[
+        "--msgs",
+        "2000",
+        "--size",
+        "0",
+        "--baseline",
+        "hand",
+        "--json",
+    ]);
+    assert_percentiles(&json["baseline"]["hand"]["rtt_ns"]);
+    assert!(json["baseline"].get("hand_frame").is_none(), "{json}");
 }
 
 #[test]

@@ -9,9 +9,19 @@
 //! 64-byte slot whatever `--size` says), no frame header, no checks, no
 //! doorbell, no batching. Its two ends are threads over one heap
 //! allocation: for two threads a memfd mapping would be the same memory
-//! and the same cache lines. What pinwheel's ring costs above it is its
+//! and the same cache lines (a memfd mapping, and two processes over it,
+//! measured the same). What pinwheel's ring costs above it is its
 //! envelope, frames and (between processes) the copy and check of every
 //! untrusted frame.
+//!
+//! A second case moves as many whole slots per message as pinwheel's
+//! frame of that `--size` takes (two for a 64-byte body: an 8-byte frame
+//! header, the body and the 56-byte archived envelope), every word of
+//! each written and read. Each further cache line a message crosses costs
+//! the round trip on its own (on this VM a second line added 30-40 ns to
+//! the hand ring's ~110 ns), so this case says how much of pinwheel's
+//! cost is moving its frame's bytes at all, and how much is the ring's
+//! and the envelope's work on them.
 //!
 //! Slots are words of `AtomicU64` written and read `Relaxed` (plain moves
 //! on x86-64), so the ring needs no `unsafe`; the head and tail, each on a
@@ -61,20 +71,23 @@ impl HandRing {
         })
     }
 
-    /// Writes `message` at `*at` once there is room, and publishes it.
-    fn push(&self, at: &mut u64, message: &[u64; WORDS]) -> Result<(), BenchError> {
+    /// Writes `message` into the `lines` slots at `*at` once there is
+    /// room, and publishes them.
+    fn push(&self, at: &mut u64, message: &[u64; WORDS], lines: u64) -> Result<(), BenchError> {
         let mut waiting = Waiting::default();
         // SYNC: Acquire pairs with the consumer's Release store of its
-        // tail: the slot it freed is not read again.
-        while *at - self.tail.0.load(Ordering::Acquire) >= SLOTS as u64 {
+        // tail: the slots it freed are not read again.
+        while *at + lines - self.tail.0.load(Ordering::Acquire) > SLOTS as u64 {
             waiting.spin()?;
         }
-        let slot = &self.slots[*at as usize % SLOTS];
-        for (word, value) in slot.0.iter().zip(message) {
-            // SYNC: Relaxed; published by the Release store of the head.
-            word.store(*value, Ordering::Relaxed);
+        for line in *at..*at + lines {
+            let slot = &self.slots[line as usize % SLOTS];
+            for (word, value) in slot.0.iter().zip(message) {
+                // SYNC: Relaxed; published by the Release store of the head.
+                word.store(*value, Ordering::Relaxed);
+            }
         }
-        *at += 1;
+        *at += lines;
         // SYNC: Release publishes the slot's words to the Acquire load in
         // `pop`.
         self.head.0.store(*at, Ordering::Release);
@@ -91,11 +104,13 @@ impl HandRing {
         Ok(())
     }
 
-    /// Reads the message at `*at` once it is published, and frees it.
-    fn pop(&self, at: &mut u64, message: &mut [u64; WORDS]) -> Result<(), BenchError> {
+    /// Reads the message in the `lines` slots at `*at` once they are
+    /// published, and frees them. Every word is read; the message is the
+    /// first slot's, and a later slot that differs from it is an error.
+    fn pop(&self, at: &mut u64, message: &mut [u64; WORDS], lines: u64) -> Result<(), BenchError> {
         let mut waiting = Waiting::default();
         // SYNC: Acquire pairs with the producer's Release store of its head.
-        while self.head.0.load(Ordering::Acquire) <= *at {
+        while self.head.0.load(Ordering::Acquire) < *at + lines {
             waiting.spin()?;
         }
         let slot = &self.slots[*at as usize % SLOTS];
@@ -103,7 +118,20 @@ impl HandRing {
             // SYNC: Relaxed; ordered by the Acquire load of the head.
             *value = word.load(Ordering::Relaxed);
         }
-        *at += 1;
+        let mut differ = 0;
+        for line in *at + 1..*at + lines {
+            let slot = &self.slots[line as usize % SLOTS];
+            for (value, word) in message.iter().zip(&slot.0) {
+                // SYNC: as above.
+                differ |= word.load(Ordering::Relaxed) ^ value;
+            }
+        }
+        if differ != 0 {
+            return Err(BenchError::Peer {
+                reason: "hand ring: the slots of one message differ".into(),
+            });
+        }
+        *at += lines;
         // SYNC: Release; the producer's Acquire load of the tail sees the
         // slot read before it writes it again.
         self.tail.0.store(*at, Ordering::Release);
@@ -146,11 +174,23 @@ pub struct HandBench {
     pub cpus: [CpuId; 2],
     /// Round trips, and messages streamed.
     pub msgs: u64,
+    /// Whole slots each message takes: 1 for the hand ring, or as
+    /// many as pinwheel's frame takes ([`super::ring::frame_slots_of`]).
+    pub slots_per_message: u64,
 }
 
 impl HandBench {
     /// Ping-pong then streaming, as pinwheel's case runs them.
     pub fn run(&self) -> Result<Case, BenchError> {
+        let most = SLOTS as u64 / 4;
+        if !(1..=most).contains(&self.slots_per_message) {
+            return Err(BenchError::Peer {
+                reason: format!(
+                    "hand ring: a message of {} slots does not fit; at most {most}",
+                    self.slots_per_message
+                ),
+            });
+        }
         Ok(Case {
             rtt: self.round_trips()?,
             throughput_msgs_per_s: self.stream()?,
@@ -160,6 +200,7 @@ impl HandBench {
 
     fn round_trips(&self) -> Result<hdrhistogram::Histogram<u64>, BenchError> {
         let (requests, replies) = (HandRing::new(), HandRing::new());
+        let lines = self.slots_per_message;
         let warmup = warmup(self.msgs);
         let total = warmup + self.msgs;
         let server = {
@@ -170,8 +211,8 @@ impl HandBench {
                 let (mut read, mut write) = (0, 0);
                 let mut message = [0; WORDS];
                 for _ in 0..total {
-                    requests.pop(&mut read, &mut message)?;
-                    replies.push(&mut write, &message)?;
+                    requests.pop(&mut read, &mut message, lines)?;
+                    replies.push(&mut write, &message, lines)?;
                 }
                 Ok(())
             })
@@ -183,8 +224,8 @@ impl HandBench {
         for i in 0..total {
             let message = [i; WORDS];
             let start = Instant::now();
-            requests.push(&mut write, &message)?;
-            replies.pop(&mut read, &mut reply)?;
+            requests.push(&mut write, &message, lines)?;
+            replies.pop(&mut read, &mut reply, lines)?;
             if reply != message {
                 return Err(BenchError::Peer {
                     reason: format!("hand ring: round trip {i} came back changed"),
@@ -202,6 +243,7 @@ impl HandBench {
     /// `msgs` more, as pinwheel's case does.
     fn stream(&self) -> Result<f64, BenchError> {
         let ring = HandRing::new();
+        let lines = self.slots_per_message;
         let warmup = warmup(self.msgs);
         let msgs = warmup + self.msgs;
         let sink = {
@@ -211,7 +253,7 @@ impl HandBench {
                 let mut read = 0;
                 let mut message = [0; WORDS];
                 for i in 0..msgs {
-                    ring.pop(&mut read, &mut message)?;
+                    ring.pop(&mut read, &mut message, lines)?;
                     if message[0] != i {
                         return Err(BenchError::Peer {
                             reason: format!("hand ring: message {i} came out of order"),
@@ -224,12 +266,12 @@ impl HandBench {
         pin(self.cpus[0])?;
         let mut write = 0;
         for i in 0..warmup {
-            ring.push(&mut write, &[i; WORDS])?;
+            ring.push(&mut write, &[i; WORDS], lines)?;
         }
         ring.drained(write)?;
         let started = Instant::now();
         for i in warmup..msgs {
-            ring.push(&mut write, &[i; WORDS])?;
+            ring.push(&mut write, &[i; WORDS], lines)?;
         }
         join(sink)?;
         Ok(self.msgs as f64 / started.elapsed().as_secs_f64().max(1e-9))
@@ -252,22 +294,69 @@ mod tests {
         let (mut write, mut read) = (0, 0);
         let mut out = [0; WORDS];
         for i in 0..(3 * SLOTS as u64) {
-            ring.push(&mut write, &[i; WORDS]).unwrap();
-            ring.pop(&mut read, &mut out).unwrap();
+            ring.push(&mut write, &[i; WORDS], 1).unwrap();
+            ring.pop(&mut read, &mut out, 1).unwrap();
             assert_eq!(out, [i; WORDS]);
         }
     }
 
     #[test]
-    fn a_run_on_two_cpus_times_every_round_trip_and_streams() {
-        let case = HandBench {
-            cpus: [CpuId(0), CpuId(1)],
-            msgs: 1000,
+    fn a_message_of_several_slots_comes_out_whole_across_a_wrap() {
+        let ring = HandRing::new();
+        let (mut write, mut read) = (0, 0);
+        let mut out = [0; WORDS];
+        // 3 does not divide the ring's slots: messages straddle its end.
+        for i in 0..SLOTS as u64 {
+            ring.push(&mut write, &[i; WORDS], 3).unwrap();
+            ring.pop(&mut read, &mut out, 3).unwrap();
+            assert_eq!(out, [i; WORDS]);
         }
-        .run()
-        .unwrap();
+        assert_eq!((write, read), (3 * SLOTS as u64, 3 * SLOTS as u64));
+    }
 
-        assert_eq!(case.rtt.len(), 1000);
-        assert!(case.throughput_msgs_per_s > 0.0);
+    #[test]
+    fn a_message_whose_slots_differ_is_an_error() {
+        let ring = HandRing::new();
+        let (mut write, mut read) = (0, 0);
+        ring.push(&mut write, &[7; WORDS], 2).unwrap();
+        ring.slots[1].0[5].store(8, Ordering::Relaxed);
+
+        let got = ring.pop(&mut read, &mut [0; WORDS], 2);
+
+        assert!(
+            matches!(&got, Err(BenchError::Peer { reason }) if reason.contains("differ")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_message_larger_than_a_quarter_ring_is_refused_before_running() {
+        let got = HandBench {
+            cpus: [CpuId(0), CpuId(1)],
+            msgs: 10,
+            slots_per_message: SLOTS as u64 / 4 + 1,
+        }
+        .run();
+
+        assert!(
+            matches!(&got, Err(BenchError::Peer { reason }) if reason.contains("does not fit")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_run_on_two_cpus_times_every_round_trip_and_streams() {
+        for slots_per_message in [1, 2] {
+            let case = HandBench {
+                cpus: [CpuId(0), CpuId(1)],
+                msgs: 1000,
+                slots_per_message,
+            }
+            .run()
+            .unwrap();
+
+            assert_eq!(case.rtt.len(), 1000);
+            assert!(case.throughput_msgs_per_s > 0.0);
+        }
     }
 }

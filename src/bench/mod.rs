@@ -55,7 +55,7 @@ use hdrhistogram::Histogram;
 
 pub use hgrm::Distribution;
 pub use output::{render_suite_table, write_suite_files};
-pub use report::{BaselineKind, Case, RingReport, render_ring_json, render_ring_table};
+pub use report::{BaselineKind, Case, FrameSized, RingReport, render_ring_json, render_ring_table};
 
 use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
 use crate::topology::CpuId;

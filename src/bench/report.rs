@@ -33,6 +33,19 @@ pub struct RingReport {
     pub ring: Case,
     /// The baseline that ran in the same run, if one did.
     pub baseline: Option<(BaselineKind, Case)>,
+    /// With `--baseline hand`, when pinwheel's frame takes more than one
+    /// slot: the hand ring moving as many slots a message.
+    pub frame_sized: Option<FrameSized>,
+}
+
+/// The hand ring's case with as many slots a message as pinwheel's frame
+/// (`hand.rs`).
+#[derive(Debug)]
+pub struct FrameSized {
+    /// Slots a message.
+    pub slots: u64,
+    /// Its round trips and stream.
+    pub case: Case,
 }
 
 /// What `bench ring` compares pinwheel's rings with.
@@ -138,6 +151,23 @@ pub struct BaselineJson {
     pub hand: Option<CaseJson>,
     /// Baseline over pinwheel.
     pub ratio: Ratios,
+    /// The hand ring moving as many slots a message as pinwheel's frame
+    /// (`--baseline hand`, when that is more than one slot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hand_frame: Option<FrameJson>,
+}
+
+/// The frame-sized hand ring's case, its slots a message, and its ratios
+/// to pinwheel's.
+#[derive(Debug, Serialize)]
+pub struct FrameJson {
+    /// Its case.
+    #[serde(flatten)]
+    pub case: CaseJson,
+    /// Slots a message.
+    pub slots_per_message: u64,
+    /// It over pinwheel.
+    pub ratio: Ratios,
 }
 
 /// Baseline over pinwheel (higher is better for pinwheel, throughput
@@ -152,13 +182,23 @@ pub struct Ratios {
     pub throughput: f64,
 }
 
+impl Ratios {
+    /// `base` over `ring`.
+    fn of(base: &Case, ring: &Case) -> Self {
+        let (base_rtt, ring_rtt) = (LatencySummary::of(&base.rtt), LatencySummary::of(&ring.rtt));
+        Self {
+            rtt_p50: base_rtt.p50 as f64 / ring_rtt.p50.max(1) as f64,
+            rtt_p99: base_rtt.p99 as f64 / ring_rtt.p99.max(1) as f64,
+            throughput: ring.throughput_msgs_per_s / base.throughput_msgs_per_s.max(1.0),
+        }
+    }
+}
+
 /// `{"rtt_ns": {..}, "throughput_msgs_per_s": .., "wait": .., "cpus": [..],
 /// "processes": .., ..}`, with a `baseline` object when one ran.
 pub fn render_ring_json(report: &RingReport) -> String {
     let bench = &report.bench;
     let baseline = report.baseline.as_ref().map(|(kind, case)| {
-        let ring = LatencySummary::of(&report.ring.rtt);
-        let base = LatencySummary::of(&case.rtt);
         let json = Some(CaseJson::of(case));
         let (zmq, hand) = match kind {
             BaselineKind::Zmq => (json, None),
@@ -167,11 +207,12 @@ pub fn render_ring_json(report: &RingReport) -> String {
         BaselineJson {
             zmq,
             hand,
-            ratio: Ratios {
-                rtt_p50: base.p50 as f64 / ring.p50.max(1) as f64,
-                rtt_p99: base.p99 as f64 / ring.p99.max(1) as f64,
-                throughput: report.ring.throughput_msgs_per_s / case.throughput_msgs_per_s.max(1.0),
-            },
+            ratio: Ratios::of(case, &report.ring),
+            hand_frame: report.frame_sized.as_ref().map(|frame| FrameJson {
+                case: CaseJson::of(&frame.case),
+                slots_per_message: frame.slots,
+                ratio: Ratios::of(&frame.case, &report.ring),
+            }),
         }
     });
     render_json(&RingJson {
@@ -213,21 +254,51 @@ pub fn render_ring_table(report: &RingReport) -> String {
     );
     if let Some((kind, case)) = &report.baseline {
         row(&mut out, kind.label(), case);
-        let ring = LatencySummary::of(&report.ring.rtt).columns();
-        let base = LatencySummary::of(&case.rtt).columns();
-        let _ = write!(out, "{:<22}", format!("{} / pinwheel", kind.short()));
-        for (b, r) in base.iter().zip(ring) {
-            let _ = write!(
-                out,
-                "{:>10}",
-                format!("{:.1}x", *b as f64 / r.max(1) as f64)
+        ratio_row(
+            &mut out,
+            &format!("{} / pinwheel", kind.short()),
+            case,
+            &report.ring,
+        );
+        if let Some(frame) = &report.frame_sized {
+            row(
+                &mut out,
+                &format!("hand ring, {} slots", frame.slots),
+                &frame.case,
+            );
+            ratio_row(
+                &mut out,
+                &format!("hand {}-slot / pinwheel", frame.slots),
+                &frame.case,
+                &report.ring,
             );
         }
-        let ratio = report.ring.throughput_msgs_per_s / case.throughput_msgs_per_s.max(1.0);
-        let _ = writeln!(out, "{:>14}", format!("{ratio:.2}x"));
         let _ = writeln!(out, "\n{}", kind.note());
+        if let Some(frame) = &report.frame_sized {
+            let _ = writeln!(
+                out,
+                "hand ring, {} slots: the same ring moving {} whole slots a message, as many as pinwheel's frame of a {}-byte body takes",
+                frame.slots, frame.slots, bench.size
+            );
+        }
     }
     out
+}
+
+/// A baseline's percentiles and stream over pinwheel's.
+fn ratio_row(out: &mut String, label: &str, base: &Case, ring: &Case) {
+    let ring_columns = LatencySummary::of(&ring.rtt).columns();
+    let base_columns = LatencySummary::of(&base.rtt).columns();
+    let _ = write!(out, "{label:<22}");
+    for (b, r) in base_columns.iter().zip(ring_columns) {
+        let _ = write!(
+            out,
+            "{:>10}",
+            format!("{:.1}x", *b as f64 / r.max(1) as f64)
+        );
+    }
+    let ratio = ring.throughput_msgs_per_s / base.throughput_msgs_per_s.max(1.0);
+    let _ = writeln!(out, "{:>14}", format!("{ratio:.2}x"));
 }
 
 fn row(out: &mut String, name: &str, case: &Case) {

@@ -38,10 +38,11 @@ use crate::runtime::affinity::pin_current_thread;
 use crate::topology::CpuId;
 use pinwheel_ipc::ring::{
     Consumer, PeerLink, Producer, RingConfig, RingError, WaitStrategy, export_consumer,
-    export_producer, shm_ring,
+    export_producer, frame_slots, shm_ring,
 };
 use pinwheel_ipc::wire::{
-    AgentId, ArchivedEnvelope, Envelope, Payload, PayloadKind, Priority, TopicId,
+    AgentId, ArchivedEnvelope, Envelope, Payload, PayloadKind, Priority, Scratch, TopicId,
+    encoded_len,
 };
 
 /// Frames per publish when streaming.
@@ -315,6 +316,21 @@ fn heartbeat(seq: u64) -> Envelope<'static> {
     }
 }
 
+/// Slots of pinwheel's ring that one request of this run takes: its frame
+/// header and its encoded envelope, rounded up to whole slots.
+pub fn frame_slots_of(size: usize) -> Result<u64, BenchError> {
+    let body = vec![0; size];
+    let len = encoded_len(&request(0, &body), &mut Scratch::new()).map_err(|source| {
+        BenchError::Ring {
+            what: "size a request",
+            source: RingError::Message {
+                source: Box::new(source),
+            },
+        }
+    })?;
+    Ok(frame_slots(len))
+}
+
 /// Un-timed messages before a timed phase of `msgs`: a tenth, at most
 /// 10 000 (the ring's 4096 slots five times over at two slots a message).
 pub(super) fn warmup(msgs: u64) -> u64 {
@@ -479,6 +495,13 @@ mod tests {
         }
         .connect(PeerMode::Sink)
         .unwrap()
+    }
+
+    #[test]
+    fn a_request_with_a_64_byte_body_takes_two_slots_and_an_empty_one_one() {
+        assert_eq!(frame_slots_of(64).unwrap(), 2);
+        assert_eq!(frame_slots_of(0).unwrap(), 1);
+        assert_eq!(frame_slots_of(65).unwrap(), 3);
     }
 
     #[test]

@@ -20,12 +20,12 @@ use crate::bench::agent::{AgentBench, default_echo_exe};
 use crate::bench::hand::HandBench;
 use crate::bench::legacy::LegacyBench;
 use crate::bench::mesh::MeshBench;
-use crate::bench::ring::{PeerMode, RingBench, serve_peer};
+use crate::bench::ring::{PeerMode, RingBench, frame_slots_of, serve_peer};
 use crate::bench::router::RouterBench;
 use crate::bench::suite::{SuiteOptions, Target, run_suite};
 use crate::bench::wakeup::WakeupBench;
 use crate::bench::{
-    BaselineKind, RingReport, render_ring_json, render_ring_table, render_suite_table,
+    BaselineKind, FrameSized, RingReport, render_ring_json, render_ring_table, render_suite_table,
     write_suite_files,
 };
 use crate::daemon::boot;
@@ -435,23 +435,36 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), CliError> {
         msgs: args.msgs.max(1),
         spin_us: args.spin_us,
     };
-    let baseline = match args.baseline {
-        None => None,
-        Some(Baseline::Zmq) => Some((BaselineKind::Zmq, zmq_baseline(&bench)?)),
-        Some(Baseline::Hand) => Some((
-            BaselineKind::Hand,
-            HandBench {
-                cpus: bench.cpus,
-                msgs: bench.msgs,
-            }
-            .run()?,
-        )),
+    let hand = |slots_per_message| {
+        HandBench {
+            cpus: bench.cpus,
+            msgs: bench.msgs,
+            slots_per_message,
+        }
+        .run()
+    };
+    let (baseline, frame_sized) = match args.baseline {
+        None => (None, None),
+        Some(Baseline::Zmq) => (Some((BaselineKind::Zmq, zmq_baseline(&bench)?)), None),
+        Some(Baseline::Hand) => {
+            let slots = frame_slots_of(bench.size)?;
+            let frame_sized = if slots > 1 {
+                Some(FrameSized {
+                    slots,
+                    case: hand(slots)?,
+                })
+            } else {
+                None
+            };
+            (Some((BaselineKind::Hand, hand(1)?)), frame_sized)
+        }
     };
     let ring = bench.run()?;
     let report = RingReport {
         bench,
         ring,
         baseline,
+        frame_sized,
     };
     args.output.write(
         out,
