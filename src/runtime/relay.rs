@@ -183,4 +183,60 @@ mod tests {
             .unwrap();
         assert_eq!(order, ["first", "second", "third", "pump", "after a pass"]);
     }
+
+    #[test]
+    fn each_pass_lets_the_reactor_fire_the_timers_that_are_due() {
+        const PASSES: u32 = 1000;
+        let fired = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async {
+                let executor = glommio::executor();
+                let own =
+                    executor.create_task_queue(Shares::Static(1000), Latency::NotImportant, "own");
+                let apart = executor.create_task_queue(
+                    Shares::Static(1000),
+                    Latency::NotImportant,
+                    "passes",
+                );
+                let (fired, stop) = (Rc::new(Cell::new(0u32)), Rc::new(Cell::new(false)));
+                let sleeper = {
+                    let (fired, stop) = (Rc::clone(&fired), Rc::clone(&stop));
+                    glommio::spawn_local_into(
+                        async move {
+                            while !stop.get() {
+                                glommio::timer::sleep(PASS_TIMER).await;
+                                fired.set(fired.get() + 1);
+                            }
+                        },
+                        own,
+                    )
+                    .unwrap()
+                };
+                let pump = glommio::spawn_local_into(
+                    async move {
+                        let relay = Relay::spawn(apart).unwrap();
+                        for _ in 0..PASSES {
+                            relay.pass().await;
+                        }
+                    },
+                    own,
+                )
+                .unwrap();
+                pump.await;
+                let seen = fired.get();
+                stop.set(true);
+                sleeper.await;
+                seen
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        // Only the reactor fires a timer, and with tasks ready glommio
+        // passes through it only when its preempt timer (100 ms here) runs
+        // out: with a relay that merely stepped behind the queue the
+        // sleeper fired 0 times (checked).
+        assert!(
+            fired >= PASSES / 2,
+            "the sleeper fired {fired} times in {PASSES} passes"
+        );
+    }
 }
