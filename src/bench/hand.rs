@@ -17,9 +17,9 @@
 //! A second case moves as many whole slots per message as pinwheel's
 //! frame of that `--size` takes (two for a 64-byte body: an 8-byte frame
 //! header, the body and the 56-byte archived envelope), every word of
-//! each written and read. Each further cache line a message crosses costs
-//! the round trip on its own (on this VM a second line added 30-40 ns to
-//! the hand ring's ~110 ns), so this case says how much of pinwheel's
+//! each written and read. A further cache line a message crosses costs
+//! the round trip on its own (on this VM a second line added 0-30 ns to
+//! the hand ring's 100-130 ns), so this case says how much of pinwheel's
 //! cost is moving its frame's bytes at all, and how much is the ring's
 //! and the envelope's work on them.
 //!
