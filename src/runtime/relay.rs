@@ -130,9 +130,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_pump_steps_behind_a_chain_of_wakes_in_its_queue() {
-        let order = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+    /// Runs `test` on an executor of its own, given two task queues: the
+    /// pump's, and the relay's helper's.
+    fn on_executor<T, F>(
+        test: impl FnOnce(TaskQueueHandle, TaskQueueHandle) -> F + Send + 'static,
+    ) -> T
+    where
+        F: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .spawn(|| async {
                 let executor = glommio::executor();
                 let own =
@@ -142,94 +149,89 @@ mod tests {
                     Latency::NotImportant,
                     "passes",
                 );
-                let log: Rc<RefCell<Vec<&str>>> = Rc::default();
-                let gates: Rc<[Gate; 3]> = Rc::default();
-                for (i, name) in ["first", "second", "third"].into_iter().enumerate() {
-                    let (log, gates) = (Rc::clone(&log), Rc::clone(&gates));
-                    glommio::spawn_local_into(
-                        async move {
-                            gates[i].wait().await;
-                            log.borrow_mut().push(name);
-                            if let Some(next) = gates.get(i + 1) {
-                                next.open();
-                            }
-                        },
-                        own,
-                    )
-                    .unwrap()
-                    .detach();
-                }
-                let pump_log = Rc::clone(&log);
-                let pump = glommio::spawn_local_into(
-                    async move {
-                        let relay = Relay::spawn(apart).unwrap();
-                        // The three wait at their gates.
-                        relay.behind().await;
-                        // Local work: each wakes the next.
-                        gates[0].open();
-                        relay.behind().await;
-                        pump_log.borrow_mut().push("pump");
-                        relay.pass().await;
-                        pump_log.borrow_mut().push("after a pass");
-                    },
-                    own,
-                )
-                .unwrap();
-                pump.await;
-                log.take()
+                test(own, apart).await
             })
             .unwrap()
             .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_pump_steps_behind_a_chain_of_wakes_in_its_queue() {
+        let order = on_executor(|own, apart| async move {
+            let log: Rc<RefCell<Vec<&str>>> = Rc::default();
+            let gates: Rc<[Gate; 3]> = Rc::default();
+            for (i, name) in ["first", "second", "third"].into_iter().enumerate() {
+                let (log, gates) = (Rc::clone(&log), Rc::clone(&gates));
+                glommio::spawn_local_into(
+                    async move {
+                        gates[i].wait().await;
+                        log.borrow_mut().push(name);
+                        if let Some(next) = gates.get(i + 1) {
+                            next.open();
+                        }
+                    },
+                    own,
+                )
+                .unwrap()
+                .detach();
+            }
+            let pump_log = Rc::clone(&log);
+            let pump = glommio::spawn_local_into(
+                async move {
+                    let relay = Relay::spawn(apart).unwrap();
+                    // The three wait at their gates.
+                    relay.behind().await;
+                    // Local work: each wakes the next.
+                    gates[0].open();
+                    relay.behind().await;
+                    pump_log.borrow_mut().push("pump");
+                    relay.pass().await;
+                    pump_log.borrow_mut().push("after a pass");
+                },
+                own,
+            )
             .unwrap();
+            pump.await;
+            log.take()
+        });
         assert_eq!(order, ["first", "second", "third", "pump", "after a pass"]);
     }
 
     #[test]
     fn each_pass_lets_the_reactor_fire_the_timers_that_are_due() {
         const PASSES: u32 = 1000;
-        let fired = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .spawn(|| async {
-                let executor = glommio::executor();
-                let own =
-                    executor.create_task_queue(Shares::Static(1000), Latency::NotImportant, "own");
-                let apart = executor.create_task_queue(
-                    Shares::Static(1000),
-                    Latency::NotImportant,
-                    "passes",
-                );
-                let (fired, stop) = (Rc::new(Cell::new(0u32)), Rc::new(Cell::new(false)));
-                let sleeper = {
-                    let (fired, stop) = (Rc::clone(&fired), Rc::clone(&stop));
-                    glommio::spawn_local_into(
-                        async move {
-                            while !stop.get() {
-                                glommio::timer::sleep(PASS_TIMER).await;
-                                fired.set(fired.get() + 1);
-                            }
-                        },
-                        own,
-                    )
-                    .unwrap()
-                };
-                let pump = glommio::spawn_local_into(
+        let fired = on_executor(|own, apart| async move {
+            let (fired, stop) = (Rc::new(Cell::new(0u32)), Rc::new(Cell::new(false)));
+            let sleeper = {
+                let (fired, stop) = (Rc::clone(&fired), Rc::clone(&stop));
+                glommio::spawn_local_into(
                     async move {
-                        let relay = Relay::spawn(apart).unwrap();
-                        for _ in 0..PASSES {
-                            relay.pass().await;
+                        while !stop.get() {
+                            glommio::timer::sleep(PASS_TIMER).await;
+                            fired.set(fired.get() + 1);
                         }
                     },
                     own,
                 )
-                .unwrap();
-                pump.await;
-                let seen = fired.get();
-                stop.set(true);
-                sleeper.await;
-                seen
-            })
-            .unwrap()
-            .join()
+                .unwrap()
+            };
+            let pump = glommio::spawn_local_into(
+                async move {
+                    let relay = Relay::spawn(apart).unwrap();
+                    for _ in 0..PASSES {
+                        relay.pass().await;
+                    }
+                },
+                own,
+            )
             .unwrap();
+            pump.await;
+            let seen = fired.get();
+            stop.set(true);
+            sleeper.await;
+            seen
+        });
         // Only the reactor fires a timer, and with tasks ready glommio
         // passes through it only when its preempt timer (100 ms here) runs
         // out: with a relay that merely stepped behind the queue the
