@@ -158,7 +158,9 @@ pub enum Baseline {
     /// ZeroMQ ipc:// REQ/REP and PUSH/PULL (libzmq, built from source).
     Zmq,
     /// A minimal hand-written SPSC ring (64-byte slots, two threads
-    /// spinning): the least a ring between the two CPUs costs.
+    /// spinning): the least a ring between the two CPUs costs; again moving
+    /// as many slots a message as pinwheel's frame, when that is more
+    /// than one.
     Hand,
 }
 
