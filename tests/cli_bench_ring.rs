@@ -139,6 +139,17 @@ fn an_empty_body_fits_one_slot_so_the_hand_ring_runs_once() {
 }
 
 #[test]
+fn a_body_larger_than_the_rings_carry_is_bad_input() {
+    let out = bench(&["--size", "64513", "--msgs", "10", "--baseline", "hand"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--size 64513") && stderr.contains("at most 64512 bytes"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bad_cpus_are_bad_input() {
     for cpus in ["0", "0,0", "0,x", "0,4096"] {
         let out = bench(&["--cpus", cpus, "--msgs", "10"]);

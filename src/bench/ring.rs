@@ -86,6 +86,15 @@ pub enum PeerMode {
 }
 
 impl RingBench {
+    /// The largest `--size` its rings carry: a frame room of the body plus
+    /// 1 KiB, rounded up to a power of two, must fit half of 4096 slots.
+    pub const MAX_SIZE: usize = 64 * 1024 - 1024;
+
+    /// Refuses a `size` the rings cannot carry, before anything runs.
+    pub fn check_size(&self) -> Result<(), RingError> {
+        self.ring_config().validate()
+    }
+
     fn ring_config(&self) -> RingConfig {
         RingConfig {
             slots: 4096,
@@ -483,8 +492,8 @@ impl Link {
 mod tests {
     use super::*;
 
-    /// A sink on a thread of its own, and the client's ends of its rings.
-    fn sink() -> Link {
+    /// A run on threads, with 64-byte bodies.
+    fn sink_bench() -> RingBench {
         RingBench {
             cpus: [CpuId(0), CpuId(1)],
             peer_exe: None,
@@ -493,8 +502,24 @@ mod tests {
             msgs: 0,
             spin_us: 0,
         }
-        .connect(PeerMode::Sink)
-        .unwrap()
+    }
+
+    /// A sink on a thread of its own, and the client's ends of its rings.
+    fn sink() -> Link {
+        sink_bench().connect(PeerMode::Sink).unwrap()
+    }
+
+    #[test]
+    fn the_largest_size_is_the_largest_the_rings_take() {
+        let with = |size| RingBench {
+            size,
+            ..sink_bench()
+        };
+        assert!(with(RingBench::MAX_SIZE).check_size().is_ok());
+        assert!(matches!(
+            with(RingBench::MAX_SIZE + 1).check_size(),
+            Err(RingError::Config { .. })
+        ));
     }
 
     #[test]

@@ -437,6 +437,13 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), CliError> {
         msgs: args.msgs.max(1),
         spin_us: args.spin_us,
     };
+    bench.check_size().map_err(|source| DaemonError::Usage {
+        message: format!(
+            "--size {}: {source}; the bench's rings carry bodies of at most {} bytes",
+            bench.size,
+            RingBench::MAX_SIZE
+        ),
+    })?;
     let hand = |slots_per_message| {
         HandBench {
             cpus: bench.cpus,
