@@ -33,9 +33,6 @@ pub struct RingReport {
     pub ring: Case,
     /// The baseline that ran in the same run, if one did.
     pub baseline: Option<(BaselineKind, Case)>,
-    /// With `--baseline hand`, when pinwheel's frame takes more than one
-    /// slot: the hand ring moving as many slots a message.
-    pub frame_sized: Option<FrameSized>,
 }
 
 /// The hand ring's case with as many slots a message as pinwheel's frame
@@ -49,38 +46,42 @@ pub struct FrameSized {
 }
 
 /// What `bench ring` compares pinwheel's rings with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum BaselineKind {
     /// ZeroMQ ipc (`--baseline zmq`).
     Zmq,
     /// The minimal hand-written ring (`--baseline hand`, [`super::hand`]).
-    Hand,
+    Hand {
+        /// When pinwheel's frame takes more than one slot: the hand ring
+        /// moving as many slots a message.
+        frame_sized: Option<FrameSized>,
+    },
 }
 
 impl BaselineKind {
     /// Its row in the table.
-    fn label(self) -> &'static str {
+    fn label(&self) -> &'static str {
         match self {
             BaselineKind::Zmq => "zeromq ipc",
-            BaselineKind::Hand => "hand ring (spin)",
+            BaselineKind::Hand { .. } => "hand ring (spin)",
         }
     }
 
     /// Its short name in the ratio row.
-    fn short(self) -> &'static str {
+    fn short(&self) -> &'static str {
         match self {
             BaselineKind::Zmq => "zeromq",
-            BaselineKind::Hand => "hand",
+            BaselineKind::Hand { .. } => "hand",
         }
     }
 
     /// What it is, under the table.
-    fn note(self) -> &'static str {
+    fn note(&self) -> &'static str {
         match self {
             BaselineKind::Zmq => {
                 "zeromq: REQ/REP round trips, PUSH/PULL streaming, the same envelopes encoded and checked"
             }
-            BaselineKind::Hand => {
+            BaselineKind::Hand { .. } => {
                 "hand: a minimal SPSC ring, 64-byte slots, Release head store and Acquire tail load, two threads spinning, a raw 64-byte slot per message (no envelope, no checks)"
             }
         }
@@ -200,15 +201,15 @@ pub fn render_ring_json(report: &RingReport) -> String {
     let bench = &report.bench;
     let baseline = report.baseline.as_ref().map(|(kind, case)| {
         let json = Some(CaseJson::of(case));
-        let (zmq, hand) = match kind {
-            BaselineKind::Zmq => (json, None),
-            BaselineKind::Hand => (None, json),
+        let (zmq, hand, frame_sized) = match kind {
+            BaselineKind::Zmq => (json, None, None),
+            BaselineKind::Hand { frame_sized } => (None, json, frame_sized.as_ref()),
         };
         BaselineJson {
             zmq,
             hand,
             ratio: Ratios::of(case, &report.ring),
-            hand_frame: report.frame_sized.as_ref().map(|frame| FrameJson {
+            hand_frame: frame_sized.map(|frame| FrameJson {
                 case: CaseJson::of(&frame.case),
                 slots_per_message: frame.slots,
                 ratio: Ratios::of(&frame.case, &report.ring),
@@ -260,7 +261,13 @@ pub fn render_ring_table(report: &RingReport) -> String {
             case,
             &report.ring,
         );
-        if let Some(frame) = &report.frame_sized {
+        let frame_sized = match kind {
+            BaselineKind::Hand {
+                frame_sized: Some(frame),
+            } => Some(frame),
+            _ => None,
+        };
+        if let Some(frame) = frame_sized {
             row(
                 &mut out,
                 &format!("hand ring, {} slots", frame.slots),
@@ -274,7 +281,7 @@ pub fn render_ring_table(report: &RingReport) -> String {
             );
         }
         let _ = writeln!(out, "\n{}", kind.note());
-        if let Some(frame) = &report.frame_sized {
+        if let Some(frame) = frame_sized {
             let _ = writeln!(
                 out,
                 "hand ring, {} slots: the same ring moving {} whole slots a message, as many as pinwheel's frame of a {}-byte body takes",

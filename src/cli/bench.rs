@@ -452,9 +452,9 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), CliError> {
         }
         .run()
     };
-    let (baseline, frame_sized) = match args.baseline {
-        None => (None, None),
-        Some(Baseline::Zmq) => (Some((BaselineKind::Zmq, zmq_baseline(&bench)?)), None),
+    let baseline = match args.baseline {
+        None => None,
+        Some(Baseline::Zmq) => Some((BaselineKind::Zmq, zmq_baseline(&bench)?)),
         Some(Baseline::Hand) => {
             let slots = frame_slots_of(bench.size)?;
             let frame_sized = if slots > 1 {
@@ -465,7 +465,7 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), CliError> {
             } else {
                 None
             };
-            (Some((BaselineKind::Hand, hand(1)?)), frame_sized)
+            Some((BaselineKind::Hand { frame_sized }, hand(1)?))
         }
     };
     let ring = bench.run()?;
@@ -473,7 +473,6 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), CliError> {
         bench,
         ring,
         baseline,
-        frame_sized,
     };
     args.output.write(
         out,
