@@ -172,15 +172,23 @@ impl Producer {
     /// serializes the other kinds into the slot on an in-process ring, and
     /// into staging memory then copied in on a ring another process maps.
     pub fn try_write_envelope(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
-        if let Some(frame) = InlineFrame::of(env) {
-            return match self.end.write_words(frame.body(), frame.root())? {
-                Ok(()) => {
-                    self.stats.frames += 1;
-                    Ok(())
-                }
-                Err(fail) => Err(self.fail(fail, frame.encoded_len())),
-            };
+        let Some(frame) = InlineFrame::of(env) else {
+            return self.write_archived(env);
+        };
+        match self.end.write_words(frame.body(), frame.root())? {
+            Ok(()) => {
+                self.stats.frames += 1;
+                Ok(())
+            }
+            Err(fail) => Err(self.fail(fail, frame.encoded_len())),
         }
+    }
+
+    /// [`Producer::try_write_envelope`] for the kinds rkyv serializes. Out
+    /// of line, so that its buffers and error handling stay off the stack
+    /// frame of the in-line kinds' path, which round trips wait on.
+    #[inline(never)]
+    fn write_archived(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
         let scratch = &mut *self.scratch;
         let mut failure = None;
         let written = self

@@ -27,7 +27,12 @@
 //! other direction). Word copies were chosen over `read_volatile` loops
 //! because a volatile access racing with a write is still a data race in
 //! Rust's model, and over byte atomics because they are an eighth of the
-//! operations; the loops move four words a step. The price, against the
+//! operations. Byte copies in move four words a step; frames are copied
+//! out as whole words into a word buffer (a frame's last word lies inside
+//! its last slot), and an in-line envelope is stored as one frame with one
+//! bounds check (`store_frame`), because these loops sit on a round
+//! trip's critical path between seeing a frame and answering it. The
+//! price, against the
 //! `memcpy` and in-slot encoding this replaced, on the 2-vCPU VM:
 //! `pinwheel bench ring` (two processes) 281 to 311 ns median round trip;
 //! `cargo bench --bench ring`, one thread, push and pop of a 64-byte-body
@@ -92,6 +97,38 @@ mod raw {
         u64::from_ne_bytes(bytes)
     }
 
+    /// Stores `src` into `words` (`src.len().div_ceil(8)` of them), one
+    /// atomic word at a time, four a step; the last word's bytes past
+    /// `src` are zeroed.
+    #[inline(always)]
+    fn store_bytes(words: &[AtomicU64], src: &[u8]) {
+        // Four words a step, unrolled: a loop of single atomic words
+        // spends as much on its own compare-and-branch as on the copy.
+        let mut quads = src.chunks_exact(4 * WORD);
+        for (quad, bytes) in words.chunks_exact(4).zip(&mut quads) {
+            for (word, chunk) in quad.iter().zip(bytes.chunks_exact(WORD)) {
+                // SYNC: Relaxed; published by the Release store of head in
+                // ProducerEnd::publish, which pairs with the Acquire load in
+                // ConsumerEnd::refresh_head.
+                word.store(word_of(chunk), Ordering::Relaxed);
+            }
+        }
+        let rest = quads.remainder();
+        let words = &words[(src.len() - rest.len()) / WORD..];
+        let mut chunks = rest.chunks_exact(WORD);
+        for (word, chunk) in words.iter().zip(&mut chunks) {
+            // SYNC: as above.
+            word.store(word_of(chunk), Ordering::Relaxed);
+        }
+        let tail = chunks.remainder();
+        if let (false, Some(last)) = (tail.is_empty(), words.last()) {
+            let mut bytes = [0u8; WORD];
+            bytes[..tail.len()].copy_from_slice(tail);
+            // SYNC: as above.
+            last.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+        }
+    }
+
     /// The frame bytes of a ring: `len` bytes at `base`, owned by a
     /// mapping or heap buffer that outlives every `DataRegion` over it.
     #[derive(Debug)]
@@ -139,6 +176,7 @@ mod raw {
         /// The words covering `len` bytes from the 8-byte aligned `offset`,
         /// as atomics: a shared reference to them allows anyone, this
         /// process or the peer, to write them meanwhile.
+        #[inline(always)]
         fn words(&self, offset: usize, len: usize) -> &[AtomicU64] {
             let count = len.div_ceil(WORD);
             self.check(offset, count * WORD);
@@ -156,61 +194,47 @@ mod raw {
         /// atomic word at a time; the last word's bytes past `src` are
         /// zeroed (they are padding inside the frame's last slot).
         pub(in crate::ring) fn copy_in(&self, offset: usize, src: &[u8]) {
-            let words = self.words(offset, src.len());
-            // Four words a step, unrolled: a loop of single atomic words
-            // spends as much on its own compare-and-branch as on the copy.
-            let mut quads = src.chunks_exact(4 * WORD);
-            for (quad, bytes) in words.chunks_exact(4).zip(&mut quads) {
-                for (word, chunk) in quad.iter().zip(bytes.chunks_exact(WORD)) {
-                    // SYNC: Relaxed; published by the Release store of head
-                    // in ProducerEnd::publish, which pairs with the Acquire
-                    // load in ConsumerEnd::refresh_head.
-                    word.store(word_of(chunk), Ordering::Relaxed);
-                }
-            }
-            let rest = quads.remainder();
-            let words = &words[(src.len() - rest.len()) / WORD..];
-            let mut chunks = rest.chunks_exact(WORD);
-            for (word, chunk) in words.iter().zip(&mut chunks) {
-                // SYNC: as above.
-                word.store(word_of(chunk), Ordering::Relaxed);
-            }
-            let tail = chunks.remainder();
-            if let (false, Some(last)) = (tail.is_empty(), words.last()) {
-                let mut bytes = [0u8; WORD];
-                bytes[..tail.len()].copy_from_slice(tail);
-                // SYNC: as above.
-                last.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+            store_bytes(self.words(offset, src.len()), src);
+        }
+
+        /// Copies `dst.len()` words from the 8-byte aligned `offset` into
+        /// `dst`, one atomic word at a time, with one bounds check.
+        #[inline]
+        pub(in crate::ring) fn load_words(&self, offset: usize, dst: &mut [u64]) {
+            let words = self.words(offset, dst.len() * WORD);
+            for (value, word) in dst.iter_mut().zip(words) {
+                // SYNC: Relaxed; the Acquire load of head in
+                // ConsumerEnd::refresh_head (pairing with the producer's
+                // Release store) ordered the frame's stores before it.
+                *value = word.load(Ordering::Relaxed);
             }
         }
 
-        /// Copies bytes at the 8-byte aligned `offset` into `dst`, one
-        /// atomic word at a time.
-        pub(in crate::ring) fn copy_out(&self, offset: usize, dst: &mut [u8]) {
-            let words = self.words(offset, dst.len());
-            let whole = dst.len() / (4 * WORD) * 4;
-            let mut quads = dst.chunks_exact_mut(4 * WORD);
-            for (quad, bytes) in words.chunks_exact(4).zip(&mut quads) {
-                for (word, chunk) in quad.iter().zip(bytes.chunks_exact_mut(WORD)) {
-                    // SYNC: Relaxed; the Acquire load of head in
-                    // ConsumerEnd::refresh_head (pairing with the producer's
-                    // Release store) ordered the frame's stores before it.
-                    chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
-                }
+        /// Writes a whole frame at the 8-byte aligned `offset` with one
+        /// bounds check: `prefix` zero-padded to a whole word from the
+        /// second word on, then `words`, then `header` into the first word
+        /// (all little-endian but the prefix's bytes).
+        #[inline(always)]
+        pub(in crate::ring) fn store_frame<const N: usize>(
+            &self,
+            offset: usize,
+            header: u64,
+            prefix: &[u8],
+            words: &[u64; N],
+        ) {
+            let prefix_words = prefix.len().div_ceil(WORD);
+            let frame = self.words(offset, (1 + prefix_words + N) * WORD);
+            let (first, rest) = frame.split_first().expect("a frame has a header word");
+            let (body, root) = rest.split_at(prefix_words);
+            let root: &[AtomicU64; N] = root.try_into().expect("sized for N words above");
+            store_bytes(body, prefix);
+            for (word, value) in root.iter().zip(words) {
+                // SYNC: Relaxed; published by the Release store of head
+                // (see copy_in).
+                word.store(value.to_le(), Ordering::Relaxed);
             }
-            let words = &words[whole..];
-            let mut chunks = quads.into_remainder().chunks_exact_mut(WORD);
-            for (word, chunk) in words.iter().zip(&mut chunks) {
-                // SYNC: as above.
-                chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
-            }
-            let tail = chunks.into_remainder();
-            if let (false, Some(last)) = (tail.is_empty(), words.last()) {
-                // SYNC: as above.
-                let bytes = last.load(Ordering::Relaxed).to_ne_bytes();
-                let n = tail.len();
-                tail.copy_from_slice(&bytes[..n]);
-            }
+            // SYNC: as above.
+            first.store(header.to_le(), Ordering::Relaxed);
         }
 
         /// Writes a little-endian u64 at an 8-byte aligned `offset`.
@@ -219,18 +243,6 @@ mod raw {
             // SYNC: Relaxed; a frame header is published with its frame by
             // the Release store of head (see copy_in).
             self.words(offset, WORD)[0].store(value.to_le(), Ordering::Relaxed);
-        }
-
-        /// Writes `values` as little-endian u64s from the 8-byte aligned
-        /// `offset`, with one bounds check for them all.
-        #[inline]
-        pub(in crate::ring) fn store_words(&self, offset: usize, values: &[u64]) {
-            let words = self.words(offset, values.len() * WORD);
-            for (word, value) in words.iter().zip(values) {
-                // SYNC: Relaxed; published with the frame by the Release
-                // store of head (see copy_in).
-                word.store(value.to_le(), Ordering::Relaxed);
-            }
         }
 
         /// Reads a little-endian u64 at an 8-byte aligned `offset`.
@@ -438,6 +450,22 @@ mod model {
         }
 
         /// See the non-loom version.
+        pub(in crate::ring) fn store_frame<const N: usize>(
+            &self,
+            offset: usize,
+            header: u64,
+            prefix: &[u8],
+            words: &[u64; N],
+        ) {
+            let at = offset + size_of::<u64>();
+            self.copy_in(at, prefix);
+            let padded = prefix.len().next_multiple_of(size_of::<u64>());
+            self.copy_in(at + prefix.len(), &[0; 8][..padded - prefix.len()]);
+            self.store_words(at + padded, words);
+            self.store_u64(offset, header);
+        }
+
+        /// See the non-loom version.
         pub(in crate::ring) fn load_u64(&self, offset: usize) -> u64 {
             let mut bytes = [0u8; 8];
             self.copy_out(offset, &mut bytes);
@@ -505,21 +533,47 @@ mod tests {
         unsafe { DataRegion::new(base, buffer.len() * 8, reach) }
     }
 
+    /// The bytes of `words` as they lie in memory.
+    fn bytes_of(words: &[u64]) -> Vec<u8> {
+        words.iter().flat_map(|word| word.to_ne_bytes()).collect()
+    }
+
     #[test]
     fn word_copies_round_trip_every_length_and_zero_the_rest_of_the_last_word() {
-        let mut buffer = [u64::MAX; 16];
+        let mut buffer = [u64::MAX; 17];
         let sut = region(&mut buffer, Reach::Peers);
-        for len in 0..=120 {
+        for len in 0..=120_usize {
             let src: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5a).collect();
             sut.copy_in(8, &src);
-            let mut back = vec![0u8; len];
-            sut.copy_out(8, &mut back);
-            assert_eq!(back, src, "len {len}");
-            let mut word = vec![0u8; len.next_multiple_of(8)];
-            sut.copy_out(8, &mut word);
-            assert!(word[len..].iter().all(|b| *b == 0), "len {len}: {word:?}");
+            let mut back = vec![0u64; len.div_ceil(8)];
+            sut.load_words(8, &mut back);
+            let back = bytes_of(&back);
+            assert_eq!(back[..len], src, "len {len}");
+            assert!(back[len..].iter().all(|b| *b == 0), "len {len}: {back:?}");
         }
         assert_eq!(sut.load_u64(0), u64::MAX, "bytes before the copy untouched");
+        assert_eq!(
+            sut.load_u64(128),
+            u64::MAX,
+            "bytes after the copy untouched"
+        );
+    }
+
+    #[test]
+    fn a_frame_is_its_header_then_its_prefix_padded_to_a_word_then_its_words() {
+        let mut buffer = [u64::MAX; 8];
+        let sut = region(&mut buffer, Reach::Peers);
+        let prefix: Vec<u8> = (1..=13).collect();
+        sut.store_frame(8, 0x0102_0304_0506_0708, &prefix, &[7, 8, 9]);
+        let mut back = [0u64; 6];
+        sut.load_words(8, &mut back);
+        assert_eq!(back[0], 0x0102_0304_0506_0708_u64.to_le());
+        let body = bytes_of(&back[1..3]);
+        assert_eq!(body[..13], prefix[..]);
+        assert_eq!(body[13..], [0, 0, 0], "padding to the word is zero");
+        assert_eq!(back[3..], [7_u64.to_le(), 8_u64.to_le(), 9_u64.to_le()]);
+        assert_eq!(sut.load_u64(0), u64::MAX, "the word before is untouched");
+        assert_eq!(sut.load_u64(56), u64::MAX, "the word after is untouched");
     }
 
     #[test]
@@ -527,9 +581,9 @@ mod tests {
         let mut buffer = [0u64; 8];
         let sut = region(&mut buffer, Reach::Peers);
         sut.store_u64(16, 0x0102_0304_0506_0708);
-        let mut bytes = [0u8; 8];
-        sut.copy_out(16, &mut bytes);
-        assert_eq!(bytes, [8, 7, 6, 5, 4, 3, 2, 1]);
+        let mut word = [0u64; 1];
+        sut.load_words(16, &mut word);
+        assert_eq!(bytes_of(&word), [8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(sut.load_u64(16), 0x0102_0304_0506_0708);
     }
 
@@ -537,7 +591,14 @@ mod tests {
     #[should_panic(expected = "outside 64 bytes")]
     fn a_copy_past_the_region_is_refused_before_any_access() {
         let mut buffer = [0u64; 8];
-        region(&mut buffer, Reach::Peers).copy_out(56, &mut [0u8; 9]);
+        region(&mut buffer, Reach::Peers).load_words(56, &mut [0u64; 2]);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside 64 bytes")]
+    fn a_frame_past_the_region_is_refused_before_any_store() {
+        let mut buffer = [0u64; 8];
+        region(&mut buffer, Reach::Peers).store_frame(40, 0, &[1; 9], &[2, 3]);
     }
 
     #[test]

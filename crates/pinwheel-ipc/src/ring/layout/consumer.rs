@@ -4,15 +4,17 @@
 //! On a ring only this process maps a frame is read in place; on one a
 //! peer maps it is copied out to private memory (atomic word copies) and
 //! read only there, so the peer cannot change it while it is checked or
-//! used. The copy buffer is allocated once, at the largest frame.
+//! used. The copy buffer is allocated once, at the largest frame, in
+//! whole words.
 
 use std::sync::Arc;
-
-use rkyv::util::AlignedVec;
 
 use super::{FRAME_HEADER_BYTES, KIND_DATA, KIND_PAD, Reach, SLOT_BYTES, Shared, frame_slots};
 use crate::ring::RingError;
 use crate::ring::sync::{Ordering, fence};
+
+/// Bytes per word of a frame copied out.
+const WORD_BYTES: usize = 8;
 
 /// A frame found by [`ConsumerEnd::next_frame`].
 #[derive(Debug, Clone, Copy)]
@@ -42,9 +44,10 @@ pub(in crate::ring) struct ConsumerEnd {
     untrusted: bool,
     /// The epoch this end expects in the header.
     epoch: u64,
-    /// Private memory frames of a ring a peer maps are copied to (aligned
-    /// for the archived envelope); empty on in-process rings.
-    copy: AlignedVec<16>,
+    /// Private memory frames of a ring a peer maps are copied to, whole
+    /// words (aligned for the archived envelope, which needs at most 8);
+    /// empty on in-process rings.
+    copy: Box<[u64]>,
 }
 
 impl ConsumerEnd {
@@ -55,10 +58,11 @@ impl ConsumerEnd {
         // SYNC: Relaxed; only this end writes tail.
         let tail = control.consumer.tail.load(Ordering::Relaxed);
         let untrusted = shared.reach() == Reach::Peers;
-        let mut copy = AlignedVec::new();
-        if untrusted {
-            copy.resize(max_frame, 0);
-        }
+        let copy = if untrusted {
+            vec![0; max_frame.div_ceil(WORD_BYTES)].into_boxed_slice()
+        } else {
+            Box::default()
+        };
         Self {
             epoch: shared.epoch(),
             shared,
@@ -77,6 +81,7 @@ impl ConsumerEnd {
         !self.untrusted
     }
 
+    #[inline(always)]
     fn refresh_head(&mut self) -> Result<(), RingError> {
         // SYNC: Acquire pairs with the Release store in ProducerEnd::publish:
         // frames below head are fully written.
@@ -85,16 +90,21 @@ impl ConsumerEnd {
         // starting tail too (it is read from the header at attach).
         let ahead = head.wrapping_sub(self.tail);
         if self.untrusted && (head < self.head_cache || ahead > self.shared.slots()) {
-            let last = self.tail.saturating_add(self.shared.slots());
-            let expected = format!("{}..={last}", self.head_cache);
-            return Err(RingError::Corrupt {
-                what: "head",
-                value: head,
-                expected,
-            });
+            return Err(self.bad_head(head));
         }
         self.head_cache = head;
         Ok(())
+    }
+
+    /// The error for a head outside the range this end accepts.
+    #[cold]
+    fn bad_head(&self, head: u64) -> RingError {
+        let last = self.tail.saturating_add(self.shared.slots());
+        RingError::Corrupt {
+            what: "head",
+            value: head,
+            expected: format!("{}..={last}", self.head_cache),
+        }
     }
 
     /// Slots between the tail and the last head this end read.
@@ -105,6 +115,10 @@ impl ConsumerEnd {
 
     /// The next published frame, skipping pads; `None` when the ring is
     /// empty. The frame stays readable until [`ConsumerEnd::release`].
+    ///
+    /// Inline, with the pads and the errors out of line: this runs between
+    /// seeing a frame and reading it, on the round trip's critical path.
+    #[inline(always)]
     pub(in crate::ring) fn next_frame(&mut self) -> Result<Option<FrameAt>, RingError> {
         loop {
             if self.tail == self.head_cache {
@@ -113,50 +127,65 @@ impl ConsumerEnd {
                     return Ok(None);
                 }
             }
-            let index = self.tail & (self.shared.slots() - 1);
-            let offset = self.shared.offset(self.tail);
             // Slot `tail` lies in [tail, head): published, and not written
             // by the producer until tail moves past it (a peer may write it
             // anyway: the header is checked below).
+            let offset = self.shared.offset(self.tail);
             let header = self.shared.data.load_u64(offset);
             let len = (header & u64::from(u32::MAX)) as usize;
-            let kind = (header >> 32) as u32;
-            let to_end = self.shared.slots() - index;
-            let published = self.head_cache - self.tail;
-            match kind {
-                KIND_PAD
-                    if len == to_end as usize * SLOT_BYTES - FRAME_HEADER_BYTES
-                        && to_end <= published =>
-                {
-                    self.tail += to_end;
-                }
-                KIND_DATA if len <= self.max_frame && frame_slots(len) <= to_end.min(published) => {
-                    return Ok(Some(FrameAt {
-                        offset: offset + FRAME_HEADER_BYTES,
-                        len,
-                        slots: frame_slots(len),
-                    }));
-                }
-                _ => {
-                    let most = self.max_frame.min(
-                        (to_end.min(published) as usize * SLOT_BYTES)
-                            .saturating_sub(FRAME_HEADER_BYTES),
-                    );
-                    let expected =
-                        format!("a data frame of at most {most} bytes, or a pad of {to_end} slots");
-                    return Err(RingError::Corrupt {
-                        what: "frame header",
-                        value: u64::from(kind) << 32 | len as u64,
-                        expected,
-                    });
-                }
+            let slots = frame_slots(len);
+            if (header >> 32) as u32 == KIND_DATA
+                && len <= self.max_frame
+                && slots <= self.readable()
+            {
+                return Ok(Some(FrameAt {
+                    offset: offset + FRAME_HEADER_BYTES,
+                    len,
+                    slots,
+                }));
             }
+            self.skip_pad(header)?;
         }
+    }
+
+    /// Slots from the tail that one frame may span: published, and before
+    /// the ring's end (a frame never wraps).
+    #[inline]
+    fn readable(&self) -> u64 {
+        let to_end = self.shared.slots() - (self.tail & (self.shared.slots() - 1));
+        to_end.min(self.head_cache - self.tail)
+    }
+
+    /// Moves the tail past the pad whose header is `header`, or refuses
+    /// the header: it is neither a data frame [`ConsumerEnd::next_frame`]
+    /// can read nor a pad to the ring's end.
+    #[cold]
+    fn skip_pad(&mut self, header: u64) -> Result<(), RingError> {
+        let len = (header & u64::from(u32::MAX)) as usize;
+        let kind = (header >> 32) as u32;
+        let to_end = self.shared.slots() - (self.tail & (self.shared.slots() - 1));
+        let published = self.head_cache - self.tail;
+        if kind == KIND_PAD
+            && len == to_end as usize * SLOT_BYTES - FRAME_HEADER_BYTES
+            && to_end <= published
+        {
+            self.tail += to_end;
+            return Ok(());
+        }
+        let most = self
+            .max_frame
+            .min((self.readable() as usize * SLOT_BYTES).saturating_sub(FRAME_HEADER_BYTES));
+        Err(RingError::Corrupt {
+            what: "frame header",
+            value: header,
+            expected: format!("a data frame of at most {most} bytes, or a pad of {to_end} slots"),
+        })
     }
 
     /// Hands a frame's bytes to `read`: in place on a ring only this
     /// process maps, else from a private copy the peer cannot change.
     #[cfg(not(loom))]
+    #[inline]
     pub(in crate::ring) fn read<R>(&mut self, frame: &FrameAt, read: impl FnOnce(&[u8]) -> R) -> R {
         if let Some(memory) = self.shared.data.in_place() {
             // SAFETY: no other process maps the ring (`in_place` proves it);
@@ -165,9 +194,15 @@ impl ConsumerEnd {
             // and release needs `&mut self`, so not during this borrow.
             return read(unsafe { memory.slice(frame.offset, frame.len) });
         }
-        let copy = &mut self.copy[..frame.len];
-        self.shared.data.copy_out(frame.offset, copy);
-        read(copy)
+        // Whole words: the frame's last word lies inside its last slot,
+        // published with it, so the bytes past `len` are this end's too.
+        let copy = &mut self.copy[..frame.len.div_ceil(WORD_BYTES)];
+        self.shared.data.load_words(frame.offset, copy);
+        // SAFETY: the words are initialized private memory, and any bytes
+        // are valid u8s; the view borrows `copy` and covers at most its
+        // `copy.len() * 8` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(copy.as_ptr().cast::<u8>(), frame.len) };
+        read(bytes)
     }
 
     /// Copies a frame's bytes into `dst` (`dst.len()` must be the frame's
@@ -186,6 +221,7 @@ impl ConsumerEnd {
 
     /// Gives a frame's slots back. Returns true when the producer was
     /// parked for space and must be woken.
+    #[inline]
     pub(in crate::ring) fn release(&mut self, frame: FrameAt, doorbell: bool) -> bool {
         self.tail += frame.slots;
         if self.tail - self.published >= (self.shared.slots() / 4).max(1) {

@@ -20,11 +20,6 @@ use super::{FRAME_HEADER_BYTES, KIND_DATA, KIND_PAD, Reach, SLOT_BYTES, Shared, 
 use crate::ring::RingError;
 use crate::ring::sync::{Ordering, fence};
 
-/// How far ahead of `head` the producer prefetches slots for writing, and
-/// how many: far enough that the line has arrived by the time it is
-/// written, near enough that it is still there.
-const PREFETCH_AHEAD: u64 = 16;
-const PREFETCH_SLOTS: u64 = 4;
 /// Slots from `head` prefetched before a staged frame is built: two hold
 /// a request with a 64-byte body.
 const STAGED_PREFETCH_SLOTS: u64 = 2;
@@ -128,19 +123,6 @@ impl ProducerEnd {
             .saturating_sub(self.head.wrapping_sub(self.tail_cache))
     }
 
-    /// Prefetches, for writing, slots a little ahead of `head` that the
-    /// consumer has already given back (a stale tail only makes this more
-    /// cautious), so frames written later do not stall on store misses.
-    fn prefetch_ahead(&self) {
-        let free = self.free();
-        let end = (PREFETCH_AHEAD + PREFETCH_SLOTS).min(free);
-        for ahead in PREFETCH_AHEAD..end {
-            self.shared
-                .data
-                .prefetch_write(self.shared.offset(self.head.wrapping_add(ahead)));
-        }
-    }
-
     /// Prefetches, for writing, up to `slots` slots from `head` that are
     /// free now.
     fn prefetch_next(&self, slots: u64) {
@@ -188,7 +170,6 @@ impl ProducerEnd {
         if self.free() < self.max_frame_slots {
             self.refresh_tail()?;
         }
-        self.prefetch_ahead();
         loop {
             let room = self.room();
             if room.capacity > 0 {
@@ -260,24 +241,32 @@ impl ProducerEnd {
     /// Writes one frame from its parts: `prefix`, zero padding to a whole
     /// word, then `words`, each stored little-endian. A sender that knows
     /// its frame as such parts (an envelope of an in-line kind) writes them
-    /// straight into the slots, with no staging copy on a peer's ring.
-    pub(in crate::ring) fn write_words(
+    /// straight into the slots, with no staging copy on a peer's ring, and
+    /// with atomic words on either kind of ring (they zero the padding in
+    /// the prefix's last word, which a `memcpy` would leave stale).
+    ///
+    /// Inline, with a fast path: when the cached tail shows room before
+    /// the ring's end, nothing but the stores runs between the caller's
+    /// envelope and the publish, which is on the round trip's critical
+    /// path.
+    #[inline(always)]
+    pub(in crate::ring) fn write_words<const N: usize>(
         &mut self,
         prefix: &[u8],
-        words: &[u64],
+        words: &[u64; N],
     ) -> Result<Result<(), WriteFail>, RingError> {
-        let at = prefix.len().next_multiple_of(WORD_BYTES);
-        let len = at + words.len() * WORD_BYTES;
-        let slot = match self.reserve(len)? {
-            Ok(slot) => slot,
-            Err(fail) => return Ok(Err(fail)),
-        };
-        let offset = self.shared.offset(slot) + FRAME_HEADER_BYTES;
-        // Atomic words on either kind of ring: copy_in zeroes the padding
-        // in the prefix's last word, which a memcpy would leave stale.
-        self.shared.data.copy_in(offset, prefix);
-        self.shared.data.store_words(offset + at, words);
-        self.commit(slot, len);
+        let len = prefix.len().next_multiple_of(WORD_BYTES) + N * WORD_BYTES;
+        let slots = frame_slots(len);
+        let to_end = self.shared.slots() - (self.head & (self.shared.slots() - 1));
+        let fits = slots <= self.free() && slots <= to_end && slots <= self.max_frame_slots;
+        if !fits && let Err(fail) = self.reserve(len)? {
+            return Ok(Err(fail));
+        }
+        let header = u64::from(KIND_DATA) << 32 | len as u64;
+        self.shared
+            .data
+            .store_frame(self.shared.offset(self.head), header, prefix, words);
+        self.head += slots;
         Ok(Ok(()))
     }
 
@@ -291,7 +280,6 @@ impl ProducerEnd {
         if self.free() < frame_slots(len) {
             self.refresh_tail()?;
         }
-        self.prefetch_ahead();
         loop {
             let room = self.room();
             if room.capacity >= len {
