@@ -20,6 +20,11 @@ use super::{FRAME_HEADER_BYTES, KIND_DATA, KIND_PAD, Reach, SLOT_BYTES, Shared, 
 use crate::ring::RingError;
 use crate::ring::sync::{Ordering, fence};
 
+/// How far ahead of `head` the producer prefetches slots for writing
+/// while it writes a batch, and how many: far enough that the line has
+/// arrived by the time it is written, near enough that it is still there.
+const PREFETCH_AHEAD: u64 = 16;
+const PREFETCH_SLOTS: u64 = 4;
 /// Slots from `head` prefetched before a staged frame is built: two hold
 /// a request with a 64-byte body.
 const STAGED_PREFETCH_SLOTS: u64 = 2;
@@ -123,6 +128,27 @@ impl ProducerEnd {
             .saturating_sub(self.head.wrapping_sub(self.tail_cache))
     }
 
+    /// Prefetches, for writing, slots a little ahead of `head` that the
+    /// consumer has already given back (a stale tail only makes this more
+    /// cautious), while frames are written ahead of their publish (a
+    /// batch: streaming), so that frames written later do not stall on
+    /// taking their lines back from the consumer's core. Not for a frame
+    /// published on its own (a round trip): there nothing is ahead to
+    /// hide, and taking the lines early cost the hand ring 13-20 ns a
+    /// round trip on the 2-vCPU VM.
+    #[inline(always)]
+    fn prefetch_batch(&self) {
+        if self.head == self.published {
+            return;
+        }
+        let end = (PREFETCH_AHEAD + PREFETCH_SLOTS).min(self.free());
+        for ahead in PREFETCH_AHEAD..end {
+            self.shared
+                .data
+                .prefetch_write(self.shared.offset(self.head.wrapping_add(ahead)));
+        }
+    }
+
     /// Prefetches, for writing, up to `slots` slots from `head` that are
     /// free now.
     fn prefetch_next(&self, slots: u64) {
@@ -170,6 +196,7 @@ impl ProducerEnd {
         if self.free() < self.max_frame_slots {
             self.refresh_tail()?;
         }
+        self.prefetch_batch();
         loop {
             let room = self.room();
             if room.capacity > 0 {
@@ -262,6 +289,9 @@ impl ProducerEnd {
         if !fits && let Err(fail) = self.reserve(len)? {
             return Ok(Err(fail));
         }
+        if fits {
+            self.prefetch_batch();
+        }
         let header = u64::from(KIND_DATA) << 32 | len as u64;
         self.shared
             .data
@@ -280,6 +310,7 @@ impl ProducerEnd {
         if self.free() < frame_slots(len) {
             self.refresh_tail()?;
         }
+        self.prefetch_batch();
         loop {
             let room = self.room();
             if room.capacity >= len {
