@@ -443,13 +443,6 @@ mod model {
         }
 
         /// See the non-loom version.
-        pub(in crate::ring) fn store_words(&self, offset: usize, values: &[u64]) {
-            for (i, value) in values.iter().enumerate() {
-                self.store_u64(offset + i * size_of::<u64>(), *value);
-            }
-        }
-
-        /// See the non-loom version.
         pub(in crate::ring) fn store_frame<const N: usize>(
             &self,
             offset: usize,
@@ -461,7 +454,9 @@ mod model {
             self.copy_in(at, prefix);
             let padded = prefix.len().next_multiple_of(size_of::<u64>());
             self.copy_in(at + prefix.len(), &[0; 8][..padded - prefix.len()]);
-            self.store_words(at + padded, words);
+            for (i, value) in words.iter().enumerate() {
+                self.store_u64(at + padded + i * size_of::<u64>(), *value);
+            }
             self.store_u64(offset, header);
         }
 
