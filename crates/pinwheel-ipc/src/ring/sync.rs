@@ -27,13 +27,13 @@
 //! other direction). Word copies were chosen over `read_volatile` loops
 //! because a volatile access racing with a write is still a data race in
 //! Rust's model, and over byte atomics because they are an eighth of the
-//! operations. Byte copies in move four words a step; frames are copied
-//! out as whole words into a word buffer (a frame's last word lies inside
-//! its last slot), and an in-line envelope is stored as one frame with one
-//! bounds check (`store_frame`), because these loops sit on a round
-//! trip's critical path between seeing a frame and answering it. The
-//! price, against the
-//! `memcpy` and in-slot encoding this replaced, on the 2-vCPU VM:
+//! operations. These loops sit on a round trip's critical path, between
+//! seeing a frame and answering it, so they are kept short: bytes are
+//! stored four words a step, frames are copied out as whole words into a
+//! word buffer (a frame's last word lies inside its last slot), and an
+//! in-line envelope is stored as one frame with one bounds check
+//! (`store_frame`). What word copies cost when they replaced `memcpy` and
+//! in-slot encoding, on the 2-vCPU VM:
 //! `pinwheel bench ring` (two processes) 281 to 311 ns median round trip;
 //! `cargo bench --bench ring`, one thread, push and pop of a 64-byte-body
 //! envelope 153 to 194 ns and of 512 bytes 111 to 165 ns (both ends in
