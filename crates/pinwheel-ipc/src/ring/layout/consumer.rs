@@ -9,12 +9,11 @@
 
 use std::sync::Arc;
 
-use super::{FRAME_HEADER_BYTES, KIND_DATA, KIND_PAD, Reach, SLOT_BYTES, Shared, frame_slots};
+use super::{
+    FRAME_HEADER_BYTES, KIND_DATA, KIND_PAD, Reach, SLOT_BYTES, Shared, WORD_BYTES, frame_slots,
+};
 use crate::ring::RingError;
 use crate::ring::sync::{Ordering, fence};
-
-/// Bytes per word of a frame copied out.
-const WORD_BYTES: usize = 8;
 
 /// A frame found by [`ConsumerEnd::next_frame`].
 #[derive(Debug, Clone, Copy)]
@@ -152,8 +151,9 @@ impl ConsumerEnd {
     /// the ring's end (a frame never wraps).
     #[inline]
     fn readable(&self) -> u64 {
-        let to_end = self.shared.slots() - (self.tail & (self.shared.slots() - 1));
-        to_end.min(self.head_cache - self.tail)
+        self.shared
+            .to_end(self.tail)
+            .min(self.head_cache - self.tail)
     }
 
     /// Moves the tail past the pad whose header is `header`, or refuses
@@ -163,7 +163,7 @@ impl ConsumerEnd {
     fn skip_pad(&mut self, header: u64) -> Result<(), RingError> {
         let len = (header & u64::from(u32::MAX)) as usize;
         let kind = (header >> 32) as u32;
-        let to_end = self.shared.slots() - (self.tail & (self.shared.slots() - 1));
+        let to_end = self.shared.to_end(self.tail);
         let published = self.head_cache - self.tail;
         if kind == KIND_PAD
             && len == to_end as usize * SLOT_BYTES - FRAME_HEADER_BYTES

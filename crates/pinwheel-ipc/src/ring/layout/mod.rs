@@ -93,6 +93,9 @@ pub(super) use producer::{ProducerEnd, WriteFail};
 pub const SLOT_BYTES: usize = 64;
 /// Bytes of a frame's header.
 pub const FRAME_HEADER_BYTES: usize = 8;
+/// Bytes of a word: frames are written and copied out in whole words
+/// (the header is one).
+const WORD_BYTES: usize = 8;
 /// `b"PWHLRING"` as a little-endian u64.
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"PWHLRING");
 /// Version of this layout. The layout of version 1 is unchanged; only how
@@ -360,6 +363,13 @@ impl Shared {
 
     fn offset(&self, slot: u64) -> usize {
         (slot & (self.slots - 1)) as usize * SLOT_BYTES
+    }
+
+    /// Slots from `slot` to the ring's end: the most one frame starting
+    /// there may span (a frame never wraps).
+    #[inline]
+    fn to_end(&self, slot: u64) -> u64 {
+        self.slots - (slot & (self.slots - 1))
     }
 
     /// Checks the header against this ring: magic, version, slot size, slot

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use rkyv::util::AlignedVec;
 
-use super::{FRAME_HEADER_BYTES, KIND_DATA, KIND_PAD, Reach, SLOT_BYTES, Shared, frame_slots};
+use super::{
+    FRAME_HEADER_BYTES, KIND_DATA, KIND_PAD, Reach, SLOT_BYTES, Shared, WORD_BYTES, frame_slots,
+};
 use crate::ring::RingError;
 use crate::ring::sync::{Ordering, fence};
 
@@ -28,8 +30,6 @@ const PREFETCH_SLOTS: u64 = 4;
 /// Slots from `head` prefetched before a staged frame is built: two hold
 /// a request with a 64-byte body.
 const STAGED_PREFETCH_SLOTS: u64 = 2;
-/// Bytes of a word of [`ProducerEnd::write_words`].
-const WORD_BYTES: usize = 8;
 
 /// Where a writer may put one frame.
 struct Room {
@@ -160,8 +160,7 @@ impl ProducerEnd {
     }
 
     fn room(&self) -> Room {
-        let index = self.head & (self.shared.slots() - 1);
-        let to_end = self.shared.slots() - index;
+        let to_end = self.shared.to_end(self.head);
         let free = self.free();
         // Plain comparisons: an iterator over (slots, limit) tuples here
         // compiled to stack shuffles that stalled store forwarding.
@@ -272,10 +271,8 @@ impl ProducerEnd {
     /// with atomic words on either kind of ring (they zero the padding in
     /// the prefix's last word, which a `memcpy` would leave stale).
     ///
-    /// Inline, with a fast path: when the cached tail shows room before
-    /// the ring's end, nothing but the stores runs between the caller's
-    /// envelope and the publish, which is on the round trip's critical
-    /// path.
+    /// Inline: it runs between the caller's envelope and the publish,
+    /// which is on the round trip's critical path.
     #[inline(always)]
     pub(in crate::ring) fn write_words<const N: usize>(
         &mut self,
@@ -283,31 +280,37 @@ impl ProducerEnd {
         words: &[u64; N],
     ) -> Result<Result<(), WriteFail>, RingError> {
         let len = prefix.len().next_multiple_of(WORD_BYTES) + N * WORD_BYTES;
-        let slots = frame_slots(len);
-        let to_end = self.shared.slots() - (self.head & (self.shared.slots() - 1));
-        let fits = slots <= self.free() && slots <= to_end && slots <= self.max_frame_slots;
-        if !fits && let Err(fail) = self.reserve(len)? {
-            return Ok(Err(fail));
-        }
-        if fits {
-            self.prefetch_batch();
-        }
+        let slot = match self.reserve(len)? {
+            Ok(slot) => slot,
+            Err(fail) => return Ok(Err(fail)),
+        };
         let header = u64::from(KIND_DATA) << 32 | len as u64;
         self.shared
             .data
-            .store_frame(self.shared.offset(self.head), header, prefix, words);
-        self.head += slots;
+            .store_frame(self.shared.offset(slot), header, prefix, words);
+        self.head += frame_slots(len);
         Ok(Ok(()))
     }
 
-    /// Finds room for a frame of `len` bytes: the slot it starts at, after
-    /// padding to the ring's end if it would not fit before it.
+    /// Finds room for a frame of `len` bytes: the slot it starts at
+    /// (always `head`), after padding to the ring's end if it would not
+    /// fit before it. The common case, room before the ring's end by the
+    /// cached tail, is a few comparisons; refreshing the tail and padding
+    /// are the slow path.
     #[inline(always)]
     fn reserve(&mut self, len: usize) -> Result<Result<u64, WriteFail>, RingError> {
-        if frame_slots(len) > self.max_frame_slots {
+        let slots = frame_slots(len);
+        if slots <= self.free()
+            && slots <= self.shared.to_end(self.head)
+            && slots <= self.max_frame_slots
+        {
+            self.prefetch_batch();
+            return Ok(Ok(self.head));
+        }
+        if slots > self.max_frame_slots {
             return Ok(Err(WriteFail::TooLarge));
         }
-        if self.free() < frame_slots(len) {
+        if self.free() < slots {
             self.refresh_tail()?;
         }
         self.prefetch_batch();
@@ -343,7 +346,7 @@ impl ProducerEnd {
         match limit {
             Limit::MaxFrame => Ok(Some(WriteFail::TooLarge)),
             Limit::EndOfRing => {
-                let to_end = self.shared.slots() - (self.head & (self.shared.slots() - 1));
+                let to_end = self.shared.to_end(self.head);
                 if self.free() < to_end {
                     self.refresh_tail()?;
                 }
