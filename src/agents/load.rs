@@ -38,7 +38,7 @@ use futures_util::future::{join, join_all};
 use super::protocol::{METHOD_FRAME, METHOD_WORK, TRACE_BYTES, Trace};
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::Agent;
-use crate::runtime::ctx::{Ctx, now_ns};
+use crate::runtime::ctx::Ctx;
 use crate::runtime::node::{STATUS_OK, STATUS_TIMEOUT};
 use pinwheel_ipc::wire::{AgentId, Priority};
 
@@ -93,7 +93,7 @@ impl LoadGenerator {
         let n = self.next.get();
         self.next.set(n + 1);
         let due = start_ns + (n as f64 * period_ns) as u64;
-        let now = now_ns();
+        let now = ctx.now_ns();
         let on_time = due <= now || ctx.pause(Duration::from_nanos(due - now)).await;
         (on_time && !ctx.draining()).then_some((due, n))
     }
@@ -112,7 +112,7 @@ impl LoadGenerator {
             let status = outcome.as_ref().map(|reply| reply.head().code);
             match status {
                 Ok(STATUS_OK) => {
-                    ctx.stats().record_e2e(now_ns().saturating_sub(due));
+                    ctx.stats().record_e2e(ctx.now_ns().saturating_sub(due));
                     ctx.stats().update_requests(|r| r.completed += 1);
                 }
                 Ok(STATUS_TIMEOUT) | Err(RuntimeError::TimedOut) => {
@@ -130,7 +130,7 @@ impl LoadGenerator {
     async fn count_offered(&self, ctx: &Ctx, start_ns: u64) {
         while ctx.pause(Duration::from_secs(3_600)).await {}
         let period_ns = 1e9 / self.spec.rate_per_s;
-        let elapsed = now_ns().saturating_sub(start_ns) as f64;
+        let elapsed = ctx.now_ns().saturating_sub(start_ns) as f64;
         let due = (elapsed / period_ns).floor() as u64 + 1;
         let not_sent = due.saturating_sub(self.next.get());
         ctx.stats()
@@ -145,7 +145,7 @@ impl LoadGenerator {
         while !ctx.draining() {
             let due = start_ns + (n as f64 * period_ns) as u64;
             n += 1;
-            let now = now_ns();
+            let now = ctx.now_ns();
             if due > now && !ctx.pause(Duration::from_nanos(due - now)).await {
                 break;
             }
@@ -171,7 +171,7 @@ impl LoadGenerator {
 
 impl Agent for LoadGenerator {
     async fn run(&self, ctx: &Ctx) {
-        let start_ns = now_ns();
+        let start_ns = ctx.now_ns();
         let senders = match self.spec.requests_to {
             Some(_) if self.spec.rate_per_s > 0.0 => SENDERS,
             _ => 0,

@@ -33,7 +33,7 @@ use crate::process::{BridgeSpec, ProcessBridge, Slots};
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
 use crate::runtime::board::{AgentFlags, vram_class};
-use crate::runtime::ctx::{Ctx, now_ns};
+use crate::runtime::ctx::Ctx;
 use crate::runtime::layout::wire_priority;
 use crate::runtime::legacy::LegacyBook;
 use crate::runtime::node::STATUS_UNAVAILABLE;
@@ -329,7 +329,7 @@ async fn heartbeats(ctx: Ctx, registries: &[AgentId]) {
                 topic: TopicId::NONE,
                 correlation: 0,
                 priority: Priority::Low,
-                sent_ns: now_ns(),
+                sent_ns: ctx.now_ns(),
                 deadline_ns: 0,
                 payload: Payload::Heartbeat { seq },
             };

@@ -41,7 +41,7 @@ use super::protocol::{TRACE_BYTES, Trace};
 use crate::config::Behaviour;
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Message};
-use crate::runtime::ctx::{Ctx, Request, now_ns};
+use crate::runtime::ctx::{Ctx, Request};
 use crate::runtime::desk::{self, ModelLease};
 use crate::runtime::node::{
     STATUS_FAILED, STATUS_OK, STATUS_OVERLOADED, STATUS_TIMEOUT, STATUS_UNAVAILABLE,
@@ -166,7 +166,7 @@ impl Synthetic {
         }
         let drill = ctx.node().routes().board().drill(ctx.me());
         if drill.stalls() {
-            let left = deadline_ns.saturating_sub(now_ns());
+            let left = deadline_ns.saturating_sub(ctx.now_ns());
             let stall = if deadline_ns == 0 {
                 CALL_TIMEOUT
             } else {
@@ -208,7 +208,7 @@ pub async fn call_all(
     let mut buf = [0; TRACE_BYTES];
     let body = child.encode(&mut buf);
     for &target in calls.iter().filter(|&&t| !child.visited(t)) {
-        let now = now_ns();
+        let now = ctx.now_ns();
         let until_ns = match deadline_ns {
             0 => now + CALL_TIMEOUT.as_nanos() as u64,
             end => end,

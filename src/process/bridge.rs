@@ -177,7 +177,7 @@ struct Forward {
 
 impl Direct for Forward {
     fn take(&self, frame: FrameBuf) -> Result<(), FrameBuf> {
-        let began = now_ns();
+        let began = self.ctx.now_ns();
         let head = {
             let bytes = frame.bytes();
             wire::decode(&bytes).map(Head::of)
@@ -202,7 +202,7 @@ impl Direct for Forward {
         // As a worker counts a message its handler took.
         let me = self.ctx.me();
         let stats = self.ctx.stats();
-        stats.record_service(me, now_ns().saturating_sub(began));
+        stats.record_service(me, self.ctx.now_ns().saturating_sub(began));
         stats.update_agent(me, |c| c.handled += 1);
         Ok(())
     }

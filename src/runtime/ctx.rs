@@ -132,7 +132,7 @@ impl Ctx {
     /// it slept the whole time. Periodic tasks (heartbeats, saves) wait
     /// with this so that shutdown does not wait out their periods.
     pub async fn pause(&self, duration: Duration) -> bool {
-        self.pause_until(now_ns().saturating_add(duration_ns(duration)))
+        self.pause_until(self.now_ns().saturating_add(duration_ns(duration)))
             .await
     }
 
@@ -145,6 +145,12 @@ impl Ctx {
         let sleep = pin!(self.sleep_until(deadline_ns));
         let notice = pin!(self.draining.wait());
         matches!(select(sleep, notice).await, Either::Left(_))
+    }
+
+    /// CLOCK_MONOTONIC now, nanoseconds, from the executor's clock
+    /// ([`super::clock`]): what a handler stamps and times messages with.
+    pub fn now_ns(&self) -> u64 {
+        self.node.clock().now_ns()
     }
 
     /// The agent this worker serves.
@@ -186,7 +192,7 @@ impl Ctx {
                 Err(RuntimeError::Full) => {}
                 other => return other,
             }
-            let now = now_ns();
+            let now = self.now_ns();
             if give_up == 0 {
                 give_up = if env.deadline_ns > now {
                     env.deadline_ns
@@ -209,7 +215,7 @@ impl Ctx {
         priority: Priority,
         timeout: Duration,
     ) -> Result<Message, RuntimeError> {
-        let sent_ns = now_ns();
+        let sent_ns = self.now_ns();
         let deadline_ns = sent_ns + timeout.as_nanos() as u64;
         let request = Request {
             method,
@@ -238,7 +244,7 @@ impl Ctx {
             method,
             body,
             priority,
-            sent_ns: now_ns(),
+            sent_ns: self.now_ns(),
             deadline_ns,
         };
         self.call_at(to, None, request).await
@@ -274,7 +280,7 @@ impl Ctx {
             ok: false,
         };
         let reply = self.exchange(picked.to, request).await?;
-        let done_ns = now_ns();
+        let done_ns = self.now_ns();
         self.stats
             .record_call(self.me, to, done_ns.saturating_sub(request.sent_ns));
         outcome.done_ns = done_ns;
@@ -351,7 +357,7 @@ impl Ctx {
         body: &[u8],
         priority: Priority,
     ) -> Result<(), RuntimeError> {
-        let now = now_ns();
+        let now = self.now_ns();
         let event = Envelope {
             from: self.me,
             to: self.me,
@@ -367,7 +373,7 @@ impl Ctx {
 
     /// Sleeps for `duration` on the worker's own timer.
     pub async fn sleep(&self, duration: Duration) {
-        self.sleep_until(now_ns().saturating_add(duration_ns(duration)))
+        self.sleep_until(self.now_ns().saturating_add(duration_ns(duration)))
             .await;
     }
 
@@ -431,7 +437,7 @@ struct Outstanding<'a> {
 impl Drop for Outstanding<'_> {
     fn drop(&mut self) {
         let now = match self.done_ns {
-            0 => now_ns(),
+            0 => self.node.clock().now_ns(),
             done => done,
         };
         self.node

@@ -43,6 +43,7 @@ pub mod agent;
 pub mod balance;
 pub mod board;
 pub mod breaker;
+pub mod clock;
 pub mod control;
 pub mod ctx;
 pub mod desk;

@@ -20,6 +20,9 @@
 //! calls it makes ([`Node::finish`]) and by the replicas' states on the
 //! board, read at each pick.
 //!
+//! The executor's clock ([`Clock`]) lives here too: its tasks stamp and
+//! time messages with it.
+//!
 //! Nothing here allocates per message: frames come from the pool, inboxes
 //! and pending tables are sized at boot, and encoding uses one scratch area
 //! per executor. What cannot be delivered (no route, full inbox, empty
@@ -33,6 +36,7 @@ use std::sync::Arc;
 
 use super::RuntimeError;
 use super::balance::Balancer;
+use super::clock::Clock;
 use super::inbox::Inbox;
 use super::pending::Pending;
 use super::pool::{FrameBuf, FramePool};
@@ -166,6 +170,7 @@ pub struct Node {
     inboxes: Vec<Inbox>,
     pending: Rc<Pending>,
     timers: Rc<Timers>,
+    clock: Clock,
     watches: Watches,
     outgoing: RefCell<Vec<Option<Producer>>>,
     uplinks: RefCell<Uplinks>,
@@ -205,6 +210,7 @@ impl Node {
             pool: FramePool::new(sizes.pool_frames, sizes.frame_bytes),
             pending: Pending::new(executor, sizes.pending_calls),
             timers: Timers::new(),
+            clock: Clock::new(),
             watches: Watches::default(),
             inboxes,
             outgoing: RefCell::new(outgoing),
@@ -319,6 +325,11 @@ impl Node {
     /// The executor's timers.
     pub fn timers(&self) -> &Rc<Timers> {
         &self.timers
+    }
+
+    /// The executor's clock: CLOCK_MONOTONIC for a TSC read.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The rings its tasks wait on besides the pump's.

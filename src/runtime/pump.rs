@@ -78,7 +78,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::ctx::now_ns;
 use super::node::Node;
 use super::relay::Relay;
 use super::tasks::Census;
@@ -128,7 +127,7 @@ pub struct Pump {
 /// Moves frames and fires timers until `stop` is set and the rings are
 /// empty.
 pub async fn run_pump(mut pump: Pump) {
-    let mut last_pass_ns = now_ns();
+    let mut last_pass_ns = pump.node.clock().now_ns();
     // Whether a reactor pass may have come at a yield since the last one
     // the pump let happen: it may have armed a latency queue's shorter
     // preempt timer, which must not fire during a park.
@@ -148,7 +147,7 @@ pub async fn run_pump(mut pump: Pump) {
             continue;
         }
         deferred = false;
-        let now = now_ns();
+        let now = pump.node.clock().now_ns();
         let fired = pump.node.timers().fire(now);
         // A SCHED_FIFO thread that never sleeps is throttled by the kernel
         // (50 ms with nothing run, once a second); under a stream too dense
@@ -173,7 +172,7 @@ pub async fn run_pump(mut pump: Pump) {
         let ready = fired > 0 || woken > 0 || pump.census.ready() > 0;
         if pump.census.take_foreign() || (preempt && !ready) {
             reactor_pass(&pump).await;
-            (last_pass_ns, exposed) = (now_ns(), false);
+            (last_pass_ns, exposed) = (pump.node.clock().now_ns(), false);
             continue;
         }
         if ready {
@@ -190,7 +189,7 @@ pub async fn run_pump(mut pump: Pump) {
         let since_pass = Duration::from_nanos(now.saturating_sub(last_pass_ns));
         if exposed || since_pass >= PASS_PERIOD {
             reactor_pass(&pump).await;
-            (last_pass_ns, exposed) = (now_ns(), false);
+            (last_pass_ns, exposed) = (pump.node.clock().now_ns(), false);
             continue;
         }
         idle(&mut pump, now, PASS_PERIOD - since_pass);

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use super::agent::{Agent, Message};
 use super::board::AgentFlags;
-use super::ctx::{Ctx, now_ns};
+use super::ctx::Ctx;
 use super::node::{STATUS_FAILED, STATUS_TIMEOUT, STATUS_UNAVAILABLE};
 use super::supervisor::{Supervisor, Verdict};
 use super::timers::Timer;
@@ -50,10 +50,10 @@ pub async fn run_worker<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Sup
             continue;
         };
         ctx.node().hold();
-        let began = now_ns();
+        let began = ctx.now_ns();
         let outcome = handle_one(agent, ctx, &msg, &mut deadline, began).await;
         ctx.stats()
-            .record_service(ctx.me(), now_ns().saturating_sub(began));
+            .record_service(ctx.me(), ctx.now_ns().saturating_sub(began));
         ctx.node().release();
         match outcome {
             Outcome::Done => {
@@ -69,7 +69,7 @@ pub async fn run_worker<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Sup
             }
         }
         ctx.stats().update_agent(ctx.me(), |c| c.failures += 1);
-        let verdict = supervisor.borrow_mut().on_failure(now_ns());
+        let verdict = supervisor.borrow_mut().on_failure(ctx.now_ns());
         if let Verdict::Isolate { until_ns } = verdict {
             isolate(agent, ctx, supervisor, until_ns).await;
         }
@@ -130,11 +130,11 @@ async fn isolate<A: Agent>(agent: &A, ctx: &Ctx, supervisor: &RefCell<Supervisor
             let _ = ctx.reply(&msg, STATUS_UNAVAILABLE, &[]).await;
         }
     }
-    ctx.sleep(Duration::from_nanos(until_ns.saturating_sub(now_ns())))
+    ctx.sleep(Duration::from_nanos(until_ns.saturating_sub(ctx.now_ns())))
         .await;
     agent.reset();
     let _ = agent.start(ctx).await;
-    supervisor.borrow_mut().on_restarted(now_ns());
+    supervisor.borrow_mut().on_restarted(ctx.now_ns());
     ctx.stats().update_agent(ctx.me(), |c| {
         c.restarts += 1;
         c.isolated = false;
