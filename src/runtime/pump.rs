@@ -36,8 +36,8 @@
 //! microseconds on a VM. The pump keeps passes off the message path: it
 //! lets one happen ([`reactor_pass`]) only while idle: when glommio's
 //! preempt timer has fired (the pass would otherwise come at the next
-//! yield, between a message and its handler), when a task was woken from
-//! another thread, at least every [`PASS_PERIOD`], and before waiting
+//! yield, between a message and its handler), at least every
+//! [`PASS_PERIOD`], and before waiting
 //! again after a pass came at a yield (that pass may have armed a latency
 //! queue's shorter preempt timer; the pump's own passes come when nothing
 //! else is ready, so they arm the executor's default, [`PREEMPT`], which
@@ -135,6 +135,9 @@ pub async fn run_pump(mut pump: Pump) {
     // Whether the last loop yielded without its bookkeeping.
     let mut deferred = false;
     loop {
+        // Tasks woken from other threads are woken here first (a load when
+        // there are none).
+        pump.census.take_foreign();
         let moved = pass(&pump.node, &mut pump.group);
         if moved > 0 {
             let _ = pump.node.flush();
@@ -170,7 +173,7 @@ pub async fn run_pump(mut pump: Pump) {
         let woken = pump.node.watches().wake_ready();
         let preempt = glommio::executor().need_preempt();
         let ready = fired > 0 || woken > 0 || pump.census.ready() > 0;
-        if pump.census.take_foreign() || (preempt && !ready) {
+        if preempt && !ready {
             reactor_pass(&pump).await;
             (last_pass_ns, exposed) = (pump.node.clock().now_ns(), false);
             continue;
