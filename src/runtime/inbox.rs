@@ -8,7 +8,10 @@
 //! takes, so LOW traffic slows down under CRITICAL pressure but never stops.
 //!
 //! Workers waiting on an empty inbox park their wakers in a list reserved
-//! for the agent's concurrency; a push wakes one. Closing the inbox (at
+//! for the agent's concurrency; a push wakes one, and keeps its waker for
+//! that worker's next wait (a worker that waits again finds its own and
+//! does not clone it: a clone and its drop are an atomic add and sub on
+//! its task's waker, two locked instructions a message). Closing the inbox (at
 //! shutdown) wakes every worker and makes `recv` return `None` once the
 //! lanes are empty. Pausing it (the supervisor isolating the agent) refuses
 //! new messages and holds the workers waiting until it resumes.
@@ -48,6 +51,8 @@ pub struct Inbox {
     capacity: usize,
     passed_over: [Cell<u32>; LANES],
     waiters: RefCell<Vec<Waker>>,
+    /// Wakers a push woke, kept for their workers' next wait.
+    woken: RefCell<Vec<Waker>>,
     closed: Cell<bool>,
     paused: Cell<bool>,
 }
@@ -71,6 +76,7 @@ impl Inbox {
             capacity,
             passed_over: std::array::from_fn(|_| Cell::new(0)),
             waiters: RefCell::new(Vec::with_capacity(workers)),
+            woken: RefCell::new(Vec::with_capacity(workers)),
             closed: Cell::new(false),
             paused: Cell::new(false),
         }
@@ -98,8 +104,10 @@ impl Inbox {
         }
         lane.push_back(frame);
         drop(lane);
-        if let Some(waker) = self.waiters.borrow_mut().pop() {
-            waker.wake();
+        let waiter = self.waiters.borrow_mut().pop();
+        if let Some(waker) = waiter {
+            waker.wake_by_ref();
+            self.woken.borrow_mut().push(waker);
         }
         Ok(())
     }
@@ -203,9 +211,15 @@ impl Future for Recv<'_> {
         if self.inbox.closed.get() && !self.inbox.paused.get() {
             return Poll::Ready(None);
         }
+        let waker = cx.waker();
         let mut waiters = self.inbox.waiters.borrow_mut();
-        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            waiters.push(cx.waker().clone());
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            let mut woken = self.inbox.woken.borrow_mut();
+            let kept = woken
+                .iter()
+                .position(|w| w.will_wake(waker))
+                .map(|i| woken.swap_remove(i));
+            waiters.push(kept.unwrap_or_else(|| waker.clone()));
         }
         Poll::Pending
     }
@@ -350,6 +364,47 @@ mod tests {
             sut.push(Priority::High, frame(&pool, 2)).unwrap();
             assert_eq!(receiver.await, Some(2));
         });
+    }
+
+    /// A waker that counts its wakes; its clones show in its `Arc`'s
+    /// strong count.
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_worker_waiting_again_finds_its_waker_kept_by_the_push_that_woke_it() {
+        use std::sync::Arc;
+        let pool = FramePool::new(4, 8);
+        let sut = Inbox::new(4, 1);
+        let counting = Arc::new(Counting::default());
+        let waker = Waker::from(Arc::clone(&counting));
+        let mut cx = Context::from_waker(&waker);
+        let mut seen = Vec::new();
+        for n in 0..3 {
+            let mut recv = std::pin::pin!(sut.recv());
+            assert!(recv.as_mut().poll(&mut cx).is_pending());
+            sut.push(Priority::High, frame(&pool, n)).unwrap();
+            let Poll::Ready(Some(got)) = recv.as_mut().poll(&mut cx) else {
+                panic!("the push's message");
+            };
+            seen.push((
+                tag(&got),
+                counting.0.load(std::sync::atomic::Ordering::Relaxed),
+                Arc::strong_count(&counting),
+            ));
+        }
+        // Ours, the waker, and the one clone the inbox keeps.
+        assert_eq!(seen, [(0, 1, 3), (1, 2, 3), (2, 3, 3)]);
     }
 
     #[test]

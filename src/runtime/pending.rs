@@ -11,6 +11,13 @@
 //! ticker calls every millisecond: one timer for all calls instead of one
 //! per call, so waiting for a reply allocates nothing. A caller that stops
 //! waiting (its future is dropped) frees its slot.
+//!
+//! A slot keeps the last waker it woke: freed slots are reused last in,
+//! first out, so a task calling in a loop finds its own waker there and
+//! does not clone it again. (A clone and its drop are an atomic add and
+//! sub on the task's waker, two locked instructions a call on its path.)
+//! A kept waker is only ever woken for a call of its slot that registered
+//! it.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -36,7 +43,8 @@ enum State {
     Free,
     Waiting {
         deadline_ns: u64,
-        waker: Option<Waker>,
+        /// Whether the slot's waker is this call's (it polled).
+        registered: bool,
     },
     Done(FrameBuf),
     Failed(CallFailure),
@@ -46,6 +54,8 @@ enum State {
 struct Slot {
     generation: u32,
     state: State,
+    /// The waker of the call that last polled this slot (module doc).
+    waker: Option<Waker>,
 }
 
 /// The pending-call table of one executor.
@@ -75,6 +85,7 @@ impl Pending {
             .map(|_| Slot {
                 generation: 0,
                 state: State::Free,
+                waker: None,
             })
             .collect();
         let free = (0..capacity as u32).rev().map(|s| s as u16).collect();
@@ -98,7 +109,7 @@ impl Pending {
         entry.generation = entry.generation.wrapping_add(1);
         entry.state = State::Waiting {
             deadline_ns,
-            waker: None,
+            registered: false,
         };
         self.earliest_ns
             .set(self.earliest_ns.get().min(deadline_ns));
@@ -129,14 +140,13 @@ impl Pending {
         let Some(entry) = slots.get_mut(slot).filter(|e| e.generation == generation) else {
             return false;
         };
-        let State::Waiting { waker, .. } = &mut entry.state else {
+        let State::Waiting { registered, .. } = entry.state else {
             return false;
         };
-        let waker = waker.take();
         entry.state = State::Done(frame);
         drop(slots);
-        if let Some(waker) = waker {
-            waker.wake();
+        if registered {
+            self.wake_kept(slot);
         }
         true
     }
@@ -167,21 +177,40 @@ impl Pending {
         let mut earliest = u64::MAX;
         let mut slots = self.slots.borrow_mut();
         for entry in slots.iter_mut() {
-            let State::Waiting { deadline_ns, waker } = &mut entry.state else {
+            let State::Waiting {
+                deadline_ns,
+                registered,
+            } = entry.state
+            else {
                 continue;
             };
-            if !due(*deadline_ns) {
-                earliest = earliest.min(*deadline_ns);
+            if !due(deadline_ns) {
+                earliest = earliest.min(deadline_ns);
                 continue;
             }
-            if let Some(waker) = waker.take() {
-                waker.wake();
-            }
             entry.state = State::Failed(failure);
+            if registered && let Some(waker) = &entry.waker {
+                waker.wake_by_ref();
+            }
             woken += 1;
         }
         self.earliest_ns.set(earliest);
         woken
+    }
+
+    /// Wakes the waker kept in `slot` (its call registered it), with the
+    /// table not borrowed while it runs, and keeps it for the slot's next
+    /// call.
+    fn wake_kept(&self, slot: usize) {
+        let Some(waker) = self.slots.borrow_mut()[slot].waker.take() else {
+            return;
+        };
+        waker.wake_by_ref();
+        let mut slots = self.slots.borrow_mut();
+        let kept = &mut slots[slot].waker;
+        if kept.is_none() {
+            *kept = Some(waker);
+        }
     }
 
     /// Calls waiting now.
@@ -197,9 +226,14 @@ impl Pending {
             "a call polls only its own slot"
         );
         match &mut entry.state {
-            State::Waiting { waker, .. } => {
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
+            State::Waiting { registered, .. } => {
+                *registered = true;
+                if !entry
+                    .waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    entry.waker = Some(cx.waker().clone());
                 }
                 return Poll::Pending;
             }
@@ -291,6 +325,69 @@ mod tests {
             assert_eq!(&*waiting.await.unwrap().bytes(), b"ok");
             assert_eq!(sut.in_flight(), 0);
         });
+    }
+
+    /// A waker that counts its wakes; its clones show in its `Arc`'s
+    /// strong count.
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_slot_keeps_the_waker_it_woke_and_its_next_call_from_the_task_does_not_clone_it() {
+        use std::sync::Arc;
+        let pool = FramePool::new(4, 16);
+        let sut = Pending::new(0, 4);
+        let counting = Arc::new(Counting::default());
+        let waker = Waker::from(Arc::clone(&counting));
+        let mut cx = Context::from_waker(&waker);
+        let mut woken_and_clones = Vec::new();
+        for _ in 0..3 {
+            let id = sut.open(u64::MAX).unwrap();
+            let mut reply = std::pin::pin!(sut.wait(id));
+            assert!(reply.as_mut().poll(&mut cx).is_pending());
+            assert!(sut.complete(sut.correlation(id), pool.take().unwrap()));
+            assert!(reply.as_mut().poll(&mut cx).is_ready());
+            woken_and_clones.push((
+                counting.0.load(std::sync::atomic::Ordering::Relaxed),
+                Arc::strong_count(&counting),
+            ));
+        }
+        // Ours, the waker, and the one clone the slot keeps.
+        assert_eq!(woken_and_clones, [(1, 3), (2, 3), (3, 3)]);
+    }
+
+    #[test]
+    fn a_call_that_never_polled_is_not_woken_with_the_slot_s_last_waker() {
+        use std::sync::Arc;
+        let pool = FramePool::new(4, 16);
+        let sut = Pending::new(0, 1);
+        let counting = Arc::new(Counting::default());
+        let waker = Waker::from(Arc::clone(&counting));
+        let mut cx = Context::from_waker(&waker);
+        let id = sut.open(u64::MAX).unwrap();
+        let mut first = std::pin::pin!(sut.wait(id));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(sut.complete(sut.correlation(id), pool.take().unwrap()));
+        assert!(first.as_mut().poll(&mut cx).is_ready());
+        let next = sut.open(u64::MAX).unwrap();
+        assert!(sut.complete(sut.correlation(next), pool.take().unwrap()));
+        assert_eq!(
+            counting.0.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "the kept waker is the last call's"
+        );
+        let mut second = std::pin::pin!(sut.wait(next));
+        assert!(second.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]
