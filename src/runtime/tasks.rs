@@ -31,10 +31,10 @@
 //! of each loop ([`Census::take_foreign`]) and wakes them on its own
 //! thread, where glommio runs them in the same loop, without waiting for
 //! a reactor pass. `foreign` and the
-//! parked flag follow Dekker's pattern (both sides `SeqCst`): the pump
-//! sets `parked` then reads `foreign` (in [`Census::ready`]); a foreign
-//! waker adds to `foreign` then reads `parked`; one of them sees the
-//! other.
+//! parked flag follow Dekker's pattern: the pump sets `parked`, its wait
+//! fences (`SeqCst`) before parking, and it reads `foreign` (in
+//! [`Census::ready`]); a foreign waker adds to `foreign` then reads
+//! `parked` (both `SeqCst`); one of them sees the other.
 //!
 //! The wrapper keeps glommio's waker from the task's first poll: glommio
 //! polls a task only with that task's own waker, so it never changes (and
@@ -156,9 +156,16 @@ impl Census {
     }
 
     /// Declares the pump (about to be) parked on the bell, or no longer.
+    /// Set before the pump's wait, which fences before it parks
+    /// ([`ConsumerGroup::wait_until`](pinwheel_ipc::ring::ConsumerGroup::wait_until)),
+    /// so setting it costs the spinning pump no fence: a `SeqCst` store
+    /// waited, on the message's path, for the stores before it (the reply
+    /// just written to a ring) to reach the other core.
     pub fn set_parked(&self, parked: bool) {
-        // SYNC: SeqCst pairs with the SeqCst load in TaskWaker::wake_by_ref.
-        self.parked.store(parked, Ordering::SeqCst);
+        // SYNC: Relaxed; ordered before the wait's last `ready` by the
+        // group's SeqCst fence before it parks, which pairs with the
+        // SeqCst add and load in TaskWaker::hand_over (Dekker).
+        self.parked.store(parked, Ordering::Relaxed);
     }
 
     /// Spawns `future` into `queue` of the current executor, counted.
@@ -254,7 +261,8 @@ impl TaskWaker {
         if let Some(waker) = self.inner.get() {
             waker.wake_by_ref();
         }
-        // SYNC: SeqCst pairs with the SeqCst store in Census::set_parked.
+        // SYNC: SeqCst; pairs with the SeqCst fence the pump's wait issues
+        // after Census::set_parked and before it parks (Dekker).
         if census.parked.load(Ordering::SeqCst) {
             // A spurious ring is harmless; a failed one leaves the pump to
             // its deadline, which is bounded.

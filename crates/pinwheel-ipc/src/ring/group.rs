@@ -15,6 +15,7 @@
 //! consumer. The caller's `interrupt` ends the spin early (other work
 //! became ready); the caller wakes a park with [`DataBell::nudge`].
 
+use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, ppoll};
@@ -146,7 +147,11 @@ impl ConsumerGroup {
     /// `deadline`, or until `interrupt` returns true (asked between spins
     /// and once more just before parking; a park ends only on a frame, the
     /// bell or the deadline, so whoever makes `interrupt` true while the
-    /// group may be parked must also nudge the bell).
+    /// group may be parked must also nudge the bell). Before that last
+    /// ask, a park issues a `SeqCst` fence: a caller that stores a "may be
+    /// parked" flag before the wait, even `Relaxed`, and whose wakers set
+    /// what `interrupt` reads and then read the flag (both `SeqCst`), has
+    /// Dekker's pattern without a fence of its own on the spinning path.
     pub fn wait_until(
         &mut self,
         deadline: Instant,
@@ -227,6 +232,10 @@ impl ConsumerGroup {
             if !self.arm()? {
                 return Ok(GroupWake::Frames);
             }
+            // SYNC: orders the caller's flag, stored before the wait, before
+            // what `interrupt` reads (Dekker with the caller's wakers; see
+            // wait_until). A group without rings has no fence of its own here.
+            fence(Ordering::SeqCst);
             if interrupt() {
                 self.disarm_all();
                 return Ok(GroupWake::Interrupted);
