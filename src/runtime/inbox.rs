@@ -229,6 +229,7 @@ impl Future for Recv<'_> {
 mod tests {
     use super::*;
     use crate::runtime::pool::FramePool;
+    use crate::runtime::test_waker::Counting;
 
     fn frame(pool: &std::rc::Rc<FramePool>, tag: u8) -> FrameBuf {
         let mut frame = pool.take().unwrap();
@@ -366,28 +367,12 @@ mod tests {
         });
     }
 
-    /// A waker that counts its wakes; its clones show in its `Arc`'s
-    /// strong count.
-    #[derive(Default)]
-    struct Counting(std::sync::atomic::AtomicUsize);
-
-    impl std::task::Wake for Counting {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.wake_by_ref();
-        }
-
-        fn wake_by_ref(self: &std::sync::Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
     #[test]
     fn a_worker_waiting_again_finds_its_waker_kept_by_the_push_that_woke_it() {
         use std::sync::Arc;
         let pool = FramePool::new(4, 8);
         let sut = Inbox::new(4, 1);
-        let counting = Arc::new(Counting::default());
-        let waker = Waker::from(Arc::clone(&counting));
+        let (counting, waker) = Counting::waker();
         let mut cx = Context::from_waker(&waker);
         let mut seen = Vec::new();
         for n in 0..3 {
@@ -397,11 +382,7 @@ mod tests {
             let Poll::Ready(Some(got)) = recv.as_mut().poll(&mut cx) else {
                 panic!("the push's message");
             };
-            seen.push((
-                tag(&got),
-                counting.0.load(std::sync::atomic::Ordering::Relaxed),
-                Arc::strong_count(&counting),
-            ));
+            seen.push((tag(&got), counting.wakes(), Arc::strong_count(&counting)));
         }
         // Ours, the waker, and the one clone the inbox keeps.
         assert_eq!(seen, [(0, 1, 3), (1, 2, 3), (2, 3, 3)]);

@@ -66,6 +66,8 @@ pub mod routes;
 pub mod stats;
 pub mod supervisor;
 pub mod tasks;
+#[cfg(test)]
+pub(crate) mod test_waker;
 pub mod timers;
 pub mod watch;
 pub mod worker;

@@ -302,6 +302,7 @@ impl Drop for Reply {
 mod tests {
     use super::*;
     use crate::runtime::pool::FramePool;
+    use crate::runtime::test_waker::Counting;
 
     fn run<T>(future: impl Future<Output = T>) -> T {
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
@@ -327,28 +328,12 @@ mod tests {
         });
     }
 
-    /// A waker that counts its wakes; its clones show in its `Arc`'s
-    /// strong count.
-    #[derive(Default)]
-    struct Counting(std::sync::atomic::AtomicUsize);
-
-    impl std::task::Wake for Counting {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.wake_by_ref();
-        }
-
-        fn wake_by_ref(self: &std::sync::Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
     #[test]
     fn a_slot_keeps_the_waker_it_woke_and_its_next_call_from_the_task_does_not_clone_it() {
         use std::sync::Arc;
         let pool = FramePool::new(4, 16);
         let sut = Pending::new(0, 4);
-        let counting = Arc::new(Counting::default());
-        let waker = Waker::from(Arc::clone(&counting));
+        let (counting, waker) = Counting::waker();
         let mut cx = Context::from_waker(&waker);
         let mut woken_and_clones = Vec::new();
         for _ in 0..3 {
@@ -357,10 +342,7 @@ mod tests {
             assert!(reply.as_mut().poll(&mut cx).is_pending());
             assert!(sut.complete(sut.correlation(id), pool.take().unwrap()));
             assert!(reply.as_mut().poll(&mut cx).is_ready());
-            woken_and_clones.push((
-                counting.0.load(std::sync::atomic::Ordering::Relaxed),
-                Arc::strong_count(&counting),
-            ));
+            woken_and_clones.push((counting.wakes(), Arc::strong_count(&counting)));
         }
         // Ours, the waker, and the one clone the slot keeps.
         assert_eq!(woken_and_clones, [(1, 3), (2, 3), (3, 3)]);
@@ -368,11 +350,9 @@ mod tests {
 
     #[test]
     fn a_call_that_never_polled_is_not_woken_with_the_slot_s_last_waker() {
-        use std::sync::Arc;
         let pool = FramePool::new(4, 16);
         let sut = Pending::new(0, 1);
-        let counting = Arc::new(Counting::default());
-        let waker = Waker::from(Arc::clone(&counting));
+        let (counting, waker) = Counting::waker();
         let mut cx = Context::from_waker(&waker);
         let id = sut.open(u64::MAX).unwrap();
         let mut first = std::pin::pin!(sut.wait(id));
@@ -381,11 +361,7 @@ mod tests {
         assert!(first.as_mut().poll(&mut cx).is_ready());
         let next = sut.open(u64::MAX).unwrap();
         assert!(sut.complete(sut.correlation(next), pool.take().unwrap()));
-        assert_eq!(
-            counting.0.load(std::sync::atomic::Ordering::Relaxed),
-            1,
-            "the kept waker is the last call's"
-        );
+        assert_eq!(counting.wakes(), 1, "the kept waker is the last call's");
         let mut second = std::pin::pin!(sut.wait(next));
         assert!(second.as_mut().poll(&mut cx).is_ready());
     }
