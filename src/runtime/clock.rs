@@ -75,12 +75,13 @@ impl Clock {
     pub fn now_ns(&self) -> u64 {
         let raw = self.tsc.raw();
         let anchor = self.anchor.get();
-        let now = match raw.checked_sub(anchor.raw) {
-            Some(_) => match self.tsc.delta_as_nanos(anchor.raw, raw) {
-                since if since < REANCHOR_NS => anchor.ns + since,
-                _ => self.reanchor(),
-            },
-            None => self.reanchor(),
+        let since = self.tsc.delta_as_nanos(anchor.raw, raw);
+        // An anchor too old, or a TSC behind the anchor's (another core's,
+        // a migrated guest's): anchor again.
+        let now = if raw >= anchor.raw && since < REANCHOR_NS {
+            anchor.ns + since
+        } else {
+            self.reanchor()
         };
         let now = now.max(self.last.get());
         self.last.set(now);
