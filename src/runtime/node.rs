@@ -20,7 +20,7 @@
 //! calls it makes ([`Node::finish`]) and by the replicas' states on the
 //! board, read at each pick.
 //!
-//! The executor's clock ([`Clock`]) lives here too: its tasks stamp and
+//! The executor's clock ([`Clock`]) is its timers': its tasks stamp and
 //! time messages with it.
 //!
 //! Nothing here allocates per message: frames come from the pool, inboxes
@@ -170,7 +170,6 @@ pub struct Node {
     inboxes: Vec<Inbox>,
     pending: Rc<Pending>,
     timers: Rc<Timers>,
-    clock: Clock,
     watches: Watches,
     outgoing: RefCell<Vec<Option<Producer>>>,
     uplinks: RefCell<Uplinks>,
@@ -210,7 +209,6 @@ impl Node {
             pool: FramePool::new(sizes.pool_frames, sizes.frame_bytes),
             pending: Pending::new(executor, sizes.pending_calls),
             timers: Timers::new(),
-            clock: Clock::new(),
             watches: Watches::default(),
             inboxes,
             outgoing: RefCell::new(outgoing),
@@ -329,7 +327,7 @@ impl Node {
 
     /// The executor's clock: CLOCK_MONOTONIC for a TSC read.
     pub fn clock(&self) -> &Clock {
-        &self.clock
+        self.timers.clock()
     }
 
     /// The rings its tasks wait on besides the pump's.

@@ -24,8 +24,10 @@
 //! a due time already past is met at once; after that the pump fires it.
 //! (A worker's deadline timer is polled beside its handler at every
 //! wake-up of the handler: reading the clock there each time was one read
-//! per call the handler made.) Times are CLOCK_MONOTONIC nanoseconds
-//! ([`super::ctx::now_ns`]), the clock envelopes carry.
+//! per call the handler made.) Times are CLOCK_MONOTONIC nanoseconds,
+//! the clock envelopes carry, read from the executor's clock
+//! ([`super::clock`]), which the timers own: deadlines are armed and
+//! checked on the same clock.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -35,7 +37,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use super::ctx::now_ns;
+use super::clock::Clock;
 
 /// Stale heap entries tolerated before a compaction, at least.
 const STALE_SLACK: usize = 64;
@@ -58,12 +60,18 @@ pub struct Timers {
     free: RefCell<Vec<u32>>,
     heap: RefCell<BinaryHeap<Reverse<(u64, u32, u32)>>>,
     stale: Cell<usize>,
+    clock: Clock,
 }
 
 impl Timers {
     /// No timers yet.
     pub fn new() -> Rc<Self> {
         Rc::new(Self::default())
+    }
+
+    /// The executor's clock (its tasks stamp and time messages with it).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Wakes every timer due at `now_ns`; returns how many.
@@ -178,7 +186,7 @@ impl Timers {
         }
         if !slot.checked {
             slot.checked = true;
-            if now_ns() >= slot.deadline_ns {
+            if self.clock.now_ns() >= slot.deadline_ns {
                 drop(slots);
                 self.disarm(index);
                 return Poll::Ready(());
@@ -248,6 +256,7 @@ impl Future for Wait<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::ctx::now_ns;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
