@@ -27,9 +27,9 @@ use crate::ring::sync::{Ordering, fence};
 /// arrived by the time it is written, near enough that it is still there.
 const PREFETCH_AHEAD: u64 = 16;
 const PREFETCH_SLOTS: u64 = 4;
-/// Slots from `head` prefetched before a staged frame is built: two hold
-/// a request with a 64-byte body.
-const STAGED_PREFETCH_SLOTS: u64 = 2;
+/// Slots from `head` prefetched for the next frame, after a publish and
+/// before a staged frame is built: two hold a request with a 64-byte body.
+const NEXT_FRAME_SLOTS: u64 = 2;
 
 /// Where a writer may put one frame.
 struct Room {
@@ -134,8 +134,9 @@ impl ProducerEnd {
     /// batch: streaming), so that frames written later do not stall on
     /// taking their lines back from the consumer's core. Not for a frame
     /// published on its own (a round trip): there nothing is ahead to
-    /// hide, and taking the lines early cost the hand ring 13-20 ns a
-    /// round trip on the 2-vCPU VM.
+    /// hide, and taking the lines just before the write cost the hand ring
+    /// 13-20 ns a round trip on the 2-vCPU VM; [`ProducerEnd::publish`]
+    /// asks for the next frame's lines instead, once the frame is out.
     #[inline(always)]
     fn prefetch_batch(&self) {
         if self.head == self.published {
@@ -233,7 +234,7 @@ impl ProducerEnd {
         // Ask for the first slots now, so taking their lines back from the
         // consumer's core overlaps with building the frame instead of
         // stalling the copy after it.
-        self.prefetch_next(STAGED_PREFETCH_SLOTS);
+        self.prefetch_next(NEXT_FRAME_SLOTS);
         let mut staging = std::mem::take(&mut self.staging);
         let result = match write(&mut staging) {
             Some(len) => {
@@ -398,6 +399,17 @@ impl ProducerEnd {
         // ConsumerEnd::refresh_head: frame bytes written before are visible.
         lines.producer.head.store(self.head, Ordering::Release);
         self.published = self.head;
+        // The next frame's first slots are taken back from the consumer's
+        // core now, while this thread goes on (waits for a reply, builds
+        // its next message), not when that frame is written: on a round
+        // trip, that write is on the critical path.
+        if self.free() >= NEXT_FRAME_SLOTS {
+            for ahead in 0..NEXT_FRAME_SLOTS {
+                self.shared
+                    .data
+                    .prefetch_write(self.shared.offset(self.head.wrapping_add(ahead)));
+            }
+        }
         if !doorbell {
             return false;
         }
