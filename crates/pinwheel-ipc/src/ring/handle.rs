@@ -171,7 +171,24 @@ impl Producer {
     /// into the slots as its body and words ([`InlineFrame`]); rkyv
     /// serializes the other kinds into the slot on an in-process ring, and
     /// into staging memory then copied in on a ring another process maps.
+    ///
+    /// In line for the common case only: an in-line kind with room before
+    /// the ring's end by the cached tail. The rest (the rkyv kinds, a full
+    /// ring, a pad, the errors) is out of line.
+    #[inline]
     pub fn try_write_envelope(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
+        if let Some(frame) = InlineFrame::of(env)
+            && self.end.write_words_now(frame.body(), frame.root())
+        {
+            self.stats.frames += 1;
+            return Ok(());
+        }
+        self.write_envelope_slowly(env)
+    }
+
+    /// [`Producer::try_write_envelope`] beyond its common case.
+    #[inline(never)]
+    fn write_envelope_slowly(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
         let Some(frame) = InlineFrame::of(env) else {
             return self.write_archived(env);
         };
@@ -226,12 +243,14 @@ impl Producer {
 
     /// Encodes and publishes one envelope; on [`RingError::Full`] nothing
     /// was written and the caller still has the envelope.
+    #[inline]
     pub fn try_send(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
         self.try_write_envelope(env)?;
         self.flush()
     }
 
     /// Publishes every frame written so far and wakes a parked consumer.
+    #[inline]
     pub fn flush(&mut self) -> Result<(), RingError> {
         if self.end.publish(self.config.wait != WaitStrategy::Spin) {
             self.stats.wakeups_sent += 1;
@@ -254,7 +273,22 @@ impl Producer {
 
     /// Encodes and publishes one envelope, waiting up to `timeout` for
     /// space.
+    ///
+    /// In line up to its first try: a send that finds room, the common
+    /// case, costs no call of its own and hands its result straight to
+    /// the caller; waiting for space is out of line.
+    #[inline]
     pub fn send(&mut self, env: &Envelope<'_>, timeout: Duration) -> Result<(), RingError> {
+        match self.try_send(env) {
+            Err(RingError::Full) => self.send_when_space(env, timeout),
+            other => other,
+        }
+    }
+
+    /// [`Producer::send`] once the ring was found full.
+    #[cold]
+    #[inline(never)]
+    fn send_when_space(&mut self, env: &Envelope<'_>, timeout: Duration) -> Result<(), RingError> {
         self.with_space(timeout, |producer| producer.try_send(env))
     }
 
@@ -456,7 +490,21 @@ impl Consumer {
 
     /// Waits up to `timeout` for a frame by the ring's wait strategy, on a
     /// plain thread. Returns whether one is ready.
+    ///
+    /// In line up to its first polls: a frame that comes while they run
+    /// (a round trip's answer) is handed back with no call in between;
+    /// spinning on with the clock, and parking, are out of line.
+    #[inline]
     pub fn wait(&mut self, timeout: Duration) -> Result<bool, RingError> {
+        if self.waiter.poll_first(&mut self.end)? {
+            return Ok(true);
+        }
+        self.wait_on_bell(timeout)
+    }
+
+    /// [`Consumer::wait`] after its first polls.
+    #[inline(never)]
+    fn wait_on_bell(&mut self, timeout: Duration) -> Result<bool, RingError> {
         self.wait_parking(timeout, |bell, left| {
             bell.wait(left)
                 .map(|rung| if rung { Parked::Bell } else { Parked::Timeout })
@@ -476,20 +524,21 @@ impl Consumer {
         timeout: Duration,
         mut park: impl FnMut(BorrowedFd<'_>, Duration) -> std::io::Result<Parked>,
     ) -> Result<bool, RingError> {
+        if self.waiter.poll_first(&mut self.end)? {
+            return Ok(true);
+        }
         self.wait_parking(timeout, |bell, left| park(bell.as_fd(), left))
     }
 
-    /// [`Consumer::wait_with`] with `park` given the doorbell itself,
-    /// borrowed: cloning its `Arc` for the closure cost two locked
-    /// instructions on every wait, frames found at once or not.
+    /// [`Consumer::wait_with`] after its first polls, with `park` given
+    /// the doorbell itself, borrowed: cloning its `Arc` for the closure
+    /// cost two locked instructions on every wait, frames found at once or
+    /// not.
     fn wait_parking(
         &mut self,
         timeout: Duration,
         mut park: impl FnMut(&Doorbell, Duration) -> std::io::Result<Parked>,
     ) -> Result<bool, RingError> {
-        if self.waiter.poll_first(&mut self.end)? {
-            return Ok(true);
-        }
         let started = Instant::now();
         let deadline = started + timeout;
         if self.waiter.spin(&mut self.end, started, deadline)? {

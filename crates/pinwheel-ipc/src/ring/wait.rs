@@ -131,6 +131,7 @@ impl Waiter {
     /// Polls the ring a few times without reading the clock: frames that
     /// are there, or arrive within [`CLOCK_EVERY`] polls, count as caught.
     /// `park` polls once.
+    #[inline]
     pub(super) fn poll_first(&mut self, end: &mut ConsumerEnd) -> Result<bool, RingError> {
         let polls = if self.strategy == WaitStrategy::Park {
             1

@@ -55,6 +55,7 @@ pub struct InlineFrame<'a> {
 impl<'a> InlineFrame<'a> {
     /// `env`'s frame, if its payload is in line (a request, reply, event or
     /// heartbeat); `None` for the kinds rkyv encodes.
+    #[inline]
     pub fn of(env: &Envelope<'a>) -> Option<Self> {
         let (tag, code, body) = match env.payload {
             Payload::Request { method, body } => (TAG_REQUEST, method, body),
@@ -81,6 +82,7 @@ impl<'a> InlineFrame<'a> {
     }
 
     /// The frame of `env`, its payload's two words given.
+    #[inline]
     fn new(env: &Envelope<'_>, body: &'a [u8], payload: [u64; 2]) -> Self {
         let root = [
             u64::from(env.from.0) | u64::from(env.to.0) << 32,
@@ -95,12 +97,14 @@ impl<'a> InlineFrame<'a> {
     }
 
     /// The body: the frame's first bytes, before the zero padding.
+    #[inline]
     pub fn body(&self) -> &'a [u8] {
         self.body
     }
 
     /// The archived envelope as seven words, each stored little-endian:
     /// the frame's last 56 bytes.
+    #[inline]
     pub fn root(&self) -> &[u64; ROOT_WORDS] {
         &self.root
     }

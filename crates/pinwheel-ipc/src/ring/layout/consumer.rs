@@ -299,6 +299,7 @@ impl ConsumerEnd {
 
     /// Whether published frames are waiting (refreshing head).
     #[cfg(not(loom))]
+    #[inline]
     pub(in crate::ring) fn has_frames(&mut self) -> Result<bool, RingError> {
         if self.tail == self.head_cache {
             self.refresh_head()?;

@@ -293,6 +293,38 @@ impl ProducerEnd {
         Ok(Ok(()))
     }
 
+    /// [`ProducerEnd::write_words`] in its common case only: writes the
+    /// frame and returns true if it fits now, by the cached tail and before
+    /// the ring's end; else writes nothing and returns false.
+    #[inline(always)]
+    pub(in crate::ring) fn write_words_now<const N: usize>(
+        &mut self,
+        prefix: &[u8],
+        words: &[u64; N],
+    ) -> bool {
+        let len = prefix.len().next_multiple_of(WORD_BYTES) + N * WORD_BYTES;
+        let slots = frame_slots(len);
+        if !self.fits_now(slots) {
+            return false;
+        }
+        self.prefetch_batch();
+        let header = u64::from(KIND_DATA) << 32 | len as u64;
+        self.shared
+            .data
+            .store_frame(self.shared.offset(self.head), header, prefix, words);
+        self.head += slots;
+        true
+    }
+
+    /// Whether a frame of `slots` slots fits at `head` now: free by the
+    /// cached tail, before the ring's end, and no larger than the largest.
+    #[inline(always)]
+    fn fits_now(&self, slots: u64) -> bool {
+        slots <= self.free()
+            && slots <= self.shared.to_end(self.head)
+            && slots <= self.max_frame_slots
+    }
+
     /// Finds room for a frame of `len` bytes: the slot it starts at
     /// (always `head`), after padding to the ring's end if it would not
     /// fit before it. The common case, room before the ring's end by the
@@ -301,10 +333,7 @@ impl ProducerEnd {
     #[inline(always)]
     fn reserve(&mut self, len: usize) -> Result<Result<u64, WriteFail>, RingError> {
         let slots = frame_slots(len);
-        if slots <= self.free()
-            && slots <= self.shared.to_end(self.head)
-            && slots <= self.max_frame_slots
-        {
+        if self.fits_now(slots) {
             self.prefetch_batch();
             return Ok(Ok(self.head));
         }
@@ -390,6 +419,7 @@ impl ProducerEnd {
     /// Publishes every frame written so far. Returns true when the consumer
     /// was parked and must be woken (its `waiting` flag is now cleared).
     /// With `doorbell` false (a spinning consumer) no fence is paid.
+    #[inline]
     pub(in crate::ring) fn publish(&mut self, doorbell: bool) -> bool {
         if self.head == self.published {
             return false;
