@@ -109,6 +109,11 @@ fn the_hand_ring_baseline_runs_in_the_same_run_under_its_own_name() {
     assert_eq!(frame["slots_per_message"], 2, "{json}");
     assert_percentiles(&frame["rtt_ns"]);
     assert!(frame["ratio"]["rtt_p50"].as_f64().unwrap() > 0.0);
+    // The cases take turns over rounds; every case still times every
+    // round trip of the run.
+    for case in [&json, &json["baseline"]["hand"], frame] {
+        assert_eq!(case["rtt_ns"]["count"], 2000, "{json}");
+    }
 
     let out = bench(&["--msgs", "2000", "--baseline", "hand"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -118,6 +123,7 @@ fn the_hand_ring_baseline_runs_in_the_same_run_under_its_own_name() {
         "hand ring, 2 slots",
         "hand 2-slot / pinwheel",
         "hand: a minimal SPSC ring",
+        "takes turns with pinwheel's rings",
     ] {
         assert!(text.contains(row), "{row} in {text}");
     }

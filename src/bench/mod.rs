@@ -4,6 +4,8 @@
 //!
 //! * `ring` ([`ring`]): round trips and streaming of real envelopes over
 //!   rings between two pinned CPUs, two processes by default.
+//!   With `--baseline hand` it takes turns with the hand ring ([`hand`])
+//!   over a few rounds ([`turns`]).
 //! * [`zmq`]: the same over ZeroMQ `ipc://` (libzmq), REQ/REP
 //!   and PUSH/PULL, with the same envelopes, so ratios compare like with
 //!   like.
@@ -45,6 +47,7 @@ pub mod ring;
 pub mod router;
 pub mod search;
 pub mod suite;
+pub mod turns;
 pub mod wakeup;
 pub mod zmq;
 

@@ -82,7 +82,7 @@ impl BaselineKind {
                 "zeromq: REQ/REP round trips, PUSH/PULL streaming, the same envelopes encoded and checked"
             }
             BaselineKind::Hand { .. } => {
-                "hand: a minimal SPSC ring, 64-byte slots, Release head store and Acquire tail load, two threads spinning, a raw 64-byte slot per message (no envelope, no checks)"
+                "hand: a minimal SPSC ring, 64-byte slots, Release head store and Acquire tail load, two threads spinning, a raw 64-byte slot per message (no envelope, no checks); it takes turns with pinwheel's rings, a share of the messages each round, so that both meet the same spells of the host"
             }
         }
     }

@@ -106,13 +106,17 @@ impl RingBench {
 
     /// Runs ping-pong, streaming, then the idle phase.
     pub fn run(&self) -> Result<Case, BenchError> {
-        let rtt = self.round_trips()?;
-        let throughput_msgs_per_s = self.stream()?;
-        let idle_cpu_percent = Some(self.idle_cpu()?);
+        let mut case = self.round_trips_and_stream()?;
+        case.idle_cpu_percent = Some(self.idle_cpu()?);
+        Ok(case)
+    }
+
+    /// Runs ping-pong and streaming (no idle phase).
+    pub fn round_trips_and_stream(&self) -> Result<Case, BenchError> {
         Ok(Case {
-            rtt,
-            throughput_msgs_per_s,
-            idle_cpu_percent,
+            rtt: self.round_trips()?,
+            throughput_msgs_per_s: self.stream()?,
+            idle_cpu_percent: None,
         })
     }
 
@@ -139,7 +143,7 @@ impl RingBench {
 
     /// Sparse traffic: one round trip every [`IDLE_GAP`] for [`IDLE_ROUNDS`]
     /// rounds; returns the share of a core the server's thread used.
-    fn idle_cpu(&self) -> Result<f64, BenchError> {
+    pub fn idle_cpu(&self) -> Result<f64, BenchError> {
         let mut link = self.connect(PeerMode::Echo)?;
         pin(self.cpus[0])?;
         let body = vec![0x5a; self.size];

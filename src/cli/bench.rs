@@ -17,12 +17,12 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::CliError;
 use super::run::check_rate;
 use crate::bench::agent::{AgentBench, default_echo_exe};
-use crate::bench::hand::HandBench;
 use crate::bench::legacy::LegacyBench;
 use crate::bench::mesh::MeshBench;
 use crate::bench::ring::{PeerMode, RingBench, frame_slots_of, serve_peer};
 use crate::bench::router::RouterBench;
 use crate::bench::suite::{SuiteOptions, Target, run_suite};
+use crate::bench::turns::ring_and_hand;
 use crate::bench::wakeup::WakeupBench;
 use crate::bench::{
     BaselineKind, FrameSized, RingReport, render_ring_json, render_ring_table, render_suite_table,
@@ -444,31 +444,22 @@ fn ring(args: &BenchRingArgs, out: &mut dyn Write) -> Result<(), CliError> {
             RingBench::MAX_SIZE
         ),
     })?;
-    let hand = |slots_per_message| {
-        HandBench {
-            cpus: bench.cpus,
-            msgs: bench.msgs,
-            slots_per_message,
+    let (ring, baseline) = match args.baseline {
+        None => (bench.run()?, None),
+        Some(Baseline::Zmq) => {
+            let zmq = zmq_baseline(&bench)?;
+            (bench.run()?, Some((BaselineKind::Zmq, zmq)))
         }
-        .run()
-    };
-    let baseline = match args.baseline {
-        None => None,
-        Some(Baseline::Zmq) => Some((BaselineKind::Zmq, zmq_baseline(&bench)?)),
         Some(Baseline::Hand) => {
             let slots = frame_slots_of(bench.size)?;
-            let frame_sized = if slots > 1 {
-                Some(FrameSized {
-                    slots,
-                    case: hand(slots)?,
-                })
-            } else {
-                None
-            };
-            Some((BaselineKind::Hand { frame_sized }, hand(1)?))
+            let turns = ring_and_hand(&bench, slots)?;
+            let frame_sized = turns.frame_sized.map(|case| FrameSized { slots, case });
+            (
+                turns.ring,
+                Some((BaselineKind::Hand { frame_sized }, turns.hand)),
+            )
         }
     };
-    let ring = bench.run()?;
     let report = RingReport {
         bench,
         ring,
