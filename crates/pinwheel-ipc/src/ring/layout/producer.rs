@@ -31,6 +31,12 @@ const PREFETCH_SLOTS: u64 = 4;
 /// before a staged frame is built: two hold a request with a 64-byte body.
 const NEXT_FRAME_SLOTS: u64 = 2;
 
+/// Bytes of a frame of `prefix`, zero padding to a whole word, and
+/// `words` words.
+fn words_len(prefix: &[u8], words: usize) -> usize {
+    prefix.len().next_multiple_of(WORD_BYTES) + words * WORD_BYTES
+}
+
 /// Where a writer may put one frame.
 struct Room {
     slot: u64,
@@ -150,10 +156,15 @@ impl ProducerEnd {
         }
     }
 
-    /// Prefetches, for writing, up to `slots` slots from `head` that are
-    /// free now.
+    /// Prefetches, for writing, the `slots` slots from `head` if they are
+    /// all free now (else none: a constant count unrolls to straight
+    /// prefetches).
+    #[inline(always)]
     fn prefetch_next(&self, slots: u64) {
-        for ahead in 0..slots.min(self.free()) {
+        if self.free() < slots {
+            return;
+        }
+        for ahead in 0..slots {
             self.shared
                 .data
                 .prefetch_write(self.shared.offset(self.head.wrapping_add(ahead)));
@@ -280,16 +291,11 @@ impl ProducerEnd {
         prefix: &[u8],
         words: &[u64; N],
     ) -> Result<Result<(), WriteFail>, RingError> {
-        let len = prefix.len().next_multiple_of(WORD_BYTES) + N * WORD_BYTES;
-        let slot = match self.reserve(len)? {
-            Ok(slot) => slot,
-            Err(fail) => return Ok(Err(fail)),
-        };
-        let header = u64::from(KIND_DATA) << 32 | len as u64;
-        self.shared
-            .data
-            .store_frame(self.shared.offset(slot), header, prefix, words);
-        self.head += frame_slots(len);
+        let len = words_len(prefix, N);
+        if let Err(fail) = self.reserve(len)? {
+            return Ok(Err(fail));
+        }
+        self.store_words(len, prefix, words);
         Ok(Ok(()))
     }
 
@@ -302,18 +308,24 @@ impl ProducerEnd {
         prefix: &[u8],
         words: &[u64; N],
     ) -> bool {
-        let len = prefix.len().next_multiple_of(WORD_BYTES) + N * WORD_BYTES;
-        let slots = frame_slots(len);
-        if !self.fits_now(slots) {
+        let len = words_len(prefix, N);
+        if !self.fits_now(frame_slots(len)) {
             return false;
         }
         self.prefetch_batch();
+        self.store_words(len, prefix, words);
+        true
+    }
+
+    /// Stores the frame of `prefix` and `words`, `len` bytes, at `head`
+    /// (room found) and moves `head` past it.
+    #[inline(always)]
+    fn store_words<const N: usize>(&mut self, len: usize, prefix: &[u8], words: &[u64; N]) {
         let header = u64::from(KIND_DATA) << 32 | len as u64;
         self.shared
             .data
             .store_frame(self.shared.offset(self.head), header, prefix, words);
-        self.head += slots;
-        true
+        self.head += frame_slots(len);
     }
 
     /// Whether a frame of `slots` slots fits at `head` now: free by the
@@ -433,13 +445,7 @@ impl ProducerEnd {
         // core now, while this thread goes on (waits for a reply, builds
         // its next message), not when that frame is written: on a round
         // trip, that write is on the critical path.
-        if self.free() >= NEXT_FRAME_SLOTS {
-            for ahead in 0..NEXT_FRAME_SLOTS {
-                self.shared
-                    .data
-                    .prefetch_write(self.shared.offset(self.head.wrapping_add(ahead)));
-            }
-        }
+        self.prefetch_next(NEXT_FRAME_SLOTS);
         if !doorbell {
             return false;
         }
