@@ -283,9 +283,9 @@ impl ProducerEnd {
     /// with atomic words on either kind of ring (they zero the padding in
     /// the prefix's last word, which a `memcpy` would leave stale).
     ///
-    /// Inline: it runs between the caller's envelope and the publish,
-    /// which is on the round trip's critical path.
-    #[inline(always)]
+    /// The slow path: senders try [`ProducerEnd::write_words_now`] first,
+    /// and come here when the frame does not fit by the cached tail before
+    /// the ring's end (refresh the tail, pad, or fail).
     pub(in crate::ring) fn write_words<const N: usize>(
         &mut self,
         prefix: &[u8],
