@@ -175,7 +175,14 @@ impl Producer {
     /// In line for the common case only: an in-line kind with room before
     /// the ring's end by the cached tail. The rest (the rkyv kinds, a full
     /// ring, a pad, the errors) is out of line.
-    #[inline]
+    ///
+    /// Always in line, not left to LLVM: with a plain `#[inline]` it stayed
+    /// a call, so the caller built the whole [`Envelope`] on its stack for
+    /// it and read its 48-byte result back through memory. In line, the
+    /// fields go straight from the caller's registers into the slots: a
+    /// round trip over two exported rings took 1,083 instructions before
+    /// and 915 after (callgrind).
+    #[inline(always)]
     pub fn try_write_envelope(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
         if let Some(frame) = InlineFrame::of(env)
             && self.end.write_words_now(frame.body(), frame.root())

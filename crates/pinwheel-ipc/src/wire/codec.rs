@@ -167,6 +167,10 @@ fn encode_error(
 /// so the peer cannot change them during or after the check). Never
 /// allocates. Fails with [`WireError::Misaligned`],
 /// [`WireError::Truncated`] or [`WireError::Invalid`]; never panics.
+///
+/// Always in line: its own checks are a few instructions, and a call
+/// returned its result through memory; rkyv's validator stays one call.
+#[inline(always)]
 pub fn decode(bytes: &[u8]) -> Result<&ArchivedEnvelope<'_>, WireError> {
     check_aligned(bytes)?;
     if bytes.len() < ENVELOPE_MIN_LEN {

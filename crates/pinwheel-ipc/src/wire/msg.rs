@@ -260,6 +260,7 @@ pub enum PayloadKind {
 
 impl Payload<'_> {
     /// The kind of this payload.
+    #[inline]
     pub fn kind(&self) -> PayloadKind {
         match self {
             Payload::Request { .. } => PayloadKind::Request,
@@ -275,6 +276,7 @@ impl Payload<'_> {
 
 impl ArchivedAgentId {
     /// The id, in native byte order.
+    #[inline]
     pub fn get(&self) -> AgentId {
         AgentId(self.0.to_native())
     }
@@ -282,6 +284,7 @@ impl ArchivedAgentId {
 
 impl ArchivedTopicId {
     /// The id, in native byte order.
+    #[inline]
     pub fn get(&self) -> TopicId {
         TopicId(self.0.to_native())
     }
@@ -289,6 +292,7 @@ impl ArchivedTopicId {
 
 impl ArchivedPriority {
     /// The priority as a native value.
+    #[inline]
     pub fn get(&self) -> Priority {
         match self {
             ArchivedPriority::Critical => Priority::Critical,
@@ -301,6 +305,7 @@ impl ArchivedPriority {
 
 impl ArchivedPayload<'_> {
     /// The kind of this payload.
+    #[inline]
     pub fn kind(&self) -> PayloadKind {
         match self {
             ArchivedPayload::Request { .. } => PayloadKind::Request,
@@ -314,6 +319,7 @@ impl ArchivedPayload<'_> {
     }
 
     /// The body of a request, reply or event; empty for the other kinds.
+    #[inline]
     pub fn body(&self) -> &[u8] {
         match self {
             ArchivedPayload::Request { body, .. }
@@ -351,46 +357,55 @@ impl ArchivedPayload<'_> {
 
 impl ArchivedEnvelope<'_> {
     /// The sender.
+    #[inline]
     pub fn from(&self) -> AgentId {
         self.from.get()
     }
 
     /// The receiver.
+    #[inline]
     pub fn to(&self) -> AgentId {
         self.to.get()
     }
 
     /// The topic; [`TopicId::NONE`] if none.
+    #[inline]
     pub fn topic(&self) -> TopicId {
         self.topic.get()
     }
 
     /// The correlation id.
+    #[inline]
     pub fn correlation(&self) -> u64 {
         self.correlation.to_native()
     }
 
     /// The priority.
+    #[inline]
     pub fn priority(&self) -> Priority {
         self.priority.get()
     }
 
     /// When it was sent, `CLOCK_MONOTONIC` ns of the sender.
+    #[inline]
     pub fn sent_ns(&self) -> u64 {
         self.sent_ns.to_native()
     }
 
     /// The deadline, `CLOCK_MONOTONIC` ns of the sender; 0 for none.
+    #[inline]
     pub fn deadline_ns(&self) -> u64 {
         self.deadline_ns.to_native()
     }
 
     /// The kind of payload.
+    #[inline]
     pub fn kind(&self) -> PayloadKind {
         self.payload.kind()
     }
 
     /// The body of a request, reply or event; empty for the other kinds.
+    #[inline]
     pub fn body(&self) -> &[u8] {
         self.payload.body()
     }
