@@ -184,13 +184,26 @@ impl Producer {
     /// and 915 after (callgrind).
     #[inline(always)]
     pub fn try_write_envelope(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
+        if self.write_now(env) {
+            return Ok(());
+        }
+        self.write_envelope_slowly(env)
+    }
+
+    /// Writes `env` if it is an in-line kind with room before the ring's
+    /// end by the cached tail, the common case; false (nothing written)
+    /// for the rest. A bool, not a `Result`: the callers' fast paths then
+    /// return a constant `Ok`, which folds into their own checks, instead
+    /// of joining the slow path's result in memory.
+    #[inline(always)]
+    fn write_now(&mut self, env: &Envelope<'_>) -> bool {
         if let Some(frame) = InlineFrame::of(env)
             && self.end.write_words_now(frame.body(), frame.root())
         {
             self.stats.frames += 1;
-            return Ok(());
+            return true;
         }
-        self.write_envelope_slowly(env)
+        false
     }
 
     /// [`Producer::try_write_envelope`] beyond its common case.
@@ -252,7 +265,16 @@ impl Producer {
     /// was written and the caller still has the envelope.
     #[inline]
     pub fn try_send(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
-        self.try_write_envelope(env)?;
+        if self.write_now(env) {
+            return self.flush();
+        }
+        self.try_send_slowly(env)
+    }
+
+    /// [`Producer::try_send`] beyond its common case.
+    #[inline(never)]
+    fn try_send_slowly(&mut self, env: &Envelope<'_>) -> Result<(), RingError> {
+        self.write_envelope_slowly(env)?;
         self.flush()
     }
 
@@ -260,10 +282,16 @@ impl Producer {
     #[inline]
     pub fn flush(&mut self) -> Result<(), RingError> {
         if self.end.publish(self.config.wait != WaitStrategy::Spin) {
-            self.stats.wakeups_sent += 1;
-            self.bells.data.ring().map_err(os("ring data doorbell"))?;
+            return self.wake_consumer();
         }
         Ok(())
+    }
+
+    /// Rings the data doorbell for a consumer that parked.
+    #[inline(never)]
+    fn wake_consumer(&mut self) -> Result<(), RingError> {
+        self.stats.wakeups_sent += 1;
+        self.bells.data.ring().map_err(os("ring data doorbell"))
     }
 
     /// Writes and publishes one frame; [`RingError::Full`] leaves nothing
@@ -286,17 +314,20 @@ impl Producer {
     /// the caller; waiting for space is out of line.
     #[inline]
     pub fn send(&mut self, env: &Envelope<'_>, timeout: Duration) -> Result<(), RingError> {
-        match self.try_send(env) {
-            Err(RingError::Full) => self.send_when_space(env, timeout),
-            other => other,
+        if self.write_now(env) {
+            return self.flush();
         }
+        self.send_slowly(env, timeout)
     }
 
-    /// [`Producer::send`] once the ring was found full.
-    #[cold]
+    /// [`Producer::send`] beyond its common case: the rkyv kinds, a pad,
+    /// and a ring found full, which it waits on.
     #[inline(never)]
-    fn send_when_space(&mut self, env: &Envelope<'_>, timeout: Duration) -> Result<(), RingError> {
-        self.with_space(timeout, |producer| producer.try_send(env))
+    fn send_slowly(&mut self, env: &Envelope<'_>, timeout: Duration) -> Result<(), RingError> {
+        match self.try_send_slowly(env) {
+            Err(RingError::Full) => self.with_space(timeout, |producer| producer.try_send(env)),
+            other => other,
+        }
     }
 
     /// Retries `attempt` while the ring is full, parked on the space
