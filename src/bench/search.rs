@@ -10,7 +10,11 @@
 //! than at 16,000 (measured on vm-2cpu: 0.97-1.48 ms at 1,000 req/s,
 //! 0.18-0.37 ms at 8,000). So the search doubles the rate from
 //! [`FIRST_RATE`] past a slow run, and stops at a saturated one, at a
-//! second failure in a row, or at [`HIGHEST_RATE`]. When nothing passed on
+//! second failure in a row after a pass, or at [`HIGHEST_RATE`]. Slow runs
+//! before any pass do not count towards the two: on a day the host wakes
+//! threads slowly (61 us at p50 where it took 16-27 us), 1,000 and 2,000
+//! req/s were both slow while 8,000 passed (p99 0.45 ms), and stopping
+//! at the second of them reported a maximum of 0. When nothing passed on
 //! the way up it halves the rate from [`FIRST_RATE`] until a run passes,
 //! down to [`MIN_RATE`]. Then it bisects [`REFINE_STEPS`] times between
 //! the highest pass and the first failure above it. Every run is kept in
@@ -28,7 +32,7 @@ pub const REFINE_STEPS: u32 = 4;
 pub const HIGHEST_RATE: f64 = 1_024_000.0;
 /// Lowest rate `--find-max` tries when nothing passed on the way up.
 pub const MIN_RATE: f64 = FIRST_RATE / 64.0;
-/// Failures in a row that end the way up.
+/// Failures in a row, after a pass, that end the way up.
 const MISSES_UP: u32 = 2;
 
 /// How one run went (`verdict` in `--find-max --json`'s probes).
@@ -58,7 +62,9 @@ pub fn highest_passing<E>(
             Verdict::Pass => (best, failed_above, misses) = (Some(rate), None, 0),
             verdict => {
                 failed_above.get_or_insert(rate);
-                misses += 1;
+                if best.is_some() {
+                    misses += 1;
+                }
                 if verdict == Verdict::Saturated || misses >= MISSES_UP {
                     break;
                 }
@@ -143,6 +149,24 @@ mod tests {
             [1e3, 2e3, 4e3, 8e3, 16e3, 32e3, 64e3, 24e3, 20e3, 22e3, 21e3]
         );
         assert_eq!(best, Some(20_000.0), "bisected against 32,000, not 1,000");
+    }
+
+    #[test]
+    fn slow_runs_before_any_pass_do_not_end_the_way_up() {
+        // A host that wakes threads slowly: 1,000 and 2,000 req/s over the
+        // bar, 4,000 to 16,000 under it, saturated above.
+        let (ran, best) = search(|rate| match rate {
+            r if r <= 2_000.0 => Verdict::Slow,
+            r if r <= 16_000.0 => Verdict::Pass,
+            _ => Verdict::Saturated,
+        });
+        assert_eq!(ran[..6], [1e3, 2e3, 4e3, 8e3, 16e3, 32e3]);
+        assert_eq!(ran[6..], [24e3, 20e3, 18e3, 17e3]);
+        assert_eq!(
+            best,
+            Some(16_000.0),
+            "not 0: the slow low rates say nothing of the limit"
+        );
     }
 
     #[test]
