@@ -334,6 +334,50 @@ fn push_waits_for_a_slow_consumer_instead_of_failing() {
     });
 }
 
+/// `send`'s slow path: past its in-line try, a full ring makes it wait
+/// for space, every envelope arrives once and in order, and with no
+/// reader it gives up at its timeout having written nothing.
+#[test]
+fn send_waits_for_space_and_gives_up_after_its_timeout() {
+    each(|name, make| {
+        let (mut producer, mut consumer) = make(config(WaitStrategy::Park));
+        let reader = thread::spawn(move || {
+            let mut seen = Vec::new();
+            while seen.len() < 200 {
+                thread::sleep(Duration::from_micros(50));
+                while let Some(i) = consumer.try_recv_envelope(|env| env.correlation()).unwrap() {
+                    seen.push(i);
+                }
+            }
+            (seen, consumer)
+        });
+        for i in 0..200u64 {
+            producer
+                .send(&envelope(i, &frame(i as usize)), Duration::from_secs(10))
+                .unwrap();
+        }
+        let (seen, mut consumer) = reader.join().unwrap();
+        assert_eq!(seen, (0..200).collect::<Vec<_>>(), "{name}");
+        assert!(
+            producer.stats().parks > 0,
+            "{name}: the producer waited for space"
+        );
+
+        while producer.try_send(&envelope(0, &[1; 100])).is_ok() {}
+        let sent = producer.stats().frames;
+        let err = producer
+            .send(&envelope(1, &[1; 100]), Duration::from_millis(10))
+            .unwrap_err();
+        assert!(matches!(err, RingError::Timeout { .. }), "{name}: {err}");
+        assert_eq!(producer.stats().frames, sent, "{name}: nothing written");
+        let mut left = 0;
+        while consumer.try_recv(|_| ()).unwrap().is_some() {
+            left += 1;
+        }
+        assert_eq!(left, sent - 200, "{name}: only the frames that fitted");
+    });
+}
+
 #[test]
 fn push_gives_up_after_its_timeout() {
     each(|name, make| {
