@@ -7,9 +7,10 @@
 //! 950 ms of it (requests stall 50 ms). So in each [`IDLE_WINDOW`], once a
 //! tenth of it has passed, a waiter on a real-time thread owes the CPU
 //! idle time while the thread has left less than [`IDLE_SHARE`] of the
-//! window idle: its adaptive wait then parks at every gap instead of
-//! spinning (`wait.rs`), and an executor's pump naps for what is owed
-//! (`ConsumerGroup::owed_nap`).
+//! window idle: an executor's pump naps for what is owed
+//! (`ConsumerGroup::owed_nap`), and once the thread owes more than
+//! [`OWED_BEFORE_PARKING`] its adaptive wait also parks at every gap
+//! instead of spinning (`wait.rs`).
 //!
 //! Idle is what the kernel counts: the window's wall time less the CPU
 //! time the thread used in it ([`thread_cpu_time`], read at most every
@@ -64,6 +65,18 @@ const IDLE_SHARE: u32 = 7;
 /// How often, at most, the thread's CPU time is read (a system call) to
 /// know whether it owes the CPU idle time.
 const LOOK_EVERY: Duration = Duration::from_micros(500);
+/// How much idle time the thread may owe before its waiter parks at every
+/// gap. Less is left to the executor pump's naps, which pay it in the
+/// quiet slots every millisecond (up to 200 us each, `runtime/pump.rs`).
+/// Parking at each gap pays the debt too, but every park costs the next
+/// frame a wake-up (tens of microseconds on a VM), and a busy thread owes
+/// a little most of the time: its naps put it ahead, and 7% of the next
+/// half millisecond puts it behind again. (`bench mesh --overhead` at
+/// 64,000 req/s on `vm-2cpu`, eight alternating runs, medians: p50 60 ->
+/// 26 us, p99 1.24 -> 0.82 ms, parking at any debt -> at more than
+/// 200 us.) A waiter whose thread has no pump parks once it owes more
+/// than this, no later than a look after it did before.
+const OWED_BEFORE_PARKING: Duration = Duration::from_micros(200);
 
 /// The idle share of the thread that waits (see the module's doc).
 #[derive(Debug)]
@@ -72,8 +85,9 @@ pub(super) struct IdleShare {
     /// start of the current window: only a real-time thread owes idle
     /// time.
     realtime: bool,
-    /// Whether the thread owed the CPU idle time at the last look.
-    owes: bool,
+    /// The idle time the thread owed the CPU at the last look, in
+    /// nanoseconds.
+    owed_ns: u32,
     /// When, in nanoseconds into the window, the thread's CPU time is
     /// next read.
     next_look_ns: u32,
@@ -93,7 +107,7 @@ impl IdleShare {
     pub(super) fn new() -> Self {
         Self {
             realtime: false,
-            owes: false,
+            owed_ns: 0,
             next_look_ns: 0,
             // A window that ended long ago: the first question opens the
             // next one and asks the kernel from the waiting thread (a
@@ -117,9 +131,10 @@ impl IdleShare {
         }
     }
 
-    /// Whether the thread owes the CPU idle time now (see the module's
-    /// doc). Reads its CPU time at most every [`LOOK_EVERY`], and at the
-    /// first question after a nap was owed.
+    /// Whether the thread owes the CPU more idle time than
+    /// [`OWED_BEFORE_PARKING`] now (see the module's doc). Reads its CPU
+    /// time at most every [`LOOK_EVERY`], and at the first question after
+    /// a nap was owed.
     pub(super) fn owes(&mut self, now: Instant) -> bool {
         let Some(elapsed) = self.checked(now) else {
             return false;
@@ -127,7 +142,7 @@ impl IdleShare {
         if nanos(elapsed) >= self.next_look_ns {
             self.look(now, elapsed);
         }
-        self.owes
+        self.owed_ns > nanos(OWED_BEFORE_PARKING)
     }
 
     /// The idle time the thread owes the CPU now (zero: none). While it
@@ -138,7 +153,7 @@ impl IdleShare {
         let Some(elapsed) = self.checked(now) else {
             return Duration::ZERO;
         };
-        if !self.owes && nanos(elapsed) < self.next_look_ns {
+        if self.owed_ns == 0 && nanos(elapsed) < self.next_look_ns {
             return Duration::ZERO;
         }
         let owed = self.look(now, elapsed);
@@ -176,7 +191,7 @@ impl IdleShare {
         self.window = start;
         self.thread = std::thread::current().id();
         self.realtime = self.ask_realtime();
-        self.owes = false;
+        self.owed_ns = 0;
         self.next_look_ns = nanos(IDLE_WINDOW / 10);
         if self.realtime {
             let cpu = self.ask_cpu_time().unwrap_or_default();
@@ -201,7 +216,7 @@ impl IdleShare {
         });
         let idle = elapsed.saturating_sub(used);
         let owed = (elapsed * IDLE_SHARE / 100).saturating_sub(idle);
-        self.owes = !owed.is_zero();
+        self.owed_ns = nanos(owed);
         self.next_look_ns = nanos(elapsed + LOOK_EVERY);
         owed
     }
@@ -342,6 +357,18 @@ mod tests {
         // well before the next look was due.
         assert_eq!(owed(&mut sut, start, 47.716, 51.2), ms(0.1));
         assert!(!sut.owes(start + ms(51.4)), "7.2% idle after the nap");
+    }
+
+    #[test]
+    fn a_debt_up_to_the_slack_is_left_to_the_naps_and_a_larger_one_parks() {
+        let (mut sut, start) = sut(|| true);
+        // 7% of 20 ms is 1.4 ms, and 1.2 ms was idle.
+        cpu_used(18.8);
+        assert!(!sut.owes(start + ms(20.0)), "0.2 ms owed: no parking");
+        assert_eq!(sut.owed(start + ms(20.0)), ms(0.2), "but a nap is owed");
+        cpu_used(19.0);
+        assert!(sut.owes(start + ms(20.2)), "0.214 ms owed: parks");
+        assert_eq!(sut.owed(start + ms(20.2)), ms(0.214));
     }
 
     #[test]

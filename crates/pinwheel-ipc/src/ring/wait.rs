@@ -15,16 +15,16 @@
 //!   have caught, so in short mode every [`PROBE_EVERY`]th wait spins the
 //!   full length to find out.
 //!
-//!   Spinning never takes the whole CPU of a real-time thread, though:
-//!   while the thread owes the CPU idle time (`idle.rs`: a SCHED_FIFO
-//!   thread that never sleeps is throttled by the kernel), the waiter
-//!   parks at each gap, and under a stream too dense to park in (a park
-//!   finds the next frame already there) an executor's pump also naps,
-//!   frames or not, for the idle time owed
+//!   Spinning never takes the whole CPU of a real-time thread, though
+//!   (`idle.rs`: a SCHED_FIFO thread that never sleeps is throttled by
+//!   the kernel). While the thread owes the CPU idle time, an executor's
+//!   pump naps, frames or not, for what is owed
 //!   ([`ConsumerGroup::owed_nap`](super::ConsumerGroup::owed_nap)): many
 //!   naps of 50-200 us, in slots every executor shares, instead of one
-//!   50 ms stall. (`bench mesh` at
-//!   24,000 req/s with neither: p99 38.5 ms, max 49.6 ms.)
+//!   50 ms stall. Once it owes more than those naps pay as they come (a
+//!   thread with no pump, or a stream of handlers that hold it past the
+//!   slots), the waiter parks at each gap too. (`bench mesh` at 24,000
+//!   req/s with neither: p99 38.5 ms, max 49.6 ms.)
 //!
 //!   Why not the mean wait (what this followed before): traffic in chains
 //!   (a request's calls, each answered in microseconds) separated by idle
@@ -100,9 +100,9 @@ impl Waiter {
     }
 
     /// The idle time the thread owes the CPU now, work or not (zero:
-    /// none; `idle.rs`), though the waiter parks at every gap then (the
-    /// gaps were too short to park in: a park finds the next frame
-    /// already there). A thread that spins never owes a nap. (Asked by
+    /// none; `idle.rs`): a small debt the waiter leaves to these naps, a
+    /// larger one it also parks at every gap for. A thread that spins
+    /// never owes a nap. (Asked by
     /// [`ConsumerGroup`](super::ConsumerGroup)'s owner only.)
     #[cfg(any(test, feature = "glommio"))]
     pub(super) fn owed_nap(&mut self, now: Instant) -> Duration {
@@ -342,6 +342,32 @@ mod tests {
             };
             assert_eq!((budget, nap), expected, "{strategy:?}: nothing idle");
         }
+    }
+
+    #[test]
+    fn a_thread_that_owes_a_little_keeps_spinning_and_is_told_to_nap() {
+        let mut sut = Waiter::with(
+            WaitStrategy::Adaptive,
+            FULL,
+            IdleShare::asking(Kernel::fake(|| true)),
+        );
+        cpu_used(0.0);
+        let start = Instant::now();
+        assert_eq!(sut.owed_nap(start), Duration::ZERO, "a new window");
+        for _ in 0..8 {
+            sut.caught();
+        }
+        // 7% of 20 ms is 1.4 ms, and 1.3 ms was idle.
+        cpu_used(18.7);
+        let at = start + ms(20.0);
+        assert_eq!((sut.budget(at), sut.owed_nap(at)), (Some(FULL), ms(0.1)));
+        // 2 ms later, none of it idle: 0.24 ms owed.
+        cpu_used(20.7);
+        let at = start + ms(22.0);
+        assert_eq!(
+            (sut.budget(at), sut.owed_nap(at)),
+            (Some(MIN_SPIN), ms(0.24))
+        );
     }
 
     #[test]
