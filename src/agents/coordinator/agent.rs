@@ -43,7 +43,7 @@ use crate::agents::protocol::{METHOD_WORK, STATUS_REJECTED, TRACE_BYTES, Trace};
 use crate::agents::synthetic::{CALL_TIMEOUT, status_of};
 use crate::runtime::RuntimeError;
 use crate::runtime::agent::{Agent, Head, Message};
-use crate::runtime::ctx::{Ctx, Request, now_ns};
+use crate::runtime::ctx::{Ctx, Request};
 use crate::runtime::node::{STATUS_OK, STATUS_OVERLOADED, STATUS_TIMEOUT, STATUS_UNAVAILABLE};
 use pinwheel_ipc::wire::{AgentId, PayloadKind, Priority};
 
@@ -171,7 +171,7 @@ impl CoordinatorAgent {
     /// One processor: serves queued requests until the queue closes.
     async fn process(&self, ctx: Ctx) {
         while self.ready.acquire(1).await.is_ok() {
-            let popped = self.queue.borrow_mut().pop_ready(now_ns());
+            let popped = self.queue.borrow_mut().pop_ready(ctx.now_ns());
             let status = match popped {
                 None => continue,
                 Some(Popped::Expired(job)) => {
@@ -182,7 +182,7 @@ impl CoordinatorAgent {
                 Some(Popped::Ready(job)) => {
                     let status = self.serve(&ctx, &job).await;
                     if job.trace.voice() {
-                        let took = now_ns().saturating_sub(job.trace.origin_ns());
+                        let took = ctx.now_ns().saturating_sub(job.trace.origin_ns());
                         ctx.stats().record_voice(took);
                     }
                     let _ = ctx.answer(&job.head, status, &[]).await;
@@ -230,7 +230,7 @@ impl CoordinatorAgent {
     ) -> u16 {
         let mut attempt = 1;
         loop {
-            let now = now_ns();
+            let now = ctx.now_ns();
             let decision = self
                 .policy
                 .borrow_mut()
@@ -265,7 +265,7 @@ impl CoordinatorAgent {
             let after = self.policy.borrow_mut().after_call(
                 ticket,
                 outcome,
-                now_ns(),
+                ctx.now_ns(),
                 &mut *self.rng.borrow_mut(),
             );
             self.note_breaker(id, before);

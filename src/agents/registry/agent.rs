@@ -234,7 +234,7 @@ impl Agent for RegistryAgent {
 
     async fn handle(&self, ctx: &Ctx, msg: &Message) -> Result<(), RuntimeError> {
         let head = *msg.head();
-        let now = now_ns();
+        let now = ctx.now_ns();
         match head.kind {
             PayloadKind::Heartbeat => {
                 self.heard(head.from, now);
