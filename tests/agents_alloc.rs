@@ -38,13 +38,15 @@ fn registry_lookups_heartbeats_and_health_do_not_allocate() {
         sut.register(name, record(i as u32), 0).unwrap();
     }
     let same = record(5);
+    let records: Vec<Record> = (0..64).map(record).collect();
 
     let allocations = allocations_during(|| {
         for now_ns in 1..1_000u64 {
-            let name = names[(now_ns % 64) as usize].as_str();
+            let i = (now_ns % 64) as usize;
+            let name = names[i].as_str();
             assert!(sut.lookup(name).is_some());
             sut.heartbeat(name, now_ns).unwrap();
-            assert!(sut.heartbeat_id(AgentId((now_ns % 64) as u32), now_ns));
+            assert!(sut.heartbeat_id(AgentId(i as u32), name, &records[i], now_ns));
             assert!(sut.health(name, now_ns).is_some());
         }
     });

@@ -140,12 +140,10 @@ impl RegistryAgent {
             return;
         };
         let mut registry = self.registry.borrow_mut();
-        let known = registry
-            .lookup_id(from)
-            .is_some_and(|(n, entry)| n == name && entry.record() == record);
-        if known {
-            registry.heartbeat_id(from, now);
-        } else if let Err(err) = registry.register(name, record.clone(), now) {
+        if registry.heartbeat_id(from, name, record, now) {
+            return;
+        }
+        if let Err(err) = registry.register(name, record.clone(), now) {
             warn!(agent = %name, error = %err, "registry refused an agent");
         }
     }

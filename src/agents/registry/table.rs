@@ -244,19 +244,21 @@ impl Registry {
         Ok(())
     }
 
-    /// Notes that the agent with `id` is alive at `now_ns`; `false` if no
-    /// agent holds the id. For the runtime, which knows senders by id.
-    pub fn heartbeat_id(&mut self, id: AgentId, now_ns: u64) -> bool {
-        let entry = self
-            .names_by_id
-            .get(&id)
-            .and_then(|name| self.entries.get_mut(name.as_str()));
-        match entry {
-            Some(entry) => {
+    /// Notes that the agent with `id` is alive at `now_ns`, if it holds
+    /// the id as `name` with `record`; `false` (nothing noted) if not, and
+    /// the caller registers it. For the runtime, which knows senders by
+    /// id and hears from them at every message: two hashes, no
+    /// allocation.
+    pub fn heartbeat_id(&mut self, id: AgentId, name: &str, record: &Record, now_ns: u64) -> bool {
+        if self.names_by_id.get(&id).is_none_or(|held| held != name) {
+            return false;
+        }
+        match self.entries.get_mut(name) {
+            Some(entry) if entry.record == *record => {
                 entry.hear(now_ns, &self.config.thresholds, &mut self.census_epoch);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -583,7 +585,7 @@ mod tests {
 
         sut.heartbeat("stt", 21 * SECOND_NS).unwrap();
         assert_eq!(sut.health("stt", 21 * SECOND_NS), Some(Health::Up));
-        assert!(sut.heartbeat_id(AgentId(7), 30 * SECOND_NS));
+        assert!(sut.heartbeat_id(AgentId(7), "stt", &record(7, ""), 30 * SECOND_NS));
         assert_eq!(sut.health("stt", 32 * SECOND_NS), Some(Health::Up));
         assert_eq!(sut.health("tts", 32 * SECOND_NS), None);
     }
@@ -610,7 +612,22 @@ mod tests {
             sut.heartbeat("ghost", 0),
             Err(RegistryError::Unknown { .. })
         ));
-        assert!(!sut.heartbeat_id(AgentId(9), 0));
+        assert!(!sut.heartbeat_id(AgentId(9), "ghost", &record(9, ""), 0));
+    }
+
+    #[test]
+    fn a_heartbeat_by_id_notes_nothing_for_another_name_or_record() {
+        let mut sut = Registry::new(4);
+        sut.register("stt", record(7, "asr"), SECOND_NS).unwrap();
+
+        assert!(!sut.heartbeat_id(AgentId(7), "tts", &record(7, "asr"), 5 * SECOND_NS));
+        assert!(!sut.heartbeat_id(AgentId(7), "stt", &record(7, "vad"), 5 * SECOND_NS));
+        assert_eq!(sut.lookup("stt").unwrap().last_heard_ns(), Some(SECOND_NS));
+        assert!(sut.heartbeat_id(AgentId(7), "stt", &record(7, "asr"), 5 * SECOND_NS));
+        assert_eq!(
+            sut.lookup("stt").unwrap().last_heard_ns(),
+            Some(5 * SECOND_NS)
+        );
     }
 
     #[test]
@@ -688,7 +705,7 @@ mod tests {
         assert_eq!(sut.census(3 * SECOND_NS), (2, 1));
         assert_eq!(sut.census(4 * SECOND_NS), (2, 0));
         // A heartbeat brings b back up: the kept census is retaken.
-        assert!(sut.heartbeat_id(AgentId(2), 4 * SECOND_NS));
+        assert!(sut.heartbeat_id(AgentId(2), "b", &record(2, ""), 4 * SECOND_NS));
         assert_eq!(sut.census(4 * SECOND_NS), (2, 1));
         sut.deregister("a", 5 * SECOND_NS).unwrap();
         assert_eq!(sut.census(5 * SECOND_NS), (1, 1));
@@ -732,7 +749,7 @@ mod tests {
                         let _ = sut.register(&name(n), record(u32::from(n) + 1, ""), now);
                     }
                     Step::Heartbeat(n) => {
-                        let _ = sut.heartbeat_id(AgentId(u32::from(n) + 1), now);
+                        let _ = sut.heartbeat_id(AgentId(u32::from(n) + 1), &name(n), &record(u32::from(n) + 1, ""), now);
                     }
                     Step::Deregister(n) => {
                         let _ = sut.deregister(&name(n), now);
