@@ -28,7 +28,8 @@
 //! in [`ConsumerGroup::wait_until_also`], holding the thread: spin by the
 //! class's strategy, then `ppoll` on the executor's bell (and the bells of
 //! rings its tasks wait on, [`super::watch`]) with the next timer's due
-//! time as the deadline. The ring, the kernel and the task
+//! time as the deadline (a due time nearer than the executor's parks
+//! usually wake late is spun to instead). The ring, the kernel and the task
 //! are all there is between a message (or a due time) and its handler.
 //!
 //! glommio's own reactor (io_uring completions, its timer wheel, wakes

@@ -9,7 +9,9 @@
 //! The wait ([`ConsumerGroup::wait_until`]) holds the calling thread: it
 //! spins by the consumers' wait strategy (clock-free first polls
 //! included), then parks in `ppoll(2)` on the bell with a nanosecond
-//! deadline. An executor lends it its thread when it has nothing else to
+//! deadline. An adaptive group spins to a deadline that comes sooner than
+//! its thread wakes from a park (it keeps how late its timed-out parks
+//! return, `lateness.rs`), unless the thread owes the CPU idle time. An executor lends it its thread when it has nothing else to
 //! run, so a ring message or a timer deadline wakes the executor as
 //! promptly as a plain thread, with no reactor between the kernel and the
 //! consumer. The caller's `interrupt` ends the spin early (other work
@@ -22,6 +24,7 @@ use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::time::TimeSpec;
 
 use super::handle::DataBell;
+use super::lateness::Lateness;
 use super::wait::Waiter;
 use super::{Consumer, RingError, WaitStrategy, os};
 
@@ -31,6 +34,8 @@ pub struct ConsumerGroup {
     bell: DataBell,
     consumers: Vec<Consumer>,
     waiter: Waiter,
+    /// How late this group's timed-out parks returned.
+    lateness: Lateness,
     parks: u64,
     naps: u64,
 }
@@ -63,6 +68,7 @@ impl ConsumerGroup {
             bell,
             consumers: Vec::new(),
             waiter,
+            lateness: Lateness::default(),
             parks: 0,
             naps: 0,
         }
@@ -94,6 +100,12 @@ impl ConsumerGroup {
         self.parks
     }
 
+    /// How late the group's timed-out parks usually return (see
+    /// `lateness.rs`): deadlines nearer than this are spun to.
+    pub fn wake_lateness(&self) -> Duration {
+        self.lateness.mean()
+    }
+
     /// Whether any ring has a published frame.
     pub fn any_frames(&mut self) -> Result<bool, RingError> {
         for consumer in &mut self.consumers {
@@ -107,6 +119,14 @@ impl ConsumerGroup {
     /// The bell the group's producers ring.
     pub fn bell(&self) -> &DataBell {
         &self.bell
+    }
+
+    /// Counts `n` timed-out parks that each returned `late`.
+    #[cfg(test)]
+    pub(super) fn woke_late(&mut self, late: Duration, n: usize) {
+        for _ in 0..n {
+            self.lateness.woke(late);
+        }
     }
 
     /// Declares every ring asleep for a park that someone else does (an
@@ -182,14 +202,22 @@ impl ConsumerGroup {
             std::hint::spin_loop();
         }
         let started = Instant::now();
-        let stop = match self.waiter.budget(started) {
-            None => Some(deadline),
-            Some(budget) if budget.is_zero() => None,
-            Some(budget) => Some((started + budget).min(deadline)),
+        let to_deadline =
+            self.lateness.near(started, deadline) && self.waiter.spins_to_near(started);
+        let stop = if to_deadline {
+            Some(deadline)
+        } else {
+            match self.waiter.budget(started) {
+                None => Some(deadline),
+                Some(budget) if budget.is_zero() => None,
+                Some(budget) => Some((started + budget).min(deadline)),
+            }
         };
         if let Some(stop) = stop {
             match self.spin(stop, &mut interrupt)? {
                 Some(wake) => return Ok(wake),
+                // Cut short by the deadline: says nothing of a full spin.
+                None if to_deadline => {}
                 None => self.waiter.ran_out(started.elapsed()),
             }
         }
@@ -246,7 +274,7 @@ impl ConsumerGroup {
                 return Ok(GroupWake::Deadline);
             }
             self.parks += 1;
-            let rung = self.sleep(deadline - now, also);
+            let rung = self.sleep(deadline, now, also);
             self.disarm_all();
             if rung? {
                 return Ok(GroupWake::Interrupted);
@@ -260,11 +288,17 @@ impl ConsumerGroup {
         }
     }
 
-    /// Sleeps on the bell (and on `also`) for at most `timeout`, to the
-    /// nanosecond (`ppoll`; `poll`'s millisecond timeout would round a
-    /// 300 µs timer up to 1 ms), and takes the bell's count when it rang;
-    /// true when one of `also` rang.
-    fn sleep(&self, timeout: Duration, also: &[DataBell]) -> Result<bool, RingError> {
+    /// Sleeps on the bell (and on `also`) from `now` until `deadline` at
+    /// the latest, to the nanosecond (`ppoll`; `poll`'s millisecond
+    /// timeout would round a 300 µs timer up to 1 ms), and takes the
+    /// bell's count when it rang; true when one of `also` rang. A sleep
+    /// that timed out counts how late it returned.
+    fn sleep(
+        &mut self,
+        deadline: Instant,
+        now: Instant,
+        also: &[DataBell],
+    ) -> Result<bool, RingError> {
         let doorbell = &self.bell.0;
         let fd = |i: usize| match i.checked_sub(1).and_then(|i| also.get(i)) {
             Some(bell) => PollFd::new(bell.0.as_fd(), PollFlags::POLLIN),
@@ -281,9 +315,14 @@ impl ConsumerGroup {
             many = (0..=also.len()).map(fd).collect::<Vec<_>>();
             &mut many
         };
-        let timeout = TimeSpec::from_duration(timeout);
+        let timeout = TimeSpec::from_duration(deadline - now);
         match ppoll(fds, Some(timeout), None) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(false),
+            Ok(0) => {
+                let late = Instant::now().saturating_duration_since(deadline);
+                self.lateness.woke(late);
+                Ok(false)
+            }
+            Err(nix::errno::Errno::EINTR) => Ok(false),
             Ok(_) => {
                 let readable = |fd: &PollFd<'_>| {
                     fd.revents()

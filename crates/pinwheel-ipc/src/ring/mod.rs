@@ -47,6 +47,8 @@ mod group;
 mod handle;
 #[cfg(not(loom))]
 mod idle;
+#[cfg(all(not(loom), feature = "glommio"))]
+mod lateness;
 #[allow(unsafe_code)]
 mod layout;
 #[cfg(not(loom))]

@@ -112,6 +112,16 @@ impl Waiter {
         self.idle.owed(now)
     }
 
+    /// Whether a wait starting `now` spins to a deadline that comes
+    /// sooner than a park would wake for it (`lateness.rs`) rather than
+    /// park: an adaptive waiter does, unless its thread owes the CPU idle
+    /// time. (Asked by [`ConsumerGroup`](super::ConsumerGroup), which
+    /// keeps how late its thread wakes.)
+    #[cfg(any(test, feature = "glommio"))]
+    pub(super) fn spins_to_near(&mut self, now: Instant) -> bool {
+        self.strategy == WaitStrategy::Adaptive && !self.idle.owes(now)
+    }
+
     /// Records a wait that ended with a frame within its spin.
     pub(super) fn caught(&mut self) {
         if self.strategy == WaitStrategy::Adaptive {
@@ -367,6 +377,28 @@ mod tests {
         assert_eq!(
             (sut.budget(at), sut.owed_nap(at)),
             (Some(MIN_SPIN), ms(0.24))
+        );
+    }
+
+    #[test]
+    fn only_an_adaptive_waiter_that_owes_nothing_spins_to_a_near_deadline() {
+        let now = Instant::now();
+        assert!(sut(WaitStrategy::Adaptive).spins_to_near(now));
+        // `park` never spins; `spin` spins to every deadline anyway.
+        assert!(!sut(WaitStrategy::Park).spins_to_near(now));
+        assert!(!sut(WaitStrategy::Spin).spins_to_near(now));
+        let mut owing = Waiter::with(
+            WaitStrategy::Adaptive,
+            FULL,
+            IdleShare::asking(Kernel::fake(|| true)),
+        );
+        cpu_used(0.0);
+        let start = Instant::now();
+        assert!(owing.spins_to_near(start), "a new window");
+        cpu_used(50.0);
+        assert!(
+            !owing.spins_to_near(start + ms(50.0)),
+            "a thread that owes the CPU idle time parks"
         );
     }
 

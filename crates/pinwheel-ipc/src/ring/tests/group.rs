@@ -4,7 +4,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::ring::{
-    ConsumerGroup, DataBell, GroupWake, RingConfig, RingError, WaitStrategy, shm_ring,
+    ConsumerGroup, DataBell, GroupWake, Producer, RingConfig, RingError, WaitStrategy, shm_ring,
     shm_ring_into,
 };
 
@@ -129,6 +129,55 @@ fn a_deadline_under_a_millisecond_ends_the_park_as_a_deadline() {
         group.wait_until(deadline, || false).unwrap(),
         GroupWake::Deadline
     );
+}
+
+/// An adaptive group with one empty ring.
+fn adaptive_group() -> (ConsumerGroup, Producer) {
+    let bell = DataBell::new().unwrap();
+    let mut group = ConsumerGroup::new(bell.clone(), WaitStrategy::Adaptive, 10);
+    let (producer, consumer) = shm_ring_into(config(WaitStrategy::Adaptive), &bell).unwrap();
+    group.add(consumer).unwrap();
+    (group, producer)
+}
+
+#[test]
+fn timed_out_parks_teach_a_group_how_late_its_thread_wakes() {
+    let (mut group, _producer) = adaptive_group();
+    assert_eq!(
+        group.wake_lateness(),
+        Duration::ZERO,
+        "nothing measured yet"
+    );
+    for _ in 0..5 {
+        assert!(!group.wait(Duration::from_millis(2)).unwrap());
+    }
+    assert!(group.parks() >= 5, "every wait parked: {}", group.parks());
+    assert!(
+        group.wake_lateness() > Duration::ZERO,
+        "a park returns after its deadline"
+    );
+}
+
+#[test]
+fn an_adaptive_group_spins_to_a_deadline_nearer_than_its_wake_ups_and_parks_for_a_far_one() {
+    let (mut group, _producer) = adaptive_group();
+    group.woke_late(Duration::from_micros(250), 64);
+    let near = Instant::now() + Duration::from_micros(100);
+    assert_eq!(
+        group.wait_until(near, || false).unwrap(),
+        GroupWake::Deadline
+    );
+    assert_eq!(
+        group.parks(),
+        0,
+        "a park would have woken after the deadline"
+    );
+    let far = Instant::now() + Duration::from_millis(50);
+    assert_eq!(
+        group.wait_until(far, || false).unwrap(),
+        GroupWake::Deadline
+    );
+    assert_eq!(group.parks(), 1);
 }
 
 #[test]
