@@ -14,8 +14,9 @@
 //!
 //! Idle is what the kernel counts: the window's wall time less the CPU
 //! time the thread used in it ([`thread_cpu_time`], read at most every
-//! [`LOOK_EVERY`] while the thread owes nothing, the answer holding in
-//! between, and at each question while it owes), not the time spent in
+//! [`LOOK_EVERY`] while the thread owes at most [`OWED_BEFORE_PARKING`],
+//! the answer holding in between, and at each question while it owes
+//! more; the pump's question reads it at any debt), not the time spent in
 //! sleeps. The two differ a lot on a VM: entering and leaving a short
 //! sleep there costs ~20 us of the thread's CPU time (a 1 us `ppoll`
 //! between 80 us spins measured 23 us asleep by the wall clock and left
@@ -134,7 +135,7 @@ impl IdleShare {
     /// Whether the thread owes the CPU more idle time than
     /// [`OWED_BEFORE_PARKING`] now (see the module's doc). Reads its CPU
     /// time at most every [`LOOK_EVERY`], and at the first question after
-    /// a nap was owed.
+    /// a nap was owed more than that.
     pub(super) fn owes(&mut self, now: Instant) -> bool {
         let Some(elapsed) = self.checked(now) else {
             return false;
@@ -147,7 +148,11 @@ impl IdleShare {
 
     /// The idle time the thread owes the CPU now (zero: none). While it
     /// owes, each question reads its CPU time afresh: the nap that follows
-    /// an answer pays some of it back. (Only a group's pump naps.)
+    /// an answer pays some of it back. After a debt above
+    /// [`OWED_BEFORE_PARKING`], so does the waiter's next question; a
+    /// smaller one's answer (no parking) holds until the next look, so a
+    /// busy thread that owes a little does not read its CPU time at every
+    /// wait. (Only a group's pump naps.)
     #[cfg(any(test, feature = "glommio"))]
     pub(super) fn owed(&mut self, now: Instant) -> Duration {
         let Some(elapsed) = self.checked(now) else {
@@ -157,7 +162,7 @@ impl IdleShare {
             return Duration::ZERO;
         }
         let owed = self.look(now, elapsed);
-        if !owed.is_zero() {
+        if owed > OWED_BEFORE_PARKING {
             self.next_look_ns = 0;
         }
         owed
@@ -353,10 +358,16 @@ mod tests {
         cpu_used(40.0);
         assert!(sut.owes(start + ms(50.2)), "20% idle, not looked at yet");
         assert!(!sut.owes(start + ms(50.6)), "looked at");
-        // Owing 0.1 ms, then a nap of 0.2 ms: the next question looks,
+        // Owing 0.3 ms, then a nap of 0.3 ms: the next question looks,
         // well before the next look was due.
-        assert_eq!(owed(&mut sut, start, 47.716, 51.2), ms(0.1));
-        assert!(!sut.owes(start + ms(51.4)), "7.2% idle after the nap");
+        assert_eq!(owed(&mut sut, start, 47.916, 51.2), ms(0.3));
+        assert!(!sut.owes(start + ms(51.5)), "7% idle after the nap");
+        // Owing 0.1 ms: too little to park for, so the answer holds
+        // until the next look, whatever the thread ran meanwhile.
+        assert_eq!(owed(&mut sut, start, 48.088, 51.6), ms(0.1));
+        cpu_used(51.7);
+        assert!(!sut.owes(start + ms(51.8)), "not looked at");
+        assert!(sut.owes(start + ms(52.2)), "looked at: nothing idle since");
     }
 
     #[test]
@@ -366,9 +377,9 @@ mod tests {
         cpu_used(18.8);
         assert!(!sut.owes(start + ms(20.0)), "0.2 ms owed: no parking");
         assert_eq!(sut.owed(start + ms(20.0)), ms(0.2), "but a nap is owed");
-        cpu_used(19.0);
-        assert!(sut.owes(start + ms(20.2)), "0.214 ms owed: parks");
-        assert_eq!(sut.owed(start + ms(20.2)), ms(0.214));
+        cpu_used(19.4);
+        assert!(sut.owes(start + ms(20.6)), "0.242 ms owed: parks");
+        assert_eq!(sut.owed(start + ms(20.6)), ms(0.242));
     }
 
     #[test]
