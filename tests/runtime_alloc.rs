@@ -2,6 +2,8 @@
 //! reply through the router, on one executor and across a shared-memory
 //! ring to another, and a call served by a worker on a glommio executor.
 //! A counting global allocator counts the measuring thread's allocations.
+//! (And the router notes a write that woke the other executor, for its
+//! pump's next wait.)
 
 // The crate is test code as a whole; marking it so lets the lints that
 // keep `unwrap` and `#[test]` inside test modules see that.
@@ -30,7 +32,9 @@ use pinwheel::runtime::supervisor::{RestartPolicy, Supervisor};
 use pinwheel::runtime::worker::run_worker;
 use pinwheel::test_support::{Counting, CountingAlloc, allocations_during};
 use pinwheel::topology;
-use pinwheel_ipc::ring::{Consumer, DataBell, RingConfig, WaitStrategy, shm_ring_into};
+use pinwheel_ipc::ring::{
+    Consumer, ConsumerGroup, DataBell, RingConfig, WaitStrategy, shm_ring_into,
+};
 use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 #[global_allocator]
@@ -87,15 +91,18 @@ fn sizes(routes: &Routes) -> NodeSizes {
     }
 }
 
+/// A ring between two executors.
+const RING: RingConfig = RingConfig {
+    slots: 1024,
+    max_frame: MAX_FRAME,
+    wait: WaitStrategy::Park,
+    spin_us: 0,
+};
+
 /// Executor 0 (CPU 0) and executor 1 (CPU 1), joined by a ring each way.
 fn two_nodes() -> (Node, Node, Consumer, Consumer) {
     let routes = routes();
-    let config = RingConfig {
-        slots: 1024,
-        max_frame: MAX_FRAME,
-        wait: WaitStrategy::Park,
-        spin_us: 0,
-    };
+    let config = RING;
     let (bell0, bell1) = (DataBell::new().unwrap(), DataBell::new().unwrap());
     let (to1, from0) = shm_ring_into(config, &bell1).unwrap();
     let (to0, from1) = shm_ring_into(config, &bell0).unwrap();
@@ -202,6 +209,32 @@ fn a_request_and_its_reply_through_the_router_allocate_nothing() {
         2 * MEASURED
     );
     assert_eq!(nodes.0.counters().remote.get(), (WARM_UP + MEASURED) as u64);
+}
+
+#[test]
+fn a_write_that_rings_a_parked_executor_s_bell_is_noted_once_for_the_pump() {
+    let routes = routes();
+    let bell = DataBell::new().unwrap();
+    let (to1, from0) = shm_ring_into(RING, &bell).unwrap();
+    let node0 = Node::new(
+        0,
+        Arc::clone(&routes),
+        sizes(&routes),
+        vec![None, Some(to1)],
+    );
+    let mut executor1 = ConsumerGroup::new(bell, WaitStrategy::Park, 0);
+    executor1.add(from0).unwrap();
+    node0.route(&request(FAR, 1, b"awake")).unwrap();
+    assert!(!node0.take_woke_peer(), "executor 1 was awake");
+    let drained = executor1.consumers_mut()[0].try_recv(|_| ()).unwrap();
+    assert!(drained.is_some());
+    assert!(
+        executor1.arm().unwrap(),
+        "executor 1 declares itself asleep"
+    );
+    node0.route(&request(FAR, 2, b"asleep")).unwrap();
+    assert!(node0.take_woke_peer(), "the write rang its bell");
+    assert!(!node0.take_woke_peer(), "noted once");
 }
 
 /// Answers every request with its body.

@@ -172,6 +172,9 @@ pub struct Node {
     timers: Rc<Timers>,
     watches: Watches,
     outgoing: RefCell<Vec<Option<Producer>>>,
+    /// A write to another executor rang its bell since the pump last
+    /// waited.
+    woke_peer: Cell<bool>,
     uplinks: RefCell<Uplinks>,
     scratch: RefCell<Box<Scratch>>,
     counters: RouterCounters,
@@ -212,6 +215,7 @@ impl Node {
             watches: Watches::default(),
             inboxes,
             outgoing: RefCell::new(outgoing),
+            woke_peer: Cell::new(false),
             uplinks: RefCell::new([None, None]),
             scratch: RefCell::new(Box::new(Scratch::new())),
             counters: RouterCounters::default(),
@@ -409,7 +413,19 @@ impl Node {
             bump(&self.counters.unroutable);
             return Err(RuntimeError::NoRoute { to: env.to });
         };
-        counted(producer.try_send(env), &self.counters.remote)
+        let rang = producer.stats().wakeups_sent;
+        let sent = producer.try_send(env);
+        if producer.stats().wakeups_sent != rang {
+            self.woke_peer.set(true);
+        }
+        counted(sent, &self.counters.remote)
+    }
+
+    /// Whether a write to another executor rang its bell (it was parked)
+    /// since the last question: the pump's next wait then spins as long
+    /// as a wake-up takes (`ConsumerGroup::woke_a_peer`).
+    pub fn take_woke_peer(&self) -> bool {
+        self.woke_peer.replace(false)
     }
 
     /// Hands a message for another host to the cluster link, or one for a

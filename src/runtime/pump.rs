@@ -29,7 +29,9 @@
 //! class's strategy, then `ppoll` on the executor's bell (and the bells of
 //! rings its tasks wait on, [`super::watch`]) with the next timer's due
 //! time as the deadline (a due time nearer than the executor's parks
-//! usually wake late is spun to instead). The ring, the kernel and the task
+//! usually wake late is spun to instead, and after a write that woke
+//! another executor the spin lasts at least that long: its answer comes
+//! after its wake-up). The ring, the kernel and the task
 //! are all there is between a message (or a due time) and its handler.
 //!
 //! glommio's own reactor (io_uring completions, its timer wheel, wakes
@@ -243,6 +245,9 @@ fn idle(pump: &mut Pump, now_ns: u64, cap: Duration) {
         Err(err) => {
             tracing::error!(executor = pump.node.executor(), error = %err, "cannot arm a watched ring");
         }
+    }
+    if pump.node.take_woke_peer() {
+        pump.group.woke_a_peer();
     }
     census.set_parked(true);
     let wake = pump.group.wait_until_also(
