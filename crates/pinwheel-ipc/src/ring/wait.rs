@@ -252,6 +252,16 @@ mod tests {
         Waiter::with(strategy, FULL, IdleShare::asking(Kernel::fake(|| false)))
     }
 
+    /// An adaptive waiter on a real-time thread (it may owe the CPU idle
+    /// time).
+    fn realtime_adaptive() -> Waiter {
+        Waiter::with(
+            WaitStrategy::Adaptive,
+            FULL,
+            IdleShare::asking(Kernel::fake(|| true)),
+        )
+    }
+
     /// The next budget.
     fn next(waiter: &mut Waiter) -> Option<Duration> {
         waiter.budget(Instant::now())
@@ -356,11 +366,7 @@ mod tests {
 
     #[test]
     fn a_thread_that_owes_a_little_keeps_spinning_and_is_told_to_nap() {
-        let mut sut = Waiter::with(
-            WaitStrategy::Adaptive,
-            FULL,
-            IdleShare::asking(Kernel::fake(|| true)),
-        );
+        let mut sut = realtime_adaptive();
         cpu_used(0.0);
         let start = Instant::now();
         assert_eq!(sut.owed_nap(start), Duration::ZERO, "a new window");
@@ -387,11 +393,7 @@ mod tests {
         // `park` never spins; `spin` spins to every deadline anyway.
         assert!(!sut(WaitStrategy::Park).spins_to_near(now));
         assert!(!sut(WaitStrategy::Spin).spins_to_near(now));
-        let mut owing = Waiter::with(
-            WaitStrategy::Adaptive,
-            FULL,
-            IdleShare::asking(Kernel::fake(|| true)),
-        );
+        let mut owing = realtime_adaptive();
         cpu_used(0.0);
         let start = Instant::now();
         assert!(owing.spins_to_near(start), "a new window");
