@@ -14,8 +14,10 @@
 //! return, `lateness.rs`), and, after its thread woke a parked peer
 //! ([`ConsumerGroup::woke_a_peer`]), spins at least that long before
 //! parking: a reply comes after the peer's wake-up, and a thread that
-//! parked sooner would pay a wake-up of its own for it. Neither, while the
-//! thread owes the CPU idle time. An executor lends it its thread when it has nothing else to
+//! parked sooner would pay a wake-up of its own for it. Neither, while
+//! the thread owes the CPU idle time.
+//!
+//! An executor lends the wait its thread when it has nothing else to
 //! run, so a ring message or a timer deadline wakes the executor as
 //! promptly as a plain thread, with no reactor between the kernel and the
 //! consumer. The caller's `interrupt` ends the spin early (other work
@@ -213,6 +215,7 @@ impl ConsumerGroup {
         mut interrupt: impl FnMut() -> bool,
         also: &[DataBell],
     ) -> Result<GroupWake, RingError> {
+        let peer_waking = std::mem::take(&mut self.peer_waking);
         for _ in 0..POLLS_FIRST {
             if self.any_frames()? {
                 self.waiter.caught();
@@ -224,7 +227,7 @@ impl ConsumerGroup {
             std::hint::spin_loop();
         }
         let started = Instant::now();
-        let (stop, to_deadline) = self.spin_stop(started, deadline);
+        let (stop, to_deadline) = self.spin_stop(started, deadline, peer_waking);
         if let Some(stop) = stop {
             match self.spin(stop, &mut interrupt)? {
                 Some(wake) => return Ok(wake),
@@ -241,13 +244,14 @@ impl ConsumerGroup {
 
     /// When a wait whose spin starts at `started` stops spinning to park
     /// (`None`: it parks at once), and whether it spins to `deadline`
-    /// because a park would wake after it. Takes the note of a woken peer.
+    /// because a park would wake after it; `peer_waking`: the thread woke
+    /// a parked peer since its last wait.
     pub(super) fn spin_stop(
         &mut self,
         started: Instant,
         deadline: Instant,
+        peer_waking: bool,
     ) -> (Option<Instant>, bool) {
-        let peer_waking = std::mem::take(&mut self.peer_waking);
         if self.lateness.near(started, deadline) && self.waiter.spins_to_near(started) {
             return (Some(deadline), true);
         }

@@ -181,29 +181,26 @@ fn an_adaptive_group_spins_to_a_deadline_nearer_than_its_wake_ups_and_parks_for_
 }
 
 #[test]
-fn after_waking_a_peer_a_group_spins_as_long_as_its_own_wake_ups_take_once() {
+fn after_waking_a_peer_a_group_spins_as_long_as_its_own_wake_ups_take() {
     let (mut group, _producer) = adaptive_group();
     group.woke_late(Duration::from_micros(250), 64);
     let lateness = group.wake_lateness();
     let start = Instant::now();
     let far = start + Duration::from_secs(1);
     let full = start + Duration::from_micros(10);
-    assert_eq!(group.spin_stop(start, far), (Some(full), false));
-    group.woke_a_peer();
-    assert_eq!(group.spin_stop(start, far), (Some(start + lateness), false));
+    assert_eq!(group.spin_stop(start, far, false), (Some(full), false));
     assert_eq!(
-        group.spin_stop(start, far),
-        (Some(full), false),
-        "the note is taken by the wait that follows it"
+        group.spin_stop(start, far, true),
+        (Some(start + lateness), false)
     );
     // Never past the deadline; a near one is spun to all the same.
-    group.woke_a_peer();
     let soon = start + lateness * 2;
-    let (stop, _) = group.spin_stop(start, soon);
-    assert_eq!(stop, Some(start + lateness));
-    group.woke_a_peer();
+    assert_eq!(
+        group.spin_stop(start, soon, true),
+        (Some(start + lateness), false)
+    );
     let near = start + lateness / 2;
-    assert_eq!(group.spin_stop(start, near), (Some(near), true));
+    assert_eq!(group.spin_stop(start, near, true), (Some(near), true));
 }
 
 #[test]
@@ -212,17 +209,15 @@ fn a_woken_peer_never_shortens_a_spin_nor_makes_a_parking_group_spin() {
     group.woke_late(Duration::from_micros(2), 64);
     let start = Instant::now();
     let far = start + Duration::from_secs(1);
-    group.woke_a_peer();
     assert_eq!(
-        group.spin_stop(start, far),
+        group.spin_stop(start, far, true),
         (Some(start + Duration::from_micros(10)), false),
         "a wake-up shorter than the full spin leaves the spin as it is"
     );
     let bell = DataBell::new().unwrap();
     let mut parking = ConsumerGroup::new(bell.clone(), WaitStrategy::Park, 0);
     parking.woke_late(Duration::from_micros(250), 64);
-    parking.woke_a_peer();
-    assert_eq!(parking.spin_stop(start, far), (None, false));
+    assert_eq!(parking.spin_stop(start, far, true), (None, false));
 }
 
 #[test]
