@@ -111,7 +111,8 @@ impl ConsumerGroup {
 
     /// How late the group's timed-out parks usually return (see
     /// `lateness.rs`): deadlines nearer than this are spun to.
-    pub fn wake_lateness(&self) -> Duration {
+    #[cfg(test)]
+    pub(super) fn wake_lateness(&self) -> Duration {
         self.lateness.mean()
     }
 
@@ -252,14 +253,18 @@ impl ConsumerGroup {
         deadline: Instant,
         peer_waking: bool,
     ) -> (Option<Instant>, bool) {
-        if self.lateness.near(started, deadline) && self.waiter.spins_to_near(started) {
+        let near = self.lateness.near(started, deadline);
+        // Asked once, and only when it matters: it may read the thread's
+        // CPU time.
+        let longer = (near || peer_waking) && self.waiter.spins_to_near(started);
+        if near && longer {
             return (Some(deadline), true);
         }
         let stop = match self.waiter.budget(started) {
             None => return (Some(deadline), false),
             Some(budget) => started + budget,
         };
-        let stop = if peer_waking && self.waiter.spins_to_near(started) {
+        let stop = if longer {
             stop.max(started + self.lateness.mean())
         } else {
             stop

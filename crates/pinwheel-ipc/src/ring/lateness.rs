@@ -30,7 +30,7 @@
 use std::time::{Duration, Instant};
 
 /// The most one wake-up's lateness counts for.
-pub(super) const LATE_MAX: Duration = Duration::from_micros(250);
+const LATE_MAX: Duration = Duration::from_micros(250);
 
 /// The lateness of a thread's timed-out parks (see the module's doc).
 #[derive(Debug, Default)]
