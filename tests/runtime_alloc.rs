@@ -102,10 +102,9 @@ const RING: RingConfig = RingConfig {
 /// Executor 0 (CPU 0) and executor 1 (CPU 1), joined by a ring each way.
 fn two_nodes() -> (Node, Node, Consumer, Consumer) {
     let routes = routes();
-    let config = RING;
     let (bell0, bell1) = (DataBell::new().unwrap(), DataBell::new().unwrap());
-    let (to1, from0) = shm_ring_into(config, &bell1).unwrap();
-    let (to0, from1) = shm_ring_into(config, &bell0).unwrap();
+    let (to1, from0) = shm_ring_into(RING, &bell1).unwrap();
+    let (to0, from1) = shm_ring_into(RING, &bell0).unwrap();
     let node0 = Node::new(
         0,
         Arc::clone(&routes),
