@@ -169,6 +169,11 @@ impl Ctx {
         &self.node
     }
 
+    /// The executor's router, shared.
+    pub fn node_rc(&self) -> &Rc<Node> {
+        &self.node
+    }
+
     /// The executor's statistics.
     pub fn stats(&self) -> &NodeStats {
         &self.stats

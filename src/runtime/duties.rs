@@ -26,7 +26,7 @@ use super::stats::NodeStats;
 use super::supervisor::{RestartPolicy, Supervisor};
 use super::tasks::Census;
 use super::timers::{Timer, Timers};
-use super::worker::run_worker;
+use super::worker::{InlineServer, run_worker};
 
 /// Everything the tasks of one executor share.
 pub(super) struct Local<A> {
@@ -181,6 +181,11 @@ pub(super) async fn launch_agent<A: Agent + 'static>(
             tasks.push(task);
         }
     }
+    let inline = InlineServer::new(&agent, &supervisor, &ctx, launch.workers);
+    local
+        .node
+        .inbox(launch.id)
+        .set_inline(Some(Rc::new(inline)));
     let runner = async move { agent.run(&ctx).await };
     if let Ok(task) = local.census.spawn(queue, runner) {
         tasks.push(task);

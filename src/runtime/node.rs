@@ -179,7 +179,22 @@ pub struct Node {
     scratch: RefCell<Box<Scratch>>,
     counters: RouterCounters,
     busy: Cell<u64>,
+    /// Handlers running inline inside one another now.
+    inline_depth: Cell<u32>,
     balancers: RefCell<Vec<Balancer>>,
+}
+
+/// One level of handlers running inline ([`Node::enter_inline`]); left
+/// when dropped.
+#[derive(Debug)]
+pub struct InlineLevel<'a> {
+    depth: &'a Cell<u32>,
+}
+
+impl Drop for InlineLevel<'_> {
+    fn drop(&mut self) {
+        self.depth.set(self.depth.get() - 1);
+    }
 }
 
 /// The replica a call goes to, and what finishing it needs.
@@ -220,6 +235,7 @@ impl Node {
             scratch: RefCell::new(Box::new(Scratch::new())),
             counters: RouterCounters::default(),
             busy: Cell::new(0),
+            inline_depth: Cell::new(0),
             balancers: RefCell::new(balancers(&routes, executor)),
             routes,
         }
@@ -289,6 +305,19 @@ impl Node {
     /// Ends a piece of work counted by [`Node::hold`].
     pub fn release(&self) {
         self.busy.set(self.busy.get().saturating_sub(1));
+    }
+
+    /// Enters one more level of handlers run inline on the current task,
+    /// unless `max` levels are running already.
+    pub fn enter_inline(&self, max: u32) -> Option<InlineLevel<'_>> {
+        let depth = self.inline_depth.get();
+        if depth >= max {
+            return None;
+        }
+        self.inline_depth.set(depth + 1);
+        Some(InlineLevel {
+            depth: &self.inline_depth,
+        })
     }
 
     /// Whether nothing is in progress here: no handler running, no
