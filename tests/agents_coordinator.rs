@@ -23,7 +23,6 @@
 // keep `unwrap` and `#[test]` inside test modules see that.
 #![cfg(test)]
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,16 +31,12 @@ use pinwheel::agents::coordinator::{
     BreakerConfig, CoordinatorAgent, CoordinatorConfig, CoordinatorCounters, Jitter, RetryPolicy,
 };
 use pinwheel::agents::protocol::{METHOD_WORK, STATUS_REJECTED, TRACE_BYTES, Trace};
-use pinwheel::config::{AgentSet, SourceFile};
-use pinwheel::plan::Plan;
 use pinwheel::runtime::RuntimeError;
 use pinwheel::runtime::agent::{Agent, Message};
 use pinwheel::runtime::ctx::{Ctx, now_ns};
-use pinwheel::runtime::executor::{Control, start};
-use pinwheel::runtime::layout::{Layout, layout};
 use pinwheel::runtime::node::{STATUS_FAILED, STATUS_OK, STATUS_TIMEOUT};
 use pinwheel::runtime::pending::Reply;
-use pinwheel::topology;
+use pinwheel::test_support::runtime::{NO_REPLY, boot, wait_for};
 use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 const TOPOLOGY: &str = "schema = 1\n[host]\nname = \"t\"\ncpus = { uniform = \"0-1\" }\n[class.uniform]\nwait = \"adaptive\"\n";
@@ -75,8 +70,6 @@ const CLIENT: AgentId = AgentId(0);
 const COORDINATOR: AgentId = AgentId(1);
 const BACKEND: AgentId = AgentId(2);
 
-/// What a request came to when no reply came back at all.
-const NO_REPLY: u16 = u16::MAX;
 /// How long the client waits for any answer or state it expects.
 const PATIENCE: Duration = Duration::from_secs(10);
 /// Longest a test waits for its client; a hang fails, it does not block.
@@ -408,53 +401,20 @@ async fn settle(reply: Option<Reply>) -> u16 {
 /// Runs `scenario` with a coordinator configured as `config`.
 fn run_scenario(scenario: Scenario, config: CoordinatorConfig) -> Arc<Shared> {
     let shared = Arc::new(Shared::default());
-    let file = SourceFile::from_text(Path::new("t.toml"), TOPOLOGY);
-    let topology = topology::validate(file.parse().unwrap(), &file, None).unwrap();
-    let agents =
-        AgentSet::from_sources(&[SourceFile::from_text(Path::new("a.toml"), AGENTS)]).unwrap();
-    let plan = Plan::build(&topology, &agents).unwrap();
-    let Layout {
-        routes,
-        executors,
-        phases,
-    } = layout(&plan, &topology, &agents).unwrap();
-    let control = Control::new(executors.len(), phases.len());
-    let make = {
-        let shared = Arc::clone(&shared);
-        Arc::new(move |id: AgentId| match id {
-            CLIENT => TestAgent::Client(scenario, Arc::clone(&shared)),
-            COORDINATOR => TestAgent::Coordinator(Box::new(CoordinatorAgent::new(
-                vec![BACKEND],
-                vec!["Backend".to_owned()],
-                Priority::Normal,
-                config,
-                Arc::clone(&shared.coordinator),
-            ))),
-            BACKEND => TestAgent::Backend(Arc::clone(&shared)),
-            _ => TestAgent::Idle,
-        })
-    };
-    let runtime = start(
-        routes,
-        executors,
-        make,
-        Arc::new(|_| {}),
-        control,
-        pinwheel::test_support::control_runtime(),
-    )
-    .unwrap();
-    for (phase, &expected) in phases.iter().enumerate() {
-        runtime.open_phase(phase);
-        assert!(
-            runtime.wait_started(phase, expected, Duration::from_secs(10)),
-            "phase {phase} started"
-        );
-    }
-    let give_up = Instant::now() + TEST_LIMIT;
-    // SYNC: Acquire pairs with the Release store at the client's end.
-    while !shared.done.load(Ordering::Acquire) && Instant::now() < give_up {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let agents = Arc::clone(&shared);
+    let runtime = boot(TOPOLOGY, AGENTS, move |id: AgentId| match id {
+        CLIENT => TestAgent::Client(scenario, Arc::clone(&agents)),
+        COORDINATOR => TestAgent::Coordinator(Box::new(CoordinatorAgent::new(
+            vec![BACKEND],
+            vec!["Backend".to_owned()],
+            Priority::Normal,
+            config,
+            Arc::clone(&agents.coordinator),
+        ))),
+        BACKEND => TestAgent::Backend(Arc::clone(&agents)),
+        _ => TestAgent::Idle,
+    });
+    wait_for(&shared.done, TEST_LIMIT);
     Shared::set(&shared.hold, false);
     runtime.stop().unwrap();
     shared

@@ -17,25 +17,20 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::path::Path;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
-use pinwheel::config::{AgentSet, SourceFile};
-use pinwheel::plan::Plan;
 use pinwheel::runtime::RuntimeError;
 use pinwheel::runtime::agent::{Agent, Message};
 use pinwheel::runtime::ctx::Ctx;
-use pinwheel::runtime::executor::{Control, start};
-use pinwheel::runtime::layout::{Layout, layout};
 use pinwheel::runtime::node::{STATUS_OK, STATUS_TIMEOUT};
-use pinwheel::runtime::stats::{AgentCounts, StatsSnapshot};
-use pinwheel::topology;
-use pinwheel_ipc::wire::{AgentId, Priority};
+use pinwheel::runtime::stats::StatsSnapshot;
+use pinwheel::test_support::runtime::{boot, call_status as call, counts, wait_for};
+use pinwheel_ipc::wire::AgentId;
 
 const TOPOLOGY: &str = "schema = 1\n[host]\nname = \"t\"\ncpus = { uniform = \"0-1\" }\n[class.uniform]\nwait = \"adaptive\"\n";
 
@@ -88,8 +83,6 @@ const METHOD_SLOW: u16 = 3;
 const NAP: Duration = Duration::from_millis(2);
 /// Calls the driver sends at once to test the concurrency bound.
 const CROWD: usize = 12;
-/// What a call came to when no reply came back at all.
-const NO_REPLY: u16 = u16::MAX;
 const PATIENCE: Duration = Duration::from_secs(10);
 /// Longest a test waits for its driver; a hang fails, it does not block.
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -205,16 +198,6 @@ impl Agent for TestAgent {
     }
 }
 
-/// Calls and reduces the outcome to a status: a reply's code, or
-/// STATUS_TIMEOUT when the call's own deadline passed first.
-async fn call(ctx: &Ctx, to: AgentId, method: u16, timeout: Duration) -> u16 {
-    match ctx.call(to, method, &[], Priority::Normal, timeout).await {
-        Ok(reply) => reply.head().code,
-        Err(RuntimeError::TimedOut) => STATUS_TIMEOUT,
-        Err(_) => NO_REPLY,
-    }
-}
-
 /// Polls a call once without a waker: its status if it was ready then.
 /// Then waits for it, and returns its status too.
 async fn first_poll(ctx: &Ctx, to: AgentId, method: u16) -> (Option<u16>, u16) {
@@ -248,58 +231,16 @@ async fn drive(ctx: &Ctx) -> Seen {
 }
 
 fn run_checks(shared: &Arc<Shared>) -> Vec<StatsSnapshot> {
-    let file = SourceFile::from_text(Path::new("t.toml"), TOPOLOGY);
-    let topology = topology::validate(file.parse().unwrap(), &file, None).unwrap();
-    let agents =
-        AgentSet::from_sources(&[SourceFile::from_text(Path::new("a.toml"), AGENTS)]).unwrap();
-    let plan = Plan::build(&topology, &agents).unwrap();
-    let Layout {
-        routes,
-        executors,
-        phases,
-    } = layout(&plan, &topology, &agents).unwrap();
-    let control = Control::new(executors.len(), phases.len());
-    let make = {
-        let shared = Arc::clone(shared);
-        Arc::new(move |id: AgentId| match id {
-            DRIVER => TestAgent::Driver(Arc::clone(&shared)),
-            LEAF => TestAgent::Leaf(Gauge::default()),
-            RELAY => TestAgent::Relay,
-            SLEEPER => TestAgent::Sleeper(Gauge::default()),
-            _ => TestAgent::Idle,
-        })
-    };
-    let runtime = start(
-        routes,
-        executors,
-        make,
-        Arc::new(|_| {}),
-        control,
-        pinwheel::test_support::control_runtime(),
-    )
-    .unwrap();
-    for (phase, &expected) in phases.iter().enumerate() {
-        runtime.open_phase(phase);
-        assert!(
-            runtime.wait_started(phase, expected, Duration::from_secs(10)),
-            "phase {phase} started"
-        );
-    }
-    let give_up = Instant::now() + TEST_LIMIT;
-    // SYNC: Acquire pairs with the Release store at the driver's end.
-    while !shared.done.load(Ordering::Acquire) && Instant::now() < give_up {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let driver = Arc::clone(shared);
+    let runtime = boot(TOPOLOGY, AGENTS, move |id: AgentId| match id {
+        DRIVER => TestAgent::Driver(Arc::clone(&driver)),
+        LEAF => TestAgent::Leaf(Gauge::default()),
+        RELAY => TestAgent::Relay,
+        SLEEPER => TestAgent::Sleeper(Gauge::default()),
+        _ => TestAgent::Idle,
+    });
+    wait_for(&shared.done, TEST_LIMIT);
     runtime.stop().unwrap()
-}
-
-fn counts(snapshots: &[StatsSnapshot], agent: AgentId) -> AgentCounts {
-    snapshots
-        .iter()
-        .flat_map(|s| s.agents.iter())
-        .find(|(a, _)| *a == agent)
-        .map(|(_, c)| *c)
-        .unwrap()
 }
 
 #[test]

@@ -16,24 +16,19 @@
 // keep `unwrap` and `#[test]` inside test modules see that.
 #![cfg(test)]
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join;
-use pinwheel::config::{AgentSet, SourceFile};
-use pinwheel::plan::Plan;
 use pinwheel::runtime::RuntimeError;
 use pinwheel::runtime::agent::{Agent, Message};
 use pinwheel::runtime::ctx::{Ctx, now_ns};
-use pinwheel::runtime::executor::{Control, start};
-use pinwheel::runtime::layout::{Layout, layout};
 use pinwheel::runtime::node::{STATUS_FAILED, STATUS_OK, STATUS_TIMEOUT, STATUS_UNAVAILABLE};
-use pinwheel::runtime::stats::{AgentCounts, StatsSnapshot};
+use pinwheel::runtime::stats::StatsSnapshot;
 use pinwheel::runtime::supervisor::RestartPolicy;
-use pinwheel::topology;
+use pinwheel::test_support::runtime::{NO_REPLY, boot, call_status as call, counts, wait_for};
 use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
 const TOPOLOGY: &str = "schema = 1\n[host]\nname = \"t\"\ncpus = { uniform = \"0-1\" }\n[class.uniform]\nwait = \"adaptive\"\n";
@@ -75,8 +70,6 @@ const METHOD_SLOW: u16 = 3;
 /// Wait for the gate, then answer OK.
 const METHOD_HOLD: u16 = 4;
 
-/// What a call came to when no reply came back at all.
-const NO_REPLY: u16 = u16::MAX;
 /// How long the driver waits for any answer it expects.
 const PATIENCE: Duration = Duration::from_secs(10);
 /// Longest a test waits for its driver; a hang fails, it does not block.
@@ -228,16 +221,6 @@ impl Agent for TestAgent {
     }
 }
 
-/// Calls and reduces the outcome to a status: a reply's code, or
-/// STATUS_TIMEOUT when the call's own deadline passed first.
-async fn call(ctx: &Ctx, to: AgentId, method: u16, timeout: Duration) -> u16 {
-    match ctx.call(to, method, &[], Priority::Normal, timeout).await {
-        Ok(reply) => reply.head().code,
-        Err(RuntimeError::TimedOut) => STATUS_TIMEOUT,
-        Err(_) => NO_REPLY,
-    }
-}
-
 /// Misbehaves with `method` until Flaky is isolated, checks who answers
 /// while it is, then lets it restart and waits until it answers again.
 async fn isolate_and_restart(
@@ -329,62 +312,18 @@ async fn request(ctx: &Ctx, to: AgentId, method: u16, deadline_ns: u64) -> u16 {
 
 /// Runs `scenario` to its end and returns the executors' statistics.
 fn run_scenario(scenario: Scenario, shared: &Arc<Shared>) -> Vec<StatsSnapshot> {
-    let file = SourceFile::from_text(Path::new("t.toml"), TOPOLOGY);
-    let topology = topology::validate(file.parse().unwrap(), &file, None).unwrap();
-    let agents =
-        AgentSet::from_sources(&[SourceFile::from_text(Path::new("a.toml"), AGENTS)]).unwrap();
-    let plan = Plan::build(&topology, &agents).unwrap();
-    let Layout {
-        routes,
-        executors,
-        phases,
-    } = layout(&plan, &topology, &agents).unwrap();
-    let control = Control::new(executors.len(), phases.len());
-    let make = {
-        let shared = Arc::clone(shared);
-        Arc::new(move |id: AgentId| match id {
-            DRIVER => TestAgent::Driver(scenario, Arc::clone(&shared)),
-            FLAKY => TestAgent::Flaky(Arc::clone(&shared)),
-            STEADY => TestAgent::Steady(Arc::clone(&shared)),
-            _ => TestAgent::Idle,
-        })
-    };
-    let runtime = start(
-        routes,
-        executors,
-        make,
-        Arc::new(|_| {}),
-        control,
-        pinwheel::test_support::control_runtime(),
-    )
-    .unwrap();
-    for (phase, &expected) in phases.iter().enumerate() {
-        runtime.open_phase(phase);
-        assert!(
-            runtime.wait_started(phase, expected, Duration::from_secs(10)),
-            "phase {phase} started"
-        );
-    }
-    let give_up = Instant::now() + TEST_LIMIT;
-    // SYNC: Acquire pairs with the Release store at the driver's end.
-    while !shared.done.load(Ordering::Acquire) {
-        if Instant::now() >= give_up {
-            // Let a stuck restart finish so that the stop can drain.
-            shared.open_gate();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    let agents = Arc::clone(shared);
+    let runtime = boot(TOPOLOGY, AGENTS, move |id: AgentId| match id {
+        DRIVER => TestAgent::Driver(scenario, Arc::clone(&agents)),
+        FLAKY => TestAgent::Flaky(Arc::clone(&agents)),
+        STEADY => TestAgent::Steady(Arc::clone(&agents)),
+        _ => TestAgent::Idle,
+    });
+    if !wait_for(&shared.done, TEST_LIMIT) {
+        // Let a stuck restart finish so that the stop can drain.
+        shared.open_gate();
     }
     runtime.stop().unwrap()
-}
-
-fn counts(snapshots: &[StatsSnapshot], agent: AgentId) -> AgentCounts {
-    snapshots
-        .iter()
-        .flat_map(|s| s.agents.iter())
-        .find(|(a, _)| *a == agent)
-        .map(|(_, c)| *c)
-        .unwrap()
 }
 
 /// What both isolation tests check once the runtime has stopped.

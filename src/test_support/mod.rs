@@ -13,12 +13,15 @@
 //!   from the seed's agent manifests.
 //! * [`control_runtime`]: a control runtime for tests that start executors
 //!   without a daemon (their wake-up guard runs on it).
+//! * [`runtime::boot`]: executors for a small plan with the test's own
+//!   agents, started and with every phase open.
 
 #[allow(unsafe_code)]
 mod alloc;
 mod daemon;
 mod nats;
 pub mod process_daemon;
+pub mod runtime;
 
 pub use alloc::{Counting, CountingAlloc, allocations_during};
 pub use daemon::{DaemonProcess, HANG_GUARD};
