@@ -130,13 +130,13 @@ pub struct InlineServer {
 
 /// Handlers in a row that waited in their first poll before an agent is
 /// offered fewer messages inline.
-pub const MISS_LIMIT: u32 = 8;
+const MISS_LIMIT: u32 = 8;
 /// One message in this many is offered inline to an agent past
 /// [`MISS_LIMIT`].
-pub const PROBE_EVERY: u32 = 64;
+const PROBE_EVERY: u32 = 64;
 /// Most handlers run inline inside one another on one task (a chain of
 /// local calls each answered inline).
-pub const MAX_DEPTH: u32 = 16;
+const MAX_DEPTH: u32 = 16;
 
 /// An inline server's free seats.
 type Seats = RefCell<Vec<Box<dyn Seat>>>;
@@ -144,7 +144,7 @@ type Seats = RefCell<Vec<Box<dyn Seat>>>;
 impl InlineServer {
     /// The inline server of `agent`, with a seat for each of its
     /// `workers`, which share `supervisor`; `ctx` is the agent's (each
-    /// message gets a fork of it).
+    /// seat has a fork of it).
     pub fn new<A: Agent + 'static>(
         agent: &Rc<A>,
         supervisor: &Rc<RefCell<Supervisor>>,
@@ -153,10 +153,13 @@ impl InlineServer {
     ) -> Self {
         let seats = Rc::new(RefCell::new(Vec::with_capacity(workers)));
         for _ in 0..workers {
-            let (agent, supervisor, ctx) = (Rc::clone(agent), Rc::clone(supervisor), ctx.fork());
+            // Like a worker's, the seat's context serves one message after
+            // another (its sleep timer too).
+            let (agent, supervisor, ctx) =
+                (Rc::clone(agent), Rc::clone(supervisor), Rc::new(ctx.fork()));
             let serve_one = move |frame| {
                 let (agent, supervisor, ctx) =
-                    (Rc::clone(&agent), Rc::clone(&supervisor), ctx.fork());
+                    (Rc::clone(&agent), Rc::clone(&supervisor), Rc::clone(&ctx));
                 async move {
                     let mut deadline = Timer::new(ctx.node().timers());
                     serve(&*agent, &ctx, &supervisor, frame, &mut deadline).await;
