@@ -18,7 +18,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -32,7 +32,7 @@ use pinwheel::runtime::stats::StatsSnapshot;
 use pinwheel::test_support::runtime::{boot, call_status as call, counts, wait_for};
 use pinwheel_ipc::wire::AgentId;
 
-const TOPOLOGY: &str = "schema = 1\n[host]\nname = \"t\"\ncpus = { uniform = \"0-1\" }\n[class.uniform]\nwait = \"adaptive\"\n";
+use pinwheel::test_support::runtime::TWO_CPUS as TOPOLOGY;
 
 const AGENTS: &str = r#"schema = 1
 [[agent]]
@@ -112,17 +112,27 @@ struct Shared {
     done: AtomicBool,
 }
 
-/// Handlers running now and the most seen at once, for one agent.
-#[derive(Debug, Default)]
+/// Handlers running now on one agent's executor, and the most seen at
+/// once, which the test thread reads after the stop.
+#[derive(Debug)]
 struct Gauge {
     now: Cell<u32>,
-    most: Cell<u32>,
+    most: &'static AtomicU32,
 }
 
 impl Gauge {
+    fn new(most: &'static AtomicU32) -> Self {
+        Self {
+            now: Cell::new(0),
+            most,
+        }
+    }
+
     fn enter(&self) -> GaugeGuard<'_> {
         self.now.set(self.now.get() + 1);
-        self.most.set(self.most.get().max(self.now.get()));
+        // SYNC: Relaxed; the test thread reads it after the executors
+        // have been joined.
+        self.most.fetch_max(self.now.get(), Ordering::Relaxed);
         GaugeGuard(self)
     }
 }
@@ -135,6 +145,9 @@ impl Drop for GaugeGuard<'_> {
     }
 }
 
+static MOST_LEAF: AtomicU32 = AtomicU32::new(0);
+static MOST_SLEEPER: AtomicU32 = AtomicU32::new(0);
+
 enum TestAgent {
     Driver(Arc<Shared>),
     Leaf(Gauge),
@@ -144,31 +157,11 @@ enum TestAgent {
     Idle,
 }
 
-/// The most handlers Leaf and Sleeper ran at once, written down by the
-/// driver (the gauges live on the executor thread).
-#[derive(Debug, Default)]
-struct Most {
-    leaf: u32,
-    sleeper: u32,
-}
-
-static MOST: Mutex<Most> = Mutex::new(Most {
-    leaf: 0,
-    sleeper: 0,
-});
-
 impl Agent for TestAgent {
     async fn handle(&self, ctx: &Ctx, msg: &Message) -> Result<(), RuntimeError> {
         match self {
             TestAgent::Leaf(gauge) | TestAgent::Sleeper(gauge) => {
                 let _running = gauge.enter();
-                {
-                    let mut most = MOST.lock().unwrap();
-                    match self {
-                        TestAgent::Leaf(_) => most.leaf = most.leaf.max(gauge.most.get()),
-                        _ => most.sleeper = most.sleeper.max(gauge.most.get()),
-                    }
-                }
                 let nap = match (self, msg.head().code) {
                     (_, METHOD_SLOW) => Some(Duration::from_secs(3_600)),
                     (TestAgent::Sleeper(_), _) | (_, METHOD_NAP) => Some(NAP),
@@ -234,9 +227,9 @@ fn run_checks(shared: &Arc<Shared>) -> Vec<StatsSnapshot> {
     let driver = Arc::clone(shared);
     let runtime = boot(TOPOLOGY, AGENTS, move |id: AgentId| match id {
         DRIVER => TestAgent::Driver(Arc::clone(&driver)),
-        LEAF => TestAgent::Leaf(Gauge::default()),
+        LEAF => TestAgent::Leaf(Gauge::new(&MOST_LEAF)),
         RELAY => TestAgent::Relay,
-        SLEEPER => TestAgent::Sleeper(Gauge::default()),
+        SLEEPER => TestAgent::Sleeper(Gauge::new(&MOST_SLEEPER)),
         _ => TestAgent::Idle,
     });
     wait_for(&shared.done, TEST_LIMIT);
@@ -271,9 +264,11 @@ fn local_calls_are_served_on_the_caller_s_task_within_each_agent_s_concurrency_a
         "a handler that waits is finished by a worker"
     );
     assert_eq!(seen.crowd, vec![STATUS_OK; 2 * CROWD]);
-    let most = MOST.lock().unwrap();
     assert_eq!(
-        (most.leaf, most.sleeper),
+        (
+            MOST_LEAF.load(Ordering::Relaxed),
+            MOST_SLEEPER.load(Ordering::Relaxed)
+        ),
         (1, 2),
         "never more handlers at once than the agent's concurrency (and as many)"
     );

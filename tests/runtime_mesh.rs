@@ -23,7 +23,7 @@ use pinwheel::runtime::stats::StatsSnapshot;
 use pinwheel::topology::{self, Topology};
 use pinwheel_ipc::wire::{AgentId, Priority};
 
-const TOPOLOGY: &str = "schema = 1\n[host]\nname = \"t\"\ncpus = { uniform = \"0-1\" }\n[class.uniform]\nwait = \"adaptive\"\n";
+use pinwheel::test_support::runtime::TWO_CPUS as TOPOLOGY;
 
 const AGENTS: &str = r#"schema = 1
 [[agent]]

@@ -31,7 +31,7 @@ use pinwheel::runtime::supervisor::RestartPolicy;
 use pinwheel::test_support::runtime::{NO_REPLY, boot, call_status as call, counts, wait_for};
 use pinwheel_ipc::wire::{AgentId, Envelope, Payload, Priority, TopicId};
 
-const TOPOLOGY: &str = "schema = 1\n[host]\nname = \"t\"\ncpus = { uniform = \"0-1\" }\n[class.uniform]\nwait = \"adaptive\"\n";
+use pinwheel::test_support::runtime::TWO_CPUS as TOPOLOGY;
 
 const AGENTS: &str = r#"schema = 1
 [[agent]]

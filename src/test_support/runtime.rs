@@ -18,6 +18,10 @@ use crate::runtime::stats::{AgentCounts, StatsSnapshot};
 use crate::topology;
 use pinwheel_ipc::wire::{AgentId, Priority};
 
+/// A host of two CPUs, 0 and 1, one uniform class with the adaptive wait:
+/// the topology of the runtime tests.
+pub const TWO_CPUS: &str = "schema = 1\n[host]\nname = \"t\"\ncpus = { uniform = \"0-1\" }\n[class.uniform]\nwait = \"adaptive\"\n";
+
 /// What a call came to when no reply came back at all.
 pub const NO_REPLY: u16 = u16::MAX;
 
