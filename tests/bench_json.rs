@@ -120,7 +120,24 @@ fn mesh_json_counts_every_offered_request_as_sent_or_not_and_every_sent_one_once
             .iter()
             .all(|a| a["agent"].is_string() && u64_at(a, "concurrency") >= 1),
         "{report:#}"
-    );
+    ); // Each executor's stretches off the CPU while awake, one entry per
+    // executor, by CPU, consistent with themselves.
+    let off = report["off_cpu"].as_array().expect("a list");
+    assert!(!off.is_empty() && off.len() <= 2, "{report:#}");
+    let cpus: Vec<u64> = off.iter().map(|e| u64_at(e, "cpu")).collect();
+    assert!(cpus.windows(2).all(|w| w[0] < w[1]), "{report:#}");
+    for e in off {
+        let (count, total, longest) = (
+            u64_at(e, "count"),
+            u64_at(e, "total_ns"),
+            u64_at(e, "longest_ns"),
+        );
+        assert!(longest <= total && (count > 0) == (total > 0), "{report:#}");
+        assert!(
+            e["share"].as_f64().is_some_and(|s| (0.0..1.0).contains(&s)),
+            "{report:#}"
+        );
+    }
 }
 
 #[test]
@@ -157,6 +174,11 @@ fn find_max_names_the_highest_passing_rate_and_that_run_s_counts() {
         let v = verdict(p);
         assert!(["pass", "slow", "saturated"].contains(&v.as_str()), "{p:#}");
         assert_eq!(p["passed"] == Value::Bool(true), v == "pass", "{p:#}");
+        // Each probe says how long the executors were off the CPU.
+        assert!(
+            u64_at(p, "off_cpu_longest_ns") <= u64_at(p, "off_cpu_ns"),
+            "{p:#}"
+        );
         if v == "saturated" {
             assert!(p["rate_per_s"].as_f64().unwrap() > max, "{report:#}");
         }

@@ -37,7 +37,7 @@ use serde::Serialize;
 
 use super::BenchError;
 use super::search::{self, Verdict};
-use crate::daemon::report::RequestsReport;
+use crate::daemon::report::{OffCpuReport, RequestsReport};
 use crate::daemon::{self, RunOptions};
 use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns};
 
@@ -76,6 +76,8 @@ pub struct MeshReport {
     pub counts: RequestsReport,
     /// The agents whose workers were busiest, busiest first.
     pub busiest: Vec<BusyAgent>,
+    /// Each executor's stretches off the CPU while awake.
+    pub off_cpu: Vec<OffCpuReport>,
 }
 
 /// Agents listed as the busiest: where a mesh that cannot keep up queues.
@@ -147,6 +149,7 @@ impl MeshBench {
             agents: (report.agents_started, report.agents_planned),
             counts: report.requests,
             busiest,
+            off_cpu: report.off_cpu,
         })
     }
 
@@ -167,6 +170,8 @@ impl MeshBench {
             probes.push(Probe {
                 rate_per_s: rate,
                 p99_ns: json.e2e_ns.p99,
+                off_cpu_ns: json.off_cpu.iter().map(|r| r.total_ns).sum(),
+                off_cpu_longest_ns: json.off_cpu.iter().map(|r| r.longest_ns).max().unwrap_or(0),
                 not_sent: json.requests.not_sent,
                 timed_out: json.requests.timed_out,
                 passed: verdict == Verdict::Pass,
@@ -201,6 +206,7 @@ impl MeshReport {
             e2e_ns: LatencySummary::of(&self.requests),
             voice_ns: LatencySummary::of(&self.voice),
             busiest_agents: self.busiest.clone(),
+            off_cpu: self.off_cpu.clone(),
         }
     }
 }
@@ -232,6 +238,9 @@ pub struct MeshJson {
     pub voice_ns: LatencySummary,
     /// The [`BUSIEST`] agents by busy share, busiest first.
     pub busiest_agents: Vec<BusyAgent>,
+    /// Each executor's stretches off the CPU while awake (the host's, the
+    /// kernel's): what the latencies waited out beyond pinwheel.
+    pub off_cpu: Vec<OffCpuReport>,
 }
 
 impl MeshJson {
@@ -290,6 +299,7 @@ impl MeshJson {
         if !busiest.is_empty() {
             let _ = writeln!(out, "\nbusiest agents: {}", busiest.join(", "));
         }
+        let _ = writeln!(out, "{}", OffCpuReport::line(&self.off_cpu));
         out
     }
 
@@ -319,12 +329,14 @@ impl FindMax {
         for p in &self.probes {
             let _ = writeln!(
                 out,
-                "  {:>10} req/s: p99 {:>9}, {} not sent, {} timed out: {}",
+                "  {:>10} req/s: p99 {:>9}, {} not sent, {} timed out: {}; off CPU {} (longest {})",
                 p.rate_per_s,
                 format_ns(p.p99_ns),
                 p.not_sent,
                 p.timed_out,
-                if p.passed { "pass" } else { "fail" }
+                if p.passed { "pass" } else { "fail" },
+                format_ns(p.off_cpu_ns),
+                format_ns(p.off_cpu_longest_ns)
             );
         }
         let _ = writeln!(out, "max rate: {} req/s\n", self.max_rate_per_s);
@@ -342,6 +354,10 @@ pub struct Probe {
     pub rate_per_s: f64,
     /// End-to-end p99, ns.
     pub p99_ns: u64,
+    /// The executors' stretches off the CPU while awake, summed, ns.
+    pub off_cpu_ns: u64,
+    /// The longest of them, ns.
+    pub off_cpu_longest_ns: u64,
     /// Requests that never left.
     pub not_sent: u64,
     /// Requests not answered in time.

@@ -106,6 +106,68 @@ pub struct RouteReport {
     pub latency_ns: LatencySummary,
 }
 
+/// One executor's stretches off the CPU while awake
+/// ([`crate::runtime::offcpu`]): time neither its work nor its sleep.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OffCpuReport {
+    /// The executor's CPU.
+    pub cpu: u32,
+    /// Stretches of 250 us or more.
+    pub count: u64,
+    /// Their time in all, ns.
+    pub total_ns: u64,
+    /// The longest, ns.
+    pub longest_ns: u64,
+    /// Their time over start-up and run.
+    pub share: f64,
+}
+
+impl OffCpuReport {
+    /// The executors' stretches, one entry each, by CPU.
+    pub fn of(routes: &Routes, snapshots: &[StatsSnapshot], run: Duration) -> Vec<Self> {
+        let mut all: Vec<Self> = snapshots
+            .iter()
+            .map(|s| {
+                let t = s.executor.off_cpu;
+                Self {
+                    cpu: routes
+                        .executors()
+                        .get(usize::from(s.executor.index))
+                        .map_or(u32::from(s.executor.index), |cpu| cpu.0),
+                    count: t.count,
+                    total_ns: t.total_ns,
+                    longest_ns: t.longest_ns,
+                    share: t.total_ns as f64 / run.as_nanos().max(1) as f64,
+                }
+            })
+            .collect();
+        all.sort_by_key(|r| r.cpu);
+        all
+    }
+
+    /// The executors' stretches in a line for people.
+    pub fn line(all: &[Self]) -> String {
+        let mut out = String::from("off CPU while awake (stretches of 250 us or more):");
+        for (i, r) in all.iter().enumerate() {
+            let sep = if i == 0 { " " } else { "; " };
+            if r.count == 0 {
+                let _ = write!(out, "{sep}CPU {} none", r.cpu);
+            } else {
+                let _ = write!(
+                    out,
+                    "{sep}CPU {} {} times, {} ({:.2}% of the run), longest {}",
+                    r.cpu,
+                    r.count,
+                    format_ns(r.total_ns),
+                    r.share * 100.0,
+                    format_ns(r.longest_ns)
+                );
+            }
+        }
+        out
+    }
+}
+
 /// One coordinator's counters.
 #[derive(Debug, Clone, Serialize)]
 pub struct CoordinatorReport {
@@ -190,6 +252,8 @@ pub struct Report {
     pub stream_frames: FramesReport,
     /// Routers, summed over executors.
     pub router: RouterTotals,
+    /// Each executor's stretches off the CPU while awake.
+    pub off_cpu: Vec<OffCpuReport>,
     /// Why the run was degraded (privileges it did not get).
     pub degraded: Vec<String>,
     /// Calls between this host and others, in a cluster.
@@ -297,6 +361,7 @@ impl Report {
                 completed: inputs.mesh.streams.completed.load(Ordering::Relaxed),
             },
             router: router_totals(snapshots),
+            off_cpu: OffCpuReport::of(inputs.routes, snapshots, inputs.startup + inputs.run),
             degraded: inputs.degraded,
             cluster_calls: None,
             legacy: None,
@@ -347,6 +412,7 @@ impl Report {
             "placement: {} violations (agents off their planned CPU)",
             self.placement_violations
         );
+        let _ = writeln!(out, "{}", OffCpuReport::line(&self.off_cpu));
         let [count, p50, p99, p999, max] = LATENCY_TITLES;
         let _ = writeln!(
             out,

@@ -41,6 +41,7 @@ use super::duties::{Local, launch_agent, shut_down, sleep, tick};
 use super::guard::Guard;
 use super::interrupt;
 use super::node::{Node, NodeSizes};
+use super::offcpu::OffCpu;
 use super::pump::{PREEMPT, Pump, REACTOR_SPIN, run_pump};
 use super::relay::Relay;
 use super::remote::Uplinks;
@@ -556,6 +557,7 @@ fn spawn_tasks<A: Agent + 'static>(
         census: Arc::clone(&local.census),
         stop: Rc::clone(&pump_done),
         relay: Relay::spawn(queues.passes)?,
+        off_cpu: OffCpu::new(),
     };
     local.census.set_pump_queue(queues.latency);
     let pump = glommio::spawn_local_into(run_pump(pump), queues.latency)?;

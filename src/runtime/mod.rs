@@ -21,7 +21,8 @@
 //! * `agent`, `ctx`, `worker`, `supervisor`: what an agent is to the
 //!   runtime, its handle on it, the task that runs its handler, and the
 //!   restart policy.
-//! * `stats`: what each executor measures.
+//! * `stats`: what each executor measures; `offcpu`: the stretches its
+//!   thread was awake and yet did not run (the host's, the kernel's).
 //! * `breaker`: the circuit breaker the coordinator puts before each
 //!   downstream and the cluster link before each remote host.
 //! * `remote`: calls to agents on other hosts: their ids, and the rings
@@ -56,6 +57,7 @@ pub mod interrupt;
 pub mod layout;
 pub mod legacy;
 pub mod node;
+pub mod offcpu;
 pub mod pending;
 pub mod pool;
 pub mod privileges;

@@ -38,6 +38,7 @@ use super::RuntimeError;
 use super::balance::Balancer;
 use super::clock::Clock;
 use super::inbox::Inbox;
+use super::offcpu::OffCpuTotals;
 use super::pending::Pending;
 use super::pool::{FrameBuf, FramePool};
 use super::remote::{RemoteKind, Uplinks};
@@ -88,6 +89,9 @@ pub struct RouterCounters {
     /// Slots still published in the incoming rings after the pump's last
     /// pass: the rings' depth.
     pub ring_backlog: Cell<u64>,
+    /// The pump's thread's stretches off the CPU while awake
+    /// ([`super::offcpu`]); reported per executor, not in the totals.
+    pub off_cpu: Cell<OffCpuTotals>,
     /// glommio reactor passes the pump let happen while idle.
     pub reactor_passes: Cell<u64>,
     /// Reactor passes that fell between a ring message and its handler

@@ -82,6 +82,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::node::Node;
+use super::offcpu::OffCpu;
 use super::relay::Relay;
 use super::tasks::Census;
 use pinwheel_ipc::ring::ConsumerGroup;
@@ -125,6 +126,8 @@ pub struct Pump {
     pub stop: Rc<Cell<bool>>,
     /// Its helper, in a task queue of its own.
     pub relay: Relay,
+    /// Its thread's off-CPU stretches while awake.
+    pub off_cpu: OffCpu,
 }
 
 /// Moves frames and fires timers until `stop` is set and the rings are
@@ -154,6 +157,7 @@ pub async fn run_pump(mut pump: Pump) {
         }
         deferred = false;
         let now = pump.node.clock().now_ns();
+        pump.off_cpu.awake(now);
         let fired = pump.node.timers().fire(now);
         // A SCHED_FIFO thread that never sleeps is throttled by the kernel
         // (50 ms with nothing run, once a second); under a stream too dense
@@ -162,7 +166,10 @@ pub async fn run_pump(mut pump: Pump) {
         if let Some(left) = quiet_left(now) {
             let owed = pump.group.owed_nap();
             if !owed.is_zero() {
-                pump.group.nap(left.max(owed.min(NAP_MAX)));
+                let slice = left.max(owed.min(NAP_MAX));
+                pump.group.nap(slice);
+                let due_ns = now.saturating_add(duration_ns(slice));
+                pump.off_cpu.woke(pump.node.clock().now_ns(), due_ns);
                 // `now` is stale: start over from the rings.
                 continue;
             }
@@ -173,6 +180,7 @@ pub async fn run_pump(mut pump: Pump) {
             .set(pump.group.consumers_mut().iter().map(|c| c.backlog()).sum());
         counters.parks.set(pump.group.parks());
         counters.naps.set(pump.group.naps());
+        counters.off_cpu.set(pump.off_cpu.totals());
         let woken = pump.node.watches().wake_ready();
         let preempt = glommio::executor().need_preempt();
         let ready = fired > 0 || woken > 0 || pump.census.ready() > 0;
@@ -198,7 +206,8 @@ pub async fn run_pump(mut pump: Pump) {
             (last_pass_ns, exposed) = (pump.node.clock().now_ns(), false);
             continue;
         }
-        idle(&mut pump, now, PASS_PERIOD - since_pass);
+        let due_ns = idle(&mut pump, now, PASS_PERIOD - since_pass);
+        pump.off_cpu.woke(pump.node.clock().now_ns(), due_ns);
     }
 }
 
@@ -228,19 +237,21 @@ fn quiet_left(now_ns: u64) -> Option<Duration> {
 }
 
 /// Holds the thread until a frame, the next due time (or `cap` after
-/// `now_ns`), or a task made ready from another thread.
-fn idle(pump: &mut Pump, now_ns: u64, cap: Duration) {
+/// `now_ns`), or a task made ready from another thread. Returns the due
+/// time it waited for, ns.
+fn idle(pump: &mut Pump, now_ns: u64, cap: Duration) -> u64 {
     let wait = match pump.node.timers().next_deadline() {
         Some(due_ns) => Duration::from_nanos(due_ns.saturating_sub(now_ns)).min(cap),
         None => cap,
     };
+    let due_ns = now_ns.saturating_add(duration_ns(wait));
     let deadline = Instant::now() + wait;
     let census = &pump.census;
     let watches = pump.node.watches();
     match watches.arm() {
         Ok(true) => {}
         // A watched ring has a frame: the next loop wakes its task.
-        Ok(false) => return,
+        Ok(false) => return due_ns,
         // Nothing armed: the park is the executor's own.
         Err(err) => {
             tracing::error!(executor = pump.node.executor(), error = %err, "cannot arm a watched ring");
@@ -260,6 +271,11 @@ fn idle(pump: &mut Pump, now_ns: u64, cap: Duration) {
     if let Err(err) = wake {
         tracing::error!(executor = pump.node.executor(), error = %err, "cannot wait on the executor's rings");
     }
+    due_ns
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Lets glommio run one reactor pass (through the relay; module doc).

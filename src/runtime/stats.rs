@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hdrhistogram::Histogram;
 
 use super::node::{Node, RouterTotals};
+use super::offcpu::OffCpuTotals;
 use super::routes::Routes;
 use crate::latency::{new_histogram, new_live_histogram, record_ns};
 use pinwheel_ipc::wire::AgentId;
@@ -85,14 +86,7 @@ impl NodeStats {
     /// glommio's own figures.
     pub fn full_snapshot(&self, node: &Node) -> StatsSnapshot {
         let mut snapshot = self.snapshot();
-        snapshot.router = node.counters().totals();
-        let glommio = glommio::executor().executor_stats();
-        snapshot.executor = ExecutorTotals {
-            index: node.executor(),
-            busy_ns: u64::try_from(glommio.total_runtime().as_nanos()).unwrap_or(u64::MAX),
-            tasks: glommio.tasks_executed(),
-            scheduler_runs: glommio.scheduler_runs(),
-        };
+        copy_totals(&mut snapshot, node);
         snapshot
     }
 
@@ -223,6 +217,20 @@ impl NodeStats {
     }
 }
 
+/// Copies the router's, glommio's and the pump's totals into `snapshot`
+/// (on the executor's thread).
+pub fn copy_totals(snapshot: &mut StatsSnapshot, node: &Node) {
+    snapshot.router = node.counters().totals();
+    let glommio = glommio::executor().executor_stats();
+    snapshot.executor = ExecutorTotals {
+        index: node.executor(),
+        busy_ns: u64::try_from(glommio.total_runtime().as_nanos()).unwrap_or(u64::MAX),
+        tasks: glommio.tasks_executed(),
+        scheduler_runs: glommio.scheduler_runs(),
+        off_cpu: node.counters().off_cpu.get(),
+    };
+}
+
 /// An executor's statistics at the end of a run.
 #[derive(Debug, Clone)]
 pub struct StatsSnapshot {
@@ -256,6 +264,9 @@ pub struct ExecutorTotals {
     pub tasks: u64,
     /// Task-queue selections by glommio's scheduler.
     pub scheduler_runs: u64,
+    /// Stretches its thread was awake and yet did not run
+    /// ([`super::offcpu`]).
+    pub off_cpu: OffCpuTotals,
 }
 
 /// Totals an executor publishes for the status line, on their own cache
