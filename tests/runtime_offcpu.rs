@@ -3,7 +3,7 @@
 //! its executor's thread three times (a blocking system call, as a badly
 //! written handler would make) shows as three stretches off the CPU, in
 //! the final statistics and in the live view, which also carries the
-//! agent's call and counts.
+//! agent's call and counts, copied a part a tick.
 //!
 //! Both agents are on CPU 0. The host may add stretches of its own, so the
 //! checks are lower bounds.

@@ -22,7 +22,7 @@ use super::executor::{
     AgentLaunch, Control, DRAIN_LIMIT, MakeAgent, QUIET_ROUNDS, RECENT_PERIOD, STOP_LIMIT,
 };
 use super::node::Node;
-use super::stats::NodeStats;
+use super::stats::{NodeStats, StatsSnapshot, copy_totals};
 use super::supervisor::{RestartPolicy, Supervisor};
 use super::tasks::Census;
 use super::timers::{Timer, Timers};
@@ -94,12 +94,66 @@ async fn drain(node: &Node, control: &Control, timer: &mut Timer) {
     }
 }
 
+/// Histograms copied for the live view in one tick: ~5 us each for a
+/// route's, so a tick holds the executor ~40 us (`stats.rs`).
+const COPIED_PER_TICK: usize = 8;
+
+/// The live view's copy of an executor's statistics, made a part a tick
+/// into snapshots allocated at boot (`stats.rs`).
+struct RecentCopy {
+    /// The snapshot being filled.
+    filling: Option<StatsSnapshot>,
+    /// A second one for the first publication, which hands none back.
+    standby: Option<StatsSnapshot>,
+    /// The next histogram to copy while a copy is under way.
+    next: Option<usize>,
+}
+
+impl RecentCopy {
+    fn new(stats: &NodeStats) -> Self {
+        Self {
+            filling: Some(stats.blank_snapshot()),
+            standby: Some(stats.blank_snapshot()),
+            next: None,
+        }
+    }
+
+    /// Starts a copy unless one is under way.
+    fn start(&mut self) {
+        self.next.get_or_insert(0);
+    }
+
+    /// Copies the next part and publishes a finished copy.
+    fn step<A>(&mut self, local: &Local<A>, index: u16) {
+        let Some(next) = self.next else {
+            return;
+        };
+        let stats = &local.stats;
+        let filling = self.filling.get_or_insert_with(|| stats.blank_snapshot());
+        if let Some(next) = stats.copy_part(filling, next, COPIED_PER_TICK) {
+            self.next = Some(next);
+            return;
+        }
+        copy_totals(filling, &local.node);
+        if local.control.swap_recent(index, &mut self.filling) {
+            if self.filling.is_none() {
+                self.filling = self.standby.take();
+            }
+            self.next = None;
+        } else {
+            // A reader holds the slot: copy afresh and try again.
+            self.next = Some(0);
+        }
+    }
+}
+
 /// Expires calls every millisecond and beats the watchdog's heartbeat,
 /// publishes live totals every 100 ms and recent statistics every
-/// [`RECENT_PERIOD`].
+/// [`RECENT_PERIOD`], copied a part a tick ([`RecentCopy`]).
 pub(super) async fn tick<A>(local: Rc<Local<A>>, index: u16) {
     let mut timer = Timer::new(local.timers());
     let mut ticks = 0u64;
+    let mut recent = RecentCopy::new(&local.stats);
     let live = &local.control.live[index as usize];
     let recent_every = RECENT_PERIOD.as_millis() as u64;
     loop {
@@ -123,9 +177,9 @@ pub(super) async fn tick<A>(local: Rc<Local<A>>, index: u16) {
             local.stats.publish(live);
         }
         if ticks.is_multiple_of(recent_every) {
-            let snapshot = local.stats.full_snapshot(&local.node);
-            local.control.publish_recent(index, snapshot);
+            recent.start();
         }
+        recent.step(&local, index);
         if local.control.stopping() {
             local.draining.raise();
             if local.node.inboxes().iter().all(|i| i.is_closed()) {

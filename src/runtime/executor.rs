@@ -211,19 +211,31 @@ impl Control {
     }
 
     /// Each executor's statistics as of its last [`RECENT_PERIOD`]; an
-    /// executor that has not published yet is left out.
+    /// executor that has not published yet is left out. Routes that
+    /// carried no call are left out too, as in a final snapshot.
     pub fn recent(&self) -> Vec<StatsSnapshot> {
         self.recent
             .iter()
             .filter_map(|slot| slot.lock().ok().and_then(|s| s.clone()))
+            .map(|mut snapshot| {
+                snapshot.routes.retain(|(_, _, h)| !h.is_empty());
+                snapshot
+            })
             .collect()
     }
 
-    /// Publishes executor `index`'s statistics unless a reader holds the
-    /// slot (the executor never waits for a reader; it tries next period).
-    pub(super) fn publish_recent(&self, index: u16, snapshot: StatsSnapshot) {
-        if let Some(Ok(mut slot)) = self.recent.get(usize::from(index)).map(Mutex::try_lock) {
-            *slot = Some(snapshot);
+    /// Publishes executor `index`'s statistics from `snapshot` and leaves
+    /// there the ones they replace (for the executor to fill next period,
+    /// in place); true if so. When a reader holds the slot it leaves
+    /// `snapshot` as it was and returns false: the executor never waits
+    /// for a reader.
+    pub(super) fn swap_recent(&self, index: u16, snapshot: &mut Option<StatsSnapshot>) -> bool {
+        match self.recent.get(usize::from(index)).map(Mutex::try_lock) {
+            Some(Ok(mut slot)) => {
+                std::mem::swap(&mut *slot, snapshot);
+                true
+            }
+            _ => false,
         }
     }
 }

@@ -11,6 +11,16 @@
 //! they run; the daemon collects a [`StatsSnapshot`] from each at the end,
 //! and the live totals it prints each second come from [`LiveCounters`],
 //! which each executor's ticker publishes in batches.
+//!
+//! The live view's copy of everything, once a second, is made in parts
+//! and in place ([`NodeStats::copy_part`]): a few histograms a tick into a
+//! snapshot the executor got back from the view, so no tick holds the
+//! executor for long and nothing is allocated after the first period. A
+//! whole copy at once (fresh histograms, ~5 MB on each of the seed mesh's
+//! executors, in locked memory the allocator had just handed back) held
+//! each executor for 5-19 ms every second: at 100,000 req/s the load
+//! generator fell up to 29 ms behind each time, and the mesh's p99 was
+//! 6-19 ms while no route's was over 0.7 ms.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,6 +98,73 @@ impl NodeStats {
         let mut snapshot = self.snapshot();
         copy_totals(&mut snapshot, node);
         snapshot
+    }
+
+    /// A snapshot shaped like these statistics, every route's histogram in
+    /// it, empty or not: what [`NodeStats::copy_part`] fills.
+    pub fn blank_snapshot(&self) -> StatsSnapshot {
+        let blank = |h: &Histogram<u64>| {
+            let mut copy = h.clone();
+            copy.reset();
+            copy
+        };
+        StatsSnapshot {
+            routes: self
+                .routes
+                .borrow()
+                .iter()
+                .map(|(from, to, h)| (*from, *to, blank(h)))
+                .collect(),
+            e2e: blank(&self.e2e.borrow()),
+            voice: blank(&self.voice.borrow()),
+            requests: Requests::default(),
+            agents: self.agents.borrow().clone(),
+            service: self
+                .agents
+                .borrow()
+                .iter()
+                .zip(self.service.borrow().iter())
+                .map(|((agent, _), h)| (*agent, blank(h)))
+                .collect(),
+            router: RouterTotals::default(),
+            executor: ExecutorTotals::default(),
+        }
+    }
+
+    /// Copies up to `budget` histograms into `into` (from
+    /// [`NodeStats::blank_snapshot`]), in place, from the `next`-th on: the
+    /// routes', then the agents' service times, then the end-to-end and
+    /// voice ones. Returns where the next part starts, or `None` once all
+    /// are copied; the counts are copied then, with that last part (the
+    /// executor's totals are [`copy_totals`]'s).
+    pub fn copy_part(&self, into: &mut StatsSnapshot, next: usize, budget: usize) -> Option<usize> {
+        let routes = self.routes.borrow();
+        let service = self.service.borrow();
+        let (e2e, voice) = (self.e2e.borrow(), self.voice.borrow());
+        let total = routes.len() + service.len() + 2;
+        let end = (next + budget).min(total);
+        for i in next..end {
+            let (to, from) = if i < routes.len() {
+                (&mut into.routes[i].2, &routes[i].2)
+            } else if i < routes.len() + service.len() {
+                let a = i - routes.len();
+                (&mut into.service[a].1, &service[a])
+            } else if i == total - 2 {
+                (&mut into.e2e, &*e2e)
+            } else {
+                (&mut into.voice, &*voice)
+            };
+            to.reset();
+            // Same bounds (`blank_snapshot` copied them), so adding cannot
+            // fail.
+            let _ = to.add(from);
+        }
+        if end < total {
+            return Some(end);
+        }
+        into.requests = self.requests.get();
+        into.agents.clone_from(&self.agents.borrow());
+        None
     }
 
     /// Statistics for `executor`, with a histogram per route its agents
@@ -348,5 +425,57 @@ mod tests {
         assert_eq!(sorted(served.collect()), [(a, a, 0), (b, b, 1), (c, c, 0)]);
         let handled = snapshot.agents.iter().map(|(x, n)| (*x, *x, n.handled));
         assert_eq!(sorted(handled.collect()), [(a, a, 0), (b, b, 0), (c, c, 1)]);
+    }
+
+    #[test]
+    fn a_copy_made_in_parts_into_a_reused_snapshot_matches_a_fresh_one() {
+        let routes = routes();
+        let [a, b, c] = [0, 1, 2].map(AgentId);
+        let sut = NodeStats::new(&routes, routes.executor_of(a));
+        let mut copy = sut.blank_snapshot();
+        let copy_all = |copy: &mut StatsSnapshot| {
+            let (mut next, mut parts) = (0, 0);
+            while let Some(n) = sut.copy_part(copy, next, 2) {
+                (next, parts) = (n, parts + 1);
+            }
+            parts + 1
+        };
+        let same = |copy: &StatsSnapshot, fresh: &StatsSnapshot| {
+            let lens = |s: &StatsSnapshot| {
+                let mut v: Vec<_> = s
+                    .routes
+                    .iter()
+                    .filter(|(_, _, h)| !h.is_empty())
+                    .map(|(f, t, h)| (*f, *t, h.len(), h.max()))
+                    .collect();
+                v.extend(s.service.iter().map(|(x, h)| (*x, *x, h.len(), h.max())));
+                v
+            };
+            assert_eq!(lens(copy), lens(fresh));
+            assert_eq!(copy.e2e, fresh.e2e);
+            assert_eq!(copy.voice, fresh.voice);
+            assert_eq!(copy.agents, fresh.agents);
+            assert_eq!(copy.requests, fresh.requests);
+        };
+
+        sut.record_call(a, c, 1_000);
+        sut.record_service(b, 500);
+        sut.record_e2e(40_000);
+        sut.update_requests(|r| r.sent += 1);
+        // Three agents' routes (A: B, C; B: C), three service times, e2e
+        // and voice: 8 histograms, 2 a part.
+        assert_eq!(copy_all(&mut copy), 4);
+        same(&copy, &sut.snapshot());
+
+        // The next period reuses the copy: what was recorded since shows,
+        // and nothing of the last copy stays twice.
+        sut.record_call(a, c, 9_000);
+        sut.record_call(b, c, 2_000);
+        sut.record_voice(70_000);
+        sut.update_agent(c, |counts| counts.handled += 1);
+        copy_all(&mut copy);
+        same(&copy, &sut.snapshot());
+        let ac = copy.routes.iter().find(|(f, t, _)| (*f, *t) == (a, c));
+        assert_eq!(ac.map(|(_, _, h)| h.len()), Some(2));
     }
 }
