@@ -142,7 +142,7 @@ impl NodeStats {
         let service = self.service.borrow();
         let (e2e, voice) = (self.e2e.borrow(), self.voice.borrow());
         let total = routes.len() + service.len() + 2;
-        let end = (next + budget).min(total);
+        let end = next.saturating_add(budget).min(total);
         for i in next..end {
             let (to, from) = if i < routes.len() {
                 (&mut into.routes[i].2, &routes[i].2)
@@ -264,30 +264,13 @@ impl NodeStats {
     }
 
     /// A copy of everything, for the final report (the executor adds its
-    /// router's totals).
+    /// router's totals): routes that carried no call are left out.
     pub fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            routes: self
-                .routes
-                .borrow()
-                .iter()
-                .filter(|(_, _, h)| !h.is_empty())
-                .cloned()
-                .collect(),
-            e2e: self.e2e.borrow().clone(),
-            voice: self.voice.borrow().clone(),
-            requests: self.requests.get(),
-            agents: self.agents.borrow().clone(),
-            service: self
-                .agents
-                .borrow()
-                .iter()
-                .zip(self.service.borrow().iter())
-                .map(|((agent, _), histogram)| (*agent, histogram.clone()))
-                .collect(),
-            router: RouterTotals::default(),
-            executor: ExecutorTotals::default(),
-        }
+        let mut snapshot = self.blank_snapshot();
+        let rest = self.copy_part(&mut snapshot, 0, usize::MAX);
+        debug_assert!(rest.is_none(), "one part is everything");
+        snapshot.routes.retain(|(_, _, h)| !h.is_empty());
+        snapshot
     }
 }
 
