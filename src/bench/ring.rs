@@ -35,6 +35,7 @@ use super::BenchError;
 use super::report::Case;
 use crate::latency::{new_histogram, record_duration};
 use crate::runtime::affinity::pin_current_thread;
+use crate::runtime::offcpu::thread_cpu_ns;
 use crate::topology::CpuId;
 use pinwheel_ipc::ring::{
     Consumer, PeerLink, Producer, RingConfig, RingError, WaitStrategy, export_consumer,
@@ -400,13 +401,6 @@ pub(super) fn next_envelope<R>(
             });
         }
     }
-}
-
-/// CPU time the calling thread has used, nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    let time = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
-        .expect("every Linux thread has a CPU-time clock");
-    (time.tv_sec() as u64).saturating_mul(1_000_000_000) + time.tv_nsec() as u64
 }
 
 pub(super) fn pin(cpu: CpuId) -> Result<(), BenchError> {

@@ -36,6 +36,7 @@ use super::suite::CaseKind;
 use crate::latency::{LatencySummary, PERCENTILE_TITLES, format_ns, new_histogram, record_ns};
 use crate::runtime::affinity::{SchedPolicy, current_policy, pin_current_thread};
 use crate::runtime::agent::Agent;
+use crate::runtime::clock::duration_ns;
 use crate::runtime::ctx::{Ctx, now_ns};
 use crate::runtime::executor::IO_MEMORY;
 use crate::runtime::privileges::{ThreadPolicy, prepare_process, prepare_thread};
@@ -251,10 +252,6 @@ fn sleep_on_thread(period: Duration, loops: u64) -> Result<Histogram<u64>, Bench
 fn monotonic_ns() -> u64 {
     let now = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC always exists");
     (now.tv_sec() as u64).saturating_mul(1_000_000_000) + now.tv_nsec() as u64
-}
-
-fn duration_ns(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn wakeup_error(reason: String) -> BenchError {

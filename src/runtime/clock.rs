@@ -36,6 +36,12 @@ use super::ctx::now_ns;
 pub const REANCHOR: Duration = Duration::from_millis(1);
 const REANCHOR_NS: u64 = REANCHOR.as_nanos() as u64;
 
+/// `duration` in nanoseconds, the way the clock counts (saturating past
+/// 584 years).
+pub fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// An executor's clock (module doc).
 pub struct Clock {
     tsc: quanta::Clock,

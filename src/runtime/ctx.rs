@@ -27,6 +27,7 @@ use glommio::sync::Semaphore;
 
 use super::RuntimeError;
 use super::agent::{Head, Message};
+use super::clock::duration_ns;
 use super::node::{Node, Picked, STATUS_OK};
 use super::pending::CallFailure;
 use super::stats::NodeStats;
@@ -405,10 +406,6 @@ fn reply_from<'a>(request: &Head, status: u16, body: &'a [u8]) -> Envelope<'a> {
         deadline_ns: request.deadline_ns,
         payload: Payload::Reply { status, body },
     }
-}
-
-fn duration_ns(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// What a call sends.

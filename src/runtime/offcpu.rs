@@ -42,6 +42,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::clock::duration_ns;
+
 /// The shortest stretch counted: a quarter of `bench mesh --find-max`'s
 /// 1 ms bar, well above a loop of the pump's under load.
 pub const OFF_CPU_MIN: Duration = Duration::from_micros(250);
@@ -165,7 +167,7 @@ impl<C: FnMut() -> u64> OffCpu<C> {
 /// that nothing is counted).
 pub fn thread_cpu_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
-        .map(|t| u64::try_from(Duration::from(t).as_nanos()).unwrap_or(u64::MAX))
+        .map(|t| duration_ns(Duration::from(t)))
         .unwrap_or(0)
 }
 

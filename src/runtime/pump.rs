@@ -81,6 +81,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use super::clock::duration_ns;
 use super::node::Node;
 use super::offcpu::OffCpu;
 use super::relay::Relay;
@@ -272,10 +273,6 @@ fn idle(pump: &mut Pump, now_ns: u64, cap: Duration) -> u64 {
         tracing::error!(executor = pump.node.executor(), error = %err, "cannot wait on the executor's rings");
     }
     due_ns
-}
-
-fn duration_ns(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Lets glommio run one reactor pass (through the relay; module doc).
