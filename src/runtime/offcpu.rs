@@ -88,8 +88,8 @@ pub struct OffCpu<C = fn() -> u64> {
     cpu_ns: C,
     /// The clock at the last loop.
     last_ns: u64,
-    /// The clock and the thread's CPU time at the reference (`None`: take
-    /// one at the next loop; the thread just slept).
+    /// The clock and the thread's CPU time at the reference (`None`: none
+    /// yet; the first loop takes one).
     reference: Option<(u64, u64)>,
     totals: OffCpuTotals,
 }
@@ -143,14 +143,15 @@ impl<C: FnMut() -> u64> OffCpu<C> {
     /// The thread slept (parked or napped) until `now_ns`, for a due time
     /// of `due_ns`: a wake-up [`OFF_CPU_MIN`] or more past it counts as a
     /// stretch off the CPU (a wake-up before it, by a message, tells
-    /// nothing), and the next loop starts afresh.
+    /// nothing), and the reference is taken afresh here, before the
+    /// handlers the wake-up brings run.
     pub fn woke(&mut self, now_ns: u64, due_ns: u64) {
         let late_ns = now_ns.saturating_sub(due_ns);
         if late_ns >= OFF_CPU_MIN_NS {
             self.totals.record(late_ns);
         }
         self.last_ns = now_ns;
-        self.reference = None;
+        self.look(now_ns);
     }
 
     /// The stretches so far.
@@ -242,6 +243,14 @@ mod tests {
         m.awake(12_010 * US);
         assert_eq!(m.totals().count, 1);
         assert_eq!(m.totals().total_ns, 2_000 * US);
+        // Woken by a message whose handler then blocked the thread for
+        // 3 ms before the next loop.
+        cpu.set(30 * US);
+        m.woke(20_000 * US, 25_000 * US);
+        cpu.set(40 * US);
+        m.awake(23_000 * US);
+        assert_eq!(m.totals().count, 2);
+        assert_eq!(m.totals().total_ns, 2_000 * US + 2_990 * US);
     }
 
     #[test]
